@@ -1,0 +1,2 @@
+//! zenrelay
+pub fn placeholder() {}
