@@ -1,2 +1,34 @@
-//! zenrelay
-pub fn placeholder() {}
+//! zenrelay: a notification relay gateway for the Zendesk Apps API.
+//!
+//! Services send events to the gateway; it validates them, enforces Zendesk's 1 MB Notify
+//! cap, stores them in Redis and delivers them to `POST /api/v2/apps/notify` under each
+//! account's rolling-window limit, with retries, fairly across accounts and across every
+//! gateway process sharing the Redis.
+//!
+//! # Layout
+//!
+//! - [`cli`] — the command line (`serve`, `check-config`).
+//! - [`config`] — typed, layered configuration.
+//! - [`app`] — builds state, router and worker from config; runs until shutdown.
+//! - [`ingress`] — `/v1` notify, batch and event status handlers.
+//! - [`auth`] — client keys and their account scopes.
+//! - [`delivery`] — the worker loop and retry policy.
+//! - [`queue`] — the queue contract and its Redis backend (Lua scripts, key layout).
+//! - [`zendesk`] — upstream accounts, credentials, the Notify call and outcome classes.
+//! - [`domain`] — event ids, partitions, the Notify payload and its exact size.
+//! - [`schema`] — precompiled JSON Schema validation with JSON-pointer errors.
+//! - [`error`] — the JSON error body of the HTTP edge.
+//! - [`telemetry`] — logging.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod error;
+pub mod ingress;
+pub mod queue;
+pub mod schema;
+pub mod telemetry;
+pub mod zendesk;

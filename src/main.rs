@@ -1,1 +1,5 @@
-fn main() {}
+//! The `zenrelay` binary.
+
+fn main() -> std::process::ExitCode {
+    zenrelay::cli::main()
+}

@@ -1,0 +1,250 @@
+//! Builds the gateway from config: state, router, worker; runs it until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{Request, StatusCode};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::ClientKeys;
+use crate::config::Config;
+use crate::delivery::{RetryPolicy, Worker};
+use crate::domain::notify_schema;
+use crate::error::ApiError;
+use crate::ingress;
+use crate::queue::redis::{RedisQueue, RedisQueueConfig};
+use crate::queue::{Queue, RateLimit};
+use crate::schema::SchemaValidator;
+use crate::zendesk::{Accounts, ZendeskClient};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    queue: Arc<dyn Queue>,
+    accounts: Arc<Accounts>,
+    clients: ClientKeys,
+    notify_schema: SchemaValidator,
+    wake: Arc<Notify>,
+}
+
+impl AppState {
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &Arc<dyn Queue> {
+        &self.inner.queue
+    }
+
+    /// The configured accounts.
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
+    }
+
+    /// The client keys.
+    pub fn clients(&self) -> &ClientKeys {
+        &self.inner.clients
+    }
+
+    /// The compiled schema of Notify events.
+    pub fn notify_schema(&self) -> &SchemaValidator {
+        &self.inner.notify_schema
+    }
+
+    /// Tells this process's worker that new work was stored.
+    pub fn wake_worker(&self) {
+        self.inner.wake.notify_one();
+    }
+}
+
+/// A gateway ready to serve.
+pub struct Gateway {
+    state: AppState,
+    worker: Option<Worker>,
+}
+
+/// Builds the Redis queue described by `config`.
+pub fn redis_queue(config: &Config) -> anyhow::Result<RedisQueue> {
+    let d = &config.delivery;
+    Ok(RedisQueue::new(RedisQueueConfig {
+        url: config.redis.url.clone(),
+        prefix: config.redis.key_prefix.clone(),
+        partitions: config.redis.partitions,
+        pool_size: config.redis.pool_size,
+        timeout: Duration::from_millis(config.redis.timeout_ms),
+        lease: d.lease(),
+        default_limit: RateLimit {
+            limit: d.notify_per_minute,
+            window_ms: d.window_ms(),
+        },
+        margin_ms: d.margin_ms(),
+    })?)
+}
+
+impl Gateway {
+    /// Builds a gateway on the Redis queue of its config.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let queue = redis_queue(&config)?;
+        if let Err(e) = queue.check_server().await {
+            tracing::warn!(error = %e, "Redis is not reachable yet; ingress answers 503 until it is");
+        }
+        Self::with_queue(config, Arc::new(queue))
+    }
+
+    /// Builds a gateway on the given queue.
+    pub fn with_queue(config: Config, queue: Arc<dyn Queue>) -> anyhow::Result<Self> {
+        let accounts = Arc::new(Accounts::from_config(&config).map_err(anyhow::Error::msg)?);
+        let notify_schema = SchemaValidator::new(&notify_schema()).map_err(anyhow::Error::msg)?;
+        let wake = Arc::new(Notify::new());
+        let d = &config.delivery;
+        let worker = d.enabled.then(|| {
+            ZendeskClient::new(d.upstream_timeout()).map(|client| {
+                Worker::new(
+                    queue.clone(),
+                    client,
+                    accounts.clone(),
+                    RetryPolicy {
+                        max_attempts: d.max_attempts,
+                        base: Duration::from_millis(d.retry_base_ms),
+                        cap: Duration::from_millis(d.retry_max_ms),
+                    },
+                    d.concurrency,
+                    Duration::from_millis(d.poll_interval_ms),
+                    d.upstream_timeout() + Duration::from_secs(1),
+                    wake.clone(),
+                )
+            })
+        });
+        let worker = worker.transpose().map_err(anyhow::Error::msg)?;
+        let state = AppState {
+            inner: Arc::new(Inner {
+                clients: ClientKeys::from_config(&config.clients),
+                config,
+                queue,
+                accounts,
+                notify_schema,
+                wake,
+            }),
+        };
+        Ok(Gateway { state, worker })
+    }
+
+    /// The handlers' state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The delivery worker, if this process runs one.
+    pub fn worker(&self) -> Option<&Worker> {
+        self.worker.as_ref()
+    }
+
+    /// The HTTP surface.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves: then stops accepting, lets open
+    /// requests and in-flight deliveries finish, and returns.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let worker = self
+            .worker
+            .clone()
+            .map(|w| tokio::spawn(w.run(token.clone())));
+        let stop = token.clone();
+        let serve = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: intake stopped, finishing in-flight work");
+            stop.cancel();
+        });
+        let result = serve.await;
+        token.cancel();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        result.map_err(Into::into)
+    }
+}
+
+/// The router of the gateway's HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/accounts/{account}/notify", post(ingress::notify))
+        .route("/v1/accounts/{account}/notify/batch", post(ingress::notify_batch))
+        .route("/v1/events/{id}", get(ingress::event_status))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::disable())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+            }),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.queue().ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed on this path",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
+}

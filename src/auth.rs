@@ -1,0 +1,143 @@
+//! Client keys: who is calling and which accounts they reach.
+//!
+//! Keys are kept as SHA-256 digests and compared in constant time against every
+//! configured key, so neither the comparison nor the position of a match leaks timing.
+
+use http::{header, HeaderMap};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::ClientConfig;
+
+/// An authenticated internal caller.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client's name.
+    pub name: String,
+    /// Accounts it reaches; `None` means all.
+    accounts: Option<Vec<String>>,
+    /// Whether it may use admin endpoints.
+    pub admin: bool,
+    digest: [u8; 32],
+}
+
+impl Client {
+    /// Whether this client may act on `account`.
+    pub fn reaches(&self, account: &str) -> bool {
+        match &self.accounts {
+            None => true,
+            Some(list) => list.iter().any(|a| a == account),
+        }
+    }
+}
+
+/// Every configured client key.
+#[derive(Debug, Clone, Default)]
+pub struct ClientKeys {
+    clients: Vec<Client>,
+}
+
+impl ClientKeys {
+    /// Builds the key table from config.
+    pub fn from_config(clients: &[ClientConfig]) -> Self {
+        let clients = clients
+            .iter()
+            .map(|c| Client {
+                name: c.name.clone(),
+                accounts: if c.accounts.iter().any(|a| a == "*") {
+                    None
+                } else {
+                    Some(c.accounts.clone())
+                },
+                admin: c.admin,
+                digest: Sha256::digest(c.key.expose_secret().as_bytes()).into(),
+            })
+            .collect();
+        ClientKeys { clients }
+    }
+
+    /// The client whose key is `presented`, compared in constant time.
+    pub fn find(&self, presented: &[u8]) -> Option<&Client> {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        let mut found = None;
+        for client in &self.clients {
+            if bool::from(client.digest.ct_eq(&digest)) {
+                found = Some(client);
+            }
+        }
+        found
+    }
+
+    /// The client named by `Authorization: Bearer <key>`.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Option<&Client> {
+        let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+        let (scheme, key) = split_scheme(value)?;
+        if !scheme.eq_ignore_ascii_case(b"bearer") || key.is_empty() {
+            return None;
+        }
+        self.find(key)
+    }
+}
+
+fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    Some((scheme, rest.trim_ascii()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn keys() -> ClientKeys {
+        let clients: Vec<ClientConfig> = toml::from_str::<toml::Table>(
+            r#"
+[[c]]
+name = "billing"
+key = "billing-key-0123456789"
+accounts = ["acme"]
+[[c]]
+name = "ops"
+key = "ops-key-0123456789abc"
+accounts = ["*"]
+admin = true
+"#,
+        )
+        .unwrap()["c"]
+            .clone()
+            .try_into()
+            .unwrap();
+        ClientKeys::from_config(&clients)
+    }
+
+    fn bearer(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn finds_keys_and_scopes() {
+        let keys = keys();
+        let billing = keys
+            .authenticate(&bearer("Bearer billing-key-0123456789"))
+            .unwrap();
+        assert_eq!(billing.name, "billing");
+        assert!(billing.reaches("acme"));
+        assert!(!billing.reaches("other"));
+        assert!(!billing.admin);
+        let ops = keys
+            .authenticate(&bearer("bearer ops-key-0123456789abc"))
+            .unwrap();
+        assert!(ops.reaches("anything") && ops.admin);
+        assert!(keys
+            .authenticate(&bearer("Bearer billing-key-012345678"))
+            .is_none());
+        assert!(keys
+            .authenticate(&bearer("Basic billing-key-0123456789"))
+            .is_none());
+        assert!(keys.authenticate(&HeaderMap::new()).is_none());
+    }
+}

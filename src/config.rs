@@ -1,0 +1,806 @@
+//! Typed, layered configuration.
+//!
+//! Loading order: built-in defaults → the TOML file → `ZENRELAY__SECTION__KEY=value`
+//! environment overrides → `${VAR}` interpolation in string values → [`Config::validate`].
+//! Unknown keys and invalid values are errors that name the key (`delivery.max_attempts`,
+//! `accounts[1].api_token`, ...). Secrets are [`SecretString`]s: they print as `[REDACTED]`
+//! and are exposed only where an HTTP header is built.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Where the config file is looked for when neither `--config` nor `ZENRELAY_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/zenrelay.toml";
+
+/// Prefix of environment overrides: `ZENRELAY__DELIVERY__MAX_ATTEMPTS=5`.
+pub const ENV_PREFIX: &str = "ZENRELAY__";
+
+/// A configuration problem, naming the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path that was tried.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a wrong type, an invalid value, or is unknown.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `accounts[0].email`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration of a gateway process.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listener.
+    pub server: ServerConfig,
+    /// Queue storage.
+    pub redis: RedisConfig,
+    /// Notify delivery.
+    pub delivery: DeliveryConfig,
+    /// Apps API proxy.
+    pub proxy: ProxyConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Zendesk accounts the gateway delivers to.
+    pub accounts: Vec<AccountConfig>,
+    /// Internal callers and their keys.
+    pub clients: Vec<ClientConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request body read at ingress, in bytes; larger requests get 413 before
+    /// their body is read.
+    pub max_body_bytes: usize,
+    /// Largest number of events in one batch request.
+    pub max_batch_events: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 8 * 1024 * 1024,
+            max_batch_events: 1000,
+        }
+    }
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://`).
+    pub url: SecretString,
+    /// Prefix of every key the gateway writes.
+    pub key_prefix: String,
+    /// Number of hash-tagged partitions accounts are spread over. Must not change while
+    /// data exists under `key_prefix`.
+    pub partitions: u16,
+    /// Connections in the pool of each process.
+    pub pool_size: usize,
+    /// Timeout of one Redis command, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("redis://127.0.0.1:6379/0"),
+            key_prefix: "zenrelay".into(),
+            partitions: 16,
+            pool_size: 32,
+            timeout_ms: 2000,
+        }
+    }
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Default per-account Notify budget per window.
+    pub notify_per_minute: u32,
+    /// Length of the rolling window, in seconds.
+    pub notify_window_seconds: u64,
+    /// Attempts before an event is dead-lettered.
+    pub max_attempts: u32,
+    /// Time to live of an event that names none.
+    pub default_ttl_seconds: u64,
+    /// Undelivered Notify calls an account may hold before ingress answers 429.
+    pub max_queue_depth: u64,
+    /// Timeout of one upstream call, in milliseconds.
+    pub upstream_timeout_ms: u64,
+    /// Upstream calls in flight per process.
+    pub concurrency: usize,
+    /// First retry delay (before jitter), in milliseconds.
+    pub retry_base_ms: u64,
+    /// Largest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// How long a claimed event stays leased to a process before another may take it, in
+    /// milliseconds. Defaults to the upstream timeout plus 5 s.
+    pub lease_ms: Option<u64>,
+    /// Idle polling interval of the worker, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Safety margin added to the rolling window, in milliseconds, so that network jitter
+    /// can never make upstream see one request too many in a window. Defaults to 1% of the
+    /// window, at most 250 ms.
+    pub window_margin_ms: Option<u64>,
+    /// Whether the delivery worker runs in this process.
+    pub enabled: bool,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            notify_per_minute: 100,
+            notify_window_seconds: 60,
+            max_attempts: 10,
+            default_ttl_seconds: 86_400,
+            max_queue_depth: 100_000,
+            upstream_timeout_ms: 10_000,
+            concurrency: 256,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            lease_ms: None,
+            poll_interval_ms: 20,
+            window_margin_ms: None,
+            enabled: true,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// The upstream call timeout.
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    /// The lease given to a claimed event.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(
+            self.lease_ms
+                .unwrap_or(self.upstream_timeout_ms.saturating_add(5_000)),
+        )
+    }
+
+    /// The rolling window, in milliseconds.
+    pub fn window_ms(&self) -> u64 {
+        self.notify_window_seconds.saturating_mul(1000)
+    }
+
+    /// The margin added to the window, in milliseconds.
+    pub fn margin_ms(&self) -> u64 {
+        self.window_margin_ms
+            .unwrap_or_else(|| (self.window_ms() / 100).min(250))
+    }
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Attempts of one proxied call.
+    pub max_attempts: u32,
+    /// Largest request body buffered for the proxy.
+    pub max_body_bytes: usize,
+    /// Account used when neither the path nor the `Host` names one.
+    pub default_account: Option<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            max_body_bytes: 32 * 1024 * 1024,
+            default_account: None,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `zenrelay=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// One `[[accounts]]` entry: a Zendesk account and its credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The gateway's name for the account (used in URLs).
+    pub id: String,
+    /// Zendesk subdomain: upstream is `https://{subdomain}.zendesk.com`.
+    pub subdomain: String,
+    /// Upstream base URL overriding the one derived from `subdomain`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Extra `Host` names routed to this account by the proxy.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The Zendesk user the credentials belong to (Basic auth).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// API token: Basic `email/token:TOKEN`.
+    #[serde(default)]
+    pub api_token: Option<SecretString>,
+    /// OAuth access token: `Bearer TOKEN`.
+    #[serde(default)]
+    pub oauth_token: Option<SecretString>,
+    /// Password: Basic `email:password`.
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// Per-account override of `delivery.notify_per_minute`.
+    #[serde(default)]
+    pub notify_per_minute: Option<u32>,
+}
+
+impl AccountConfig {
+    /// The upstream base URL, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        match &self.base_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("https://{}.zendesk.com", self.subdomain),
+        }
+    }
+}
+
+/// One `[[clients]]` entry: an internal caller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Name shown in logs and metrics.
+    pub name: String,
+    /// The key the caller presents as `Authorization: Bearer KEY`.
+    pub key: SecretString,
+    /// Account ids this key reaches; `"*"` reaches all.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Whether the key may use the admin endpoints.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+impl Config {
+    /// Loads the config: `path`, else `ZENRELAY_CONFIG`, else [`DEFAULT_CONFIG_PATH`] if it
+    /// exists, else built-in defaults; then environment overrides and interpolation.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("ZENRELAY_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+                default.exists().then_some(default)
+            });
+        let text = match &path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let name = path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
+        Self::from_toml_with_env(&text, &name, &env)
+    }
+
+    /// Parses `text` (named `source` in errors), applies the given environment, validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        source: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: source.to_string(),
+            message: e.to_string(),
+        })?;
+        for (name, raw) in env {
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut value, rest, raw)?;
+            }
+        }
+        interpolate(&mut value, "", env)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string();
+            ConfigError::invalid(if key == "." { String::new() } else { key }, message)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks; every error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "server.listen",
+                "must be an address like 127.0.0.1:8080",
+            ));
+        }
+        positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        positive(
+            "server.max_batch_events",
+            self.server.max_batch_events as u64,
+        )?;
+        let url = self.redis.url.expose_secret();
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+        {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+        let prefix = &self.redis.key_prefix;
+        if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must be non-empty, without spaces or braces",
+            ));
+        }
+        if !(1..=4096).contains(&self.redis.partitions) {
+            return Err(ConfigError::invalid(
+                "redis.partitions",
+                "must be between 1 and 4096",
+            ));
+        }
+        positive("redis.pool_size", self.redis.pool_size as u64)?;
+        positive("redis.timeout_ms", self.redis.timeout_ms)?;
+        let d = &self.delivery;
+        positive("delivery.notify_per_minute", d.notify_per_minute.into())?;
+        if d.notify_per_minute > 100_000 {
+            return Err(ConfigError::invalid(
+                "delivery.notify_per_minute",
+                "must be at most 100000",
+            ));
+        }
+        positive("delivery.notify_window_seconds", d.notify_window_seconds)?;
+        positive("delivery.max_attempts", d.max_attempts.into())?;
+        positive("delivery.default_ttl_seconds", d.default_ttl_seconds)?;
+        positive("delivery.max_queue_depth", d.max_queue_depth)?;
+        positive("delivery.upstream_timeout_ms", d.upstream_timeout_ms)?;
+        positive("delivery.concurrency", d.concurrency as u64)?;
+        positive("delivery.retry_base_ms", d.retry_base_ms)?;
+        positive("delivery.poll_interval_ms", d.poll_interval_ms)?;
+        if d.retry_max_ms < d.retry_base_ms {
+            return Err(ConfigError::invalid(
+                "delivery.retry_max_ms",
+                "must be at least delivery.retry_base_ms",
+            ));
+        }
+        if let Some(lease) = d.lease_ms {
+            if lease <= d.upstream_timeout_ms {
+                return Err(ConfigError::invalid(
+                    "delivery.lease_ms",
+                    "must be longer than delivery.upstream_timeout_ms",
+                ));
+            }
+        }
+        positive("proxy.max_attempts", self.proxy.max_attempts.into())?;
+        positive("proxy.max_body_bytes", self.proxy.max_body_bytes as u64)?;
+
+        let mut ids = HashSet::new();
+        for (i, account) in self.accounts.iter().enumerate() {
+            let key = |field: &str| format!("accounts[{i}].{field}");
+            if !valid_name(&account.id) {
+                return Err(ConfigError::invalid(
+                    key("id"),
+                    "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+                ));
+            }
+            if !ids.insert(account.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("id"),
+                    format!("duplicate account id {:?}", account.id),
+                ));
+            }
+            if account.subdomain.is_empty()
+                || !account
+                    .subdomain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(ConfigError::invalid(
+                    key("subdomain"),
+                    "must be letters, digits and '-'",
+                ));
+            }
+            if let Some(url) = &account.base_url {
+                match reqwest::Url::parse(url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            key("base_url"),
+                            "must be an http(s) URL",
+                        ))
+                    }
+                }
+            }
+            let creds = [
+                account.api_token.is_some(),
+                account.oauth_token.is_some(),
+                account.password.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
+            if creds != 1 {
+                return Err(ConfigError::invalid(
+                    key("api_token"),
+                    "exactly one of api_token, oauth_token or password must be set",
+                ));
+            }
+            if (account.api_token.is_some() || account.password.is_some())
+                && account.email.as_deref().unwrap_or("").is_empty()
+            {
+                return Err(ConfigError::invalid(
+                    key("email"),
+                    "is required with api_token or password",
+                ));
+            }
+            if let Some(limit) = account.notify_per_minute {
+                if limit == 0 || limit > 100_000 {
+                    return Err(ConfigError::invalid(
+                        key("notify_per_minute"),
+                        "must be between 1 and 100000",
+                    ));
+                }
+            }
+        }
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let key = |field: &str| format!("clients[{i}].{field}");
+            if client.name.is_empty() || !names.insert(client.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if client.key.expose_secret().len() < 16 {
+                return Err(ConfigError::invalid(
+                    key("key"),
+                    "must be at least 16 characters",
+                ));
+            }
+            if !keys.insert(client.key.expose_secret()) {
+                return Err(ConfigError::invalid(
+                    key("key"),
+                    "is used by another client",
+                ));
+            }
+            for (j, account) in client.accounts.iter().enumerate() {
+                if account != "*" && !ids.contains(account.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("clients[{i}].accounts[{j}]"),
+                        format!("unknown account {account:?}"),
+                    ));
+                }
+            }
+        }
+        if let Some(default) = &self.proxy.default_account {
+            if !ids.contains(default.as_str()) {
+                return Err(ConfigError::invalid(
+                    "proxy.default_account",
+                    format!("unknown account {default:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(ConfigError::invalid(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `name` is acceptable as an account id (it appears in URLs and Redis keys).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name != "."
+        && name != ".."
+}
+
+/// Applies `SECTION__KEY[__KEY...]=raw` to the parsed file. Path segments are lowercased;
+/// numeric segments index arrays (`ACCOUNTS__0__API_TOKEN`). The value is read as a TOML
+/// literal when it is one (numbers, booleans, arrays), else as a string.
+fn apply_override(root: &mut toml::Value, path: &str, raw: &str) -> Result<(), ConfigError> {
+    let segments: Vec<String> = path.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let dotted = segments.join(".");
+    if segments.iter().any(String::is_empty) {
+        return Err(ConfigError::invalid(
+            format!("{ENV_PREFIX}{path}"),
+            "malformed environment override name",
+        ));
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut node = root;
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        node = match node {
+            toml::Value::Table(table) => {
+                if last {
+                    table.insert(segment.clone(), parsed);
+                    return Ok(());
+                }
+                table
+                    .entry(segment.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            }
+            toml::Value::Array(items) => {
+                let index: usize = segment.parse().map_err(|_| {
+                    ConfigError::invalid(&dotted, "expected an array index in the override")
+                })?;
+                let len = items.len();
+                let item = items.get_mut(index).ok_or_else(|| {
+                    ConfigError::invalid(
+                        &dotted,
+                        format!("index {index} is out of range (the array has {len} items)"),
+                    )
+                })?;
+                if last {
+                    *item = parsed;
+                    return Ok(());
+                }
+                item
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    &dotted,
+                    "cannot override inside a non-table value",
+                ))
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Replaces `${VAR}` in every string value; an unset variable is an error naming the key.
+fn interpolate(
+    value: &mut toml::Value,
+    key: &str,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) if s.contains("${") => {
+            *s = substitute(s, env).map_err(|m| ConfigError::invalid(key, m))?;
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{key}[{i}]"), env)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, item) in table.iter_mut() {
+                let child = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                interpolate(item, &child, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn substitute(input: &str, env: &[(String, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unterminated ${...} reference".to_string())?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("invalid variable name {name:?} in ${{...}}"));
+        }
+        let value = env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[redis]
+url = "redis://127.0.0.1:6390/0"
+
+[[accounts]]
+id = "acme"
+subdomain = "acme"
+email = "ops@acme.example"
+api_token = "${ACME_TOKEN}"
+
+[[clients]]
+name = "billing"
+key = "${BILLING_KEY}"
+accounts = ["acme"]
+"#;
+
+    fn env() -> Vec<(String, String)> {
+        vec![
+            ("ACME_TOKEN".into(), "tok-123".into()),
+            ("BILLING_KEY".into(), "billing-key-0123456789".into()),
+        ]
+    }
+
+    fn err(text: &str, env: &[(String, String)]) -> String {
+        Config::from_toml_with_env(text, "test.toml", env)
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn loads_file_with_interpolation_and_defaults() {
+        let config = Config::from_toml_with_env(BASE, "test.toml", &env()).unwrap();
+        assert_eq!(
+            config.accounts[0]
+                .api_token
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
+            "tok-123"
+        );
+        assert_eq!(config.delivery.notify_per_minute, 100);
+        assert_eq!(config.delivery.notify_window_seconds, 60);
+        assert_eq!(config.accounts[0].base_url(), "https://acme.zendesk.com");
+        assert_eq!(config.delivery.margin_ms(), 250);
+    }
+
+    #[test]
+    fn env_overrides_scalars_and_array_items() {
+        let mut env = env();
+        env.push(("ZENRELAY__DELIVERY__MAX_ATTEMPTS".into(), "3".into()));
+        env.push((
+            "ZENRELAY__ACCOUNTS__0__BASE_URL".into(),
+            "http://127.0.0.1:9".into(),
+        ));
+        env.push(("ZENRELAY__LOG__FORMAT".into(), "json".into()));
+        let config = Config::from_toml_with_env(BASE, "test.toml", &env).unwrap();
+        assert_eq!(config.delivery.max_attempts, 3);
+        assert_eq!(config.accounts[0].base_url(), "http://127.0.0.1:9");
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let msg = err(&format!("{BASE}\n[delivery]\nmax_attempt = 3\n"), &env());
+        assert!(msg.contains("delivery"), "{msg}");
+        assert!(msg.contains("max_attempt"), "{msg}");
+        let msg = err(
+            &BASE.replace("subdomain = \"acme\"", "subdomain = \"acme\"\ncolour = 1"),
+            &env(),
+        );
+        assert!(
+            msg.contains("accounts[0]") || msg.contains("accounts.0"),
+            "{msg}"
+        );
+        assert!(msg.contains("colour"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let msg = err(
+            &format!("{BASE}\n[delivery]\nmax_attempts = \"many\"\n"),
+            &env(),
+        );
+        assert!(msg.contains("delivery.max_attempts"), "{msg}");
+        let msg = err(&format!("{BASE}\n[delivery]\nmax_attempts = 0\n"), &env());
+        assert!(msg.starts_with("delivery.max_attempts"), "{msg}");
+        let mut env2 = env();
+        env2.push(("ZENRELAY__REDIS__URL".into(), "http://x".into()));
+        assert!(err(BASE, &env2).starts_with("redis.url"));
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let msg = err(BASE, &env()[..1]);
+        assert!(msg.starts_with("clients[0].key"), "{msg}");
+        assert!(msg.contains("BILLING_KEY"), "{msg}");
+    }
+
+    #[test]
+    fn account_credentials_are_checked() {
+        let text = BASE.replace("api_token = \"${ACME_TOKEN}\"", "");
+        assert!(err(&text, &env()).starts_with("accounts[0].api_token"));
+        let text = BASE.replace("email = \"ops@acme.example\"", "");
+        assert!(err(&text, &env()).starts_with("accounts[0].email"));
+        let text = BASE.replace("accounts = [\"acme\"]", "accounts = [\"nope\"]");
+        assert!(err(&text, &env()).starts_with("clients[0].accounts[0]"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = Config::from_toml_with_env(BASE, "test.toml", &env()).unwrap();
+        let dump = format!("{config:?}");
+        assert!(!dump.contains("tok-123"));
+        assert!(!dump.contains("billing-key-0123456789"));
+    }
+}

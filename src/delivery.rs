@@ -1,0 +1,320 @@
+//! The delivery worker: claim → send → record, under each account's limit.
+//!
+//! Each process runs one [`Worker`]. It walks the partitions, claims as many deliveries as
+//! it has free concurrency (the queue decides which accounts may send and takes their rate
+//! slots), sends each in its own task, and hands the outcomes to a completer task that
+//! records them in pipelined batches. It never sleeps in a task to wait for a rate slot:
+//! a throttled account is simply not claimable until its slot frees. When idle it waits
+//! for the earliest due time the queue reported, a local enqueue, or the poll interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::queue::{Claimed, Completion, Outcome, Queue, QueueError};
+use crate::zendesk::{Accounts, NotifyResult, ZendeskClient};
+
+/// Most deliveries claimed from one partition in one call.
+const CLAIM_MAX: usize = 256;
+
+/// Most completions recorded in one pipelined round trip.
+const COMPLETE_BATCH: usize = 512;
+
+/// Retry policy of Notify calls: exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    /// Backoff ceiling of the first retry.
+    pub base: Duration,
+    /// Largest backoff.
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    /// The delay before the attempt after `attempt`: uniform in
+    /// `[0, min(cap, base × 2^(attempt-1))]`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let ceiling = exp.min(self.cap).as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(0..=ceiling))
+    }
+}
+
+/// Everything the worker needs.
+#[derive(Clone)]
+pub struct Worker {
+    queue: Arc<dyn Queue>,
+    client: ZendeskClient,
+    accounts: Arc<Accounts>,
+    policy: RetryPolicy,
+    concurrency: usize,
+    poll_interval: Duration,
+    drain_timeout: Duration,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    /// A worker over `queue`, sending with `client`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        client: ZendeskClient,
+        accounts: Arc<Accounts>,
+        policy: RetryPolicy,
+        concurrency: usize,
+        poll_interval: Duration,
+        drain_timeout: Duration,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Worker {
+            queue,
+            client,
+            accounts,
+            policy,
+            concurrency: concurrency.max(1),
+            poll_interval,
+            drain_timeout,
+            wake,
+        }
+    }
+
+    /// Runs until `shutdown` fires, then lets in-flight sends finish (each is bounded by
+    /// the upstream timeout) and records their outcomes before returning.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let (tx, rx) = mpsc::channel::<Completion>(self.concurrency * 2);
+        let completer = tokio::spawn(record_completions(self.queue.clone(), rx, shutdown.clone()));
+        let tracker = TaskTracker::new();
+        let partitions = self.queue.partitions();
+        let mut start = 0u16;
+        let mut redis_down = false;
+        while !shutdown.is_cancelled() {
+            let mut claimed_any = false;
+            let mut next_due: Option<Duration> = None;
+            let mut failed = false;
+            for i in 0..partitions {
+                let free = permits.available_permits();
+                if free == 0 {
+                    break;
+                }
+                let partition = (start + i) % partitions;
+                match self.queue.claim(partition, free.min(CLAIM_MAX)).await {
+                    Ok(batch) => {
+                        if redis_down {
+                            tracing::info!("queue storage reachable again; delivery resumes");
+                            redis_down = false;
+                        }
+                        next_due = match (next_due, batch.next_due) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        for claimed in batch.items {
+                            claimed_any = true;
+                            let Ok(permit) = permits.clone().acquire_owned().await else {
+                                return;
+                            };
+                            let worker = self.clone();
+                            let tx = tx.clone();
+                            let span = tracing::info_span!(
+                                "deliver",
+                                delivery_id = %claimed.delivery_id,
+                                account = %claimed.account,
+                                attempt = claimed.attempts
+                            );
+                            tracker.spawn(
+                                async move {
+                                    let completion = worker.deliver(&claimed).await;
+                                    // The completer only stops after every sender is gone.
+                                    let _ = tx.send(completion).await;
+                                    drop(permit);
+                                }
+                                .instrument(span),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        if !redis_down {
+                            tracing::warn!(error = %e, "cannot claim deliveries; retrying");
+                            redis_down = true;
+                        }
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            start = (start + 1) % partitions.max(1);
+            if failed {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            } else if permits.available_permits() == 0 {
+                tokio::select! {
+                    permit = permits.acquire() => drop(permit),
+                    _ = shutdown.cancelled() => {}
+                }
+            } else if !claimed_any {
+                let wait = next_due.map_or(self.poll_interval, |d| d.min(self.poll_interval));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.wake.notified() => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+        tracker.close();
+        if tokio::time::timeout(self.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight deliveries did not finish in time; their leases will expire and another process will send them");
+        }
+        drop(tx);
+        let _ = completer.await;
+    }
+
+    /// One pass over every partition: claims what may be sent now, sends it, records the
+    /// outcomes. Returns how many deliveries it handled. For tests and tools.
+    pub async fn run_once(&self) -> Result<usize, QueueError> {
+        let mut claimed = Vec::new();
+        for partition in 0..self.queue.partitions() {
+            claimed.extend(self.queue.claim(partition, self.concurrency).await?.items);
+        }
+        let completions = futures::future::join_all(claimed.iter().map(|c| self.deliver(c))).await;
+        self.queue.complete(&completions).await?;
+        Ok(completions.len())
+    }
+
+    /// Sends one claimed delivery and decides what becomes of it.
+    pub async fn deliver(&self, claimed: &Claimed) -> Completion {
+        let outcome = match self.accounts.get(&claimed.account) {
+            None => self.failed(
+                claimed,
+                None,
+                format!("account {} is not configured", claimed.account),
+            ),
+            Some(account) => match self.client.notify(account, claimed.body.clone()).await {
+                NotifyResult::Delivered { status } => {
+                    tracing::debug!(status, "delivered");
+                    Outcome::Delivered { status }
+                }
+                NotifyResult::RateLimited { retry_after } => {
+                    tracing::info!(
+                        retry_after_ms = retry_after.as_millis() as u64,
+                        "upstream rate limit; pausing account"
+                    );
+                    Outcome::RateLimited { retry_after }
+                }
+                NotifyResult::Transient { status, error } => self.failed(claimed, status, error),
+                NotifyResult::AuthFailed { status, error } => {
+                    tracing::error!(
+                        status,
+                        "upstream refused the account's credentials; pausing account"
+                    );
+                    Outcome::AuthFailed { status, error }
+                }
+                NotifyResult::Rejected { status, error } => {
+                    tracing::warn!(status, "upstream rejected the event; dead-lettered");
+                    Outcome::Dead {
+                        reason: "rejected".into(),
+                        status: Some(status),
+                        error,
+                    }
+                }
+            },
+        };
+        Completion::of(claimed, outcome)
+    }
+
+    fn failed(&self, claimed: &Claimed, status: Option<u16>, error: String) -> Outcome {
+        if claimed.attempts >= self.policy.max_attempts {
+            tracing::warn!(?status, error = %error, "attempts exhausted; dead-lettered");
+            Outcome::Dead {
+                reason: "max_attempts".into(),
+                status,
+                error,
+            }
+        } else {
+            let delay = self.policy.backoff(claimed.attempts);
+            tracing::info!(?status, error = %error, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
+            Outcome::Retry {
+                delay,
+                status,
+                error,
+            }
+        }
+    }
+}
+
+/// Records completions in pipelined batches, retrying while the storage is down. After
+/// shutdown it keeps trying for a few seconds; what it cannot record is sent again by
+/// another process when the lease ends (at-least-once).
+async fn record_completions(
+    queue: Arc<dyn Queue>,
+    mut rx: mpsc::Receiver<Completion>,
+    shutdown: CancellationToken,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < COMPLETE_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        let mut give_up_at = None;
+        loop {
+            match queue.complete(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes; retrying");
+                }
+            }
+            if shutdown.is_cancelled() {
+                let deadline = *give_up_at
+                    .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(3));
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        count = batch.len(),
+                        "giving up recording outcomes at shutdown; leases will expire"
+                    );
+                    break;
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_full_jitter() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(1000),
+        };
+        for attempt in 1..40 {
+            let ceiling = (100u64 << (attempt - 1).min(20)).min(1000);
+            for _ in 0..20 {
+                assert!(policy.backoff(attempt).as_millis() as u64 <= ceiling);
+            }
+        }
+        let spread: std::collections::HashSet<_> =
+            (0..50).map(|_| policy.backoff(5).as_millis()).collect();
+        assert!(spread.len() > 5, "backoff is not jittered: {spread:?}");
+    }
+}

@@ -1,0 +1,69 @@
+-- complete: records how one delivery ended.
+-- KEYS[1] = <base>:ready
+-- ARGV = base, did, account, kind, upstream status or '', error, delay_ms, retention_ms,
+--        reason, lease token
+-- kind: delivered | retry | dead | ratelimited | authfailed | released
+-- The caller holds the lease when the delivery's claim counter still equals its token
+-- and its lease is still in the in-flight set. Returns 'ok', or 'stale' when it did not
+-- (its result is then ignored, except that a late success still removes the delivery
+-- everywhere, so it is not sent again).
+local base, did, acct, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local code, err = ARGV[5], ARGV[6]
+local delay, retention, reason, token = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local now = now_ms()
+local eid, k = split_did(did)
+local ekey = base .. ':ev:' .. eid
+local akey = base .. ':acct:' .. acct
+local inflight = base .. ':inflight'
+local status = redis.call('HGET', ekey, 's' .. k)
+if status == false or status == 'delivered' or status == 'dead' or status == 'expired' then
+  redis.call('ZREM', inflight, did)
+  return 'stale'
+end
+local owned = redis.call('HGET', ekey, 'c' .. k) == token and redis.call('ZREM', inflight, did) == 1
+local function release_account()
+  if redis.call('HGET', akey, 'busy') == did then
+    redis.call('HSET', akey, 'busy', '')
+  end
+end
+local result = 'ok'
+if kind == 'delivered' then
+  if not owned then
+    -- a late success: remove the delivery wherever it is now
+    local prio = redis.call('HGET', ekey, 'prio') or 'n'
+    redis.call('LREM', base .. ':q:' .. acct .. ':' .. prio, 1, did)
+    redis.call('ZREM', inflight, did)
+    if redis.call('ZREM', base .. ':delayed', did) == 1 then
+      redis.call('HINCRBY', akey, 'delayed', -1)
+    end
+  end
+  release_account()
+  redis.call('HSET', ekey, 'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now)
+  redis.call('HINCRBY', akey, 'sent', 1)
+  finish(base, ekey, acct, k, 'delivered', now, retention)
+elseif not owned then
+  return 'stale'
+else
+  release_account()
+  if kind == 'retry' then
+    redis.call('HSET', ekey, 's' .. k, 'retrying', 'ls' .. k, code, 'le' .. k, err)
+    redis.call('ZADD', base .. ':delayed', now + delay, did)
+    redis.call('HINCRBY', akey, 'delayed', 1)
+  elseif kind == 'dead' then
+    bury(base, did, ekey, acct, k, 'dead', reason, code, err, now, retention)
+  else
+    -- ratelimited, authfailed, released: the attempt does not count
+    redis.call('HINCRBY', ekey, 'at' .. k, -1)
+    requeue_front(base, ekey, acct, did, k)
+    if kind == 'ratelimited' then
+      redis.call('HSET', ekey, 'ls' .. k, code, 'le' .. k, err)
+      redis.call('HSET', akey, 'until', now + delay)
+      redis.call('HINCRBY', akey, 'upstream_429', 1)
+    elseif kind == 'authfailed' then
+      redis.call('HSET', ekey, 'ls' .. k, code, 'le' .. k, err)
+      redis.call('HSET', akey, 'auth_failed', '1')
+    end
+  end
+end
+mark_ready(base, acct, now)
+return result

@@ -1,0 +1,486 @@
+//! The Redis backend of [`Queue`].
+//!
+//! # Key layout
+//!
+//! Accounts are spread over `P` partitions (`redis.partitions`, by FNV-1a of the account
+//! id). Every key of a partition starts with `base = {prefix}:{pN}`, whose `{pN}` hash tag
+//! puts all of them in one Redis Cluster slot, so each script touches a single slot.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; only accounts with queued work that are neither busy nor paused |
+//! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason. Expires 24 h after its last call finished, unless one is a dead letter |
+//! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms) |
+//! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
+//! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `depth` (undelivered calls), `delayed`, `dead`, `sent`, `upstream_429`, `busy` (delivery in flight), `paused`, `auth_failed`, `until` (429 pause end, ms) |
+//! | `{base}:rl:{account}` | LIST | start times (ms) of the latest `limit` sends, newest first |
+//! | `{base}:accounts` | SET | accounts that ever had events in this partition |
+//! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
+//!
+//! # Scripts
+//!
+//! `enqueue.lua`, `claim.lua` and `complete.lua` (beside this file, each prefixed with the
+//! helpers of `scripts.lua`) do every state change atomically and read the clock with
+//! Redis `TIME`, so all gateway processes share one clock and one budget per account.
+//! Scripts derive their keys from `base`; `KEYS[1]` (the partition's ready set) routes the
+//! call. They are sent with `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a
+//! restart or `SCRIPT FLUSH`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::{Pool, Runtime};
+use redis::{RedisError, Value};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{
+    rfc3339_ms, ClaimBatch, Claimed, Completion, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
+    EventRecord, Outcome, Queue, QueueError, RateLimit,
+};
+use crate::domain::{EventId, NotifyPayload};
+
+const HELPERS: &str = include_str!("scripts.lua");
+
+/// How long finished events stay readable, in milliseconds.
+pub const RETENTION_MS: u64 = 24 * 3600 * 1000 + 60_000;
+
+/// Most expired leases and due retries requeued per claim call.
+const REAP_MAX: usize = 200;
+
+/// Settings of the Redis backend.
+#[derive(Debug, Clone)]
+pub struct RedisQueueConfig {
+    /// Connection URL.
+    pub url: SecretString,
+    /// Key prefix.
+    pub prefix: String,
+    /// Partition count.
+    pub partitions: u16,
+    /// Pool size.
+    pub pool_size: usize,
+    /// Per-command timeout.
+    pub timeout: Duration,
+    /// Lease of a claimed delivery.
+    pub lease: Duration,
+    /// Limit applied to accounts that have none stored.
+    pub default_limit: RateLimit,
+    /// Margin added to the rolling window, in milliseconds.
+    pub margin_ms: u64,
+}
+
+struct Script {
+    source: String,
+    sha: String,
+}
+
+impl Script {
+    fn new(body: &str) -> Self {
+        let source = format!("{HELPERS}\n{body}");
+        let sha = redis::Script::new(&source).get_hash().to_string();
+        Script { source, sha }
+    }
+}
+
+/// The production queue.
+pub struct RedisQueue {
+    pool: Pool,
+    config: RedisQueueConfig,
+    enqueue: Script,
+    claim: Script,
+    complete: Script,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+fn is_noscript(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::NoScriptError
+}
+
+impl RedisQueue {
+    /// Builds the pool; connections are opened lazily, so this succeeds while Redis is down.
+    pub fn new(config: RedisQueueConfig) -> Result<Self, QueueError> {
+        let mut pool_config = deadpool_redis::Config::from_url(config.url.expose_secret());
+        let mut pc = deadpool_redis::PoolConfig::new(config.pool_size);
+        pc.timeouts.wait = Some(config.timeout);
+        pc.timeouts.create = Some(config.timeout);
+        pc.timeouts.recycle = Some(config.timeout);
+        pool_config.pool = Some(pc);
+        let pool = pool_config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| QueueError::Unavailable(format!("cannot create Redis pool: {e}")))?;
+        Ok(RedisQueue {
+            pool,
+            config,
+            enqueue: Script::new(include_str!("enqueue.lua")),
+            claim: Script::new(include_str!("claim.lua")),
+            complete: Script::new(include_str!("complete.lua")),
+        })
+    }
+
+    /// The key prefix of a partition, with its hash tag.
+    pub fn base(&self, partition: u16) -> String {
+        format!("{}:{{p{}}}", self.config.prefix, partition)
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    async fn timed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        match tokio::time::timeout(self.config.timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::from((
+                redis::ErrorKind::IoError,
+                "Redis command timed out",
+            ))),
+        }
+    }
+
+    /// Runs one script, loading it first if Redis does not know it.
+    async fn eval(
+        &self,
+        script: &Script,
+        base: &str,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Value, QueueError> {
+        let mut conn = self.conn().await?;
+        let ready = format!("{base}:ready");
+        let build = |name: &str, first: &str| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(first).arg(1).arg(&ready);
+            for a in &args {
+                cmd.arg(a.as_slice());
+            }
+            cmd
+        };
+        let first = self
+            .timed(build("EVALSHA", &script.sha).query_async::<Value>(&mut conn))
+            .await;
+        match first {
+            Err(e) if is_noscript(&e) => self
+                .timed(build("EVAL", &script.source).query_async::<Value>(&mut conn))
+                .await
+                .map_err(unavailable),
+            other => other.map_err(unavailable),
+        }
+    }
+
+    /// Reads the deployment's safety settings and warns about those that can lose data.
+    pub async fn check_server(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn().await?;
+        let policy: Vec<String> = self
+            .timed(
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .query_async(&mut conn),
+            )
+            .await
+            .unwrap_or_default();
+        if let Some(policy) = policy.get(1) {
+            if policy != "noeviction" {
+                tracing::warn!(
+                    policy = %policy,
+                    "Redis maxmemory-policy can evict keys and lose queued events; set it to noeviction"
+                );
+            }
+        }
+        let aof: Vec<String> = self
+            .timed(
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("appendonly")
+                    .query_async(&mut conn),
+            )
+            .await
+            .unwrap_or_default();
+        if aof.get(1).map(String::as_str) == Some("no") {
+            tracing::warn!(
+                "Redis appendonly is off: accepted events can be lost if Redis itself crashes"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b.clone(),
+        other => text(other).unwrap_or_default().into_bytes(),
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => text(other).and_then(|s| s.parse().ok()),
+    }
+}
+
+fn array(v: Value) -> Result<Vec<Value>, QueueError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(QueueError::Protocol(format!(
+            "expected an array, got {other:?}"
+        ))),
+    }
+}
+
+fn outcome_args(outcome: &Outcome) -> (&'static str, String, String, u64, &str) {
+    match outcome {
+        Outcome::Delivered { status } => ("delivered", status.to_string(), String::new(), 0, ""),
+        Outcome::Retry {
+            delay,
+            status,
+            error,
+        } => (
+            "retry",
+            status.map(|s| s.to_string()).unwrap_or_default(),
+            error.clone(),
+            delay.as_millis() as u64,
+            "",
+        ),
+        Outcome::Dead {
+            reason,
+            status,
+            error,
+        } => (
+            "dead",
+            status.map(|s| s.to_string()).unwrap_or_default(),
+            error.clone(),
+            0,
+            reason.as_str(),
+        ),
+        Outcome::RateLimited { retry_after } => (
+            "ratelimited",
+            "429".into(),
+            "rate limited by upstream".into(),
+            retry_after.as_millis() as u64,
+            "",
+        ),
+        Outcome::AuthFailed { status, error } => {
+            ("authfailed", status.to_string(), error.clone(), 0, "")
+        }
+        Outcome::Released => ("released", String::new(), String::new(), 0, ""),
+    }
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    fn partitions(&self) -> u16 {
+        self.config.partitions
+    }
+
+    async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError> {
+        let Some(first) = batch.events.first() else {
+            return Ok(Vec::new());
+        };
+        let base = self.base(first.id.partition());
+        let mut args: Vec<Vec<u8>> = vec![
+            base.clone().into_bytes(),
+            batch.account.clone().into_bytes(),
+            batch.limit.limit.to_string().into_bytes(),
+            batch.limit.window_ms.to_string().into_bytes(),
+            batch.max_depth.to_string().into_bytes(),
+            batch.idempotency_ttl_secs.to_string().into_bytes(),
+        ];
+        for event in &batch.events {
+            let (key, fp) = event.idempotency.clone().unwrap_or_default();
+            args.push(event.id.as_str().as_bytes().to_vec());
+            args.push(event.priority.tag().as_bytes().to_vec());
+            args.push(event.ttl_ms.to_string().into_bytes());
+            args.push(event.payload.stored().as_bytes().to_vec());
+            args.push(key.into_bytes());
+            args.push(fp.into_bytes());
+            args.push(event.agents.len().to_string().into_bytes());
+            for agent in &event.agents {
+                args.push(
+                    agent
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                        .into_bytes(),
+                );
+            }
+        }
+        let reply = array(self.eval(&self.enqueue, &base, args).await?)?;
+        reply
+            .into_iter()
+            .map(|item| {
+                let item = array(item)?;
+                let kind = item.first().and_then(text).unwrap_or_default();
+                let id = item.get(1).and_then(text).unwrap_or_default();
+                let n = item.get(2).and_then(int).unwrap_or(0).max(0) as u64;
+                Ok(match kind.as_str() {
+                    "ok" => EnqueueOutcome::Stored { id, deliveries: n },
+                    "dup" => EnqueueOutcome::Duplicate { id, deliveries: n },
+                    "mismatch" => EnqueueOutcome::IdempotencyMismatch,
+                    "full" => EnqueueOutcome::QueueFull,
+                    other => {
+                        return Err(QueueError::Protocol(format!("enqueue answered {other:?}")))
+                    }
+                })
+            })
+            .collect()
+    }
+
+    async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError> {
+        let base = self.base(partition);
+        let c = &self.config;
+        let args = [
+            base.clone(),
+            max.to_string(),
+            (c.lease.as_millis() as u64).to_string(),
+            c.default_limit.limit.to_string(),
+            c.default_limit.window_ms.to_string(),
+            c.margin_ms.to_string(),
+            REAP_MAX.to_string(),
+            RETENTION_MS.to_string(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+        let mut reply = array(self.eval(&self.claim, &base, args).await?)?.into_iter();
+        let next_due = reply
+            .next()
+            .and_then(|v| int(&v))
+            .filter(|ms| *ms >= 0)
+            .map(|ms| Duration::from_millis(ms as u64));
+        let mut items = Vec::new();
+        for item in reply {
+            let f = array(item)?;
+            if f.len() < 7 {
+                return Err(QueueError::Protocol("short claim entry".into()));
+            }
+            let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
+            let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
+            items.push(Claimed {
+                delivery_id: text(&f[0]).unwrap_or_default(),
+                account: text(&f[1]).unwrap_or_default(),
+                body: NotifyPayload::from_stored(stored).upstream_bytes(agent),
+                attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
+                created_ms: int(&f[5]).unwrap_or(0).max(0) as u64,
+                lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
+            });
+        }
+        Ok(ClaimBatch { items, next_due })
+    }
+
+    async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let build = |with_source: bool| {
+            let mut pipe = redis::pipe();
+            for c in completions {
+                let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse)
+                else {
+                    continue;
+                };
+                let base = self.base(event_id.partition());
+                let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
+                let error: String = error.chars().take(1000).collect();
+                let cmd = pipe.cmd(if with_source { "EVAL" } else { "EVALSHA" });
+                cmd.arg(if with_source {
+                    &self.complete.source
+                } else {
+                    &self.complete.sha
+                })
+                .arg(1)
+                .arg(format!("{base}:ready"))
+                .arg(&base)
+                .arg(&c.delivery_id)
+                .arg(&c.account)
+                .arg(kind)
+                .arg(code)
+                .arg(error)
+                .arg(delay)
+                .arg(RETENTION_MS)
+                .arg(reason)
+                .arg(c.lease_token);
+                cmd.ignore();
+            }
+            pipe
+        };
+        let result: Result<(), RedisError> = self.timed(build(false).query_async(&mut conn)).await;
+        match result {
+            Err(e) if is_noscript(&e) => self
+                .timed(build(true).query_async::<()>(&mut conn))
+                .await
+                .map_err(unavailable),
+            other => other.map_err(unavailable),
+        }
+    }
+
+    async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, QueueError> {
+        if id.partition() >= self.config.partitions {
+            return Ok(None);
+        }
+        let mut conn = self.conn().await?;
+        let key = format!("{}:ev:{}", self.base(id.partition()), id);
+        let fields: HashMap<String, String> = self
+            .timed(redis::cmd("HGETALL").arg(&key).query_async(&mut conn))
+            .await
+            .map_err(unavailable)?;
+        let Some(account) = fields.get("acct").cloned() else {
+            return Ok(None);
+        };
+        let get = |name: String| fields.get(&name).filter(|v| !v.is_empty()).cloned();
+        let n: usize = get("n".into()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let deliveries: Vec<DeliveryStatus> = (0..n)
+            .map(|k| DeliveryStatus {
+                agent_id: get(format!("ag{k}")).and_then(|v| v.parse().ok()),
+                status: get(format!("s{k}")).unwrap_or_else(|| "queued".into()),
+                attempts: get(format!("at{k}"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                last_status: get(format!("ls{k}")).and_then(|v| v.parse().ok()),
+                last_error: get(format!("le{k}")),
+                delivered_at: get(format!("dt{k}"))
+                    .and_then(|v| v.parse().ok())
+                    .map(rfc3339_ms),
+            })
+            .collect();
+        let created = get("created".into())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Some(EventRecord {
+            id: id.to_string(),
+            account,
+            status: EventRecord::overall_status(&deliveries).to_string(),
+            created_at: rfc3339_ms(created),
+            deliveries,
+        }))
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn().await?;
+        let pong: String = self
+            .timed(redis::cmd("PING").query_async(&mut conn))
+            .await
+            .map_err(unavailable)?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(QueueError::Protocol(format!("PING answered {pong}")))
+        }
+    }
+}

@@ -1,0 +1,64 @@
+-- Shared helpers, prepended to each of the gateway's Lua scripts (see redis.rs for the key
+-- layout). Every key a script touches is derived from `base`, which carries the
+-- partition's hash tag, so all of them live in one Redis Cluster slot.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- "<event id>:<index>" -> event id, index
+local function split_did(did)
+  return string.match(did, '^(.+):(%d+)$')
+end
+
+-- Puts the account into the ready set when it has queued work and is neither busy
+-- (a delivery in flight) nor paused. Its score is the earliest time it may send.
+local function mark_ready(base, acct, now)
+  local akey = base .. ':acct:' .. acct
+  local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until')
+  if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
+    return
+  end
+  local q = base .. ':q:' .. acct
+  if redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n') == 0 then
+    redis.call('ZREM', base .. ':ready', acct)
+    return
+  end
+  local at = now
+  local pause_until = tonumber(st[4] or '0') or 0
+  if pause_until > at then
+    at = pause_until
+  end
+  redis.call('ZADD', base .. ':ready', 'NX', at, acct)
+end
+
+-- Records a delivery as finished (delivered, dead or expired). When every delivery of
+-- the event has finished and none failed, the payload is dropped and the record kept
+-- for `retention_ms`; an event with a dead letter is kept until the letter is purged.
+local function finish(base, ekey, acct, k, status, now, retention_ms)
+  redis.call('HSET', ekey, 's' .. k, status, 'ft' .. k, now)
+  redis.call('HINCRBY', base .. ':acct:' .. acct, 'depth', -1)
+  local done = redis.call('HINCRBY', ekey, 'done', 1)
+  local n = tonumber(redis.call('HGET', ekey, 'n') or '0')
+  if done >= n and tonumber(redis.call('HGET', ekey, 'dd') or '0') == 0 then
+    redis.call('HDEL', ekey, 'body')
+    redis.call('PEXPIRE', ekey, retention_ms)
+  end
+end
+
+-- Turns a delivery into a dead letter (`status` is 'dead' or 'expired').
+local function bury(base, did, ekey, acct, k, status, reason, code, err, now, retention_ms)
+  redis.call('HSET', ekey, 'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err)
+  redis.call('HINCRBY', ekey, 'dd', 1)
+  redis.call('ZADD', base .. ':dead:' .. acct, now, did)
+  redis.call('HINCRBY', base .. ':acct:' .. acct, 'dead', 1)
+  finish(base, ekey, acct, k, status, now, retention_ms)
+end
+
+-- Puts a delivery back at the front of its account's list.
+local function requeue_front(base, ekey, acct, did, k)
+  local prio = redis.call('HGET', ekey, 'prio') or 'n'
+  redis.call('LPUSH', base .. ':q:' .. acct .. ':' .. prio, did)
+  redis.call('HSET', ekey, 's' .. k, 'queued')
+end
