@@ -1,2 +1,3 @@
-//! zenrelay
-pub fn placeholder() {}
+//! zenrelay: a notification relay gateway for the Zendesk Apps API.
+
+pub mod sim;
