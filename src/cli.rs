@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::Gateway;
 use crate::config::Config;
+use crate::sim::{SimConfig, Simulator};
 
 /// zenrelay: notification relay gateway for the Zendesk Apps API.
 #[derive(Debug, Parser)]
@@ -23,6 +24,16 @@ pub enum Command {
     /// Run the gateway: ingress, delivery workers, health.
     Serve {
         /// Config file (default: $ZENRELAY_CONFIG, else config/zenrelay.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the local Zendesk Apps API simulator.
+    Sim {
+        /// Address to listen on (overrides `sim.listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Config file with a `[sim]` table (default: $ZENRELAY_CONFIG, else
+        /// config/zenrelay.toml, else the sample account).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -53,6 +64,25 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Sim { listen, config } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("config error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            crate::telemetry::init(&config.log);
+            let mut sim = config.sim.unwrap_or_default();
+            if let Some(listen) = listen {
+                sim.listen = listen;
+            }
+            if let Err(e) = sim.validate() {
+                eprintln!("config error: {e}");
+                return ExitCode::from(2);
+            }
+            run_async(run_sim(sim))
+        }
         Command::Serve { config } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(config) => config,
@@ -94,6 +124,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let gateway = Gateway::build(config).await?;
     tracing::info!(%addr, "zenrelay listening");
     gateway.run(listener, shutdown_signal()).await
+}
+
+async fn run_sim(config: SimConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, "simulator listening on {scheme}://{addr}");
+    Simulator::new(config).serve(listener, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

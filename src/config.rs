@@ -13,6 +13,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::sim::SimConfig;
+
 /// Where the config file is looked for when neither `--config` nor `ZENRELAY_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/zenrelay.toml";
 
@@ -75,6 +77,8 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// Internal callers and their keys.
     pub clients: Vec<ClientConfig>,
+    /// The simulator's settings (`[sim]`), used by `zenrelay sim` and `zenrelay demo`.
+    pub sim: Option<SimConfig>,
 }
 
 /// `[server]`
@@ -548,6 +552,12 @@ impl Config {
                     format!("unknown account {default:?}"),
                 ));
             }
+        }
+        if let Some(sim) = &self.sim {
+            sim.validate().map_err(|message| match message.split_once(": ") {
+                Some((key, message)) => ConfigError::invalid(key, message),
+                None => ConfigError::invalid("sim", message),
+            })?;
         }
         Ok(())
     }

@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //!
-//! - [`cli`] — the command line (`serve`, `check-config`).
+//! - [`cli`] — the command line (`serve`, `sim`, `check-config`).
+//! - [`sim`] — the local Zendesk Apps API simulator.
 //! - [`config`] — typed, layered configuration.
 //! - [`app`] — builds state, router and worker from config; runs until shutdown.
 //! - [`ingress`] — `/v1` notify, batch and event status handlers.
@@ -32,3 +33,4 @@ pub mod queue;
 pub mod schema;
 pub mod telemetry;
 pub mod zendesk;
+pub mod sim;

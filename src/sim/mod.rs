@@ -1,0 +1,194 @@
+//! A faithful, in-memory Zendesk Apps API (Support and Sell) for local development and tests
+//! (`zenrelay sim`, SPEC §8).
+//!
+//! Every endpoint of the two reference documents is served with its documented request fields,
+//! response shapes and status codes, with and without the `.json` suffix; `/api/support/apps/...`
+//! is the same as `/api/v2/apps/...`, and `POST /api/v2/apps/validate` (multipart field `file`)
+//! validates a package synchronously. Apps are built for real: an uploaded zip is validated the
+//! way Zendesk's validator does it, by a job that moves `queued` → `working` → `completed` or
+//! `failed`. Notify enforces the 1 MB cap and the per-account rolling-window limit.
+//!
+//! # Accounts and credentials
+//!
+//! A request belongs to the account whose user's credentials it carries: Basic
+//! `email/token:TOKEN`, Basic `email:password` or `Bearer OAUTH_TOKEN`. When the first label of
+//! the `Host` names a configured account (`acme.localhost:9090`), the credentials must be that
+//! account's, otherwise 401. "Allowed for" of each endpoint is enforced: an agent calling an
+//! admin endpoint gets 403; "Everyone" endpoints also answer anonymous callers (who see no
+//! private apps).
+//!
+//! [`SimConfig::default`] has one sample account, `acme`, with:
+//!
+//! | user | role | credentials |
+//! |---|---|---|
+//! | `admin@acme.example` | admin | api_token `sim-admin-token`, password `sim-admin-password`, oauth_token `sim-admin-oauth` |
+//! | `agent@acme.example` | agent | api_token `sim-agent-token` |
+//!
+//! # Deliberate choices where the documents are silent or disagree
+//!
+//! - Uploads answer 201 on both families (clients written against real Zendesk expect it; the
+//!   Support page shows 200). Create answers 200 on Support and 202 on Sell; install answers
+//!   200 on Support and 201 on Sell, as documented.
+//! - A failed build job answers 404 with the job body, as the Support page shows.
+//! - Jobs advance one step per poll or with time (`working` after 100 ms, finished after
+//!   250 ms), whichever is further, so a client polling every second sees the outcome at once.
+//! - Installations are kept per family: an install through Sell has `product: "sell"` and is
+//!   listed by the Sell endpoints only. Apps are shared by both families.
+//! - `include=app` side-loads the apps as a top-level `apps` array, as Zendesk side-loads do.
+//! - `GET .../public_key.pem` answers the PEM text itself (`application/x-pem-file`); without
+//!   the suffix, or with `.json`, the PEM is a JSON string as documented.
+//! - Malformed requests that the documents do not cover answer 400
+//!   `{"error":"InvalidValue","description":...}`; unknown paths answer 404 `RecordNotFound`.
+//!
+//! # Test hooks
+//!
+//! See [`hooks`] for the `/__sim/` endpoints (notifications, request log, faults, reset) and
+//! [`faults`] for fault rules.
+//!
+//! # Layout
+//!
+//! - `config`: the `[sim]` table and its validation.
+//! - `auth`: credentials → account and role; "Allowed for".
+//! - `routes`: path and method → endpoint, per family.
+//! - `errors`: Zendesk's error bodies.
+//! - `api`: the request pipeline (request log, faults, auth, dispatch).
+//! - `apps`, `packages`, `jobs`, `installations`, `notify`: the endpoints and their logic.
+//! - `faults`, `hooks`: test hooks.
+//! - `server`: the accept loop (plain or TLS) that can really drop a connection.
+//! - `state`: the in-memory state.
+
+// The app, job and installation endpoints are being filled in; their types are in place.
+#![allow(dead_code)]
+
+mod api;
+mod apps;
+mod auth;
+mod config;
+mod errors;
+pub mod faults;
+pub mod hooks;
+mod installations;
+mod jobs;
+mod notify;
+mod packages;
+mod routes;
+mod server;
+mod state;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use config::{Role, SimAccount, SimConfig, SimUser, TlsFiles};
+pub use notify::MAX_NOTIFY_BODY;
+pub use state::{ReceivedNotification, RequestRecord};
+
+/// A running simulator: shared in-memory state plus its router.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SimConfig,
+    state: Mutex<state::State>,
+}
+
+impl Simulator {
+    /// A simulator with empty state for these settings (validate them first with
+    /// [`SimConfig::validate`]).
+    pub fn new(config: SimConfig) -> Self {
+        let state = state::State::new(config.accounts.iter().map(|a| a.subdomain.as_str()));
+        Simulator {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(state),
+            }),
+        }
+    }
+
+    /// The settings the simulator runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, state::State> {
+        // A panic while holding the lock cannot leave the maps in a state worse than stale.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The whole HTTP surface, `/__sim/` hooks included. Served by [`Simulator::serve`], a
+    /// dropped-connection fault closes the connection; served by other means it ends the
+    /// response body with an error instead.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/__sim/notifications", get(hooks::notifications))
+            .route(
+                "/__sim/requests",
+                get(hooks::requests).delete(hooks::clear_requests),
+            )
+            .route(
+                "/__sim/faults",
+                get(hooks::list_faults)
+                    .post(hooks::add_fault)
+                    .delete(hooks::clear_faults),
+            )
+            .route("/__sim/reset", post(hooks::reset))
+            .route("/__sim/{*rest}", axum::routing::any(hooks::not_found))
+            .fallback(api::handle)
+            .with_state(self.clone())
+    }
+
+    /// Serve on an already-bound listener until `shutdown` resolves (plain HTTP, or HTTPS when
+    /// `config.tls` is set). In-flight requests get a few seconds to finish.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        server::serve(self, listener, shutdown).await
+    }
+
+    /// The accepted Notify requests of an account, oldest first (same data as
+    /// `GET /__sim/notifications?account=SUB`). Unknown accounts give an empty list.
+    pub fn notifications(&self, subdomain: &str) -> Vec<ReceivedNotification> {
+        self.lock()
+            .accounts
+            .get(subdomain)
+            .map(|a| a.notifications.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every Notify request of an account that reached the Notify handler, accepted or not,
+    /// each with the status it got (429, 413, 400 or 200). Requests failed by an injected
+    /// fault never reach the handler; see [`Simulator::requests`].
+    pub fn notify_attempts(&self, subdomain: &str) -> Vec<ReceivedNotification> {
+        self.lock()
+            .accounts
+            .get(subdomain)
+            .map(|a| a.notify_attempts.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The request log (same data as `GET /__sim/requests`).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.lock().requests.iter().cloned().collect()
+    }
+
+    /// Forgets everything: apps, uploads, jobs, installations, notifications, rate windows,
+    /// the request log and fault rules.
+    pub fn reset(&self) {
+        let fresh = state::State::new(
+            self.inner
+                .config
+                .accounts
+                .iter()
+                .map(|a| a.subdomain.as_str()),
+        );
+        *self.lock() = fresh;
+    }
+}
