@@ -129,9 +129,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn run_sim(config: SimConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(%addr, "simulator listening on {scheme}://{addr}");
-    Simulator::new(config).serve(listener, shutdown_signal()).await
+    Simulator::new(config)
+        .serve(listener, shutdown_signal())
+        .await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -554,10 +554,11 @@ impl Config {
             }
         }
         if let Some(sim) = &self.sim {
-            sim.validate().map_err(|message| match message.split_once(": ") {
-                Some((key, message)) => ConfigError::invalid(key, message),
-                None => ConfigError::invalid("sim", message),
-            })?;
+            sim.validate()
+                .map_err(|message| match message.split_once(": ") {
+                    Some((key, message)) => ConfigError::invalid(key, message),
+                    None => ConfigError::invalid("sim", message),
+                })?;
         }
         Ok(())
     }

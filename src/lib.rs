@@ -31,6 +31,6 @@ pub mod error;
 pub mod ingress;
 pub mod queue;
 pub mod schema;
+pub mod sim;
 pub mod telemetry;
 pub mod zendesk;
-pub mod sim;

@@ -1,1 +1,3 @@
+mod relay;
 mod sim;
+mod support;

@@ -1,0 +1,463 @@
+//! Real parts for the gateway's tests: a `redis-server` on a free port, the simulator, and
+//! gateways in-process or as `zenrelay serve` child processes.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use zenrelay::app::Gateway;
+use zenrelay::config::Config;
+use zenrelay::sim::{Role, SimAccount, SimConfig, SimUser, Simulator};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `redis-server` owned by one test, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    persistent: bool,
+}
+
+impl RedisServer {
+    /// A Redis that keeps nothing on disk.
+    pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    /// A Redis with `appendonly yes` and `appendfsync always`, so a restart keeps the data.
+    pub fn start_persistent() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(persistent: bool) -> Self {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            persistent,
+        };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT/0`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts (again) on the same port and directory.
+    pub fn restart(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--save")
+            .arg("")
+            .arg("--maxmemory-policy")
+            .arg("noeviction");
+        if self.persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (see .ci/run)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn ping(&self) -> bool {
+        self.command(&["PING"])
+            .is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// Sends one command and returns the raw RESP reply (enough for simple checks).
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+        }
+        stream.write_all(req.as_bytes()).ok()?;
+        let mut buf = vec![0u8; 65536];
+        let n = stream.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Number of keys in the database.
+    pub fn dbsize(&self) -> i64 {
+        self.command(&["DBSIZE"])
+            .and_then(|r| r.trim().trim_start_matches(':').parse().ok())
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A simulator served on a free port by the test's runtime.
+pub struct TestSim {
+    pub sim: Simulator,
+    pub base: String,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Credentials of simulated account `name`: admin `admin@{name}.example`, token `tok-{name}`.
+pub fn sim_account(name: &str) -> SimAccount {
+    SimAccount {
+        subdomain: name.into(),
+        users: vec![SimUser {
+            email: format!("admin@{name}.example"),
+            role: Role::Admin,
+            api_token: Some(format!("tok-{name}")),
+            password: Some(format!("pw-{name}")),
+            oauth_token: Some(format!("oauth-{name}")),
+        }],
+    }
+}
+
+/// A simulator with the given accounts, Notify limit and window.
+pub async fn spawn_sim(accounts: &[&str], notify_per_minute: u32, window_seconds: u64) -> TestSim {
+    let config = SimConfig {
+        listen: "127.0.0.1:0".into(),
+        notify_per_minute,
+        notify_window_seconds: window_seconds,
+        tls: None,
+        accounts: accounts.iter().map(|a| sim_account(a)).collect(),
+    };
+    config.validate().expect("valid sim config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sim = Simulator::new(config);
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(sim.clone().serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    TestSim {
+        sim,
+        base: format!("http://{addr}"),
+        _stop: stop,
+    }
+}
+
+impl TestSim {
+    /// Adds a fault rule through the hook.
+    pub async fn fault(&self, rule: serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/__sim/faults", self.base))
+            .json(&rule)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "fault rule refused: {}",
+            resp.text().await.unwrap()
+        );
+    }
+
+    /// Removes every fault rule.
+    pub async fn clear_faults(&self) {
+        reqwest::Client::new()
+            .delete(format!("{}/__sim/faults", self.base))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Bodies of the accepted notifications of `account`, parsed.
+    pub fn received(&self, account: &str) -> Vec<serde_json::Value> {
+        self.sim
+            .notifications(account)
+            .into_iter()
+            .map(|n| n.json)
+            .collect()
+    }
+}
+
+/// The client key every test gateway accepts for every account.
+pub const KEY: &str = "test-client-key-0123456789";
+/// A key limited to account `acme`.
+pub const ACME_ONLY_KEY: &str = "acme-only-key-0123456789";
+
+/// Gateway config TOML: one account per simulated account (id = subdomain, API token
+/// credentials), a `*` key and an `acme`-only key; `extra` is appended (sections).
+pub fn gateway_toml(
+    redis: &str,
+    prefix: &str,
+    sim: &TestSim,
+    accounts: &[&str],
+    delivery: &str,
+) -> String {
+    let mut text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+max_body_bytes = 4194304
+
+[redis]
+url = "{redis}"
+key_prefix = "{prefix}"
+partitions = 4
+
+[delivery]
+retry_base_ms = 50
+retry_max_ms = 400
+poll_interval_ms = 10
+{delivery}
+
+[log]
+level = "warn"
+
+[[clients]]
+name = "all"
+key = "{KEY}"
+accounts = ["*"]
+"#,
+        port = free_port()
+    );
+    if accounts.contains(&"acme") {
+        text.push_str(&format!(
+            "\n[[clients]]\nname = \"acme-only\"\nkey = \"{ACME_ONLY_KEY}\"\naccounts = [\"acme\"]\n"
+        ));
+    }
+    for a in accounts {
+        text.push_str(&format!(
+            "\n[[accounts]]\nid = \"{a}\"\nsubdomain = \"{a}\"\nbase_url = \"{}\"\nemail = \"admin@{a}.example\"\napi_token = \"tok-{a}\"\n",
+            sim.base
+        ));
+    }
+    text
+}
+
+/// Parses a config text.
+pub fn config(text: &str) -> Config {
+    Config::from_toml_with_env(text, "test.toml", &[]).expect("valid test config")
+}
+
+/// A gateway running in the test's runtime.
+pub struct TestGateway {
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts a gateway in-process on a free port.
+pub async fn spawn_gateway(config: Config) -> TestGateway {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gateway = Gateway::build(config).await.expect("gateway builds");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.run(listener, async move {
+        let _ = stopped.await;
+    }));
+    TestGateway {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestGateway {
+    /// Stops the gateway gracefully and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Client for a gateway at `base`.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Api {
+            base: base.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// POST /v1/accounts/{account}/notify with the `*` key.
+    pub async fn notify(&self, account: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/accounts/{account}/notify", self.base))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends an event that must be accepted; returns its id.
+    pub async fn accept(&self, account: &str, body: &serde_json::Value) -> String {
+        let resp = self.notify(account, body).await;
+        let status = resp.status();
+        let json: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(status, 202, "{json}");
+        json["id"].as_str().unwrap().to_string()
+    }
+
+    /// GET /v1/events/{id}
+    pub async fn event(&self, id: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}/v1/events/{id}", self.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the event reaches `status`; returns its record.
+    pub async fn wait_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let event = self.event(id).await;
+            if event["status"] == status {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "event never became {status}: {event}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl From<&TestGateway> for Api {
+    fn from(g: &TestGateway) -> Self {
+        Api {
+            base: g.base.clone(),
+            http: g.http.clone(),
+        }
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `zenrelay serve` child process, killed on drop.
+pub struct ServeProcess {
+    pub child: Child,
+    pub base: String,
+    _config: tempfile::NamedTempFile,
+}
+
+impl ServeProcess {
+    /// Starts `zenrelay serve --config` with `text` and waits for `/healthz`.
+    pub async fn start(text: &str) -> Self {
+        let listen = config(text).server.listen;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let child = Command::new(binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(file.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start zenrelay serve");
+        let base = format!("http://{listen}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(resp) = http.get(format!("{base}/healthz")).send().await {
+                if resp.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "zenrelay serve did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ServeProcess {
+            child,
+            base,
+            _config: file,
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit; returns its status and how long it took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        let status = self.child.wait().expect("wait for zenrelay serve");
+        (status, started.elapsed())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `zenrelay` binary built for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zenrelay"))
+}
