@@ -57,9 +57,6 @@
 //! - `server`: the accept loop (plain or TLS) that can really drop a connection.
 //! - `state`: the in-memory state.
 
-// The app, job and installation endpoints are being filled in; their types are in place.
-#![allow(dead_code)]
-
 mod api;
 mod apps;
 mod auth;
