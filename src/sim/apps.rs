@@ -446,7 +446,7 @@ pub(crate) async fn create(ctx: &Ctx<'_>, target: Option<u64>) -> R {
     let outcome = validate_in_background(bytes).await;
     let job = Job::new(JobKind::Build {
         target,
-        outcome,
+        outcome: outcome.map(Box::new),
         name,
         short_description,
         app_id: None,

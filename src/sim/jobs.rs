@@ -33,7 +33,7 @@ pub(crate) enum JobKind {
     /// Build a new app (`target: None`) or a new version of an app.
     Build {
         target: Option<u64>,
-        outcome: Result<Package, String>,
+        outcome: Result<Box<Package>, String>,
         name: Option<String>,
         short_description: Option<String>,
         /// The app built, once completed.
@@ -102,33 +102,6 @@ pub(crate) fn completed_message() -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn polls_and_time_both_advance() {
-        let mut job = Job::new(JobKind::Install { installation_id: 1 });
-        let now = job.created;
-        assert_eq!(job.stage(now), Stage::Queued);
-        job.polls = 1;
-        assert_eq!(job.stage(now), Stage::Working);
-        job.polls = 2;
-        assert_eq!(job.stage(now), Stage::Finished);
-        job.polls = 0;
-        assert_eq!(job.stage(now + WORKING_AFTER), Stage::Working);
-        assert_eq!(job.stage(now + FINISHED_AFTER), Stage::Finished);
-        assert_eq!(job.id.len(), 32);
-    }
-
-    #[test]
-    fn completed_message_shape() {
-        let m = completed_message();
-        assert!(m.starts_with("Completed at 2"), "{m}");
-        assert!(m.ends_with(" +0000"), "{m}");
-    }
-}
-
 use super::state::{AccountState, Ids};
 
 /// Finishes a job whose time has come: the app is built or updated, the installation's
@@ -152,7 +125,7 @@ pub(crate) fn finish(account: &mut AccountState, ids: &mut Ids, job_id: &str) {
         } => match outcome {
             Err(message) => Err(message),
             Ok(package) => {
-                match super::apps::build(account, ids, target, package, name, short_description) {
+                match super::apps::build(account, ids, target, *package, name, short_description) {
                     Ok(app_id) => {
                         built = Some(app_id);
                         Ok(completed_message())
@@ -186,5 +159,32 @@ pub(crate) fn advance(account: &mut AccountState, ids: &mut Ids, now: Instant) {
     due.sort();
     for (_, id) in due {
         finish(account, ids, &id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_and_time_both_advance() {
+        let mut job = Job::new(JobKind::Install { installation_id: 1 });
+        let now = job.created;
+        assert_eq!(job.stage(now), Stage::Queued);
+        job.polls = 1;
+        assert_eq!(job.stage(now), Stage::Working);
+        job.polls = 2;
+        assert_eq!(job.stage(now), Stage::Finished);
+        job.polls = 0;
+        assert_eq!(job.stage(now + WORKING_AFTER), Stage::Working);
+        assert_eq!(job.stage(now + FINISHED_AFTER), Stage::Finished);
+        assert_eq!(job.id.len(), 32);
+    }
+
+    #[test]
+    fn completed_message_shape() {
+        let m = completed_message();
+        assert!(m.starts_with("Completed at 2"), "{m}");
+        assert!(m.ends_with(" +0000"), "{m}");
     }
 }
