@@ -1616,3 +1616,100 @@ async fn single_install_apps_install_once() {
         .unwrap();
     assert_eq!(second.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+fn write_test_cert() -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!("zenrelay-sim-tls-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert_pem = certified.cert.pem();
+    let cert = dir.join("sim.pem");
+    let key = dir.join("sim.key");
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key, cert_pem)
+}
+
+#[tokio::test]
+async fn tls_listener_serves_https() {
+    let (cert, key, cert_pem) = write_test_cert();
+    let config = SimConfig {
+        tls: Some(zenrelay::sim::TlsFiles {
+            cert: cert.display().to_string(),
+            key: key.display().to_string(),
+        }),
+        ..SimConfig::default()
+    };
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let t = spawn_with(config, client, "https").await;
+    let resp = t
+        .notify(ADMIN, &json!({"app_id": 1, "event": "secure"}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(t.sim.notifications("acme")[0].json["event"], "secure");
+
+    // URLs handed out say https.
+    let upload_id = t
+        .upload("/api/v2/apps", fixture_zip(&fixture_manifest(), &[]))
+        .await;
+    let job: Value = t
+        .post("/api/v2/apps", ADMIN)
+        .json(&json!({"upload_id": upload_id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, job, _) = t
+        .poll_job(&format!(
+            "/api/v2/apps/job_statuses/{}",
+            job["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(job["app_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://127.0.0.1:"));
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/api/v2/apps.json",
+            t.addr.port()
+        ))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+    // An untrusting client refuses the self-signed certificate.
+    let untrusting = reqwest::Client::new()
+        .get(t.url("/api/v2/apps.json"))
+        .send()
+        .await;
+    assert!(untrusting.is_err());
+    let _ = std::fs::remove_dir_all(cert.parent().unwrap());
+}
+
+#[tokio::test]
+async fn tls_with_unreadable_files_fails_to_start_naming_the_key() {
+    let config = SimConfig {
+        tls: Some(zenrelay::sim::TlsFiles {
+            cert: "/nonexistent/sim.pem".into(),
+            key: "/nonexistent/sim.key".into(),
+        }),
+        ..SimConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = zenrelay::sim::Simulator::new(config)
+        .serve(listener, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("sim.tls.cert"), "{err:#}");
+}
