@@ -17,6 +17,9 @@ use super::state::{now_iso, AccountState, Ids};
 
 type R = Result<Response, ApiError>;
 
+/// Uploads kept per account.
+const MAX_UPLOADS: usize = 100;
+
 /// A parameter of an app, with the ids Zendesk gives them.
 #[derive(Debug, Clone)]
 pub(crate) struct Parameter {
@@ -362,6 +365,13 @@ pub(crate) async fn upload(ctx: &Ctx<'_>) -> R {
         .ok_or_else(|| ApiError::BadRequest("uploaded_data is required".into()))?;
     ctx.with_account(|account, ids| {
         let id = ids.next();
+        // Keep memory bounded: the oldest uploads are forgotten first.
+        while account.uploads.len() >= MAX_UPLOADS {
+            match account.uploads.keys().min().copied() {
+                Some(oldest) => account.uploads.remove(&oldest),
+                None => break,
+            };
+        }
         account.uploads.insert(id, data);
         Ok(json_response(StatusCode::CREATED, &json!({ "id": id })))
     })
