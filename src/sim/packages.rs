@@ -2,7 +2,7 @@
 //! with its messages.
 //!
 //! Checked: the zip opens (`Cannot unzip the package`), no symlinks, `manifest.json` at the
-//! root (a nested one is named), valid JSON object; `author` (with name and email) and
+//! root (a nested one is named), a valid JSON object without duplicate keys; `author` (with name and email) and
 //! `defaultLocale` present, the locale valid and `translations/<locale>.json` a JSON object;
 //! `frameworkVersion` is "2.0"; `location` maps products (support, chat, standalone_chat, sell)
 //! to locations whose URL is https, localhost, or an existing file under `assets/`; boolean
@@ -158,8 +158,14 @@ pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
             None => "Could not find manifest.json".to_string(),
         }]);
     }
-    let manifest: Value = serde_json::from_slice(&read("manifest.json")?)
+    let (manifest, duplicates) = parse_reporting_duplicates(&read("manifest.json")?)
         .map_err(|e| vec![format!("manifest is not proper JSON. {e}")])?;
+    if !duplicates.is_empty() {
+        return Err(vec![format!(
+            "Duplicate keys are specified in the manifest.json file. {}",
+            listing(&duplicates)
+        )]);
+    }
     let Value::Object(manifest) = manifest else {
         return Err(vec![
             "manifest is not proper JSON. The manifest must be a JSON object".to_string(),
@@ -656,6 +662,22 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_manifest_keys() {
+        let e = validate(&ok_files(
+            r#"{"name":"a","name":"b","author":{"name":"x","name":"y"}}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            vec!["Duplicate keys are specified in the manifest.json file. name, author.name"]
+        );
+        let (v, d) = parse_reporting_duplicates(br#"{"a":[1,{"b":true}],"c":null}"#).unwrap();
+        assert!(d.is_empty());
+        assert_eq!(v["a"][1]["b"], true);
+        assert!(parse_reporting_duplicates(b"{} x").is_err());
+    }
+
+    #[test]
     fn location_uris() {
         let files: BTreeSet<String> = ["assets/a.html".to_string()].into();
         assert!(valid_location_uri("https://example.com/x", &files));
@@ -675,5 +697,99 @@ mod tests {
         assert!(!valid_locale("EN"));
         assert!(!valid_locale("english"));
         assert!(!valid_locale(""));
+    }
+}
+
+/// Parses JSON like `serde_json::from_slice`, also reporting keys that appear twice in one
+/// object (by their dotted path), which serde_json would silently overwrite.
+fn parse_reporting_duplicates(bytes: &[u8]) -> Result<(Value, Vec<String>), serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let dups = std::cell::RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = dup::Seed {
+        dups: &dups,
+        path: String::new(),
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok((value, dups.into_inner()))
+}
+
+mod dup {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    pub(super) struct Seed<'a> {
+        pub dups: &'a RefCell<Vec<String>>,
+        pub path: String,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_string()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(Seed {
+                dups: self.dups,
+                path: format!("{}[{}]", self.path, out.len()),
+            })? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                let value = map.next_value_seed(Seed {
+                    dups: self.dups,
+                    path: path.clone(),
+                })?;
+                if out.insert(key, value).is_some() {
+                    self.dups.borrow_mut().push(path);
+                }
+            }
+            Ok(Value::Object(out))
+        }
     }
 }

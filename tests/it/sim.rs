@@ -1260,6 +1260,11 @@ async fn package_validation_reports_each_problem_in_zendesks_words() {
             "manifest is not proper JSON.",
         ),
         (
+            "duplicate manifest keys",
+            zip_files(&[("manifest.json", r#"{"name": "a", "name": "b"}"#)]),
+            "Duplicate keys are specified in the manifest.json file. name",
+        ),
+        (
             "no author",
             with(&|v| {
                 v.as_object_mut().unwrap().remove("author");
