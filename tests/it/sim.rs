@@ -522,6 +522,17 @@ async fn fault_drop_connection_closes_without_a_response() {
 }
 
 #[tokio::test]
+async fn hooks_answer_wrong_methods_with_a_content_type() {
+    let t = spawn(SimConfig::default()).await;
+    let resp = t.http.put(t.url("/__sim/faults")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(resp.headers().get("content-type").is_some());
+    let resp = t.http.get(t.url("/__sim/reset")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(resp.headers().get("content-type").is_some());
+}
+
+#[tokio::test]
 async fn bad_fault_rules_are_400() {
     let t = spawn(SimConfig::default()).await;
     for rule in [
