@@ -115,7 +115,7 @@ pub struct RedisConfig {
     /// Number of hash-tagged partitions accounts are spread over. Must not change while
     /// data exists under `key_prefix`.
     pub partitions: u16,
-    /// Connections in the pool of each process.
+    /// Multiplexed connections of each process (concurrent commands are pipelined on them).
     pub pool_size: usize,
     /// Timeout of one Redis command, in milliseconds.
     pub timeout_ms: u64,
@@ -127,7 +127,7 @@ impl Default for RedisConfig {
             url: SecretString::from("redis://127.0.0.1:6379/0"),
             key_prefix: "zenrelay".into(),
             partitions: 16,
-            pool_size: 32,
+            pool_size: 4,
             timeout_ms: 2000,
         }
     }
@@ -160,9 +160,10 @@ pub struct DeliveryConfig {
     pub lease_ms: Option<u64>,
     /// Idle polling interval of the worker, in milliseconds.
     pub poll_interval_ms: u64,
-    /// Safety margin added to the rolling window, in milliseconds, so that network jitter
-    /// can never make upstream see one request too many in a window. Defaults to 1% of the
-    /// window, at most 250 ms.
+    /// Margin added to the rolling window, in milliseconds. Each call counts from when its
+    /// answer arrived, so transit time is already covered; the margin only absorbs clock
+    /// granularity and differences in how upstream stamps arrivals. Defaults to 0.1% of
+    /// the window, between 2 and 50 ms.
     pub window_margin_ms: Option<u64>,
     /// Whether the delivery worker runs in this process.
     pub enabled: bool,
@@ -210,7 +211,7 @@ impl DeliveryConfig {
     /// The margin added to the window, in milliseconds.
     pub fn margin_ms(&self) -> u64 {
         self.window_margin_ms
-            .unwrap_or_else(|| (self.window_ms() / 100).min(250))
+            .unwrap_or_else(|| (self.window_ms() / 1000).clamp(2, 50))
     }
 }
 
@@ -742,7 +743,7 @@ accounts = ["acme"]
         assert_eq!(config.delivery.notify_per_minute, 100);
         assert_eq!(config.delivery.notify_window_seconds, 60);
         assert_eq!(config.accounts[0].base_url(), "https://acme.zendesk.com");
-        assert_eq!(config.delivery.margin_ms(), 250);
+        assert_eq!(config.delivery.margin_ms(), 50);
     }
 
     #[test]

@@ -91,7 +91,16 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let (tx, rx) = mpsc::channel::<Completion>(self.concurrency * 2);
-        let completer = tokio::spawn(record_completions(self.queue.clone(), rx, shutdown.clone()));
+        let completer = tokio::spawn(record_completions(
+            self.queue.clone(),
+            rx,
+            shutdown.clone(),
+            self.wake.clone(),
+        ));
+        // Claims are cheaper in batches: when every slot is taken, wait until a few are
+        // free (or briefly) before claiming again.
+        let low_water = (self.concurrency / 8).max(1);
+        let freed = Arc::new(Notify::new());
         let tracker = TaskTracker::new();
         let partitions = self.queue.partitions();
         let mut start = 0u16;
@@ -123,6 +132,7 @@ impl Worker {
                             };
                             let worker = self.clone();
                             let tx = tx.clone();
+                            let freed = freed.clone();
                             let span = tracing::info_span!(
                                 "deliver",
                                 delivery_id = %claimed.delivery_id,
@@ -135,6 +145,7 @@ impl Worker {
                                     // The completer only stops after every sender is gone.
                                     let _ = tx.send(completion).await;
                                     drop(permit);
+                                    freed.notify_one();
                                 }
                                 .instrument(span),
                             );
@@ -156,10 +167,17 @@ impl Worker {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = shutdown.cancelled() => {}
                 }
-            } else if permits.available_permits() == 0 {
-                tokio::select! {
-                    permit = permits.acquire() => drop(permit),
-                    _ = shutdown.cancelled() => {}
+            } else if permits.available_permits() < low_water {
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
+                while permits.available_permits() < low_water && !shutdown.is_cancelled() {
+                    if permits.available_permits() > 0 && tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = freed.notified() => {}
+                        _ = tokio::time::sleep_until(deadline), if permits.available_permits() > 0 => {}
+                        _ = shutdown.cancelled() => {}
+                    }
                 }
             } else if !claimed_any {
                 let wait = next_due.map_or(self.poll_interval, |d| d.min(self.poll_interval));
@@ -254,13 +272,15 @@ impl Worker {
     }
 }
 
-/// Records completions in pipelined batches, retrying while the storage is down. After
-/// shutdown it keeps trying for a few seconds; what it cannot record is sent again by
-/// another process when the lease ends (at-least-once).
+/// Records completions in pipelined batches, retrying while the storage is down, then
+/// wakes the worker (the accounts concerned may send again). After shutdown it keeps
+/// trying for a few seconds; what it cannot record is sent again by another process when
+/// the lease ends (at-least-once).
 async fn record_completions(
     queue: Arc<dyn Queue>,
     mut rx: mpsc::Receiver<Completion>,
     shutdown: CancellationToken,
+    wake: Arc<Notify>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -274,7 +294,10 @@ async fn record_completions(
         let mut give_up_at = None;
         loop {
             match queue.complete(&batch).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    wake.notify_one();
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes; retrying");
                 }

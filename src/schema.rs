@@ -31,6 +31,9 @@ impl SchemaValidator {
     /// pointer of the field concerned: a missing or unexpected property is named by its
     /// own pointer rather than its parent's.
     pub fn check(&self, instance: &Value) -> Vec<FieldError> {
+        if self.validator.is_valid(instance) {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         for error in self.validator.iter_errors(instance).take(MAX_ERRORS) {
             let parent = error.instance_path.as_str().to_string();

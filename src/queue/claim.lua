@@ -6,7 +6,8 @@
 -- each due account (oldest score first): skips it while paused; if `limit` sends started
 -- within window + margin, re-scores it to the moment the oldest of them leaves the
 -- window; else pops its head delivery (dropping expired ones as dead letters), records
--- the send start, leases the delivery and marks the account busy.
+-- the send start (which complete.lua moves to when the answer came), leases the delivery
+-- and marks the account busy.
 -- Returns {ms until more work is due or -1, {did, account, body, agent, attempts,
 -- created, lease token}, ...}.
 local base = ARGV[1]
@@ -94,8 +95,8 @@ for _, acct in ipairs(accts) do
       if did then
         redis.call('LPUSH', rl, now)
         redis.call('LTRIM', rl, 0, limit - 1)
-        redis.call('PEXPIRE', rl, window + margin + 1000)
-        redis.call('HSET', akey, 'busy', did)
+        redis.call('PEXPIRE', rl, window + margin + lease + 1000)
+        redis.call('HSET', akey, 'busy', did, 'rl_did', did)
         redis.call('ZREM', ready, acct)
         redis.call('ZADD', inflight, now + lease, did)
         local attempts = redis.call('HINCRBY', ekey, 'at' .. k, 1)

@@ -21,6 +21,17 @@ if status == false or status == 'delivered' or status == 'dead' or status == 'ex
   return 'stale'
 end
 local owned = redis.call('HGET', ekey, 'c' .. k) == token and redis.call('ZREM', inflight, did) == 1
+if redis.call('HGET', akey, 'rl_did') == did then
+  -- Upstream received this call at some moment before its answer came back: count the
+  -- call from now, so that however long the request took on the way, upstream can never
+  -- see more than `limit` calls in one window. The newest entry is this call's, as an
+  -- account has one call in flight.
+  local rl = base .. ':rl:' .. acct
+  if redis.call('LLEN', rl) > 0 then
+    redis.call('LSET', rl, 0, now)
+  end
+  redis.call('HSET', akey, 'rl_did', '')
+end
 local function release_account()
   if redis.call('HGET', akey, 'busy') == did then
     redis.call('HSET', akey, 'busy', '')

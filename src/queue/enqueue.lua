@@ -60,6 +60,7 @@ while i <= #ARGV do
 end
 redis.call('HSET', akey, 'depth', depth)
 if stored > 0 then
-  mark_ready(base, acct, now)
+  -- an account that was idle goes ahead of those served within the last window
+  mark_ready(base, acct, now, now - tonumber(ARGV[4]))
 end
 return out

@@ -14,8 +14,8 @@
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms) |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter |
-//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `depth` (undelivered calls), `delayed`, `dead`, `sent`, `upstream_429`, `busy` (delivery in flight), `paused`, `auth_failed`, `until` (429 pause end, ms) |
-//! | `{base}:rl:{account}` | LIST | start times (ms) of the latest `limit` sends, newest first |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `depth` (undelivered calls), `delayed`, `dead`, `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms) |
+//! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later), so transit time can never squeeze `limit + 1` calls into one upstream window |
 //! | `{base}:accounts` | SET | accounts that ever had events in this partition |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //!
@@ -27,14 +27,25 @@
 //! Scripts derive their keys from `base`; `KEYS[1]` (the partition's ready set) routes the
 //! call. They are sent with `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a
 //! restart or `SCRIPT FLUSH`).
+//!
+//! # Connections
+//!
+//! A few multiplexed connections (`redis.pool_size`, each a [`ConnectionManager`] that
+//! reconnects by itself) carry every command: concurrent requests are pipelined on them
+//! instead of each taking a pooled connection, which would cost a health-check round
+//! trip per checkout and cut single-event ingress throughput several times over. They are
+//! opened on first use, so the gateway starts (and answers 503) while Redis is down.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use async_trait::async_trait;
-use deadpool_redis::{Pool, Runtime};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::OnceCell;
 
 use super::{
     rfc3339_ms, ClaimBatch, Claimed, Completion, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
@@ -59,7 +70,7 @@ pub struct RedisQueueConfig {
     pub prefix: String,
     /// Partition count.
     pub partitions: u16,
-    /// Pool size.
+    /// Number of multiplexed connections.
     pub pool_size: usize,
     /// Per-command timeout.
     pub timeout: Duration,
@@ -86,7 +97,9 @@ impl Script {
 
 /// The production queue.
 pub struct RedisQueue {
-    pool: Pool,
+    client: redis::Client,
+    connections: OnceCell<Vec<ConnectionManager>>,
+    next: AtomicUsize,
     config: RedisQueueConfig,
     enqueue: Script,
     claim: Script,
@@ -102,19 +115,15 @@ fn is_noscript(e: &RedisError) -> bool {
 }
 
 impl RedisQueue {
-    /// Builds the pool; connections are opened lazily, so this succeeds while Redis is down.
+    /// Checks the URL; connections are opened on first use, so this succeeds while Redis
+    /// is down.
     pub fn new(config: RedisQueueConfig) -> Result<Self, QueueError> {
-        let mut pool_config = deadpool_redis::Config::from_url(config.url.expose_secret());
-        let mut pc = deadpool_redis::PoolConfig::new(config.pool_size);
-        pc.timeouts.wait = Some(config.timeout);
-        pc.timeouts.create = Some(config.timeout);
-        pc.timeouts.recycle = Some(config.timeout);
-        pool_config.pool = Some(pc);
-        let pool = pool_config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| QueueError::Unavailable(format!("cannot create Redis pool: {e}")))?;
+        let client = redis::Client::open(config.url.expose_secret())
+            .map_err(|e| QueueError::Unavailable(format!("invalid Redis URL: {e}")))?;
         Ok(RedisQueue {
-            pool,
+            client,
+            connections: OnceCell::new(),
+            next: AtomicUsize::new(0),
             config,
             enqueue: Script::new(include_str!("enqueue.lua")),
             claim: Script::new(include_str!("claim.lua")),
@@ -127,8 +136,32 @@ impl RedisQueue {
         format!("{}:{{p{}}}", self.config.prefix, partition)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
-        self.pool.get().await.map_err(unavailable)
+    /// One of the multiplexed connections, opening them on first use.
+    pub async fn conn(&self) -> Result<ConnectionManager, QueueError> {
+        let connections = self
+            .connections
+            .get_or_try_init(|| async {
+                let settings = ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.config.timeout)
+                    .set_response_timeout(self.config.timeout)
+                    .set_number_of_retries(2)
+                    .set_max_delay(1000);
+                let mut out = Vec::with_capacity(self.config.pool_size.max(1));
+                for _ in 0..self.config.pool_size.max(1) {
+                    let manager = self
+                        .timed(
+                            self.client
+                                .get_connection_manager_with_config(settings.clone()),
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    out.push(manager);
+                }
+                Ok::<_, QueueError>(out)
+            })
+            .await?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % connections.len();
+        Ok(connections[i].clone())
     }
 
     async fn timed<T>(

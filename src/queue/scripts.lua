@@ -13,8 +13,11 @@ local function split_did(did)
 end
 
 -- Puts the account into the ready set when it has queued work and is neither busy
--- (a delivery in flight) nor paused. Its score is the earliest time it may send.
-local function mark_ready(base, acct, now)
+-- (a delivery in flight) nor paused. Its score is the earliest time it may send and
+-- orders the accounts: `score` (default `now`) lets an account that was idle enter ahead
+-- of accounts that were just served, so a quiet account never waits a whole rotation
+-- behind thousands of backlogged ones. A 429 pause still wins over it.
+local function mark_ready(base, acct, now, score)
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until')
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
@@ -25,7 +28,7 @@ local function mark_ready(base, acct, now)
     redis.call('ZREM', base .. ':ready', acct)
     return
   end
-  local at = now
+  local at = score or now
   local pause_until = tonumber(st[4] or '0') or 0
   if pause_until > at then
     at = pause_until
