@@ -14,7 +14,8 @@
 //! - [`ingress`] — `/v1` notify, batch and event status handlers.
 //! - [`auth`] — client keys and their account scopes.
 //! - [`delivery`] — the worker loop and retry policy.
-//! - [`queue`] — the queue contract and its Redis backend (Lua scripts, key layout).
+//! - [`queue`] — the queue contract, its Redis backend (Lua scripts, key layout) and the
+//!   in-memory backend (`memory://`, not durable).
 //! - [`zendesk`] — upstream accounts, credentials, the Notify call and outcome classes.
 //! - [`domain`] — event ids, partitions, the Notify payload and its exact size.
 //! - [`schema`] — precompiled JSON Schema validation with JSON-pointer errors.

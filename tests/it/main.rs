@@ -1,3 +1,4 @@
+mod conformance;
 mod relay;
 mod sim;
 mod support;
