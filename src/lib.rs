@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //!
-//! - [`cli`] — the command line (`serve`, `sim`, `check-config`).
+//! - [`cli`] — the command line (`serve`, `sim`, `demo`, `check-config`).
+//! - [`demo`] — `zenrelay demo`: gateway and simulator in one process, sample traffic.
 //! - [`sim`] — the local Zendesk Apps API simulator.
 //! - [`config`] — typed, layered configuration.
 //! - [`app`] — builds state, router and worker from config; runs until shutdown.
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod ingress;

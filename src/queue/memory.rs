@@ -739,7 +739,7 @@ impl Queue for MemoryQueue {
     }
 
     fn describe(&self) -> String {
-        "in memory (memory://; not durable: queued events are lost when the process exits)".into()
+        "in memory (memory://), NOT DURABLE: queued events are lost when the process exits".into()
     }
 
     async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError> {
