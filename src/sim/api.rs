@@ -1,7 +1,7 @@
 //! The request pipeline of the Apps API: attribute the request to an account, apply fault
 //! rules, authenticate and authorize, read the body, dispatch to the endpoint, and log it.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -16,8 +16,8 @@ use super::auth::{self, Caller};
 use super::errors::{json_response, ApiError};
 use super::faults::{self, Failure};
 use super::routes::{self, Family, Route};
-use super::state::{unix_ms, RequestRecord};
-use super::{apps, installations, notify, Simulator};
+use super::state::{unix_ms, AccountState, Ids, RequestRecord};
+use super::{apps, installations, jobs, notify, Simulator};
 
 /// Request bodies larger than this are refused with 413 before any endpoint sees them.
 pub(crate) const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -53,6 +53,20 @@ impl Ctx<'_> {
             .as_ref()
             .map(|c| c.account.as_str())
             .ok_or(ApiError::Unauthorized)
+    }
+
+    /// Runs `f` on the caller's account under the state lock, after finishing the jobs that
+    /// are due.
+    pub(crate) fn with_account<T>(
+        &self,
+        f: impl FnOnce(&mut AccountState, &mut Ids) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let name = self.account()?;
+        let mut state = self.sim.lock();
+        let state = &mut *state;
+        let account = state.accounts.get_mut(name).ok_or(ApiError::NotFound)?;
+        jobs::advance(account, &mut state.ids, Instant::now());
+        f(account, &mut state.ids)
     }
 }
 
@@ -206,8 +220,8 @@ async fn dispatch(
         Route::ListOwned => apps::list(&ctx, true),
         Route::ShowApp(id) => apps::show(&ctx, id),
         Route::PublicKey { app_id, pem } => apps::public_key(&ctx, app_id, pem).await,
-        Route::CreateApp => apps::create(&ctx, None),
-        Route::UpdateApp(id) => apps::create(&ctx, Some(id)),
+        Route::CreateApp => apps::create(&ctx, None).await,
+        Route::UpdateApp(id) => apps::create(&ctx, Some(id)).await,
         Route::DeleteApp(id) => apps::delete(&ctx, id),
         Route::JobStatus(id) => apps::job_status(&ctx, &id),
         Route::Upload => apps::upload(&ctx).await,

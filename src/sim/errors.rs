@@ -22,6 +22,8 @@ pub(crate) enum ApiError {
     BadRequest(String),
     /// 413 `"Payload too large"`.
     PayloadTooLarge,
+    /// 500 for failures of the simulator itself (never caused by input); the cause is logged.
+    Internal(String),
 }
 
 impl ApiError {
@@ -40,6 +42,7 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -83,6 +86,10 @@ impl IntoResponse for ApiError {
                 json!({"error": "InvalidValue", "description": description})
             }
             ApiError::PayloadTooLarge => json!("Payload too large"),
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "sim internal error");
+                json!({"error": "InternalError", "description": "Internal error"})
+            }
         };
         let mut resp = json_response(status, &body);
         if matches!(self, ApiError::Unauthorized) {

@@ -86,8 +86,9 @@ impl FaultRule {
             return Err("route: must be \"notify\", \"*\" or a path prefix starting with /".into());
         }
         if let Some(s) = self.status {
-            if !(100..=599).contains(&s) {
-                return Err("status: must be an HTTP status (100-599)".into());
+            // 1xx are not final responses; a fault must answer something a client can read.
+            if !(200..=599).contains(&s) {
+                return Err("status: must be an HTTP status from 200 to 599".into());
             }
         }
         if let Some(p) = self.error_rate {
@@ -212,6 +213,7 @@ mod tests {
     #[test]
     fn check_rejects_bad_rules() {
         assert!(rule(r#"{"status":700}"#).check(&["acme"]).is_err());
+        assert!(rule(r#"{"status":101}"#).check(&["acme"]).is_err());
         assert!(rule(r#"{"error_rate":2}"#).check(&["acme"]).is_err());
         assert!(rule(r#"{"account":"zzz"}"#).check(&["acme"]).is_err());
         assert!(rule(r#"{"route":"api"}"#).check(&["acme"]).is_err());

@@ -116,7 +116,7 @@ pub(crate) async fn add_fault(State(sim): State<Simulator>, body: Bytes) -> Resp
         return bad(e);
     }
     let mut state = sim.lock();
-    rule.id = state.next_id();
+    rule.id = state.ids.next();
     state.faults.push(rule.clone());
     json_response(StatusCode::CREATED, &json!(rule))
 }

@@ -1,7 +1,190 @@
-//! Build and install jobs.
+//! Build jobs (create/update an app from an upload) and install jobs (install an app's
+//! requirements), and how they advance.
+//!
+//! A job is `queued`, then `working`, then finished (`completed` or `failed`). It advances one
+//! step per status poll or with time (`working` after [`WORKING_AFTER`], finished after
+//! [`FINISHED_AFTER`]), whichever is further: a client polling every second sees the outcome on
+//! its first poll, and a fast poller sees every state. The outcome of a build is decided when
+//! the job is created (the package is validated then), but takes effect only when the job
+//! finishes: only then does the app exist or change.
 
-/// A job.
+use std::time::{Duration, Instant};
+
+use super::packages::Package;
+
+/// Time after which a queued job is working.
+pub(crate) const WORKING_AFTER: Duration = Duration::from_millis(100);
+/// Time after which a job is finished.
+pub(crate) const FINISHED_AFTER: Duration = Duration::from_millis(250);
+/// The `retry_in` hint given to pollers, in seconds.
+pub(crate) const RETRY_IN: u64 = 1;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stage {
+    Queued,
+    Working,
+    Finished,
+}
+
+/// What a job does.
+#[derive(Debug, Clone)]
+pub(crate) enum JobKind {
+    /// Build a new app (`target: None`) or a new version of an app.
+    Build {
+        target: Option<u64>,
+        outcome: Result<Box<Package>, String>,
+        name: Option<String>,
+        short_description: Option<String>,
+        /// The app built, once completed.
+        app_id: Option<u64>,
+    },
+    /// Install the requirements of an installation.
+    Install { installation_id: u64 },
+}
+
+/// A build or install job.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
     pub id: String,
+    pub created: Instant,
+    pub polls: u32,
+    pub kind: JobKind,
+    /// `Some(Ok(completed message))` or `Some(Err(failure message))` once finished.
+    pub result: Option<Result<String, String>>,
+}
+
+impl Job {
+    /// A new job with a random 32-hex-digit id, like Zendesk's.
+    pub(crate) fn new(kind: JobKind) -> Job {
+        Job {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            created: Instant::now(),
+            polls: 0,
+            kind,
+            result: None,
+        }
+    }
+
+    /// The stage by time alone.
+    pub(crate) fn time_stage(&self, now: Instant) -> Stage {
+        let age = now.saturating_duration_since(self.created);
+        if age >= FINISHED_AFTER {
+            Stage::Finished
+        } else if age >= WORKING_AFTER {
+            Stage::Working
+        } else {
+            Stage::Queued
+        }
+    }
+
+    /// The stage by time and by the polls seen so far.
+    pub(crate) fn stage(&self, now: Instant) -> Stage {
+        if self.result.is_some() {
+            return Stage::Finished;
+        }
+        let by_polls = match self.polls {
+            0 => Stage::Queued,
+            1 => Stage::Working,
+            _ => Stage::Finished,
+        };
+        by_polls.max(self.time_stage(now))
+    }
+}
+
+/// `Completed at 2013-05-06 15:02:40 +0000` for now.
+pub(crate) fn completed_message() -> String {
+    let iso = super::state::now_iso();
+    // 2013-05-06T15:02:40Z → 2013-05-06 15:02:40 +0000
+    format!(
+        "Completed at {} +0000",
+        iso.trim_end_matches('Z').replace('T', " ")
+    )
+}
+
+use super::state::{AccountState, Ids};
+
+/// Finishes a job whose time has come: the app is built or updated, the installation's
+/// requirements are installed, or the failure is recorded.
+pub(crate) fn finish(account: &mut AccountState, ids: &mut Ids, job_id: &str) {
+    let Some(job) = account.jobs.get(job_id) else {
+        return;
+    };
+    if job.result.is_some() {
+        return;
+    }
+    let kind = job.kind.clone();
+    let mut built = None;
+    let result = match kind {
+        JobKind::Build {
+            target,
+            outcome,
+            name,
+            short_description,
+            ..
+        } => match outcome {
+            Err(message) => Err(message),
+            Ok(package) => {
+                match super::apps::build(account, ids, target, *package, name, short_description) {
+                    Ok(app_id) => {
+                        built = Some(app_id);
+                        Ok(completed_message())
+                    }
+                    Err(message) => Err(message),
+                }
+            }
+        },
+        JobKind::Install { installation_id } => {
+            super::installations::complete(account, ids, installation_id)
+                .map(|()| completed_message())
+        }
+    };
+    if let Some(job) = account.jobs.get_mut(job_id) {
+        if let JobKind::Build { app_id, .. } = &mut job.kind {
+            *app_id = built;
+        }
+        job.result = Some(result);
+    }
+}
+
+/// Finishes every job that is due by time, so apps and installations appear even when nobody
+/// polls.
+pub(crate) fn advance(account: &mut AccountState, ids: &mut Ids, now: Instant) {
+    let mut due: Vec<(Instant, String)> = account
+        .jobs
+        .values()
+        .filter(|j| j.result.is_none() && j.time_stage(now) == Stage::Finished)
+        .map(|j| (j.created, j.id.clone()))
+        .collect();
+    due.sort();
+    for (_, id) in due {
+        finish(account, ids, &id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_and_time_both_advance() {
+        let mut job = Job::new(JobKind::Install { installation_id: 1 });
+        let now = job.created;
+        assert_eq!(job.stage(now), Stage::Queued);
+        job.polls = 1;
+        assert_eq!(job.stage(now), Stage::Working);
+        job.polls = 2;
+        assert_eq!(job.stage(now), Stage::Finished);
+        job.polls = 0;
+        assert_eq!(job.stage(now + WORKING_AFTER), Stage::Working);
+        assert_eq!(job.stage(now + FINISHED_AFTER), Stage::Finished);
+        assert_eq!(job.id.len(), 32);
+    }
+
+    #[test]
+    fn completed_message_shape() {
+        let m = completed_message();
+        assert!(m.starts_with("Completed at 2"), "{m}");
+        assert!(m.ends_with(" +0000"), "{m}");
+    }
 }

@@ -40,6 +40,12 @@
 //! - Malformed requests that the documents do not cover answer 400
 //!   `{"error":"InvalidValue","description":...}`; unknown paths answer 404 `RecordNotFound`.
 //!
+//! # Real clients
+//!
+//! Zendesk's own CLI (`zcli` 1.0.1: `apps:validate`, `apps:create`, `apps:update`) works
+//! unchanged against the HTTPS listener, given `NODE_EXTRA_CA_CERTS` for the certificate and
+//! `ZENDESK_SUBDOMAIN=127 ZENDESK_DOMAIN=0.0.1:PORT` (zcli builds `https://{subdomain}.{domain}`).
+//!
 //! # Test hooks
 //!
 //! See [`hooks`] for the `/__sim/` endpoints (notifications, request log, faults, reset) and
@@ -56,9 +62,6 @@
 //! - `faults`, `hooks`: test hooks.
 //! - `server`: the accept loop (plain or TLS) that can really drop a connection.
 //! - `state`: the in-memory state.
-
-// The app, job and installation endpoints are being filled in; their types are in place.
-#![allow(dead_code)]
 
 mod api;
 mod apps;
@@ -83,6 +86,20 @@ use axum::Router;
 pub use config::{Role, SimAccount, SimConfig, SimUser, TlsFiles};
 pub use notify::MAX_NOTIFY_BODY;
 pub use state::{ReceivedNotification, RequestRecord};
+
+/// Every response has a `Content-Type`, including axum's own rejections (405 on a hook).
+async fn ensure_content_type(mut resp: axum::response::Response) -> axum::response::Response {
+    if !resp
+        .headers()
+        .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    resp
+}
 
 /// A running simulator: shared in-memory state plus its router.
 #[derive(Clone)]
@@ -140,6 +157,7 @@ impl Simulator {
             .route("/__sim/reset", post(hooks::reset))
             .route("/__sim/{*rest}", axum::routing::any(hooks::not_found))
             .fallback(api::handle)
+            .layer(axum::middleware::map_response(ensure_content_type))
             .with_state(self.clone())
     }
 

@@ -1,1 +1,795 @@
-//! Package validation.
+//! App package validation, the way Zendesk's validator (zendesk_apps_support) checks a zip,
+//! with its messages.
+//!
+//! Checked: the zip opens (`Cannot unzip the package`), no symlinks, `manifest.json` at the
+//! root (a nested one is named), a valid JSON object without duplicate keys; `author` (with name and email) and
+//! `defaultLocale` present, the locale valid and `translations/<locale>.json` a JSON object;
+//! `frameworkVersion` is "2.0"; `location` maps products (support, chat, standalone_chat, sell)
+//! to locations whose URL is https, localhost, or an existing file under `assets/`; boolean
+//! fields are booleans; `parameters` is an array of typed, uniquely named parameters, none
+//! named `name`, none hidden and required, at most one `oauth` and that one not secure (with
+//! the manifest's `oauth` fields); `requirements.json` is a JSON object of allowed types with
+//! at most 5000 requirements. All problems found are reported together.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{Cursor, Read};
+
+use serde_json::{Map, Value};
+
+/// The message of a package that is not a zip.
+pub(crate) const CANNOT_UNZIP: &str = "Cannot unzip the package";
+/// The most requirements one app may declare.
+pub(crate) const MAX_REQUIREMENTS: usize = 5000;
+/// The framework versions apps may target.
+const FRAMEWORK_VERSIONS: &[&str] = &["2.0"];
+const PRODUCTS: &[&str] = &["support", "chat", "standalone_chat", "sell"];
+const PARAMETER_TYPES: &[&str] = &[
+    "text",
+    "checkbox",
+    "url",
+    "number",
+    "multiline",
+    "hidden",
+    "oauth",
+];
+const REQUIREMENT_TYPES: &[&str] = &[
+    "automations",
+    "channel_integrations",
+    "custom_objects",
+    "macros",
+    "targets",
+    "views",
+    "ticket_fields",
+    "triggers",
+    "user_fields",
+    "organization_fields",
+    "webhooks",
+];
+const BOOLEAN_FIELDS: &[&str] = &[
+    "requirementsOnly",
+    "marketingOnly",
+    "singleInstall",
+    "signedUrls",
+    "private",
+];
+const OAUTH_KEYS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "authorize_uri",
+    "access_token_uri",
+];
+/// Entries and bytes read per file are bounded so a hostile zip cannot exhaust memory.
+const MAX_ENTRIES: usize = 10_000;
+const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A parameter declared in the manifest.
+#[derive(Debug, Clone)]
+pub(crate) struct ParamSpec {
+    pub name: String,
+    pub kind: String,
+    pub required: bool,
+    pub secure: bool,
+    pub default_value: Value,
+}
+
+/// What the simulator keeps of a valid package.
+#[derive(Debug, Clone)]
+pub(crate) struct Package {
+    pub name: String,
+    pub author_name: Option<String>,
+    pub author_email: Option<String>,
+    pub author_url: Option<String>,
+    pub default_locale: String,
+    pub framework_version: String,
+    pub version: Option<String>,
+    pub products: Vec<String>,
+    /// (product, location name)
+    pub locations: Vec<(String, String)>,
+    pub parameters: Vec<ParamSpec>,
+    /// (requirement type, identifier)
+    pub requirements: Vec<(String, String)>,
+    pub single_install: bool,
+    pub marketing_only: bool,
+    pub short_description: Option<String>,
+    pub long_description: Option<String>,
+    pub installation_instructions: Option<String>,
+}
+
+impl Package {
+    /// True when the app declares an `oauth` parameter.
+    pub(crate) fn has_oauth(&self) -> bool {
+        self.parameters.iter().any(|p| p.kind == "oauth")
+    }
+}
+
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn listing(items: &[String]) -> String {
+    items.join(", ")
+}
+
+/// Validates a package; the error lists every problem found, in Zendesk's words.
+pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(zip_bytes)).map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+    if archive.len() > MAX_ENTRIES {
+        return Err(vec![CANNOT_UNZIP.to_string()]);
+    }
+    let mut files = BTreeSet::new();
+    // Normalised name → name in the archive.
+    let mut names = std::collections::HashMap::new();
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+        if entry.is_symlink() {
+            return Err(vec!["Symlinks are not allowed in the zip file".to_string()]);
+        }
+        if entry.is_file() {
+            let normalised = entry.name().trim_start_matches("./").to_string();
+            names.insert(normalised.clone(), entry.name().to_string());
+            files.insert(normalised);
+        }
+    }
+    let mut read = |name: &str| -> Result<Vec<u8>, Vec<String>> {
+        let stored = names.get(name).map_or(name, String::as_str);
+        let entry = archive
+            .by_name(stored)
+            .map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+        let mut buf = Vec::new();
+        entry
+            .take(MAX_FILE_BYTES)
+            .read_to_end(&mut buf)
+            .map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+        Ok(buf)
+    };
+
+    if !files.contains("manifest.json") {
+        let nested = files.iter().find(|f| f.ends_with("/manifest.json"));
+        return Err(vec![match nested {
+            Some(found) => format!(
+                "Could not find manifest.json in the root of the zip file, but {found} was found. Try re-creating the archive from this directory."
+            ),
+            None => "Could not find manifest.json".to_string(),
+        }]);
+    }
+    let (manifest, duplicates) = parse_reporting_duplicates(&read("manifest.json")?)
+        .map_err(|e| vec![format!("manifest is not proper JSON. {e}")])?;
+    if !duplicates.is_empty() {
+        return Err(vec![format!(
+            "Duplicate keys are specified in the manifest.json file. {}",
+            listing(&duplicates)
+        )]);
+    }
+    let Value::Object(manifest) = manifest else {
+        return Err(vec![
+            "manifest is not proper JSON. The manifest must be a JSON object".to_string(),
+        ]);
+    };
+
+    let mut errors = Vec::new();
+    let flag = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_bool).unwrap_or(false);
+    for field in BOOLEAN_FIELDS {
+        if let Some(v) = manifest.get(*field) {
+            if !v.is_boolean() {
+                errors.push(format!(
+                    "{field} must be a boolean value, got \"{}\".",
+                    shown(v)
+                ));
+            }
+        }
+    }
+    let requirements_only = flag(&manifest, "requirementsOnly");
+    let marketing_only = flag(&manifest, "marketingOnly");
+
+    // Required fields.
+    let mut missing = Vec::new();
+    let mut required = vec!["author", "defaultLocale"];
+    if !requirements_only && !marketing_only {
+        required.extend(["frameworkVersion", "location"]);
+    }
+    for key in required {
+        if manifest.get(key).is_none_or_null() {
+            missing.push(key.to_string());
+        }
+    }
+    let (mut author_name, mut author_email, mut author_url) = (None, None, None);
+    match manifest.get("author") {
+        Some(Value::Object(a)) => {
+            for key in ["name", "email"] {
+                if a.get(key).and_then(Value::as_str).is_none_or_empty() {
+                    missing.push(format!("author {key}"));
+                }
+            }
+            author_name = a.get("name").and_then(Value::as_str).map(str::to_string);
+            author_email = a.get("email").and_then(Value::as_str).map(str::to_string);
+            author_url = a.get("url").and_then(Value::as_str).map(str::to_string);
+        }
+        Some(Value::Null) | None => {}
+        Some(other) => errors.push(format!(
+            "The manifest field author needs to be key-value pairs with string keys, but it was {}",
+            shown(other)
+        )),
+    }
+    if !missing.is_empty() {
+        let noun = if missing.len() == 1 {
+            "field"
+        } else {
+            "fields"
+        };
+        errors.push(format!(
+            "Missing required {noun} in manifest: {}",
+            listing(&missing)
+        ));
+    }
+
+    // Framework version.
+    let mut framework_version = String::new();
+    match manifest.get("frameworkVersion") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(v)) if FRAMEWORK_VERSIONS.contains(&v.as_str()) => {
+            framework_version = v.clone()
+        }
+        Some(Value::String(v)) => errors.push(format!(
+            "{v} is not a valid framework version. Available versions are: {}.",
+            FRAMEWORK_VERSIONS.join(", ")
+        )),
+        Some(other) => errors.push(format!(
+            "frameworkVersion must be a string, got \"{}\".",
+            shown(other)
+        )),
+    }
+
+    // Default locale and its translation file.
+    let mut default_locale = String::new();
+    let mut translation = Map::new();
+    match manifest.get("defaultLocale") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(loc)) if valid_locale(loc) => {
+            default_locale = loc.clone();
+            let file = format!("translations/{loc}.json");
+            if files.contains(&file) {
+                match serde_json::from_slice::<Value>(&read(&file)?) {
+                    Ok(Value::Object(t)) => translation = t,
+                    Ok(_) => errors.push(format!("{file} is not a JSON object.")),
+                    Err(e) => errors.push(format!("{file} is not valid JSON. {e}")),
+                }
+            } else {
+                errors.push(format!(
+                    "Missing translation file for locale '{loc}'. Learn more: https://developer.zendesk.com/apps/docs/developer-guide/deploying#app-internationalization"
+                ));
+            }
+        }
+        Some(other) => errors.push(format!("{} is not a valid default locale.", shown(other))),
+    }
+
+    // Locations.
+    let mut products = Vec::new();
+    let mut locations = Vec::new();
+    match manifest.get("location") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(hosts)) => {
+            for (host, locs) in hosts {
+                if !PRODUCTS.contains(&host.as_str()) {
+                    errors.push(format!("{host} is an invalid host for apps."));
+                    continue;
+                }
+                products.push(host.clone());
+                let Value::Object(locs) = locs else {
+                    errors.push(format!(
+                        "The manifest field location.{host} needs to be key-value pairs with string keys, but it was {}",
+                        shown(locs)
+                    ));
+                    continue;
+                };
+                for (name, spec) in locs {
+                    locations.push((host.clone(), name.clone()));
+                    let uri = match spec {
+                        Value::String(u) => Some(u.as_str()),
+                        Value::Object(o) => {
+                            for key in ["autoLoad", "autoHide", "signed"] {
+                                if let Some(v) = o.get(key) {
+                                    if !v.is_boolean() {
+                                        errors.push(format!(
+                                            "{key} must be a boolean value, got \"{}\".",
+                                            shown(v)
+                                        ));
+                                    }
+                                }
+                            }
+                            o.get("url").and_then(Value::as_str)
+                        }
+                        _ => None,
+                    };
+                    match uri {
+                        None | Some("") => {
+                            errors.push(format!("{name} location does not specify a URI."))
+                        }
+                        Some(u) if !valid_location_uri(u, &files) => errors.push(format!(
+                            "{u} is either an invalid location URI, refers to a missing asset, or does not use HTTPS."
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        Some(other) => errors.push(format!(
+            "The manifest field location needs to be key-value pairs with string keys, but it was {}",
+            shown(other)
+        )),
+    }
+
+    // Parameters.
+    let parameters = check_parameters(&manifest, &mut errors);
+
+    // Requirements.
+    let mut requirements = Vec::new();
+    if files.contains("requirements.json") {
+        let chat_only = !products.is_empty() && products.iter().all(|p| p == "chat");
+        if marketing_only || chat_only {
+            errors.push(
+                "App requirements are not supported for marketing-only or Chat-only apps"
+                    .to_string(),
+            );
+        }
+        match serde_json::from_slice::<Value>(&read("requirements.json")?) {
+            Err(e) => errors.push(format!("requirements.json is not proper JSON. {e}")),
+            Ok(Value::Object(reqs)) => {
+                let invalid: Vec<String> = reqs
+                    .keys()
+                    .filter(|k| !REQUIREMENT_TYPES.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
+                match invalid.len() {
+                    0 => {}
+                    1 => errors.push(format!(
+                        "requirements.json contains an invalid type: {}",
+                        invalid[0]
+                    )),
+                    _ => errors.push(format!(
+                        "requirements.json contains invalid types: {}",
+                        listing(&invalid)
+                    )),
+                }
+                for (kind, items) in &reqs {
+                    if let Value::Object(items) = items {
+                        for identifier in items.keys() {
+                            requirements.push((kind.clone(), identifier.clone()));
+                        }
+                    } else if REQUIREMENT_TYPES.contains(&kind.as_str()) {
+                        errors.push(format!(
+                            "The manifest field {kind} needs to be key-value pairs with string keys, but it was {}",
+                            shown(items)
+                        ));
+                    }
+                }
+                if requirements.len() > MAX_REQUIREMENTS {
+                    errors.push(format!(
+                        "The requirements.json file contains too many requirements. The current limit is {MAX_REQUIREMENTS} requirements. This app has {} requirements.",
+                        requirements.len()
+                    ));
+                }
+            }
+            Ok(_) => errors.push(
+                "requirements.json is not proper JSON. The requirements must be a JSON object"
+                    .to_string(),
+            ),
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let app_strings = translation.get("app").and_then(Value::as_object);
+    let text = |key: &str| {
+        app_strings
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let name = manifest
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| text("name"))
+        .unwrap_or_else(|| "Untitled app".to_string());
+    Ok(Package {
+        name,
+        author_name,
+        author_email,
+        author_url,
+        default_locale,
+        framework_version,
+        version: manifest
+            .get("version")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        products,
+        locations,
+        parameters,
+        requirements,
+        single_install: flag(&manifest, "singleInstall"),
+        marketing_only,
+        short_description: text("short_description"),
+        long_description: text("long_description"),
+        installation_instructions: text("installation_instructions"),
+    })
+}
+
+trait Blank {
+    fn is_none_or_null(&self) -> bool;
+}
+
+impl Blank for Option<&Value> {
+    fn is_none_or_null(&self) -> bool {
+        matches!(self, None | Some(Value::Null))
+    }
+}
+
+trait BlankStr {
+    fn is_none_or_empty(&self) -> bool;
+}
+
+impl BlankStr for Option<&str> {
+    fn is_none_or_empty(&self) -> bool {
+        self.map_or(true, |s| s.trim().is_empty())
+    }
+}
+
+fn valid_locale(loc: &str) -> bool {
+    let mut parts = loc.split('-');
+    let lang = parts.next().unwrap_or("");
+    (2..=3).contains(&lang.len())
+        && lang.chars().all(|c| c.is_ascii_lowercase())
+        && parts
+            .all(|p| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+fn valid_location_uri(uri: &str, files: &BTreeSet<String>) -> bool {
+    let lower = uri.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("https://") {
+        return !rest.is_empty() && !rest.starts_with('/');
+    }
+    if let Some(rest) = lower.strip_prefix("http://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        return host == "localhost" || host == "127.0.0.1";
+    }
+    if lower.contains("://") || uri.starts_with('/') || uri.contains("..") {
+        return false;
+    }
+    let path = uri.split(['?', '#']).next().unwrap_or("");
+    files.contains(path) && path.starts_with("assets/") || files.contains(&format!("assets/{path}"))
+}
+
+fn check_parameters(manifest: &Map<String, Value>, errors: &mut Vec<String>) -> Vec<ParamSpec> {
+    let list = match manifest.get("parameters") {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            errors.push("App parameters must be an array.".to_string());
+            return Vec::new();
+        }
+    };
+    let mut specs = Vec::new();
+    let mut seen = HashSet::new();
+    let mut duplicates = BTreeSet::new();
+    let mut invalid_types = Vec::new();
+    let mut hidden_required = Vec::new();
+    let mut missing_names = false;
+    for p in list {
+        let Some(obj) = p.as_object() else {
+            errors.push(format!(
+                "The manifest field parameters needs to be key-value pairs with string keys, but it was {}",
+                shown(p)
+            ));
+            continue;
+        };
+        let Some(name) = obj
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        else {
+            missing_names = true;
+            continue;
+        };
+        let kind = match obj.get("type") {
+            None | Some(Value::Null) => "text".to_string(),
+            Some(Value::String(t)) => t.clone(),
+            Some(other) => shown(other),
+        };
+        if !PARAMETER_TYPES.contains(&kind.as_str()) {
+            invalid_types.push(kind.clone());
+        }
+        let mut boolean = |key: &str| match obj.get(key) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                errors.push(format!(
+                    "{key} must be a boolean value, got \"{}\".",
+                    shown(other)
+                ));
+                false
+            }
+        };
+        let required = boolean("required");
+        let secure = boolean("secure");
+        if name == "name" {
+            errors.push("Can't call a parameter 'name'".to_string());
+        }
+        if !seen.insert(name.to_string()) {
+            duplicates.insert(name.to_string());
+        }
+        if kind == "hidden" && required {
+            hidden_required.push(name.to_string());
+        }
+        specs.push(ParamSpec {
+            name: name.to_string(),
+            kind,
+            required,
+            secure,
+            default_value: obj.get("default").cloned().unwrap_or(Value::Null),
+        });
+    }
+    if missing_names {
+        errors.push("Missing required field in manifest: parameters name".to_string());
+    }
+    match invalid_types.len() {
+        0 => {}
+        1 => errors.push(format!(
+            "{} is an invalid parameter type.",
+            invalid_types[0]
+        )),
+        _ => errors.push(format!(
+            "{} are invalid parameter types.",
+            listing(&invalid_types)
+        )),
+    }
+    if !duplicates.is_empty() {
+        let d: Vec<String> = duplicates.into_iter().collect();
+        errors.push(format!("Duplicate app parameters defined: {}", listing(&d)));
+    }
+    match hidden_required.len() {
+        0 => {}
+        1 => errors.push(format!(
+            "{} is set to hidden and cannot be required.",
+            hidden_required[0]
+        )),
+        _ => errors.push(format!(
+            "{} are set to hidden and cannot be required.",
+            listing(&hidden_required)
+        )),
+    }
+    let oauth: Vec<&ParamSpec> = specs.iter().filter(|p| p.kind == "oauth").collect();
+    if oauth.len() > 1 {
+        errors.push("Too many parameters with type 'oauth': one permitted".to_string());
+    }
+    if oauth.iter().any(|p| p.secure) {
+        errors.push("oauth parameter cannot be set to be secure.".to_string());
+    }
+    if !oauth.is_empty() {
+        let config = manifest.get("oauth").and_then(Value::as_object);
+        let missing: Vec<String> = OAUTH_KEYS
+            .iter()
+            .filter(|k| {
+                config
+                    .and_then(|c| c.get(**k))
+                    .and_then(Value::as_str)
+                    .is_none_or_empty()
+            })
+            .map(|k| k.to_string())
+            .collect();
+        if !missing.is_empty() {
+            let noun = if missing.len() == 1 {
+                "field"
+            } else {
+                "fields"
+            };
+            errors.push(format!(
+                "Missing required oauth {noun} in manifest: {}",
+                listing(&missing)
+            ));
+        }
+    }
+    specs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn zip(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, body) in files {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(body.as_bytes()).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    const MANIFEST: &str = r#"{"name":"Fixture","author":{"name":"A","email":"a@x.example"},"defaultLocale":"en","frameworkVersion":"2.0","version":"1.0.0","location":{"support":{"ticket_sidebar":{"url":"assets/iframe.html"}}},"parameters":[{"name":"token","type":"text","required":true,"secure":true}]}"#;
+
+    fn ok_files(manifest: &str) -> Vec<u8> {
+        zip(&[
+            ("manifest.json", manifest),
+            (
+                "translations/en.json",
+                r#"{"app":{"short_description":"Short"}}"#,
+            ),
+            ("assets/iframe.html", "<html></html>"),
+        ])
+    }
+
+    #[test]
+    fn a_valid_package() {
+        let p = validate(&ok_files(MANIFEST)).unwrap();
+        assert_eq!(p.name, "Fixture");
+        assert_eq!(p.products, vec!["support"]);
+        assert_eq!(p.parameters[0].name, "token");
+        assert!(p.parameters[0].required);
+        assert_eq!(p.short_description.as_deref(), Some("Short"));
+    }
+
+    #[test]
+    fn errors_carry_zendesk_messages() {
+        assert_eq!(validate(b"not a zip").unwrap_err(), vec![CANNOT_UNZIP]);
+        let nested = zip(&[("app/manifest.json", MANIFEST)]);
+        assert!(validate(&nested).unwrap_err()[0].contains("but app/manifest.json was found"));
+        let e = validate(&ok_files(
+            r#"{"author":{"name":"A"},"defaultLocale":"en","frameworkVersion":"1.0","location":{"zendesk":{}},"singleInstall":"yes","parameters":[{"name":"name"},{"name":"a","type":"hidden","required":true},{"name":"a","type":"password"}]}"#,
+        ))
+        .unwrap_err();
+        let all = e.join("\n");
+        for needle in [
+            "Missing required field in manifest: author email",
+            "1.0 is not a valid framework version. Available versions are: 2.0.",
+            "zendesk is an invalid host for apps.",
+            "singleInstall must be a boolean value, got \"yes\".",
+            "Can't call a parameter 'name'",
+            "a is set to hidden and cannot be required.",
+            "Duplicate app parameters defined: a",
+            "password is an invalid parameter type.",
+        ] {
+            assert!(all.contains(needle), "{needle} not in {all}");
+        }
+    }
+
+    #[test]
+    fn duplicate_manifest_keys() {
+        let e = validate(&ok_files(
+            r#"{"name":"a","name":"b","author":{"name":"x","name":"y"}}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            vec!["Duplicate keys are specified in the manifest.json file. name, author.name"]
+        );
+        let (v, d) = parse_reporting_duplicates(br#"{"a":[1,{"b":true}],"c":null}"#).unwrap();
+        assert!(d.is_empty());
+        assert_eq!(v["a"][1]["b"], true);
+        assert!(parse_reporting_duplicates(b"{} x").is_err());
+    }
+
+    #[test]
+    fn location_uris() {
+        let files: BTreeSet<String> = ["assets/a.html".to_string()].into();
+        assert!(valid_location_uri("https://example.com/x", &files));
+        assert!(valid_location_uri("http://localhost:4567/", &files));
+        assert!(valid_location_uri("assets/a.html", &files));
+        assert!(valid_location_uri("a.html", &files));
+        assert!(!valid_location_uri("http://example.com", &files));
+        assert!(!valid_location_uri("assets/missing.html", &files));
+        assert!(!valid_location_uri("../a.html", &files));
+    }
+
+    #[test]
+    fn locales() {
+        assert!(valid_locale("en"));
+        assert!(valid_locale("en-US"));
+        assert!(valid_locale("pt-br"));
+        assert!(!valid_locale("EN"));
+        assert!(!valid_locale("english"));
+        assert!(!valid_locale(""));
+    }
+}
+
+/// Parses JSON like `serde_json::from_slice`, also reporting keys that appear twice in one
+/// object (by their dotted path), which serde_json would silently overwrite.
+fn parse_reporting_duplicates(bytes: &[u8]) -> Result<(Value, Vec<String>), serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let dups = std::cell::RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = dup::Seed {
+        dups: &dups,
+        path: String::new(),
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok((value, dups.into_inner()))
+}
+
+mod dup {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    pub(super) struct Seed<'a> {
+        pub dups: &'a RefCell<Vec<String>>,
+        pub path: String,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_string()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(Seed {
+                dups: self.dups,
+                path: format!("{}[{}]", self.path, out.len()),
+            })? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                let value = map.next_value_seed(Seed {
+                    dups: self.dups,
+                    path: path.clone(),
+                })?;
+                if out.insert(key, value).is_some() {
+                    self.dups.borrow_mut().push(path);
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
+}

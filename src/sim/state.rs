@@ -73,12 +73,24 @@ pub(crate) struct AccountState {
     pub notify_window: VecDeque<Instant>,
 }
 
+/// Numeric ids; unique across all kinds and accounts, which makes mixing them up in a client
+/// visible as a 404.
+#[derive(Default)]
+pub(crate) struct Ids(u64);
+
+impl Ids {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
 /// The whole simulator state.
 pub(crate) struct State {
     pub accounts: HashMap<String, AccountState>,
     pub requests: VecDeque<RequestRecord>,
     pub faults: Vec<FaultRule>,
-    next_id: u64,
+    pub ids: Ids,
     next_request_seq: u64,
 }
 
@@ -90,16 +102,9 @@ impl State {
                 .collect(),
             requests: VecDeque::new(),
             faults: Vec::new(),
-            next_id: 0,
+            ids: Ids::default(),
             next_request_seq: 0,
         }
-    }
-
-    /// A fresh numeric id; ids are unique across all kinds and accounts, which makes mixing
-    /// them up in a client visible as a 404.
-    pub(crate) fn next_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
     }
 
     pub(crate) fn log_request(&mut self, mut record: RequestRecord) {

@@ -1,0 +1,374 @@
+//! Relay benchmarks, each printed as a figure and as a ratio against a baseline measured in
+//! the same run (machines are noisy; ratios are what to compare).
+//!
+//! Run with `scripts/bench.sh` (installs `wrk`, then `cargo bench --bench relay`). Every
+//! gateway runs as a release `zenrelay serve` child process against its own `redis-server`
+//! on a free port; the Notify receiver is a minimal HTTP server in this process.
+//!
+//! 1. Single-event ingress, `wrk` with 64 connections: gateway vs a bare axum handler
+//!    answering 202.
+//! 2. Batch ingress: events stored per second with batches of 1000.
+//! 3. Delivery: 10,000 accounts with a backlog each (limit raised so it does not bind):
+//!    Notify calls/s of the gateway vs a plain `reqwest` loop of the same concurrency
+//!    against the same receiver; the gateway's peak RSS.
+//! 4. Limiter: one account's backlog under a 50-per-second rolling window: windows over
+//!    the limit and the share of the budget used.
+//! 5. Latency of a fresh account's event while 1,000 other accounts are backlogged.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::Router;
+use serde_json::json;
+
+const KEY: &str = "bench-client-key-0123456789";
+const CONCURRENCY: usize = 64;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> (Proc, u16) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("zenrelay-bench-{port}"));
+    let _ = std::fs::create_dir_all(&dir);
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    std::thread::sleep(Duration::from_millis(300));
+    (Proc(child), port)
+}
+
+/// Arrivals at the receiver: (account, when).
+type Arrivals = Arc<Mutex<Vec<(String, Instant)>>>;
+
+async fn receive(State(arrivals): State<Arrivals>, Path(account): Path<String>) -> &'static str {
+    if let Ok(mut a) = arrivals.lock() {
+        a.push((account, Instant::now()));
+    }
+    "null"
+}
+
+async fn start_receiver() -> (u16, Arrivals) {
+    let arrivals: Arrivals = Arc::new(Mutex::new(Vec::with_capacity(1 << 20)));
+    let app = Router::new()
+        .route("/acct/{id}/api/v2/apps/notify", post(receive))
+        .with_state(arrivals.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, arrivals)
+}
+
+fn accounts_toml(names: &[String], receiver: u16) -> String {
+    let mut out = String::with_capacity(names.len() * 160);
+    for name in names {
+        out.push_str(&format!(
+            "[[accounts]]\nid = \"{name}\"\nsubdomain = \"{name}\"\nbase_url = \"http://127.0.0.1:{receiver}/acct/{name}\"\nemail = \"ops@{name}.example\"\napi_token = \"t\"\n"
+        ));
+    }
+    out
+}
+
+struct Gateway {
+    proc: Proc,
+    base: String,
+}
+
+async fn start_gateway(redis: u16, prefix: &str, delivery: &str, accounts: &str) -> Gateway {
+    let port = free_port();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\nkey_prefix = \"{prefix}\"\npool_size = 64\n\
+         [delivery]\nmax_queue_depth = 100000000\nconcurrency = {CONCURRENCY}\n{delivery}\n[log]\nlevel = \"error\"\n\
+         [[clients]]\nname = \"bench\"\nkey = \"{KEY}\"\naccounts = [\"*\"]\n{accounts}"
+    );
+    let path = std::env::temp_dir().join(format!("zenrelay-bench-{port}.toml"));
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("write config");
+    let child = Command::new(env!("CARGO_BIN_EXE_zenrelay"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("zenrelay serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Gateway { proc: Proc(child), base }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn wrk(url: &str, auth: bool, seconds: u64) -> f64 {
+    let script = std::env::temp_dir().join(format!("zenrelay-wrk-{}.lua", free_port()));
+    let mut lua = String::from(
+        "wrk.method = \"POST\"\nwrk.body = '{\"app_id\":375,\"event\":\"bench\",\"body\":\"hello\",\"agent_id\":1}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    );
+    if auth {
+        lua.push_str(&format!("wrk.headers[\"Authorization\"] = \"Bearer {KEY}\"\n"));
+    }
+    std::fs::write(&script, lua).expect("wrk script");
+    let out = Command::new("wrk")
+        .args(["-t2", &format!("-c{CONCURRENCY}"), &format!("-d{seconds}s"), "-s"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("wrk must be installed (scripts/bench.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
+        panic!("wrk saw errors against {url}: {line}");
+    }
+    text.lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn bare_axum() -> u16 {
+    let app = Router::new().route(
+        "/v1/accounts/{account}/notify",
+        post(|| async { (http::StatusCode::ACCEPTED, axum::Json(json!({"id": "x", "account": "acme", "deliveries": 1}))) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+async fn post_batches(base: &str, accounts: &[String], per_account: usize) -> usize {
+    let http = reqwest::Client::new();
+    let mut stored = 0;
+    let chunks: Vec<_> = accounts.chunks(accounts.len().div_ceil(CONCURRENCY)).collect();
+    let tasks = chunks.into_iter().map(|chunk| {
+        let http = http.clone();
+        let base = base.to_string();
+        let chunk = chunk.to_vec();
+        tokio::spawn(async move {
+            let mut n = 0;
+            for account in chunk {
+                let events: Vec<_> = (0..per_account)
+                    .map(|i| json!({"app_id": 1, "event": "bench", "body": format!("{i}")}))
+                    .collect();
+                let resp: serde_json::Value = http
+                    .post(format!("{base}/v1/accounts/{account}/notify/batch"))
+                    .bearer_auth(KEY)
+                    .json(&json!({"events": events}))
+                    .send()
+                    .await
+                    .expect("batch")
+                    .json()
+                    .await
+                    .expect("batch answer");
+                n += resp["results"].as_array().map_or(0, |r| r.iter().filter(|x| x["id"].is_string()).count());
+            }
+            n
+        })
+    });
+    for t in futures::future::join_all(tasks).await {
+        stored += t.unwrap_or(0);
+    }
+    stored
+}
+
+async fn wait_arrivals(arrivals: &Arrivals, n: usize, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = arrivals.lock().ok().and_then(|a| (a.len() >= n).then(|| a[n - 1].1));
+        if let Some(last) = last {
+            return last;
+        }
+        assert!(Instant::now() < deadline, "only {} of {n} arrived", arrivals.lock().map(|a| a.len()).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let (_redis, redis) = start_redis();
+    let (receiver, arrivals) = start_receiver().await;
+    println!("zenrelay relay benchmarks ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+
+    // 1. Single-event ingress.
+    let bare = bare_axum().await;
+    let bare_rps = wrk(&format!("http://127.0.0.1:{bare}/v1/accounts/acme/notify"), false, 5);
+    let one = accounts_toml(&["acme".to_string()], receiver);
+    let gw = start_gateway(redis, "b1", "enabled = false", &one).await;
+    let gw_rps = wrk(&format!("{}/v1/accounts/acme/notify", gw.base), true, 5);
+    println!("ingress  single event, {CONCURRENCY} connections: gateway {gw_rps:.0} req/s, bare axum 202 {bare_rps:.0} req/s, ratio {:.2} (goal >= 0.5)", gw_rps / bare_rps);
+
+    // 2. Batch ingress.
+    let many: Vec<String> = (0..200).map(|i| format!("batch{i}")).collect();
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    let mut stored = 0usize;
+    while started.elapsed() < Duration::from_secs(5) {
+        let tasks = (0..4).map(|t| {
+            let http = http.clone();
+            let url = format!("{}/v1/accounts/acme/notify/batch", gw.base);
+            let events: Vec<_> = (0..1000).map(|i| json!({"app_id": 1, "event": "bench", "body": format!("{t}-{i}")})).collect();
+            tokio::spawn(async move {
+                let resp: serde_json::Value = http.post(url).bearer_auth(KEY).json(&json!({"events": events})).send().await.ok()?.json().await.ok()?;
+                Some(resp["results"].as_array()?.iter().filter(|r| r["id"].is_string()).count())
+            })
+        });
+        for r in futures::future::join_all(tasks).await {
+            stored += r.ok().flatten().unwrap_or(0);
+        }
+    }
+    let batch_rate = stored as f64 / started.elapsed().as_secs_f64();
+    println!("ingress  batches of 1000: {batch_rate:.0} events/s stored (goal >= 50000), ratio to goal {:.2}", batch_rate / 50_000.0);
+    drop(gw);
+    drop(many);
+
+    // 3. Delivery across 10,000 backlogged accounts.
+    let names: Vec<String> = (0..10_000).map(|i| format!("a{i:05}")).collect();
+    let accounts = accounts_toml(&names, receiver);
+    let per_account = 3;
+    let total = names.len() * per_account;
+    let ingress = start_gateway(redis, "b3", "enabled = false", &accounts).await;
+    let stored = post_batches(&ingress.base, &names, per_account).await;
+    assert_eq!(stored, total, "backlog not fully stored");
+    drop(ingress);
+    arrivals.lock().unwrap().clear();
+    let started = Instant::now();
+    let worker = start_gateway(redis, "b3", "notify_per_minute = 100000", &accounts).await;
+    let pid = worker.proc.0.id();
+    let mut peak_rss = 0f64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while arrivals.lock().unwrap().len() < total {
+        peak_rss = peak_rss.max(rss_mb(pid));
+        assert!(Instant::now() < deadline, "delivery too slow");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gw_time = wait_arrivals(&arrivals, total, Duration::from_secs(1)).await.duration_since(started);
+    peak_rss = peak_rss.max(rss_mb(pid));
+    let gw_rate = total as f64 / gw_time.as_secs_f64();
+    drop(worker);
+
+    arrivals.lock().unwrap().clear();
+    let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+        names
+            .iter()
+            .flat_map(|n| (0..per_account).map(move |i| (format!("http://127.0.0.1:{receiver}/acct/{n}/api/v2/apps/notify"), format!(r#"{{"app_id":1,"event":"bench","body":"{i}"}}"#).into_bytes())))
+            .collect(),
+    );
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let started = Instant::now();
+    let tasks = (0..CONCURRENCY).map(|_| {
+        let (bodies, next, client) = (bodies.clone(), next.clone(), client.clone());
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((url, body)) = bodies.get(i) else { break };
+                let _ = client.post(url).header("authorization", "Basic dDp0").header("content-type", "application/json").body(body.clone()).send().await.map(|r| r.status());
+            }
+        })
+    });
+    futures::future::join_all(tasks).await;
+    let base_rate = total as f64 / started.elapsed().as_secs_f64();
+    println!("delivery 10000 accounts x {per_account}: gateway {gw_rate:.0} calls/s, plain reqwest loop {base_rate:.0} calls/s, ratio {:.2} (goal >= 0.7)", gw_rate / base_rate);
+    println!("memory   gateway peak RSS with 10000 active accounts: {peak_rss:.1} MB (goal < 100)");
+
+    // 4. Limiter: one account, 50 per 1 s rolling window.
+    arrivals.lock().unwrap().clear();
+    let limit = 50;
+    let n = 301;
+    let one = accounts_toml(&["limited".to_string()], receiver);
+    let gw = start_gateway(redis, "b4", "notify_per_minute = 50\nnotify_window_seconds = 1", &one).await;
+    let events: Vec<_> = (0..n).map(|i| json!({"app_id": 1, "event": "rate", "body": format!("{i}")})).collect();
+    reqwest::Client::new().post(format!("{}/v1/accounts/limited/notify/batch", gw.base)).bearer_auth(KEY).json(&json!({"events": events})).send().await.expect("batch");
+    wait_arrivals(&arrivals, n, Duration::from_secs(30)).await;
+    let times: Vec<Instant> = arrivals.lock().unwrap().iter().map(|a| a.1).collect();
+    let window = Duration::from_secs(1);
+    let over = (0..n)
+        .filter(|&i| times[i..].iter().take_while(|t| t.duration_since(times[i]) < window).count() > limit)
+        .count();
+    let span = times[n - 1].duration_since(times[0]);
+    let ideal = window * ((n as u32 - 1) / limit as u32);
+    println!("limiter  {n} events at {limit}/1 s: {over} windows over the limit (goal 0), budget used {:.2}% (goal >= 98%)", ideal.as_secs_f64() / span.as_secs_f64() * 100.0);
+    drop(gw);
+
+    // 5. A fresh account's latency while 1,000 accounts are backlogged.
+    arrivals.lock().unwrap().clear();
+    let busy: Vec<String> = (0..1000).map(|i| format!("busy{i:04}")).collect();
+    let fresh: Vec<String> = (0..200).map(|i| format!("fresh{i:03}")).collect();
+    let all: Vec<String> = busy.iter().chain(fresh.iter()).cloned().collect();
+    let accounts = accounts_toml(&all, receiver);
+    let gw = start_gateway(redis, "b5", "", &accounts).await;
+    post_batches(&gw.base, &busy, 150).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    for name in &fresh {
+        let at = Instant::now();
+        let resp = client.post(format!("{}/v1/accounts/{name}/notify", gw.base)).bearer_auth(KEY).json(&json!({"app_id": 1, "event": "fresh"})).send().await.expect("send");
+        assert_eq!(resp.status(), 202);
+        sent.insert(name.clone(), at);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut latencies: Vec<Duration> = arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(account, at)| sent.get(account).map(|s| at.duration_since(*s)))
+        .collect();
+    latencies.sort();
+    let backlog_calls = arrivals.lock().unwrap().iter().filter(|(a, _)| a.starts_with("busy")).count();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default();
+    println!(
+        "latency  fresh account while 1000 accounts backlogged ({backlog_calls} backlog calls meanwhile): {} of {} delivered, p50 {:.1} ms, p99 {:.1} ms (goal p99 < 100 ms)",
+        latencies.len(),
+        fresh.len(),
+        pct(0.50).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0
+    );
+}
