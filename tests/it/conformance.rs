@@ -247,9 +247,13 @@ async fn rolling_window_limit_is_never_exceeded_and_rescored(b: Backend) {
         let gap = starts[i + 3].1.duration_since(starts[i].0);
         assert!(gap >= window, "4 starts within {gap:?} from #{i}");
     }
-    // 8 sends at 3 per window need 2 windows after the first send, not much more.
+    // 8 sends at 3 per window need 2 windows after the first send, not much more (the
+    // slack allows for a loaded machine).
     let span = starts[n - 1].1.duration_since(starts[0].0);
-    assert!(span >= 2 * window && span < 2 * window + Duration::from_millis(600));
+    assert!(
+        span >= 2 * window && span < 2 * window + Duration::from_millis(1500),
+        "span {span:?}"
+    );
 }
 
 async fn fairness_across_accounts(b: Backend) {
