@@ -23,6 +23,7 @@ use crate::delivery::{RetryPolicy, Worker};
 use crate::domain::notify_schema;
 use crate::error::ApiError;
 use crate::ingress;
+use crate::queue::memory::{MemoryQueue, MemoryQueueConfig};
 use crate::queue::redis::{RedisQueue, RedisQueueConfig};
 use crate::queue::{Queue, RateLimit};
 use crate::schema::SchemaValidator;
@@ -81,6 +82,31 @@ pub struct Gateway {
     worker: Option<Worker>,
 }
 
+/// Builds the queue backend `redis.url` selects: `memory://` → [`MemoryQueue`] (not
+/// durable), anything else → [`RedisQueue`]. The only place that picks a backend. No I/O:
+/// a Redis pool connects lazily.
+pub fn queue_for(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
+    if config.redis.is_memory() {
+        Ok(Arc::new(memory_queue(config)))
+    } else {
+        Ok(Arc::new(redis_queue(config)?))
+    }
+}
+
+/// Builds the in-memory queue described by `config`.
+pub fn memory_queue(config: &Config) -> MemoryQueue {
+    let d = &config.delivery;
+    MemoryQueue::new(MemoryQueueConfig {
+        partitions: config.redis.partitions,
+        lease: d.lease(),
+        default_limit: RateLimit {
+            limit: d.notify_per_minute,
+            window_ms: d.window_ms(),
+        },
+        margin_ms: d.margin_ms(),
+    })
+}
+
 /// Builds the Redis queue described by `config`.
 pub fn redis_queue(config: &Config) -> anyhow::Result<RedisQueue> {
     let d = &config.delivery;
@@ -100,13 +126,13 @@ pub fn redis_queue(config: &Config) -> anyhow::Result<RedisQueue> {
 }
 
 impl Gateway {
-    /// Builds a gateway on the Redis queue of its config.
+    /// Builds a gateway on the queue its config selects (see [`queue_for`]).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let queue = redis_queue(&config)?;
-        if let Err(e) = queue.check_server().await {
-            tracing::warn!(error = %e, "Redis is not reachable yet; ingress answers 503 until it is");
+        let queue = queue_for(&config)?;
+        if let Err(e) = queue.check_deployment().await {
+            tracing::warn!(error = %e, "queue storage is not reachable yet; ingress answers 503 until it is");
         }
-        Self::with_queue(config, Arc::new(queue))
+        Self::with_queue(config, queue)
     }
 
     /// Builds a gateway on the given queue.

@@ -1,4 +1,5 @@
-//! The command line: parses arguments, loads config, runs a subcommand.
+//! The command line: parses arguments, loads config, runs a subcommand (`serve`, `sim`,
+//! `demo`, `check-config`); the work itself lives in the library modules.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::Gateway;
 use crate::config::Config;
+use crate::demo::{self, DemoOptions};
 use crate::sim::{SimConfig, Simulator};
 
 /// zenrelay: notification relay gateway for the Zendesk Apps API.
@@ -36,6 +38,22 @@ pub enum Command {
         /// config/zenrelay.toml, else the sample account).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Run the gateway and a Zendesk simulator in one process, with sample accounts and a
+    /// client key (Redis if it answers, else an in-memory queue that is not durable).
+    Demo {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Simulator address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        sim_listen: String,
+        /// Config file for `[redis]`, `[delivery]` and `[log]` (default: demo settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Send a steady sample load that shows the limiter, a retry and a dead letter.
+        #[arg(long)]
+        traffic: bool,
     },
     /// Load and validate a config; print problems and exit non-zero if any.
     CheckConfig {
@@ -82,6 +100,28 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             run_async(run_sim(sim))
+        }
+        Command::Demo {
+            listen,
+            sim_listen,
+            config,
+            traffic,
+        } => {
+            let options = DemoOptions {
+                listen,
+                sim_listen,
+                config,
+                traffic,
+            };
+            let config = match demo::load_config(&options) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("config error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            crate::telemetry::init(&config.log);
+            run_async(demo::run(config, options, shutdown_signal()))
         }
         Command::Serve { config } => {
             let config = match Config::load(config.as_deref()) {

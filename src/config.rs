@@ -108,7 +108,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://`).
+    /// `redis://host:port/db` (or `rediss://`, `unix://`), or `memory://` for the
+    /// in-memory queue (not durable; for `zenrelay demo` and trials).
     pub url: SecretString,
     /// Prefix of every key the gateway writes.
     pub key_prefix: String,
@@ -119,6 +120,16 @@ pub struct RedisConfig {
     pub pool_size: usize,
     /// Timeout of one Redis command, in milliseconds.
     pub timeout_ms: u64,
+}
+
+/// The `redis.url` that selects the in-memory queue (not durable).
+pub const MEMORY_URL: &str = "memory://";
+
+impl RedisConfig {
+    /// Whether `url` selects the in-memory queue instead of Redis.
+    pub fn is_memory(&self) -> bool {
+        self.url.expose_secret().trim() == MEMORY_URL
+    }
 }
 
 impl Default for RedisConfig {
@@ -389,14 +400,15 @@ impl Config {
             self.server.max_batch_events as u64,
         )?;
         let url = self.redis.url.expose_secret();
-        if !(url.starts_with("redis://")
+        if !(self.redis.is_memory()
+            || url.starts_with("redis://")
             || url.starts_with("rediss://")
             || url.starts_with("redis+unix://")
             || url.starts_with("unix://"))
         {
             return Err(ConfigError::invalid(
                 "redis.url",
-                "must start with redis://, rediss:// or unix://",
+                "must start with redis://, rediss:// or unix://, or be memory:// (in-memory, not durable)",
             ));
         }
         let prefix = &self.redis.key_prefix;
@@ -727,6 +739,17 @@ accounts = ["acme"]
         Config::from_toml_with_env(text, "test.toml", env)
             .expect_err("config should be rejected")
             .to_string()
+    }
+
+    #[test]
+    fn memory_url_selects_the_in_memory_queue() {
+        let env = [("ZENRELAY__REDIS__URL".to_string(), "memory://".to_string())];
+        let config = Config::from_toml_with_env("", "test.toml", &env).unwrap();
+        assert!(config.redis.is_memory());
+        assert!(!Config::default().redis.is_memory());
+        let env = [("ZENRELAY__REDIS__URL".to_string(), "memory://x".to_string())];
+        let message = err("", &env);
+        assert!(message.starts_with("redis.url:"), "{message}");
     }
 
     #[test]

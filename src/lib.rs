@@ -7,14 +7,16 @@
 //!
 //! # Layout
 //!
-//! - [`cli`] — the command line (`serve`, `sim`, `check-config`).
+//! - [`cli`] — the command line (`serve`, `sim`, `demo`, `check-config`).
+//! - [`demo`] — `zenrelay demo`: gateway and simulator in one process, sample traffic.
 //! - [`sim`] — the local Zendesk Apps API simulator.
 //! - [`config`] — typed, layered configuration.
 //! - [`app`] — builds state, router and worker from config; runs until shutdown.
 //! - [`ingress`] — `/v1` notify, batch and event status handlers.
 //! - [`auth`] — client keys and their account scopes.
 //! - [`delivery`] — the worker loop and retry policy.
-//! - [`queue`] — the queue contract and its Redis backend (Lua scripts, key layout).
+//! - [`queue`] — the queue contract, its Redis backend (Lua scripts, key layout) and the
+//!   in-memory backend (`memory://`, not durable).
 //! - [`zendesk`] — upstream accounts, credentials, the Notify call and outcome classes.
 //! - [`domain`] — event ids, partitions, the Notify payload and its exact size.
 //! - [`schema`] — precompiled JSON Schema validation with JSON-pointer errors.
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod ingress;

@@ -1,10 +1,12 @@
 //! The durable per-account queue behind ingress and delivery.
 //!
-//! [`Queue`] is the contract; [`redis::RedisQueue`] is the production backend. Only
-//! `app` picks a backend. The queue, not the worker, owns every rule that must hold across
+//! [`Queue`] is the contract; [`redis::RedisQueue`] is the production backend and
+//! [`memory::MemoryQueue`] the in-memory one (`memory://`, not durable) for `zenrelay demo`
+//! and fast tests. Only `app` picks a backend. The queue, not the worker, owns every rule that must hold across
 //! processes: the rolling-window limit per account, one delivery in flight per account
 //! (which keeps first attempts in FIFO order), leases, retries, dead letters and TTLs.
 
+pub mod memory;
 pub mod redis;
 
 use std::time::Duration;
@@ -12,6 +14,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{EventId, NotifyPayload, Priority};
+
+/// How long finished events stay readable, in milliseconds (24 h and a minute).
+pub const RETENTION_MS: u64 = 24 * 3600 * 1000 + 60_000;
+
+/// Most expired leases and due retries requeued per claim call.
+pub const REAP_MAX: usize = 200;
 
 /// A failure of the storage itself (never of the caller's input).
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +248,16 @@ impl EventRecord {
 pub trait Queue: Send + Sync + 'static {
     /// Number of partitions the worker walks.
     fn partitions(&self) -> u16;
+
+    /// Which backend this is, for people (no secrets): e.g. where it stores and whether
+    /// it is durable.
+    fn describe(&self) -> String;
+
+    /// Checks the storage's own settings at startup and warns (logs) about those that can
+    /// lose data. Errors only when the storage cannot be reached.
+    async fn check_deployment(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 
     /// Stores events of one account atomically per event; one outcome per event, in order.
     async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError>;

@@ -49,17 +49,11 @@ use tokio::sync::OnceCell;
 
 use super::{
     rfc3339_ms, ClaimBatch, Claimed, Completion, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
-    EventRecord, Outcome, Queue, QueueError, RateLimit,
+    EventRecord, Outcome, Queue, QueueError, RateLimit, REAP_MAX, RETENTION_MS,
 };
 use crate::domain::{EventId, NotifyPayload};
 
 const HELPERS: &str = include_str!("scripts.lua");
-
-/// How long finished events stay readable, in milliseconds.
-pub const RETENTION_MS: u64 = 24 * 3600 * 1000 + 60_000;
-
-/// Most expired leases and due retries requeued per claim call.
-const REAP_MAX: usize = 200;
 
 /// Settings of the Redis backend.
 #[derive(Debug, Clone)]
@@ -320,6 +314,17 @@ fn outcome_args(outcome: &Outcome) -> (&'static str, String, String, u64, &str) 
 impl Queue for RedisQueue {
     fn partitions(&self) -> u16 {
         self.config.partitions
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Redis (key prefix {:?}, {} partitions)",
+            self.config.prefix, self.config.partitions
+        )
+    }
+
+    async fn check_deployment(&self) -> Result<(), QueueError> {
+        self.check_server().await
     }
 
     async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError> {

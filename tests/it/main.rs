@@ -1,3 +1,5 @@
+mod conformance;
+mod demo;
 mod relay;
 mod sim;
 mod support;
