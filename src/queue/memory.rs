@@ -158,12 +158,15 @@ struct Acct {
     sent: i64,
     upstream_429: i64,
     busy: Option<String>,
+    /// The call whose time heads `sends` while it is in flight.
+    rl_did: Option<String>,
     paused: bool,
     auth_failed: bool,
     until: u64,
     high: VecDeque<String>,
     normal: VecDeque<String>,
-    /// Start times of the latest `limit` sends, newest first.
+    /// Times of the latest `limit` calls, newest first: when a call started, replaced by
+    /// when its answer arrived.
     sends: VecDeque<u64>,
     /// Dead letters: delivery id → when.
     dead_letters: ZSet,
@@ -316,6 +319,12 @@ impl Part {
     /// `mark_ready`: puts the account in the ready set, at the earliest time it may send,
     /// when it has queued work and is neither busy nor paused.
     fn mark_ready(&mut self, acct: &str, now: u64) {
+        self.mark_ready_at(acct, now);
+    }
+
+    /// `mark_ready` with an explicit `score`: an account that was idle enters ahead of
+    /// accounts that were just served; a 429 pause still wins over it.
+    fn mark_ready_at(&mut self, acct: &str, score: u64) {
         let Some(a) = self.accounts.get(acct) else {
             self.ready.remove(acct);
             return;
@@ -327,7 +336,7 @@ impl Part {
             self.ready.remove(acct);
             return;
         }
-        self.ready.add_nx(acct, now.max(a.until));
+        self.ready.add_nx(acct, score.max(a.until));
     }
 
     /// `finish`: records a call as finished; once every call has finished and none is a
@@ -492,6 +501,7 @@ impl Part {
             a.sends.push_front(now);
             a.sends.truncate(limit);
             a.busy = Some(did.clone());
+            a.rl_did = Some(did.clone());
             self.ready.remove(&acct);
             self.inflight
                 .add(&did, now + config.lease.as_millis() as u64);
@@ -543,6 +553,16 @@ impl Part {
             return;
         }
         let owned = counter > 0 && counter == c.lease_token && self.inflight.remove(did);
+        {
+            // Upstream saw the call no later than its answer: count it from now.
+            let a = self.accounts.entry(acct.to_string()).or_default();
+            if a.rl_did.as_deref() == Some(did) {
+                if let Some(head) = a.sends.front_mut() {
+                    *head = now;
+                }
+                a.rl_did = None;
+            }
+        }
         let release = |part: &mut Part| {
             let a = part.accounts.entry(acct.to_string()).or_default();
             if a.busy.as_deref() == Some(did) {
@@ -848,7 +868,9 @@ impl Queue for MemoryQueue {
             .or_default()
             .depth = depth;
         if stored > 0 {
-            part.mark_ready(acct_name, now);
+            // an account that was idle goes ahead of those served within the last window
+            let window = batch.limit.window_ms;
+            part.mark_ready_at(acct_name, now.saturating_sub(window));
         }
         Ok(out)
     }
