@@ -8,6 +8,12 @@
 //! # Layout
 //!
 //! - [`cli`] — the command line (`serve`, `sim`, `check-config`).
+//! - [`admin`] — operator endpoints: queues, dead letters, pause/resume, runtime accounts, metrics.
+//! - [`accounts`] — configured and runtime accounts (credentials encrypted at rest).
+//! - [`webhooks`] — signed webhooks mapped to Notify events.
+//! - [`metrics`] — Prometheus metrics.
+//! - [`throttle`] — per-client ingress throttling.
+//! - [`openapi`] — the generated OpenAPI description.
 //! - [`sim`] — the local Zendesk Apps API simulator.
 //! - [`config`] — typed, layered configuration.
 //! - [`app`] — builds state, router and worker from config; runs until shutdown.
@@ -21,6 +27,8 @@
 //! - [`error`] — the JSON error body of the HTTP edge.
 //! - [`telemetry`] — logging.
 
+pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -29,8 +37,12 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod ingress;
+pub mod metrics;
+pub mod openapi;
 pub mod queue;
 pub mod schema;
 pub mod sim;
 pub mod telemetry;
+pub mod throttle;
+pub mod webhooks;
 pub mod zendesk;
