@@ -1,3 +1,5 @@
+mod ops;
 mod relay;
 mod sim;
 mod support;
+mod webhooks;
