@@ -96,9 +96,11 @@ impl Sealer {
 #[serde(deny_unknown_fields)]
 pub struct AccountSpec {
     /// Zendesk subdomain: upstream is `https://{subdomain}.zendesk.com`.
+    #[schema(pattern = "^[A-Za-z0-9-]{1,63}$")]
     pub subdomain: String,
     /// Upstream base URL overriding the one derived from `subdomain`.
     #[serde(default)]
+    #[schema(format = "uri")]
     pub base_url: Option<String>,
     /// Extra `Host` names routed to this account by the proxy.
     #[serde(default)]

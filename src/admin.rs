@@ -26,6 +26,9 @@ use crate::queue::{rfc3339_ms, AccountStats, DeadLetterSelection};
 /// Largest page of dead letters.
 pub const MAX_PAGE: u64 = 1000;
 
+/// Largest offset into the dead letters (well within the integers Lua handles exactly).
+pub const MAX_OFFSET: u64 = 1_000_000_000_000;
+
 /// Largest body of an admin request, in bytes.
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
@@ -175,7 +178,7 @@ pub async fn queues(
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Letters to skip (oldest first).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 1_000_000_000_000_u64)]
     pub offset: Option<u64>,
     /// Letters per page (1-1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -225,11 +228,11 @@ pub async fn dead_letters(
     let Query(page) = query.map_err(bad_query)?;
     let offset = page.offset.unwrap_or(0);
     let limit = page.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) || offset > i64::MAX as u64 / 2 {
+    if !(1..=MAX_PAGE).contains(&limit) || offset > MAX_OFFSET {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_query",
-            format!("limit must be between 1 and {MAX_PAGE}"),
+            format!("limit must be between 1 and {MAX_PAGE}, offset at most {MAX_OFFSET}"),
         ));
     }
     let page = state.queue().dead_letters(&account, offset, limit).await?;
@@ -602,11 +605,16 @@ pub async fn delete_account(
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
         (status = 200, description = "Prometheus text", body = String, content_type = "text/plain"),
-        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
     ))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let stats = state.queue().stats().await?;
-    let text = state.metrics().render(&stats);
+    let stats = match state.queue().stats().await {
+        Ok(stats) => Some(stats),
+        Err(e) => {
+            tracing::warn!(error = %e, "queue gauges unavailable for this scrape");
+            None
+        }
+    };
+    let text = state.metrics().render(stats.as_ref());
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -25,6 +25,7 @@
 //! | `zenrelay_sent_in_window` | gauge | `account`: Notify calls started in the current window |
 //! | `zenrelay_account_paused` | gauge | `account`, `reason` (`operator` or `auth_failed`); aggregate: paused accounts |
 //! | `zenrelay_accounts` | gauge | accounts known to the queue |
+//! | `zenrelay_queue_up` | gauge | 1 when the queue storage answered the scrape (queue gauges are absent otherwise) |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,10 +156,19 @@ impl Metrics {
         );
     }
 
-    /// The Prometheus text: recorded metrics plus queue gauges from `stats`.
-    pub fn render(&self, stats: &QueueStats) -> String {
-        let per_account = stats.accounts.len() <= self.per_account_max;
-        self.per_account.store(per_account, Ordering::Relaxed);
+    /// The Prometheus text: recorded metrics plus queue gauges from `stats`; without
+    /// `stats` (storage unreachable) the counters alone, with `zenrelay_queue_up 0`.
+    pub fn render(&self, stats: Option<&QueueStats>) -> String {
+        let up = stats.is_some();
+        let empty = QueueStats::default();
+        let stats = stats.unwrap_or(&empty);
+        let per_account = if up {
+            let fits = stats.accounts.len() <= self.per_account_max;
+            self.per_account.store(fits, Ordering::Relaxed);
+            fits
+        } else {
+            self.per_account.load(Ordering::Relaxed)
+        };
         let mut out = String::new();
         for line in self.handle.render().lines() {
             if per_account || !line.contains("account=\"") {
@@ -170,6 +180,14 @@ impl Metrics {
             out.push_str(
                 "# TYPE zenrelay_proxy_requests_total counter\nzenrelay_proxy_requests_total 0\n\n",
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP zenrelay_queue_up Whether the queue storage answered this scrape.\n# TYPE zenrelay_queue_up gauge\nzenrelay_queue_up {}",
+            u8::from(up)
+        );
+        if !up {
+            return out;
         }
         let now = stats.now_ms;
         let age =
@@ -299,7 +317,7 @@ mod tests {
         m.events_accepted("a0", 3);
         m.notify_request("a0", Some(200));
         m.delivered("a0", Duration::from_millis(300));
-        let text = m.render(&stats(2));
+        let text = m.render(Some(&stats(2)));
         assert!(text.contains("zenrelay_events_accepted_total 3"), "{text}");
         assert!(
             text.contains("zenrelay_events_accepted_total{account=\"a0\"} 3"),
@@ -327,9 +345,13 @@ mod tests {
             "{text}"
         );
 
-        let text = m.render(&stats(3));
+        let text = m.render(Some(&stats(3)));
         assert!(!text.contains("account=\""), "{text}");
         assert!(text.contains("zenrelay_queue_depth 6"), "{text}");
+        assert!(text.contains("zenrelay_events_accepted_total 3"), "{text}");
+
+        let text = m.render(None);
+        assert!(text.contains("zenrelay_queue_up 0"), "{text}");
         assert!(text.contains("zenrelay_events_accepted_total 3"), "{text}");
     }
 }

@@ -630,6 +630,9 @@ impl Queue for RedisQueue {
         limit: u64,
     ) -> Result<DeadLetterPage, QueueError> {
         let base = self.account_base(account);
+        // Lua numbers are doubles: keep both far below 2^53.
+        let offset = offset.min(1 << 40);
+        let limit = limit.min(1 << 20);
         let args = [
             base.clone(),
             account.to_string(),
