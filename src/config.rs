@@ -1126,6 +1126,32 @@ accounts = ["acme"]
     }
 
     #[test]
+    fn operations_settings_are_checked() {
+        let msg = err(
+            &format!("{BASE}\n[runtime_accounts]\nencryption_key = \"c2hvcnQ=\"\n"),
+            &env(),
+        );
+        assert!(msg.starts_with("runtime_accounts.encryption_key"), "{msg}");
+        let hook = "\n[[webhooks]]\nname = \"h\"\naccount = \"elsewhere\"\nsignature = \"none\"\napp_id = 1\nevent = \"e\"\n";
+        let msg = err(&format!("{BASE}{hook}"), &env());
+        assert!(msg.starts_with("webhooks[0].account"), "{msg}");
+        let msg = err(
+            &format!("{BASE}\n[throttle]\nrequests_per_second = 5\nburst = 0\n"),
+            &env(),
+        );
+        assert!(msg.starts_with("throttle.burst"), "{msg}");
+        let text = format!(
+            "{BASE}\n[runtime_accounts]\nencryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n{hook}"
+        );
+        let config = Config::from_toml_with_env(&text, "test.toml", &env()).unwrap();
+        assert_eq!(
+            config.webhooks[0].account, "elsewhere",
+            "runtime accounts may be named"
+        );
+        assert!(!format!("{config:?}").contains("AAECAwQF"));
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug_output() {
         let config = Config::from_toml_with_env(BASE, "test.toml", &env()).unwrap();
         let dump = format!("{config:?}");

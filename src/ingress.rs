@@ -1,9 +1,9 @@
 //! Ingress for internal callers: `POST /v1/accounts/{account}/notify`, `.../notify/batch`
 //! and `GET /v1/events/{id}`.
 //!
-//! Order of checks: key (401) → account (404/403) → media type (415) → raw size (413,
-//! before the body is read) → JSON (400) → schema (422) → upstream size (413) →
-//! idempotency and depth (422/429) → stored (202). Nothing is written unless every check
+//! Order of checks: key (401) → client throttle (429) → account (403/404) → media type
+//! (415) → raw size (413, before the body is read) → JSON (400) → schema (422) → upstream
+//! size (413) → idempotency and depth (422/429) → stored (202). Nothing is written unless every check
 //! passes, and 202 is answered only once Redis has stored the event.
 
 use std::sync::Arc;
