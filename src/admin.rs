@@ -569,7 +569,8 @@ pub async fn get_account(
     Ok(Json(info).into_response())
 }
 
-/// Deletes a runtime account (its queued events stay and deliver again if it returns).
+/// Deletes a runtime account. Its queued events stay: they are delivered if the account
+/// is registered again in time, else retried and dead-lettered like any failed call.
 #[utoipa::path(delete, path = "/v1/accounts/{account}", tag = "admin",
     security(("bearer" = [])),
     params(("account" = String, Path, description = "Account id")),
