@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::{Request, StatusCode};
 use serde_json::json;
@@ -17,17 +16,22 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::accounts::AccountDirectory;
 use crate::auth::ClientKeys;
 use crate::config::Config;
 use crate::delivery::{RetryPolicy, Worker};
 use crate::domain::notify_schema;
 use crate::error::ApiError;
 use crate::ingress;
+use crate::metrics::Metrics;
 use crate::queue::memory::{MemoryQueue, MemoryQueueConfig};
 use crate::queue::redis::{RedisQueue, RedisQueueConfig};
 use crate::queue::{Queue, RateLimit};
 use crate::schema::SchemaValidator;
+use crate::throttle::Throttle;
+use crate::webhooks::Webhooks;
 use crate::zendesk::{Accounts, ZendeskClient};
+use crate::{admin, openapi, webhooks};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -38,10 +42,14 @@ pub struct AppState {
 struct Inner {
     config: Config,
     queue: Arc<dyn Queue>,
-    accounts: Arc<Accounts>,
+    directory: Arc<AccountDirectory>,
     clients: ClientKeys,
     notify_schema: SchemaValidator,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    throttle: Throttle,
+    webhooks: Webhooks,
+    openapi: bytes::Bytes,
 }
 
 impl AppState {
@@ -55,9 +63,34 @@ impl AppState {
         &self.inner.queue
     }
 
-    /// The configured accounts.
+    /// The configured accounts (see [`AppState::directory`] for runtime ones too).
     pub fn accounts(&self) -> &Accounts {
-        &self.inner.accounts
+        self.inner.directory.configured()
+    }
+
+    /// Every account: configured and runtime.
+    pub fn directory(&self) -> &AccountDirectory {
+        &self.inner.directory
+    }
+
+    /// This process's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Per-client throttling.
+    pub fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
+    }
+
+    /// The configured webhooks.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.inner.webhooks
+    }
+
+    /// The OpenAPI document, serialised.
+    pub fn openapi(&self) -> &bytes::Bytes {
+        &self.inner.openapi
     }
 
     /// The client keys.
@@ -137,7 +170,14 @@ impl Gateway {
 
     /// Builds a gateway on the given queue.
     pub fn with_queue(config: Config, queue: Arc<dyn Queue>) -> anyhow::Result<Self> {
-        let accounts = Arc::new(Accounts::from_config(&config).map_err(anyhow::Error::msg)?);
+        let directory =
+            Arc::new(AccountDirectory::new(&config, queue.clone()).map_err(anyhow::Error::msg)?);
+        let metrics = Arc::new(
+            Metrics::new(config.metrics.per_account_max, config.accounts.len())
+                .map_err(anyhow::Error::msg)?,
+        );
+        let webhooks = Webhooks::from_config(&config).map_err(anyhow::Error::msg)?;
+        let openapi = serde_json::to_vec(&openapi::document())?.into();
         let notify_schema = SchemaValidator::new(&notify_schema()).map_err(anyhow::Error::msg)?;
         let wake = Arc::new(Notify::new());
         let d = &config.delivery;
@@ -146,7 +186,7 @@ impl Gateway {
                 Worker::new(
                     queue.clone(),
                     client,
-                    accounts.clone(),
+                    directory.clone(),
                     RetryPolicy {
                         max_attempts: d.max_attempts,
                         base: Duration::from_millis(d.retry_base_ms),
@@ -157,17 +197,22 @@ impl Gateway {
                     d.upstream_timeout() + Duration::from_secs(1),
                     wake.clone(),
                 )
+                .with_metrics(metrics.clone())
             })
         });
         let worker = worker.transpose().map_err(anyhow::Error::msg)?;
         let state = AppState {
             inner: Arc::new(Inner {
                 clients: ClientKeys::from_config(&config.clients),
+                throttle: Throttle::from_config(&config),
                 config,
                 queue,
-                accounts,
+                directory,
                 notify_schema,
                 wake,
+                metrics,
+                webhooks,
+                openapi,
             }),
         };
         Ok(Gateway { state, worker })
@@ -215,14 +260,37 @@ impl Gateway {
     }
 }
 
+/// The documented routes: every one of them carries a `#[utoipa::path]` annotation and is
+/// registered from it, so the OpenAPI description and the router cannot drift apart.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(admin::metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(ingress::notify))
+        .routes(routes!(ingress::notify_batch))
+        .routes(routes!(ingress::event_status))
+        .routes(routes!(webhooks::receive))
+        .routes(routes!(admin::queues))
+        .routes(routes!(admin::dead_letters, admin::purge))
+        .routes(routes!(admin::replay))
+        .routes(routes!(admin::pause))
+        .routes(routes!(admin::resume))
+        .routes(routes!(
+            admin::put_account,
+            admin::get_account,
+            admin::delete_account
+        ))
+        .split_for_parts()
+}
+
 /// The router of the gateway's HTTP API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/accounts/{account}/notify", post(ingress::notify))
-        .route("/v1/accounts/{account}/notify/batch", post(ingress::notify_batch))
-        .route("/v1/events/{id}", get(ingress::event_status))
+    api()
+        .0
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
@@ -242,15 +310,35 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process runs")))]
 async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// Readiness: 200 when Redis answers, else 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Redis answers"),
+        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.queue().ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// This OpenAPI 3.1 description.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        state.openapi().clone(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

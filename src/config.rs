@@ -77,6 +77,14 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// Internal callers and their keys.
     pub clients: Vec<ClientConfig>,
+    /// Signed webhook sources mapped to Notify events.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Per-client ingress throttling.
+    pub throttle: ThrottleConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// Accounts registered at runtime through the admin API.
+    pub runtime_accounts: RuntimeAccountsConfig,
     /// The simulator's settings (`[sim]`), used by `zenrelay sim` and `zenrelay demo`.
     pub sim: Option<SimConfig>,
 }
@@ -319,6 +327,52 @@ impl AccountConfig {
     }
 }
 
+impl AccountConfig {
+    /// Checks the fields of one account (not its id); the error names the field.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.subdomain.is_empty()
+            || self.subdomain.len() > 63
+            || !self
+                .subdomain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(("subdomain", "must be letters, digits and '-'".into()));
+        }
+        if let Some(url) = &self.base_url {
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => return Err(("base_url", "must be an http(s) URL".into())),
+            }
+        }
+        let creds = [
+            self.api_token.is_some(),
+            self.oauth_token.is_some(),
+            self.password.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if creds != 1 {
+            return Err((
+                "api_token",
+                "exactly one of api_token, oauth_token or password must be set".into(),
+            ));
+        }
+        if (self.api_token.is_some() || self.password.is_some())
+            && self.email.as_deref().unwrap_or("").is_empty()
+        {
+            return Err(("email", "is required with api_token or password".into()));
+        }
+        if let Some(limit) = self.notify_per_minute {
+            if limit == 0 || limit > 100_000 {
+                return Err(("notify_per_minute", "must be between 1 and 100000".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One `[[clients]]` entry: an internal caller.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -333,6 +387,203 @@ pub struct ClientConfig {
     /// Whether the key may use the admin endpoints.
     #[serde(default)]
     pub admin: bool,
+    /// Per-client override of `throttle.requests_per_second` (0 turns throttling off for
+    /// this client).
+    #[serde(default)]
+    pub requests_per_second: Option<u32>,
+}
+
+/// `[throttle]`: requests each client may make per second at ingress (a token bucket per
+/// client and process, via `governor`); beyond it, 429 with `Retry-After`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Sustained requests per second per client; 0 turns throttling off.
+    pub requests_per_second: u32,
+    /// Requests a client may make at once after being idle; defaults to one second's worth.
+    pub burst: Option<u32>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Series carry an `account` label only while the gateway knows at most this many
+    /// accounts; aggregate series (no `account` label) are always exported.
+    pub per_account_max: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            per_account_max: 100,
+        }
+    }
+}
+
+/// `[runtime_accounts]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeAccountsConfig {
+    /// 32-byte key, base64, encrypting runtime accounts' credentials in Redis
+    /// (XChaCha20-Poly1305). Without it, runtime accounts cannot be created or used.
+    pub encryption_key: Option<SecretString>,
+    /// How long a process caches a runtime account lookup, in milliseconds; changes made
+    /// by another process are seen after at most this long.
+    pub cache_ms: u64,
+}
+
+impl Default for RuntimeAccountsConfig {
+    fn default() -> Self {
+        Self {
+            encryption_key: None,
+            cache_ms: 2000,
+        }
+    }
+}
+
+/// How a webhook source signs its requests.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureKind {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    StandardWebhooks,
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex>`, `X-GitHub-Delivery`.
+    Github,
+    /// No signature (only for trusted networks).
+    None,
+}
+
+/// Which payloads of a webhook notify: the value at `pointer` must equal `equals`, be one
+/// of `one_of`, or (with `exists`) be present or absent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionConfig {
+    /// JSON pointer into the payload.
+    pub pointer: String,
+    /// The value required.
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// The values allowed.
+    #[serde(default)]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// Whether the value must be present (true) or absent (false).
+    #[serde(default)]
+    pub exists: Option<bool>,
+}
+
+/// One `[[webhooks]]` entry: `POST /v1/webhooks/{name}` and how its payload becomes a
+/// Notify event. Each target field is a literal (`app_id = 375`) or a JSON pointer into
+/// the payload (`app_id_from = "/app"`); `body` defaults to the whole payload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The name in the URL.
+    pub name: String,
+    /// The account notified.
+    pub account: String,
+    /// How requests are signed.
+    pub signature: SignatureKind,
+    /// The signing secret (`whsec_<base64>` for Standard Webhooks, the raw secret for
+    /// GitHub).
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    /// Secrets still accepted while a rotation is under way.
+    #[serde(default)]
+    pub previous_secrets: Vec<SecretString>,
+    /// How far `webhook-timestamp` may be from now, in seconds (default 300).
+    #[serde(default = "default_tolerance")]
+    pub tolerance_seconds: u64,
+    /// How long a delivery id is remembered to refuse replays, in seconds (default 86400).
+    #[serde(default = "default_replay_window")]
+    pub replay_window_seconds: u64,
+    /// Path of a JSON Schema the payload must match.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+    /// Only payloads matching it notify; others are acknowledged and dropped.
+    #[serde(default)]
+    pub condition: Option<ConditionConfig>,
+    /// Literal `app_id`.
+    #[serde(default)]
+    pub app_id: Option<serde_json::Value>,
+    /// Pointer to `app_id`.
+    #[serde(default)]
+    pub app_id_from: Option<String>,
+    /// Literal `event`.
+    #[serde(default)]
+    pub event: Option<serde_json::Value>,
+    /// Pointer to `event`.
+    #[serde(default)]
+    pub event_from: Option<String>,
+    /// Literal `body`.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Pointer to `body` (default: the whole payload).
+    #[serde(default)]
+    pub body_from: Option<String>,
+    /// Literal `agent_id`.
+    #[serde(default)]
+    pub agent_id: Option<serde_json::Value>,
+    /// Pointer to `agent_id`.
+    #[serde(default)]
+    pub agent_id_from: Option<String>,
+    /// Literal `agent_ids`.
+    #[serde(default)]
+    pub agent_ids: Option<serde_json::Value>,
+    /// Pointer to `agent_ids`.
+    #[serde(default)]
+    pub agent_ids_from: Option<String>,
+    /// Literal `ttl_seconds`.
+    #[serde(default)]
+    pub ttl_seconds: Option<serde_json::Value>,
+    /// Pointer to `ttl_seconds`.
+    #[serde(default)]
+    pub ttl_seconds_from: Option<String>,
+    /// Literal `priority`.
+    #[serde(default)]
+    pub priority: Option<serde_json::Value>,
+    /// Pointer to `priority`.
+    #[serde(default)]
+    pub priority_from: Option<String>,
+}
+
+fn default_tolerance() -> u64 {
+    300
+}
+
+fn default_replay_window() -> u64 {
+    86_400
+}
+
+impl WebhookConfig {
+    /// The mapping as (target field, literal, pointer) triples.
+    pub fn mapping(&self) -> [(&'static str, Option<&serde_json::Value>, Option<&str>); 7] {
+        [
+            ("app_id", self.app_id.as_ref(), self.app_id_from.as_deref()),
+            ("event", self.event.as_ref(), self.event_from.as_deref()),
+            ("body", self.body.as_ref(), self.body_from.as_deref()),
+            (
+                "agent_id",
+                self.agent_id.as_ref(),
+                self.agent_id_from.as_deref(),
+            ),
+            (
+                "agent_ids",
+                self.agent_ids.as_ref(),
+                self.agent_ids_from.as_deref(),
+            ),
+            (
+                "ttl_seconds",
+                self.ttl_seconds.as_ref(),
+                self.ttl_seconds_from.as_deref(),
+            ),
+            (
+                "priority",
+                self.priority.as_ref(),
+                self.priority_from.as_deref(),
+            ),
+        ]
+    }
 }
 
 impl Config {
@@ -474,58 +725,9 @@ impl Config {
                     format!("duplicate account id {:?}", account.id),
                 ));
             }
-            if account.subdomain.is_empty()
-                || !account
-                    .subdomain
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
-            {
-                return Err(ConfigError::invalid(
-                    key("subdomain"),
-                    "must be letters, digits and '-'",
-                ));
-            }
-            if let Some(url) = &account.base_url {
-                match reqwest::Url::parse(url) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                    _ => {
-                        return Err(ConfigError::invalid(
-                            key("base_url"),
-                            "must be an http(s) URL",
-                        ))
-                    }
-                }
-            }
-            let creds = [
-                account.api_token.is_some(),
-                account.oauth_token.is_some(),
-                account.password.is_some(),
-            ]
-            .iter()
-            .filter(|x| **x)
-            .count();
-            if creds != 1 {
-                return Err(ConfigError::invalid(
-                    key("api_token"),
-                    "exactly one of api_token, oauth_token or password must be set",
-                ));
-            }
-            if (account.api_token.is_some() || account.password.is_some())
-                && account.email.as_deref().unwrap_or("").is_empty()
-            {
-                return Err(ConfigError::invalid(
-                    key("email"),
-                    "is required with api_token or password",
-                ));
-            }
-            if let Some(limit) = account.notify_per_minute {
-                if limit == 0 || limit > 100_000 {
-                    return Err(ConfigError::invalid(
-                        key("notify_per_minute"),
-                        "must be between 1 and 100000",
-                    ));
-                }
-            }
+            account
+                .check()
+                .map_err(|(field, message)| ConfigError::invalid(key(field), message))?;
         }
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
@@ -566,12 +768,128 @@ impl Config {
                 ));
             }
         }
+        self.validate_operations(&ids)?;
         if let Some(sim) = &self.sim {
             sim.validate()
                 .map_err(|message| match message.split_once(": ") {
                     Some((key, message)) => ConfigError::invalid(key, message),
                     None => ConfigError::invalid("sim", message),
                 })?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks of webhooks, throttling, metrics and runtime accounts.
+    fn validate_operations(&self, accounts: &HashSet<&str>) -> Result<(), ConfigError> {
+        if let Some(key) = &self.runtime_accounts.encryption_key {
+            if crate::accounts::Sealer::new(key.expose_secret()).is_err() {
+                return Err(ConfigError::invalid(
+                    "runtime_accounts.encryption_key",
+                    "must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)",
+                ));
+            }
+        }
+        positive("runtime_accounts.cache_ms", self.runtime_accounts.cache_ms)?;
+        if self.throttle.burst == Some(0) {
+            return Err(ConfigError::invalid(
+                "throttle.burst",
+                "must be greater than 0",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let key = |field: &str| format!("webhooks[{i}].{field}");
+            if !valid_name(&hook.name) || !names.insert(hook.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    "must be unique, 1-64 characters of letters, digits, '-', '_' or '.'",
+                ));
+            }
+            if !valid_name(&hook.account) {
+                return Err(ConfigError::invalid(
+                    key("account"),
+                    "is not a valid account id",
+                ));
+            }
+            if !accounts.contains(hook.account.as_str())
+                && self.runtime_accounts.encryption_key.is_none()
+            {
+                return Err(ConfigError::invalid(
+                    key("account"),
+                    format!("unknown account {:?}", hook.account),
+                ));
+            }
+            match (hook.signature, &hook.secret) {
+                (SignatureKind::None, _) => {}
+                (_, None) => {
+                    return Err(ConfigError::invalid(
+                        key("secret"),
+                        "is required unless signature = \"none\"",
+                    ))
+                }
+                (kind, Some(secret)) => {
+                    for (j, s) in std::iter::once(secret)
+                        .chain(hook.previous_secrets.iter())
+                        .enumerate()
+                    {
+                        let name = if j == 0 {
+                            key("secret")
+                        } else {
+                            format!("webhooks[{i}].previous_secrets[{}]", j - 1)
+                        };
+                        crate::webhooks::secret_bytes(kind, s.expose_secret())
+                            .map_err(|m| ConfigError::invalid(name, m))?;
+                    }
+                }
+            }
+            positive(&key("tolerance_seconds"), hook.tolerance_seconds)?;
+            positive(&key("replay_window_seconds"), hook.replay_window_seconds)?;
+            for (field, literal, pointer) in hook.mapping() {
+                if literal.is_some() && pointer.is_some() {
+                    return Err(ConfigError::invalid(
+                        key(field),
+                        format!("set either {field} or {field}_from, not both"),
+                    ));
+                }
+                if let Some(p) = pointer {
+                    if !(p.is_empty() || p.starts_with('/')) {
+                        return Err(ConfigError::invalid(
+                            key(&format!("{field}_from")),
+                            "must be a JSON pointer (\"\" or starting with '/')",
+                        ));
+                    }
+                }
+            }
+            if hook.app_id.is_none() && hook.app_id_from.is_none() {
+                return Err(ConfigError::invalid(
+                    key("app_id"),
+                    "set app_id or app_id_from",
+                ));
+            }
+            if hook.event.is_none() && hook.event_from.is_none() {
+                return Err(ConfigError::invalid(
+                    key("event"),
+                    "set event or event_from",
+                ));
+            }
+            if let Some(c) = &hook.condition {
+                let ops = [c.equals.is_some(), c.one_of.is_some(), c.exists.is_some()]
+                    .iter()
+                    .filter(|x| **x)
+                    .count();
+                if ops != 1 || !(c.pointer.is_empty() || c.pointer.starts_with('/')) {
+                    return Err(ConfigError::invalid(
+                        key("condition"),
+                        "needs a JSON `pointer` and exactly one of equals, one_of or exists",
+                    ));
+                }
+            }
+            if let Some(path) = &hook.schema {
+                crate::webhooks::load_schema(path)
+                    .map_err(|m| ConfigError::invalid(key("schema"), m))?;
+            }
         }
         Ok(())
     }
@@ -829,6 +1147,32 @@ accounts = ["acme"]
         assert!(err(&text, &env()).starts_with("accounts[0].email"));
         let text = BASE.replace("accounts = [\"acme\"]", "accounts = [\"nope\"]");
         assert!(err(&text, &env()).starts_with("clients[0].accounts[0]"));
+    }
+
+    #[test]
+    fn operations_settings_are_checked() {
+        let msg = err(
+            &format!("{BASE}\n[runtime_accounts]\nencryption_key = \"c2hvcnQ=\"\n"),
+            &env(),
+        );
+        assert!(msg.starts_with("runtime_accounts.encryption_key"), "{msg}");
+        let hook = "\n[[webhooks]]\nname = \"h\"\naccount = \"elsewhere\"\nsignature = \"none\"\napp_id = 1\nevent = \"e\"\n";
+        let msg = err(&format!("{BASE}{hook}"), &env());
+        assert!(msg.starts_with("webhooks[0].account"), "{msg}");
+        let msg = err(
+            &format!("{BASE}\n[throttle]\nrequests_per_second = 5\nburst = 0\n"),
+            &env(),
+        );
+        assert!(msg.starts_with("throttle.burst"), "{msg}");
+        let text = format!(
+            "{BASE}\n[runtime_accounts]\nencryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n{hook}"
+        );
+        let config = Config::from_toml_with_env(&text, "test.toml", &env()).unwrap();
+        assert_eq!(
+            config.webhooks[0].account, "elsewhere",
+            "runtime accounts may be named"
+        );
+        assert!(!format!("{config:?}").contains("AAECAwQF"));
     }
 
     #[test]

@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::accounts::AccountDirectory;
+use crate::metrics::Metrics;
 use crate::queue::{Claimed, Completion, Outcome, Queue, QueueError};
-use crate::zendesk::{Accounts, NotifyResult, ZendeskClient};
+use crate::zendesk::{NotifyResult, ZendeskClient};
 
 /// Most deliveries claimed from one partition in one call.
 const CLAIM_MAX: usize = 256;
@@ -53,7 +55,8 @@ impl RetryPolicy {
 pub struct Worker {
     queue: Arc<dyn Queue>,
     client: ZendeskClient,
-    accounts: Arc<Accounts>,
+    accounts: Arc<AccountDirectory>,
+    metrics: Option<Arc<Metrics>>,
     policy: RetryPolicy,
     concurrency: usize,
     poll_interval: Duration,
@@ -67,7 +70,7 @@ impl Worker {
     pub fn new(
         queue: Arc<dyn Queue>,
         client: ZendeskClient,
-        accounts: Arc<Accounts>,
+        accounts: Arc<AccountDirectory>,
         policy: RetryPolicy,
         concurrency: usize,
         poll_interval: Duration,
@@ -78,12 +81,19 @@ impl Worker {
             queue,
             client,
             accounts,
+            metrics: None,
             policy,
             concurrency: concurrency.max(1),
             poll_interval,
             drain_timeout,
             wake,
         }
+    }
+
+    /// Records delivery metrics into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Runs until `shutdown` fires, then lets in-flight sends finish (each is bounded by
@@ -213,43 +223,85 @@ impl Worker {
 
     /// Sends one claimed delivery and decides what becomes of it.
     pub async fn deliver(&self, claimed: &Claimed) -> Completion {
-        let outcome = match self.accounts.get(&claimed.account) {
+        let account = match self.accounts.resolve(&claimed.account).await {
+            Ok(account) => account,
+            Err(e) => {
+                // Not attempted: the account's record is unreadable right now.
+                tracing::warn!(error = %e, "cannot look up the account; releasing the delivery");
+                return Completion::of(claimed, Outcome::Released);
+            }
+        };
+        let outcome = match account {
             None => self.failed(
                 claimed,
                 None,
                 format!("account {} is not configured", claimed.account),
             ),
-            Some(account) => match self.client.notify(account, claimed.body.clone()).await {
-                NotifyResult::Delivered { status } => {
-                    tracing::debug!(status, "delivered");
-                    Outcome::Delivered { status }
-                }
-                NotifyResult::RateLimited { retry_after } => {
-                    tracing::info!(
-                        retry_after_ms = retry_after.as_millis() as u64,
-                        "upstream rate limit; pausing account"
-                    );
-                    Outcome::RateLimited { retry_after }
-                }
-                NotifyResult::Transient { status, error } => self.failed(claimed, status, error),
-                NotifyResult::AuthFailed { status, error } => {
-                    tracing::error!(
-                        status,
-                        "upstream refused the account's credentials; pausing account"
-                    );
-                    Outcome::AuthFailed { status, error }
-                }
-                NotifyResult::Rejected { status, error } => {
-                    tracing::warn!(status, "upstream rejected the event; dead-lettered");
-                    Outcome::Dead {
-                        reason: "rejected".into(),
-                        status: Some(status),
-                        error,
+            Some(account) => {
+                let result = self.client.notify(&account, claimed.body.clone()).await;
+                self.observe(claimed, &result);
+                match result {
+                    NotifyResult::Delivered { status } => {
+                        tracing::debug!(status, "delivered");
+                        Outcome::Delivered { status }
+                    }
+                    NotifyResult::RateLimited { retry_after } => {
+                        tracing::info!(
+                            retry_after_ms = retry_after.as_millis() as u64,
+                            "upstream rate limit; pausing account"
+                        );
+                        Outcome::RateLimited { retry_after }
+                    }
+                    NotifyResult::Transient { status, error } => {
+                        self.failed(claimed, status, error)
+                    }
+                    NotifyResult::AuthFailed { status, error } => {
+                        tracing::error!(
+                            status,
+                            "upstream refused the account's credentials; pausing account"
+                        );
+                        Outcome::AuthFailed { status, error }
+                    }
+                    NotifyResult::Rejected { status, error } => {
+                        tracing::warn!(status, "upstream rejected the event; dead-lettered");
+                        Outcome::Dead {
+                            reason: "rejected".into(),
+                            status: Some(status),
+                            error,
+                        }
                     }
                 }
-            },
+            }
         };
         Completion::of(claimed, outcome)
+    }
+
+    /// Records the upstream answer in the metrics.
+    fn observe(&self, claimed: &Claimed, result: &NotifyResult) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let account = &claimed.account;
+        let status = match result {
+            NotifyResult::Delivered { status } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let latency = Duration::from_millis(now.saturating_sub(claimed.created_ms));
+                metrics.delivered(account, latency);
+                Some(*status)
+            }
+            NotifyResult::RateLimited { .. } => {
+                metrics.upstream_429(account);
+                Some(429)
+            }
+            NotifyResult::Transient { status, .. } => *status,
+            NotifyResult::AuthFailed { status, .. } | NotifyResult::Rejected { status, .. } => {
+                Some(*status)
+            }
+        };
+        metrics.notify_request(account, status);
     }
 
     fn failed(&self, claimed: &Claimed, status: Option<u16>, error: String) -> Outcome {

@@ -273,6 +273,7 @@ pub async fn run(
         key: SecretString::from(DEMO_KEY),
         accounts: vec!["*".into()],
         admin: true,
+        requests_per_second: None,
     }];
     config.validate()?;
     let sim_config = SimConfig {

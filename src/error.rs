@@ -82,6 +82,25 @@ impl ApiError {
     }
 }
 
+/// The error body, as documented in the OpenAPI description.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Structured details: field errors (`pointer`, `message`), sizes.
+    #[schema(value_type = Vec<Object>)]
+    pub details: Vec<Value>,
+}
+
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         tracing::warn!(error = %e, "queue storage failed a request");

@@ -1,10 +1,12 @@
 //! Ingress for internal callers: `POST /v1/accounts/{account}/notify`, `.../notify/batch`
 //! and `GET /v1/events/{id}`.
 //!
-//! Order of checks: key (401) → account (404/403) → media type (415) → raw size (413,
-//! before the body is read) → JSON (400) → schema (422) → upstream size (413) →
-//! idempotency and depth (422/429) → stored (202). Nothing is written unless every check
+//! Order of checks: key (401) → client throttle (429) → account (403/404) → media type
+//! (415) → raw size (413, before the body is read) → JSON (400) → schema (422) → upstream
+//! size (413) → idempotency and depth (422/429) → stored (202). Nothing is written unless every check
 //! passes, and 202 is answered only once Redis has stored the event.
+
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
@@ -27,29 +29,43 @@ use crate::zendesk::Account;
 /// How long an `Idempotency-Key` is remembered, in seconds.
 pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
 
-/// Authenticates the caller and resolves an account it may use.
-pub fn authorize<'a>(
-    state: &'a AppState,
-    headers: &HeaderMap,
-    account: &str,
-) -> Result<(&'a Client, &'a Account), ApiError> {
+/// Authenticates the caller (401) and takes one request from its throttle budget (429).
+pub fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Client, ApiError> {
     let client = state
         .clients()
         .authenticate(headers)
         .ok_or_else(ApiError::unauthorized)?;
-    match state.accounts().get(account) {
-        Some(acc) if client.reaches(account) => Ok((client, acc)),
-        _ if !client.reaches(account) => Err(ApiError::new(
+    state.throttle().client(&client.name)?;
+    Ok(client)
+}
+
+/// Authenticates the caller and resolves an account it may use (configured or runtime).
+pub async fn authorize<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    account: &str,
+) -> Result<(&'a Client, Arc<Account>), ApiError> {
+    let client = authenticate(state, headers)?;
+    if !client.reaches(account) {
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("this key may not use account {account:?}"),
-        )),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_account",
-            format!("no account {account:?} is configured"),
-        )),
+        ));
     }
+    match state.directory().resolve(account).await? {
+        Some(acc) => Ok((client, acc)),
+        None => Err(unknown_account(account)),
+    }
+}
+
+/// 404 for an account that is neither configured nor registered.
+pub fn unknown_account(account: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_account",
+        format!("no account {account:?} is configured"),
+    )
 }
 
 fn path_value(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -215,6 +231,8 @@ pub async fn enqueue_one(
     match outcomes.into_iter().next() {
         Some(EnqueueOutcome::Stored { id, deliveries }) => {
             state.wake_worker();
+            state.metrics().events_accepted(&account.id, 1);
+            tracing::debug!(event_id = %id, account = %account.id, deliveries, "event stored");
             Ok((id, deliveries))
         }
         Some(EnqueueOutcome::Duplicate { id, deliveries }) => Ok((id, deliveries)),
@@ -224,7 +242,63 @@ pub async fn enqueue_one(
     }
 }
 
-/// `POST /v1/accounts/{account}/notify`
+/// The body of a Notify event; its schema in the OpenAPI description is replaced by the
+/// very JSON Schema ingress validates with ([`crate::domain::notify_schema`]).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = NotifyEvent)]
+pub struct NotifyEventDoc {
+    /// Target app.
+    pub app_id: u64,
+    /// Event name.
+    pub event: String,
+}
+
+/// `POST /v1/accounts/{account}/notify/batch` body.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct BatchRequest {
+    /// Up to `server.max_batch_events` events, stored independently.
+    pub events: Vec<NotifyEventDoc>,
+}
+
+/// 202 answer: the event is stored.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The event id.
+    pub id: String,
+    /// The account.
+    pub account: String,
+    /// Notify calls it will make.
+    pub deliveries: u64,
+}
+
+/// 200 answer of a batch: one result per item, `{"id", "deliveries"}` or `{"error"}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BatchAnswer {
+    /// The account.
+    pub account: String,
+    /// One result per item, in order.
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<Value>,
+}
+
+/// Stores one event for delivery to the account's Notify endpoint.
+#[utoipa::path(post, path = "/v1/accounts/{account}/notify", tag = "ingress",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII)")),
+    request_body(content = NotifyEventDoc, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Stored", body = Accepted),
+        (status = 400, description = "Malformed JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Key not allowed for this account", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+        (status = 413, description = "Too large", body = crate::error::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "Schema violation or reused idempotency key", body = crate::error::ErrorBody),
+        (status = 429, description = "Queue full or client throttled", body = crate::error::ErrorBody),
+        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn notify(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -232,13 +306,13 @@ pub async fn notify(
     body: Body,
 ) -> Result<Response, ApiError> {
     let account_id = path_value(path)?;
-    let (_, account) = authorize(&state, &headers, &account_id)?;
+    let (_, account) = authorize(&state, &headers, &account_id).await?;
     require_json(&headers)?;
     let idempotency = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, state.config().server.max_body_bytes).await?;
     let value = parse_json(&bytes)?;
-    let event = prepare(&state, account, &value, idempotency)?;
-    let (id, deliveries) = enqueue_one(&state, account, event).await?;
+    let event = prepare(&state, &account, &value, idempotency)?;
+    let (id, deliveries) = enqueue_one(&state, &account, event).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "account": account.id, "deliveries": deliveries})),
@@ -248,6 +322,23 @@ pub async fn notify(
 
 /// `POST /v1/accounts/{account}/notify/batch`: `{"events": [...]}`; one result per item,
 /// items stored independently.
+#[utoipa::path(post, path = "/v1/accounts/{account}/notify/batch", tag = "ingress",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key; item i uses KEY:i")),
+    request_body(content = BatchRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One result per item", body = BatchAnswer),
+        (status = 400, description = "Malformed JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Key not allowed for this account", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+        (status = 413, description = "Too large", body = crate::error::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "Not a list of events", body = crate::error::ErrorBody),
+        (status = 429, description = "Client throttled", body = crate::error::ErrorBody),
+        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn notify_batch(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -255,7 +346,7 @@ pub async fn notify_batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let account_id = path_value(path)?;
-    let (_, account) = authorize(&state, &headers, &account_id)?;
+    let (_, account) = authorize(&state, &headers, &account_id).await?;
     require_json(&headers)?;
     let idempotency = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, state.config().server.max_body_bytes).await?;
@@ -281,7 +372,7 @@ pub async fn notify_batch(
     let mut positions = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let key = idempotency.as_ref().map(|k| format!("{k}:{i}"));
-        match prepare(&state, account, item, key) {
+        match prepare(&state, &account, item, key) {
             Ok(event) => {
                 positions.push(i);
                 ready.push(event);
@@ -292,13 +383,13 @@ pub async fn notify_batch(
     if !ready.is_empty() {
         let outcomes = state
             .queue()
-            .enqueue(batch_for(&state, account, ready))
+            .enqueue(batch_for(&state, &account, ready))
             .await?;
-        let mut stored = false;
+        let mut stored = 0u64;
         for (i, outcome) in positions.into_iter().zip(outcomes) {
             results[i] = Some(match outcome {
                 EnqueueOutcome::Stored { id, deliveries } => {
-                    stored = true;
+                    stored += 1;
                     json!({"id": id, "deliveries": deliveries})
                 }
                 EnqueueOutcome::Duplicate { id, deliveries } => {
@@ -308,8 +399,10 @@ pub async fn notify_batch(
                 EnqueueOutcome::QueueFull => item_error(&queue_full(&state, &account.id), i),
             });
         }
-        if stored {
+        if stored > 0 {
             state.wake_worker();
+            state.metrics().events_accepted(&account.id, stored);
+            tracing::debug!(account = %account.id, stored, "batch stored");
         }
     }
     let results: Vec<Value> = results
@@ -343,16 +436,23 @@ fn item_error(e: &ApiError, index: usize) -> Value {
 }
 
 /// `GET /v1/events/{id}`: visible only to keys that reach the event's account.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "ingress",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "The event and its deliveries", body = crate::queue::EventRecord),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown event", body = crate::error::ErrorBody),
+        (status = 429, description = "Client throttled", body = crate::error::ErrorBody),
+        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn event_status(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let raw = path_value(path)?;
-    let client = state
-        .clients()
-        .authenticate(&headers)
-        .ok_or_else(ApiError::unauthorized)?;
+    let client = authenticate(&state, &headers)?;
     let missing = || ApiError::new(StatusCode::NOT_FOUND, "unknown_event", "no such event");
     let id = EventId::parse(&raw).ok_or_else(missing)?;
     let record = state.queue().event(&id).await?.ok_or_else(missing)?;

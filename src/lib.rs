@@ -9,6 +9,12 @@
 //!
 //! - [`cli`] — the command line (`serve`, `sim`, `demo`, `check-config`).
 //! - [`demo`] — `zenrelay demo`: gateway and simulator in one process, sample traffic.
+//! - [`admin`] — operator endpoints: queues, dead letters, pause/resume, runtime accounts, metrics.
+//! - [`accounts`] — configured and runtime accounts (credentials encrypted at rest).
+//! - [`webhooks`] — signed webhooks mapped to Notify events.
+//! - [`metrics`] — Prometheus metrics.
+//! - [`throttle`] — per-client ingress throttling.
+//! - [`openapi`] — the generated OpenAPI description.
 //! - [`sim`] — the local Zendesk Apps API simulator.
 //! - [`config`] — typed, layered configuration.
 //! - [`app`] — builds state, router and worker from config; runs until shutdown.
@@ -23,6 +29,8 @@
 //! - [`error`] — the JSON error body of the HTTP edge.
 //! - [`telemetry`] — logging.
 
+pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -32,8 +40,12 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod ingress;
+pub mod metrics;
+pub mod openapi;
 pub mod queue;
 pub mod schema;
 pub mod sim;
 pub mod telemetry;
+pub mod throttle;
+pub mod webhooks;
 pub mod zendesk;

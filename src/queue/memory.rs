@@ -31,10 +31,11 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{
-    rfc3339_ms, ClaimBatch, Claimed, Completion, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
-    EventRecord, Outcome, Queue, QueueError, RateLimit, REAP_MAX, RETENTION_MS,
+    rfc3339_ms, AccountStats, ClaimBatch, Claimed, Completion, DeadLetter, DeadLetterPage,
+    DeadLetterResult, DeadLetterSelection, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
+    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, REAP_MAX, RETENTION_MS,
 };
-use crate::domain::{EventId, NotifyPayload, Priority};
+use crate::domain::{partition_of, EventId, NotifyPayload, Priority};
 
 /// Settings of the in-memory backend (the same knobs as the Redis backend's).
 #[derive(Debug, Clone)]
@@ -49,9 +50,9 @@ pub struct MemoryQueueConfig {
     pub margin_ms: u64,
 }
 
-/// Counters of one account, for tests and tools.
+/// Raw counters of one account, for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AccountStats {
+pub struct AccountCounters {
     /// Undelivered Notify calls.
     pub depth: i64,
     /// Calls waiting for a retry.
@@ -70,9 +71,9 @@ pub struct AccountStats {
     pub paused_until_ms: u64,
 }
 
-/// A dead letter, as the in-memory backend keeps it.
+/// A dead letter as the in-memory backend keeps it, for tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
+pub struct DeadLetterEntry {
     /// `{event id}:{index}`.
     pub delivery_id: String,
     /// `rejected`, `max_attempts`, `expired`, ...
@@ -91,6 +92,10 @@ pub struct MemoryQueue {
     origin: Instant,
     origin_unix_ms: u64,
     state: Mutex<HashMap<u16, Part>>,
+    /// Runtime account records by id (`{prefix}:runtime:accounts`).
+    runtime: Mutex<HashMap<String, String>>,
+    /// Remembered ids (`{prefix}:seen:{scope}:{id}`) → when they are forgotten (Unix ms).
+    seen: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// A sorted set like Redis's ZSET: members ordered by score, then by name.
@@ -387,6 +392,99 @@ impl Part {
         self.finish(did, acct, status, now);
     }
 
+    /// `replay.lua` for one letter: back at the tail of its list as a new delivery.
+    fn replay_one(&mut self, acct: &str, did: &str, ttl_ms: u64, now: u64) -> bool {
+        let a = self.accounts.entry(acct.to_string()).or_default();
+        if !a.dead_letters.remove(did) {
+            return false;
+        }
+        a.dead -= 1;
+        let Some((eid, k)) = split_did(did) else {
+            return false;
+        };
+        let Some(ev) = self.events.get_mut(eid) else {
+            return false;
+        };
+        let live = ev.acct == acct
+            && ev.body.is_some()
+            && ev
+                .calls
+                .get(k)
+                .is_some_and(|c| matches!(c.status, Status::Dead | Status::Expired));
+        if !live {
+            return false;
+        }
+        ev.dead = ev.dead.saturating_sub(1);
+        ev.done = ev.done.saturating_sub(1);
+        ev.expires_at = None;
+        if ev.exp > 0 {
+            ev.exp = now + ttl_ms;
+        }
+        if let Some(call) = ev.calls.get_mut(k) {
+            call.status = Status::Queued;
+            call.attempts = 0;
+            call.dead_reason = None;
+        }
+        let prio = ev.prio;
+        let a = self.accounts.entry(acct.to_string()).or_default();
+        a.depth += 1;
+        a.list(prio).push_back(did.to_string());
+        true
+    }
+
+    /// `purge.lua` for one letter.
+    fn purge_one(&mut self, acct: &str, did: &str, now: u64) -> bool {
+        let a = self.accounts.entry(acct.to_string()).or_default();
+        if !a.dead_letters.remove(did) {
+            return false;
+        }
+        a.dead -= 1;
+        if let Some((eid, _)) = split_did(did) {
+            if let Some(ev) = self.events.get_mut(eid) {
+                ev.dead = ev.dead.saturating_sub(1);
+                if ev.dead == 0 && ev.done >= ev.calls.len() {
+                    ev.body = None;
+                    let at = now + RETENTION_MS;
+                    ev.expires_at = Some(at);
+                    self.expiries.insert((at, Expiring::Event(eid.to_string())));
+                }
+            }
+        }
+        true
+    }
+
+    /// `stats.lua` for one account.
+    fn stats_of(&self, acct: &str, a: &Acct, default_window: u64, now: u64) -> AccountStats {
+        let window = a.window_ms.unwrap_or(default_window);
+        let created = |did: Option<&String>| {
+            did.and_then(|d| split_did(d))
+                .and_then(|(eid, _)| self.events.get(eid))
+                .map(|e| e.created)
+        };
+        let oldest = [
+            created(a.high.front()),
+            created(a.normal.front()),
+            created(a.busy.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        AccountStats {
+            account: acct.to_string(),
+            depth: a.depth.max(0) as u64,
+            in_flight: u64::from(a.busy.is_some()),
+            scheduled_retries: a.delayed.max(0) as u64,
+            dead: a.dead.max(0) as u64,
+            oldest_ms: oldest,
+            sent_in_window: a.sends.iter().filter(|t| **t + window > now).count() as u64,
+            delivered: a.sent.max(0) as u64,
+            upstream_429: a.upstream_429.max(0) as u64,
+            paused: a.paused,
+            auth_failed: a.auth_failed,
+            next_send_ms: self.ready.scores.get(acct).copied(),
+        }
+    }
+
     /// `requeue_front`: back to the front of its account's list, as queued.
     fn requeue_front(&mut self, did: &str, acct: &str) {
         let prio = self.prio_of(did);
@@ -677,6 +775,8 @@ impl MemoryQueue {
             origin: Instant::now(),
             origin_unix_ms,
             state: Mutex::new(HashMap::new()),
+            runtime: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -693,12 +793,12 @@ impl MemoryQueue {
     }
 
     /// The counters of an account, if it ever had events.
-    pub fn account_stats(&self, account: &str) -> Option<AccountStats> {
+    pub fn counters(&self, account: &str) -> Option<AccountCounters> {
         let state = self.lock();
         let now = self.now_ms();
         state.values().find_map(|part| {
             let a = part.accounts.get(account)?;
-            Some(AccountStats {
+            Some(AccountCounters {
                 depth: a.depth,
                 delayed: a.delayed,
                 dead: a.dead,
@@ -712,7 +812,7 @@ impl MemoryQueue {
     }
 
     /// Dead letters of an account, oldest first.
-    pub fn dead_letters(&self, account: &str) -> Vec<DeadLetter> {
+    pub fn dead_letter_entries(&self, account: &str) -> Vec<DeadLetterEntry> {
         let state = self.lock();
         let mut out = Vec::new();
         for part in state.values() {
@@ -721,7 +821,7 @@ impl MemoryQueue {
             };
             for (at, did) in &a.dead_letters.order {
                 let call = part.call(did);
-                out.push(DeadLetter {
+                out.push(DeadLetterEntry {
                     delivery_id: did.clone(),
                     reason: call.and_then(|c| c.dead_reason.clone()).unwrap_or_default(),
                     last_status: call.and_then(|c| c.last_status.parse().ok()),
@@ -941,6 +1041,218 @@ impl Queue for MemoryQueue {
     async fn ping(&self) -> Result<(), QueueError> {
         Ok(())
     }
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let state = self.lock();
+        let now = self.now_ms();
+        let window = self.config.default_limit.window_ms;
+        let mut accounts: Vec<AccountStats> = state
+            .values()
+            .flat_map(|part| {
+                part.accounts
+                    .iter()
+                    .map(move |(name, a)| part.stats_of(name, a, window, now))
+            })
+            .collect();
+        accounts.sort_by(|a, b| a.account.cmp(&b.account));
+        Ok(QueueStats {
+            now_ms: now,
+            accounts,
+        })
+    }
+
+    async fn dead_letters(
+        &self,
+        account: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<DeadLetterPage, QueueError> {
+        let state = self.lock();
+        let Some(part) = state.get(&partition_of(account, self.config.partitions)) else {
+            return Ok(DeadLetterPage::default());
+        };
+        let Some(a) = part.accounts.get(account) else {
+            return Ok(DeadLetterPage::default());
+        };
+        let items = a
+            .dead_letters
+            .order
+            .iter()
+            .skip(offset.min(usize::MAX as u64) as usize)
+            .take(limit.min(usize::MAX as u64) as usize)
+            .map(|(at, did)| {
+                let (eid, k) = split_did(did).unwrap_or((did.as_str(), 0));
+                let ev = part.events.get(eid);
+                let call = ev.and_then(|e| e.calls.get(k));
+                let event = ev
+                    .and_then(|e| e.body.clone())
+                    .and_then(|body| {
+                        let agent = call.and_then(|c| c.agent);
+                        serde_json::from_slice(
+                            &NotifyPayload::from_stored(body).upstream_bytes(agent),
+                        )
+                        .ok()
+                    })
+                    .unwrap_or(serde_json::Value::Null);
+                DeadLetter {
+                    delivery_id: did.clone(),
+                    event_id: eid.to_string(),
+                    status: call
+                        .map(|c| c.status.as_str())
+                        .unwrap_or("dead")
+                        .to_string(),
+                    reason: call.and_then(|c| c.dead_reason.clone()).unwrap_or_default(),
+                    attempts: call.map_or(0, |c| c.attempts.max(0) as u32),
+                    last_status: call.and_then(|c| c.last_status.parse().ok()),
+                    last_error: call.map(|c| c.last_error.clone()).filter(|e| !e.is_empty()),
+                    created_at: rfc3339_ms(ev.map_or(0, |e| e.created)),
+                    dead_at: rfc3339_ms(*at),
+                    event,
+                }
+            })
+            .collect();
+        Ok(DeadLetterPage {
+            total: a.dead_letters.len() as u64,
+            items,
+        })
+    }
+
+    async fn replay(
+        &self,
+        account: &str,
+        selection: &DeadLetterSelection,
+        ttl: Duration,
+    ) -> Result<DeadLetterResult, QueueError> {
+        let mut state = self.lock();
+        let now = self.now_ms();
+        let part = state
+            .entry(partition_of(account, self.config.partitions))
+            .or_default();
+        part.purge(now);
+        let ids = selected(part, account, selection);
+        let mut result = DeadLetterResult::default();
+        for did in ids {
+            if part.replay_one(account, &did, ttl.as_millis() as u64, now) {
+                result.count += 1;
+            } else if matches!(selection, DeadLetterSelection::Ids(_)) {
+                result.not_found.push(did);
+            }
+        }
+        if result.count > 0 {
+            part.mark_ready(account, now);
+        }
+        Ok(result)
+    }
+
+    async fn purge_dead(
+        &self,
+        account: &str,
+        selection: &DeadLetterSelection,
+    ) -> Result<DeadLetterResult, QueueError> {
+        let mut state = self.lock();
+        let now = self.now_ms();
+        let part = state
+            .entry(partition_of(account, self.config.partitions))
+            .or_default();
+        let ids = selected(part, account, selection);
+        let mut result = DeadLetterResult::default();
+        for did in ids {
+            if part.purge_one(account, &did, now) {
+                result.count += 1;
+            } else {
+                result.not_found.push(did);
+            }
+        }
+        Ok(result)
+    }
+
+    async fn pause(&self, account: &str) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let part = state
+            .entry(partition_of(account, self.config.partitions))
+            .or_default();
+        part.accounts.entry(account.to_string()).or_default().paused = true;
+        part.ready.remove(account);
+        Ok(())
+    }
+
+    async fn resume(&self, account: &str) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let now = self.now_ms();
+        let part = state
+            .entry(partition_of(account, self.config.partitions))
+            .or_default();
+        let a = part.accounts.entry(account.to_string()).or_default();
+        a.paused = false;
+        a.auth_failed = false;
+        part.mark_ready(account, now);
+        Ok(())
+    }
+
+    async fn put_account(&self, id: &str, record: &str) -> Result<bool, QueueError> {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(runtime.insert(id.to_string(), record.to_string()).is_none())
+    }
+
+    async fn get_account(&self, id: &str) -> Result<Option<String>, QueueError> {
+        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(runtime.get(id).cloned())
+    }
+
+    async fn delete_account(&self, id: &str) -> Result<bool, QueueError> {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(runtime.remove(id).is_some())
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<(String, String)>, QueueError> {
+        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = runtime
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn remember_once(
+        &self,
+        scope: &str,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let now = self.now_ms();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, until| *until > now);
+        let key = (scope.to_string(), id.to_string());
+        if seen.contains_key(&key) {
+            return Ok(false);
+        }
+        seen.insert(key, now + ttl.as_millis() as u64);
+        Ok(true)
+    }
+
+    async fn forget(&self, scope: &str, id: &str) -> Result<(), QueueError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.remove(&(scope.to_string(), id.to_string()));
+        Ok(())
+    }
+}
+
+/// The dead letters a selection names: every letter of the account, or the given ids.
+fn selected(part: &Part, account: &str, selection: &DeadLetterSelection) -> Vec<String> {
+    match selection {
+        DeadLetterSelection::Ids(ids) => ids.clone(),
+        DeadLetterSelection::All => part
+            .accounts
+            .get(account)
+            .map(|a| {
+                a.dead_letters
+                    .order
+                    .iter()
+                    .map(|(_, d)| d.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]
@@ -1032,8 +1344,8 @@ mod tests {
         assert!(span <= 3 * (MINUTE + 250) + 10, "span {span} ms");
         let utilisation = (3 * MINUTE) as f64 / span as f64;
         assert!(utilisation >= 0.98, "utilisation {utilisation}");
-        assert_eq!(q.account_stats("acme").unwrap().sent, n as i64);
-        assert_eq!(q.account_stats("acme").unwrap().depth, 0);
+        assert_eq!(q.counters("acme").unwrap().sent, n as i64);
+        assert_eq!(q.counters("acme").unwrap().depth, 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1057,7 +1369,7 @@ mod tests {
         let again = claim_one(&q).await.unwrap();
         assert_eq!(again.delivery_id, c.delivery_id, "first in line again");
         assert_eq!(again.attempts, 1, "the 429 did not count");
-        assert_eq!(q.account_stats("acme").unwrap().upstream_429, 1);
+        assert_eq!(q.counters("acme").unwrap().upstream_429, 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1075,13 +1387,13 @@ mod tests {
             },
         )
         .await;
-        assert_eq!(q.account_stats("acme").unwrap().delayed, 1);
+        assert_eq!(q.counters("acme").unwrap().delayed, 1);
         tokio::time::advance(Duration::from_millis(299_999)).await;
         assert!(claim_one(&q).await.is_none());
         tokio::time::advance(Duration::from_millis(1)).await;
         let second = claim_one(&q).await.unwrap();
         assert_eq!(second.attempts, 2);
-        assert_eq!(q.account_stats("acme").unwrap().delayed, 0);
+        assert_eq!(q.counters("acme").unwrap().delayed, 0);
 
         // The worker holding it goes silent: the lease ends after 15 s.
         tokio::time::advance(Duration::from_millis(14_999)).await;
@@ -1127,10 +1439,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(record.status, "expired");
-        let dead = q.dead_letters("acme");
+        let dead = q.dead_letter_entries("acme");
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].reason, "expired");
-        assert_eq!(q.account_stats("acme").unwrap().depth, 1);
+        assert_eq!(q.counters("acme").unwrap().depth, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -191,7 +191,7 @@ pub struct ClaimBatch {
 }
 
 /// Status of one Notify call of an event.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryStatus {
     /// The agent notified, if the call targets one.
     pub agent_id: Option<u64>,
@@ -208,7 +208,7 @@ pub struct DeliveryStatus {
 }
 
 /// An event as `GET /v1/events/{id}` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct EventRecord {
     /// The id.
     pub id: String,
@@ -243,6 +243,100 @@ impl EventRecord {
     }
 }
 
+/// Counters and flags of one account, as the queue maintains them (read without
+/// scanning events).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AccountStats {
+    /// The account.
+    pub account: String,
+    /// Undelivered Notify calls: queued, in flight and waiting for a retry.
+    pub depth: u64,
+    /// Calls leased to a worker right now (0 or 1: one call in flight per account).
+    pub in_flight: u64,
+    /// Calls waiting for a scheduled retry.
+    pub scheduled_retries: u64,
+    /// Dead letters (dead and expired calls) kept for inspection or replay.
+    pub dead: u64,
+    /// When the oldest event waiting in the account's lists or in flight was accepted
+    /// (Unix ms); retries still waiting for their due time are not considered.
+    pub oldest_ms: Option<u64>,
+    /// Notify calls started within the account's current rolling window.
+    pub sent_in_window: u64,
+    /// Notify calls delivered since the account was first seen.
+    pub delivered: u64,
+    /// Upstream 429 answers since the account was first seen.
+    pub upstream_429: u64,
+    /// Delivery held by an operator.
+    pub paused: bool,
+    /// Delivery held because upstream refused the credentials.
+    pub auth_failed: bool,
+    /// Earliest time (Unix ms) the account may send next, when it has queued work that
+    /// is neither in flight nor held.
+    pub next_send_ms: Option<u64>,
+}
+
+/// A snapshot of every account's counters, with the storage's clock.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    /// The storage's time when the snapshot was taken (Unix ms).
+    pub now_ms: u64,
+    /// One entry per account that ever had events or an operator action.
+    pub accounts: Vec<AccountStats>,
+}
+
+/// One dead letter: a Notify call that was given up on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// `{event id}:{index}`: what replay and purge take.
+    pub delivery_id: String,
+    /// The event.
+    pub event_id: String,
+    /// `dead` or `expired`.
+    pub status: String,
+    /// Why: `rejected` (upstream 4xx), `max_attempts` or `expired`.
+    pub reason: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Last upstream status, if any.
+    pub last_status: Option<u16>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// When the event was accepted (RFC 3339).
+    pub created_at: String,
+    /// When it became a dead letter (RFC 3339).
+    pub dead_at: String,
+    /// The exact Notify request body that was (or would have been) sent.
+    pub event: serde_json::Value,
+}
+
+/// A page of an account's dead letters, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterPage {
+    /// Dead letters of the account in all.
+    pub total: u64,
+    /// The page.
+    pub items: Vec<DeadLetter>,
+}
+
+/// Which dead letters an operator action applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterSelection {
+    /// Every dead letter of the account at the time of the call.
+    All,
+    /// These delivery ids (`{event id}:{index}`); ids that are not dead letters of the
+    /// account are reported as not found and left alone.
+    Ids(Vec<String>),
+}
+
+/// What a replay or purge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterResult {
+    /// Dead letters replayed (or purged).
+    pub count: u64,
+    /// Requested ids that were not dead letters of the account.
+    pub not_found: Vec<String>,
+}
+
 /// The queue contract shared by every backend.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
@@ -275,6 +369,75 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Answers when the storage is reachable.
     async fn ping(&self) -> Result<(), QueueError>;
+
+    // ---- operator operations ----
+
+    /// Counters and flags of every account known to the storage (those that ever had
+    /// events, or were paused/resumed), read from the counters the scripts maintain.
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// The account's dead letters, oldest first: `limit` of them after skipping
+    /// `offset`, with the total count.
+    async fn dead_letters(
+        &self,
+        account: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<DeadLetterPage, QueueError>;
+
+    /// Puts the selected dead letters back at the tail of their account's queue (their
+    /// priority kept) as new deliveries: attempts reset to 0, dead reason cleared, counted
+    /// again in `depth`, and, when the event had a time to live, its expiry moved to
+    /// now + `ttl`. Ignores `max_queue_depth` (an operator's decision). Atomic per chunk of
+    /// letters; a letter is replayed at most once.
+    async fn replay(
+        &self,
+        account: &str,
+        selection: &DeadLetterSelection,
+        ttl: Duration,
+    ) -> Result<DeadLetterResult, QueueError>;
+
+    /// Forgets the selected dead letters: they leave the dead-letter list and counter,
+    /// and an event whose every call has finished and that has no dead letter left is
+    /// then kept only for the usual retention of finished events (its status, `dead` or
+    /// `expired`, stays readable meanwhile).
+    async fn purge_dead(
+        &self,
+        account: &str,
+        selection: &DeadLetterSelection,
+    ) -> Result<DeadLetterResult, QueueError>;
+
+    /// Holds the account's delivery: no new call is claimed (a call already in flight
+    /// finishes); ingress keeps accepting. Idempotent.
+    async fn pause(&self, account: &str) -> Result<(), QueueError>;
+
+    /// Clears both `paused` and `auth_failed` and makes the account claimable again
+    /// (subject to its rate limit and to an upstream 429 pause still running). Idempotent.
+    async fn resume(&self, account: &str) -> Result<(), QueueError>;
+
+    // ---- runtime accounts (opaque records; the caller encrypts credentials) ----
+
+    /// Stores the record of runtime account `id`; true when it did not exist before.
+    async fn put_account(&self, id: &str, record: &str) -> Result<bool, QueueError>;
+
+    /// The record of runtime account `id`.
+    async fn get_account(&self, id: &str) -> Result<Option<String>, QueueError>;
+
+    /// Deletes runtime account `id`; true when it existed. Its queued events stay.
+    async fn delete_account(&self, id: &str) -> Result<bool, QueueError>;
+
+    /// Every runtime account record, by id.
+    async fn list_accounts(&self) -> Result<Vec<(String, String)>, QueueError>;
+
+    // ---- webhook replay protection ----
+
+    /// Remembers `id` within `scope` for `ttl`; true when it was not already remembered
+    /// (atomic: of concurrent calls with the same id exactly one gets true).
+    async fn remember_once(&self, scope: &str, id: &str, ttl: Duration)
+        -> Result<bool, QueueError>;
+
+    /// Forgets `id` within `scope` (used when the work it guarded could not be done).
+    async fn forget(&self, scope: &str, id: &str) -> Result<(), QueueError>;
 }
 
 /// Unix time in milliseconds, rendered as RFC 3339 (UTC, millisecond precision).

@@ -19,10 +19,19 @@
 //! | `{base}:accounts` | SET | accounts that ever had events in this partition |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //!
+//! Outside the partitions (each a single key, so no hash tag is needed):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{prefix}:runtime:accounts` | HASH | account id → its runtime record (JSON written by [`crate::accounts`]; credentials inside are encrypted) |
+//! | `{prefix}:seen:{scope}:{id}` | STRING | `1`: a webhook delivery id already accepted (`scope` is the webhook's name); expires after the webhook's replay window |
+//!
 //! # Scripts
 //!
 //! `enqueue.lua`, `claim.lua` and `complete.lua` (beside this file, each prefixed with the
-//! helpers of `scripts.lua`) do every state change atomically and read the clock with
+//! helpers of `scripts.lua`) do every state change of delivery; `replay.lua`, `purge.lua`
+//! and `hold.lua` the operator's changes; `stats.lua` and `dead.lua` read. All run
+//! atomically and read the clock with
 //! Redis `TIME`, so all gateway processes share one clock and one budget per account.
 //! Scripts derive their keys from `base`; `KEYS[1]` (the partition's ready set) routes the
 //! call. They are sent with `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a
@@ -48,12 +57,16 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
 use super::{
-    rfc3339_ms, ClaimBatch, Claimed, Completion, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
-    EventRecord, Outcome, Queue, QueueError, RateLimit, REAP_MAX, RETENTION_MS,
+    rfc3339_ms, AccountStats, ClaimBatch, Claimed, Completion, DeadLetter, DeadLetterPage,
+    DeadLetterResult, DeadLetterSelection, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
+    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, REAP_MAX, RETENTION_MS,
 };
-use crate::domain::{EventId, NotifyPayload};
+use crate::domain::{partition_of, EventId, NotifyPayload};
 
 const HELPERS: &str = include_str!("scripts.lua");
+
+/// Most dead letters replayed or purged by one script call (keeps each call short).
+const DEAD_CHUNK: usize = 500;
 
 /// Settings of the Redis backend.
 #[derive(Debug, Clone)]
@@ -98,6 +111,11 @@ pub struct RedisQueue {
     enqueue: Script,
     claim: Script,
     complete: Script,
+    stats: Script,
+    dead: Script,
+    replay: Script,
+    purge: Script,
+    hold: Script,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
@@ -122,12 +140,97 @@ impl RedisQueue {
             enqueue: Script::new(include_str!("enqueue.lua")),
             claim: Script::new(include_str!("claim.lua")),
             complete: Script::new(include_str!("complete.lua")),
+            stats: Script::new(include_str!("stats.lua")),
+            dead: Script::new(include_str!("dead.lua")),
+            replay: Script::new(include_str!("replay.lua")),
+            purge: Script::new(include_str!("purge.lua")),
+            hold: Script::new(include_str!("hold.lua")),
         })
     }
 
     /// The key prefix of a partition, with its hash tag.
     pub fn base(&self, partition: u16) -> String {
         format!("{}:{{p{}}}", self.config.prefix, partition)
+    }
+
+    /// The key prefix of the partition holding `account`.
+    fn account_base(&self, account: &str) -> String {
+        self.base(partition_of(account, self.config.partitions))
+    }
+
+    fn runtime_accounts_key(&self) -> String {
+        format!("{}:runtime:accounts", self.config.prefix)
+    }
+
+    fn seen_key(&self, scope: &str, id: &str) -> String {
+        format!("{}:seen:{scope}:{id}", self.config.prefix)
+    }
+
+    /// Runs one plain command with the command timeout.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, QueueError> {
+        let mut conn = self.conn().await?;
+        self.timed(cmd.query_async(&mut conn))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Replays or purges dead letters in chunks: with `All`, at most the letters present
+    /// at the start are visited.
+    async fn dead_letter_op(
+        &self,
+        script: &Script,
+        account: &str,
+        selection: &DeadLetterSelection,
+        param: u64,
+    ) -> Result<DeadLetterResult, QueueError> {
+        let base = self.account_base(account);
+        let mut result = DeadLetterResult::default();
+        let head = |mode: &str| -> Vec<Vec<u8>> {
+            vec![
+                base.clone().into_bytes(),
+                account.as_bytes().to_vec(),
+                param.to_string().into_bytes(),
+                mode.as_bytes().to_vec(),
+                DEAD_CHUNK.to_string().into_bytes(),
+            ]
+        };
+        let run = |reply: Value, result: &mut DeadLetterResult| -> Result<u64, QueueError> {
+            let mut items = array(reply)?.into_iter();
+            let count = items.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+            let left = items.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+            result.count += count;
+            result.not_found.extend(items.filter_map(|v| text(&v)));
+            Ok(left)
+        };
+        match selection {
+            DeadLetterSelection::Ids(ids) => {
+                for chunk in ids.chunks(DEAD_CHUNK) {
+                    let mut args = head("ids");
+                    args.extend(chunk.iter().map(|id| id.clone().into_bytes()));
+                    let reply = self.eval(script, &base, args).await?;
+                    run(reply, &mut result)?;
+                }
+            }
+            DeadLetterSelection::All => {
+                let total: u64 = self
+                    .query(redis::cmd("ZCARD").arg(format!("{base}:dead:{account}")))
+                    .await?;
+                let mut visited = 0u64;
+                while visited < total {
+                    let reply = self.eval(script, &base, head("all")).await?;
+                    let before = result.count + result.not_found.len() as u64;
+                    let left = run(reply, &mut result)?;
+                    let step = result.count + result.not_found.len() as u64 - before;
+                    visited += step;
+                    if step == 0 || left == 0 {
+                        break;
+                    }
+                }
+                // With `All`, stale entries are cleaned up silently, not reported.
+                result.not_found.clear();
+            }
+        }
+        Ok(result)
     }
 
     /// One of the multiplexed connections, opening them on first use.
@@ -520,5 +623,187 @@ impl Queue for RedisQueue {
         } else {
             Err(QueueError::Protocol(format!("PING answered {pong}")))
         }
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let mut stats = QueueStats::default();
+        let window = self.config.default_limit.window_ms.to_string();
+        for partition in 0..self.config.partitions {
+            let base = self.base(partition);
+            let args = vec![base.clone().into_bytes(), window.clone().into_bytes()];
+            let mut reply = array(self.eval(&self.stats, &base, args).await?)?.into_iter();
+            stats.now_ms = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+            for item in reply {
+                let f = array(item)?;
+                if f.len() < 12 {
+                    return Err(QueueError::Protocol("short stats entry".into()));
+                }
+                let num = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
+                let opt = |i: usize| int(&f[i]).filter(|v| *v >= 0).map(|v| v as u64);
+                let busy = text(&f[6]).unwrap_or_default();
+                stats.accounts.push(AccountStats {
+                    account: text(&f[0]).unwrap_or_default(),
+                    depth: num(1),
+                    scheduled_retries: num(2),
+                    dead: num(3),
+                    delivered: num(4),
+                    upstream_429: num(5),
+                    in_flight: u64::from(!busy.is_empty()),
+                    paused: num(7) == 1,
+                    auth_failed: num(8) == 1,
+                    sent_in_window: num(9),
+                    oldest_ms: opt(10),
+                    next_send_ms: opt(11),
+                });
+            }
+        }
+        stats.accounts.sort_by(|a, b| a.account.cmp(&b.account));
+        Ok(stats)
+    }
+
+    async fn dead_letters(
+        &self,
+        account: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<DeadLetterPage, QueueError> {
+        let base = self.account_base(account);
+        // Lua numbers are doubles: keep both far below 2^53.
+        let offset = offset.min(1 << 40);
+        let limit = limit.min(1 << 20);
+        let args = [
+            base.clone(),
+            account.to_string(),
+            offset.to_string(),
+            limit.to_string(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+        let mut reply = array(self.eval(&self.dead, &base, args).await?)?.into_iter();
+        let total = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+        let mut items = Vec::new();
+        for item in reply {
+            let f = array(item)?;
+            if f.len() < 10 {
+                return Err(QueueError::Protocol("short dead-letter entry".into()));
+            }
+            let did = text(&f[0]).unwrap_or_default();
+            let agent = text(&f[9]).and_then(|s| s.parse::<u64>().ok());
+            let stored = String::from_utf8_lossy(&bytes(&f[8])).into_owned();
+            let event = if stored.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_slice(&NotifyPayload::from_stored(stored).upstream_bytes(agent))
+                    .unwrap_or(serde_json::Value::Null)
+            };
+            let ms = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
+            items.push(DeadLetter {
+                event_id: did.split(':').next().unwrap_or_default().to_string(),
+                delivery_id: did,
+                status: text(&f[3]).unwrap_or_default(),
+                reason: text(&f[4]).unwrap_or_default(),
+                attempts: int(&f[5]).unwrap_or(0).max(0) as u32,
+                last_status: text(&f[6]).and_then(|s| s.parse().ok()),
+                last_error: text(&f[7]).filter(|s| !s.is_empty()),
+                created_at: rfc3339_ms(ms(2)),
+                dead_at: rfc3339_ms(ms(1)),
+                event,
+            });
+        }
+        Ok(DeadLetterPage { total, items })
+    }
+
+    async fn replay(
+        &self,
+        account: &str,
+        selection: &DeadLetterSelection,
+        ttl: Duration,
+    ) -> Result<DeadLetterResult, QueueError> {
+        self.dead_letter_op(&self.replay, account, selection, ttl.as_millis() as u64)
+            .await
+    }
+
+    async fn purge_dead(
+        &self,
+        account: &str,
+        selection: &DeadLetterSelection,
+    ) -> Result<DeadLetterResult, QueueError> {
+        self.dead_letter_op(&self.purge, account, selection, RETENTION_MS)
+            .await
+    }
+
+    async fn pause(&self, account: &str) -> Result<(), QueueError> {
+        let base = self.account_base(account);
+        let args = vec![base.clone().into_bytes(), account.into(), b"pause".to_vec()];
+        self.eval(&self.hold, &base, args).await.map(|_| ())
+    }
+
+    async fn resume(&self, account: &str) -> Result<(), QueueError> {
+        let base = self.account_base(account);
+        let args = vec![
+            base.clone().into_bytes(),
+            account.into(),
+            b"resume".to_vec(),
+        ];
+        self.eval(&self.hold, &base, args).await.map(|_| ())
+    }
+
+    async fn put_account(&self, id: &str, record: &str) -> Result<bool, QueueError> {
+        let added: i64 = self
+            .query(
+                redis::cmd("HSET")
+                    .arg(self.runtime_accounts_key())
+                    .arg(id)
+                    .arg(record),
+            )
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn get_account(&self, id: &str) -> Result<Option<String>, QueueError> {
+        self.query(redis::cmd("HGET").arg(self.runtime_accounts_key()).arg(id))
+            .await
+    }
+
+    async fn delete_account(&self, id: &str) -> Result<bool, QueueError> {
+        let removed: i64 = self
+            .query(redis::cmd("HDEL").arg(self.runtime_accounts_key()).arg(id))
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<(String, String)>, QueueError> {
+        let all: HashMap<String, String> = self
+            .query(redis::cmd("HGETALL").arg(self.runtime_accounts_key()))
+            .await?;
+        let mut all: Vec<_> = all.into_iter().collect();
+        all.sort();
+        Ok(all)
+    }
+
+    async fn remember_once(
+        &self,
+        scope: &str,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let set: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(self.seen_key(scope, id))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg((ttl.as_millis() as u64).max(1)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn forget(&self, scope: &str, id: &str) -> Result<(), QueueError> {
+        self.query::<i64>(redis::cmd("DEL").arg(self.seen_key(scope, id)))
+            .await
+            .map(|_| ())
     }
 }

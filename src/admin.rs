@@ -1,0 +1,627 @@
+//! Operator endpoints (admin keys only): queue overview, dead letters (list, replay,
+//! purge), pause/resume, runtime accounts, and `GET /metrics`.
+//!
+//! Every admin call needs `Authorization: Bearer <key>` of a client with `admin = true`
+//! (401 without a valid key, 403 with a non-admin key or one that does not reach the
+//! account).
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{header, HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::accounts::{AccountInfo, AccountSpec, AccountStoreError};
+use crate::app::AppState;
+use crate::auth::Client;
+use crate::config::valid_name;
+use crate::error::ApiError;
+use crate::ingress::{authenticate, read_body, require_json};
+use crate::queue::{rfc3339_ms, AccountStats, DeadLetterSelection};
+
+/// Largest page of dead letters.
+pub const MAX_PAGE: u64 = 1000;
+
+/// Largest offset into the dead letters (well within the integers Lua handles exactly).
+pub const MAX_OFFSET: u64 = 1_000_000_000_000;
+
+/// Largest body of an admin request, in bytes.
+const MAX_ADMIN_BODY: usize = 1024 * 1024;
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// Authenticates an admin client.
+pub fn require_admin<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Client, ApiError> {
+    let client = authenticate(state, headers)?;
+    if !client.admin {
+        return Err(forbidden("this endpoint needs an admin key"));
+    }
+    Ok(client)
+}
+
+fn unknown_account(account: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_account",
+        format!("no account {account:?} is configured or registered"),
+    )
+}
+
+fn account_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
+}
+
+/// An admin client that reaches `account`, which must exist.
+async fn admin_for(state: &AppState, headers: &HeaderMap, account: &str) -> Result<(), ApiError> {
+    let client = require_admin(state, headers)?;
+    if !client.reaches(account) {
+        return Err(forbidden(format!(
+            "this key may not use account {account:?}"
+        )));
+    }
+    if !valid_name(account) || state.directory().resolve(account).await?.is_none() {
+        return Err(unknown_account(account));
+    }
+    Ok(())
+}
+
+/// One account in `GET /v1/queues`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    /// The account.
+    pub account: String,
+    /// Undelivered Notify calls (queued, in flight, awaiting retry).
+    pub depth: u64,
+    /// Calls in flight.
+    pub in_flight: u64,
+    /// Calls waiting for a scheduled retry.
+    pub scheduled_retries: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Age of the oldest undelivered event, in seconds.
+    pub oldest_age_seconds: Option<f64>,
+    /// Notify calls started in the current rolling window.
+    pub sent_in_window: u64,
+    /// Notify calls delivered since the account was first seen.
+    pub delivered: u64,
+    /// Upstream 429 answers since the account was first seen.
+    pub upstream_429: u64,
+    /// Delivery held by an operator.
+    pub paused: bool,
+    /// Delivery held because upstream refused the credentials.
+    pub auth_failed: bool,
+    /// When the account may send next (RFC 3339), if it has work it may send.
+    pub next_send_at: Option<String>,
+}
+
+/// `GET /v1/queues`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuesView {
+    /// The storage's clock (RFC 3339).
+    pub now: String,
+    /// Every account, by id.
+    pub accounts: Vec<QueueView>,
+}
+
+/// Per account: depth, in flight, scheduled retries, dead letters, oldest age, sends in
+/// the current window, holds and next send time.
+#[utoipa::path(get, path = "/v1/queues", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every account's queue", body = QueuesView),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
+    ))]
+pub async fn queues(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let client = require_admin(&state, &headers)?;
+    let stats = state.queue().stats().await?;
+    let mut rows: Vec<AccountStats> = stats.accounts;
+    let mut known: Vec<String> = state.accounts().iter().map(|a| a.id.clone()).collect();
+    if state.directory().runtime_enabled() {
+        known.extend(
+            state
+                .queue()
+                .list_accounts()
+                .await?
+                .into_iter()
+                .map(|(id, _)| id),
+        );
+    }
+    for id in known {
+        if !rows.iter().any(|r| r.account == id) {
+            rows.push(AccountStats {
+                account: id,
+                ..Default::default()
+            });
+        }
+    }
+    rows.retain(|r| client.reaches(&r.account));
+    rows.sort_by(|a, b| a.account.cmp(&b.account));
+    let now = stats.now_ms;
+    let accounts = rows
+        .into_iter()
+        .map(|a| QueueView {
+            oldest_age_seconds: a.oldest_ms.map(|o| now.saturating_sub(o) as f64 / 1000.0),
+            next_send_at: a.next_send_ms.map(|ms| rfc3339_ms(ms.max(now))),
+            account: a.account,
+            depth: a.depth,
+            in_flight: a.in_flight,
+            scheduled_retries: a.scheduled_retries,
+            dead: a.dead,
+            sent_in_window: a.sent_in_window,
+            delivered: a.delivered,
+            upstream_429: a.upstream_429,
+            paused: a.paused,
+            auth_failed: a.auth_failed,
+        })
+        .collect();
+    Ok(Json(QueuesView {
+        now: rfc3339_ms(now),
+        accounts,
+    })
+    .into_response())
+}
+
+/// Paging of dead letters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Letters to skip (oldest first).
+    #[param(minimum = 0, maximum = 1_000_000_000_000_u64)]
+    pub offset: Option<u64>,
+    /// Letters per page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u64>,
+}
+
+/// A page of dead letters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLettersView {
+    /// The account.
+    pub account: String,
+    /// Dead letters in all.
+    pub total: u64,
+    /// Offset of this page.
+    pub offset: u64,
+    /// Offset of the next page, if any.
+    pub next_offset: Option<u64>,
+    /// The letters, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<crate::queue::DeadLetter>,
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
+}
+
+/// The account's dead letters with reason, status, attempts, last error and the event,
+/// oldest first.
+#[utoipa::path(get, path = "/v1/accounts/{account}/dead-letters", tag = "admin",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id"), PageQuery),
+    responses(
+        (status = 200, description = "A page of dead letters", body = DeadLettersView),
+        (status = 400, description = "Bad paging", body = crate::error::ErrorBody),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+    ))]
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = account_path(path)?;
+    admin_for(&state, &headers, &account).await?;
+    let Query(page) = query.map_err(bad_query)?;
+    let offset = page.offset.unwrap_or(0);
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) || offset > MAX_OFFSET {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("limit must be between 1 and {MAX_PAGE}, offset at most {MAX_OFFSET}"),
+        ));
+    }
+    let page = state.queue().dead_letters(&account, offset, limit).await?;
+    let next = offset + page.items.len() as u64;
+    Ok(Json(DeadLettersView {
+        account,
+        total: page.total,
+        offset,
+        next_offset: (next < page.total && !page.items.is_empty()).then_some(next),
+        items: page.items,
+    })
+    .into_response())
+}
+
+/// What to replay: `{"ids": [...]}` or, with no body, `{}` or `{"all": true}`, every
+/// dead letter.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionBody {
+    /// Delivery ids (`{event id}:{index}`) as listed.
+    #[schema(max_items = 10000)]
+    pub ids: Option<Vec<String>>,
+    /// Every dead letter of the account (the default when `ids` is absent).
+    pub all: Option<bool>,
+}
+
+async fn selection(headers: &HeaderMap, body: Body) -> Result<DeadLetterSelection, ApiError> {
+    let bytes = read_body(headers, body, MAX_ADMIN_BODY).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DeadLetterSelection::All);
+    }
+    require_json(headers)?;
+    let body: SelectionBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("expected {{\"ids\": [...]}} or {{\"all\": true}}: {e}"),
+        )
+    })?;
+    match (body.ids, body.all) {
+        (Some(_), Some(true)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_selection",
+            "give either ids or all, not both",
+        )),
+        (Some(ids), _) if ids.len() > 10_000 => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_selection",
+            "at most 10000 ids per call",
+        )),
+        (Some(ids), _) => Ok(DeadLetterSelection::Ids(ids)),
+        (None, Some(false)) => Ok(DeadLetterSelection::Ids(Vec::new())),
+        (None, _) => Ok(DeadLetterSelection::All),
+    }
+}
+
+/// The result of a replay or purge.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterActionView {
+    /// The account.
+    pub account: String,
+    /// Letters replayed or purged.
+    pub count: u64,
+    /// Requested ids that were not dead letters of the account.
+    pub not_found: Vec<String>,
+}
+
+/// Puts dead letters back in the queue with attempts reset (all, or the given ids).
+#[utoipa::path(post, path = "/v1/accounts/{account}/dead-letters/replay", tag = "admin",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id")),
+    request_body(content = Option<SelectionBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replayed", body = DeadLetterActionView),
+        (status = 400, description = "Bad selection", body = crate::error::ErrorBody),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::error::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
+    ))]
+pub async fn replay(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let account = account_path(path)?;
+    admin_for(&state, &headers, &account).await?;
+    let selection = selection(&headers, body).await?;
+    let ttl = std::time::Duration::from_secs(state.config().delivery.default_ttl_seconds);
+    let result = state.queue().replay(&account, &selection, ttl).await?;
+    if result.count > 0 {
+        state.wake_worker();
+    }
+    tracing::info!(account = %account, replayed = result.count, "dead letters replayed");
+    Ok(Json(DeadLetterActionView {
+        account,
+        count: result.count,
+        not_found: result.not_found,
+    })
+    .into_response())
+}
+
+/// Which dead letters to purge.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PurgeQuery {
+    /// Comma-separated delivery ids; every dead letter when absent.
+    pub ids: Option<String>,
+}
+
+/// Forgets dead letters (all, or `?ids=a,b`).
+#[utoipa::path(delete, path = "/v1/accounts/{account}/dead-letters", tag = "admin",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id"), PurgeQuery),
+    responses(
+        (status = 200, description = "Purged", body = DeadLetterActionView),
+        (status = 400, description = "Bad query", body = crate::error::ErrorBody),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+    ))]
+pub async fn purge(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PurgeQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = account_path(path)?;
+    admin_for(&state, &headers, &account).await?;
+    let Query(query) = query.map_err(bad_query)?;
+    let selection = match query.ids {
+        None => DeadLetterSelection::All,
+        Some(ids) => DeadLetterSelection::Ids(
+            ids.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .take(10_000)
+                .map(String::from)
+                .collect(),
+        ),
+    };
+    let result = state.queue().purge_dead(&account, &selection).await?;
+    tracing::info!(account = %account, purged = result.count, "dead letters purged");
+    Ok(Json(DeadLetterActionView {
+        account,
+        count: result.count,
+        not_found: result.not_found,
+    })
+    .into_response())
+}
+
+/// Whether an account's delivery is held.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldView {
+    /// The account.
+    pub account: String,
+    /// Held by an operator.
+    pub paused: bool,
+}
+
+/// Holds delivery of the account; ingress keeps accepting.
+#[utoipa::path(post, path = "/v1/accounts/{account}/pause", tag = "admin",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "Paused", body = HoldView),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+    ))]
+pub async fn pause(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = account_path(path)?;
+    admin_for(&state, &headers, &account).await?;
+    state.queue().pause(&account).await?;
+    tracing::info!(account = %account, "account paused");
+    Ok(Json(HoldView {
+        account,
+        paused: true,
+    })
+    .into_response())
+}
+
+/// Releases delivery of the account (clears `paused` and `auth_failed`).
+#[utoipa::path(post, path = "/v1/accounts/{account}/resume", tag = "admin",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "Resumed", body = HoldView),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+    ))]
+pub async fn resume(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = account_path(path)?;
+    admin_for(&state, &headers, &account).await?;
+    state.queue().resume(&account).await?;
+    state.wake_worker();
+    tracing::info!(account = %account, "account resumed");
+    Ok(Json(HoldView {
+        account,
+        paused: false,
+    })
+    .into_response())
+}
+
+fn store_error(e: AccountStoreError) -> ApiError {
+    match e {
+        AccountStoreError::Disabled => ApiError::new(
+            StatusCode::CONFLICT,
+            "runtime_accounts_disabled",
+            e.to_string(),
+        ),
+        AccountStoreError::Configured(_) => {
+            ApiError::new(StatusCode::CONFLICT, "configured_account", e.to_string())
+        }
+        AccountStoreError::Invalid(field, message) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_account",
+            format!("{field}: {message}"),
+        )
+        .with_details(vec![
+            json!({"pointer": format!("/{field}"), "message": message}),
+        ]),
+        AccountStoreError::Queue(q) => q.into(),
+    }
+}
+
+fn admin_reaching(state: &AppState, headers: &HeaderMap, account: &str) -> Result<(), ApiError> {
+    let client = require_admin(state, headers)?;
+    if !client.reaches(account) {
+        return Err(forbidden(format!(
+            "this key may not use account {account:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Registers or replaces a runtime account; its credentials are stored encrypted and
+/// never returned.
+#[utoipa::path(put, path = "/v1/accounts/{account}", tag = "admin",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id")),
+    request_body(content = AccountSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = AccountInfo),
+        (status = 200, description = "Replaced", body = AccountInfo),
+        (status = 400, description = "Malformed JSON or bad id", body = crate::error::ErrorBody),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 409, description = "A configured account, or runtime accounts disabled", body = crate::error::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::error::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "Invalid account", body = crate::error::ErrorBody),
+    ))]
+pub async fn put_account(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let account = account_path(path)?;
+    admin_reaching(&state, &headers, &account)?;
+    if !valid_name(&account) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_account_id",
+            "an account id is 1-64 characters of letters, digits, '-', '_' or '.'",
+        ));
+    }
+    require_json(&headers)?;
+    let bytes = read_body(&headers, body, MAX_ADMIN_BODY).await?;
+    let spec: AccountSpec = serde_json::from_slice(&bytes).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, "invalid_account", format!("bad account: {e}"))
+    })?;
+    let created = state
+        .directory()
+        .put(&account, &spec)
+        .await
+        .map_err(store_error)?;
+    tracing::info!(account = %account, created, "runtime account stored");
+    let info = state
+        .directory()
+        .info(&account)
+        .await?
+        .ok_or_else(|| unknown_account(&account))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(info)).into_response())
+}
+
+/// An account's settings (configured or runtime), never its credentials.
+#[utoipa::path(get, path = "/v1/accounts/{account}", tag = "admin",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account", body = AccountInfo),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+    ))]
+pub async fn get_account(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = account_path(path)?;
+    admin_reaching(&state, &headers, &account)?;
+    if !valid_name(&account) {
+        return Err(unknown_account(&account));
+    }
+    let info = state
+        .directory()
+        .info(&account)
+        .await?
+        .ok_or_else(|| unknown_account(&account))?;
+    Ok(Json(info).into_response())
+}
+
+/// Deletes a runtime account. Its queued events stay: they are delivered if the account
+/// is registered again in time, else retried and dead-lettered like any failed call.
+#[utoipa::path(delete, path = "/v1/accounts/{account}", tag = "admin",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "Account id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+        (status = 409, description = "A configured account, or runtime accounts disabled", body = crate::error::ErrorBody),
+    ))]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = account_path(path)?;
+    admin_reaching(&state, &headers, &account)?;
+    if !valid_name(&account) {
+        return Err(unknown_account(&account));
+    }
+    match state.directory().delete(&account).await {
+        Ok(true) => {
+            tracing::info!(account = %account, "runtime account deleted");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Ok(false) => Err(unknown_account(&account)),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// Prometheus metrics (text format 0.0.4). Open to any caller, like `/healthz`: it holds
+/// counts, never payloads or credentials.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text", body = String, content_type = "text/plain"),
+    ))]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stats = match state.queue().stats().await {
+        Ok(stats) => Some(stats),
+        Err(e) => {
+            tracing::warn!(error = %e, "queue gauges unavailable for this scrape");
+            None
+        }
+    };
+    let text = state.metrics().render(stats.as_ref());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

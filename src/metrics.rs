@@ -1,0 +1,357 @@
+//! Prometheus metrics of one gateway process.
+//!
+//! Counters and the latency histogram are recorded with the `metrics` crate into a
+//! recorder owned by this process's state (no global recorder, so several gateways in one
+//! test binary stay apart) and rendered by `metrics-exporter-prometheus`. Queue gauges are
+//! computed at scrape time from the counters the queue scripts maintain
+//! ([`crate::queue::Queue::stats`]), so every process reports the same, global values.
+//!
+//! Every metric has an aggregate series without an `account` label, always. While the
+//! gateway knows at most `metrics.per_account_max` accounts, series with an `account`
+//! label are exported as well; aggregates are then selected with `{account=""}`.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `zenrelay_events_accepted_total` | counter | `account` |
+//! | `zenrelay_notify_requests_total` | counter | `status` (upstream status, or `error` for transport failures), `account` |
+//! | `zenrelay_delivery_latency_seconds` | histogram | `account`: accepted → delivered |
+//! | `zenrelay_upstream_429_total` | counter | `account` |
+//! | `zenrelay_proxy_requests_total` | counter | `status`, `account` |
+//! | `zenrelay_queue_depth` | gauge | `account`: undelivered Notify calls |
+//! | `zenrelay_queue_in_flight` | gauge | `account` |
+//! | `zenrelay_queue_scheduled_retries` | gauge | `account` |
+//! | `zenrelay_dead_letters` | gauge | `account` |
+//! | `zenrelay_oldest_event_age_seconds` | gauge | `account` (aggregate: the maximum) |
+//! | `zenrelay_sent_in_window` | gauge | `account`: Notify calls started in the current window |
+//! | `zenrelay_account_paused` | gauge | `account`, `reason` (`operator` or `auth_failed`); aggregate: paused accounts |
+//! | `zenrelay_accounts` | gauge | accounts known to the queue |
+//! | `zenrelay_queue_up` | gauge | 1 when the queue storage answered the scrape (queue gauges are absent otherwise) |
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use metrics::{Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::queue::QueueStats;
+
+/// Bucket bounds of `zenrelay_delivery_latency_seconds`, from 10 ms to 1 h.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0,
+];
+
+const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The metrics of one gateway process.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    per_account_max: usize,
+    per_account: AtomicBool,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("per_account_max", &self.per_account_max)
+            .finish()
+    }
+}
+
+impl Metrics {
+    /// Metrics with per-account series while at most `per_account_max` accounts are known;
+    /// `known_accounts` is the count at startup.
+    pub fn new(per_account_max: usize, known_accounts: usize) -> Result<Self, String> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("zenrelay_delivery_latency_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .map_err(|e| e.to_string())?
+            .build_recorder();
+        let handle = recorder.handle();
+        let metrics = Metrics {
+            recorder,
+            handle,
+            per_account_max,
+            per_account: AtomicBool::new(known_accounts <= per_account_max),
+        };
+        // Present from the start, so dashboards and alerts find every name.
+        for name in [
+            "zenrelay_events_accepted_total",
+            "zenrelay_upstream_429_total",
+        ] {
+            metrics.counter(name, Vec::new()).absolute(0);
+        }
+        Ok(metrics)
+    }
+
+    fn counter(&self, name: &'static str, labels: Vec<Label>) -> metrics::Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// Increments `name` by `n` in the aggregate and, when enabled, the account's series.
+    fn count(&self, name: &'static str, account: &str, labels: &[(&'static str, String)], n: u64) {
+        let base: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.clone()))
+            .collect();
+        self.counter(name, base.clone()).increment(n);
+        if self.per_account.load(Ordering::Relaxed) {
+            let mut with = vec![Label::new("account", account.to_string())];
+            with.extend(base);
+            self.counter(name, with).increment(n);
+        }
+    }
+
+    /// `n` events of `account` were stored.
+    pub fn events_accepted(&self, account: &str, n: u64) {
+        self.count("zenrelay_events_accepted_total", account, &[], n);
+    }
+
+    /// A Notify call of `account` got `status` from upstream (`None`: no answer).
+    pub fn notify_request(&self, account: &str, status: Option<u16>) {
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        self.count(
+            "zenrelay_notify_requests_total",
+            account,
+            &[("status", status)],
+            1,
+        );
+    }
+
+    /// Upstream answered 429 for `account`.
+    pub fn upstream_429(&self, account: &str) {
+        self.count("zenrelay_upstream_429_total", account, &[], 1);
+    }
+
+    /// A call of `account` was delivered `latency` after its event was accepted.
+    pub fn delivered(&self, account: &str, latency: Duration) {
+        let name = "zenrelay_delivery_latency_seconds";
+        let seconds = latency.as_secs_f64();
+        self.recorder
+            .register_histogram(&Key::from_name(name), &METADATA)
+            .record(seconds);
+        if self.per_account.load(Ordering::Relaxed) {
+            let labels = vec![Label::new("account", account.to_string())];
+            self.recorder
+                .register_histogram(&Key::from_parts(name, labels), &METADATA)
+                .record(seconds);
+        }
+    }
+
+    /// A proxied call of `account` was answered with `status`.
+    pub fn proxy_request(&self, account: &str, status: u16) {
+        self.count(
+            "zenrelay_proxy_requests_total",
+            account,
+            &[("status", status.to_string())],
+            1,
+        );
+    }
+
+    /// The Prometheus text: recorded metrics plus queue gauges from `stats`; without
+    /// `stats` (storage unreachable) the counters alone, with `zenrelay_queue_up 0`.
+    pub fn render(&self, stats: Option<&QueueStats>) -> String {
+        let up = stats.is_some();
+        let empty = QueueStats::default();
+        let stats = stats.unwrap_or(&empty);
+        let per_account = if up {
+            let fits = stats.accounts.len() <= self.per_account_max;
+            self.per_account.store(fits, Ordering::Relaxed);
+            fits
+        } else {
+            self.per_account.load(Ordering::Relaxed)
+        };
+        let mut out = String::new();
+        for line in self.handle.render().lines() {
+            if per_account || !line.contains("account=\"") {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if !out.contains("zenrelay_proxy_requests_total") {
+            out.push_str(
+                "# TYPE zenrelay_proxy_requests_total counter\nzenrelay_proxy_requests_total 0\n\n",
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP zenrelay_queue_up Whether the queue storage answered this scrape.\n# TYPE zenrelay_queue_up gauge\nzenrelay_queue_up {}",
+            u8::from(up)
+        );
+        if !up {
+            return out;
+        }
+        let now = stats.now_ms;
+        let age =
+            |oldest: Option<u64>| oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0);
+        type Gauge = (
+            &'static str,
+            &'static str,
+            fn(&crate::queue::AccountStats) -> f64,
+        );
+        let gauges: [Gauge; 6] = [
+            (
+                "zenrelay_queue_depth",
+                "Undelivered Notify calls (queued, in flight, awaiting retry).",
+                |a| a.depth as f64,
+            ),
+            (
+                "zenrelay_queue_in_flight",
+                "Notify calls leased to a worker.",
+                |a| a.in_flight as f64,
+            ),
+            (
+                "zenrelay_queue_scheduled_retries",
+                "Notify calls waiting for a scheduled retry.",
+                |a| a.scheduled_retries as f64,
+            ),
+            (
+                "zenrelay_dead_letters",
+                "Dead letters kept for inspection or replay.",
+                |a| a.dead as f64,
+            ),
+            (
+                "zenrelay_sent_in_window",
+                "Notify calls started in the current rolling window.",
+                |a| a.sent_in_window as f64,
+            ),
+            (
+                "zenrelay_account_paused",
+                "Accounts whose delivery is held.",
+                |a| f64::from(u8::from(a.paused || a.auth_failed)),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            let total: f64 = stats.accounts.iter().map(value).sum();
+            let _ = writeln!(out, "{name} {total}");
+            if per_account {
+                for a in &stats.accounts {
+                    if name == "zenrelay_account_paused" {
+                        let reason = if a.auth_failed {
+                            "auth_failed"
+                        } else {
+                            "operator"
+                        };
+                        let _ = writeln!(
+                            out,
+                            "{name}{{account=\"{}\",reason=\"{reason}\"}} {}",
+                            escape(&a.account),
+                            value(a)
+                        );
+                    } else {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{account=\"{}\"}} {}",
+                            escape(&a.account),
+                            value(a)
+                        );
+                    }
+                }
+            }
+        }
+        let name = "zenrelay_oldest_event_age_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Age of the oldest undelivered event waiting or in flight.\n# TYPE {name} gauge"
+        );
+        let oldest = stats.accounts.iter().filter_map(|a| a.oldest_ms).min();
+        let _ = writeln!(out, "{name} {}", age(oldest));
+        if per_account {
+            for a in &stats.accounts {
+                let _ = writeln!(
+                    out,
+                    "{name}{{account=\"{}\"}} {}",
+                    escape(&a.account),
+                    age(a.oldest_ms)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP zenrelay_accounts Accounts known to the queue.\n# TYPE zenrelay_accounts gauge\nzenrelay_accounts {}",
+            stats.accounts.len()
+        );
+        out
+    }
+}
+
+/// Escapes a label value for the text format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::AccountStats;
+
+    fn stats(n: usize) -> QueueStats {
+        QueueStats {
+            now_ms: 10_000,
+            accounts: (0..n)
+                .map(|i| AccountStats {
+                    account: format!("a{i}"),
+                    depth: 2,
+                    oldest_ms: Some(4_000),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn renders_aggregates_always_and_accounts_under_the_bound() {
+        let m = Metrics::new(2, 2).unwrap();
+        m.events_accepted("a0", 3);
+        m.notify_request("a0", Some(200));
+        m.delivered("a0", Duration::from_millis(300));
+        let text = m.render(Some(&stats(2)));
+        assert!(text.contains("zenrelay_events_accepted_total 3"), "{text}");
+        assert!(
+            text.contains("zenrelay_events_accepted_total{account=\"a0\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("zenrelay_notify_requests_total{status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("zenrelay_delivery_latency_seconds_bucket{le=\"0.5\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("zenrelay_delivery_latency_seconds_bucket{le=\"0.25\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("zenrelay_queue_depth 4"), "{text}");
+        assert!(
+            text.contains("zenrelay_queue_depth{account=\"a1\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("zenrelay_oldest_event_age_seconds 6"),
+            "{text}"
+        );
+
+        let text = m.render(Some(&stats(3)));
+        assert!(!text.contains("account=\""), "{text}");
+        assert!(text.contains("zenrelay_queue_depth 6"), "{text}");
+        assert!(text.contains("zenrelay_events_accepted_total 3"), "{text}");
+
+        let text = m.render(None);
+        assert!(text.contains("zenrelay_queue_up 0"), "{text}");
+        assert!(text.contains("zenrelay_events_accepted_total 3"), "{text}");
+    }
+}

@@ -1,0 +1,83 @@
+//! The gateway's OpenAPI 3.1 description, generated from the handlers' `#[utoipa::path]`
+//! annotations (see [`crate::app::api`], which registers the routes from the same
+//! annotations). The Notify event schema is the very JSON Schema ingress validates with.
+
+use serde_json::Value;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The document's fixed parts; paths are added by the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "zenrelay",
+        description = "Notification relay gateway for the Zendesk Apps API: ingress, webhooks and operator endpoints.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "ingress", description = "Events from internal callers"),
+        (name = "webhooks", description = "Signed webhooks from third parties"),
+        (name = "admin", description = "Operator endpoints (admin keys)"),
+        (name = "operations", description = "Health, metrics and this description"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A client key from `[[clients]]`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The complete document as JSON.
+pub fn document() -> Value {
+    let (_, api) = crate::app::api();
+    let mut doc = serde_json::to_value(&api).unwrap_or(Value::Null);
+    let mut schema = crate::domain::notify_schema();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("$schema");
+    }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        schemas.insert("NotifyEvent".into(), schema);
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_openapi_3_1_with_every_route() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for path in [
+            "/v1/accounts/{account}/notify",
+            "/v1/webhooks/{name}",
+            "/v1/queues",
+            "/metrics",
+            "/openapi.json",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        assert_eq!(
+            doc["components"]["schemas"]["NotifyEvent"]["required"],
+            serde_json::json!(["app_id", "event"])
+        );
+    }
+}

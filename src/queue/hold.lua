@@ -1,0 +1,18 @@
+-- hold: an operator pauses or resumes an account's delivery.
+-- KEYS[1] = <base>:ready
+-- ARGV = base, account, 'pause' | 'resume'
+-- pause: sets `paused` and takes the account out of the ready set (claim and mark_ready
+-- skip paused accounts; a call in flight finishes). resume: clears `paused` and
+-- `auth_failed` and marks the account ready if it has queued work (an upstream 429
+-- pause, `until`, still applies). Both record the account in the partition's set.
+local base, acct, op = ARGV[1], ARGV[2], ARGV[3]
+local akey = base .. ':acct:' .. acct
+redis.call('SADD', base .. ':accounts', acct)
+if op == 'pause' then
+  redis.call('HSET', akey, 'paused', '1')
+  redis.call('ZREM', base .. ':ready', acct)
+else
+  redis.call('HSET', akey, 'paused', '0', 'auth_failed', '0')
+  mark_ready(base, acct, now_ms())
+end
+return 'ok'

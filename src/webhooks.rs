@@ -1,0 +1,578 @@
+//! Signed webhooks: `POST /v1/webhooks/{name}` turns a third party's payload into a Notify
+//! event of the webhook's account.
+//!
+//! Order of checks: webhook name (404) → throttle (429) → raw size (413) → signature on the
+//! raw bytes (401: missing, bad, or a timestamp outside the tolerance) → media type (415)
+//! → JSON (400) → the webhook's JSON Schema (422) → condition (200 `{"skipped": true}` when
+//! the payload does not match: acknowledged, nothing stored) → mapping (422 naming the
+//! missing payload pointer) → the normal ingress pipeline ([`ingress::prepare`], 413/422)
+//! → replay check (409 for a delivery id already accepted) → stored (202 `{"id"}`).
+//!
+//! Signatures:
+//! - Standard Webhooks: HMAC-SHA256 over `{webhook-id}.{webhook-timestamp}.{body}` with the
+//!   base64-decoded `whsec_` secret; `webhook-signature` holds space-separated `v1,<base64>`
+//!   values, any of which may match (so senders can rotate); the timestamp must be within
+//!   `tolerance_seconds` of now. The replay key is `webhook-id`.
+//! - GitHub: `X-Hub-Signature-256: sha256=<hex>` over the body with the raw secret; the
+//!   replay key is `X-GitHub-Delivery`.
+//!
+//! Every configured secret (`secret` and `previous_secrets`) is tried; comparisons are
+//! constant-time (`hmac`'s `verify_slice`). A delivery id is remembered (Redis `SET NX`
+//! with the webhook's replay window) just before the event is stored, and forgotten again
+//! if storing fails, so a sender's retry after a 503 is not refused as a replay.
+
+use std::collections::HashMap;
+use std::path::Path as FsPath;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, StatusCode};
+use secrecy::{ExposeSecret, SecretSlice};
+use serde_json::{json, Map, Value};
+use sha2::Sha256;
+
+use crate::app::AppState;
+use crate::config::{ConditionConfig, Config, SignatureKind, WebhookConfig};
+use crate::domain::FieldError;
+use crate::error::ApiError;
+use crate::ingress::{self, parse_json, read_body, require_json};
+use crate::schema::SchemaValidator;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Longest delivery id accepted.
+const MAX_ID_LEN: usize = 255;
+
+/// The key bytes of a configured secret: base64 after `whsec_` for Standard Webhooks,
+/// the raw text for GitHub.
+pub fn secret_bytes(kind: SignatureKind, secret: &str) -> Result<Vec<u8>, String> {
+    match kind {
+        SignatureKind::StandardWebhooks => {
+            let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| "must be whsec_ followed by base64".to_string())?;
+            if bytes.is_empty() {
+                return Err("must not be empty".into());
+            }
+            Ok(bytes)
+        }
+        SignatureKind::Github | SignatureKind::None => {
+            if secret.is_empty() {
+                return Err("must not be empty".into());
+            }
+            Ok(secret.as_bytes().to_vec())
+        }
+    }
+}
+
+/// Reads and compiles a JSON Schema file.
+pub fn load_schema(path: &FsPath) -> Result<SchemaValidator, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let schema: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    SchemaValidator::new(&schema)
+        .map_err(|e| format!("{} is not a valid schema: {e}", path.display()))
+}
+
+/// Where a target field's value comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    Literal(Value),
+    Pointer(String),
+}
+
+/// One configured webhook, ready to verify and map requests.
+pub struct Webhook {
+    /// Its name.
+    pub name: String,
+    /// The account it notifies.
+    pub account: String,
+    kind: SignatureKind,
+    secrets: Vec<SecretSlice<u8>>,
+    tolerance: Duration,
+    replay_window: Duration,
+    schema: Option<SchemaValidator>,
+    mapping: Vec<(&'static str, Source)>,
+    condition: Option<ConditionConfig>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("name", &self.name)
+            .field("account", &self.account)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureError {
+    /// A required header is absent or malformed.
+    Missing(&'static str),
+    /// The timestamp is outside the tolerance.
+    Stale,
+    /// No signature matches.
+    Mismatch,
+}
+
+impl SignatureError {
+    fn into_api(self) -> ApiError {
+        let (code, message) = match self {
+            SignatureError::Missing(h) => (
+                "missing_signature",
+                format!("missing or malformed {h} header"),
+            ),
+            SignatureError::Stale => (
+                "stale_timestamp",
+                "webhook-timestamp is too far from now".to_string(),
+            ),
+            SignatureError::Mismatch => ("bad_signature", "no signature matches".to_string()),
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl Webhook {
+    fn from_config(config: &WebhookConfig) -> Result<Self, String> {
+        let key = |field: &str| format!("webhooks[{}].{field}", config.name);
+        let mut secrets = Vec::new();
+        if config.signature != SignatureKind::None {
+            for secret in config.secret.iter().chain(config.previous_secrets.iter()) {
+                let bytes = secret_bytes(config.signature, secret.expose_secret())
+                    .map_err(|m| format!("{}: {m}", key("secret")))?;
+                secrets.push(SecretSlice::from(bytes));
+            }
+            if secrets.is_empty() {
+                return Err(format!("{}: is required", key("secret")));
+            }
+        }
+        let schema = config
+            .schema
+            .as_deref()
+            .map(load_schema)
+            .transpose()
+            .map_err(|m| format!("{}: {m}", key("schema")))?;
+        let mapping = config
+            .mapping()
+            .into_iter()
+            .filter_map(|(field, literal, pointer)| {
+                let source = match (literal, pointer) {
+                    (Some(v), _) => Source::Literal(v.clone()),
+                    (None, Some(p)) => Source::Pointer(p.to_string()),
+                    (None, None) if field == "body" => Source::Pointer(String::new()),
+                    (None, None) => return None,
+                };
+                Some((field, source))
+            })
+            .collect();
+        Ok(Webhook {
+            name: config.name.clone(),
+            account: config.account.clone(),
+            kind: config.signature,
+            secrets,
+            tolerance: Duration::from_secs(config.tolerance_seconds),
+            replay_window: Duration::from_secs(config.replay_window_seconds),
+            schema,
+            mapping,
+            condition: config.condition.clone(),
+        })
+    }
+
+    fn mac(&self, secret: &SecretSlice<u8>) -> Option<HmacSha256> {
+        HmacSha256::new_from_slice(secret.expose_secret()).ok()
+    }
+
+    /// Verifies the request's signature; returns its delivery id (the replay key), if the
+    /// scheme has one.
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Option<String>, SignatureError> {
+        match self.kind {
+            SignatureKind::None => Ok(header(headers, "webhook-id")
+                .or_else(|| header(headers, "x-github-delivery"))
+                .filter(|id| valid_id(id))
+                .map(String::from)),
+            SignatureKind::StandardWebhooks => self.verify_standard(headers, body, now).map(Some),
+            SignatureKind::Github => self.verify_github(headers, body).map(Some),
+        }
+    }
+
+    fn verify_standard(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<String, SignatureError> {
+        let id = header(headers, "webhook-id")
+            .filter(|id| valid_id(id))
+            .ok_or(SignatureError::Missing("webhook-id"))?;
+        let ts_text = header(headers, "webhook-timestamp")
+            .ok_or(SignatureError::Missing("webhook-timestamp"))?;
+        let ts: i64 = ts_text
+            .parse()
+            .map_err(|_| SignatureError::Missing("webhook-timestamp"))?;
+        let signatures = header(headers, "webhook-signature")
+            .ok_or(SignatureError::Missing("webhook-signature"))?;
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if now.abs_diff(ts) > self.tolerance.as_secs() {
+            return Err(SignatureError::Stale);
+        }
+        let candidates: Vec<Vec<u8>> = signatures
+            .split_whitespace()
+            .filter_map(|s| s.strip_prefix("v1,"))
+            .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .collect();
+        if candidates.is_empty() {
+            return Err(SignatureError::Missing("webhook-signature"));
+        }
+        let mut matched = false;
+        for secret in &self.secrets {
+            let Some(mut mac) = self.mac(secret) else {
+                continue;
+            };
+            mac.update(id.as_bytes());
+            mac.update(b".");
+            mac.update(ts_text.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            for candidate in &candidates {
+                // Every pair is checked, so timing does not tell which one matched.
+                matched |= mac.clone().verify_slice(candidate).is_ok();
+            }
+        }
+        if matched {
+            Ok(id.to_string())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+
+    fn verify_github(&self, headers: &HeaderMap, body: &[u8]) -> Result<String, SignatureError> {
+        let signature = header(headers, "x-hub-signature-256")
+            .and_then(|s| s.strip_prefix("sha256="))
+            .and_then(|hex_sig| hex::decode(hex_sig).ok())
+            .ok_or(SignatureError::Missing("X-Hub-Signature-256"))?;
+        let id = header(headers, "x-github-delivery")
+            .filter(|id| valid_id(id))
+            .ok_or(SignatureError::Missing("X-GitHub-Delivery"))?;
+        let mut matched = false;
+        for secret in &self.secrets {
+            let Some(mut mac) = self.mac(secret) else {
+                continue;
+            };
+            mac.update(body);
+            matched |= mac.verify_slice(&signature).is_ok();
+        }
+        if matched {
+            Ok(id.to_string())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+
+    /// Whether the payload passes the webhook's condition (true without one).
+    pub fn matches(&self, payload: &Value) -> bool {
+        let Some(c) = &self.condition else {
+            return true;
+        };
+        let value = payload.pointer(&c.pointer);
+        if let Some(expected) = &c.equals {
+            value == Some(expected)
+        } else if let Some(allowed) = &c.one_of {
+            value.is_some_and(|v| allowed.contains(v))
+        } else if let Some(exists) = c.exists {
+            value.is_some() == exists
+        } else {
+            true
+        }
+    }
+
+    /// The Notify event document the payload maps to; 422 naming each payload pointer
+    /// the mapping needs but the payload lacks.
+    pub fn map(&self, payload: &Value) -> Result<Value, ApiError> {
+        let mut out = Map::new();
+        let mut missing = Vec::new();
+        for (field, source) in &self.mapping {
+            match source {
+                Source::Literal(v) => {
+                    out.insert((*field).to_string(), v.clone());
+                }
+                Source::Pointer(p) => match payload.pointer(p) {
+                    Some(v) => {
+                        out.insert((*field).to_string(), v.clone());
+                    }
+                    None => missing.push(FieldError::new(
+                        p.clone(),
+                        format!("is required by the webhook's mapping of `{field}`"),
+                    )),
+                },
+            }
+        }
+        if missing.is_empty() {
+            Ok(Value::Object(out))
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unmappable_payload",
+                "the payload lacks fields the webhook's mapping needs",
+            )
+            .with_details(
+                missing
+                    .into_iter()
+                    .map(|e| json!({"pointer": e.pointer, "message": e.message}))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// Every configured webhook, by name.
+#[derive(Debug, Default)]
+pub struct Webhooks {
+    by_name: HashMap<String, Webhook>,
+}
+
+impl Webhooks {
+    /// Builds the webhooks of `config` (reading their schema files).
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let by_name = config
+            .webhooks
+            .iter()
+            .map(|w| Webhook::from_config(w).map(|hook| (w.name.clone(), hook)))
+            .collect::<Result<_, _>>()?;
+        Ok(Webhooks { by_name })
+    }
+
+    /// The webhook called `name`.
+    pub fn get(&self, name: &str) -> Option<&Webhook> {
+        self.by_name.get(name)
+    }
+}
+
+/// Receives a signed webhook and stores the Notify event it maps to.
+#[utoipa::path(post, path = "/v1/webhooks/{name}", tag = "webhooks",
+    params(
+        ("name" = String, Path, description = "Webhook name"),
+        ("webhook-id" = Option<String>, Header, description = "Standard Webhooks message id"),
+        ("webhook-timestamp" = Option<String>, Header, description = "Standard Webhooks Unix time"),
+        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks `v1,<base64>` signatures"),
+        ("X-Hub-Signature-256" = Option<String>, Header, description = "GitHub `sha256=<hex>` signature"),
+        ("X-GitHub-Delivery" = Option<String>, Header, description = "GitHub delivery id"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "The source's payload"),
+    responses(
+        (status = 202, description = "Stored", body = crate::ingress::Accepted),
+        (status = 200, description = "The condition did not match: acknowledged, nothing stored"),
+        (status = 400, description = "Malformed JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or bad signature, or stale timestamp", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown webhook or account", body = crate::error::ErrorBody),
+        (status = 409, description = "Delivery id already accepted", body = crate::error::ErrorBody),
+        (status = 413, description = "Too large", body = crate::error::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "Schema violation or unmappable payload", body = crate::error::ErrorBody),
+        (status = 429, description = "Throttled or the account's queue is full", body = crate::error::ErrorBody),
+        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
+    ))]
+pub async fn receive(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = path
+        .map(|Path(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))?;
+    let hook = state.webhooks().get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_webhook",
+            format!("no webhook {name:?}"),
+        )
+    })?;
+    state.throttle().webhook(&hook.name)?;
+    let bytes = read_body(&headers, body, state.config().server.max_body_bytes).await?;
+    let delivery_id = hook
+        .verify(&headers, &bytes, SystemTime::now())
+        .map_err(|e| {
+            tracing::info!(webhook = %hook.name, reason = ?e, "webhook signature refused");
+            e.into_api()
+        })?;
+    require_json(&headers)?;
+    let payload = parse_json(&bytes)?;
+    if let Some(schema) = &hook.schema {
+        let errors = schema.check(&payload);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(errors));
+        }
+    }
+    if !hook.matches(&payload) {
+        tracing::debug!(webhook = %hook.name, "webhook condition not met; nothing stored");
+        return Ok((StatusCode::OK, Json(json!({"skipped": true}))).into_response());
+    }
+    let event_doc = hook.map(&payload)?;
+    let account = state
+        .directory()
+        .resolve(&hook.account)
+        .await?
+        .ok_or_else(|| ingress::unknown_account(&hook.account))?;
+    let event = ingress::prepare(&state, &account, &event_doc, None)?;
+    if let Some(id) = &delivery_id {
+        if !state
+            .queue()
+            .remember_once(&hook.name, id, hook.replay_window)
+            .await?
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "replayed_webhook",
+                "this delivery id was already accepted",
+            ));
+        }
+    }
+    match ingress::enqueue_one(&state, &account, event).await {
+        Ok((id, deliveries)) => {
+            tracing::info!(webhook = %hook.name, event_id = %id, "webhook stored");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id, "account": account.id, "deliveries": deliveries})),
+            )
+                .into_response())
+        }
+        Err(e) => {
+            if let Some(id) = &delivery_id {
+                if let Err(forget) = state.queue().forget(&hook.name, id).await {
+                    tracing::warn!(error = %forget, "cannot forget a webhook delivery id");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn hook(kind: &str, secret: &str, extra: &str) -> Webhook {
+        let text = format!(
+            "name = \"h\"\naccount = \"acme\"\nsignature = \"{kind}\"\nsecret = \"{secret}\"\napp_id = 1\nevent = \"e\"\n{extra}"
+        );
+        let config: WebhookConfig = toml::from_str(&text).unwrap();
+        Webhook::from_config(&config).unwrap()
+    }
+
+    fn sign(key: &[u8], content: &[u8]) -> Vec<u8> {
+        let mut mac = HmacSha256::new_from_slice(key).unwrap();
+        mac.update(content);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    fn b64(b: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
+
+    #[test]
+    fn standard_webhooks_signatures() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let h = hook("standard-webhooks", &format!("whsec_{}", b64(key)), "");
+        let now = SystemTime::now();
+        let ts = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        let body = br#"{"a":1}"#;
+        let good = b64(&sign(
+            key,
+            format!("msg_1.{ts}.{}", std::str::from_utf8(body).unwrap()).as_bytes(),
+        ));
+        let mut headers = HeaderMap::new();
+        headers.insert("webhook-id", HeaderValue::from_static("msg_1"));
+        headers.insert("webhook-timestamp", HeaderValue::from_str(&ts).unwrap());
+        headers.insert(
+            "webhook-signature",
+            HeaderValue::from_str(&format!("v1,{}  v1,{good}", b64(b"nope"))).unwrap(),
+        );
+        assert_eq!(h.verify(&headers, body, now), Ok(Some("msg_1".into())));
+        assert_eq!(
+            h.verify(&headers, b"{\"a\":2}", now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            h.verify(&headers, body, now + Duration::from_secs(301)),
+            Err(SignatureError::Stale)
+        );
+        headers.remove("webhook-id");
+        assert_eq!(
+            h.verify(&headers, body, now),
+            Err(SignatureError::Missing("webhook-id"))
+        );
+    }
+
+    #[test]
+    fn github_signature_and_previous_secret() {
+        let h = hook(
+            "github",
+            "new-secret",
+            "previous_secrets = [\"old-secret\"]",
+        );
+        let body = b"{}";
+        let mut headers = HeaderMap::new();
+        headers.insert("x-github-delivery", HeaderValue::from_static("d-1"));
+        for (key, ok) in [
+            (&b"old-secret"[..], true),
+            (b"new-secret", true),
+            (b"other", false),
+        ] {
+            let sig = format!("sha256={}", hex::encode(sign(key, body)));
+            headers.insert("x-hub-signature-256", HeaderValue::from_str(&sig).unwrap());
+            assert_eq!(h.verify(&headers, body, SystemTime::now()).is_ok(), ok);
+        }
+    }
+
+    #[test]
+    fn maps_literals_and_pointers_and_checks_conditions() {
+        let h = hook(
+            "none",
+            "x",
+            "agent_id_from = \"/assignee/id\"\nbody_from = \"/incident\"\ncondition = { pointer = \"/kind\", one_of = [\"a\", \"b\"] }",
+        );
+        let payload = json!({"kind": "a", "assignee": {"id": 5}, "incident": {"x": 1}});
+        assert!(h.matches(&payload));
+        assert!(!h.matches(&json!({"kind": "c"})));
+        assert_eq!(
+            h.map(&payload).unwrap(),
+            json!({"app_id": 1, "event": "e", "agent_id": 5, "body": {"x": 1}})
+        );
+        let e = h.map(&json!({"incident": {}})).unwrap_err();
+        assert_eq!(e.details[0]["pointer"], "/assignee/id");
+    }
+}
