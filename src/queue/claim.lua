@@ -60,8 +60,9 @@ for _, acct in ipairs(accts) do
     local window = tonumber(st[6] or '') or default_window
     local rl = base .. ':rl:' .. acct
     local free_at = now
-    if redis.call('LLEN', rl) >= limit then
-      free_at = tonumber(redis.call('LINDEX', rl, limit - 1)) + window + margin
+    local oldest = redis.call('LINDEX', rl, limit - 1)
+    if oldest then
+      free_at = tonumber(oldest) + window + margin
     end
     if free_at > now then
       redis.call('ZADD', ready, free_at, acct)
@@ -75,7 +76,7 @@ for _, acct in ipairs(accts) do
         local eid
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
-        ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created')
+        ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k, 'c' .. k)
         local status = ev[2]
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
           local exp = tonumber(ev[1] or '0') or 0
@@ -93,15 +94,16 @@ for _, acct in ipairs(accts) do
         end
       end
       if did then
-        redis.call('LPUSH', rl, now)
-        redis.call('LTRIM', rl, 0, limit - 1)
+        if redis.call('LPUSH', rl, now) > limit then
+          redis.call('LTRIM', rl, 0, limit - 1)
+        end
         redis.call('PEXPIRE', rl, window + margin + lease + 1000)
         redis.call('HSET', akey, 'busy', did, 'rl_did', did)
         redis.call('ZREM', ready, acct)
         redis.call('ZADD', inflight, now + lease, did)
-        local attempts = redis.call('HINCRBY', ekey, 'at' .. k, 1)
-        local token = redis.call('HINCRBY', ekey, 'c' .. k, 1)
-        redis.call('HSET', ekey, 's' .. k, 'delivering')
+        local attempts = (tonumber(ev[6] or '0') or 0) + 1
+        local token = (tonumber(ev[7] or '0') or 0) + 1
+        redis.call('HSET', ekey, 's' .. k, 'delivering', 'at' .. k, attempts, 'c' .. k, token)
         out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token}
       else
         redis.call('ZREM', ready, acct)

@@ -15,26 +15,30 @@ local eid, k = split_did(did)
 local ekey = base .. ':ev:' .. eid
 local akey = base .. ':acct:' .. acct
 local inflight = base .. ':inflight'
-local status = redis.call('HGET', ekey, 's' .. k)
+local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k)
+local status = ev[1]
 if status == false or status == 'delivered' or status == 'dead' or status == 'expired' then
   redis.call('ZREM', inflight, did)
   return 'stale'
 end
-local owned = redis.call('HGET', ekey, 'c' .. k) == token and redis.call('ZREM', inflight, did) == 1
-if redis.call('HGET', akey, 'rl_did') == did then
-  -- Upstream received this call at some moment before its answer came back: count the
-  -- call from now, so that however long the request took on the way, upstream can never
-  -- see more than `limit` calls in one window. The newest entry is this call's, as an
-  -- account has one call in flight.
-  local rl = base .. ':rl:' .. acct
-  if redis.call('LLEN', rl) > 0 then
-    redis.call('LSET', rl, 0, now)
-  end
-  redis.call('HSET', akey, 'rl_did', '')
-end
+local owned = ev[2] == token and redis.call('ZREM', inflight, did) == 1
+local flags = redis.call('HMGET', akey, 'rl_did', 'busy')
 local function release_account()
-  if redis.call('HGET', akey, 'busy') == did then
-    redis.call('HSET', akey, 'busy', '')
+  local clear = {}
+  if flags[1] == did then
+    -- Upstream received this call at some moment before its answer came back: count the
+    -- call from now, so that however long the request took on the way, upstream can
+    -- never see more than `limit` calls in one window. The newest entry is this call's,
+    -- as an account has one call in flight. (No list left: the window already passed.)
+    redis.pcall('LSET', base .. ':rl:' .. acct, 0, now)
+    clear = {'rl_did', ''}
+  end
+  if flags[2] == did then
+    clear[#clear + 1] = 'busy'
+    clear[#clear + 1] = ''
+  end
+  if #clear > 0 then
+    redis.call('HSET', akey, unpack(clear))
   end
 end
 local result = 'ok'
@@ -49,9 +53,9 @@ if kind == 'delivered' then
     end
   end
   release_account()
-  redis.call('HSET', ekey, 'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now)
   redis.call('HINCRBY', akey, 'sent', 1)
-  finish(base, ekey, acct, k, 'delivered', now, retention)
+  finish(base, ekey, acct, k, 'delivered', now, retention,
+    {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now})
 elseif not owned then
   return 'stale'
 else

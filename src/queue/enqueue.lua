@@ -4,16 +4,27 @@
 --        then per event: id, priority ('h'|'n'), ttl_ms, body, idempotency key or '',
 --        fingerprint or '', n, agent_1 .. agent_n ('' = every agent)
 -- Returns one {outcome, id, n} per event; outcome is ok | dup | mismatch | full.
-local base, acct = ARGV[1], ARGV[2]
+-- Each event is one HSET; the new delivery ids are pushed once per priority at the end.
+local base, acct, limit, window = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_depth = tonumber(ARGV[5])
 local idem_ttl = tonumber(ARGV[6])
 local now = now_ms()
 local akey = base .. ':acct:' .. acct
-redis.call('HSET', akey, 'limit', ARGV[3], 'window', ARGV[4])
-redis.call('SADD', base .. ':accounts', acct)
-local depth = tonumber(redis.call('HGET', akey, 'depth') or '0')
+local st = redis.call('HMGET', akey, 'depth', 'limit', 'window', 'busy', 'paused', 'auth_failed', 'until')
+if not st[1] then
+  redis.call('SADD', base .. ':accounts', acct)
+end
+local depth = tonumber(st[1] or '0')
 local out = {}
-local stored = 0
+local pushed = {h = {}, n = {}}
+
+-- HSET/RPUSH with at most `chunk` arguments per call (Lua's unpack has a stack limit)
+local function in_chunks(cmd, key, items, chunk)
+  for i = 1, #items, chunk do
+    redis.call(cmd, key, unpack(items, i, math.min(i + chunk - 1, #items)))
+  end
+end
+
 local i = 7
 while i <= #ARGV do
   local eid, prio, ttl, body = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
@@ -38,18 +49,23 @@ while i <= #ARGV do
     if depth + n > max_depth then
       result = {'full', '', 0}
     else
-      local ekey = base .. ':ev:' .. eid
       local exp = 0
       if ttl > 0 then exp = now + ttl end
-      redis.call('HSET', ekey, 'acct', acct, 'created', now, 'n', n, 'prio', prio,
-        'exp', exp, 'body', body, 'done', 0, 'dd', 0)
-      local qkey = base .. ':q:' .. acct .. ':' .. prio
+      local fields = {'acct', acct, 'created', now, 'n', n, 'prio', prio, 'exp', exp,
+        'body', body, 'done', 0, 'dd', 0}
+      local ids = pushed[prio]
       for k = 0, n - 1 do
-        redis.call('HSET', ekey, 'ag' .. k, ARGV[first_agent + k], 's' .. k, 'queued', 'at' .. k, 0)
-        redis.call('RPUSH', qkey, eid .. ':' .. k)
+        local f = #fields
+        fields[f + 1] = 'ag' .. k
+        fields[f + 2] = ARGV[first_agent + k]
+        fields[f + 3] = 's' .. k
+        fields[f + 4] = 'queued'
+        fields[f + 5] = 'at' .. k
+        fields[f + 6] = 0
+        ids[#ids + 1] = eid .. ':' .. k
       end
+      in_chunks('HSET', base .. ':ev:' .. eid, fields, 3000)
       depth = depth + n
-      stored = stored + 1
       if idem then
         redis.call('SET', idem, fp .. ' ' .. eid .. ' ' .. n, 'EX', idem_ttl)
       end
@@ -58,9 +74,30 @@ while i <= #ARGV do
   end
   out[#out + 1] = result
 end
-redis.call('HSET', akey, 'depth', depth)
-if stored > 0 then
-  -- an account that was idle goes ahead of those served within the last window
-  mark_ready(base, acct, now, now - tonumber(ARGV[4]))
+local changes = {'depth', depth}
+if st[2] ~= limit then
+  changes[#changes + 1] = 'limit'
+  changes[#changes + 1] = limit
+end
+if st[3] ~= window then
+  changes[#changes + 1] = 'window'
+  changes[#changes + 1] = window
+end
+redis.call('HSET', akey, unpack(changes))
+local stored = false
+for prio, ids in pairs(pushed) do
+  if #ids > 0 then
+    in_chunks('RPUSH', base .. ':q:' .. acct .. ':' .. prio, ids, 1000)
+    stored = true
+  end
+end
+-- An account with new work is ready unless busy or paused (as mark_ready, without
+-- re-reading what is known). One that was idle goes ahead of those served within the
+-- last window; a 429 pause still wins.
+if stored and not (st[4] and st[4] ~= '') and st[5] ~= '1' and st[6] ~= '1' then
+  local at = now - tonumber(window)
+  local pause_until = tonumber(st[7] or '0') or 0
+  if pause_until > at then at = pause_until end
+  redis.call('ZADD', base .. ':ready', 'NX', at, acct)
 end
 return out

@@ -24,7 +24,8 @@ local function mark_ready(base, acct, now, score)
     return
   end
   local q = base .. ':q:' .. acct
-  if redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n') == 0 then
+  -- Redis deletes empty lists, so "exists" means "has queued work"
+  if redis.call('EXISTS', q .. ':h', q .. ':n') == 0 then
     redis.call('ZREM', base .. ':ready', acct)
     return
   end
@@ -36,15 +37,18 @@ local function mark_ready(base, acct, now, score)
   redis.call('ZADD', base .. ':ready', 'NX', at, acct)
 end
 
--- Records a delivery as finished (delivered, dead or expired). When every delivery of
--- the event has finished and none failed, the payload is dropped and the record kept
--- for `retention_ms`; an event with a dead letter is kept until the letter is purged.
-local function finish(base, ekey, acct, k, status, now, retention_ms)
-  redis.call('HSET', ekey, 's' .. k, status, 'ft' .. k, now)
+-- Records a delivery as finished (delivered, dead or expired), writing `fields` (more
+-- field/value pairs of the event) along. When every delivery of the event has finished
+-- and none failed, the payload is dropped and the record kept for `retention_ms`; an
+-- event with a dead letter is kept until the letter is purged.
+local function finish(base, ekey, acct, k, status, now, retention_ms, fields)
+  local set = {'s' .. k, status, 'ft' .. k, now}
+  for _, v in ipairs(fields or {}) do set[#set + 1] = v end
+  redis.call('HSET', ekey, unpack(set))
   redis.call('HINCRBY', base .. ':acct:' .. acct, 'depth', -1)
   local done = redis.call('HINCRBY', ekey, 'done', 1)
-  local n = tonumber(redis.call('HGET', ekey, 'n') or '0')
-  if done >= n and tonumber(redis.call('HGET', ekey, 'dd') or '0') == 0 then
+  local ev = redis.call('HMGET', ekey, 'n', 'dd')
+  if done >= tonumber(ev[1] or '0') and tonumber(ev[2] or '0') == 0 then
     redis.call('HDEL', ekey, 'body')
     redis.call('PEXPIRE', ekey, retention_ms)
   end
@@ -52,11 +56,11 @@ end
 
 -- Turns a delivery into a dead letter (`status` is 'dead' or 'expired').
 local function bury(base, did, ekey, acct, k, status, reason, code, err, now, retention_ms)
-  redis.call('HSET', ekey, 'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err)
   redis.call('HINCRBY', ekey, 'dd', 1)
   redis.call('ZADD', base .. ':dead:' .. acct, now, did)
   redis.call('HINCRBY', base .. ':acct:' .. acct, 'dead', 1)
-  finish(base, ekey, acct, k, status, now, retention_ms)
+  finish(base, ekey, acct, k, status, now, retention_ms,
+    {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err})
 end
 
 -- Puts a delivery back at the front of its account's list.

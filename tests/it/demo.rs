@@ -56,7 +56,7 @@ impl Demo {
             stdout,
         };
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let up = http.get(format!("{}/healthz", demo.gateway)).send().await;
             if up.is_ok_and(|r| r.status().is_success()) && demo.printed("Press Ctrl-C") {
