@@ -33,7 +33,7 @@ pub enum QueueError {
 }
 
 /// The rate limit of an account, stored with its events so every process applies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     /// Notify calls allowed per window.
     pub limit: u32,

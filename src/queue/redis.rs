@@ -107,6 +107,10 @@ pub struct RedisQueue {
     client: redis::Client,
     connections: OnceCell<Vec<ConnectionManager>>,
     next: AtomicUsize,
+    /// Enqueue requests waiting for the next group commit.
+    pending: std::sync::Mutex<Vec<PendingEnqueue>>,
+    /// Held by the request that is committing a group.
+    committing: tokio::sync::Mutex<()>,
     config: RedisQueueConfig,
     enqueue: Script,
     claim: Script,
@@ -117,6 +121,15 @@ pub struct RedisQueue {
     purge: Script,
     hold: Script,
 }
+
+/// An enqueue request waiting for its group commit.
+struct PendingEnqueue {
+    batch: EnqueueBatch,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>,
+}
+
+/// Most events in one enqueue script call, so that no call holds Redis for long.
+const GROUP_MAX_EVENTS: usize = 2000;
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
@@ -136,6 +149,8 @@ impl RedisQueue {
             client,
             connections: OnceCell::new(),
             next: AtomicUsize::new(0),
+            pending: std::sync::Mutex::new(Vec::new()),
+            committing: tokio::sync::Mutex::new(()),
             config,
             enqueue: Script::new(include_str!("enqueue.lua")),
             claim: Script::new(include_str!("claim.lua")),
@@ -341,6 +356,180 @@ impl RedisQueue {
     }
 }
 
+impl RedisQueue {
+    /// Stores a group of enqueue requests in one round trip and answers each.
+    async fn commit_enqueues(&self, group: Vec<PendingEnqueue>) {
+        // One script call per account and settings, in arrival order, capped in size.
+        let mut calls: Vec<(Vec<usize>, usize)> = Vec::new();
+        let mut open: HashMap<(String, RateLimit, u64, u64), usize> = HashMap::new();
+        for (i, p) in group.iter().enumerate() {
+            let b = &p.batch;
+            let key = (
+                b.account.clone(),
+                b.limit,
+                b.max_depth,
+                b.idempotency_ttl_secs,
+            );
+            let n = b.events.len();
+            match open.get(&key) {
+                Some(&c) if calls[c].1 + n <= GROUP_MAX_EVENTS => {
+                    calls[c].0.push(i);
+                    calls[c].1 += n;
+                }
+                _ => {
+                    open.insert(key, calls.len());
+                    calls.push((vec![i], n));
+                }
+            }
+        }
+        let requests: Vec<(String, Vec<Vec<u8>>)> = calls
+            .iter()
+            .map(|(members, _)| {
+                let batches: Vec<&EnqueueBatch> =
+                    members.iter().map(|&i| &group[i].batch).collect();
+                self.enqueue_args(&batches)
+            })
+            .collect();
+        let replies = self.eval_many(&self.enqueue, &requests).await;
+        let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
+        let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
+        let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
+            if let Some(p) = group[i].take() {
+                // The caller may have given up (its request was cancelled): nothing to do.
+                let _ = p.reply.send(result);
+            }
+        };
+        match replies {
+            Err(e) => {
+                for (members, _) in &calls {
+                    for &i in members {
+                        answer(i, Err(QueueError::Unavailable(e.to_string())));
+                    }
+                }
+            }
+            Ok(replies) => {
+                for ((members, _), reply) in calls.iter().zip(replies) {
+                    match parse_enqueue_reply(reply) {
+                        Err(e) => {
+                            for &i in members {
+                                answer(i, Err(QueueError::Protocol(e.to_string())));
+                            }
+                        }
+                        Ok(outcomes) => {
+                            let mut outcomes = outcomes.into_iter();
+                            for &i in members {
+                                let n = sizes[i];
+                                let mine: Vec<EnqueueOutcome> = outcomes.by_ref().take(n).collect();
+                                let result = if mine.len() == n {
+                                    Ok(mine)
+                                } else {
+                                    Err(QueueError::Protocol(
+                                        "enqueue answered too few outcomes".into(),
+                                    ))
+                                };
+                                answer(i, result);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The partition base and arguments of one enqueue script call for batches of one
+    /// account (and one partition).
+    fn enqueue_args(&self, batches: &[&EnqueueBatch]) -> (String, Vec<Vec<u8>>) {
+        let head = batches[0];
+        let partition = head.events.first().map_or(0, |e| e.id.partition());
+        let base = self.base(partition);
+        let mut args: Vec<Vec<u8>> = vec![
+            base.clone().into_bytes(),
+            head.account.clone().into_bytes(),
+            head.limit.limit.to_string().into_bytes(),
+            head.limit.window_ms.to_string().into_bytes(),
+            head.max_depth.to_string().into_bytes(),
+            head.idempotency_ttl_secs.to_string().into_bytes(),
+        ];
+        for event in batches.iter().flat_map(|b| &b.events) {
+            let (key, fp) = event.idempotency.clone().unwrap_or_default();
+            args.push(event.id.as_str().as_bytes().to_vec());
+            args.push(event.priority.tag().as_bytes().to_vec());
+            args.push(event.ttl_ms.to_string().into_bytes());
+            args.push(event.payload.stored().as_bytes().to_vec());
+            args.push(key.into_bytes());
+            args.push(fp.into_bytes());
+            args.push(event.agents.len().to_string().into_bytes());
+            for agent in &event.agents {
+                args.push(
+                    agent
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                        .into_bytes(),
+                );
+            }
+        }
+        (base, args)
+    }
+
+    /// Runs several calls of one script in one pipelined round trip (reloading the
+    /// script if Redis lost it); one reply per call.
+    async fn eval_many(
+        &self,
+        script: &Script,
+        calls: &[(String, Vec<Vec<u8>>)],
+    ) -> Result<Vec<Value>, RedisError> {
+        let mut conn = self.conn().await.map_err(|e| {
+            RedisError::from((redis::ErrorKind::IoError, "no connection", e.to_string()))
+        })?;
+        let build = |with_source: bool| {
+            let mut pipe = redis::pipe();
+            for (base, args) in calls {
+                let cmd = pipe.cmd(if with_source { "EVAL" } else { "EVALSHA" });
+                cmd.arg(if with_source {
+                    &script.source
+                } else {
+                    &script.sha
+                })
+                .arg(1)
+                .arg(format!("{base}:ready"));
+                for a in args {
+                    cmd.arg(a.as_slice());
+                }
+            }
+            pipe
+        };
+        match self
+            .timed(build(false).query_async::<Vec<Value>>(&mut conn))
+            .await
+        {
+            Err(e) if is_noscript(&e) => {
+                self.timed(build(true).query_async::<Vec<Value>>(&mut conn))
+                    .await
+            }
+            other => other,
+        }
+    }
+}
+
+fn parse_enqueue_reply(reply: Value) -> Result<Vec<EnqueueOutcome>, QueueError> {
+    array(reply)?
+        .into_iter()
+        .map(|item| {
+            let item = array(item)?;
+            let kind = item.first().and_then(text).unwrap_or_default();
+            let id = item.get(1).and_then(text).unwrap_or_default();
+            let n = item.get(2).and_then(int).unwrap_or(0).max(0) as u64;
+            Ok(match kind.as_str() {
+                "ok" => EnqueueOutcome::Stored { id, deliveries: n },
+                "dup" => EnqueueOutcome::Duplicate { id, deliveries: n },
+                "mismatch" => EnqueueOutcome::IdempotencyMismatch,
+                "full" => EnqueueOutcome::QueueFull,
+                other => return Err(QueueError::Protocol(format!("enqueue answered {other:?}"))),
+            })
+        })
+        .collect()
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -430,56 +619,31 @@ impl Queue for RedisQueue {
         self.check_server().await
     }
 
+    /// Group commit: the request joins the pending list; whoever holds the commit lock
+    /// takes every pending request and stores them in one pipelined round trip, one
+    /// script call per account. Under load, requests that arrive while a commit is under
+    /// way go together in the next one; alone, a request is committed at once.
     async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError> {
-        let Some(first) = batch.events.first() else {
+        if batch.events.is_empty() {
             return Ok(Vec::new());
-        };
-        let base = self.base(first.id.partition());
-        let mut args: Vec<Vec<u8>> = vec![
-            base.clone().into_bytes(),
-            batch.account.clone().into_bytes(),
-            batch.limit.limit.to_string().into_bytes(),
-            batch.limit.window_ms.to_string().into_bytes(),
-            batch.max_depth.to_string().into_bytes(),
-            batch.idempotency_ttl_secs.to_string().into_bytes(),
-        ];
-        for event in &batch.events {
-            let (key, fp) = event.idempotency.clone().unwrap_or_default();
-            args.push(event.id.as_str().as_bytes().to_vec());
-            args.push(event.priority.tag().as_bytes().to_vec());
-            args.push(event.ttl_ms.to_string().into_bytes());
-            args.push(event.payload.stored().as_bytes().to_vec());
-            args.push(key.into_bytes());
-            args.push(fp.into_bytes());
-            args.push(event.agents.len().to_string().into_bytes());
-            for agent in &event.agents {
-                args.push(
-                    agent
-                        .map(|a| a.to_string())
-                        .unwrap_or_default()
-                        .into_bytes(),
-                );
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PendingEnqueue { batch, reply });
+        {
+            let _committing = self.committing.lock().await;
+            let group =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            if !group.is_empty() {
+                self.commit_enqueues(group).await;
             }
         }
-        let reply = array(self.eval(&self.enqueue, &base, args).await?)?;
-        reply
-            .into_iter()
-            .map(|item| {
-                let item = array(item)?;
-                let kind = item.first().and_then(text).unwrap_or_default();
-                let id = item.get(1).and_then(text).unwrap_or_default();
-                let n = item.get(2).and_then(int).unwrap_or(0).max(0) as u64;
-                Ok(match kind.as_str() {
-                    "ok" => EnqueueOutcome::Stored { id, deliveries: n },
-                    "dup" => EnqueueOutcome::Duplicate { id, deliveries: n },
-                    "mismatch" => EnqueueOutcome::IdempotencyMismatch,
-                    "full" => EnqueueOutcome::QueueFull,
-                    other => {
-                        return Err(QueueError::Protocol(format!("enqueue answered {other:?}")))
-                    }
-                })
-            })
-            .collect()
+        // Whoever took this request answered it before releasing the lock.
+        answer
+            .await
+            .unwrap_or_else(|_| Err(QueueError::Protocol("enqueue was dropped".into())))
     }
 
     async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError> {
