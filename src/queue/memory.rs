@@ -8,7 +8,8 @@
 //! Apart from durability it behaves exactly like the Redis backend: its state mirrors the key
 //! layout documented in [`super::redis`] (ready set, per-account lists, in-flight and delayed
 //! sets, account hashes, send-time lists, idempotency keys) and each method does what the
-//! matching Lua script does, step for step (`enqueue.lua`, `claim.lua`, `complete.lua`). The
+//! matching Lua script does, step for step (`enqueue.lua`, `claim.lua`, `complete.lua`, and for
+//! operators `stats.lua`, `dead.lua`, `replay.lua`, `purge.lua`, `hold.lua`). The
 //! conformance suite in `tests/it/conformance.rs` runs the same scenarios against both
 //! backends so they cannot drift.
 //!
@@ -393,8 +394,12 @@ impl Part {
     }
 
     /// `replay.lua` for one letter: back at the tail of its list as a new delivery.
+    /// Touches nothing of an account the partition does not know (Redis keeps no record
+    /// of it either).
     fn replay_one(&mut self, acct: &str, did: &str, ttl_ms: u64, now: u64) -> bool {
-        let a = self.accounts.entry(acct.to_string()).or_default();
+        let Some(a) = self.accounts.get_mut(acct) else {
+            return false;
+        };
         if !a.dead_letters.remove(did) {
             return false;
         }
@@ -434,7 +439,9 @@ impl Part {
 
     /// `purge.lua` for one letter.
     fn purge_one(&mut self, acct: &str, did: &str, now: u64) -> bool {
-        let a = self.accounts.entry(acct.to_string()).or_default();
+        let Some(a) = self.accounts.get_mut(acct) else {
+            return false;
+        };
         if !a.dead_letters.remove(did) {
             return false;
         }
@@ -1042,8 +1049,11 @@ impl Queue for MemoryQueue {
         Ok(())
     }
     async fn stats(&self) -> Result<QueueStats, QueueError> {
-        let state = self.lock();
+        let mut state = self.lock();
         let now = self.now_ms();
+        for part in state.values_mut() {
+            part.purge(now);
+        }
         let window = self.config.default_limit.window_ms;
         let mut accounts: Vec<AccountStats> = state
             .values()
@@ -1066,10 +1076,13 @@ impl Queue for MemoryQueue {
         offset: u64,
         limit: u64,
     ) -> Result<DeadLetterPage, QueueError> {
-        let state = self.lock();
-        let Some(part) = state.get(&partition_of(account, self.config.partitions)) else {
+        let mut state = self.lock();
+        let now = self.now_ms();
+        let Some(part) = state.get_mut(&partition_of(account, self.config.partitions)) else {
             return Ok(DeadLetterPage::default());
         };
+        part.purge(now);
+        let part = &*part;
         let Some(a) = part.accounts.get(account) else {
             return Ok(DeadLetterPage::default());
         };
@@ -1096,10 +1109,7 @@ impl Queue for MemoryQueue {
                 DeadLetter {
                     delivery_id: did.clone(),
                     event_id: eid.to_string(),
-                    status: call
-                        .map(|c| c.status.as_str())
-                        .unwrap_or("dead")
-                        .to_string(),
+                    status: call.map(|c| c.status.as_str()).unwrap_or("").to_string(),
                     reason: call.and_then(|c| c.dead_reason.clone()).unwrap_or_default(),
                     attempts: call.map_or(0, |c| c.attempts.max(0) as u32),
                     last_status: call.and_then(|c| c.last_status.parse().ok()),
@@ -1153,6 +1163,7 @@ impl Queue for MemoryQueue {
         let part = state
             .entry(partition_of(account, self.config.partitions))
             .or_default();
+        part.purge(now);
         let ids = selected(part, account, selection);
         let mut result = DeadLetterResult::default();
         for did in ids {
@@ -1226,7 +1237,8 @@ impl Queue for MemoryQueue {
         if seen.contains_key(&key) {
             return Ok(false);
         }
-        seen.insert(key, now + ttl.as_millis() as u64);
+        // Redis `SET ... PX` takes at least 1 ms.
+        seen.insert(key, now + (ttl.as_millis() as u64).max(1));
         Ok(true)
     }
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
 use zenrelay::queue::{
-    Claimed, Completion, EnqueueBatch, EnqueueOutcome, EventRecord, NewEvent, Outcome, Queue,
-    RateLimit,
+    rfc3339_ms, AccountStats, Claimed, Completion, DeadLetterResult, DeadLetterSelection,
+    EnqueueBatch, EnqueueOutcome, EventRecord, NewEvent, Outcome, Queue, RateLimit,
 };
 
 use crate::support::RedisServer;
@@ -703,6 +703,958 @@ async fn event_records_follow_the_lifecycle(b: Backend) {
         .is_none());
 }
 
+// ---------------------------------------------------------------------------------------
+// Operator operations
+// ---------------------------------------------------------------------------------------
+
+/// The stats of `account`, if the storage knows it.
+async fn stats_of(q: &Fixture, account: &str) -> Option<AccountStats> {
+    let stats = q.stats().await.expect("stats");
+    stats.accounts.into_iter().find(|a| a.account == account)
+}
+
+async fn stats_for(q: &Fixture, account: &str) -> AccountStats {
+    stats_of(q, account)
+        .await
+        .unwrap_or_else(|| panic!("{account} is listed"))
+}
+
+/// The storage's clock (Unix ms), as stats reports it.
+async fn storage_now(q: &Fixture) -> u64 {
+    q.stats().await.expect("stats").now_ms
+}
+
+fn did(id: &EventId, k: usize) -> String {
+    format!("{id}:{k}")
+}
+
+fn ids(dids: &[&String]) -> DeadLetterSelection {
+    DeadLetterSelection::Ids(dids.iter().map(|d| d.to_string()).collect())
+}
+
+fn dead(reason: &str, status: Option<u16>, error: &str) -> Outcome {
+    Outcome::Dead {
+        reason: reason.into(),
+        status,
+        error: error.into(),
+    }
+}
+
+/// A well-formed delivery id of `account`'s partition that no event has.
+fn unknown_did(account: &str) -> String {
+    format!("{}:0", EventId::new(partition_of(account, PARTITIONS)))
+}
+
+/// Whether an event was created at `ms` (Unix ms), as its record shows.
+async fn created_ms_matches(q: &Fixture, id: &EventId, ms: u64) -> bool {
+    record(q, id).await.created_at == rfc3339_ms(ms)
+}
+
+async fn stats_counters_follow_the_lifecycle(b: Backend) {
+    let q = open(b).await;
+    let stats = q.stats().await.unwrap();
+    assert!(stats.accounts.is_empty(), "{:?}", stats.accounts);
+    assert!(stats.now_ms > 1_600_000_000_000, "a Unix time in ms");
+
+    let limit = RateLimit {
+        limit: 10,
+        window_ms: 60_000,
+    };
+    let before = storage_now(&q).await;
+    let ids = put(&q, "acme", limit, &["a", "b", "c"]).await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!(
+        (s.depth, s.in_flight, s.scheduled_retries, s.dead),
+        (3, 0, 0, 0)
+    );
+    assert_eq!((s.delivered, s.upstream_429, s.sent_in_window), (0, 0, 0));
+    assert!(!s.paused && !s.auth_failed);
+    let oldest = s.oldest_ms.expect("queued work has an oldest event");
+    assert!(oldest >= before);
+    assert!(created_ms_matches(&q, &ids[0], oldest).await);
+    assert!(s.next_send_ms.is_some(), "queued and free to send");
+
+    // In flight: counted in depth, no next send while it is out.
+    let a = claim(&q).await.remove(0);
+    assert_eq!(name(&a), "a");
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.in_flight, s.sent_in_window), (3, 1, 1));
+    assert_eq!(
+        s.oldest_ms,
+        Some(oldest),
+        "the call in flight is the oldest"
+    );
+    assert_eq!(s.next_send_ms, None, "one call in flight per account");
+
+    // A scheduled retry: still in depth, no longer the oldest waiting.
+    done(
+        &q,
+        &a,
+        Outcome::Retry {
+            delay: Duration::from_secs(60),
+            status: Some(503),
+            error: "unavailable".into(),
+        },
+    )
+    .await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.in_flight, s.scheduled_retries), (3, 0, 1));
+    let oldest_b = s.oldest_ms.expect("b waits");
+    assert!(created_ms_matches(&q, &ids[1], oldest_b).await);
+    assert!(s.next_send_ms.is_some());
+
+    // Delivered.
+    let b_call = claim(&q).await.remove(0);
+    assert_eq!(name(&b_call), "b");
+    done(&q, &b_call, ok()).await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.delivered, s.sent_in_window), (2, 1, 2));
+
+    // An upstream 429: counted, and the next send waits for the pause.
+    let c = claim(&q).await.remove(0);
+    assert_eq!(name(&c), "c");
+    let before_429 = storage_now(&q).await;
+    done(
+        &q,
+        &c,
+        Outcome::RateLimited {
+            retry_after: Duration::from_millis(300),
+        },
+    )
+    .await;
+    let s = q.stats().await.unwrap();
+    let a_stats = s.accounts.iter().find(|a| a.account == "acme").unwrap();
+    assert_eq!((a_stats.depth, a_stats.upstream_429), (2, 1));
+    assert_eq!(a_stats.in_flight, 0);
+    let next = a_stats.next_send_ms.expect("c waits for the pause");
+    assert!(
+        next >= before_429 + 300 && next <= s.now_ms + 300,
+        "next send {next}, 429 after {before_429}, now {}",
+        s.now_ms
+    );
+
+    // A dead letter leaves the depth.
+    let c = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(name(&c), "c");
+    done(&q, &c, dead("rejected", Some(400), "bad")).await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!(
+        (s.depth, s.in_flight, s.scheduled_retries, s.dead),
+        (1, 0, 1, 1)
+    );
+    assert_eq!((s.delivered, s.upstream_429, s.sent_in_window), (1, 1, 4));
+    assert_eq!(
+        s.oldest_ms, None,
+        "only a retry waits, which is not considered"
+    );
+    assert_eq!(s.next_send_ms, None, "nothing queued");
+
+    // Credentials refused: flagged, held.
+    put(&q, "globex", WIDE, &["g"]).await;
+    let g = claim(&q).await.remove(0);
+    done(
+        &q,
+        &g,
+        Outcome::AuthFailed {
+            status: 401,
+            error: "Couldn't authenticate you".into(),
+        },
+    )
+    .await;
+    let s = stats_for(&q, "globex").await;
+    assert!(s.auth_failed && !s.paused);
+    assert_eq!((s.depth, s.in_flight, s.sent_in_window), (1, 0, 1));
+    assert!(s.oldest_ms.is_some());
+    assert_eq!(s.next_send_ms, None, "held");
+
+    // Paused by an operator; an account only ever paused is listed too.
+    put(&q, "acme", limit, &["d"]).await;
+    assert!(stats_for(&q, "acme").await.next_send_ms.is_some());
+    q.pause("acme").await.unwrap();
+    q.pause("initech").await.unwrap();
+    let stats = q.stats().await.unwrap();
+    let names: Vec<&str> = stats.accounts.iter().map(|a| a.account.as_str()).collect();
+    assert_eq!(names, ["acme", "globex", "initech"], "sorted by account");
+    let acme = &stats.accounts[0];
+    assert!(acme.paused && !acme.auth_failed);
+    assert_eq!(acme.depth, 2);
+    assert_eq!(acme.next_send_ms, None, "held");
+    assert_eq!(
+        stats.accounts[2],
+        AccountStats {
+            account: "initech".into(),
+            paused: true,
+            ..AccountStats::default()
+        }
+    );
+}
+
+async fn dead_letter_pages_carry_the_exact_notify_body(b: Backend) {
+    let q = open(b).await;
+    let mut expiring = event_for("acme", "gone");
+    expiring.ttl_ms = 100;
+    let mut fan = event_for("acme", "fan");
+    fan.payload = NotifyPayload::new(7, "fan", Some("{\"ticket\":12}"));
+    fan.agents = vec![Some(41), Some(42)];
+    let out = put_with(
+        &q,
+        "acme",
+        WIDE,
+        100,
+        vec![
+            expiring,
+            fan,
+            event_for("acme", "plain"),
+            event_for("acme", "ok"),
+        ],
+    )
+    .await;
+    let (gone, fan, plain, okay) = (
+        stored(&out[0]),
+        stored(&out[1]),
+        stored(&out[2]),
+        stored(&out[3]),
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // `gone` expires on the way; `fan`'s two calls and `plain` die; `ok` is delivered.
+    let c = claim(&q).await.remove(0);
+    assert_eq!(c.delivery_id, did(&fan, 0));
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    done(
+        &q,
+        &c,
+        dead("rejected", Some(422), "{\"error\":\"InvalidValue\"}"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let c = claim(&q).await.remove(0);
+    assert_eq!(c.delivery_id, did(&fan, 1));
+    done(&q, &c, dead("max_attempts", None, "connection reset")).await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let c = claim(&q).await.remove(0);
+    assert_eq!(c.delivery_id, did(&plain, 0));
+    done(&q, &c, dead("rejected", Some(400), "")).await;
+    let c = claim(&q).await.remove(0);
+    assert_eq!(c.delivery_id, did(&okay, 0));
+    done(&q, &c, ok()).await;
+
+    let page = q.dead_letters("acme", 0, 100).await.unwrap();
+    assert_eq!(page.total, 4);
+    let dids: Vec<&str> = page.items.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(
+        dids,
+        [did(&gone, 0), did(&fan, 0), did(&fan, 1), did(&plain, 0)],
+        "oldest first"
+    );
+    for item in &page.items {
+        assert_eq!(
+            Some(item.event_id.as_str()),
+            item.delivery_id.split(':').next()
+        );
+        let id = EventId::parse(&item.event_id).unwrap();
+        assert_eq!(item.created_at, record(&q, &id).await.created_at);
+        assert!(item.dead_at.ends_with('Z') && item.dead_at.len() == 24);
+        assert!(item.dead_at >= item.created_at, "{item:?}");
+    }
+    let expired = &page.items[0];
+    assert_eq!(
+        (expired.status.as_str(), expired.reason.as_str()),
+        ("expired", "expired")
+    );
+    assert_eq!((expired.attempts, expired.last_status), (0, None));
+    assert_eq!(
+        expired.last_error.as_deref(),
+        Some("time to live passed before delivery")
+    );
+    assert_eq!(
+        expired.event,
+        serde_json::json!({"app_id": 1, "event": "gone"})
+    );
+    let first = &page.items[1];
+    assert_eq!(
+        (first.status.as_str(), first.reason.as_str(), first.attempts),
+        ("dead", "rejected", 1)
+    );
+    assert_eq!(first.last_status, Some(422));
+    assert_eq!(
+        first.last_error.as_deref(),
+        Some("{\"error\":\"InvalidValue\"}")
+    );
+    let exact = |agent: u64| -> serde_json::Value {
+        serde_json::from_slice(
+            &NotifyPayload::new(7, "fan", Some("{\"ticket\":12}")).upstream_bytes(Some(agent)),
+        )
+        .unwrap()
+    };
+    assert_eq!(first.event, exact(41));
+    assert_eq!(first.event["agent_id"], 41);
+    assert_eq!(first.event["body"], "{\"ticket\":12}");
+    let second = &page.items[2];
+    assert_eq!(second.reason, "max_attempts");
+    assert_eq!(second.last_status, None);
+    assert_eq!(second.last_error.as_deref(), Some("connection reset"));
+    assert_eq!(second.event, exact(42));
+    let last = &page.items[3];
+    assert_eq!(
+        (last.last_status, last.last_error.as_deref()),
+        (Some(400), None)
+    );
+    assert_eq!(
+        last.event,
+        serde_json::json!({"app_id": 1, "event": "plain"})
+    );
+
+    // Paging.
+    let page = q.dead_letters("acme", 1, 2).await.unwrap();
+    assert_eq!(page.total, 4);
+    let dids: Vec<&str> = page.items.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(dids, [did(&fan, 0), did(&fan, 1)]);
+    let page = q.dead_letters("acme", 3, 10).await.unwrap();
+    assert_eq!((page.total, page.items.len()), (4, 1));
+    for (offset, limit) in [(0, 0), (4, 10), (1_000_000, 10), (u64::MAX, u64::MAX)] {
+        let page = q.dead_letters("acme", offset, limit).await.unwrap();
+        assert_eq!(page.total, 4, "offset {offset}, limit {limit}");
+        assert!(page.items.is_empty(), "offset {offset}, limit {limit}");
+    }
+    let page = q.dead_letters("acme", 0, u64::MAX).await.unwrap();
+    assert_eq!(page.items.len(), 4);
+    let page = q.dead_letters("globex", 0, 10).await.unwrap();
+    assert_eq!((page.total, page.items.len()), (0, 0));
+    assert_eq!(stats_for(&q, "acme").await.dead, 4);
+}
+
+async fn replay_requeues_dead_letters_at_the_tail(b: Backend) {
+    let q = open(b).await;
+    let mut short = event_for("acme", "x");
+    short.ttl_ms = 150;
+    let mut high = event_for("acme", "y");
+    high.priority = Priority::High;
+    let out = put_with(
+        &q,
+        "acme",
+        WIDE,
+        100,
+        vec![short, event_for("acme", "z0"), high],
+    )
+    .await;
+    let (x, z0, y) = (stored(&out[0]), stored(&out[1]), stored(&out[2]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // x expires on the way; y (high) dies after two attempts.
+    let c = claim(&q).await.remove(0);
+    assert_eq!(name(&c), "y");
+    done(
+        &q,
+        &c,
+        Outcome::Retry {
+            delay: Duration::ZERO,
+            status: Some(500),
+            error: "oops".into(),
+        },
+    )
+    .await;
+    let c = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!((name(&c).as_str(), c.attempts), ("y", 2));
+    done(&q, &c, dead("max_attempts", Some(500), "oops")).await;
+    let c = claim(&q).await.remove(0);
+    assert_eq!(name(&c), "z0", "x expired on the way");
+    done(&q, &c, ok()).await;
+    assert_eq!(record(&q, &x).await.status, "expired");
+    put(&q, "acme", WIDE, &["w1", "w2"]).await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead), (2, 2));
+
+    // Replay by id: x goes to the tail of its list; unknown ids are reported.
+    let ghost = unknown_did("acme");
+    let delivered_did = did(&z0, 0);
+    let result = q
+        .replay(
+            "acme",
+            &ids(&[&did(&x, 0), &ghost]),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        DeadLetterResult {
+            count: 1,
+            not_found: vec![ghost.clone()]
+        }
+    );
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead), (3, 1), "counted again in depth");
+    let r = record(&q, &x).await;
+    assert_eq!(r.status, "queued");
+    assert_eq!(r.deliveries[0].status, "queued");
+    assert_eq!(r.deliveries[0].attempts, 0);
+    let page = q.dead_letters("acme", 0, 10).await.unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.items[0].delivery_id, did(&y, 0));
+    // Twice is a no-op.
+    let again = q
+        .replay("acme", &ids(&[&did(&x, 0)]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        DeadLetterResult {
+            count: 0,
+            not_found: vec![did(&x, 0)]
+        }
+    );
+    assert_eq!(stats_for(&q, "acme").await.depth, 3);
+
+    // Its expiry moved to now + ttl: well past the original 150 ms, x is still sent.
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let c = claim(&q).await.remove(0);
+        order.push(name(&c));
+        if name(&c) == "x" {
+            assert_eq!(c.attempts, 1, "attempts start again");
+        }
+        done(&q, &c, ok()).await;
+    }
+    assert_eq!(order, ["w1", "w2", "x"]);
+    let r = record(&q, &x).await;
+    assert_eq!(r.status, "delivered");
+    assert_eq!(r.deliveries[0].attempts, 1);
+    // A delivered call is not a dead letter.
+    let result = q
+        .replay("acme", &ids(&[&delivered_did]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!((result.count, result.not_found), (0, vec![delivered_did]));
+
+    // Replay all: y keeps its priority (ahead of normal work) and has no expiry.
+    put(&q, "acme", WIDE, &["v"]).await;
+    let result = q
+        .replay("acme", &DeadLetterSelection::All, Duration::from_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        DeadLetterResult {
+            count: 1,
+            not_found: vec![]
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let c = claim(&q).await.remove(0);
+    assert_eq!((name(&c).as_str(), c.attempts), ("y", 1));
+    done(&q, &c, ok()).await;
+    let c = claim(&q).await.remove(0);
+    assert_eq!(name(&c), "v");
+    done(&q, &c, ok()).await;
+    assert_eq!(record(&q, &y).await.status, "delivered");
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead, s.delivered), (0, 0, 6));
+    let nothing = q
+        .replay("acme", &DeadLetterSelection::All, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(nothing, DeadLetterResult::default());
+
+    // Operator calls for an account the storage never saw change nothing and list nothing.
+    let ghost = unknown_did("nobody");
+    let result = q
+        .replay("nobody", &ids(&[&ghost]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!((result.count, result.not_found), (0, vec![ghost.clone()]));
+    let result = q.purge_dead("nobody", &ids(&[&ghost])).await.unwrap();
+    assert_eq!((result.count, result.not_found), (0, vec![ghost]));
+    let result = q
+        .replay("nobody", &DeadLetterSelection::All, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(result, DeadLetterResult::default());
+    assert_eq!(
+        q.purge_dead("nobody", &DeadLetterSelection::All)
+            .await
+            .unwrap(),
+        DeadLetterResult::default()
+    );
+    assert!(stats_of(&q, "nobody").await.is_none());
+}
+
+async fn replay_ignores_the_depth_cap(b: Backend) {
+    let q = open(b).await;
+    let out = put_with(&q, "acme", WIDE, 1, vec![event_for("acme", "a")]).await;
+    let a = stored(&out[0]);
+    let c = claim(&q).await.remove(0);
+    done(&q, &c, dead("rejected", Some(400), "no")).await;
+    let out = put_with(&q, "acme", WIDE, 1, vec![event_for("acme", "b")]).await;
+    stored(&out[0]);
+    let result = q
+        .replay("acme", &ids(&[&did(&a, 0)]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(result.count, 1);
+    assert_eq!(stats_for(&q, "acme").await.depth, 2, "over the cap of 1");
+    let out = put_with(&q, "acme", WIDE, 1, vec![event_for("acme", "c")]).await;
+    assert_eq!(out[0], EnqueueOutcome::QueueFull);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let c = claim(&q).await.remove(0);
+        got.push(name(&c));
+        done(&q, &c, ok()).await;
+    }
+    assert_eq!(got, ["b", "a"]);
+}
+
+async fn purge_forgets_dead_letters_and_keeps_records(b: Backend) {
+    let q = open(b).await;
+    let mut fan = event_for("acme", "fan");
+    fan.agents = vec![Some(1), Some(2)];
+    let mut pending = event_for("acme", "pending");
+    pending.agents = vec![Some(3), Some(4)];
+    let out = put_with(
+        &q,
+        "acme",
+        WIDE,
+        100,
+        vec![
+            fan,
+            event_for("acme", "p1"),
+            event_for("acme", "p2"),
+            pending,
+        ],
+    )
+    .await;
+    let (fan, p1, p2, pending) = (
+        stored(&out[0]),
+        stored(&out[1]),
+        stored(&out[2]),
+        stored(&out[3]),
+    );
+    for outcome in [
+        dead("rejected", Some(400), "a"),
+        ok(),
+        dead("rejected", Some(400), "b"),
+        dead("rejected", Some(400), "c"),
+        dead("rejected", Some(400), "d"),
+    ] {
+        let c = claim(&q).await.remove(0);
+        done(&q, &c, outcome).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // pending:1 is still queued.
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead, s.delivered), (1, 4, 1));
+
+    let ghost = unknown_did("acme");
+    let result = q
+        .purge_dead("acme", &ids(&[&did(&p1, 0), &ghost]))
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        DeadLetterResult {
+            count: 1,
+            not_found: vec![ghost]
+        }
+    );
+    assert_eq!(stats_for(&q, "acme").await.dead, 3);
+    let page = q.dead_letters("acme", 0, 10).await.unwrap();
+    let dids: Vec<&str> = page.items.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(
+        (page.total, dids),
+        (
+            3,
+            vec![
+                did(&fan, 0).as_str(),
+                did(&p2, 0).as_str(),
+                did(&pending, 0).as_str()
+            ]
+        )
+    );
+    // The finished event stays readable, `dead`, for the usual retention.
+    let r = record(&q, &p1).await;
+    assert_eq!(
+        (r.status.as_str(), r.deliveries[0].status.as_str()),
+        ("dead", "dead")
+    );
+    assert_eq!(r.deliveries[0].last_status, Some(400));
+    // Twice: not found, nothing changes.
+    let again = q.purge_dead("acme", &ids(&[&did(&p1, 0)])).await.unwrap();
+    assert_eq!(
+        again,
+        DeadLetterResult {
+            count: 0,
+            not_found: vec![did(&p1, 0)]
+        }
+    );
+    assert_eq!(stats_for(&q, "acme").await.dead, 3);
+    // A purged letter cannot be replayed.
+    let result = q
+        .replay("acme", &ids(&[&did(&p1, 0)]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(result.count, 0);
+
+    // Purging the dead call of an event with a pending call keeps what that call needs.
+    let result = q
+        .purge_dead("acme", &ids(&[&did(&pending, 0)]))
+        .await
+        .unwrap();
+    assert_eq!(result.count, 1);
+    let c = claim(&q).await.remove(0);
+    assert_eq!(c.delivery_id, did(&pending, 1));
+    assert!(c.body.ends_with(b"\"event\":\"pending\",\"agent_id\":4}"));
+    done(&q, &c, ok()).await;
+    let r = record(&q, &pending).await;
+    assert_eq!(r.status, "dead");
+    assert_eq!(r.deliveries[1].status, "delivered");
+
+    // All.
+    let result = q
+        .purge_dead("acme", &DeadLetterSelection::All)
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        DeadLetterResult {
+            count: 2,
+            not_found: vec![]
+        }
+    );
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead, s.delivered), (0, 0, 2));
+    let page = q.dead_letters("acme", 0, 10).await.unwrap();
+    assert_eq!((page.total, page.items.len()), (0, 0));
+    let r = record(&q, &fan).await;
+    assert_eq!(r.status, "dead");
+    assert_eq!(r.deliveries[1].status, "delivered");
+    assert_eq!(record(&q, &p2).await.status, "dead");
+    assert_eq!(
+        q.purge_dead("acme", &DeadLetterSelection::All)
+            .await
+            .unwrap(),
+        DeadLetterResult::default()
+    );
+    assert_eq!(
+        q.replay("acme", &DeadLetterSelection::All, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        DeadLetterResult::default()
+    );
+    assert!(claim(&q).await.is_empty());
+}
+
+async fn pause_holds_claims_and_resume_releases_them(b: Backend) {
+    let q = open(b).await;
+    put(&q, "acme", WIDE, &["a", "b"]).await;
+    q.pause("acme").await.unwrap();
+    q.pause("acme").await.unwrap();
+    put(&q, "globex", WIDE, &["g"]).await;
+    let items = claim(&q).await;
+    assert_eq!(names(&items), ["g"], "only the paused account is held");
+    done(&q, &items[0], ok()).await;
+    // Ingress keeps accepting.
+    put(&q, "acme", WIDE, &["c"]).await;
+    assert!(claim(&q).await.is_empty());
+    let s = stats_for(&q, "acme").await;
+    assert!(s.paused);
+    assert_eq!((s.depth, s.in_flight, s.next_send_ms), (3, 0, None));
+
+    q.resume("acme").await.unwrap();
+    q.resume("acme").await.unwrap();
+    let s = stats_for(&q, "acme").await;
+    assert!(!s.paused && s.next_send_ms.is_some());
+    let a = claim(&q).await.remove(0);
+    assert_eq!(name(&a), "a");
+
+    // Paused with a call in flight: that call finishes, nothing more goes.
+    q.pause("acme").await.unwrap();
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.paused, s.in_flight), (true, 1));
+    done(&q, &a, ok()).await;
+    assert!(claim(&q).await.is_empty());
+    assert_eq!(stats_for(&q, "acme").await.delivered, 1);
+    // A replayed letter of a paused account waits too.
+    q.resume("acme").await.unwrap();
+    let b_call = claim(&q).await.remove(0);
+    assert_eq!(name(&b_call), "b");
+    done(&q, &b_call, dead("rejected", Some(400), "no")).await;
+    q.pause("acme").await.unwrap();
+    let result = q
+        .replay("acme", &DeadLetterSelection::All, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(result.count, 1);
+    assert!(claim(&q).await.is_empty(), "paused");
+    assert_eq!(stats_for(&q, "acme").await.next_send_ms, None);
+    q.resume("acme").await.unwrap();
+
+    // Resume clears auth_failed.
+    let c = claim(&q).await.remove(0);
+    assert_eq!(name(&c), "c");
+    done(
+        &q,
+        &c,
+        Outcome::AuthFailed {
+            status: 403,
+            error: "Forbidden".into(),
+        },
+    )
+    .await;
+    assert!(claim(&q).await.is_empty());
+    let s = stats_for(&q, "acme").await;
+    assert!(s.auth_failed && !s.paused);
+    q.resume("acme").await.unwrap();
+    let s = stats_for(&q, "acme").await;
+    assert!(!s.auth_failed && !s.paused);
+    let c = claim(&q).await.remove(0);
+    assert_eq!((name(&c).as_str(), c.attempts), ("c", 1));
+
+    // Resume does not cut an upstream 429 pause short.
+    done(
+        &q,
+        &c,
+        Outcome::RateLimited {
+            retry_after: Duration::from_millis(400),
+        },
+    )
+    .await;
+    let resumed_at = Instant::now();
+    q.resume("acme").await.unwrap();
+    assert!(claim(&q).await.is_empty(), "the 429 pause still runs");
+    let c = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    assert!(resumed_at.elapsed() >= Duration::from_millis(300));
+    assert_eq!(name(&c), "c");
+    done(&q, &c, ok()).await;
+    let c = claim(&q).await.remove(0);
+    assert_eq!(name(&c), "b", "the replayed letter");
+    done(&q, &c, ok()).await;
+
+    // Pausing and resuming an account without events lists it, and nothing else.
+    q.resume("initech").await.unwrap();
+    let s = stats_for(&q, "initech").await;
+    assert_eq!(
+        s,
+        AccountStats {
+            account: "initech".into(),
+            ..AccountStats::default()
+        }
+    );
+    assert!(claim(&q).await.is_empty());
+}
+
+async fn runtime_account_records_crud(b: Backend) {
+    let q = open(b).await;
+    assert!(q.list_accounts().await.unwrap().is_empty());
+    assert_eq!(q.get_account("acme").await.unwrap(), None);
+    assert!(!q.delete_account("acme").await.unwrap());
+    assert!(q.put_account("acme", "{\"v\":1}").await.unwrap(), "new");
+    assert!(q.put_account("globex", "g").await.unwrap());
+    assert!(
+        !q.put_account("acme", "{\"v\":2}").await.unwrap(),
+        "replaced"
+    );
+    assert_eq!(
+        q.get_account("acme").await.unwrap().as_deref(),
+        Some("{\"v\":2}")
+    );
+    assert!(q.put_account("a-first", "").await.unwrap());
+    assert_eq!(q.get_account("a-first").await.unwrap().as_deref(), Some(""));
+    assert_eq!(
+        q.list_accounts().await.unwrap(),
+        [
+            ("a-first".to_string(), String::new()),
+            ("acme".to_string(), "{\"v\":2}".to_string()),
+            ("globex".to_string(), "g".to_string()),
+        ]
+    );
+    assert!(q.delete_account("acme").await.unwrap());
+    assert!(!q.delete_account("acme").await.unwrap());
+    assert_eq!(q.get_account("acme").await.unwrap(), None);
+    assert_eq!(q.list_accounts().await.unwrap().len(), 2);
+    // Records are not queue accounts.
+    assert!(q.stats().await.unwrap().accounts.is_empty());
+    // A deleted account's queued events stay.
+    put(&q, "globex", WIDE, &["g"]).await;
+    assert!(q.delete_account("globex").await.unwrap());
+    assert_eq!(names(&claim(&q).await), ["g"]);
+}
+
+async fn remember_once_is_atomic_and_forget_undoes_it(b: Backend) {
+    let q = open(b).await;
+    let minute = Duration::from_secs(60);
+    assert!(q.remember_once("hook", "d1", minute).await.unwrap());
+    assert!(!q.remember_once("hook", "d1", minute).await.unwrap());
+    assert!(q.remember_once("hook", "d2", minute).await.unwrap());
+    assert!(
+        q.remember_once("other", "d1", minute).await.unwrap(),
+        "per scope"
+    );
+    q.forget("hook", "d1").await.unwrap();
+    q.forget("hook", "never-seen").await.unwrap();
+    assert!(q.remember_once("hook", "d1", minute).await.unwrap());
+    assert!(!q.remember_once("other", "d1", minute).await.unwrap());
+
+    // Forgotten after its time.
+    assert!(q
+        .remember_once("hook", "short", Duration::from_millis(100))
+        .await
+        .unwrap());
+    assert!(!q
+        .remember_once("hook", "short", Duration::from_millis(100))
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(q.remember_once("hook", "short", minute).await.unwrap());
+    assert!(!q.remember_once("hook", "short", minute).await.unwrap());
+
+    // Of concurrent calls with one id exactly one wins.
+    let calls = (0..16).map(|_| {
+        let q = q.q.clone();
+        tokio::spawn(async move { q.remember_once("hook", "race", minute).await.unwrap() })
+    });
+    let mut winners = 0;
+    for call in calls.collect::<Vec<_>>() {
+        winners += usize::from(call.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    // Nothing of this is a queue account.
+    assert!(q.stats().await.unwrap().accounts.is_empty());
+}
+
+async fn replay_and_purge_all_take_every_letter_in_chunks(b: Backend) {
+    let q = open(b).await;
+    // More letters than one storage call handles, made cheaply by a short time to live.
+    let n = 1200;
+    let events = (0..n)
+        .map(|i| {
+            let mut e = event_for("acme", &format!("e{i}"));
+            e.ttl_ms = 20;
+            e
+        })
+        .collect();
+    let out = put_with(&q, "acme", WIDE, 100_000, events).await;
+    let first = stored(&out[0]);
+    let last = stored(&out[n - 1]);
+    let bury_all = || async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        for _ in 0..3 {
+            assert!(claim(&q).await.is_empty(), "every event expired");
+        }
+    };
+    bury_all().await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead), (0, n as u64));
+    let page = q.dead_letters("acme", n as u64 - 1, 100).await.unwrap();
+    assert_eq!(page.total, n as u64);
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].delivery_id, did(&last, 0));
+
+    // Replayed with a 1 ms time to live, they expire again on the way.
+    let result = q
+        .replay("acme", &DeadLetterSelection::All, Duration::from_millis(1))
+        .await
+        .unwrap();
+    assert_eq!((result.count, result.not_found.len()), (n as u64, 0));
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead), (n as u64, 0));
+    assert!(created_ms_matches(&q, &first, s.oldest_ms.unwrap()).await);
+    bury_all().await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead), (0, n as u64));
+    assert_eq!(record(&q, &first).await.status, "expired");
+
+    let result = q
+        .purge_dead("acme", &DeadLetterSelection::All)
+        .await
+        .unwrap();
+    assert_eq!((result.count, result.not_found.len()), (n as u64, 0));
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead), (0, 0));
+    assert_eq!(q.dead_letters("acme", 0, 10).await.unwrap().total, 0);
+    assert_eq!(record(&q, &last).await.status, "expired");
+}
+
+async fn replaying_one_call_of_a_finished_event(b: Backend) {
+    let q = open(b).await;
+    let mut fan = event_for("acme", "fan");
+    fan.agents = vec![Some(1), Some(2), Some(3)];
+    let out = put_with(&q, "acme", WIDE, 100, vec![fan]).await;
+    let id = stored(&out[0]);
+    for outcome in [
+        dead("rejected", Some(400), "one"),
+        ok(),
+        dead("rejected", Some(404), "three"),
+    ] {
+        let c = claim(&q).await.remove(0);
+        done(&q, &c, outcome).await;
+    }
+    assert_eq!(record(&q, &id).await.status, "dead");
+    let result = q
+        .replay("acme", &ids(&[&did(&id, 2)]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(result.count, 1);
+    let r = record(&q, &id).await;
+    assert_eq!(r.status, "queued");
+    let statuses: Vec<&str> = r.deliveries.iter().map(|d| d.status.as_str()).collect();
+    assert_eq!(statuses, ["dead", "delivered", "queued"]);
+    let c = claim(&q).await.remove(0);
+    assert_eq!(c.delivery_id, did(&id, 2));
+    assert!(c.body.ends_with(b"\"agent_id\":3}"), "the body was kept");
+    // It dies again: a new dead letter, after the other.
+    done(&q, &c, dead("rejected", Some(410), "gone")).await;
+    let page = q.dead_letters("acme", 0, 10).await.unwrap();
+    let dids: Vec<&str> = page.items.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(dids, [did(&id, 0), did(&id, 2)]);
+    assert_eq!(page.items[1].last_status, Some(410));
+    assert_eq!(page.items[1].attempts, 1);
+    assert_eq!(page.items[1].event["agent_id"], 3);
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead, s.delivered), (0, 2, 1));
+    assert_eq!(record(&q, &id).await.status, "dead");
+
+    // Of concurrent replays of one letter, exactly one replays it.
+    let letter = did(&id, 2);
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (q, letter) = (q.q.clone(), letter.clone());
+            tokio::spawn(async move {
+                q.replay(
+                    "acme",
+                    &DeadLetterSelection::Ids(vec![letter]),
+                    Duration::from_secs(60),
+                )
+                .await
+                .unwrap()
+                .count
+            })
+        })
+        .collect();
+    let mut replayed = 0;
+    for call in calls {
+        replayed += call.await.unwrap();
+    }
+    assert_eq!(replayed, 1);
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.dead), (1, 1));
+}
+
+async fn sent_in_window_forgets_calls_older_than_the_window(b: Backend) {
+    let q = open(b).await;
+    let short = RateLimit {
+        limit: 5,
+        window_ms: 200,
+    };
+    put(&q, "acme", short, &["a", "b"]).await;
+    for _ in 0..2 {
+        let c = claim(&q).await.remove(0);
+        done(&q, &c, ok()).await;
+    }
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.sent_in_window, s.delivered, s.depth), (2, 2, 0));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.sent_in_window, s.delivered), (0, 2));
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -739,4 +1691,15 @@ conformance!(
     idempotency_dup_and_mismatch,
     depth_cap_answers_queue_full,
     event_records_follow_the_lifecycle,
+    stats_counters_follow_the_lifecycle,
+    dead_letter_pages_carry_the_exact_notify_body,
+    replay_requeues_dead_letters_at_the_tail,
+    replay_ignores_the_depth_cap,
+    purge_forgets_dead_letters_and_keeps_records,
+    pause_holds_claims_and_resume_releases_them,
+    runtime_account_records_crud,
+    remember_once_is_atomic_and_forget_undoes_it,
+    replay_and_purge_all_take_every_letter_in_chunks,
+    replaying_one_call_of_a_finished_event,
+    sent_in_window_forgets_calls_older_than_the_window,
 );
