@@ -119,13 +119,22 @@ impl Worker {
             let mut claimed_any = false;
             let mut next_due: Option<Duration> = None;
             let mut failed = false;
+            // Free slots are shared across partitions, so that an account that just became
+            // ready is claimed within a pass or two wherever its partition is.
+            let share = (permits.available_permits() / usize::from(partitions.max(1))).max(1);
+            let mut visited = partitions;
             for i in 0..partitions {
                 let free = permits.available_permits();
                 if free == 0 {
+                    visited = i;
                     break;
                 }
                 let partition = (start + i) % partitions;
-                match self.queue.claim(partition, free.min(CLAIM_MAX)).await {
+                match self
+                    .queue
+                    .claim(partition, free.min(share).min(CLAIM_MAX))
+                    .await
+                {
                     Ok(batch) => {
                         if redis_down {
                             tracing::info!("queue storage reachable again; delivery resumes");
@@ -171,7 +180,7 @@ impl Worker {
                     }
                 }
             }
-            start = (start + 1) % partitions.max(1);
+            start = (start + visited.max(1)) % partitions.max(1);
             if failed {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}

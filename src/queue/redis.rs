@@ -627,23 +627,30 @@ impl Queue for RedisQueue {
         if batch.events.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(PendingEnqueue { batch, reply });
-        {
-            let _committing = self.committing.lock().await;
-            let group =
-                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-            if !group.is_empty() {
-                self.commit_enqueues(group).await;
+        loop {
+            tokio::select! {
+                biased;
+                // Answered by whoever committed the group this request was in.
+                result = &mut answer => {
+                    return result.unwrap_or_else(|_| {
+                        Err(QueueError::Protocol("enqueue was dropped".into()))
+                    });
+                }
+                _committing = self.committing.lock() => {
+                    let group = std::mem::take(
+                        &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    if !group.is_empty() {
+                        self.commit_enqueues(group).await;
+                    }
+                }
             }
         }
-        // Whoever took this request answered it before releasing the lock.
-        answer
-            .await
-            .unwrap_or_else(|_| Err(QueueError::Protocol("enqueue was dropped".into())))
     }
 
     async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError> {
