@@ -50,7 +50,16 @@ fn start_redis() -> (Proc, u16) {
     let dir = std::env::temp_dir().join(format!("zenrelay-bench-{port}"));
     let _ = std::fs::create_dir_all(&dir);
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())
@@ -117,12 +126,20 @@ async fn start_gateway(redis: u16, prefix: &str, delivery: &str, accounts: &str)
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     for _ in 0..200 {
-        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Gateway { proc: Proc(child), base }
+    Gateway {
+        proc: Proc(child),
+        base,
+    }
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -143,11 +160,18 @@ fn wrk(url: &str, auth: bool, seconds: u64) -> f64 {
         "wrk.method = \"POST\"\nwrk.body = '{\"app_id\":375,\"event\":\"bench\",\"body\":\"hello\",\"agent_id\":1}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
     );
     if auth {
-        lua.push_str(&format!("wrk.headers[\"Authorization\"] = \"Bearer {KEY}\"\n"));
+        lua.push_str(&format!(
+            "wrk.headers[\"Authorization\"] = \"Bearer {KEY}\"\n"
+        ));
     }
     std::fs::write(&script, lua).expect("wrk script");
     let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{CONCURRENCY}"), &format!("-d{seconds}s"), "-s"])
+        .args([
+            "-t2",
+            &format!("-c{CONCURRENCY}"),
+            &format!("-d{seconds}s"),
+            "-s",
+        ])
         .arg(&script)
         .arg(url)
         .output()
@@ -166,7 +190,12 @@ fn wrk(url: &str, auth: bool, seconds: u64) -> f64 {
 async fn bare_axum() -> u16 {
     let app = Router::new().route(
         "/v1/accounts/{account}/notify",
-        post(|| async { (http::StatusCode::ACCEPTED, axum::Json(json!({"id": "x", "account": "acme", "deliveries": 1}))) }),
+        post(|| async {
+            (
+                http::StatusCode::ACCEPTED,
+                axum::Json(json!({"id": "x", "account": "acme", "deliveries": 1})),
+            )
+        }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -177,7 +206,9 @@ async fn bare_axum() -> u16 {
 async fn post_batches(base: &str, accounts: &[String], per_account: usize) -> usize {
     let http = reqwest::Client::new();
     let mut stored = 0;
-    let chunks: Vec<_> = accounts.chunks(accounts.len().div_ceil(CONCURRENCY)).collect();
+    let chunks: Vec<_> = accounts
+        .chunks(accounts.len().div_ceil(CONCURRENCY))
+        .collect();
     let tasks = chunks.into_iter().map(|chunk| {
         let http = http.clone();
         let base = base.to_string();
@@ -198,7 +229,9 @@ async fn post_batches(base: &str, accounts: &[String], per_account: usize) -> us
                     .json()
                     .await
                     .expect("batch answer");
-                n += resp["results"].as_array().map_or(0, |r| r.iter().filter(|x| x["id"].is_string()).count());
+                n += resp["results"]
+                    .as_array()
+                    .map_or(0, |r| r.iter().filter(|x| x["id"].is_string()).count());
             }
             n
         })
@@ -212,11 +245,18 @@ async fn post_batches(base: &str, accounts: &[String], per_account: usize) -> us
 async fn wait_arrivals(arrivals: &Arrivals, n: usize, timeout: Duration) -> Instant {
     let deadline = Instant::now() + timeout;
     loop {
-        let last = arrivals.lock().ok().and_then(|a| (a.len() >= n).then(|| a[n - 1].1));
+        let last = arrivals
+            .lock()
+            .ok()
+            .and_then(|a| (a.len() >= n).then(|| a[n - 1].1));
         if let Some(last) = last {
             return last;
         }
-        assert!(Instant::now() < deadline, "only {} of {n} arrived", arrivals.lock().map(|a| a.len()).unwrap_or(0));
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} arrived",
+            arrivals.lock().map(|a| a.len()).unwrap_or(0)
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -233,11 +273,18 @@ fn main() {
 async fn run() {
     let (_redis, redis) = start_redis();
     let (receiver, arrivals) = start_receiver().await;
-    println!("zenrelay relay benchmarks ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "zenrelay relay benchmarks ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     // 1. Single-event ingress.
     let bare = bare_axum().await;
-    let bare_rps = wrk(&format!("http://127.0.0.1:{bare}/v1/accounts/acme/notify"), false, 5);
+    let bare_rps = wrk(
+        &format!("http://127.0.0.1:{bare}/v1/accounts/acme/notify"),
+        false,
+        5,
+    );
     let one = accounts_toml(&["acme".to_string()], receiver);
     let gw = start_gateway(redis, "b1", "enabled = false", &one).await;
     let gw_rps = wrk(&format!("{}/v1/accounts/acme/notify", gw.base), true, 5);
@@ -252,10 +299,27 @@ async fn run() {
         let tasks = (0..4).map(|t| {
             let http = http.clone();
             let url = format!("{}/v1/accounts/acme/notify/batch", gw.base);
-            let events: Vec<_> = (0..1000).map(|i| json!({"app_id": 1, "event": "bench", "body": format!("{t}-{i}")})).collect();
+            let events: Vec<_> = (0..1000)
+                .map(|i| json!({"app_id": 1, "event": "bench", "body": format!("{t}-{i}")}))
+                .collect();
             tokio::spawn(async move {
-                let resp: serde_json::Value = http.post(url).bearer_auth(KEY).json(&json!({"events": events})).send().await.ok()?.json().await.ok()?;
-                Some(resp["results"].as_array()?.iter().filter(|r| r["id"].is_string()).count())
+                let resp: serde_json::Value = http
+                    .post(url)
+                    .bearer_auth(KEY)
+                    .json(&json!({"events": events}))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                Some(
+                    resp["results"]
+                        .as_array()?
+                        .iter()
+                        .filter(|r| r["id"].is_string())
+                        .count(),
+                )
             })
         });
         for r in futures::future::join_all(tasks).await {
@@ -287,7 +351,9 @@ async fn run() {
         assert!(Instant::now() < deadline, "delivery too slow");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let gw_time = wait_arrivals(&arrivals, total, Duration::from_secs(1)).await.duration_since(started);
+    let gw_time = wait_arrivals(&arrivals, total, Duration::from_secs(1))
+        .await
+        .duration_since(started);
     peak_rss = peak_rss.max(rss_mb(pid));
     let gw_rate = total as f64 / gw_time.as_secs_f64();
     drop(worker);
@@ -296,19 +362,38 @@ async fn run() {
     let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
         names
             .iter()
-            .flat_map(|n| (0..per_account).map(move |i| (format!("http://127.0.0.1:{receiver}/acct/{n}/api/v2/apps/notify"), format!(r#"{{"app_id":1,"event":"bench","body":"{i}"}}"#).into_bytes())))
+            .flat_map(|n| {
+                (0..per_account).map(move |i| {
+                    (
+                        format!("http://127.0.0.1:{receiver}/acct/{n}/api/v2/apps/notify"),
+                        format!(r#"{{"app_id":1,"event":"bench","body":"{i}"}}"#).into_bytes(),
+                    )
+                })
+            })
             .collect(),
     );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
     let started = Instant::now();
     let tasks = (0..CONCURRENCY).map(|_| {
         let (bodies, next, client) = (bodies.clone(), next.clone(), client.clone());
         tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((url, body)) = bodies.get(i) else { break };
-                let _ = client.post(url).header("authorization", "Basic dDp0").header("content-type", "application/json").body(body.clone()).send().await.map(|r| r.status());
+                let Some((url, body)) = bodies.get(i) else {
+                    break;
+                };
+                let _ = client
+                    .post(url)
+                    .header("authorization", "Basic dDp0")
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map(|r| r.status());
             }
         })
     });
@@ -322,14 +407,34 @@ async fn run() {
     let limit = 50;
     let n = 301;
     let one = accounts_toml(&["limited".to_string()], receiver);
-    let gw = start_gateway(redis, "b4", "notify_per_minute = 50\nnotify_window_seconds = 1", &one).await;
-    let events: Vec<_> = (0..n).map(|i| json!({"app_id": 1, "event": "rate", "body": format!("{i}")})).collect();
-    reqwest::Client::new().post(format!("{}/v1/accounts/limited/notify/batch", gw.base)).bearer_auth(KEY).json(&json!({"events": events})).send().await.expect("batch");
+    let gw = start_gateway(
+        redis,
+        "b4",
+        "notify_per_minute = 50\nnotify_window_seconds = 1",
+        &one,
+    )
+    .await;
+    let events: Vec<_> = (0..n)
+        .map(|i| json!({"app_id": 1, "event": "rate", "body": format!("{i}")}))
+        .collect();
+    reqwest::Client::new()
+        .post(format!("{}/v1/accounts/limited/notify/batch", gw.base))
+        .bearer_auth(KEY)
+        .json(&json!({"events": events}))
+        .send()
+        .await
+        .expect("batch");
     wait_arrivals(&arrivals, n, Duration::from_secs(30)).await;
     let times: Vec<Instant> = arrivals.lock().unwrap().iter().map(|a| a.1).collect();
     let window = Duration::from_secs(1);
     let over = (0..n)
-        .filter(|&i| times[i..].iter().take_while(|t| t.duration_since(times[i]) < window).count() > limit)
+        .filter(|&i| {
+            times[i..]
+                .iter()
+                .take_while(|t| t.duration_since(times[i]) < window)
+                .count()
+                > limit
+        })
         .count();
     let span = times[n - 1].duration_since(times[0]);
     let ideal = window * ((n as u32 - 1) / limit as u32);
@@ -349,7 +454,13 @@ async fn run() {
     let mut sent: HashMap<String, Instant> = HashMap::new();
     for name in &fresh {
         let at = Instant::now();
-        let resp = client.post(format!("{}/v1/accounts/{name}/notify", gw.base)).bearer_auth(KEY).json(&json!({"app_id": 1, "event": "fresh"})).send().await.expect("send");
+        let resp = client
+            .post(format!("{}/v1/accounts/{name}/notify", gw.base))
+            .bearer_auth(KEY)
+            .json(&json!({"app_id": 1, "event": "fresh"}))
+            .send()
+            .await
+            .expect("send");
         assert_eq!(resp.status(), 202);
         sent.insert(name.clone(), at);
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -362,8 +473,18 @@ async fn run() {
         .filter_map(|(account, at)| sent.get(account).map(|s| at.duration_since(*s)))
         .collect();
     latencies.sort();
-    let backlog_calls = arrivals.lock().unwrap().iter().filter(|(a, _)| a.starts_with("busy")).count();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default();
+    let backlog_calls = arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(a, _)| a.starts_with("busy"))
+        .count();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "latency  fresh account while 1000 accounts backlogged ({backlog_calls} backlog calls meanwhile): {} of {} delivered, p50 {:.1} ms, p99 {:.1} ms (goal p99 < 100 ms)",
         latencies.len(),

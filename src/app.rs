@@ -23,6 +23,7 @@ use crate::delivery::{RetryPolicy, Worker};
 use crate::domain::notify_schema;
 use crate::error::ApiError;
 use crate::ingress;
+use crate::proxy::{self, Proxy};
 use crate::queue::redis::{RedisQueue, RedisQueueConfig};
 use crate::queue::{Queue, RateLimit};
 use crate::schema::SchemaValidator;
@@ -41,6 +42,7 @@ struct Inner {
     clients: ClientKeys,
     notify_schema: SchemaValidator,
     wake: Arc<Notify>,
+    proxy: Proxy,
 }
 
 impl AppState {
@@ -67,6 +69,11 @@ impl AppState {
     /// The compiled schema of Notify events.
     pub fn notify_schema(&self) -> &SchemaValidator {
         &self.inner.notify_schema
+    }
+
+    /// The Apps API proxy.
+    pub fn proxy(&self) -> &Proxy {
+        &self.inner.proxy
     }
 
     /// Tells this process's worker that new work was stored.
@@ -134,6 +141,7 @@ impl Gateway {
             })
         });
         let worker = worker.transpose().map_err(anyhow::Error::msg)?;
+        let proxy = Proxy::from_config(&config).map_err(anyhow::Error::msg)?;
         let state = AppState {
             inner: Arc::new(Inner {
                 clients: ClientKeys::from_config(&config.clients),
@@ -142,6 +150,7 @@ impl Gateway {
                 accounts,
                 notify_schema,
                 wake,
+                proxy,
             }),
         };
         Ok(Gateway { state, worker })
@@ -162,30 +171,45 @@ impl Gateway {
         router(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` resolves: then stops accepting, lets open
-    /// requests and in-flight deliveries finish, and returns.
+    /// Serves on `listener` (HTTPS when `server.tls` is set) until `shutdown` resolves: then
+    /// stops accepting, lets open requests and in-flight deliveries finish, and returns.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let tls = match &self.state.config().server.tls {
+            Some(files) => Some(crate::tls::acceptor(files, "server.tls")?),
+            None => None,
+        };
         let token = CancellationToken::new();
         let worker = self
             .worker
             .clone()
             .map(|w| tokio::spawn(w.run(token.clone())));
         let stop = token.clone();
-        let serve = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
+        let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: intake stopped, finishing in-flight work");
             stop.cancel();
-        });
-        let result = serve.await;
+        };
+        let result = match tls {
+            None => axum::serve(listener, self.router())
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(anyhow::Error::from),
+            Some(tls) => {
+                // Open requests get as long as a proxied call may take.
+                let p = &self.state.config().proxy;
+                let grace = p.upstream_timeout() * p.max_attempts + Duration::from_secs(1);
+                crate::server::serve(listener, self.router(), Some(tls), shutdown, grace).await
+            }
+        };
         token.cancel();
         if let Some(worker) = worker {
             let _ = worker.await;
         }
-        result.map_err(Into::into)
+        result
     }
 }
 
@@ -197,7 +221,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts/{account}/notify", post(ingress::notify))
         .route("/v1/accounts/{account}/notify/batch", post(ingress::notify_batch))
         .route("/v1/events/{id}", get(ingress::event_status))
-        .fallback(not_found)
+        .fallback(proxy::handle)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(panic_response))
@@ -225,10 +249,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found()
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -33,10 +33,18 @@ pub fn authorize<'a>(
     headers: &HeaderMap,
     account: &str,
 ) -> Result<(&'a Client, &'a Account), ApiError> {
-    let client = state
-        .clients()
-        .authenticate(headers)
-        .ok_or_else(ApiError::unauthorized)?;
+    let client = state.clients().authenticate(headers);
+    authorize_client(state, client, account)
+}
+
+/// Resolves an account that an already authenticated caller (`None`: none) may use:
+/// 401 without a caller, 403 outside its scopes, 404 for an unknown account.
+pub fn authorize_client<'a>(
+    state: &'a AppState,
+    client: Option<&'a Client>,
+    account: &str,
+) -> Result<(&'a Client, &'a Account), ApiError> {
+    let client = client.ok_or_else(ApiError::unauthorized)?;
     match state.accounts().get(account) {
         Some(acc) if client.reaches(account) => Ok((client, acc)),
         _ if !client.reaches(account) => Err(ApiError::new(
@@ -122,7 +130,8 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The `Idempotency-Key` header, if any; 400 when malformed.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
