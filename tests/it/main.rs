@@ -1,3 +1,4 @@
+mod proxy;
 mod relay;
 mod sim;
 mod support;
