@@ -157,11 +157,13 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
 pub async fn send(
     client: &reqwest::Client,
     method: &Method,
-    url: &str,
+    url: &reqwest::Url,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Upstream, Failure> {
-    let mut request = client.request(method.clone(), url).headers(headers.clone());
+    let mut request = client
+        .request(method.clone(), url.clone())
+        .headers(headers.clone());
     if !body.is_empty() || matches!(*method, Method::POST | Method::PUT) {
         request = request.body(body.clone());
     }

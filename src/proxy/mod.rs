@@ -254,7 +254,20 @@ async fn forward_with_retries(
     account: &Account,
     body: bytes::Bytes,
 ) -> Response {
-    let url = forward::upstream_url(account, target.path, target.query);
+    // Parsed once for every attempt; the path and query were checked, so parsing keeps them.
+    let url = match reqwest::Url::parse(&forward::upstream_url(account, target.path, target.query))
+    {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::error!(account = %account.id, error = %e, "the account's base_url makes no URL");
+            let e = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_url",
+                "the account's upstream URL is invalid",
+            );
+            return with_attempts(e.into_response(), 0);
+        }
+    };
     let headers = forward::request_headers(&parts.headers, account);
     let method = &parts.method;
     let mut attempt = 0u32;
