@@ -285,6 +285,13 @@ async fn run() {
         &proxy_url,
         &bearer,
     );
+    // The latency the proxy adds when nothing queues: one connection.
+    let (_, d_p50) = wrk_with(&direct_url, &account_auth, 1);
+    let (_, p_p50) = wrk_with(&proxy_url, &bearer, 1);
+    println!(
+        "proxy    loopback, 1 connection: median latency proxied {p_p50:.3} ms, direct {d_p50:.3} ms, added {:.3} ms",
+        p_p50 - d_p50
+    );
 
     let resp = reqwest::Client::new()
         .post(format!("{sim}/__sim/faults"))
