@@ -24,6 +24,7 @@ use crate::domain::notify_schema;
 use crate::error::ApiError;
 use crate::ingress;
 use crate::metrics::Metrics;
+use crate::proxy::{self, Proxy};
 use crate::queue::memory::{MemoryQueue, MemoryQueueConfig};
 use crate::queue::redis::{RedisQueue, RedisQueueConfig};
 use crate::queue::{Queue, RateLimit};
@@ -50,6 +51,7 @@ struct Inner {
     throttle: Throttle,
     webhooks: Webhooks,
     openapi: bytes::Bytes,
+    proxy: Proxy,
 }
 
 impl AppState {
@@ -101,6 +103,11 @@ impl AppState {
     /// The compiled schema of Notify events.
     pub fn notify_schema(&self) -> &SchemaValidator {
         &self.inner.notify_schema
+    }
+
+    /// The Apps API proxy.
+    pub fn proxy(&self) -> &Proxy {
+        &self.inner.proxy
     }
 
     /// Tells this process's worker that new work was stored.
@@ -201,6 +208,7 @@ impl Gateway {
             })
         });
         let worker = worker.transpose().map_err(anyhow::Error::msg)?;
+        let proxy = Proxy::from_config(&config).map_err(anyhow::Error::msg)?;
         let state = AppState {
             inner: Arc::new(Inner {
                 clients: ClientKeys::from_config(&config.clients),
@@ -213,6 +221,7 @@ impl Gateway {
                 metrics,
                 webhooks,
                 openapi,
+                proxy,
             }),
         };
         Ok(Gateway { state, worker })
@@ -233,30 +242,45 @@ impl Gateway {
         router(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` resolves: then stops accepting, lets open
-    /// requests and in-flight deliveries finish, and returns.
+    /// Serves on `listener` (HTTPS when `server.tls` is set) until `shutdown` resolves: then
+    /// stops accepting, lets open requests and in-flight deliveries finish, and returns.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let tls = match &self.state.config().server.tls {
+            Some(files) => Some(crate::tls::acceptor(files, "server.tls")?),
+            None => None,
+        };
         let token = CancellationToken::new();
         let worker = self
             .worker
             .clone()
             .map(|w| tokio::spawn(w.run(token.clone())));
         let stop = token.clone();
-        let serve = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
+        let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: intake stopped, finishing in-flight work");
             stop.cancel();
-        });
-        let result = serve.await;
+        };
+        let result = match tls {
+            None => axum::serve(listener, self.router())
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(anyhow::Error::from),
+            Some(tls) => {
+                // Open requests get as long as a proxied call may take.
+                let p = &self.state.config().proxy;
+                let grace = p.upstream_timeout() * p.max_attempts + Duration::from_secs(1);
+                crate::server::serve(listener, self.router(), Some(tls), shutdown, grace).await
+            }
+        };
         token.cancel();
         if let Some(worker) = worker {
             let _ = worker.await;
         }
-        result.map_err(Into::into)
+        result
     }
 }
 
@@ -291,7 +315,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> Router {
     api()
         .0
-        .fallback(not_found)
+        .fallback(proxy::handle)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(panic_response))
@@ -339,10 +363,6 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
         state.openapi().clone(),
     )
         .into_response()
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found()
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -1,8 +1,13 @@
 //! Client keys: who is calling and which accounts they reach.
 //!
+//! Ingress takes the key as `Authorization: Bearer <key>`; the Apps API proxy also takes it
+//! as the password of Basic auth with any user name (`someone/token:<key>` included), so that
+//! existing Zendesk clients work by changing only their base URL and credentials.
+//!
 //! Keys are kept as SHA-256 digests and compared in constant time against every
 //! configured key, so neither the comparison nor the position of a match leaks timing.
 
+use base64::Engine;
 use http::{header, HeaderMap};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
@@ -78,6 +83,26 @@ impl ClientKeys {
         }
         self.find(key)
     }
+
+    /// The client named by `Authorization: Bearer <key>`, or by Basic auth whose password
+    /// (everything after the first `:` of the decoded pair) is the key.
+    pub fn authenticate_bearer_or_basic(&self, headers: &HeaderMap) -> Option<&Client> {
+        let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+        let (scheme, rest) = split_scheme(value)?;
+        if scheme.eq_ignore_ascii_case(b"basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()?;
+            let colon = decoded.iter().position(|b| *b == b':')?;
+            let password = &decoded[colon + 1..];
+            if password.is_empty() {
+                return None;
+            }
+            self.find(password)
+        } else {
+            self.authenticate(headers)
+        }
+    }
 }
 
 fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -139,5 +164,44 @@ admin = true
             .authenticate(&bearer("Basic billing-key-0123456789"))
             .is_none());
         assert!(keys.authenticate(&HeaderMap::new()).is_none());
+    }
+
+    fn basic(user_password: &str) -> HeaderMap {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(user_password);
+        bearer(&format!("Basic {encoded}"))
+    }
+
+    #[test]
+    fn basic_password_is_the_key() {
+        let keys = keys();
+        for pair in [
+            "anyone:billing-key-0123456789",
+            "bot@example.com/token:billing-key-0123456789",
+            ":billing-key-0123456789",
+        ] {
+            let client = keys.authenticate_bearer_or_basic(&basic(pair));
+            assert_eq!(client.map(|c| c.name.as_str()), Some("billing"), "{pair}");
+        }
+        let bearer_key = bearer("Bearer ops-key-0123456789abc");
+        assert!(keys.authenticate_bearer_or_basic(&bearer_key).is_some());
+        for bad in [
+            "billing-key-0123456789",
+            "billing-key-0123456789:",
+            "someone:billing-key-012345678",
+            "someone:billing-key-0123456789x",
+        ] {
+            assert!(
+                keys.authenticate_bearer_or_basic(&basic(bad)).is_none(),
+                "{bad}"
+            );
+        }
+        assert!(keys
+            .authenticate_bearer_or_basic(&bearer("Basic !!!notbase64"))
+            .is_none());
+        assert!(
+            keys.authenticate(&basic("a:billing-key-0123456789"))
+                .is_none(),
+            "ingress takes Bearer only"
+        );
     }
 }

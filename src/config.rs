@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::sim::SimConfig;
+use crate::tls::TlsFiles;
 
 /// Where the config file is looked for when neither `--config` nor `ZENRELAY_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/zenrelay.toml";
@@ -100,6 +101,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest number of events in one batch request.
     pub max_batch_events: usize,
+    /// When set, `listen` serves HTTPS with these PEM files (for clients that only speak
+    /// HTTPS, such as Zendesk's own CLI).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 8 * 1024 * 1024,
             max_batch_events: 1000,
+            tls: None,
         }
     }
 }
@@ -238,12 +243,29 @@ impl DeliveryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
-    /// Attempts of one proxied call.
+    /// Attempts of one proxied call (the first included).
     pub max_attempts: u32,
-    /// Largest request body buffered for the proxy.
+    /// Largest request body buffered for the proxy (so that it can be resent); larger
+    /// requests get 413 before upstream is touched.
     pub max_body_bytes: usize,
     /// Account used when neither the path nor the `Host` names one.
     pub default_account: Option<String>,
+    /// Proxied upstream calls per account and minute, retries included; a burst above it
+    /// waits for its turn instead of being refused.
+    pub per_minute: u32,
+    /// Calls an idle account may start at once before pacing spaces them out.
+    pub burst: u32,
+    /// Longest a call waits for its pacing turn before it is answered 429, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Timeout of one upstream attempt (connect, send, whole answer), in milliseconds.
+    pub upstream_timeout_ms: u64,
+    /// First retry delay (before jitter), in milliseconds.
+    pub retry_base_ms: u64,
+    /// Largest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Longest upstream `Retry-After` the proxy waits out itself, in seconds; a longer one
+    /// is answered to the caller with upstream's status and `Retry-After`.
+    pub retry_after_cap_seconds: u64,
 }
 
 impl Default for ProxyConfig {
@@ -252,7 +274,21 @@ impl Default for ProxyConfig {
             max_attempts: 4,
             max_body_bytes: 32 * 1024 * 1024,
             default_account: None,
+            per_minute: 400,
+            burst: 20,
+            max_wait_ms: 30_000,
+            upstream_timeout_ms: 30_000,
+            retry_base_ms: 200,
+            retry_max_ms: 5_000,
+            retry_after_cap_seconds: 10,
         }
+    }
+}
+
+impl ProxyConfig {
+    /// The timeout of one upstream attempt.
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
     }
 }
 
@@ -707,8 +743,38 @@ impl Config {
                 ));
             }
         }
-        positive("proxy.max_attempts", self.proxy.max_attempts.into())?;
-        positive("proxy.max_body_bytes", self.proxy.max_body_bytes as u64)?;
+        if let Some(tls) = &self.server.tls {
+            tls.validate("server.tls")
+                .map_err(|message| match message.split_once(": ") {
+                    Some((key, message)) => ConfigError::invalid(key, message),
+                    None => ConfigError::invalid("server.tls", message),
+                })?;
+        }
+        let p = &self.proxy;
+        positive("proxy.max_attempts", p.max_attempts.into())?;
+        if p.max_attempts > 20 {
+            return Err(ConfigError::invalid(
+                "proxy.max_attempts",
+                "must be at most 20",
+            ));
+        }
+        positive("proxy.max_body_bytes", p.max_body_bytes as u64)?;
+        positive("proxy.per_minute", p.per_minute.into())?;
+        positive("proxy.burst", p.burst.into())?;
+        positive("proxy.upstream_timeout_ms", p.upstream_timeout_ms)?;
+        positive("proxy.retry_base_ms", p.retry_base_ms)?;
+        if p.retry_max_ms < p.retry_base_ms {
+            return Err(ConfigError::invalid(
+                "proxy.retry_max_ms",
+                "must be at least proxy.retry_base_ms",
+            ));
+        }
+        if p.retry_after_cap_seconds > 3600 {
+            return Err(ConfigError::invalid(
+                "proxy.retry_after_cap_seconds",
+                "must be at most 3600",
+            ));
+        }
 
         let mut ids = HashSet::new();
         for (i, account) in self.accounts.iter().enumerate() {
@@ -1173,6 +1239,38 @@ accounts = ["acme"]
             "runtime accounts may be named"
         );
         assert!(!format!("{config:?}").contains("AAECAwQF"));
+    }
+
+    #[test]
+    fn proxy_and_tls_keys_are_typed_and_checked() {
+        let text = format!(
+            "{BASE}\n[proxy]\nper_minute = 60\nburst = 2\nretry_after_cap_seconds = 5\n\
+             [server]\ntls = {{ cert = \"c.pem\", key = \"k.pem\" }}\n"
+        );
+        let config = Config::from_toml_with_env(&text, "test.toml", &env()).unwrap();
+        assert_eq!(config.proxy.per_minute, 60);
+        assert_eq!(config.proxy.burst, 2);
+        assert_eq!(config.proxy.retry_after_cap_seconds, 5);
+        assert_eq!(config.server.tls.as_ref().unwrap().cert, "c.pem");
+        let msg = err(&format!("{BASE}\n[proxy]\nper_minute = 0\n"), &env());
+        assert!(msg.starts_with("proxy.per_minute"), "{msg}");
+        let msg = err(
+            &format!("{BASE}\n[proxy]\nretry_base_ms = 10\nretry_max_ms = 5\n"),
+            &env(),
+        );
+        assert!(msg.starts_with("proxy.retry_max_ms"), "{msg}");
+        let msg = err(&format!("{BASE}\n[proxy]\npace = 1\n"), &env());
+        assert!(msg.contains("pace"), "{msg}");
+        let msg = err(
+            &format!("{BASE}\n[server]\ntls = {{ cert = \"\", key = \"k\" }}\n"),
+            &env(),
+        );
+        assert!(msg.starts_with("server.tls.cert"), "{msg}");
+        let msg = err(
+            &format!("{BASE}\n[server]\ntls = {{ cert = \"c\" }}\n"),
+            &env(),
+        );
+        assert!(msg.contains("key"), "{msg}");
     }
 
     #[test]

@@ -45,7 +45,20 @@ pub async fn authorize<'a>(
     headers: &HeaderMap,
     account: &str,
 ) -> Result<(&'a Client, Arc<Account>), ApiError> {
-    let client = authenticate(state, headers)?;
+    let client = state.clients().authenticate(headers);
+    authorize_client(state, client, account).await
+}
+
+/// Resolves an account that an already identified caller (`None`: none) may use: 401
+/// without a caller, 429 over its throttle budget, 403 outside its scopes, 404 for an
+/// account that is neither configured nor registered.
+pub async fn authorize_client<'a>(
+    state: &'a AppState,
+    client: Option<&'a Client>,
+    account: &str,
+) -> Result<(&'a Client, Arc<Account>), ApiError> {
+    let client = client.ok_or_else(ApiError::unauthorized)?;
+    state.throttle().client(&client.name)?;
     if !client.reaches(account) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -138,7 +151,8 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The `Idempotency-Key` header, if any; 400 when malformed.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };

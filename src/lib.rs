@@ -19,6 +19,10 @@
 //! - [`config`] — typed, layered configuration.
 //! - [`app`] — builds state, router and worker from config; runs until shutdown.
 //! - [`ingress`] — `/v1` notify, batch and event status handlers.
+//! - [`proxy`] — the Apps API proxy: allowlist, path checks, routing, credential injection,
+//!   retries and pacing.
+//! - [`server`] — the HTTP/1.1 accept loop (plain or TLS) of the simulator and HTTPS gateway.
+//! - [`tls`] — PEM files and the rustls acceptor.
 //! - [`auth`] — client keys and their account scopes.
 //! - [`delivery`] — the worker loop and retry policy.
 //! - [`queue`] — the queue contract, its Redis backend (Lua scripts, key layout) and the
@@ -42,10 +46,13 @@ pub mod error;
 pub mod ingress;
 pub mod metrics;
 pub mod openapi;
+pub mod proxy;
 pub mod queue;
 pub mod schema;
+pub mod server;
 pub mod sim;
 pub mod telemetry;
 pub mod throttle;
+pub mod tls;
 pub mod webhooks;
 pub mod zendesk;

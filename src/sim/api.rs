@@ -22,9 +22,7 @@ use super::{apps, installations, jobs, notify, Simulator};
 /// Request bodies larger than this are refused with 413 before any endpoint sees them.
 pub(crate) const MAX_BODY: usize = 32 * 1024 * 1024;
 
-/// Marks a response whose connection must be closed without answering (see `server`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DropConnection;
+use crate::server::DropConnection;
 
 /// What an endpoint needs to know about its request.
 pub(crate) struct Ctx<'a> {

@@ -30,15 +30,7 @@ pub struct SimConfig {
     pub accounts: Vec<SimAccount>,
 }
 
-/// PEM files for the optional HTTPS listener.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// Path of the PEM certificate chain (leaf first).
-    pub cert: String,
-    /// Path of the PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: String,
-}
+pub use crate::tls::TlsFiles;
 
 /// One simulated Zendesk account, addressed as `{subdomain}.zendesk.com`.
 #[derive(Debug, Clone, Deserialize)]
@@ -169,12 +161,7 @@ impl SimConfig {
             return Err("sim.notify_window_seconds: must be at least 1".into());
         }
         if let Some(tls) = &self.tls {
-            if tls.cert.trim().is_empty() {
-                return Err("sim.tls.cert: must name a PEM file".into());
-            }
-            if tls.key.trim().is_empty() {
-                return Err("sim.tls.key: must name a PEM file".into());
-            }
+            tls.validate("sim.tls")?;
         }
         if self.accounts.is_empty() {
             return Err("sim.accounts: at least one account is required".into());

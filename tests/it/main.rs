@@ -1,6 +1,7 @@
 mod conformance;
 mod demo;
 mod ops;
+mod proxy;
 mod relay;
 mod sim;
 mod support;

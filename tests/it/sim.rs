@@ -1,7 +1,7 @@
 //! The Zendesk Apps API simulator, driven over real HTTP.
 
 #[path = "sim_support.rs"]
-mod sim_support;
+pub(crate) mod sim_support;
 
 use std::time::{Duration, Instant};
 

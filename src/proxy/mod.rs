@@ -1,0 +1,395 @@
+//! The Apps API proxy (SPEC §5): internal callers and existing Zendesk clients reach the
+//! Support and Sell Apps API through the gateway without ever holding Zendesk credentials.
+//!
+//! A request that no other route takes comes here. In order:
+//! 1. [`normalize`]: the target must be origin-form with a plain path (no encodings, dot or
+//!    empty segments) and no rewrite headers — else 404 `route_not_allowed` (400
+//!    `header_not_allowed` for headers). Paths other than `/zendesk/...` and `/api/...` get
+//!    the router's plain 404.
+//! 2. [`routes`]: the method and path must be on the allowlist — else 404
+//!    `route_not_allowed`. Nothing refused ever reaches upstream.
+//! 3. The account: `/zendesk/{account}/<path>`; else the `Host` (its first label is an
+//!    account's `subdomain`, or the host or its first label is one of the account's
+//!    `hosts`); else `proxy.default_account`.
+//! 4. The caller: client key as Bearer, or as the Basic password (any user name); scopes as
+//!    at ingress (401, 403, 404 `unknown_account`).
+//! 5. `POST .../notify` is queued, not forwarded ([`notify`]).
+//! 6. The body is buffered up to `proxy.max_body_bytes` (413 before upstream is touched),
+//!    then [`forward`]ed with the account's credentials, each attempt paced per account
+//!    ([`pace`]) and retried per SPEC §5 ([`retry`]). Upstream's answer passes through;
+//!    a final timeout is 504 `upstream_timeout`, a final connection failure 502.
+//!
+//! Every answer of the proxy carries `X-Zenrelay-Attempts`: the upstream attempts made (0
+//! when nothing was forwarded).
+
+pub mod forward;
+pub mod normalize;
+pub mod notify;
+pub mod pace;
+pub mod retry;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::delivery::RetryPolicy;
+use crate::error::ApiError;
+use crate::ingress;
+use crate::zendesk::Account;
+use forward::Failure;
+use normalize::{Refusal, Target};
+use pace::Pacer;
+use retry::ProxyRetry;
+use routes::{Endpoint, Route};
+
+/// Header giving the number of upstream attempts behind an answer.
+pub const ATTEMPTS_HEADER: &str = "x-zenrelay-attempts";
+
+/// The proxy's shared parts, built once from config.
+pub struct Proxy {
+    http: reqwest::Client,
+    pacer: Pacer,
+    retry: ProxyRetry,
+    hosts: HostMap,
+    default_account: Option<String>,
+    max_body_bytes: usize,
+}
+
+impl Proxy {
+    /// Builds the proxy of `config`.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let p = &config.proxy;
+        Ok(Proxy {
+            http: forward::client(p.upstream_timeout())?,
+            pacer: Pacer::new(p.per_minute, p.burst, Duration::from_millis(p.max_wait_ms)),
+            retry: ProxyRetry {
+                policy: RetryPolicy {
+                    max_attempts: p.max_attempts,
+                    base: Duration::from_millis(p.retry_base_ms),
+                    cap: Duration::from_millis(p.retry_max_ms),
+                },
+                retry_after_cap: Duration::from_secs(p.retry_after_cap_seconds),
+            },
+            hosts: HostMap::from_config(config),
+            default_account: p.default_account.clone(),
+            max_body_bytes: p.max_body_bytes,
+        })
+    }
+}
+
+/// `Host` → account id. A name claimed by two accounts routes to neither.
+#[derive(Debug, Default)]
+struct HostMap {
+    /// Whole host names (from `hosts`).
+    full: HashMap<String, Option<String>>,
+    /// First labels (`subdomain`, and `hosts` entries without a dot).
+    label: HashMap<String, Option<String>>,
+}
+
+impl HostMap {
+    fn from_config(config: &Config) -> Self {
+        fn claim(map: &mut HashMap<String, Option<String>>, key: String, id: &str) {
+            map.entry(key)
+                .and_modify(|owner| {
+                    if owner.as_deref() != Some(id) {
+                        *owner = None;
+                    }
+                })
+                .or_insert_with(|| Some(id.to_string()));
+        }
+        let mut map = HostMap::default();
+        for a in &config.accounts {
+            claim(&mut map.label, a.subdomain.to_ascii_lowercase(), &a.id);
+            for host in &a.hosts {
+                let host = host.trim_end_matches('.').to_ascii_lowercase();
+                if host.contains('.') {
+                    claim(&mut map.full, host, &a.id);
+                } else {
+                    claim(&mut map.label, host, &a.id);
+                }
+            }
+        }
+        for (name, owner) in map.full.iter().chain(map.label.iter()) {
+            if owner.is_none() {
+                tracing::warn!(host = %name, "several accounts claim this host; it routes to none");
+            }
+        }
+        map
+    }
+
+    fn lookup(&self, host: &str) -> Option<&str> {
+        let host = host_name(host)?;
+        if let Some(owner) = self.full.get(&host) {
+            return owner.as_deref();
+        }
+        let first = host.split('.').next()?;
+        self.label.get(first).and_then(|o| o.as_deref())
+    }
+}
+
+/// The host name of a `Host` value: port and trailing dot removed, lowercased; `None` for
+/// IP literals and empty values.
+fn host_name(value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.starts_with('[') {
+        return None;
+    }
+    let name = value.split(':').next()?.trim_end_matches('.');
+    if name.is_empty() || name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return None;
+    }
+    Some(name.to_ascii_lowercase())
+}
+
+fn route_not_allowed(message: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_allowed", message)
+}
+
+fn refused(refusal: Refusal) -> ApiError {
+    tracing::info!(reason = %refusal.message(), "proxy request refused");
+    match refusal {
+        Refusal::Header(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "header_not_allowed",
+            refusal.message(),
+        ),
+        _ => route_not_allowed(refusal.message()),
+    }
+}
+
+/// Entry point: every request that no other route takes.
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let target = match normalize::target(&parts.uri) {
+        Ok(Some(target)) => target,
+        Ok(None) => return ApiError::not_found().into_response(),
+        Err(refusal) => return with_attempts(refused(refusal).into_response(), 0),
+    };
+    match proxy(&state, &parts, target, body).await {
+        Ok(response) => response,
+        Err(e) => {
+            let unauthorized = e.status == StatusCode::UNAUTHORIZED;
+            let mut response = with_attempts(e.into_response(), 0);
+            if unauthorized {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"zenrelay\", Bearer realm=\"zenrelay\""),
+                );
+            }
+            response
+        }
+    }
+}
+
+fn with_attempts(mut response: Response, attempts: u32) -> Response {
+    response
+        .headers_mut()
+        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    response
+}
+
+fn account_id<'a>(
+    state: &'a AppState,
+    target: &Target<'a>,
+    headers: &HeaderMap,
+) -> Result<&'a str, ApiError> {
+    let proxy = state.proxy();
+    if let Some(id) = target.account {
+        return Ok(id);
+    }
+    let by_host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|host| proxy.hosts.lookup(host));
+    by_host
+        .or(proxy.default_account.as_deref())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_account",
+                "no account is named by the path (/zendesk/{account}/...) or the Host, and proxy.default_account is not set",
+            )
+        })
+}
+
+async fn proxy(
+    state: &AppState,
+    parts: &Parts,
+    target: Target<'_>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    normalize::check_headers(&parts.headers).map_err(refused)?;
+    let route = routes::resolve(&parts.method, target.path).ok_or_else(|| {
+        route_not_allowed(format!(
+            "{} {} is not an Apps API route the proxy allows",
+            parts.method, target.path
+        ))
+    })?;
+    let id = account_id(state, &target, &parts.headers)?;
+    let client = state.clients().authenticate_bearer_or_basic(&parts.headers);
+    let (_, account) = ingress::authorize_client(state, client, id).await?;
+    let response = if route.endpoint == Endpoint::Notify {
+        with_attempts(
+            notify::handle(state, &account, &parts.headers, body).await,
+            0,
+        )
+    } else {
+        let body = ingress::read_body(&parts.headers, body, state.proxy().max_body_bytes).await?;
+        forward_with_retries(state.proxy(), parts, &target, route, &account, body).await
+    };
+    state
+        .metrics()
+        .proxy_request(&account.id, response.status().as_u16());
+    Ok(response)
+}
+
+async fn forward_with_retries(
+    proxy: &Proxy,
+    parts: &Parts,
+    target: &Target<'_>,
+    route: Route,
+    account: &Account,
+    body: bytes::Bytes,
+) -> Response {
+    // Parsed once for every attempt; the path and query were checked, so parsing keeps them.
+    let url = match reqwest::Url::parse(&forward::upstream_url(account, target.path, target.query))
+    {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::error!(account = %account.id, error = %e, "the account's base_url makes no URL");
+            let e = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_url",
+                "the account's upstream URL is invalid",
+            );
+            return with_attempts(e.into_response(), 0);
+        }
+    };
+    let headers = forward::request_headers(&parts.headers, account);
+    let method = &parts.method;
+    let mut attempt = 0u32;
+    loop {
+        if proxy.pacer.acquire(&account.id).await.is_err() {
+            let e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "proxy_busy",
+                format!(
+                    "too many calls are waiting for account {:?}; retry later",
+                    account.id
+                ),
+            )
+            .with_retry_after(1);
+            return with_attempts(e.into_response(), attempt);
+        }
+        attempt += 1;
+        let outcome = forward::send(&proxy.http, method, &url, &headers, &body).await;
+        let decision = proxy.retry.decide(method, &outcome);
+        if let Some(wait) = proxy.retry.wait(decision, attempt) {
+            tracing::debug!(
+                account = %account.id,
+                route = route.endpoint.name(),
+                attempt,
+                status = outcome.as_ref().ok().map(|u| u.status.as_u16()),
+                error = outcome.as_ref().err().map(Failure::text),
+                wait_ms = wait.as_millis() as u64,
+                "proxy attempt failed; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        let response = match outcome {
+            Ok(up) => {
+                tracing::info!(
+                    account = %account.id,
+                    route = route.endpoint.name(),
+                    status = up.status.as_u16(),
+                    attempts = attempt,
+                    "proxied"
+                );
+                let mut response = Response::new(Body::from(up.body));
+                *response.status_mut() = up.status;
+                *response.headers_mut() = up.headers;
+                response
+            }
+            Err(failure) => {
+                tracing::warn!(
+                    account = %account.id,
+                    route = route.endpoint.name(),
+                    error = failure.text(),
+                    attempts = attempt,
+                    "proxied call failed"
+                );
+                failure_error(&failure).into_response()
+            }
+        };
+        return with_attempts(response, attempt);
+    }
+}
+
+fn failure_error(failure: &Failure) -> ApiError {
+    match failure {
+        Failure::Timeout(text) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("Zendesk did not answer in time: {text}"),
+        ),
+        Failure::Connect(text) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            format!("cannot connect to Zendesk: {text}"),
+        ),
+        Failure::Broken(text) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!("the connection to Zendesk broke: {text}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_route_by_first_label_or_whole_name() {
+        let text = r#"
+[[accounts]]
+id = "acme"
+subdomain = "acme"
+hosts = ["zendesk.acme.internal", "acme-eu"]
+email = "a@acme.example"
+api_token = "t"
+[[accounts]]
+id = "beta"
+subdomain = "beta"
+hosts = ["shared"]
+email = "a@beta.example"
+api_token = "t"
+[[accounts]]
+id = "gamma"
+subdomain = "gamma"
+hosts = ["shared"]
+email = "a@gamma.example"
+api_token = "t"
+"#;
+        let config = Config::from_toml_with_env(text, "t.toml", &[]).unwrap();
+        let map = HostMap::from_config(&config);
+        assert_eq!(map.lookup("acme.gateway.example:8443"), Some("acme"));
+        assert_eq!(map.lookup("ACME.gateway.example."), Some("acme"));
+        assert_eq!(map.lookup("zendesk.acme.internal"), Some("acme"));
+        assert_eq!(map.lookup("acme-eu.relay.example"), Some("acme"));
+        assert_eq!(map.lookup("beta"), Some("beta"));
+        assert_eq!(map.lookup("shared.relay.example"), None, "ambiguous");
+        assert_eq!(map.lookup("127.0.0.1:8080"), None);
+        assert_eq!(map.lookup("[::1]:8080"), None);
+        assert_eq!(map.lookup("other.example"), None);
+    }
+}
