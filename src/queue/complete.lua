@@ -17,11 +17,6 @@ local akey = base .. ':acct:' .. acct
 local inflight = base .. ':inflight'
 local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k)
 local status = ev[1]
-if status == false or status == 'delivered' or status == 'dead' or status == 'expired' then
-  redis.call('ZREM', inflight, did)
-  return 'stale'
-end
-local owned = ev[2] == token and redis.call('ZREM', inflight, did) == 1
 local flags = redis.call('HMGET', akey, 'rl_did', 'busy')
 local function release_account()
   local clear = {}
@@ -41,8 +36,25 @@ local function release_account()
     redis.call('HSET', akey, unpack(clear))
   end
 end
+if status == false or status == 'delivered' or status == 'dead' or status == 'expired' then
+  -- Already finished (a late success recorded it while this caller held a new lease):
+  -- end this lease and free the account.
+  redis.call('ZREM', inflight, did)
+  release_account()
+  mark_ready(base, acct, now)
+  return 'stale'
+end
+local owned = ev[2] == token and redis.call('ZREM', inflight, did) == 1
 local result = 'ok'
-if kind == 'delivered' then
+if kind == 'delivered' and not owned and redis.call('ZSCORE', inflight, did) then
+  -- A late success while another process holds a new lease on the call: record the
+  -- success, and leave that lease, the account's busy flag and its rate entry to the
+  -- holder, whose own completion (then stale) releases them.
+  redis.call('HINCRBY', akey, 'sent', 1)
+  finish(base, ekey, acct, k, 'delivered', now, retention,
+    {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now})
+  return 'ok'
+elseif kind == 'delivered' then
   if not owned then
     -- a late success: remove the delivery wherever it is now
     local prio = redis.call('HGET', ekey, 'prio') or 'n'

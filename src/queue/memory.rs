@@ -649,31 +649,46 @@ impl Part {
     fn complete(&mut self, c: &Completion, now: u64) {
         let did = c.delivery_id.as_str();
         let acct = c.account.as_str();
-        let Some((status, counter)) = self.call(did).map(|call| (call.status, call.counter)) else {
-            self.inflight.remove(did);
-            return;
-        };
-        if !status.pending() {
-            self.inflight.remove(did);
-            return;
-        }
-        let owned = counter > 0 && counter == c.lease_token && self.inflight.remove(did);
-        {
-            // Upstream saw the call no later than its answer: count it from now.
-            let a = self.accounts.entry(acct.to_string()).or_default();
+        // `release_account`: this call no longer holds the account; upstream saw it no
+        // later than its answer, so its rate entry counts from now.
+        let release = |part: &mut Part| {
+            let a = part.accounts.entry(acct.to_string()).or_default();
             if a.rl_did.as_deref() == Some(did) {
                 if let Some(head) = a.sends.front_mut() {
                     *head = now;
                 }
                 a.rl_did = None;
             }
-        }
-        let release = |part: &mut Part| {
-            let a = part.accounts.entry(acct.to_string()).or_default();
             if a.busy.as_deref() == Some(did) {
                 a.busy = None;
             }
         };
+        let call = self.call(did).map(|call| (call.status, call.counter));
+        let Some(counter) = call
+            .filter(|(status, _)| status.pending())
+            .map(|(_, counter)| counter)
+        else {
+            // Already finished (or gone): end this lease and free the account.
+            self.inflight.remove(did);
+            release(self);
+            self.mark_ready(acct, now);
+            return;
+        };
+        let owned = counter > 0 && counter == c.lease_token && self.inflight.remove(did);
+        if let Outcome::Delivered { status: code } = &c.outcome {
+            if !owned && self.inflight.scores.contains_key(did) {
+                // A late success while another holder has a new lease: record it, and
+                // leave that lease, the busy flag and the rate entry to the holder.
+                if let Some(call) = self.call_mut(did) {
+                    call.last_status = code.to_string();
+                    call.last_error = String::new();
+                    call.delivered_at = Some(now);
+                }
+                self.accounts.entry(acct.to_string()).or_default().sent += 1;
+                self.finish(did, acct, Status::Delivered, now);
+                return;
+            }
+        }
         let code = |status: Option<u16>| status.map(|s| s.to_string()).unwrap_or_default();
         match &c.outcome {
             Outcome::Delivered { status } => {

@@ -46,6 +46,7 @@
 //! opened on first use, so the gateway starts (and answers 503) while Redis is down.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,16 +90,20 @@ pub struct RedisQueueConfig {
     pub margin_ms: u64,
 }
 
+#[derive(Clone)]
 struct Script {
-    source: String,
-    sha: String,
+    source: Arc<str>,
+    sha: Arc<str>,
 }
 
 impl Script {
     fn new(body: &str) -> Self {
         let source = format!("{HELPERS}\n{body}");
         let sha = redis::Script::new(&source).get_hash().to_string();
-        Script { source, sha }
+        Script {
+            source: source.into(),
+            sha: sha.into(),
+        }
     }
 }
 
@@ -390,50 +395,69 @@ impl RedisQueue {
                 self.enqueue_args(&batches)
             })
             .collect();
-        let replies = self.eval_many(&self.enqueue, &requests).await;
-        let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
-        let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
-        let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
-            if let Some(p) = group[i].take() {
-                // The caller may have given up (its request was cancelled): nothing to do.
-                let _ = p.reply.send(result);
-            }
-        };
-        match replies {
-            Err(e) => {
-                for (members, _) in &calls {
-                    for &i in members {
-                        answer(i, Err(QueueError::Unavailable(e.to_string())));
-                    }
+        // The commit runs in its own task: if the request that leads it goes away (its
+        // client disconnected), the others still get the true outcome, never a false
+        // "nothing stored" for events Redis did store.
+        let conn = self.conn().await;
+        let script = self.enqueue.clone();
+        let timeout = self.config.timeout;
+        let commit = tokio::spawn(async move {
+            let replies = match conn {
+                Ok(conn) => run_pipeline(conn, &script, &requests, timeout).await,
+                Err(e) => Err(RedisError::from((
+                    redis::ErrorKind::IoError,
+                    "no connection",
+                    e.to_string(),
+                ))),
+            };
+            let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
+            let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
+            let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
+                if let Some(p) = group[i].take() {
+                    // The caller may have given up (its request was cancelled): nothing to do.
+                    let _ = p.reply.send(result);
                 }
-            }
-            Ok(replies) => {
-                for ((members, _), reply) in calls.iter().zip(replies) {
-                    match parse_enqueue_reply(reply) {
-                        Err(e) => {
-                            for &i in members {
-                                answer(i, Err(QueueError::Protocol(e.to_string())));
-                            }
-                        }
-                        Ok(outcomes) => {
-                            let mut outcomes = outcomes.into_iter();
-                            for &i in members {
-                                let n = sizes[i];
-                                let mine: Vec<EnqueueOutcome> = outcomes.by_ref().take(n).collect();
-                                let result = if mine.len() == n {
-                                    Ok(mine)
-                                } else {
-                                    Err(QueueError::Protocol(
-                                        "enqueue answered too few outcomes".into(),
-                                    ))
-                                };
-                                answer(i, result);
-                            }
+            };
+            match replies {
+                Err(e) => {
+                    for (members, _) in &calls {
+                        for &i in members {
+                            answer(i, Err(QueueError::Unavailable(e.to_string())));
                         }
                     }
                 }
+                Ok(replies) => {
+                    for ((members, _), reply) in calls.iter().zip(replies) {
+                        match parse_enqueue_reply(reply) {
+                            Err(e) => {
+                                for &i in members {
+                                    answer(i, Err(QueueError::Protocol(e.to_string())));
+                                }
+                            }
+                            Ok(outcomes) => {
+                                let mut outcomes = outcomes.into_iter();
+                                for &i in members {
+                                    let n = sizes[i];
+                                    let mine: Vec<EnqueueOutcome> =
+                                        outcomes.by_ref().take(n).collect();
+                                    let result = if mine.len() == n {
+                                        Ok(mine)
+                                    } else {
+                                        Err(QueueError::Protocol(
+                                            "enqueue answered too few outcomes".into(),
+                                        ))
+                                    };
+                                    answer(i, result);
+                                }
+                            }
+                        }
+                    }
+                }
             }
-        }
+        });
+        // The task answers every request itself; a panic in it drops their senders, which
+        // they see as an error.
+        let _ = commit.await;
     }
 
     /// The partition base and arguments of one enqueue script call for batches of one
@@ -470,44 +494,45 @@ impl RedisQueue {
         }
         (base, args)
     }
+}
 
-    /// Runs several calls of one script in one pipelined round trip (reloading the
-    /// script if Redis lost it); one reply per call.
-    async fn eval_many(
-        &self,
-        script: &Script,
-        calls: &[(String, Vec<Vec<u8>>)],
-    ) -> Result<Vec<Value>, RedisError> {
-        let mut conn = self.conn().await.map_err(|e| {
-            RedisError::from((redis::ErrorKind::IoError, "no connection", e.to_string()))
-        })?;
-        let build = |with_source: bool| {
-            let mut pipe = redis::pipe();
-            for (base, args) in calls {
-                let cmd = pipe.cmd(if with_source { "EVAL" } else { "EVALSHA" });
-                cmd.arg(if with_source {
-                    &script.source
-                } else {
-                    &script.sha
-                })
-                .arg(1)
-                .arg(format!("{base}:ready"));
-                for a in args {
-                    cmd.arg(a.as_slice());
-                }
+/// Runs several calls of one script in one pipelined round trip (reloading the script if
+/// Redis lost it); one reply per call.
+async fn run_pipeline(
+    conn: ConnectionManager,
+    script: &Script,
+    calls: &[(String, Vec<Vec<u8>>)],
+    timeout: Duration,
+) -> Result<Vec<Value>, RedisError> {
+    let build = |with_source: bool| {
+        let mut pipe = redis::pipe();
+        for (base, args) in calls {
+            let cmd = pipe.cmd(if with_source { "EVAL" } else { "EVALSHA" });
+            cmd.arg(if with_source {
+                script.source.as_ref()
+            } else {
+                script.sha.as_ref()
+            })
+            .arg(1)
+            .arg(format!("{base}:ready"));
+            for a in args {
+                cmd.arg(a.as_slice());
             }
-            pipe
-        };
-        match self
-            .timed(build(false).query_async::<Vec<Value>>(&mut conn))
-            .await
-        {
-            Err(e) if is_noscript(&e) => {
-                self.timed(build(true).query_async::<Vec<Value>>(&mut conn))
-                    .await
-            }
-            other => other,
         }
+        pipe
+    };
+    let timed = |pipe: redis::Pipeline, mut conn: ConnectionManager| async move {
+        match tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::from((
+                redis::ErrorKind::IoError,
+                "Redis command timed out",
+            ))),
+        }
+    };
+    match timed(build(false), conn.clone()).await {
+        Err(e) if is_noscript(&e) => timed(build(true), conn).await,
+        other => other,
     }
 }
 
@@ -712,9 +737,9 @@ impl Queue for RedisQueue {
                 let error: String = error.chars().take(1000).collect();
                 let cmd = pipe.cmd(if with_source { "EVAL" } else { "EVALSHA" });
                 cmd.arg(if with_source {
-                    &self.complete.source
+                    self.complete.source.as_ref()
                 } else {
-                    &self.complete.sha
+                    self.complete.sha.as_ref()
                 })
                 .arg(1)
                 .arg(format!("{base}:ready"))

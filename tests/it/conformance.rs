@@ -350,6 +350,9 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
     let again = claim_within(&q, Duration::from_secs(2)).await.unwrap();
     done(&q, &held, ok()).await;
     assert_eq!(record(&q, &ids[0]).await.status, "delivered");
+    // The new lease's holder still holds the account: nothing else of it is claimed ...
+    let more = put(&q, "acme", WIDE, &["x2"]).await;
+    assert!(claim(&q).await.is_empty(), "one call in flight per account");
     done(
         &q,
         &again,
@@ -360,6 +363,10 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
         },
     )
     .await;
+    // ... until its own completion, stale now, frees it.
+    let next = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(next.delivery_id, format!("{}:0", more[0]));
+    done(&q, &next, ok()).await;
     tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
     assert!(claim(&q).await.is_empty(), "never sent again");
     assert_eq!(record(&q, &ids[0]).await.status, "delivered");
