@@ -238,18 +238,47 @@ pub async fn enqueue_one(
     account: &Account,
     event: NewEvent,
 ) -> Result<(String, u64), ApiError> {
-    let outcomes = state
-        .queue()
-        .enqueue(batch_for(state, account, vec![event]))
-        .await?;
+    let stored = store_one(state, account, event, IDEMPOTENCY_TTL_SECS).await?;
+    Ok((stored.id, stored.deliveries))
+}
+
+/// What storing one event came to.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The event id (the earlier event's for a duplicate).
+    pub id: String,
+    /// Its Notify calls.
+    pub deliveries: u64,
+    /// Whether an earlier request with the same idempotency key and body stored it.
+    pub duplicate: bool,
+}
+
+/// Stores one event, its idempotency key (if any) remembered for `idempotency_ttl_secs`.
+pub async fn store_one(
+    state: &AppState,
+    account: &Account,
+    event: NewEvent,
+    idempotency_ttl_secs: u64,
+) -> Result<Stored, ApiError> {
+    let mut batch = batch_for(state, account, vec![event]);
+    batch.idempotency_ttl_secs = idempotency_ttl_secs;
+    let outcomes = state.queue().enqueue(batch).await?;
     match outcomes.into_iter().next() {
         Some(EnqueueOutcome::Stored { id, deliveries }) => {
             state.wake_worker();
             state.metrics().events_accepted(&account.id, 1);
             tracing::debug!(event_id = %id, account = %account.id, deliveries, "event stored");
-            Ok((id, deliveries))
+            Ok(Stored {
+                id,
+                deliveries,
+                duplicate: false,
+            })
         }
-        Some(EnqueueOutcome::Duplicate { id, deliveries }) => Ok((id, deliveries)),
+        Some(EnqueueOutcome::Duplicate { id, deliveries }) => Ok(Stored {
+            id,
+            deliveries,
+            duplicate: true,
+        }),
         Some(EnqueueOutcome::IdempotencyMismatch) => Err(idempotency_mismatch()),
         Some(EnqueueOutcome::QueueFull) => Err(queue_full(state, &account.id)),
         None => Err(crate::queue::QueueError::Protocol("enqueue answered nothing".into()).into()),

@@ -14,12 +14,13 @@
 //!   values, any of which may match (so senders can rotate); the timestamp must be within
 //!   `tolerance_seconds` of now. The replay key is `webhook-id`.
 //! - GitHub: `X-Hub-Signature-256: sha256=<hex>` over the body with the raw secret; the
-//!   replay key is `X-GitHub-Delivery`.
+//!   replay key is the signature (GitHub does not sign `X-GitHub-Delivery`).
 //!
 //! Every configured secret (`secret` and `previous_secrets`) is tried; comparisons are
-//! constant-time (`hmac`'s `verify_slice`). A delivery id is remembered (Redis `SET NX`
-//! with the webhook's replay window) just before the event is stored, and forgotten again
-//! if storing fails, so a sender's retry after a 503 is not refused as a replay.
+//! constant-time (`hmac`'s `verify_slice`). The replay key is the stored event's
+//! idempotency key, kept for the webhook's replay window: checking it and storing the
+//! event are one atomic step, so a sender's retry after a failure is never refused as a
+//! replay, and a replay is 409.
 
 use std::collections::HashMap;
 use std::path::Path as FsPath;
@@ -279,9 +280,9 @@ impl Webhook {
             .and_then(|s| s.strip_prefix("sha256="))
             .and_then(|hex_sig| hex::decode(hex_sig).ok())
             .ok_or(SignatureError::Missing("X-Hub-Signature-256"))?;
-        let id = header(headers, "x-github-delivery")
-            .filter(|id| valid_id(id))
-            .ok_or(SignatureError::Missing("X-GitHub-Delivery"))?;
+        // GitHub signs only the body, not `X-GitHub-Delivery`: the replay key is the
+        // signature itself, so a captured request cannot be replayed under a new id.
+        let id = format!("sha256-{}", hex::encode(&signature));
         let mut matched = false;
         for secret in &self.secrets {
             let Some(mut mac) = self.mac(secret) else {
@@ -442,37 +443,30 @@ pub async fn receive(
         .resolve(&hook.account)
         .await?
         .ok_or_else(|| ingress::unknown_account(&hook.account))?;
-    let event = ingress::prepare(&state, &account, &event_doc, None)?;
-    if let Some(id) = &delivery_id {
-        if !state
-            .queue()
-            .remember_once(&hook.name, id, hook.replay_window)
-            .await?
-        {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "replayed_webhook",
-                "this delivery id was already accepted",
-            ));
-        }
-    }
-    match ingress::enqueue_one(&state, &account, event).await {
-        Ok((id, deliveries)) => {
-            tracing::info!(webhook = %hook.name, event_id = %id, "webhook stored");
+    // The delivery id is the event's idempotency key: storing and remembering it are one
+    // atomic step, so a sender retrying after a failure is never refused as a replay.
+    let idempotency = delivery_id.map(|id| format!("webhook:{}:{id}", hook.name));
+    let event = ingress::prepare(&state, &account, &event_doc, idempotency)?;
+    let replayed = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "replayed_webhook",
+            "this delivery id was already accepted",
+        )
+    };
+    let ttl = hook.replay_window.as_secs().max(1);
+    match ingress::store_one(&state, &account, event, ttl).await {
+        Ok(stored) if stored.duplicate => Err(replayed()),
+        Ok(stored) => {
+            tracing::info!(webhook = %hook.name, event_id = %stored.id, "webhook stored");
             Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({"id": id, "account": account.id, "deliveries": deliveries})),
+                Json(json!({"id": stored.id, "account": account.id, "deliveries": stored.deliveries})),
             )
                 .into_response())
         }
-        Err(e) => {
-            if let Some(id) = &delivery_id {
-                if let Err(forget) = state.queue().forget(&hook.name, id).await {
-                    tracing::warn!(error = %forget, "cannot forget a webhook delivery id");
-                }
-            }
-            Err(e)
-        }
+        Err(e) if e.code == "idempotency_key_reused" => Err(replayed()),
+        Err(e) => Err(e),
     }
 }
 

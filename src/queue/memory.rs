@@ -95,8 +95,6 @@ pub struct MemoryQueue {
     state: Mutex<HashMap<u16, Part>>,
     /// Runtime account records by id (`{prefix}:runtime:accounts`).
     runtime: Mutex<HashMap<String, String>>,
-    /// Remembered ids (`{prefix}:seen:{scope}:{id}`) → when they are forgotten (Unix ms).
-    seen: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// A sorted set like Redis's ZSET: members ordered by score, then by name.
@@ -798,7 +796,6 @@ impl MemoryQueue {
             origin_unix_ms,
             state: Mutex::new(HashMap::new()),
             runtime: Mutex::new(HashMap::new()),
-            seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -1237,30 +1234,6 @@ impl Queue for MemoryQueue {
             .collect();
         out.sort();
         Ok(out)
-    }
-
-    async fn remember_once(
-        &self,
-        scope: &str,
-        id: &str,
-        ttl: Duration,
-    ) -> Result<bool, QueueError> {
-        let now = self.now_ms();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, until| *until > now);
-        let key = (scope.to_string(), id.to_string());
-        if seen.contains_key(&key) {
-            return Ok(false);
-        }
-        // Redis `SET ... PX` takes at least 1 ms.
-        seen.insert(key, now + (ttl.as_millis() as u64).max(1));
-        Ok(true)
-    }
-
-    async fn forget(&self, scope: &str, id: &str) -> Result<(), QueueError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.remove(&(scope.to_string(), id.to_string()));
-        Ok(())
     }
 }
 

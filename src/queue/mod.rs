@@ -428,16 +428,6 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Every runtime account record, by id.
     async fn list_accounts(&self) -> Result<Vec<(String, String)>, QueueError>;
-
-    // ---- webhook replay protection ----
-
-    /// Remembers `id` within `scope` for `ttl`; true when it was not already remembered
-    /// (atomic: of concurrent calls with the same id exactly one gets true).
-    async fn remember_once(&self, scope: &str, id: &str, ttl: Duration)
-        -> Result<bool, QueueError>;
-
-    /// Forgets `id` within `scope` (used when the work it guarded could not be done).
-    async fn forget(&self, scope: &str, id: &str) -> Result<(), QueueError>;
 }
 
 /// Unix time in milliseconds, rendered as RFC 3339 (UTC, millisecond precision).

@@ -24,7 +24,6 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `{prefix}:runtime:accounts` | HASH | account id → its runtime record (JSON written by [`crate::accounts`]; credentials inside are encrypted) |
-//! | `{prefix}:seen:{scope}:{id}` | STRING | `1`: a webhook delivery id already accepted (`scope` is the webhook's name); expires after the webhook's replay window |
 //!
 //! # Scripts
 //!
@@ -180,10 +179,6 @@ impl RedisQueue {
 
     fn runtime_accounts_key(&self) -> String {
         format!("{}:runtime:accounts", self.config.prefix)
-    }
-
-    fn seen_key(&self, scope: &str, id: &str) -> String {
-        format!("{}:seen:{scope}:{id}", self.config.prefix)
     }
 
     /// Runs one plain command with the command timeout.
@@ -976,30 +971,5 @@ impl Queue for RedisQueue {
         let mut all: Vec<_> = all.into_iter().collect();
         all.sort();
         Ok(all)
-    }
-
-    async fn remember_once(
-        &self,
-        scope: &str,
-        id: &str,
-        ttl: Duration,
-    ) -> Result<bool, QueueError> {
-        let set: Option<String> = self
-            .query(
-                redis::cmd("SET")
-                    .arg(self.seen_key(scope, id))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg((ttl.as_millis() as u64).max(1)),
-            )
-            .await?;
-        Ok(set.is_some())
-    }
-
-    async fn forget(&self, scope: &str, id: &str) -> Result<(), QueueError> {
-        self.query::<i64>(redis::cmd("DEL").arg(self.seen_key(scope, id)))
-            .await
-            .map(|_| ())
     }
 }

@@ -1484,48 +1484,6 @@ async fn runtime_account_records_crud(b: Backend) {
     assert_eq!(names(&claim(&q).await), ["g"]);
 }
 
-async fn remember_once_is_atomic_and_forget_undoes_it(b: Backend) {
-    let q = open(b).await;
-    let minute = Duration::from_secs(60);
-    assert!(q.remember_once("hook", "d1", minute).await.unwrap());
-    assert!(!q.remember_once("hook", "d1", minute).await.unwrap());
-    assert!(q.remember_once("hook", "d2", minute).await.unwrap());
-    assert!(
-        q.remember_once("other", "d1", minute).await.unwrap(),
-        "per scope"
-    );
-    q.forget("hook", "d1").await.unwrap();
-    q.forget("hook", "never-seen").await.unwrap();
-    assert!(q.remember_once("hook", "d1", minute).await.unwrap());
-    assert!(!q.remember_once("other", "d1", minute).await.unwrap());
-
-    // Forgotten after its time.
-    assert!(q
-        .remember_once("hook", "short", Duration::from_millis(100))
-        .await
-        .unwrap());
-    assert!(!q
-        .remember_once("hook", "short", Duration::from_millis(100))
-        .await
-        .unwrap());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(q.remember_once("hook", "short", minute).await.unwrap());
-    assert!(!q.remember_once("hook", "short", minute).await.unwrap());
-
-    // Of concurrent calls with one id exactly one wins.
-    let calls = (0..16).map(|_| {
-        let q = q.q.clone();
-        tokio::spawn(async move { q.remember_once("hook", "race", minute).await.unwrap() })
-    });
-    let mut winners = 0;
-    for call in calls.collect::<Vec<_>>() {
-        winners += usize::from(call.await.unwrap());
-    }
-    assert_eq!(winners, 1);
-    // Nothing of this is a queue account.
-    assert!(q.stats().await.unwrap().accounts.is_empty());
-}
-
 async fn replay_and_purge_all_take_every_letter_in_chunks(b: Backend) {
     let q = open(b).await;
     // More letters than one storage call handles, made cheaply by a short time to live.
@@ -1705,7 +1663,6 @@ conformance!(
     purge_forgets_dead_letters_and_keeps_records,
     pause_holds_claims_and_resume_releases_them,
     runtime_account_records_crud,
-    remember_once_is_atomic_and_forget_undoes_it,
     replay_and_purge_all_take_every_letter_in_chunks,
     replaying_one_call_of_a_finished_event,
     sent_in_window_forgets_calls_older_than_the_window,

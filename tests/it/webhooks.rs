@@ -290,6 +290,14 @@ async fn signature_matrix_and_replays() {
             .0,
         409
     );
+    // GitHub does not sign the delivery id: a captured request under a new id is still a
+    // replay.
+    assert_eq!(
+        code(github_post(http, &gh, GH_SECRET, "d-new", gh_body).await)
+            .await
+            .0,
+        409
+    );
     assert_eq!(
         code(github_post(http, &gh, "wrong", "d-2", gh_body).await)
             .await
