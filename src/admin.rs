@@ -608,14 +608,14 @@ pub async fn delete_account(
         (status = 200, description = "Prometheus text", body = String, content_type = "text/plain"),
     ))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let stats = match state.queue().stats().await {
+    let stats = match state.metrics().queue_stats(state.queue().as_ref()).await {
         Ok(stats) => Some(stats),
         Err(e) => {
             tracing::warn!(error = %e, "queue gauges unavailable for this scrape");
             None
         }
     };
-    let text = state.metrics().render(stats.as_ref());
+    let text = state.metrics().render(stats.as_deref());
     Ok((
         [(
             header::CONTENT_TYPE,

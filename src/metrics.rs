@@ -53,7 +53,14 @@ pub struct Metrics {
     handle: PrometheusHandle,
     per_account_max: usize,
     per_account: AtomicBool,
+    /// The latest queue snapshot and when it was read: scrapes within
+    /// [`STATS_MAX_AGE`] share it, and concurrent scrapes wait for one read, so scraping
+    /// (which needs no key) cannot keep Redis busy.
+    stats: tokio::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<QueueStats>)>>,
 }
+
+/// How long a queue snapshot serves scrapes.
+pub const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,6 +87,7 @@ impl Metrics {
             handle,
             per_account_max,
             per_account: AtomicBool::new(known_accounts <= per_account_max),
+            stats: tokio::sync::Mutex::new(None),
         };
         // Present from the start, so dashboards and alerts find every name.
         for name in [
@@ -154,6 +162,23 @@ impl Metrics {
             &[("status", status.to_string())],
             1,
         );
+    }
+
+    /// The queue snapshot for a scrape: at most [`STATS_MAX_AGE`] old, read by one
+    /// caller at a time.
+    pub async fn queue_stats(
+        &self,
+        queue: &dyn crate::queue::Queue,
+    ) -> Result<std::sync::Arc<QueueStats>, crate::queue::QueueError> {
+        let mut cached = self.stats.lock().await;
+        if let Some((at, stats)) = cached.as_ref() {
+            if at.elapsed() < STATS_MAX_AGE {
+                return Ok(stats.clone());
+            }
+        }
+        let stats = std::sync::Arc::new(queue.stats().await?);
+        *cached = Some((std::time::Instant::now(), stats.clone()));
+        Ok(stats)
     }
 
     /// The Prometheus text: recorded metrics plus queue gauges from `stats`; without
