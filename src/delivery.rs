@@ -27,6 +27,20 @@ const CLAIM_MAX: usize = 256;
 /// Most completions recorded in one pipelined round trip.
 const COMPLETE_BATCH: usize = 512;
 
+/// Splits `free` slots over the partitions, starting at `start`: each gets an equal share
+/// and the first ones the remainder; partitions with no slot are left out.
+fn share_slots(free: usize, partitions: u16, start: u16) -> Vec<(u16, usize)> {
+    let partitions = partitions.max(1);
+    let count = usize::from(partitions);
+    (0..partitions)
+        .map(|i| {
+            let share = free / count + usize::from(usize::from(i) < free % count);
+            ((start + i) % partitions, share)
+        })
+        .filter(|(_, share)| *share > 0)
+        .collect()
+}
+
 /// Retry policy of Notify calls: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -119,27 +133,20 @@ impl Worker {
             let mut claimed_any = false;
             let mut next_due: Option<Duration> = None;
             let mut failed = false;
-            // Free slots are shared across partitions, so that an account that just became
-            // ready is claimed within a pass or two wherever its partition is.
-            let share = (permits.available_permits() / usize::from(partitions.max(1))).max(1);
-            let mut visited = partitions;
-            for i in 0..partitions {
-                let free = permits.available_permits();
-                if free == 0 {
-                    visited = i;
-                    break;
-                }
-                let partition = (start + i) % partitions;
-                match self
-                    .queue
-                    .claim(partition, free.min(share).min(CLAIM_MAX))
-                    .await
-                {
-                    Ok(batch) => {
-                        if redis_down {
-                            tracing::info!("queue storage reachable again; delivery resumes");
-                            redis_down = false;
-                        }
+            // Free slots are shared across the partitions (all claimed in one round trip),
+            // so that an account that just became ready is claimed within a pass or two
+            // wherever its partition is.
+            let free = permits
+                .available_permits()
+                .min(CLAIM_MAX * usize::from(partitions));
+            let requests = share_slots(free, partitions, start);
+            match self.queue.claim_many(&requests).await {
+                Ok(batches) => {
+                    if redis_down {
+                        tracing::info!("queue storage reachable again; delivery resumes");
+                        redis_down = false;
+                    }
+                    for batch in batches {
                         next_due = match (next_due, batch.next_due) {
                             (Some(a), Some(b)) => Some(a.min(b)),
                             (a, b) => a.or(b),
@@ -170,17 +177,23 @@ impl Worker {
                             );
                         }
                     }
-                    Err(e) => {
-                        if !redis_down {
-                            tracing::warn!(error = %e, "cannot claim deliveries; retrying");
-                            redis_down = true;
-                        }
-                        failed = true;
-                        break;
+                }
+                Err(e) => {
+                    if !redis_down {
+                        tracing::warn!(error = %e, "cannot claim deliveries; retrying");
+                        redis_down = true;
                     }
+                    failed = true;
                 }
             }
-            start = (start + visited.max(1)) % partitions.max(1);
+            // The next pass starts after the partitions this one served.
+            let served = requests.len() as u16;
+            let step = if served > 0 && served < partitions {
+                served
+            } else {
+                1
+            };
+            start = (start + step) % partitions.max(1);
             if failed {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -383,6 +396,14 @@ async fn record_completions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_shared_across_partitions() {
+        assert_eq!(share_slots(3, 4, 2), [(2, 1), (3, 1), (0, 1)]);
+        assert_eq!(share_slots(9, 4, 0), [(0, 3), (1, 2), (2, 2), (3, 2)]);
+        assert_eq!(share_slots(0, 4, 0), []);
+        assert_eq!(share_slots(5, 1, 0), [(0, 5)]);
+    }
 
     #[test]
     fn backoff_is_bounded_full_jitter() {

@@ -324,6 +324,23 @@ pub struct BatchAnswer {
     pub results: Vec<Value>,
 }
 
+/// The common start of the notify handlers, in the documented order of checks: the
+/// account the caller may use, its `Idempotency-Key`, and the JSON body.
+async fn read_request(
+    state: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Arc<Account>, Option<String>, Value), ApiError> {
+    let account_id = path_value(path)?;
+    let (_, account) = authorize(state, headers, &account_id).await?;
+    require_json(headers)?;
+    let idempotency = idempotency_key(headers)?;
+    let bytes = read_body(headers, body, state.config().server.max_body_bytes).await?;
+    let value = parse_json(&bytes)?;
+    Ok((account, idempotency, value))
+}
+
 /// Stores one event for delivery to the account's Notify endpoint.
 #[utoipa::path(post, path = "/v1/accounts/{account}/notify", tag = "ingress",
     security(("bearer" = [])),
@@ -348,12 +365,7 @@ pub async fn notify(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let account_id = path_value(path)?;
-    let (_, account) = authorize(&state, &headers, &account_id).await?;
-    require_json(&headers)?;
-    let idempotency = idempotency_key(&headers)?;
-    let bytes = read_body(&headers, body, state.config().server.max_body_bytes).await?;
-    let value = parse_json(&bytes)?;
+    let (account, idempotency, value) = read_request(&state, path, &headers, body).await?;
     let event = prepare(&state, &account, &value, idempotency)?;
     let (id, deliveries) = enqueue_one(&state, &account, event).await?;
     Ok((
@@ -388,12 +400,7 @@ pub async fn notify_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let account_id = path_value(path)?;
-    let (_, account) = authorize(&state, &headers, &account_id).await?;
-    require_json(&headers)?;
-    let idempotency = idempotency_key(&headers)?;
-    let bytes = read_body(&headers, body, state.config().server.max_body_bytes).await?;
-    let value = parse_json(&bytes)?;
+    let (account, idempotency, value) = read_request(&state, path, &headers, body).await?;
     let max = state.config().server.max_batch_events;
     let items = match value.get("events") {
         Some(Value::Array(items)) if !items.is_empty() && items.len() <= max => items,

@@ -360,6 +360,16 @@ pub trait Queue: Send + Sync + 'static {
     /// one rate-limit slot for each; also requeues expired leases and due retries.
     async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError>;
 
+    /// Several partitions' claims, one result per request in order; a backend may run
+    /// them in one round trip.
+    async fn claim_many(&self, requests: &[(u16, usize)]) -> Result<Vec<ClaimBatch>, QueueError> {
+        let mut out = Vec::with_capacity(requests.len());
+        for &(partition, max) in requests {
+            out.push(self.claim(partition, max).await?);
+        }
+        Ok(out)
+    }
+
     /// Records finished deliveries. A completion for a delivery whose lease was lost is
     /// ignored, except that a late success still removes it everywhere.
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError>;

@@ -531,6 +531,33 @@ async fn run_pipeline(
     }
 }
 
+fn parse_claim_reply(reply: Value) -> Result<ClaimBatch, QueueError> {
+    let mut reply = array(reply)?.into_iter();
+    let next_due = reply
+        .next()
+        .and_then(|v| int(&v))
+        .filter(|ms| *ms >= 0)
+        .map(|ms| Duration::from_millis(ms as u64));
+    let mut items = Vec::new();
+    for item in reply {
+        let f = array(item)?;
+        if f.len() < 7 {
+            return Err(QueueError::Protocol("short claim entry".into()));
+        }
+        let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
+        let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
+        items.push(Claimed {
+            delivery_id: text(&f[0]).unwrap_or_default(),
+            account: text(&f[1]).unwrap_or_default(),
+            body: NotifyPayload::from_stored(stored).upstream_bytes(agent),
+            attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
+            created_ms: int(&f[5]).unwrap_or(0).max(0) as u64,
+            lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
+        });
+    }
+    Ok(ClaimBatch { items, next_due })
+}
+
 fn parse_enqueue_reply(reply: Value) -> Result<Vec<EnqueueOutcome>, QueueError> {
     array(reply)?
         .into_iter()
@@ -674,45 +701,38 @@ impl Queue for RedisQueue {
     }
 
     async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError> {
-        let base = self.base(partition);
+        let mut batches = self.claim_many(&[(partition, max)]).await?;
+        Ok(batches.pop().unwrap_or_default())
+    }
+
+    /// All partitions' claims in one pipelined round trip.
+    async fn claim_many(&self, requests: &[(u16, usize)]) -> Result<Vec<ClaimBatch>, QueueError> {
         let c = &self.config;
-        let args = [
-            base.clone(),
-            max.to_string(),
-            (c.lease.as_millis() as u64).to_string(),
-            c.default_limit.limit.to_string(),
-            c.default_limit.window_ms.to_string(),
-            c.margin_ms.to_string(),
-            REAP_MAX.to_string(),
-            RETENTION_MS.to_string(),
-        ]
-        .into_iter()
-        .map(String::into_bytes)
-        .collect();
-        let mut reply = array(self.eval(&self.claim, &base, args).await?)?.into_iter();
-        let next_due = reply
-            .next()
-            .and_then(|v| int(&v))
-            .filter(|ms| *ms >= 0)
-            .map(|ms| Duration::from_millis(ms as u64));
-        let mut items = Vec::new();
-        for item in reply {
-            let f = array(item)?;
-            if f.len() < 7 {
-                return Err(QueueError::Protocol("short claim entry".into()));
-            }
-            let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
-            let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
-            items.push(Claimed {
-                delivery_id: text(&f[0]).unwrap_or_default(),
-                account: text(&f[1]).unwrap_or_default(),
-                body: NotifyPayload::from_stored(stored).upstream_bytes(agent),
-                attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
-                created_ms: int(&f[5]).unwrap_or(0).max(0) as u64,
-                lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
-            });
-        }
-        Ok(ClaimBatch { items, next_due })
+        let calls: Vec<(String, Vec<Vec<u8>>)> = requests
+            .iter()
+            .map(|&(partition, max)| {
+                let base = self.base(partition);
+                let args = [
+                    base.clone(),
+                    max.to_string(),
+                    (c.lease.as_millis() as u64).to_string(),
+                    c.default_limit.limit.to_string(),
+                    c.default_limit.window_ms.to_string(),
+                    c.margin_ms.to_string(),
+                    REAP_MAX.to_string(),
+                    RETENTION_MS.to_string(),
+                ]
+                .into_iter()
+                .map(String::into_bytes)
+                .collect();
+                (base, args)
+            })
+            .collect();
+        let conn = self.conn().await?;
+        let replies = run_pipeline(conn, &self.claim, &calls, c.timeout)
+            .await
+            .map_err(unavailable)?;
+        replies.into_iter().map(parse_claim_reply).collect()
     }
 
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
