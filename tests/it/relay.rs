@@ -542,7 +542,7 @@ async fn upstream_outcomes_pause_retry_dead_letter_and_expire() {
         )
         .await;
     let record = api
-        .wait_status(&first, "delivered", Duration::from_secs(10))
+        .wait_status(&first, "delivered", Duration::from_secs(30))
         .await;
     assert!(
         started.elapsed() >= Duration::from_secs(2),
@@ -552,7 +552,7 @@ async fn upstream_outcomes_pause_retry_dead_letter_and_expire() {
         record["deliveries"][0]["attempts"], 1,
         "a 429 is not a failed attempt"
     );
-    api.wait_status(&second, "delivered", Duration::from_secs(10))
+    api.wait_status(&second, "delivered", Duration::from_secs(30))
         .await;
     let bodies: Vec<Value> = sim
         .received("acme")
@@ -568,7 +568,7 @@ async fn upstream_outcomes_pause_retry_dead_letter_and_expire() {
         .accept("beta", &json!({"app_id": 1, "event": "flaky"}))
         .await;
     let record = api
-        .wait_status(&id, "delivered", Duration::from_secs(10))
+        .wait_status(&id, "delivered", Duration::from_secs(30))
         .await;
     assert_eq!(record["deliveries"][0]["attempts"], 3);
 
@@ -581,7 +581,7 @@ async fn upstream_outcomes_pause_retry_dead_letter_and_expire() {
         .accept("beta", &json!({"app_id": 1, "event": "dropped"}))
         .await;
     let record = api
-        .wait_status(&id, "delivered", Duration::from_secs(10))
+        .wait_status(&id, "delivered", Duration::from_secs(30))
         .await;
     assert_eq!(record["deliveries"][0]["attempts"], 2);
 
@@ -591,7 +591,7 @@ async fn upstream_outcomes_pause_retry_dead_letter_and_expire() {
     let id = api
         .accept("gamma", &json!({"app_id": 1, "event": "rejected"}))
         .await;
-    let record = api.wait_status(&id, "dead", Duration::from_secs(10)).await;
+    let record = api.wait_status(&id, "dead", Duration::from_secs(30)).await;
     assert_eq!(record["deliveries"][0]["attempts"], 1);
     assert_eq!(record["deliveries"][0]["last_status"], 400);
     assert!(record["deliveries"][0]["last_error"]
@@ -605,7 +605,7 @@ async fn upstream_outcomes_pause_retry_dead_letter_and_expire() {
     let id = api
         .accept("gamma", &json!({"app_id": 1, "event": "hopeless"}))
         .await;
-    let record = api.wait_status(&id, "dead", Duration::from_secs(20)).await;
+    let record = api.wait_status(&id, "dead", Duration::from_secs(40)).await;
     assert_eq!(record["deliveries"][0]["attempts"], 10);
     assert_eq!(record["deliveries"][0]["last_status"], 502);
     sim.clear_faults().await;
@@ -653,7 +653,7 @@ async fn upstream_outcomes_pause_retry_dead_letter_and_expire() {
         )
         .await;
     let record = api
-        .wait_status(&id, "expired", Duration::from_secs(10))
+        .wait_status(&id, "expired", Duration::from_secs(30))
         .await;
     assert!(record["deliveries"][0]["attempts"].as_u64().unwrap() >= 1);
     gw.shutdown().await;
