@@ -296,26 +296,13 @@ impl RedisQueue {
         base: &str,
         args: Vec<Vec<u8>>,
     ) -> Result<Value, QueueError> {
-        let mut conn = self.conn().await?;
-        let ready = format!("{base}:ready");
-        let build = |name: &str, first: &str| {
-            let mut cmd = redis::cmd(name);
-            cmd.arg(first).arg(1).arg(&ready);
-            for a in &args {
-                cmd.arg(a.as_slice());
-            }
-            cmd
-        };
-        let first = self
-            .timed(build("EVALSHA", &script.sha).query_async::<Value>(&mut conn))
-            .await;
-        match first {
-            Err(e) if is_noscript(&e) => self
-                .timed(build("EVAL", &script.source).query_async::<Value>(&mut conn))
-                .await
-                .map_err(unavailable),
-            other => other.map_err(unavailable),
-        }
+        let conn = self.conn().await?;
+        let calls = [(base.to_string(), args)];
+        run_pipeline(conn, script, &calls, self.config.timeout)
+            .await
+            .map_err(unavailable)?
+            .pop()
+            .ok_or_else(|| QueueError::Protocol("a script answered nothing".into()))
     }
 
     /// Reads the deployment's safety settings and warns about those that can lose data.
@@ -736,50 +723,39 @@ impl Queue for RedisQueue {
     }
 
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
-        if completions.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.conn().await?;
-        let build = |with_source: bool| {
-            let mut pipe = redis::pipe();
-            for c in completions {
-                let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse)
-                else {
-                    continue;
-                };
+        let calls: Vec<(String, Vec<Vec<u8>>)> = completions
+            .iter()
+            .filter_map(|c| {
+                let event_id = c.delivery_id.split(':').next().and_then(EventId::parse)?;
                 let base = self.base(event_id.partition());
                 let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
                 let error: String = error.chars().take(1000).collect();
-                let cmd = pipe.cmd(if with_source { "EVAL" } else { "EVALSHA" });
-                cmd.arg(if with_source {
-                    self.complete.source.as_ref()
-                } else {
-                    self.complete.sha.as_ref()
-                })
-                .arg(1)
-                .arg(format!("{base}:ready"))
-                .arg(&base)
-                .arg(&c.delivery_id)
-                .arg(&c.account)
-                .arg(kind)
-                .arg(code)
-                .arg(error)
-                .arg(delay)
-                .arg(RETENTION_MS)
-                .arg(reason)
-                .arg(c.lease_token);
-                cmd.ignore();
-            }
-            pipe
-        };
-        let result: Result<(), RedisError> = self.timed(build(false).query_async(&mut conn)).await;
-        match result {
-            Err(e) if is_noscript(&e) => self
-                .timed(build(true).query_async::<()>(&mut conn))
-                .await
-                .map_err(unavailable),
-            other => other.map_err(unavailable),
+                let args = [
+                    base.as_str(),
+                    &c.delivery_id,
+                    &c.account,
+                    kind,
+                    &code,
+                    &error,
+                    &delay.to_string(),
+                    &RETENTION_MS.to_string(),
+                    reason,
+                    &c.lease_token.to_string(),
+                ]
+                .iter()
+                .map(|a| a.as_bytes().to_vec())
+                .collect();
+                Some((base, args))
+            })
+            .collect();
+        if calls.is_empty() {
+            return Ok(());
         }
+        let conn = self.conn().await?;
+        run_pipeline(conn, &self.complete, &calls, self.config.timeout)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, QueueError> {
