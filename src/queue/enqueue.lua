@@ -7,8 +7,8 @@
 -- Each event is one HSET; the new delivery ids are pushed once per priority at the end.
 local base, acct, limit, window = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_depth = tonumber(ARGV[5])
-local idem_ttl = tonumber(ARGV[6])
 local now = now_ms()
+local now_s = int(now)
 local akey = base .. ':acct:' .. acct
 local st = redis.call('HMGET', akey, 'depth', 'limit', 'window', 'busy', 'paused', 'auth_failed', 'until')
 if not st[1] then
@@ -17,6 +17,18 @@ end
 local depth = tonumber(st[1] or '0')
 local out = {}
 local pushed = {h = {}, n = {}}
+
+-- Field names of delivery index k (0-based), built once per index.
+local names = {}
+local function names_of(k)
+  local f = names[k]
+  if not f then
+    local ks = int(k)
+    f = {':' .. ks, 'ag' .. ks, 's' .. ks, 'at' .. ks}
+    names[k] = f
+  end
+  return f
+end
 
 -- HSET/RPUSH with at most `chunk` arguments per call (Lua's unpack has a stack limit)
 local function in_chunks(cmd, key, items, chunk)
@@ -28,7 +40,8 @@ end
 local i = 7
 while i <= #ARGV do
   local eid, prio, ttl, body = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  local ikey, fp, n = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
+  local ikey, fp, n_s = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local n = tonumber(n_s)
   local first_agent = i + 7
   i = i + 7 + n
   local result
@@ -49,32 +62,33 @@ while i <= #ARGV do
     if depth + n > max_depth then
       result = {'full', '', 0}
     else
-      local exp = 0
-      if ttl > 0 then exp = now + ttl end
-      local fields = {'acct', acct, 'created', now, 'n', n, 'prio', prio, 'exp', exp,
-        'body', body, 'done', 0, 'dd', 0}
+      local exp = '0'
+      if ttl > 0 then exp = int(now + ttl) end
+      local fields = {'acct', acct, 'created', now_s, 'n', n_s, 'prio', prio, 'exp', exp,
+        'body', body, 'done', '0', 'dd', '0'}
       local ids = pushed[prio]
       for k = 0, n - 1 do
         local f = #fields
-        fields[f + 1] = 'ag' .. k
+        local name = names_of(k)
+        fields[f + 1] = name[2]
         fields[f + 2] = ARGV[first_agent + k]
-        fields[f + 3] = 's' .. k
+        fields[f + 3] = name[3]
         fields[f + 4] = 'queued'
-        fields[f + 5] = 'at' .. k
-        fields[f + 6] = 0
-        ids[#ids + 1] = eid .. ':' .. k
+        fields[f + 5] = name[4]
+        fields[f + 6] = '0'
+        ids[#ids + 1] = eid .. name[1]
       end
       in_chunks('HSET', base .. ':ev:' .. eid, fields, 3000)
       depth = depth + n
       if idem then
-        redis.call('SET', idem, fp .. ' ' .. eid .. ' ' .. n, 'EX', idem_ttl)
+        redis.call('SET', idem, fp .. ' ' .. eid .. ' ' .. n_s, 'EX', ARGV[6])
       end
       result = {'ok', eid, n}
     end
   end
   out[#out + 1] = result
 end
-local changes = {'depth', depth}
+local changes = {'depth', int(depth)}
 if st[2] ~= limit then
   changes[#changes + 1] = 'limit'
   changes[#changes + 1] = limit
@@ -98,6 +112,6 @@ if stored and not (st[4] and st[4] ~= '') and st[5] ~= '1' and st[6] ~= '1' then
   local at = now - tonumber(window)
   local pause_until = tonumber(st[7] or '0') or 0
   if pause_until > at then at = pause_until end
-  redis.call('ZADD', base .. ':ready', 'NX', at, acct)
+  redis.call('ZADD', base .. ':ready', 'NX', int(at), acct)
 end
 return out
