@@ -27,14 +27,20 @@ const CLAIM_MAX: usize = 256;
 /// Most completions recorded in one pipelined round trip.
 const COMPLETE_BATCH: usize = 512;
 
-/// Splits `free` slots over the partitions, starting at `start`: each gets an equal share
-/// and the first ones the remainder; partitions with no slot are left out.
+/// Fewest slots offered to a partition in one claim (unless fewer are free): a claim
+/// call has a fixed cost in Redis, so a few free slots go to a few partitions, and the
+/// next passes serve the others.
+const MIN_SHARE: usize = 8;
+
+/// Splits `free` slots over the partitions, starting at `start`: as many partitions as
+/// can get `MIN_SHARE` slots each (at least one), each an equal share and the first ones
+/// the remainder.
 fn share_slots(free: usize, partitions: u16, start: u16) -> Vec<(u16, usize)> {
     let partitions = partitions.max(1);
-    let count = usize::from(partitions);
-    (0..partitions)
+    let served = (free / MIN_SHARE).clamp(1, usize::from(partitions));
+    (0..served as u16)
         .map(|i| {
-            let share = free / count + usize::from(usize::from(i) < free % count);
+            let share = free / served + usize::from(usize::from(i) < free % served);
             ((start + i) % partitions, share)
         })
         .filter(|(_, share)| *share > 0)
@@ -129,13 +135,17 @@ impl Worker {
         let partitions = self.queue.partitions();
         let mut start = 0u16;
         let mut redis_down = false;
+        // Partitions visited since a claim last found work, and the earliest due time they
+        // reported: the worker sleeps only once a whole rotation found nothing to send.
+        let mut idle_visited = 0usize;
+        let mut idle_due: Option<Duration> = None;
         while !shutdown.is_cancelled() {
             let mut claimed_any = false;
             let mut next_due: Option<Duration> = None;
             let mut failed = false;
-            // Free slots are shared across the partitions (all claimed in one round trip),
-            // so that an account that just became ready is claimed within a pass or two
-            // wherever its partition is.
+            // Free slots are shared across partitions, a few per partition (all claimed in
+            // one round trip); the passes rotate over the partitions, so an account that
+            // just became ready is claimed within a rotation wherever its partition is.
             let free = permits
                 .available_permits()
                 .min(CLAIM_MAX * usize::from(partitions));
@@ -194,6 +204,16 @@ impl Worker {
                 1
             };
             start = (start + step) % partitions.max(1);
+            if claimed_any {
+                idle_visited = 0;
+                idle_due = None;
+            } else if !failed {
+                idle_visited += requests.len();
+                idle_due = match (idle_due, next_due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             if failed {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -211,8 +231,10 @@ impl Worker {
                         _ = shutdown.cancelled() => {}
                     }
                 }
-            } else if !claimed_any {
-                let wait = next_due.map_or(self.poll_interval, |d| d.min(self.poll_interval));
+            } else if !claimed_any && idle_visited >= usize::from(partitions) {
+                let wait = idle_due.map_or(self.poll_interval, |d| d.min(self.poll_interval));
+                idle_visited = 0;
+                idle_due = None;
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.wake.notified() => {}
@@ -399,8 +421,10 @@ mod tests {
 
     #[test]
     fn slots_are_shared_across_partitions() {
-        assert_eq!(share_slots(3, 4, 2), [(2, 1), (3, 1), (0, 1)]);
-        assert_eq!(share_slots(9, 4, 0), [(0, 3), (1, 2), (2, 2), (3, 2)]);
+        assert_eq!(share_slots(3, 4, 2), [(2, 3)]);
+        assert_eq!(share_slots(17, 4, 3), [(3, 9), (0, 8)]);
+        assert_eq!(share_slots(40, 4, 0), [(0, 10), (1, 10), (2, 10), (3, 10)]);
+        assert_eq!(share_slots(43, 4, 1), [(1, 11), (2, 11), (3, 11), (0, 10)]);
         assert_eq!(share_slots(0, 4, 0), []);
         assert_eq!(share_slots(5, 1, 0), [(0, 5)]);
     }

@@ -9,19 +9,20 @@
 -- the send start (which complete.lua moves to when the answer came), leases the delivery
 -- and marks the account busy.
 -- Returns {ms until more work is due or -1, {did, account, body, agent, attempts,
--- created, lease token}, ...}.
+-- created, lease token}, ...}; the wait is computed only when nothing was claimed.
 local base = ARGV[1]
 local max = tonumber(ARGV[2])
 local lease = tonumber(ARGV[3])
 local default_limit, default_window = tonumber(ARGV[4]), tonumber(ARGV[5])
 local margin, reap_max, retention = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = now_ms()
+local now_s = int(now)
 local ready = base .. ':ready'
 local inflight = base .. ':inflight'
 local delayed = base .. ':delayed'
 
 local function reap(zset, from_delayed)
-  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, reap_max)
+  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now_s, 'LIMIT', '0', ARGV[7])
   for _, did in ipairs(due) do
     redis.call('ZREM', zset, did)
     local eid, k = split_did(did)
@@ -30,7 +31,7 @@ local function reap(zset, from_delayed)
     if acct then
       local akey = base .. ':acct:' .. acct
       if from_delayed then
-        redis.call('HINCRBY', akey, 'delayed', -1)
+        redis.call('HINCRBY', akey, 'delayed', '-1')
       elseif redis.call('HGET', akey, 'busy') == did then
         redis.call('HSET', akey, 'busy', '')
       end
@@ -46,7 +47,7 @@ reap(inflight, false)
 reap(delayed, true)
 
 local out = {-1}
-local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, max)
+local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', ARGV[2])
 for _, acct in ipairs(accts) do
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window')
@@ -54,18 +55,18 @@ for _, acct in ipairs(accts) do
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     redis.call('ZREM', ready, acct)
   elseif pause_until > now then
-    redis.call('ZADD', ready, pause_until, acct)
+    redis.call('ZADD', ready, int(pause_until), acct)
   else
     local limit = tonumber(st[5] or '') or default_limit
     local window = tonumber(st[6] or '') or default_window
     local rl = base .. ':rl:' .. acct
     local free_at = now
-    local oldest = redis.call('LINDEX', rl, limit - 1)
+    local oldest = redis.call('LINDEX', rl, int(limit - 1))
     if oldest then
       free_at = tonumber(oldest) + window + margin
     end
     if free_at > now then
-      redis.call('ZADD', ready, free_at, acct)
+      redis.call('ZADD', ready, int(free_at), acct)
     else
       local q = base .. ':q:' .. acct
       local did, ekey, k, ev
@@ -94,16 +95,16 @@ for _, acct in ipairs(accts) do
         end
       end
       if did then
-        if redis.call('LPUSH', rl, now) > limit then
-          redis.call('LTRIM', rl, 0, limit - 1)
+        if redis.call('LPUSH', rl, now_s) > limit then
+          redis.call('LTRIM', rl, '0', int(limit - 1))
         end
-        redis.call('PEXPIRE', rl, window + margin + lease + 1000)
+        redis.call('PEXPIRE', rl, int(window + margin + lease + 1000))
         redis.call('HSET', akey, 'busy', did, 'rl_did', did)
         redis.call('ZREM', ready, acct)
-        redis.call('ZADD', inflight, now + lease, did)
+        redis.call('ZADD', inflight, int(now + lease), did)
         local attempts = (tonumber(ev[6] or '0') or 0) + 1
         local token = (tonumber(ev[7] or '0') or 0) + 1
-        redis.call('HSET', ekey, 's' .. k, 'delivering', 'at' .. k, attempts, 'c' .. k, token)
+        redis.call('HSET', ekey, 's' .. k, 'delivering', 'at' .. k, int(attempts), 'c' .. k, int(token))
         out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token}
       else
         redis.call('ZREM', ready, acct)
@@ -113,9 +114,13 @@ for _, acct in ipairs(accts) do
   end
 end
 
+-- The wait is only of use to a caller that got nothing.
+if #out > 1 then
+  return out
+end
 local next_due = -1
 for _, z in ipairs({ready, delayed, inflight}) do
-  local head = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', z, '0', '0', 'WITHSCORES')
   if head[2] then
     local wait = tonumber(head[2]) - now
     if wait < 0 then wait = 0 end

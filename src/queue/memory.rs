@@ -1002,10 +1002,12 @@ impl Queue for MemoryQueue {
         part.reap(now, false);
         part.reap(now, true);
         let items = part.claim(&self.config, max, now);
-        Ok(ClaimBatch {
-            items,
-            next_due: part.next_due(now),
-        })
+        let next_due = if items.is_empty() {
+            part.next_due(now)
+        } else {
+            None
+        };
+        Ok(ClaimBatch { items, next_due })
     }
 
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {

@@ -186,7 +186,8 @@ impl Completion {
 pub struct ClaimBatch {
     /// Deliveries now leased to the caller.
     pub items: Vec<Claimed>,
-    /// Time until more work will be due in this partition, if any is waiting.
+    /// When nothing was claimed: time until more work will be due in this partition, if
+    /// any is waiting. `None` whenever `items` is not empty.
     pub next_due: Option<Duration>,
 }
 
