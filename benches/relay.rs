@@ -154,7 +154,47 @@ fn rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn wrk(url: &str, auth: bool, seconds: u64) -> f64 {
+/// CPU time (user + system) a process has used so far, in seconds; `None` is this process.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let user: f64 = rest.get(11)?.parse().ok()?;
+            let system: f64 = rest.get(12)?.parse().ok()?;
+            Some((user + system) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU used by a set of processes over a stretch of the run.
+struct CpuMeter {
+    pids: Vec<Option<u32>>,
+    start: Vec<f64>,
+}
+
+impl CpuMeter {
+    fn start(pids: &[Option<u32>]) -> Self {
+        CpuMeter {
+            pids: pids.to_vec(),
+            start: pids.iter().map(|&p| cpu_seconds(p)).collect(),
+        }
+    }
+
+    /// Microseconds of CPU per unit of work, one figure per process.
+    fn per(&self, units: f64) -> Vec<f64> {
+        self.pids
+            .iter()
+            .zip(&self.start)
+            .map(|(&p, s)| (cpu_seconds(p) - s) * 1e6 / units.max(1.0))
+            .collect()
+    }
+}
+
+/// Runs `wrk` and answers (requests/s, requests done).
+fn wrk(url: &str, auth: bool, seconds: u64) -> (f64, f64) {
     let script = std::env::temp_dir().join(format!("zenrelay-wrk-{}.lua", free_port()));
     let mut lua = String::from(
         "wrk.method = \"POST\"\nwrk.body = '{\"app_id\":375,\"event\":\"bench\",\"body\":\"hello\",\"agent_id\":1}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
@@ -180,11 +220,15 @@ fn wrk(url: &str, auth: bool, seconds: u64) -> f64 {
     if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
         panic!("wrk saw errors against {url}: {line}");
     }
-    text.lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    let field = |prefix: &str, at: usize| -> f64 {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.contains(prefix))
+            .and_then(|l| l.split_whitespace().nth(at))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field("Requests/sec:", 1), field("requests in", 0))
 }
 
 async fn bare_axum() -> u16 {
@@ -270,25 +314,70 @@ fn main() {
     runtime.block_on(run());
 }
 
+/// What every phase needs: the shared Redis and the Notify receiver.
+struct Bench {
+    redis: u16,
+    redis_pid: Option<u32>,
+    receiver: u16,
+    arrivals: Arrivals,
+}
+
+/// The phases, by the name that selects them on the command line
+/// (`cargo bench --bench relay -- delivery limiter`; none named runs all).
+const PHASES: [&str; 4] = ["ingress", "delivery", "limiter", "latency"];
+
 async fn run() {
-    let (_redis, redis) = start_redis();
+    let (redis_proc, redis) = start_redis();
     let (receiver, arrivals) = start_receiver().await;
+    let bench = Bench {
+        redis,
+        redis_pid: Some(redis_proc.0.id()),
+        receiver,
+        arrivals,
+    };
     println!(
         "zenrelay relay benchmarks ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // `cargo bench` passes `--bench`; anything else names phases.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for phase in PHASES {
+        if !named.is_empty() && !named.iter().any(|n| n == phase) {
+            continue;
+        }
+        match phase {
+            "ingress" => ingress(&bench).await,
+            "delivery" => delivery(&bench).await,
+            "limiter" => limiter(&bench).await,
+            _ => latency(&bench).await,
+        }
+    }
+}
 
+async fn ingress(b: &Bench) {
+    let (redis, redis_pid, receiver) = (b.redis, b.redis_pid, b.receiver);
     // 1. Single-event ingress.
     let bare = bare_axum().await;
-    let bare_rps = wrk(
+    let meter = CpuMeter::start(&[None]);
+    let (bare_rps, bare_n) = wrk(
         &format!("http://127.0.0.1:{bare}/v1/accounts/acme/notify"),
         false,
         5,
     );
+    let bare_cpu = meter.per(bare_n)[0];
     let one = accounts_toml(&["acme".to_string()], receiver);
     let gw = start_gateway(redis, "b1", "enabled = false", &one).await;
-    let gw_rps = wrk(&format!("{}/v1/accounts/acme/notify", gw.base), true, 5);
+    let meter = CpuMeter::start(&[Some(gw.proc.0.id()), redis_pid]);
+    let (gw_rps, gw_n) = wrk(&format!("{}/v1/accounts/acme/notify", gw.base), true, 5);
+    let gw_cpu = meter.per(gw_n);
     println!("ingress  single event, {CONCURRENCY} connections: gateway {gw_rps:.0} req/s, bare axum 202 {bare_rps:.0} req/s, ratio {:.2} (goal >= 0.5)", gw_rps / bare_rps);
+    println!(
+        "         CPU per request: gateway {:.1} us + Redis {:.1} us, bare axum {bare_cpu:.1} us (wrk shares the same 2 cores)",
+        gw_cpu[0], gw_cpu[1]
+    );
 
     // 2. Batch ingress.
     let many: Vec<String> = (0..200).map(|i| format!("batch{i}")).collect();
@@ -330,7 +419,10 @@ async fn run() {
     println!("ingress  batches of 1000: {batch_rate:.0} events/s stored (goal >= 50000), ratio to goal {:.2}", batch_rate / 50_000.0);
     drop(gw);
     drop(many);
+}
 
+async fn delivery(b: &Bench) {
+    let (redis, redis_pid, receiver, arrivals) = (b.redis, b.redis_pid, b.receiver, &b.arrivals);
     // 3. Delivery across 10,000 backlogged accounts.
     let names: Vec<String> = (0..10_000).map(|i| format!("a{i:05}")).collect();
     let accounts = accounts_toml(&names, receiver);
@@ -344,6 +436,7 @@ async fn run() {
     let started = Instant::now();
     let worker = start_gateway(redis, "b3", "notify_per_minute = 100000", &accounts).await;
     let pid = worker.proc.0.id();
+    let meter = CpuMeter::start(&[Some(pid), redis_pid, None]);
     let mut peak_rss = 0f64;
     let deadline = Instant::now() + Duration::from_secs(300);
     while arrivals.lock().unwrap().len() < total {
@@ -351,10 +444,11 @@ async fn run() {
         assert!(Instant::now() < deadline, "delivery too slow");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let gw_time = wait_arrivals(&arrivals, total, Duration::from_secs(1))
+    let gw_time = wait_arrivals(arrivals, total, Duration::from_secs(1))
         .await
         .duration_since(started);
     peak_rss = peak_rss.max(rss_mb(pid));
+    let delivery_cpu = meter.per(total as f64);
     let gw_rate = total as f64 / gw_time.as_secs_f64();
     drop(worker);
 
@@ -378,6 +472,7 @@ async fn run() {
         .build()
         .unwrap();
     let started = Instant::now();
+    let meter = CpuMeter::start(&[None]);
     let tasks = (0..CONCURRENCY).map(|_| {
         let (bodies, next, client) = (bodies.clone(), next.clone(), client.clone());
         tokio::spawn(async move {
@@ -399,9 +494,17 @@ async fn run() {
     });
     futures::future::join_all(tasks).await;
     let base_rate = total as f64 / started.elapsed().as_secs_f64();
+    let base_cpu = meter.per(total as f64)[0];
     println!("delivery 10000 accounts x {per_account}: gateway {gw_rate:.0} calls/s, plain reqwest loop {base_rate:.0} calls/s, ratio {:.2} (goal >= 0.7)", gw_rate / base_rate);
+    println!(
+        "         CPU per call: gateway {:.1} us + Redis {:.1} us + receiver {:.1} us, reqwest loop and receiver {base_cpu:.1} us",
+        delivery_cpu[0], delivery_cpu[1], delivery_cpu[2]
+    );
     println!("memory   gateway peak RSS with 10000 active accounts: {peak_rss:.1} MB (goal < 100)");
+}
 
+async fn limiter(b: &Bench) {
+    let (redis, receiver, arrivals) = (b.redis, b.receiver, &b.arrivals);
     // 4. Limiter: one account, 50 per 1 s rolling window.
     arrivals.lock().unwrap().clear();
     let limit = 50;
@@ -424,7 +527,7 @@ async fn run() {
         .send()
         .await
         .expect("batch");
-    wait_arrivals(&arrivals, n, Duration::from_secs(30)).await;
+    wait_arrivals(arrivals, n, Duration::from_secs(30)).await;
     let times: Vec<Instant> = arrivals.lock().unwrap().iter().map(|a| a.1).collect();
     let window = Duration::from_secs(1);
     let over = (0..n)
@@ -440,7 +543,10 @@ async fn run() {
     let ideal = window * ((n as u32 - 1) / limit as u32);
     println!("limiter  {n} events at {limit}/1 s: {over} windows over the limit (goal 0), budget used {:.2}% (goal >= 98%)", ideal.as_secs_f64() / span.as_secs_f64() * 100.0);
     drop(gw);
+}
 
+async fn latency(b: &Bench) {
+    let (redis, receiver, arrivals) = (b.redis, b.receiver, &b.arrivals);
     // 5. A fresh account's latency while 1,000 accounts are backlogged.
     arrivals.lock().unwrap().clear();
     let busy: Vec<String> = (0..1000).map(|i| format!("busy{i:04}")).collect();
