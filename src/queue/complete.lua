@@ -48,8 +48,8 @@ local function release_account()
     redis.call('HSET', akey, unpack(clear))
   end
 end
--- A success this caller records in full: the account's fields in one write (as
--- `finish` and `mark_ready` would, from the values read above), then the event's.
+-- A success this caller records in full: the account's fields in one write (as `finish`
+-- would, from the values read above), then the event's, then the account is ready again.
 local function record_success()
   local set, busy = release_fields()
   local function add(field, value)
@@ -66,21 +66,7 @@ local function record_success()
     redis.call('HDEL', ekey, 'body')
     redis.call('PEXPIRE', ekey, int(retention))
   end
-  -- ready again unless busy or paused
-  if (busy and busy ~= '') or flags[3] == '1' or flags[4] == '1' then
-    return
-  end
-  local q = base .. ':q:' .. acct
-  if redis.call('EXISTS', q .. ':h', q .. ':n') == 0 then
-    redis.call('ZREM', base .. ':ready', acct)
-    return
-  end
-  local at = now
-  local pause_until = tonumber(flags[5] or '0') or 0
-  if pause_until > at then
-    at = pause_until
-  end
-  redis.call('ZADD', base .. ':ready', 'NX', int(at), acct)
+  mark_ready(base, acct, now, nil, {busy, flags[3], flags[4], flags[5]})
 end
 if status == false or status == 'delivered' or status == 'dead' or status == 'expired' then
   -- Already finished (a late success recorded it while this caller held a new lease):

@@ -23,10 +23,13 @@ end
 -- (a delivery in flight) nor paused. Its score is the earliest time it may send and
 -- orders the accounts: `score` (default `now`) lets an account that was idle enter ahead
 -- of accounts that were just served, so a quiet account never waits a whole rotation
--- behind thousands of backlogged ones. A 429 pause still wins over it.
-local function mark_ready(base, acct, now, score)
-  local akey = base .. ':acct:' .. acct
-  local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until')
+-- behind thousands of backlogged ones. A 429 pause still wins over it. `known` gives the
+-- account's {busy, paused, auth_failed, until} when the caller already has them.
+local function mark_ready(base, acct, now, score, known)
+  local st = known
+  if not st then
+    st = redis.call('HMGET', base .. ':acct:' .. acct, 'busy', 'paused', 'auth_failed', 'until')
+  end
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     return
   end
