@@ -63,7 +63,9 @@ for _, acct in ipairs(accts) do
     local free_at = now
     local oldest = redis.call('LINDEX', rl, int(limit - 1))
     if oldest then
-      free_at = tonumber(oldest) + window + margin
+      -- Times are whole milliseconds, rounded down: one more makes the real gap between
+      -- this send and the one `limit` sends back at least the window.
+      free_at = tonumber(oldest) + window + margin + 1
     end
     if free_at > now then
       redis.call('ZADD', ready, int(free_at), acct)

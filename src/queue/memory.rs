@@ -589,7 +589,9 @@ impl Part {
             let window = a.window_ms.unwrap_or(config.default_limit.window_ms);
             let mut free_at = now;
             if a.sends.len() >= limit {
-                free_at = a.sends[limit - 1] + window + config.margin_ms;
+                // Whole milliseconds, rounded down: one more keeps the real gap at
+                // least the window.
+                free_at = a.sends[limit - 1] + window + config.margin_ms + 1;
             }
             if free_at > now {
                 self.ready.add(&acct, free_at);
