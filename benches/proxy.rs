@@ -19,11 +19,14 @@
 //! alternate direct / proxied, and each figure is the median of its rounds.
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
+
+mod support;
+use support::{free_port, CpuMeter, Proc};
 
 const KEY: &str = "bench-client-key-0123456789";
 const PATH: &str = "/api/v2/apps/installations.json";
@@ -31,22 +34,6 @@ const CONNECTIONS: usize = 16;
 const SECONDS: u64 = 5;
 const ROUNDS: usize = 3;
 const UPSTREAM_LATENCY_MS: u64 = 20;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn write_config(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("zenrelay-bench-{name}-{}.toml", free_port()));
@@ -162,13 +149,13 @@ async fn seed(sim: &str, auth: &str) {
     assert!(resp.status().is_success(), "install: {}", resp.status());
 }
 
-/// Requests/s and median latency in milliseconds of one `wrk` run.
-fn wrk(url: &str, auth: &str) -> (f64, f64) {
+/// Requests/s, median latency in milliseconds and requests done of one `wrk` run.
+fn wrk(url: &str, auth: &str) -> (f64, f64, f64) {
     wrk_with(url, auth, CONNECTIONS)
 }
 
 /// [`wrk`] with another number of connections.
-fn wrk_with(url: &str, auth: &str, connections: usize) -> (f64, f64) {
+fn wrk_with(url: &str, auth: &str, connections: usize) -> (f64, f64, f64) {
     let out = Command::new("wrk")
         .args([
             "-t1",
@@ -198,7 +185,14 @@ fn wrk_with(url: &str, auth: &str, connections: usize) -> (f64, f64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(parse_ms)
         .unwrap_or(f64::NAN);
-    (rps, p50)
+    let done = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (rps, p50, done)
 }
 
 fn parse_ms(v: &str) -> Option<f64> {
@@ -230,7 +224,7 @@ async fn run() {
         "sim",
         "[log]\nlevel = \"error\"\n[sim]\n[[sim.accounts]]\nsubdomain = \"acme\"\n[[sim.accounts.users]]\nemail = \"admin@acme.example\"\nrole = \"admin\"\napi_token = \"bench-token\"\n",
     );
-    let _sim = spawn(
+    let sim_proc = spawn(
         &["sim", "--listen", &format!("127.0.0.1:{sim_port}")],
         &sim_config,
     );
@@ -253,7 +247,11 @@ async fn run() {
              [[clients]]\nname = \"bench\"\nkey = \"{KEY}\"\naccounts = [\"*\"]\n"
         ),
     );
-    let _gw = spawn(&["serve"], &gw_config);
+    let gw_proc = spawn(&["serve"], &gw_config);
+    let pids = Pids {
+        sim: sim_proc.0.id(),
+        gateway: gw_proc.0.id(),
+    };
     let gw = format!("http://127.0.0.1:{gw_port}");
     wait_up(&format!("{gw}/healthz")).await;
 
@@ -280,14 +278,15 @@ async fn run() {
     compare(
         "loopback",
         ROUNDS,
+        &pids,
         &direct_url,
         &account_auth,
         &proxy_url,
         &bearer,
     );
     // The latency the proxy adds when nothing queues: one connection.
-    let (_, d_p50) = wrk_with(&direct_url, &account_auth, 1);
-    let (_, p_p50) = wrk_with(&proxy_url, &bearer, 1);
+    let (_, d_p50, _) = wrk_with(&direct_url, &account_auth, 1);
+    let (_, p_p50, _) = wrk_with(&proxy_url, &bearer, 1);
     println!(
         "proxy    loopback, 1 connection: median latency proxied {p_p50:.3} ms, direct {d_p50:.3} ms, added {:.3} ms",
         p_p50 - d_p50
@@ -303,6 +302,7 @@ async fn run() {
     compare(
         &format!("upstream {UPSTREAM_LATENCY_MS} ms"),
         2,
+        &pids,
         &direct_url,
         &account_auth,
         &proxy_url,
@@ -310,19 +310,45 @@ async fn run() {
     );
 }
 
-/// Alternating rounds of both paths; prints the medians, their ratio and difference.
-fn compare(label: &str, rounds: usize, direct: &str, direct_auth: &str, proxied: &str, auth: &str) {
+/// The processes whose CPU is accounted.
+struct Pids {
+    sim: u32,
+    gateway: u32,
+}
+
+/// Alternating rounds of both paths; prints the medians, their ratio and difference, and
+/// the CPU each process spent per request.
+fn compare(
+    label: &str,
+    rounds: usize,
+    pids: &Pids,
+    direct: &str,
+    direct_auth: &str,
+    proxied: &str,
+    auth: &str,
+) {
     let (mut d_rps, mut d_p50, mut p_rps, mut p_p50) = (vec![], vec![], vec![], vec![]);
+    let (mut d_cpu, mut p_cpu) = (vec![], vec![]);
     for round in 1..=rounds {
-        let (rps, p50) = wrk(direct, direct_auth);
+        let meter = CpuMeter::start(&[Some(pids.sim)]);
+        let (rps, p50, done) = wrk(direct, direct_auth);
+        d_cpu.push(meter.per(done)[0]);
         println!("  {label}, round {round}, direct : {rps:>9.0} req/s, median {p50:.3} ms");
         d_rps.push(rps);
         d_p50.push(p50);
-        let (rps, p50) = wrk(proxied, auth);
+        let meter = CpuMeter::start(&[Some(pids.gateway), Some(pids.sim)]);
+        let (rps, p50, done) = wrk(proxied, auth);
+        p_cpu.push(meter.per(done));
         println!("  {label}, round {round}, proxied: {rps:>9.0} req/s, median {p50:.3} ms");
         p_rps.push(rps);
         p_p50.push(p50);
     }
+    let gw_cpu = median(p_cpu.iter().map(|c| c[0]).collect());
+    let sim_cpu = median(p_cpu.iter().map(|c| c[1]).collect());
+    println!(
+        "proxy    {label}: CPU per request: proxied gateway {gw_cpu:.1} us + simulator {sim_cpu:.1} us, direct simulator {:.1} us",
+        median(d_cpu)
+    );
     let (d_rps, d_p50, p_rps, p_p50) = (median(d_rps), median(d_p50), median(p_rps), median(p_p50));
     println!(
         "proxy    {label}: throughput proxied {p_rps:.0} req/s, direct {d_rps:.0} req/s, ratio {:.2} (goal >= 0.8)",

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,24 +26,11 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::json;
 
+mod support;
+use support::{free_port, CpuMeter, Proc};
+
 const KEY: &str = "bench-client-key-0123456789";
 const CONCURRENCY: usize = 64;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_redis() -> (Proc, u16) {
     let port = free_port();
@@ -152,45 +139,6 @@ fn rss_mb(pid: u32) -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// CPU time (user + system) a process has used so far, in seconds; `None` is this process.
-fn cpu_seconds(pid: Option<u32>) -> f64 {
-    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name, which is in parentheses and may hold spaces.
-            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
-            let user: f64 = rest.get(11)?.parse().ok()?;
-            let system: f64 = rest.get(12)?.parse().ok()?;
-            Some((user + system) / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
-/// CPU used by a set of processes over a stretch of the run.
-struct CpuMeter {
-    pids: Vec<Option<u32>>,
-    start: Vec<f64>,
-}
-
-impl CpuMeter {
-    fn start(pids: &[Option<u32>]) -> Self {
-        CpuMeter {
-            pids: pids.to_vec(),
-            start: pids.iter().map(|&p| cpu_seconds(p)).collect(),
-        }
-    }
-
-    /// Microseconds of CPU per unit of work, one figure per process.
-    fn per(&self, units: f64) -> Vec<f64> {
-        self.pids
-            .iter()
-            .zip(&self.start)
-            .map(|(&p, s)| (cpu_seconds(p) - s) * 1e6 / units.max(1.0))
-            .collect()
-    }
 }
 
 /// Runs `wrk` and answers (requests/s, requests done).
