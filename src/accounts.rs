@@ -21,6 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AccountConfig, Config};
+use crate::hosts::HostMap;
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::zendesk::{Account, Accounts};
 
@@ -208,6 +209,12 @@ pub struct AccountDirectory {
     default_limit: RateLimit,
     ttl: Duration,
     cache: Mutex<HashMap<String, CacheEntry>>,
+    /// Configured accounts as (id, subdomain, hosts), for the host map.
+    configured_hosts: Vec<(String, String, Vec<String>)>,
+    /// The host map of the configured accounts alone.
+    static_hosts: Arc<HostMap>,
+    /// The host map of configured and runtime accounts, and when it was built.
+    hosts: tokio::sync::Mutex<Option<(Instant, Arc<HostMap>)>>,
 }
 
 /// Most runtime lookups cached per process (misses included); the cache is cleared when full.
@@ -250,6 +257,13 @@ impl AccountDirectory {
             },
             ttl: Duration::from_millis(config.runtime_accounts.cache_ms),
             cache: Mutex::new(HashMap::new()),
+            configured_hosts: config
+                .accounts
+                .iter()
+                .map(|a| (a.id.clone(), a.subdomain.clone(), a.hosts.clone()))
+                .collect(),
+            static_hosts: Arc::new(HostMap::from_config(config)),
+            hosts: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -288,6 +302,51 @@ impl AccountDirectory {
         };
         self.cache_put(id, account.clone());
         Ok(account)
+    }
+
+    /// The account a proxied request's `Host` value names, configured or runtime (see
+    /// [`crate::hosts`]; a name two accounts claim routes to neither). Runtime accounts'
+    /// names are read at most every `runtime_accounts.cache_ms`; while they cannot be read,
+    /// the last names read serve, or the configured accounts' alone.
+    pub async fn resolve_host(&self, host: &str) -> Option<String> {
+        if self.sealer.is_none() {
+            return self.static_hosts.lookup(host).map(str::to_string);
+        }
+        let mut cached = self.hosts.lock().await;
+        let fresh = cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, map)| map.clone());
+        let map = match fresh {
+            Some(map) => map,
+            None => match self.queue.list_accounts().await {
+                Ok(records) => {
+                    let runtime: Vec<AccountInfo> = records
+                        .iter()
+                        .filter_map(|(_, raw)| serde_json::from_str::<Record>(raw).ok())
+                        .map(|r| r.info)
+                        .filter(|info| !self.fixed.contains_key(&info.id))
+                        .collect();
+                    let map = Arc::new(HostMap::build(
+                        self.configured_hosts
+                            .iter()
+                            .map(|(id, sub, hosts)| (id.as_str(), sub.as_str(), hosts.as_slice()))
+                            .chain(runtime.iter().map(|i| {
+                                (i.id.as_str(), i.subdomain.as_str(), i.hosts.as_slice())
+                            })),
+                    ));
+                    *cached = Some((Instant::now(), map.clone()));
+                    map
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read runtime accounts' host names; using the last ones read");
+                    cached
+                        .as_ref()
+                        .map_or_else(|| self.static_hosts.clone(), |(_, map)| map.clone())
+                }
+            },
+        };
+        map.lookup(host).map(str::to_string)
     }
 
     /// What `GET /v1/accounts/{id}` shows: never credentials.
@@ -364,6 +423,7 @@ impl AccountDirectory {
             .map_err(|e| AccountStoreError::Invalid("record".into(), e.to_string()))?;
         let created = self.queue.put_account(id, &raw).await?;
         self.cache_put(id, Some(Arc::new(account)));
+        *self.hosts.lock().await = None;
         Ok(created)
     }
 
@@ -377,6 +437,7 @@ impl AccountDirectory {
         }
         let existed = self.queue.delete_account(id).await?;
         self.cache_put(id, None);
+        *self.hosts.lock().await = None;
         Ok(existed)
     }
 

@@ -43,6 +43,7 @@ pub mod delivery;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod hosts;
 pub mod ingress;
 pub mod metrics;
 pub mod openapi;

@@ -10,7 +10,8 @@
 //!    `route_not_allowed`. Nothing refused ever reaches upstream.
 //! 3. The account: `/zendesk/{account}/<path>`; else the `Host` (its first label is an
 //!    account's `subdomain`, or the host or its first label is one of the account's
-//!    `hosts`); else `proxy.default_account`.
+//!    `hosts`; configured and runtime accounts alike, see [`crate::hosts`]); else
+//!    `proxy.default_account`.
 //! 4. The caller: client key as Bearer, or as the Basic password (any user name); scopes as
 //!    at ingress (401, 403, 404 `unknown_account`).
 //! 5. `POST .../notify` is queued, not forwarded ([`notify`]).
@@ -29,7 +30,6 @@ pub mod pace;
 pub mod retry;
 pub mod routes;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -58,7 +58,6 @@ pub struct Proxy {
     http: reqwest::Client,
     pacer: Pacer,
     retry: ProxyRetry,
-    hosts: HostMap,
     default_account: Option<String>,
     max_body_bytes: usize,
 }
@@ -78,75 +77,10 @@ impl Proxy {
                 },
                 retry_after_cap: Duration::from_secs(p.retry_after_cap_seconds),
             },
-            hosts: HostMap::from_config(config),
             default_account: p.default_account.clone(),
             max_body_bytes: p.max_body_bytes,
         })
     }
-}
-
-/// `Host` → account id. A name claimed by two accounts routes to neither.
-#[derive(Debug, Default)]
-struct HostMap {
-    /// Whole host names (from `hosts`).
-    full: HashMap<String, Option<String>>,
-    /// First labels (`subdomain`, and `hosts` entries without a dot).
-    label: HashMap<String, Option<String>>,
-}
-
-impl HostMap {
-    fn from_config(config: &Config) -> Self {
-        fn claim(map: &mut HashMap<String, Option<String>>, key: String, id: &str) {
-            map.entry(key)
-                .and_modify(|owner| {
-                    if owner.as_deref() != Some(id) {
-                        *owner = None;
-                    }
-                })
-                .or_insert_with(|| Some(id.to_string()));
-        }
-        let mut map = HostMap::default();
-        for a in &config.accounts {
-            claim(&mut map.label, a.subdomain.to_ascii_lowercase(), &a.id);
-            for host in &a.hosts {
-                let host = host.trim_end_matches('.').to_ascii_lowercase();
-                if host.contains('.') {
-                    claim(&mut map.full, host, &a.id);
-                } else {
-                    claim(&mut map.label, host, &a.id);
-                }
-            }
-        }
-        for (name, owner) in map.full.iter().chain(map.label.iter()) {
-            if owner.is_none() {
-                tracing::warn!(host = %name, "several accounts claim this host; it routes to none");
-            }
-        }
-        map
-    }
-
-    fn lookup(&self, host: &str) -> Option<&str> {
-        let host = host_name(host)?;
-        if let Some(owner) = self.full.get(&host) {
-            return owner.as_deref();
-        }
-        let first = host.split('.').next()?;
-        self.label.get(first).and_then(|o| o.as_deref())
-    }
-}
-
-/// The host name of a `Host` value: port and trailing dot removed, lowercased; `None` for
-/// IP literals and empty values.
-fn host_name(value: &str) -> Option<String> {
-    let value = value.trim();
-    if value.starts_with('[') {
-        return None;
-    }
-    let name = value.split(':').next()?.trim_end_matches('.');
-    if name.is_empty() || name.parse::<std::net::Ipv4Addr>().is_ok() {
-        return None;
-    }
-    Some(name.to_ascii_lowercase())
 }
 
 fn route_not_allowed(message: String) -> ApiError {
@@ -196,28 +130,28 @@ fn with_attempts(mut response: Response, attempts: u32) -> Response {
     response
 }
 
-fn account_id<'a>(
-    state: &'a AppState,
-    target: &Target<'a>,
+/// The account a request is for: named by the path, else by the `Host` (configured or
+/// runtime accounts), else `proxy.default_account`.
+async fn account_id(
+    state: &AppState,
+    target: &Target<'_>,
     headers: &HeaderMap,
-) -> Result<&'a str, ApiError> {
-    let proxy = state.proxy();
+) -> Result<String, ApiError> {
     if let Some(id) = target.account {
-        return Ok(id);
+        return Ok(id.to_string());
     }
-    let by_host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|host| proxy.hosts.lookup(host));
-    by_host
-        .or(proxy.default_account.as_deref())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_account",
-                "no account is named by the path (/zendesk/{account}/...) or the Host, and proxy.default_account is not set",
-            )
-        })
+    if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+        if let Some(id) = state.directory().resolve_host(host).await {
+            return Ok(id);
+        }
+    }
+    state.proxy().default_account.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_account",
+            "no account is named by the path (/zendesk/{account}/...) or the Host, and proxy.default_account is not set",
+        )
+    })
 }
 
 async fn proxy(
@@ -233,9 +167,9 @@ async fn proxy(
             parts.method, target.path
         ))
     })?;
-    let id = account_id(state, &target, &parts.headers)?;
+    let id = account_id(state, &target, &parts.headers).await?;
     let client = state.clients().authenticate_bearer_or_basic(&parts.headers);
-    let (_, account) = ingress::authorize_client(state, client, id).await?;
+    let (_, account) = ingress::authorize_client(state, client, &id).await?;
     let response = if route.endpoint == Endpoint::Notify {
         with_attempts(
             notify::handle(state, &account, &parts.headers, body).await,
@@ -351,45 +285,5 @@ fn failure_error(failure: &Failure) -> ApiError {
             "upstream_error",
             format!("the connection to Zendesk broke: {text}"),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_route_by_first_label_or_whole_name() {
-        let text = r#"
-[[accounts]]
-id = "acme"
-subdomain = "acme"
-hosts = ["zendesk.acme.internal", "acme-eu"]
-email = "a@acme.example"
-api_token = "t"
-[[accounts]]
-id = "beta"
-subdomain = "beta"
-hosts = ["shared"]
-email = "a@beta.example"
-api_token = "t"
-[[accounts]]
-id = "gamma"
-subdomain = "gamma"
-hosts = ["shared"]
-email = "a@gamma.example"
-api_token = "t"
-"#;
-        let config = Config::from_toml_with_env(text, "t.toml", &[]).unwrap();
-        let map = HostMap::from_config(&config);
-        assert_eq!(map.lookup("acme.gateway.example:8443"), Some("acme"));
-        assert_eq!(map.lookup("ACME.gateway.example."), Some("acme"));
-        assert_eq!(map.lookup("zendesk.acme.internal"), Some("acme"));
-        assert_eq!(map.lookup("acme-eu.relay.example"), Some("acme"));
-        assert_eq!(map.lookup("beta"), Some("beta"));
-        assert_eq!(map.lookup("shared.relay.example"), None, "ambiguous");
-        assert_eq!(map.lookup("127.0.0.1:8080"), None);
-        assert_eq!(map.lookup("[::1]:8080"), None);
-        assert_eq!(map.lookup("other.example"), None);
     }
 }

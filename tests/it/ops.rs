@@ -727,6 +727,98 @@ async fn a_runtime_account_added_through_the_api_delivers_from_a_second_process(
 }
 
 #[tokio::test]
+async fn runtime_accounts_are_routed_by_host_in_every_process() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme", "beta", "gamma", "delta"], 100, 60).await;
+    let text = ops_toml(
+        &redis.url(),
+        "rh",
+        &sim,
+        &["acme", "delta"],
+        "enabled = false",
+    );
+    let a = ServeProcess::start(&text).await;
+    let b = ServeProcess::start(&text).await;
+    let http = reqwest::Client::new();
+    use reqwest::Method as M;
+    let path = "/api/v2/apps/installations.json";
+    let get = |base: &str, host: &str| {
+        http.get(format!("{base}{path}"))
+            .bearer_auth(KEY)
+            .header("host", host)
+            .send()
+    };
+    let put = |id: &str, spec: Value| {
+        let url = format!("{}/v1/accounts/{id}", a.base);
+        let http = http.clone();
+        async move { call(&http, M::PUT, &url, Some(ADMIN_KEY), Some(&spec)).await }
+    };
+    // Before the account exists, its Host names nothing (B caches that briefly).
+    let resp = get(&b.base, "beta.relay.test").await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "unknown_account"
+    );
+
+    let spec = json!({"subdomain": "beta", "base_url": sim.base, "hosts": ["zendesk.beta.internal"],
+        "email": "admin@beta.example", "api_token": "tok-beta"});
+    assert_eq!(put("beta", spec).await.0, 201);
+    // A name a configured account already has routes to neither.
+    let spec = json!({"subdomain": "gamma", "base_url": sim.base, "hosts": ["acme"],
+        "email": "admin@gamma.example", "api_token": "tok-gamma"});
+    assert_eq!(put("gamma", spec).await.0, 201);
+    // The writing process at once, the other within `cache_ms`.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for base in [&a.base, &b.base] {
+        for (host, account) in [
+            ("beta.relay.test:8080", "beta"),
+            ("zendesk.beta.internal", "beta"),
+            ("gamma.relay.test", "gamma"),
+        ] {
+            sim.sim.reset();
+            let resp = get(base, host).await.unwrap();
+            assert_eq!(resp.status(), 200, "{base} {host}");
+            let log = sim.sim.requests();
+            assert_eq!(log.len(), 1);
+            assert_eq!(log[0].account.as_deref(), Some(account), "{host}");
+        }
+        sim.sim.reset();
+        let resp = get(base, "acme.relay.test").await.unwrap();
+        assert_eq!(
+            resp.status(),
+            404,
+            "a Host two accounts claim routes to neither"
+        );
+        assert!(sim.sim.requests().is_empty());
+    }
+
+    // Deleted: its Host names nothing again, in every process.
+    let (status, _) = call(
+        &http,
+        M::DELETE,
+        &format!("{}/v1/accounts/beta", a.base),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for base in [&a.base, &b.base] {
+        assert_eq!(get(base, "beta.relay.test").await.unwrap().status(), 404);
+    }
+    assert!(sim.sim.requests().is_empty());
+
+    // With Redis gone, configured accounts' Host names still route.
+    drop(redis);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.sim.reset();
+    let resp = get(&b.base, "delta.relay.test").await.unwrap();
+    assert_eq!(resp.status(), 200, "a configured account needs no Redis");
+    assert_eq!(sim.sim.requests()[0].account.as_deref(), Some("delta"));
+}
+
+#[tokio::test]
 async fn clients_are_throttled_with_retry_after() {
     let redis = RedisServer::start();
     let sim = spawn_sim(&["acme"], 100, 60).await;
