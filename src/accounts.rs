@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AccountConfig, Config};
-use crate::hosts::HostMap;
+use crate::hosts::{HostMap, Named, Route};
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::zendesk::{Account, Accounts};
 
@@ -209,12 +209,12 @@ pub struct AccountDirectory {
     default_limit: RateLimit,
     ttl: Duration,
     cache: Mutex<HashMap<String, CacheEntry>>,
-    /// Configured accounts as (id, subdomain, hosts), for the host map.
-    configured_hosts: Vec<(String, String, Vec<String>)>,
-    /// The host map of the configured accounts alone.
-    static_hosts: Arc<HostMap>,
-    /// The host map of configured and runtime accounts, and when it was built.
-    hosts: tokio::sync::Mutex<Option<(Instant, Arc<HostMap>)>>,
+    /// The host map of the configured accounts.
+    configured_hosts: HostMap,
+    /// The host map of the runtime accounts, when it was read (`None`: to be read again).
+    runtime_hosts: Mutex<Option<(Option<Instant>, Arc<HostMap>)>>,
+    /// Held by the caller re-reading the runtime accounts' host map.
+    hosts_refresh: tokio::sync::Mutex<()>,
 }
 
 /// Most runtime lookups cached per process (misses included); the cache is cleared when full.
@@ -257,13 +257,9 @@ impl AccountDirectory {
             },
             ttl: Duration::from_millis(config.runtime_accounts.cache_ms),
             cache: Mutex::new(HashMap::new()),
-            configured_hosts: config
-                .accounts
-                .iter()
-                .map(|a| (a.id.clone(), a.subdomain.clone(), a.hosts.clone()))
-                .collect(),
-            static_hosts: Arc::new(HostMap::from_config(config)),
-            hosts: tokio::sync::Mutex::new(None),
+            configured_hosts: HostMap::from_config(config),
+            runtime_hosts: Mutex::new(None),
+            hosts_refresh: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -304,49 +300,69 @@ impl AccountDirectory {
         Ok(account)
     }
 
-    /// The account a proxied request's `Host` value names, configured or runtime (see
-    /// [`crate::hosts`]; a name two accounts claim routes to neither). Runtime accounts'
-    /// names are read at most every `runtime_accounts.cache_ms`; while they cannot be read,
-    /// the last names read serve, or the configured accounts' alone.
-    pub async fn resolve_host(&self, host: &str) -> Option<String> {
-        if self.sealer.is_none() {
-            return self.static_hosts.lookup(host).map(str::to_string);
+    /// What a proxied request's `Host` value names (see [`crate::hosts`]): a configured
+    /// account's name first, else a runtime account's. Runtime accounts' names are read at
+    /// most every `runtime_accounts.cache_ms` (at once in the process that changed one);
+    /// while they cannot be read, the last ones read serve.
+    pub async fn resolve_host(&self, host: &str) -> Route {
+        match self.configured_hosts.lookup(host) {
+            Named::Nothing if self.sealer.is_some() => {
+                self.runtime_host_map().await.lookup(host).into()
+            }
+            named => named.into(),
         }
-        let mut cached = self.hosts.lock().await;
-        let fresh = cached
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, map)| map.clone());
-        let map = match fresh {
-            Some(map) => map,
-            None => match self.queue.list_accounts().await {
-                Ok(records) => {
-                    let runtime: Vec<AccountInfo> = records
-                        .iter()
-                        .filter_map(|(_, raw)| serde_json::from_str::<Record>(raw).ok())
-                        .map(|r| r.info)
-                        .filter(|info| !self.fixed.contains_key(&info.id))
-                        .collect();
-                    let map = Arc::new(HostMap::build(
-                        self.configured_hosts
-                            .iter()
-                            .map(|(id, sub, hosts)| (id.as_str(), sub.as_str(), hosts.as_slice()))
-                            .chain(runtime.iter().map(|i| {
-                                (i.id.as_str(), i.subdomain.as_str(), i.hosts.as_slice())
-                            })),
-                    ));
-                    *cached = Some((Instant::now(), map.clone()));
-                    map
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read runtime accounts' host names; using the last ones read");
-                    cached
-                        .as_ref()
-                        .map_or_else(|| self.static_hosts.clone(), |(_, map)| map.clone())
-                }
-            },
+    }
+
+    /// The runtime accounts' host map, re-read when older than `cache_ms`: by one caller,
+    /// while the others use the map at hand (or, before the first read, wait for it).
+    async fn runtime_host_map(&self) -> Arc<HostMap> {
+        let read = || self.runtime_hosts.lock().ok().and_then(|c| c.clone());
+        let fresh = |at: &Option<Instant>| at.is_some_and(|at| at.elapsed() < self.ttl);
+        let current = read();
+        let _refreshing = match (&current, self.hosts_refresh.try_lock()) {
+            (Some((at, map)), _) if fresh(at) => return map.clone(),
+            (_, Ok(guard)) => guard,
+            (Some((_, map)), Err(_)) => return map.clone(),
+            (None, Err(_)) => self.hosts_refresh.lock().await,
         };
-        map.lookup(host).map(str::to_string)
+        // Another caller may have read it meanwhile.
+        let current = read();
+        if let Some((at, map)) = &current {
+            if fresh(at) {
+                return map.clone();
+            }
+        }
+        let map = match self.queue.list_accounts().await {
+            Ok(records) => {
+                let runtime: Vec<AccountInfo> = records
+                    .iter()
+                    .filter_map(|(_, raw)| serde_json::from_str::<Record>(raw).ok())
+                    .map(|r| r.info)
+                    .filter(|info| !self.fixed.contains_key(&info.id))
+                    .collect();
+                Arc::new(HostMap::build(runtime.iter().map(|i| {
+                    (i.id.as_str(), i.subdomain.as_str(), i.hosts.as_slice())
+                })))
+            }
+            Err(e) => {
+                // Tried again after `cache_ms`, not on every request.
+                tracing::warn!(error = %e, "cannot read runtime accounts' host names; using the last ones read");
+                current.map_or_else(|| Arc::new(HostMap::default()), |(_, map)| map)
+            }
+        };
+        if let Ok(mut cached) = self.runtime_hosts.lock() {
+            *cached = Some((Some(Instant::now()), map.clone()));
+        }
+        map
+    }
+
+    /// Marks the runtime accounts' host map to be read again.
+    fn runtime_hosts_changed(&self) {
+        if let Ok(mut cached) = self.runtime_hosts.lock() {
+            if let Some((at, _)) = cached.as_mut() {
+                *at = None;
+            }
+        }
     }
 
     /// What `GET /v1/accounts/{id}` shows: never credentials.
@@ -423,7 +439,7 @@ impl AccountDirectory {
             .map_err(|e| AccountStoreError::Invalid("record".into(), e.to_string()))?;
         let created = self.queue.put_account(id, &raw).await?;
         self.cache_put(id, Some(Arc::new(account)));
-        *self.hosts.lock().await = None;
+        self.runtime_hosts_changed();
         Ok(created)
     }
 
@@ -437,7 +453,7 @@ impl AccountDirectory {
         }
         let existed = self.queue.delete_account(id).await?;
         self.cache_put(id, None);
-        *self.hosts.lock().await = None;
+        self.runtime_hosts_changed();
         Ok(existed)
     }
 

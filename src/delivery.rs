@@ -135,10 +135,10 @@ impl Worker {
         let partitions = self.queue.partitions();
         let mut start = 0u16;
         let mut redis_down = false;
-        // Partitions visited since a claim last found work, and the earliest due time they
-        // reported: the worker sleeps only once a whole rotation found nothing to send.
+        // Partitions visited since a claim last found work, and the earliest moment they
+        // said work is due: the worker sleeps only once a whole rotation found nothing.
         let mut idle_visited = 0usize;
-        let mut idle_due: Option<Duration> = None;
+        let mut idle_due: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let mut claimed_any = false;
             let mut next_due: Option<Duration> = None;
@@ -209,7 +209,8 @@ impl Worker {
                 idle_due = None;
             } else if !failed {
                 idle_visited += requests.len();
-                idle_due = match (idle_due, next_due) {
+                let due = next_due.map(|d| tokio::time::Instant::now() + d);
+                idle_due = match (idle_due, due) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
@@ -232,7 +233,10 @@ impl Worker {
                     }
                 }
             } else if !claimed_any && idle_visited >= usize::from(partitions) {
-                let wait = idle_due.map_or(self.poll_interval, |d| d.min(self.poll_interval));
+                let wait = idle_due.map_or(self.poll_interval, |due| {
+                    due.saturating_duration_since(tokio::time::Instant::now())
+                        .min(self.poll_interval)
+                });
                 idle_visited = 0;
                 idle_due = None;
                 tokio::select! {

@@ -1,6 +1,6 @@
 //! Which account a proxied request's `Host` names: its first label is an account's
 //! `subdomain`, or the whole host or its first label is one of the account's `hosts`. A
-//! name claimed by two accounts routes to neither.
+//! name claimed by two accounts routes to neither of them, and not to a default account.
 
 use std::collections::HashMap;
 
@@ -58,14 +58,55 @@ impl HostMap {
         map
     }
 
-    /// The account a `Host` value names, if exactly one does.
-    pub fn lookup(&self, host: &str) -> Option<&str> {
-        let host = host_name(host)?;
-        if let Some(owner) = self.full.get(&host) {
-            return owner.as_deref();
+    /// What a `Host` value names.
+    pub fn lookup(&self, host: &str) -> Named<'_> {
+        let Some(host) = host_name(host) else {
+            return Named::Nothing;
+        };
+        let owner = match self.full.get(&host) {
+            Some(owner) => Some(owner),
+            None => host
+                .split('.')
+                .next()
+                .and_then(|first| self.label.get(first)),
+        };
+        match owner {
+            None => Named::Nothing,
+            Some(None) => Named::Ambiguous,
+            Some(Some(id)) => Named::Account(id),
         }
-        let first = host.split('.').next()?;
-        self.label.get(first).and_then(|o| o.as_deref())
+    }
+}
+
+/// What a `Host` value names (see [`Route`] for the owned form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named<'a> {
+    /// Exactly this account.
+    Account(&'a str),
+    /// A name several accounts claim: it routes to none of them (nor to a default).
+    Ambiguous,
+    /// No account's name.
+    Nothing,
+}
+
+/// What a `Host` value names, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Exactly this account.
+    Account(String),
+    /// A name several accounts claim.
+    Ambiguous,
+    /// No account's name.
+    Nothing,
+}
+
+impl From<Named<'_>> for Route {
+    fn from(named: Named<'_>) -> Self {
+        match named {
+            Named::Account(id) => Route::Account(id.to_string()),
+            Named::Ambiguous => Route::Ambiguous,
+            Named::Nothing => Route::Nothing,
+        }
     }
 }
 
@@ -111,14 +152,19 @@ api_token = "t"
 "#;
         let config = Config::from_toml_with_env(text, "t.toml", &[]).unwrap();
         let map = HostMap::from_config(&config);
-        assert_eq!(map.lookup("acme.gateway.example:8443"), Some("acme"));
-        assert_eq!(map.lookup("ACME.gateway.example."), Some("acme"));
-        assert_eq!(map.lookup("zendesk.acme.internal"), Some("acme"));
-        assert_eq!(map.lookup("acme-eu.relay.example"), Some("acme"));
-        assert_eq!(map.lookup("beta"), Some("beta"));
-        assert_eq!(map.lookup("shared.relay.example"), None, "ambiguous");
-        assert_eq!(map.lookup("127.0.0.1:8080"), None);
-        assert_eq!(map.lookup("[::1]:8080"), None);
-        assert_eq!(map.lookup("other.example"), None);
+        let named = |host| match map.lookup(host) {
+            Named::Account(id) => Some(id.to_string()),
+            Named::Ambiguous => Some("ambiguous".to_string()),
+            Named::Nothing => None,
+        };
+        assert_eq!(named("acme.gateway.example:8443").as_deref(), Some("acme"));
+        assert_eq!(named("ACME.gateway.example.").as_deref(), Some("acme"));
+        assert_eq!(named("zendesk.acme.internal").as_deref(), Some("acme"));
+        assert_eq!(named("acme-eu.relay.example").as_deref(), Some("acme"));
+        assert_eq!(named("beta").as_deref(), Some("beta"));
+        assert_eq!(named("shared.relay.example").as_deref(), Some("ambiguous"));
+        assert_eq!(named("127.0.0.1:8080"), None);
+        assert_eq!(named("[::1]:8080"), None);
+        assert_eq!(named("other.example"), None);
     }
 }

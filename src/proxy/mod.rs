@@ -42,6 +42,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::delivery::RetryPolicy;
 use crate::error::ApiError;
+use crate::hosts::Route as HostRoute;
 use crate::ingress;
 use crate::zendesk::Account;
 use forward::Failure;
@@ -141,8 +142,16 @@ async fn account_id(
         return Ok(id.to_string());
     }
     if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
-        if let Some(id) = state.directory().resolve_host(host).await {
-            return Ok(id);
+        match state.directory().resolve_host(host).await {
+            HostRoute::Account(id) => return Ok(id),
+            HostRoute::Ambiguous => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_account",
+                    format!("several accounts claim the Host {host:?}; name the account in the path (/zendesk/{{account}}/...)"),
+                ))
+            }
+            HostRoute::Nothing => {}
         }
     }
     state.proxy().default_account.clone().ok_or_else(|| {
