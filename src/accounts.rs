@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AccountConfig, Config};
-use crate::hosts::{HostMap, Named, Route};
+use crate::hosts::{HostMap, Route};
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::zendesk::{Account, Accounts};
 
@@ -306,10 +306,8 @@ impl AccountDirectory {
     /// while they cannot be read, the last ones read serve.
     pub async fn resolve_host(&self, host: &str) -> Route {
         match self.configured_hosts.lookup(host) {
-            Named::Nothing if self.sealer.is_some() => {
-                self.runtime_host_map().await.lookup(host).into()
-            }
-            named => named.into(),
+            Route::Nothing if self.sealer.is_some() => self.runtime_host_map().await.lookup(host),
+            route => route,
         }
     }
 

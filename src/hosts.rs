@@ -59,9 +59,9 @@ impl HostMap {
     }
 
     /// What a `Host` value names.
-    pub fn lookup(&self, host: &str) -> Named<'_> {
+    pub fn lookup(&self, host: &str) -> Route {
         let Some(host) = host_name(host) else {
-            return Named::Nothing;
+            return Route::Nothing;
         };
         let owner = match self.full.get(&host) {
             Some(owner) => Some(owner),
@@ -71,43 +71,22 @@ impl HostMap {
                 .and_then(|first| self.label.get(first)),
         };
         match owner {
-            None => Named::Nothing,
-            Some(None) => Named::Ambiguous,
-            Some(Some(id)) => Named::Account(id),
+            None => Route::Nothing,
+            Some(None) => Route::Ambiguous,
+            Some(Some(id)) => Route::Account(id.clone()),
         }
     }
 }
 
-/// What a `Host` value names (see [`Route`] for the owned form).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Named<'a> {
-    /// Exactly this account.
-    Account(&'a str),
-    /// A name several accounts claim: it routes to none of them (nor to a default).
-    Ambiguous,
-    /// No account's name.
-    Nothing,
-}
-
-/// What a `Host` value names, owned.
+/// What a `Host` value names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Exactly this account.
     Account(String),
-    /// A name several accounts claim.
+    /// A name several accounts claim: it routes to none of them (nor to a default).
     Ambiguous,
     /// No account's name.
     Nothing,
-}
-
-impl From<Named<'_>> for Route {
-    fn from(named: Named<'_>) -> Self {
-        match named {
-            Named::Account(id) => Route::Account(id.to_string()),
-            Named::Ambiguous => Route::Ambiguous,
-            Named::Nothing => Route::Nothing,
-        }
-    }
 }
 
 /// The host name of a `Host` value: port and trailing dot removed, lowercased; `None` for
@@ -153,9 +132,9 @@ api_token = "t"
         let config = Config::from_toml_with_env(text, "t.toml", &[]).unwrap();
         let map = HostMap::from_config(&config);
         let named = |host| match map.lookup(host) {
-            Named::Account(id) => Some(id.to_string()),
-            Named::Ambiguous => Some("ambiguous".to_string()),
-            Named::Nothing => None,
+            Route::Account(id) => Some(id),
+            Route::Ambiguous => Some("ambiguous".to_string()),
+            Route::Nothing => None,
         };
         assert_eq!(named("acme.gateway.example:8443").as_deref(), Some("acme"));
         assert_eq!(named("ACME.gateway.example.").as_deref(), Some("acme"));
