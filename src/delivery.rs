@@ -141,7 +141,6 @@ impl Worker {
         let mut idle_due: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let mut claimed_any = false;
-            let mut next_due: Option<Duration> = None;
             let mut failed = false;
             // Free slots are shared across partitions, a few per partition (all claimed in
             // one round trip); the passes rotate over the partitions, so an account that
@@ -157,10 +156,10 @@ impl Worker {
                         redis_down = false;
                     }
                     for batch in batches {
-                        next_due = match (next_due, batch.next_due) {
-                            (Some(a), Some(b)) => Some(a.min(b)),
-                            (a, b) => a.or(b),
-                        };
+                        if let Some(due) = batch.next_due {
+                            let due = tokio::time::Instant::now() + due;
+                            idle_due = Some(idle_due.map_or(due, |d| d.min(due)));
+                        }
                         for claimed in batch.items {
                             claimed_any = true;
                             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -209,11 +208,6 @@ impl Worker {
                 idle_due = None;
             } else if !failed {
                 idle_visited += requests.len();
-                let due = next_due.map(|d| tokio::time::Instant::now() + d);
-                idle_due = match (idle_due, due) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
             }
             if failed {
                 tokio::select! {
