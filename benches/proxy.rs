@@ -25,8 +25,10 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
+// Each benchmark uses a part of the shared helpers.
+#[allow(dead_code)]
 mod support;
-use support::{free_port, CpuMeter, Proc};
+use support::{free_port, parse_wrk, CpuMeter, Proc};
 
 const KEY: &str = "bench-client-key-0123456789";
 const PATH: &str = "/api/v2/apps/installations.json";
@@ -168,41 +170,8 @@ fn wrk_with(url: &str, auth: &str, connections: usize) -> (f64, f64, f64) {
         .arg(url)
         .output()
         .expect("wrk must be installed (scripts/install-deps.sh --bench)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
-        panic!("wrk saw errors against {url}: {line}\n{text}");
-    }
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let p50 = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("50%"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(parse_ms)
-        .unwrap_or(f64::NAN);
-    let done = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    (rps, p50, done)
-}
-
-fn parse_ms(v: &str) -> Option<f64> {
-    if let Some(us) = v.strip_suffix("us") {
-        us.parse::<f64>().ok().map(|x| x / 1000.0)
-    } else if let Some(ms) = v.strip_suffix("ms") {
-        ms.parse().ok()
-    } else {
-        v.strip_suffix('s')?.parse::<f64>().ok().map(|x| x * 1000.0)
-    }
+    let run = parse_wrk(url, &String::from_utf8_lossy(&out.stdout));
+    (run.rps, run.p50_ms, run.done)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

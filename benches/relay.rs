@@ -26,8 +26,10 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::json;
 
+// Each benchmark uses a part of the shared helpers.
+#[allow(dead_code)]
 mod support;
-use support::{free_port, CpuMeter, Proc};
+use support::{free_port, parse_wrk, CpuMeter, Proc};
 
 const KEY: &str = "bench-client-key-0123456789";
 const CONCURRENCY: usize = 64;
@@ -164,19 +166,8 @@ fn wrk(url: &str, auth: bool, seconds: u64) -> (f64, f64) {
         .arg(url)
         .output()
         .expect("wrk must be installed (scripts/bench.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
-        panic!("wrk saw errors against {url}: {line}");
-    }
-    let field = |prefix: &str, at: usize| -> f64 {
-        text.lines()
-            .map(str::trim)
-            .find(|l| l.contains(prefix))
-            .and_then(|l| l.split_whitespace().nth(at))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    (field("Requests/sec:", 1), field("requests in", 0))
+    let run = parse_wrk(url, &String::from_utf8_lossy(&out.stdout));
+    (run.rps, run.done)
 }
 
 async fn bare_axum() -> u16 {

@@ -59,3 +59,48 @@ impl CpuMeter {
             .collect()
     }
 }
+
+/// What one `wrk` run printed.
+pub struct WrkRun {
+    /// Requests per second.
+    pub rps: f64,
+    /// Requests completed.
+    pub done: f64,
+    /// Median latency in milliseconds (with `--latency`; NaN otherwise).
+    pub p50_ms: f64,
+}
+
+/// Reads `wrk`'s output; panics on non-2xx answers, which would void the figures.
+pub fn parse_wrk(url: &str, text: &str) -> WrkRun {
+    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
+        panic!("wrk saw errors against {url}: {line}\n{text}");
+    }
+    let lines = || text.lines().map(str::trim);
+    // The `at`-th word of the first line starting with `prefix`.
+    let word = |prefix: &str, at: usize| {
+        lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(at))
+    };
+    let done = lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next());
+    WrkRun {
+        rps: word("Requests/sec:", 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        done: done.and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        p50_ms: word("50%", 1).and_then(parse_ms).unwrap_or(f64::NAN),
+    }
+}
+
+/// A `wrk` duration (`812.00us`, `1.20ms`, `2.01s`) in milliseconds.
+fn parse_ms(v: &str) -> Option<f64> {
+    if let Some(us) = v.strip_suffix("us") {
+        us.parse::<f64>().ok().map(|x| x / 1000.0)
+    } else if let Some(ms) = v.strip_suffix("ms") {
+        ms.parse().ok()
+    } else {
+        v.strip_suffix('s')?.parse::<f64>().ok().map(|x| x * 1000.0)
+    }
+}
