@@ -809,12 +809,15 @@ async fn runtime_accounts_are_routed_by_host_in_every_process() {
         assert_eq!(routed(base, "shared.relay.test").await, "gamma");
     }
 
-    // With Redis gone, configured accounts' Host names still route, without waiting.
+    // With Redis gone, configured accounts' Host names still route, without waiting; a
+    // runtime account's name is still known (from the last names read), so its request is
+    // refused as unavailable instead of going to the default account.
     drop(redis);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     assert_eq!(routed(&b.base, "acme.relay.test").await, "acme");
     assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(routed(&b.base, "gamma.relay.test").await, "503");
 }
 
 #[tokio::test]
