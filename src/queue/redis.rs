@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; only accounts with queued work that are neither busy nor paused |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
-//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason. Expires 24 h after its last call finished, unless one is a dead letter |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason. Expires 24 h after its last call finished, unless one is a dead letter |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms) |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter |
@@ -131,6 +131,9 @@ struct PendingEnqueue {
     batch: EnqueueBatch,
     reply: tokio::sync::oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>,
 }
+
+/// Most completions in one complete script call, so that no call holds Redis for long.
+const COMPLETE_CHUNK: usize = 64;
 
 /// Most events in one enqueue script call, so that no call holds Redis for long.
 const GROUP_MAX_EVENTS: usize = 2000;
@@ -722,32 +725,44 @@ impl Queue for RedisQueue {
         replies.into_iter().map(parse_claim_reply).collect()
     }
 
+    /// One script call per partition (in chunks of [`COMPLETE_CHUNK`]), all in one
+    /// pipelined round trip.
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
-        let calls: Vec<(String, Vec<Vec<u8>>)> = completions
-            .iter()
-            .filter_map(|c| {
-                let event_id = c.delivery_id.split(':').next().and_then(EventId::parse)?;
-                let base = self.base(event_id.partition());
-                let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
-                let error: String = error.chars().take(1000).collect();
-                let args = [
-                    base.as_str(),
-                    &c.delivery_id,
-                    &c.account,
-                    kind,
-                    &code,
-                    &error,
-                    &delay.to_string(),
-                    &RETENTION_MS.to_string(),
-                    reason,
-                    &c.lease_token.to_string(),
-                ]
-                .iter()
-                .map(|a| a.as_bytes().to_vec())
-                .collect();
-                Some((base, args))
-            })
-            .collect();
+        let retention = RETENTION_MS.to_string().into_bytes();
+        let mut by_partition: HashMap<u16, Vec<&Completion>> = HashMap::new();
+        for c in completions {
+            let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse) else {
+                continue;
+            };
+            by_partition
+                .entry(event_id.partition())
+                .or_default()
+                .push(c);
+        }
+        let mut calls: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        for (partition, group) in by_partition {
+            let base = self.base(partition);
+            for chunk in group.chunks(COMPLETE_CHUNK) {
+                let mut args = Vec::with_capacity(2 + 8 * chunk.len());
+                args.push(base.clone().into_bytes());
+                args.push(retention.clone());
+                for c in chunk {
+                    let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
+                    let error: String = error.chars().take(1000).collect();
+                    args.extend([
+                        c.delivery_id.clone().into_bytes(),
+                        c.account.clone().into_bytes(),
+                        kind.as_bytes().to_vec(),
+                        code.into_bytes(),
+                        error.into_bytes(),
+                        delay.to_string().into_bytes(),
+                        reason.as_bytes().to_vec(),
+                        c.lease_token.to_string().into_bytes(),
+                    ]);
+                }
+                calls.push((base.clone(), args));
+            }
+        }
         if calls.is_empty() {
             return Ok(());
         }

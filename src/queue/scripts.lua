@@ -24,8 +24,10 @@ end
 -- orders the accounts: `score` (default `now`) lets an account that was idle enter ahead
 -- of accounts that were just served, so a quiet account never waits a whole rotation
 -- behind thousands of backlogged ones. A 429 pause still wins over it. `known` gives the
--- account's {busy, paused, auth_failed, until} when the caller already has them.
-local function mark_ready(base, acct, now, score, known)
+-- account's {busy, paused, auth_failed, until} when the caller already has them;
+-- `queued` is true when the caller knows the account has queued work (when it has none
+-- after all, the claim that finds its lists empty takes it out of the set again).
+local function mark_ready(base, acct, now, score, known, queued)
   local st = known
   if not st then
     st = redis.call('HMGET', base .. ':acct:' .. acct, 'busy', 'paused', 'auth_failed', 'until')
@@ -35,7 +37,7 @@ local function mark_ready(base, acct, now, score, known)
   end
   local q = base .. ':q:' .. acct
   -- Redis deletes empty lists, so "exists" means "has queued work"
-  if redis.call('EXISTS', q .. ':h', q .. ':n') == 0 then
+  if not queued and redis.call('EXISTS', q .. ':h', q .. ':n') == 0 then
     redis.call('ZREM', base .. ':ready', acct)
     return
   end
