@@ -6,9 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --profile
+cargo bench --bench relay --no-run
+# The benchmark's executable, from cargo's description of the artifact it built.
 exe=$(cargo bench --bench relay --no-run --message-format=json 2>/dev/null |
-  grep -o '"executable":"[^"]*relay-[^"]*"' | tail -1 | cut -d'"' -f4)
-[ -n "$exe" ] || { echo "cannot build the relay benchmark" >&2; exit 1; }
+  grep '"name":"relay"' | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4 || true)
+[ -n "$exe" ] || { echo "cannot find the relay benchmark's executable" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The benchmark starts `redis-server` from PATH: this one runs the real one under callgrind.
@@ -21,15 +23,18 @@ chmod +x "$work/bin/redis-server"
 PATH="$work/bin:$PATH" "$exe" --bench delivery >"$work/bench.out" 2>&1 &
 bench=$!
 # The phase runs two gateways in turn: the first stores the backlog, the second delivers
-# it. Each is followed by a dump of the counts since the previous one.
+# it. Each one's exit is followed by a dump of the counts since the previous dump (the
+# first can take in the first moments of delivery: a dump takes a fraction of a second).
 seen=()
 dumped=0
+redis=""
 while kill -0 "$bench" 2>/dev/null && [ "$dumped" -lt 2 ]; do
-  for pid in $(pgrep -f "zenrelay serve" || true); do
+  [ -n "$redis" ] || redis=$(pgrep -P "$bench" -f callgrind | head -1 || true)
+  for pid in $(pgrep -P "$bench" -f "zenrelay serve" || true); do
     case " ${seen[*]} " in *" $pid "*) ;; *) seen+=("$pid") ;; esac
   done
-  if [ "${#seen[@]}" -gt "$dumped" ] && ! kill -0 "${seen[$dumped]}" 2>/dev/null; then
-    callgrind_control -d >/dev/null 2>&1
+  if [ -n "$redis" ] && [ "${#seen[@]}" -gt "$dumped" ] && ! kill -0 "${seen[$dumped]}" 2>/dev/null; then
+    callgrind_control -d "$redis" >/dev/null 2>&1
     dumped=$((dumped + 1))
   fi
   sleep 0.02

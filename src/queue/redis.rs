@@ -8,7 +8,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; only accounts with queued work that are neither busy nor paused |
+//! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
 //! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason. Expires 24 h after its last call finished, unless one is a dead letter |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms) |

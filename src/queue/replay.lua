@@ -27,7 +27,8 @@ for _, did in ipairs(ids) do
     local ekey = eid and (base .. ':ev:' .. eid)
     local ev = {}
     if ekey then ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'exp', 'body') end
-    if ev[1] == acct and (ev[2] == 'dead' or ev[2] == 'expired') and ev[5] then
+    if ev[1] == acct and (ev[2] == 'dead' or ev[2] == 'expired') and ev[5]
+      and ev[5] ~= '' then
       redis.call('HINCRBY', ekey, 'dd', -1)
       redis.call('HINCRBY', ekey, 'done', -1)
       redis.call('HSET', ekey, 's' .. k, 'queued', 'at' .. k, 0, 'dr' .. k, '', 'ft' .. k, '')
