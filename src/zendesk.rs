@@ -28,8 +28,8 @@ pub struct Account {
     pub hosts: Vec<String>,
     /// Upstream base URL, without trailing slash.
     pub base_url: String,
-    /// `{base_url}/api/v2/apps/notify`.
-    pub notify_url: String,
+    /// `{base_url}/api/v2/apps/notify`, parsed once rather than on every call.
+    pub notify_url: reqwest::Url,
     /// The `Authorization` header carrying the account's credentials (marked sensitive,
     /// so it never prints).
     pub authorization: HeaderValue,
@@ -58,11 +58,13 @@ impl Account {
         })?;
         authorization.set_sensitive(true);
         let base_url = config.base_url();
+        let notify_url = reqwest::Url::parse(&format!("{base_url}/api/v2/apps/notify"))
+            .map_err(|e| format!("account {}: base_url makes no valid URL: {e}", config.id))?;
         Ok(Account {
             id: config.id.clone(),
             subdomain: config.subdomain.clone(),
             hosts: config.hosts.clone(),
-            notify_url: format!("{base_url}/api/v2/apps/notify"),
+            notify_url,
             base_url,
             authorization,
             limit: RateLimit {
@@ -226,7 +228,7 @@ impl ZendeskClient {
     pub async fn notify(&self, account: &Account, body: Vec<u8>) -> NotifyResult {
         let sent = self
             .http
-            .post(&account.notify_url)
+            .post(account.notify_url.clone())
             .header(http::header::AUTHORIZATION, account.authorization.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)
@@ -348,7 +350,7 @@ api_token = "tok""#,
         assert!(account.authorization.is_sensitive());
         assert!(!format!("{account:?}").contains("dG9r"));
         assert_eq!(
-            account.notify_url,
+            account.notify_url.as_str(),
             "https://a.zendesk.com/api/v2/apps/notify"
         );
     }
