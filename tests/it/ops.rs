@@ -608,11 +608,12 @@ async fn pause_holds_and_resume_releases_delivery() {
     let id = api
         .accept("acme", &json!({"app_id": 1, "event": "auth"}))
         .await;
-    wait_for("auth_failed", Duration::from_secs(10), || {
-        sim.sim.requests().iter().any(|r| r.status == Some(401))
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The 401 is recorded once the event carries it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.event(&id).await["deliveries"][0]["last_status"] != 401 {
+        assert!(Instant::now() < deadline, "the 401 was never recorded");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let (_, queues) = call(
         &gw.http,
         M::GET,

@@ -1156,7 +1156,7 @@ async fn bursts_are_paced_not_refused() {
     assert!(acme_done >= Duration::from_millis(450), "{acme_done:?}");
     assert_eq!(beta_status, StatusCode::OK);
     assert!(
-        beta_done + Duration::from_millis(200) < acme_done,
+        beta_done + Duration::from_millis(100) < acme_done,
         "beta waited behind acme: {beta_done:?} vs {acme_done:?}"
     );
     let mut times: Vec<u64> = sim
@@ -1168,7 +1168,8 @@ async fn bursts_are_paced_not_refused() {
         .collect();
     times.sort();
     assert_eq!(times.len(), 6);
-    assert!(times[5] - times[0] >= 450, "{times:?}");
+    // Five intervals of 100 ms, less what forwarding delays can take off the two ends.
+    assert!(times[5] - times[0] >= 400, "{times:?}");
     gw.shutdown().await;
 }
 

@@ -441,12 +441,18 @@ impl ServeProcess {
     }
 
     /// SIGTERM, then waits for the exit; returns its status and how long it took.
-    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+    pub async fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
         let started = Instant::now();
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
-        let status = self.child.wait().expect("wait for zenrelay serve");
-        (status, started.elapsed())
+        // Waits without blocking the runtime: the simulator in this process must go on
+        // answering the calls the gateway finishes while it shuts down.
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for zenrelay serve") {
+                return (status, started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
