@@ -11,10 +11,11 @@
 -- Returns {ms until more work is due or -1, {did, account, body, agent, attempts,
 -- created, lease token}, ...}; the wait is computed only when nothing was claimed.
 local base = ARGV[1]
-local max = tonumber(ARGV[2])
+-- max and reap_max go to Redis as they came, as text
+local max, reap_max = ARGV[2], ARGV[7]
 local lease = tonumber(ARGV[3])
 local default_limit, default_window = tonumber(ARGV[4]), tonumber(ARGV[5])
-local margin, reap_max, retention = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local margin, retention = tonumber(ARGV[6]), tonumber(ARGV[8])
 local now = now_ms()
 local now_s = int(now)
 local ready = base .. ':ready'
@@ -22,7 +23,7 @@ local inflight = base .. ':inflight'
 local delayed = base .. ':delayed'
 
 local function reap(zset, from_delayed)
-  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now_s, 'LIMIT', '0', ARGV[7])
+  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now_s, 'LIMIT', '0', reap_max)
   for _, did in ipairs(due) do
     redis.call('ZREM', zset, did)
     local eid, k = split_did(did)
@@ -47,7 +48,7 @@ reap(inflight, false)
 reap(delayed, true)
 
 local out = {-1}
-local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', ARGV[2])
+local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 for _, acct in ipairs(accts) do
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window')

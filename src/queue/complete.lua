@@ -46,8 +46,8 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       redis.call('HSET', akey, unpack(clear))
     end
   end
-  -- A success this caller records in full: the account's fields in one write (as `finish`
-  -- would, from the values read above), then the event's, then the account is ready again.
+  -- A success this caller records in full: the account's fields in one write (from the
+  -- values read above), then the event's, then the account is ready again.
   local function record_success()
     local set, busy = release_fields()
     local function add(field, value)
@@ -58,19 +58,8 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
     add('sent', int((tonumber(flags[6] or '0') or 0) + 1))
     add('depth', int(depth))
     redis.call('HSET', akey, unpack(set))
-    local done = (tonumber(ev[3] or '0') or 0) + 1
-    local finished = done >= (tonumber(ev[4] or '0') or 0) and (tonumber(ev[5] or '0') or 0) == 0
-    local fields = {'s' .. k, 'delivered', 'ft' .. k, now_s, 'done', int(done), 'ls' .. k, code,
-      'le' .. k, '', 'dt' .. k, now_s}
-    if finished then
-      -- the payload is dropped with the same write
-      fields[#fields + 1] = 'body'
-      fields[#fields + 1] = ''
-    end
-    redis.call('HSET', ekey, unpack(fields))
-    if finished then
-      redis.call('PEXPIRE', ekey, int(retention))
-    end
+    finish_event(ekey, k, 'delivered', now_s, retention,
+      {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}, ev[3], ev[4], ev[5])
     -- Undelivered calls that are neither in flight (this was the account's one) nor
     -- waiting for a retry are queued: then the lists need not be looked at.
     local queued = depth - (tonumber(flags[8] or '0') or 0) > 0

@@ -49,21 +49,35 @@ local function mark_ready(base, acct, now, score, known, queued)
   redis.call('ZADD', base .. ':ready', 'NX', int(at), acct)
 end
 
--- Records a delivery as finished (delivered, dead or expired), writing `fields` (more
--- field/value pairs of the event) along. When every delivery of the event has finished
--- and none failed, the payload is dropped and the record kept for `retention_ms`; an
--- event with a dead letter is kept until the letter is purged.
-local function finish(base, ekey, acct, k, status, now, retention_ms, fields)
-  local set = {'s' .. k, status, 'ft' .. k, int(now)}
-  for _, v in ipairs(fields or {}) do set[#set + 1] = v end
+-- Records a delivery of the event as finished (delivered, dead or expired), writing
+-- `fields` (more field/value pairs of the event) in the same write. When every delivery
+-- of the event has finished and none failed, the payload is emptied and the record kept
+-- for `retention_ms`; an event with a dead letter is kept until the letter is purged.
+-- `done`, `n` and `dd` are the event's fields when the caller already read them (`done`
+-- nil: read here). `now_s` is the time as text.
+local function finish_event(ekey, k, status, now_s, retention_ms, fields, done, n, dd)
+  if done == nil then
+    local ev = redis.call('HMGET', ekey, 'done', 'n', 'dd')
+    done, n, dd = ev[1], ev[2], ev[3]
+  end
+  done = (tonumber(done or '0') or 0) + 1
+  local set = {'s' .. k, status, 'ft' .. k, now_s, 'done', int(done)}
+  for i = 1, #fields do set[#set + 1] = fields[i] end
+  local finished = done >= (tonumber(n or '0') or 0) and (tonumber(dd or '0') or 0) == 0
+  if finished then
+    set[#set + 1] = 'body'
+    set[#set + 1] = ''
+  end
   redis.call('HSET', ekey, unpack(set))
-  redis.call('HINCRBY', base .. ':acct:' .. acct, 'depth', '-1')
-  local done = redis.call('HINCRBY', ekey, 'done', '1')
-  local ev = redis.call('HMGET', ekey, 'n', 'dd')
-  if done >= tonumber(ev[1] or '0') and tonumber(ev[2] or '0') == 0 then
-    redis.call('HDEL', ekey, 'body')
+  if finished then
     redis.call('PEXPIRE', ekey, int(retention_ms))
   end
+end
+
+-- As finish_event, and the account has one undelivered call fewer.
+local function finish(base, ekey, acct, k, status, now, retention_ms, fields)
+  finish_event(ekey, k, status, int(now), retention_ms, fields)
+  redis.call('HINCRBY', base .. ':acct:' .. acct, 'depth', '-1')
 end
 
 -- Turns a delivery into a dead letter (`status` is 'dead' or 'expired').
