@@ -104,6 +104,15 @@ pub struct ServerConfig {
     /// When set, `listen` serves HTTPS with these PEM files (for clients that only speak
     /// HTTPS, such as Zendesk's own CLI).
     pub tls: Option<TlsFiles>,
+    /// Longest wait for a complete request head, in milliseconds, counted whenever a
+    /// connection waits for a request: so it also cuts off a client that sends nothing
+    /// and a kept-alive connection left idle.
+    pub header_timeout_ms: u64,
+    /// Longest time for a whole request body to arrive after its headers, in
+    /// milliseconds; a slower one is answered 408 and its connection closed.
+    pub body_timeout_ms: u64,
+    /// Most connections open at once; one more is answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -113,6 +122,9 @@ impl Default for ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_batch_events: 1000,
             tls: None,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            max_connections: 4096,
         }
     }
 }
@@ -686,6 +698,9 @@ impl Config {
             "server.max_batch_events",
             self.server.max_batch_events as u64,
         )?;
+        positive("server.header_timeout_ms", self.server.header_timeout_ms)?;
+        positive("server.body_timeout_ms", self.server.body_timeout_ms)?;
+        positive("server.max_connections", self.server.max_connections as u64)?;
         let url = self.redis.url.expose_secret();
         if !(self.redis.is_memory()
             || url.starts_with("redis://")

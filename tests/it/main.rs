@@ -1,5 +1,6 @@
 mod conformance;
 mod demo;
+mod listener;
 mod ops;
 mod proxy;
 mod relay;
