@@ -13,6 +13,11 @@
 //! `ZENRELAY__REDIS__URL` / `ZENRELAY__SERVER__LISTEN` point the processes at this test's own
 //! `redis-server` and port. Nothing here uses the network or the Redis on 6379.
 //!
+//! Beside the blocks: [`every_config_file_passes_check_config`] (each file under `config/`,
+//! and each command reading only its own tables), [`commands_table_matches_the_binary`],
+//! [`docker_compose_config_is_valid`] (skipped with a message where `docker compose` does
+//! not work) and [`output_to_a_pipe_has_no_colour_codes`].
+//!
 //! Blocks not run, and why (the test checks what it can of them instead):
 //! - `scripts/test.sh` runs this very suite (and installs tools); it is checked to exist, be
 //!   executable and parse, as are the scripts it calls.
@@ -850,6 +855,26 @@ fn every_config_file_passes_check_config() {
         stderr.trim(),
         "config error: accounts[0].api_token: environment variable ACME_API_TOKEN is not set"
     );
+    // `demo --config` reads only [redis], [delivery] and [log]: the sample config's
+    // variables are not needed, and its delivery settings replace the demo's.
+    let (gateway, sim_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Shell::spawn(
+        &format!(
+            "'{bin}' demo --config config/zenrelay.toml --listen 127.0.0.1:{gateway} \
+             --sim-listen 127.0.0.1:{sim_port}"
+        ),
+        &[("ZENRELAY__REDIS__URL".into(), "memory://".into())],
+        dir.path(),
+        "demo-config",
+    );
+    demo.wait_until("the demo's banner", |s| s.stdout().contains("Press Ctrl-C"));
+    let banner = demo.stdout();
+    assert!(
+        banner.contains("limit       100 Notify calls per account per rolling 60 s"),
+        "{banner}"
+    );
+    assert!(demo.stop("-INT").success());
     // The compose file's simulator needs only its own variables...
     let sim_port = free_port();
     let only_sim: Vec<_> = env
@@ -858,7 +883,6 @@ fn every_config_file_passes_check_config() {
         .cloned()
         .collect();
     let sim = format!("'{bin}' sim --config config/compose.toml --listen 127.0.0.1:{sim_port}");
-    let dir = tempfile::tempdir().unwrap();
     let mut running = Shell::spawn(&sim, &only_sim, dir.path(), "compose-sim");
     running.wait_until("the compose simulator listening", |_| listening(sim_port));
     running.stop("-TERM");
@@ -904,6 +928,19 @@ fn docker_compose_config_is_valid() {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    // The README names the stack's client key: the default docker-compose.yml gives it.
+    let (_, key) = compose_env()
+        .into_iter()
+        .find(|(name, _)| name == "ZENRELAY_CLIENT_KEY")
+        .expect("docker-compose.yml gives ZENRELAY_CLIENT_KEY a default");
+    let named = readme()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .contains(&format!(
+            "client key `{key}` unless `ZENRELAY_CLIENT_KEY` is set"
+        ));
+    assert!(named, "README.md names the compose client key {key}");
     if !works {
         eprintln!("skipped: `docker compose version` does not work here, so `docker compose config` cannot be checked");
         return;
