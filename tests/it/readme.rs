@@ -241,6 +241,8 @@ struct Shell {
     child: Child,
     stdout: PathBuf,
     stderr: PathBuf,
+    /// Whether `stop` signalled the group and saw the shell exit.
+    stopped: bool,
 }
 
 impl Shell {
@@ -258,6 +260,7 @@ impl Shell {
             child,
             stdout,
             stderr,
+            stopped: false,
         }
     }
 
@@ -294,6 +297,7 @@ impl Shell {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                self.stopped = true;
                 return status;
             }
             assert!(
@@ -308,8 +312,13 @@ impl Shell {
 
 impl Drop for Shell {
     fn drop(&mut self) {
-        signal_group(self.child.id(), "-KILL");
-        let _ = self.child.wait();
+        // Unless `stop` signalled the whole group, kill what is left of it (a background
+        // process may outlive the shell). Process ids are handed out in sequence, so the
+        // group id is not reused while this test runs.
+        if !self.stopped {
+            signal_group(self.child.id(), "-KILL");
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -354,17 +363,14 @@ fn run(script: &str, env: &[(String, String)]) -> String {
         .spawn()
         .expect("run bash");
     let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if finished.recv_timeout(Duration::from_secs(30)).is_err() {
+            signal_group(pid, "-KILL");
         }
-        signal_group(pid, "-KILL");
     });
     let output = child.wait_with_output().unwrap();
+    let _ = done.send(());
     let _ = watchdog.join();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
