@@ -3,6 +3,7 @@ mod demo;
 mod listener;
 mod ops;
 mod proxy;
+mod readme;
 mod relay;
 mod sim;
 mod support;
