@@ -14,6 +14,9 @@
 //! 4. Limiter: one account's backlog under a 50-per-second rolling window: windows over
 //!    the limit and the share of the budget used.
 //! 5. Latency of a fresh account's event while 1,000 other accounts are backlogged.
+//!
+//! The `cost-*` phases (module `cost`) run only when named: `scripts/redis-cost.sh` runs
+//! them to count the instructions Redis executes per unit of work under callgrind.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -29,6 +32,8 @@ use serde_json::json;
 // Each benchmark uses a part of the shared helpers.
 #[allow(dead_code)]
 mod support;
+
+mod cost;
 use support::{free_port, parse_wrk, CpuMeter, Proc};
 
 const KEY: &str = "bench-client-key-0123456789";
@@ -314,6 +319,7 @@ async fn run() {
             _ => latency(&bench).await,
         }
     }
+    cost::run(&named).await;
 }
 
 async fn ingress(b: &Bench) {

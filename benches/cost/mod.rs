@@ -1,0 +1,558 @@
+//! Redis cost phases: the instructions Redis executes per unit of gateway work, counted by
+//! callgrind. They run only when named (`cargo bench --bench relay -- cost-ops`), usually
+//! through `scripts/redis-cost.sh`.
+//!
+//! With `ZENRELAY_BENCH_CALLGRIND=<dir>` set, each phase starts its own `redis-server`
+//! under callgrind with instrumentation off (`--instr-atstart=no`), so start-up and the
+//! loading of backlogs run at the speed of an uninstrumented valgrind; around each
+//! measured interval it zeroes the counters and turns instrumentation on
+//! (`callgrind_control -z`, `-i on`), then dumps them (`-d <label>`, kept in `<dir>` for
+//! `callgrind_annotate`) and turns it off. Without the variable the phases run the same
+//! loads against a plain `redis-server` and print no counts.
+//!
+//! Under callgrind Redis runs about 50 times slower, so the loads are sized to finish in a
+//! few minutes together; every figure is per unit of work with start-up left out, which
+//! the load's size does not change.
+
+use std::ops::RangeInclusive;
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::Router;
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::watch;
+use zenrelay::metrics::STATS_MAX_AGE;
+
+use super::support::{free_port, Proc};
+use super::{accounts_toml, post_batches, start_gateway, wait_arrivals, Arrivals, KEY};
+
+/// The phases, by the name that selects them; none runs unless named.
+pub const PHASES: [&str; 6] = [
+    "cost-ingress",
+    "cost-batch",
+    "cost-delivery-slow",
+    "cost-delivery",
+    "cost-idle",
+    "cost-ops",
+];
+
+/// Accounts of the ingress, batch, slow delivery and idle loads.
+const ACCOUNTS: usize = 200;
+/// Clients posting single events at once, and the events each posts while counted.
+const INGRESS_CLIENTS: usize = 16;
+const INGRESS_PER_CLIENT: usize = 125;
+/// Batches of `BATCH_SIZE` events posted while counted, one after the other, each to
+/// another account.
+const BATCHES: usize = 10;
+const BATCH_SIZE: usize = 1000;
+/// Backlog of the slow delivery load: events per account, and the receiver's delay range.
+const SLOW_PER_ACCOUNT: usize = 10;
+const SLOW_DELAY_MS: RangeInclusive<u64> = 5..=20;
+/// Backlog of the instant delivery load (the delivery phase's).
+const DELIVERY_ACCOUNTS: usize = 10_000;
+const DELIVERY_PER_ACCOUNT: usize = 3;
+/// Seconds Redis is counted alone, then with an idle gateway.
+const IDLE_SECONDS: u64 = 10;
+/// Accounts, one queued event each, behind one `/metrics` scrape and one `/v1/queues`.
+const OPS_ACCOUNTS: usize = 10_000;
+
+/// Delivery settings of the delivery loads: the limit must not bind.
+const DELIVERY: &str = "notify_per_minute = 100000";
+/// An admin client, for `GET /v1/queues`.
+const ADMIN_KEY: &str = "bench-admin-key-0123456789";
+
+/// Runs the cost phases named in `named`, in the order of [`PHASES`].
+pub async fn run(named: &[String]) {
+    for phase in PHASES {
+        if !named.iter().any(|n| n == phase) {
+            continue;
+        }
+        match phase {
+            "cost-ingress" => ingress().await,
+            "cost-batch" => batch().await,
+            "cost-delivery-slow" => delivery_slow().await,
+            "cost-delivery" => delivery().await,
+            "cost-idle" => idle().await,
+            _ => ops().await,
+        }
+    }
+}
+
+/// This phase's `redis-server`, under callgrind when `ZENRELAY_BENCH_CALLGRIND` names a
+/// directory for its dumps.
+struct Redis {
+    _proc: Proc,
+    port: u16,
+    callgrind: Option<Callgrind>,
+}
+
+/// Control of a `redis-server` running under callgrind.
+struct Callgrind {
+    pid: u32,
+    dir: PathBuf,
+    /// Dumps requested so far: callgrind numbers them from 1.
+    dumps: u32,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = std::env::var_os("ZENRELAY_BENCH_CALLGRIND")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        let port = free_port();
+        let data = std::env::temp_dir().join(format!("zenrelay-bench-{port}"));
+        let _ = std::fs::create_dir_all(&data);
+        let mut cmd = match &dir {
+            Some(dir) => {
+                let mut cmd = Command::new("valgrind");
+                cmd.arg("--tool=callgrind")
+                    .arg("--instr-atstart=no")
+                    .arg(format!(
+                        "--callgrind-out-file={}/callgrind.out.%p",
+                        dir.display()
+                    ))
+                    .arg(format!("--log-file={}/valgrind.%p.log", dir.display()))
+                    .arg("redis-server");
+                cmd
+            }
+            None => Command::new("redis-server"),
+        };
+        let child = cmd
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (and valgrind, with ZENRELAY_BENCH_CALLGRIND)");
+        let pid = child.id();
+        let proc = Proc(child);
+        // Ready once it accepts connections (valgrind takes a few seconds to start it).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis {
+            _proc: proc,
+            port,
+            callgrind: dir.map(|dir| Callgrind { pid, dir, dumps: 0 }),
+        }
+    }
+
+    /// Starts counting: zeroes the counters and turns instrumentation on.
+    fn zero(&self) {
+        if let Some(c) = &self.callgrind {
+            c.control(&["-z"]);
+            c.control(&["-i", "on"]);
+        }
+    }
+
+    /// Stops counting: dumps the counters as `label` and turns instrumentation off.
+    /// Answers the instructions counted since [`Redis::zero`], if under callgrind.
+    fn dump(&mut self, label: &str) -> Option<u64> {
+        let c = self.callgrind.as_mut()?;
+        c.control(&["-d", label]);
+        c.control(&["-i", "off"]);
+        c.dumps += 1;
+        let file = c.dir.join(format!("callgrind.out.{}.{}", c.pid, c.dumps));
+        Some(dump_total(&file, label))
+    }
+}
+
+impl Callgrind {
+    /// Runs `callgrind_control <args> <pid>`, which returns once Redis has acted on it.
+    fn control(&self, args: &[&str]) {
+        let status = Command::new("callgrind_control")
+            .args(args)
+            .arg(self.pid.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .expect("callgrind_control");
+        assert!(status.success(), "callgrind_control {args:?} failed");
+    }
+}
+
+/// The instruction total of the callgrind dump `file`, which must be the one named `label`.
+fn dump_total(file: &FsPath, label: &str) -> u64 {
+    let text = std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("callgrind dump {}: {e}", file.display()));
+    let header = || text.lines().take_while(|l| !l.starts_with("fn="));
+    assert!(
+        header().any(|l| l.starts_with("desc: Trigger:") && l.ends_with(label)),
+        "{} is not the dump {label:?}",
+        file.display()
+    );
+    header()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {}", file.display()))
+}
+
+/// `n` with thousands separated by commas.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() * 4 / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// Prints one figure: `instructions` spread over `units`, against `goal`.
+fn report(what: &str, instructions: Option<u64>, units: u64, goal: u64) {
+    match instructions {
+        Some(n) => println!(
+            "cost     {what}: {} instructions (goal ≤ {})",
+            grouped(n / units.max(1)),
+            grouped(goal)
+        ),
+        None => println!("cost     {what}: not counted (set ZENRELAY_BENCH_CALLGRIND, or run scripts/redis-cost.sh)"),
+    }
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:05}")).collect()
+}
+
+/// One event per call; answers how many were accepted.
+async fn post_singles(base: &str, accounts: &[String], clients: usize, per_client: usize) -> u64 {
+    let http = reqwest::Client::new();
+    let tasks = (0..clients).map(|c| {
+        let http = http.clone();
+        // Client `c` posts to every `clients`-th account, starting at its own.
+        let urls: Vec<String> = (0..per_client)
+            .map(|i| {
+                let account = &accounts[(c + i * clients) % accounts.len()];
+                format!("{base}/v1/accounts/{account}/notify")
+            })
+            .collect();
+        tokio::spawn(async move {
+            let mut accepted = 0u64;
+            for url in urls {
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .json(&json!({"app_id": 1, "event": "cost", "body": "hello"}))
+                    .send()
+                    .await
+                    .expect("notify");
+                assert_eq!(resp.status(), 202, "notify refused");
+                accepted += 1;
+            }
+            accepted
+        })
+    });
+    futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("client task"))
+        .sum()
+}
+
+async fn ingress() {
+    let mut redis = Redis::start();
+    let accounts = names("s", ACCOUNTS);
+    let gw = start_gateway(
+        redis.port,
+        "c1",
+        "enabled = false",
+        &accounts_toml(&accounts, free_port()),
+    )
+    .await;
+    // One event per client first: connections and scripts are loaded before counting.
+    post_singles(&gw.base, &accounts, INGRESS_CLIENTS, 1).await;
+    redis.zero();
+    let stored = post_singles(&gw.base, &accounts, INGRESS_CLIENTS, INGRESS_PER_CLIENT).await;
+    let n = redis.dump("cost-ingress");
+    report(
+        &format!("stored event, single ({INGRESS_CLIENTS} clients, {ACCOUNTS} accounts, {stored} events)"),
+        n,
+        stored,
+        50_000,
+    );
+}
+
+/// Posts `bodies` one after the other to `urls`; answers the events stored.
+async fn post_bodies(http: &reqwest::Client, requests: &[(String, bytes::Bytes)]) -> u64 {
+    let mut stored = 0u64;
+    for (url, body) in requests {
+        let resp: serde_json::Value = http
+            .post(url)
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("batch")
+            .json()
+            .await
+            .expect("batch answer");
+        stored += resp["results"].as_array().map_or(0, |results| {
+            results.iter().filter(|r| r["id"].is_string()).count() as u64
+        });
+    }
+    stored
+}
+
+async fn batch() {
+    let mut redis = Redis::start();
+    let accounts = names("b", ACCOUNTS);
+    let gw = start_gateway(
+        redis.port,
+        "c2",
+        "enabled = false",
+        &accounts_toml(&accounts, free_port()),
+    )
+    .await;
+    // Bodies are built up front; the first batch (not counted) loads connections and
+    // scripts.
+    let requests: Vec<(String, bytes::Bytes)> = (0..=BATCHES)
+        .map(|b| {
+            let events: Vec<_> = (0..BATCH_SIZE)
+                .map(|i| json!({"app_id": 1, "event": "cost", "body": format!("{b}-{i}")}))
+                .collect();
+            (
+                format!("{}/v1/accounts/{}/notify/batch", gw.base, accounts[b]),
+                bytes::Bytes::from(json!({ "events": events }).to_string()),
+            )
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    post_bodies(&http, &requests[..1]).await;
+    redis.zero();
+    let stored = post_bodies(&http, &requests[1..]).await;
+    let n = redis.dump("cost-batch");
+    assert_eq!(
+        stored,
+        (BATCHES * BATCH_SIZE) as u64,
+        "batches not fully stored"
+    );
+    report(
+        &format!("stored event, batches of {BATCH_SIZE} ({BATCHES} batches)"),
+        n,
+        stored,
+        25_000,
+    );
+}
+
+/// The Notify receiver of the delivery loads: it holds every call until opened, then
+/// answers each after a random delay in its range.
+struct Receiver {
+    port: u16,
+    arrivals: Arrivals,
+    /// Calls received so far, answered or held.
+    calls: Arc<AtomicUsize>,
+    open: watch::Sender<bool>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    arrivals: Arrivals,
+    calls: Arc<AtomicUsize>,
+    open: watch::Receiver<bool>,
+    delay_ms: RangeInclusive<u64>,
+}
+
+async fn receive(State(s): State<ReceiverState>, Path(account): Path<String>) -> &'static str {
+    s.calls.fetch_add(1, Ordering::Relaxed);
+    let _ = s.open.clone().wait_for(|open| *open).await;
+    let ms = rand::rng().random_range(s.delay_ms);
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Ok(mut a) = s.arrivals.lock() {
+        a.push((account, Instant::now()));
+    }
+    "null"
+}
+
+impl Receiver {
+    async fn start(delay_ms: RangeInclusive<u64>) -> Receiver {
+        let (open, gate) = watch::channel(false);
+        let state = ReceiverState {
+            arrivals: Arrivals::default(),
+            calls: Arc::default(),
+            open: gate,
+            delay_ms,
+        };
+        let (arrivals, calls) = (state.arrivals.clone(), state.calls.clone());
+        let app = Router::new()
+            .route("/acct/{id}/api/v2/apps/notify", post(receive))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            port,
+            arrivals,
+            calls,
+            open,
+        }
+    }
+}
+
+/// Stores `per_account` events for each of `accounts` with delivery off, then lets another
+/// gateway deliver them and counts Redis from the first Notify call to the last answer.
+/// Answers the instructions counted and the calls delivered.
+async fn deliver_backlog(
+    redis: &mut Redis,
+    label: &str,
+    accounts: &[String],
+    per_account: usize,
+    delay_ms: RangeInclusive<u64>,
+) -> (Option<u64>, u64) {
+    let receiver = Receiver::start(delay_ms).await;
+    let config = accounts_toml(accounts, receiver.port);
+    let total = accounts.len() * per_account;
+    let ingress = start_gateway(redis.port, label, "enabled = false", &config).await;
+    let stored = post_batches(&ingress.base, accounts, per_account).await;
+    assert_eq!(stored, total, "backlog not fully stored");
+    drop(ingress);
+    let _worker = start_gateway(redis.port, label, DELIVERY, &config).await;
+    // The receiver holds the first calls until the count starts, so none is answered
+    // before it; the worker's start-up and its first claims (at most its concurrency)
+    // come before the count, the record of the last outcomes after it.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while receiver.calls.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no Notify call");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    redis.zero();
+    receiver.open.send_replace(true);
+    wait_arrivals(&receiver.arrivals, total, Duration::from_secs(3600)).await;
+    (redis.dump(label), total as u64)
+}
+
+async fn delivery_slow() {
+    let mut redis = Redis::start();
+    let accounts = names("d", ACCOUNTS);
+    let (n, calls) = deliver_backlog(
+        &mut redis,
+        "cost-delivery-slow",
+        &accounts,
+        SLOW_PER_ACCOUNT,
+        SLOW_DELAY_MS,
+    )
+    .await;
+    report(
+        &format!(
+            "delivered Notify call, {ACCOUNTS} accounts x {SLOW_PER_ACCOUNT}, receiver answering in {}-{} ms",
+            SLOW_DELAY_MS.start(),
+            SLOW_DELAY_MS.end()
+        ),
+        n,
+        calls,
+        100_000,
+    );
+}
+
+async fn delivery() {
+    let mut redis = Redis::start();
+    let accounts = names("a", DELIVERY_ACCOUNTS);
+    let (n, calls) = deliver_backlog(
+        &mut redis,
+        "cost-delivery",
+        &accounts,
+        DELIVERY_PER_ACCOUNT,
+        0..=0,
+    )
+    .await;
+    report(
+        &format!("delivered Notify call, {DELIVERY_ACCOUNTS} accounts x {DELIVERY_PER_ACCOUNT}, instant receiver"),
+        n,
+        calls,
+        100_000,
+    );
+}
+
+async fn idle() {
+    let mut redis = Redis::start();
+    let seconds = Duration::from_secs(IDLE_SECONDS);
+    redis.zero();
+    tokio::time::sleep(seconds).await;
+    let alone = redis.dump("cost-idle-redis");
+    let accounts = names("i", ACCOUNTS);
+    let _gw = start_gateway(redis.port, "c5", "", &accounts_toml(&accounts, free_port())).await;
+    // Start-up is over once it answers; a moment more lets its first passes settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.zero();
+    tokio::time::sleep(seconds).await;
+    let with = redis.dump("cost-idle-gateway");
+    let added = alone
+        .zip(with)
+        .map(|(alone, with)| with.saturating_sub(alone));
+    report(
+        &format!(
+            "idle gateway ({ACCOUNTS} accounts, delivery on), per second over {IDLE_SECONDS} s"
+        ),
+        added,
+        IDLE_SECONDS,
+        1_000_000,
+    );
+}
+
+async fn ops() {
+    let mut redis = Redis::start();
+    let accounts = names("o", OPS_ACCOUNTS);
+    let config = format!(
+        "[[clients]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\naccounts = [\"*\"]\nadmin = true\n{}",
+        accounts_toml(&accounts, free_port())
+    );
+    let gw = start_gateway(redis.port, "c6", "enabled = false", &config).await;
+    let stored = post_batches(&gw.base, &accounts, 1).await;
+    assert_eq!(stored, OPS_ACCOUNTS, "events not fully stored");
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        let resp = http
+            .get(format!("{}/metrics", gw.base))
+            .send()
+            .await
+            .expect("metrics");
+        assert!(resp.status().is_success(), "metrics: {}", resp.status());
+        resp.bytes().await.expect("metrics text")
+    };
+    // A first scrape, not counted, loads the stats script; the counted one comes once the
+    // snapshot it took has expired, so it reads the queue again.
+    scrape().await;
+    tokio::time::sleep(STATS_MAX_AGE + Duration::from_millis(100)).await;
+    redis.zero();
+    scrape().await;
+    let n = redis.dump("cost-metrics");
+    report(
+        &format!("/metrics scrape, {OPS_ACCOUNTS} accounts"),
+        n,
+        1,
+        5_000_000,
+    );
+    redis.zero();
+    let page = http
+        .get(format!("{}/v1/queues", gw.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("queues");
+    assert!(page.status().is_success(), "queues: {}", page.status());
+    let page: serde_json::Value = page.json().await.expect("queues answer");
+    let n = redis.dump("cost-queues");
+    assert_eq!(
+        page["accounts"].as_array().map_or(0, Vec::len),
+        OPS_ACCOUNTS,
+        "queues page"
+    );
+    report(
+        &format!("GET /v1/queues, {OPS_ACCOUNTS} accounts"),
+        n,
+        1,
+        5_000_000,
+    );
+}
