@@ -14,7 +14,10 @@
 #   delivery       one delivered Notify call: 10,000 accounts x 3 events, instant receiver
 #                  (30,000 calls)
 #   idle           Redis instructions per second one idle gateway (200 accounts, delivery
-#                  on) adds: 10 s of Redis alone, then 10 s with the gateway
+#                  on) adds: 10 s of Redis alone, then 10 s with the gateway, give the
+#                  instructions per script call it makes; times the calls per second it
+#                  makes to a plain redis-server in 10 s (under callgrind its polls wait on
+#                  a slow Redis, so it makes fewer and a count per second would be too low)
 #   ops            one /metrics scrape and one GET /v1/queues at 10,000 accounts with an
 #                  event each
 #
@@ -23,7 +26,7 @@
 # figure names (`callgrind_control -z` right before the load, `-d` right after it; for
 # delivery, from the first Notify call to the last answer), so start-up and the loading of
 # backlogs are left out. Under callgrind Redis runs about 50 times slower: all of them take
-# about 10 minutes. Set REDIS_COST_OUT=<dir> to keep the dumps for callgrind_annotate.
+# about 4 minutes here. Set REDIS_COST_OUT=<dir> to keep the dumps for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 all=(ingress batch delivery-slow delivery idle ops)

@@ -30,7 +30,9 @@ use tokio::sync::watch;
 use zenrelay::metrics::STATS_MAX_AGE;
 
 use super::support::{free_port, Proc};
-use super::{accounts_toml, post_batches, start_gateway, wait_arrivals, Arrivals, KEY};
+use super::{
+    accounts_toml, post_batches, start_gateway, start_redis, wait_arrivals, Arrivals, KEY,
+};
 
 /// The phases, by the name that selects them; none runs unless named.
 pub const PHASES: [&str; 6] = [
@@ -57,7 +59,7 @@ const SLOW_DELAY_MS: RangeInclusive<u64> = 5..=20;
 /// Backlog of the instant delivery load (the delivery phase's).
 const DELIVERY_ACCOUNTS: usize = 10_000;
 const DELIVERY_PER_ACCOUNT: usize = 3;
-/// Seconds Redis is counted alone, then with an idle gateway.
+/// Seconds an idle gateway's pace is measured, then Redis counted alone, then with it.
 const IDLE_SECONDS: u64 = 10;
 /// Accounts, one queued event each, behind one `/metrics` scrape and one `/v1/queues`.
 const OPS_ACCOUNTS: usize = 10_000;
@@ -166,6 +168,15 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Calls of the functions `names` in the last dump, if under callgrind.
+    fn last_dump_calls(&self, names: &[&str]) -> Option<u64> {
+        let c = self.callgrind.as_ref()?;
+        let file = c.dir.join(format!("callgrind.out.{}.{}", c.pid, c.dumps));
+        Some(dump_calls(&file, names))
+    }
+}
+
 impl Callgrind {
     /// Runs `callgrind_control <args> <pid>`, which returns once Redis has acted on it.
     fn control(&self, args: &[&str]) {
@@ -193,6 +204,38 @@ fn dump_total(file: &FsPath, label: &str) -> u64 {
         .find_map(|l| l.strip_prefix("summary:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no summary in {}", file.display()))
+}
+
+/// Calls of the functions `names` in the callgrind dump `file`: the `calls=` lines under
+/// each `cfn=` naming one of them (a name is given once, then only its number).
+fn dump_calls(file: &FsPath, names: &[&str]) -> u64 {
+    let text = std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("callgrind dump {}: {e}", file.display()));
+    let mut known = std::collections::HashMap::new();
+    let mut counted = false;
+    let mut calls = 0;
+    for line in text.lines() {
+        if let Some(rest) = line
+            .strip_prefix("cfn=")
+            .or_else(|| line.strip_prefix("fn="))
+        {
+            let (id, name) = rest.split_once(' ').unwrap_or((rest, ""));
+            if !name.is_empty() {
+                known.insert(id.to_string(), names.contains(&name));
+            }
+            counted = line.starts_with("cfn=") && known.get(id).copied().unwrap_or(false);
+        } else if let Some(rest) = line.strip_prefix("calls=") {
+            if counted {
+                calls += rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            counted = false;
+        }
+    }
+    calls
 }
 
 /// `n` with thousands separated by commas.
@@ -475,28 +518,77 @@ async fn delivery() {
     );
 }
 
+/// Scripts (`EVALSHA`, `EVAL`) Redis at `port` has run so far, from `INFO commandstats`
+/// (which counts the commands scripts call too, so these alone say how often the gateway
+/// called; its idle traffic is nothing else).
+fn scripts_run(port: u16) -> u64 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("redis");
+    conn.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        .expect("INFO");
+    let mut reader = BufReader::new(conn);
+    let mut head = String::new();
+    reader.read_line(&mut head).expect("INFO answer");
+    let len: usize = head
+        .trim_end()
+        .strip_prefix('$')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("INFO answered {head:?}"));
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).expect("INFO answer");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Redis instructions per second an idle gateway adds. Counted under callgrind, the
+/// gateway's polls wait on a Redis 50 times slower than usual, so it sends fewer of them:
+/// the figure is the instructions per script call it made there (less what Redis spends
+/// idle on its own) times the script calls per second it makes to a plain `redis-server`.
 async fn idle() {
-    let mut redis = Redis::start();
     let seconds = Duration::from_secs(IDLE_SECONDS);
+    let accounts = names("i", ACCOUNTS);
+    let config = accounts_toml(&accounts, free_port());
+    // Its pace against a plain Redis.
+    let (plain, port) = start_redis();
+    let gw = start_gateway(port, "c5", "", &config).await;
+    // Start-up is over once it answers; a moment more lets its first passes settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = scripts_run(port);
+    tokio::time::sleep(seconds).await;
+    let pace = (scripts_run(port) - before) as f64 / seconds.as_secs_f64();
+    drop((gw, plain));
+    // Redis alone, then with the gateway, under callgrind.
+    let mut redis = Redis::start();
     redis.zero();
     tokio::time::sleep(seconds).await;
     let alone = redis.dump("cost-idle-redis");
-    let accounts = names("i", ACCOUNTS);
-    let _gw = start_gateway(redis.port, "c5", "", &accounts_toml(&accounts, free_port())).await;
-    // Start-up is over once it answers; a moment more lets its first passes settle.
+    let _gw = start_gateway(redis.port, "c5", "", &config).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.zero();
     tokio::time::sleep(seconds).await;
     let with = redis.dump("cost-idle-gateway");
-    let added = alone
+    let calls = redis.last_dump_calls(&["evalShaCommand", "evalCommand"]);
+    let per_call = alone
         .zip(with)
-        .map(|(alone, with)| with.saturating_sub(alone));
+        .zip(calls)
+        .map(|((alone, with), calls)| with.saturating_sub(alone) / calls.max(1));
     report(
         &format!(
-            "idle gateway ({ACCOUNTS} accounts, delivery on), per second over {IDLE_SECONDS} s"
+            "idle gateway, per second ({ACCOUNTS} accounts, delivery on: {pace:.0} script calls/s, {} instructions each)",
+            per_call.map_or("uncounted".into(), grouped)
         ),
-        added,
-        IDLE_SECONDS,
+        per_call.map(|c| (c as f64 * pace) as u64),
+        1,
         1_000_000,
     );
 }
