@@ -267,12 +267,18 @@ impl Gateway {
         let server = &self.state.config().server;
         let limits = crate::server::ConnectionLimits {
             header_timeout: Duration::from_millis(server.header_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(server.keep_alive_timeout_ms),
             body_timeout: Duration::from_millis(server.body_timeout_ms),
+            send_timeout: Duration::from_millis(server.send_timeout_ms),
             max_connections: server.max_connections,
         };
-        // Open requests get as long as a proxied call may take.
+        // Open requests get as long as the slowest may take: its body, a pacing turn and
+        // every proxied attempt.
         let p = &self.state.config().proxy;
-        let grace = p.upstream_timeout() * p.max_attempts + Duration::from_secs(1);
+        let grace = limits.body_timeout
+            + Duration::from_millis(p.max_wait_ms)
+            + p.upstream_timeout() * p.max_attempts
+            + Duration::from_secs(1);
         let result =
             crate::server::serve(listener, self.router(), tls, limits, shutdown, grace).await;
         token.cancel();
