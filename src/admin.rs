@@ -296,13 +296,13 @@ pub async fn queues(
     let offset = query.offset.unwrap_or(0);
     if query.limit.is_some_and(|l| !(1..=MAX_PAGE).contains(&l))
         || offset > MAX_OFFSET
-        || query.q.as_ref().is_some_and(|q| q.len() > 64)
+        || query.q.as_ref().is_some_and(|q| q.chars().count() > 64)
     {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_query",
             format!(
-                "limit must be between 1 and {MAX_PAGE}, offset at most {MAX_OFFSET}, q at most 64 bytes"
+                "limit must be between 1 and {MAX_PAGE}, offset at most {MAX_OFFSET}, q at most 64 characters"
             ),
         ));
     }

@@ -543,6 +543,8 @@
     $('confirm-cancel').addEventListener('click', closeConfirm);
     $('confirm-ok').addEventListener('click', () => { const run = pending; closeConfirm(); if (run) run(); });
     document.addEventListener('keydown', (e) => { if (e.key === 'Escape' && !$('confirm').hidden) closeConfirm(); });
+    // A link with a key opened in a tab already showing the page changes only the fragment.
+    window.addEventListener('hashchange', () => { takeKeyFromFragment(); refresh(); });
     refresh();
   }
 
