@@ -152,6 +152,10 @@ impl History {
         let t_ms = stats.now_ms;
         let mut rings = self.lock();
         let rings = &mut *rings;
+        // A snapshot already recorded (it served a scrape and this sample alike).
+        if rings.total.last().is_some_and(|l| l.t_ms >= t_ms) {
+            return;
+        }
         let mut total = Sample {
             t_ms,
             ..Sample::default()

@@ -164,7 +164,7 @@
     const t = q.totals;
     tile('t-depth', num(t.depth), num(t.accounts) + ' accounts', null);
     tile('t-inflight', num(t.in_flight), '', null);
-    tile('t-retries', num(t.scheduled_retries), '', t.scheduled_retries > 0 ? 'warn' : null);
+    tile('t-retries', num(t.scheduled_retries), 'scheduled', t.scheduled_retries > 0 ? 'warn' : null);
     tile('t-dead', num(t.dead), t.dead > 0 ? 'replay or purge below' : '', t.dead > 0 ? 'bad' : null);
     const total = (hist && hist.total) || [];
     const last = total.length ? total[total.length - 1].delivered_per_minute : null;
@@ -263,8 +263,9 @@
       node.append(t);
       return;
     }
-    // Break the line where samples are missing (the gateway could not read the queue).
-    const gap = (hist ? hist.interval_seconds : 10) * 2500;
+    // Break the line where samples are missing (the gateway could not read the queue);
+    // points may be a couple of seconds late, as samples share a snapshot with scrapes.
+    const gap = Math.max(interval * 3, 10000);
     const runs = [];
     let run = [];
     let prev = null;
@@ -355,12 +356,11 @@
       rows.push(el('tr', { 'data-delivery-id': l.delivery_id },
         el('td', {}, box),
         el('td', { class: 'muted', text: stamp(l.dead_at) }),
-        el('td', { class: 'reason', text: l.reason }),
-        el('td', { text: l.status + (l.last_status ? ' · ' + l.last_status : '') }),
+        el('td', { class: 'reason', text: l.reason + (l.last_status ? ' · ' + l.last_status : '') }),
         el('td', { class: 'num', text: String(l.attempts) }),
         el('td', { class: 'error-text', text: l.last_error || '' }),
         el('td', {}, replay)));
-      rows.push(el('tr', { class: 'body-row' }, el('td', {}), el('td', { colspan: '6' },
+      rows.push(el('tr', { class: 'body-row' }, el('td', {}), el('td', { colspan: '5' },
         el('details', {}, el('summary', { text: 'Notify body · event ' + l.event_id }),
           el('pre', { class: 'body', text: JSON.stringify(l.event, null, 2) })))));
     }
