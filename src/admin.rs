@@ -884,3 +884,84 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(id: &str) -> AccountStats {
+        AccountStats {
+            account: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn states_name_the_most_urgent_hold_first() {
+        let now = 100_000;
+        let mut a = account("a");
+        assert_eq!(state_of(&a, now, Some(5)), "idle");
+        a.depth = 3;
+        assert_eq!(state_of(&a, now, Some(5)), "sending");
+        a.sent_in_window = 5;
+        a.next_send_ms = Some(now + 20_000);
+        assert_eq!(state_of(&a, now, Some(5)), "window_full");
+        a.sent_in_window = 1;
+        assert_eq!(state_of(&a, now, Some(5)), "rate_limited");
+        // A wait within the window's margin is not an upstream pause.
+        a.next_send_ms = Some(now + 200);
+        assert_eq!(state_of(&a, now, Some(5)), "sending");
+        a.paused = true;
+        assert_eq!(state_of(&a, now, Some(5)), "paused");
+        a.auth_failed = true;
+        assert_eq!(state_of(&a, now, None), "auth_failed");
+    }
+
+    #[test]
+    fn attention_puts_holds_and_dead_letters_before_backlogs() {
+        let now = 100_000;
+        let mut rows = vec![account("idle"), account("old"), account("young")];
+        rows[1].depth = 1;
+        rows[1].oldest_ms = Some(1_000);
+        rows[2].depth = 50;
+        rows[2].oldest_ms = Some(90_000);
+        let mut dead = account("dead");
+        dead.dead = 1;
+        let mut held = account("held");
+        held.paused = true;
+        held.depth = 1;
+        let mut refused = account("refused");
+        refused.auth_failed = true;
+        let mut limited = account("limited");
+        limited.depth = 1;
+        limited.next_send_ms = Some(now + 30_000);
+        rows.extend([dead, held, refused, limited]);
+        sort_rows(&mut rows, QueueSort::Attention, now);
+        let order: Vec<&str> = rows.iter().map(|r| r.account.as_str()).collect();
+        assert_eq!(
+            order,
+            ["refused", "held", "dead", "limited", "old", "young", "idle"]
+        );
+        sort_rows(&mut rows, QueueSort::Depth, now);
+        assert_eq!(rows[0].account, "young");
+        sort_rows(&mut rows, QueueSort::Oldest, now);
+        assert_eq!(rows[0].account, "old");
+    }
+
+    #[test]
+    fn ten_thousand_accounts_sort_quickly() {
+        let mut rows: Vec<AccountStats> = (0..10_000)
+            .map(|i| AccountStats {
+                account: format!("acct-{i:05}"),
+                depth: (i * 7919) % 1000,
+                oldest_ms: Some((i * 104_729) % 1_000_000),
+                dead: u64::from(i % 97 == 0),
+                ..Default::default()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        sort_rows(&mut rows, QueueSort::Attention, 2_000_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(rows[0].dead > 0);
+    }
+}
