@@ -37,7 +37,10 @@
 
   // ---- the key ----
 
+  // `#key=...` signs in; `#account=...` (alone or after the key) opens that account.
   function takeKeyFromFragment() {
+    const account = /(?:^#|&)account=([^&]*)/.exec(location.hash);
+    if (account && account[1]) view.selected = decodeURIComponent(account[1]);
     const m = /(?:^#|&)key=([^&]*)/.exec(location.hash);
     if (!m) return;
     const key = decodeURIComponent(m[1]);
@@ -134,18 +137,21 @@
 
   function stateText(row, nowMs) {
     if (row.state === 'rate_limited' && row.next_send_at) {
-      return '429 pause until ' + clock(Date.parse(row.next_send_at));
+      return '429 until ' + clock(Date.parse(row.next_send_at));
     }
     if (row.state === 'window_full' && row.next_send_at) {
       const wait = (Date.parse(row.next_send_at) - nowMs) / 1000;
-      return 'window full · ' + duration(wait);
+      return wait >= 1 ? 'window full · ' + duration(wait) : 'window full';
     }
     return STATE_TEXT[row.state] || row.state;
   }
 
   function nextSend(row, nowMs) {
     if (row.paused || row.auth_failed) return 'held';
-    if (!row.next_send_at) return row.depth > 0 ? 'in flight / retry' : '–';
+    if (!row.next_send_at) {
+      if (row.in_flight > 0) return 'in flight';
+      return row.scheduled_retries > 0 ? 'retry scheduled' : '–';
+    }
     const wait = (Date.parse(row.next_send_at) - nowMs) / 1000;
     return wait <= 0.5 ? 'now' : 'in ' + duration(wait);
   }
@@ -358,7 +364,8 @@
         el('td', { class: 'muted', text: stamp(l.dead_at) }),
         el('td', { class: 'reason', text: l.reason + (l.last_status ? ' · ' + l.last_status : '') }),
         el('td', { class: 'num', text: String(l.attempts) }),
-        el('td', { class: 'error-text', text: l.last_error || '' }),
+        el('td', { class: 'error-text', title: l.last_error || '' },
+          el('div', { class: 'clamp', text: l.last_error || '' })),
         el('td', {}, replay)));
       rows.push(el('tr', { class: 'body-row' }, el('td', {}), el('td', { colspan: '5' },
         el('details', {}, el('summary', { text: 'Notify body · event ' + l.event_id }),
