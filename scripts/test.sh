@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: promtool on the alert rules under deploy/, unit tests, the
+# Runs the whole test suite: promtool on the alert rules under deploy/ (check and unit
+# tests), unit tests, the
 # integration tests (which start their own redis-server processes and simulators on free
 # ports, drive a real Zendesk client, node-zendesk, through the proxy, and the dashboard in
 # headless Chromium), then schemathesis against the gateway's own OpenAPI document. The
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/install-test-tools.sh
 promtool check rules deploy/prometheus/zenrelay-rules.yml
+promtool test rules deploy/prometheus/zenrelay-rules.test.yml
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test "$@" 2>&1 | tee "$log"
