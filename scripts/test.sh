@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: promtool on the alert rules under deploy/ (check and unit
-# tests), unit tests, the
-# integration tests (which start their own redis-server processes and simulators on free
-# ports, drive a real Zendesk client, node-zendesk, through the proxy, and the dashboard in
-# headless Chromium), then schemathesis against the gateway's own OpenAPI document. The
-# tools are installed by the scripts (into target/test-tools, or as Debian packages). Ends
-# with one line giving the totals.
+# tests), unit tests, the integration tests (which start their own redis-server processes
+# and simulators on free ports, drive a real Zendesk client, node-zendesk, through the
+# proxy, and the dashboard in headless Chromium), then schemathesis against the gateway's
+# own OpenAPI document. The tools are installed by the scripts (into target/test-tools, or
+# as Debian packages). Ends with one line giving the totals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
