@@ -283,18 +283,17 @@ impl Gateway {
             tracing::info!("shutting down: intake stopped, finishing in-flight work");
             stop.cancel();
         };
-        let result = match tls {
-            None => axum::serve(listener, self.router())
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(anyhow::Error::from),
-            Some(tls) => {
-                // Open requests get as long as a proxied call may take.
-                let p = &self.state.config().proxy;
-                let grace = p.upstream_timeout() * p.max_attempts + Duration::from_secs(1);
-                crate::server::serve(listener, self.router(), Some(tls), shutdown, grace).await
-            }
+        let server = &self.state.config().server;
+        let limits = crate::server::ConnectionLimits {
+            header_timeout: Duration::from_millis(server.header_timeout_ms),
+            body_timeout: Duration::from_millis(server.body_timeout_ms),
+            max_connections: server.max_connections,
         };
+        // Open requests get as long as a proxied call may take.
+        let p = &self.state.config().proxy;
+        let grace = p.upstream_timeout() * p.max_attempts + Duration::from_secs(1);
+        let result =
+            crate::server::serve(listener, self.router(), tls, limits, shutdown, grace).await;
         token.cancel();
         if let Some(worker) = worker {
             let _ = worker.await;

@@ -1,8 +1,10 @@
 mod conformance;
 mod dashboard;
 mod demo;
+mod listener;
 mod ops;
 mod proxy;
+mod readme;
 mod relay;
 mod sim;
 mod support;
