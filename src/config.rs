@@ -471,12 +471,18 @@ pub struct MetricsConfig {
     /// Series carry an `account` label only while the gateway knows at most this many
     /// accounts; aggregate series (no `account` label) are always exported.
     pub per_account_max: usize,
+    /// Seconds between two points of the dashboard's history (`GET /v1/history`).
+    pub history_interval_seconds: u64,
+    /// Most accounts with a history ring at a time.
+    pub history_accounts_max: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             per_account_max: 100,
+            history_interval_seconds: 10,
+            history_accounts_max: 1000,
         }
     }
 }
@@ -969,6 +975,10 @@ impl Config {
             }
         }
         positive("runtime_accounts.cache_ms", self.runtime_accounts.cache_ms)?;
+        positive(
+            "metrics.history_interval_seconds",
+            self.metrics.history_interval_seconds,
+        )?;
         if self.throttle.burst == Some(0) {
             return Err(ConfigError::invalid(
                 "throttle.burst",

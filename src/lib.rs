@@ -12,6 +12,8 @@
 //! - [`admin`] — operator endpoints: queues, dead letters, pause/resume, runtime accounts, metrics.
 //! - [`accounts`] — configured and runtime accounts (credentials encrypted at rest).
 //! - [`webhooks`] — signed webhooks mapped to Notify events.
+//! - [`dashboard`] — the operator page at `/` and its script and stylesheet.
+//! - [`history`] — the in-process queue history behind the dashboard's charts.
 //! - [`metrics`] — Prometheus metrics.
 //! - [`throttle`] — per-client ingress throttling.
 //! - [`openapi`] — the generated OpenAPI description.
@@ -39,10 +41,12 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod delivery;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod history;
 pub mod hosts;
 pub mod ingress;
 pub mod metrics;

@@ -1,4 +1,5 @@
 mod conformance;
+mod dashboard;
 mod demo;
 mod listener;
 mod ops;
