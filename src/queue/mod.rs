@@ -22,7 +22,7 @@ pub const RETENTION_MS: u64 = 24 * 3600 * 1000 + 60_000;
 pub const REAP_MAX: usize = 200;
 
 /// A failure of the storage itself (never of the caller's input).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// The store does not answer or refused the command; retry later.
     #[error("queue storage unavailable: {0}")]
