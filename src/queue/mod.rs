@@ -8,6 +8,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod store;
 
 use std::time::Duration;
 
