@@ -1,5 +1,6 @@
 mod conformance;
 mod demo;
+mod differential;
 mod ops;
 mod proxy;
 mod relay;
