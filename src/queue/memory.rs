@@ -205,12 +205,19 @@ impl Transport for Embedded {
         script: &Script,
         calls: &[ScriptCall],
     ) -> Result<Vec<Value>, QueueError> {
-        let mut engine = self.lock();
         let mut replies = Vec::with_capacity(calls.len());
         let mut first_error = None;
-        for (base, args) in calls {
+        for (i, (base, args)) in calls.iter().enumerate() {
+            if i > 0 {
+                // Each call is atomic, not the batch: let other tasks run in between, as
+                // other clients' commands interleave with a pipeline in Redis.
+                tokio::task::yield_now().await;
+            }
             let key = format!("{base}:ready");
-            match engine.run(script, &[key.as_bytes()], args, self.now_us()) {
+            let reply = self
+                .lock()
+                .run(script, &[key.as_bytes()], args, self.now_us());
+            match reply {
                 Ok(reply) => replies.push(reply),
                 // As in a Redis pipeline: the other calls still run; the caller gets the
                 // first error.

@@ -16,6 +16,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 
 use redis::Value;
 
@@ -612,10 +613,13 @@ impl Store {
                 let z = self.zset(&args[0], Want::Read)?;
                 let mut out = Vec::new();
                 if let Some(z) = z {
-                    let within = z.order.iter().filter(|(s, _)| {
-                        (if min_open { s.0 > min } else { s.0 >= min })
-                            && (if max_open { s.0 < max } else { s.0 <= max })
-                    });
+                    // From the first member at `min`, in order, while at most `max`.
+                    let start = (Score(min), Vec::new());
+                    let within = z
+                        .order
+                        .range((Bound::Included(start), Bound::Unbounded))
+                        .skip_while(|(s, _)| min_open && s.0 <= min)
+                        .take_while(|(s, _)| if max_open { s.0 < max } else { s.0 <= max });
                     for (score, member) in within.skip(offset).take(count.unwrap_or(usize::MAX)) {
                         push_member(&mut out, member, *score, with_scores);
                     }
@@ -899,6 +903,21 @@ mod tests {
                 &["ZRANGEBYSCORE", "z", "-inf", "2", "LIMIT", "1", "2"]
             ),
             Ok(Value::Array(vec![b("a2"), b("b")]))
+        );
+        assert_eq!(
+            run(&mut s, &["ZRANGEBYSCORE", "z", "(1", "(3"]),
+            Ok(Value::Array(vec![b("a2"), b("b")]))
+        );
+        assert_eq!(
+            run(&mut s, &["ZRANGEBYSCORE", "z", "2", "+inf", "WITHSCORES"]),
+            Ok(Value::Array(vec![
+                b("a2"),
+                b("2"),
+                b("b"),
+                b("2"),
+                b("c"),
+                b("3")
+            ]))
         );
         assert_eq!(
             run(&mut s, &["ZRANGE", "z", "0", "0", "WITHSCORES"]),
