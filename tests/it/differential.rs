@@ -24,8 +24,8 @@ use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
 use zenrelay::queue::memory::MemoryQueue;
 use zenrelay::queue::{
-    ClaimBatch, Claimed, Completion, DeadLetterSelection, EnqueueBatch, NewEvent, Outcome, Queue,
-    QueueError, RateLimit,
+    ClaimBatch, Claimed, Completion, DeadLetterSelection, EnqueueBatch, EnqueueOutcome, NewEvent,
+    Outcome, Queue, QueueError, RateLimit,
 };
 
 use crate::support::RedisServer;
@@ -288,6 +288,14 @@ struct Known {
     done: Vec<Claimed>,
     /// Delivery ids that became dead letters at some point.
     dead: Vec<String>,
+    /// How often each interesting case came up, to show what the sequence covered.
+    seen: BTreeMap<&'static str, usize>,
+}
+
+impl Known {
+    fn saw(&mut self, case: &'static str, times: usize) {
+        *self.seen.entry(case).or_default() += times;
+    }
 }
 
 fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
@@ -320,33 +328,33 @@ fn random_batch(rng: &mut StdRng, step: usize) -> EnqueueBatch {
     EnqueueBatch {
         account: account.to_string(),
         limit: RateLimit {
-            // A tight limit per hour on two accounts: they get throttled and re-scored.
-            limit: if account.len() % 2 == 0 { 2 } else { 1000 },
+            // A tight limit per hour on one account: it gets throttled and re-scored.
+            limit: if account == "umbrella" { 2 } else { 1000 },
             window_ms: HOUR_MS,
         },
-        max_depth: *pick(rng, &[6, 100]),
+        max_depth: *pick(rng, &[8, 1000, 1000]),
         idempotency_ttl_secs: 86_400,
         events,
     }
 }
 
 fn random_outcome(rng: &mut StdRng) -> Outcome {
-    match rng.random_range(0..8) {
-        0 | 1 => Outcome::Delivered { status: 200 },
-        2 => Outcome::Retry {
-            delay: Duration::from_millis(*pick(rng, &[0, 0, HOUR_MS])),
+    match rng.random_range(0..20) {
+        0..=5 => Outcome::Delivered { status: 200 },
+        6..=9 => Outcome::Retry {
+            delay: Duration::from_millis(*pick(rng, &[0, 0, 0, HOUR_MS])),
             status: Some(503),
             error: "unavailable".into(),
         },
-        3 => Outcome::Dead {
+        10..=13 => Outcome::Dead {
             reason: pick(rng, &["rejected", "max_attempts"]).to_string(),
             status: Some(422),
             error: "unprocessable".into(),
         },
-        4 => Outcome::RateLimited {
-            retry_after: Duration::from_millis(*pick(rng, &[1, 1, 1, HOUR_MS])),
+        14 | 15 => Outcome::RateLimited {
+            retry_after: Duration::from_millis(if rng.random_bool(0.1) { HOUR_MS } else { 1 }),
         },
-        5 => Outcome::AuthFailed {
+        16 => Outcome::AuthFailed {
             status: 401,
             error: "bad credentials".into(),
         },
@@ -376,7 +384,7 @@ async fn step(
     memory: &dyn Queue,
 ) -> (String, Json, Json) {
     match rng.random_range(0..100) {
-        0..=21 => {
+        0..=15 => {
             let batch = random_batch(rng, n);
             let (r, m) = (
                 redis.enqueue(batch.clone()).await,
@@ -385,10 +393,21 @@ async fn step(
             known
                 .events
                 .extend(batch.events.iter().map(|e| e.id.clone()));
+            for o in r.iter().flatten() {
+                known.saw(
+                    match o {
+                        EnqueueOutcome::Stored { .. } => "stored",
+                        EnqueueOutcome::Duplicate { .. } => "duplicate",
+                        EnqueueOutcome::IdempotencyMismatch => "idempotency mismatch",
+                        EnqueueOutcome::QueueFull => "queue full",
+                    },
+                    1,
+                );
+            }
             let show = |r: Result<_, _>| result_json(r, |o| json!(format!("{o:?}")));
             (format!("enqueue {batch:?}"), show(r), show(m))
         }
-        22..=43 => {
+        16..=43 => {
             let mut requests: Vec<(u16, usize)> = Vec::new();
             for p in 0..PARTITIONS {
                 if rng.random_bool(0.7) {
@@ -400,16 +419,17 @@ async fn step(
                 memory.claim_many(&requests).await,
             );
             if let Ok(batches) = &r {
-                known
-                    .held
-                    .extend(batches.iter().flat_map(|b| b.items.iter().cloned()));
+                let items: Vec<Claimed> = batches.iter().flat_map(|b| b.items.clone()).collect();
+                known.saw("claimed", items.len());
+                known.saw("retried", items.iter().filter(|c| c.attempts > 1).count());
+                known.held.extend(items);
             }
             let show = |r: Result<Vec<ClaimBatch>, _>| {
                 result_json(r, |b| Json::Array(b.iter().map(claim_json).collect()))
             };
             (format!("claim {requests:?}"), show(r), show(m))
         }
-        44..=65 => {
+        44..=69 => {
             let mut completions = Vec::new();
             for _ in 0..rng.random_range(1..=3) {
                 if !known.held.is_empty() && rng.random_bool(0.85) {
@@ -418,6 +438,7 @@ async fn step(
                     if matches!(outcome, Outcome::Dead { .. }) {
                         known.dead.push(c.delivery_id.clone());
                     }
+                    known.saw("completed", 1);
                     completions.push(Completion::of(&c, outcome));
                     known.done.push(c);
                 } else if !known.done.is_empty() {
@@ -427,6 +448,7 @@ async fn step(
                         c.lease_token += 1;
                     }
                     completions.push(Completion::of(&c, random_outcome(rng)));
+                    known.saw("stale completion", 1);
                 }
             }
             let (r, m) = (
@@ -436,7 +458,7 @@ async fn step(
             let show = |r: Result<(), _>| result_json(r, |_| Json::Null);
             (format!("complete {completions:?}"), show(r), show(m))
         }
-        66..=72 => {
+        70..=74 => {
             let account = *pick(rng, &ACCOUNTS);
             let sel = selection(rng, known);
             let ttl = Duration::from_millis(HOUR_MS);
@@ -444,22 +466,24 @@ async fn step(
                 redis.replay(account, &sel, ttl).await,
                 memory.replay(account, &sel, ttl).await,
             );
+            known.saw("replayed", r.as_ref().map_or(0, |o| o.count as usize));
             let show = |r: Result<_, _>| result_json(r, |o| json!(format!("{o:?}")));
             (format!("replay {account} {sel:?}"), show(r), show(m))
         }
-        73..=77 => {
+        75..=77 => {
             let account = *pick(rng, &ACCOUNTS);
             let sel = selection(rng, known);
             let (r, m) = (
                 redis.purge_dead(account, &sel).await,
                 memory.purge_dead(account, &sel).await,
             );
+            known.saw("purged", r.as_ref().map_or(0, |o| o.count as usize));
             let show = |r: Result<_, _>| result_json(r, |o| json!(format!("{o:?}")));
             (format!("purge {account} {sel:?}"), show(r), show(m))
         }
-        78..=83 => {
+        78..=85 => {
             let account = *pick(rng, &ACCOUNTS);
-            let pause = rng.random_bool(0.5);
+            let pause = rng.random_bool(0.2);
             let (r, m) = if pause {
                 (redis.pause(account).await, memory.pause(account).await)
             } else {
@@ -469,7 +493,7 @@ async fn step(
             let what = if pause { "pause" } else { "resume" };
             (format!("{what} {account}"), show(r), show(m))
         }
-        84..=87 => {
+        86..=88 => {
             let show = |r: Result<zenrelay::queue::QueueStats, _>| {
                 result_json(r, |s| json!({ "now_ms": s.now_ms, "accounts": s.accounts }))
             };
@@ -479,9 +503,19 @@ async fn step(
                 show(memory.stats().await),
             )
         }
-        88..=92 => {
+        89..=93 => {
             let account = *pick(rng, &ACCOUNTS);
             let (offset, limit) = (rng.random_range(0..3), rng.random_range(0..5));
+            if let Ok(page) = redis.dead_letters(account, 0, 100).await {
+                for item in &page.items {
+                    let case = if item.status == "expired" {
+                        "expired letter seen"
+                    } else {
+                        "dead letter seen"
+                    };
+                    known.saw(case, 1);
+                }
+            }
             let show = |r: Result<zenrelay::queue::DeadLetterPage, _>| {
                 result_json(r, |p| json!({ "total": p.total, "items": p.items }))
             };
@@ -491,7 +525,7 @@ async fn step(
                 show(memory.dead_letters(account, offset, limit).await),
             )
         }
-        93..=97 => {
+        94..=98 => {
             let id = if known.events.is_empty() || rng.random_bool(0.1) {
                 EventId::new(rng.random_range(0..PARTITIONS))
             } else {
@@ -521,7 +555,7 @@ async fn the_embedded_store_runs_the_scripts_as_redis_does() {
     let steps: usize = std::env::var("ZENRELAY_DIFF_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(400);
+        .unwrap_or(600);
     println!("differential seed {seed} ({steps} steps); replay with ZENRELAY_DIFF_SEED={seed}");
 
     let server = RedisServer::start();
@@ -555,6 +589,20 @@ async fn the_embedded_store_runs_the_scripts_as_redis_does() {
         // Steps a few ms apart: no two steps' times tie on one side only.
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
-    let keys = dump_memory(&memory).len();
-    assert!(keys > 10, "the sequence built some state ({keys} keys)");
+    println!("covered: {:?}", known.seen);
+    for case in [
+        "claimed",
+        "completed",
+        "retried",
+        "duplicate",
+        "replayed",
+        "purged",
+        "dead letter seen",
+    ] {
+        assert!(
+            known.seen.get(case).copied().unwrap_or(0) > 0,
+            "seed {seed}: the sequence never saw {case:?} ({:?})",
+            known.seen
+        );
+    }
 }
