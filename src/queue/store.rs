@@ -263,9 +263,11 @@ impl Store {
                         "ERR KEYS supports only the pattern '*' in embedded store",
                     ));
                 }
-                let mut keys: Vec<Value> = self.keys.keys().map(|k| bulk(k.clone())).collect();
-                keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-                Ok(Value::Array(keys))
+                let mut keys: Vec<&Vec<u8>> = self.keys.keys().collect();
+                keys.sort();
+                Ok(Value::Array(
+                    keys.into_iter().map(|k| bulk(k.clone())).collect(),
+                ))
             }
             "TYPE" => {
                 arity(1, None)?;
