@@ -85,6 +85,9 @@ impl MemoryQueue {
     }
 }
 
+/// How long a batch of script calls runs before it lets other tasks run (real time).
+const YIELD_AFTER: Duration = Duration::from_millis(2);
+
 /// Runs scripts and commands against an in-process [`Store`] with an embedded Lua 5.1.
 pub struct Embedded {
     engine: Mutex<Engine>,
@@ -207,11 +210,14 @@ impl Transport for Embedded {
     ) -> Result<Vec<Value>, QueueError> {
         let mut replies = Vec::with_capacity(calls.len());
         let mut first_error = None;
-        for (i, (base, args)) in calls.iter().enumerate() {
-            if i > 0 {
-                // Each call is atomic, not the batch: let other tasks run in between, as
-                // other clients' commands interleave with a pipeline in Redis.
+        let mut since_yield = std::time::Instant::now();
+        for (base, args) in calls {
+            // Each call is atomic, not the batch: a long batch lets other tasks run between
+            // its calls (as other clients' commands interleave with a pipeline in Redis),
+            // without paying a trip through the scheduler for every short one.
+            if since_yield.elapsed() > YIELD_AFTER {
                 tokio::task::yield_now().await;
+                since_yield = std::time::Instant::now();
             }
             let key = format!("{base}:ready");
             let reply = self
