@@ -144,6 +144,7 @@ pub fn queue_for(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
 pub fn memory_queue(config: &Config) -> MemoryQueue {
     let d = &config.delivery;
     MemoryQueue::new(MemoryQueueConfig {
+        prefix: config.redis.key_prefix.clone(),
         partitions: config.redis.partitions,
         lease: d.lease(),
         default_limit: RateLimit {

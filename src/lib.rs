@@ -27,8 +27,8 @@
 //! - [`tls`] — PEM files and the rustls acceptor.
 //! - [`auth`] — client keys and their account scopes.
 //! - [`delivery`] — the worker loop and retry policy.
-//! - [`queue`] — the queue contract, its Redis backend (Lua scripts, key layout) and the
-//!   in-memory backend (`memory://`, not durable).
+//! - [`queue`] — the queue contract and its Lua scripts (key layout), run by Redis in
+//!   production or by an embedded Lua over an in-process store (`memory://`, not durable).
 //! - [`zendesk`] — upstream accounts, credentials, the Notify call and outcome classes.
 //! - [`domain`] — event ids, partitions, the Notify payload and its exact size.
 //! - [`schema`] — precompiled JSON Schema validation with JSON-pointer errors.
