@@ -106,16 +106,24 @@ pub struct ServerConfig {
     /// When set, `listen` serves HTTPS with these PEM files (for clients that only speak
     /// HTTPS, such as Zendesk's own CLI).
     pub tls: Option<TlsFiles>,
-    /// Longest wait for a complete request head, in milliseconds, counted whenever a
-    /// connection waits for a request: so it also cuts off a client that sends nothing
-    /// and a kept-alive connection left idle.
+    /// Longest time for a whole request head, in milliseconds, from its first byte (from
+    /// the accept for a connection's first request, TLS handshake included).
     pub header_timeout_ms: u64,
-    /// Longest time for a whole request body to arrive after its headers, in
-    /// milliseconds; a slower one is answered 408 and its connection closed.
+    /// Longest wait for the next request on a kept-alive connection, in milliseconds.
+    pub keep_alive_timeout_ms: u64,
+    /// Longest time for a whole request body to arrive after its head, in milliseconds,
+    /// plus one second per 64 KiB received; a slower one is answered 408 and its
+    /// connection closed.
     pub body_timeout_ms: u64,
+    /// Longest time a write may wait for the client to accept any of it, in milliseconds
+    /// (a client that does not read its answer is disconnected).
+    pub send_timeout_ms: u64,
     /// Most connections open at once; one more is answered 503 and closed.
     pub max_connections: usize,
 }
+
+/// The largest `server.max_connections` accepted.
+pub const MAX_CONNECTIONS_CAP: usize = 1_000_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -125,7 +133,9 @@ impl Default for ServerConfig {
             max_batch_events: 1000,
             tls: None,
             header_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 75_000,
             body_timeout_ms: 60_000,
+            send_timeout_ms: 30_000,
             max_connections: 4096,
         }
     }
@@ -461,12 +471,18 @@ pub struct MetricsConfig {
     /// Series carry an `account` label only while the gateway knows at most this many
     /// accounts; aggregate series (no `account` label) are always exported.
     pub per_account_max: usize,
+    /// Seconds between two points of the dashboard's history (`GET /v1/history`).
+    pub history_interval_seconds: u64,
+    /// Most accounts with a history ring at a time.
+    pub history_accounts_max: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             per_account_max: 100,
+            history_interval_seconds: 10,
+            history_accounts_max: 1000,
         }
     }
 }
@@ -774,8 +790,19 @@ impl Config {
             self.server.max_batch_events as u64,
         )?;
         positive("server.header_timeout_ms", self.server.header_timeout_ms)?;
+        positive(
+            "server.keep_alive_timeout_ms",
+            self.server.keep_alive_timeout_ms,
+        )?;
         positive("server.body_timeout_ms", self.server.body_timeout_ms)?;
+        positive("server.send_timeout_ms", self.server.send_timeout_ms)?;
         positive("server.max_connections", self.server.max_connections as u64)?;
+        if self.server.max_connections > MAX_CONNECTIONS_CAP {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                format!("must be at most {MAX_CONNECTIONS_CAP}"),
+            ));
+        }
         let url = self.redis.url.expose_secret();
         if !(self.redis.is_memory()
             || url.starts_with("redis://")
@@ -948,6 +975,10 @@ impl Config {
             }
         }
         positive("runtime_accounts.cache_ms", self.runtime_accounts.cache_ms)?;
+        positive(
+            "metrics.history_interval_seconds",
+            self.metrics.history_interval_seconds,
+        )?;
         if self.throttle.burst == Some(0) {
             return Err(ConfigError::invalid(
                 "throttle.burst",

@@ -212,6 +212,7 @@ impl Banner<'_> {
             None => {}
         }
         out.push_str(&format!("  gateway     {g}\n"));
+        out.push_str(&format!("  dashboard   {g}/#key={DEMO_KEY}\n"));
         out.push_str(&format!(
             "  simulator   {}   (Zendesk accounts: acme, globex)\n",
             self.sim

@@ -1,5 +1,7 @@
-//! Slow and idle clients are cut off on every gateway listener (plain and TLS), and a
-//! connection over `server.max_connections` gets a clear 503.
+//! Slow, silent, idle and non-reading clients are cut off on every gateway listener (plain
+//! and TLS), and a connection over `server.max_connections` gets a clear 503. The exact
+//! clocks are unit-tested on a paused clock (`src/server/io.rs`); these tests check the
+//! wiring on real sockets.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,9 +11,12 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-/// The limits of these tests: short, so a cut-off shows within a second.
+/// The limits of these tests: short, so a cut-off shows within seconds, and apart, so
+/// each cut-off shows which clock made it.
 const HEADER_TIMEOUT_MS: u64 = 600;
-const BODY_TIMEOUT_MS: u64 = 600;
+const KEEP_ALIVE_TIMEOUT_MS: u64 = 2000;
+const BODY_TIMEOUT_MS: u64 = 1500;
+const SEND_TIMEOUT_MS: u64 = 1000;
 
 /// Longest a cut-off may take to show: the timeout plus room for a loaded machine.
 const CUT_OFF_WITHIN: Duration = Duration::from_secs(5);
@@ -22,7 +27,9 @@ fn listener_toml(extra_server: &str) -> String {
 [server]
 listen = "127.0.0.1:{port}"
 header_timeout_ms = {HEADER_TIMEOUT_MS}
+keep_alive_timeout_ms = {KEEP_ALIVE_TIMEOUT_MS}
 body_timeout_ms = {BODY_TIMEOUT_MS}
+send_timeout_ms = {SEND_TIMEOUT_MS}
 {extra_server}
 
 [redis]
@@ -106,10 +113,15 @@ async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> String {
     }
 }
 
-async fn assert_cut_off<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, what: &str) -> String {
+/// Waits for the gateway to close `stream`, no sooner than `at_least` from now.
+async fn assert_cut_off<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    what: &str,
+    at_least: u64,
+) -> String {
     let (got, took) = read_until_closed(stream).await;
     assert!(
-        took >= Duration::from_millis(HEADER_TIMEOUT_MS.min(BODY_TIMEOUT_MS) / 2),
+        took >= Duration::from_millis(at_least),
         "{what}: closed too early ({took:?}), got {got:?}"
     );
     got
@@ -122,7 +134,7 @@ async fn stalled_plain_clients_are_cut_off() {
 
     // Sends nothing at all after connecting.
     let mut silent = TcpStream::connect(&addr).await.unwrap();
-    let got = assert_cut_off(&mut silent, "silent client").await;
+    let got = assert_cut_off(&mut silent, "silent client", HEADER_TIMEOUT_MS / 2).await;
     assert!(!got.contains("200 OK"), "{got}");
 
     // Stalls inside its headers.
@@ -131,7 +143,7 @@ async fn stalled_plain_clients_are_cut_off() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\nX-Slow: ")
         .await
         .unwrap();
-    let got = assert_cut_off(&mut headers, "stalled headers").await;
+    let got = assert_cut_off(&mut headers, "stalled headers", HEADER_TIMEOUT_MS / 2).await;
     assert!(!got.contains("200 OK"), "{got}");
 
     // Stalls inside its body: answered 408 naming the timeout, then closed.
@@ -145,23 +157,63 @@ async fn stalled_plain_clients_are_cut_off() {
     )
     .await
     .unwrap();
-    let got = assert_cut_off(&mut body, "stalled body").await;
+    let got = assert_cut_off(&mut body, "stalled body", BODY_TIMEOUT_MS / 2).await;
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("\"body_timeout\""), "{got}");
+    assert!(
+        got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
 
-    // A kept-alive connection left idle after its answer.
-    let mut idle = TcpStream::connect(&addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
+    // Trickles its body a byte at a time: cut off at the body deadline all the same.
+    let mut trickle = TcpStream::connect(&addr).await.unwrap();
+    trickle
+        .write_all(
+            format!(
+                "POST /v1/accounts/acme/notify HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {KEY}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
-    let first = read_response(&mut idle).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    assert_cut_off(&mut idle, "idle keep-alive").await;
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < CUT_OFF_WITHIN {
+        let _ = trickle.write_all(b" ").await;
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(100), trickle.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(BODY_TIMEOUT_MS / 2));
+
+    // A kept-alive connection left idle after its answer: it outlives the header
+    // timeout (still usable), then is closed at the keep-alive timeout.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    for _ in 0..2 {
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_response(&mut idle).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(HEADER_TIMEOUT_MS * 3 / 2)).await;
+    }
+    assert_cut_off(&mut idle, "idle keep-alive", KEEP_ALIVE_TIMEOUT_MS / 4).await;
 
     gw.shutdown().await;
 }
 
-#[tokio::test]
+/// A body that arrives within its deadline is read, however long that takes past the
+/// header timeout: the head's clock stops once the head is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_keeps_coming_in_time_is_read() {
     let gw = spawn_gateway(config(&listener_toml(""))).await;
     let mut stream = TcpStream::connect(addr_of(&gw)).await.unwrap();
@@ -177,9 +229,9 @@ async fn a_body_that_keeps_coming_in_time_is_read() {
         )
         .await
         .unwrap();
-    // Half the body now, the rest well inside the body timeout.
+    // Half the body now, the rest past the header timeout but inside the body timeout.
     stream.write_all(&body[..10]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(BODY_TIMEOUT_MS / 4)).await;
+    tokio::time::sleep(Duration::from_millis(HEADER_TIMEOUT_MS + 100)).await;
     stream.write_all(&body[10..]).await.unwrap();
     let answer = read_response(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
@@ -213,6 +265,29 @@ async fn connections_over_the_cap_get_a_clear_503() {
     drop(held.pop());
     wait_for_async_ok(&addr).await;
     drop(held);
+    gw.shutdown().await;
+}
+
+/// A client that sends requests but never reads the answers is disconnected once a write
+/// has waited `send_timeout` for it, which frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off() {
+    let gw = spawn_gateway(config(&listener_toml("max_connections = 1"))).await;
+    let addr = addr_of(&gw);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut deaf = socket.connect(addr.parse().unwrap()).await.unwrap();
+    // Pipelined requests whose answers (the OpenAPI document, tens of KiB each) fill
+    // every buffer between the two ends.
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: relay\r\n\r\n".repeat(400);
+    deaf.write_all(&request).await.unwrap();
+    // While it holds the only slot, another client is refused...
+    let mut other = TcpStream::connect(&addr).await.unwrap();
+    let (got, _) = read_until_closed(&mut other).await;
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    // ...until its stalled write times out.
+    wait_for_async_ok(&addr).await;
+    drop(deaf);
     gw.shutdown().await;
 }
 
@@ -254,7 +329,7 @@ async fn stalled_tls_clients_are_cut_off() {
 
     // Connects and never starts the handshake.
     let mut silent = TcpStream::connect(&addr).await.unwrap();
-    assert_cut_off(&mut silent, "silent TLS client").await;
+    assert_cut_off(&mut silent, "silent TLS client", HEADER_TIMEOUT_MS / 2).await;
 
     // Finishes the handshake, then stalls inside its headers.
     let mut roots = rustls::RootCertStore::empty();
@@ -275,7 +350,7 @@ async fn stalled_tls_clients_are_cut_off() {
         .await
         .unwrap();
     stream.flush().await.unwrap();
-    let got = assert_cut_off(&mut stream, "stalled TLS headers").await;
+    let got = assert_cut_off(&mut stream, "stalled TLS headers", HEADER_TIMEOUT_MS / 4).await;
     assert!(!got.contains("200 OK"), "{got}");
     gw.shutdown().await;
 }

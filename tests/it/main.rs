@@ -1,5 +1,7 @@
 mod conformance;
+mod dashboard;
 mod demo;
+mod differential;
 mod listener;
 mod ops;
 mod proxy;

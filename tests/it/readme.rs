@@ -187,6 +187,10 @@ fn inline_disposition(span: &str) -> Option<Inline> {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
         }
         "cargo doc --open" => Inline::NotRun("opens a browser"),
+        "scripts/screenshot.sh" => Inline::NotRun(
+            "refreshes docs/dashboard.png: a minute of traffic, then headless Chromium; checked to parse",
+        ),
+        "scripts/test.sh" => Inline::NotRun("runs this very suite; checked to parse"),
         s if s.starts_with("zenrelay ") => Inline::Synopsis,
         _ => return None,
     })
@@ -226,6 +230,9 @@ fn readme_blocks_and_commands_are_all_known() {
     let mut unknown = Vec::new();
     let mut run_here = 0;
     for span in inline_commands(&text) {
+        if span.starts_with("scripts/") && span.ends_with(".sh") && !span.contains(' ') {
+            script_parses(&span);
+        }
         match inline_disposition(&span) {
             Some(Inline::RunHere) => run_here += 1,
             Some(_) => {}
