@@ -31,7 +31,7 @@ use zenrelay::metrics::STATS_MAX_AGE;
 
 use super::support::{free_port, Proc};
 use super::{
-    accounts_toml, post_batches, start_gateway, start_redis, wait_arrivals, Arrivals, KEY,
+    accounts_toml, embedded, post_batches, start_gateway, start_redis, wait_arrivals, Arrivals, KEY,
 };
 
 /// The phases, by the name that selects them; none runs unless named.
@@ -75,6 +75,10 @@ pub async fn run(named: &[String]) {
         if !named.iter().any(|n| n == phase) {
             continue;
         }
+        assert!(
+            !embedded(),
+            "the cost phases count Redis's work: unset ZENRELAY_BENCH_REDIS"
+        );
         match phase {
             "cost-ingress" => ingress().await,
             "cost-batch" => batch().await,
