@@ -487,6 +487,19 @@ async fn deliver_backlog(
         assert!(Instant::now() < deadline, "no Notify call");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // With its slots held, the worker calls Redis no more, but its history sampler's first
+    // read of the whole queue (taken at start) may still be running: wait until Redis has
+    // run no script for half a second.
+    let mut last = scripts_run(redis.port);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = scripts_run(redis.port);
+        if now == last {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis never went quiet");
+        last = now;
+    }
     redis.zero();
     receiver.open.send_replace(true);
     wait_arrivals(&receiver.arrivals, total, Duration::from_secs(3600)).await;
