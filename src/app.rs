@@ -149,8 +149,13 @@ pub fn memory_queue(config: &Config) -> MemoryQueue {
 
 /// Builds the Redis queue described by `config`.
 pub fn redis_queue(config: &Config) -> anyhow::Result<RedisQueue> {
+    Ok(RedisQueue::new(redis_queue_config(config))?)
+}
+
+/// The settings of the Redis queue described by `config`.
+pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
     let d = &config.delivery;
-    Ok(RedisQueue::new(RedisQueueConfig {
+    RedisQueueConfig {
         url: config.redis.url.clone(),
         prefix: config.redis.key_prefix.clone(),
         partitions: config.redis.partitions,
@@ -162,7 +167,7 @@ pub fn redis_queue(config: &Config) -> anyhow::Result<RedisQueue> {
             window_ms: d.window_ms(),
         },
         margin_ms: d.margin_ms(),
-    })?)
+    }
 }
 
 impl Gateway {

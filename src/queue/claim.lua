@@ -2,14 +2,16 @@
 -- KEYS[1] = <base>:ready
 -- ARGV = base, max, lease_ms, default_limit, default_window_ms, margin_ms, reap_max,
 --        retention_ms
--- First requeues expired leases and due retries (at most reap_max of each). Then, for
--- each due account (oldest score first): skips it while paused; if `limit` sends started
--- within window + margin, re-scores it to the moment the oldest of them leaves the
--- window; else pops its head delivery (dropping expired ones as dead letters), records
--- the send start (which complete.lua moves to when the answer came), leases the delivery
--- and marks the account busy.
+-- First puts back expired leases and due retries (at most reap_max of each), finishing
+-- what a call that failed part-way left undone. Then, for each due account (oldest score
+-- first): skips it while paused; if `limit` sends started within window + margin,
+-- re-scores it to the moment the oldest of them leaves the window; else takes its head
+-- delivery (dropping expired ones as dead letters), records the send start (which
+-- complete.lua moves to when the answer came), leases the delivery and marks the account
+-- busy.
 -- Returns {ms until more work is due or -1, {did, account, body, agent, attempts,
--- created, lease token}, ...}; the wait is computed only when nothing was claimed.
+-- created, lease token, lease deadline}, ...}; the wait is computed only when nothing
+-- was claimed.
 local base = ARGV[1]
 -- max and reap_max go to Redis as they came, as text
 local max, reap_max = ARGV[2], ARGV[7]
@@ -22,25 +24,78 @@ local ready = base .. ':ready'
 local inflight = base .. ':inflight'
 local delayed = base .. ':delayed'
 
+-- A lease that ended (its holder died, stalled, or its completion failed part-way): the
+-- delivery goes back to the front of its list unless its completion already decided
+-- otherwise, and the account is freed. The call counts as sent at the lease's end, the
+-- latest moment it could have reached upstream. The lease leaves the in-flight set last,
+-- so a failure on the way leaves it to the next claim.
+local function reap_lease(did, lease_end)
+  local eid, k = split_did(did)
+  local ekey = base .. ':ev:' .. eid
+  local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd')
+  local acct, status = ev[1], ev[2]
+  if not acct then
+    w('ZREM', inflight, did)
+    return
+  end
+  local akey = base .. ':acct:' .. acct
+  local rl = base .. ':rl:' .. acct
+  local st = redis.call('HMGET', akey, 'busy', 'rl_did')
+  local held = st[1] == did
+  local counted = held and st[2] == did and redis.call('EXISTS', rl) == 1
+  local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
+  if status == 'delivering' or status == 'queued' then
+    if not near_head(list, did) then
+      w('LPUSH', list, did)
+    end
+    if status ~= 'queued' then
+      w('HSET', ekey, 's' .. k, 'queued')
+    end
+  elseif (status == 'dead' or status == 'expired') and held then
+    -- a dead-letter completion stopped before the account was freed
+    w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
+  elseif status == 'delivered' and is_finished(ev[4], ev[5], ev[6]) then
+    w('PEXPIRE', ekey, int(retention))
+  end
+  if held then
+    if counted then
+      w('LSET', rl, '0', int(lease_end))
+    end
+    w('HSET', akey, 'busy', '', 'rl_did', '')
+  end
+  mark_ready(base, acct, now)
+  w('ZREM', inflight, did)
+end
+
+-- A retry that is due goes back to the front of its list; an entry whose delivery is no
+-- longer waiting for a retry (a success arrived, or a put-back failed part-way) only
+-- leaves the sets.
+local function reap_retry(did)
+  local eid, k = split_did(did)
+  local ekey = base .. ':ev:' .. eid
+  local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio')
+  local acct = ev[1]
+  if acct then
+    if ev[2] == 'retrying' then
+      local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
+      if not near_head(list, did) then
+        w('LPUSH', list, did)
+      end
+      w('HSET', ekey, 's' .. k, 'queued')
+    end
+    w('ZREM', base .. ':retry:' .. acct, did)
+    mark_ready(base, acct, now)
+  end
+  w('ZREM', delayed, did)
+end
+
 local function reap(zset, from_delayed)
-  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now_s, 'LIMIT', '0', reap_max)
-  for _, did in ipairs(due) do
-    redis.call('ZREM', zset, did)
-    local eid, k = split_did(did)
-    local ekey = base .. ':ev:' .. eid
-    local acct = redis.call('HGET', ekey, 'acct')
-    if acct then
-      local akey = base .. ':acct:' .. acct
-      if from_delayed then
-        redis.call('HINCRBY', akey, 'delayed', '-1')
-      elseif redis.call('HGET', akey, 'busy') == did then
-        redis.call('HSET', akey, 'busy', '')
-      end
-      local status = redis.call('HGET', ekey, 's' .. k)
-      if status == 'delivering' or status == 'retrying' then
-        requeue_front(base, ekey, acct, did, k)
-      end
-      mark_ready(base, acct, now)
+  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now_s, 'WITHSCORES', 'LIMIT', '0', reap_max)
+  for i = 1, #due, 2 do
+    if from_delayed then
+      reap_retry(due[i])
+    else
+      reap_lease(due[i], tonumber(due[i + 1]))
     end
   end
 end
@@ -54,9 +109,9 @@ for _, acct in ipairs(accts) do
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window')
   local pause_until = tonumber(st[4] or '0') or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
-    redis.call('ZREM', ready, acct)
+    w('ZREM', ready, acct)
   elseif pause_until > now then
-    redis.call('ZADD', ready, int(pause_until), acct)
+    w('ZADD', ready, int(pause_until), acct)
   else
     local limit = tonumber(st[5] or '') or default_limit
     local window = tonumber(st[6] or '') or default_window
@@ -69,28 +124,45 @@ for _, acct in ipairs(accts) do
       free_at = tonumber(oldest) + window + margin + 1
     end
     if free_at > now then
-      redis.call('ZADD', ready, int(free_at), acct)
+      w('ZADD', ready, int(free_at), acct)
     else
+      -- The head is read, then leased, and popped last: a claim that fails part-way
+      -- leaves it at the head, for the next claim (or the reaper) to take again.
       local q = base .. ':q:' .. acct
-      local did, ekey, k, ev
+      local did, list, ekey, k, ev
       local dropped = 0
       while true do
-        did = redis.call('LPOP', q .. ':h') or redis.call('LPOP', q .. ':n')
+        list = q .. ':h'
+        did = redis.call('LINDEX', list, '0')
+        if not did then
+          list = q .. ':n'
+          did = redis.call('LINDEX', list, '0')
+        end
         if not did then break end
         local eid
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
-        ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k, 'c' .. k)
+        ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k,
+          'c' .. k, 'done', 'n', 'dd', 'rp' .. k)
         local status = ev[2]
+        local dead = base .. ':dead:' .. acct
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
           local exp = tonumber(ev[1] or '0') or 0
           if exp > 0 and exp <= now then
-            bury(base, did, ekey, acct, k, 'expired', 'expired', '', 'time to live passed before delivery', now, retention)
+            -- a dead letter: the status, then the letter, then off the list
+            local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
+              'le' .. k, 'time to live passed before delivery'}, ev[8], ev[9], ev[10], true)
+            w('HSET', ekey, unpack(set))
+            w('ZADD', dead, now_s, did)
           else
             break
           end
+        elseif (status == 'dead' or status == 'expired') and not redis.call('ZSCORE', dead, did) then
+          -- the letter of an expiry that failed before it was recorded
+          w('ZADD', dead, now_s, did)
         end
         -- anything else is a stale entry of a finished or removed event: drop it
+        w('LPOP', list)
         dropped = dropped + 1
         if dropped >= 1000 then
           did = nil
@@ -98,19 +170,28 @@ for _, acct in ipairs(accts) do
         end
       end
       if did then
-        if redis.call('LPUSH', rl, now_s) > limit then
-          redis.call('LTRIM', rl, '0', int(limit - 1))
-        end
-        redis.call('PEXPIRE', rl, int(window + margin + lease + 1000))
-        redis.call('HSET', akey, 'busy', did, 'rl_did', did)
-        redis.call('ZREM', ready, acct)
-        redis.call('ZADD', inflight, int(now + lease), did)
         local attempts = (tonumber(ev[6] or '0') or 0) + 1
         local token = (tonumber(ev[7] or '0') or 0) + 1
-        redis.call('HSET', ekey, 's' .. k, 'delivering', 'at' .. k, int(attempts), 'c' .. k, int(token))
-        out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token}
+        local deadline = now + lease
+        local set = {'s' .. k, 'delivering', 'at' .. k, int(attempts), 'c' .. k, int(token)}
+        if ev[11] == '1' then
+          -- replayed: a replay that failed part-way may have left it among the dead letters
+          w('ZREM', base .. ':dead:' .. acct, did)
+          set[#set + 1] = 'rp' .. k
+          set[#set + 1] = ''
+        end
+        w('ZADD', inflight, int(deadline), did)
+        w('HSET', ekey, unpack(set))
+        w('HSET', akey, 'busy', did, 'rl_did', did)
+        if w('LPUSH', rl, now_s) > limit then
+          w('LTRIM', rl, '0', int(limit - 1))
+        end
+        w('PEXPIRE', rl, int(window + margin + lease + 1000))
+        w('ZREM', ready, acct)
+        w('LPOP', list)
+        out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token, deadline}
       else
-        redis.call('ZREM', ready, acct)
+        w('ZREM', ready, acct)
         mark_ready(base, acct, now)
       end
     end

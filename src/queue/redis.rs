@@ -10,12 +10,13 @@
 //! |---|---|---|
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
-//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason. Expires 24 h after its last call finished, unless one is a dead letter |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires 24 h after its last call finished, unless one is a dead letter |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms) |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
+//! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter |
-//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `depth` (undelivered calls), `delayed`, `dead`, `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms) |
-//! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later), so transit time can never squeeze `limit + 1` calls into one upstream window |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms) |
+//! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
 //! | `{base}:accounts` | SET | accounts that ever had events in this partition |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //!
@@ -24,6 +25,11 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `{prefix}:runtime:accounts` | HASH | account id → its runtime record (JSON written by [`crate::accounts`]; credentials inside are encrypted) |
+//!
+//! An account's counts are read from where its deliveries are, never kept apart: depth
+//! (undelivered calls) is the length of its two lists, plus its retries, plus the call in
+//! flight (`busy`); retries are the size of `retry:{account}`; dead letters the size of
+//! `dead:{account}`.
 //!
 //! # Scripts
 //!
@@ -35,6 +41,29 @@
 //! Scripts derive their keys from `base`; `KEYS[1]` (the partition's ready set) routes the
 //! call. They are sent with `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a
 //! restart or `SCRIPT FLUSH`).
+//!
+//! # Partial failures
+//!
+//! Redis does not roll back a script that fails part-way (an error reply, a key missing
+//! during a slot migration, a bug). Each script therefore reads and checks before it
+//! writes, and orders its writes so that every prefix of them leaves a state the next
+//! calls finish or repair; every write goes through the helper `w`, and a test fails each
+//! operation after each of its writes in turn (`tests/it/queue_faults.rs`):
+//!
+//! - A delivery is moved before it is marked, and leaves its old place last: a claim
+//!   leases the head of the list and pops it last; a put-back (expired lease, due retry,
+//!   released call) pushes first, unless the delivery is already near the head (a redo),
+//!   and leaves `inflight` or `delayed` last. While a lease is in `inflight` the reaper
+//!   finishes whatever a failed completion left: the event's status says how far it got,
+//!   and `busy` still naming the delivery says the account was not freed yet.
+//! - Enqueue pushes ids before it stores their events: an id whose event was never stored
+//!   is a stale entry, which claims drop. An event is never stored without its ids.
+//! - Entries of finished deliveries left in a list are dropped by the claim that meets
+//!   them; an expiry that failed before its dead letter was recorded is recorded then.
+//! - A replay that fails after the push leaves the letter among the dead letters until the
+//!   call is claimed (`rp{k}`): the only state where an id is briefly in two places.
+//! - The worker retries a completion that failed; a completion of an already finished
+//!   delivery only finishes what is left.
 //!
 //! # Connections
 //!
@@ -63,7 +92,10 @@ use super::{
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
-const HELPERS: &str = include_str!("scripts.lua");
+/// The helpers every script starts with (`scripts.lua`). Public, hidden, for the tests
+/// that run variants of the scripts (see [`RedisQueue::with_helpers`]).
+#[doc(hidden)]
+pub const HELPERS: &str = include_str!("scripts.lua");
 
 /// Most dead letters replayed or purged by one script call (keeps each call short).
 const DEAD_CHUNK: usize = 500;
@@ -96,8 +128,8 @@ struct Script {
 }
 
 impl Script {
-    fn new(body: &str) -> Self {
-        let source = format!("{HELPERS}\n{body}");
+    fn new(helpers: &str, body: &str) -> Self {
+        let source = format!("{helpers}\n{body}");
         let sha = redis::Script::new(&source).get_hash().to_string();
         Script {
             source: source.into(),
@@ -150,6 +182,13 @@ impl RedisQueue {
     /// Checks the URL; connections are opened on first use, so this succeeds while Redis
     /// is down.
     pub fn new(config: RedisQueueConfig) -> Result<Self, QueueError> {
+        Self::with_helpers(config, HELPERS)
+    }
+
+    /// As [`RedisQueue::new`], with other helpers in front of every script: for tests that
+    /// run the scripts with a variant of them (e.g. one that fails after some write).
+    #[doc(hidden)]
+    pub fn with_helpers(config: RedisQueueConfig, helpers: &str) -> Result<Self, QueueError> {
         let client = redis::Client::open(config.url.expose_secret())
             .map_err(|e| QueueError::Unavailable(format!("invalid Redis URL: {e}")))?;
         Ok(RedisQueue {
@@ -159,14 +198,14 @@ impl RedisQueue {
             pending: std::sync::Mutex::new(Vec::new()),
             committing: tokio::sync::Mutex::new(()),
             config,
-            enqueue: Script::new(include_str!("enqueue.lua")),
-            claim: Script::new(include_str!("claim.lua")),
-            complete: Script::new(include_str!("complete.lua")),
-            stats: Script::new(include_str!("stats.lua")),
-            dead: Script::new(include_str!("dead.lua")),
-            replay: Script::new(include_str!("replay.lua")),
-            purge: Script::new(include_str!("purge.lua")),
-            hold: Script::new(include_str!("hold.lua")),
+            enqueue: Script::new(helpers, include_str!("enqueue.lua")),
+            claim: Script::new(helpers, include_str!("claim.lua")),
+            complete: Script::new(helpers, include_str!("complete.lua")),
+            stats: Script::new(helpers, include_str!("stats.lua")),
+            dead: Script::new(helpers, include_str!("dead.lua")),
+            replay: Script::new(helpers, include_str!("replay.lua")),
+            purge: Script::new(helpers, include_str!("purge.lua")),
+            hold: Script::new(helpers, include_str!("hold.lua")),
         })
     }
 

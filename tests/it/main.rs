@@ -2,6 +2,7 @@ mod conformance;
 mod demo;
 mod ops;
 mod proxy;
+mod queue_faults;
 mod relay;
 mod sim;
 mod support;
