@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::queue::memory::{MemoryQueue, MemoryQueueConfig};
 use crate::queue::redis::{RedisQueue, RedisQueueConfig};
-use crate::queue::{Queue, RateLimit};
+use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;
 use crate::throttle::Throttle;
 use crate::webhooks::Webhooks;
@@ -174,8 +174,12 @@ impl Gateway {
     /// Builds a gateway on the queue its config selects (see [`queue_for`]).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let queue = queue_for(&config)?;
-        if let Err(e) = queue.check_deployment().await {
-            tracing::warn!(error = %e, "queue storage is not reachable yet; ingress answers 503 until it is");
+        match queue.check_deployment().await {
+            Ok(()) => {}
+            Err(e @ QueueError::Mismatch(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "queue storage is not reachable yet; ingress answers 503 until it is");
+            }
         }
         Self::with_queue(config, queue)
     }

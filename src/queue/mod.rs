@@ -30,6 +30,10 @@ pub enum QueueError {
     /// The store answered something the gateway does not understand.
     #[error("unexpected answer from queue storage: {0}")]
     Protocol(String),
+    /// The store holds data this process's settings do not fit (e.g. another partition
+    /// count): the process must not use it.
+    #[error("queue storage does not match the configuration: {0}")]
+    Mismatch(String),
 }
 
 /// The rate limit of an account, stored with its events so every process applies it.
@@ -349,7 +353,8 @@ pub trait Queue: Send + Sync + 'static {
     fn describe(&self) -> String;
 
     /// Checks the storage's own settings at startup and warns (logs) about those that can
-    /// lose data. Errors only when the storage cannot be reached.
+    /// lose data. Errors when the storage cannot be reached, and with
+    /// [`QueueError::Mismatch`] when it holds data this configuration does not fit.
     async fn check_deployment(&self) -> Result<(), QueueError> {
         Ok(())
     }

@@ -24,6 +24,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
+//! | `{prefix}:meta` | HASH | `partitions`: the partition count, recorded on first use; a process configured with another refuses to start |
 //! | `{prefix}:runtime:accounts` | HASH | account id → its runtime record (JSON written by [`crate::accounts`]; credentials inside are encrypted) |
 //!
 //! An account's counts are read from where its deliveries are, never kept apart: depth
@@ -311,6 +312,7 @@ impl RedisQueue {
                         .map_err(unavailable)?;
                     out.push(manager);
                 }
+                self.check_partitions(out[0].clone()).await?;
                 Ok::<_, QueueError>(out)
             })
             .await?;
@@ -345,6 +347,38 @@ impl RedisQueue {
             .map_err(unavailable)?
             .pop()
             .ok_or_else(|| QueueError::Protocol("a script answered nothing".into()))
+    }
+
+    /// Records the partition count on first use, or checks it against the one recorded:
+    /// accounts are spread by it, so a process with another count would look for their
+    /// keys in the wrong partitions.
+    async fn check_partitions(&self, mut conn: ConnectionManager) -> Result<(), QueueError> {
+        let key = format!("{}:meta", self.config.prefix);
+        let mine = self.config.partitions;
+        let (_, stored): (i64, String) = self
+            .timed(
+                redis::pipe()
+                    .cmd("HSETNX")
+                    .arg(&key)
+                    .arg("partitions")
+                    .arg(mine)
+                    .cmd("HGET")
+                    .arg(&key)
+                    .arg("partitions")
+                    .query_async(&mut conn),
+            )
+            .await
+            .map_err(unavailable)?;
+        if stored == mine.to_string() {
+            Ok(())
+        } else {
+            Err(QueueError::Mismatch(format!(
+                "redis.partitions is {mine}, but the data under key prefix {:?} was written \
+                 with {stored} partitions (key {key:?}); use redis.partitions = {stored}, or \
+                 drain the queue before changing it (see the README)",
+                self.config.prefix
+            )))
+        }
     }
 
     /// Reads the deployment's safety settings and warns about those that can lose data.

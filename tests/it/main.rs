@@ -1,6 +1,7 @@
 mod conformance;
 mod demo;
 mod ops;
+mod partitions;
 mod proxy;
 mod queue_faults;
 mod relay;
