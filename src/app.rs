@@ -213,6 +213,7 @@ impl Gateway {
                     d.upstream_timeout() + Duration::from_secs(1),
                     wake.clone(),
                 )
+                .with_lease(d.lease(), d.upstream_timeout())
                 .with_metrics(metrics.clone())
             })
         });

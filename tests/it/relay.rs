@@ -1,5 +1,6 @@
 //! The core relay against a real Redis and the simulator: ingress, delivery, outcomes.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -911,4 +912,68 @@ async fn redis_outage_answers_503_and_delivery_resumes_by_itself() {
         .collect();
     assert!(!events.contains(&json!("during")));
     gw.shutdown().await;
+}
+
+/// Most arrivals in any `window` of `times`.
+fn most_in_window(times: &[Instant], window: Duration) -> usize {
+    let mut times = times.to_vec();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_stalled_process_whose_lease_ran_out_does_not_break_the_limit() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 100_000, 60).await;
+    // 3 calls per 2 s; a lease of 1.5 s
+    let delivery = "notify_per_minute = 3\nnotify_window_seconds = 2\nwindow_margin_ms = 0\n\
+                    upstream_timeout_ms = 1000\nlease_ms = 1500";
+    let text = gateway_toml(&redis.url(), "t", &sim, &["acme"], delivery);
+    sim.fault(json!({"account": "*", "route": "notify", "latency_ms": 900}))
+        .await;
+    let a = ServeProcess::start(&text).await;
+    let api = Api::new(&a.base);
+    for i in 0..5 {
+        api.accept(
+            "acme",
+            &json!({"app_id": 1, "event": "e", "body": format!("{i}")}),
+        )
+        .await;
+    }
+    // `a` sends the first call, which takes 0.9 s to arrive; it stalls meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = a.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    sim.clear_faults().await;
+    // `b` takes over once the lease has run out, sending fast.
+    let _b = ServeProcess::start(&gateway_toml(&redis.url(), "t", &sim, &["acme"], delivery)).await;
+    wait_for("every call delivered", Duration::from_secs(15), || {
+        sim.sim.notifications("acme").len() >= 6
+    })
+    .await;
+    // `a` wakes up, gets its answer (a late success) and goes on.
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let arrivals: Vec<Instant> = sim
+        .sim
+        .notify_attempts("acme")
+        .iter()
+        .map(|n| n.received_at)
+        .collect();
+    assert!(arrivals.len() >= 6, "{} calls arrived", arrivals.len());
+    let most = most_in_window(&arrivals, Duration::from_secs(2));
+    assert!(most <= 3, "{most} calls arrived within one 2 s window");
+    drop(a);
 }
