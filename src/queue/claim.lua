@@ -3,7 +3,8 @@
 -- ARGV = base, max, lease_ms, default_limit, default_window_ms, margin_ms, reap_max,
 --        retention_ms
 -- First puts back expired leases and due retries (at most reap_max of each), finishing
--- what a call that failed part-way left undone. Then, for each due account (oldest score
+-- what a call that failed part-way left undone, and turns expired heads of held accounts
+-- into dead letters. Then, for each due account (oldest score
 -- first): skips it while paused; if `limit` sends started within window + margin,
 -- re-scores it to the moment the oldest of them leaves the window; else takes its head
 -- delivery (dropping expired ones as dead letters), records the send start (which
@@ -101,6 +102,56 @@ local function reap(zset, from_delayed)
 end
 reap(inflight, false)
 reap(delayed, true)
+
+-- Accounts held (paused by an operator, auth_failed, or in a 429 pause) are not claimed,
+-- so their expired events would never reach a claim: the held set brings each back here
+-- when its head may have expired, and its expired heads become dead letters (at most
+-- held_max accounts and held_max entries per call). An account no longer held leaves the
+-- set; one whose heads never expire is looked at again after held_recheck (ms).
+local held = base .. ':held'
+local held_max, held_recheck = 20, 60000
+local buried = 0
+local due_held = redis.call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', int(held_max))
+for _, acct in ipairs(due_held) do
+  local st = redis.call('HMGET', base .. ':acct:' .. acct, 'paused', 'auth_failed', 'until')
+  if st[1] ~= '1' and st[2] ~= '1' and (tonumber(st[3] or '0') or 0) <= now then
+    w('ZREM', held, acct)
+  else
+    local q = base .. ':q:' .. acct
+    local next_check = now + held_recheck
+    for _, prio in ipairs({'h', 'n'}) do
+      local list = q .. ':' .. prio
+      while buried < held_max do
+        local did = redis.call('LINDEX', list, '0')
+        if not did then break end
+        local eid, k = split_did(did)
+        local ekey = base .. ':ev:' .. eid
+        local ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'done', 'n', 'dd')
+        local exp = tonumber(ev[1] or '0') or 0
+        local status = ev[2]
+        if status == 'queued' or status == 'retrying' or status == 'delivering' then
+          if exp <= 0 then break end
+          if exp > now then
+            if exp < next_check then next_check = exp end
+            break
+          end
+          -- the status, then the letter, then off the list (as in a claim)
+          local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
+            'le' .. k, 'time to live passed before delivery'}, ev[3], ev[4], ev[5], true)
+          w('HSET', ekey, unpack(set))
+          w('ZADD', base .. ':dead:' .. acct, now_s, did)
+        elseif (status == 'dead' or status == 'expired')
+          and not redis.call('ZSCORE', base .. ':dead:' .. acct, did) then
+          w('ZADD', base .. ':dead:' .. acct, now_s, did)
+        end
+        w('LPOP', list)
+        buried = buried + 1
+      end
+    end
+    if buried >= held_max then next_check = now end
+    w('ZADD', held, int(next_check), acct)
+  end
+end
 
 local out = {-1}
 local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)

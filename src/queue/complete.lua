@@ -139,6 +139,10 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       end
       w('HSET', ekey, unpack(set))
     end
+    if kind ~= 'released' then
+      -- held: the held set lets claims expire its events meanwhile
+      w('ZADD', base .. ':held', 'NX', now_s, acct)
+    end
     if kind == 'ratelimited' then
       extra = {'until', int(now + delay),
         'upstream_429', int((tonumber(flags[7] or '0') or 0) + 1)}

@@ -12,6 +12,8 @@ local akey = base .. ':acct:' .. acct
 local st = redis.call('HMGET', akey, 'busy', 'until')
 w('SADD', base .. ':accounts', acct)
 if op == 'pause' then
+  -- held: its claims stop, and the held set lets claims expire its events meanwhile
+  w('ZADD', base .. ':held', 'NX', now_ms(), acct)
   w('HSET', akey, 'paused', '1')
   w('ZREM', base .. ':ready', acct)
 else

@@ -17,6 +17,7 @@
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter |
 //! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms) |
 //! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
+//! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts that ever had events in this partition |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //!

@@ -1629,6 +1629,98 @@ async fn sent_in_window_forgets_calls_older_than_the_window(b: Backend) {
     assert_eq!((s.sent_in_window, s.delivered), (0, 2));
 }
 
+// ---------------------------------------------------------------------------------------
+// Behaviour added to the scripts since the in-memory mirror was written
+// ---------------------------------------------------------------------------------------
+
+/// The backends that run the scenarios below: those that run the Lua scripts.
+const NEW_SCRIPT_BACKENDS: &[Backend] = &[Backend::Redis];
+
+async fn held_accounts_still_expire_their_events(b: Backend) {
+    let q = open(b).await;
+    let ttl = |account: &str, name: &str| NewEvent {
+        ttl_ms: 400,
+        ..event_for(account, name)
+    };
+    let cap = 3;
+    // Three held accounts, each with its depth at the cap: paused by an operator, paused
+    // by an upstream 401, paused by an upstream 429 (for a minute).
+    let held = ["paused", "refused", "limited"];
+    for account in held {
+        let events = ["e1", "e2", "e3"].iter().map(|n| ttl(account, n)).collect();
+        let out = put_with(&q, account, WIDE, cap, events).await;
+        assert!(out
+            .iter()
+            .all(|o| matches!(o, EnqueueOutcome::Stored { .. })));
+    }
+    q.pause("paused").await.unwrap();
+    let claimed = claim(&q).await;
+    for (account, outcome) in [
+        (
+            "refused",
+            Outcome::AuthFailed {
+                status: 401,
+                error: "no".into(),
+            },
+        ),
+        (
+            "limited",
+            Outcome::RateLimited {
+                retry_after: Duration::from_secs(60),
+            },
+        ),
+    ] {
+        let c = claimed
+            .iter()
+            .find(|c| c.account == account)
+            .expect("claimed");
+        done(&q, c, outcome).await;
+    }
+    for account in held {
+        let full = put_with(&q, account, WIDE, cap, vec![ttl(account, "e4")]).await;
+        assert_eq!(full, [EnqueueOutcome::QueueFull], "{account}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Any claim call expires what held accounts hold.
+    assert!(claim(&q).await.is_empty());
+    for account in held {
+        let s = stats_for(&q, account).await;
+        assert_eq!((s.depth, s.dead), (0, 3), "{account}");
+        let page = q.dead_letters(account, 0, 10).await.unwrap();
+        assert!(page
+            .items
+            .iter()
+            .all(|d| d.status == "expired" && d.reason == "expired"));
+        let again = put_with(&q, account, WIDE, cap, vec![event_for(account, "e5")]).await;
+        assert!(
+            matches!(again[0], EnqueueOutcome::Stored { .. }),
+            "{account}"
+        );
+    }
+    // Resumed, the account delivers what came since.
+    q.resume("paused").await.unwrap();
+    let c = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!((c.account.as_str(), name(&c).as_str()), ("paused", "e5"));
+}
+
+/// One test per scenario, run on each of [`NEW_SCRIPT_BACKENDS`].
+macro_rules! new_script_scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        mod new_scripts {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    for &b in super::NEW_SCRIPT_BACKENDS {
+                        super::$scenario(b).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+new_script_scenarios!(held_accounts_still_expire_their_events);
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod memory {

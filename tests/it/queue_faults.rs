@@ -152,6 +152,7 @@ enum Op {
     Purge,
     Pause,
     Resume,
+    ExpireHeld,
 }
 
 /// Prepares the state the operation works on, then runs it on the failing queue.
@@ -246,6 +247,22 @@ async fn run(op: Op, q: &Queues) -> anyhow::Result<()> {
         Op::Pause => {
             setup_events(n).await;
             f.pause(ACCOUNT).await.map_err(Into::into)
+        }
+        Op::ExpireHeld => {
+            setup_events(n).await;
+            put(
+                n,
+                ACCOUNT,
+                vec![
+                    event("f", 2, Priority::High, 50),
+                    event("g", 1, Priority::High, 50),
+                ],
+            )
+            .await
+            .unwrap();
+            n.pause(ACCOUNT).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            f.claim(0, 0).await.map(|_| ()).map_err(Into::into)
         }
         Op::Resume => {
             setup_events(n).await;
@@ -516,6 +533,7 @@ async fn a_script_failing_after_any_write_strands_nothing() {
         ("purge", Op::Purge),
         ("pause", Op::Pause),
         ("resume", Op::Resume),
+        ("expire held", Op::ExpireHeld),
     ];
     let runs = ops
         .iter()
