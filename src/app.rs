@@ -167,6 +167,7 @@ pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
             window_ms: d.window_ms(),
         },
         margin_ms: d.margin_ms(),
+        retention: d.retention(),
     }
 }
 

@@ -165,7 +165,11 @@ impl Worker {
                 .min(CLAIM_MAX * usize::from(partitions));
             let requests = share_slots(free, partitions, start);
             let asked = tokio::time::Instant::now();
-            match self.queue.claim_many(&requests).await {
+            let claimed = self.queue.claim_many(&requests).await;
+            if let Some(metrics) = &self.metrics {
+                metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
+            }
+            match claimed {
                 Ok(batches) => {
                     if redis_down {
                         tracing::info!("queue storage reachable again; delivery resumes");

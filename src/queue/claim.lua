@@ -1,18 +1,18 @@
 -- claim: leases up to `max` deliveries of one partition whose accounts may send now.
 -- KEYS[1] = <base>:ready
 -- ARGV = base, max, lease_ms, default_limit, default_window_ms, margin_ms, reap_max,
---        retention_ms
+--        retention_ms (finished events), dead_letter_retention_ms, account_retention_ms
 -- First puts back expired leases and due retries (at most reap_max of each), finishing
--- what a call that failed part-way left undone, and turns expired heads of held accounts
--- into dead letters. Then, for each due account (oldest score
--- first): skips it while paused; if `limit` sends started within window + margin,
--- re-scores it to the moment the oldest of them leaves the window; else takes its head
--- delivery (dropping expired ones as dead letters), records the send start (which
--- complete.lua moves to when the answer came), leases the delivery and marks the account
--- busy.
--- Returns {ms until more work is due or -1, {did, account, body, agent, attempts,
--- created, lease token, lease deadline}, ...}; the wait is computed only when nothing
--- was claimed.
+-- what a call that failed part-way left undone, turns expired heads of held accounts into
+-- dead letters, and drops dead letters and idle accounts past their retention. Then, for
+-- each due account (oldest score first): skips it while paused; if `limit` sends started
+-- within window + margin, re-scores it to the moment the oldest of them leaves the
+-- window; else takes its head delivery (dropping expired ones as dead letters), records
+-- the send start (which complete.lua moves to when the answer came), leases the delivery
+-- and marks the account busy.
+-- Returns {ms until more work is due or -1, dead letters dropped, {did, account, body,
+-- agent, attempts, created, lease token, lease deadline}, ...}; the wait is computed
+-- only when nothing was claimed.
 local base = ARGV[1]
 -- max and reap_max go to Redis as they came, as text
 local max, reap_max = ARGV[2], ARGV[7]
@@ -153,7 +153,67 @@ for _, acct in ipairs(due_held) do
   end
 end
 
-local out = {-1}
+-- Bounded growth: a few accounts of the partition per quarter second (a cursor walks the
+-- account set), each losing the dead letters older than their retention (counted in the
+-- reply), and its record dropped once it has been idle (no events, dead letters or hold)
+-- for the account retention. Its rate list expires by itself.
+local dl_retention, acct_retention = tonumber(ARGV[9]), tonumber(ARGV[10])
+local dropped = 0
+local sweep_max = 32
+if w('SET', base .. ':sweep', '1', 'PX', '250', 'NX') then
+  local cursor_key = base .. ':sweep:cursor'
+  local scan = redis.call('SSCAN', base .. ':accounts', redis.call('GET', cursor_key) or '0',
+    'COUNT', int(sweep_max))
+  for _, acct in ipairs(scan[2]) do
+    local akey = base .. ':acct:' .. acct
+    local dead = base .. ':dead:' .. acct
+    local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'idle_since')
+    local old = redis.call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
+      int(sweep_max))
+    for _, did in ipairs(old) do
+      local eid = split_did(did)
+      local ekey = eid and (base .. ':ev:' .. eid)
+      local ev = {}
+      if ekey then ev = redis.call('HMGET', ekey, 'dd', 'done', 'n') end
+      -- as a purge: the letter first, then its event
+      w('ZREM', dead, did)
+      dropped = dropped + 1
+      if ev[1] then
+        local dd = (tonumber(ev[1]) or 1) - 1
+        if dd <= 0 and (tonumber(ev[2] or '0') or 0) >= (tonumber(ev[3] or '0') or 0) then
+          w('HSET', ekey, 'dd', int(dd), 'body', '')
+          w('PEXPIRE', ekey, int(retention))
+        else
+          w('HSET', ekey, 'dd', int(dd))
+        end
+      end
+    end
+    local q = base .. ':q:' .. acct
+    local idle = not (st[1] and st[1] ~= '') and st[2] ~= '1' and st[3] ~= '1'
+      and (tonumber(st[4] or '0') or 0) <= now
+      and redis.call('EXISTS', q .. ':h', q .. ':n', base .. ':retry:' .. acct, dead) == 0
+    if idle then
+      local since = tonumber(st[5] or '')
+      if not since then
+        w('HSET', akey, 'idle_since', now_s)
+      elseif now - since >= acct_retention then
+        w('DEL', akey)
+        w('ZREM', held, acct)
+        w('ZREM', ready, acct)
+        w('SREM', base .. ':accounts', acct)
+      end
+    elseif st[5] then
+      w('HDEL', akey, 'idle_since')
+    end
+  end
+  if scan[1] == '0' then
+    w('DEL', cursor_key)
+  else
+    w('SET', cursor_key, scan[1])
+  end
+end
+
+local out = {-1, 0}
 local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 for _, acct in ipairs(accts) do
   local akey = base .. ':acct:' .. acct
@@ -249,8 +309,9 @@ for _, acct in ipairs(accts) do
   end
 end
 
+out[2] = dropped
 -- The wait is only of use to a caller that got nothing.
-if #out > 1 then
+if #out > 2 then
   return out
 end
 local next_due = -1

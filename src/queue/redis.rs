@@ -10,15 +10,16 @@
 //! |---|---|---|
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
-//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires 24 h after its last call finished, unless one is a dead letter |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms) |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
-//! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter |
-//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms) |
+//! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter; dropped `delivery.dead_letter_retention_seconds` later |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
 //! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
-//! | `{base}:accounts` | SET | accounts that ever had events in this partition |
+//! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
+//! | `{base}:sweep`, `{base}:sweep:cursor` | STRING | at most one retention sweep per 250 ms (expiring marker); where the sweep's `SSCAN` of `accounts` stands |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //!
 //! Outside the partitions (each a single key, so no hash tag is needed):
@@ -90,7 +91,7 @@ use tokio::sync::OnceCell;
 use super::{
     rfc3339_ms, AccountStats, ClaimBatch, Claimed, Completion, DeadLetter, DeadLetterPage,
     DeadLetterResult, DeadLetterSelection, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
-    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, REAP_MAX, RETENTION_MS,
+    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, Retention, REAP_MAX,
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
@@ -121,6 +122,8 @@ pub struct RedisQueueConfig {
     pub default_limit: RateLimit,
     /// Margin added to the rolling window, in milliseconds.
     pub margin_ms: u64,
+    /// How long dead letters, finished events and idle accounts are kept.
+    pub retention: Retention,
 }
 
 #[derive(Clone)]
@@ -158,6 +161,8 @@ pub struct RedisQueue {
     replay: Script,
     purge: Script,
     hold: Script,
+    /// Dead letters dropped by this process's claims, not yet taken by the metrics.
+    dead_letters_dropped: std::sync::atomic::AtomicU64,
 }
 
 /// An enqueue request waiting for its group commit.
@@ -208,6 +213,7 @@ impl RedisQueue {
             replay: Script::new(helpers, include_str!("replay.lua")),
             purge: Script::new(helpers, include_str!("purge.lua")),
             hold: Script::new(helpers, include_str!("hold.lua")),
+            dead_letters_dropped: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -595,13 +601,15 @@ async fn run_pipeline(
     }
 }
 
-fn parse_claim_reply(reply: Value) -> Result<ClaimBatch, QueueError> {
+/// The claimed deliveries, and how many dead letters the claim dropped.
+fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), QueueError> {
     let mut reply = array(reply)?.into_iter();
     let next_due = reply
         .next()
         .and_then(|v| int(&v))
         .filter(|ms| *ms >= 0)
         .map(|ms| Duration::from_millis(ms as u64));
+    let dropped = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
     let mut items = Vec::new();
     for item in reply {
         let f = array(item)?;
@@ -619,7 +627,7 @@ fn parse_claim_reply(reply: Value) -> Result<ClaimBatch, QueueError> {
             lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
         });
     }
-    Ok(ClaimBatch { items, next_due })
+    Ok((ClaimBatch { items, next_due }, dropped))
 }
 
 fn parse_enqueue_reply(reply: Value) -> Result<Vec<EnqueueOutcome>, QueueError> {
@@ -719,6 +727,10 @@ impl Queue for RedisQueue {
         self.config.partitions
     }
 
+    fn take_dead_letters_dropped(&self) -> u64 {
+        self.dead_letters_dropped.swap(0, Ordering::Relaxed)
+    }
+
     fn describe(&self) -> String {
         format!(
             "Redis (key prefix {:?}, {} partitions)",
@@ -784,7 +796,9 @@ impl Queue for RedisQueue {
                     c.default_limit.window_ms.to_string(),
                     c.margin_ms.to_string(),
                     REAP_MAX.to_string(),
-                    RETENTION_MS.to_string(),
+                    c.retention.events_ms.to_string(),
+                    c.retention.dead_letters_ms.to_string(),
+                    c.retention.accounts_ms.to_string(),
                 ]
                 .into_iter()
                 .map(String::into_bytes)
@@ -796,13 +810,24 @@ impl Queue for RedisQueue {
         let replies = run_pipeline(conn, &self.claim, &calls, c.timeout)
             .await
             .map_err(unavailable)?;
-        replies.into_iter().map(parse_claim_reply).collect()
+        let mut dropped = 0;
+        let batches = replies
+            .into_iter()
+            .map(|reply| {
+                let (batch, n) = parse_claim_reply(reply)?;
+                dropped += n;
+                Ok(batch)
+            })
+            .collect();
+        self.dead_letters_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+        batches
     }
 
     /// One script call per partition (in chunks of [`COMPLETE_CHUNK`]), all in one
     /// pipelined round trip.
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
-        let retention = RETENTION_MS.to_string().into_bytes();
+        let retention = self.config.retention.events_ms.to_string().into_bytes();
         let mut by_partition: HashMap<u16, Vec<&Completion>> = HashMap::new();
         for c in completions {
             let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse) else {
@@ -1005,8 +1030,13 @@ impl Queue for RedisQueue {
         account: &str,
         selection: &DeadLetterSelection,
     ) -> Result<DeadLetterResult, QueueError> {
-        self.dead_letter_op(&self.purge, account, selection, RETENTION_MS)
-            .await
+        self.dead_letter_op(
+            &self.purge,
+            account,
+            selection,
+            self.config.retention.events_ms,
+        )
+        .await
     }
 
     async fn pause(&self, account: &str) -> Result<(), QueueError> {

@@ -5,6 +5,7 @@ mod partitions;
 mod proxy;
 mod queue_faults;
 mod relay;
+mod retention;
 mod sim;
 mod support;
 mod webhooks;
