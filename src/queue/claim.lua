@@ -275,7 +275,7 @@ for _, acct in ipairs(accts) do
         -- anything else is a stale entry of a finished or removed event: drop it
         w('LPOP', list)
         dropped = dropped + 1
-        if dropped >= 1000 then
+        if dropped >= 64 then
           did = nil
           break
         end

@@ -100,7 +100,9 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       if status == 'retrying' then
         w('ZREM', base .. ':retry:' .. acct, did)
         w('ZREM', base .. ':delayed', did)
-      else
+      elseif near_head(list, did) then
+        -- put back at the front, so found at once; deeper down (rare) it stays as a
+        -- stale entry for the claims to drop, rather than this call scanning the list
         w('LREM', list, '1', did)
       end
     end

@@ -171,6 +171,13 @@ struct PendingEnqueue {
     reply: tokio::sync::oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>,
 }
 
+/// Most expired leases, and most due retries, put back by one claim script call, so
+/// that no call holds Redis for long (each takes about ten Redis calls).
+const REAP_PER_CALL: usize = 64;
+
+/// Most accounts read by one stats script call, so that no call holds Redis for long.
+const STATS_CHUNK: usize = 50;
+
 /// Most completions in one complete script call, so that no call holds Redis for long.
 const COMPLETE_CHUNK: usize = 64;
 
@@ -795,7 +802,7 @@ impl Queue for RedisQueue {
                     c.default_limit.limit.to_string(),
                     c.default_limit.window_ms.to_string(),
                     c.margin_ms.to_string(),
-                    REAP_MAX.to_string(),
+                    REAP_MAX.min(REAP_PER_CALL).to_string(),
                     c.retention.events_ms.to_string(),
                     c.retention.dead_letters_ms.to_string(),
                     c.retention.accounts_ms.to_string(),
@@ -926,36 +933,55 @@ impl Queue for RedisQueue {
         }
     }
 
+    /// Each partition's accounts in chunks of [`STATS_CHUNK`], one script call each.
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut stats = QueueStats::default();
+        let mut seen = std::collections::HashSet::new();
         let window = self.config.default_limit.window_ms.to_string();
         for partition in 0..self.config.partitions {
             let base = self.base(partition);
-            let args = vec![base.clone().into_bytes(), window.clone().into_bytes()];
-            let mut reply = array(self.eval(&self.stats, &base, args).await?)?.into_iter();
-            stats.now_ms = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
-            for item in reply {
-                let f = array(item)?;
-                if f.len() < 12 {
-                    return Err(QueueError::Protocol("short stats entry".into()));
+            let mut cursor = b"0".to_vec();
+            loop {
+                let args = vec![
+                    base.clone().into_bytes(),
+                    window.clone().into_bytes(),
+                    cursor,
+                    STATS_CHUNK.to_string().into_bytes(),
+                ];
+                let mut reply = array(self.eval(&self.stats, &base, args).await?)?.into_iter();
+                stats.now_ms = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+                cursor = reply.next().map(|v| bytes(&v)).unwrap_or_default();
+                for item in reply {
+                    let f = array(item)?;
+                    if f.len() < 12 {
+                        return Err(QueueError::Protocol("short stats entry".into()));
+                    }
+                    let num = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
+                    let opt = |i: usize| int(&f[i]).filter(|v| *v >= 0).map(|v| v as u64);
+                    let account = text(&f[0]).unwrap_or_default();
+                    // SSCAN may return an account twice
+                    if !seen.insert(account.clone()) {
+                        continue;
+                    }
+                    let busy = text(&f[6]).unwrap_or_default();
+                    stats.accounts.push(AccountStats {
+                        account,
+                        depth: num(1),
+                        scheduled_retries: num(2),
+                        dead: num(3),
+                        delivered: num(4),
+                        upstream_429: num(5),
+                        in_flight: u64::from(!busy.is_empty()),
+                        paused: num(7) == 1,
+                        auth_failed: num(8) == 1,
+                        sent_in_window: num(9),
+                        oldest_ms: opt(10),
+                        next_send_ms: opt(11),
+                    });
                 }
-                let num = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
-                let opt = |i: usize| int(&f[i]).filter(|v| *v >= 0).map(|v| v as u64);
-                let busy = text(&f[6]).unwrap_or_default();
-                stats.accounts.push(AccountStats {
-                    account: text(&f[0]).unwrap_or_default(),
-                    depth: num(1),
-                    scheduled_retries: num(2),
-                    dead: num(3),
-                    delivered: num(4),
-                    upstream_429: num(5),
-                    in_flight: u64::from(!busy.is_empty()),
-                    paused: num(7) == 1,
-                    auth_failed: num(8) == 1,
-                    sent_in_window: num(9),
-                    oldest_ms: opt(10),
-                    next_send_ms: opt(11),
-                });
+                if cursor.is_empty() || cursor == b"0" {
+                    break;
+                }
             }
         }
         stats.accounts.sort_by(|a, b| a.account.cmp(&b.account));

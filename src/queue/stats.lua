@@ -1,16 +1,20 @@
--- stats: counters and flags of every account of one partition (read only).
+-- stats: counters and flags of a chunk of the accounts of one partition (read only).
 -- KEYS[1] = <base>:ready
--- ARGV = base, default_window_ms
+-- ARGV = base, default_window_ms, cursor ('0' to start), count
 -- Counts are read from the sets and lists that hold the deliveries (each O(1)): no
 -- separate counter can disagree with them after a script failed part-way. Touches no
--- event list beyond its two heads. Returns {now, {account, depth, delayed, dead, sent,
--- upstream_429, busy, paused, auth_failed, sent_in_window, oldest created or '',
--- ready score or ''}, ...}.
+-- event list beyond its two heads (a rate list holds at most `limit` entries).
+-- Walks the account set with SSCAN, `count` at a time, so that no call holds Redis for
+-- long: the caller repeats until the cursor it gets back is '0' (an account may come
+-- twice). Returns {now, next cursor, {account, depth, delayed, dead, sent, upstream_429,
+-- busy, paused, auth_failed, sent_in_window, oldest created or '', ready score or ''},
+-- ...}.
 local base = ARGV[1]
 local default_window = tonumber(ARGV[2])
 local now = now_ms()
-local out = {now}
-for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do
+local scan = redis.call('SSCAN', base .. ':accounts', ARGV[3], 'COUNT', ARGV[4])
+local out = {now, scan[1]}
+for _, acct in ipairs(scan[2]) do
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'sent', 'upstream_429', 'busy', 'paused', 'auth_failed',
     'window')

@@ -6,6 +6,7 @@ mod proxy;
 mod queue_faults;
 mod relay;
 mod retention;
+mod script_time;
 mod sim;
 mod support;
 mod webhooks;
