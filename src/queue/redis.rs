@@ -171,12 +171,16 @@ struct PendingEnqueue {
     reply: tokio::sync::oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>,
 }
 
+/// Most deliveries claimed by one claim script call, so that no call holds Redis for
+/// long; larger claims take several calls in one round trip.
+const CLAIM_CHUNK: usize = 32;
+
 /// Most expired leases, and most due retries, put back by one claim script call, so
 /// that no call holds Redis for long (each takes about ten Redis calls).
-const REAP_PER_CALL: usize = 64;
+const REAP_PER_CALL: usize = 16;
 
 /// Most accounts read by one stats script call, so that no call holds Redis for long.
-const STATS_CHUNK: usize = 50;
+const STATS_CHUNK: usize = 16;
 
 /// Most completions in one complete script call, so that no call holds Redis for long.
 const COMPLETE_CHUNK: usize = 64;
@@ -791,13 +795,19 @@ impl Queue for RedisQueue {
     /// All partitions' claims in one pipelined round trip.
     async fn claim_many(&self, requests: &[(u16, usize)]) -> Result<Vec<ClaimBatch>, QueueError> {
         let c = &self.config;
-        let calls: Vec<(String, Vec<Vec<u8>>)> = requests
-            .iter()
-            .map(|&(partition, max)| {
-                let base = self.base(partition);
+        // A request for more than CLAIM_CHUNK deliveries becomes several script calls on
+        // the partition, one after the other in the same round trip.
+        let mut calls: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (i, &(partition, max)) in requests.iter().enumerate() {
+            let base = self.base(partition);
+            let mut left = max;
+            loop {
+                let take = left.min(CLAIM_CHUNK);
+                left -= take;
                 let args = [
                     base.clone(),
-                    max.to_string(),
+                    take.to_string(),
                     (c.lease.as_millis() as u64).to_string(),
                     c.default_limit.limit.to_string(),
                     c.default_limit.window_ms.to_string(),
@@ -810,25 +820,37 @@ impl Queue for RedisQueue {
                 .into_iter()
                 .map(String::into_bytes)
                 .collect();
-                (base, args)
-            })
-            .collect();
+                calls.push((base.clone(), args));
+                owner.push(i);
+                if left == 0 {
+                    break;
+                }
+            }
+        }
         let conn = self.conn().await?;
         let replies = run_pipeline(conn, &self.claim, &calls, c.timeout)
             .await
             .map_err(unavailable)?;
         let mut dropped = 0;
-        let batches = replies
-            .into_iter()
-            .map(|reply| {
-                let (batch, n) = parse_claim_reply(reply)?;
-                dropped += n;
-                Ok(batch)
-            })
-            .collect();
+        let mut batches: Vec<ClaimBatch> = requests.iter().map(|_| ClaimBatch::default()).collect();
+        for (reply, i) in replies.into_iter().zip(owner) {
+            let (part, n) = parse_claim_reply(reply)?;
+            dropped += n;
+            let batch = &mut batches[i];
+            batch.items.extend(part.items);
+            batch.next_due = match (batch.next_due, part.next_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        for batch in &mut batches {
+            if !batch.items.is_empty() {
+                batch.next_due = None;
+            }
+        }
         self.dead_letters_dropped
             .fetch_add(dropped, Ordering::Relaxed);
-        batches
+        Ok(batches)
     }
 
     /// One script call per partition (in chunks of [`COMPLETE_CHUNK`]), all in one
