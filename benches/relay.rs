@@ -4,6 +4,10 @@
 //! Run with `scripts/bench.sh` (installs `wrk`, then `cargo bench --bench relay`). Every
 //! gateway runs as a release `zenrelay serve` child process against its own `redis-server`
 //! on a free port; the Notify receiver is a minimal HTTP server in this process.
+//! `ZENRELAY_BENCH_REDIS=memory` runs the gateways on the embedded backend (`memory://`)
+//! instead; the delivery figure then comes from one gateway that stores the backlog and
+//! delivers it at the same time (its queue lives in its process), counted from its first
+//! call to its last.
 //!
 //! 1. Single-event ingress, `wrk` with 64 connections: gateway vs a bare axum handler
 //!    answering 202.
@@ -35,6 +39,11 @@ const KEY: &str = "bench-client-key-0123456789";
 const CONCURRENCY: usize = 64;
 /// Clients posting batches at once in the batch ingress figure.
 const BATCH_CLIENTS: usize = 8;
+
+/// Whether the gateways run on the embedded backend (`ZENRELAY_BENCH_REDIS=memory`).
+fn embedded() -> bool {
+    std::env::var("ZENRELAY_BENCH_REDIS").is_ok_and(|v| v == "memory")
+}
 
 fn start_redis() -> (Proc, u16) {
     let port = free_port();
@@ -104,8 +113,13 @@ struct Gateway {
 
 async fn start_gateway(redis: u16, prefix: &str, delivery: &str, accounts: &str) -> Gateway {
     let port = free_port();
+    let url = if embedded() {
+        "memory://".to_string()
+    } else {
+        format!("redis://127.0.0.1:{redis}/0")
+    };
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\nkey_prefix = \"{prefix}\"\npool_size = 4\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\npool_size = 4\n\
          [delivery]\nmax_queue_depth = 100000000\nconcurrency = {CONCURRENCY}\n{delivery}\n[log]\nlevel = \"error\"\n\
          [[clients]]\nname = \"bench\"\nkey = \"{KEY}\"\naccounts = [\"*\"]\n{accounts}"
     );
@@ -398,13 +412,24 @@ async fn delivery(b: &Bench) {
     let accounts = accounts_toml(&names, receiver);
     let per_account = 3;
     let total = names.len() * per_account;
-    let ingress = start_gateway(redis, "b3", "enabled = false", &accounts).await;
-    let stored = post_batches(&ingress.base, &names, per_account).await;
-    assert_eq!(stored, total, "backlog not fully stored");
-    drop(ingress);
     arrivals.lock().unwrap().clear();
-    let started = Instant::now();
-    let worker = start_gateway(redis, "b3", "notify_per_minute = 100000", &accounts).await;
+    let (started, worker) = if embedded() {
+        // One process stores and delivers: its queue lives in it.
+        let started = Instant::now();
+        let worker = start_gateway(redis, "b3", "notify_per_minute = 100000", &accounts).await;
+        let stored = post_batches(&worker.base, &names, per_account).await;
+        assert_eq!(stored, total, "backlog not fully stored");
+        (started, worker)
+    } else {
+        let ingress = start_gateway(redis, "b3", "enabled = false", &accounts).await;
+        let stored = post_batches(&ingress.base, &names, per_account).await;
+        assert_eq!(stored, total, "backlog not fully stored");
+        drop(ingress);
+        arrivals.lock().unwrap().clear();
+        let started = Instant::now();
+        let worker = start_gateway(redis, "b3", "notify_per_minute = 100000", &accounts).await;
+        (started, worker)
+    };
     let pid = worker.proc.0.id();
     let meter = CpuMeter::start(&[Some(pid), redis_pid, None]);
     let mut peak_rss = 0f64;

@@ -3,6 +3,8 @@
 # already there at the pinned versions is left alone.
 #   schemathesis, openapi-spec-validator -> target/test-tools/venv ($ZENRELAY_TOOLS_DIR/venv)
 #   node-zendesk (a real Zendesk client) -> target/test-tools/node ($ZENRELAY_TEST_TOOLS/node)
+#   chromium (the dashboard's browser test) and promtool (checks deploy/prometheus rules),
+#   from Debian packages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,19 @@ if [ ! -x "$VENV/bin/schemathesis" ] || [ ! -x "$VENV/bin/openapi-spec-validator
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     'schemathesis>=4,<5' 'openapi-spec-validator>=0.7,<0.8'
   "$VENV/bin/schemathesis" --version
+fi
+
+# System packages: chromium drives the dashboard in tests/it/dashboard.rs; promtool (in
+# Debian's prometheus package) checks the alert rules in scripts/test.sh.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 # node-zendesk, driven through the proxy by tests/it/proxy.rs.

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests, the integration tests (which start their own
-# redis-server processes and simulators on free ports, and drive a real Zendesk client,
-# node-zendesk, through the proxy), then schemathesis against the gateway's own OpenAPI
-# document. The tools are installed into target/test-tools by the scripts. Ends with one
-# line giving the totals.
+# Runs the whole test suite: promtool on the alert rules under deploy/ (check and unit
+# tests), unit tests, the integration tests (which start their own redis-server processes
+# and simulators on free ports, drive a real Zendesk client, node-zendesk, through the
+# proxy, and the dashboard in headless Chromium), then schemathesis against the gateway's
+# own OpenAPI document. The tools are installed by the scripts (into target/test-tools, or
+# as Debian packages). Ends with one line giving the totals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/install-test-tools.sh
+promtool check rules deploy/prometheus/zenrelay-rules.yml
+promtool test rules deploy/prometheus/zenrelay-rules.test.yml
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test "$@" 2>&1 | tee "$log"

@@ -89,6 +89,11 @@ pub struct QueueView {
     pub oldest_age_seconds: Option<f64>,
     /// Notify calls started in the current rolling window.
     pub sent_in_window: u64,
+    /// Notify calls the account may start per window (absent when the account is no longer
+    /// configured or registered).
+    pub limit: Option<u32>,
+    /// The account's rolling window, in seconds (absent with `limit`).
+    pub window_seconds: Option<f64>,
     /// Notify calls delivered since the account was first seen.
     pub delivered: u64,
     /// Upstream 429 answers since the account was first seen.
@@ -99,6 +104,36 @@ pub struct QueueView {
     pub auth_failed: bool,
     /// When the account may send next (RFC 3339), if it has work it may send.
     pub next_send_at: Option<String>,
+    /// One word for what the account is doing, most urgent first: `auth_failed`, `paused`,
+    /// `rate_limited` (its next send is more than a second away although its window has
+    /// room: an upstream 429 pause), `window_full` (waiting for its rolling window),
+    /// `sending` (work queued) or `idle`.
+    pub state: &'static str,
+}
+
+/// Sums over every account the key reaches (whatever `q` and the page).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct QueueTotals {
+    /// Accounts.
+    pub accounts: u64,
+    /// Undelivered Notify calls.
+    pub depth: u64,
+    /// Calls in flight.
+    pub in_flight: u64,
+    /// Calls waiting for a scheduled retry.
+    pub scheduled_retries: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Notify calls delivered since the accounts were first seen.
+    pub delivered: u64,
+    /// Upstream 429 answers since the accounts were first seen.
+    pub upstream_429: u64,
+    /// Accounts paused by an operator.
+    pub paused: u64,
+    /// Accounts held because upstream refused their credentials.
+    pub auth_failed: u64,
+    /// Age of the oldest undelivered event of any account, in seconds.
+    pub oldest_age_seconds: Option<f64>,
 }
 
 /// `GET /v1/queues`.
@@ -106,25 +141,171 @@ pub struct QueueView {
 pub struct QueuesView {
     /// The storage's clock (RFC 3339).
     pub now: String,
-    /// Every account, by id.
+    /// The accounts of this page (every matching account without `limit`).
     pub accounts: Vec<QueueView>,
+    /// Accounts matching `q`.
+    pub total: u64,
+    /// Offset of this page.
+    pub offset: u64,
+    /// Offset of the next page, if any.
+    pub next_offset: Option<u64>,
+    /// Sums over every account the key reaches.
+    pub totals: QueueTotals,
+}
+
+/// The order of `GET /v1/queues`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueSort {
+    /// By account id.
+    #[default]
+    Account,
+    /// What needs an operator first: `auth_failed`, paused with work, dead letters,
+    /// `rate_limited`, work waiting, then the rest; within each, the oldest event first,
+    /// then the deepest queue.
+    Attention,
+    /// Deepest queue first.
+    Depth,
+    /// Oldest undelivered event first.
+    Oldest,
+    /// Most dead letters first.
+    Dead,
+}
+
+/// Filtering, order and paging of `GET /v1/queues`; without any, every account by id.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QueuesQuery {
+    /// Accounts to skip (after filtering and sorting).
+    #[param(minimum = 0, maximum = 1_000_000_000_000_u64)]
+    pub offset: Option<u64>,
+    /// Accounts per page (1-1000); every matching account when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u64>,
+    /// The order (default `account`).
+    #[param(inline)]
+    pub sort: Option<QueueSort>,
+    /// Only accounts whose id contains this text (case-insensitive).
+    #[param(max_length = 64)]
+    pub q: Option<String>,
+}
+
+/// Margin beyond which a wait with room in the window is an upstream pause.
+const UPSTREAM_PAUSE_MIN_MS: u64 = 1000;
+
+fn state_of(a: &AccountStats, now: u64, limit: Option<u32>) -> &'static str {
+    let waiting = a
+        .next_send_ms
+        .is_some_and(|next| next > now + UPSTREAM_PAUSE_MIN_MS);
+    let window_full = limit.is_some_and(|l| a.sent_in_window >= u64::from(l));
+    if a.auth_failed {
+        "auth_failed"
+    } else if a.paused {
+        "paused"
+    } else if waiting && !window_full {
+        "rate_limited"
+    } else if a.depth > 0 && window_full && a.next_send_ms.is_some_and(|n| n > now) {
+        "window_full"
+    } else if a.depth > 0 {
+        "sending"
+    } else {
+        "idle"
+    }
+}
+
+/// Lower is more urgent (see [`QueueSort::Attention`]).
+fn attention_rank(a: &AccountStats, now: u64) -> u8 {
+    if a.auth_failed {
+        0
+    } else if a.paused && a.depth > 0 {
+        1
+    } else if a.dead > 0 {
+        2
+    } else if a
+        .next_send_ms
+        .is_some_and(|n| n > now + UPSTREAM_PAUSE_MIN_MS)
+    {
+        3
+    } else if a.depth > 0 {
+        4
+    } else if a.paused {
+        5
+    } else {
+        6
+    }
+}
+
+fn sort_rows(rows: &mut [AccountStats], sort: QueueSort, now: u64) {
+    use std::cmp::Reverse;
+    // An account without an oldest event sorts after every account with one.
+    let oldest = |a: &AccountStats| a.oldest_ms.unwrap_or(u64::MAX);
+    match sort {
+        QueueSort::Account => rows.sort_by(|a, b| a.account.cmp(&b.account)),
+        QueueSort::Attention => rows.sort_by(|a, b| {
+            (
+                attention_rank(a, now),
+                oldest(a),
+                Reverse(a.depth),
+                Reverse(a.dead),
+            )
+                .cmp(&(
+                    attention_rank(b, now),
+                    oldest(b),
+                    Reverse(b.depth),
+                    Reverse(b.dead),
+                ))
+                .then_with(|| a.account.cmp(&b.account))
+        }),
+        QueueSort::Depth => rows.sort_by(|a, b| {
+            b.depth
+                .cmp(&a.depth)
+                .then_with(|| a.account.cmp(&b.account))
+        }),
+        QueueSort::Oldest => rows.sort_by(|a, b| {
+            oldest(a)
+                .cmp(&oldest(b))
+                .then_with(|| a.account.cmp(&b.account))
+        }),
+        QueueSort::Dead => {
+            rows.sort_by(|a, b| b.dead.cmp(&a.dead).then_with(|| a.account.cmp(&b.account)))
+        }
+    }
 }
 
 /// Per account: depth, in flight, scheduled retries, dead letters, oldest age, sends in
-/// the current window, holds and next send time.
+/// the current window against the account's limit, holds and next send time; with totals.
+/// `q`, `sort`, `offset` and `limit` filter, order and page the accounts on the server, so
+/// the dashboard stays fast with many accounts.
 #[utoipa::path(get, path = "/v1/queues", tag = "admin",
     security(("bearer" = [])),
+    params(QueuesQuery),
     responses(
-        (status = 200, description = "Every account's queue", body = QueuesView),
+        (status = 200, description = "The accounts' queues", body = QueuesView),
+        (status = 400, description = "Bad query", body = crate::error::ErrorBody),
         (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
         (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
         (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
     ))]
 pub async fn queues(
     State(state): State<AppState>,
+    query: Result<Query<QueuesQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let client = require_admin(&state, &headers)?;
+    let Query(query) = query.map_err(bad_query)?;
+    let offset = query.offset.unwrap_or(0);
+    if query.limit.is_some_and(|l| !(1..=MAX_PAGE).contains(&l))
+        || offset > MAX_OFFSET
+        || query.q.as_ref().is_some_and(|q| q.chars().count() > 64)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "limit must be between 1 and {MAX_PAGE}, offset at most {MAX_OFFSET}, q at most 64 characters"
+            ),
+        ));
+    }
     let stats = state.queue().stats().await?;
     let mut rows: Vec<AccountStats> = stats.accounts;
     let mut known: Vec<String> = state.accounts().iter().map(|a| a.id.clone()).collect();
@@ -138,8 +319,10 @@ pub async fn queues(
                 .map(|(id, _)| id),
         );
     }
+    let present: std::collections::HashSet<String> =
+        rows.iter().map(|r| r.account.clone()).collect();
     for id in known {
-        if !rows.iter().any(|r| r.account == id) {
+        if !present.contains(&id) {
             rows.push(AccountStats {
                 account: id,
                 ..Default::default()
@@ -147,13 +330,47 @@ pub async fn queues(
         }
     }
     rows.retain(|r| client.reaches(&r.account));
-    rows.sort_by(|a, b| a.account.cmp(&b.account));
     let now = stats.now_ms;
-    let accounts = rows
+    let age = |oldest: Option<u64>| oldest.map(|o| now.saturating_sub(o) as f64 / 1000.0);
+    let mut totals = QueueTotals::default();
+    for a in &rows {
+        totals.accounts += 1;
+        totals.depth += a.depth;
+        totals.in_flight += a.in_flight;
+        totals.scheduled_retries += a.scheduled_retries;
+        totals.dead += a.dead;
+        totals.delivered += a.delivered;
+        totals.upstream_429 += a.upstream_429;
+        totals.paused += u64::from(a.paused);
+        totals.auth_failed += u64::from(a.auth_failed);
+    }
+    totals.oldest_age_seconds = age(rows.iter().filter_map(|a| a.oldest_ms).min());
+    if let Some(q) = query.q.as_deref().map(str::to_ascii_lowercase) {
+        rows.retain(|r| r.account.to_ascii_lowercase().contains(&q));
+    }
+    sort_rows(&mut rows, query.sort.unwrap_or_default(), now);
+    let total = rows.len() as u64;
+    let page: Vec<AccountStats> = rows
         .into_iter()
-        .map(|a| QueueView {
-            oldest_age_seconds: a.oldest_ms.map(|o| now.saturating_sub(o) as f64 / 1000.0),
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(query.limit.map_or(usize::MAX, |l| l as usize))
+        .collect();
+    let next = offset + page.len() as u64;
+    // The limit lives in each account's settings: read for this page's accounts only.
+    let limits =
+        futures::future::join_all(page.iter().map(|a| state.directory().resolve(&a.account)))
+            .await
+            .into_iter()
+            .map(|r| r.ok().flatten().map(|acct| acct.limit));
+    let accounts = page
+        .into_iter()
+        .zip(limits)
+        .map(|(a, limit)| QueueView {
+            state: state_of(&a, now, limit.map(|l| l.limit)),
+            oldest_age_seconds: age(a.oldest_ms),
             next_send_at: a.next_send_ms.map(|ms| rfc3339_ms(ms.max(now))),
+            limit: limit.map(|l| l.limit),
+            window_seconds: limit.map(|l| l.window_ms as f64 / 1000.0),
             account: a.account,
             depth: a.depth,
             in_flight: a.in_flight,
@@ -169,8 +386,50 @@ pub async fn queues(
     Ok(Json(QueuesView {
         now: rfc3339_ms(now),
         accounts,
+        total,
+        offset,
+        next_offset: (next < total).then_some(next),
+        totals,
     })
     .into_response())
+}
+
+/// Which history `GET /v1/history` returns.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// An account whose history to add to the total.
+    pub account: Option<String>,
+}
+
+/// Queue depth, dead letters and delivery rate over the last hour (`CAPACITY` points at
+/// `metrics.history_interval_seconds`), in total and for one account, as sampled by this
+/// process since its start. Every process samples the same shared counters, so all show
+/// the same values; the total is given to keys that reach every account.
+#[utoipa::path(get, path = "/v1/history", tag = "admin",
+    security(("bearer" = [])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "The history", body = crate::history::HistoryView),
+        (status = 400, description = "Bad query", body = crate::error::ErrorBody),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown account", body = crate::error::ErrorBody),
+    ))]
+pub async fn history(
+    State(state): State<AppState>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let client = require_admin(&state, &headers)?;
+    let Query(query) = query.map_err(bad_query)?;
+    if let Some(account) = &query.account {
+        admin_for(&state, &headers, account).await?;
+    }
+    let view = state
+        .history()
+        .view(client.reaches_all(), query.account.as_deref());
+    Ok(Json(view).into_response())
 }
 
 /// Paging of dead letters.
@@ -624,4 +883,85 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         text,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(id: &str) -> AccountStats {
+        AccountStats {
+            account: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn states_name_the_most_urgent_hold_first() {
+        let now = 100_000;
+        let mut a = account("a");
+        assert_eq!(state_of(&a, now, Some(5)), "idle");
+        a.depth = 3;
+        assert_eq!(state_of(&a, now, Some(5)), "sending");
+        a.sent_in_window = 5;
+        a.next_send_ms = Some(now + 20_000);
+        assert_eq!(state_of(&a, now, Some(5)), "window_full");
+        a.sent_in_window = 1;
+        assert_eq!(state_of(&a, now, Some(5)), "rate_limited");
+        // A wait within the window's margin is not an upstream pause.
+        a.next_send_ms = Some(now + 200);
+        assert_eq!(state_of(&a, now, Some(5)), "sending");
+        a.paused = true;
+        assert_eq!(state_of(&a, now, Some(5)), "paused");
+        a.auth_failed = true;
+        assert_eq!(state_of(&a, now, None), "auth_failed");
+    }
+
+    #[test]
+    fn attention_puts_holds_and_dead_letters_before_backlogs() {
+        let now = 100_000;
+        let mut rows = vec![account("idle"), account("old"), account("young")];
+        rows[1].depth = 1;
+        rows[1].oldest_ms = Some(1_000);
+        rows[2].depth = 50;
+        rows[2].oldest_ms = Some(90_000);
+        let mut dead = account("dead");
+        dead.dead = 1;
+        let mut held = account("held");
+        held.paused = true;
+        held.depth = 1;
+        let mut refused = account("refused");
+        refused.auth_failed = true;
+        let mut limited = account("limited");
+        limited.depth = 1;
+        limited.next_send_ms = Some(now + 30_000);
+        rows.extend([dead, held, refused, limited]);
+        sort_rows(&mut rows, QueueSort::Attention, now);
+        let order: Vec<&str> = rows.iter().map(|r| r.account.as_str()).collect();
+        assert_eq!(
+            order,
+            ["refused", "held", "dead", "limited", "old", "young", "idle"]
+        );
+        sort_rows(&mut rows, QueueSort::Depth, now);
+        assert_eq!(rows[0].account, "young");
+        sort_rows(&mut rows, QueueSort::Oldest, now);
+        assert_eq!(rows[0].account, "old");
+    }
+
+    #[test]
+    fn ten_thousand_accounts_sort_quickly() {
+        let mut rows: Vec<AccountStats> = (0..10_000)
+            .map(|i| AccountStats {
+                account: format!("acct-{i:05}"),
+                depth: (i * 7919) % 1000,
+                oldest_ms: Some((i * 104_729) % 1_000_000),
+                dead: u64::from(i % 97 == 0),
+                ..Default::default()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        sort_rows(&mut rows, QueueSort::Attention, 2_000_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(rows[0].dead > 0);
+    }
 }

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::delivery::{RetryPolicy, Worker};
 use crate::domain::notify_schema;
 use crate::error::ApiError;
+use crate::history::History;
 use crate::ingress;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
@@ -32,7 +33,7 @@ use crate::schema::SchemaValidator;
 use crate::throttle::Throttle;
 use crate::webhooks::Webhooks;
 use crate::zendesk::{Accounts, ZendeskClient};
-use crate::{admin, openapi, webhooks};
+use crate::{admin, dashboard, history, openapi, webhooks};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -48,6 +49,7 @@ struct Inner {
     notify_schema: SchemaValidator,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    history: Arc<History>,
     throttle: Throttle,
     webhooks: Webhooks,
     openapi: bytes::Bytes,
@@ -78,6 +80,11 @@ impl AppState {
     /// This process's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The queue history this process keeps for the dashboard.
+    pub fn history(&self) -> &History {
+        &self.inner.history
     }
 
     /// Per-client throttling.
@@ -137,6 +144,7 @@ pub fn queue_for(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
 pub fn memory_queue(config: &Config) -> MemoryQueue {
     let d = &config.delivery;
     MemoryQueue::new(MemoryQueueConfig {
+        prefix: config.redis.key_prefix.clone(),
         partitions: config.redis.partitions,
         lease: d.lease(),
         default_limit: RateLimit {
@@ -144,6 +152,7 @@ pub fn memory_queue(config: &Config) -> MemoryQueue {
             window_ms: d.window_ms(),
         },
         margin_ms: d.margin_ms(),
+        retention: d.retention(),
     })
 }
 
@@ -191,7 +200,8 @@ impl Gateway {
             Arc::new(AccountDirectory::new(&config, queue.clone()).map_err(anyhow::Error::msg)?);
         let metrics = Arc::new(
             Metrics::new(config.metrics.per_account_max, config.accounts.len())
-                .map_err(anyhow::Error::msg)?,
+                .map_err(anyhow::Error::msg)?
+                .with_ttl(config.delivery.default_ttl_seconds),
         );
         let webhooks = Webhooks::from_config(&config).map_err(anyhow::Error::msg)?;
         let openapi = serde_json::to_vec(&openapi::document())?.into();
@@ -220,6 +230,10 @@ impl Gateway {
         });
         let worker = worker.transpose().map_err(anyhow::Error::msg)?;
         let proxy = Proxy::from_config(&config).map_err(anyhow::Error::msg)?;
+        let history = Arc::new(History::new(
+            Duration::from_secs(config.metrics.history_interval_seconds),
+            config.metrics.history_accounts_max,
+        ));
         let state = AppState {
             inner: Arc::new(Inner {
                 clients: ClientKeys::from_config(&config.clients),
@@ -230,6 +244,7 @@ impl Gateway {
                 notify_schema,
                 wake,
                 metrics,
+                history,
                 webhooks,
                 openapi,
                 proxy,
@@ -269,28 +284,40 @@ impl Gateway {
             .worker
             .clone()
             .map(|w| tokio::spawn(w.run(token.clone())));
+        let sampler = tokio::spawn(history::run_sampler(
+            self.state.inner.history.clone(),
+            self.state.inner.metrics.clone(),
+            self.state.inner.queue.clone(),
+            token.clone(),
+        ));
         let stop = token.clone();
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: intake stopped, finishing in-flight work");
             stop.cancel();
         };
-        let result = match tls {
-            None => axum::serve(listener, self.router())
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(anyhow::Error::from),
-            Some(tls) => {
-                // Open requests get as long as a proxied call may take.
-                let p = &self.state.config().proxy;
-                let grace = p.upstream_timeout() * p.max_attempts + Duration::from_secs(1);
-                crate::server::serve(listener, self.router(), Some(tls), shutdown, grace).await
-            }
+        let server = &self.state.config().server;
+        let limits = crate::server::ConnectionLimits {
+            header_timeout: Duration::from_millis(server.header_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(server.keep_alive_timeout_ms),
+            body_timeout: Duration::from_millis(server.body_timeout_ms),
+            send_timeout: Duration::from_millis(server.send_timeout_ms),
+            max_connections: server.max_connections,
         };
+        // Open requests get as long as the slowest may take: its body, a pacing turn and
+        // every proxied attempt.
+        let p = &self.state.config().proxy;
+        let grace = limits.body_timeout
+            + Duration::from_millis(p.max_wait_ms)
+            + p.upstream_timeout() * p.max_attempts
+            + Duration::from_secs(1);
+        let result =
+            crate::server::serve(listener, self.router(), tls, limits, shutdown, grace).await;
         token.cancel();
         if let Some(worker) = worker {
             let _ = worker.await;
         }
+        let _ = sampler.await;
         result
     }
 }
@@ -309,7 +336,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ingress::notify_batch))
         .routes(routes!(ingress::event_status))
         .routes(routes!(webhooks::receive))
+        .routes(routes!(dashboard::page))
+        .routes(routes!(dashboard::script))
+        .routes(routes!(dashboard::stylesheet))
         .routes(routes!(admin::queues))
+        .routes(routes!(admin::history))
         .routes(routes!(admin::dead_letters, admin::purge))
         .routes(routes!(admin::replay))
         .routes(routes!(admin::pause))

@@ -28,6 +28,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// Whether this client may act on every account.
+    pub fn reaches_all(&self) -> bool {
+        self.accounts.is_none()
+    }
+
     /// Whether this client may act on `account`.
     pub fn reaches(&self, account: &str) -> bool {
         match &self.accounts {

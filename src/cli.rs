@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::app::Gateway;
-use crate::config::Config;
+use crate::config::{Config, Scope};
 use crate::demo::{self, DemoOptions};
 use crate::sim::{SimConfig, Simulator};
 
@@ -23,13 +23,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway: ingress, delivery workers, health.
+    /// Run the gateway: ingress, delivery workers, health (reads every table but `[sim]`).
     Serve {
         /// Config file (default: $ZENRELAY_CONFIG, else config/zenrelay.toml).
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Run the local Zendesk Apps API simulator.
+    /// Run the local Zendesk Apps API simulator (reads only `[sim]` and `[log]`).
     Sim {
         /// Address to listen on (overrides `sim.listen`).
         #[arg(long)]
@@ -55,7 +55,8 @@ pub enum Command {
         #[arg(long)]
         traffic: bool,
     },
-    /// Load and validate a config; print problems and exit non-zero if any.
+    /// Load and validate a whole config, `[sim]` included; print the first problem and exit
+    /// non-zero if any.
     CheckConfig {
         /// Config file (default: $ZENRELAY_CONFIG, else config/zenrelay.toml).
         #[arg(long)]
@@ -83,7 +84,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Sim { listen, config } => {
-            let config = match Config::load(config.as_deref()) {
+            let config = match Config::load_scoped(config.as_deref(), Scope::Sim) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("config error: {e}");
@@ -124,7 +125,7 @@ pub fn main() -> ExitCode {
             run_async(demo::run(config, options, shutdown_signal()))
         }
         Command::Serve { config } => {
-            let config = match Config::load(config.as_deref()) {
+            let config = match Config::load_scoped(config.as_deref(), Scope::Gateway) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("config error: {e}");

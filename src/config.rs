@@ -2,6 +2,8 @@
 //!
 //! Loading order: built-in defaults → the TOML file → `ZENRELAY__SECTION__KEY=value`
 //! environment overrides → `${VAR}` interpolation in string values → [`Config::validate`].
+//! Each command reads only the tables it uses (its [`Scope`]): the others are dropped before
+//! overrides and interpolation, so a variable only another command needs cannot stop it.
 //! Unknown keys and invalid values are errors that name the key (`delivery.max_attempts`,
 //! `accounts[1].api_token`, ...). Secrets are [`SecretString`]s: they print as `[REDACTED]`
 //! and are exposed only where an HTTP header is built.
@@ -104,7 +106,24 @@ pub struct ServerConfig {
     /// When set, `listen` serves HTTPS with these PEM files (for clients that only speak
     /// HTTPS, such as Zendesk's own CLI).
     pub tls: Option<TlsFiles>,
+    /// Longest time for a whole request head, in milliseconds, from its first byte (from
+    /// the accept for a connection's first request, TLS handshake included).
+    pub header_timeout_ms: u64,
+    /// Longest wait for the next request on a kept-alive connection, in milliseconds.
+    pub keep_alive_timeout_ms: u64,
+    /// Longest time for a whole request body to arrive after its head, in milliseconds,
+    /// plus one second per 64 KiB received; a slower one is answered 408 and its
+    /// connection closed.
+    pub body_timeout_ms: u64,
+    /// Longest time a write may wait for the client to accept any of it, in milliseconds
+    /// (a client that does not read its answer is disconnected).
+    pub send_timeout_ms: u64,
+    /// Most connections open at once; one more is answered 503 and closed.
+    pub max_connections: usize,
 }
+
+/// The largest `server.max_connections` accepted.
+pub const MAX_CONNECTIONS_CAP: usize = 1_000_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -113,6 +132,11 @@ impl Default for ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_batch_events: 1000,
             tls: None,
+            header_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 75_000,
+            body_timeout_ms: 60_000,
+            send_timeout_ms: 30_000,
+            max_connections: 4096,
         }
     }
 }
@@ -470,12 +494,18 @@ pub struct MetricsConfig {
     /// Series carry an `account` label only while the gateway knows at most this many
     /// accounts; aggregate series (no `account` label) are always exported.
     pub per_account_max: usize,
+    /// Seconds between two points of the dashboard's history (`GET /v1/history`).
+    pub history_interval_seconds: u64,
+    /// Most accounts with a history ring at a time.
+    pub history_accounts_max: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             per_account_max: 100,
+            history_interval_seconds: 10,
+            history_accounts_max: 1000,
         }
     }
 }
@@ -645,10 +675,66 @@ impl WebhookConfig {
     }
 }
 
+/// The top-level tables of the config file, as named in TOML.
+const TABLES: [&str; 12] = [
+    "server",
+    "redis",
+    "delivery",
+    "proxy",
+    "log",
+    "accounts",
+    "clients",
+    "webhooks",
+    "throttle",
+    "metrics",
+    "runtime_accounts",
+    "sim",
+];
+
+/// Which tables of the config file a command reads. The others are dropped before
+/// environment overrides and `${VAR}` interpolation and take their defaults, so a variable
+/// only another command needs never stops this one. Unknown top-level keys are errors in
+/// every scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every table (`zenrelay check-config`).
+    All,
+    /// Every table but `[sim]` (`zenrelay serve`).
+    Gateway,
+    /// `[sim]` and `[log]` (`zenrelay sim`).
+    Sim,
+    /// `[redis]`, `[delivery]` and `[log]` (`zenrelay demo --config`).
+    Demo,
+}
+
+impl Scope {
+    /// Whether this scope reads the top-level table `table`.
+    pub fn reads(self, table: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Gateway => table != "sim",
+            Scope::Sim => matches!(table, "sim" | "log"),
+            Scope::Demo => matches!(table, "redis" | "delivery" | "log"),
+        }
+    }
+
+    /// Whether a top-level key is kept: tables of this scope, and unknown keys (which then
+    /// fail as unknown).
+    fn keeps(self, key: &str) -> bool {
+        !TABLES.contains(&key) || self.reads(key)
+    }
+}
+
 impl Config {
-    /// Loads the config: `path`, else `ZENRELAY_CONFIG`, else [`DEFAULT_CONFIG_PATH`] if it
-    /// exists, else built-in defaults; then environment overrides and interpolation.
+    /// Loads the whole config ([`Scope::All`]); see [`Config::load_scoped`].
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_scoped(path, Scope::All)
+    }
+
+    /// Loads the tables of `scope`: `path`, else `ZENRELAY_CONFIG`, else
+    /// [`DEFAULT_CONFIG_PATH`] if it exists, else built-in defaults; then environment
+    /// overrides and interpolation.
+    pub fn load_scoped(path: Option<&Path>, scope: Scope) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let path = path
             .map(Path::to_path_buf)
@@ -668,22 +754,39 @@ impl Config {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "<defaults>".into());
-        Self::from_toml_with_env(&text, &name, &env)
+        Self::from_toml_scoped(&text, &name, &env, scope)
     }
 
-    /// Parses `text` (named `source` in errors), applies the given environment, validates.
+    /// Parses `text` (named `source` in errors), applies the given environment, validates;
+    /// every table is read ([`Scope::All`]).
     pub fn from_toml_with_env(
         text: &str,
         source: &str,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        Self::from_toml_scoped(text, source, env, Scope::All)
+    }
+
+    /// Like [`Config::from_toml_with_env`], reading only the tables of `scope`: the others,
+    /// and the environment overrides that address them, are ignored.
+    pub fn from_toml_scoped(
+        text: &str,
+        source: &str,
+        env: &[(String, String)],
+        scope: Scope,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: source.to_string(),
             message: e.to_string(),
         })?;
+        table.retain(|key, _| scope.keeps(key));
+        let mut value = toml::Value::Table(table);
         for (name, raw) in env {
             if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
-                apply_override(&mut value, rest, raw)?;
+                let first = rest.split("__").next().unwrap_or_default();
+                if scope.keeps(&first.to_ascii_lowercase()) {
+                    apply_override(&mut value, rest, raw)?;
+                }
             }
         }
         interpolate(&mut value, "", env)?;
@@ -709,6 +812,20 @@ impl Config {
             "server.max_batch_events",
             self.server.max_batch_events as u64,
         )?;
+        positive("server.header_timeout_ms", self.server.header_timeout_ms)?;
+        positive(
+            "server.keep_alive_timeout_ms",
+            self.server.keep_alive_timeout_ms,
+        )?;
+        positive("server.body_timeout_ms", self.server.body_timeout_ms)?;
+        positive("server.send_timeout_ms", self.server.send_timeout_ms)?;
+        positive("server.max_connections", self.server.max_connections as u64)?;
+        if self.server.max_connections > MAX_CONNECTIONS_CAP {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                format!("must be at most {MAX_CONNECTIONS_CAP}"),
+            ));
+        }
         let url = self.redis.url.expose_secret();
         if !(self.redis.is_memory()
             || url.starts_with("redis://")
@@ -893,6 +1010,10 @@ impl Config {
             }
         }
         positive("runtime_accounts.cache_ms", self.runtime_accounts.cache_ms)?;
+        positive(
+            "metrics.history_interval_seconds",
+            self.metrics.history_interval_seconds,
+        )?;
         if self.throttle.burst == Some(0) {
             return Err(ConfigError::invalid(
                 "throttle.burst",
@@ -1306,6 +1427,108 @@ accounts = ["acme"]
             &env(),
         );
         assert!(msg.contains("key"), "{msg}");
+    }
+
+    const SIM: &str = r#"
+[sim]
+listen = "127.0.0.1:9091"
+
+[[sim.accounts]]
+subdomain = "acme"
+[[sim.accounts.users]]
+email = "admin@acme.example"
+role = "admin"
+api_token = "${SIM_TOKEN}"
+"#;
+
+    #[test]
+    fn the_simulator_reads_only_sim_and_log() {
+        let text = format!("{BASE}\n[log]\nformat = \"json\"\n{SIM}");
+        let sim_env = vec![("SIM_TOKEN".to_string(), "sim-tok".to_string())];
+        let config = Config::from_toml_scoped(&text, "test.toml", &sim_env, Scope::Sim).unwrap();
+        let sim = config.sim.expect("[sim] is read");
+        assert_eq!(sim.listen, "127.0.0.1:9091");
+        assert_eq!(
+            sim.accounts[0].users[0].api_token.as_deref(),
+            Some("sim-tok")
+        );
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert!(config.accounts.is_empty() && config.clients.is_empty());
+        assert_eq!(config.redis.url.expose_secret(), "redis://127.0.0.1:6379/0");
+        // A gateway-only file, with none of its variables set, does not stop the simulator.
+        let config = Config::from_toml_scoped(BASE, "test.toml", &[], Scope::Sim).unwrap();
+        assert!(config.sim.is_none());
+        // Nor do overrides of tables it does not read.
+        let overrides = vec![
+            (
+                "ZENRELAY__ACCOUNTS__0__BASE_URL".to_string(),
+                "http://127.0.0.1:9".to_string(),
+            ),
+            ("ZENRELAY__REDIS__URL".to_string(), "http://x".to_string()),
+            (
+                "ZENRELAY__SIM__LISTEN".to_string(),
+                "127.0.0.1:9092".to_string(),
+            ),
+        ];
+        let config = Config::from_toml_scoped("", "test.toml", &overrides, Scope::Sim).unwrap();
+        assert_eq!(config.sim.unwrap().listen, "127.0.0.1:9092");
+        // Its own variables are still required, and named with their key.
+        let message = Config::from_toml_scoped(&text, "test.toml", &env(), Scope::Sim)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "sim.accounts[0].users[0].api_token: environment variable SIM_TOKEN is not set"
+        );
+    }
+
+    #[test]
+    fn the_gateway_does_not_read_sim() {
+        let text = format!("{BASE}{SIM}\n[sim.extra]\nx = 1\n");
+        let config = Config::from_toml_scoped(&text, "test.toml", &env(), Scope::Gateway).unwrap();
+        assert!(config.sim.is_none());
+        assert_eq!(config.accounts.len(), 1);
+        let mut overrides = env();
+        overrides.push(("ZENRELAY__SIM__LISTEN".into(), "nowhere".into()));
+        Config::from_toml_scoped(&text, "test.toml", &overrides, Scope::Gateway).unwrap();
+        // The gateway's own variables are required, named with their key.
+        let message = Config::from_toml_scoped(&text, "test.toml", &[], Scope::Gateway)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "accounts[0].api_token: environment variable ACME_TOKEN is not set"
+        );
+        // The whole file, as check-config reads it, needs both.
+        let message = err(&format!("{BASE}{SIM}"), &env());
+        assert!(
+            message.starts_with("sim.accounts[0].users[0].api_token"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_demo_reads_redis_delivery_and_log() {
+        let text = format!("{BASE}{SIM}\n[delivery]\nmax_attempts = 3\n");
+        let config = Config::from_toml_scoped(&text, "test.toml", &[], Scope::Demo).unwrap();
+        assert_eq!(config.delivery.max_attempts, 3);
+        assert_eq!(config.redis.url.expose_secret(), "redis://127.0.0.1:6390/0");
+        assert!(config.accounts.is_empty() && config.sim.is_none());
+    }
+
+    #[test]
+    fn unknown_tables_are_errors_in_every_scope() {
+        for scope in [Scope::All, Scope::Gateway, Scope::Sim, Scope::Demo] {
+            let message = Config::from_toml_scoped("[delivry]\nx = 1\n", "t.toml", &[], scope)
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains("delivry"), "{scope:?}: {message}");
+            let env = [("ZENRELAY__DELIVRY__X".to_string(), "1".to_string())];
+            let message = Config::from_toml_scoped("", "t.toml", &env, scope)
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains("delivry"), "{scope:?}: {message}");
+        }
     }
 
     #[test]

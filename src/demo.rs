@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{queue_for, Gateway};
-use crate::config::{AccountConfig, ClientConfig, Config, ConfigError, MEMORY_URL};
+use crate::config::{AccountConfig, ClientConfig, Config, ConfigError, Scope, MEMORY_URL};
 use crate::queue::Queue;
 use crate::sim::{Role, SimAccount, SimConfig, SimUser, Simulator};
 
@@ -66,14 +66,15 @@ pub struct DemoOptions {
     pub traffic: bool,
 }
 
-/// Loads the demo's settings: `--config` if given, else the demo defaults; then the
-/// environment overrides; then the demo's listen address and key prefix.
+/// Loads the demo's settings: `[redis]`, `[delivery]` and `[log]` of `--config` if given,
+/// else the demo defaults; then the environment overrides of those tables; then the demo's
+/// listen address and key prefix.
 pub fn load_config(options: &DemoOptions) -> Result<Config, ConfigError> {
     let mut config = match &options.config {
-        Some(path) => Config::load(Some(path))?,
+        Some(path) => Config::load_scoped(Some(path), Scope::Demo)?,
         None => {
             let env: Vec<(String, String)> = std::env::vars().collect();
-            Config::from_toml_with_env(DEMO_DEFAULTS, "<demo defaults>", &env)?
+            Config::from_toml_scoped(DEMO_DEFAULTS, "<demo defaults>", &env, Scope::Demo)?
         }
     };
     config.server.listen = options.listen.clone();
@@ -211,6 +212,7 @@ impl Banner<'_> {
             None => {}
         }
         out.push_str(&format!("  gateway     {g}\n"));
+        out.push_str(&format!("  dashboard   {g}/#key={DEMO_KEY}\n"));
         out.push_str(&format!(
             "  simulator   {}   (Zendesk accounts: acme, globex)\n",
             self.sim

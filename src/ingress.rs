@@ -132,11 +132,18 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(declared)),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unreadable_body",
-            format!("could not read the request body: {e}"),
-        )),
+        Err(e) => Err(match crate::server::BodyTimeout::find(e.as_ref()) {
+            Some(timeout) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                timeout.to_string(),
+            ),
+            None => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("could not read the request body: {e}"),
+            ),
+        }),
     }
 }
 

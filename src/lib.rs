@@ -12,6 +12,8 @@
 //! - [`admin`] — operator endpoints: queues, dead letters, pause/resume, runtime accounts, metrics.
 //! - [`accounts`] — configured and runtime accounts (credentials encrypted at rest).
 //! - [`webhooks`] — signed webhooks mapped to Notify events.
+//! - [`dashboard`] — the operator page at `/` and its script and stylesheet.
+//! - [`history`] — the in-process queue history behind the dashboard's charts.
 //! - [`metrics`] — Prometheus metrics.
 //! - [`throttle`] — per-client ingress throttling.
 //! - [`openapi`] — the generated OpenAPI description.
@@ -25,8 +27,8 @@
 //! - [`tls`] — PEM files and the rustls acceptor.
 //! - [`auth`] — client keys and their account scopes.
 //! - [`delivery`] — the worker loop and retry policy.
-//! - [`queue`] — the queue contract, its Redis backend (Lua scripts, key layout) and the
-//!   in-memory backend (`memory://`, not durable).
+//! - [`queue`] — the queue contract and its Lua scripts (key layout), run by Redis in
+//!   production or by an embedded Lua over an in-process store (`memory://`, not durable).
 //! - [`zendesk`] — upstream accounts, credentials, the Notify call and outcome classes.
 //! - [`domain`] — event ids, partitions, the Notify payload and its exact size.
 //! - [`schema`] — precompiled JSON Schema validation with JSON-pointer errors.
@@ -39,10 +41,12 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod delivery;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod history;
 pub mod hosts;
 pub mod ingress;
 pub mod metrics;

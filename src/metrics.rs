@@ -25,7 +25,9 @@
 //! | `zenrelay_oldest_event_age_seconds` | gauge | `account` (aggregate: the maximum) |
 //! | `zenrelay_sent_in_window` | gauge | `account`: Notify calls started in the current window |
 //! | `zenrelay_account_paused` | gauge | `account`, `reason` (`operator` or `auth_failed`); aggregate: paused accounts |
+//! | `zenrelay_accounts_auth_failed` | gauge | accounts held because upstream refused their credentials (no labels) |
 //! | `zenrelay_accounts` | gauge | accounts known to the queue |
+//! | `zenrelay_event_ttl_seconds` | gauge | `delivery.default_ttl_seconds`: the time-to-live budget alert rules compare ages with |
 //! | `zenrelay_queue_up` | gauge | 1 when the queue storage answered the scrape (queue gauges are absent otherwise) |
 
 use std::fmt::Write as _;
@@ -54,6 +56,8 @@ pub struct Metrics {
     handle: PrometheusHandle,
     per_account_max: usize,
     per_account: AtomicBool,
+    /// `delivery.default_ttl_seconds`, exported for alert rules.
+    ttl_seconds: std::sync::atomic::AtomicU64,
     /// The latest queue snapshot and when it was read: scrapes within
     /// [`STATS_MAX_AGE`] share it, and concurrent scrapes wait for one read, so scraping
     /// (which needs no key) cannot keep Redis busy.
@@ -88,6 +92,7 @@ impl Metrics {
             handle,
             per_account_max,
             per_account: AtomicBool::new(known_accounts <= per_account_max),
+            ttl_seconds: std::sync::atomic::AtomicU64::new(0),
             stats: tokio::sync::Mutex::new(None),
         };
         // Present from the start, so dashboards and alerts find every name.
@@ -99,6 +104,12 @@ impl Metrics {
             metrics.counter(name, Vec::new()).absolute(0);
         }
         Ok(metrics)
+    }
+
+    /// Exports `seconds` as `zenrelay_event_ttl_seconds` (the default time to live).
+    pub fn with_ttl(self, seconds: u64) -> Self {
+        self.ttl_seconds.store(seconds, Ordering::Relaxed);
+        self
     }
 
     fn counter(&self, name: &'static str, labels: Vec<Label>) -> metrics::Counter {
@@ -216,6 +227,13 @@ impl Metrics {
                 "# TYPE zenrelay_proxy_requests_total counter\nzenrelay_proxy_requests_total 0\n\n",
             );
         }
+        let ttl = self.ttl_seconds.load(Ordering::Relaxed);
+        if ttl > 0 {
+            let _ = writeln!(
+                out,
+                "# HELP zenrelay_event_ttl_seconds Default time to live of an event (delivery.default_ttl_seconds).\n# TYPE zenrelay_event_ttl_seconds gauge\nzenrelay_event_ttl_seconds {ttl}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP zenrelay_queue_up Whether the queue storage answered this scrape.\n# TYPE zenrelay_queue_up gauge\nzenrelay_queue_up {}",
@@ -312,6 +330,11 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP zenrelay_accounts_auth_failed Accounts held because upstream refused their credentials.\n# TYPE zenrelay_accounts_auth_failed gauge\nzenrelay_accounts_auth_failed {}",
+            stats.accounts.iter().filter(|a| a.auth_failed).count()
+        );
+        let _ = writeln!(
+            out,
             "# HELP zenrelay_accounts Accounts known to the queue.\n# TYPE zenrelay_accounts gauge\nzenrelay_accounts {}",
             stats.accounts.len()
         );
@@ -384,9 +407,13 @@ mod tests {
         assert!(!text.contains("account=\""), "{text}");
         assert!(text.contains("zenrelay_queue_depth 6"), "{text}");
         assert!(text.contains("zenrelay_events_accepted_total 3"), "{text}");
+        assert!(text.contains("zenrelay_accounts_auth_failed 0"), "{text}");
+        assert!(!text.contains("zenrelay_event_ttl_seconds"), "{text}");
 
         let text = m.render(None);
         assert!(text.contains("zenrelay_queue_up 0"), "{text}");
         assert!(text.contains("zenrelay_events_accepted_total 3"), "{text}");
+        let text = Metrics::new(2, 2).unwrap().with_ttl(600).render(None);
+        assert!(text.contains("zenrelay_event_ttl_seconds 600"), "{text}");
     }
 }

@@ -70,6 +70,9 @@ mod tests {
             "/v1/accounts/{account}/notify",
             "/v1/webhooks/{name}",
             "/v1/queues",
+            "/v1/history",
+            "/",
+            "/dashboard.js",
             "/metrics",
             "/openapi.json",
         ] {

@@ -445,7 +445,7 @@ pub async fn receive(
         .ok_or_else(|| ingress::unknown_account(&hook.account))?;
     // The delivery id is the event's idempotency key: storing and remembering it are one
     // atomic step, so a sender retrying after a failure is never refused as a replay.
-    let idempotency = delivery_id.map(|id| format!("webhook:{}:{id}", hook.name));
+    let idempotency = delivery_id.map(|id| replay_key(&hook.name, &id));
     let event = ingress::prepare(&state, &account, &event_doc, idempotency)?;
     let replayed = || {
         ApiError::new(
@@ -470,6 +470,14 @@ pub async fn receive(
     }
 }
 
+/// The idempotency key under which a webhook delivery id is remembered. Its namespace is
+/// one no client can reach: client `Idempotency-Key`s are visible ASCII only
+/// ([`ingress::idempotency_key`]), and these contain a space. So no client key can make a
+/// webhook delivery be refused as a replay, or learn whether one arrived.
+fn replay_key(hook: &str, delivery_id: &str) -> String {
+    format!("webhook {hook}:{delivery_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,6 +489,19 @@ mod tests {
         );
         let config: WebhookConfig = toml::from_str(&text).unwrap();
         Webhook::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn replay_keys_are_out_of_every_client_key_s_reach() {
+        for (hook, id) in [("statuspage", "msg_squat"), ("gh", "1-2-3"), ("h", "")] {
+            let key = replay_key(hook, id);
+            let mut headers = HeaderMap::new();
+            headers.insert("idempotency-key", HeaderValue::from_str(&key).unwrap());
+            assert!(
+                ingress::idempotency_key(&headers).is_err(),
+                "a client could send {key:?}"
+            );
+        }
     }
 
     fn sign(key: &[u8], content: &[u8]) -> Vec<u8> {

@@ -1,46 +1,63 @@
-//! The in-memory backend of [`Queue`] (`redis.url = "memory://"`), for `zenrelay demo` and
+//! The embedded backend of [`Queue`] (`redis.url = "memory://"`), for `zenrelay demo` and
 //! fast tests.
 //!
 //! **Not durable.** Everything lives in this process: queued events, dead letters and event
 //! records are lost when it exits, and several processes cannot share one queue. Use Redis
 //! for anything that must survive a restart.
 //!
-//! Apart from durability it behaves exactly like the Redis backend: its state mirrors the key
-//! layout documented in [`super::redis`] (ready set, per-account lists, in-flight and delayed
-//! sets, account hashes, send-time lists, idempotency keys) and each method does what the
-//! matching Lua script does, step for step (`enqueue.lua`, `claim.lua`, `complete.lua`, and for
-//! operators `stats.lua`, `dead.lua`, `replay.lua`, `purge.lua`, `hold.lua`). The
-//! conformance suite in `tests/it/conformance.rs` runs the same scenarios against both
-//! backends so they cannot drift.
+//! It is the Redis backend with another transport: [`MemoryQueue`] is
+//! [`ScriptQueue`] over [`Embedded`], which runs the very Lua scripts Redis runs
+//! (`enqueue.lua`, `claim.lua`, `complete.lua`, ... with the helpers of `scripts.lua`) in an
+//! embedded Lua 5.1, Redis's own Lua, over an in-process [`Store`] that answers the Redis
+//! commands they send. No queue rule is written here: the scripts are the one statement of
+//! the queue's behaviour, and `tests/it/differential.rs` checks that both backends give
+//! the same replies and leave the same keys.
+//!
+//! # The scripts' environment
+//!
+//! As in Redis: `KEYS` and `ARGV`; `redis.call` (an error reply raises a Lua error),
+//! `redis.pcall` (an error reply comes back as `{err = ...}`), `redis.error_reply`,
+//! `redis.status_reply`; the base library (`tonumber`, `tostring`, `unpack`, `ipairs`,
+//! ...), `string`, `table` and `math`. Replies convert as in Redis: integer → number, bulk
+//! string → string, nil → `false`, array → table, status → `{ok = ...}`; a script's number
+//! becomes an integer (truncated), `false`/`nil` nil, `true` 1, a table an array up to its
+//! first nil. Number arguments of `redis.call` are sent as `%.17g` text. Reading or
+//! creating an undeclared global raises an error, as in Redis. `cjson`, `bit`, `struct`
+//! and `cmsgpack` are not provided (no script uses them): calling them fails loudly.
 //!
 //! # Clock
 //!
-//! Time is tokio's clock ([`tokio::time::Instant`]), mapped to Unix milliseconds as the wall
-//! clock at creation plus the tokio time elapsed since. Under `tokio::time::pause` tests
-//! drive rolling windows, leases, retries, 429 pauses, TTLs and retention without waiting.
+//! `TIME` and key expiry read tokio's clock ([`tokio::time::Instant`]), mapped to Unix time
+//! as the wall clock at creation plus the tokio time elapsed since. Under
+//! `tokio::time::pause` tests drive rolling windows, leases, retries, 429 pauses, TTLs and
+//! retention through the production scripts without waiting.
 //!
 //! # Atomicity
 //!
-//! One mutex guards all state and no method awaits while holding it, so each call is one
-//! critical section, as each Redis script is atomic.
+//! One mutex guards the Lua state and the store, and a script runs to its end under it, so
+//! scripts run one at a time, as in Redis. They are short (the callers cap their size), so
+//! they run on the calling task rather than being sent to a blocking thread.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value as LuaValue};
+use redis::Value;
 use tokio::time::Instant;
 
-use super::{
-    rfc3339_ms, AccountStats, ClaimBatch, Claimed, Completion, DeadLetter, DeadLetterPage,
-    DeadLetterResult, DeadLetterSelection, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
-    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, REAP_MAX, RETENTION_MS,
-};
-use crate::domain::{partition_of, EventId, NotifyPayload, Priority};
+use super::redis::{QueueSettings, Script, ScriptCall, ScriptQueue, Transport, HELPERS};
+use super::store::{format_g17, CommandError, Store};
+#[cfg(doc)]
+use super::Queue;
+use super::{QueueError, RateLimit, Retention};
 
-/// Settings of the in-memory backend (the same knobs as the Redis backend's).
+/// Settings of the embedded backend (the same knobs as the Redis backend's).
 #[derive(Debug, Clone)]
 pub struct MemoryQueueConfig {
+    /// Key prefix (keys are laid out as in Redis).
+    pub prefix: String,
     /// Partition count (walked by the worker like Redis partitions).
     pub partitions: u16,
     /// Lease of a claimed delivery.
@@ -49,1231 +66,369 @@ pub struct MemoryQueueConfig {
     pub default_limit: RateLimit,
     /// Margin added to the rolling window, in milliseconds.
     pub margin_ms: u64,
+    /// How long dead letters, finished events and idle accounts are kept.
+    pub retention: Retention,
 }
 
-/// Raw counters of one account, for tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AccountCounters {
-    /// Undelivered Notify calls.
-    pub depth: i64,
-    /// Calls waiting for a retry.
-    pub delayed: i64,
-    /// Dead letters.
-    pub dead: i64,
-    /// Calls delivered.
-    pub sent: i64,
-    /// Upstream 429 answers.
-    pub upstream_429: i64,
-    /// Whether a delivery is in flight.
-    pub busy: bool,
-    /// Whether upstream refused the account's credentials.
-    pub auth_failed: bool,
-    /// End of the current 429 pause (Unix ms), 0 if never paused.
-    pub paused_until_ms: u64,
-}
-
-/// A dead letter as the in-memory backend keeps it, for tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetterEntry {
-    /// `{event id}:{index}`.
-    pub delivery_id: String,
-    /// `rejected`, `max_attempts`, `expired`, ...
-    pub reason: String,
-    /// The last upstream status.
-    pub last_status: Option<u16>,
-    /// The last error.
-    pub last_error: Option<String>,
-    /// When it became a dead letter (Unix ms).
-    pub at_ms: u64,
-}
-
-/// The in-memory queue.
-pub struct MemoryQueue {
-    config: MemoryQueueConfig,
-    origin: Instant,
-    origin_unix_ms: u64,
-    state: Mutex<HashMap<u16, Part>>,
-    /// Runtime account records by id (`{prefix}:runtime:accounts`).
-    runtime: Mutex<HashMap<String, String>>,
-}
-
-/// A sorted set like Redis's ZSET: members ordered by score, then by name.
-#[derive(Debug, Default)]
-struct ZSet {
-    scores: HashMap<String, u64>,
-    order: BTreeSet<(u64, String)>,
-}
-
-impl ZSet {
-    /// `ZADD`: sets the score, replacing any earlier one.
-    fn add(&mut self, member: &str, score: u64) {
-        if let Some(old) = self.scores.insert(member.to_string(), score) {
-            self.order.remove(&(old, member.to_string()));
-        }
-        self.order.insert((score, member.to_string()));
-    }
-
-    /// `ZADD NX`: sets the score only if the member is absent.
-    fn add_nx(&mut self, member: &str, score: u64) {
-        if !self.scores.contains_key(member) {
-            self.add(member, score);
-        }
-    }
-
-    /// `ZREM`: whether the member was there.
-    fn remove(&mut self, member: &str) -> bool {
-        match self.scores.remove(member) {
-            Some(score) => {
-                self.order.remove(&(score, member.to_string()));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// `ZRANGEBYSCORE -inf now LIMIT 0 max`.
-    fn due(&self, now: u64, max: usize) -> Vec<String> {
-        self.order
-            .iter()
-            .take_while(|(score, _)| *score <= now)
-            .take(max)
-            .map(|(_, member)| member.clone())
-            .collect()
-    }
-
-    /// The lowest score.
-    fn first_score(&self) -> Option<u64> {
-        self.order.first().map(|(score, _)| *score)
-    }
-
-    fn len(&self) -> usize {
-        self.scores.len()
-    }
-}
-
-/// What `{base}:acct:{account}`, its lists and its send times hold.
-#[derive(Debug, Default)]
-struct Acct {
-    limit: Option<u32>,
-    window_ms: Option<u64>,
-    depth: i64,
-    delayed: i64,
-    dead: i64,
-    sent: i64,
-    upstream_429: i64,
-    busy: Option<String>,
-    /// The call whose time heads `sends` while it is in flight.
-    rl_did: Option<String>,
-    paused: bool,
-    auth_failed: bool,
-    until: u64,
-    high: VecDeque<String>,
-    normal: VecDeque<String>,
-    /// Times of the latest `limit` calls, newest first: when a call started, replaced by
-    /// when its answer arrived.
-    sends: VecDeque<u64>,
-    /// Dead letters: delivery id → when.
-    dead_letters: ZSet,
-}
-
-impl Acct {
-    fn list(&mut self, prio: Priority) -> &mut VecDeque<String> {
-        match prio {
-            Priority::High => &mut self.high,
-            Priority::Normal => &mut self.normal,
-        }
-    }
-
-    fn blocked(&self) -> bool {
-        self.busy.is_some() || self.paused || self.auth_failed
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Queued,
-    Delivering,
-    Retrying,
-    Delivered,
-    Dead,
-    Expired,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Queued => "queued",
-            Status::Delivering => "delivering",
-            Status::Retrying => "retrying",
-            Status::Delivered => "delivered",
-            Status::Dead => "dead",
-            Status::Expired => "expired",
-        }
-    }
-
-    fn pending(self) -> bool {
-        matches!(self, Status::Queued | Status::Delivering | Status::Retrying)
-    }
-}
-
-/// One Notify call of an event (the `*{k}` fields of the event hash).
-#[derive(Debug)]
-struct Call {
-    agent: Option<u64>,
-    status: Status,
-    attempts: i64,
-    /// Lease counter: the token of the latest claim, 0 before the first.
-    counter: u64,
-    last_status: String,
-    last_error: String,
-    delivered_at: Option<u64>,
-    dead_reason: Option<String>,
-}
-
-/// What `{base}:ev:{id}` holds.
-#[derive(Debug)]
-struct Ev {
-    acct: String,
-    created: u64,
-    prio: Priority,
-    /// Expiry (Unix ms), 0 = none.
-    exp: u64,
-    body: Option<String>,
-    done: usize,
-    dead: usize,
-    calls: Vec<Call>,
-    /// When the record disappears (after every call finished and none is a dead letter).
-    expires_at: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Expiring {
-    Event(String),
-    Idem(String, String),
-}
-
-#[derive(Debug)]
-struct Idem {
-    fingerprint: String,
-    id: String,
-    deliveries: u64,
-    expires_at: u64,
-}
-
-/// One partition: everything under `{prefix}:{pN}` in Redis.
-#[derive(Debug, Default)]
-struct Part {
-    ready: ZSet,
-    inflight: ZSet,
-    delayed: ZSet,
-    accounts: HashMap<String, Acct>,
-    events: HashMap<String, Ev>,
-    idem: HashMap<(String, String), Idem>,
-    expiries: BTreeSet<(u64, Expiring)>,
-}
-
-/// `"<event id>:<index>"` → event id, index.
-fn split_did(did: &str) -> Option<(&str, usize)> {
-    let (eid, k) = did.rsplit_once(':')?;
-    if eid.is_empty() || k.is_empty() || !k.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((eid, k.parse().ok()?))
-}
-
-impl Part {
-    /// Drops event records and idempotency keys whose time is up (Redis key expiry).
-    fn purge(&mut self, now: u64) {
-        while self.expiries.first().is_some_and(|(at, _)| *at <= now) {
-            let Some((at, what)) = self.expiries.pop_first() else {
-                break;
-            };
-            match what {
-                Expiring::Event(eid) => {
-                    if self.events.get(&eid).and_then(|e| e.expires_at) == Some(at) {
-                        self.events.remove(&eid);
-                    }
-                }
-                Expiring::Idem(acct, key) => {
-                    let key = (acct, key);
-                    if self.idem.get(&key).map(|i| i.expires_at) == Some(at) {
-                        self.idem.remove(&key);
-                    }
-                }
-            }
-        }
-    }
-
-    fn call(&self, did: &str) -> Option<&Call> {
-        let (eid, k) = split_did(did)?;
-        self.events.get(eid)?.calls.get(k)
-    }
-
-    fn call_mut(&mut self, did: &str) -> Option<&mut Call> {
-        let (eid, k) = split_did(did)?;
-        self.events.get_mut(eid)?.calls.get_mut(k)
-    }
-
-    fn prio_of(&self, did: &str) -> Priority {
-        split_did(did)
-            .and_then(|(eid, _)| self.events.get(eid))
-            .map_or(Priority::Normal, |e| e.prio)
-    }
-
-    /// `mark_ready`: puts the account in the ready set, at the earliest time it may send,
-    /// when it has queued work and is neither busy nor paused.
-    fn mark_ready(&mut self, acct: &str, now: u64) {
-        self.mark_ready_at(acct, now);
-    }
-
-    /// `mark_ready` with an explicit `score`: an account that was idle enters ahead of
-    /// accounts that were just served; a 429 pause still wins over it.
-    fn mark_ready_at(&mut self, acct: &str, score: u64) {
-        let Some(a) = self.accounts.get(acct) else {
-            self.ready.remove(acct);
-            return;
-        };
-        if a.blocked() {
-            return;
-        }
-        if a.high.is_empty() && a.normal.is_empty() {
-            self.ready.remove(acct);
-            return;
-        }
-        self.ready.add_nx(acct, score.max(a.until));
-    }
-
-    /// `finish`: records a call as finished; once every call has finished and none is a
-    /// dead letter, drops the payload and keeps the record for the retention time.
-    fn finish(&mut self, did: &str, acct: &str, status: Status, now: u64) {
-        self.accounts.entry(acct.to_string()).or_default().depth -= 1;
-        let Some((eid, k)) = split_did(did) else {
-            return;
-        };
-        let Some(ev) = self.events.get_mut(eid) else {
-            return;
-        };
-        if let Some(call) = ev.calls.get_mut(k) {
-            call.status = status;
-        }
-        ev.done += 1;
-        if ev.done >= ev.calls.len() && ev.dead == 0 {
-            ev.body = None;
-            let at = now + RETENTION_MS;
-            ev.expires_at = Some(at);
-            self.expiries.insert((at, Expiring::Event(eid.to_string())));
-        }
-    }
-
-    /// `bury`: turns a call into a dead letter (`Dead` or `Expired`).
-    #[allow(clippy::too_many_arguments)]
-    fn bury(
-        &mut self,
-        did: &str,
-        acct: &str,
-        status: Status,
-        reason: &str,
-        code: &str,
-        error: &str,
-        now: u64,
-    ) {
-        if let Some(call) = self.call_mut(did) {
-            call.dead_reason = Some(reason.to_string());
-            call.last_status = code.to_string();
-            call.last_error = error.to_string();
-        }
-        if let Some(ev) = split_did(did).and_then(|(eid, _)| self.events.get_mut(eid)) {
-            ev.dead += 1;
-        }
-        let a = self.accounts.entry(acct.to_string()).or_default();
-        a.dead_letters.add(did, now);
-        a.dead += 1;
-        self.finish(did, acct, status, now);
-    }
-
-    /// `replay.lua` for one letter: back at the tail of its list as a new delivery.
-    /// Touches nothing of an account the partition does not know (Redis keeps no record
-    /// of it either).
-    fn replay_one(&mut self, acct: &str, did: &str, ttl_ms: u64, now: u64) -> bool {
-        let Some(a) = self.accounts.get_mut(acct) else {
-            return false;
-        };
-        if !a.dead_letters.remove(did) {
-            return false;
-        }
-        a.dead -= 1;
-        let Some((eid, k)) = split_did(did) else {
-            return false;
-        };
-        let Some(ev) = self.events.get_mut(eid) else {
-            return false;
-        };
-        let live = ev.acct == acct
-            && ev.body.is_some()
-            && ev
-                .calls
-                .get(k)
-                .is_some_and(|c| matches!(c.status, Status::Dead | Status::Expired));
-        if !live {
-            return false;
-        }
-        ev.dead = ev.dead.saturating_sub(1);
-        ev.done = ev.done.saturating_sub(1);
-        ev.expires_at = None;
-        if ev.exp > 0 {
-            ev.exp = now + ttl_ms;
-        }
-        if let Some(call) = ev.calls.get_mut(k) {
-            call.status = Status::Queued;
-            call.attempts = 0;
-            call.dead_reason = None;
-        }
-        let prio = ev.prio;
-        let a = self.accounts.entry(acct.to_string()).or_default();
-        a.depth += 1;
-        a.list(prio).push_back(did.to_string());
-        true
-    }
-
-    /// `purge.lua` for one letter.
-    fn purge_one(&mut self, acct: &str, did: &str, now: u64) -> bool {
-        let Some(a) = self.accounts.get_mut(acct) else {
-            return false;
-        };
-        if !a.dead_letters.remove(did) {
-            return false;
-        }
-        a.dead -= 1;
-        if let Some((eid, _)) = split_did(did) {
-            if let Some(ev) = self.events.get_mut(eid) {
-                ev.dead = ev.dead.saturating_sub(1);
-                if ev.dead == 0 && ev.done >= ev.calls.len() {
-                    ev.body = None;
-                    let at = now + RETENTION_MS;
-                    ev.expires_at = Some(at);
-                    self.expiries.insert((at, Expiring::Event(eid.to_string())));
-                }
-            }
-        }
-        true
-    }
-
-    /// `stats.lua` for one account.
-    fn stats_of(&self, acct: &str, a: &Acct, default_window: u64, now: u64) -> AccountStats {
-        let window = a.window_ms.unwrap_or(default_window);
-        let created = |did: Option<&String>| {
-            did.and_then(|d| split_did(d))
-                .and_then(|(eid, _)| self.events.get(eid))
-                .map(|e| e.created)
-        };
-        let oldest = [
-            created(a.high.front()),
-            created(a.normal.front()),
-            created(a.busy.as_ref()),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        AccountStats {
-            account: acct.to_string(),
-            depth: a.depth.max(0) as u64,
-            in_flight: u64::from(a.busy.is_some()),
-            scheduled_retries: a.delayed.max(0) as u64,
-            dead: a.dead.max(0) as u64,
-            oldest_ms: oldest,
-            sent_in_window: a.sends.iter().filter(|t| **t + window > now).count() as u64,
-            delivered: a.sent.max(0) as u64,
-            upstream_429: a.upstream_429.max(0) as u64,
-            paused: a.paused,
-            auth_failed: a.auth_failed,
-            next_send_ms: self.ready.scores.get(acct).copied(),
-        }
-    }
-
-    /// `requeue_front`: back to the front of its account's list, as queued.
-    fn requeue_front(&mut self, did: &str, acct: &str) {
-        let prio = self.prio_of(did);
-        self.accounts
-            .entry(acct.to_string())
-            .or_default()
-            .list(prio)
-            .push_front(did.to_string());
-        if let Some(call) = self.call_mut(did) {
-            call.status = Status::Queued;
-        }
-    }
-
-    /// Requeues expired leases (or due retries) at the front of their lists.
-    fn reap(&mut self, now: u64, from_delayed: bool) {
-        let due = if from_delayed {
-            self.delayed.due(now, REAP_MAX)
-        } else {
-            self.inflight.due(now, REAP_MAX)
-        };
-        for did in due {
-            if from_delayed {
-                self.delayed.remove(&did);
-            } else {
-                self.inflight.remove(&did);
-            }
-            let Some(acct) = split_did(&did)
-                .and_then(|(eid, _)| self.events.get(eid))
-                .map(|e| e.acct.clone())
-            else {
-                continue;
-            };
-            let a = self.accounts.entry(acct.clone()).or_default();
-            if from_delayed {
-                a.delayed -= 1;
-            } else if a.busy.as_deref() == Some(did.as_str()) {
-                a.busy = None;
-            }
-            if self
-                .call(&did)
-                .is_some_and(|c| matches!(c.status, Status::Delivering | Status::Retrying))
-            {
-                self.requeue_front(&did, &acct);
-            }
-            self.mark_ready(&acct, now);
-        }
-    }
-
-    /// Pops the account's next live delivery, burying expired ones and dropping stale
-    /// entries of finished or removed events (at most 1000 per call).
-    fn pop_live(&mut self, acct: &str, now: u64) -> Option<String> {
-        let mut dropped = 0;
-        loop {
-            let a = self.accounts.entry(acct.to_string()).or_default();
-            let did = a.high.pop_front().or_else(|| a.normal.pop_front())?;
-            let pending = self.call(&did).is_some_and(|c| c.status.pending());
-            if pending {
-                let exp = split_did(&did)
-                    .and_then(|(eid, _)| self.events.get(eid))
-                    .map_or(0, |e| e.exp);
-                if exp > 0 && exp <= now {
-                    self.bury(
-                        &did,
-                        acct,
-                        Status::Expired,
-                        "expired",
-                        "",
-                        "time to live passed before delivery",
-                        now,
-                    );
-                } else {
-                    return Some(did);
-                }
-            }
-            dropped += 1;
-            if dropped >= 1000 {
-                return None;
-            }
-        }
-    }
-
-    /// `claim.lua` after the reaper: one delivery per due account.
-    fn claim(&mut self, config: &MemoryQueueConfig, max: usize, now: u64) -> Vec<Claimed> {
-        let mut out = Vec::new();
-        for acct in self.ready.due(now, max) {
-            let a = self.accounts.entry(acct.clone()).or_default();
-            if a.blocked() {
-                self.ready.remove(&acct);
-                continue;
-            }
-            if a.until > now {
-                let until = a.until;
-                self.ready.add(&acct, until);
-                continue;
-            }
-            let limit = a.limit.unwrap_or(config.default_limit.limit).max(1) as usize;
-            let window = a.window_ms.unwrap_or(config.default_limit.window_ms);
-            let mut free_at = now;
-            if a.sends.len() >= limit {
-                // Whole milliseconds, rounded down: one more keeps the real gap at
-                // least the window.
-                free_at = a.sends[limit - 1] + window + config.margin_ms + 1;
-            }
-            if free_at > now {
-                self.ready.add(&acct, free_at);
-                continue;
-            }
-            let Some(did) = self.pop_live(&acct, now) else {
-                self.ready.remove(&acct);
-                self.mark_ready(&acct, now);
-                continue;
-            };
-            let a = self.accounts.entry(acct.clone()).or_default();
-            a.sends.push_front(now);
-            a.sends.truncate(limit);
-            a.busy = Some(did.clone());
-            a.rl_did = Some(did.clone());
-            self.ready.remove(&acct);
-            self.inflight
-                .add(&did, now + config.lease.as_millis() as u64);
-            let Some((eid, k)) = split_did(&did) else {
-                continue;
-            };
-            let Some(ev) = self.events.get_mut(eid) else {
-                continue;
-            };
-            let body = ev.body.clone().unwrap_or_default();
-            let created = ev.created;
-            let Some(call) = ev.calls.get_mut(k) else {
-                continue;
-            };
-            call.attempts += 1;
-            call.counter += 1;
-            call.status = Status::Delivering;
-            out.push(Claimed {
-                delivery_id: did.clone(),
-                account: acct.clone(),
-                body: NotifyPayload::from_stored(body).upstream_bytes(call.agent),
-                attempts: call.attempts.max(1) as u32,
-                created_ms: created,
-                lease_token: call.counter,
-            });
-        }
-        out
-    }
-
-    /// Time until the earliest ready account, retry or lease deadline.
-    fn next_due(&self, now: u64) -> Option<Duration> {
-        [&self.ready, &self.delayed, &self.inflight]
-            .iter()
-            .filter_map(|z| z.first_score())
-            .map(|score| Duration::from_millis(score.saturating_sub(now)))
-            .min()
-    }
-
-    /// `complete.lua` for one completion.
-    fn complete(&mut self, c: &Completion, now: u64) {
-        let did = c.delivery_id.as_str();
-        let acct = c.account.as_str();
-        // `release_account`: this call no longer holds the account; upstream saw it no
-        // later than its answer, so its rate entry counts from now.
-        let release = |part: &mut Part| {
-            let a = part.accounts.entry(acct.to_string()).or_default();
-            if a.rl_did.as_deref() == Some(did) {
-                if let Some(head) = a.sends.front_mut() {
-                    *head = now;
-                }
-                a.rl_did = None;
-            }
-            if a.busy.as_deref() == Some(did) {
-                a.busy = None;
-            }
-        };
-        let call = self.call(did).map(|call| (call.status, call.counter));
-        let Some(counter) = call
-            .filter(|(status, _)| status.pending())
-            .map(|(_, counter)| counter)
-        else {
-            // Already finished (or gone): end this lease and free the account.
-            self.inflight.remove(did);
-            release(self);
-            self.mark_ready(acct, now);
-            return;
-        };
-        let owned = counter > 0 && counter == c.lease_token && self.inflight.remove(did);
-        if let Outcome::Delivered { status: code } = &c.outcome {
-            if !owned && self.inflight.scores.contains_key(did) {
-                // A late success while another holder has a new lease: record it, and
-                // leave that lease, the busy flag and the rate entry to the holder.
-                if let Some(call) = self.call_mut(did) {
-                    call.last_status = code.to_string();
-                    call.last_error = String::new();
-                    call.delivered_at = Some(now);
-                }
-                self.accounts.entry(acct.to_string()).or_default().sent += 1;
-                self.finish(did, acct, Status::Delivered, now);
-                return;
-            }
-        }
-        let code = |status: Option<u16>| status.map(|s| s.to_string()).unwrap_or_default();
-        match &c.outcome {
-            Outcome::Delivered { status } => {
-                if !owned {
-                    // A late success: remove the delivery wherever it is now.
-                    let prio = self.prio_of(did);
-                    let list = self
-                        .accounts
-                        .entry(acct.to_string())
-                        .or_default()
-                        .list(prio);
-                    if let Some(pos) = list.iter().position(|d| d == did) {
-                        list.remove(pos);
-                    }
-                    self.inflight.remove(did);
-                    if self.delayed.remove(did) {
-                        self.accounts.entry(acct.to_string()).or_default().delayed -= 1;
-                    }
-                }
-                release(self);
-                if let Some(call) = self.call_mut(did) {
-                    call.last_status = status.to_string();
-                    call.last_error = String::new();
-                    call.delivered_at = Some(now);
-                }
-                self.accounts.entry(acct.to_string()).or_default().sent += 1;
-                self.finish(did, acct, Status::Delivered, now);
-            }
-            _ if !owned => return,
-            Outcome::Retry {
-                delay,
-                status,
-                error,
-            } => {
-                release(self);
-                if let Some(call) = self.call_mut(did) {
-                    call.status = Status::Retrying;
-                    call.last_status = code(*status);
-                    call.last_error = truncate(error);
-                }
-                self.delayed.add(did, now + delay.as_millis() as u64);
-                self.accounts.entry(acct.to_string()).or_default().delayed += 1;
-            }
-            Outcome::Dead {
-                reason,
-                status,
-                error,
-            } => {
-                release(self);
-                self.bury(
-                    did,
-                    acct,
-                    Status::Dead,
-                    reason,
-                    &code(*status),
-                    &truncate(error),
-                    now,
-                );
-            }
-            Outcome::RateLimited { .. } | Outcome::AuthFailed { .. } | Outcome::Released => {
-                // The attempt does not count.
-                release(self);
-                if let Some(call) = self.call_mut(did) {
-                    call.attempts -= 1;
-                }
-                self.requeue_front(did, acct);
-                let (code, error) = match &c.outcome {
-                    Outcome::RateLimited { .. } => ("429".to_string(), "rate limited by upstream"),
-                    Outcome::AuthFailed { status, error } => (status.to_string(), error.as_str()),
-                    _ => (String::new(), ""),
-                };
-                if !code.is_empty() {
-                    if let Some(call) = self.call_mut(did) {
-                        call.last_status = code;
-                        call.last_error = truncate(error);
-                    }
-                }
-                let a = self.accounts.entry(acct.to_string()).or_default();
-                match &c.outcome {
-                    Outcome::RateLimited { retry_after } => {
-                        a.until = now + retry_after.as_millis() as u64;
-                        a.upstream_429 += 1;
-                    }
-                    Outcome::AuthFailed { .. } => a.auth_failed = true,
-                    _ => {}
-                }
-            }
-        }
-        self.mark_ready(acct, now);
-    }
-}
-
-/// Errors are stored at most 1000 characters long, as in Redis.
-fn truncate(error: &str) -> String {
-    error.chars().take(1000).collect()
-}
+/// The queue's scripts run in this process.
+pub type MemoryQueue = ScriptQueue<Embedded>;
 
 impl MemoryQueue {
     /// An empty queue.
     pub fn new(config: MemoryQueueConfig) -> Self {
-        let origin_unix_ms = SystemTime::now()
+        Self::new_with_helpers(config, HELPERS)
+    }
+
+    /// As [`MemoryQueue::new`], with other helpers in front of every script: for tests
+    /// that run the scripts with a variant of them (e.g. one that fails after some write).
+    #[doc(hidden)]
+    pub fn new_with_helpers(config: MemoryQueueConfig, helpers: &str) -> Self {
+        let settings = QueueSettings {
+            prefix: config.prefix,
+            partitions: config.partitions,
+            lease: config.lease,
+            default_limit: config.default_limit,
+            margin_ms: config.margin_ms,
+            retention: config.retention,
+        };
+        ScriptQueue::with_helpers(settings, Embedded::new(), helpers)
+    }
+}
+
+/// How long a batch of script calls runs before it lets other tasks run (real time).
+const YIELD_AFTER: Duration = Duration::from_millis(2);
+
+/// Runs scripts and commands against an in-process [`Store`] with an embedded Lua 5.1.
+pub struct Embedded {
+    engine: Mutex<Engine>,
+    origin: Instant,
+    origin_unix_us: u64,
+}
+
+/// The Lua state (which owns the store, as its app data) and the compiled scripts.
+struct Engine {
+    lua: Lua,
+    /// Compiled scripts by SHA1, as Redis's script cache.
+    functions: HashMap<Arc<str>, Function>,
+}
+
+impl Default for Embedded {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Embedded {
+    /// An empty store.
+    pub fn new() -> Self {
+        let origin_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        MemoryQueue {
-            config,
+            .map_or(0, |d| d.as_micros() as u64);
+        let lua = scripting_lua().expect("the Lua environment of the scripts builds");
+        lua.set_app_data(Store::new());
+        Embedded {
+            engine: Mutex::new(Engine {
+                lua,
+                functions: HashMap::new(),
+            }),
             origin: Instant::now(),
-            origin_unix_ms,
-            state: Mutex::new(HashMap::new()),
-            runtime: Mutex::new(HashMap::new()),
+            origin_unix_us,
         }
     }
 
-    /// Now, in Unix milliseconds, on tokio's clock.
-    fn now_ms(&self) -> u64 {
-        self.origin_unix_ms + self.origin.elapsed().as_millis() as u64
+    /// Now in Unix microseconds, on tokio's clock.
+    fn now_us(&self) -> u64 {
+        self.origin_unix_us + self.origin.elapsed().as_micros() as u64
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u16, Part>> {
-        // Every method leaves the state consistent before it can panic, if it ever does.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Now in Unix milliseconds, on tokio's clock: what `TIME` answers.
+    pub fn now_ms(&self) -> u64 {
+        self.now_us() / 1000
     }
 
-    /// The counters of an account, if it ever had events.
-    pub fn counters(&self, account: &str) -> Option<AccountCounters> {
-        let state = self.lock();
-        let now = self.now_ms();
-        state.values().find_map(|part| {
-            let a = part.accounts.get(account)?;
-            Some(AccountCounters {
-                depth: a.depth,
-                delayed: a.delayed,
-                dead: a.dead,
-                sent: a.sent,
-                upstream_429: a.upstream_429,
-                busy: a.busy.is_some(),
-                auth_failed: a.auth_failed,
-                paused_until_ms: if a.until > now { a.until } else { 0 },
-            })
-        })
+    fn lock(&self) -> MutexGuard<'_, Engine> {
+        // A script that fails midway leaves the store as it was left, as in Redis; a
+        // panic cannot leave the Lua state unusable either.
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Dead letters of an account, oldest first.
-    pub fn dead_letter_entries(&self, account: &str) -> Vec<DeadLetterEntry> {
-        let state = self.lock();
-        let mut out = Vec::new();
-        for part in state.values() {
-            let Some(a) = part.accounts.get(account) else {
-                continue;
-            };
-            for (at, did) in &a.dead_letters.order {
-                let call = part.call(did);
-                out.push(DeadLetterEntry {
-                    delivery_id: did.clone(),
-                    reason: call.and_then(|c| c.dead_reason.clone()).unwrap_or_default(),
-                    last_status: call.and_then(|c| c.last_status.parse().ok()),
-                    last_error: call.map(|c| c.last_error.clone()).filter(|e| !e.is_empty()),
-                    at_ms: *at,
-                });
+    /// Runs one command against the store, as a Redis client would; for tests and
+    /// inspection (e.g. `KEYS *`, `TYPE`, `PTTL`, `HGETALL`).
+    pub fn command(&self, args: &[Vec<u8>]) -> Result<Value, CommandError> {
+        let engine = self.lock();
+        let mut store = engine.store();
+        store.set_now(self.now_us());
+        store.command(args)
+    }
+}
+
+impl Engine {
+    fn store(&self) -> mlua::AppDataRefMut<'_, Store> {
+        self.lua
+            .app_data_mut::<Store>()
+            .expect("the store is the Lua state's app data")
+    }
+
+    /// Runs `script` with `KEYS` and `ARGV` at time `now_us`.
+    fn run(
+        &mut self,
+        script: &Script,
+        keys: &[&[u8]],
+        argv: &[Vec<u8>],
+        now_us: u64,
+    ) -> Result<Value, String> {
+        self.store().set_now(now_us);
+        let function = match self.functions.get(script.sha()) {
+            Some(f) => f.clone(),
+            None => {
+                let f = self
+                    .lua
+                    .load(script.source())
+                    .set_name(format!("=f_{}", script.sha()))
+                    .into_function()
+                    .map_err(|e| format!("ERR Error compiling script: {e}"))?;
+                self.functions.insert(script.sha().into(), f.clone());
+                f
             }
+        };
+        let run = || -> mlua::Result<LuaValue> {
+            let globals = self.lua.globals();
+            globals.raw_set("KEYS", self.strings(keys.iter().copied())?)?;
+            globals.raw_set("ARGV", self.strings(argv.iter().map(Vec::as_slice))?)?;
+            function.call(())
+        };
+        let result = run()
+            .map_err(|e| format!("ERR Error running script (call to f_{}): {e}", script.sha()))?;
+        reply_of(&result)
+    }
+
+    fn strings<'a>(&self, items: impl ExactSizeIterator<Item = &'a [u8]>) -> mlua::Result<Table> {
+        let table = self.lua.create_table_with_capacity(items.len(), 0)?;
+        for (i, item) in items.enumerate() {
+            table.raw_set(i + 1, self.lua.create_string(item)?)?;
         }
-        out
-    }
-
-    /// Event records currently held (finished ones until their retention ends).
-    pub fn event_count(&self) -> usize {
-        let mut state = self.lock();
-        let now = self.now_ms();
-        state
-            .values_mut()
-            .map(|part| {
-                part.purge(now);
-                part.events.len()
-            })
-            .sum()
-    }
-
-    /// Leases currently held by workers.
-    pub fn in_flight(&self) -> usize {
-        self.lock().values().map(|p| p.inflight.len()).sum()
+        Ok(table)
     }
 }
 
 #[async_trait]
-impl Queue for MemoryQueue {
-    fn partitions(&self) -> u16 {
-        self.config.partitions
+impl Transport for Embedded {
+    async fn run_script(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Result<Vec<Value>, QueueError> {
+        let mut replies = Vec::with_capacity(calls.len());
+        let mut first_error = None;
+        let mut since_yield = std::time::Instant::now();
+        for (base, args) in calls {
+            // Each call is atomic, not the batch: a long batch lets other tasks run between
+            // its calls (as other clients' commands interleave with a pipeline in Redis),
+            // without paying a trip through the scheduler for every short one.
+            if since_yield.elapsed() > YIELD_AFTER {
+                tokio::task::yield_now().await;
+                since_yield = std::time::Instant::now();
+            }
+            let key = format!("{base}:ready");
+            let reply = self
+                .lock()
+                .run(script, &[key.as_bytes()], args, self.now_us());
+            match reply {
+                Ok(reply) => replies.push(reply),
+                // As in a Redis pipeline: the other calls still run; the caller gets the
+                // first error.
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(QueueError::Unavailable(e)),
+            None => Ok(replies),
+        }
     }
 
-    fn describe(&self) -> String {
+    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
+        let args = cmd
+            .args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => Ok(bytes.to_vec()),
+                redis::Arg::Cursor => Err(QueueError::Protocol(
+                    "cursor arguments are not supported by the embedded store".into(),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.command(&args)
+            .map_err(|e| QueueError::Unavailable(e.to_string()))
+    }
+
+    fn describe(&self, _prefix: &str, _partitions: u16) -> String {
         "in memory (memory://), NOT DURABLE: queued events are lost when the process exits".into()
     }
 
-    async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError> {
-        let Some(first) = batch.events.first() else {
-            return Ok(Vec::new());
-        };
-        let mut state = self.lock();
-        let now = self.now_ms();
-        let part = state.entry(first.id.partition()).or_default();
-        part.purge(now);
-        let acct_name = batch.account.as_str();
-        let a = part.accounts.entry(acct_name.to_string()).or_default();
-        a.limit = Some(batch.limit.limit);
-        a.window_ms = Some(batch.limit.window_ms);
-        let mut depth = a.depth;
-        let mut stored = 0;
-        let mut out = Vec::with_capacity(batch.events.len());
-        for event in &batch.events {
-            let n = event.agents.len() as u64;
-            let idem_key = event
-                .idempotency
-                .as_ref()
-                .filter(|(key, _)| !key.is_empty())
-                .map(|(key, fp)| ((acct_name.to_string(), key.clone()), fp.clone()));
-            if let Some((key, fp)) = &idem_key {
-                if let Some(prev) = part.idem.get(key) {
-                    out.push(if &prev.fingerprint == fp {
-                        EnqueueOutcome::Duplicate {
-                            id: prev.id.clone(),
-                            deliveries: prev.deliveries,
-                        }
-                    } else {
-                        EnqueueOutcome::IdempotencyMismatch
-                    });
-                    continue;
-                }
-            }
-            if depth + n as i64 > batch.max_depth as i64 {
-                out.push(EnqueueOutcome::QueueFull);
-                continue;
-            }
-            let eid = event.id.as_str().to_string();
-            let calls = event
-                .agents
-                .iter()
-                .map(|agent| Call {
-                    agent: *agent,
-                    status: Status::Queued,
-                    attempts: 0,
-                    counter: 0,
-                    last_status: String::new(),
-                    last_error: String::new(),
-                    delivered_at: None,
-                    dead_reason: None,
-                })
-                .collect();
-            part.events.insert(
-                eid.clone(),
-                Ev {
-                    acct: acct_name.to_string(),
-                    created: now,
-                    prio: event.priority,
-                    exp: if event.ttl_ms > 0 {
-                        now + event.ttl_ms
-                    } else {
-                        0
-                    },
-                    body: Some(event.payload.stored().to_string()),
-                    done: 0,
-                    dead: 0,
-                    calls,
-                    expires_at: None,
-                },
-            );
-            let list = part
-                .accounts
-                .entry(acct_name.to_string())
-                .or_default()
-                .list(event.priority);
-            for k in 0..n {
-                list.push_back(format!("{eid}:{k}"));
-            }
-            depth += n as i64;
-            stored += 1;
-            if let Some((key, fp)) = idem_key {
-                let expires_at = now + batch.idempotency_ttl_secs.saturating_mul(1000);
-                part.expiries
-                    .insert((expires_at, Expiring::Idem(key.0.clone(), key.1.clone())));
-                part.idem.insert(
-                    key,
-                    Idem {
-                        fingerprint: fp,
-                        id: eid.clone(),
-                        deliveries: n,
-                        expires_at,
-                    },
-                );
-            }
-            out.push(EnqueueOutcome::Stored {
-                id: eid,
-                deliveries: n,
-            });
-        }
-        part.accounts
-            .entry(acct_name.to_string())
-            .or_default()
-            .depth = depth;
-        if stored > 0 {
-            // an account that was idle goes ahead of those served within the last window
-            let window = batch.limit.window_ms;
-            part.mark_ready_at(acct_name, now.saturating_sub(window));
-        }
-        Ok(out)
-    }
-
-    async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError> {
-        let mut state = self.lock();
-        let now = self.now_ms();
-        let part = state.entry(partition).or_default();
-        part.purge(now);
-        part.reap(now, false);
-        part.reap(now, true);
-        let items = part.claim(&self.config, max, now);
-        let next_due = if items.is_empty() {
-            part.next_due(now)
-        } else {
-            None
-        };
-        Ok(ClaimBatch { items, next_due })
-    }
-
-    async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
-        let mut state = self.lock();
-        let now = self.now_ms();
-        for c in completions {
-            let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse) else {
-                continue;
-            };
-            let part = state.entry(event_id.partition()).or_default();
-            part.purge(now);
-            part.complete(c, now);
-        }
+    /// Nothing to check: there is no server to misconfigure.
+    async fn check_deployment(&self) -> Result<(), QueueError> {
         Ok(())
-    }
-
-    async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, QueueError> {
-        if id.partition() >= self.config.partitions {
-            return Ok(None);
-        }
-        let mut state = self.lock();
-        let now = self.now_ms();
-        let Some(part) = state.get_mut(&id.partition()) else {
-            return Ok(None);
-        };
-        part.purge(now);
-        let Some(ev) = part.events.get(id.as_str()) else {
-            return Ok(None);
-        };
-        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        let deliveries: Vec<DeliveryStatus> = ev
-            .calls
-            .iter()
-            .map(|c| DeliveryStatus {
-                agent_id: c.agent,
-                status: c.status.as_str().to_string(),
-                attempts: c.attempts.max(0) as u32,
-                last_status: c.last_status.parse().ok(),
-                last_error: non_empty(&c.last_error),
-                delivered_at: c.delivered_at.map(rfc3339_ms),
-            })
-            .collect();
-        Ok(Some(EventRecord {
-            id: id.to_string(),
-            account: ev.acct.clone(),
-            status: EventRecord::overall_status(&deliveries).to_string(),
-            created_at: rfc3339_ms(ev.created),
-            deliveries,
-        }))
-    }
-
-    async fn ping(&self) -> Result<(), QueueError> {
-        Ok(())
-    }
-    async fn stats(&self) -> Result<QueueStats, QueueError> {
-        let mut state = self.lock();
-        let now = self.now_ms();
-        for part in state.values_mut() {
-            part.purge(now);
-        }
-        let window = self.config.default_limit.window_ms;
-        let mut accounts: Vec<AccountStats> = state
-            .values()
-            .flat_map(|part| {
-                part.accounts
-                    .iter()
-                    .map(move |(name, a)| part.stats_of(name, a, window, now))
-            })
-            .collect();
-        accounts.sort_by(|a, b| a.account.cmp(&b.account));
-        Ok(QueueStats {
-            now_ms: now,
-            accounts,
-        })
-    }
-
-    async fn dead_letters(
-        &self,
-        account: &str,
-        offset: u64,
-        limit: u64,
-    ) -> Result<DeadLetterPage, QueueError> {
-        let mut state = self.lock();
-        let now = self.now_ms();
-        let Some(part) = state.get_mut(&partition_of(account, self.config.partitions)) else {
-            return Ok(DeadLetterPage::default());
-        };
-        part.purge(now);
-        let part = &*part;
-        let Some(a) = part.accounts.get(account) else {
-            return Ok(DeadLetterPage::default());
-        };
-        let items = a
-            .dead_letters
-            .order
-            .iter()
-            .skip(offset.min(usize::MAX as u64) as usize)
-            .take(limit.min(usize::MAX as u64) as usize)
-            .map(|(at, did)| {
-                let (eid, k) = split_did(did).unwrap_or((did.as_str(), 0));
-                let ev = part.events.get(eid);
-                let call = ev.and_then(|e| e.calls.get(k));
-                let event = ev
-                    .and_then(|e| e.body.clone())
-                    .and_then(|body| {
-                        let agent = call.and_then(|c| c.agent);
-                        serde_json::from_slice(
-                            &NotifyPayload::from_stored(body).upstream_bytes(agent),
-                        )
-                        .ok()
-                    })
-                    .unwrap_or(serde_json::Value::Null);
-                DeadLetter {
-                    delivery_id: did.clone(),
-                    event_id: eid.to_string(),
-                    status: call.map(|c| c.status.as_str()).unwrap_or("").to_string(),
-                    reason: call.and_then(|c| c.dead_reason.clone()).unwrap_or_default(),
-                    attempts: call.map_or(0, |c| c.attempts.max(0) as u32),
-                    last_status: call.and_then(|c| c.last_status.parse().ok()),
-                    last_error: call.map(|c| c.last_error.clone()).filter(|e| !e.is_empty()),
-                    created_at: rfc3339_ms(ev.map_or(0, |e| e.created)),
-                    dead_at: rfc3339_ms(*at),
-                    event,
-                }
-            })
-            .collect();
-        Ok(DeadLetterPage {
-            total: a.dead_letters.len() as u64,
-            items,
-        })
-    }
-
-    async fn replay(
-        &self,
-        account: &str,
-        selection: &DeadLetterSelection,
-        ttl: Duration,
-    ) -> Result<DeadLetterResult, QueueError> {
-        let mut state = self.lock();
-        let now = self.now_ms();
-        let part = state
-            .entry(partition_of(account, self.config.partitions))
-            .or_default();
-        part.purge(now);
-        let ids = selected(part, account, selection);
-        let mut result = DeadLetterResult::default();
-        for did in ids {
-            if part.replay_one(account, &did, ttl.as_millis() as u64, now) {
-                result.count += 1;
-            } else if matches!(selection, DeadLetterSelection::Ids(_)) {
-                result.not_found.push(did);
-            }
-        }
-        if result.count > 0 {
-            part.mark_ready(account, now);
-        }
-        Ok(result)
-    }
-
-    async fn purge_dead(
-        &self,
-        account: &str,
-        selection: &DeadLetterSelection,
-    ) -> Result<DeadLetterResult, QueueError> {
-        let mut state = self.lock();
-        let now = self.now_ms();
-        let part = state
-            .entry(partition_of(account, self.config.partitions))
-            .or_default();
-        part.purge(now);
-        let ids = selected(part, account, selection);
-        let mut result = DeadLetterResult::default();
-        for did in ids {
-            if part.purge_one(account, &did, now) {
-                result.count += 1;
-            } else {
-                result.not_found.push(did);
-            }
-        }
-        Ok(result)
-    }
-
-    async fn pause(&self, account: &str) -> Result<(), QueueError> {
-        let mut state = self.lock();
-        let part = state
-            .entry(partition_of(account, self.config.partitions))
-            .or_default();
-        part.accounts.entry(account.to_string()).or_default().paused = true;
-        part.ready.remove(account);
-        Ok(())
-    }
-
-    async fn resume(&self, account: &str) -> Result<(), QueueError> {
-        let mut state = self.lock();
-        let now = self.now_ms();
-        let part = state
-            .entry(partition_of(account, self.config.partitions))
-            .or_default();
-        let a = part.accounts.entry(account.to_string()).or_default();
-        a.paused = false;
-        a.auth_failed = false;
-        part.mark_ready(account, now);
-        Ok(())
-    }
-
-    async fn put_account(&self, id: &str, record: &str) -> Result<bool, QueueError> {
-        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(runtime.insert(id.to_string(), record.to_string()).is_none())
-    }
-
-    async fn get_account(&self, id: &str) -> Result<Option<String>, QueueError> {
-        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(runtime.get(id).cloned())
-    }
-
-    async fn delete_account(&self, id: &str) -> Result<bool, QueueError> {
-        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(runtime.remove(id).is_some())
-    }
-
-    async fn list_accounts(&self) -> Result<Vec<(String, String)>, QueueError> {
-        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = runtime
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        out.sort();
-        Ok(out)
     }
 }
 
-/// The dead letters a selection names: every letter of the account, or the given ids.
-fn selected(part: &Part, account: &str, selection: &DeadLetterSelection) -> Vec<String> {
-    match selection {
-        DeadLetterSelection::Ids(ids) => ids.clone(),
-        DeadLetterSelection::All => part
-            .accounts
-            .get(account)
-            .map(|a| {
-                a.dead_letters
-                    .order
-                    .iter()
-                    .map(|(_, d)| d.clone())
-                    .collect()
-            })
-            .unwrap_or_default(),
+/// What Redis gives its scripts: `redis.*` over the store, and global protection.
+const ENVIRONMENT: &str = r#"
+local raw = ...
+local redis = {}
+redis.pcall = raw
+function redis.call(...)
+  local reply = raw(...)
+  if type(reply) == 'table' and reply.err then
+    error(reply.err, 0)
+  end
+  return reply
+end
+function redis.error_reply(msg) return {err = msg} end
+function redis.status_reply(msg) return {ok = msg} end
+rawset(_G, 'redis', redis)
+rawset(_G, 'loadfile', nil)
+rawset(_G, 'dofile', nil)
+setmetatable(_G, {
+  __newindex = function(_, name)
+    error("Script attempted to create global variable '" .. tostring(name) .. "'", 2)
+  end,
+  __index = function(_, name)
+    error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+  end,
+})
+"#;
+
+/// A Lua 5.1 state with the libraries and `redis` table Redis gives scripts.
+fn scripting_lua() -> mlua::Result<Lua> {
+    let lua = Lua::new_with(
+        StdLib::TABLE | StdLib::STRING | StdLib::MATH,
+        LuaOptions::default(),
+    )?;
+    // `redis.pcall`: the reply as Lua sees it, or `{err = ...}`.
+    let raw = lua.create_function(|lua, args: MultiValue| {
+        let reply = match command_args(&args) {
+            Ok(argv) => lua
+                .app_data_mut::<Store>()
+                .ok_or_else(|| mlua::Error::runtime("the store is not available"))?
+                .command(&argv),
+            Err(e) => Err(e),
+        };
+        match reply {
+            Ok(value) => lua_of(lua, value),
+            Err(e) => error_table(lua, &e.0),
+        }
+    })?;
+    lua.load(ENVIRONMENT)
+        .set_name("=environment")
+        .call::<()>(raw)?;
+    Ok(lua)
+}
+
+/// `redis.call` arguments as Redis takes them: strings as they are, numbers as `%.17g`.
+fn command_args(args: &MultiValue) -> Result<Vec<Vec<u8>>, CommandError> {
+    if args.is_empty() {
+        return Err(CommandError(
+            "ERR Please specify at least one argument for this redis lib call".into(),
+        ));
     }
+    args.iter()
+        .map(|arg| match arg {
+            LuaValue::String(s) => Ok(s.as_bytes().to_vec()),
+            LuaValue::Integer(i) => Ok(format_g17(*i as f64).into_bytes()),
+            LuaValue::Number(n) => Ok(format_g17(*n).into_bytes()),
+            _ => Err(CommandError(
+                "ERR Lua redis lib command arguments must be strings or integers".into(),
+            )),
+        })
+        .collect()
+}
+
+fn error_table(lua: &Lua, message: &str) -> mlua::Result<LuaValue> {
+    let t = lua.create_table()?;
+    t.raw_set("err", message)?;
+    Ok(LuaValue::Table(t))
+}
+
+/// A Redis reply as a script sees it.
+fn lua_of(lua: &Lua, value: Value) -> mlua::Result<LuaValue> {
+    Ok(match value {
+        Value::Nil => LuaValue::Boolean(false),
+        Value::Int(i) => LuaValue::Number(i as f64),
+        Value::BulkString(b) => LuaValue::String(lua.create_string(b)?),
+        Value::Okay => status_table(lua, "OK")?,
+        Value::SimpleString(s) => status_table(lua, &s)?,
+        Value::Array(items) => {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.into_iter().enumerate() {
+                t.raw_set(i + 1, lua_of(lua, item)?)?;
+            }
+            LuaValue::Table(t)
+        }
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "the embedded store gave a reply scripts cannot see: {other:?}"
+            )))
+        }
+    })
+}
+
+fn status_table(lua: &Lua, status: &str) -> mlua::Result<LuaValue> {
+    let t = lua.create_table()?;
+    t.raw_set("ok", status)?;
+    Ok(LuaValue::Table(t))
+}
+
+/// A script's return value as Redis replies it; `Err` for an error reply.
+fn reply_of(value: &LuaValue) -> Result<Value, String> {
+    Ok(match value {
+        LuaValue::Nil | LuaValue::Boolean(false) => Value::Nil,
+        LuaValue::Boolean(true) => Value::Int(1),
+        LuaValue::Integer(i) => Value::Int(*i),
+        LuaValue::Number(n) => Value::Int(*n as i64),
+        LuaValue::String(s) => Value::BulkString(s.as_bytes().to_vec()),
+        LuaValue::Table(t) => {
+            if let Ok(LuaValue::String(e)) = t.raw_get::<LuaValue>("err") {
+                return Err(e.to_string_lossy());
+            }
+            if let Ok(LuaValue::String(s)) = t.raw_get::<LuaValue>("ok") {
+                return Ok(Value::SimpleString(s.to_string_lossy()));
+            }
+            let mut items = Vec::new();
+            for i in 1.. {
+                match t.raw_get::<LuaValue>(i) {
+                    Ok(LuaValue::Nil) | Err(_) => break,
+                    Ok(item) => items.push(reply_of(&item)?),
+                }
+            }
+            Value::Array(items)
+        }
+        _ => Value::Nil,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    //! Timing logic on tokio's paused clock: real windows, pauses and delays, no waiting.
+    //! The production scripts' timing on tokio's paused clock: real windows, pauses,
+    //! delays, TTLs and retention, no waiting; and the Lua environment's conversions.
 
     use super::*;
-    use crate::queue::NewEvent;
+    use crate::domain::{EventId, NotifyPayload, Priority};
+    use crate::queue::{
+        AccountStats, Claimed, Completion, EnqueueBatch, EnqueueOutcome, NewEvent, Outcome, Queue,
+        RETENTION_MS,
+    };
 
     const MINUTE: u64 = 60_000;
 
     fn queue(limit: u32, window_ms: u64, lease: Duration) -> MemoryQueue {
         MemoryQueue::new(MemoryQueueConfig {
+            prefix: "test".into(),
             partitions: 1,
             lease,
             default_limit: RateLimit { limit, window_ms },
             margin_ms: 250,
+            retention: Retention::default(),
         })
     }
 
@@ -1313,6 +468,15 @@ mod tests {
         q.complete(&[Completion::of(c, outcome)]).await.unwrap();
     }
 
+    async fn counters(q: &MemoryQueue) -> AccountStats {
+        let stats = q.stats().await.unwrap();
+        stats
+            .accounts
+            .into_iter()
+            .find(|a| a.account == "acme")
+            .expect("acme has counters")
+    }
+
     fn delivered() -> Outcome {
         Outcome::Delivered { status: 200 }
     }
@@ -1327,7 +491,7 @@ mod tests {
             let batch = q.claim(0, 10).await.unwrap();
             match batch.items.first() {
                 Some(c) => {
-                    starts.push(q.now_ms());
+                    starts.push(q.transport().now_ms());
                     complete(&q, c, delivered()).await;
                 }
                 None => {
@@ -1348,8 +512,8 @@ mod tests {
         assert!(span <= 3 * (MINUTE + 250) + 10, "span {span} ms");
         let utilisation = (3 * MINUTE) as f64 / span as f64;
         assert!(utilisation >= 0.98, "utilisation {utilisation}");
-        assert_eq!(q.counters("acme").unwrap().sent, n as i64);
-        assert_eq!(q.counters("acme").unwrap().depth, 0);
+        assert_eq!(counters(&q).await.delivered, n as u64);
+        assert_eq!(counters(&q).await.depth, 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1373,7 +537,7 @@ mod tests {
         let again = claim_one(&q).await.unwrap();
         assert_eq!(again.delivery_id, c.delivery_id, "first in line again");
         assert_eq!(again.attempts, 1, "the 429 did not count");
-        assert_eq!(q.counters("acme").unwrap().upstream_429, 1);
+        assert_eq!(counters(&q).await.upstream_429, 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1391,13 +555,13 @@ mod tests {
             },
         )
         .await;
-        assert_eq!(q.counters("acme").unwrap().delayed, 1);
+        assert_eq!(counters(&q).await.scheduled_retries, 1);
         tokio::time::advance(Duration::from_millis(299_999)).await;
         assert!(claim_one(&q).await.is_none());
         tokio::time::advance(Duration::from_millis(1)).await;
         let second = claim_one(&q).await.unwrap();
         assert_eq!(second.attempts, 2);
-        assert_eq!(q.counters("acme").unwrap().delayed, 0);
+        assert_eq!(counters(&q).await.scheduled_retries, 0);
 
         // The worker holding it goes silent: the lease ends after 15 s.
         tokio::time::advance(Duration::from_millis(14_999)).await;
@@ -1421,7 +585,7 @@ mod tests {
         let id = EventId::parse(c.delivery_id.split(':').next().unwrap()).unwrap();
         let record = q.event(&id).await.unwrap().unwrap();
         assert_eq!(record.status, "delivered");
-        assert_eq!(q.in_flight(), 0);
+        assert_eq!(counters(&q).await.in_flight, 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1443,10 +607,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(record.status, "expired");
-        let dead = q.dead_letter_entries("acme");
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].reason, "expired");
-        assert_eq!(q.counters("acme").unwrap().depth, 1);
+        let dead = q.dead_letters("acme", 0, 10).await.unwrap();
+        assert_eq!(dead.items.len(), 1);
+        assert_eq!(dead.items[0].reason, "expired");
+        assert_eq!(counters(&q).await.depth, 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1495,5 +659,106 @@ mod tests {
         let dead = q.event(&ids[1]).await.unwrap().unwrap();
         assert_eq!(dead.status, "dead", "an event with a dead letter is kept");
         assert_eq!(dead.deliveries[0].last_status, Some(422));
+    }
+
+    fn script(body: &str) -> Script {
+        Script::new(HELPERS, body)
+    }
+
+    async fn eval(e: &Embedded, body: &str, args: &[&str]) -> Result<Value, QueueError> {
+        let argv = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+        let mut replies = e
+            .run_script(&script(body), &[("b".to_string(), argv)])
+            .await?;
+        Ok(replies.remove(0))
+    }
+
+    #[tokio::test]
+    async fn replies_and_arguments_convert_as_in_redis() {
+        let e = Embedded::new();
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        // Lua -> reply: numbers truncate, false is nil, true is 1, tables stop at a nil.
+        assert_eq!(
+            eval(
+                &e,
+                "return {1.9, -2.5, 'x', true, false, {KEYS[1]}, nil, 7}",
+                &[]
+            )
+            .await
+            .unwrap(),
+            Value::Array(vec![
+                Value::Int(1),
+                Value::Int(-2),
+                bulk("x"),
+                Value::Int(1),
+                Value::Nil,
+                Value::Array(vec![bulk("b:ready")]),
+            ])
+        );
+        // Reply -> Lua: integer, bulk, nil bulk, status, and numbers sent as %.17g.
+        let body = "redis.call('HSET', 'h', 'f', 0.1, 'g', 1e20) \
+            local t = {redis.call('HGET', 'h', 'f'), redis.call('HGET', 'h', 'g'), \
+              redis.call('HINCRBY', 'c', 'n', ARGV[1]) + 1, redis.call('HGET', 'h', 'no')} \
+            return {t[1], t[2], t[3], type(t[4]), redis.call('SET', 'k', 'v').ok, \
+              type(redis.call('PING'))}";
+        assert_eq!(
+            eval(&e, body, &["41"]).await.unwrap(),
+            Value::Array(vec![
+                bulk("0.10000000000000001"),
+                bulk("1e+20"),
+                Value::Int(42),
+                bulk("boolean"),
+                bulk("OK"),
+                bulk("table"),
+            ])
+        );
+        assert_eq!(
+            eval(&e, "return redis.status_reply('DONE')", &[])
+                .await
+                .unwrap(),
+            Value::SimpleString("DONE".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_are_loud_and_pcall_catches_them() {
+        let e = Embedded::new();
+        let failure = eval(&e, "return redis.call('FLUSHALL')", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            failure
+                .to_string()
+                .contains("ERR unknown command 'FLUSHALL' in embedded store"),
+            "{failure}"
+        );
+        assert_eq!(
+            eval(
+                &e,
+                "redis.call('SET', 'k', 'v') return redis.pcall('LPUSH', 'k', 'x').err",
+                &[]
+            )
+            .await
+            .unwrap(),
+            Value::BulkString(
+                b"WRONGTYPE Operation against a key holding the wrong kind of value".to_vec()
+            )
+        );
+        let global = eval(&e, "x = 1 return x", &[]).await.unwrap_err();
+        assert!(
+            global.to_string().contains("create global variable 'x'"),
+            "{global}"
+        );
+        let missing = eval(&e, "return cjson.encode({})", &[]).await.unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("nonexistent global variable 'cjson'"),
+            "{missing}"
+        );
+        let reply = eval(&e, "return redis.error_reply('ERR mine')", &[])
+            .await
+            .unwrap_err();
+        assert!(reply.to_string().contains("ERR mine"), "{reply}");
     }
 }

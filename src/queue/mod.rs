@@ -1,13 +1,17 @@
 //! The durable per-account queue behind ingress and delivery.
 //!
-//! [`Queue`] is the contract; [`redis::RedisQueue`] is the production backend and
-//! [`memory::MemoryQueue`] the in-memory one (`memory://`, not durable) for `zenrelay demo`
-//! and fast tests. Only `app` picks a backend. The queue, not the worker, owns every rule that must hold across
-//! processes: the rolling-window limit per account, one delivery in flight per account
-//! (which keeps first attempts in FIFO order), leases, retries, dead letters and TTLs.
+//! [`Queue`] is the contract. Its behaviour is written once, as the Lua scripts beside
+//! [`redis`] (key layout and scripts documented there), and [`redis::ScriptQueue`] runs them
+//! over a transport: [`redis::RedisQueue`] sends them to Redis (production), and
+//! [`memory::MemoryQueue`] (`memory://`, not durable, for `zenrelay demo` and fast tests)
+//! runs them in an embedded Lua 5.1 over the in-process [`store`]. Only `app` picks a
+//! backend. The queue, not the worker, owns every rule that must hold across processes: the
+//! rolling-window limit per account, one delivery in flight per account (which keeps first
+//! attempts in FIFO order), leases, retries, dead letters and TTLs.
 
 pub mod memory;
 pub mod redis;
+pub mod store;
 
 use std::time::Duration;
 
@@ -44,7 +48,7 @@ impl Default for Retention {
 pub const REAP_MAX: usize = 200;
 
 /// A failure of the storage itself (never of the caller's input).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// The store does not answer or refused the command; retry later.
     #[error("queue storage unavailable: {0}")]

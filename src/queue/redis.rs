@@ -1,4 +1,12 @@
-//! The Redis backend of [`Queue`].
+//! The Redis backend of [`Queue`], and the queue logic both backends share.
+//!
+//! [`ScriptQueue`] implements [`Queue`] by running the Lua scripts beside this file over a
+//! [`Transport`]: it builds every key and script argument and reads every reply. The
+//! transport only carries scripts and a few plain commands to a store: [`RedisConnections`]
+//! to a Redis server (the production backend, [`RedisQueue`]), and
+//! [`super::memory::Embedded`] to an in-process store running the same scripts with an
+//! embedded Lua 5.1 (`memory://`, [`super::memory::MemoryQueue`]). The scripts are the one
+//! statement of the queue's behaviour.
 //!
 //! # Key layout
 //!
@@ -80,7 +88,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -96,7 +104,7 @@ use super::{
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
 /// The helpers every script starts with (`scripts.lua`). Public, hidden, for the tests
-/// that run variants of the scripts (see [`RedisQueue::with_helpers`]).
+/// that run variants of the scripts (see [`ScriptQueue::with_helpers`]).
 #[doc(hidden)]
 pub const HELPERS: &str = include_str!("scripts.lua");
 
@@ -126,14 +134,16 @@ pub struct RedisQueueConfig {
     pub retention: Retention,
 }
 
-#[derive(Clone)]
-struct Script {
+/// One of the queue's Lua scripts: its source (prefixed with the helpers of
+/// `scripts.lua`) and the SHA1 digest `EVALSHA` names it by.
+#[derive(Clone, Debug)]
+pub struct Script {
     source: Arc<str>,
     sha: Arc<str>,
 }
 
 impl Script {
-    fn new(helpers: &str, body: &str) -> Self {
+    pub(crate) fn new(helpers: &str, body: &str) -> Self {
         let source = format!("{helpers}\n{body}");
         let sha = redis::Script::new(&source).get_hash().to_string();
         Script {
@@ -141,18 +151,70 @@ impl Script {
             sha: sha.into(),
         }
     }
+
+    /// The full source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The SHA1 digest of the source, in hex.
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
 }
 
-/// The production queue.
-pub struct RedisQueue {
-    client: redis::Client,
-    connections: OnceCell<Vec<ConnectionManager>>,
-    next: AtomicUsize,
+/// One call of a script: the partition base (`KEYS[1]` is `{base}:ready`) and `ARGV`.
+pub type ScriptCall = (String, Vec<Vec<u8>>);
+
+/// How [`ScriptQueue`] reaches its store.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Runs several calls of one script, in order; one reply per call. A transport may
+    /// send them in one round trip; each call is atomic on its own.
+    async fn run_script(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Result<Vec<Value>, QueueError>;
+
+    /// Runs one plain command (outside scripts).
+    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError>;
+
+    /// Where the store is and whether it is durable, for people (no secrets).
+    fn describe(&self, prefix: &str, partitions: u16) -> String;
+
+    /// Checks the store's own settings at startup (see [`Queue::check_deployment`]).
+    async fn check_deployment(&self) -> Result<(), QueueError>;
+}
+
+/// The settings the queue logic itself uses (the transport has its own).
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Key prefix.
+    pub prefix: String,
+    /// Partition count.
+    pub partitions: u16,
+    /// Lease of a claimed delivery.
+    pub lease: Duration,
+    /// Limit applied to accounts that have none stored.
+    pub default_limit: RateLimit,
+    /// Margin added to the rolling window, in milliseconds.
+    pub margin_ms: u64,
+    /// How long dead letters, finished events and idle accounts are kept.
+    pub retention: Retention,
+}
+
+/// The production queue: the scripts run by a Redis server.
+pub type RedisQueue = ScriptQueue<RedisConnections>;
+
+/// The queue implemented by the Lua scripts, over a [`Transport`].
+pub struct ScriptQueue<T> {
+    transport: Arc<T>,
     /// Enqueue requests waiting for the next group commit.
     pending: std::sync::Mutex<Vec<PendingEnqueue>>,
     /// Held by the request that is committing a group.
     committing: tokio::sync::Mutex<()>,
-    config: RedisQueueConfig,
+    config: QueueSettings,
     enqueue: Script,
     claim: Script,
     complete: Script,
@@ -161,8 +223,11 @@ pub struct RedisQueue {
     replay: Script,
     purge: Script,
     hold: Script,
+    /// Set once the partition count is recorded or checked (see
+    /// [`ScriptQueue::check_partitions`]).
+    partitions_checked: OnceCell<()>,
     /// Dead letters dropped by this process's claims, not yet taken by the metrics.
-    dead_letters_dropped: std::sync::atomic::AtomicU64,
+    dead_letters_dropped: AtomicU64,
 }
 
 /// An enqueue request waiting for its group commit.
@@ -200,19 +265,47 @@ impl RedisQueue {
     /// Checks the URL; connections are opened on first use, so this succeeds while Redis
     /// is down.
     pub fn new(config: RedisQueueConfig) -> Result<Self, QueueError> {
-        Self::with_helpers(config, HELPERS)
+        Self::new_with_helpers(config, HELPERS)
     }
 
     /// As [`RedisQueue::new`], with other helpers in front of every script: for tests that
     /// run the scripts with a variant of them (e.g. one that fails after some write).
     #[doc(hidden)]
-    pub fn with_helpers(config: RedisQueueConfig, helpers: &str) -> Result<Self, QueueError> {
+    pub fn new_with_helpers(config: RedisQueueConfig, helpers: &str) -> Result<Self, QueueError> {
         let client = redis::Client::open(config.url.expose_secret())
             .map_err(|e| QueueError::Unavailable(format!("invalid Redis URL: {e}")))?;
-        Ok(RedisQueue {
+        let transport = RedisConnections {
             client,
             connections: OnceCell::new(),
             next: AtomicUsize::new(0),
+            pool_size: config.pool_size,
+            timeout: config.timeout,
+        };
+        let settings = QueueSettings {
+            prefix: config.prefix,
+            partitions: config.partitions,
+            lease: config.lease,
+            default_limit: config.default_limit,
+            margin_ms: config.margin_ms,
+            retention: config.retention,
+        };
+        Ok(ScriptQueue::with_helpers(settings, transport, helpers))
+    }
+}
+
+impl<T: Transport> ScriptQueue<T> {
+    /// The queue over `transport`.
+    pub fn with_transport(config: QueueSettings, transport: T) -> Self {
+        Self::with_helpers(config, transport, HELPERS)
+    }
+
+    /// As [`ScriptQueue::with_transport`], with other helpers in front of every script:
+    /// for tests that run the scripts with a variant of them (e.g. one that fails after
+    /// some write).
+    #[doc(hidden)]
+    pub fn with_helpers(config: QueueSettings, transport: T, helpers: &str) -> Self {
+        ScriptQueue {
+            transport: Arc::new(transport),
             pending: std::sync::Mutex::new(Vec::new()),
             committing: tokio::sync::Mutex::new(()),
             config,
@@ -224,8 +317,14 @@ impl RedisQueue {
             replay: Script::new(helpers, include_str!("replay.lua")),
             purge: Script::new(helpers, include_str!("purge.lua")),
             hold: Script::new(helpers, include_str!("hold.lua")),
-            dead_letters_dropped: std::sync::atomic::AtomicU64::new(0),
-        })
+            partitions_checked: OnceCell::new(),
+            dead_letters_dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
     }
 
     /// The key prefix of a partition, with its hash tag.
@@ -242,12 +341,11 @@ impl RedisQueue {
         format!("{}:runtime:accounts", self.config.prefix)
     }
 
-    /// Runs one plain command with the command timeout.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, QueueError> {
-        let mut conn = self.conn().await?;
-        self.timed(cmd.query_async(&mut conn))
-            .await
-            .map_err(unavailable)
+    /// Runs one plain command.
+    async fn query<V: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<V, QueueError> {
+        self.check_partitions().await?;
+        let reply = self.transport.command(cmd).await?;
+        V::from_owned_redis_value(reply).map_err(|e| QueueError::Protocol(e.to_string()))
     }
 
     /// Replays or purges dead letters in chunks: with `All`, at most the letters present
@@ -309,135 +407,64 @@ impl RedisQueue {
         Ok(result)
     }
 
-    /// One of the multiplexed connections, opening them on first use.
-    pub async fn conn(&self) -> Result<ConnectionManager, QueueError> {
-        let connections = self
-            .connections
-            .get_or_try_init(|| async {
-                let settings = ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.config.timeout)
-                    .set_response_timeout(self.config.timeout)
-                    .set_number_of_retries(2)
-                    .set_max_delay(1000);
-                let mut out = Vec::with_capacity(self.config.pool_size.max(1));
-                for _ in 0..self.config.pool_size.max(1) {
-                    let manager = self
-                        .timed(
-                            self.client
-                                .get_connection_manager_with_config(settings.clone()),
-                        )
-                        .await
-                        .map_err(unavailable)?;
-                    out.push(manager);
-                }
-                self.check_partitions(out[0].clone()).await?;
-                Ok::<_, QueueError>(out)
-            })
-            .await?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % connections.len();
-        Ok(connections[i].clone())
-    }
-
-    async fn timed<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, RedisError> {
-        match tokio::time::timeout(self.config.timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(RedisError::from((
-                redis::ErrorKind::IoError,
-                "Redis command timed out",
-            ))),
-        }
-    }
-
-    /// Runs one script, loading it first if Redis does not know it.
+    /// Runs one script call.
     async fn eval(
         &self,
         script: &Script,
         base: &str,
         args: Vec<Vec<u8>>,
     ) -> Result<Value, QueueError> {
-        let conn = self.conn().await?;
         let calls = [(base.to_string(), args)];
-        run_pipeline(conn, script, &calls, self.config.timeout)
-            .await
-            .map_err(unavailable)?
+        self.run_script(script, &calls)
+            .await?
             .pop()
             .ok_or_else(|| QueueError::Protocol("a script answered nothing".into()))
     }
 
-    /// Records the partition count on first use, or checks it against the one recorded:
-    /// accounts are spread by it, so a process with another count would look for their
-    /// keys in the wrong partitions.
-    async fn check_partitions(&self, mut conn: ConnectionManager) -> Result<(), QueueError> {
-        let key = format!("{}:meta", self.config.prefix);
-        let mine = self.config.partitions;
-        let (_, stored): (i64, String) = self
-            .timed(
-                redis::pipe()
-                    .cmd("HSETNX")
-                    .arg(&key)
-                    .arg("partitions")
-                    .arg(mine)
-                    .cmd("HGET")
-                    .arg(&key)
-                    .arg("partitions")
-                    .query_async(&mut conn),
-            )
-            .await
-            .map_err(unavailable)?;
-        if stored == mine.to_string() {
-            Ok(())
-        } else {
-            Err(QueueError::Mismatch(format!(
-                "redis.partitions is {mine}, but the data under key prefix {:?} was written \
-                 with {stored} partitions (key {key:?}); use redis.partitions = {stored}, or \
-                 drain the queue before changing it (see the README)",
-                self.config.prefix
-            )))
-        }
+    /// Runs calls of a script, once the partition count is checked.
+    async fn run_script(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Result<Vec<Value>, QueueError> {
+        self.check_partitions().await?;
+        self.transport.run_script(script, calls).await
     }
 
-    /// Reads the deployment's safety settings and warns about those that can lose data.
-    pub async fn check_server(&self) -> Result<(), QueueError> {
-        let mut conn = self.conn().await?;
-        let policy: Vec<String> = self
-            .timed(
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("maxmemory-policy")
-                    .query_async(&mut conn),
-            )
+    /// Records the partition count on first use, or checks it against the one recorded
+    /// (once per process): accounts are spread by it, so a process with another count
+    /// would look for their keys in the wrong partitions.
+    async fn check_partitions(&self) -> Result<(), QueueError> {
+        self.partitions_checked
+            .get_or_try_init(|| async {
+                let key = format!("{}:meta", self.config.prefix);
+                let mine = self.config.partitions;
+                self.transport
+                    .command(redis::cmd("HSETNX").arg(&key).arg("partitions").arg(mine))
+                    .await?;
+                let stored = self
+                    .transport
+                    .command(redis::cmd("HGET").arg(&key).arg("partitions"))
+                    .await?;
+                let stored = text(&stored).unwrap_or_default();
+                if stored == mine.to_string() {
+                    Ok(())
+                } else {
+                    Err(QueueError::Mismatch(format!(
+                        "redis.partitions is {mine}, but the data under key prefix {:?} was \
+                         written with {stored} partitions (key {key:?}); use \
+                         redis.partitions = {stored}, or drain the queue before changing it \
+                         (see the README)",
+                        self.config.prefix
+                    )))
+                }
+            })
             .await
-            .unwrap_or_default();
-        if let Some(policy) = policy.get(1) {
-            if policy != "noeviction" {
-                tracing::warn!(
-                    policy = %policy,
-                    "Redis maxmemory-policy can evict keys and lose queued events; set it to noeviction"
-                );
-            }
-        }
-        let aof: Vec<String> = self
-            .timed(
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("appendonly")
-                    .query_async(&mut conn),
-            )
-            .await
-            .unwrap_or_default();
-        if aof.get(1).map(String::as_str) == Some("no") {
-            tracing::warn!(
-                "Redis appendonly is off: accepted events can be lost if Redis itself crashes"
-            );
-        }
-        Ok(())
+            .map(|_| ())
     }
 }
 
-impl RedisQueue {
+impl<T: Transport> ScriptQueue<T> {
     /// Stores a group of enqueue requests in one round trip and answers each.
     async fn commit_enqueues(&self, group: Vec<PendingEnqueue>) {
         // One script call per account and settings, in arrival order, capped in size.
@@ -474,17 +501,13 @@ impl RedisQueue {
         // The commit runs in its own task: if the request that leads it goes away (its
         // client disconnected), the others still get the true outcome, never a false
         // "nothing stored" for events Redis did store.
-        let conn = self.conn().await;
+        let transport = self.transport.clone();
         let script = self.enqueue.clone();
-        let timeout = self.config.timeout;
+        let checked = self.check_partitions().await;
         let commit = tokio::spawn(async move {
-            let replies = match conn {
-                Ok(conn) => run_pipeline(conn, &script, &requests, timeout).await,
-                Err(e) => Err(RedisError::from((
-                    redis::ErrorKind::IoError,
-                    "no connection",
-                    e.to_string(),
-                ))),
+            let replies = match checked {
+                Ok(()) => transport.run_script(&script, &requests).await,
+                Err(e) => Err(e),
             };
             let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
             let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
@@ -498,7 +521,7 @@ impl RedisQueue {
                 Err(e) => {
                     for (members, _) in &calls {
                         for &i in members {
-                            answer(i, Err(QueueError::Unavailable(e.to_string())));
+                            answer(i, Err(e.clone()));
                         }
                     }
                 }
@@ -569,6 +592,126 @@ impl RedisQueue {
             }
         }
         (base, args)
+    }
+}
+
+/// The connections to a Redis server: a few multiplexed connections (see "Connections"
+/// above), each command bounded by the command timeout.
+pub struct RedisConnections {
+    client: redis::Client,
+    connections: OnceCell<Vec<ConnectionManager>>,
+    next: AtomicUsize,
+    pool_size: usize,
+    timeout: Duration,
+}
+
+impl RedisConnections {
+    /// One of the multiplexed connections, opening them on first use.
+    pub async fn conn(&self) -> Result<ConnectionManager, QueueError> {
+        let connections = self
+            .connections
+            .get_or_try_init(|| async {
+                let settings = ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout)
+                    .set_number_of_retries(2)
+                    .set_max_delay(1000);
+                let mut out = Vec::with_capacity(self.pool_size.max(1));
+                for _ in 0..self.pool_size.max(1) {
+                    let manager = self
+                        .timed(
+                            self.client
+                                .get_connection_manager_with_config(settings.clone()),
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    out.push(manager);
+                }
+                Ok::<_, QueueError>(out)
+            })
+            .await?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % connections.len();
+        Ok(connections[i].clone())
+    }
+
+    async fn timed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::from((
+                redis::ErrorKind::IoError,
+                "Redis command timed out",
+            ))),
+        }
+    }
+
+    /// Reads the deployment's safety settings and warns about those that can lose data.
+    pub async fn check_server(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn().await?;
+        let policy: Vec<String> = self
+            .timed(
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .query_async(&mut conn),
+            )
+            .await
+            .unwrap_or_default();
+        if let Some(policy) = policy.get(1) {
+            if policy != "noeviction" {
+                tracing::warn!(
+                    policy = %policy,
+                    "Redis maxmemory-policy can evict keys and lose queued events; set it to noeviction"
+                );
+            }
+        }
+        let aof: Vec<String> = self
+            .timed(
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("appendonly")
+                    .query_async(&mut conn),
+            )
+            .await
+            .unwrap_or_default();
+        if aof.get(1).map(String::as_str) == Some("no") {
+            tracing::warn!(
+                "Redis appendonly is off: accepted events can be lost if Redis itself crashes"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Transport for RedisConnections {
+    /// All calls in one pipelined round trip, reloading the script if Redis lost it.
+    async fn run_script(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Result<Vec<Value>, QueueError> {
+        let conn = self.conn().await?;
+        run_pipeline(conn, script, calls, self.timeout)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
+        let mut conn = self.conn().await?;
+        self.timed(cmd.query_async(&mut conn))
+            .await
+            .map_err(unavailable)
+    }
+
+    fn describe(&self, prefix: &str, partitions: u16) -> String {
+        format!("Redis (key prefix {prefix:?}, {partitions} partitions)")
+    }
+
+    async fn check_deployment(&self) -> Result<(), QueueError> {
+        self.check_server().await
     }
 }
 
@@ -733,7 +876,7 @@ fn outcome_args(outcome: &Outcome) -> (&'static str, String, String, u64, &str) 
 }
 
 #[async_trait]
-impl Queue for RedisQueue {
+impl<T: Transport> Queue for ScriptQueue<T> {
     fn partitions(&self) -> u16 {
         self.config.partitions
     }
@@ -743,14 +886,13 @@ impl Queue for RedisQueue {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "Redis (key prefix {:?}, {} partitions)",
-            self.config.prefix, self.config.partitions
-        )
+        self.transport
+            .describe(&self.config.prefix, self.config.partitions)
     }
 
     async fn check_deployment(&self) -> Result<(), QueueError> {
-        self.check_server().await
+        self.transport.check_deployment().await?;
+        self.check_partitions().await
     }
 
     /// Group commit: the request joins the pending list; whoever holds the commit lock
@@ -797,7 +939,7 @@ impl Queue for RedisQueue {
         let c = &self.config;
         // A request for more than CLAIM_CHUNK deliveries becomes several script calls on
         // the partition, one after the other in the same round trip.
-        let mut calls: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let mut calls: Vec<ScriptCall> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
         for (i, &(partition, max)) in requests.iter().enumerate() {
             let base = self.base(partition);
@@ -827,10 +969,7 @@ impl Queue for RedisQueue {
                 }
             }
         }
-        let conn = self.conn().await?;
-        let replies = run_pipeline(conn, &self.claim, &calls, c.timeout)
-            .await
-            .map_err(unavailable)?;
+        let replies = self.run_script(&self.claim, &calls).await?;
         let mut dropped = 0;
         let mut batches: Vec<ClaimBatch> = requests.iter().map(|_| ClaimBatch::default()).collect();
         for (reply, i) in replies.into_iter().zip(owner) {
@@ -867,7 +1006,7 @@ impl Queue for RedisQueue {
                 .or_default()
                 .push(c);
         }
-        let mut calls: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let mut calls: Vec<ScriptCall> = Vec::new();
         for (partition, group) in by_partition {
             let base = self.base(partition);
             for chunk in group.chunks(COMPLETE_CHUNK) {
@@ -894,23 +1033,15 @@ impl Queue for RedisQueue {
         if calls.is_empty() {
             return Ok(());
         }
-        let conn = self.conn().await?;
-        run_pipeline(conn, &self.complete, &calls, self.config.timeout)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        self.run_script(&self.complete, &calls).await.map(|_| ())
     }
 
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, QueueError> {
         if id.partition() >= self.config.partitions {
             return Ok(None);
         }
-        let mut conn = self.conn().await?;
         let key = format!("{}:ev:{}", self.base(id.partition()), id);
-        let fields: HashMap<String, String> = self
-            .timed(redis::cmd("HGETALL").arg(&key).query_async(&mut conn))
-            .await
-            .map_err(unavailable)?;
+        let fields: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(&key)).await?;
         let Some(account) = fields.get("acct").cloned() else {
             return Ok(None);
         };
@@ -943,11 +1074,7 @@ impl Queue for RedisQueue {
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        let mut conn = self.conn().await?;
-        let pong: String = self
-            .timed(redis::cmd("PING").query_async(&mut conn))
-            .await
-            .map_err(unavailable)?;
+        let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {
             Ok(())
         } else {

@@ -19,5 +19,13 @@ pub(crate) async fn serve(
         Some(files) => Some(crate::tls::acceptor(files, "sim.tls")?),
         None => None,
     };
-    crate::server::serve(listener, sim.router(), tls, shutdown, SHUTDOWN_GRACE).await
+    crate::server::serve(
+        listener,
+        sim.router(),
+        tls,
+        crate::server::ConnectionLimits::default(),
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await
 }

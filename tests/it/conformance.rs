@@ -1,12 +1,14 @@
-//! One conformance suite for every queue backend, so that Redis and memory cannot drift.
+//! One conformance suite for every queue backend: the same scenarios on Redis and on the
+//! embedded store, which run the same Lua scripts.
 //!
 //! Each scenario is written once as an `async fn(Backend)` and instantiated by
 //! `conformance!` for the in-memory queue and for a real `redis-server` of its own. Both are
 //! built through `app::queue_for`, the function the gateway uses. The Redis backend reads
 //! the clock with Redis `TIME`, so timing scenarios use short real windows (300-500 ms) and
 //! assert bounds that hold whatever the scheduling delays; long timings (60 s windows,
-//! 30 s pauses, retention) are tested on the memory backend with tokio's paused clock in
-//! `src/queue/memory.rs`.
+//! 30 s pauses, retention) run the same scripts on the embedded store with tokio's paused
+//! clock in `src/queue/memory.rs`. `differential.rs` compares the two backends' replies and
+//! keyspaces step by step.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

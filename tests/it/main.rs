@@ -1,9 +1,13 @@
 mod conformance;
+mod dashboard;
 mod demo;
+mod differential;
+mod listener;
 mod ops;
 mod partitions;
 mod proxy;
 mod queue_faults;
+mod readme;
 mod relay;
 mod retention;
 mod script_time;

@@ -218,6 +218,7 @@ async fn admin_endpoints_need_an_admin_key() {
     let spec = json!({"subdomain": "acme", "base_url": sim.base, "email": "admin@acme.example", "api_token": "tok-acme"});
     let endpoints: Vec<(M, String, Option<Value>, u16)> = vec![
         (M::GET, format!("{b}/v1/queues"), None, 200),
+        (M::GET, format!("{b}/v1/history"), None, 200),
         (
             M::GET,
             format!("{b}/v1/accounts/acme/dead-letters"),
@@ -963,6 +964,10 @@ async fn the_openapi_document_validates_and_matches_the_routes() {
         "GET /v1/events/{id}",
         "POST /v1/webhooks/{name}",
         "GET /v1/queues",
+        "GET /v1/history",
+        "GET /",
+        "GET /dashboard.js",
+        "GET /dashboard.css",
         "GET /v1/accounts/{account}/dead-letters",
         "DELETE /v1/accounts/{account}/dead-letters",
         "POST /v1/accounts/{account}/dead-letters/replay",

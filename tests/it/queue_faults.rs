@@ -62,7 +62,7 @@ fn queues(redis: &RedisServer, fail_after: usize) -> Queues {
     Queues {
         normal: Arc::new(RedisQueue::new(settings.clone()).unwrap()),
         failing: Arc::new(
-            RedisQueue::with_helpers(settings, &failing_helpers(fail_after)).unwrap(),
+            RedisQueue::new_with_helpers(settings, &failing_helpers(fail_after)).unwrap(),
         ),
         prefix: config.redis.key_prefix.clone(),
         url: redis.url(),

@@ -131,6 +131,66 @@ const SCHEMA: &str = r#"{
   }
 }"#;
 
+/// A client key shaped like a webhook's replay id neither blocks that webhook nor learns
+/// whether it arrived.
+#[tokio::test]
+async fn client_keys_cannot_reach_webhook_replay_ids() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 100, 60).await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("statuspage.json");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let mut text = ops_toml(&redis.url(), "wsq", &sim, &["acme"], "");
+    text.push_str(&webhooks_toml(&schema));
+    let gw = spawn_gateway(config(&text)).await;
+    let http = &gw.http;
+    let notify = |key: &'static str| {
+        http.post(format!("{}/v1/accounts/acme/notify", gw.base))
+            .bearer_auth(KEY)
+            .header("idempotency-key", key)
+            .json(&json!({"app_id": 1, "event": "squat"}))
+            .send()
+    };
+    let body = br#"{"incident": {"status": "investigating"}, "assignee": {"zendesk_id": 7}}"#;
+    let url = format!("{}/v1/webhooks/statuspage", gw.base);
+
+    for key in [
+        "webhook:statuspage:msg_squat",
+        "webhook_statuspage:msg_squat",
+        "statuspage:msg_squat",
+        "msg_squat",
+    ] {
+        let (status, e) = code(notify(key).await.unwrap()).await;
+        assert_eq!(status, 202, "{key}: {e}");
+    }
+    let (status, e) =
+        code(standard_post(http, &url, SECRET, "msg_squat", body, 0, None).await).await;
+    assert_eq!(
+        status, 202,
+        "the webhook is not blocked by a client key: {e}"
+    );
+    let webhook_event = e["id"].as_str().unwrap().to_string();
+
+    // The client's repeat answers its own event, never the webhook's.
+    let (status, again) = code(notify("webhook:statuspage:msg_squat").await.unwrap()).await;
+    assert_eq!(status, 202, "{again}");
+    assert_ne!(again["id"].as_str().unwrap(), webhook_event);
+    // A key with the replay namespace's separator is refused outright.
+    let (status, e) = code(notify("webhook statuspage:msg_squat").await.unwrap()).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_idempotency_key"))
+    );
+    // The webhook's own replay is still refused.
+    let (status, e) =
+        code(standard_post(http, &url, SECRET, "msg_squat", body, 0, None).await).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (409, Some("replayed_webhook"))
+    );
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn signature_matrix_and_replays() {
     let redis = RedisServer::start();

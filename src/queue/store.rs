@@ -1,0 +1,946 @@
+//! An in-process key-value store that answers the Redis commands the queue's Lua scripts
+//! send, with Redis's replies and errors: the storage of the embedded backend
+//! ([`super::memory`]).
+//!
+//! It knows nothing of the queue. It implements, for strings, hashes, lists, sorted sets
+//! and sets, exactly the commands listed in [`Store::command`] with the options the
+//! scripts use, plus the few the gateway sends outside scripts and the inspection
+//! commands (`KEYS`, `TYPE`, `PTTL`, `DBSIZE`) tests use to compare it with Redis. Any other
+//! command or option is refused with an error naming it, never ignored.
+//!
+//! As in Redis, an empty hash, list, sorted set or set does not exist (the key is
+//! removed with its last member), a key can expire (`PEXPIRE`, `SET ... EX`), an expired
+//! key is never seen again, and a command on a key of another type answers `WRONGTYPE`.
+//! Time is given by the caller ([`Store::set_now`]): the embedded backend sets it once per
+//! script from its clock, so keys never expire in the middle of a script, as in Redis.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
+
+use redis::Value;
+
+/// A command error, as Redis words it (`ERR ...`, `WRONGTYPE ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError(pub String);
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type Reply = Result<Value, CommandError>;
+
+fn err(msg: impl Into<String>) -> CommandError {
+    CommandError(msg.into())
+}
+
+const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+const SYNTAX: &str = "ERR syntax error";
+
+/// A sorted-set score with a total order (Redis never stores NaN).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score(f64);
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A sorted set: members ordered by score, then by their bytes, as in Redis.
+#[derive(Debug, Default, Clone)]
+struct ZSet {
+    scores: HashMap<Vec<u8>, Score>,
+    order: BTreeSet<(Score, Vec<u8>)>,
+}
+
+impl ZSet {
+    fn insert(&mut self, member: &[u8], score: f64) {
+        let score = Score(score);
+        if let Some(old) = self.scores.insert(member.to_vec(), score) {
+            self.order.remove(&(old, member.to_vec()));
+        }
+        self.order.insert((score, member.to_vec()));
+    }
+
+    fn remove(&mut self, member: &[u8]) -> bool {
+        match self.scores.remove(member) {
+            Some(old) => {
+                self.order.remove(&(old, member.to_vec()));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Data {
+    Str(Vec<u8>),
+    Hash(HashMap<Vec<u8>, Vec<u8>>),
+    List(VecDeque<Vec<u8>>),
+    ZSet(ZSet),
+    Set(HashSet<Vec<u8>>),
+}
+
+impl Data {
+    fn is_empty(&self) -> bool {
+        match self {
+            Data::Str(_) => false,
+            Data::Hash(h) => h.is_empty(),
+            Data::List(l) => l.is_empty(),
+            Data::ZSet(z) => z.scores.is_empty(),
+            Data::Set(s) => s.is_empty(),
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            Data::Str(_) => "string",
+            Data::Hash(_) => "hash",
+            Data::List(_) => "list",
+            Data::ZSet(_) => "zset",
+            Data::Set(_) => "set",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    data: Data,
+    /// Unix ms after which the key is gone.
+    expires_at: Option<u64>,
+}
+
+/// The keyspace.
+#[derive(Debug, Default)]
+pub struct Store {
+    keys: HashMap<Vec<u8>, Entry>,
+    /// (expiry, key) of every key with a time to live, to drop them when due.
+    expiries: BTreeSet<(u64, Vec<u8>)>,
+    now_us: u64,
+}
+
+/// How a command finds its key's value.
+enum Want {
+    Read,
+    Create,
+}
+
+macro_rules! typed {
+    ($name:ident, $variant:ident, $ty:ty, $new:expr) => {
+        /// The value of `key` if it has this type; `Create` makes an empty one.
+        fn $name(&mut self, key: &[u8], want: Want) -> Result<Option<&mut $ty>, CommandError> {
+            if !self.keys.contains_key(key) {
+                match want {
+                    Want::Read => return Ok(None),
+                    Want::Create => {
+                        self.keys.insert(
+                            key.to_vec(),
+                            Entry {
+                                data: Data::$variant($new),
+                                expires_at: None,
+                            },
+                        );
+                    }
+                }
+            }
+            match self.keys.get_mut(key).map(|e| &mut e.data) {
+                Some(Data::$variant(v)) => Ok(Some(v)),
+                Some(_) => Err(err(WRONGTYPE)),
+                None => Ok(None),
+            }
+        }
+    };
+}
+
+impl Store {
+    /// An empty keyspace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the time (Unix µs) of the commands that follow and drops the keys whose time
+    /// to live has passed.
+    pub fn set_now(&mut self, now_us: u64) {
+        self.now_us = now_us;
+        let now_ms = self.now_ms();
+        while let Some((at, _)) = self.expiries.first() {
+            if *at > now_ms {
+                break;
+            }
+            if let Some((_, key)) = self.expiries.pop_first() {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_us / 1000
+    }
+
+    typed!(hash, Hash, HashMap<Vec<u8>, Vec<u8>>, HashMap::new());
+    typed!(list, List, VecDeque<Vec<u8>>, VecDeque::new());
+    typed!(zset, ZSet, ZSet, ZSet::default());
+    typed!(set, Set, HashSet<Vec<u8>>, HashSet::new());
+
+    /// Removes `key` if its container became empty (Redis never keeps empty ones).
+    fn drop_if_empty(&mut self, key: &[u8]) {
+        if self.keys.get(key).is_some_and(|e| e.data.is_empty()) {
+            self.delete(key);
+        }
+    }
+
+    fn delete(&mut self, key: &[u8]) -> bool {
+        match self.keys.remove(key) {
+            Some(entry) => {
+                if let Some(at) = entry.expires_at {
+                    self.expiries.remove(&(at, key.to_vec()));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn set_expiry(&mut self, key: &[u8], at: Option<u64>) {
+        if let Some(entry) = self.keys.get_mut(key) {
+            if let Some(old) = entry.expires_at.take() {
+                self.expiries.remove(&(old, key.to_vec()));
+            }
+            entry.expires_at = at;
+            if let Some(at) = at {
+                self.expiries.insert((at, key.to_vec()));
+            }
+        }
+    }
+
+    /// Runs one command (name first, case-insensitive) and answers as Redis would.
+    ///
+    /// Implemented: `DEL EXISTS PEXPIRE PERSIST PTTL TYPE KEYS DBSIZE` (keys), `GET SET`
+    /// (strings; `SET` with `EX`/`PX`), `HSET HGET HMGET HDEL HINCRBY HGETALL` (hashes),
+    /// `LPUSH RPUSH LPOP LINDEX LSET LREM LTRIM LRANGE LLEN` (lists), `ZADD` (with
+    /// `NX`/`XX`/`CH`) `ZREM ZSCORE ZCARD ZRANGE ZRANGEBYSCORE` (with `WITHSCORES`,
+    /// `LIMIT`) (sorted sets), `SADD SMEMBERS SCARD` (sets), `TIME PING`.
+    pub fn command(&mut self, args: &[Vec<u8>]) -> Reply {
+        let Some((name, args)) = args.split_first() else {
+            return Err(err("ERR empty command"));
+        };
+        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        let arity = |min: usize, even_after: Option<usize>| -> Result<(), CommandError> {
+            let bad = args.len() < min || even_after.is_some_and(|n| (args.len() - n) % 2 != 0);
+            if bad {
+                Err(err(format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    name.to_ascii_lowercase()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match name.as_str() {
+            "PING" => Ok(Value::SimpleString("PONG".into())),
+            "TIME" => Ok(Value::Array(vec![
+                bulk((self.now_us / 1_000_000).to_string()),
+                bulk((self.now_us % 1_000_000).to_string()),
+            ])),
+            "DBSIZE" => Ok(Value::Int(self.keys.len() as i64)),
+            "KEYS" => {
+                arity(1, None)?;
+                if args[0] != b"*" {
+                    return Err(err(
+                        "ERR KEYS supports only the pattern '*' in embedded store",
+                    ));
+                }
+                let mut keys: Vec<&Vec<u8>> = self.keys.keys().collect();
+                keys.sort();
+                Ok(Value::Array(
+                    keys.into_iter().map(|k| bulk(k.clone())).collect(),
+                ))
+            }
+            "TYPE" => {
+                arity(1, None)?;
+                let t = self
+                    .keys
+                    .get(&args[0])
+                    .map_or("none", |e| e.data.type_name());
+                Ok(Value::SimpleString(t.into()))
+            }
+            "PTTL" => {
+                arity(1, None)?;
+                let now = self.now_ms();
+                Ok(Value::Int(match self.keys.get(&args[0]) {
+                    None => -2,
+                    Some(Entry {
+                        expires_at: None, ..
+                    }) => -1,
+                    Some(Entry {
+                        expires_at: Some(at),
+                        ..
+                    }) => at.saturating_sub(now) as i64,
+                }))
+            }
+            "DEL" => {
+                arity(1, None)?;
+                Ok(Value::Int(
+                    args.iter().filter(|k| self.delete(k)).count() as i64
+                ))
+            }
+            "EXISTS" => {
+                arity(1, None)?;
+                Ok(Value::Int(
+                    args.iter().filter(|k| self.keys.contains_key(*k)).count() as i64,
+                ))
+            }
+            "PEXPIRE" => {
+                arity(2, None)?;
+                if args.len() > 2 {
+                    return Err(unsupported(&name, &args[2]));
+                }
+                let ms = parse_i64(&args[1])?;
+                if !self.keys.contains_key(&args[0]) {
+                    return Ok(Value::Int(0));
+                }
+                if ms <= 0 {
+                    self.delete(&args[0]);
+                } else {
+                    let at = self.now_ms().saturating_add(ms as u64);
+                    self.set_expiry(&args[0], Some(at));
+                }
+                Ok(Value::Int(1))
+            }
+            "PERSIST" => {
+                arity(1, None)?;
+                let had = self
+                    .keys
+                    .get(&args[0])
+                    .is_some_and(|e| e.expires_at.is_some());
+                if had {
+                    self.set_expiry(&args[0], None);
+                }
+                Ok(Value::Int(i64::from(had)))
+            }
+            "GET" => {
+                arity(1, None)?;
+                match self.keys.get(&args[0]).map(|e| &e.data) {
+                    None => Ok(Value::Nil),
+                    Some(Data::Str(s)) => Ok(bulk(s.clone())),
+                    Some(_) => Err(err(WRONGTYPE)),
+                }
+            }
+            "SET" => {
+                arity(2, None)?;
+                let mut ttl_ms = None;
+                let mut i = 2;
+                while i < args.len() {
+                    let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
+                    match opt.as_str() {
+                        "EX" | "PX" => {
+                            let v = parse_i64(args.get(i + 1).ok_or_else(|| err(SYNTAX))?)?;
+                            if v <= 0 {
+                                return Err(err("ERR invalid expire time in 'set' command"));
+                            }
+                            let v = v as u64;
+                            ttl_ms = Some(if opt == "EX" { v * 1000 } else { v });
+                            i += 2;
+                        }
+                        _ => return Err(unsupported(&name, &args[i])),
+                    }
+                }
+                self.delete(&args[0]);
+                self.keys.insert(
+                    args[0].clone(),
+                    Entry {
+                        data: Data::Str(args[1].clone()),
+                        expires_at: None,
+                    },
+                );
+                if let Some(ttl) = ttl_ms {
+                    let at = self.now_ms() + ttl;
+                    self.set_expiry(&args[0], Some(at));
+                }
+                Ok(Value::Okay)
+            }
+            "HSET" => {
+                arity(3, Some(1))?;
+                let h = self.hash(&args[0], Want::Create)?.expect("created");
+                let added = args[1..]
+                    .chunks(2)
+                    .filter(|p| h.insert(p[0].clone(), p[1].clone()).is_none())
+                    .count();
+                Ok(Value::Int(added as i64))
+            }
+            "HGET" => {
+                arity(2, None)?;
+                if args.len() != 2 {
+                    return Err(err("ERR wrong number of arguments for 'hget' command"));
+                }
+                Ok(opt_bulk(
+                    self.hash(&args[0], Want::Read)?
+                        .and_then(|h| h.get(&args[1]).cloned()),
+                ))
+            }
+            "HMGET" => {
+                arity(2, None)?;
+                let h = self.hash(&args[0], Want::Read)?;
+                Ok(Value::Array(
+                    args[1..]
+                        .iter()
+                        .map(|f| opt_bulk(h.as_ref().and_then(|h| h.get(f).cloned())))
+                        .collect(),
+                ))
+            }
+            "HGETALL" => {
+                arity(1, None)?;
+                let mut out = Vec::new();
+                if let Some(h) = self.hash(&args[0], Want::Read)? {
+                    let mut pairs: Vec<_> = h.iter().collect();
+                    pairs.sort();
+                    for (f, v) in pairs {
+                        out.push(bulk(f.clone()));
+                        out.push(bulk(v.clone()));
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+            "HDEL" => {
+                arity(2, None)?;
+                let removed = match self.hash(&args[0], Want::Read)? {
+                    Some(h) => args[1..].iter().filter(|f| h.remove(*f).is_some()).count(),
+                    None => 0,
+                };
+                self.drop_if_empty(&args[0]);
+                Ok(Value::Int(removed as i64))
+            }
+            "HINCRBY" => {
+                arity(3, None)?;
+                let by = parse_i64(&args[2])?;
+                let h = self.hash(&args[0], Want::Create)?.expect("created");
+                let old = match h.get(&args[1]) {
+                    Some(v) => parse_i64(v).map_err(|_| err("ERR hash value is not an integer"))?,
+                    None => 0,
+                };
+                let new = old
+                    .checked_add(by)
+                    .ok_or_else(|| err("ERR increment or decrement would overflow"))?;
+                h.insert(args[1].clone(), new.to_string().into_bytes());
+                Ok(Value::Int(new))
+            }
+            "LPUSH" | "RPUSH" => {
+                arity(2, None)?;
+                let l = self.list(&args[0], Want::Create)?.expect("created");
+                for v in &args[1..] {
+                    if name == "LPUSH" {
+                        l.push_front(v.clone());
+                    } else {
+                        l.push_back(v.clone());
+                    }
+                }
+                Ok(Value::Int(l.len() as i64))
+            }
+            "LPOP" => {
+                arity(1, None)?;
+                if args.len() > 1 {
+                    return Err(unsupported(&name, &args[1]));
+                }
+                let v = self.list(&args[0], Want::Read)?.and_then(|l| l.pop_front());
+                self.drop_if_empty(&args[0]);
+                Ok(opt_bulk(v))
+            }
+            "LLEN" => {
+                arity(1, None)?;
+                Ok(Value::Int(
+                    self.list(&args[0], Want::Read)?.map_or(0, |l| l.len()) as i64,
+                ))
+            }
+            "LINDEX" => {
+                arity(2, None)?;
+                let i = parse_i64(&args[1])?;
+                let l = self.list(&args[0], Want::Read)?;
+                Ok(opt_bulk(l.and_then(|l| {
+                    index(i, l.len()).and_then(|i| l.get(i).cloned())
+                })))
+            }
+            "LSET" => {
+                arity(3, None)?;
+                let i = parse_i64(&args[1])?;
+                let Some(l) = self.list(&args[0], Want::Read)? else {
+                    return Err(err("ERR no such key"));
+                };
+                let slot = index(i, l.len())
+                    .and_then(|i| l.get_mut(i))
+                    .ok_or_else(|| err("ERR index out of range"))?;
+                *slot = args[2].clone();
+                Ok(Value::Okay)
+            }
+            "LREM" => {
+                arity(3, None)?;
+                let count = parse_i64(&args[1])?;
+                let Some(l) = self.list(&args[0], Want::Read)? else {
+                    return Ok(Value::Int(0));
+                };
+                let limit = if count == 0 {
+                    usize::MAX
+                } else {
+                    count.unsigned_abs() as usize
+                };
+                let mut removed = 0;
+                if count >= 0 {
+                    let mut i = 0;
+                    while i < l.len() && removed < limit {
+                        if l[i] == args[2] {
+                            l.remove(i);
+                            removed += 1;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                } else {
+                    let mut i = l.len();
+                    while i > 0 && removed < limit {
+                        i -= 1;
+                        if l[i] == args[2] {
+                            l.remove(i);
+                            removed += 1;
+                        }
+                    }
+                }
+                self.drop_if_empty(&args[0]);
+                Ok(Value::Int(removed as i64))
+            }
+            "LTRIM" => {
+                arity(3, None)?;
+                let (start, stop) = (parse_i64(&args[1])?, parse_i64(&args[2])?);
+                if let Some(l) = self.list(&args[0], Want::Read)? {
+                    match range(start, stop, l.len()) {
+                        Some((a, b)) => {
+                            l.truncate(b + 1);
+                            l.drain(..a);
+                        }
+                        None => l.clear(),
+                    }
+                }
+                self.drop_if_empty(&args[0]);
+                Ok(Value::Okay)
+            }
+            "LRANGE" => {
+                arity(3, None)?;
+                let (start, stop) = (parse_i64(&args[1])?, parse_i64(&args[2])?);
+                let l = self.list(&args[0], Want::Read)?;
+                Ok(Value::Array(match l {
+                    Some(l) => match range(start, stop, l.len()) {
+                        Some((a, b)) => l.range(a..=b).map(|v| bulk(v.clone())).collect(),
+                        None => Vec::new(),
+                    },
+                    None => Vec::new(),
+                }))
+            }
+            "ZADD" => self.zadd(&name, args),
+            "ZREM" => {
+                arity(2, None)?;
+                let removed = match self.zset(&args[0], Want::Read)? {
+                    Some(z) => args[1..].iter().filter(|m| z.remove(m)).count(),
+                    None => 0,
+                };
+                self.drop_if_empty(&args[0]);
+                Ok(Value::Int(removed as i64))
+            }
+            "ZSCORE" => {
+                arity(2, None)?;
+                let z = self.zset(&args[0], Want::Read)?;
+                Ok(opt_bulk(z.and_then(|z| {
+                    z.scores.get(&args[1]).map(|s| format_g17(s.0))
+                })))
+            }
+            "ZCARD" => {
+                arity(1, None)?;
+                Ok(Value::Int(
+                    self.zset(&args[0], Want::Read)?
+                        .map_or(0, |z| z.scores.len()) as i64,
+                ))
+            }
+            "ZRANGE" => {
+                arity(3, None)?;
+                let (start, stop) = (parse_i64(&args[1])?, parse_i64(&args[2])?);
+                let with_scores = match &args[3..] {
+                    [] => false,
+                    [o] if o.eq_ignore_ascii_case(b"WITHSCORES") => true,
+                    [o, ..] => return Err(unsupported(&name, o)),
+                };
+                let z = self.zset(&args[0], Want::Read)?;
+                let mut out = Vec::new();
+                if let Some(z) = z {
+                    if let Some((a, b)) = range(start, stop, z.order.len()) {
+                        for (score, member) in z.order.iter().skip(a).take(b + 1 - a) {
+                            push_member(&mut out, member, *score, with_scores);
+                        }
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+            "ZRANGEBYSCORE" => {
+                arity(3, None)?;
+                let (min, min_open) = parse_bound(&args[1])?;
+                let (max, max_open) = parse_bound(&args[2])?;
+                let mut with_scores = false;
+                let (mut offset, mut count) = (0usize, None::<usize>);
+                let mut i = 3;
+                while i < args.len() {
+                    if args[i].eq_ignore_ascii_case(b"WITHSCORES") {
+                        with_scores = true;
+                        i += 1;
+                    } else if args[i].eq_ignore_ascii_case(b"LIMIT") && i + 2 < args.len() {
+                        let (o, c) = (parse_i64(&args[i + 1])?, parse_i64(&args[i + 2])?);
+                        if o < 0 {
+                            return Ok(Value::Array(Vec::new()));
+                        }
+                        offset = o as usize;
+                        count = (c >= 0).then_some(c as usize);
+                        i += 3;
+                    } else {
+                        return Err(err(SYNTAX));
+                    }
+                }
+                let z = self.zset(&args[0], Want::Read)?;
+                let mut out = Vec::new();
+                if let Some(z) = z {
+                    // From the first member at `min`, in order, while at most `max`.
+                    let start = (Score(min), Vec::new());
+                    let within = z
+                        .order
+                        .range((Bound::Included(start), Bound::Unbounded))
+                        .skip_while(|(s, _)| min_open && s.0 <= min)
+                        .take_while(|(s, _)| if max_open { s.0 < max } else { s.0 <= max });
+                    for (score, member) in within.skip(offset).take(count.unwrap_or(usize::MAX)) {
+                        push_member(&mut out, member, *score, with_scores);
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+            "SADD" => {
+                arity(2, None)?;
+                let s = self.set(&args[0], Want::Create)?.expect("created");
+                Ok(Value::Int(
+                    args[1..].iter().filter(|m| s.insert(m.to_vec())).count() as i64,
+                ))
+            }
+            "SCARD" => {
+                arity(1, None)?;
+                Ok(Value::Int(
+                    self.set(&args[0], Want::Read)?.map_or(0, |s| s.len()) as i64,
+                ))
+            }
+            "SMEMBERS" => {
+                arity(1, None)?;
+                let mut members: Vec<Vec<u8>> = self
+                    .set(&args[0], Want::Read)?
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                members.sort();
+                Ok(Value::Array(members.into_iter().map(bulk).collect()))
+            }
+            _ => Err(err(format!(
+                "ERR unknown command '{name}' in embedded store"
+            ))),
+        }
+    }
+
+    fn zadd(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
+        let (mut nx, mut xx, mut ch) = (false, false, false);
+        let mut i = 1;
+        while let Some(opt) = args.get(i) {
+            match String::from_utf8_lossy(opt).to_ascii_uppercase().as_str() {
+                "NX" => nx = true,
+                "XX" => xx = true,
+                "CH" => ch = true,
+                "GT" | "LT" | "INCR" => return Err(unsupported(name, opt)),
+                _ => break,
+            }
+            i += 1;
+        }
+        let pairs = args.get(i..).unwrap_or(&[]);
+        if args.is_empty() || pairs.is_empty() || pairs.len() % 2 != 0 {
+            return Err(err(SYNTAX));
+        }
+        if nx && xx {
+            return Err(err(
+                "ERR XX and NX options at the same time are not compatible",
+            ));
+        }
+        let parsed = pairs
+            .chunks(2)
+            .map(|p| parse_score(&p[0]).map(|s| (s, &p[1])))
+            .collect::<Result<Vec<_>, _>>()?;
+        let z = self.zset(&args[0], Want::Create)?.expect("created");
+        let mut changed = 0;
+        for (score, member) in parsed {
+            let old = z.scores.get(member.as_slice()).copied();
+            match old {
+                Some(_) if nx => {}
+                None if xx => {}
+                Some(old) => {
+                    if old.0 != score {
+                        z.insert(member, score);
+                        if ch {
+                            changed += 1;
+                        }
+                    }
+                }
+                None => {
+                    z.insert(member, score);
+                    changed += 1;
+                }
+            }
+        }
+        self.drop_if_empty(&args[0]);
+        Ok(Value::Int(changed))
+    }
+}
+
+fn unsupported(command: &str, option: &[u8]) -> CommandError {
+    err(format!(
+        "ERR option '{}' of '{command}' is not implemented in embedded store",
+        String::from_utf8_lossy(option)
+    ))
+}
+
+fn bulk(v: impl Into<Vec<u8>>) -> Value {
+    Value::BulkString(v.into())
+}
+
+fn opt_bulk(v: Option<impl Into<Vec<u8>>>) -> Value {
+    v.map_or(Value::Nil, bulk)
+}
+
+fn push_member(out: &mut Vec<Value>, member: &[u8], score: Score, with_scores: bool) {
+    out.push(bulk(member.to_vec()));
+    if with_scores {
+        out.push(bulk(format_g17(score.0)));
+    }
+}
+
+fn parse_i64(v: &[u8]) -> Result<i64, CommandError> {
+    std::str::from_utf8(v)
+        .ok()
+        .filter(|s| !s.starts_with('+'))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| err(NOT_INTEGER))
+}
+
+fn parse_score(v: &[u8]) -> Result<f64, CommandError> {
+    let s = std::str::from_utf8(v).map_err(|_| err("ERR value is not a valid float"))?;
+    let x = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" => f64::INFINITY,
+        "-inf" => f64::NEG_INFINITY,
+        other => other
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| err("ERR value is not a valid float"))?,
+    };
+    Ok(x)
+}
+
+/// A `ZRANGEBYSCORE` bound: value and whether it is exclusive (`(`).
+fn parse_bound(v: &[u8]) -> Result<(f64, bool), CommandError> {
+    let bad = || err("ERR min or max is not a float");
+    match v.strip_prefix(b"(") {
+        Some(rest) => parse_score(rest).map(|x| (x, true)).map_err(|_| bad()),
+        None => parse_score(v).map(|x| (x, false)).map_err(|_| bad()),
+    }
+}
+
+/// A Redis index (negative from the end) into `len` items.
+fn index(i: i64, len: usize) -> Option<usize> {
+    let i = if i < 0 { len as i64 + i } else { i };
+    (0..len as i64).contains(&i).then_some(i as usize)
+}
+
+/// A Redis inclusive range (`LRANGE`, `LTRIM`, `ZRANGE`) clamped to `len` items.
+fn range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 {
+        len + stop
+    } else {
+        stop.min(len - 1)
+    };
+    (start <= stop && start < len).then_some((start as usize, stop as usize))
+}
+
+/// A number as C's `printf("%.17g")` writes it, which is how Redis renders a Lua number
+/// argument and a sorted-set score.
+pub fn format_g17(x: f64) -> String {
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x == x.trunc() && x.abs() < 1e17 {
+        return format!("{}", x as i64);
+    }
+    let sci = format!("{x:.16e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..17).contains(&exp) {
+        let mantissa = strip_zeros(mantissa);
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        let decimals = (16 - exp).max(0) as usize;
+        strip_zeros(&format!("{x:.decimals$}")).to_string()
+    }
+}
+
+fn strip_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(store: &mut Store, cmd: &[&str]) -> Reply {
+        let args: Vec<Vec<u8>> = cmd.iter().map(|a| a.as_bytes().to_vec()).collect();
+        store.command(&args)
+    }
+
+    fn b(s: &str) -> Value {
+        bulk(s)
+    }
+
+    #[test]
+    fn formats_numbers_like_printf_g17() {
+        assert_eq!(format_g17(1_700_000_000_123.0), "1700000000123");
+        assert_eq!(format_g17(-1.0), "-1");
+        assert_eq!(format_g17(0.5), "0.5");
+        assert_eq!(format_g17(0.1), "0.10000000000000001");
+        assert_eq!(format_g17(1e20), "1e+20");
+        assert_eq!(format_g17(1.5e-7), "1.4999999999999999e-07");
+    }
+
+    #[test]
+    fn empty_containers_vanish_and_types_are_enforced() {
+        let mut s = Store::new();
+        assert_eq!(run(&mut s, &["RPUSH", "l", "a", "b"]), Ok(Value::Int(2)));
+        assert_eq!(run(&mut s, &["LPOP", "l"]), Ok(b("a")));
+        assert_eq!(run(&mut s, &["LPOP", "l"]), Ok(b("b")));
+        assert_eq!(run(&mut s, &["EXISTS", "l"]), Ok(Value::Int(0)));
+        assert_eq!(run(&mut s, &["HSET", "h", "f", "1"]), Ok(Value::Int(1)));
+        assert_eq!(
+            run(&mut s, &["LPUSH", "h", "x"]),
+            Err(err(WRONGTYPE)),
+            "a hash is not a list"
+        );
+        assert_eq!(run(&mut s, &["HDEL", "h", "f"]), Ok(Value::Int(1)));
+        assert_eq!(
+            run(&mut s, &["TYPE", "h"]),
+            Ok(Value::SimpleString("none".into()))
+        );
+        assert_eq!(run(&mut s, &["ZADD", "z", "5", "m"]), Ok(Value::Int(1)));
+        assert_eq!(
+            run(&mut s, &["ZADD", "z", "NX", "1", "m"]),
+            Ok(Value::Int(0))
+        );
+        assert_eq!(run(&mut s, &["ZSCORE", "z", "m"]), Ok(b("5")));
+        assert_eq!(run(&mut s, &["ZREM", "z", "m"]), Ok(Value::Int(1)));
+        assert_eq!(run(&mut s, &["DBSIZE"]), Ok(Value::Int(0)));
+    }
+
+    #[test]
+    fn keys_expire_on_the_given_clock() {
+        let mut s = Store::new();
+        s.set_now(1_000_000);
+        run(&mut s, &["SET", "k", "v", "EX", "2"]).unwrap();
+        run(&mut s, &["HSET", "h", "f", "v"]).unwrap();
+        assert_eq!(run(&mut s, &["PEXPIRE", "h", "500"]), Ok(Value::Int(1)));
+        assert_eq!(run(&mut s, &["PTTL", "k"]), Ok(Value::Int(2000)));
+        s.set_now(1_499_000);
+        assert_eq!(run(&mut s, &["HGET", "h", "f"]), Ok(b("v")));
+        s.set_now(1_500_000);
+        assert_eq!(run(&mut s, &["HGET", "h", "f"]), Ok(Value::Nil));
+        assert_eq!(run(&mut s, &["PERSIST", "k"]), Ok(Value::Int(1)));
+        s.set_now(10_000_000);
+        assert_eq!(run(&mut s, &["GET", "k"]), Ok(b("v")));
+    }
+
+    #[test]
+    fn ranges_follow_redis_indices() {
+        let mut s = Store::new();
+        run(&mut s, &["RPUSH", "l", "a", "b", "c", "d"]).unwrap();
+        assert_eq!(
+            run(&mut s, &["LRANGE", "l", "1", "-2"]),
+            Ok(Value::Array(vec![b("b"), b("c")]))
+        );
+        assert_eq!(run(&mut s, &["LINDEX", "l", "-1"]), Ok(b("d")));
+        assert_eq!(run(&mut s, &["LINDEX", "l", "4"]), Ok(Value::Nil));
+        run(&mut s, &["LTRIM", "l", "0", "1"]).unwrap();
+        assert_eq!(run(&mut s, &["LLEN", "l"]), Ok(Value::Int(2)));
+        for (score, m) in [("3", "c"), ("1", "a"), ("2", "b"), ("2", "a2")] {
+            run(&mut s, &["ZADD", "z", score, m]).unwrap();
+        }
+        assert_eq!(
+            run(
+                &mut s,
+                &["ZRANGEBYSCORE", "z", "-inf", "2", "LIMIT", "1", "2"]
+            ),
+            Ok(Value::Array(vec![b("a2"), b("b")]))
+        );
+        assert_eq!(
+            run(&mut s, &["ZRANGEBYSCORE", "z", "(1", "(3"]),
+            Ok(Value::Array(vec![b("a2"), b("b")]))
+        );
+        assert_eq!(
+            run(&mut s, &["ZRANGEBYSCORE", "z", "2", "+inf", "WITHSCORES"]),
+            Ok(Value::Array(vec![
+                b("a2"),
+                b("2"),
+                b("b"),
+                b("2"),
+                b("c"),
+                b("3")
+            ]))
+        );
+        assert_eq!(
+            run(&mut s, &["ZRANGE", "z", "0", "0", "WITHSCORES"]),
+            Ok(Value::Array(vec![b("a"), b("1")]))
+        );
+    }
+
+    #[test]
+    fn unknown_commands_and_options_are_refused_by_name() {
+        let mut s = Store::new();
+        assert_eq!(
+            run(&mut s, &["FLUSHALL"]),
+            Err(err("ERR unknown command 'FLUSHALL' in embedded store"))
+        );
+        assert!(run(&mut s, &["ZADD", "z", "GT", "1", "m"])
+            .unwrap_err()
+            .0
+            .contains("'GT'"));
+        assert_eq!(
+            run(&mut s, &["HINCRBY", "h", "f", "x"]),
+            Err(err(NOT_INTEGER))
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Request and response bodies as a connection sees them: a request body with a deadline,
+//! and a response body that tells the connection when it has been sent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::Instant;
+
+use super::io::Phase;
+
+/// Slowest average upload a body deadline allows for beyond its fixed part: each byte
+/// received extends the deadline by its share of a second at this rate, so a large body
+/// on a slow but steady link is read in full while a trickle is cut off.
+pub const MIN_BODY_BYTES_PER_SEC: u64 = 64 * 1024;
+
+/// A request body that did not arrive within its deadline (see [`DeadlineBody`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive in time ({} ms, plus one second per {} KiB received)",
+            self.0.as_millis(),
+            MIN_BODY_BYTES_PER_SEC / 1024
+        )
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+impl BodyTimeout {
+    /// The body timeout behind `error` (or one of its sources), if that is what it is.
+    pub fn find(error: &(dyn std::error::Error + 'static)) -> Option<BodyTimeout> {
+        let mut cause = Some(error);
+        while let Some(e) = cause {
+            if let Some(t) = e.downcast_ref::<BodyTimeout>() {
+                return Some(*t);
+            }
+            cause = e.source();
+        }
+        None
+    }
+}
+
+/// A request body whose deadline is its head's arrival plus `timeout`, extended for every
+/// byte received by [`MIN_BODY_BYTES_PER_SEC`]. The timer is armed only if the body is
+/// not already in when first read, so a body that came with its head costs nothing.
+pub(super) struct DeadlineBody {
+    inner: Incoming,
+    deadline: Instant,
+    timeout: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DeadlineBody {
+    /// `inner`, which must arrive within `timeout` from now (plus the rate allowance).
+    pub(super) fn new(inner: Incoming, timeout: Duration) -> Self {
+        DeadlineBody {
+            inner,
+            deadline: Instant::now() + timeout,
+            timeout,
+            timer: None,
+        }
+    }
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                let len = data.map_or(0, |d| d.len() as u64);
+                this.deadline += Duration::from_micros(len * 1_000_000 / MIN_BODY_BYTES_PER_SEC);
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(this.deadline);
+                }
+            }
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that marks its connection idle once it has been sent in full, so the
+/// connection's keep-alive timer starts then (and not while the answer is being written).
+pub(super) struct SentBody {
+    inner: axum::body::Body,
+    phase: Option<Phase>,
+}
+
+impl SentBody {
+    /// `inner`, marking `phase` idle at its end.
+    pub(super) fn new(inner: axum::body::Body, phase: Phase) -> Self {
+        let mut body = SentBody {
+            inner,
+            phase: Some(phase),
+        };
+        if body.inner.is_end_stream() {
+            body.finish();
+        }
+        body
+    }
+
+    fn finish(&mut self) {
+        if let Some(phase) = self.phase.take() {
+            phase.idle();
+        }
+    }
+}
+
+impl Body for SentBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
