@@ -1635,13 +1635,6 @@ async fn sent_in_window_forgets_calls_older_than_the_window(b: Backend) {
     assert_eq!((s.sent_in_window, s.delivered), (0, 2));
 }
 
-// ---------------------------------------------------------------------------------------
-// Behaviour added to the scripts since the in-memory mirror was written
-// ---------------------------------------------------------------------------------------
-
-/// The backends that run the scenarios below: those that run the Lua scripts.
-const NEW_SCRIPT_BACKENDS: &[Backend] = &[Backend::Redis];
-
 async fn held_accounts_still_expire_their_events(b: Backend) {
     let q = open(b).await;
     let ttl = |account: &str, name: &str| NewEvent {
@@ -1709,24 +1702,6 @@ async fn held_accounts_still_expire_their_events(b: Backend) {
     assert_eq!((c.account.as_str(), name(&c).as_str()), ("paused", "e5"));
 }
 
-/// One test per scenario, run on each of [`NEW_SCRIPT_BACKENDS`].
-macro_rules! new_script_scenarios {
-    ($($scenario:ident),* $(,)?) => {
-        mod new_scripts {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    for &b in super::NEW_SCRIPT_BACKENDS {
-                        super::$scenario(b).await
-                    }
-                }
-            )*
-        }
-    };
-}
-
-new_script_scenarios!(held_accounts_still_expire_their_events);
-
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -1749,6 +1724,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    held_accounts_still_expire_their_events,
     fifo_and_priority_with_one_delivery_in_flight,
     rolling_window_limit_is_never_exceeded_and_rescored,
     fairness_across_accounts,
