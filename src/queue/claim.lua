@@ -1,7 +1,8 @@
 -- claim: leases up to `max` deliveries of one partition whose accounts may send now.
 -- KEYS[1] = <base>:ready
 -- ARGV = base, max, lease_ms, default_limit, default_window_ms, margin_ms, reap_max,
---        retention_ms (finished events), dead_letter_retention_ms, account_retention_ms
+--        retention_ms (finished events), dead_letter_retention_ms, account_retention_ms,
+--        sweep_interval_ms (least time between two retention sweeps of the partition)
 -- First puts back expired leases and due retries (at most reap_max of each), finishing
 -- what a call that failed part-way left undone, turns expired heads of held accounts into
 -- dead letters, and drops dead letters and idle accounts past their retention. Then, for
@@ -153,14 +154,14 @@ for _, acct in ipairs(due_held) do
   end
 end
 
--- Bounded growth: a few accounts of the partition per quarter second (a cursor walks the
+-- Bounded growth: a few accounts of the partition per sweep interval (a cursor walks the
 -- account set), each losing the dead letters older than their retention (counted in the
 -- reply), and its record dropped once it has been idle (no events, dead letters or hold)
 -- for the account retention. Its rate list expires by itself.
 local dl_retention, acct_retention = tonumber(ARGV[9]), tonumber(ARGV[10])
 local dropped = 0
 local sweep_max = 32
-if w('SET', base .. ':sweep', '1', 'PX', '250', 'NX') then
+if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
   local cursor_key = base .. ':sweep:cursor'
   local scan = redis.call('SSCAN', base .. ':accounts', redis.call('GET', cursor_key) or '0',
     'COUNT', int(sweep_max))

@@ -27,7 +27,7 @@
 //! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
-//! | `{base}:sweep`, `{base}:sweep:cursor` | STRING | at most one retention sweep per 250 ms (expiring marker); where the sweep's `SSCAN` of `accounts` stands |
+//! | `{base}:sweep`, `{base}:sweep:cursor` | STRING | at most one retention sweep per 250 ms ([`SWEEP_INTERVAL`]; expiring marker); where the sweep's `SSCAN` of `accounts` stands |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //!
 //! Outside the partitions (each a single key, so no hash tag is needed):
@@ -228,6 +228,8 @@ pub struct ScriptQueue<T> {
     partitions_checked: OnceCell<()>,
     /// Dead letters dropped by this process's claims, not yet taken by the metrics.
     dead_letters_dropped: AtomicU64,
+    /// Least time between two retention sweeps of a partition, in milliseconds.
+    sweep_interval_ms: u64,
 }
 
 /// An enqueue request waiting for its group commit.
@@ -243,6 +245,9 @@ const CLAIM_CHUNK: usize = 32;
 /// Most expired leases, and most due retries, put back by one claim script call, so
 /// that no call holds Redis for long (each takes about ten Redis calls).
 const REAP_PER_CALL: usize = 16;
+
+/// Least time between two retention sweeps of a partition (each visits a few accounts).
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Most accounts read by one stats script call, so that no call holds Redis for long.
 const STATS_CHUNK: usize = 16;
@@ -304,8 +309,12 @@ impl<T: Transport> ScriptQueue<T> {
     /// some write).
     #[doc(hidden)]
     pub fn with_helpers(config: QueueSettings, transport: T, helpers: &str) -> Self {
+        Self::with_helpers_shared(config, Arc::new(transport), helpers)
+    }
+
+    fn with_helpers_shared(config: QueueSettings, transport: Arc<T>, helpers: &str) -> Self {
         ScriptQueue {
-            transport: Arc::new(transport),
+            transport,
             pending: std::sync::Mutex::new(Vec::new()),
             committing: tokio::sync::Mutex::new(()),
             config,
@@ -319,7 +328,30 @@ impl<T: Transport> ScriptQueue<T> {
             hold: Script::new(helpers, include_str!("hold.lua")),
             partitions_checked: OnceCell::new(),
             dead_letters_dropped: AtomicU64::new(0),
+            sweep_interval_ms: SWEEP_INTERVAL.as_millis() as u64,
         }
+    }
+
+    /// With another least time between two retention sweeps than [`SWEEP_INTERVAL`]: for
+    /// tests that need every claim to sweep (at least 1 ms).
+    #[doc(hidden)]
+    pub fn with_sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval_ms = (interval.as_millis() as u64).max(1);
+        self
+    }
+
+    /// Another queue over the same transport (the same store), with another partition
+    /// count and other helpers in front of the scripts: for tests of what processes with
+    /// other settings or failing scripts do to one store.
+    #[doc(hidden)]
+    pub fn sibling(&self, partitions: u16, helpers: &str) -> Self {
+        let config = QueueSettings {
+            partitions,
+            ..self.config.clone()
+        };
+        let mut queue = Self::with_helpers_shared(config, self.transport.clone(), helpers);
+        queue.sweep_interval_ms = self.sweep_interval_ms;
+        queue
     }
 
     /// The transport.
@@ -958,6 +990,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                     c.retention.events_ms.to_string(),
                     c.retention.dead_letters_ms.to_string(),
                     c.retention.accounts_ms.to_string(),
+                    self.sweep_interval_ms.to_string(),
                 ]
                 .into_iter()
                 .map(String::into_bytes)
