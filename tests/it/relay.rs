@@ -987,3 +987,79 @@ async fn a_stalled_process_whose_lease_ran_out_does_not_break_the_limit() {
     assert!(most <= 3, "{most} calls arrived within one 2 s window");
     drop(a);
 }
+
+/// A delivery claimed by a process that then stalled until too little of its lease is left
+/// for a send (lease 1.5 s, upstream timeout 1 s: a send must start within 0.5 s of the
+/// claim) is released unsent and comes back first in line; one claimed in time is sent.
+#[tokio::test]
+async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
+    use std::sync::Arc;
+    use zenrelay::accounts::AccountDirectory;
+    use zenrelay::delivery::{RetryPolicy, Worker};
+    use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
+    use zenrelay::queue::{EnqueueBatch, NewEvent, Outcome, Queue, RateLimit};
+    use zenrelay::zendesk::ZendeskClient;
+
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let delivery = "lease_ms = 1500\nupstream_timeout_ms = 1000";
+    let config = config(&gateway_toml("memory://", "t", &sim, &["acme"], delivery));
+    let queue: Arc<dyn Queue> = zenrelay::app::queue_for(&config).unwrap();
+    let directory = Arc::new(AccountDirectory::new(&config, queue.clone()).unwrap());
+    let (lease, send_timeout) = (Duration::from_millis(1500), Duration::from_millis(1000));
+    let worker = Worker::new(
+        queue.clone(),
+        ZendeskClient::new(send_timeout).unwrap(),
+        directory,
+        RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(400),
+        },
+        1,
+        Duration::from_millis(10),
+        Duration::from_secs(2),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .with_lease(lease, send_timeout);
+    queue
+        .enqueue(EnqueueBatch {
+            account: "acme".into(),
+            limit: RateLimit {
+                limit: 1000,
+                window_ms: 60_000,
+            },
+            max_depth: 100,
+            idempotency_ttl_secs: 60,
+            events: vec![NewEvent {
+                id: EventId::new(partition_of("acme", config.redis.partitions)),
+                priority: Priority::Normal,
+                ttl_ms: 0,
+                payload: NotifyPayload::new(1, "e", None),
+                agents: vec![None],
+                idempotency: None,
+            }],
+        })
+        .await
+        .unwrap();
+    let partition = partition_of("acme", config.redis.partitions);
+
+    // Asked for 0.6 s ago: the process stalled past the last moment a send may start.
+    let asked = tokio::time::Instant::now() - Duration::from_millis(600);
+    let claimed = queue.claim(partition, 1).await.unwrap().items.remove(0);
+    let completion = worker.deliver_leased(&claimed, asked).await;
+    assert_eq!(completion.outcome, Outcome::Released);
+    assert!(
+        sim.sim.notify_attempts("acme").is_empty(),
+        "a call was sent with too little of its lease left"
+    );
+    queue.complete(&[completion]).await.unwrap();
+
+    // Claimed again at once, it goes out, uncounted by the release.
+    let asked = tokio::time::Instant::now();
+    let again = queue.claim(partition, 1).await.unwrap().items.remove(0);
+    assert_eq!(again.delivery_id, claimed.delivery_id);
+    assert_eq!(again.attempts, claimed.attempts);
+    let completion = worker.deliver_leased(&again, asked).await;
+    assert_eq!(completion.outcome, Outcome::Delivered { status: 200 });
+    assert_eq!(sim.sim.notify_attempts("acme").len(), 1);
+}
