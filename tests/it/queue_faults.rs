@@ -4,15 +4,17 @@
 //! the helpers whose `w` fails after its Nth write (N = 1, 2, ... until the operation
 //! completes before its Nth write), then run the normal scripts, as surviving processes
 //! would, and check that no delivery was stranded, that the counters agree with where the
-//! deliveries are, and that everything is eventually delivered.
+//! deliveries are, and that everything is eventually delivered. The same runs on a Redis
+//! server and on the embedded store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
+use redis::Value;
 use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
+use zenrelay::queue::memory::MemoryQueue;
 use zenrelay::queue::redis::{RedisQueue, HELPERS};
 use zenrelay::queue::{
     Claimed, Completion, DeadLetterSelection, EnqueueBatch, NewEvent, Outcome, Queue, RateLimit,
@@ -44,28 +46,116 @@ fn failing_helpers(n: usize) -> String {
     HELPERS.replace(plain, &failing)
 }
 
+/// Where the queues store: a Redis server, or the embedded store.
+#[derive(Clone, Copy)]
+enum Backend<'a> {
+    Redis(&'a RedisServer),
+    Embedded,
+}
+
+/// The store the queues share, for reading it directly.
+enum Store {
+    Redis(String),
+    Embedded(Arc<MemoryQueue>),
+}
+
 struct Queues {
     normal: Arc<dyn Queue>,
     failing: Arc<dyn Queue>,
     prefix: String,
-    url: String,
+    store: Store,
 }
 
-fn queues(redis: &RedisServer, fail_after: usize) -> Queues {
+fn queues(backend: Backend<'_>, fail_after: usize) -> Queues {
     let mut config = Config::default();
-    config.redis.url = redis.url().into();
     config.redis.partitions = 1;
     config.redis.key_prefix = format!("faults-{}", uuid::Uuid::now_v7().simple());
     config.delivery.lease_ms = Some(LEASE_MS);
     config.delivery.window_margin_ms = Some(0);
-    let settings = zenrelay::app::redis_queue_config(&config);
-    Queues {
-        normal: Arc::new(RedisQueue::new(settings.clone()).unwrap()),
-        failing: Arc::new(
-            RedisQueue::new_with_helpers(settings, &failing_helpers(fail_after)).unwrap(),
-        ),
-        prefix: config.redis.key_prefix.clone(),
-        url: redis.url(),
+    let prefix = config.redis.key_prefix.clone();
+    match backend {
+        Backend::Redis(redis) => {
+            config.redis.url = redis.url().into();
+            let settings = zenrelay::app::redis_queue_config(&config);
+            Queues {
+                normal: Arc::new(RedisQueue::new(settings.clone()).unwrap()),
+                failing: Arc::new(
+                    RedisQueue::new_with_helpers(settings, &failing_helpers(fail_after)).unwrap(),
+                ),
+                prefix,
+                store: Store::Redis(redis.url()),
+            }
+        }
+        Backend::Embedded => {
+            let normal = Arc::new(zenrelay::app::memory_queue(&config));
+            Queues {
+                failing: Arc::new(normal.sibling(1, &failing_helpers(fail_after))),
+                normal: normal.clone(),
+                prefix,
+                store: Store::Embedded(normal),
+            }
+        }
+    }
+}
+
+/// A connection to the store the queues share.
+enum Conn<'a> {
+    Redis(redis::aio::MultiplexedConnection),
+    Embedded(&'a MemoryQueue),
+}
+
+impl Conn<'_> {
+    async fn open(store: &Store) -> Conn<'_> {
+        match store {
+            Store::Redis(url) => {
+                let client = redis::Client::open(url.as_str()).unwrap();
+                Conn::Redis(client.get_multiplexed_async_connection().await.unwrap())
+            }
+            Store::Embedded(q) => Conn::Embedded(q),
+        }
+    }
+
+    async fn run(&mut self, args: &[&str]) -> Value {
+        match self {
+            Conn::Redis(c) => {
+                let mut cmd = redis::cmd(args[0]);
+                for a in &args[1..] {
+                    cmd.arg(*a);
+                }
+                cmd.query_async(c).await.unwrap()
+            }
+            Conn::Embedded(q) => {
+                let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+                q.transport().command(&args).unwrap()
+            }
+        }
+    }
+
+    /// The items of an array reply (or the one value) as text.
+    async fn strings(&mut self, args: &[&str]) -> Vec<String> {
+        let text = |v: &Value| match v {
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            Value::SimpleString(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            other => panic!("unexpected reply {other:?}"),
+        };
+        match self.run(args).await {
+            Value::Array(items) => items.iter().map(text).collect(),
+            Value::Nil => Vec::new(),
+            other => vec![text(&other)],
+        }
+    }
+
+    /// The keys starting with `prefix` (the embedded store lists only `*`).
+    async fn keys(&mut self, prefix: &str) -> Vec<String> {
+        let pattern = format!("{prefix}*");
+        let pattern = match self {
+            Conn::Redis(_) => pattern.as_str(),
+            Conn::Embedded(_) => "*",
+        };
+        let mut keys = self.strings(&["KEYS", pattern]).await;
+        keys.retain(|k| k.starts_with(prefix));
+        keys
     }
 }
 
@@ -293,13 +383,16 @@ struct Snapshot {
 }
 
 async fn snapshot(q: &Queues) -> Snapshot {
-    let client = redis::Client::open(q.url.as_str()).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut c = Conn::open(&q.store).await;
     let base = format!("{}:{{p0}}", q.prefix);
     let mut s = Snapshot::default();
-    let keys: Vec<String> = c.keys(format!("{base}:ev:*")).await.unwrap();
+    let keys = c.keys(&format!("{base}:ev:")).await;
     for key in keys {
-        let ev: HashMap<String, String> = c.hgetall(&key).await.unwrap();
+        let fields = c.strings(&["HGETALL", &key]).await;
+        let ev: HashMap<String, String> = fields
+            .chunks(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect();
         let eid = key.rsplit(':').next().unwrap().to_string();
         let n: usize = ev.get("n").and_then(|v| v.parse().ok()).unwrap_or(0);
         let acct = ev.get("acct").cloned().unwrap_or_default();
@@ -314,32 +407,33 @@ async fn snapshot(q: &Queues) -> Snapshot {
     }
     for account in [ACCOUNT, OTHER] {
         for prio in ["h", "n"] {
-            let ids: Vec<String> = c
-                .lrange(format!("{base}:q:{account}:{prio}"), 0, -1)
-                .await
-                .unwrap();
+            let ids = c
+                .strings(&["LRANGE", &format!("{base}:q:{account}:{prio}"), "0", "-1"])
+                .await;
             for id in ids {
                 *s.listed.entry(id).or_default() += 1;
             }
         }
-        let retry: Vec<String> = c
-            .zrange(format!("{base}:retry:{account}"), 0, -1)
-            .await
-            .unwrap();
+        let retry = c
+            .strings(&["ZRANGE", &format!("{base}:retry:{account}"), "0", "-1"])
+            .await;
         s.retry.insert(account.into(), retry);
-        let dead: Vec<String> = c
-            .zrange(format!("{base}:dead:{account}"), 0, -1)
-            .await
-            .unwrap();
+        let dead = c
+            .strings(&["ZRANGE", &format!("{base}:dead:{account}"), "0", "-1"])
+            .await;
         s.dead.insert(account.into(), dead);
-        let busy: Option<String> = c
-            .hget(format!("{base}:acct:{account}"), "busy")
-            .await
-            .unwrap();
-        s.busy.insert(account.into(), busy.unwrap_or_default());
+        let busy = c
+            .strings(&["HGET", &format!("{base}:acct:{account}"), "busy"])
+            .await;
+        s.busy
+            .insert(account.into(), busy.into_iter().next().unwrap_or_default());
     }
-    s.inflight = c.zrange(format!("{base}:inflight"), 0, -1).await.unwrap();
-    s.delayed = c.zrange(format!("{base}:delayed"), 0, -1).await.unwrap();
+    s.inflight = c
+        .strings(&["ZRANGE", &format!("{base}:inflight"), "0", "-1"])
+        .await;
+    s.delayed = c
+        .strings(&["ZRANGE", &format!("{base}:delayed"), "0", "-1"])
+        .await;
     s
 }
 
@@ -482,9 +576,9 @@ async fn drain(q: &Queues, what: &str) {
 }
 
 /// Fails `op` after each of its writes in turn; returns how many write positions it has.
-async fn fail_everywhere(redis: &RedisServer, name: &str, op: Op) -> usize {
+async fn fail_everywhere(backend: Backend<'_>, name: &str, op: Op) -> usize {
     for n in 1..100 {
-        let q = queues(redis, n);
+        let q = queues(backend, n);
         let what = format!("{name} failing after write {n}");
         if run(op, &q).await.is_ok() {
             // completed without reaching write n: every position was tried
@@ -504,6 +598,16 @@ async fn fail_everywhere(redis: &RedisServer, name: &str, op: Op) -> usize {
 #[tokio::test]
 async fn a_script_failing_after_any_write_strands_nothing() {
     let redis = RedisServer::start();
+    fail_every_operation(Backend::Redis(&redis)).await;
+}
+
+#[tokio::test]
+async fn a_script_failing_after_any_write_strands_nothing_on_the_embedded_store() {
+    fail_every_operation(Backend::Embedded).await;
+}
+
+/// Fails every operation after each of its writes in turn.
+async fn fail_every_operation(backend: Backend<'_>) {
     let ops: Vec<(&str, Op)> = vec![
         ("enqueue", Op::Enqueue),
         ("claim", Op::Claim),
@@ -537,7 +641,7 @@ async fn a_script_failing_after_any_write_strands_nothing() {
     ];
     let runs = ops
         .iter()
-        .map(|(name, op)| async { (*name, fail_everywhere(&redis, name, *op).await) });
+        .map(|(name, op)| async move { (*name, fail_everywhere(backend, name, *op).await) });
     let positions = futures::future::join_all(runs).await;
     for (name, writes) in positions {
         assert!(writes > 0, "{name} was never failed after a write");
