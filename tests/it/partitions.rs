@@ -66,3 +66,38 @@ async fn a_process_with_another_partition_count_refuses_to_start() {
     );
     drop(first);
 }
+
+#[tokio::test]
+async fn the_embedded_store_refuses_a_queue_with_another_partition_count() {
+    use zenrelay::queue::redis::HELPERS;
+    use zenrelay::queue::{Queue, QueueError};
+
+    let mut config = zenrelay::config::Config::default();
+    config.redis.url = "memory://".into();
+    config.redis.key_prefix = "parts".into();
+    config.redis.partitions = 4;
+    let first = zenrelay::app::memory_queue(&config);
+    first
+        .check_deployment()
+        .await
+        .expect("the first records its count");
+    // The same store, as another process with the same and with another count sees it.
+    first
+        .sibling(4, HELPERS)
+        .check_deployment()
+        .await
+        .expect("same count starts");
+    let other = first.sibling(8, HELPERS);
+    let err = other.check_deployment().await.unwrap_err();
+    assert!(matches!(err, QueueError::Mismatch(_)), "{err}");
+    let text = err.to_string();
+    for part in ["redis.partitions is 8", "with 4 partitions", "parts:meta"] {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
+    // Nor does it use the store for anything else.
+    assert!(matches!(
+        other.claim(0, 1).await,
+        Err(QueueError::Mismatch(_))
+    ));
+    assert!(matches!(other.stats().await, Err(QueueError::Mismatch(_))));
+}

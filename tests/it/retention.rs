@@ -1,6 +1,6 @@
 //! Bounded growth: dead letters, finished events and idle accounts' records are dropped
 //! after their retentions, so Redis returns to where it was once a burst is delivered or
-//! has died.
+//! has died. The key count is checked on both backends, Redis's memory use on Redis.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,14 +78,14 @@ async fn deliver_all(q: &dyn Queue) {
     }
 }
 
-/// Claims (which sweep) until Redis holds `keys` keys.
-async fn swept_down_to(redis: &RedisServer, q: &dyn Queue, keys: i64) {
+/// Claims (which sweep) until the store holds `keys` keys.
+async fn swept_down_to(dbsize: &dyn Fn() -> i64, q: &dyn Queue, keys: i64) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while redis.dbsize() != keys {
+    while dbsize() != keys {
         assert!(
             Instant::now() < deadline,
             "{} keys left, expected {keys}",
-            redis.dbsize()
+            dbsize()
         );
         q.claim(0, 0).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -107,7 +107,8 @@ async fn redis_returns_to_its_baseline_after_a_burst_is_delivered_or_dies() {
     put(q.as_ref(), "dead-warm", 1).await;
     deliver_all(q.as_ref()).await;
     q.stats().await.unwrap();
-    swept_down_to(&redis, q.as_ref(), 1).await;
+    let dbsize = || redis.dbsize();
+    swept_down_to(&dbsize, q.as_ref(), 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (keys, memory) = (redis.dbsize(), used_memory(&redis));
     q.take_dead_letters_dropped();
@@ -126,7 +127,7 @@ async fn redis_returns_to_its_baseline_after_a_burst_is_delivered_or_dies() {
     deliver_all(q.as_ref()).await;
     assert_eq!(q.stats().await.unwrap().accounts.len(), 40);
 
-    swept_down_to(&redis, q.as_ref(), keys).await;
+    swept_down_to(&dbsize, q.as_ref(), keys).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(redis.dbsize(), keys);
     let after = used_memory(&redis);
@@ -134,6 +135,45 @@ async fn redis_returns_to_its_baseline_after_a_burst_is_delivered_or_dies() {
         after < memory + 64 * 1024,
         "used_memory {memory} before the burst, {peak} at its peak, {after} after"
     );
+    assert!(q.stats().await.unwrap().accounts.is_empty());
+    assert_eq!(q.take_dead_letters_dropped(), 20 * 50);
+}
+
+#[tokio::test]
+async fn the_embedded_store_returns_to_its_baseline_after_a_burst_is_delivered_or_dies() {
+    let mut config = Config::default();
+    config.redis.url = "memory://".into();
+    config.redis.partitions = 1;
+    config.delivery.lease_ms = Some(1000);
+    config.delivery.dead_letter_retention_seconds = 1;
+    config.delivery.event_retention_seconds = 1;
+    config.delivery.account_retention_seconds = 1;
+    let q = Arc::new(zenrelay::app::memory_queue(&config));
+    let dbsize = || match q.transport().command(&[b"DBSIZE".to_vec()]) {
+        Ok(redis::Value::Int(n)) => n,
+        other => panic!("DBSIZE answered {other:?}"),
+    };
+    put(q.as_ref(), "dead-warm", 1).await;
+    deliver_all(q.as_ref()).await;
+    swept_down_to(&dbsize, q.as_ref(), 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys = dbsize();
+    assert_eq!(keys, 1, "only the partition count is left");
+    q.take_dead_letters_dropped();
+
+    let accounts: Vec<String> = (0..40)
+        .map(|i| format!("{}-{i}", if i % 2 == 0 { "dead" } else { "live" }))
+        .collect();
+    for a in &accounts {
+        put(q.as_ref(), a, 50).await;
+    }
+    assert!(dbsize() > 40 * 50, "every event is stored");
+    deliver_all(q.as_ref()).await;
+    assert_eq!(q.stats().await.unwrap().accounts.len(), 40);
+
+    swept_down_to(&dbsize, q.as_ref(), keys).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(dbsize(), keys);
     assert!(q.stats().await.unwrap().accounts.is_empty());
     assert_eq!(q.take_dead_letters_dropped(), 20 * 50);
 }
