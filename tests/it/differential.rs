@@ -599,6 +599,89 @@ async fn step(
     }
 }
 
+/// Steps after the random ones: an account paused with an event about to expire, and a
+/// fresh account that sends one event and goes idle.
+const FINAL_STEPS: usize = 11;
+
+/// Final step `i`: `acme` is paused (0) and given an event that expires at once (1); a
+/// fresh account enqueues (2); then claims and successful completions of everything held
+/// alternate: the claims expire `acme`'s event while it is held, and their sweeps after
+/// the fresh account's delivery first see it idle, then drop its record (an account
+/// retention of 0).
+async fn final_step(
+    i: usize,
+    known: &mut Known,
+    redis: &RedisQueue,
+    memory: &MemoryQueue,
+) -> (String, Json, Json) {
+    const FRESH: &str = "hooli";
+    let show_unit = |r: Result<(), QueueError>| result_json(r, |_| Json::Null);
+    if i == 0 {
+        known.paused.insert("acme");
+        let (r, m) = (redis.pause("acme").await, memory.pause("acme").await);
+        return ("pause acme".into(), show_unit(r), show_unit(m));
+    }
+    if i == 1 || i == 2 {
+        let account = if i == 1 { "acme" } else { FRESH };
+        let batch = EnqueueBatch {
+            account: account.into(),
+            limit: RateLimit {
+                limit: 1000,
+                window_ms: HOUR_MS,
+            },
+            max_depth: 1000,
+            idempotency_ttl_secs: 86_400,
+            events: vec![NewEvent {
+                id: EventId::new(partition_of(account, PARTITIONS)),
+                priority: Priority::Normal,
+                ttl_ms: if i == 1 { 1 } else { 0 },
+                payload: NotifyPayload::new(1, "last", None),
+                agents: vec![None],
+                idempotency: None,
+            }],
+        };
+        let show = |r: Result<_, _>| result_json(r, |o| json!(format!("{o:?}")));
+        let (r, m) = (
+            redis.enqueue(batch.clone()).await,
+            memory.enqueue(batch.clone()).await,
+        );
+        if i == 1 && matches!(r.as_deref(), Ok([EnqueueOutcome::Stored { .. }])) {
+            known.saw("expiring event of a held account", 1);
+        }
+        (format!("enqueue {batch:?}"), show(r), show(m))
+    } else if i % 2 == 1 {
+        let requests: Vec<(u16, usize)> = (0..PARTITIONS).map(|p| (p, 10)).collect();
+        let (r, m) = (
+            redis.claim_many(&requests).await,
+            memory.claim_many(&requests).await,
+        );
+        if let Ok(batches) = &r {
+            known
+                .held
+                .extend(batches.iter().flat_map(|b| b.items.clone()));
+        }
+        let show = |r: Result<Vec<ClaimBatch>, _>| {
+            result_json(r, |b| Json::Array(b.iter().map(claim_json).collect()))
+        };
+        (format!("claim {requests:?}"), show(r), show(m))
+    } else {
+        let completions: Vec<Completion> = known
+            .held
+            .drain(..)
+            .map(|c| Completion::of(&c, Outcome::Delivered { status: 200 }))
+            .collect();
+        let (r, m) = (
+            redis.complete(&completions).await,
+            memory.complete(&completions).await,
+        );
+        (
+            format!("complete {completions:?}"),
+            show_unit(r),
+            show_unit(m),
+        )
+    }
+}
+
 #[tokio::test]
 async fn the_embedded_store_runs_the_scripts_as_redis_does() {
     let covered = run(600, HOUR_MS).await;
@@ -676,8 +759,12 @@ async fn run(steps: usize, dead_letter_retention_ms: u64) -> Vec<&'static str> {
 
     let mut rng = StdRng::seed_from_u64(seed);
     let mut known = Known::default();
-    for n in 0..steps {
-        let (what, r, m) = step(&mut rng, n, &mut known, &redis, &memory).await;
+    for n in 0..steps + FINAL_STEPS {
+        let (what, r, m) = if n < steps {
+            step(&mut rng, n, &mut known, &redis, &memory).await
+        } else {
+            final_step(n - steps, &mut known, &redis, &memory).await
+        };
         let fail = |why: String| -> ! {
             panic!("seed {seed}, step {n}: {what}\n{why}\n(replay with ZENRELAY_DIFF_SEED={seed})")
         };
