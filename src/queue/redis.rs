@@ -59,7 +59,8 @@
 //! during a slot migration, a bug). Each script therefore reads and checks before it
 //! writes, and orders its writes so that every prefix of them leaves a state the next
 //! calls finish or repair; every write goes through the helper `w`, and a test fails each
-//! operation after each of its writes in turn (`tests/it/queue_faults.rs`):
+//! operation after each of its writes in turn, on both transports
+//! (`tests/it/queue_faults.rs`):
 //!
 //! - A delivery is moved before it is marked, and leaves its old place last: a claim
 //!   leases the head of the list and pops it last; a put-back (expired lease, due retry,
