@@ -226,7 +226,7 @@ pub struct ScriptQueue<T> {
     hold: Script,
     /// Set once the partition count is recorded or checked (see
     /// [`ScriptQueue::check_partitions`]).
-    partitions_checked: OnceCell<()>,
+    partitions_checked: Arc<OnceCell<()>>,
     /// Dead letters dropped by this process's claims, not yet taken by the metrics.
     dead_letters_dropped: AtomicU64,
     /// Least time between two retention sweeps of a partition, in milliseconds.
@@ -327,7 +327,7 @@ impl<T: Transport> ScriptQueue<T> {
             replay: Script::new(helpers, include_str!("replay.lua")),
             purge: Script::new(helpers, include_str!("purge.lua")),
             hold: Script::new(helpers, include_str!("hold.lua")),
-            partitions_checked: OnceCell::new(),
+            partitions_checked: Arc::new(OnceCell::new()),
             dead_letters_dropped: AtomicU64::new(0),
             sweep_interval_ms: SWEEP_INTERVAL.as_millis() as u64,
         }
@@ -468,32 +468,13 @@ impl<T: Transport> ScriptQueue<T> {
     /// (once per process): accounts are spread by it, so a process with another count
     /// would look for their keys in the wrong partitions.
     async fn check_partitions(&self) -> Result<(), QueueError> {
-        self.partitions_checked
-            .get_or_try_init(|| async {
-                let key = format!("{}:meta", self.config.prefix);
-                let mine = self.config.partitions;
-                self.transport
-                    .command(redis::cmd("HSETNX").arg(&key).arg("partitions").arg(mine))
-                    .await?;
-                let stored = self
-                    .transport
-                    .command(redis::cmd("HGET").arg(&key).arg("partitions"))
-                    .await?;
-                let stored = text(&stored).unwrap_or_default();
-                if stored == mine.to_string() {
-                    Ok(())
-                } else {
-                    Err(QueueError::Mismatch(format!(
-                        "redis.partitions is {mine}, but the data under key prefix {:?} was \
-                         written with {stored} partitions (key {key:?}); use \
-                         redis.partitions = {stored}, or drain the queue before changing it \
-                         (see the README)",
-                        self.config.prefix
-                    )))
-                }
-            })
-            .await
-            .map(|_| ())
+        check_partitions(
+            &self.partitions_checked,
+            self.transport.as_ref(),
+            &self.config.prefix,
+            self.config.partitions,
+        )
+        .await
     }
 }
 
@@ -536,12 +517,14 @@ impl<T: Transport> ScriptQueue<T> {
         // "nothing stored" for events Redis did store.
         let transport = self.transport.clone();
         let script = self.enqueue.clone();
-        let checked = self.check_partitions().await;
+        let checked = self.partitions_checked.clone();
+        let (prefix, partitions) = (self.config.prefix.clone(), self.config.partitions);
         let commit = tokio::spawn(async move {
-            let replies = match checked {
-                Ok(()) => transport.run_script(&script, &requests).await,
-                Err(e) => Err(e),
-            };
+            let replies =
+                match check_partitions(&checked, transport.as_ref(), &prefix, partitions).await {
+                    Ok(()) => transport.run_script(&script, &requests).await,
+                    Err(e) => Err(e),
+                };
             let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
             let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
             let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
@@ -626,6 +609,39 @@ impl<T: Transport> ScriptQueue<T> {
         }
         (base, args)
     }
+}
+
+/// Records the partition count under `{prefix}:meta` on first use, or checks it against
+/// the one recorded; `checked` is set once it matched.
+async fn check_partitions<T: Transport>(
+    checked: &OnceCell<()>,
+    transport: &T,
+    prefix: &str,
+    mine: u16,
+) -> Result<(), QueueError> {
+    checked
+        .get_or_try_init(|| async {
+            let key = format!("{prefix}:meta");
+            transport
+                .command(redis::cmd("HSETNX").arg(&key).arg("partitions").arg(mine))
+                .await?;
+            let stored = transport
+                .command(redis::cmd("HGET").arg(&key).arg("partitions"))
+                .await?;
+            let stored = text(&stored).unwrap_or_default();
+            if stored == mine.to_string() {
+                Ok(())
+            } else {
+                Err(QueueError::Mismatch(format!(
+                    "redis.partitions is {mine}, but the data under key prefix {prefix:?} was \
+                     written with {stored} partitions (key {key:?}); use \
+                     redis.partitions = {stored}, or drain the queue before changing it (see \
+                     the README)"
+                )))
+            }
+        })
+        .await
+        .map(|_| ())
 }
 
 /// The connections to a Redis server: a few multiplexed connections (see "Connections"
@@ -1116,7 +1132,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         }
     }
 
-    /// Each partition's accounts in chunks of [`STATS_CHUNK`], one script call each.
+    /// Each partition's accounts in chunks of `STATS_CHUNK`, one script call each.
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut stats = QueueStats::default();
         let mut seen = std::collections::HashSet::new();
