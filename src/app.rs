@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::queue::memory::{MemoryQueue, MemoryQueueConfig};
 use crate::queue::redis::{RedisQueue, RedisQueueConfig};
-use crate::queue::{Queue, RateLimit};
+use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;
 use crate::throttle::Throttle;
 use crate::webhooks::Webhooks;
@@ -152,13 +152,19 @@ pub fn memory_queue(config: &Config) -> MemoryQueue {
             window_ms: d.window_ms(),
         },
         margin_ms: d.margin_ms(),
+        retention: d.retention(),
     })
 }
 
 /// Builds the Redis queue described by `config`.
 pub fn redis_queue(config: &Config) -> anyhow::Result<RedisQueue> {
+    Ok(RedisQueue::new(redis_queue_config(config))?)
+}
+
+/// The settings of the Redis queue described by `config`.
+pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
     let d = &config.delivery;
-    Ok(RedisQueue::new(RedisQueueConfig {
+    RedisQueueConfig {
         url: config.redis.url.clone(),
         prefix: config.redis.key_prefix.clone(),
         partitions: config.redis.partitions,
@@ -170,15 +176,20 @@ pub fn redis_queue(config: &Config) -> anyhow::Result<RedisQueue> {
             window_ms: d.window_ms(),
         },
         margin_ms: d.margin_ms(),
-    })?)
+        retention: d.retention(),
+    }
 }
 
 impl Gateway {
     /// Builds a gateway on the queue its config selects (see [`queue_for`]).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let queue = queue_for(&config)?;
-        if let Err(e) = queue.check_deployment().await {
-            tracing::warn!(error = %e, "queue storage is not reachable yet; ingress answers 503 until it is");
+        match queue.check_deployment().await {
+            Ok(()) => {}
+            Err(e @ QueueError::Mismatch(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "queue storage is not reachable yet; ingress answers 503 until it is");
+            }
         }
         Self::with_queue(config, queue)
     }
@@ -213,6 +224,7 @@ impl Gateway {
                     d.upstream_timeout() + Duration::from_secs(1),
                     wake.clone(),
                 )
+                .with_lease(d.lease(), d.upstream_timeout())
                 .with_metrics(metrics.clone())
             })
         });

@@ -215,6 +215,15 @@ pub struct DeliveryConfig {
     pub window_margin_ms: Option<u64>,
     /// Whether the delivery worker runs in this process.
     pub enabled: bool,
+    /// How long a dead letter keeps its body for inspection and replay, in seconds; then
+    /// it is dropped.
+    pub dead_letter_retention_seconds: u64,
+    /// How long a finished event's record stays readable, in seconds.
+    pub event_retention_seconds: u64,
+    /// How long the record of an account with no events, no dead letters and no hold is
+    /// kept after it became idle (its counters, limit and entry in `GET /v1/queues`), in
+    /// seconds.
+    pub account_retention_seconds: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -233,6 +242,9 @@ impl Default for DeliveryConfig {
             poll_interval_ms: 20,
             window_margin_ms: None,
             enabled: true,
+            dead_letter_retention_seconds: 604_800,
+            event_retention_seconds: 86_460,
+            account_retention_seconds: 604_800,
         }
     }
 }
@@ -249,6 +261,17 @@ impl DeliveryConfig {
             self.lease_ms
                 .unwrap_or(self.upstream_timeout_ms.saturating_add(5_000)),
         )
+    }
+
+    /// How long dead letters, finished events and idle accounts' records are kept, in
+    /// milliseconds.
+    pub fn retention(&self) -> crate::queue::Retention {
+        let ms = |s: u64| s.saturating_mul(1000);
+        crate::queue::Retention {
+            dead_letters_ms: ms(self.dead_letter_retention_seconds),
+            events_ms: ms(self.event_retention_seconds),
+            accounts_ms: ms(self.account_retention_seconds),
+        }
     }
 
     /// The rolling window, in milliseconds.
@@ -843,6 +866,18 @@ impl Config {
         positive("delivery.default_ttl_seconds", d.default_ttl_seconds)?;
         positive("delivery.max_queue_depth", d.max_queue_depth)?;
         positive("delivery.upstream_timeout_ms", d.upstream_timeout_ms)?;
+        positive(
+            "delivery.dead_letter_retention_seconds",
+            d.dead_letter_retention_seconds,
+        )?;
+        positive(
+            "delivery.event_retention_seconds",
+            d.event_retention_seconds,
+        )?;
+        positive(
+            "delivery.account_retention_seconds",
+            d.account_retention_seconds,
+        )?;
         positive("delivery.concurrency", d.concurrency as u64)?;
         positive("delivery.retry_base_ms", d.retry_base_ms)?;
         positive("delivery.poll_interval_ms", d.poll_interval_ms)?;

@@ -82,6 +82,9 @@ pub struct Worker {
     poll_interval: Duration,
     drain_timeout: Duration,
     wake: Arc<Notify>,
+    /// The lease of a claim and the longest a send may take: a send starts only while at
+    /// least the latter is left of the former.
+    lease: Option<(Duration, Duration)>,
 }
 
 impl Worker {
@@ -107,7 +110,19 @@ impl Worker {
             poll_interval,
             drain_timeout,
             wake,
+            lease: None,
         }
+    }
+
+    /// Sends a claimed delivery only while at least `send_timeout` (the upstream timeout)
+    /// is left of its `lease`, as measured by this process from before it asked for the
+    /// claim (the queue starts the lease later, so this errs on the safe side). A process
+    /// that stalled (paused, swapping, starved) past that releases the delivery instead:
+    /// once its lease ends, the queue counts the call as sent and another process may
+    /// send it, so a late send could put `limit + 1` calls in one upstream window.
+    pub fn with_lease(mut self, lease: Duration, send_timeout: Duration) -> Self {
+        self.lease = Some((lease, send_timeout));
+        self
     }
 
     /// Records delivery metrics into `metrics`.
@@ -149,7 +164,12 @@ impl Worker {
                 .available_permits()
                 .min(CLAIM_MAX * usize::from(partitions));
             let requests = share_slots(free, partitions, start);
-            match self.queue.claim_many(&requests).await {
+            let asked = tokio::time::Instant::now();
+            let claimed = self.queue.claim_many(&requests).await;
+            if let Some(metrics) = &self.metrics {
+                metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
+            }
+            match claimed {
                 Ok(batches) => {
                     if redis_down {
                         tracing::info!("queue storage reachable again; delivery resumes");
@@ -176,7 +196,7 @@ impl Worker {
                             );
                             tracker.spawn(
                                 async move {
-                                    let completion = worker.deliver(&claimed).await;
+                                    let completion = worker.deliver_leased(&claimed, asked).await;
                                     // The completer only stops after every sender is gone.
                                     let _ = tx.send(completion).await;
                                     drop(permit);
@@ -263,8 +283,31 @@ impl Worker {
         Ok(completions.len())
     }
 
+    /// As [`Worker::deliver`], for a delivery whose claim was asked for at `asked`: if too
+    /// little of its lease is left for a send (see [`Worker::with_lease`]), it is
+    /// released unsent.
+    pub async fn deliver_leased(
+        &self,
+        claimed: &Claimed,
+        asked: tokio::time::Instant,
+    ) -> Completion {
+        let send_by = self.lease.map(|(lease, send_timeout)| {
+            (asked + lease).checked_sub(send_timeout).unwrap_or(asked)
+        });
+        self.deliver_by(claimed, send_by).await
+    }
+
     /// Sends one claimed delivery and decides what becomes of it.
     pub async fn deliver(&self, claimed: &Claimed) -> Completion {
+        self.deliver_by(claimed, None).await
+    }
+
+    /// `send_by`: when set, the latest moment the send may start.
+    async fn deliver_by(
+        &self,
+        claimed: &Claimed,
+        send_by: Option<tokio::time::Instant>,
+    ) -> Completion {
         let account = match self.accounts.resolve(&claimed.account).await {
             Ok(account) => account,
             Err(e) => {
@@ -279,6 +322,10 @@ impl Worker {
                 None,
                 format!("account {} is not configured", claimed.account),
             ),
+            Some(_) if send_by.is_some_and(|by| tokio::time::Instant::now() > by) => {
+                tracing::warn!("too little of the lease is left to send; releasing the delivery");
+                Outcome::Released
+            }
             Some(account) => {
                 let result = self.client.notify(&account, claimed.body.clone()).await;
                 self.observe(claimed, &result);

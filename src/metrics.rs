@@ -21,6 +21,7 @@
 //! | `zenrelay_queue_in_flight` | gauge | `account` |
 //! | `zenrelay_queue_scheduled_retries` | gauge | `account` |
 //! | `zenrelay_dead_letters` | gauge | `account` |
+//! | `zenrelay_dead_letters_dropped_total` | counter | none: dead letters dropped after `delivery.dead_letter_retention_seconds` by this process's claims |
 //! | `zenrelay_oldest_event_age_seconds` | gauge | `account` (aggregate: the maximum) |
 //! | `zenrelay_sent_in_window` | gauge | `account`: Notify calls started in the current window |
 //! | `zenrelay_account_paused` | gauge | `account`, `reason` (`operator` or `auth_failed`); aggregate: paused accounts |
@@ -98,6 +99,7 @@ impl Metrics {
         for name in [
             "zenrelay_events_accepted_total",
             "zenrelay_upstream_429_total",
+            "zenrelay_dead_letters_dropped_total",
         ] {
             metrics.counter(name, Vec::new()).absolute(0);
         }
@@ -143,6 +145,14 @@ impl Metrics {
             &[("status", status)],
             1,
         );
+    }
+
+    /// `n` dead letters were dropped after their retention.
+    pub fn dead_letters_dropped(&self, n: u64) {
+        if n > 0 {
+            self.counter("zenrelay_dead_letters_dropped_total", Vec::new())
+                .increment(n);
+        }
     }
 
     /// Upstream answered 429 for `account`.

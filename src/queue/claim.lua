@@ -1,15 +1,19 @@
 -- claim: leases up to `max` deliveries of one partition whose accounts may send now.
 -- KEYS[1] = <base>:ready
 -- ARGV = base, max, lease_ms, default_limit, default_window_ms, margin_ms, reap_max,
---        retention_ms
--- First requeues expired leases and due retries (at most reap_max of each). Then, for
+--        retention_ms (finished events), dead_letter_retention_ms, account_retention_ms,
+--        sweep_interval_ms (least time between two retention sweeps of the partition)
+-- First puts back expired leases and due retries (at most reap_max of each), finishing
+-- what a call that failed part-way left undone, turns expired heads of held accounts into
+-- dead letters, and drops dead letters and idle accounts past their retention. Then, for
 -- each due account (oldest score first): skips it while paused; if `limit` sends started
 -- within window + margin, re-scores it to the moment the oldest of them leaves the
--- window; else pops its head delivery (dropping expired ones as dead letters), records
+-- window; else takes its head delivery (dropping expired ones as dead letters), records
 -- the send start (which complete.lua moves to when the answer came), leases the delivery
 -- and marks the account busy.
--- Returns {ms until more work is due or -1, {did, account, body, agent, attempts,
--- created, lease token}, ...}; the wait is computed only when nothing was claimed.
+-- Returns {ms until more work is due or -1, dead letters dropped, {did, account, body,
+-- agent, attempts, created, lease token, lease deadline}, ...}; the wait is computed
+-- only when nothing was claimed.
 local base = ARGV[1]
 -- max and reap_max go to Redis as they came, as text
 local max, reap_max = ARGV[2], ARGV[7]
@@ -22,41 +26,204 @@ local ready = base .. ':ready'
 local inflight = base .. ':inflight'
 local delayed = base .. ':delayed'
 
+-- A lease that ended (its holder died, stalled, or its completion failed part-way): the
+-- delivery goes back to the front of its list unless its completion already decided
+-- otherwise, and the account is freed. The call counts as sent at the lease's end, the
+-- latest moment it could have reached upstream. The lease leaves the in-flight set last,
+-- so a failure on the way leaves it to the next claim.
+local function reap_lease(did, lease_end)
+  local eid, k = split_did(did)
+  local ekey = base .. ':ev:' .. eid
+  local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd')
+  local acct, status = ev[1], ev[2]
+  if not acct then
+    w('ZREM', inflight, did)
+    return
+  end
+  local akey = base .. ':acct:' .. acct
+  local rl = base .. ':rl:' .. acct
+  local st = redis.call('HMGET', akey, 'busy', 'rl_did')
+  local held = st[1] == did
+  local counted = held and st[2] == did and redis.call('EXISTS', rl) == 1
+  local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
+  if status == 'delivering' or status == 'queued' then
+    if not near_head(list, did) then
+      w('LPUSH', list, did)
+    end
+    if status ~= 'queued' then
+      w('HSET', ekey, 's' .. k, 'queued')
+    end
+  elseif (status == 'dead' or status == 'expired') and held then
+    -- a dead-letter completion stopped before the account was freed
+    w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
+  elseif status == 'delivered' and is_finished(ev[4], ev[5], ev[6]) then
+    w('PEXPIRE', ekey, int(retention))
+  end
+  if held then
+    if counted then
+      w('LSET', rl, '0', int(lease_end))
+    end
+    w('HSET', akey, 'busy', '', 'rl_did', '')
+  end
+  mark_ready(base, acct, now)
+  w('ZREM', inflight, did)
+end
+
+-- A retry that is due goes back to the front of its list; an entry whose delivery is no
+-- longer waiting for a retry (a success arrived, or a put-back failed part-way) only
+-- leaves the sets.
+local function reap_retry(did)
+  local eid, k = split_did(did)
+  local ekey = base .. ':ev:' .. eid
+  local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio')
+  local acct = ev[1]
+  if acct then
+    if ev[2] == 'retrying' then
+      local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
+      if not near_head(list, did) then
+        w('LPUSH', list, did)
+      end
+      w('HSET', ekey, 's' .. k, 'queued')
+    end
+    w('ZREM', base .. ':retry:' .. acct, did)
+    mark_ready(base, acct, now)
+  end
+  w('ZREM', delayed, did)
+end
+
 local function reap(zset, from_delayed)
-  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now_s, 'LIMIT', '0', reap_max)
-  for _, did in ipairs(due) do
-    redis.call('ZREM', zset, did)
-    local eid, k = split_did(did)
-    local ekey = base .. ':ev:' .. eid
-    local acct = redis.call('HGET', ekey, 'acct')
-    if acct then
-      local akey = base .. ':acct:' .. acct
-      if from_delayed then
-        redis.call('HINCRBY', akey, 'delayed', '-1')
-      elseif redis.call('HGET', akey, 'busy') == did then
-        redis.call('HSET', akey, 'busy', '')
-      end
-      local status = redis.call('HGET', ekey, 's' .. k)
-      if status == 'delivering' or status == 'retrying' then
-        requeue_front(base, ekey, acct, did, k)
-      end
-      mark_ready(base, acct, now)
+  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now_s, 'WITHSCORES', 'LIMIT', '0', reap_max)
+  for i = 1, #due, 2 do
+    if from_delayed then
+      reap_retry(due[i])
+    else
+      reap_lease(due[i], tonumber(due[i + 1]))
     end
   end
 end
 reap(inflight, false)
 reap(delayed, true)
 
-local out = {-1}
+-- Accounts held (paused by an operator, auth_failed, or in a 429 pause) are not claimed,
+-- so their expired events would never reach a claim: the held set brings each back here
+-- when its head may have expired, and its expired heads become dead letters (at most
+-- held_max accounts and held_max entries per call). An account no longer held leaves the
+-- set; one whose heads never expire is looked at again after held_recheck (ms).
+local held = base .. ':held'
+local held_max, held_recheck = 20, 60000
+local buried = 0
+local due_held = redis.call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', int(held_max))
+for _, acct in ipairs(due_held) do
+  local st = redis.call('HMGET', base .. ':acct:' .. acct, 'paused', 'auth_failed', 'until')
+  if st[1] ~= '1' and st[2] ~= '1' and (tonumber(st[3] or '0') or 0) <= now then
+    w('ZREM', held, acct)
+  else
+    local q = base .. ':q:' .. acct
+    local next_check = now + held_recheck
+    for _, prio in ipairs({'h', 'n'}) do
+      local list = q .. ':' .. prio
+      while buried < held_max do
+        local did = redis.call('LINDEX', list, '0')
+        if not did then break end
+        local eid, k = split_did(did)
+        local ekey = base .. ':ev:' .. eid
+        local ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'done', 'n', 'dd')
+        local exp = tonumber(ev[1] or '0') or 0
+        local status = ev[2]
+        if status == 'queued' or status == 'retrying' or status == 'delivering' then
+          if exp <= 0 then break end
+          if exp > now then
+            if exp < next_check then next_check = exp end
+            break
+          end
+          -- the status, then the letter, then off the list (as in a claim)
+          local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
+            'le' .. k, 'time to live passed before delivery'}, ev[3], ev[4], ev[5], true)
+          w('HSET', ekey, unpack(set))
+          w('ZADD', base .. ':dead:' .. acct, now_s, did)
+        elseif (status == 'dead' or status == 'expired')
+          and not redis.call('ZSCORE', base .. ':dead:' .. acct, did) then
+          w('ZADD', base .. ':dead:' .. acct, now_s, did)
+        end
+        w('LPOP', list)
+        buried = buried + 1
+      end
+    end
+    if buried >= held_max then next_check = now end
+    w('ZADD', held, int(next_check), acct)
+  end
+end
+
+-- Bounded growth: a few accounts of the partition per sweep interval (a cursor walks the
+-- account set), each losing the dead letters older than their retention (counted in the
+-- reply), and its record dropped once it has been idle (no events, dead letters or hold)
+-- for the account retention. Its rate list expires by itself.
+local dl_retention, acct_retention = tonumber(ARGV[9]), tonumber(ARGV[10])
+local dropped = 0
+local sweep_max = 32
+if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
+  local cursor_key = base .. ':sweep:cursor'
+  local scan = redis.call('SSCAN', base .. ':accounts', redis.call('GET', cursor_key) or '0',
+    'COUNT', int(sweep_max))
+  for _, acct in ipairs(scan[2]) do
+    local akey = base .. ':acct:' .. acct
+    local dead = base .. ':dead:' .. acct
+    local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'idle_since')
+    local old = redis.call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
+      int(sweep_max))
+    for _, did in ipairs(old) do
+      local eid = split_did(did)
+      local ekey = eid and (base .. ':ev:' .. eid)
+      local ev = {}
+      if ekey then ev = redis.call('HMGET', ekey, 'dd', 'done', 'n') end
+      -- as a purge: the letter first, then its event
+      w('ZREM', dead, did)
+      dropped = dropped + 1
+      if ev[1] then
+        local dd = (tonumber(ev[1]) or 1) - 1
+        if dd <= 0 and (tonumber(ev[2] or '0') or 0) >= (tonumber(ev[3] or '0') or 0) then
+          w('HSET', ekey, 'dd', int(dd), 'body', '')
+          w('PEXPIRE', ekey, int(retention))
+        else
+          w('HSET', ekey, 'dd', int(dd))
+        end
+      end
+    end
+    local q = base .. ':q:' .. acct
+    local idle = not (st[1] and st[1] ~= '') and st[2] ~= '1' and st[3] ~= '1'
+      and (tonumber(st[4] or '0') or 0) <= now
+      and redis.call('EXISTS', q .. ':h', q .. ':n', base .. ':retry:' .. acct, dead) == 0
+    if idle then
+      local since = tonumber(st[5] or '')
+      if not since then
+        w('HSET', akey, 'idle_since', now_s)
+      elseif now - since >= acct_retention then
+        w('DEL', akey)
+        w('ZREM', held, acct)
+        w('ZREM', ready, acct)
+        w('SREM', base .. ':accounts', acct)
+      end
+    elseif st[5] then
+      w('HDEL', akey, 'idle_since')
+    end
+  end
+  if scan[1] == '0' then
+    w('DEL', cursor_key)
+  else
+    w('SET', cursor_key, scan[1])
+  end
+end
+
+local out = {-1, 0}
 local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 for _, acct in ipairs(accts) do
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window')
   local pause_until = tonumber(st[4] or '0') or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
-    redis.call('ZREM', ready, acct)
+    w('ZREM', ready, acct)
   elseif pause_until > now then
-    redis.call('ZADD', ready, int(pause_until), acct)
+    w('ZADD', ready, int(pause_until), acct)
   else
     local limit = tonumber(st[5] or '') or default_limit
     local window = tonumber(st[6] or '') or default_window
@@ -69,56 +236,83 @@ for _, acct in ipairs(accts) do
       free_at = tonumber(oldest) + window + margin + 1
     end
     if free_at > now then
-      redis.call('ZADD', ready, int(free_at), acct)
+      w('ZADD', ready, int(free_at), acct)
     else
+      -- The head is read, then leased, and popped last: a claim that fails part-way
+      -- leaves it at the head, for the next claim (or the reaper) to take again.
       local q = base .. ':q:' .. acct
-      local did, ekey, k, ev
+      local did, list, ekey, k, ev
       local dropped = 0
       while true do
-        did = redis.call('LPOP', q .. ':h') or redis.call('LPOP', q .. ':n')
+        list = q .. ':h'
+        did = redis.call('LINDEX', list, '0')
+        if not did then
+          list = q .. ':n'
+          did = redis.call('LINDEX', list, '0')
+        end
         if not did then break end
         local eid
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
-        ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k, 'c' .. k)
+        ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k,
+          'c' .. k, 'done', 'n', 'dd', 'rp' .. k)
         local status = ev[2]
+        local dead = base .. ':dead:' .. acct
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
           local exp = tonumber(ev[1] or '0') or 0
           if exp > 0 and exp <= now then
-            bury(base, did, ekey, acct, k, 'expired', 'expired', '', 'time to live passed before delivery', now, retention)
+            -- a dead letter: the status, then the letter, then off the list
+            local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
+              'le' .. k, 'time to live passed before delivery'}, ev[8], ev[9], ev[10], true)
+            w('HSET', ekey, unpack(set))
+            w('ZADD', dead, now_s, did)
           else
             break
           end
+        elseif (status == 'dead' or status == 'expired') and not redis.call('ZSCORE', dead, did) then
+          -- the letter of an expiry that failed before it was recorded
+          w('ZADD', dead, now_s, did)
         end
         -- anything else is a stale entry of a finished or removed event: drop it
+        w('LPOP', list)
         dropped = dropped + 1
-        if dropped >= 1000 then
+        if dropped >= 64 then
           did = nil
           break
         end
       end
       if did then
-        if redis.call('LPUSH', rl, now_s) > limit then
-          redis.call('LTRIM', rl, '0', int(limit - 1))
-        end
-        redis.call('PEXPIRE', rl, int(window + margin + lease + 1000))
-        redis.call('HSET', akey, 'busy', did, 'rl_did', did)
-        redis.call('ZREM', ready, acct)
-        redis.call('ZADD', inflight, int(now + lease), did)
         local attempts = (tonumber(ev[6] or '0') or 0) + 1
         local token = (tonumber(ev[7] or '0') or 0) + 1
-        redis.call('HSET', ekey, 's' .. k, 'delivering', 'at' .. k, int(attempts), 'c' .. k, int(token))
-        out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token}
+        local deadline = now + lease
+        local set = {'s' .. k, 'delivering', 'at' .. k, int(attempts), 'c' .. k, int(token)}
+        if ev[11] == '1' then
+          -- replayed: a replay that failed part-way may have left it among the dead letters
+          w('ZREM', base .. ':dead:' .. acct, did)
+          set[#set + 1] = 'rp' .. k
+          set[#set + 1] = ''
+        end
+        w('ZADD', inflight, int(deadline), did)
+        w('HSET', ekey, unpack(set))
+        w('HSET', akey, 'busy', did, 'rl_did', did)
+        if w('LPUSH', rl, now_s) > limit then
+          w('LTRIM', rl, '0', int(limit - 1))
+        end
+        w('PEXPIRE', rl, int(window + margin + lease + 1000))
+        w('ZREM', ready, acct)
+        w('LPOP', list)
+        out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token, deadline}
       else
-        redis.call('ZREM', ready, acct)
+        w('ZREM', ready, acct)
         mark_ready(base, acct, now)
       end
     end
   end
 end
 
+out[2] = dropped
 -- The wait is only of use to a caller that got nothing.
-if #out > 1 then
+if #out > 2 then
   return out
 end
 local next_due = -1

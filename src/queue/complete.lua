@@ -7,6 +7,10 @@
 -- and its lease is still in the in-flight set. Returns per delivery 'ok', or 'stale' when
 -- it did not (its result is then ignored, except that a late success still removes the
 -- delivery everywhere, so it is not sent again).
+-- Each delivery's writes go in this order: where it goes next, its status, the account
+-- (freed in one write), the ready set, and last the end of its lease. A completion that
+-- fails part-way is finished by the caller's retry (the status tells how far it got) or,
+-- when the lease ends, by the reaper in claim.lua.
 local base, retention = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local now_s = int(now)
@@ -16,111 +20,142 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
   local akey = base .. ':acct:' .. acct
-  local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd')
+  local rl = base .. ':rl:' .. acct
+  local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd', 'prio', 'at' .. k)
   local status = ev[1]
   local flags = redis.call('HMGET', akey, 'rl_did', 'busy', 'paused', 'auth_failed', 'until',
-    'sent', 'depth', 'delayed')
-  -- Frees the account from this delivery where it holds it. Returns the account fields to
-  -- write and what the busy flag will then be.
-  local function release_fields()
-    local clear = {}
-    local busy = flags[2]
-    if flags[1] == did then
-      -- Upstream received this call at some moment before its answer came back: count the
-      -- call from now, so that however long the request took on the way, upstream can
-      -- never see more than `limit` calls in one window. The newest entry is this call's,
-      -- as an account has one call in flight. (No list left: the window already passed.)
-      redis.pcall('LSET', base .. ':rl:' .. acct, '0', now_s)
-      clear = {'rl_did', ''}
+    'sent', 'upstream_429')
+  local leased = redis.call('ZSCORE', inflight, did)
+  local owned = ev[2] == token and leased ~= false
+  local held = flags[2] == did
+  -- Upstream received this call at some moment before its answer came back: the holder of
+  -- the lease counts the call from now, so that however long the request took on the way,
+  -- upstream can never see more than `limit` calls in one window. The newest entry is
+  -- this call's, as an account has one call in flight. A caller that lost its lease
+  -- leaves the rate list alone: the reaper counted the call at the lease's end.
+  local recount = owned and flags[1] == did and redis.call('EXISTS', rl) == 1
+  -- The account's fields that free it from this delivery, plus `extra`; written in one
+  -- write. Returns what the busy flag is then.
+  local function release(extra)
+    local set = extra or {}
+    if recount then
+      w('LSET', rl, '0', now_s)
     end
-    if flags[2] == did then
-      clear[#clear + 1] = 'busy'
-      clear[#clear + 1] = ''
+    if flags[1] == did then
+      set[#set + 1] = 'rl_did'
+      set[#set + 1] = ''
+    end
+    local busy = flags[2]
+    if held then
+      set[#set + 1] = 'busy'
+      set[#set + 1] = ''
       busy = ''
     end
-    return clear, busy
-  end
-  local function release_account()
-    local clear = release_fields()
-    if #clear > 0 then
-      redis.call('HSET', akey, unpack(clear))
+    if #set > 0 then
+      w('HSET', akey, unpack(set))
     end
+    return busy
   end
-  -- A success this caller records in full: the account's fields in one write (from the
-  -- values read above), then the event's, then the account is ready again.
-  local function record_success()
-    local set, busy = release_fields()
-    local function add(field, value)
-      set[#set + 1] = field
-      set[#set + 1] = value
+  local function finish(status_to, fields, dead)
+    local set, finished = finish_fields(k, status_to, now_s, fields, ev[3], ev[4], ev[5], dead)
+    w('HSET', ekey, unpack(set))
+    if finished then
+      w('PEXPIRE', ekey, int(retention))
     end
-    local depth = (tonumber(flags[7] or '0') or 0) - 1
-    add('sent', int((tonumber(flags[6] or '0') or 0) + 1))
-    add('depth', int(depth))
-    redis.call('HSET', akey, unpack(set))
-    finish_event(ekey, k, 'delivered', now_s, retention,
-      {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}, ev[3], ev[4], ev[5])
-    -- Undelivered calls that are neither in flight (this was the account's one) nor
-    -- waiting for a retry are queued: then the lists need not be looked at.
-    local queued = depth - (tonumber(flags[8] or '0') or 0) > 0
-    mark_ready(base, acct, now, nil, {busy, flags[3], flags[4], flags[5]}, queued)
   end
   if status == false or status == 'delivered' or status == 'dead' or status == 'expired' then
-    -- Already finished (a late success recorded it while this caller held a new lease):
-    -- end this lease and free the account.
-    redis.call('ZREM', inflight, did)
-    release_account()
+    -- Already finished (a late success recorded it while this caller held a new lease, or
+    -- this completion is a retry of one that failed part-way): finish what is left, end
+    -- the lease and free the account.
+    if (status == 'dead' or status == 'expired') and held then
+      w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
+    elseif status == 'delivered' and is_finished(ev[3], ev[4], ev[5]) then
+      w('PEXPIRE', ekey, int(retention))
+    end
+    release()
     mark_ready(base, acct, now)
+    w('ZREM', inflight, did)
     return 'stale'
   end
-  local owned = ev[2] == token and redis.call('ZREM', inflight, did) == 1
-  local result = 'ok'
-  if kind == 'delivered' and not owned and redis.call('ZSCORE', inflight, did) then
+  local delivered_fields = {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}
+  local sent = int((tonumber(flags[6] or '0') or 0) + 1)
+  if kind == 'delivered' and not owned and leased then
     -- A late success while another process holds a new lease on the call: record the
     -- success, and leave that lease, the account's busy flag and its rate entry to the
     -- holder, whose own completion (then stale) releases them.
-    redis.call('HINCRBY', akey, 'sent', '1')
-    finish(base, ekey, acct, k, 'delivered', now, retention,
-      {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s})
+    finish('delivered', delivered_fields, false)
+    w('HSET', akey, 'sent', sent)
     return 'ok'
   elseif kind == 'delivered' then
+    local list = base .. ':q:' .. acct .. ':' .. (ev[6] or 'n')
+    if not owned and status == 'retrying' then
+      -- due now: if this fails before the retry is removed, the next claim's reaper
+      -- removes it (or, before the success is recorded, sends it again)
+      w('ZADD', base .. ':delayed', 'XX', now_s, did)
+    end
+    finish('delivered', delivered_fields, false)
     if not owned then
-      -- a late success: remove the delivery wherever it is now
-      local prio = redis.call('HGET', ekey, 'prio') or 'n'
-      redis.call('LREM', base .. ':q:' .. acct .. ':' .. prio, '1', did)
-      redis.call('ZREM', inflight, did)
-      if redis.call('ZREM', base .. ':delayed', did) == 1 then
-        redis.call('HINCRBY', akey, 'delayed', '-1')
+      -- a late success: remove the delivery wherever it is now (a copy left behind in a
+      -- list is a stale entry, which claims drop)
+      if status == 'retrying' then
+        w('ZREM', base .. ':retry:' .. acct, did)
+        w('ZREM', base .. ':delayed', did)
+      elseif near_head(list, did) then
+        -- put back at the front, so found at once; deeper down (rare) it stays as a
+        -- stale entry for the claims to drop, rather than this call scanning the list
+        w('LREM', list, '1', did)
       end
     end
-    record_success()
+    local busy = release({'sent', sent})
+    mark_ready(base, acct, now, nil, {busy, flags[3], flags[4], flags[5]})
+    if owned then
+      w('ZREM', inflight, did)
+    end
     return 'ok'
   elseif not owned then
     return 'stale'
+  end
+  local extra
+  if kind == 'retry' then
+    local due = int(now + delay)
+    w('ZADD', base .. ':delayed', due, did)
+    w('ZADD', base .. ':retry:' .. acct, due, did)
+    w('HSET', ekey, 's' .. k, 'retrying', 'ls' .. k, code, 'le' .. k, err)
+  elseif kind == 'dead' then
+    finish('dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err}, true)
+    w('ZADD', base .. ':dead:' .. acct, now_s, did)
   else
-    release_account()
-    if kind == 'retry' then
-      redis.call('HSET', ekey, 's' .. k, 'retrying', 'ls' .. k, code, 'le' .. k, err)
-      redis.call('ZADD', base .. ':delayed', int(now + delay), did)
-      redis.call('HINCRBY', akey, 'delayed', '1')
-    elseif kind == 'dead' then
-      bury(base, did, ekey, acct, k, 'dead', reason, code, err, now, retention)
-    else
-      -- ratelimited, authfailed, released: the attempt does not count
-      redis.call('HINCRBY', ekey, 'at' .. k, '-1')
-      requeue_front(base, ekey, acct, did, k)
-      if kind == 'ratelimited' then
-        redis.call('HSET', ekey, 'ls' .. k, code, 'le' .. k, err)
-        redis.call('HSET', akey, 'until', int(now + delay))
-        redis.call('HINCRBY', akey, 'upstream_429', '1')
-      elseif kind == 'authfailed' then
-        redis.call('HSET', ekey, 'ls' .. k, code, 'le' .. k, err)
-        redis.call('HSET', akey, 'auth_failed', '1')
+    -- ratelimited, authfailed, released: back to the front, the attempt does not count
+    local list = base .. ':q:' .. acct .. ':' .. (ev[6] or 'n')
+    if not near_head(list, did) then
+      w('LPUSH', list, did)
+    end
+    if status ~= 'queued' then
+      local attempts = (tonumber(ev[7] or '1') or 1) - 1
+      local set = {'s' .. k, 'queued', 'at' .. k, int(attempts)}
+      if kind ~= 'released' then
+        set[#set + 1] = 'ls' .. k
+        set[#set + 1] = code
+        set[#set + 1] = 'le' .. k
+        set[#set + 1] = err
       end
+      w('HSET', ekey, unpack(set))
+    end
+    if kind ~= 'released' then
+      -- held: the held set lets claims expire its events meanwhile
+      w('ZADD', base .. ':held', 'NX', now_s, acct)
+    end
+    if kind == 'ratelimited' then
+      extra = {'until', int(now + delay),
+        'upstream_429', int((tonumber(flags[7] or '0') or 0) + 1)}
+    elseif kind == 'authfailed' then
+      extra = {'auth_failed', '1'}
     end
   end
+  release(extra)
   mark_ready(base, acct, now)
-  return result
+  w('ZREM', inflight, did)
+  return 'ok'
 end
 
 local out = {}

@@ -4,19 +4,24 @@
 --        then per event: id, priority ('h'|'n'), ttl_ms, body, idempotency key or '',
 --        fingerprint or '', n, agent_1 .. agent_n ('' = every agent)
 -- Returns one {outcome, id, n} per event; outcome is ok | dup | mismatch | full.
--- Each event is one HSET; the new delivery ids are pushed once per priority at the end.
+-- Every check comes first. Then the writes: the account's settings, the ready set, the
+-- new delivery ids (pushed once per priority), each event (one HSET) and last the
+-- idempotency keys. A failure part-way leaves at worst ids of events that were never
+-- stored, which claims drop as stale entries; an event is never stored without its ids.
 local base, acct, limit, window = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_depth = tonumber(ARGV[5])
 local now = now_ms()
 local now_s = int(now)
 local akey = base .. ':acct:' .. acct
-local st = redis.call('HMGET', akey, 'depth', 'limit', 'window', 'busy', 'paused', 'auth_failed', 'until')
-if not st[1] then
-  redis.call('SADD', base .. ':accounts', acct)
-end
-local depth = tonumber(st[1] or '0')
+local q = base .. ':q:' .. acct
+local st = redis.call('HMGET', akey, 'limit', 'window', 'busy', 'paused', 'auth_failed', 'until')
+-- Undelivered calls: queued, waiting for a retry, and the one in flight.
+local depth = redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n')
+  + redis.call('ZCARD', base .. ':retry:' .. acct)
+if st[3] and st[3] ~= '' then depth = depth + 1 end
 local out = {}
 local pushed = {h = {}, n = {}}
+local events, idems, taken = {}, {}, {}
 
 -- Field names of delivery index k (0-based), built once per index.
 local names = {}
@@ -33,7 +38,7 @@ end
 -- HSET/RPUSH with at most `chunk` arguments per call (Lua's unpack has a stack limit)
 local function in_chunks(cmd, key, items, chunk)
   for i = 1, #items, chunk do
-    redis.call(cmd, key, unpack(items, i, math.min(i + chunk - 1, #items)))
+    w(cmd, key, unpack(items, i, math.min(i + chunk - 1, #items)))
   end
 end
 
@@ -48,7 +53,8 @@ while i <= #ARGV do
   local idem
   if ikey ~= '' then
     idem = base .. ':idem:' .. acct .. ':' .. ikey
-    local prev = redis.call('GET', idem)
+    -- a key taken earlier in this call is not written yet
+    local prev = taken[idem] or redis.call('GET', idem)
     if prev then
       local pfp, pid, pn = string.match(prev, '^(%S+) (%S+) (%d+)$')
       if pfp == fp then
@@ -78,40 +84,51 @@ while i <= #ARGV do
         fields[f + 6] = '0'
         ids[#ids + 1] = eid .. name[1]
       end
-      in_chunks('HSET', base .. ':ev:' .. eid, fields, 3000)
+      events[#events + 1] = {base .. ':ev:' .. eid, fields}
       depth = depth + n
       if idem then
-        redis.call('SET', idem, fp .. ' ' .. eid .. ' ' .. n_s, 'EX', ARGV[6])
+        taken[idem] = fp .. ' ' .. eid .. ' ' .. n_s
+        idems[#idems + 1] = {idem, taken[idem]}
       end
       result = {'ok', eid, n}
     end
   end
   out[#out + 1] = result
 end
-local changes = {'depth', int(depth)}
-if st[2] ~= limit then
+local changes = {}
+if st[1] ~= limit then
   changes[#changes + 1] = 'limit'
   changes[#changes + 1] = limit
 end
-if st[3] ~= window then
+if st[2] ~= window then
   changes[#changes + 1] = 'window'
   changes[#changes + 1] = window
 end
-redis.call('HSET', akey, unpack(changes))
-local stored = false
-for prio, ids in pairs(pushed) do
-  if #ids > 0 then
-    in_chunks('RPUSH', base .. ':q:' .. acct .. ':' .. prio, ids, 1000)
-    stored = true
-  end
+if #changes > 0 then
+  w('HSET', akey, unpack(changes))
+  w('SADD', base .. ':accounts', acct)
+end
+if #events == 0 then
+  return out
 end
 -- An account with new work is ready unless busy or paused (as mark_ready, without
 -- re-reading what is known). One that was idle goes ahead of those served within the
 -- last window; a 429 pause still wins.
-if stored and not (st[4] and st[4] ~= '') and st[5] ~= '1' and st[6] ~= '1' then
+if not (st[3] and st[3] ~= '') and st[4] ~= '1' and st[5] ~= '1' then
   local at = now - tonumber(window)
-  local pause_until = tonumber(st[7] or '0') or 0
+  local pause_until = tonumber(st[6] or '0') or 0
   if pause_until > at then at = pause_until end
-  redis.call('ZADD', base .. ':ready', 'NX', int(at), acct)
+  w('ZADD', base .. ':ready', 'NX', int(at), acct)
+end
+for prio, ids in pairs(pushed) do
+  if #ids > 0 then
+    in_chunks('RPUSH', q .. ':' .. prio, ids, 1000)
+  end
+end
+for _, e in ipairs(events) do
+  in_chunks('HSET', e[1], e[2], 3000)
+end
+for _, e in ipairs(idems) do
+  w('SET', e[1], e[2], 'EX', ARGV[6])
 end
 return out

@@ -5,14 +5,19 @@
 -- skip paused accounts; a call in flight finishes). resume: clears `paused` and
 -- `auth_failed` and marks the account ready if it has queued work (an upstream 429
 -- pause, `until`, still applies). Both record the account in the partition's set.
+-- Each write alone is harmless (a claim takes a paused account out of the ready set), so
+-- resume puts the account in the ready set before it clears the flags.
 local base, acct, op = ARGV[1], ARGV[2], ARGV[3]
 local akey = base .. ':acct:' .. acct
-redis.call('SADD', base .. ':accounts', acct)
+local st = redis.call('HMGET', akey, 'busy', 'until')
+w('SADD', base .. ':accounts', acct)
 if op == 'pause' then
-  redis.call('HSET', akey, 'paused', '1')
-  redis.call('ZREM', base .. ':ready', acct)
+  -- held: its claims stop, and the held set lets claims expire its events meanwhile
+  w('ZADD', base .. ':held', 'NX', now_ms(), acct)
+  w('HSET', akey, 'paused', '1')
+  w('ZREM', base .. ':ready', acct)
 else
-  redis.call('HSET', akey, 'paused', '0', 'auth_failed', '0')
-  mark_ready(base, acct, now_ms())
+  mark_ready(base, acct, now_ms(), nil, {st[1], '0', '0', st[2]})
+  w('HSET', akey, 'paused', '0', 'auth_failed', '0')
 end
 return 'ok'

@@ -47,11 +47,11 @@ use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value as LuaVal
 use redis::Value;
 use tokio::time::Instant;
 
-use super::redis::{QueueSettings, Script, ScriptCall, ScriptQueue, Transport};
+use super::redis::{QueueSettings, Script, ScriptCall, ScriptQueue, Transport, HELPERS};
 use super::store::{format_g17, CommandError, Store};
 #[cfg(doc)]
 use super::Queue;
-use super::{QueueError, RateLimit};
+use super::{QueueError, RateLimit, Retention};
 
 /// Settings of the embedded backend (the same knobs as the Redis backend's).
 #[derive(Debug, Clone)]
@@ -66,6 +66,8 @@ pub struct MemoryQueueConfig {
     pub default_limit: RateLimit,
     /// Margin added to the rolling window, in milliseconds.
     pub margin_ms: u64,
+    /// How long dead letters, finished events and idle accounts are kept.
+    pub retention: Retention,
 }
 
 /// The queue's scripts run in this process.
@@ -74,14 +76,22 @@ pub type MemoryQueue = ScriptQueue<Embedded>;
 impl MemoryQueue {
     /// An empty queue.
     pub fn new(config: MemoryQueueConfig) -> Self {
+        Self::new_with_helpers(config, HELPERS)
+    }
+
+    /// As [`MemoryQueue::new`], with other helpers in front of every script: for tests
+    /// that run the scripts with a variant of them (e.g. one that fails after some write).
+    #[doc(hidden)]
+    pub fn new_with_helpers(config: MemoryQueueConfig, helpers: &str) -> Self {
         let settings = QueueSettings {
             prefix: config.prefix,
             partitions: config.partitions,
             lease: config.lease,
             default_limit: config.default_limit,
             margin_ms: config.margin_ms,
+            retention: config.retention,
         };
-        ScriptQueue::with_transport(settings, Embedded::new())
+        ScriptQueue::with_helpers(settings, Embedded::new(), helpers)
     }
 }
 
@@ -418,6 +428,7 @@ mod tests {
             lease,
             default_limit: RateLimit { limit, window_ms },
             margin_ms: 250,
+            retention: Retention::default(),
         })
     }
 
@@ -651,7 +662,7 @@ mod tests {
     }
 
     fn script(body: &str) -> Script {
-        Script::new(body)
+        Script::new(HELPERS, body)
     }
 
     async fn eval(e: &Embedded, body: &str, args: &[&str]) -> Result<Value, QueueError> {

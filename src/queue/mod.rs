@@ -22,6 +22,28 @@ use crate::domain::{EventId, NotifyPayload, Priority};
 /// How long finished events stay readable, in milliseconds (24 h and a minute).
 pub const RETENTION_MS: u64 = 24 * 3600 * 1000 + 60_000;
 
+/// How long the queue keeps what no longer needs delivering, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// A dead letter, from when it became one.
+    pub dead_letters_ms: u64,
+    /// A finished event's record, from when its last call finished.
+    pub events_ms: u64,
+    /// An idle account's record (no events, dead letters or hold), from when it was first
+    /// seen idle.
+    pub accounts_ms: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            dead_letters_ms: 7 * 24 * 3600 * 1000,
+            events_ms: RETENTION_MS,
+            accounts_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
 /// Most expired leases and due retries requeued per claim call.
 pub const REAP_MAX: usize = 200;
 
@@ -34,6 +56,10 @@ pub enum QueueError {
     /// The store answered something the gateway does not understand.
     #[error("unexpected answer from queue storage: {0}")]
     Protocol(String),
+    /// The store holds data this process's settings do not fit (e.g. another partition
+    /// count): the process must not use it.
+    #[error("queue storage does not match the configuration: {0}")]
+    Mismatch(String),
 }
 
 /// The rate limit of an account, stored with its events so every process applies it.
@@ -348,12 +374,19 @@ pub trait Queue: Send + Sync + 'static {
     /// Number of partitions the worker walks.
     fn partitions(&self) -> u16;
 
+    /// Dead letters this process's claims dropped after their retention since the last
+    /// call (for the `zenrelay_dead_letters_dropped_total` counter).
+    fn take_dead_letters_dropped(&self) -> u64 {
+        0
+    }
+
     /// Which backend this is, for people (no secrets): e.g. where it stores and whether
     /// it is durable.
     fn describe(&self) -> String;
 
     /// Checks the storage's own settings at startup and warns (logs) about those that can
-    /// lose data. Errors only when the storage cannot be reached.
+    /// lose data. Errors when the storage cannot be reached, and with
+    /// [`QueueError::Mismatch`] when it holds data this configuration does not fit.
     async fn check_deployment(&self) -> Result<(), QueueError> {
         Ok(())
     }

@@ -18,20 +18,29 @@
 //! |---|---|---|
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
-//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason. Expires 24 h after its last call finished, unless one is a dead letter |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms) |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
-//! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter |
-//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `depth` (undelivered calls), `delayed`, `dead`, `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms) |
-//! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later), so transit time can never squeeze `limit + 1` calls into one upstream window |
-//! | `{base}:accounts` | SET | accounts that ever had events in this partition |
+//! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
+//! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter; dropped `delivery.dead_letter_retention_seconds` later |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
+//! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
+//! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
+//! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
+//! | `{base}:sweep`, `{base}:sweep:cursor` | STRING | at most one retention sweep per 250 ms ([`SWEEP_INTERVAL`]; expiring marker); where the sweep's `SSCAN` of `accounts` stands |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //!
 //! Outside the partitions (each a single key, so no hash tag is needed):
 //!
 //! | key | type | content |
 //! |---|---|---|
+//! | `{prefix}:meta` | HASH | `partitions`: the partition count, recorded on first use; a process configured with another refuses to start |
 //! | `{prefix}:runtime:accounts` | HASH | account id → its runtime record (JSON written by [`crate::accounts`]; credentials inside are encrypted) |
+//!
+//! An account's counts are read from where its deliveries are, never kept apart: depth
+//! (undelivered calls) is the length of its two lists, plus its retries, plus the call in
+//! flight (`busy`); retries are the size of `retry:{account}`; dead letters the size of
+//! `dead:{account}`.
 //!
 //! # Scripts
 //!
@@ -43,6 +52,30 @@
 //! Scripts derive their keys from `base`; `KEYS[1]` (the partition's ready set) routes the
 //! call. They are sent with `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a
 //! restart or `SCRIPT FLUSH`).
+//!
+//! # Partial failures
+//!
+//! Redis does not roll back a script that fails part-way (an error reply, a key missing
+//! during a slot migration, a bug). Each script therefore reads and checks before it
+//! writes, and orders its writes so that every prefix of them leaves a state the next
+//! calls finish or repair; every write goes through the helper `w`, and a test fails each
+//! operation after each of its writes in turn, on both transports
+//! (`tests/it/queue_faults.rs`):
+//!
+//! - A delivery is moved before it is marked, and leaves its old place last: a claim
+//!   leases the head of the list and pops it last; a put-back (expired lease, due retry,
+//!   released call) pushes first, unless the delivery is already near the head (a redo),
+//!   and leaves `inflight` or `delayed` last. While a lease is in `inflight` the reaper
+//!   finishes whatever a failed completion left: the event's status says how far it got,
+//!   and `busy` still naming the delivery says the account was not freed yet.
+//! - Enqueue pushes ids before it stores their events: an id whose event was never stored
+//!   is a stale entry, which claims drop. An event is never stored without its ids.
+//! - Entries of finished deliveries left in a list are dropped by the claim that meets
+//!   them; an expiry that failed before its dead letter was recorded is recorded then.
+//! - A replay that fails after the push leaves the letter among the dead letters until the
+//!   call is claimed (`rp{k}`): the only state where an id is briefly in two places.
+//! - The worker retries a completion that failed; a completion of an already finished
+//!   delivery only finishes what is left.
 //!
 //! # Connections
 //!
@@ -56,7 +89,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -67,11 +100,14 @@ use tokio::sync::OnceCell;
 use super::{
     rfc3339_ms, AccountStats, ClaimBatch, Claimed, Completion, DeadLetter, DeadLetterPage,
     DeadLetterResult, DeadLetterSelection, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
-    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, REAP_MAX, RETENTION_MS,
+    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, Retention, REAP_MAX,
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
-const HELPERS: &str = include_str!("scripts.lua");
+/// The helpers every script starts with (`scripts.lua`). Public, hidden, for the tests
+/// that run variants of the scripts (see [`ScriptQueue::with_helpers`]).
+#[doc(hidden)]
+pub const HELPERS: &str = include_str!("scripts.lua");
 
 /// Most dead letters replayed or purged by one script call (keeps each call short).
 const DEAD_CHUNK: usize = 500;
@@ -95,6 +131,8 @@ pub struct RedisQueueConfig {
     pub default_limit: RateLimit,
     /// Margin added to the rolling window, in milliseconds.
     pub margin_ms: u64,
+    /// How long dead letters, finished events and idle accounts are kept.
+    pub retention: Retention,
 }
 
 /// One of the queue's Lua scripts: its source (prefixed with the helpers of
@@ -106,8 +144,8 @@ pub struct Script {
 }
 
 impl Script {
-    pub(crate) fn new(body: &str) -> Self {
-        let source = format!("{HELPERS}\n{body}");
+    pub(crate) fn new(helpers: &str, body: &str) -> Self {
+        let source = format!("{helpers}\n{body}");
         let sha = redis::Script::new(&source).get_hash().to_string();
         Script {
             source: source.into(),
@@ -163,6 +201,8 @@ pub struct QueueSettings {
     pub default_limit: RateLimit,
     /// Margin added to the rolling window, in milliseconds.
     pub margin_ms: u64,
+    /// How long dead letters, finished events and idle accounts are kept.
+    pub retention: Retention,
 }
 
 /// The production queue: the scripts run by a Redis server.
@@ -184,6 +224,13 @@ pub struct ScriptQueue<T> {
     replay: Script,
     purge: Script,
     hold: Script,
+    /// Set once the partition count is recorded or checked (see
+    /// [`ScriptQueue::check_partitions`]).
+    partitions_checked: Arc<OnceCell<()>>,
+    /// Dead letters dropped by this process's claims, not yet taken by the metrics.
+    dead_letters_dropped: AtomicU64,
+    /// Least time between two retention sweeps of a partition, in milliseconds.
+    sweep_interval_ms: u64,
 }
 
 /// An enqueue request waiting for its group commit.
@@ -191,6 +238,20 @@ struct PendingEnqueue {
     batch: EnqueueBatch,
     reply: tokio::sync::oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>,
 }
+
+/// Most deliveries claimed by one claim script call, so that no call holds Redis for
+/// long; larger claims take several calls in one round trip.
+const CLAIM_CHUNK: usize = 32;
+
+/// Most expired leases, and most due retries, put back by one claim script call, so
+/// that no call holds Redis for long (each takes about ten Redis calls).
+const REAP_PER_CALL: usize = 16;
+
+/// Least time between two retention sweeps of a partition (each visits a few accounts).
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Most accounts read by one stats script call, so that no call holds Redis for long.
+const STATS_CHUNK: usize = 16;
 
 /// Most completions in one complete script call, so that no call holds Redis for long.
 const COMPLETE_CHUNK: usize = 64;
@@ -210,6 +271,13 @@ impl RedisQueue {
     /// Checks the URL; connections are opened on first use, so this succeeds while Redis
     /// is down.
     pub fn new(config: RedisQueueConfig) -> Result<Self, QueueError> {
+        Self::new_with_helpers(config, HELPERS)
+    }
+
+    /// As [`RedisQueue::new`], with other helpers in front of every script: for tests that
+    /// run the scripts with a variant of them (e.g. one that fails after some write).
+    #[doc(hidden)]
+    pub fn new_with_helpers(config: RedisQueueConfig, helpers: &str) -> Result<Self, QueueError> {
         let client = redis::Client::open(config.url.expose_secret())
             .map_err(|e| QueueError::Unavailable(format!("invalid Redis URL: {e}")))?;
         let transport = RedisConnections {
@@ -225,28 +293,66 @@ impl RedisQueue {
             lease: config.lease,
             default_limit: config.default_limit,
             margin_ms: config.margin_ms,
+            retention: config.retention,
         };
-        Ok(ScriptQueue::with_transport(settings, transport))
+        Ok(ScriptQueue::with_helpers(settings, transport, helpers))
     }
 }
 
 impl<T: Transport> ScriptQueue<T> {
     /// The queue over `transport`.
     pub fn with_transport(config: QueueSettings, transport: T) -> Self {
+        Self::with_helpers(config, transport, HELPERS)
+    }
+
+    /// As [`ScriptQueue::with_transport`], with other helpers in front of every script:
+    /// for tests that run the scripts with a variant of them (e.g. one that fails after
+    /// some write).
+    #[doc(hidden)]
+    pub fn with_helpers(config: QueueSettings, transport: T, helpers: &str) -> Self {
+        Self::with_helpers_shared(config, Arc::new(transport), helpers)
+    }
+
+    fn with_helpers_shared(config: QueueSettings, transport: Arc<T>, helpers: &str) -> Self {
         ScriptQueue {
-            transport: Arc::new(transport),
+            transport,
             pending: std::sync::Mutex::new(Vec::new()),
             committing: tokio::sync::Mutex::new(()),
             config,
-            enqueue: Script::new(include_str!("enqueue.lua")),
-            claim: Script::new(include_str!("claim.lua")),
-            complete: Script::new(include_str!("complete.lua")),
-            stats: Script::new(include_str!("stats.lua")),
-            dead: Script::new(include_str!("dead.lua")),
-            replay: Script::new(include_str!("replay.lua")),
-            purge: Script::new(include_str!("purge.lua")),
-            hold: Script::new(include_str!("hold.lua")),
+            enqueue: Script::new(helpers, include_str!("enqueue.lua")),
+            claim: Script::new(helpers, include_str!("claim.lua")),
+            complete: Script::new(helpers, include_str!("complete.lua")),
+            stats: Script::new(helpers, include_str!("stats.lua")),
+            dead: Script::new(helpers, include_str!("dead.lua")),
+            replay: Script::new(helpers, include_str!("replay.lua")),
+            purge: Script::new(helpers, include_str!("purge.lua")),
+            hold: Script::new(helpers, include_str!("hold.lua")),
+            partitions_checked: Arc::new(OnceCell::new()),
+            dead_letters_dropped: AtomicU64::new(0),
+            sweep_interval_ms: SWEEP_INTERVAL.as_millis() as u64,
         }
+    }
+
+    /// With another least time between two retention sweeps than [`SWEEP_INTERVAL`]: for
+    /// tests that need every claim to sweep (at least 1 ms).
+    #[doc(hidden)]
+    pub fn with_sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval_ms = (interval.as_millis() as u64).max(1);
+        self
+    }
+
+    /// Another queue over the same transport (the same store), with another partition
+    /// count and other helpers in front of the scripts: for tests of what processes with
+    /// other settings or failing scripts do to one store.
+    #[doc(hidden)]
+    pub fn sibling(&self, partitions: u16, helpers: &str) -> Self {
+        let config = QueueSettings {
+            partitions,
+            ..self.config.clone()
+        };
+        let mut queue = Self::with_helpers_shared(config, self.transport.clone(), helpers);
+        queue.sweep_interval_ms = self.sweep_interval_ms;
+        queue
     }
 
     /// The transport.
@@ -270,6 +376,7 @@ impl<T: Transport> ScriptQueue<T> {
 
     /// Runs one plain command.
     async fn query<V: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<V, QueueError> {
+        self.check_partitions().await?;
         let reply = self.transport.command(cmd).await?;
         V::from_owned_redis_value(reply).map_err(|e| QueueError::Protocol(e.to_string()))
     }
@@ -341,11 +448,33 @@ impl<T: Transport> ScriptQueue<T> {
         args: Vec<Vec<u8>>,
     ) -> Result<Value, QueueError> {
         let calls = [(base.to_string(), args)];
-        self.transport
-            .run_script(script, &calls)
+        self.run_script(script, &calls)
             .await?
             .pop()
             .ok_or_else(|| QueueError::Protocol("a script answered nothing".into()))
+    }
+
+    /// Runs calls of a script, once the partition count is checked.
+    async fn run_script(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Result<Vec<Value>, QueueError> {
+        self.check_partitions().await?;
+        self.transport.run_script(script, calls).await
+    }
+
+    /// Records the partition count on first use, or checks it against the one recorded
+    /// (once per process): accounts are spread by it, so a process with another count
+    /// would look for their keys in the wrong partitions.
+    async fn check_partitions(&self) -> Result<(), QueueError> {
+        check_partitions(
+            &self.partitions_checked,
+            self.transport.as_ref(),
+            &self.config.prefix,
+            self.config.partitions,
+        )
+        .await
     }
 }
 
@@ -388,8 +517,14 @@ impl<T: Transport> ScriptQueue<T> {
         // "nothing stored" for events Redis did store.
         let transport = self.transport.clone();
         let script = self.enqueue.clone();
+        let checked = self.partitions_checked.clone();
+        let (prefix, partitions) = (self.config.prefix.clone(), self.config.partitions);
         let commit = tokio::spawn(async move {
-            let replies = transport.run_script(&script, &requests).await;
+            let replies =
+                match check_partitions(&checked, transport.as_ref(), &prefix, partitions).await {
+                    Ok(()) => transport.run_script(&script, &requests).await,
+                    Err(e) => Err(e),
+                };
             let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
             let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
             let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
@@ -474,6 +609,39 @@ impl<T: Transport> ScriptQueue<T> {
         }
         (base, args)
     }
+}
+
+/// Records the partition count under `{prefix}:meta` on first use, or checks it against
+/// the one recorded; `checked` is set once it matched.
+async fn check_partitions<T: Transport>(
+    checked: &OnceCell<()>,
+    transport: &T,
+    prefix: &str,
+    mine: u16,
+) -> Result<(), QueueError> {
+    checked
+        .get_or_try_init(|| async {
+            let key = format!("{prefix}:meta");
+            transport
+                .command(redis::cmd("HSETNX").arg(&key).arg("partitions").arg(mine))
+                .await?;
+            let stored = transport
+                .command(redis::cmd("HGET").arg(&key).arg("partitions"))
+                .await?;
+            let stored = text(&stored).unwrap_or_default();
+            if stored == mine.to_string() {
+                Ok(())
+            } else {
+                Err(QueueError::Mismatch(format!(
+                    "redis.partitions is {mine}, but the data under key prefix {prefix:?} was \
+                     written with {stored} partitions (key {key:?}); use \
+                     redis.partitions = {stored}, or drain the queue before changing it (see \
+                     the README)"
+                )))
+            }
+        })
+        .await
+        .map(|_| ())
 }
 
 /// The connections to a Redis server: a few multiplexed connections (see "Connections"
@@ -636,13 +804,15 @@ async fn run_pipeline(
     }
 }
 
-fn parse_claim_reply(reply: Value) -> Result<ClaimBatch, QueueError> {
+/// The claimed deliveries, and how many dead letters the claim dropped.
+fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), QueueError> {
     let mut reply = array(reply)?.into_iter();
     let next_due = reply
         .next()
         .and_then(|v| int(&v))
         .filter(|ms| *ms >= 0)
         .map(|ms| Duration::from_millis(ms as u64));
+    let dropped = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
     let mut items = Vec::new();
     for item in reply {
         let f = array(item)?;
@@ -660,7 +830,7 @@ fn parse_claim_reply(reply: Value) -> Result<ClaimBatch, QueueError> {
             lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
         });
     }
-    Ok(ClaimBatch { items, next_due })
+    Ok((ClaimBatch { items, next_due }, dropped))
 }
 
 fn parse_enqueue_reply(reply: Value) -> Result<Vec<EnqueueOutcome>, QueueError> {
@@ -760,13 +930,18 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         self.config.partitions
     }
 
+    fn take_dead_letters_dropped(&self) -> u64 {
+        self.dead_letters_dropped.swap(0, Ordering::Relaxed)
+    }
+
     fn describe(&self) -> String {
         self.transport
             .describe(&self.config.prefix, self.config.partitions)
     }
 
     async fn check_deployment(&self) -> Result<(), QueueError> {
-        self.transport.check_deployment().await
+        self.transport.check_deployment().await?;
+        self.check_partitions().await
     }
 
     /// Group commit: the request joins the pending list; whoever holds the commit lock
@@ -811,34 +986,66 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     /// All partitions' claims in one pipelined round trip.
     async fn claim_many(&self, requests: &[(u16, usize)]) -> Result<Vec<ClaimBatch>, QueueError> {
         let c = &self.config;
-        let calls: Vec<ScriptCall> = requests
-            .iter()
-            .map(|&(partition, max)| {
-                let base = self.base(partition);
+        // A request for more than CLAIM_CHUNK deliveries becomes several script calls on
+        // the partition, one after the other in the same round trip.
+        let mut calls: Vec<ScriptCall> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (i, &(partition, max)) in requests.iter().enumerate() {
+            let base = self.base(partition);
+            let mut left = max;
+            loop {
+                let take = left.min(CLAIM_CHUNK);
+                left -= take;
                 let args = [
                     base.clone(),
-                    max.to_string(),
+                    take.to_string(),
                     (c.lease.as_millis() as u64).to_string(),
                     c.default_limit.limit.to_string(),
                     c.default_limit.window_ms.to_string(),
                     c.margin_ms.to_string(),
-                    REAP_MAX.to_string(),
-                    RETENTION_MS.to_string(),
+                    REAP_MAX.min(REAP_PER_CALL).to_string(),
+                    c.retention.events_ms.to_string(),
+                    c.retention.dead_letters_ms.to_string(),
+                    c.retention.accounts_ms.to_string(),
+                    self.sweep_interval_ms.to_string(),
                 ]
                 .into_iter()
                 .map(String::into_bytes)
                 .collect();
-                (base, args)
-            })
-            .collect();
-        let replies = self.transport.run_script(&self.claim, &calls).await?;
-        replies.into_iter().map(parse_claim_reply).collect()
+                calls.push((base.clone(), args));
+                owner.push(i);
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        let replies = self.run_script(&self.claim, &calls).await?;
+        let mut dropped = 0;
+        let mut batches: Vec<ClaimBatch> = requests.iter().map(|_| ClaimBatch::default()).collect();
+        for (reply, i) in replies.into_iter().zip(owner) {
+            let (part, n) = parse_claim_reply(reply)?;
+            dropped += n;
+            let batch = &mut batches[i];
+            batch.items.extend(part.items);
+            batch.next_due = match (batch.next_due, part.next_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        for batch in &mut batches {
+            if !batch.items.is_empty() {
+                batch.next_due = None;
+            }
+        }
+        self.dead_letters_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+        Ok(batches)
     }
 
     /// One script call per partition (in chunks of [`COMPLETE_CHUNK`]), all in one
     /// pipelined round trip.
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
-        let retention = RETENTION_MS.to_string().into_bytes();
+        let retention = self.config.retention.events_ms.to_string().into_bytes();
         let mut by_partition: HashMap<u16, Vec<&Completion>> = HashMap::new();
         for c in completions {
             let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse) else {
@@ -876,10 +1083,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         if calls.is_empty() {
             return Ok(());
         }
-        self.transport
-            .run_script(&self.complete, &calls)
-            .await
-            .map(|_| ())
+        self.run_script(&self.complete, &calls).await.map(|_| ())
     }
 
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, QueueError> {
@@ -928,36 +1132,55 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         }
     }
 
+    /// Each partition's accounts in chunks of `STATS_CHUNK`, one script call each.
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut stats = QueueStats::default();
+        let mut seen = std::collections::HashSet::new();
         let window = self.config.default_limit.window_ms.to_string();
         for partition in 0..self.config.partitions {
             let base = self.base(partition);
-            let args = vec![base.clone().into_bytes(), window.clone().into_bytes()];
-            let mut reply = array(self.eval(&self.stats, &base, args).await?)?.into_iter();
-            stats.now_ms = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
-            for item in reply {
-                let f = array(item)?;
-                if f.len() < 12 {
-                    return Err(QueueError::Protocol("short stats entry".into()));
+            let mut cursor = b"0".to_vec();
+            loop {
+                let args = vec![
+                    base.clone().into_bytes(),
+                    window.clone().into_bytes(),
+                    cursor,
+                    STATS_CHUNK.to_string().into_bytes(),
+                ];
+                let mut reply = array(self.eval(&self.stats, &base, args).await?)?.into_iter();
+                stats.now_ms = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+                cursor = reply.next().map(|v| bytes(&v)).unwrap_or_default();
+                for item in reply {
+                    let f = array(item)?;
+                    if f.len() < 12 {
+                        return Err(QueueError::Protocol("short stats entry".into()));
+                    }
+                    let num = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
+                    let opt = |i: usize| int(&f[i]).filter(|v| *v >= 0).map(|v| v as u64);
+                    let account = text(&f[0]).unwrap_or_default();
+                    // SSCAN may return an account twice
+                    if !seen.insert(account.clone()) {
+                        continue;
+                    }
+                    let busy = text(&f[6]).unwrap_or_default();
+                    stats.accounts.push(AccountStats {
+                        account,
+                        depth: num(1),
+                        scheduled_retries: num(2),
+                        dead: num(3),
+                        delivered: num(4),
+                        upstream_429: num(5),
+                        in_flight: u64::from(!busy.is_empty()),
+                        paused: num(7) == 1,
+                        auth_failed: num(8) == 1,
+                        sent_in_window: num(9),
+                        oldest_ms: opt(10),
+                        next_send_ms: opt(11),
+                    });
                 }
-                let num = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
-                let opt = |i: usize| int(&f[i]).filter(|v| *v >= 0).map(|v| v as u64);
-                let busy = text(&f[6]).unwrap_or_default();
-                stats.accounts.push(AccountStats {
-                    account: text(&f[0]).unwrap_or_default(),
-                    depth: num(1),
-                    scheduled_retries: num(2),
-                    dead: num(3),
-                    delivered: num(4),
-                    upstream_429: num(5),
-                    in_flight: u64::from(!busy.is_empty()),
-                    paused: num(7) == 1,
-                    auth_failed: num(8) == 1,
-                    sent_in_window: num(9),
-                    oldest_ms: opt(10),
-                    next_send_ms: opt(11),
-                });
+                if cursor.is_empty() || cursor == b"0" {
+                    break;
+                }
             }
         }
         stats.accounts.sort_by(|a, b| a.account.cmp(&b.account));
@@ -1032,8 +1255,13 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         account: &str,
         selection: &DeadLetterSelection,
     ) -> Result<DeadLetterResult, QueueError> {
-        self.dead_letter_op(&self.purge, account, selection, RETENTION_MS)
-            .await
+        self.dead_letter_op(
+            &self.purge,
+            account,
+            selection,
+            self.config.retention.events_ms,
+        )
+        .await
     }
 
     async fn pause(&self, account: &str) -> Result<(), QueueError> {

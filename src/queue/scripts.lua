@@ -1,6 +1,15 @@
 -- Shared helpers, prepended to each of the gateway's Lua scripts (see redis.rs for the key
 -- layout). Every key a script touches is derived from `base`, which carries the
 -- partition's hash tag, so all of them live in one Redis Cluster slot.
+--
+-- Redis does not roll back a script that fails part-way. So every script reads and checks
+-- first and then writes in an order where each prefix of its writes leaves a state the
+-- next calls complete or repair (see "Partial failures" in redis.rs); every write goes
+-- through `w`, which lets the tests fail a script after any one of them.
+
+local function w(...)
+  return redis.call(...)
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -38,7 +47,7 @@ local function mark_ready(base, acct, now, score, known, queued)
   local q = base .. ':q:' .. acct
   -- Redis deletes empty lists, so "exists" means "has queued work"
   if not queued and redis.call('EXISTS', q .. ':h', q .. ':n') == 0 then
-    redis.call('ZREM', base .. ':ready', acct)
+    w('ZREM', base .. ':ready', acct)
     return
   end
   local at = score or now
@@ -46,52 +55,37 @@ local function mark_ready(base, acct, now, score, known, queued)
   if pause_until > at then
     at = pause_until
   end
-  redis.call('ZADD', base .. ':ready', 'NX', int(at), acct)
+  w('ZADD', base .. ':ready', 'NX', int(at), acct)
 end
 
--- Records a delivery of the event as finished (delivered, dead or expired), writing
--- `fields` (more field/value pairs of the event) in the same write. When every delivery
--- of the event has finished and none failed, the payload is emptied and the record kept
--- for `retention_ms`; an event with a dead letter is kept until the letter is purged.
--- `done`, `n` and `dd` are the event's fields when the caller already read them (`done`
--- nil: read here). `now_s` is the time as text.
-local function finish_event(ekey, k, status, now_s, retention_ms, fields, done, n, dd)
-  if done == nil then
-    local ev = redis.call('HMGET', ekey, 'done', 'n', 'dd')
-    done, n, dd = ev[1], ev[2], ev[3]
-  end
+-- The event's fields that record one more finished delivery (delivered, dead or expired),
+-- with `fields` (more field/value pairs of the event) added; and whether the event is
+-- then finished: every delivery done and none a dead letter. A finished event's payload
+-- is emptied in the same write, and the caller expires it after the retention.
+-- `done`, `n` and `dd` are the event's fields as read; `dead` is true for a dead letter.
+local function finish_fields(k, status, now_s, fields, done, n, dd, dead)
   done = (tonumber(done or '0') or 0) + 1
-  local set = {'s' .. k, status, 'ft' .. k, now_s, 'done', int(done)}
+  dd = tonumber(dd or '0') or 0
+  if dead then dd = dd + 1 end
+  local set = {'s' .. k, status, 'ft' .. k, now_s, 'done', int(done), 'dd', int(dd)}
   for i = 1, #fields do set[#set + 1] = fields[i] end
-  local finished = done >= (tonumber(n or '0') or 0) and (tonumber(dd or '0') or 0) == 0
+  local finished = done >= (tonumber(n or '0') or 0) and dd == 0
   if finished then
     set[#set + 1] = 'body'
     set[#set + 1] = ''
   end
-  redis.call('HSET', ekey, unpack(set))
-  if finished then
-    redis.call('PEXPIRE', ekey, int(retention_ms))
-  end
+  return set, finished
 end
 
--- As finish_event, and the account has one undelivered call fewer.
-local function finish(base, ekey, acct, k, status, now, retention_ms, fields)
-  finish_event(ekey, k, status, int(now), retention_ms, fields)
-  redis.call('HINCRBY', base .. ':acct:' .. acct, 'depth', '-1')
+-- Whether an event whose fields `done`, `n`, `dd` were read has finished.
+local function is_finished(done, n, dd)
+  return (tonumber(done or '0') or 0) >= (tonumber(n or '0') or 0)
+    and (tonumber(dd or '0') or 0) == 0
 end
 
--- Turns a delivery into a dead letter (`status` is 'dead' or 'expired').
-local function bury(base, did, ekey, acct, k, status, reason, code, err, now, retention_ms)
-  redis.call('HINCRBY', ekey, 'dd', '1')
-  redis.call('ZADD', base .. ':dead:' .. acct, int(now), did)
-  redis.call('HINCRBY', base .. ':acct:' .. acct, 'dead', '1')
-  finish(base, ekey, acct, k, status, now, retention_ms,
-    {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err})
-end
-
--- Puts a delivery back at the front of its account's list.
-local function requeue_front(base, ekey, acct, did, k)
-  local prio = redis.call('HGET', ekey, 'prio') or 'n'
-  redis.call('LPUSH', base .. ':q:' .. acct .. ':' .. prio, did)
-  redis.call('HSET', ekey, 's' .. k, 'queued')
+-- Whether `did` is among the first entries of `list`. Put-backs check it first, so that
+-- a put-back that failed after its push and is then done again pushes only once (nothing
+-- else is pushed to the front of the account's list in between).
+local function near_head(list, did)
+  return redis.call('LPOS', list, did, 'MAXLEN', '64') ~= false
 end

@@ -1,19 +1,29 @@
--- stats: counters and flags of every account of one partition (read only).
+-- stats: counters and flags of a chunk of the accounts of one partition (read only).
 -- KEYS[1] = <base>:ready
--- ARGV = base, default_window_ms
--- Reads the per-account counters the other scripts maintain; touches no event list
--- beyond its two heads. Returns {now, {account, depth, delayed, dead, sent,
--- upstream_429, busy, paused, auth_failed, sent_in_window, oldest created or '',
--- ready score or ''}, ...}.
+-- ARGV = base, default_window_ms, cursor ('0' to start), count
+-- Counts are read from the sets and lists that hold the deliveries (each O(1)): no
+-- separate counter can disagree with them after a script failed part-way. Touches no
+-- event list beyond its two heads (a rate list holds at most `limit` entries).
+-- Walks the account set with SSCAN, `count` at a time, so that no call holds Redis for
+-- long: the caller repeats until the cursor it gets back is '0' (an account may come
+-- twice). Returns {now, next cursor, {account, depth, delayed, dead, sent, upstream_429,
+-- busy, paused, auth_failed, sent_in_window, oldest created or '', ready score or ''},
+-- ...}.
 local base = ARGV[1]
 local default_window = tonumber(ARGV[2])
 local now = now_ms()
-local out = {now}
-for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do
+local scan = redis.call('SSCAN', base .. ':accounts', ARGV[3], 'COUNT', ARGV[4])
+local out = {now, scan[1]}
+for _, acct in ipairs(scan[2]) do
   local akey = base .. ':acct:' .. acct
-  local st = redis.call('HMGET', akey, 'depth', 'delayed', 'dead', 'sent', 'upstream_429',
-    'busy', 'paused', 'auth_failed', 'window')
-  local window = tonumber(st[9] or '') or default_window
+  local st = redis.call('HMGET', akey, 'sent', 'upstream_429', 'busy', 'paused', 'auth_failed',
+    'window')
+  local q = base .. ':q:' .. acct
+  local delayed = redis.call('ZCARD', base .. ':retry:' .. acct)
+  local depth = redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n') + delayed
+  if st[3] and st[3] ~= '' then depth = depth + 1 end
+  local dead = redis.call('ZCARD', base .. ':dead:' .. acct)
+  local window = tonumber(st[6] or '') or default_window
   local recent = 0
   for _, t in ipairs(redis.call('LRANGE', base .. ':rl:' .. acct, 0, -1)) do
     if tonumber(t) > now - window then recent = recent + 1 end
@@ -26,12 +36,11 @@ for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do
     local created = tonumber(redis.call('HGET', base .. ':ev:' .. eid, 'created') or '')
     if created and (oldest == nil or created < oldest) then oldest = created end
   end
-  local q = base .. ':q:' .. acct
   consider(redis.call('LINDEX', q .. ':h', 0))
   consider(redis.call('LINDEX', q .. ':n', 0))
-  consider(st[6])
+  consider(st[3])
   local score = redis.call('ZSCORE', base .. ':ready', acct)
-  out[#out + 1] = {acct, st[1] or '0', st[2] or '0', st[3] or '0', st[4] or '0', st[5] or '0',
-    st[6] or '', st[7] or '0', st[8] or '0', recent, oldest and tostring(oldest) or '', score or ''}
+  out[#out + 1] = {acct, int(depth), int(delayed), int(dead), st[1] or '0', st[2] or '0',
+    st[3] or '', st[4] or '0', st[5] or '0', recent, oldest and tostring(oldest) or '', score or ''}
 end
 return out

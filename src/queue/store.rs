@@ -40,6 +40,12 @@ const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kin
 const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 const SYNTAX: &str = "ERR syntax error";
 
+/// Largest set answered whole by one `SSCAN` call, whatever its `COUNT`: Redis does so
+/// for a compact set (an intset, or from 7.2 a listpack of up to 128 members), and any
+/// Redis does so for a set smaller than the `COUNT` (all the queue's scans ask for 16 or
+/// more: a partition's accounts below that compare exactly with Redis).
+const SMALL_SET_MAX: usize = 128;
+
 /// A sorted-set score with a total order (Redis never stores NaN).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Score(f64);
@@ -229,10 +235,11 @@ impl Store {
     /// Runs one command (name first, case-insensitive) and answers as Redis would.
     ///
     /// Implemented: `DEL EXISTS PEXPIRE PERSIST PTTL TYPE KEYS DBSIZE` (keys), `GET SET`
-    /// (strings; `SET` with `EX`/`PX`), `HSET HGET HMGET HDEL HINCRBY HGETALL` (hashes),
-    /// `LPUSH RPUSH LPOP LINDEX LSET LREM LTRIM LRANGE LLEN` (lists), `ZADD` (with
-    /// `NX`/`XX`/`CH`) `ZREM ZSCORE ZCARD ZRANGE ZRANGEBYSCORE` (with `WITHSCORES`,
-    /// `LIMIT`) (sorted sets), `SADD SMEMBERS SCARD` (sets), `TIME PING`.
+    /// (strings; `SET` with `EX`/`PX`/`NX`), `HSET HSETNX HGET HMGET HDEL HINCRBY HGETALL`
+    /// (hashes), `LPUSH RPUSH LPOP LINDEX LPOS` (with `RANK`/`COUNT`/`MAXLEN`) `LSET LREM
+    /// LTRIM LRANGE LLEN` (lists), `ZADD` (with `NX`/`XX`/`CH`) `ZREM ZSCORE ZCARD ZRANGE
+    /// ZRANGEBYSCORE` (with `WITHSCORES`, `LIMIT`) (sorted sets), `SADD SREM SMEMBERS
+    /// SCARD SSCAN` (with `COUNT`) (sets), `TIME PING`.
     pub fn command(&mut self, args: &[Vec<u8>]) -> Reply {
         let Some((name, args)) = args.split_first() else {
             return Err(err("ERR empty command"));
@@ -342,10 +349,16 @@ impl Store {
             "SET" => {
                 arity(2, None)?;
                 let mut ttl_ms = None;
+                let mut nx = false;
                 let mut i = 2;
                 while i < args.len() {
                     let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
                     match opt.as_str() {
+                        "NX" => {
+                            nx = true;
+                            i += 1;
+                        }
+                        "EX" | "PX" if ttl_ms.is_some() => return Err(err(SYNTAX)),
                         "EX" | "PX" => {
                             let v = parse_i64(args.get(i + 1).ok_or_else(|| err(SYNTAX))?)?;
                             if v <= 0 {
@@ -357,6 +370,9 @@ impl Store {
                         }
                         _ => return Err(unsupported(&name, &args[i])),
                     }
+                }
+                if nx && self.keys.contains_key(&args[0]) {
+                    return Ok(Value::Nil);
                 }
                 self.delete(&args[0]);
                 self.keys.insert(
@@ -380,6 +396,18 @@ impl Store {
                     .filter(|p| h.insert(p[0].clone(), p[1].clone()).is_none())
                     .count();
                 Ok(Value::Int(added as i64))
+            }
+            "HSETNX" => {
+                arity(3, None)?;
+                if args.len() != 3 {
+                    return Err(err("ERR wrong number of arguments for 'hsetnx' command"));
+                }
+                let h = self.hash(&args[0], Want::Create)?.expect("created");
+                if h.contains_key(&args[1]) {
+                    return Ok(Value::Int(0));
+                }
+                h.insert(args[1].clone(), args[2].clone());
+                Ok(Value::Int(1))
             }
             "HGET" => {
                 arity(2, None)?;
@@ -464,6 +492,7 @@ impl Store {
                     self.list(&args[0], Want::Read)?.map_or(0, |l| l.len()) as i64,
                 ))
             }
+            "LPOS" => self.lpos(&name, args),
             "LINDEX" => {
                 arity(2, None)?;
                 let i = parse_i64(&args[1])?;
@@ -635,6 +664,16 @@ impl Store {
                     args[1..].iter().filter(|m| s.insert(m.to_vec())).count() as i64,
                 ))
             }
+            "SREM" => {
+                arity(2, None)?;
+                let removed = match self.set(&args[0], Want::Read)? {
+                    Some(s) => args[1..].iter().filter(|m| s.remove(*m)).count(),
+                    None => 0,
+                };
+                self.drop_if_empty(&args[0]);
+                Ok(Value::Int(removed as i64))
+            }
+            "SSCAN" => self.sscan(&name, args),
             "SCARD" => {
                 arity(1, None)?;
                 Ok(Value::Int(
@@ -654,6 +693,130 @@ impl Store {
                 "ERR unknown command '{name}' in embedded store"
             ))),
         }
+    }
+
+    /// `LPOS key element [RANK r] [COUNT n] [MAXLEN len]`: the index of the first match
+    /// among the first `len` entries (or nil); with `COUNT`, an array of up to `n`
+    /// indices (0: all). A negative rank searches from the tail.
+    fn lpos(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
+        if args.len() < 2 {
+            return Err(err("ERR wrong number of arguments for 'lpos' command"));
+        }
+        let (mut rank, mut count, mut maxlen) = (1i64, None::<i64>, 0i64);
+        let mut i = 2;
+        while i < args.len() {
+            let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
+            let value = args.get(i + 1).ok_or_else(|| err(SYNTAX))?;
+            let v = parse_i64(value)?;
+            match opt.as_str() {
+                "RANK" if v == 0 || v == i64::MIN => {
+                    return Err(err(
+                        "ERR RANK can't be zero: use 1 to start from the first match, 2 from \
+                         the second ... or use negative to start from the end of the list",
+                    ))
+                }
+                "RANK" => rank = v,
+                "COUNT" if v < 0 => return Err(err("ERR COUNT can't be negative")),
+                "COUNT" => count = Some(v),
+                "MAXLEN" if v < 0 => return Err(err("ERR MAXLEN can't be negative")),
+                "MAXLEN" => maxlen = v,
+                _ => return Err(unsupported(name, &args[i])),
+            }
+            i += 2;
+        }
+        let l = self.list(&args[0], Want::Read)?;
+        let Some(l) = l else {
+            return Ok(if count.is_some() {
+                Value::Array(Vec::new())
+            } else {
+                Value::Nil
+            });
+        };
+        let len = l.len();
+        let scan = if maxlen == 0 {
+            len
+        } else {
+            len.min(maxlen as usize)
+        };
+        let indices: Box<dyn Iterator<Item = usize>> = if rank > 0 {
+            Box::new(0..scan)
+        } else {
+            Box::new((len - scan..len).rev())
+        };
+        let mut skip = rank.unsigned_abs() - 1;
+        let want = match count {
+            None => 1,
+            Some(0) => usize::MAX,
+            Some(n) => n as usize,
+        };
+        let mut found = Vec::new();
+        for i in indices {
+            if l[i] != args[1] {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            found.push(Value::Int(i as i64));
+            if found.len() >= want {
+                break;
+            }
+        }
+        Ok(match count {
+            Some(_) => Value::Array(found),
+            None => found.pop().unwrap_or(Value::Nil),
+        })
+    }
+
+    /// `SSCAN key cursor [COUNT n]`. A set of up to [`SMALL_SET_MAX`] members is
+    /// answered whole with cursor `0`, whatever `COUNT` says; a larger one is walked in the order
+    /// of its members' bytes, the cursor being the position reached (members added or
+    /// removed meanwhile may be seen twice or missed once, which Redis's guarantees
+    /// allow: every member present for the whole scan is returned).
+    fn sscan(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
+        if args.len() < 2 {
+            return Err(err("ERR wrong number of arguments for 'sscan' command"));
+        }
+        let cursor = std::str::from_utf8(&args[1])
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok())
+            .ok_or_else(|| err("ERR invalid cursor"))?;
+        let mut count = 10usize;
+        let mut i = 2;
+        while i < args.len() {
+            if args[i].eq_ignore_ascii_case(b"COUNT") {
+                let v = parse_i64(args.get(i + 1).ok_or_else(|| err(SYNTAX))?)?;
+                if v < 1 {
+                    return Err(err(SYNTAX));
+                }
+                count = v as usize;
+                i += 2;
+            } else if args[i].eq_ignore_ascii_case(b"MATCH")
+                || args[i].eq_ignore_ascii_case(b"TYPE")
+            {
+                return Err(unsupported(name, &args[i]));
+            } else {
+                return Err(err(SYNTAX));
+            }
+        }
+        let mut members: Vec<Vec<u8>> = self
+            .set(&args[0], Want::Read)?
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        members.sort();
+        let (page, next) = if members.len() <= SMALL_SET_MAX {
+            (members, 0)
+        } else {
+            let start = (cursor as usize).min(members.len());
+            let end = start.saturating_add(count).min(members.len());
+            let next = if end >= members.len() { 0 } else { end as u64 };
+            (members[start..end].to_vec(), next)
+        };
+        Ok(Value::Array(vec![
+            bulk(next.to_string()),
+            Value::Array(page.into_iter().map(bulk).collect()),
+        ]))
     }
 
     fn zadd(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
@@ -925,6 +1088,94 @@ mod tests {
             run(&mut s, &["ZRANGE", "z", "0", "0", "WITHSCORES"]),
             Ok(Value::Array(vec![b("a"), b("1")]))
         );
+    }
+
+    #[test]
+    fn lpos_set_nx_hsetnx_and_srem_answer_as_redis() {
+        let mut s = Store::new();
+        run(&mut s, &["RPUSH", "l", "a", "b", "a", "c"]).unwrap();
+        assert_eq!(run(&mut s, &["LPOS", "l", "a"]), Ok(Value::Int(0)));
+        assert_eq!(
+            run(&mut s, &["LPOS", "l", "c", "MAXLEN", "3"]),
+            Ok(Value::Nil)
+        );
+        assert_eq!(
+            run(&mut s, &["LPOS", "l", "c", "MAXLEN", "4"]),
+            Ok(Value::Int(3))
+        );
+        assert_eq!(
+            run(&mut s, &["LPOS", "l", "a", "RANK", "-1"]),
+            Ok(Value::Int(2))
+        );
+        assert_eq!(
+            run(&mut s, &["LPOS", "l", "a", "COUNT", "0"]),
+            Ok(Value::Array(vec![Value::Int(0), Value::Int(2)]))
+        );
+        assert_eq!(run(&mut s, &["LPOS", "none", "a"]), Ok(Value::Nil));
+        assert!(run(&mut s, &["LPOS", "l", "a", "RANK", "0"]).is_err());
+
+        assert_eq!(
+            run(&mut s, &["SET", "k", "1", "PX", "250", "NX"]),
+            Ok(Value::Okay)
+        );
+        assert_eq!(
+            run(&mut s, &["SET", "k", "2", "PX", "250", "NX"]),
+            Ok(Value::Nil)
+        );
+        assert_eq!(run(&mut s, &["GET", "k"]), Ok(b("1")));
+        assert_eq!(run(&mut s, &["PTTL", "k"]), Ok(Value::Int(250)));
+
+        assert_eq!(run(&mut s, &["HSETNX", "h", "f", "1"]), Ok(Value::Int(1)));
+        assert_eq!(run(&mut s, &["HSETNX", "h", "f", "2"]), Ok(Value::Int(0)));
+        assert_eq!(run(&mut s, &["HGET", "h", "f"]), Ok(b("1")));
+
+        run(&mut s, &["SADD", "s", "x", "y"]).unwrap();
+        assert_eq!(run(&mut s, &["SREM", "s", "x", "z"]), Ok(Value::Int(1)));
+        assert_eq!(run(&mut s, &["SREM", "s", "y"]), Ok(Value::Int(1)));
+        assert_eq!(run(&mut s, &["EXISTS", "s"]), Ok(Value::Int(0)));
+    }
+
+    #[test]
+    fn sscan_answers_small_sets_whole_and_walks_large_ones() {
+        let mut s = Store::new();
+        let empty = Value::Array(vec![b("0"), Value::Array(Vec::new())]);
+        assert_eq!(run(&mut s, &["SSCAN", "s", "0", "COUNT", "2"]), Ok(empty));
+        for i in 0..SMALL_SET_MAX {
+            run(&mut s, &["SADD", "s", &format!("m{i:03}")]).unwrap();
+        }
+        let Ok(Value::Array(reply)) = run(&mut s, &["SSCAN", "s", "0", "COUNT", "2"]) else {
+            panic!("an array")
+        };
+        assert_eq!(reply[0], b("0"), "a small set comes whole");
+        assert!(matches!(&reply[1], Value::Array(m) if m.len() == SMALL_SET_MAX));
+
+        run(&mut s, &["SADD", "s", "m999"]).unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = "0".to_string();
+        loop {
+            let Ok(Value::Array(reply)) = run(&mut s, &["SSCAN", "s", &cursor, "COUNT", "50"])
+            else {
+                panic!("an array")
+            };
+            let Value::Array(members) = &reply[1] else {
+                panic!("members")
+            };
+            assert!(members.len() <= 50);
+            seen.extend(members.iter().cloned());
+            cursor = match &reply[0] {
+                Value::BulkString(c) => String::from_utf8(c.clone()).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            if cursor == "0" {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), SMALL_SET_MAX + 1, "every member once");
+        assert!(run(&mut s, &["SSCAN", "s", "x"]).is_err());
+        assert!(run(&mut s, &["SSCAN", "s", "0", "MATCH", "m*"])
+            .unwrap_err()
+            .0
+            .contains("'MATCH'"));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! everything else must be equal. So that this never changes a decision, every duration
 //! the sequence uses is either far shorter than the pause between steps (0-1 ms: due by the
 //! next step on both) or far longer than the test (one hour), and steps are a few
-//! milliseconds apart so that two steps' times never tie on one side only.
+//! milliseconds apart so that two steps' times never tie on one side only. Retention
+//! sweeps run at every claim (a sweep interval of 1 ms), idle accounts are dropped at
+//! once (an account retention of 0), and one run drops dead letters at once too.
 //!
 //! The seed is printed; `ZENRELAY_DIFF_SEED=<seed>` replays a sequence and
 //! `ZENRELAY_DIFF_STEPS=<n>` changes its length.
@@ -22,7 +24,8 @@ use redis::Value;
 use serde_json::{json, Value as Json};
 use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
-use zenrelay::queue::memory::MemoryQueue;
+use zenrelay::queue::memory::{MemoryQueue, MemoryQueueConfig};
+use zenrelay::queue::redis::{RedisQueue, HELPERS};
 use zenrelay::queue::{
     ClaimBatch, Claimed, Completion, DeadLetterSelection, EnqueueBatch, EnqueueOutcome, NewEvent,
     Outcome, Queue, QueueError, RateLimit,
@@ -35,6 +38,8 @@ const HOUR_MS: u64 = 3_600_000;
 /// How far apart the two backends' clocks may read for one step.
 const TOLERANCE_MS: i64 = 1_000;
 const ACCOUNTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
+/// Least time between two retention sweeps of a partition: every claim step sweeps.
+const SWEEP_MS: u64 = 1;
 
 /// One key as `TYPE`, `PTTL` and its content show it.
 #[derive(Debug, PartialEq)]
@@ -116,10 +121,15 @@ async fn dump_redis(conn: &mut redis::aio::MultiplexedConnection) -> Dump {
         meta.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
     }
     let meta: Vec<Value> = meta.query_async(conn).await.unwrap();
-    let kinds: Vec<(String, i64)> = meta
-        .chunks(2)
-        .map(|m| (text(&m[0]), text(&m[1]).parse().unwrap()))
-        .collect();
+    let (keys, kinds): (Vec<String>, Vec<(String, i64)>) = keys
+        .into_iter()
+        .zip(
+            meta.chunks(2)
+                .map(|m| (text(&m[0]), text(&m[1]).parse().unwrap())),
+        )
+        // expired between KEYS and TYPE
+        .filter(|(_, (kind, _))| kind != "none")
+        .unzip();
     let mut content = redis::pipe();
     for (k, (kind, _)) in keys.iter().zip(&kinds) {
         let cmd = content_command(kind, k);
@@ -145,12 +155,16 @@ fn dump_memory(q: &MemoryQueue) -> Dump {
     };
     let keys = texts(&run(vec!["KEYS".into(), "*".into()]));
     keys.into_iter()
-        .map(|k| {
+        .filter_map(|k| {
             let kind = text(&run(vec!["TYPE".into(), k.clone()]));
+            if kind == "none" {
+                // expired between KEYS and TYPE
+                return None;
+            }
             let ttl = text(&run(vec!["PTTL".into(), k.clone()])).parse().unwrap();
             let content = run(content_command(&kind, &k));
             let dump = key_dump(kind, ttl, &content);
-            (k, dump)
+            Some((k, dump))
         })
         .collect()
 }
@@ -192,16 +206,28 @@ fn rfc3339_ms(s: &str) -> Option<i64> {
 }
 
 fn compare_dumps(redis: &Dump, memory: &Dump) -> Result<(), String> {
-    let names = |d: &Dump| d.keys().cloned().collect::<Vec<_>>();
-    if names(redis) != names(memory) {
-        let only_redis: Vec<_> = redis.keys().filter(|k| !memory.contains_key(*k)).collect();
-        let only_memory: Vec<_> = memory.keys().filter(|k| !redis.contains_key(*k)).collect();
+    // A key whose time to live ends within a sweep interval (the retention sweep's
+    // marker) may already be gone on the other side; no other key may be missing.
+    let expiring = |d: &KeyDump| d.ttl >= 0 && d.ttl <= SWEEP_MS as i64;
+    let only_redis: Vec<_> = redis
+        .iter()
+        .filter(|(k, d)| !memory.contains_key(*k) && !expiring(d))
+        .map(|(k, _)| k)
+        .collect();
+    let only_memory: Vec<_> = memory
+        .iter()
+        .filter(|(k, d)| !redis.contains_key(*k) && !expiring(d))
+        .map(|(k, _)| k)
+        .collect();
+    if !only_redis.is_empty() || !only_memory.is_empty() {
         return Err(format!(
             "different keys: only in Redis {only_redis:?}, only in memory {only_memory:?}"
         ));
     }
     for (key, r) in redis {
-        let m = &memory[key];
+        let Some(m) = memory.get(key) else {
+            continue;
+        };
         let ttl_ok =
             r.ttl == m.ttl || (r.ttl >= 0 && m.ttl >= 0 && (r.ttl - m.ttl).abs() <= TOLERANCE_MS);
         let items_ok = r.items.len() == m.items.len()
@@ -288,6 +314,10 @@ struct Known {
     done: Vec<Claimed>,
     /// Delivery ids that became dead letters at some point.
     dead: Vec<String>,
+    /// The account records (`:acct:` keys) after the last step.
+    records: Vec<String>,
+    /// Accounts paused by an operator.
+    paused: std::collections::BTreeSet<&'static str>,
     /// How often each interesting case came up, to show what the sequence covered.
     seen: BTreeMap<&'static str, usize>,
 }
@@ -380,8 +410,8 @@ async fn step(
     rng: &mut StdRng,
     n: usize,
     known: &mut Known,
-    redis: &dyn Queue,
-    memory: &dyn Queue,
+    redis: &RedisQueue,
+    memory: &MemoryQueue,
 ) -> (String, Json, Json) {
     match rng.random_range(0..100) {
         0..=15 => {
@@ -393,6 +423,10 @@ async fn step(
             known
                 .events
                 .extend(batch.events.iter().map(|e| e.id.clone()));
+            if known.paused.contains(batch.account.as_str()) {
+                let expiring = batch.events.iter().filter(|e| e.ttl_ms == 1).count();
+                known.saw("expiring event of a held account", expiring);
+            }
             for o in r.iter().flatten() {
                 known.saw(
                     match o {
@@ -484,6 +518,11 @@ async fn step(
         78..=85 => {
             let account = *pick(rng, &ACCOUNTS);
             let pause = rng.random_bool(0.2);
+            if pause {
+                known.paused.insert(account);
+            } else {
+                known.paused.remove(account);
+            }
             let (r, m) = if pause {
                 (redis.pause(account).await, memory.pause(account).await)
             } else {
@@ -525,7 +564,7 @@ async fn step(
                 show(memory.dead_letters(account, offset, limit).await),
             )
         }
-        94..=98 => {
+        94..=96 => {
             let id = if known.events.is_empty() || rng.random_bool(0.1) {
                 EventId::new(rng.random_range(0..PARTITIONS))
             } else {
@@ -539,6 +578,20 @@ async fn step(
                 show(memory.event(&id).await),
             )
         }
+        97 | 98 => {
+            // A process configured with another partition count, on the same store:
+            // refused before it touches anything.
+            let other = PARTITIONS + 1;
+            let mut show = |r: Result<(), QueueError>| {
+                if matches!(r, Err(QueueError::Mismatch(_))) {
+                    known.saw("partition count refused", 1);
+                }
+                result_json(r, |_| Json::Null)
+            };
+            let r = show(redis.sibling(other, HELPERS).check_deployment().await);
+            let m = show(memory.sibling(other, HELPERS).check_deployment().await);
+            (format!("check {other} partitions"), r, m)
+        }
         _ => {
             tokio::time::sleep(Duration::from_millis(20)).await;
             ("sleep 20 ms".into(), Json::Null, Json::Null)
@@ -546,50 +599,92 @@ async fn step(
     }
 }
 
+/// Steps after the random ones: an account paused with an event about to expire, and a
+/// fresh account that sends one event and goes idle.
+const FINAL_STEPS: usize = 11;
+
+/// Final step `i`: `acme` is paused (0) and given an event that expires at once (1); a
+/// fresh account enqueues (2); then claims and successful completions of everything held
+/// alternate: the claims expire `acme`'s event while it is held, and their sweeps after
+/// the fresh account's delivery first see it idle, then drop its record (an account
+/// retention of 0).
+async fn final_step(
+    i: usize,
+    known: &mut Known,
+    redis: &RedisQueue,
+    memory: &MemoryQueue,
+) -> (String, Json, Json) {
+    const FRESH: &str = "hooli";
+    let show_unit = |r: Result<(), QueueError>| result_json(r, |_| Json::Null);
+    if i == 0 {
+        known.paused.insert("acme");
+        let (r, m) = (redis.pause("acme").await, memory.pause("acme").await);
+        return ("pause acme".into(), show_unit(r), show_unit(m));
+    }
+    if i == 1 || i == 2 {
+        let account = if i == 1 { "acme" } else { FRESH };
+        let batch = EnqueueBatch {
+            account: account.into(),
+            limit: RateLimit {
+                limit: 1000,
+                window_ms: HOUR_MS,
+            },
+            max_depth: 1000,
+            idempotency_ttl_secs: 86_400,
+            events: vec![NewEvent {
+                id: EventId::new(partition_of(account, PARTITIONS)),
+                priority: Priority::Normal,
+                ttl_ms: if i == 1 { 1 } else { 0 },
+                payload: NotifyPayload::new(1, "last", None),
+                agents: vec![None],
+                idempotency: None,
+            }],
+        };
+        let show = |r: Result<_, _>| result_json(r, |o| json!(format!("{o:?}")));
+        let (r, m) = (
+            redis.enqueue(batch.clone()).await,
+            memory.enqueue(batch.clone()).await,
+        );
+        if i == 1 && matches!(r.as_deref(), Ok([EnqueueOutcome::Stored { .. }])) {
+            known.saw("expiring event of a held account", 1);
+        }
+        (format!("enqueue {batch:?}"), show(r), show(m))
+    } else if i % 2 == 1 {
+        let requests: Vec<(u16, usize)> = (0..PARTITIONS).map(|p| (p, 10)).collect();
+        let (r, m) = (
+            redis.claim_many(&requests).await,
+            memory.claim_many(&requests).await,
+        );
+        if let Ok(batches) = &r {
+            known
+                .held
+                .extend(batches.iter().flat_map(|b| b.items.clone()));
+        }
+        let show = |r: Result<Vec<ClaimBatch>, _>| {
+            result_json(r, |b| Json::Array(b.iter().map(claim_json).collect()))
+        };
+        (format!("claim {requests:?}"), show(r), show(m))
+    } else {
+        let completions: Vec<Completion> = known
+            .held
+            .drain(..)
+            .map(|c| Completion::of(&c, Outcome::Delivered { status: 200 }))
+            .collect();
+        let (r, m) = (
+            redis.complete(&completions).await,
+            memory.complete(&completions).await,
+        );
+        (
+            format!("complete {completions:?}"),
+            show_unit(r),
+            show_unit(m),
+        )
+    }
+}
+
 #[tokio::test]
 async fn the_embedded_store_runs_the_scripts_as_redis_does() {
-    let seed: u64 = std::env::var("ZENRELAY_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    let steps: usize = std::env::var("ZENRELAY_DIFF_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
-    println!("differential seed {seed} ({steps} steps); replay with ZENRELAY_DIFF_SEED={seed}");
-
-    let server = RedisServer::start();
-    let mut config = Config::default();
-    config.redis.partitions = PARTITIONS;
-    config.redis.key_prefix = "diff".into();
-    config.delivery.lease_ms = Some(HOUR_MS);
-    config.delivery.window_margin_ms = Some(0);
-    let memory = zenrelay::app::memory_queue(&config);
-    config.redis.url = server.url().into();
-    let redis = zenrelay::app::redis_queue(&config).expect("Redis queue builds");
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis answers");
-
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut known = Known::default();
-    for n in 0..steps {
-        let (what, r, m) = step(&mut rng, n, &mut known, &redis, &memory).await;
-        let fail = |why: String| -> ! {
-            panic!("seed {seed}, step {n}: {what}\n{why}\n(replay with ZENRELAY_DIFF_SEED={seed})")
-        };
-        if let Err(why) = compare_json("reply", &r, &m) {
-            fail(why);
-        }
-        if let Err(why) = compare_dumps(&dump_redis(&mut conn).await, &dump_memory(&memory)) {
-            fail(why);
-        }
-        // Steps a few ms apart: no two steps' times tie on one side only.
-        tokio::time::sleep(Duration::from_millis(3)).await;
-    }
-    println!("covered: {:?}", known.seen);
+    let covered = run(600, HOUR_MS).await;
     for case in [
         "claimed",
         "completed",
@@ -598,11 +693,116 @@ async fn the_embedded_store_runs_the_scripts_as_redis_does() {
         "replayed",
         "purged",
         "dead letter seen",
+        "expiring event of a held account",
+        "idle account dropped",
+        "partition count refused",
     ] {
-        assert!(
-            known.seen.get(case).copied().unwrap_or(0) > 0,
-            "seed {seed}: the sequence never saw {case:?} ({:?})",
-            known.seen
-        );
+        assert!(covered.contains(&case), "never saw {case:?}");
     }
+}
+
+#[tokio::test]
+async fn the_embedded_store_drops_dead_letters_as_redis_does() {
+    let covered = run(300, 0).await;
+    for case in ["claimed", "completed", "dead letters dropped"] {
+        assert!(covered.contains(&case), "never saw {case:?}");
+    }
+}
+
+/// Runs a random sequence (its length from `ZENRELAY_DIFF_STEPS`, else `steps`) on both
+/// backends with dead letters kept `dead_letter_retention_ms`, and returns the cases it
+/// covered; panics at the first difference.
+async fn run(steps: usize, dead_letter_retention_ms: u64) -> Vec<&'static str> {
+    let seed: u64 = std::env::var("ZENRELAY_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    let steps: usize = std::env::var("ZENRELAY_DIFF_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(steps);
+    println!("differential seed {seed} ({steps} steps); replay with ZENRELAY_DIFF_SEED={seed}");
+
+    let server = RedisServer::start();
+    let mut config = Config::default();
+    config.redis.partitions = PARTITIONS;
+    config.redis.key_prefix = "diff".into();
+    config.delivery.lease_ms = Some(HOUR_MS);
+    config.delivery.window_margin_ms = Some(0);
+    // Seconds in the configuration: set through the settings below instead.
+    let mut settings = zenrelay::app::redis_queue_config(&config);
+    settings.retention.accounts_ms = 0;
+    settings.retention.dead_letters_ms = dead_letter_retention_ms;
+    let sweep = Duration::from_millis(SWEEP_MS);
+    let memory = MemoryQueue::new(MemoryQueueConfig {
+        prefix: settings.prefix.clone(),
+        partitions: settings.partitions,
+        lease: settings.lease,
+        default_limit: settings.default_limit,
+        margin_ms: settings.margin_ms,
+        retention: settings.retention,
+    })
+    .with_sweep_interval(sweep);
+    settings.url = server.url().into();
+    let redis = RedisQueue::new(settings)
+        .expect("Redis queue builds")
+        .with_sweep_interval(sweep);
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+
+    // As a gateway does at start: each records the partition count.
+    redis.check_deployment().await.expect("Redis is ready");
+    memory.check_deployment().await.expect("the store is ready");
+
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut known = Known::default();
+    for n in 0..steps + FINAL_STEPS {
+        let (what, r, m) = if n < steps {
+            step(&mut rng, n, &mut known, &redis, &memory).await
+        } else {
+            final_step(n - steps, &mut known, &redis, &memory).await
+        };
+        let fail = |why: String| -> ! {
+            panic!("seed {seed}, step {n}: {what}\n{why}\n(replay with ZENRELAY_DIFF_SEED={seed})")
+        };
+        if let Err(why) = compare_json("reply", &r, &m) {
+            fail(why);
+        }
+        let (dropped_r, dropped_m) = (
+            redis.take_dead_letters_dropped(),
+            memory.take_dead_letters_dropped(),
+        );
+        if dropped_r != dropped_m {
+            fail(format!(
+                "dead letters dropped: Redis {dropped_r}, memory {dropped_m}"
+            ));
+        }
+        known.saw("dead letters dropped", dropped_r as usize);
+        let (dump_r, dump_m) = (dump_redis(&mut conn).await, dump_memory(&memory));
+        if let Err(why) = compare_dumps(&dump_r, &dump_m) {
+            fail(why);
+        }
+        // An account record that was there before the step and is gone after it.
+        let records = |d: &Dump| -> Vec<String> {
+            d.keys().filter(|k| k.contains(":acct:")).cloned().collect()
+        };
+        let now = records(&dump_r);
+        known.saw(
+            "idle account dropped",
+            known.records.iter().filter(|k| !now.contains(k)).count(),
+        );
+        known.records = now;
+        // Steps a few ms apart: no two steps' times tie on one side only.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    println!("covered: {:?}", known.seen);
+    known
+        .seen
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(case, _)| *case)
+        .collect()
 }

@@ -1,5 +1,6 @@
 //! The core relay against a real Redis and the simulator: ingress, delivery, outcomes.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -279,7 +280,18 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             assert!(named.contains(p), "{body}: {p} not named in {err}");
         }
     }
-    assert_eq!(redis.dbsize(), 0, "a refused request wrote to Redis");
+    // no key but the partition count (recorded when the gateway started) and the
+    // worker's sweep markers (each lives 250 ms)
+    let keys = redis.command(&["KEYS", "*"]).unwrap_or_default();
+    let written: Vec<&str> = keys
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .filter(|k| !k.ends_with(":meta") && !k.ends_with(":sweep"))
+        .collect();
+    assert!(
+        written.is_empty(),
+        "a refused request wrote to Redis: {written:?}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(sim.sim.notify_attempts("acme").is_empty());
     gw.shutdown().await;
@@ -910,4 +922,144 @@ async fn redis_outage_answers_503_and_delivery_resumes_by_itself() {
         .collect();
     assert!(!events.contains(&json!("during")));
     gw.shutdown().await;
+}
+
+/// Most arrivals in any `window` of `times`.
+fn most_in_window(times: &[Instant], window: Duration) -> usize {
+    let mut times = times.to_vec();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_stalled_process_whose_lease_ran_out_does_not_break_the_limit() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 100_000, 60).await;
+    // 3 calls per 2 s; a lease of 1.5 s
+    let delivery = "notify_per_minute = 3\nnotify_window_seconds = 2\nwindow_margin_ms = 0\n\
+                    upstream_timeout_ms = 1000\nlease_ms = 1500";
+    let text = gateway_toml(&redis.url(), "t", &sim, &["acme"], delivery);
+    sim.fault(json!({"account": "*", "route": "notify", "latency_ms": 900}))
+        .await;
+    let a = ServeProcess::start(&text).await;
+    let api = Api::new(&a.base);
+    for i in 0..5 {
+        api.accept(
+            "acme",
+            &json!({"app_id": 1, "event": "e", "body": format!("{i}")}),
+        )
+        .await;
+    }
+    // `a` sends the first call, which takes 0.9 s to arrive; it stalls meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = a.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    sim.clear_faults().await;
+    // `b` takes over once the lease has run out, sending fast.
+    let _b = ServeProcess::start(&gateway_toml(&redis.url(), "t", &sim, &["acme"], delivery)).await;
+    wait_for("every call delivered", Duration::from_secs(15), || {
+        sim.sim.notifications("acme").len() >= 6
+    })
+    .await;
+    // `a` wakes up, gets its answer (a late success) and goes on.
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let arrivals: Vec<Instant> = sim
+        .sim
+        .notify_attempts("acme")
+        .iter()
+        .map(|n| n.received_at)
+        .collect();
+    assert!(arrivals.len() >= 6, "{} calls arrived", arrivals.len());
+    let most = most_in_window(&arrivals, Duration::from_secs(2));
+    assert!(most <= 3, "{most} calls arrived within one 2 s window");
+    drop(a);
+}
+
+/// A delivery claimed by a process that then stalled until too little of its lease is left
+/// for a send (lease 1.5 s, upstream timeout 1 s: a send must start within 0.5 s of the
+/// claim) is released unsent and comes back first in line; one claimed in time is sent.
+#[tokio::test]
+async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
+    use std::sync::Arc;
+    use zenrelay::accounts::AccountDirectory;
+    use zenrelay::delivery::{RetryPolicy, Worker};
+    use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
+    use zenrelay::queue::{EnqueueBatch, NewEvent, Outcome, Queue, RateLimit};
+    use zenrelay::zendesk::ZendeskClient;
+
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let delivery = "lease_ms = 1500\nupstream_timeout_ms = 1000";
+    let config = config(&gateway_toml("memory://", "t", &sim, &["acme"], delivery));
+    let queue: Arc<dyn Queue> = zenrelay::app::queue_for(&config).unwrap();
+    let directory = Arc::new(AccountDirectory::new(&config, queue.clone()).unwrap());
+    let (lease, send_timeout) = (Duration::from_millis(1500), Duration::from_millis(1000));
+    let worker = Worker::new(
+        queue.clone(),
+        ZendeskClient::new(send_timeout).unwrap(),
+        directory,
+        RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(400),
+        },
+        1,
+        Duration::from_millis(10),
+        Duration::from_secs(2),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .with_lease(lease, send_timeout);
+    queue
+        .enqueue(EnqueueBatch {
+            account: "acme".into(),
+            limit: RateLimit {
+                limit: 1000,
+                window_ms: 60_000,
+            },
+            max_depth: 100,
+            idempotency_ttl_secs: 60,
+            events: vec![NewEvent {
+                id: EventId::new(partition_of("acme", config.redis.partitions)),
+                priority: Priority::Normal,
+                ttl_ms: 0,
+                payload: NotifyPayload::new(1, "e", None),
+                agents: vec![None],
+                idempotency: None,
+            }],
+        })
+        .await
+        .unwrap();
+    let partition = partition_of("acme", config.redis.partitions);
+
+    // Asked for 0.6 s ago: the process stalled past the last moment a send may start.
+    let asked = tokio::time::Instant::now() - Duration::from_millis(600);
+    let claimed = queue.claim(partition, 1).await.unwrap().items.remove(0);
+    let completion = worker.deliver_leased(&claimed, asked).await;
+    assert_eq!(completion.outcome, Outcome::Released);
+    assert!(
+        sim.sim.notify_attempts("acme").is_empty(),
+        "a call was sent with too little of its lease left"
+    );
+    queue.complete(&[completion]).await.unwrap();
+
+    // Claimed again at once, it goes out, uncounted by the release.
+    let asked = tokio::time::Instant::now();
+    let again = queue.claim(partition, 1).await.unwrap().items.remove(0);
+    assert_eq!(again.delivery_id, claimed.delivery_id);
+    assert_eq!(again.attempts, claimed.attempts);
+    let completion = worker.deliver_leased(&again, asked).await;
+    assert_eq!(completion.outcome, Outcome::Delivered { status: 200 });
+    assert_eq!(sim.sim.notify_attempts("acme").len(), 1);
 }

@@ -1,0 +1,103 @@
+//! The partition count is recorded in Redis on first use; a process configured with
+//! another count refuses to start.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zenrelay::app::Gateway;
+
+use crate::support::{binary, config, gateway_toml, spawn_sim, RedisServer};
+
+#[tokio::test]
+async fn a_process_with_another_partition_count_refuses_to_start() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let text = gateway_toml(&redis.url(), "parts", &sim, &["acme"], "");
+    // The first process records its count (4, in gateway_toml).
+    let first = Gateway::build(config(&text))
+        .await
+        .expect("first process starts");
+    assert_eq!(
+        redis
+            .command(&["HGET", "parts:meta", "partitions"])
+            .as_deref(),
+        Some("$1\r\n4\r\n")
+    );
+    // Another in-process gateway with the same count starts.
+    Gateway::build(config(&text))
+        .await
+        .expect("same count starts");
+    // One with another count does not, and says why.
+    let other = text.replace("partitions = 4", "partitions = 8");
+    let err = Gateway::build(config(&other))
+        .await
+        .err()
+        .expect("another count is refused")
+        .to_string();
+    for part in ["redis.partitions", "8", "4"] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    // Nor does a `zenrelay serve` process: it exits with the message.
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(other.as_bytes()).unwrap();
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .arg("--config")
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "zenrelay serve kept running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("redis.partitions is 8") && stderr.contains("with 4 partitions"),
+        "{stderr}"
+    );
+    drop(first);
+}
+
+#[tokio::test]
+async fn the_embedded_store_refuses_a_queue_with_another_partition_count() {
+    use zenrelay::queue::redis::HELPERS;
+    use zenrelay::queue::{Queue, QueueError};
+
+    let mut config = zenrelay::config::Config::default();
+    config.redis.url = "memory://".into();
+    config.redis.key_prefix = "parts".into();
+    config.redis.partitions = 4;
+    let first = zenrelay::app::memory_queue(&config);
+    first
+        .check_deployment()
+        .await
+        .expect("the first records its count");
+    // The same store, as another process with the same and with another count sees it.
+    first
+        .sibling(4, HELPERS)
+        .check_deployment()
+        .await
+        .expect("same count starts");
+    let other = first.sibling(8, HELPERS);
+    let err = other.check_deployment().await.unwrap_err();
+    assert!(matches!(err, QueueError::Mismatch(_)), "{err}");
+    let text = err.to_string();
+    for part in ["redis.partitions is 8", "with 4 partitions", "parts:meta"] {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
+    // Nor does it use the store for anything else.
+    assert!(matches!(
+        other.claim(0, 1).await,
+        Err(QueueError::Mismatch(_))
+    ));
+    assert!(matches!(other.stats().await, Err(QueueError::Mismatch(_))));
+}

@@ -1,0 +1,179 @@
+//! Bounded growth: dead letters, finished events and idle accounts' records are dropped
+//! after their retentions, so Redis returns to where it was once a burst is delivered or
+//! has died. The key count is checked on both backends, Redis's memory use on Redis.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zenrelay::config::Config;
+use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
+use zenrelay::queue::{Completion, EnqueueBatch, NewEvent, Outcome, Queue, RateLimit};
+
+use crate::support::RedisServer;
+
+const LIMIT: RateLimit = RateLimit {
+    limit: 1000,
+    window_ms: 1000,
+};
+
+fn used_memory(redis: &RedisServer) -> i64 {
+    let info = redis.command(&["INFO", "memory"]).unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO memory")
+}
+
+async fn put(q: &dyn Queue, account: &str, n: usize) {
+    let events = (0..n)
+        .map(|i| NewEvent {
+            id: EventId::new(partition_of(account, 1)),
+            priority: Priority::Normal,
+            ttl_ms: 0,
+            payload: NotifyPayload::new(1, &format!("event {i} {}", "x".repeat(200)), None),
+            agents: vec![None],
+            idempotency: Some((format!("key-{i}"), "fp".into())),
+        })
+        .collect();
+    q.enqueue(EnqueueBatch {
+        account: account.into(),
+        limit: LIMIT,
+        max_depth: 100_000,
+        idempotency_ttl_secs: 1,
+        events,
+    })
+    .await
+    .unwrap();
+}
+
+/// Claims and completes until nothing is left: calls of accounts named `dead-*` become
+/// dead letters, the others are delivered.
+async fn deliver_all(q: &dyn Queue) {
+    loop {
+        let batch = q.claim(0, 100).await.unwrap();
+        if batch.items.is_empty() {
+            if batch.next_due.is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let done: Vec<Completion> = batch
+            .items
+            .iter()
+            .map(|c| {
+                let outcome = if c.account.starts_with("dead-") {
+                    Outcome::Dead {
+                        reason: "rejected".into(),
+                        status: Some(422),
+                        error: "no".into(),
+                    }
+                } else {
+                    Outcome::Delivered { status: 200 }
+                };
+                Completion::of(c, outcome)
+            })
+            .collect();
+        q.complete(&done).await.unwrap();
+    }
+}
+
+/// Claims (which sweep) until the store holds `keys` keys.
+async fn swept_down_to(dbsize: &dyn Fn() -> i64, q: &dyn Queue, keys: i64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while dbsize() != keys {
+        assert!(
+            Instant::now() < deadline,
+            "{} keys left, expected {keys}",
+            dbsize()
+        );
+        q.claim(0, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_returns_to_its_baseline_after_a_burst_is_delivered_or_dies() {
+    let redis = RedisServer::start();
+    let mut config = Config::default();
+    config.redis.url = redis.url().into();
+    config.redis.partitions = 1;
+    config.delivery.lease_ms = Some(1000);
+    config.delivery.dead_letter_retention_seconds = 1;
+    config.delivery.event_retention_seconds = 1;
+    config.delivery.account_retention_seconds = 1;
+    let q: Arc<dyn Queue> = zenrelay::app::queue_for(&config).unwrap();
+    // Warm up (scripts loaded, the partition count recorded), then the baseline.
+    put(q.as_ref(), "dead-warm", 1).await;
+    deliver_all(q.as_ref()).await;
+    q.stats().await.unwrap();
+    let dbsize = || redis.dbsize();
+    swept_down_to(&dbsize, q.as_ref(), 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (keys, memory) = (redis.dbsize(), used_memory(&redis));
+    q.take_dead_letters_dropped();
+
+    let accounts: Vec<String> = (0..40)
+        .map(|i| format!("{}-{i}", if i % 2 == 0 { "dead" } else { "live" }))
+        .collect();
+    for a in &accounts {
+        put(q.as_ref(), a, 50).await;
+    }
+    let peak = used_memory(&redis);
+    assert!(
+        peak > memory + 500_000,
+        "the burst is too small to tell: {memory} → {peak}"
+    );
+    deliver_all(q.as_ref()).await;
+    assert_eq!(q.stats().await.unwrap().accounts.len(), 40);
+
+    swept_down_to(&dbsize, q.as_ref(), keys).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(redis.dbsize(), keys);
+    let after = used_memory(&redis);
+    assert!(
+        after < memory + 64 * 1024,
+        "used_memory {memory} before the burst, {peak} at its peak, {after} after"
+    );
+    assert!(q.stats().await.unwrap().accounts.is_empty());
+    assert_eq!(q.take_dead_letters_dropped(), 20 * 50);
+}
+
+#[tokio::test]
+async fn the_embedded_store_returns_to_its_baseline_after_a_burst_is_delivered_or_dies() {
+    let mut config = Config::default();
+    config.redis.url = "memory://".into();
+    config.redis.partitions = 1;
+    config.delivery.lease_ms = Some(1000);
+    config.delivery.dead_letter_retention_seconds = 1;
+    config.delivery.event_retention_seconds = 1;
+    config.delivery.account_retention_seconds = 1;
+    let q = Arc::new(zenrelay::app::memory_queue(&config));
+    let dbsize = || match q.transport().command(&[b"DBSIZE".to_vec()]) {
+        Ok(redis::Value::Int(n)) => n,
+        other => panic!("DBSIZE answered {other:?}"),
+    };
+    put(q.as_ref(), "dead-warm", 1).await;
+    deliver_all(q.as_ref()).await;
+    swept_down_to(&dbsize, q.as_ref(), 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys = dbsize();
+    assert_eq!(keys, 1, "only the partition count is left");
+    q.take_dead_letters_dropped();
+
+    let accounts: Vec<String> = (0..40)
+        .map(|i| format!("{}-{i}", if i % 2 == 0 { "dead" } else { "live" }))
+        .collect();
+    for a in &accounts {
+        put(q.as_ref(), a, 50).await;
+    }
+    assert!(dbsize() > 40 * 50, "every event is stored");
+    deliver_all(q.as_ref()).await;
+    assert_eq!(q.stats().await.unwrap().accounts.len(), 40);
+
+    swept_down_to(&dbsize, q.as_ref(), keys).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(dbsize(), keys);
+    assert!(q.stats().await.unwrap().accounts.is_empty());
+    assert_eq!(q.take_dead_letters_dropped(), 20 * 50);
+}
