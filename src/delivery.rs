@@ -7,6 +7,7 @@
 //! a throttled account is simply not claimable until its slot frees. When idle it waits
 //! for the earliest due time the queue reported, a local enqueue, or the poll interval.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,6 +151,7 @@ impl Worker {
         let partitions = self.queue.partitions();
         let mut start = 0u16;
         let mut redis_down = false;
+        let mut failing: HashMap<u16, PartitionFailure> = HashMap::new();
         // Partitions visited since a claim last found work, and the earliest moment they
         // said work is due: the worker sleeps only once a whole rotation found nothing.
         let mut idle_visited = 0usize;
@@ -163,57 +165,82 @@ impl Worker {
             let free = permits
                 .available_permits()
                 .min(CLAIM_MAX * usize::from(partitions));
-            let requests = share_slots(free, partitions, start);
+            let mut requests = share_slots(free, partitions, start);
+            // A partition whose storage failed sits out until its backoff ends; the others
+            // are claimed as usual.
+            let now = tokio::time::Instant::now();
+            requests.retain(|(p, _)| failing.get(p).map_or(true, |f| f.retry_at <= now));
             let asked = tokio::time::Instant::now();
-            let claimed = self.queue.claim_many(&requests).await;
+            let claimed = self.queue.claim_each(&requests).await;
             if let Some(metrics) = &self.metrics {
                 metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
             }
-            match claimed {
-                Ok(batches) => {
-                    if redis_down {
-                        tracing::info!("queue storage reachable again; delivery resumes");
-                        redis_down = false;
-                    }
-                    for batch in batches {
-                        if let Some(due) = batch.next_due {
-                            let due = tokio::time::Instant::now() + due;
-                            idle_due = Some(idle_due.map_or(due, |d| d.min(due)));
-                        }
-                        for claimed in batch.items {
-                            claimed_any = true;
-                            let Ok(permit) = permits.clone().acquire_owned().await else {
-                                return;
-                            };
-                            let worker = self.clone();
-                            let tx = tx.clone();
-                            let freed = freed.clone();
-                            let span = tracing::info_span!(
-                                "deliver",
-                                delivery_id = %claimed.delivery_id,
-                                account = %claimed.account,
-                                attempt = claimed.attempts
-                            );
-                            tracker.spawn(
-                                async move {
-                                    let completion = worker.deliver_leased(&claimed, asked).await;
-                                    // The completer only stops after every sender is gone.
-                                    let _ = tx.send(completion).await;
-                                    drop(permit);
-                                    freed.notify_one();
-                                }
-                                .instrument(span),
+            let mut failures = 0usize;
+            for (&(partition, _), result) in requests.iter().zip(claimed) {
+                let batch = match result {
+                    Ok(batch) => {
+                        if let Some(f) = failing.remove(&partition) {
+                            tracing::info!(
+                                partition,
+                                failed_for_ms = f.since.elapsed().as_millis() as u64,
+                                "queue partition reachable again; its delivery resumes"
                             );
                         }
+                        batch
                     }
-                }
-                Err(e) => {
-                    if !redis_down {
-                        tracing::warn!(error = %e, "cannot claim deliveries; retrying");
-                        redis_down = true;
+                    Err(e) => {
+                        failures += 1;
+                        let f = failing.entry(partition).or_insert_with(|| {
+                            tracing::warn!(partition, error = %e, "cannot claim deliveries of a queue partition; the others go on, it is retried");
+                            PartitionFailure {
+                                since: tokio::time::Instant::now(),
+                                retry_at: tokio::time::Instant::now(),
+                            }
+                        });
+                        f.retry_at = tokio::time::Instant::now() + PARTITION_BACKOFF;
+                        continue;
                     }
-                    failed = true;
+                };
+                if let Some(due) = batch.next_due {
+                    let due = tokio::time::Instant::now() + due;
+                    idle_due = Some(idle_due.map_or(due, |d| d.min(due)));
                 }
+                for claimed in batch.items {
+                    claimed_any = true;
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let worker = self.clone();
+                    let tx = tx.clone();
+                    let freed = freed.clone();
+                    let span = tracing::info_span!(
+                        "deliver",
+                        delivery_id = %claimed.delivery_id,
+                        account = %claimed.account,
+                        attempt = claimed.attempts
+                    );
+                    tracker.spawn(
+                        async move {
+                            let completion = worker.deliver_leased(&claimed, asked).await;
+                            // The completer only stops after every sender is gone.
+                            let _ = tx.send(completion).await;
+                            drop(permit);
+                            freed.notify_one();
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
+            // Every partition failing is the storage being down: back off as a whole.
+            if !requests.is_empty() && failures == requests.len() {
+                if !redis_down {
+                    tracing::warn!("cannot claim deliveries from any queue partition; retrying");
+                    redis_down = true;
+                }
+                failed = true;
+            } else if redis_down && failures < requests.len() {
+                tracing::info!("queue storage reachable again; delivery resumes");
+                redis_down = false;
             }
             // The next pass starts after the partitions this one served.
             let served = requests.len() as u16;
@@ -417,6 +444,15 @@ impl Worker {
 /// wakes the worker (the accounts concerned may send again). After shutdown it keeps
 /// trying for a few seconds; what it cannot record is sent again by another process when
 /// the lease ends (at-least-once).
+/// A queue partition whose claims fail: since when, and when to try it again.
+struct PartitionFailure {
+    since: tokio::time::Instant,
+    retry_at: tokio::time::Instant,
+}
+
+/// How long a partition whose claim failed sits out before it is tried again.
+const PARTITION_BACKOFF: Duration = Duration::from_millis(500);
+
 async fn record_completions(
     queue: Arc<dyn Queue>,
     mut rx: mpsc::Receiver<Completion>,
@@ -434,13 +470,25 @@ async fn record_completions(
         let mut delay = Duration::from_millis(50);
         let mut give_up_at = None;
         loop {
-            match queue.complete(&batch).await {
-                Ok(()) => {
-                    wake.notify_one();
-                    break;
+            // Outcomes of a failing partition are retried alone; the others are recorded.
+            let results = queue.complete_each(&batch).await;
+            let recorded = results.iter().filter(|r| r.is_ok()).count();
+            if recorded > 0 {
+                wake.notify_one();
+            }
+            let mut error = None;
+            let mut left = Vec::new();
+            for (c, result) in batch.into_iter().zip(results) {
+                if let Err(e) = result {
+                    error.get_or_insert(e);
+                    left.push(c);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes; retrying");
+            }
+            batch = left;
+            match error {
+                None => break,
+                Some(e) => {
+                    tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes; retrying them");
                 }
             }
             if shutdown.is_cancelled() {

@@ -398,19 +398,37 @@ pub trait Queue: Send + Sync + 'static {
     /// one rate-limit slot for each; also requeues expired leases and due retries.
     async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError>;
 
-    /// Several partitions' claims, one result per request in order; a backend may run
-    /// them in one round trip.
-    async fn claim_many(&self, requests: &[(u16, usize)]) -> Result<Vec<ClaimBatch>, QueueError> {
+    /// Several partitions' claims, one result per request in order: a partition whose
+    /// storage fails (an error, a redirect, a timeout) fails alone, and the others' claims
+    /// stand. A backend may run them in one round trip.
+    async fn claim_each(&self, requests: &[(u16, usize)]) -> Vec<Result<ClaimBatch, QueueError>> {
         let mut out = Vec::with_capacity(requests.len());
         for &(partition, max) in requests {
-            out.push(self.claim(partition, max).await?);
+            out.push(self.claim(partition, max).await);
         }
-        Ok(out)
+        out
+    }
+
+    /// Several partitions' claims, one result per request in order; the first failure is
+    /// the answer (what the other partitions leased then waits for its leases to end): use
+    /// [`Queue::claim_each`] to keep them.
+    async fn claim_many(&self, requests: &[(u16, usize)]) -> Result<Vec<ClaimBatch>, QueueError> {
+        self.claim_each(requests).await.into_iter().collect()
     }
 
     /// Records finished deliveries. A completion for a delivery whose lease was lost is
     /// ignored, except that a late success still removes it everywhere.
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError>;
+
+    /// Records finished deliveries as [`Queue::complete`] does, one result per
+    /// completion: those of a partition whose storage fails fail alone, and the others
+    /// are recorded.
+    async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<(), QueueError>> {
+        match self.complete(completions).await {
+            Ok(()) => completions.iter().map(|_| Ok(())).collect(),
+            Err(e) => completions.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
 
     /// Looks up an event.
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, QueueError>;

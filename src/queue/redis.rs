@@ -170,13 +170,15 @@ pub type ScriptCall = (String, Vec<Vec<u8>>);
 /// How [`ScriptQueue`] reaches its store.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
-    /// Runs several calls of one script, in order; one reply per call. A transport may
-    /// send them in one round trip; each call is atomic on its own.
+    /// Runs several calls of one script, sent in order; one result per call. A transport
+    /// may send them in one round trip, but each call is atomic and fails alone: an error,
+    /// a redirect or a timeout of one call (one partition) never turns the others' replies
+    /// into failures.
     async fn run_script(
         &self,
         script: &Script,
         calls: &[ScriptCall],
-    ) -> Result<Vec<Value>, QueueError>;
+    ) -> Vec<Result<Value, QueueError>>;
 
     /// Runs one plain command (outside scripts).
     async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError>;
@@ -449,18 +451,20 @@ impl<T: Transport> ScriptQueue<T> {
     ) -> Result<Value, QueueError> {
         let calls = [(base.to_string(), args)];
         self.run_script(script, &calls)
-            .await?
+            .await
             .pop()
-            .ok_or_else(|| QueueError::Protocol("a script answered nothing".into()))
+            .unwrap_or_else(|| Err(QueueError::Protocol("a script answered nothing".into())))
     }
 
-    /// Runs calls of a script, once the partition count is checked.
+    /// Runs calls of a script, once the partition count is checked; one result per call.
     async fn run_script(
         &self,
         script: &Script,
         calls: &[ScriptCall],
-    ) -> Result<Vec<Value>, QueueError> {
-        self.check_partitions().await?;
+    ) -> Vec<Result<Value, QueueError>> {
+        if let Err(e) = self.check_partitions().await {
+            return calls.iter().map(|_| Err(e.clone())).collect();
+        }
         self.transport.run_script(script, calls).await
     }
 
@@ -523,7 +527,7 @@ impl<T: Transport> ScriptQueue<T> {
             let replies =
                 match check_partitions(&checked, transport.as_ref(), &prefix, partitions).await {
                     Ok(()) => transport.run_script(&script, &requests).await,
-                    Err(e) => Err(e),
+                    Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),
                 };
             let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
             let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
@@ -533,38 +537,28 @@ impl<T: Transport> ScriptQueue<T> {
                     let _ = p.reply.send(result);
                 }
             };
-            match replies {
-                Err(e) => {
-                    for (members, _) in &calls {
+            // Each call (one account) stands alone: a failing partition fails only its own
+            // requests.
+            for ((members, _), reply) in calls.iter().zip(replies) {
+                match reply.and_then(parse_enqueue_reply) {
+                    Err(e) => {
                         for &i in members {
                             answer(i, Err(e.clone()));
                         }
                     }
-                }
-                Ok(replies) => {
-                    for ((members, _), reply) in calls.iter().zip(replies) {
-                        match parse_enqueue_reply(reply) {
-                            Err(e) => {
-                                for &i in members {
-                                    answer(i, Err(QueueError::Protocol(e.to_string())));
-                                }
-                            }
-                            Ok(outcomes) => {
-                                let mut outcomes = outcomes.into_iter();
-                                for &i in members {
-                                    let n = sizes[i];
-                                    let mine: Vec<EnqueueOutcome> =
-                                        outcomes.by_ref().take(n).collect();
-                                    let result = if mine.len() == n {
-                                        Ok(mine)
-                                    } else {
-                                        Err(QueueError::Protocol(
-                                            "enqueue answered too few outcomes".into(),
-                                        ))
-                                    };
-                                    answer(i, result);
-                                }
-                            }
+                    Ok(outcomes) => {
+                        let mut outcomes = outcomes.into_iter();
+                        for &i in members {
+                            let n = sizes[i];
+                            let mine: Vec<EnqueueOutcome> = outcomes.by_ref().take(n).collect();
+                            let result = if mine.len() == n {
+                                Ok(mine)
+                            } else {
+                                Err(QueueError::Protocol(
+                                    "enqueue answered too few outcomes".into(),
+                                ))
+                            };
+                            answer(i, result);
                         }
                     }
                 }
@@ -736,16 +730,47 @@ impl RedisConnections {
 
 #[async_trait]
 impl Transport for RedisConnections {
-    /// All calls in one pipelined round trip, reloading the script if Redis lost it.
+    /// Every call as its own command on one multiplexed connection: sent in order and
+    /// carried in one round trip, each answered (or failed) alone. Calls Redis answered
+    /// `NOSCRIPT` (it lost the script) did nothing, and are sent again with the source.
     async fn run_script(
         &self,
         script: &Script,
         calls: &[ScriptCall],
-    ) -> Result<Vec<Value>, QueueError> {
-        let conn = self.conn().await?;
-        run_pipeline(conn, script, calls, self.timeout)
-            .await
-            .map_err(unavailable)
+    ) -> Vec<Result<Value, QueueError>> {
+        let conn = match self.conn().await {
+            Ok(conn) => conn,
+            Err(e) => return calls.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let run = |with_source: bool, call: &ScriptCall| {
+            let mut conn = conn.clone();
+            let cmd = script_cmd(script, call, with_source);
+            let timeout = self.timeout;
+            async move {
+                match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut conn)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "Redis command timed out",
+                    ))),
+                }
+            }
+        };
+        let mut replies =
+            futures::future::join_all(calls.iter().map(|call| run(false, call))).await;
+        let lost: Vec<usize> = (0..calls.len())
+            .filter(|&i| matches!(&replies[i], Err(e) if is_noscript(e)))
+            .collect();
+        if !lost.is_empty() {
+            let again = futures::future::join_all(lost.iter().map(|&i| run(true, &calls[i]))).await;
+            for (i, reply) in lost.into_iter().zip(again) {
+                replies[i] = reply;
+            }
+        }
+        replies
+            .into_iter()
+            .map(|reply| reply.map_err(unavailable))
+            .collect()
     }
 
     async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
@@ -764,44 +789,21 @@ impl Transport for RedisConnections {
     }
 }
 
-/// Runs several calls of one script in one pipelined round trip (reloading the script if
-/// Redis lost it); one reply per call.
-async fn run_pipeline(
-    conn: ConnectionManager,
-    script: &Script,
-    calls: &[(String, Vec<Vec<u8>>)],
-    timeout: Duration,
-) -> Result<Vec<Value>, RedisError> {
-    let build = |with_source: bool| {
-        let mut pipe = redis::pipe();
-        for (base, args) in calls {
-            let cmd = pipe.cmd(if with_source { "EVAL" } else { "EVALSHA" });
-            cmd.arg(if with_source {
-                script.source.as_ref()
-            } else {
-                script.sha.as_ref()
-            })
-            .arg(1)
-            .arg(format!("{base}:ready"));
-            for a in args {
-                cmd.arg(a.as_slice());
-            }
-        }
-        pipe
-    };
-    let timed = |pipe: redis::Pipeline, mut conn: ConnectionManager| async move {
-        match tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await {
-            Ok(result) => result,
-            Err(_) => Err(RedisError::from((
-                redis::ErrorKind::IoError,
-                "Redis command timed out",
-            ))),
-        }
-    };
-    match timed(build(false), conn.clone()).await {
-        Err(e) if is_noscript(&e) => timed(build(true), conn).await,
-        other => other,
+/// One `EVALSHA` (or, with `with_source`, `EVAL`) of `script`; `KEYS[1]` is the
+/// partition's ready set, which routes the call.
+fn script_cmd(script: &Script, (base, args): &ScriptCall, with_source: bool) -> redis::Cmd {
+    let mut cmd = redis::cmd(if with_source { "EVAL" } else { "EVALSHA" });
+    cmd.arg(if with_source {
+        script.source.as_ref()
+    } else {
+        script.sha.as_ref()
+    })
+    .arg(1)
+    .arg(format!("{base}:ready"));
+    for a in args {
+        cmd.arg(a.as_slice());
     }
+    cmd
 }
 
 /// The claimed deliveries, and how many dead letters the claim dropped.
@@ -979,12 +981,14 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     }
 
     async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError> {
-        let mut batches = self.claim_many(&[(partition, max)]).await?;
-        Ok(batches.pop().unwrap_or_default())
+        self.claim_each(&[(partition, max)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Ok(ClaimBatch::default()))
     }
 
-    /// All partitions' claims in one pipelined round trip.
-    async fn claim_many(&self, requests: &[(u16, usize)]) -> Result<Vec<ClaimBatch>, QueueError> {
+    /// All partitions' claims in one round trip, each partition's calls failing alone.
+    async fn claim_each(&self, requests: &[(u16, usize)]) -> Vec<Result<ClaimBatch, QueueError>> {
         let c = &self.config;
         // A request for more than CLAIM_CHUNK deliveries becomes several script calls on
         // the partition, one after the other in the same round trip.
@@ -1019,51 +1023,80 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                 }
             }
         }
-        let replies = self.run_script(&self.claim, &calls).await?;
+        let replies = self.run_script(&self.claim, &calls).await;
         let mut dropped = 0;
-        let mut batches: Vec<ClaimBatch> = requests.iter().map(|_| ClaimBatch::default()).collect();
+        let mut batches: Vec<Result<ClaimBatch, QueueError>> =
+            requests.iter().map(|_| Ok(ClaimBatch::default())).collect();
         for (reply, i) in replies.into_iter().zip(owner) {
-            let (part, n) = parse_claim_reply(reply)?;
-            dropped += n;
-            let batch = &mut batches[i];
-            batch.items.extend(part.items);
-            batch.next_due = match (batch.next_due, part.next_due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            // A request's later chunks still count what they leased when an earlier one
+            // failed: the deliveries are handed out, the error reported with them lost
+            // would strand them until their leases end.
+            let part = match reply.and_then(parse_claim_reply) {
+                Ok((part, n)) => {
+                    dropped += n;
+                    part
+                }
+                Err(e) => {
+                    if let Ok(batch) = &batches[i] {
+                        if batch.items.is_empty() {
+                            batches[i] = Err(e);
+                        }
+                    }
+                    continue;
+                }
             };
+            match &mut batches[i] {
+                Ok(batch) => {
+                    batch.items.extend(part.items);
+                    batch.next_due = match (batch.next_due, part.next_due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                // An earlier chunk failed: keep what this one leased, so it is sent.
+                Err(_) => batches[i] = Ok(part),
+            }
         }
-        for batch in &mut batches {
+        for batch in batches.iter_mut().flatten() {
             if !batch.items.is_empty() {
                 batch.next_due = None;
             }
         }
         self.dead_letters_dropped
             .fetch_add(dropped, Ordering::Relaxed);
-        Ok(batches)
+        batches
     }
 
-    /// One script call per partition (in chunks of [`COMPLETE_CHUNK`]), all in one
-    /// pipelined round trip.
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
+        self.complete_each(completions).await.into_iter().collect()
+    }
+
+    /// One script call per partition (in chunks of [`COMPLETE_CHUNK`]), all in one round
+    /// trip; a call that fails fails only its own completions.
+    async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<(), QueueError>> {
         let retention = self.config.retention.events_ms.to_string().into_bytes();
-        let mut by_partition: HashMap<u16, Vec<&Completion>> = HashMap::new();
-        for c in completions {
+        // Completions whose id names no event are not the queue's: nothing to record.
+        let mut results: Vec<Result<(), QueueError>> = completions.iter().map(|_| Ok(())).collect();
+        let mut by_partition: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (i, c) in completions.iter().enumerate() {
             let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse) else {
                 continue;
             };
             by_partition
                 .entry(event_id.partition())
                 .or_default()
-                .push(c);
+                .push(i);
         }
         let mut calls: Vec<ScriptCall> = Vec::new();
-        for (partition, group) in by_partition {
-            let base = self.base(partition);
+        let mut owners: Vec<&[usize]> = Vec::new();
+        for (partition, group) in &by_partition {
+            let base = self.base(*partition);
             for chunk in group.chunks(COMPLETE_CHUNK) {
                 let mut args = Vec::with_capacity(2 + 8 * chunk.len());
                 args.push(base.clone().into_bytes());
                 args.push(retention.clone());
-                for c in chunk {
+                for &i in chunk {
+                    let c = &completions[i];
                     let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
                     let error: String = error.chars().take(1000).collect();
                     args.extend([
@@ -1078,12 +1111,21 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                     ]);
                 }
                 calls.push((base.clone(), args));
+                owners.push(chunk);
             }
         }
         if calls.is_empty() {
-            return Ok(());
+            return results;
         }
-        self.run_script(&self.complete, &calls).await.map(|_| ())
+        let replies = self.run_script(&self.complete, &calls).await;
+        for (reply, chunk) in replies.into_iter().zip(owners) {
+            if let Err(e) = reply {
+                for &i in chunk {
+                    results[i] = Err(e.clone());
+                }
+            }
+        }
+        results
     }
 
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, QueueError> {

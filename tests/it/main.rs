@@ -4,6 +4,7 @@ mod demo;
 mod differential;
 mod listener;
 mod ops;
+mod partition_faults;
 mod partitions;
 mod proxy;
 mod queue_faults;

@@ -1,0 +1,210 @@
+//! A queue partition whose Redis state fails (here a key of the wrong type, as a bug or a
+//! half-migrated slot would leave it) fails alone: claims, completions and ingress of the
+//! other partitions go on in the same round trips, and the broken partition's work waits
+//! and resumes by itself, nothing lost.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use zenrelay::config::Config;
+use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
+use zenrelay::queue::{Completion, EnqueueBatch, EnqueueOutcome, NewEvent, Outcome, RateLimit};
+
+use crate::support::*;
+
+/// `gateway_toml`'s partition count.
+const PARTITIONS: u16 = 4;
+
+/// Accounts named `{stem}{n}`: the first two in `partition`, then one in each other
+/// partition.
+fn accounts(stem: &str, partition: u16) -> (Vec<String>, Vec<String>) {
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    for n in 0.. {
+        let name = format!("{stem}{n}");
+        let p = partition_of(&name, PARTITIONS);
+        if p == partition && inside.len() < 2 {
+            inside.push(name);
+        } else if p != partition && seen.insert(p) {
+            outside.push(name);
+        }
+        if inside.len() == 2 && outside.len() == usize::from(PARTITIONS) - 1 {
+            break;
+        }
+    }
+    (inside, outside)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_partition_holds_back_only_its_own_accounts() {
+    let redis = RedisServer::start();
+    let broken = 2;
+    let (inside, outside) = accounts("pf", broken);
+    let all: Vec<&str> = inside.iter().chain(&outside).map(String::as_str).collect();
+    let sim = spawn_sim(&all, 1000, 60).await;
+    let gw = spawn_gateway(config(&gateway_toml(&redis.url(), "pf", &sim, &all, ""))).await;
+    let api = Api::from(&gw);
+    let event = json!({"app_id": 1, "event": "e"});
+
+    // The partition works before it breaks.
+    let first = api.accept(&inside[0], &event).await;
+    api.wait_status(&first, "delivered", Duration::from_secs(10))
+        .await;
+
+    // Break the partition: every claim there fails (its held set is not a sorted set),
+    // and so does any enqueue for its second account (its record is not a hash).
+    let base = format!("pf:{{p{broken}}}");
+    redis.command(&["SET", &format!("{base}:held"), "broken"]);
+    redis.command(&["SET", &format!("{base}:acct:{}", inside[1]), "broken"]);
+    let broke_at = Instant::now();
+
+    // Ingress: in one burst, the other partitions' events are stored and the broken
+    // account's are refused with 503 (nothing stored), each answered on its own.
+    let mut posts = Vec::new();
+    for name in outside.iter().chain(&inside) {
+        for _ in 0..3 {
+            posts.push(api.notify(name, &event));
+        }
+    }
+    let answers = futures::future::join_all(posts).await;
+    let mut ids = Vec::new();
+    for (i, resp) in answers.into_iter().enumerate() {
+        let name = outside.iter().chain(&inside).nth(i / 3).unwrap();
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        if *name == inside[1] {
+            assert_eq!(status, 503, "{name}: {body}");
+            assert_eq!(body["error"]["code"], "storage_unavailable");
+        } else {
+            assert_eq!(status, 202, "{name}: {body}");
+            ids.push((name.clone(), body["id"].as_str().unwrap().to_string()));
+        }
+    }
+
+    // Delivery: the other partitions' events arrive at once; the broken one's wait.
+    let mut slowest = Duration::ZERO;
+    for (_, id) in ids.iter().filter(|(n, _)| outside.contains(n)) {
+        api.wait_status(id, "delivered", Duration::from_secs(10))
+            .await;
+        slowest = slowest.max(broke_at.elapsed());
+    }
+    println!(
+        "other partitions delivered within {} ms of one breaking",
+        slowest.as_millis()
+    );
+    assert!(
+        slowest < Duration::from_secs(5),
+        "the other partitions took {slowest:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (_, id) in ids.iter().filter(|(n, _)| *n == inside[0]) {
+        assert_eq!(
+            api.event(id).await["status"],
+            "queued",
+            "held back while broken"
+        );
+    }
+
+    // Repaired: the held events go out by themselves, and the refused account is served.
+    redis.command(&["DEL", &format!("{base}:held")]);
+    redis.command(&["DEL", &format!("{base}:acct:{}", inside[1])]);
+    let after = api.accept(&inside[1], &event).await;
+    for (_, id) in ids
+        .iter()
+        .filter(|(n, _)| *n == inside[0])
+        .chain([&(inside[1].clone(), after)])
+    {
+        api.wait_status(id, "delivered", Duration::from_secs(10))
+            .await;
+    }
+    gw.shutdown().await;
+}
+
+/// Outcomes recorded in one round trip: those of a failing partition fail alone and are
+/// reported as such; the others are recorded.
+#[tokio::test]
+async fn a_failing_partition_fails_only_its_own_completions() {
+    let redis = RedisServer::start();
+    let mut config = Config::default();
+    config.redis.partitions = PARTITIONS;
+    config.redis.url = redis.url().into();
+    config.redis.key_prefix = "pc".into();
+    let q = zenrelay::app::queue_for(&config).expect("queue builds");
+    let (inside, outside) = accounts("pc", 1);
+    let limit = RateLimit {
+        limit: 100,
+        window_ms: 60_000,
+    };
+    for name in [&inside[0], &outside[0]] {
+        let outcome = q
+            .enqueue(EnqueueBatch {
+                account: name.clone(),
+                limit,
+                max_depth: 100,
+                idempotency_ttl_secs: 60,
+                events: vec![NewEvent {
+                    id: EventId::new(partition_of(name, PARTITIONS)),
+                    priority: Priority::Normal,
+                    ttl_ms: 0,
+                    payload: NotifyPayload::new(1, "e", None),
+                    agents: vec![None],
+                    idempotency: None,
+                }],
+            })
+            .await
+            .unwrap();
+        assert!(matches!(outcome[0], EnqueueOutcome::Stored { .. }));
+    }
+    let requests: Vec<(u16, usize)> = (0..PARTITIONS).map(|p| (p, 4)).collect();
+    let claimed: Vec<_> = q
+        .claim_each(&requests)
+        .await
+        .into_iter()
+        .flat_map(|b| b.unwrap().items)
+        .collect();
+    assert_eq!(claimed.len(), 2);
+    // Partition 1 breaks before the outcomes are recorded: its in-flight set is no longer
+    // a sorted set.
+    redis.command(&["RENAME", "pc:{p1}:inflight", "pc:{p1}:inflight-saved"]);
+    redis.command(&["SET", "pc:{p1}:inflight", "broken"]);
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .map(|c| Completion::of(c, Outcome::Delivered { status: 200 }))
+        .collect();
+    let results = q.complete_each(&completions).await;
+    for (c, result) in completions.iter().zip(&results) {
+        let inside_partition = c.account == inside[0];
+        assert_eq!(
+            result.is_err(),
+            inside_partition,
+            "{}: {result:?}",
+            c.account
+        );
+    }
+    let record = |c: &Completion| {
+        let id = EventId::parse(c.delivery_id.split(':').next().unwrap()).unwrap();
+        let q = q.clone();
+        async move { q.event(&id).await.unwrap().unwrap().status }
+    };
+    for c in &completions {
+        let expected = if c.account == inside[0] {
+            "delivering"
+        } else {
+            "delivered"
+        };
+        assert_eq!(record(c).await, expected, "{}", c.account);
+    }
+    // Repaired, the failed outcome is recorded when retried.
+    redis.command(&["DEL", "pc:{p1}:inflight"]);
+    redis.command(&["RENAME", "pc:{p1}:inflight-saved", "pc:{p1}:inflight"]);
+    let retry: Vec<Completion> = completions
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_err())
+        .map(|(c, _)| c.clone())
+        .collect();
+    assert!(q.complete_each(&retry).await.iter().all(Result::is_ok));
+    for c in &completions {
+        assert_eq!(record(c).await, "delivered", "{}", c.account);
+    }
+}
