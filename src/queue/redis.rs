@@ -84,6 +84,15 @@
 //! instead of each taking a pooled connection, which would cost a health-check round
 //! trip per checkout and cut single-event ingress throughput several times over. They are
 //! opened on first use, so the gateway starts (and answers 503) while Redis is down.
+//!
+//! # A partition fails alone
+//!
+//! Several script calls (a claim pass over the partitions, a batch of completions, a group
+//! of enqueues) go out together, but each as its own command with its own reply, never as
+//! one pipeline whose single error reply would fail them all: an error, a redirect or a
+//! timeout of one partition's call fails only that call. The worker backs off only that
+//! partition, ingress answers 503 only to that partition's requests, and outcomes that
+//! could not be recorded are retried alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
