@@ -20,7 +20,9 @@
 //! 5. Latency of a fresh account's event while 1,000 other accounts are backlogged.
 //!
 //! The `cost-*` phases (module `cost`) run only when named: `scripts/redis-cost.sh` runs
-//! them to count the instructions Redis executes per unit of work under callgrind.
+//! them to count the instructions Redis executes per unit of work under callgrind. So does
+//! `script-time` (module `script_time`): the longest script calls at 10,000 accounts and
+//! 100,000 queued events, from Redis's `SLOWLOG`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -38,6 +40,7 @@ use serde_json::json;
 mod support;
 
 mod cost;
+mod script_time;
 use support::{free_port, parse_wrk, CpuMeter, Proc};
 
 const KEY: &str = "bench-client-key-0123456789";
@@ -334,6 +337,9 @@ async fn run() {
         }
     }
     cost::run(&named).await;
+    if named.iter().any(|n| n == "script-time") {
+        script_time::run().await;
+    }
 }
 
 async fn ingress(b: &Bench) {

@@ -110,7 +110,7 @@ reap(delayed, true)
 -- held_max accounts and held_max entries per call). An account no longer held leaves the
 -- set; one whose heads never expire is looked at again after held_recheck (ms).
 local held = base .. ':held'
-local held_max, held_recheck = 20, 60000
+local held_max, held_recheck = 4, 60000
 local buried = 0
 local due_held = redis.call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', int(held_max))
 for _, acct in ipairs(due_held) do
@@ -157,20 +157,31 @@ end
 -- Bounded growth: a few accounts of the partition per sweep interval (a cursor walks the
 -- account set), each losing the dead letters older than their retention (counted in the
 -- reply), and its record dropped once it has been idle (no events, dead letters or hold)
--- for the account retention. Its rate list expires by itself.
+-- for the account retention. Its rate list expires by itself. One call visits at most
+-- sweep_accounts accounts and drops at most sweep_drops letters: a page of the scan that
+-- holds more (a small set comes whole, whatever COUNT says) is finished by the next
+-- sweeps, from the position recorded beside the cursor. A sweep that used up its drops
+-- lets the next claim sweep at once, so a backlog of old letters drains at the claims'
+-- pace, a few at a time.
 local dl_retention, acct_retention = tonumber(ARGV[9]), tonumber(ARGV[10])
 local dropped = 0
-local sweep_max = 32
+local sweep_accounts, sweep_drops = 8, 16
 if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
-  local cursor_key = base .. ':sweep:cursor'
-  local scan = redis.call('SSCAN', base .. ':accounts', redis.call('GET', cursor_key) or '0',
-    'COUNT', int(sweep_max))
-  for _, acct in ipairs(scan[2]) do
+  local cursor_key = base .. ':sweep:at'
+  local at = redis.call('HMGET', cursor_key, 'cursor', 'pos')
+  local cursor, pos = at[1] or '0', tonumber(at[2] or '0') or 0
+  local scan = redis.call('SSCAN', base .. ':accounts', cursor, 'COUNT', int(sweep_accounts))
+  local page = scan[2]
+  local visited = 0
+  while pos < #page and visited < sweep_accounts and dropped < sweep_drops do
+    pos = pos + 1
+    visited = visited + 1
+    local acct = page[pos]
     local akey = base .. ':acct:' .. acct
     local dead = base .. ':dead:' .. acct
     local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'idle_since')
     local old = redis.call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
-      int(sweep_max))
+      int(sweep_drops - dropped))
     for _, did in ipairs(old) do
       local eid = split_did(did)
       local ekey = eid and (base .. ':ev:' .. eid)
@@ -189,31 +200,45 @@ if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
         end
       end
     end
-    local q = base .. ':q:' .. acct
-    local idle = not (st[1] and st[1] ~= '') and st[2] ~= '1' and st[3] ~= '1'
-      and (tonumber(st[4] or '0') or 0) <= now
-      and redis.call('EXISTS', q .. ':h', q .. ':n', base .. ':retry:' .. acct, dead) == 0
-    if idle then
-      local since = tonumber(st[5] or '')
-      if not since then
-        w('HSET', akey, 'idle_since', now_s)
-      elseif now - since >= acct_retention then
-        w('DEL', akey)
-        w('ZREM', held, acct)
-        w('ZREM', ready, acct)
-        w('SREM', base .. ':accounts', acct)
+    if dropped >= sweep_drops and #old > 0 then
+      -- this account may hold more: the next sweep starts with it again
+      pos = pos - 1
+    else
+      local q = base .. ':q:' .. acct
+      local idle = not (st[1] and st[1] ~= '') and st[2] ~= '1' and st[3] ~= '1'
+        and (tonumber(st[4] or '0') or 0) <= now
+        and redis.call('EXISTS', q .. ':h', q .. ':n', base .. ':retry:' .. acct, dead) == 0
+      if idle then
+        local since = tonumber(st[5] or '')
+        if not since then
+          w('HSET', akey, 'idle_since', now_s)
+        elseif now - since >= acct_retention then
+          w('DEL', akey)
+          w('ZREM', held, acct)
+          w('ZREM', ready, acct)
+          w('SREM', base .. ':accounts', acct)
+        end
+      elseif st[5] then
+        w('HDEL', akey, 'idle_since')
       end
-    elseif st[5] then
-      w('HDEL', akey, 'idle_since')
     end
   end
-  if scan[1] == '0' then
+  if dropped >= sweep_drops then
+    -- more letters may be due: the next claim sweeps again, without waiting the interval
+    w('DEL', base .. ':sweep')
+  end
+  if pos < #page then
+    w('HSET', cursor_key, 'cursor', cursor, 'pos', int(pos))
+  elseif scan[1] == '0' then
     w('DEL', cursor_key)
   else
-    w('SET', cursor_key, scan[1])
+    w('HSET', cursor_key, 'cursor', scan[1], 'pos', '0')
   end
 end
 
+-- Entries dropped from the heads of the lists (stale, or expired into dead letters) by
+-- this call, across its accounts: past the budget, the rest wait for the next call.
+local stale_left = 32
 local out = {-1, 0}
 local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 for _, acct in ipairs(accts) do
@@ -242,7 +267,6 @@ for _, acct in ipairs(accts) do
       -- leaves it at the head, for the next claim (or the reaper) to take again.
       local q = base .. ':q:' .. acct
       local did, list, ekey, k, ev
-      local dropped = 0
       while true do
         list = q .. ':h'
         did = redis.call('LINDEX', list, '0')
@@ -275,8 +299,8 @@ for _, acct in ipairs(accts) do
         end
         -- anything else is a stale entry of a finished or removed event: drop it
         w('LPOP', list)
-        dropped = dropped + 1
-        if dropped >= 64 then
+        stale_left = stale_left - 1
+        if stale_left <= 0 then
           did = nil
           break
         end

@@ -27,7 +27,7 @@
 //! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
-//! | `{base}:sweep`, `{base}:sweep:cursor` | STRING | at most one retention sweep per 250 ms ([`SWEEP_INTERVAL`]; expiring marker); where the sweep's `SSCAN` of `accounts` stands |
+//! | `{base}:sweep` (STRING), `{base}:sweep:at` (HASH: `cursor`, `pos`) | | at most one retention sweep per 250 ms ([`SWEEP_INTERVAL`]; expiring marker); where the sweep's `SSCAN` of `accounts` stands |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //!
 //! Outside the partitions (each a single key, so no hash tag is needed):
@@ -252,11 +252,11 @@ struct PendingEnqueue {
 
 /// Most deliveries claimed by one claim script call, so that no call holds Redis for
 /// long; larger claims take several calls in one round trip.
-const CLAIM_CHUNK: usize = 32;
+const CLAIM_CHUNK: usize = 16;
 
 /// Most expired leases, and most due retries, put back by one claim script call, so
 /// that no call holds Redis for long (each takes about ten Redis calls).
-const REAP_PER_CALL: usize = 16;
+const REAP_PER_CALL: usize = 4;
 
 /// Least time between two retention sweeps of a partition (each visits a few accounts).
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
@@ -265,10 +265,12 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 const STATS_CHUNK: usize = 16;
 
 /// Most completions in one complete script call, so that no call holds Redis for long.
-const COMPLETE_CHUNK: usize = 64;
+const COMPLETE_CHUNK: usize = 16;
 
-/// Most events in one enqueue script call, so that no call holds Redis for long.
-const GROUP_MAX_EVENTS: usize = 2000;
+/// Most events of several requests merged into one enqueue script call, so that no call
+/// holds Redis for long. One request's batch (at most 1,000 events, the API's cap) is
+/// never split: it is stored whole or not at all.
+const GROUP_MAX_EVENTS: usize = 64;
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
@@ -364,6 +366,22 @@ impl<T: Transport> ScriptQueue<T> {
         let mut queue = Self::with_helpers_shared(config, self.transport.clone(), helpers);
         queue.sweep_interval_ms = self.sweep_interval_ms;
         queue
+    }
+
+    /// The scripts, each with its name (its file's, without `.lua`): for tools that read
+    /// Redis's own records of them (`SLOWLOG`, `INFO commandstats`) by digest.
+    #[doc(hidden)]
+    pub fn scripts(&self) -> [(&'static str, &Script); 8] {
+        [
+            ("enqueue", &self.enqueue),
+            ("claim", &self.claim),
+            ("complete", &self.complete),
+            ("stats", &self.stats),
+            ("dead", &self.dead),
+            ("replay", &self.replay),
+            ("purge", &self.purge),
+            ("hold", &self.hold),
+        ]
     }
 
     /// The transport.

@@ -3,7 +3,7 @@
 -- ARGV = base, default_window_ms, cursor ('0' to start), count
 -- Counts are read from the sets and lists that hold the deliveries (each O(1)): no
 -- separate counter can disagree with them after a script failed part-way. Touches no
--- event list beyond its two heads (a rate list holds at most `limit` entries).
+-- event list beyond its two heads, and no long rate list beyond a bisection.
 -- Walks the account set with SSCAN, `count` at a time, so that no call holds Redis for
 -- long: the caller repeats until the cursor it gets back is '0' (an account may come
 -- twice). Returns {now, next cursor, {account, depth, delayed, dead, sent, upstream_429,
@@ -24,9 +24,23 @@ for _, acct in ipairs(scan[2]) do
   if st[3] and st[3] ~= '' then depth = depth + 1 end
   local dead = redis.call('ZCARD', base .. ':dead:' .. acct)
   local window = tonumber(st[6] or '') or default_window
+  -- Sends within the window: the rate list is newest first, so they lead it. A short
+  -- list is read whole; a long one (a high limit) is bisected, a few LINDEX calls.
+  local rl = base .. ':rl:' .. acct
+  local since = now - window
   local recent = 0
-  for _, t in ipairs(redis.call('LRANGE', base .. ':rl:' .. acct, 0, -1)) do
-    if tonumber(t) > now - window then recent = recent + 1 end
+  local len = redis.call('LLEN', rl)
+  if len <= 128 then
+    for _, t in ipairs(redis.call('LRANGE', rl, 0, -1)) do
+      if tonumber(t) > since then recent = recent + 1 end
+    end
+  else
+    local lo, hi = 0, len
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if tonumber(redis.call('LINDEX', rl, int(mid))) > since then lo = mid + 1 else hi = mid end
+    end
+    recent = lo
   end
   local oldest = nil
   local function consider(did)

@@ -1,0 +1,328 @@
+//! The `script-time` phase: how long Redis is held by one queue script call, at 10,000
+//! accounts and 100,000 queued events. It runs only when named
+//! (`cargo bench --bench relay -- script-time`).
+//!
+//! Redis runs a script to its end before it serves anything else, so the longest call is
+//! the longest stall every client of that Redis sees. The phase stores the backlog in
+//! batches, then delivers it with two gateways while `/metrics` and `GET /v1/queues` are
+//! read every second; one gateway is killed (`SIGKILL`) a few seconds in, so the other
+//! reaps its leases once they run out. Redis records every call longer than
+//! [`THRESHOLD_US`] in its `SLOWLOG`; the phase names each by its script's digest and
+//! prints, per script, how many ran over the threshold and over 1 ms and the longest, next
+//! to the mean of all script calls (`INFO commandstats`).
+//!
+//! The machine is shared (two cores for Redis, the gateways, the receiver and this
+//! process), so a call could be stretched by the scheduler taking Redis off its core: Redis
+//! runs under the real-time policy (`chrt -f`) where the system allows it, and the phase
+//! says which.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use zenrelay::config::Config;
+use zenrelay::queue::redis::RedisQueue;
+
+use super::support::{free_port, Proc};
+use super::{accounts_toml, post_batches, start_gateway, start_receiver};
+
+/// Accounts, and events queued for each.
+const ACCOUNTS: usize = 10_000;
+const PER_ACCOUNT: usize = 10;
+/// Calls at least this long (µs) are recorded by Redis.
+const THRESHOLD_US: u64 = 200;
+/// Lease of the delivering gateways (ms): the killed one's leases run out this long after
+/// its claims.
+const LEASE_MS: u64 = 12_000;
+/// An admin client, for `GET /v1/queues`.
+const ADMIN_KEY: &str = "bench-admin-key-0123456789";
+
+/// Runs the phase.
+pub async fn run() {
+    let (_redis_proc, redis, realtime) = start_redis();
+    let (receiver, arrivals) = start_receiver().await;
+    let names: Vec<String> = (0..ACCOUNTS).map(|i| format!("t{i:05}")).collect();
+    let accounts = format!(
+        "[[clients]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\naccounts = [\"*\"]\nadmin = true\n{}",
+        accounts_toml(&names, receiver)
+    );
+    let client = redis::Client::open(format!("redis://127.0.0.1:{redis}/")).expect("Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    let set = |name: &str, value: String| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg(name).arg(value);
+        cmd
+    };
+    for cmd in [
+        set("slowlog-log-slower-than", THRESHOLD_US.to_string()),
+        set("slowlog-max-len", "1000000".into()),
+    ] {
+        let _: () = cmd.query_async(&mut conn).await.expect("CONFIG SET");
+    }
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut conn)
+        .await
+        .expect("SLOWLOG RESET");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .expect("CONFIG RESETSTAT");
+
+    // The backlog, stored in batches of PER_ACCOUNT by a gateway that does not deliver.
+    let ingress = start_gateway(redis, "st", "enabled = false", &accounts).await;
+    let stored = post_batches(&ingress.base, &names, PER_ACCOUNT).await;
+    let total = ACCOUNTS * PER_ACCOUNT;
+    assert_eq!(stored, total, "backlog not fully stored");
+    drop(ingress);
+    arrivals.lock().map(|mut a| a.clear()).ok();
+
+    let delivery = format!("lease_ms = {LEASE_MS}");
+    let first = start_gateway(redis, "st", &delivery, &accounts).await;
+    let second = start_gateway(redis, "st", &delivery, &accounts).await;
+    let ops = tokio::spawn(read_ops(second.base.clone()));
+    let steal_before = steal_ticks();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed_at = Instant::now();
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let arrived = arrivals.lock().map_or(0, |a| a.len());
+        let reaped = killed_at.elapsed() > Duration::from_millis(LEASE_MS + 3000);
+        if arrived >= total && reaped {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {arrived} of {total} delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ops.abort();
+    let stolen = steal_ticks().saturating_sub(steal_before);
+    let elapsed = started.elapsed();
+    drop(second);
+
+    let names_by_sha: HashMap<String, &'static str> = {
+        let mut config = Config::default();
+        config.redis.key_prefix = "st".into();
+        let queue = RedisQueue::new(zenrelay::app::redis_queue_config(&config))
+            .expect("a queue over the default settings");
+        queue
+            .scripts()
+            .iter()
+            .map(|(name, script)| (script.sha().to_string(), *name))
+            .collect()
+    };
+    let entries: Vec<Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg("-1")
+        .query_async(&mut conn)
+        .await
+        .expect("SLOWLOG GET");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO commandstats");
+    let (calls, usec) = evalsha_stats(&info);
+
+    // name -> (over the threshold, over 1 ms, longest µs)
+    let mut by_script: HashMap<String, (u64, u64, u64)> = HashMap::new();
+    let mut times: Vec<u64> = Vec::new();
+    let mut slowest: Vec<(u64, i64, String, String)> = Vec::new();
+    for entry in &entries {
+        let Value::Array(fields) = entry else {
+            continue;
+        };
+        let micros = match fields.get(2) {
+            Some(Value::Int(n)) => *n as u64,
+            _ => continue,
+        };
+        let name = match fields.get(3) {
+            Some(Value::Array(args)) => match (args.first(), args.get(1)) {
+                (Some(Value::BulkString(cmd)), Some(Value::BulkString(sha)))
+                    if cmd.eq_ignore_ascii_case(b"evalsha") =>
+                {
+                    let sha = String::from_utf8_lossy(sha).to_string();
+                    names_by_sha
+                        .get(&sha)
+                        .map_or_else(|| format!("script {sha}"), |n| n.to_string())
+                }
+                // a command a script ran: its time is inside the script's
+                _ => continue,
+            },
+            _ => continue,
+        };
+        times.push(micros);
+        if micros > 5_000 {
+            let args: Vec<String> = match fields.get(3) {
+                Some(Value::Array(args)) => args
+                    .iter()
+                    .skip(2)
+                    .take(6)
+                    .map(|a| match a {
+                        Value::BulkString(b) => String::from_utf8_lossy(b).to_string(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let at = match fields.get(1) {
+                Some(Value::Int(t)) => *t,
+                _ => 0,
+            };
+            slowest.push((micros, at, name.clone(), args.join(" ")));
+        }
+        let e = by_script.entry(name).or_default();
+        e.0 += 1;
+        e.1 += u64::from(micros > 1000);
+        e.2 = e.2.max(micros);
+    }
+    println!(
+        "script time: {ACCOUNTS} accounts, {total} events stored in batches of {PER_ACCOUNT} and delivered by two gateways (one killed) in {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  Redis {}",
+        if realtime {
+            "under SCHED_FIFO (chrt -f): no other process takes its core while it runs a script"
+        } else {
+            "at normal priority (chrt -f refused): times include the scheduler's preemptions"
+        }
+    );
+    println!(
+        "  {calls} script calls, {:.0} µs each on average; calls over {THRESHOLD_US} µs, by script:",
+        usec as f64 / calls.max(1) as f64
+    );
+    // The time above which only a share of all calls ran, when the log reaches it.
+    times.sort_unstable_by(|a, b| b.cmp(a));
+    let above = |share: f64| -> String {
+        let n = (calls as f64 * share).floor() as usize;
+        match times.get(n) {
+            Some(t) => format!("{t} µs"),
+            None => format!("under {THRESHOLD_US} µs"),
+        }
+    };
+    println!(
+        "  all scripts: 99.9th percentile {}, 99.99th {}; time stolen by the hypervisor meanwhile: {} ms",
+        above(0.001),
+        above(0.0001),
+        stolen * 1000 / clock_ticks()
+    );
+    let mut rows: Vec<_> = by_script.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .2));
+    for (name, (over, over_ms, longest)) in &rows {
+        println!(
+            "  {name:<10} over {THRESHOLD_US} µs: {over:>6}   over 1 ms: {over_ms:>5}   longest: {longest} µs"
+        );
+    }
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
+    for (micros, at, name, args) in slowest.iter().take(8) {
+        println!("  over 5 ms: {micros} µs at {at}: {name} {args}");
+    }
+    if rows.is_empty() {
+        println!("  (none)");
+    }
+}
+
+/// Reads `/metrics` and the first page of `GET /v1/queues` once a second.
+async fn read_ops(base: String) {
+    let http = reqwest::Client::new();
+    loop {
+        let _ = http.get(format!("{base}/metrics")).send().await;
+        let _ = http
+            .get(format!("{base}/v1/queues?limit=50"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `calls` and `usec` of `cmdstat_evalsha` and `cmdstat_eval` in `INFO commandstats`.
+fn evalsha_stats(info: &str) -> (u64, u64) {
+    let mut calls = 0;
+    let mut usec = 0;
+    for line in info.lines() {
+        let Some(rest) = line
+            .strip_prefix("cmdstat_evalsha:")
+            .or_else(|| line.strip_prefix("cmdstat_eval:"))
+        else {
+            continue;
+        };
+        for field in rest.split(',') {
+            match field.split_once('=') {
+                Some(("calls", v)) => calls += v.parse::<u64>().unwrap_or(0),
+                Some(("usec", v)) => usec += v.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    (calls, usec)
+}
+
+/// This phase's `redis-server`, under the real-time scheduling policy when the system
+/// allows it (`chrt -f 10`), so the times Redis records are its own work, not the
+/// preemptions of a shared machine; answers whether it is.
+fn start_redis() -> (Proc, u16, bool) {
+    let realtime = Command::new("chrt")
+        .args(["-f", "10", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("zenrelay-bench-{port}"));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut cmd = if realtime {
+        let mut cmd = Command::new("chrt");
+        cmd.args(["-f", "10", "redis-server"]);
+        cmd
+    } else {
+        Command::new("redis-server")
+    };
+    let child = cmd
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (proc, port, realtime)
+}
+
+/// CPU time the hypervisor gave to others (`steal` of `/proc/stat`), in clock ticks.
+fn steal_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?.to_string();
+            line.split_whitespace().nth(8)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Clock ticks per second (`/proc/stat` counts in them).
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
+}
