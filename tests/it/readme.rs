@@ -179,7 +179,10 @@ fn inline_disposition(span: &str) -> Option<Inline> {
             Inline::RunHere
         }
         "docker compose up --build" => Inline::ComposeConfig,
-        "scripts/bench.sh" | "cargo bench --bench relay -- delivery" | "scripts/redis-cost.sh" => {
+        "scripts/bench.sh"
+        | "cargo bench --bench relay -- delivery"
+        | "cargo bench --bench relay -- script-time"
+        | "scripts/redis-cost.sh" => {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
         }
         // The same script with the workloads it runs named (or its synopsis).
