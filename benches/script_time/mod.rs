@@ -91,6 +91,14 @@ pub async fn run() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let killed_at = Instant::now();
     drop(first);
+    let unix = |at: Instant| {
+        let ago = Instant::now().saturating_duration_since(at);
+        std::time::SystemTime::now()
+            .checked_sub(ago)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs())
+    };
+    let (started_unix, killed_unix) = (unix(started), unix(killed_at));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let arrived = arrivals.lock().map_or(0, |a| a.len());
@@ -189,6 +197,7 @@ pub async fn run() {
         "script time: {ACCOUNTS} accounts, {total} events stored in batches of {PER_ACCOUNT} and delivered by two gateways (one killed) in {:.1} s",
         elapsed.as_secs_f64()
     );
+    println!("  delivery started at {started_unix} (unix s), a gateway killed at {killed_unix}");
     println!(
         "  Redis {}",
         if realtime {
