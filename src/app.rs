@@ -26,8 +26,8 @@ use crate::history::History;
 use crate::ingress;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
-use crate::queue::memory::{MemoryQueue, MemoryQueueConfig};
-use crate::queue::redis::{RedisQueue, RedisQueueConfig};
+use crate::queue::memory::MemoryQueue;
+use crate::queue::redis::{QueueSettings, RedisQueue, RedisQueueConfig};
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;
 use crate::throttle::Throttle;
@@ -140,10 +140,10 @@ pub fn queue_for(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
     }
 }
 
-/// Builds the in-memory queue described by `config`.
-pub fn memory_queue(config: &Config) -> MemoryQueue {
+/// The settings of the queue's scripts described by `config` (either backend).
+pub fn queue_settings(config: &Config) -> QueueSettings {
     let d = &config.delivery;
-    MemoryQueue::new(MemoryQueueConfig {
+    QueueSettings {
         prefix: config.redis.key_prefix.clone(),
         partitions: config.redis.partitions,
         lease: d.lease(),
@@ -153,7 +153,12 @@ pub fn memory_queue(config: &Config) -> MemoryQueue {
         },
         margin_ms: d.margin_ms(),
         retention: d.retention(),
-    })
+    }
+}
+
+/// Builds the in-memory queue described by `config`.
+pub fn memory_queue(config: &Config) -> MemoryQueue {
+    MemoryQueue::new(queue_settings(config))
 }
 
 /// Builds the Redis queue described by `config`.
@@ -163,20 +168,11 @@ pub fn redis_queue(config: &Config) -> anyhow::Result<RedisQueue> {
 
 /// The settings of the Redis queue described by `config`.
 pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
-    let d = &config.delivery;
     RedisQueueConfig {
         url: config.redis.url.clone(),
-        prefix: config.redis.key_prefix.clone(),
-        partitions: config.redis.partitions,
         pool_size: config.redis.pool_size,
         timeout: Duration::from_millis(config.redis.timeout_ms),
-        lease: d.lease(),
-        default_limit: RateLimit {
-            limit: d.notify_per_minute,
-            window_ms: d.window_ms(),
-        },
-        margin_ms: d.margin_ms(),
-        retention: d.retention(),
+        queue: queue_settings(config),
     }
 }
 

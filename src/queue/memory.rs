@@ -51,47 +51,22 @@ use super::redis::{QueueSettings, Script, ScriptCall, ScriptQueue, Transport, HE
 use super::store::{format_g17, CommandError, Store};
 #[cfg(doc)]
 use super::Queue;
-use super::{QueueError, RateLimit, Retention};
-
-/// Settings of the embedded backend (the same knobs as the Redis backend's).
-#[derive(Debug, Clone)]
-pub struct MemoryQueueConfig {
-    /// Key prefix (keys are laid out as in Redis).
-    pub prefix: String,
-    /// Partition count (walked by the worker like Redis partitions).
-    pub partitions: u16,
-    /// Lease of a claimed delivery.
-    pub lease: Duration,
-    /// Limit applied to accounts that have none stored.
-    pub default_limit: RateLimit,
-    /// Margin added to the rolling window, in milliseconds.
-    pub margin_ms: u64,
-    /// How long dead letters, finished events and idle accounts are kept.
-    pub retention: Retention,
-}
+use super::QueueError;
 
 /// The queue's scripts run in this process.
 pub type MemoryQueue = ScriptQueue<Embedded>;
 
 impl MemoryQueue {
     /// An empty queue.
-    pub fn new(config: MemoryQueueConfig) -> Self {
+    pub fn new(config: QueueSettings) -> Self {
         Self::new_with_helpers(config, HELPERS)
     }
 
     /// As [`MemoryQueue::new`], with other helpers in front of every script: for tests
     /// that run the scripts with a variant of them (e.g. one that fails after some write).
     #[doc(hidden)]
-    pub fn new_with_helpers(config: MemoryQueueConfig, helpers: &str) -> Self {
-        let settings = QueueSettings {
-            prefix: config.prefix,
-            partitions: config.partitions,
-            lease: config.lease,
-            default_limit: config.default_limit,
-            margin_ms: config.margin_ms,
-            retention: config.retention,
-        };
-        ScriptQueue::with_helpers(settings, Embedded::new(), helpers)
+    pub fn new_with_helpers(config: QueueSettings, helpers: &str) -> Self {
+        ScriptQueue::with_helpers(config, Embedded::new(), helpers)
     }
 }
 
@@ -406,13 +381,13 @@ mod tests {
     use crate::domain::{EventId, NotifyPayload, Priority};
     use crate::queue::{
         AccountStats, Claimed, Completion, EnqueueBatch, EnqueueOutcome, NewEvent, Outcome, Queue,
-        RETENTION_MS,
+        RateLimit, Retention, RETENTION_MS,
     };
 
     const MINUTE: u64 = 60_000;
 
     fn queue(limit: u32, window_ms: u64, lease: Duration) -> MemoryQueue {
-        MemoryQueue::new(MemoryQueueConfig {
+        MemoryQueue::new(QueueSettings {
             prefix: "test".into(),
             partitions: 1,
             lease,

@@ -121,27 +121,17 @@ pub const HELPERS: &str = include_str!("scripts.lua");
 /// Most dead letters replayed or purged by one script call (keeps each call short).
 const DEAD_CHUNK: usize = 500;
 
-/// Settings of the Redis backend.
+/// Settings of the Redis backend: the connection's, and the queue's own.
 #[derive(Debug, Clone)]
 pub struct RedisQueueConfig {
     /// Connection URL.
     pub url: SecretString,
-    /// Key prefix.
-    pub prefix: String,
-    /// Partition count.
-    pub partitions: u16,
     /// Number of multiplexed connections.
     pub pool_size: usize,
     /// Per-command timeout.
     pub timeout: Duration,
-    /// Lease of a claimed delivery.
-    pub lease: Duration,
-    /// Limit applied to accounts that have none stored.
-    pub default_limit: RateLimit,
-    /// Margin added to the rolling window, in milliseconds.
-    pub margin_ms: u64,
-    /// How long dead letters, finished events and idle accounts are kept.
-    pub retention: Retention,
+    /// What the scripts are called with (prefix, partitions, lease, limits, retention).
+    pub queue: QueueSettings,
 }
 
 /// One of the queue's Lua scripts: its source (prefixed with the helpers of
@@ -300,15 +290,7 @@ impl RedisQueue {
             pool_size: config.pool_size,
             timeout: config.timeout,
         };
-        let settings = QueueSettings {
-            prefix: config.prefix,
-            partitions: config.partitions,
-            lease: config.lease,
-            default_limit: config.default_limit,
-            margin_ms: config.margin_ms,
-            retention: config.retention,
-        };
-        Ok(ScriptQueue::with_helpers(settings, transport, helpers))
+        Ok(ScriptQueue::with_helpers(config.queue, transport, helpers))
     }
 }
 

@@ -24,7 +24,7 @@ use redis::Value;
 use serde_json::{json, Value as Json};
 use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
-use zenrelay::queue::memory::{MemoryQueue, MemoryQueueConfig};
+use zenrelay::queue::memory::MemoryQueue;
 use zenrelay::queue::redis::{RedisQueue, HELPERS};
 use zenrelay::queue::{
     ClaimBatch, Claimed, Completion, DeadLetterSelection, EnqueueBatch, EnqueueOutcome, NewEvent,
@@ -739,18 +739,10 @@ async fn run(steps: usize, dead_letter_retention_ms: u64) -> Vec<&'static str> {
     config.delivery.window_margin_ms = Some(0);
     // Seconds in the configuration: set through the settings below instead.
     let mut settings = zenrelay::app::redis_queue_config(&config);
-    settings.retention.accounts_ms = 0;
-    settings.retention.dead_letters_ms = dead_letter_retention_ms;
+    settings.queue.retention.accounts_ms = 0;
+    settings.queue.retention.dead_letters_ms = dead_letter_retention_ms;
     let sweep = Duration::from_millis(SWEEP_MS);
-    let memory = MemoryQueue::new(MemoryQueueConfig {
-        prefix: settings.prefix.clone(),
-        partitions: settings.partitions,
-        lease: settings.lease,
-        default_limit: settings.default_limit,
-        margin_ms: settings.margin_ms,
-        retention: settings.retention,
-    })
-    .with_sweep_interval(sweep);
+    let memory = MemoryQueue::new(settings.queue.clone()).with_sweep_interval(sweep);
     settings.url = server.url().into();
     let redis = RedisQueue::new(settings)
         .expect("Redis queue builds")
