@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# Installs the system tools the test suite and benchmarks need, when they are missing:
-# redis-server (tests start their own on free ports), wrk (benchmarks, `--bench`) and
-# valgrind (scripts/redis-cost.sh, `--profile`).
+# Installs the system packages the project needs, when they are missing, in one apt run:
+#   always         redis-server (tests start their own on free ports)
+#   --bench        wrk (benchmarks)
+#   --profile      valgrind (scripts/redis-cost.sh)
+#   --test-tools   chromium (the dashboard's browser test), prometheus (for promtool),
+#                  curl and python3-venv (scripts/schemathesis.sh, README blocks), nodejs
+#                  and npm (node-zendesk); scripts/install-test-tools.sh asks for these
 set -euo pipefail
 need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-if [ "${1:-}" = "--bench" ]; then
-  command -v wrk >/dev/null 2>&1 || need+=(wrk)
-fi
-if [ "${1:-}" = "--profile" ]; then
-  command -v callgrind_control >/dev/null 2>&1 || need+=(valgrind)
-fi
+missing() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
+missing redis-server redis-server
+for flag in "$@"; do
+  case "$flag" in
+  --bench) missing wrk wrk ;;
+  --profile) missing callgrind_control valgrind ;;
+  --test-tools)
+    missing chromium chromium
+    missing promtool prometheus
+    missing curl curl
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    missing npm npm
+    missing node nodejs
+    ;;
+  *)
+    echo "unknown flag: $flag (one of --bench, --profile, --test-tools)" >&2
+    exit 2
+    ;;
+  esac
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
