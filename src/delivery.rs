@@ -3,7 +3,8 @@
 //! Each process runs one [`Worker`]. It walks the partitions, claims as many deliveries as
 //! it has free concurrency (the queue decides which accounts may send and takes their rate
 //! slots), sends each in its own task, and hands the outcomes to a completer task that
-//! records them in pipelined batches. It never sleeps in a task to wait for a rate slot:
+//! records them in batches. A partition whose storage fails sits out a short backoff while
+//! the others go on. It never sleeps in a task to wait for a rate slot:
 //! a throttled account is simply not claimable until its slot frees. When idle it waits
 //! for the earliest due time the queue reported, a local enqueue, or the poll interval.
 
@@ -169,8 +170,23 @@ impl Worker {
             // A partition whose storage failed sits out until its backoff ends; the others
             // are claimed as usual.
             let now = tokio::time::Instant::now();
+            let shared = requests.len();
+            let first_back = requests
+                .iter()
+                .filter_map(|(p, _)| failing.get(p))
+                .map(|f| f.retry_at)
+                .min();
             requests.retain(|(p, _)| failing.get(p).map_or(true, |f| f.retry_at <= now));
-            let asked = tokio::time::Instant::now();
+            if let (true, Some(until)) = (shared > 0 && requests.is_empty(), first_back) {
+                // Every partition of this pass is sitting out: wait until the first of them
+                // may be tried again rather than go round without asking anything.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            let asked = now;
             let claimed = self.queue.claim_each(&requests).await;
             if let Some(metrics) = &self.metrics {
                 metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
@@ -440,10 +456,6 @@ impl Worker {
     }
 }
 
-/// Records completions in pipelined batches, retrying while the storage is down, then
-/// wakes the worker (the accounts concerned may send again). After shutdown it keeps
-/// trying for a few seconds; what it cannot record is sent again by another process when
-/// the lease ends (at-least-once).
 /// A queue partition whose claims fail: since when, and when to try it again.
 struct PartitionFailure {
     since: tokio::time::Instant,
@@ -453,6 +465,10 @@ struct PartitionFailure {
 /// How long a partition whose claim failed sits out before it is tried again.
 const PARTITION_BACKOFF: Duration = Duration::from_millis(500);
 
+/// Records completions in batches (each partition's its own script calls, sent together),
+/// retrying only the outcomes whose partition failed, then wakes the worker (the accounts
+/// concerned may send again). After shutdown it keeps trying for a few seconds; what it
+/// cannot record is sent again by another process when the lease ends (at-least-once).
 async fn record_completions(
     queue: Arc<dyn Queue>,
     mut rx: mpsc::Receiver<Completion>,

@@ -160,7 +160,9 @@ end
 -- for the account retention. Its rate list expires by itself. One call visits at most
 -- sweep_accounts accounts and drops at most sweep_drops letters: a page of the scan that
 -- holds more (a small set comes whole, whatever COUNT says) is finished by the next
--- sweeps, from the position recorded beside the cursor. A sweep that used up its drops
+-- sweeps, after the account recorded beside the cursor (or, if that one has gone, from its
+-- recorded position: a page that changed meanwhile may see an account twice or skip one
+-- until the next round). A sweep that used up its drops
 -- lets the next claim sweep at once, so a backlog of old letters drains at the claims'
 -- pace, a few at a time.
 local dl_retention, acct_retention = tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -168,10 +170,19 @@ local dropped = 0
 local sweep_accounts, sweep_drops = 8, 16
 if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
   local cursor_key = base .. ':sweep:at'
-  local at = redis.call('HMGET', cursor_key, 'cursor', 'pos')
-  local cursor, pos = at[1] or '0', tonumber(at[2] or '0') or 0
-  local scan = redis.call('SSCAN', base .. ':accounts', cursor, 'COUNT', int(sweep_accounts))
+  local at = redis.call('HMGET', cursor_key, 'cursor', 'last', 'pos')
+  local cursor, last = at[1] or '0', at[2]
+  local scan = redis.call('SSCAN', base .. ':accounts', cursor, 'COUNT', '16')
   local page = scan[2]
+  local pos = math.min(tonumber(at[3] or '0') or 0, #page)
+  if last then
+    for i, a in ipairs(page) do
+      if a == last then
+        pos = i
+        break
+      end
+    end
+  end
   local visited = 0
   while pos < #page and visited < sweep_accounts and dropped < sweep_drops do
     pos = pos + 1
@@ -228,11 +239,11 @@ if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
     w('DEL', base .. ':sweep')
   end
   if pos < #page then
-    w('HSET', cursor_key, 'cursor', cursor, 'pos', int(pos))
+    w('HSET', cursor_key, 'cursor', cursor, 'last', page[pos] or '', 'pos', int(pos))
   elseif scan[1] == '0' then
     w('DEL', cursor_key)
   else
-    w('HSET', cursor_key, 'cursor', scan[1], 'pos', '0')
+    w('HSET', cursor_key, 'cursor', scan[1], 'last', '', 'pos', '0')
   end
 end
 
@@ -242,6 +253,8 @@ local stale_left = 32
 local out = {-1, 0}
 local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 for _, acct in ipairs(accts) do
+  -- past the budget, the remaining accounts wait, untouched, for the next call
+  if stale_left <= 0 then break end
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window')
   local pause_until = tonumber(st[4] or '0') or 0

@@ -44,9 +44,6 @@ impl Default for Retention {
     }
 }
 
-/// Most expired leases and due retries requeued per claim call.
-pub const REAP_MAX: usize = 200;
-
 /// A failure of the storage itself (never of the caller's input).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {

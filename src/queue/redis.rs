@@ -27,7 +27,8 @@
 //! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
-//! | `{base}:sweep` (STRING), `{base}:sweep:at` (HASH: `cursor`, `pos`) | | at most one retention sweep per 250 ms ([`SWEEP_INTERVAL`]; expiring marker); where the sweep's `SSCAN` of `accounts` stands |
+//! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`], unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
+//! | `{base}:sweep:at` | HASH | where the sweep stands: `cursor` (of its `SSCAN` of `accounts`), `last` (the account it visited last on that page) and `pos` (that account's place on the page) |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //!
 //! Outside the partitions (each a single key, so no hash tag is needed):
@@ -109,7 +110,7 @@ use tokio::sync::OnceCell;
 use super::{
     rfc3339_ms, AccountStats, ClaimBatch, Claimed, Completion, DeadLetter, DeadLetterPage,
     DeadLetterResult, DeadLetterSelection, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
-    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, Retention, REAP_MAX,
+    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, Retention,
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
@@ -1016,7 +1017,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                     c.default_limit.limit.to_string(),
                     c.default_limit.window_ms.to_string(),
                     c.margin_ms.to_string(),
-                    REAP_MAX.min(REAP_PER_CALL).to_string(),
+                    REAP_PER_CALL.to_string(),
                     c.retention.events_ms.to_string(),
                     c.retention.dead_letters_ms.to_string(),
                     c.retention.accounts_ms.to_string(),
