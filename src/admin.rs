@@ -10,6 +10,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::{StreamExt, TryStreamExt};
 use http::{header, HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,9 +22,9 @@ use crate::auth::Client;
 use crate::config::valid_name;
 use crate::error::ApiError;
 use crate::ingress::{authenticate, read_body, require_json};
-use crate::queue::{rfc3339_ms, AccountStats, DeadLetterSelection};
+use crate::queue::{rfc3339_ms, AccountStats, DeadLetterSelection, RateLimit};
 
-/// Largest page of dead letters.
+/// Largest page of dead letters, and of `GET /v1/queues`.
 pub const MAX_PAGE: u64 = 1000;
 
 /// Largest offset into the dead letters (well within the integers Lua handles exactly).
@@ -356,12 +357,17 @@ pub async fn queues(
         .take(query.limit.map_or(usize::MAX, |l| l as usize))
         .collect();
     let next = offset + page.len() as u64;
-    // The limit lives in each account's settings: read for this page's accounts only.
-    let limits =
-        futures::future::join_all(page.iter().map(|a| state.directory().resolve(&a.account)))
-            .await
-            .into_iter()
-            .map(|r| r.ok().flatten().map(|acct| acct.limit));
+    // The limit lives in each account's settings: read for this page's accounts only, a few
+    // at a time (a runtime account's may be a Redis read), and a failed read fails the page
+    // rather than show the account without its limit.
+    let directory = state.directory();
+    let ids: Vec<String> = page.iter().map(|a| a.account.clone()).collect();
+    let limits: Vec<Option<RateLimit>> = futures::stream::iter(ids)
+        .map(|id| async move { directory.resolve(&id).await })
+        .buffered(32)
+        .map(|r| r.map(|acct| acct.map(|acct| acct.limit)))
+        .try_collect()
+        .await?;
     let accounts = page
         .into_iter()
         .zip(limits)
@@ -402,8 +408,8 @@ pub struct HistoryQuery {
     pub account: Option<String>,
 }
 
-/// Queue depth, dead letters and delivery rate over the last hour (`CAPACITY` points at
-/// `metrics.history_interval_seconds`), in total and for one account, as sampled by this
+/// Queue depth, dead letters and delivery rate over the last `CAPACITY` points (360 at
+/// `metrics.history_interval_seconds`: an hour at the default 10 s), in total and for one account, as sampled by this
 /// process since its start. Every process samples the same shared counters, so all show
 /// the same values; the total is given to keys that reach every account.
 #[utoipa::path(get, path = "/v1/history", tag = "admin",

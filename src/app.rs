@@ -293,13 +293,7 @@ impl Gateway {
             stop.cancel();
         };
         let server = &self.state.config().server;
-        let limits = crate::server::ConnectionLimits {
-            header_timeout: Duration::from_millis(server.header_timeout_ms),
-            keep_alive_timeout: Duration::from_millis(server.keep_alive_timeout_ms),
-            body_timeout: Duration::from_millis(server.body_timeout_ms),
-            send_timeout: Duration::from_millis(server.send_timeout_ms),
-            max_connections: server.max_connections,
-        };
+        let limits = crate::server::ConnectionLimits::from(server);
         // Open requests get as long as the slowest may take: its body, a pacing turn and
         // every proxied attempt.
         let p = &self.state.config().proxy;

@@ -118,7 +118,8 @@ pub struct ServerConfig {
     /// Longest time a write may wait for the client to accept any of it, in milliseconds
     /// (a client that does not read its answer is disconnected).
     pub send_timeout_ms: u64,
-    /// Most connections open at once; one more is answered 503 and closed.
+    /// Most connections open at once; one more is answered 503 and closed on plain HTTP
+    /// (closed without an answer on TLS, or when 64 such answers are already being sent).
     pub max_connections: usize,
 }
 
@@ -1352,6 +1353,34 @@ accounts = ["acme"]
         let mut env2 = env();
         env2.push(("ZENRELAY__REDIS__URL".into(), "http://x".into()));
         assert!(err(BASE, &env2).starts_with("redis.url"));
+    }
+
+    #[test]
+    fn listener_and_history_limits_are_checked() {
+        let with = |key: &str, value: &str| {
+            let mut env = env();
+            env.push((key.into(), value.into()));
+            err(BASE, &env)
+        };
+        for key in [
+            "header_timeout_ms",
+            "keep_alive_timeout_ms",
+            "body_timeout_ms",
+            "send_timeout_ms",
+            "max_connections",
+        ] {
+            let msg = with(&format!("ZENRELAY__SERVER__{}", key.to_uppercase()), "0");
+            assert!(msg.starts_with(&format!("server.{key}")), "{msg}");
+            assert!(msg.contains("greater than 0"), "{msg}");
+        }
+        let msg = with(
+            "ZENRELAY__SERVER__MAX_CONNECTIONS",
+            &(MAX_CONNECTIONS_CAP + 1).to_string(),
+        );
+        assert!(msg.starts_with("server.max_connections"), "{msg}");
+        assert!(msg.contains("at most 1000000"), "{msg}");
+        let msg = with("ZENRELAY__METRICS__HISTORY_INTERVAL_SECONDS", "0");
+        assert!(msg.starts_with("metrics.history_interval_seconds"), "{msg}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::ServerConfig;
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -73,15 +74,22 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
+impl From<&ServerConfig> for ConnectionLimits {
+    fn from(server: &ServerConfig) -> Self {
         ConnectionLimits {
-            header_timeout: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(75),
-            body_timeout: Duration::from_secs(60),
-            send_timeout: Duration::from_secs(30),
-            max_connections: 4096,
+            header_timeout: Duration::from_millis(server.header_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(server.keep_alive_timeout_ms),
+            body_timeout: Duration::from_millis(server.body_timeout_ms),
+            send_timeout: Duration::from_millis(server.send_timeout_ms),
+            max_connections: server.max_connections,
         }
+    }
+}
+
+impl Default for ConnectionLimits {
+    /// The `[server]` defaults.
+    fn default() -> Self {
+        (&ServerConfig::default()).into()
     }
 }
 
