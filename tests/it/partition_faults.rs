@@ -54,8 +54,8 @@ async fn a_failing_partition_holds_back_only_its_own_accounts() {
     // Break the partition: every claim there fails (its held set is not a sorted set),
     // and so does any enqueue for its second account (its record is not a hash).
     let base = format!("pf:{{p{broken}}}");
-    redis.command(&["SET", &format!("{base}:held"), "broken"]);
-    redis.command(&["SET", &format!("{base}:acct:{}", inside[1]), "broken"]);
+    expect_ok(redis.command(&["SET", &format!("{base}:held"), "broken"]));
+    expect_ok(redis.command(&["SET", &format!("{base}:acct:{}", inside[1]), "broken"]));
     let broke_at = Instant::now();
 
     // Ingress: in one burst, the other partitions' events are stored and the broken
@@ -106,8 +106,8 @@ async fn a_failing_partition_holds_back_only_its_own_accounts() {
     }
 
     // Repaired: the held events go out by themselves, and the refused account is served.
-    redis.command(&["DEL", &format!("{base}:held")]);
-    redis.command(&["DEL", &format!("{base}:acct:{}", inside[1])]);
+    expect_ok(redis.command(&["DEL", &format!("{base}:held")]));
+    expect_ok(redis.command(&["DEL", &format!("{base}:acct:{}", inside[1])]));
     let after = api.accept(&inside[1], &event).await;
     for (_, id) in ids
         .iter()
@@ -165,8 +165,8 @@ async fn a_failing_partition_fails_only_its_own_completions() {
     assert_eq!(claimed.len(), 2);
     // Partition 1 breaks before the outcomes are recorded: its in-flight set is no longer
     // a sorted set.
-    redis.command(&["RENAME", "pc:{p1}:inflight", "pc:{p1}:inflight-saved"]);
-    redis.command(&["SET", "pc:{p1}:inflight", "broken"]);
+    expect_ok(redis.command(&["RENAME", "pc:{p1}:inflight", "pc:{p1}:inflight-saved"]));
+    expect_ok(redis.command(&["SET", "pc:{p1}:inflight", "broken"]));
     let completions: Vec<Completion> = claimed
         .iter()
         .map(|c| Completion::of(c, Outcome::Delivered { status: 200 }))
@@ -195,8 +195,8 @@ async fn a_failing_partition_fails_only_its_own_completions() {
         assert_eq!(record(c).await, expected, "{}", c.account);
     }
     // Repaired, the failed outcome is recorded when retried.
-    redis.command(&["DEL", "pc:{p1}:inflight"]);
-    redis.command(&["RENAME", "pc:{p1}:inflight-saved", "pc:{p1}:inflight"]);
+    expect_ok(redis.command(&["DEL", "pc:{p1}:inflight"]));
+    expect_ok(redis.command(&["RENAME", "pc:{p1}:inflight-saved", "pc:{p1}:inflight"]));
     let retry: Vec<Completion> = completions
         .iter()
         .zip(&results)
@@ -207,4 +207,14 @@ async fn a_failing_partition_fails_only_its_own_completions() {
     for c in &completions {
         assert_eq!(record(c).await, "delivered", "{}", c.account);
     }
+}
+
+/// A Redis reply that is not an error (`+OK`, an integer): a setup command that failed
+/// would leave nothing broken, and the test would fail far from the cause.
+fn expect_ok(reply: Option<String>) {
+    let reply = reply.expect("Redis answers");
+    assert!(
+        reply.starts_with('+') || reply.starts_with(':'),
+        "setup command refused: {reply}"
+    );
 }

@@ -580,11 +580,20 @@ async fn fail_everywhere(backend: Backend<'_>, name: &str, op: Op) -> usize {
     for n in 1..100 {
         let q = queues(backend, n);
         let what = format!("{name} failing after write {n}");
-        if run(op, &q).await.is_ok() {
-            // completed without reaching write n: every position was tried
-            check(&q, &what, false).await;
-            drain(&q, &what).await;
-            return n - 1;
+        match run(op, &q).await {
+            Ok(()) => {
+                // completed without reaching write n: every position was tried
+                check(&q, &what, false).await;
+                drain(&q, &what).await;
+                return n - 1;
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                assert!(
+                    e.contains(&format!("injected failure after write {n}")),
+                    "{what}: failed otherwise than by the injected failure: {e}"
+                );
+            }
         }
         // the survivors: leases and retries come due and are reaped
         tokio::time::sleep(Duration::from_millis(LEASE_MS + 30)).await;

@@ -1030,14 +1030,17 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
             },
             max_depth: 100,
             idempotency_ttl_secs: 60,
-            events: vec![NewEvent {
-                id: EventId::new(partition_of("acme", config.redis.partitions)),
-                priority: Priority::Normal,
-                ttl_ms: 0,
-                payload: NotifyPayload::new(1, "e", None),
-                agents: vec![None],
-                idempotency: None,
-            }],
+            // two: the released one must come back ahead of the one behind it
+            events: ["first", "second"]
+                .map(|name| NewEvent {
+                    id: EventId::new(partition_of("acme", config.redis.partitions)),
+                    priority: Priority::Normal,
+                    ttl_ms: 0,
+                    payload: NotifyPayload::new(1, name, None),
+                    agents: vec![None],
+                    idempotency: None,
+                })
+                .into(),
         })
         .await
         .unwrap();
@@ -1057,7 +1060,10 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
     // Claimed again at once, it goes out, uncounted by the release.
     let asked = tokio::time::Instant::now();
     let again = queue.claim(partition, 1).await.unwrap().items.remove(0);
-    assert_eq!(again.delivery_id, claimed.delivery_id);
+    assert_eq!(
+        again.delivery_id, claimed.delivery_id,
+        "the released delivery is not first in line"
+    );
     assert_eq!(again.attempts, claimed.attempts);
     let completion = worker.deliver_leased(&again, asked).await;
     assert_eq!(completion.outcome, Outcome::Delivered { status: 200 });
