@@ -755,16 +755,7 @@ impl Transport for RedisConnections {
         let run = |with_source: bool, call: &ScriptCall| {
             let mut conn = conn.clone();
             let cmd = script_cmd(script, call, with_source);
-            let timeout = self.timeout;
-            async move {
-                match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut conn)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(RedisError::from((
-                        redis::ErrorKind::IoError,
-                        "Redis command timed out",
-                    ))),
-                }
-            }
+            async move { self.timed(cmd.query_async::<Value>(&mut conn)).await }
         };
         let mut replies =
             futures::future::join_all(calls.iter().map(|call| run(false, call))).await;
