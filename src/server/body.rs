@@ -51,16 +51,16 @@ impl BodyTimeout {
 /// A request body whose deadline is its head's arrival plus `timeout`, extended for every
 /// byte received by [`MIN_BODY_BYTES_PER_SEC`]. The timer is armed only if the body is
 /// not already in when first read, so a body that came with its head costs nothing.
-pub(super) struct DeadlineBody {
-    inner: Incoming,
+pub(super) struct DeadlineBody<B = Incoming> {
+    inner: B,
     deadline: Instant,
     timeout: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl DeadlineBody {
+impl<B> DeadlineBody<B> {
     /// `inner`, which must arrive within `timeout` from now (plus the rate allowance).
-    pub(super) fn new(inner: Incoming, timeout: Duration) -> Self {
+    pub(super) fn new(inner: B, timeout: Duration) -> Self {
         DeadlineBody {
             inner,
             deadline: Instant::now() + timeout,
@@ -70,7 +70,11 @@ impl DeadlineBody {
     }
 }
 
-impl Body for DeadlineBody {
+impl<B> Body for DeadlineBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -82,10 +86,9 @@ impl Body for DeadlineBody {
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
                 let len = data.map_or(0, |d| d.len() as u64);
+                // The timer is not moved per frame: when it fires before the extended
+                // deadline, it is re-armed then.
                 this.deadline += Duration::from_micros(len * 1_000_000 / MIN_BODY_BYTES_PER_SEC);
-                if let Some(timer) = this.timer.as_mut() {
-                    timer.as_mut().reset(this.deadline);
-                }
             }
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
@@ -93,9 +96,16 @@ impl Body for DeadlineBody {
         let timer = this
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout))))),
-            Poll::Pending => Poll::Pending,
+        loop {
+            match timer.as_mut().poll(cx) {
+                Poll::Ready(()) if Instant::now() < this.deadline => {
+                    timer.as_mut().reset(this.deadline);
+                }
+                Poll::Ready(()) => {
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))))
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
@@ -156,5 +166,79 @@ impl Body for SentBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::sync::mpsc;
+
+    /// A body fed by hand: each message is a data frame; it ends when the sender goes.
+    struct Fed(mpsc::Receiver<Bytes>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    /// A fed body with a 1 s deadline.
+    fn body() -> (mpsc::Sender<Bytes>, DeadlineBody<Fed>) {
+        let (tx, rx) = mpsc::channel(8);
+        (tx, DeadlineBody::new(Fed(rx), Duration::from_secs(1)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_past_its_deadline_is_cut_off() {
+        let (_tx, mut body) = body();
+        let started = Instant::now();
+        let err = body
+            .frame()
+            .await
+            .expect("an answer")
+            .expect_err("a timeout");
+        assert!(BodyTimeout::find(err.as_ref()).is_some(), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_received_extend_the_deadline_once_the_timer_is_running() {
+        let (tx, mut body) = body();
+        let started = Instant::now();
+        // The timer is armed by a read that waits, then 64 KiB arrive: one more second.
+        let feed = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tx.send(Bytes::from(vec![b'x'; 64 * 1024])).await.ok();
+            tx
+        });
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.data_ref().map(Bytes::len), Some(64 * 1024));
+        let _tx = feed.await.expect("the feeder ran");
+        let err = body
+            .frame()
+            .await
+            .expect("an answer")
+            .expect_err("a timeout");
+        assert!(BodyTimeout::find(err.as_ref()).is_some(), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_ends_in_time_is_read_whole() {
+        let (tx, mut body) = body();
+        tx.send(Bytes::from_static(b"abc")).await.unwrap();
+        drop(tx);
+        let read = body.collect().await.expect("no timeout").to_bytes();
+        assert_eq!(read, Bytes::from_static(b"abc"));
     }
 }
