@@ -235,7 +235,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_ends_in_time_is_read_whole() {
-        let (tx, mut body) = body();
+        let (tx, body) = body();
         tx.send(Bytes::from_static(b"abc")).await.unwrap();
         drop(tx);
         let read = body.collect().await.expect("no timeout").to_bytes();
