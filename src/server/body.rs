@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -56,6 +58,7 @@ pub(super) struct DeadlineBody<B = Incoming> {
     deadline: Instant,
     timeout: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timed_out: Arc<AtomicBool>,
 }
 
 impl<B> DeadlineBody<B> {
@@ -66,7 +69,14 @@ impl<B> DeadlineBody<B> {
             deadline: Instant::now() + timeout,
             timeout,
             timer: None,
+            timed_out: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Set once the deadline has passed: the rest of the body is never read, so the
+    /// connection cannot carry another request, whatever the answer.
+    pub(super) fn timed_out(&self) -> Arc<AtomicBool> {
+        self.timed_out.clone()
     }
 }
 
@@ -102,7 +112,8 @@ where
                     timer.as_mut().reset(this.deadline);
                 }
                 Poll::Ready(()) => {
-                    return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))))
+                    this.timed_out.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))));
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -201,6 +212,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_past_its_deadline_is_cut_off() {
         let (_tx, mut body) = body();
+        let timed_out = body.timed_out();
         let started = Instant::now();
         let err = body
             .frame()
@@ -209,6 +221,10 @@ mod tests {
             .expect_err("a timeout");
         assert!(BodyTimeout::find(err.as_ref()).is_some(), "{err}");
         assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert!(
+            timed_out.load(Ordering::Relaxed),
+            "the connection is not told"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -237,11 +237,14 @@ where
         let phase = phase.clone();
         async move {
             phase.request();
+            let mut timed_out = None;
             let req = req.map(|inner| {
                 if inner.is_end_stream() {
                     axum::body::Body::new(inner)
                 } else {
-                    axum::body::Body::new(DeadlineBody::new(inner, limits.body_timeout))
+                    let body = DeadlineBody::new(inner, limits.body_timeout);
+                    timed_out = Some(body.timed_out());
+                    axum::body::Body::new(body)
                 }
             });
             let mut resp = router
@@ -251,8 +254,9 @@ where
             if resp.extensions().get::<DropConnection>().is_some() {
                 return Err(Dropped);
             }
-            if resp.status() == http::StatusCode::REQUEST_TIMEOUT {
-                // The request's rest is never read: this answer is the connection's last.
+            if timed_out.is_some_and(|t| t.load(std::sync::atomic::Ordering::Relaxed)) {
+                // The request's rest is never read: this answer (408 from the gateway's
+                // handlers, whatever a simulator's extractor makes of it) is the last.
                 resp.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
