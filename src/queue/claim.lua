@@ -194,22 +194,8 @@ if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
     local old = redis.call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
       int(sweep_drops - dropped))
     for _, did in ipairs(old) do
-      local eid = split_did(did)
-      local ekey = eid and (base .. ':ev:' .. eid)
-      local ev = {}
-      if ekey then ev = redis.call('HMGET', ekey, 'dd', 'done', 'n') end
-      -- as a purge: the letter first, then its event
-      w('ZREM', dead, did)
+      forget_letter(base, dead, did, retention)
       dropped = dropped + 1
-      if ev[1] then
-        local dd = (tonumber(ev[1]) or 1) - 1
-        if dd <= 0 and (tonumber(ev[2] or '0') or 0) >= (tonumber(ev[3] or '0') or 0) then
-          w('HSET', ekey, 'dd', int(dd), 'body', '')
-          w('PEXPIRE', ekey, int(retention))
-        else
-          w('HSET', ekey, 'dd', int(dd))
-        end
-      end
     end
     if dropped >= sweep_drops and #old > 0 then
       -- this account may hold more: the next sweep starts with it again

@@ -19,23 +19,8 @@ local purged = 0
 local missing = {}
 for _, did in ipairs(ids) do
   if redis.call('ZSCORE', dead, did) then
-    local eid = split_did(did)
-    local ekey = eid and (base .. ':ev:' .. eid)
-    local ev = {}
-    if ekey then ev = redis.call('HMGET', ekey, 'dd', 'done', 'n') end
-    -- The letter goes first: a purge that fails after it leaves at worst an event that
-    -- keeps its payload.
-    w('ZREM', dead, did)
+    forget_letter(base, dead, did, retention)
     purged = purged + 1
-    if ev[1] then
-      local dd = (tonumber(ev[1]) or 1) - 1
-      if dd <= 0 and (tonumber(ev[2] or '0') or 0) >= (tonumber(ev[3] or '0') or 0) then
-        w('HSET', ekey, 'dd', int(dd), 'body', '')
-        w('PEXPIRE', ekey, int(retention))
-      else
-        w('HSET', ekey, 'dd', int(dd))
-      end
-    end
   else
     missing[#missing + 1] = did
   end

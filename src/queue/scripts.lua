@@ -28,6 +28,28 @@ local function split_did(did)
   return string.match(did, '^(.+):(%d+)$')
 end
 
+-- Forgets one dead letter `did` of the dead set `dead` (a purge, or its retention ran
+-- out): the letter leaves the set first, then its event's dead count drops; an event whose
+-- calls have all finished and that has no dead letter left loses its payload and expires
+-- after `retention` ms, like any finished event. A failure after the first write leaves at
+-- worst an event that keeps its payload.
+local function forget_letter(base, dead, did, retention)
+  local eid = split_did(did)
+  local ekey = eid and (base .. ':ev:' .. eid)
+  local ev = {}
+  if ekey then ev = redis.call('HMGET', ekey, 'dd', 'done', 'n') end
+  w('ZREM', dead, did)
+  if ev[1] then
+    local dd = (tonumber(ev[1]) or 1) - 1
+    if dd <= 0 and (tonumber(ev[2] or '0') or 0) >= (tonumber(ev[3] or '0') or 0) then
+      w('HSET', ekey, 'dd', int(dd), 'body', '')
+      w('PEXPIRE', ekey, int(retention))
+    else
+      w('HSET', ekey, 'dd', int(dd))
+    end
+  end
+end
+
 -- Puts the account into the ready set when it has queued work and is neither busy
 -- (a delivery in flight) nor paused. Its score is the earliest time it may send and
 -- orders the accounts: `score` (default `now`) lets an account that was idle enter ahead
