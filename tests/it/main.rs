@@ -11,7 +11,6 @@ mod queue_faults;
 mod readme;
 mod relay;
 mod retention;
-mod script_time;
 mod sim;
 mod support;
 mod webhooks;
