@@ -181,6 +181,7 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         "docker compose up --build" => Inline::ComposeConfig,
         "scripts/bench.sh"
         | "cargo bench --bench relay -- delivery"
+        | "cargo bench --bench relay -- ingress delivery"
         | "cargo bench --bench relay -- script-time"
         | "scripts/redis-cost.sh" => {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
