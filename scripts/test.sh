@@ -2,13 +2,17 @@
 # Runs the whole test suite: promtool on the alert rules under deploy/ (check and unit
 # tests), unit tests, the integration tests (which start their own redis-server processes
 # and simulators on free ports, drive a real Zendesk client, node-zendesk, through the
-# proxy, and the dashboard in headless Chromium), then schemathesis against the gateway's
+# proxy, the dashboard in headless Chromium, and the previous release's binary built from
+# this repository's history for the upgrade tests), then schemathesis against the gateway's
 # own OpenAPI document. The tools are installed by the scripts (into target/test-tools, or
 # as Debian packages). Ends with one line giving the totals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/install-test-tools.sh
+# The upgrade tests run the previous release's binary: built (once, cached) before the
+# suite starts, so its build does not compete with timed tests.
+scripts/previous-release.sh > /dev/null
 promtool check rules deploy/prometheus/zenrelay-rules.yml
 promtool test rules deploy/prometheus/zenrelay-rules.test.yml
 log="$(mktemp)"

@@ -438,6 +438,44 @@ pub async fn history(
     Ok(Json(view).into_response())
 }
 
+/// The gateway processes sharing the store, as `GET /v1/cluster` lists them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterView {
+    /// The store layout this process reads and writes.
+    pub layout: u32,
+    /// The live processes (a heartbeat in the last 20 s), oldest first, with their
+    /// release and layout; during a rolling deploy, old and new side by side.
+    #[schema(value_type = Vec<Object>)]
+    pub processes: Vec<crate::queue::ProcessRecord>,
+}
+
+/// The live gateway processes sharing the store, with their release and layout.
+#[utoipa::path(get, path = "/v1/cluster", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The processes", body = ClusterView),
+        (status = 401, description = "No or bad key", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin key reaching every account", body = crate::error::ErrorBody),
+        (status = 503, description = "Queue storage unavailable", body = crate::error::ErrorBody),
+    ))]
+pub async fn cluster(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let client = require_admin(&state, &headers)?;
+    if !client.reaches_all() {
+        return Err(forbidden(
+            "the process list is for admin keys that reach every account",
+        ));
+    }
+    let processes = state.queue().processes().await?;
+    Ok(Json(ClusterView {
+        layout: crate::queue::layout::LAYOUT_VERSION,
+        processes,
+    })
+    .into_response())
+}
+
 /// Paging of dead letters.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

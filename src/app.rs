@@ -286,6 +286,11 @@ impl Gateway {
             self.state.inner.queue.clone(),
             token.clone(),
         ));
+        let presence = tokio::spawn(crate::presence::run(
+            self.state.inner.queue.clone(),
+            crate::presence::this_process(self.worker.is_some()),
+            token.clone(),
+        ));
         let stop = token.clone();
         let shutdown = async move {
             shutdown.await;
@@ -308,6 +313,7 @@ impl Gateway {
             let _ = worker.await;
         }
         let _ = sampler.await;
+        let _ = presence.await;
         result
     }
 }
@@ -331,6 +337,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dashboard::stylesheet))
         .routes(routes!(admin::queues))
         .routes(routes!(admin::history))
+        .routes(routes!(admin::cluster))
         .routes(routes!(admin::dead_letters, admin::purge))
         .routes(routes!(admin::replay))
         .routes(routes!(admin::pause))

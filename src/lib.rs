@@ -14,6 +14,7 @@
 //! - [`webhooks`] — signed webhooks mapped to Notify events.
 //! - [`dashboard`] — the operator page at `/` and its script and stylesheet.
 //! - [`history`] — the in-process queue history behind the dashboard's charts.
+//! - [`presence`] — this process's heartbeat in the store's registry of gateway processes.
 //! - [`metrics`] — Prometheus metrics.
 //! - [`throttle`] — per-client ingress throttling.
 //! - [`openapi`] — the generated OpenAPI description.
@@ -51,6 +52,7 @@ pub mod hosts;
 pub mod ingress;
 pub mod metrics;
 pub mod openapi;
+pub mod presence;
 pub mod proxy;
 pub mod queue;
 pub mod schema;

@@ -235,6 +235,11 @@ impl Transport for Embedded {
     async fn check_deployment(&self) -> Result<(), QueueError> {
         Ok(())
     }
+
+    /// The store lives in this process: it holds no earlier release's data.
+    fn fresh(&self) -> bool {
+        true
+    }
 }
 
 /// What Redis gives its scripts: `redis.*` over the store, and global protection.

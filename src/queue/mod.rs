@@ -9,6 +9,7 @@
 //! rolling-window limit per account, one delivery in flight per account (which keeps first
 //! attempts in FIFO order), leases, retries, dead letters and TTLs.
 
+pub mod layout;
 pub mod memory;
 pub mod redis;
 pub mod store;
@@ -491,6 +492,46 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Every runtime account record, by id.
     async fn list_accounts(&self) -> Result<Vec<(String, String)>, QueueError>;
+
+    // ---- the processes sharing the store ----
+
+    /// Records `process` as alive now (its heartbeat, every [`HEARTBEAT`]).
+    async fn heartbeat(&self, process: &ProcessRecord) -> Result<(), QueueError>;
+
+    /// Removes the record of process `id` (it is shutting down).
+    async fn leave(&self, id: &str) -> Result<(), QueueError>;
+
+    /// The processes whose last heartbeat is under [`PROCESS_STALE`] old, by start time;
+    /// older records are forgotten.
+    async fn processes(&self) -> Result<Vec<ProcessRecord>, QueueError>;
+}
+
+/// How often a gateway process records that it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How long after its last heartbeat a process counts as gone.
+pub const PROCESS_STALE: Duration = Duration::from_secs(20);
+
+/// A gateway process, as it records itself in the store (`GET /v1/cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessRecord {
+    /// Unique per process run.
+    pub id: String,
+    /// The release (`zenrelay --version`).
+    pub version: String,
+    /// The store layout it reads and writes ([`layout::LAYOUT_VERSION`]).
+    pub layout: u32,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Whether it delivers (`delivery.enabled`).
+    pub delivery: bool,
+    /// Its last heartbeat (RFC 3339), as the store's clock saw it; set when read.
+    #[serde(default)]
+    pub last_seen: String,
 }
 
 /// Unix time in milliseconds, rendered as RFC 3339 (UTC, millisecond precision).

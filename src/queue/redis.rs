@@ -35,7 +35,8 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{prefix}:meta` | HASH | `partitions`: the partition count, recorded on first use; a process configured with another refuses to start |
+//! | `{prefix}:meta` | HASH | `layout`: the layout version ([`super::layout::LAYOUT_VERSION`]), and `partitions`: the partition count, both recorded on first use (a process that finds a newer layout or another count refuses to start); `migrating` and `migrated` (partitions done) while an earlier layout is migrated (see [`super::layout`]) |
+//! | `{prefix}:migrate:lock` | STRING | held, with an expiry, by the process migrating an earlier layout |
 //! | `{prefix}:runtime:accounts` | HASH | account id → its runtime record (JSON written by [`crate::accounts`]; credentials inside are encrypted) |
 //!
 //! An account's counts are read from where its deliveries are, never kept apart: depth
@@ -107,10 +108,12 @@ use redis::{RedisError, Value};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
+use super::layout::{self, LayoutScripts};
 use super::{
     rfc3339_ms, AccountStats, ClaimBatch, Claimed, Completion, DeadLetter, DeadLetterPage,
     DeadLetterResult, DeadLetterSelection, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
-    EventRecord, Outcome, Queue, QueueError, QueueStats, RateLimit, Retention,
+    EventRecord, Outcome, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention,
+    PROCESS_STALE,
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
@@ -188,6 +191,12 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Checks the store's own settings at startup (see [`Queue::check_deployment`]).
     async fn check_deployment(&self) -> Result<(), QueueError>;
+
+    /// Whether the store is known to hold nothing written before this process started
+    /// (an in-process store): no earlier layout is looked for in it.
+    fn fresh(&self) -> bool {
+        false
+    }
 }
 
 /// The settings the queue logic itself uses (the transport has its own).
@@ -226,9 +235,11 @@ pub struct ScriptQueue<T> {
     replay: Script,
     purge: Script,
     hold: Script,
-    /// Set once the partition count is recorded or checked (see
-    /// [`ScriptQueue::check_partitions`]).
-    partitions_checked: Arc<OnceCell<()>>,
+    /// Set once the layout and partition count are recorded or checked (see
+    /// [`ScriptQueue::check_layout`]).
+    layout_checked: Arc<LayoutGate>,
+    /// The scripts that migrate an earlier layout.
+    migration: Arc<LayoutScripts>,
     /// Dead letters dropped by this process's claims, not yet taken by the metrics.
     dead_letters_dropped: AtomicU64,
     /// Least time between two retention sweeps of a partition, in milliseconds.
@@ -323,7 +334,8 @@ impl<T: Transport> ScriptQueue<T> {
             replay: Script::new(helpers, include_str!("replay.lua")),
             purge: Script::new(helpers, include_str!("purge.lua")),
             hold: Script::new(helpers, include_str!("hold.lua")),
-            partitions_checked: Arc::new(OnceCell::new()),
+            layout_checked: Arc::new(LayoutGate::default()),
+            migration: Arc::new(LayoutScripts::new()),
             dead_letters_dropped: AtomicU64::new(0),
             sweep_interval_ms: SWEEP_INTERVAL.as_millis() as u64,
         }
@@ -388,7 +400,7 @@ impl<T: Transport> ScriptQueue<T> {
 
     /// Runs one plain command.
     async fn query<V: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<V, QueueError> {
-        self.check_partitions().await?;
+        self.check_layout().await?;
         let reply = self.transport.command(cmd).await?;
         V::from_owned_redis_value(reply).map_err(|e| QueueError::Protocol(e.to_string()))
     }
@@ -472,21 +484,20 @@ impl<T: Transport> ScriptQueue<T> {
         script: &Script,
         calls: &[ScriptCall],
     ) -> Vec<Result<Value, QueueError>> {
-        if let Err(e) = self.check_partitions().await {
+        if let Err(e) = self.check_layout().await {
             return calls.iter().map(|_| Err(e.clone())).collect();
         }
         self.transport.run_script(script, calls).await
     }
 
-    /// Records the partition count on first use, or checks it against the one recorded
-    /// (once per process): accounts are spread by it, so a process with another count
-    /// would look for their keys in the wrong partitions.
-    async fn check_partitions(&self) -> Result<(), QueueError> {
-        check_partitions(
-            &self.partitions_checked,
+    /// Checks the layout and partition count recorded in the store, records them on first
+    /// use and migrates an earlier layout (once per process; see [`super::layout`]).
+    async fn check_layout(&self) -> Result<(), QueueError> {
+        check_layout(
+            &self.layout_checked,
             self.transport.as_ref(),
-            &self.config.prefix,
-            self.config.partitions,
+            &self.config,
+            &self.migration,
         )
         .await
     }
@@ -531,11 +542,11 @@ impl<T: Transport> ScriptQueue<T> {
         // "nothing stored" for events Redis did store.
         let transport = self.transport.clone();
         let script = self.enqueue.clone();
-        let checked = self.partitions_checked.clone();
-        let (prefix, partitions) = (self.config.prefix.clone(), self.config.partitions);
+        let checked = self.layout_checked.clone();
+        let (settings, migration) = (self.config.clone(), self.migration.clone());
         let commit = tokio::spawn(async move {
             let replies =
-                match check_partitions(&checked, transport.as_ref(), &prefix, partitions).await {
+                match check_layout(&checked, transport.as_ref(), &settings, &migration).await {
                     Ok(()) => transport.run_script(&script, &requests).await,
                     Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),
                 };
@@ -615,34 +626,48 @@ impl<T: Transport> ScriptQueue<T> {
     }
 }
 
-/// Records the partition count under `{prefix}:meta` on first use, or checks it against
-/// the one recorded; `checked` is set once it matched.
-async fn check_partitions<T: Transport>(
-    checked: &OnceCell<()>,
+/// Whether this process checked the store's layout ([`layout::check_layout`]), and its
+/// latest failure.
+#[derive(Default)]
+struct LayoutGate {
+    /// Set once the check passed.
+    passed: OnceCell<()>,
+    /// The latest failed check: requests within [`LAYOUT_RETRY`] of it get its error
+    /// without checking again (a check may read every partition; while a migration waits,
+    /// every request would run one).
+    failed: std::sync::Mutex<Option<(std::time::Instant, QueueError)>>,
+}
+
+/// Least time between two checks of the layout after one failed.
+const LAYOUT_RETRY: Duration = Duration::from_millis(250);
+
+/// Runs [`layout::check_layout`] until it passes once.
+async fn check_layout<T: Transport>(
+    gate: &LayoutGate,
     transport: &T,
-    prefix: &str,
-    mine: u16,
+    settings: &QueueSettings,
+    migration: &LayoutScripts,
 ) -> Result<(), QueueError> {
-    checked
+    gate.passed
         .get_or_try_init(|| async {
-            let key = format!("{prefix}:meta");
-            transport
-                .command(redis::cmd("HSETNX").arg(&key).arg("partitions").arg(mine))
-                .await?;
-            let stored = transport
-                .command(redis::cmd("HGET").arg(&key).arg("partitions"))
-                .await?;
-            let stored = text(&stored).unwrap_or_default();
-            if stored == mine.to_string() {
-                Ok(())
-            } else {
-                Err(QueueError::Mismatch(format!(
-                    "redis.partitions is {mine}, but the data under key prefix {prefix:?} was \
-                     written with {stored} partitions (key {key:?}); use \
-                     redis.partitions = {stored}, or drain the queue before changing it (see \
-                     the README)"
-                )))
+            let recent = |f: &Option<(std::time::Instant, QueueError)>| {
+                f.as_ref()
+                    .filter(|(at, _)| at.elapsed() < LAYOUT_RETRY)
+                    .map(|(_, e)| e.clone())
+            };
+            if let Some(e) = gate.failed.lock().ok().and_then(|f| recent(&f)) {
+                return Err(e);
             }
+            let scope = layout::Scope {
+                transport,
+                prefix: &settings.prefix,
+                partitions: settings.partitions,
+            };
+            let result = layout::check_layout(&scope, migration).await.map(|_| ());
+            if let (Err(e), Ok(mut failed)) = (&result, gate.failed.lock()) {
+                *failed = Some((std::time::Instant::now(), e.clone()));
+            }
+            result
         })
         .await
         .map(|_| ())
@@ -944,7 +969,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
 
     async fn check_deployment(&self) -> Result<(), QueueError> {
         self.transport.check_deployment().await?;
-        self.check_partitions().await
+        self.check_layout().await
     }
 
     /// Group commit: the request joins the pending list; whoever holds the commit lock
@@ -1354,5 +1379,45 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         let mut all: Vec<_> = all.into_iter().collect();
         all.sort();
         Ok(all)
+    }
+
+    async fn heartbeat(&self, process: &ProcessRecord) -> Result<(), QueueError> {
+        let record = serde_json::to_string(process)
+            .map_err(|e| QueueError::Protocol(format!("process record: {e}")))?;
+        self.registry("beat", &process.id, &record)
+            .await
+            .map(|_| ())
+    }
+
+    async fn leave(&self, id: &str) -> Result<(), QueueError> {
+        self.registry("leave", id, "").await.map(|_| ())
+    }
+
+    async fn processes(&self) -> Result<Vec<ProcessRecord>, QueueError> {
+        let reply = self.registry("list", "", "").await?;
+        let mut all = layout::parse_processes(reply)?;
+        all.sort_by(|a, b| (&a.started_at, &a.id).cmp(&(&b.started_at, &b.id)));
+        Ok(all)
+    }
+}
+
+impl<T: Transport> ScriptQueue<T> {
+    /// One call of the process registry (`processes.lua`, in partition 0's slot).
+    /// Before the layout check: the registry's format is the same in every layout, and
+    /// a process waiting to migrate records itself and lists the others too.
+    async fn registry(&self, op: &str, id: &str, record: &str) -> Result<Value, QueueError> {
+        let base = self.base(0);
+        let args = vec![
+            base.clone().into_bytes(),
+            op.as_bytes().to_vec(),
+            (PROCESS_STALE.as_millis() as u64).to_string().into_bytes(),
+            id.as_bytes().to_vec(),
+            record.as_bytes().to_vec(),
+        ];
+        self.transport
+            .run_script(&self.migration.processes, &[(base, args)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(QueueError::Protocol("a script answered nothing".into())))
     }
 }

@@ -13,4 +13,5 @@ mod relay;
 mod retention;
 mod sim;
 mod support;
+mod upgrade;
 mod webhooks;

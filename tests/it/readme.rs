@@ -195,6 +195,9 @@ fn inline_disposition(span: &str) -> Option<Inline> {
             "refreshes docs/dashboard.png: a minute of traffic, then headless Chromium; checked to parse",
         ),
         "scripts/test.sh" => Inline::NotRun("runs this very suite; checked to parse"),
+        "scripts/previous-release.sh" => Inline::NotRun(
+            "builds the previous release (minutes), which tests/it/upgrade.rs runs; checked to parse",
+        ),
         s if s.starts_with("zenrelay ") => Inline::Synopsis,
         _ => return None,
     })

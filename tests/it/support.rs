@@ -404,10 +404,16 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `zenrelay serve --config` with `text` and waits for `/healthz`.
     pub async fn start(text: &str) -> Self {
+        Self::start_binary(&binary(), text).await
+    }
+
+    /// As [`ServeProcess::start`], with another build of `zenrelay` (e.g. an earlier
+    /// release's).
+    pub async fn start_binary(binary: &std::path::Path, text: &str) -> Self {
         let listen = config(text).server.listen;
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(text.as_bytes()).unwrap();
-        let child = Command::new(binary())
+        let child = Command::new(binary)
             .arg("serve")
             .arg("--config")
             .arg(file.path())

@@ -1,0 +1,592 @@
+//! The version of the queue's key layout, and the migration of an earlier release's.
+//!
+//! `{prefix}:meta` records, on first use, the layout version (`layout`) and the partition
+//! count (`partitions`) the data under the prefix is written in. Before a process runs its
+//! first script or command it checks them ([`check_layout`]):
+//!
+//! - a newer layout than [`LAYOUT_VERSION`] (written by a later release): it refuses to
+//!   start, so an older release never misreads, or damages, what it does not know;
+//! - another partition count: it refuses to start (accounts are spread by the count);
+//! - no layout recorded: either the store is new (the version is recorded), or it holds the
+//!   data of the release before versions were recorded, layout 1, which is migrated once,
+//!   online, before the process uses it.
+//!
+//! # Migrating layout 1
+//!
+//! Layout 1 lacks two indexes layout 2 reads (each account's pending retries, the set of
+//! held accounts), keeps three counters layout 2 derives instead, and remembered webhook
+//! replay ids under keys a client's `Idempotency-Key` could reach. The migration runs under
+//! a lock (`{prefix}:migrate:lock`, so one process does it while the others answer 503 and
+//! wait), one partition at a time, each in one atomic script call (`migrate_v1.lua`), and
+//! records its progress in `{prefix}:meta` (`migrating`, `migrated`: the partitions done):
+//! a process that dies half-way leaves a migration the next process resumes, and every
+//! step is idempotent. Webhook replay ids are then copied to their own namespace (the old
+//! key stays, for a client whose key it was). The layout version is recorded last.
+//!
+//! Layout-1 processes must be stopped first (README, "Upgrading"): they keep writing
+//! layout 1 and would undo part of the migration.
+
+use redis::Value;
+
+use super::redis::{Script, ScriptCall, Transport, HELPERS};
+use super::{rfc3339_ms, ProcessRecord, QueueError, PROCESS_STALE};
+use crate::domain::partition_of;
+
+/// The layout this release reads and writes.
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// The largest partition count a configuration accepts: old data is looked for in every
+/// partition up to it.
+const MAX_PARTITIONS: u16 = 4096;
+
+/// How long the migration lock holds without being renewed (it is renewed after each
+/// partition, which takes far less).
+const LOCK_MS: u64 = 30_000;
+
+/// Accounts of each partition checked against the configured partition count.
+const SAMPLE: usize = 16;
+
+/// Keys of layout-1 webhook replay ids read per `SCAN` call.
+const SCAN_COUNT: usize = 1000;
+
+/// The scripts of the migration, and of the process registry it consults.
+pub struct LayoutScripts {
+    partition: Script,
+    copy_key: Script,
+    lock: Script,
+    /// `processes.lua`: the registry of live processes.
+    pub(crate) processes: Script,
+}
+
+impl Default for LayoutScripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LayoutScripts {
+    /// The scripts.
+    pub fn new() -> Self {
+        LayoutScripts {
+            partition: Script::new(HELPERS, include_str!("migrate_v1.lua")),
+            copy_key: Script::new("", COPY_KEY),
+            lock: Script::new("", LOCK),
+            processes: Script::new(HELPERS, include_str!("processes.lua")),
+        }
+    }
+}
+
+/// Copies the string `ARGV[1]` to `ARGV[2]`, with its time to live, unless the copy
+/// exists; both in the partition `KEYS[1]` routes to.
+const COPY_KEY: &str = r#"
+local value = redis.call('GET', ARGV[1])
+if not value then return 0 end
+if redis.call('EXISTS', ARGV[2]) == 1 then return 0 end
+local ttl = redis.call('PTTL', ARGV[1])
+if ttl > 0 then
+  redis.call('SET', ARGV[2], value, 'PX', ttl)
+else
+  redis.call('SET', ARGV[2], value)
+end
+return 1
+"#;
+
+/// Renews (`ARGV[3]` = 'renew', for `ARGV[4]` ms) or releases ('release') the lock
+/// `ARGV[1]` if token `ARGV[2]` still holds it; 1 if it did.
+const LOCK: &str = r#"
+if redis.call('GET', ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == 'renew' then
+  redis.call('PEXPIRE', ARGV[1], ARGV[4])
+else
+  redis.call('DEL', ARGV[1])
+end
+return 1
+"#;
+
+/// What a check found and did, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutCheck {
+    /// The store holds this layout, with this partition count.
+    Current,
+    /// The store was new: the layout and partition count are now recorded.
+    Recorded,
+    /// The store held layout 1, migrated by this process.
+    Migrated,
+}
+
+/// Where the scripts and commands go, and what this process is configured with.
+pub struct Scope<'a, T> {
+    /// The store.
+    pub transport: &'a T,
+    /// `redis.key_prefix`.
+    pub prefix: &'a str,
+    /// `redis.partitions`.
+    pub partitions: u16,
+}
+
+impl<T: Transport> Scope<'_, T> {
+    fn meta(&self) -> String {
+        format!("{}:meta", self.prefix)
+    }
+
+    fn base(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}", self.prefix)
+    }
+
+    async fn cmd(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
+        self.transport.command(cmd).await
+    }
+
+    async fn script(&self, script: &Script, call: ScriptCall) -> Result<Value, QueueError> {
+        self.transport
+            .run_script(script, &[call])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(QueueError::Protocol("a script answered nothing".into())))
+    }
+}
+
+/// Checks the layout and the partition count recorded under the prefix, records them in a
+/// new store, and migrates layout 1 (see the module docs). `Mismatch` when this process
+/// must not use the store; `Unavailable` while another process migrates it.
+pub async fn check_layout<T: Transport>(
+    scope: &Scope<'_, T>,
+    migration: &LayoutScripts,
+) -> Result<LayoutCheck, QueueError> {
+    let meta = scope.meta();
+    let fields = scope
+        .cmd(
+            redis::cmd("HMGET")
+                .arg(&meta)
+                .arg("layout")
+                .arg("migrating"),
+        )
+        .await?;
+    let fields = strings(fields);
+    let field = |i: usize| fields.get(i).cloned().flatten();
+    let (layout, migrating) = (field(0), field(1));
+    let result = match layout.as_deref().map(str::parse::<u32>) {
+        Some(Ok(v)) if v > LAYOUT_VERSION => {
+            return Err(QueueError::Mismatch(format!(
+                "the data under key prefix {prefix:?} is in layout {v} (key {meta:?}, field \
+                 `layout`), written by a newer zenrelay; this release knows layouts up to \
+                 {LAYOUT_VERSION}. Run the newer release (a downgrade would misread the \
+                 queue), or use another redis.key_prefix",
+                prefix = scope.prefix
+            )))
+        }
+        Some(Ok(v)) if v == LAYOUT_VERSION => LayoutCheck::Current,
+        Some(_) => {
+            return Err(QueueError::Mismatch(format!(
+                "the data under key prefix {prefix:?} records layout {layout:?} (key \
+                 {meta:?}), which this release cannot read",
+                prefix = scope.prefix,
+                layout = layout.unwrap_or_default()
+            )))
+        }
+        // A migration under way (or stopped half-way): resume it.
+        None if migrating.is_some() => {
+            migrate(scope, migration).await?;
+            LayoutCheck::Migrated
+        }
+        None if scope.transport.fresh() => LayoutCheck::Recorded,
+        None => {
+            if layout_one_partitions(scope).await?.is_empty() {
+                LayoutCheck::Recorded
+            } else {
+                migrate(scope, migration).await?;
+                LayoutCheck::Migrated
+            }
+        }
+    };
+    check_partitions(scope).await?;
+    if result != LayoutCheck::Current {
+        scope
+            .cmd(
+                redis::cmd("HSETNX")
+                    .arg(&meta)
+                    .arg("layout")
+                    .arg(LAYOUT_VERSION),
+            )
+            .await?;
+    }
+    Ok(result)
+}
+
+/// Records the partition count on first use, or checks it against the one recorded.
+async fn check_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<(), QueueError> {
+    let (meta, mine) = (scope.meta(), scope.partitions);
+    scope
+        .cmd(redis::cmd("HSETNX").arg(&meta).arg("partitions").arg(mine))
+        .await?;
+    let stored = scope
+        .cmd(redis::cmd("HGET").arg(&meta).arg("partitions"))
+        .await?;
+    let stored = strings(stored).pop().flatten().unwrap_or_default();
+    if stored == mine.to_string() {
+        Ok(())
+    } else {
+        Err(QueueError::Mismatch(format!(
+            "redis.partitions is {mine}, but the data under key prefix {prefix:?} was \
+             written with {stored} partitions (key {meta:?}); use redis.partitions = \
+             {stored}, or drain the queue before changing it (see the README)",
+            prefix = scope.prefix
+        )))
+    }
+}
+
+/// The partitions holding layout-1 data (every account of layout 1 is in its partition's
+/// `accounts` set), after checking that they fit the configured partition count.
+async fn layout_one_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<Vec<u16>, QueueError> {
+    let probes = (0..MAX_PARTITIONS).map(|p| async move {
+        let key = format!("{}:accounts", scope.base(p));
+        let reply = scope.cmd(redis::cmd("EXISTS").arg(&key)).await?;
+        Ok::<_, QueueError>((p, matches!(reply, Value::Int(1))))
+    });
+    let mut found = Vec::new();
+    for probe in futures::future::join_all(probes).await {
+        let (p, exists) = probe?;
+        if exists {
+            found.push(p);
+        }
+    }
+    let mine = scope.partitions;
+    if let Some(&p) = found.iter().find(|&&p| p >= mine) {
+        return Err(QueueError::Mismatch(format!(
+            "redis.partitions is {mine}, but the data of the previous release under key \
+             prefix {prefix:?} has partition {p} (key {key:?}); set redis.partitions to \
+             the count the previous release ran with",
+            prefix = scope.prefix,
+            key = format!("{}:accounts", scope.base(p))
+        )));
+    }
+    for &p in &found {
+        let key = format!("{}:accounts", scope.base(p));
+        let sample = scope
+            .cmd(redis::cmd("SRANDMEMBER").arg(&key).arg(SAMPLE))
+            .await?;
+        for account in strings(sample).into_iter().flatten() {
+            if partition_of(&account, mine) != p {
+                return Err(QueueError::Mismatch(format!(
+                    "redis.partitions is {mine}, but account {account:?} of the previous \
+                     release's data under key prefix {prefix:?} is in partition {p}, where \
+                     another partition count puts it; set redis.partitions to the count \
+                     the previous release ran with",
+                    prefix = scope.prefix
+                )));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Migrates layout 1 to this layout (see the module docs).
+async fn migrate<T: Transport>(
+    scope: &Scope<'_, T>,
+    migration: &LayoutScripts,
+) -> Result<(), QueueError> {
+    migrate_until(scope, migration, None).await
+}
+
+/// As [`migrate`], stopping (as a process killed half-way would) once `stop_after`
+/// partitions are done: for tests of a resumed migration.
+#[doc(hidden)]
+pub async fn migrate_until<T: Transport>(
+    scope: &Scope<'_, T>,
+    migration: &LayoutScripts,
+    stop_after: Option<u16>,
+) -> Result<(), QueueError> {
+    let prefix = scope.prefix;
+    // A process of an older layout still running would keep writing it (a rolling
+    // deploy): wait until every one has stopped.
+    let older: Vec<String> = live_processes(scope, migration)
+        .await?
+        .into_iter()
+        .filter(|p| p.layout < LAYOUT_VERSION)
+        .map(|p| {
+            format!(
+                "{} (zenrelay {}, layout {}, pid {} on {})",
+                p.id, p.version, p.layout, p.pid, p.host
+            )
+        })
+        .collect();
+    if !older.is_empty() {
+        return Err(QueueError::Unavailable(format!(
+            "the queue under key prefix {prefix:?} must be migrated to layout \
+             {LAYOUT_VERSION}, which waits until no process of an older layout runs: {}",
+            older.join(", ")
+        )));
+    }
+    let lock = format!("{prefix}:migrate:lock");
+    let token = uuid::Uuid::now_v7().to_string();
+    let taken = scope
+        .cmd(
+            redis::cmd("SET")
+                .arg(&lock)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(LOCK_MS),
+        )
+        .await?;
+    if matches!(taken, Value::Nil) {
+        return Err(QueueError::Unavailable(format!(
+            "another process is migrating the queue under key prefix {prefix:?} to layout \
+             {LAYOUT_VERSION} (lock {lock:?}); this one waits for it"
+        )));
+    }
+    let result = migrate_locked(scope, migration, &lock, &token, stop_after).await;
+    let release = (scope.base(0), args([&lock, &token, "release", "0"]));
+    // The lock runs out by itself if this fails.
+    let _ = scope.script(&migration.lock, release).await;
+    result
+}
+
+async fn migrate_locked<T: Transport>(
+    scope: &Scope<'_, T>,
+    migration: &LayoutScripts,
+    lock: &str,
+    token: &str,
+    stop_after: Option<u16>,
+) -> Result<(), QueueError> {
+    let (meta, prefix) = (scope.meta(), scope.prefix);
+    // A stopped migration may have left the count it checked: checked again here, before
+    // anything is written.
+    let fields = strings(
+        scope
+            .cmd(
+                redis::cmd("HMGET")
+                    .arg(&meta)
+                    .arg("migrating")
+                    .arg("migrated")
+                    .arg("layout"),
+            )
+            .await?,
+    );
+    if fields.get(2).cloned().flatten().is_some() {
+        // Another process finished it while this one waited for the lock.
+        return Ok(());
+    }
+    if fields.first().cloned().flatten().is_none() {
+        layout_one_partitions(scope).await?;
+        // Marked before anything else is written: a process that dies from here on
+        // leaves a migration the next one resumes, never a layout taken for migrated.
+        scope
+            .cmd(redis::cmd("HSET").arg(&meta).arg("migrating").arg(1))
+            .await?;
+        check_partitions(scope).await?;
+        tracing::info!(prefix, to = LAYOUT_VERSION, "migrating the queue's layout");
+    } else {
+        check_partitions(scope).await?;
+        tracing::info!(
+            prefix,
+            to = LAYOUT_VERSION,
+            "resuming the migration of the queue's layout"
+        );
+    }
+    let done: u16 = fields
+        .get(1)
+        .cloned()
+        .flatten()
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for p in done..scope.partitions {
+        if stop_after.is_some_and(|n| p >= n) {
+            return Ok(());
+        }
+        let renew = (
+            scope.base(0),
+            args([lock, token, "renew", &LOCK_MS.to_string()]),
+        );
+        if !matches!(scope.script(&migration.lock, renew).await?, Value::Int(1)) {
+            return Err(QueueError::Unavailable(format!(
+                "the lock of the layout migration under key prefix {prefix:?} ran out"
+            )));
+        }
+        let base = scope.base(p);
+        scope
+            .script(
+                &migration.partition,
+                (base.clone(), vec![base.into_bytes()]),
+            )
+            .await?;
+        scope
+            .cmd(redis::cmd("HSET").arg(&meta).arg("migrated").arg(p + 1))
+            .await?;
+    }
+    copy_webhook_ids(scope, migration).await?;
+    scope
+        .cmd(
+            redis::cmd("HSET")
+                .arg(&meta)
+                .arg("layout")
+                .arg(LAYOUT_VERSION),
+        )
+        .await?;
+    scope
+        .cmd(
+            redis::cmd("HDEL")
+                .arg(&meta)
+                .arg("migrating")
+                .arg("migrated"),
+        )
+        .await?;
+    tracing::info!(prefix, to = LAYOUT_VERSION, "migrated the queue's layout");
+    Ok(())
+}
+
+/// Copies each webhook replay id layout 1 remembered (`{base}:idem:{account}:webhook:
+/// {hook}:{id}`) to the key this layout reads (`... :webhook {hook}:{id}`), with its time to
+/// live. The old key stays: it may be a client's `Idempotency-Key`, which layout 1 could
+/// not tell apart.
+async fn copy_webhook_ids<T: Transport>(
+    scope: &Scope<'_, T>,
+    migration: &LayoutScripts,
+) -> Result<(), QueueError> {
+    let pattern = format!("{}:{{p*}}:idem:*:webhook:*", glob_escape(scope.prefix));
+    let mut cursor = "0".to_string();
+    loop {
+        let reply = scope
+            .cmd(
+                redis::cmd("SCAN")
+                    .arg(&cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT),
+            )
+            .await?;
+        let Value::Array(mut page) = reply else {
+            return Err(QueueError::Protocol("SCAN answered no page".into()));
+        };
+        let keys = page.pop().map(strings).unwrap_or_default();
+        cursor = page
+            .pop()
+            .and_then(|c| strings(Value::Array(vec![c])).pop().flatten())
+            .unwrap_or_else(|| "0".into());
+        for key in keys.into_iter().flatten() {
+            if let Some((base, new_key)) = webhook_key_of_layout_one(&key) {
+                let call = (base, args([&key, &new_key]));
+                scope.script(&migration.copy_key, call).await?;
+            }
+        }
+        if cursor == "0" {
+            return Ok(());
+        }
+    }
+}
+
+/// For a layout-1 webhook replay id key, its partition base and its key in this layout.
+fn webhook_key_of_layout_one(key: &str) -> Option<(String, String)> {
+    let (base, rest) = key.split_once(":idem:")?;
+    let (account, rest) = rest.split_once(':')?;
+    let id = rest.strip_prefix("webhook:")?;
+    Some((
+        base.to_string(),
+        format!("{base}:idem:{account}:webhook {id}"),
+    ))
+}
+
+/// The processes of the registry that are alive.
+async fn live_processes<T: Transport>(
+    scope: &Scope<'_, T>,
+    scripts: &LayoutScripts,
+) -> Result<Vec<ProcessRecord>, QueueError> {
+    let base = scope.base(0);
+    let stale = (PROCESS_STALE.as_millis() as u64).to_string();
+    let call = (base.clone(), args([&base, "list", &stale, "", ""]));
+    parse_processes(scope.script(&scripts.processes, call).await?)
+}
+
+/// The records `processes.lua` lists ("<last heartbeat ms> <JSON>"); a record this
+/// release cannot read (a later release's) keeps what it can: it is still a live process.
+pub(crate) fn parse_processes(reply: Value) -> Result<Vec<ProcessRecord>, QueueError> {
+    let Value::Array(items) = reply else {
+        return Err(QueueError::Protocol(
+            "the process registry answered no list".into(),
+        ));
+    };
+    Ok(strings(Value::Array(items))
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let (seen, json) = item.split_once(' ')?;
+            let seen: u64 = seen.parse().ok()?;
+            let mut record: ProcessRecord = serde_json::from_str(json).unwrap_or_else(|_| {
+                let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                let text = |k: &str| value[k].as_str().unwrap_or("unknown").to_string();
+                ProcessRecord {
+                    id: text("id"),
+                    version: text("version"),
+                    layout: value["layout"].as_u64().unwrap_or(0) as u32,
+                    host: text("host"),
+                    pid: value["pid"].as_u64().unwrap_or(0) as u32,
+                    started_at: text("started_at"),
+                    delivery: value["delivery"].as_bool().unwrap_or(false),
+                    last_seen: String::new(),
+                }
+            });
+            record.last_seen = rfc3339_ms(seen);
+            Some(record)
+        })
+        .collect())
+}
+
+/// `text` as a `SCAN MATCH` pattern matching only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn args<const N: usize>(items: [&str; N]) -> Vec<Vec<u8>> {
+    items.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
+/// The items of an array reply (or the one reply) as optional text.
+fn strings(reply: Value) -> Vec<Option<String>> {
+    let items = match reply {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .map(|v| match v {
+            Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            Value::SimpleString(s) => Some(s),
+            Value::Int(i) => Some(i.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_keys_of_layout_one_map_to_their_namespace() {
+        assert_eq!(
+            webhook_key_of_layout_one("zr:{p3}:idem:acme:webhook:status:msg_1"),
+            Some((
+                "zr:{p3}".to_string(),
+                "zr:{p3}:idem:acme:webhook status:msg_1".to_string()
+            ))
+        );
+        assert_eq!(
+            webhook_key_of_layout_one("zr:{p3}:idem:acme:client-key"),
+            None
+        );
+    }
+
+    #[test]
+    fn glob_escape_quotes_pattern_characters() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

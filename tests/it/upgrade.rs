@@ -1,0 +1,403 @@
+//! Upgrades: the layout version recorded in Redis, the migration of the previous
+//! release's queue (its binary built from this repository's history by
+//! `scripts/previous-release.sh`), and the registry of live processes.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use zenrelay::app::Gateway;
+use zenrelay::queue::layout::{self, LayoutScripts, Scope, LAYOUT_VERSION};
+
+use crate::ops::ADMIN_KEY;
+use crate::support::{
+    config, gateway_toml, spawn_sim, wait_for, Api, RedisServer, ServeProcess, KEY,
+};
+
+/// An admin key for every account, appended to a [`gateway_toml`] text.
+fn with_admin(text: String) -> String {
+    format!("{text}\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\naccounts = [\"*\"]\nadmin = true\n")
+}
+
+/// The previous release's `zenrelay`, built (once, cached) from this repository's history.
+fn previous_release() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/previous-release.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("run scripts/previous-release.sh");
+    assert!(
+        out.status.success(),
+        "scripts/previous-release.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.is_file(), "no binary at {}", path.display());
+    path
+}
+
+/// The `seq` of a received Notify body (a JSON object, or the text of one).
+fn seq_of(body: &serde_json::Value) -> u64 {
+    let parsed = match body {
+        serde_json::Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
+        other => other.clone(),
+    };
+    parsed["seq"].as_u64().unwrap_or(u64::MAX)
+}
+
+fn bulk(text: &str) -> String {
+    format!("${}\r\n{text}\r\n", text.len())
+}
+
+#[tokio::test]
+async fn a_newer_layout_makes_the_process_refuse_to_start() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let text = gateway_toml(&redis.url(), "newer", &sim, &["acme"], "");
+    // A new store gets this release's layout.
+    Gateway::build(config(&text)).await.expect("starts");
+    assert_eq!(
+        redis.command(&["HGET", "newer:meta", "layout"]),
+        Some(bulk(&LAYOUT_VERSION.to_string()))
+    );
+    // A later release's layout is refused, before anything is read or written.
+    let later = (LAYOUT_VERSION + 1).to_string();
+    redis.command(&["HSET", "newer:meta", "layout", &later]);
+    let keys_before = redis.dbsize();
+    let err = Gateway::build(config(&text))
+        .await
+        .err()
+        .expect("a newer layout is refused")
+        .to_string();
+    for part in [
+        format!("layout {later}"),
+        "newer zenrelay".into(),
+        "newer:meta".into(),
+    ] {
+        assert!(err.contains(&part), "{part:?} missing from: {err}");
+    }
+    assert_eq!(redis.dbsize(), keys_before);
+}
+
+/// The previous release accepts a backlog (held accounts, retries under way with their
+/// attempts, an idempotency key) and stops; a migration starts and stops half-way (as a
+/// process killed during it would); the new release resumes it and delivers every event
+/// once, in order, within the limit.
+#[tokio::test]
+async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
+    let old_bin = previous_release();
+    let redis = RedisServer::start();
+    let accounts = ["acme", "beta", "gamma", "delta"];
+    // 5 calls per 2 s window: the backlog takes several windows.
+    let sim = spawn_sim(&accounts, 5, 2).await;
+    let limit = "notify_per_minute = 5\nnotify_window_seconds = 2";
+    let old_text = with_admin(gateway_toml(&redis.url(), "up", &sim, &accounts, limit))
+        .replace("retry_base_ms = 50", "retry_base_ms = 1500")
+        .replace("retry_max_ms = 400", "retry_max_ms = 1500");
+    let mut old = ServeProcess::start_binary(&old_bin, &old_text).await;
+    let api = Api::new(&old.base);
+    let admin = |path: &str, base: &str| {
+        reqwest::Client::new()
+            .post(format!("{base}/v1/accounts/{path}"))
+            .bearer_auth(ADMIN_KEY)
+    };
+    for held in ["acme", "beta", "gamma"] {
+        let resp = admin(&format!("{held}/pause"), &old.base)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "pause {held}: {}",
+            resp.status()
+        );
+    }
+    // delta's first two calls fail: both wait for a retry when the old release stops.
+    sim.fault(json!({"account": "delta", "route": "notify", "status": 500, "fail_next": 2}))
+        .await;
+    let event = |i: usize| json!({"app_id": 1, "event": "seq", "body": {"seq": i}});
+    let mut ids: Vec<(String, String)> = Vec::new();
+    for i in 0..8 {
+        for account in ["acme", "beta", "gamma"] {
+            ids.push((account.into(), api.accept(account, &event(i)).await));
+        }
+    }
+    let delta: Vec<String> = [
+        api.accept("delta", &event(0)).await,
+        api.accept("delta", &event(1)).await,
+    ]
+    .into();
+    let keyed = reqwest::Client::new()
+        .post(format!("{}/v1/accounts/acme/notify", old.base))
+        .bearer_auth(KEY)
+        .header("idempotency-key", "order-1")
+        .json(&event(8))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 202);
+    let keyed_id = keyed.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for id in &delta {
+        let record = api
+            .wait_status(id, "retrying", Duration::from_secs(20))
+            .await;
+        assert_eq!(record["deliveries"][0]["attempts"], 1, "{record}");
+    }
+    let (status, _) = old.terminate().await;
+    assert!(
+        status.success(),
+        "the previous release stopped cleanly: {status}"
+    );
+    assert_eq!(
+        redis.command(&["EXISTS", "up:meta"]).as_deref(),
+        Some(":0\r\n")
+    );
+
+    // A migration that stops after two of the four partitions.
+    let new_text = with_admin(gateway_toml(&redis.url(), "up", &sim, &accounts, limit));
+    let queue = zenrelay::app::redis_queue(&config(&new_text)).unwrap();
+    let scope = Scope {
+        transport: queue.transport(),
+        prefix: "up",
+        partitions: 4,
+    };
+    layout::migrate_until(&scope, &LayoutScripts::new(), Some(2))
+        .await
+        .expect("half a migration");
+    assert_eq!(
+        redis.command(&["HGET", "up:meta", "migrated"]),
+        Some(bulk("2"))
+    );
+    assert_eq!(
+        redis.command(&["HGET", "up:meta", "layout"]).as_deref(),
+        Some("$-1\r\n")
+    );
+
+    // The new release resumes it, then delivers.
+    let new = ServeProcess::start(&new_text).await;
+    let api = Api::new(&new.base);
+    wait_for("the migration to finish", Duration::from_secs(20), || {
+        redis.command(&["HGET", "up:meta", "layout"]) == Some(bulk(&LAYOUT_VERSION.to_string()))
+    })
+    .await;
+    assert_eq!(
+        redis.command(&["HGET", "up:meta", "migrating"]).as_deref(),
+        Some("$-1\r\n")
+    );
+    // The paused accounts are recorded as held (their expired events expire).
+    for held in ["acme", "beta", "gamma"] {
+        let p = zenrelay::domain::partition_of(held, 4);
+        let score = redis.command(&["ZSCORE", &format!("up:{{p{p}}}:held"), held]);
+        assert!(
+            score.as_deref().is_some_and(|s| s != "$-1\r\n"),
+            "{held} not held: {score:?}"
+        );
+    }
+    // The idempotency key is kept: the same request is the same event.
+    let again = reqwest::Client::new()
+        .post(format!("{}/v1/accounts/acme/notify", new.base))
+        .bearer_auth(KEY)
+        .header("idempotency-key", "order-1")
+        .json(&event(8))
+        .send()
+        .await
+        .unwrap();
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["id"].as_str(), Some(keyed_id.as_str()), "{again}");
+    for held in ["acme", "beta", "gamma"] {
+        let resp = admin(&format!("{held}/resume"), &new.base)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "resume {held}: {}",
+            resp.status()
+        );
+    }
+    let expected = |account: &str| {
+        if account == "acme" {
+            9
+        } else if account == "delta" {
+            2
+        } else {
+            8
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = accounts
+            .iter()
+            .all(|a| sim.received(a).len() >= expected(a));
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all delivered: {:?}",
+            accounts.map(|a| (a, sim.received(a).len()))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for account in accounts {
+        let seqs: Vec<u64> = sim
+            .received(account)
+            .iter()
+            .map(|n| seq_of(&n["body"]))
+            .collect();
+        let want: Vec<u64> = (0..expected(account) as u64).collect();
+        if account == "delta" {
+            // Retries go when they are due (with jitter), not in FIFO order.
+            let mut seqs = seqs;
+            seqs.sort_unstable();
+            assert_eq!(seqs, want, "{account}: every event once");
+        } else {
+            assert_eq!(seqs, want, "{account}: every event once, in order");
+        }
+    }
+    for (account, id) in ids.iter().take(3) {
+        let record = api
+            .wait_status(id, "delivered", Duration::from_secs(5))
+            .await;
+        assert_eq!(record["account"], account.as_str());
+    }
+    // The retries kept their attempts.
+    for id in &delta {
+        let record = api
+            .wait_status(id, "delivered", Duration::from_secs(5))
+            .await;
+        assert_eq!(record["deliveries"][0]["attempts"], 2, "{record}");
+    }
+    // Within the limit: the simulator never answered 429.
+    let queues: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/queues", new.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let over: Vec<_> = queues["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .filter(|a| a["upstream_429"].as_u64() != Some(0))
+        .collect();
+    assert!(over.is_empty(), "429s: {over:?}");
+    // The old counters are gone; the registry lists the new process.
+    for account in ["acme", "delta"] {
+        let p = zenrelay::domain::partition_of(account, 4);
+        let key = format!("up:{{p{p}}}:acct:{account}");
+        assert_eq!(
+            redis.command(&["HEXISTS", &key, "depth"]).as_deref(),
+            Some(":0\r\n")
+        );
+    }
+    let cluster: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/cluster", new.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cluster["layout"], LAYOUT_VERSION);
+    let processes = cluster["processes"].as_array().expect("processes");
+    assert_eq!(processes.len(), 1, "{cluster}");
+    assert_eq!(processes[0]["layout"], LAYOUT_VERSION);
+    assert_eq!(processes[0]["pid"], new.child.id());
+}
+
+/// Processes register with their release and layout; one that must migrate waits while
+/// a process of an older layout is alive, answering 503, and migrates once it is gone.
+#[tokio::test]
+async fn a_migration_waits_for_processes_of_an_older_layout() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let text = with_admin(gateway_toml(&redis.url(), "roll", &sim, &["acme"], ""));
+    // Layout-1 data (an account set in its partition), and a live process of layout 1 in
+    // the registry, as a release that registered itself would leave them.
+    let p = zenrelay::domain::partition_of("acme", 4);
+    redis.command(&["SADD", &format!("roll:{{p{p}}}:accounts"), "acme"]);
+    redis.command(&["HSET", &format!("roll:{{p{p}}}:acct:acme"), "depth", "0"]);
+    let old = zenrelay::queue::ProcessRecord {
+        id: "old-1".into(),
+        version: "0.0.9".into(),
+        layout: 1,
+        host: "h".into(),
+        pid: 7,
+        started_at: "2026-01-01T00:00:00.000Z".into(),
+        delivery: true,
+        last_seen: String::new(),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let registry = "roll:{p0}:processes";
+    let record = format!("{now_ms} {}", serde_json::to_string(&old).unwrap());
+    redis.command(&["HSET", registry, "old-1", &record]);
+    let new = ServeProcess::start(&text).await;
+    let api = Api::new(&new.base);
+    let resp = api
+        .notify("acme", &json!({"app_id": 1, "event": "e", "body": {}}))
+        .await;
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+    let ready = |base: String| async move {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ready(new.base.clone()).await, 503);
+    assert_eq!(
+        redis.command(&["HGET", "roll:meta", "layout"]).as_deref(),
+        Some("$-1\r\n")
+    );
+    let cluster: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/cluster", new.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let layouts: Vec<u64> = cluster["processes"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["layout"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(layouts.contains(&1), "{cluster}");
+    // The old process stops (its record leaves): the new one migrates and serves.
+    redis.command(&["HDEL", registry, "old-1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = api
+            .notify("acme", &json!({"app_id": 1, "event": "e", "body": {}}))
+            .await;
+        if resp.status() == 202 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {}", resp.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        redis.command(&["HGET", "roll:meta", "layout"]),
+        Some(bulk(&LAYOUT_VERSION.to_string()))
+    );
+    assert_eq!(ready(new.base.clone()).await, 200);
+    let key = format!("roll:{{p{p}}}:acct:acme");
+    assert_eq!(
+        redis.command(&["HEXISTS", &key, "depth"]).as_deref(),
+        Some(":0\r\n")
+    );
+}
