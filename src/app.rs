@@ -221,6 +221,7 @@ impl Gateway {
                     wake.clone(),
                 )
                 .with_lease(d.lease(), d.upstream_timeout())
+                .with_idle_poll(Duration::from_millis(d.idle_poll_ms))
                 .with_metrics(metrics.clone())
             })
         });

@@ -207,8 +207,13 @@ pub struct DeliveryConfig {
     /// How long a claimed event stays leased to a process before another may take it, in
     /// milliseconds. Defaults to the upstream timeout plus 5 s.
     pub lease_ms: Option<u64>,
-    /// Idle polling interval of the worker, in milliseconds.
+    /// Idle polling interval of the worker, in milliseconds, while it is not notified of
+    /// new work (the embedded backend, or Redis pub/sub down).
     pub poll_interval_ms: u64,
+    /// Idle polling interval of the worker while Redis pub/sub notifies it of new work
+    /// stored by any process, in milliseconds: a fallback, which also paces the expiry
+    /// checks of held accounts and the retention sweeps of an idle queue.
+    pub idle_poll_ms: u64,
     /// Margin added to the rolling window, in milliseconds. Each call counts from when its
     /// answer arrived, so transit time is already covered; the margin only absorbs clock
     /// granularity and differences in how upstream stamps arrivals. Defaults to 0.1% of
@@ -241,6 +246,7 @@ impl Default for DeliveryConfig {
             retry_max_ms: 300_000,
             lease_ms: None,
             poll_interval_ms: 20,
+            idle_poll_ms: 2_000,
             window_margin_ms: None,
             enabled: true,
             dead_letter_retention_seconds: 604_800,
@@ -882,6 +888,7 @@ impl Config {
         positive("delivery.concurrency", d.concurrency as u64)?;
         positive("delivery.retry_base_ms", d.retry_base_ms)?;
         positive("delivery.poll_interval_ms", d.poll_interval_ms)?;
+        positive("delivery.idle_poll_ms", d.idle_poll_ms)?;
         if d.retry_max_ms < d.retry_base_ms {
             return Err(ConfigError::invalid(
                 "delivery.retry_max_ms",

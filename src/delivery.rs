@@ -9,6 +9,7 @@
 //! for the earliest due time the queue reported, a local enqueue, or the poll interval.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +83,8 @@ pub struct Worker {
     policy: RetryPolicy,
     concurrency: usize,
     poll_interval: Duration,
+    /// The idle poll while the queue announces new work (see [`Worker::with_idle_poll`]).
+    idle_poll: Duration,
     drain_timeout: Duration,
     wake: Arc<Notify>,
     /// The lease of a claim and the longest a send may take: a send starts only while at
@@ -110,10 +113,20 @@ impl Worker {
             policy,
             concurrency: concurrency.max(1),
             poll_interval,
+            idle_poll: poll_interval,
             drain_timeout,
             wake,
             lease: None,
         }
+    }
+
+    /// Polls an idle queue every `idle_poll` (instead of the poll interval) while the
+    /// queue announces the work any process stores ([`Queue::listen_for_work`]), which
+    /// wakes the worker at once. Work that falls due later (retries, rate windows, leases
+    /// running out) wakes it when due, as the claims say.
+    pub fn with_idle_poll(mut self, idle_poll: Duration) -> Self {
+        self.idle_poll = idle_poll.max(self.poll_interval);
+        self
     }
 
     /// Sends a claimed delivery only while at least `send_timeout` (the upstream timeout)
@@ -143,6 +156,13 @@ impl Worker {
             rx,
             shutdown.clone(),
             self.wake.clone(),
+        ));
+        let listening = Arc::new(AtomicBool::new(false));
+        let listener = tokio::spawn(listen_for_work(
+            self.queue.clone(),
+            self.wake.clone(),
+            listening.clone(),
+            shutdown.clone(),
         ));
         // Claims are cheaper in batches: when every slot is taken, wait until a few are
         // free (or briefly) before claiming again.
@@ -290,9 +310,14 @@ impl Worker {
                     }
                 }
             } else if !claimed_any && idle_visited >= usize::from(partitions) {
-                let wait = idle_due.map_or(self.poll_interval, |due| {
+                let poll = if listening.load(Ordering::SeqCst) {
+                    self.idle_poll
+                } else {
+                    self.poll_interval
+                };
+                let wait = idle_due.map_or(poll, |due| {
                     due.saturating_duration_since(tokio::time::Instant::now())
-                        .min(self.poll_interval)
+                        .min(poll)
                 });
                 idle_visited = 0;
                 idle_due = None;
@@ -312,6 +337,7 @@ impl Worker {
         }
         drop(tx);
         let _ = completer.await;
+        let _ = listener.await;
     }
 
     /// One pass over every partition: claims what may be sent now, sends it, records the
@@ -464,6 +490,44 @@ struct PartitionFailure {
 
 /// How long a partition whose claim failed sits out before it is tried again.
 const PARTITION_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Wakes the worker each time any process announces stored work, and says whether it is
+/// listening (the worker then polls an idle queue rarely); resubscribes after a failure.
+async fn listen_for_work(
+    queue: Arc<dyn Queue>,
+    wake: Arc<Notify>,
+    listening: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut warned = false;
+    loop {
+        let subscribed = || {
+            listening.store(true, Ordering::SeqCst);
+            // Work may have been stored while nobody listened.
+            wake.notify_one();
+        };
+        let message = || wake.notify_one();
+        let ended = tokio::select! {
+            ended = queue.listen_for_work(&subscribed, &message) => ended,
+            _ = shutdown.cancelled() => return,
+        };
+        if listening.swap(false, Ordering::SeqCst) {
+            // It had been listening: a new failure is worth a warning again.
+            warned = false;
+        }
+        let Some(e) = ended else {
+            return;
+        };
+        if !warned {
+            tracing::warn!(error = %e, "not notified of new work; polling for it until resubscribed");
+            warned = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
 
 /// Records completions in batches (each partition's its own script calls, sent together),
 /// retrying only the outcomes whose partition failed, then wakes the worker (the accounts

@@ -238,6 +238,15 @@ async fn check_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<(), Queu
 /// The partitions holding layout-1 data (every account of layout 1 is in its partition's
 /// `accounts` set), after checking that they fit the configured partition count.
 async fn layout_one_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<Vec<u16>, QueueError> {
+    // One command for every partition a configuration allows (a new store, the usual
+    // case, needs no more); then, only if there is data, one per partition to find it.
+    let mut all = redis::cmd("EXISTS");
+    for p in 0..MAX_PARTITIONS {
+        all.arg(format!("{}:accounts", scope.base(p)));
+    }
+    if matches!(scope.cmd(&all).await?, Value::Int(0)) {
+        return Ok(Vec::new());
+    }
     let probes = (0..MAX_PARTITIONS).map(|p| async move {
         let key = format!("{}:accounts", scope.base(p));
         let reply = scope.cmd(redis::cmd("EXISTS").arg(&key)).await?;

@@ -495,6 +495,16 @@ pub trait Queue: Send + Sync + 'static {
 
     // ---- the processes sharing the store ----
 
+    /// Listens for work stored by any process: `subscribed` is called once listening,
+    /// then `message` each time work was stored; returns the error that ended it. `None`
+    /// when the store does not announce work (the embedded backend: one process, woken
+    /// directly).
+    async fn listen_for_work(
+        &self,
+        subscribed: &(dyn Fn() + Send + Sync),
+        message: &(dyn Fn() + Send + Sync),
+    ) -> Option<QueueError>;
+
     /// Records `process` as alive now (its heartbeat, every [`HEARTBEAT`]).
     async fn heartbeat(&self, process: &ProcessRecord) -> Result<(), QueueError>;
 

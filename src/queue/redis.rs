@@ -30,6 +30,7 @@
 //! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`], unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
 //! | `{base}:sweep:at` | HASH | where the sweep stands: `cursor` (of its `SSCAN` of `accounts`), `last` (the account it visited last on that page) and `pos` (that account's place on the page) |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
+//! | `{base}:processes` | HASH | partition 0 only: the registry of gateway processes, id → `{last heartbeat, ms} {record (JSON)}` ([`super::ProcessRecord`]); `processes.lua` forgets the records gone stale |
 //!
 //! Outside the partitions (each a single key, so no hash tag is needed):
 //!
@@ -100,7 +101,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -192,6 +193,24 @@ pub trait Transport: Send + Sync + 'static {
     /// Checks the store's own settings at startup (see [`Queue::check_deployment`]).
     async fn check_deployment(&self) -> Result<(), QueueError>;
 
+    /// Announces on `channel` that work was stored, to every process listening (Redis
+    /// pub/sub). The embedded store serves one process, woken directly: nothing to do.
+    async fn publish(&self, _channel: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// Listens on `channel`: `subscribed` is called once the subscription holds, then
+    /// `message` for each announcement; returns when the subscription breaks. `None`
+    /// when the store announces nothing (the embedded store).
+    async fn listen(
+        &self,
+        _channel: &str,
+        _subscribed: &(dyn Fn() + Send + Sync),
+        _message: &(dyn Fn() + Send + Sync),
+    ) -> Option<QueueError> {
+        None
+    }
+
     /// Whether the store is known to hold nothing written before this process started
     /// (an in-process store): no earlier layout is looked for in it.
     fn fresh(&self) -> bool {
@@ -240,6 +259,8 @@ pub struct ScriptQueue<T> {
     layout_checked: Arc<LayoutGate>,
     /// The scripts that migrate an earlier layout.
     migration: Arc<LayoutScripts>,
+    /// Announces stored work to every process (`{prefix}:wake`).
+    announcer: Arc<Announcer>,
     /// Dead letters dropped by this process's claims, not yet taken by the metrics.
     dead_letters_dropped: AtomicU64,
     /// Least time between two retention sweeps of a partition, in milliseconds.
@@ -321,6 +342,7 @@ impl<T: Transport> ScriptQueue<T> {
     }
 
     fn with_helpers_shared(config: QueueSettings, transport: Arc<T>, helpers: &str) -> Self {
+        let announcer = Arc::new(Announcer::new(format!("{}:wake", config.prefix)));
         ScriptQueue {
             transport,
             pending: std::sync::Mutex::new(Vec::new()),
@@ -336,6 +358,7 @@ impl<T: Transport> ScriptQueue<T> {
             hold: Script::new(helpers, include_str!("hold.lua")),
             layout_checked: Arc::new(LayoutGate::default()),
             migration: Arc::new(LayoutScripts::new()),
+            announcer,
             dead_letters_dropped: AtomicU64::new(0),
             sweep_interval_ms: SWEEP_INTERVAL.as_millis() as u64,
         }
@@ -544,6 +567,7 @@ impl<T: Transport> ScriptQueue<T> {
         let script = self.enqueue.clone();
         let checked = self.layout_checked.clone();
         let (settings, migration) = (self.config.clone(), self.migration.clone());
+        let announcer = self.announcer.clone();
         let commit = tokio::spawn(async move {
             let replies =
                 match check_layout(&checked, transport.as_ref(), &settings, &migration).await {
@@ -560,6 +584,7 @@ impl<T: Transport> ScriptQueue<T> {
             };
             // Each call (one account) stands alone: a failing partition fails only its own
             // requests.
+            let mut stored = false;
             for ((members, _), reply) in calls.iter().zip(replies) {
                 match reply.and_then(parse_enqueue_reply) {
                     Err(e) => {
@@ -568,6 +593,9 @@ impl<T: Transport> ScriptQueue<T> {
                         }
                     }
                     Ok(outcomes) => {
+                        stored |= outcomes
+                            .iter()
+                            .any(|o| matches!(o, EnqueueOutcome::Stored { .. }));
                         let mut outcomes = outcomes.into_iter();
                         for &i in members {
                             let n = sizes[i];
@@ -583,6 +611,9 @@ impl<T: Transport> ScriptQueue<T> {
                         }
                     }
                 }
+            }
+            if stored {
+                announcer.announce(&transport);
             }
         });
         // The task answers every request itself; a panic in it drops their senders, which
@@ -636,6 +667,51 @@ struct LayoutGate {
     /// without checking again (a check may read every partition; while a migration waits,
     /// every request would run one).
     failed: std::sync::Mutex<Option<(std::time::Instant, QueueError)>>,
+}
+
+/// Announces stored work on the store's pub/sub channel, so that every process's worker
+/// wakes at once instead of at its next poll. Announcements coalesce: at most one
+/// `PUBLISH` is in flight, and work stored while it is sends one more after it, so the
+/// last store is always announced after it was made.
+struct Announcer {
+    channel: Arc<str>,
+    busy: AtomicBool,
+    again: AtomicBool,
+}
+
+impl Announcer {
+    fn new(channel: String) -> Self {
+        Announcer {
+            channel: channel.into(),
+            busy: AtomicBool::new(false),
+            again: AtomicBool::new(false),
+        }
+    }
+
+    /// Announces, now or right after the announcement in flight.
+    fn announce<T: Transport>(self: &Arc<Self>, transport: &Arc<T>) {
+        self.again.store(true, Ordering::SeqCst);
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (this, transport) = (self.clone(), transport.clone());
+        tokio::spawn(async move {
+            loop {
+                while this.again.swap(false, Ordering::SeqCst) {
+                    if let Err(e) = transport.publish(&this.channel).await {
+                        // The other workers find the work at their next poll.
+                        tracing::debug!(error = %e, "new work not announced");
+                    }
+                }
+                this.busy.store(false, Ordering::SeqCst);
+                // Work stored between the last check and the release: announce it here,
+                // unless another announcer took over.
+                if !this.again.load(Ordering::SeqCst) || this.busy.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+        });
+    }
 }
 
 /// Least time between two checks of the layout after one failed.
@@ -808,6 +884,38 @@ impl Transport for RedisConnections {
 
     fn describe(&self, prefix: &str, partitions: u16) -> String {
         format!("Redis (key prefix {prefix:?}, {partitions} partitions)")
+    }
+
+    async fn publish(&self, channel: &str) -> Result<(), QueueError> {
+        self.command(redis::cmd("PUBLISH").arg(channel).arg(""))
+            .await
+            .map(|_| ())
+    }
+
+    /// On a connection of its own (a subscribed connection carries nothing else).
+    async fn listen(
+        &self,
+        channel: &str,
+        subscribed: &(dyn Fn() + Send + Sync),
+        message: &(dyn Fn() + Send + Sync),
+    ) -> Option<QueueError> {
+        use futures::StreamExt;
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        let mut pubsub = match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => return Some(unavailable(e)),
+            Err(_) => return Some(unavailable("subscribing timed out")),
+        };
+        subscribed();
+        let mut messages = pubsub.on_message();
+        while messages.next().await.is_some() {
+            message();
+        }
+        Some(unavailable("the subscription ended"))
     }
 
     async fn check_deployment(&self) -> Result<(), QueueError> {
@@ -1379,6 +1487,16 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         let mut all: Vec<_> = all.into_iter().collect();
         all.sort();
         Ok(all)
+    }
+
+    async fn listen_for_work(
+        &self,
+        subscribed: &(dyn Fn() + Send + Sync),
+        message: &(dyn Fn() + Send + Sync),
+    ) -> Option<QueueError> {
+        self.transport
+            .listen(&self.announcer.channel, subscribed, message)
+            .await
     }
 
     async fn heartbeat(&self, process: &ProcessRecord) -> Result<(), QueueError> {

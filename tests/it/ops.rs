@@ -965,6 +965,7 @@ async fn the_openapi_document_validates_and_matches_the_routes() {
         "POST /v1/webhooks/{name}",
         "GET /v1/queues",
         "GET /v1/history",
+        "GET /v1/cluster",
         "GET /",
         "GET /dashboard.js",
         "GET /dashboard.css",

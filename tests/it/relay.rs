@@ -280,13 +280,13 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             assert!(named.contains(p), "{body}: {p} not named in {err}");
         }
     }
-    // no key but the partition count (recorded when the gateway started) and the
-    // worker's sweep markers (each lives 250 ms)
+    // no key but the layout and partition count (recorded when the gateway started), the
+    // worker's sweep markers (each lives 250 ms) and the process registry (heartbeats)
     let keys = redis.command(&["KEYS", "*"]).unwrap_or_default();
     let written: Vec<&str> = keys
         .lines()
         .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
-        .filter(|k| !k.ends_with(":meta") && !k.ends_with(":sweep"))
+        .filter(|k| !k.ends_with(":meta") && !k.ends_with(":sweep") && !k.ends_with(":processes"))
         .collect();
     assert!(
         written.is_empty(),
@@ -1068,4 +1068,50 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
     let completion = worker.deliver_leased(&again, asked).await;
     assert_eq!(completion.outcome, Outcome::Delivered { status: 200 });
     assert_eq!(sim.sim.notify_attempts("acme").len(), 1);
+}
+
+/// A worker that polls an idle queue only every minute still delivers at once what
+/// another process stores: the store announces it (Redis pub/sub), and the worker wakes.
+#[tokio::test]
+async fn work_stored_by_another_process_wakes_an_idle_worker() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 100, 60).await;
+    let text = gateway_toml(
+        &redis.url(),
+        "wake",
+        &sim,
+        &["acme"],
+        "idle_poll_ms = 60000",
+    );
+    let worker = spawn_gateway(config(&text)).await;
+    let ingress = spawn_gateway(config(
+        &text.replace("[delivery]", "[delivery]\nenabled = false"),
+    ))
+    .await;
+    let api = Api::from(&ingress);
+    // The worker has found the queue empty and sleeps; its subscription is up once Redis
+    // counts a subscriber on the channel.
+    wait_for("the worker's subscription", Duration::from_secs(10), || {
+        redis.command(&["PUBSUB", "NUMSUB", "wake:wake"]).as_deref()
+            == Some("*2\r\n$9\r\nwake:wake\r\n:1\r\n")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        let sent = Instant::now();
+        api.accept(
+            "acme",
+            &json!({"app_id": 1, "event": "e", "body": format!("{i}")}),
+        )
+        .await;
+        wait_for("the delivery", Duration::from_secs(5), || {
+            sim.sim.notifications("acme").len() == i + 1
+        })
+        .await;
+        // Far within the minute the worker would otherwise sleep.
+        assert!(sent.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    ingress.shutdown().await;
+    worker.shutdown().await;
 }
