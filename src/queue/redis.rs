@@ -669,8 +669,9 @@ struct LayoutGate {
     failed: std::sync::Mutex<Option<(std::time::Instant, QueueError)>>,
 }
 
-/// Announces stored work on the store's pub/sub channel, so that every process's worker
-/// wakes at once instead of at its next poll. Announcements coalesce: at most one
+/// Announces new work (events stored, dead letters replayed, an account resumed) on the
+/// store's pub/sub channel, so that every process's worker wakes at once instead of at its
+/// next poll. Announcements coalesce: at most one
 /// `PUBLISH` is in flight, and work stored while it is sends one more after it, so the
 /// last store is always announced after it was made.
 struct Announcer {
@@ -1422,8 +1423,13 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         selection: &DeadLetterSelection,
         ttl: Duration,
     ) -> Result<DeadLetterResult, QueueError> {
-        self.dead_letter_op(&self.replay, account, selection, ttl.as_millis() as u64)
-            .await
+        let result = self
+            .dead_letter_op(&self.replay, account, selection, ttl.as_millis() as u64)
+            .await?;
+        if result.count > 0 {
+            self.announcer.announce(&self.transport);
+        }
+        Ok(result)
     }
 
     async fn purge_dead(
@@ -1453,7 +1459,10 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             account.into(),
             b"resume".to_vec(),
         ];
-        self.eval(&self.hold, &base, args).await.map(|_| ())
+        self.eval(&self.hold, &base, args).await?;
+        // Its queued events may be claimed again, by any process.
+        self.announcer.announce(&self.transport);
+        Ok(())
     }
 
     async fn put_account(&self, id: &str, record: &str) -> Result<bool, QueueError> {

@@ -1082,6 +1082,9 @@ async fn work_stored_by_another_process_wakes_an_idle_worker() {
         &sim,
         &["acme"],
         "idle_poll_ms = 60000",
+    ) + &format!(
+        "\n[[clients]]\nname = \"ops\"\nkey = \"{}\"\naccounts = [\"*\"]\nadmin = true\n",
+        crate::ops::ADMIN_KEY
     );
     let worker = spawn_gateway(config(&text)).await;
     let ingress = spawn_gateway(config(
@@ -1112,6 +1115,23 @@ async fn work_stored_by_another_process_wakes_an_idle_worker() {
         assert!(sent.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // An account resumed through the other process is delivered at once too.
+    let admin = |action: &str| {
+        api.http
+            .post(format!("{}/v1/accounts/acme/{action}", api.base))
+            .bearer_auth(crate::ops::ADMIN_KEY)
+            .send()
+    };
+    assert!(admin("pause").await.unwrap().status().is_success());
+    api.accept("acme", &json!({"app_id": 1, "event": "e", "body": "3"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sim.sim.notifications("acme").len(), 3, "paused");
+    assert!(admin("resume").await.unwrap().status().is_success());
+    wait_for("the resumed delivery", Duration::from_secs(5), || {
+        sim.sim.notifications("acme").len() == 4
+    })
+    .await;
     ingress.shutdown().await;
     worker.shutdown().await;
 }
