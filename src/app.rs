@@ -287,10 +287,13 @@ impl Gateway {
             self.state.inner.queue.clone(),
             token.clone(),
         ));
+        // The process stays in the registry until its last write: past the worker's and
+        // the server's drain.
+        let present = CancellationToken::new();
         let presence = tokio::spawn(crate::presence::run(
             self.state.inner.queue.clone(),
             crate::presence::this_process(self.worker.is_some()),
-            token.clone(),
+            present.clone(),
         ));
         let stop = token.clone();
         let shutdown = async move {
@@ -314,6 +317,7 @@ impl Gateway {
             let _ = worker.await;
         }
         let _ = sampler.await;
+        present.cancel();
         let _ = presence.await;
         result
     }

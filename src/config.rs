@@ -211,8 +211,8 @@ pub struct DeliveryConfig {
     /// new work (the embedded backend, or Redis pub/sub down).
     pub poll_interval_ms: u64,
     /// Idle polling interval of the worker while Redis pub/sub notifies it of new work
-    /// stored by any process, in milliseconds: a fallback, which also paces the expiry
-    /// checks of held accounts and the retention sweeps of an idle queue.
+    /// stored by any process, in milliseconds: a fallback (timed work wakes the worker
+    /// when due), which also paces the retention sweeps of an idle queue.
     pub idle_poll_ms: u64,
     /// Margin added to the rolling window, in milliseconds. Each call counts from when its
     /// answer arrived, so transit time is already covered; the margin only absorbs clock
@@ -246,7 +246,7 @@ impl Default for DeliveryConfig {
             retry_max_ms: 300_000,
             lease_ms: None,
             poll_interval_ms: 20,
-            idle_poll_ms: 2_000,
+            idle_poll_ms: 10_000,
             window_margin_ms: None,
             enabled: true,
             dead_letter_retention_seconds: 604_800,

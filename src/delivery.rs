@@ -158,9 +158,11 @@ impl Worker {
             self.wake.clone(),
         ));
         let listening = Arc::new(AtomicBool::new(false));
+        // Announcements of other processes' work, apart from this process's own wakes.
+        let announced = Arc::new(Notify::new());
         let listener = tokio::spawn(listen_for_work(
             self.queue.clone(),
-            self.wake.clone(),
+            announced.clone(),
             listening.clone(),
             shutdown.clone(),
         ));
@@ -321,9 +323,21 @@ impl Worker {
                 });
                 idle_visited = 0;
                 idle_due = None;
+                let idle_since = tokio::time::Instant::now();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.wake.notified() => {}
+                    _ = announced.notified() => {
+                        // At most one rotation per poll interval for announcements: under
+                        // a steady stream of them (every process announces each commit)
+                        // the workers claim as often as they used to poll, not back to
+                        // back.
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(idle_since + self.poll_interval) => {}
+                            _ = self.wake.notified() => {}
+                            _ = shutdown.cancelled() => {}
+                        }
+                    }
                     _ = shutdown.cancelled() => {}
                 }
             }
@@ -491,7 +505,7 @@ struct PartitionFailure {
 /// How long a partition whose claim failed sits out before it is tried again.
 const PARTITION_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Wakes the worker each time any process announces stored work, and says whether it is
+/// Notifies `wake` each time any process announces new work, and says whether it is
 /// listening (the worker then polls an idle queue rarely); resubscribes after a failure.
 async fn listen_for_work(
     queue: Arc<dyn Queue>,

@@ -338,8 +338,10 @@ out[2] = dropped
 if #out > 2 then
   return out
 end
+-- Every timed piece of work: an account's next send, a retry, a lease running out, a held
+-- account's next look for expired events.
 local next_due = -1
-for _, z in ipairs({ready, delayed, inflight}) do
+for _, z in ipairs({ready, delayed, inflight, held}) do
   local head = redis.call('ZRANGE', z, '0', '0', 'WITHSCORES')
   if head[2] then
     local wait = tonumber(head[2]) - now

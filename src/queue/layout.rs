@@ -54,6 +54,7 @@ pub struct LayoutScripts {
     partition: Script,
     copy_key: Script,
     lock: Script,
+    finish: Script,
     /// `processes.lua`: the registry of live processes.
     pub(crate) processes: Script,
 }
@@ -71,6 +72,7 @@ impl LayoutScripts {
             partition: Script::new(HELPERS, include_str!("migrate_v1.lua")),
             copy_key: Script::new("", COPY_KEY),
             lock: Script::new("", LOCK),
+            finish: Script::new("", FINISH),
             processes: Script::new(HELPERS, include_str!("processes.lua")),
         }
     }
@@ -100,6 +102,13 @@ if ARGV[3] == 'renew' then
 else
   redis.call('DEL', ARGV[1])
 end
+return 1
+"#;
+
+/// Records layout `ARGV[2]` in the meta hash `ARGV[1]` and ends the migration, at once.
+const FINISH: &str = r#"
+redis.call('HSET', ARGV[1], 'layout', ARGV[2])
+redis.call('HDEL', ARGV[1], 'migrating', 'migrated')
 return 1
 "#;
 
@@ -259,6 +268,26 @@ async fn layout_one_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<Vec
             found.push(p);
         }
     }
+    // Layout 1 kept a `depth` counter in every account's record (written by each of its
+    // enqueues), which no later layout writes: data without one is not layout 1 (e.g.
+    // this layout's, whose `layout` field an operator deleted along with the count).
+    let mut layout_one = false;
+    for &p in &found {
+        let key = format!("{}:accounts", scope.base(p));
+        let sample = scope
+            .cmd(redis::cmd("SRANDMEMBER").arg(&key).arg(SAMPLE))
+            .await?;
+        for account in strings(sample).into_iter().flatten() {
+            let record = format!("{}:acct:{account}", scope.base(p));
+            let depth = scope
+                .cmd(redis::cmd("HEXISTS").arg(&record).arg("depth"))
+                .await?;
+            layout_one |= matches!(depth, Value::Int(1));
+        }
+    }
+    if !layout_one {
+        return Ok(Vec::new());
+    }
     let mine = scope.partitions;
     if let Some(&p) = found.iter().find(|&&p| p >= mine) {
         return Err(QueueError::Mismatch(format!(
@@ -376,12 +405,32 @@ async fn migrate_locked<T: Transport>(
         // Another process finished it while this one waited for the lock.
         return Ok(());
     }
-    if fields.first().cloned().flatten().is_none() {
-        layout_one_partitions(scope).await?;
-        // Marked before anything else is written: a process that dies from here on
-        // leaves a migration the next one resumes, never a layout taken for migrated.
+    let migrating = fields.first().cloned().flatten();
+    if let Some(target) = migrating
+        .as_deref()
+        .filter(|t| *t != LAYOUT_VERSION.to_string())
+    {
+        return Err(QueueError::Mismatch(format!(
+            "a migration of the queue under key prefix {prefix:?} to layout {target} is \
+             under way (key {meta:?}); this release migrates to layout {LAYOUT_VERSION}: \
+             let the release that started it finish it"
+        )));
+    }
+    if migrating.is_none() {
+        if layout_one_partitions(scope).await?.is_empty() {
+            // Nothing of layout 1 after all: the caller records this layout.
+            return Ok(());
+        }
+        // Marked before anything else is written (the data was checked against the
+        // partition count above): a process that dies from here on leaves a migration
+        // the next one resumes, never data taken for migrated.
         scope
-            .cmd(redis::cmd("HSET").arg(&meta).arg("migrating").arg(1))
+            .cmd(
+                redis::cmd("HSET")
+                    .arg(&meta)
+                    .arg("migrating")
+                    .arg(LAYOUT_VERSION),
+            )
             .await?;
         check_partitions(scope).await?;
         tracing::info!(prefix, to = LAYOUT_VERSION, "migrating the queue's layout");
@@ -425,22 +474,8 @@ async fn migrate_locked<T: Transport>(
             .await?;
     }
     copy_webhook_ids(scope, migration).await?;
-    scope
-        .cmd(
-            redis::cmd("HSET")
-                .arg(&meta)
-                .arg("layout")
-                .arg(LAYOUT_VERSION),
-        )
-        .await?;
-    scope
-        .cmd(
-            redis::cmd("HDEL")
-                .arg(&meta)
-                .arg("migrating")
-                .arg("migrated"),
-        )
-        .await?;
+    let finish = (scope.base(0), args([&meta, &LAYOUT_VERSION.to_string()]));
+    scope.script(&migration.finish, finish).await?;
     tracing::info!(prefix, to = LAYOUT_VERSION, "migrated the queue's layout");
     Ok(())
 }
@@ -508,8 +543,8 @@ async fn live_processes<T: Transport>(
     parse_processes(scope.script(&scripts.processes, call).await?)
 }
 
-/// The records `processes.lua` lists ("<last heartbeat ms> <JSON>"); a record this
-/// release cannot read (a later release's) keeps what it can: it is still a live process.
+/// The records `processes.lua` lists ("<last heartbeat ms> <JSON>"); one this release
+/// cannot read is left out.
 pub(crate) fn parse_processes(reply: Value) -> Result<Vec<ProcessRecord>, QueueError> {
     let Value::Array(items) = reply else {
         return Err(QueueError::Protocol(
@@ -522,20 +557,7 @@ pub(crate) fn parse_processes(reply: Value) -> Result<Vec<ProcessRecord>, QueueE
         .filter_map(|item| {
             let (seen, json) = item.split_once(' ')?;
             let seen: u64 = seen.parse().ok()?;
-            let mut record: ProcessRecord = serde_json::from_str(json).unwrap_or_else(|_| {
-                let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-                let text = |k: &str| value[k].as_str().unwrap_or("unknown").to_string();
-                ProcessRecord {
-                    id: text("id"),
-                    version: text("version"),
-                    layout: value["layout"].as_u64().unwrap_or(0) as u32,
-                    host: text("host"),
-                    pid: value["pid"].as_u64().unwrap_or(0) as u32,
-                    started_at: text("started_at"),
-                    delivery: value["delivery"].as_bool().unwrap_or(false),
-                    last_seen: String::new(),
-                }
-            });
+            let mut record: ProcessRecord = serde_json::from_str(json).ok()?;
             record.last_seen = rfc3339_ms(seen);
             Some(record)
         })

@@ -518,7 +518,7 @@ impl<T: Transport> ScriptQueue<T> {
     async fn check_layout(&self) -> Result<(), QueueError> {
         check_layout(
             &self.layout_checked,
-            self.transport.as_ref(),
+            &self.transport,
             &self.config,
             &self.migration,
         )
@@ -569,11 +569,10 @@ impl<T: Transport> ScriptQueue<T> {
         let (settings, migration) = (self.config.clone(), self.migration.clone());
         let announcer = self.announcer.clone();
         let commit = tokio::spawn(async move {
-            let replies =
-                match check_layout(&checked, transport.as_ref(), &settings, &migration).await {
-                    Ok(()) => transport.run_script(&script, &requests).await,
-                    Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),
-                };
+            let replies = match check_layout(&checked, &transport, &settings, &migration).await {
+                Ok(()) => transport.run_script(&script, &requests).await,
+                Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),
+            };
             let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
             let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
             let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
@@ -718,12 +717,13 @@ impl Announcer {
 /// Least time between two checks of the layout after one failed.
 const LAYOUT_RETRY: Duration = Duration::from_millis(250);
 
-/// Runs [`layout::check_layout`] until it passes once.
+/// Runs [`layout::check_layout`] until it passes once. Each check runs in a task of its
+/// own: a migration is never cut short because the request that started it went away.
 async fn check_layout<T: Transport>(
     gate: &LayoutGate,
-    transport: &T,
+    transport: &Arc<T>,
     settings: &QueueSettings,
-    migration: &LayoutScripts,
+    migration: &Arc<LayoutScripts>,
 ) -> Result<(), QueueError> {
     gate.passed
         .get_or_try_init(|| async {
@@ -735,12 +735,21 @@ async fn check_layout<T: Transport>(
             if let Some(e) = gate.failed.lock().ok().and_then(|f| recent(&f)) {
                 return Err(e);
             }
-            let scope = layout::Scope {
-                transport,
-                prefix: &settings.prefix,
-                partitions: settings.partitions,
-            };
-            let result = layout::check_layout(&scope, migration).await.map(|_| ());
+            let (transport, settings, migration) =
+                (transport.clone(), settings.clone(), migration.clone());
+            let check = tokio::spawn(async move {
+                let scope = layout::Scope {
+                    transport: transport.as_ref(),
+                    prefix: &settings.prefix,
+                    partitions: settings.partitions,
+                };
+                layout::check_layout(&scope, &migration).await.map(|_| ())
+            });
+            let result = check.await.unwrap_or_else(|e| {
+                Err(QueueError::Protocol(format!(
+                    "the layout check stopped: {e}"
+                )))
+            });
             if let (Err(e), Ok(mut failed)) = (&result, gate.failed.lock()) {
                 *failed = Some((std::time::Instant::now(), e.clone()));
             }

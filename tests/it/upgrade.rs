@@ -81,14 +81,14 @@ async fn a_newer_layout_makes_the_process_refuse_to_start() {
 }
 
 /// The previous release accepts a backlog (held accounts, retries under way with their
-/// attempts, an idempotency key) and stops; a migration starts and stops half-way (as a
+/// attempts, a dead letter, an idempotency key) and stops; a migration starts and stops half-way (as a
 /// process killed during it would); the new release resumes it and delivers every event
 /// once, in order, within the limit.
 #[tokio::test]
 async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
     let old_bin = previous_release();
     let redis = RedisServer::start();
-    let accounts = ["acme", "beta", "gamma", "delta"];
+    let accounts = ["acme", "beta", "gamma", "delta", "omega"];
     // 5 calls per 2 s window: the backlog takes several windows.
     let sim = spawn_sim(&accounts, 5, 2).await;
     let limit = "notify_per_minute = 5\nnotify_window_seconds = 2";
@@ -128,6 +128,12 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
         api.accept("delta", &event(1)).await,
     ]
     .into();
+    // omega's call is refused for good: a dead letter.
+    sim.fault(json!({"account": "omega", "route": "notify", "status": 400, "fail_next": 1}))
+        .await;
+    let dead = api.accept("omega", &event(0)).await;
+    api.wait_status(&dead, "dead", Duration::from_secs(20))
+        .await;
     let keyed = reqwest::Client::new()
         .post(format!("{}/v1/accounts/acme/notify", old.base))
         .bearer_auth(KEY)
@@ -208,6 +214,22 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
         .unwrap();
     let again: serde_json::Value = again.json().await.unwrap();
     assert_eq!(again["id"].as_str(), Some(keyed_id.as_str()), "{again}");
+    // The dead letter is kept, and replays.
+    let letters: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/accounts/omega/dead-letters", new.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(letters["total"], 1, "{letters}");
+    let replay = admin("omega/dead-letters/replay", &new.base)
+        .send()
+        .await
+        .unwrap();
+    assert!(replay.status().is_success(), "replay: {}", replay.status());
     for held in ["acme", "beta", "gamma"] {
         let resp = admin(&format!("{held}/resume"), &new.base)
             .send()
@@ -224,6 +246,8 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
             9
         } else if account == "delta" {
             2
+        } else if account == "omega" {
+            1
         } else {
             8
         }
