@@ -182,6 +182,7 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         "scripts/bench.sh"
         | "cargo bench --bench relay -- delivery"
         | "cargo bench --bench relay -- ingress delivery"
+        | "cargo bench --bench relay -- latency"
         | "cargo bench --bench relay -- script-time"
         | "scripts/redis-cost.sh" => {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
