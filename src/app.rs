@@ -176,15 +176,23 @@ pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
     }
 }
 
+/// How long a starting gateway waits for the queue's startup checks before it serves.
+const STARTUP_CHECK: Duration = Duration::from_secs(10);
+
 impl Gateway {
     /// Builds a gateway on the queue its config selects (see [`queue_for`]).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let queue = queue_for(&config)?;
-        match queue.check_deployment().await {
-            Ok(()) => {}
-            Err(e @ QueueError::Mismatch(_)) => return Err(e.into()),
-            Err(e) => {
+        // A migration of the store's layout goes on in the background past this wait, so
+        // that health checks are answered while it runs.
+        match tokio::time::timeout(STARTUP_CHECK, queue.check_deployment()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e @ QueueError::Mismatch(_))) => return Err(e.into()),
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "queue storage is not reachable yet; ingress answers 503 until it is");
+            }
+            Err(_) => {
+                tracing::warn!("queue storage still being checked (a layout migration runs); ingress answers 503 until it is done");
             }
         }
         Self::with_queue(config, queue)

@@ -453,15 +453,7 @@ async fn migrate_locked<T: Transport>(
         if stop_after.is_some_and(|n| p >= n) {
             return Ok(());
         }
-        let renew = (
-            scope.base(0),
-            args([lock, token, "renew", &LOCK_MS.to_string()]),
-        );
-        if !matches!(scope.script(&migration.lock, renew).await?, Value::Int(1)) {
-            return Err(QueueError::Unavailable(format!(
-                "the lock of the layout migration under key prefix {prefix:?} ran out"
-            )));
-        }
+        renew(scope, migration, lock, token).await?;
         let base = scope.base(p);
         scope
             .script(
@@ -473,7 +465,7 @@ async fn migrate_locked<T: Transport>(
             .cmd(redis::cmd("HSET").arg(&meta).arg("migrated").arg(p + 1))
             .await?;
     }
-    copy_webhook_ids(scope, migration).await?;
+    copy_webhook_ids(scope, migration, lock, token).await?;
     let finish = (scope.base(0), args([&meta, &LAYOUT_VERSION.to_string()]));
     scope.script(&migration.finish, finish).await?;
     tracing::info!(prefix, to = LAYOUT_VERSION, "migrated the queue's layout");
@@ -487,10 +479,13 @@ async fn migrate_locked<T: Transport>(
 async fn copy_webhook_ids<T: Transport>(
     scope: &Scope<'_, T>,
     migration: &LayoutScripts,
+    lock: &str,
+    token: &str,
 ) -> Result<(), QueueError> {
     let pattern = format!("{}:{{p*}}:idem:*:webhook:*", glob_escape(scope.prefix));
     let mut cursor = "0".to_string();
     loop {
+        renew(scope, migration, lock, token).await?;
         let reply = scope
             .cmd(
                 redis::cmd("SCAN")
@@ -518,6 +513,28 @@ async fn copy_webhook_ids<T: Transport>(
         if cursor == "0" {
             return Ok(());
         }
+    }
+}
+
+/// Renews the migration's lock for [`LOCK_MS`]; `Unavailable` if this process no longer
+/// holds it (it ran out: another process may be migrating).
+async fn renew<T: Transport>(
+    scope: &Scope<'_, T>,
+    migration: &LayoutScripts,
+    lock: &str,
+    token: &str,
+) -> Result<(), QueueError> {
+    let call = (
+        scope.base(0),
+        args([lock, token, "renew", &LOCK_MS.to_string()]),
+    );
+    if matches!(scope.script(&migration.lock, call).await?, Value::Int(1)) {
+        Ok(())
+    } else {
+        Err(QueueError::Unavailable(format!(
+            "the lock of the layout migration under key prefix {:?} ran out",
+            scope.prefix
+        )))
     }
 }
 
