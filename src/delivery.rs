@@ -600,6 +600,9 @@ async fn record_completions(
             delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
+    // This worker is done: the accounts its last completions freed are for the other
+    // processes' workers, which would otherwise find them at their fallback poll.
+    queue.announce_work().await;
 }
 
 #[cfg(test)]

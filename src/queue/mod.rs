@@ -495,6 +495,10 @@ pub trait Queue: Send + Sync + 'static {
 
     // ---- the processes sharing the store ----
 
+    /// Announces to every process's worker that work may be waiting (as storing,
+    /// replaying and resuming do by themselves); nothing on a store that does not announce.
+    async fn announce_work(&self);
+
     /// Listens for work stored by any process: `subscribed` is called once listening,
     /// then `message` each time work was stored; returns the error that ended it. `None`
     /// when the store does not announce work (the embedded backend: one process, woken

@@ -1507,6 +1507,12 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         Ok(all)
     }
 
+    async fn announce_work(&self) {
+        if let Err(e) = self.transport.publish(&self.announcer.channel).await {
+            tracing::debug!(error = %e, "work not announced");
+        }
+    }
+
     async fn listen_for_work(
         &self,
         subscribed: &(dyn Fn() + Send + Sync),
