@@ -19,7 +19,7 @@ use tower_http::trace::TraceLayer;
 use crate::accounts::AccountDirectory;
 use crate::auth::ClientKeys;
 use crate::config::Config;
-use crate::delivery::{RetryPolicy, Worker};
+use crate::delivery::{Worker, WorkerSettings};
 use crate::domain::notify_schema;
 use crate::error::ApiError;
 use crate::history::History;
@@ -218,18 +218,9 @@ impl Gateway {
                     queue.clone(),
                     client,
                     directory.clone(),
-                    RetryPolicy {
-                        max_attempts: d.max_attempts,
-                        base: Duration::from_millis(d.retry_base_ms),
-                        cap: Duration::from_millis(d.retry_max_ms),
-                    },
-                    d.concurrency,
-                    Duration::from_millis(d.poll_interval_ms),
-                    d.upstream_timeout() + Duration::from_secs(1),
+                    WorkerSettings::from(d),
                     wake.clone(),
                 )
-                .with_lease(d.lease(), d.upstream_timeout())
-                .with_idle_poll(Duration::from_millis(d.idle_poll_ms))
                 .with_metrics(metrics.clone())
             })
         });

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::accounts::AccountDirectory;
+use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::queue::{Claimed, Completion, Outcome, Queue, QueueError};
 use crate::zendesk::{NotifyResult, ZendeskClient};
@@ -83,7 +84,7 @@ pub struct Worker {
     policy: RetryPolicy,
     concurrency: usize,
     poll_interval: Duration,
-    /// The idle poll while the queue announces new work (see [`Worker::with_idle_poll`]).
+    /// The idle poll while the queue announces new work.
     idle_poll: Duration,
     drain_timeout: Duration,
     wake: Arc<Notify>,
@@ -92,17 +93,56 @@ pub struct Worker {
     lease: Option<(Duration, Duration)>,
 }
 
+/// How a worker claims, sends, waits and retries.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Backoff of retried calls.
+    pub policy: RetryPolicy,
+    /// Most calls in flight.
+    pub concurrency: usize,
+    /// Idle poll while the queue does not announce new work.
+    pub poll_interval: Duration,
+    /// Idle poll while it does ([`Queue::listen_for_work`]), which wakes the worker at
+    /// once; work that falls due later (retries, rate windows, leases running out, held
+    /// accounts' checks) wakes it when due, as the claims say. At least `poll_interval`.
+    pub idle_poll: Duration,
+    /// How long in-flight sends may take to finish at shutdown.
+    pub drain_timeout: Duration,
+    /// The lease of a claim, and the longest a send may take (the upstream timeout): a
+    /// send starts only while at least the latter is left of the former, as measured by
+    /// this process from before it asked for the claim (the queue starts the lease later,
+    /// so this errs on the safe side). A process that stalled (paused, swapping,
+    /// starved) past that releases the delivery instead: once its lease ends, the queue
+    /// counts the call as sent and another process may send it, so a late send could
+    /// put `limit + 1` calls in one upstream window. `None`: no such check.
+    pub lease: Option<(Duration, Duration)>,
+}
+
+impl From<&DeliveryConfig> for WorkerSettings {
+    fn from(d: &DeliveryConfig) -> Self {
+        WorkerSettings {
+            policy: RetryPolicy {
+                max_attempts: d.max_attempts,
+                base: Duration::from_millis(d.retry_base_ms),
+                cap: Duration::from_millis(d.retry_max_ms),
+            },
+            concurrency: d.concurrency,
+            poll_interval: Duration::from_millis(d.poll_interval_ms),
+            idle_poll: Duration::from_millis(d.idle_poll_ms),
+            drain_timeout: d.upstream_timeout() + Duration::from_secs(1),
+            lease: Some((d.lease(), d.upstream_timeout())),
+        }
+    }
+}
+
 impl Worker {
-    /// A worker over `queue`, sending with `client`.
-    #[allow(clippy::too_many_arguments)]
+    /// A worker over `queue`, sending with `client`; `wake` wakes it when this process
+    /// stored work.
     pub fn new(
         queue: Arc<dyn Queue>,
         client: ZendeskClient,
         accounts: Arc<AccountDirectory>,
-        policy: RetryPolicy,
-        concurrency: usize,
-        poll_interval: Duration,
-        drain_timeout: Duration,
+        settings: WorkerSettings,
         wake: Arc<Notify>,
     ) -> Self {
         Worker {
@@ -110,34 +150,14 @@ impl Worker {
             client,
             accounts,
             metrics: None,
-            policy,
-            concurrency: concurrency.max(1),
-            poll_interval,
-            idle_poll: poll_interval,
-            drain_timeout,
+            policy: settings.policy,
+            concurrency: settings.concurrency.max(1),
+            poll_interval: settings.poll_interval,
+            idle_poll: settings.idle_poll.max(settings.poll_interval),
+            drain_timeout: settings.drain_timeout,
             wake,
-            lease: None,
+            lease: settings.lease,
         }
-    }
-
-    /// Polls an idle queue every `idle_poll` (instead of the poll interval) while the
-    /// queue announces the work any process stores ([`Queue::listen_for_work`]), which
-    /// wakes the worker at once. Work that falls due later (retries, rate windows, leases
-    /// running out) wakes it when due, as the claims say.
-    pub fn with_idle_poll(mut self, idle_poll: Duration) -> Self {
-        self.idle_poll = idle_poll.max(self.poll_interval);
-        self
-    }
-
-    /// Sends a claimed delivery only while at least `send_timeout` (the upstream timeout)
-    /// is left of its `lease`, as measured by this process from before it asked for the
-    /// claim (the queue starts the lease later, so this errs on the safe side). A process
-    /// that stalled (paused, swapping, starved) past that releases the delivery instead:
-    /// once its lease ends, the queue counts the call as sent and another process may
-    /// send it, so a late send could put `limit + 1` calls in one upstream window.
-    pub fn with_lease(mut self, lease: Duration, send_timeout: Duration) -> Self {
-        self.lease = Some((lease, send_timeout));
-        self
     }
 
     /// Records delivery metrics into `metrics`.
@@ -367,7 +387,7 @@ impl Worker {
     }
 
     /// As [`Worker::deliver`], for a delivery whose claim was asked for at `asked`: if too
-    /// little of its lease is left for a send (see [`Worker::with_lease`]), it is
+    /// little of its lease is left for a send (see [`WorkerSettings::lease`]), it is
     /// released unsent.
     pub async fn deliver_leased(
         &self,

@@ -995,7 +995,7 @@ async fn a_stalled_process_whose_lease_ran_out_does_not_break_the_limit() {
 async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
     use std::sync::Arc;
     use zenrelay::accounts::AccountDirectory;
-    use zenrelay::delivery::{RetryPolicy, Worker};
+    use zenrelay::delivery::{RetryPolicy, Worker, WorkerSettings};
     use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
     use zenrelay::queue::{EnqueueBatch, NewEvent, Outcome, Queue, RateLimit};
     use zenrelay::zendesk::ZendeskClient;
@@ -1010,17 +1010,20 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
         queue.clone(),
         ZendeskClient::new(send_timeout).unwrap(),
         directory,
-        RetryPolicy {
-            max_attempts: 5,
-            base: Duration::from_millis(50),
-            cap: Duration::from_millis(400),
+        WorkerSettings {
+            policy: RetryPolicy {
+                max_attempts: 5,
+                base: Duration::from_millis(50),
+                cap: Duration::from_millis(400),
+            },
+            concurrency: 1,
+            poll_interval: Duration::from_millis(10),
+            idle_poll: Duration::from_millis(10),
+            drain_timeout: Duration::from_secs(2),
+            lease: Some((lease, send_timeout)),
         },
-        1,
-        Duration::from_millis(10),
-        Duration::from_secs(2),
         Arc::new(tokio::sync::Notify::new()),
-    )
-    .with_lease(lease, send_timeout);
+    );
     queue
         .enqueue(EnqueueBatch {
             account: "acme".into(),
