@@ -3,7 +3,8 @@
 -- ARGV = base, account, limit, window_ms, max_depth, idempotency_ttl_s,
 --        then per event: id, priority ('h'|'n'), ttl_ms, body, idempotency key or '',
 --        fingerprint or '', n, agent_1 .. agent_n ('' = every agent)
--- Returns one {outcome, id, n} per event; outcome is ok | dup | mismatch | full.
+-- Returns one {outcome, id, n} per event; outcome is ok | dup | mismatch | full; then
+-- {'ready'} when the account entered the ready set (its workers may be asleep).
 -- Every check comes first. Then the writes: the account's settings, the ready set, the
 -- new delivery ids (pushed once per priority), each event (one HSET) and last the
 -- idempotency keys. A failure part-way leaves at worst ids of events that were never
@@ -114,11 +115,15 @@ end
 -- An account with new work is ready unless busy or paused (as mark_ready, without
 -- re-reading what is known). One that was idle goes ahead of those served within the
 -- last window; a 429 pause still wins.
+local ready = false
 if not (st[3] and st[3] ~= '') and st[4] ~= '1' and st[5] ~= '1' then
   local at = now - tonumber(window)
   local pause_until = tonumber(st[6] or '0') or 0
   if pause_until > at then at = pause_until end
-  w('ZADD', base .. ':ready', 'NX', int(at), acct)
+  -- Newly ready: the caller announces it to every process's worker (which may sleep).
+  if w('ZADD', base .. ':ready', 'NX', int(at), acct) == 1 then
+    ready = true
+  end
 end
 for prio, ids in pairs(pushed) do
   if #ids > 0 then
@@ -130,5 +135,8 @@ for _, e in ipairs(events) do
 end
 for _, e in ipairs(idems) do
   w('SET', e[1], e[2], 'EX', ARGV[6])
+end
+if ready then
+  out[#out + 1] = {'ready'}
 end
 return out

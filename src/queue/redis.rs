@@ -583,7 +583,7 @@ impl<T: Transport> ScriptQueue<T> {
             };
             // Each call (one account) stands alone: a failing partition fails only its own
             // requests.
-            let mut stored = false;
+            let mut announce = false;
             for ((members, _), reply) in calls.iter().zip(replies) {
                 match reply.and_then(parse_enqueue_reply) {
                     Err(e) => {
@@ -591,10 +591,8 @@ impl<T: Transport> ScriptQueue<T> {
                             answer(i, Err(e.clone()));
                         }
                     }
-                    Ok(outcomes) => {
-                        stored |= outcomes
-                            .iter()
-                            .any(|o| matches!(o, EnqueueOutcome::Stored { .. }));
+                    Ok((outcomes, ready)) => {
+                        announce |= ready;
                         let mut outcomes = outcomes.into_iter();
                         for &i in members {
                             let n = sizes[i];
@@ -611,7 +609,7 @@ impl<T: Transport> ScriptQueue<T> {
                     }
                 }
             }
-            if stored {
+            if announce {
                 announcer.announce(&transport);
             }
         });
@@ -668,9 +666,10 @@ struct LayoutGate {
     failed: std::sync::Mutex<Option<(std::time::Instant, QueueError)>>,
 }
 
-/// Announces new work (events stored, dead letters replayed, an account resumed) on the
-/// store's pub/sub channel, so that every process's worker wakes at once instead of at its
-/// next poll. Announcements coalesce: at most one
+/// Announces new work (events stored for an account that was not ready, dead letters
+/// replayed, an account resumed) on the store's pub/sub channel, so that every process's
+/// worker wakes at once instead of at its next poll. An account already ready needs no
+/// announcement: the workers' claims already count it as due. Announcements coalesce: at most one
 /// `PUBLISH` is in flight, and work stored while it is sends one more after it, so the
 /// last store is always announced after it was made.
 struct Announcer {
@@ -979,8 +978,16 @@ fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), QueueError> {
     Ok((ClaimBatch { items, next_due }, dropped))
 }
 
-fn parse_enqueue_reply(reply: Value) -> Result<Vec<EnqueueOutcome>, QueueError> {
-    array(reply)?
+/// The outcomes of an enqueue call, and whether it made its account ready.
+fn parse_enqueue_reply(reply: Value) -> Result<(Vec<EnqueueOutcome>, bool), QueueError> {
+    let mut items = array(reply)?;
+    let ready = items.last().is_some_and(|item| {
+        matches!(item, Value::Array(f) if f.len() == 1 && text(&f[0]).as_deref() == Some("ready"))
+    });
+    if ready {
+        items.pop();
+    }
+    let outcomes = items
         .into_iter()
         .map(|item| {
             let item = array(item)?;
@@ -995,7 +1002,8 @@ fn parse_enqueue_reply(reply: Value) -> Result<Vec<EnqueueOutcome>, QueueError> 
                 other => return Err(QueueError::Protocol(format!("enqueue answered {other:?}"))),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, QueueError>>()?;
+    Ok((outcomes, ready))
 }
 
 fn text(v: &Value) -> Option<String> {
