@@ -713,6 +713,9 @@ impl Announcer {
     }
 }
 
+/// How often a subscription is pinged to find out a connection that went half-open.
+const SUBSCRIPTION_CHECK: Duration = Duration::from_secs(15);
+
 /// Least time between two checks of the layout after one failed.
 const LAYOUT_RETRY: Duration = Duration::from_millis(250);
 
@@ -914,17 +917,32 @@ impl Transport for RedisConnections {
             pubsub.subscribe(channel).await?;
             Ok::<_, RedisError>(pubsub)
         };
-        let mut pubsub = match tokio::time::timeout(self.timeout, connect).await {
+        let pubsub = match tokio::time::timeout(self.timeout, connect).await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(e)) => return Some(unavailable(e)),
             Err(_) => return Some(unavailable("subscribing timed out")),
         };
         subscribed();
-        let mut messages = pubsub.on_message();
-        while messages.next().await.is_some() {
-            message();
+        let (mut sink, mut messages) = pubsub.split();
+        // A connection that went half-open (a NAT or a failover that sent no reset) ends
+        // no stream: a ping now and then finds it out, and the caller subscribes again.
+        let mut check = tokio::time::interval(SUBSCRIPTION_CHECK);
+        check.tick().await;
+        loop {
+            tokio::select! {
+                received = messages.next() => match received {
+                    Some(_) => message(),
+                    None => return Some(unavailable("the subscription ended")),
+                },
+                _ = check.tick() => {
+                    match tokio::time::timeout(self.timeout, sink.ping::<Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Some(unavailable(e)),
+                        Err(_) => return Some(unavailable("the subscription stopped answering")),
+                    }
+                }
+            }
         }
-        Some(unavailable("the subscription ended"))
     }
 
     async fn check_deployment(&self) -> Result<(), QueueError> {

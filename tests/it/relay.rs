@@ -1077,7 +1077,7 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
 /// another process stores: the store announces it (Redis pub/sub), and the worker wakes.
 #[tokio::test]
 async fn work_stored_by_another_process_wakes_an_idle_worker() {
-    let redis = RedisServer::start();
+    let mut redis = RedisServer::start();
     let sim = spawn_sim(&["acme"], 100, 60).await;
     let text = gateway_toml(
         &redis.url(),
@@ -1134,6 +1134,19 @@ async fn work_stored_by_another_process_wakes_an_idle_worker() {
     wait_for("the resumed delivery", Duration::from_secs(5), || {
         sim.sim.notifications("acme").len() == 4
     })
+    .await;
+    // Redis restarts: the worker subscribes again by itself.
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    wait_for(
+        "the worker's new subscription",
+        Duration::from_secs(10),
+        || {
+            redis.command(&["PUBSUB", "NUMSUB", "wake:wake"]).as_deref()
+                == Some("*2\r\n$9\r\nwake:wake\r\n:1\r\n")
+        },
+    )
     .await;
     ingress.shutdown().await;
     worker.shutdown().await;
