@@ -55,6 +55,7 @@ pub struct LayoutScripts {
     copy_key: Script,
     lock: Script,
     finish: Script,
+    record: Script,
     /// `processes.lua`: the registry of live processes.
     pub(crate) processes: Script,
 }
@@ -73,6 +74,7 @@ impl LayoutScripts {
             copy_key: Script::new("", COPY_KEY),
             lock: Script::new("", LOCK),
             finish: Script::new("", FINISH),
+            record: Script::new("", RECORD),
             processes: Script::new(HELPERS, include_str!("processes.lua")),
         }
     }
@@ -109,6 +111,14 @@ return 1
 const FINISH: &str = r#"
 redis.call('HSET', ARGV[1], 'layout', ARGV[2])
 redis.call('HDEL', ARGV[1], 'migrating', 'migrated')
+return 1
+"#;
+
+/// Records layout `ARGV[2]` in the meta hash `ARGV[1]` on first use, unless a migration
+/// runs; 1 if it is recorded.
+const RECORD: &str = r#"
+if redis.call('HGET', ARGV[1], 'migrating') then return 0 end
+redis.call('HSETNX', ARGV[1], 'layout', ARGV[2])
 return 1
 "#;
 
@@ -210,14 +220,16 @@ pub async fn check_layout<T: Transport>(
     };
     check_partitions(scope).await?;
     if result != LayoutCheck::Current {
-        scope
-            .cmd(
-                redis::cmd("HSETNX")
-                    .arg(&meta)
-                    .arg("layout")
-                    .arg(LAYOUT_VERSION),
-            )
-            .await?;
+        // Not while a migration runs: this process may have looked at partitions it had
+        // already migrated.
+        let call = (scope.base(0), args([&meta, &LAYOUT_VERSION.to_string()]));
+        if !matches!(scope.script(&migration.record, call).await?, Value::Int(1)) {
+            return Err(QueueError::Unavailable(format!(
+                "another process is migrating the queue under key prefix {:?} to layout \
+                 {LAYOUT_VERSION}; this one waits for it",
+                scope.prefix
+            )));
+        }
     }
     Ok(result)
 }
@@ -406,9 +418,10 @@ async fn migrate_locked<T: Transport>(
         return Ok(());
     }
     let migrating = fields.first().cloned().flatten();
+    // ("1" was written by builds that did not record the target yet.)
     if let Some(target) = migrating
         .as_deref()
-        .filter(|t| *t != LAYOUT_VERSION.to_string())
+        .filter(|t| *t != LAYOUT_VERSION.to_string() && *t != "1")
     {
         return Err(QueueError::Mismatch(format!(
             "a migration of the queue under key prefix {prefix:?} to layout {target} is \

@@ -585,6 +585,9 @@ impl<T: Transport> ScriptQueue<T> {
             // requests.
             let mut announce = false;
             for ((members, _), reply) in calls.iter().zip(replies) {
+                // A failed call may still have run (its reply lost to a timeout, or it
+                // failed part-way) and made its account ready: announced too.
+                announce |= reply.is_err();
                 match reply.and_then(parse_enqueue_reply) {
                     Err(e) => {
                         for &i in members {
@@ -729,9 +732,13 @@ async fn check_layout<T: Transport>(
 ) -> Result<(), QueueError> {
     gate.passed
         .get_or_try_init(|| async {
+            // A mismatch stays: this process must not use the store (it exits when the
+            // check fails at startup; one found later keeps answering 503).
             let recent = |f: &Option<(std::time::Instant, QueueError)>| {
                 f.as_ref()
-                    .filter(|(at, _)| at.elapsed() < LAYOUT_RETRY)
+                    .filter(|(at, e)| {
+                        at.elapsed() < LAYOUT_RETRY || matches!(e, QueueError::Mismatch(_))
+                    })
                     .map(|(_, e)| e.clone())
             };
             if let Some(e) = gate.failed.lock().ok().and_then(|f| recent(&f)) {
