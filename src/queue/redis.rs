@@ -190,6 +190,12 @@ pub trait Transport: Send + Sync + 'static {
     /// Where the store is and whether it is durable, for people (no secrets).
     fn describe(&self, prefix: &str, partitions: u16) -> String;
 
+    /// Whether the store answers on every connection requests may use (readiness: a
+    /// connection still reconnecting would fail the request that draws it).
+    async fn ping(&self) -> Result<(), QueueError> {
+        pong(self.command(&redis::cmd("PING")).await?)
+    }
+
     /// Checks the store's own settings at startup (see [`Queue::check_deployment`]).
     async fn check_deployment(&self) -> Result<(), QueueError>;
 
@@ -768,6 +774,14 @@ async fn check_layout<T: Transport>(
         .map(|_| ())
 }
 
+/// Checks a PING's reply.
+fn pong(reply: Value) -> Result<(), QueueError> {
+    match reply {
+        Value::SimpleString(s) if s == "PONG" => Ok(()),
+        other => Err(QueueError::Protocol(format!("PING answered {other:?}"))),
+    }
+}
+
 /// The connections to a Redis server: a few multiplexed connections (see "Connections"
 /// above), each command bounded by the command timeout.
 pub struct RedisConnections {
@@ -903,6 +917,21 @@ impl Transport for RedisConnections {
 
     fn describe(&self, prefix: &str, partitions: u16) -> String {
         format!("Redis (key prefix {prefix:?}, {partitions} partitions)")
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        // Opens the connections on first use.
+        self.conn().await?;
+        let connections = self.connections.get().map(Vec::as_slice).unwrap_or(&[]);
+        let pings = connections.iter().map(|conn| async move {
+            let mut conn = conn.clone();
+            let reply: Value = self
+                .timed(redis::cmd("PING").query_async(&mut conn))
+                .await
+                .map_err(unavailable)?;
+            pong(reply)
+        });
+        futures::future::try_join_all(pings).await.map(|_| ())
     }
 
     async fn publish(&self, channel: &str) -> Result<(), QueueError> {
@@ -1343,12 +1372,8 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        let pong: String = self.query(&redis::cmd("PING")).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(QueueError::Protocol(format!("PING answered {pong}")))
-        }
+        self.check_layout().await?;
+        self.transport.ping().await
     }
 
     /// Each partition's accounts in chunks of `STATS_CHUNK`, one script call each.
