@@ -27,7 +27,7 @@ use crate::ingress;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::queue::memory::MemoryQueue;
-use crate::queue::redis::{QueueSettings, RedisQueue, RedisQueueConfig};
+use crate::queue::redis::{QueueSettings, RedisQueue, RedisQueueConfig, Replication};
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;
 use crate::throttle::Throttle;
@@ -172,6 +172,10 @@ pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
         url: config.redis.url.clone(),
         pool_size: config.redis.pool_size,
         timeout: Duration::from_millis(config.redis.timeout_ms),
+        replication: (config.redis.wait_replicas > 0).then(|| Replication {
+            replicas: config.redis.wait_replicas,
+            timeout: Duration::from_millis(config.redis.wait_timeout_ms),
+        }),
         queue: queue_settings(config),
     }
 }

@@ -158,6 +158,11 @@ pub struct RedisConfig {
     pub pool_size: usize,
     /// Timeout of one Redis command, in milliseconds.
     pub timeout_ms: u64,
+    /// Replicas that must hold a stored event before ingress answers 202 (`WAIT`); 0
+    /// answers once the primary holds it.
+    pub wait_replicas: u32,
+    /// Longest wait for those replicas, in milliseconds; past it ingress answers 503.
+    pub wait_timeout_ms: u64,
 }
 
 /// The `redis.url` that selects the in-memory queue (not durable).
@@ -178,6 +183,8 @@ impl Default for RedisConfig {
             partitions: 16,
             pool_size: 4,
             timeout_ms: 2000,
+            wait_replicas: 0,
+            wait_timeout_ms: 500,
         }
     }
 }
@@ -860,6 +867,21 @@ impl Config {
         }
         positive("redis.pool_size", self.redis.pool_size as u64)?;
         positive("redis.timeout_ms", self.redis.timeout_ms)?;
+        if self.redis.wait_replicas > 0 {
+            if self.redis.is_memory() {
+                return Err(ConfigError::invalid(
+                    "redis.wait_replicas",
+                    "must be 0 with memory:// (the in-memory queue has no replicas)",
+                ));
+            }
+            positive("redis.wait_timeout_ms", self.redis.wait_timeout_ms)?;
+            if self.redis.wait_timeout_ms >= self.redis.timeout_ms {
+                return Err(ConfigError::invalid(
+                    "redis.wait_timeout_ms",
+                    "must be shorter than redis.timeout_ms (the wait is one Redis command)",
+                ));
+            }
+        }
         let d = &self.delivery;
         positive("delivery.notify_per_minute", d.notify_per_minute.into())?;
         if d.notify_per_minute > 100_000 {
@@ -1298,6 +1320,29 @@ accounts = ["acme"]
         let env = [("ZENRELAY__REDIS__URL".to_string(), "memory://x".to_string())];
         let message = err("", &env);
         assert!(message.starts_with("redis.url:"), "{message}");
+    }
+
+    #[test]
+    fn waiting_for_replicas_needs_redis_and_a_wait_shorter_than_a_command() {
+        let with = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let config =
+            Config::from_toml_with_env("[redis]\nwait_replicas = 1\n", "test.toml", &[]).unwrap();
+        assert_eq!(config.redis.wait_replicas, 1);
+        assert_eq!(config.redis.wait_timeout_ms, 500);
+        let memory = with(&[("ZENRELAY__REDIS__URL", "memory://")]);
+        let message = err("[redis]\nwait_replicas = 1\n", &memory);
+        assert!(message.starts_with("redis.wait_replicas:"), "{message}");
+        let message = err("[redis]\nwait_replicas = 1\nwait_timeout_ms = 2000\n", &[]);
+        assert!(message.starts_with("redis.wait_timeout_ms:"), "{message}");
+        let message = err("[redis]\nwait_replicas = 1\nwait_timeout_ms = 0\n", &[]);
+        assert!(message.starts_with("redis.wait_timeout_ms:"), "{message}");
+        // Without replicas to wait for, the wait is not used.
+        Config::from_toml_with_env("[redis]\nwait_timeout_ms = 0\n", "test.toml", &[]).unwrap();
     }
 
     #[test]

@@ -104,6 +104,16 @@ pub struct ErrorDetail {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         tracing::warn!(error = %e, "queue storage failed a request");
+        if let QueueError::NotReplicated { wanted, .. } = e {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_replicated",
+                format!(
+                    "the primary stored the request, but fewer than {wanted} replicas (redis.wait_replicas) confirmed it in time, so a failover could lose it; a retry with the same Idempotency-Key is answered with the stored event"
+                ),
+            )
+            .with_retry_after(1);
+        }
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_unavailable",

@@ -58,6 +58,15 @@ pub enum QueueError {
     /// count): the process must not use it.
     #[error("queue storage does not match the configuration: {0}")]
     Mismatch(String),
+    /// The primary holds the write, but fewer replicas than `redis.wait_replicas`
+    /// confirmed it within `redis.wait_timeout_ms`: a failover could still lose it.
+    #[error("queue storage wrote on the primary, but {confirmed} of {wanted} replicas confirmed it in time")]
+    NotReplicated {
+        /// Replicas required.
+        wanted: u32,
+        /// Replicas that confirmed the write.
+        confirmed: u32,
+    },
 }
 
 /// The rate limit of an account, stored with its events so every process applies it.

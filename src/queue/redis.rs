@@ -30,6 +30,7 @@
 //! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`], unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
 //! | `{base}:sweep:at` | HASH | where the sweep stands: `cursor` (of its `SSCAN` of `accounts`), `last` (the account it visited last on that page) and `pos` (that account's place on the page) |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
+//! | `{base}:replicated` | STRING | with `redis.wait_replicas`: written (expiring after a minute) right before each `WAIT` of a group of stored events, so the offset `WAIT` waits for covers every write before it |
 //! | `{base}:processes` | HASH | partition 0 only: the registry of gateway processes, id → `{last heartbeat, ms} {record (JSON)}` ([`super::ProcessRecord`]); `processes.lua` forgets the records gone stale |
 //!
 //! Outside the partitions (each a single key, so no hash tag is needed):
@@ -135,8 +136,20 @@ pub struct RedisQueueConfig {
     pub pool_size: usize,
     /// Per-command timeout.
     pub timeout: Duration,
+    /// Replicas that must confirm a stored event before it is reported stored
+    /// (`redis.wait_replicas`), if any.
+    pub replication: Option<Replication>,
     /// What the scripts are called with (prefix, partitions, lease, limits, retention).
     pub queue: QueueSettings,
+}
+
+/// How many replicas must confirm a write (`WAIT`), and how long to wait for them.
+#[derive(Clone, Copy, Debug)]
+pub struct Replication {
+    /// Replicas that must hold the write.
+    pub replicas: u32,
+    /// Longest wait for them.
+    pub timeout: Duration,
 }
 
 /// One of the queue's Lua scripts: its source (prefixed with the helpers of
@@ -183,6 +196,18 @@ pub trait Transport: Send + Sync + 'static {
         script: &Script,
         calls: &[ScriptCall],
     ) -> Vec<Result<Value, QueueError>>;
+
+    /// As [`Transport::run_script`], for writes that must be on the configured replicas
+    /// before they are reported done (a stored event's 202): a call whose writes the
+    /// replicas did not confirm in time fails with [`QueueError::NotReplicated`]. A store
+    /// without replicas runs the calls as `run_script` does.
+    async fn run_script_replicated(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Value, QueueError>> {
+        self.run_script(script, calls).await
+    }
 
     /// Runs one plain command (outside scripts).
     async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError>;
@@ -328,6 +353,7 @@ impl RedisQueue {
             next: AtomicUsize::new(0),
             pool_size: config.pool_size,
             timeout: config.timeout,
+            replication: config.replication,
         };
         Ok(ScriptQueue::with_helpers(config.queue, transport, helpers))
     }
@@ -576,7 +602,7 @@ impl<T: Transport> ScriptQueue<T> {
         let announcer = self.announcer.clone();
         let commit = tokio::spawn(async move {
             let replies = match check_layout(&checked, &transport, &settings, &migration).await {
-                Ok(()) => transport.run_script(&script, &requests).await,
+                Ok(()) => transport.run_script_replicated(&script, &requests).await,
                 Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),
             };
             let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
@@ -774,6 +800,96 @@ async fn check_layout<T: Transport>(
         .map(|_| ())
 }
 
+/// Why a call of [`RedisConnections::replicated`] has no reply.
+enum Sent {
+    /// Redis did not know the script: the call did nothing.
+    NoScript,
+    /// The call failed, or its writes were not confirmed by the replicas.
+    Failed(QueueError),
+}
+
+impl RedisConnections {
+    /// Sends `calls`, then a write of its own and `WAIT`, as one pipeline on `conn`: the
+    /// connection either carries them all or fails them all, so `WAIT` waits for these
+    /// calls' writes, never for another connection's. The write before it makes the
+    /// offset `WAIT` waits for the whole replication stream's at that point, so it also
+    /// covers what an earlier request stored through another connection (an
+    /// `Idempotency-Key` retried after a 503 is answered with the event stored then).
+    async fn replicated(
+        &self,
+        conn: &ConnectionManager,
+        script: &Script,
+        calls: &[&ScriptCall],
+        with_source: bool,
+        replication: Replication,
+    ) -> Vec<Result<Value, Sent>> {
+        let Some((base, _)) = calls.first() else {
+            return Vec::new();
+        };
+        let mut pipe = redis::pipe();
+        for call in calls {
+            pipe.add_command(script_cmd(script, call, with_source));
+        }
+        pipe.cmd("SET")
+            .arg(format!("{base}:replicated"))
+            .arg(1)
+            .arg("PX")
+            .arg(REPLICATED_MARK_MS);
+        pipe.cmd("WAIT")
+            .arg(replication.replicas)
+            .arg(replication.timeout.as_millis() as u64);
+        let mut conn = conn.clone();
+        let sent = self
+            .timed(redis::aio::ConnectionLike::req_packed_commands(
+                &mut conn,
+                &pipe,
+                0,
+                pipe.len(),
+            ))
+            .await;
+        let mut replies = match sent {
+            Ok(replies) if replies.len() == calls.len() + 2 => replies,
+            Ok(replies) => {
+                let e = QueueError::Protocol(format!(
+                    "a pipeline of {} commands answered {}",
+                    calls.len() + 2,
+                    replies.len()
+                ));
+                return calls.iter().map(|_| Err(Sent::Failed(e.clone()))).collect();
+            }
+            Err(e) => {
+                let e = unavailable(e);
+                return calls.iter().map(|_| Err(Sent::Failed(e.clone()))).collect();
+            }
+        };
+        let confirmed = match replies.pop() {
+            Some(Value::Int(n)) => Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
+            Some(other) => Err(unavailable(format!("WAIT answered {other:?}"))),
+            None => Err(unavailable("WAIT answered nothing")),
+        };
+        replies.pop();
+        replies
+            .into_iter()
+            .map(|reply| match reply.extract_error() {
+                Err(e) if is_noscript(&e) => Err(Sent::NoScript),
+                Err(e) => Err(Sent::Failed(unavailable(e))),
+                Ok(value) => match &confirmed {
+                    Ok(n) if *n >= replication.replicas => Ok(value),
+                    Ok(n) => Err(Sent::Failed(QueueError::NotReplicated {
+                        wanted: replication.replicas,
+                        confirmed: *n,
+                    })),
+                    Err(e) => Err(Sent::Failed(e.clone())),
+                },
+            })
+            .collect()
+    }
+}
+
+/// How long the key written before each `WAIT` lives (ms): it only moves the replication
+/// offset on.
+const REPLICATED_MARK_MS: u64 = 60_000;
+
 /// Checks a PING's reply.
 fn pong(reply: Value) -> Result<(), QueueError> {
     match reply {
@@ -790,6 +906,7 @@ pub struct RedisConnections {
     next: AtomicUsize,
     pool_size: usize,
     timeout: Duration,
+    replication: Option<Replication>,
 }
 
 impl RedisConnections {
@@ -905,6 +1022,48 @@ impl Transport for RedisConnections {
         replies
             .into_iter()
             .map(|reply| reply.map_err(unavailable))
+            .collect()
+    }
+
+    /// The calls, a write of its own and `WAIT` in one pipeline on one connection (see
+    /// [`RedisConnections::replicated`]); calls Redis answered `NOSCRIPT` are sent again
+    /// with their source, in a pipeline of their own with its own `WAIT`.
+    async fn run_script_replicated(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Value, QueueError>> {
+        let Some(replication) = self.replication else {
+            return self.run_script(script, calls).await;
+        };
+        let conn = match self.conn().await {
+            Ok(conn) => conn,
+            Err(e) => return calls.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let all: Vec<&ScriptCall> = calls.iter().collect();
+        let mut replies = self
+            .replicated(&conn, script, &all, false, replication)
+            .await;
+        let lost: Vec<usize> = (0..calls.len())
+            .filter(|&i| matches!(&replies[i], Err(Sent::NoScript)))
+            .collect();
+        if !lost.is_empty() {
+            let again: Vec<&ScriptCall> = lost.iter().map(|&i| &calls[i]).collect();
+            let again = self
+                .replicated(&conn, script, &again, true, replication)
+                .await;
+            for (i, reply) in lost.into_iter().zip(again) {
+                replies[i] = reply;
+            }
+        }
+        replies
+            .into_iter()
+            .map(|reply| {
+                reply.map_err(|e| match e {
+                    Sent::NoScript => unavailable("Redis lost the script twice"),
+                    Sent::Failed(e) => e,
+                })
+            })
             .collect()
     }
 

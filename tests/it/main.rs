@@ -10,6 +10,7 @@ mod proxy;
 mod queue_faults;
 mod readme;
 mod relay;
+mod replication;
 mod retention;
 mod sim;
 mod support;

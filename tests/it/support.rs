@@ -26,6 +26,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     persistent: bool,
+    /// The primary's port, for a replica.
+    replica_of: Option<u16>,
 }
 
 impl RedisServer {
@@ -39,15 +41,59 @@ impl RedisServer {
         Self::launch(true)
     }
 
+    /// A replica of `primary` (keeping nothing on disk), once it is in sync.
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            persistent: false,
+            replica_of: Some(primary.port),
+        };
+        server.restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server
+            .command(&["INFO", "replication"])
+            .is_some_and(|info| info.contains("master_link_status:up"))
+        {
+            assert!(Instant::now() < deadline, "the replica never synced");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
     fn launch(persistent: bool) -> Self {
         let mut server = RedisServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             persistent,
+            replica_of: None,
         };
         server.restart();
         server
+    }
+
+    /// Stops the process where it is (SIGSTOP): it holds its connections but answers
+    /// nothing until [`RedisServer::thaw`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("a running server")
+            .id()
+            .to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {signal} {pid}");
     }
 
     /// `redis://127.0.0.1:PORT/0`
@@ -72,6 +118,9 @@ impl RedisServer {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             cmd.args(["--appendonly", "no"]);
+        }
+        if let Some(primary) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
         let child = cmd
             .stdout(Stdio::null())

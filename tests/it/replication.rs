@@ -1,0 +1,146 @@
+//! `redis.wait_replicas`: a 202 only once the replicas hold the event, so a failover loses
+//! no acknowledged event (a primary and a replica started by the test).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// A gateway on `primary` that answers 202 once one replica holds the write; delivery off,
+/// so stored events stay where they were put.
+async fn gateway(primary: &RedisServer, sim: &TestSim) -> TestGateway {
+    let text = gateway_toml(&primary.url(), "w", sim, &["acme"], "enabled = false").replace(
+        "[redis]",
+        "[redis]\nwait_replicas = 1\nwait_timeout_ms = 300",
+    );
+    spawn_gateway(config(&text)).await
+}
+
+/// How many event records of prefix `w` (or, with `id`, of that event) `server` holds.
+fn events(server: &RedisServer, id: Option<&str>) -> usize {
+    let pattern = format!("w:*:ev:{}", id.unwrap_or("*"));
+    let reply = server
+        .command(&["KEYS", &pattern])
+        .expect("Redis answers KEYS");
+    reply
+        .strip_prefix('*')
+        .and_then(|r| r.split("\r\n").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("KEYS answered {reply:?}"))
+}
+
+#[tokio::test]
+async fn a_202_waits_until_the_replicas_hold_the_event() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    let sim = spawn_sim(&["acme"], 100, 60).await;
+    let gw = gateway(&primary, &sim).await;
+    let api = Api::from(&gw);
+    for i in 0..20 {
+        let id = api
+            .accept(
+                "acme",
+                &json!({"app_id": 1, "event": "e", "body": {"i": i}}),
+            )
+            .await;
+        // Read from the replica as soon as the 202 arrives: it is there already.
+        assert_eq!(
+            events(&replica, Some(&id)),
+            1,
+            "event {id} not on the replica"
+        );
+    }
+
+    // A replica that does not confirm: 503, never a 202.
+    replica.freeze();
+    let url = format!("{}/v1/accounts/acme/notify", gw.base);
+    let send = || {
+        gw.http
+            .post(&url)
+            .bearer_auth(KEY)
+            .header("idempotency-key", "k-1")
+            .json(&json!({"app_id": 1, "event": "unconfirmed"}))
+            .send()
+    };
+    let resp = send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "not_replicated", "{err}");
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("redis.wait_replicas"), "{message}");
+    // The primary holds it; the replica, once back, confirms it and the retry with the same
+    // key is answered with the stored event, once.
+    assert_eq!(events(&primary, None), 21);
+    replica.thaw();
+    let resp = send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.unwrap();
+    let id = body["id"].as_str().expect("an id");
+    assert_eq!(events(&replica, Some(id)), 1);
+    assert_eq!(events(&replica, None), 21);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failover_keeps_every_acknowledged_event() {
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    let sim = spawn_sim(&["acme"], 100, 60).await;
+    let gw = gateway(&primary, &sim).await;
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut senders = Vec::new();
+    for client in 0..8 {
+        let (base, accepted) = (gw.base.clone(), accepted.clone());
+        senders.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0.. {
+                let resp = http
+                    .post(format!("{base}/v1/accounts/acme/notify"))
+                    .bearer_auth(KEY)
+                    .json(&json!({"app_id": 1, "event": "e", "body": {"c": client, "i": i}}))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(resp) if resp.status() == 202 => {
+                        let body: Value = resp.json().await.unwrap_or_default();
+                        if let Some(id) = body["id"].as_str() {
+                            accepted.lock().unwrap().push(id.to_string());
+                        }
+                    }
+                    // The primary is gone: this client stops.
+                    Ok(resp) if resp.status() == 503 => return,
+                    Ok(resp) => panic!("unexpected answer {}", resp.status()),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    wait_for("events acknowledged", Duration::from_secs(20), || {
+        accepted.lock().unwrap().len() >= 200
+    })
+    .await;
+    // The primary dies under load (SIGKILL); the replica is promoted.
+    primary.stop();
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(10), sender)
+            .await
+            .expect("a client stopped once the primary was gone")
+            .expect("a client ran to its end");
+    }
+    replica.command(&["REPLICAOF", "NO", "ONE"]);
+    let accepted = accepted.lock().unwrap().clone();
+    let lost: Vec<&String> = accepted
+        .iter()
+        .filter(|id| events(&replica, Some(id)) != 1)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events lost: {lost:?}",
+        lost.len(),
+        accepted.len()
+    );
+    gw.shutdown().await;
+}
