@@ -27,7 +27,9 @@ use crate::ingress;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::queue::memory::MemoryQueue;
-use crate::queue::redis::{QueueSettings, RedisQueue, RedisQueueConfig, Replication};
+use crate::queue::redis::{
+    QueueSettings, RedisQueue, RedisQueueConfig, Replication, SentinelSettings,
+};
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;
 use crate::throttle::Throttle;
@@ -176,6 +178,14 @@ pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
             replicas: config.redis.wait_replicas,
             timeout: Duration::from_millis(config.redis.wait_timeout_ms),
         }),
+        sentinel: config
+            .redis
+            .sentinel_master
+            .as_ref()
+            .map(|master| SentinelSettings {
+                master: master.clone(),
+                nodes: config.redis.sentinel_nodes.clone(),
+            }),
         queue: queue_settings(config),
     }
 }

@@ -163,6 +163,12 @@ pub struct RedisConfig {
     pub wait_replicas: u32,
     /// Longest wait for those replicas, in milliseconds; past it ingress answers 503.
     pub wait_timeout_ms: u64,
+    /// The primary's name in Redis Sentinel's configuration: when set, the sentinels of
+    /// `sentinel_nodes` say where the primary is (`url`'s address is not used, its
+    /// credentials and database are), and a failover is followed.
+    pub sentinel_master: Option<String>,
+    /// The sentinels to ask (`redis://host:port`).
+    pub sentinel_nodes: Vec<SecretString>,
 }
 
 /// The `redis.url` that selects the in-memory queue (not durable).
@@ -185,6 +191,8 @@ impl Default for RedisConfig {
             timeout_ms: 2000,
             wait_replicas: 0,
             wait_timeout_ms: 500,
+            sentinel_master: None,
+            sentinel_nodes: Vec::new(),
         }
     }
 }
@@ -867,6 +875,44 @@ impl Config {
         }
         positive("redis.pool_size", self.redis.pool_size as u64)?;
         positive("redis.timeout_ms", self.redis.timeout_ms)?;
+        match (
+            &self.redis.sentinel_master,
+            self.redis.sentinel_nodes.is_empty(),
+        ) {
+            (Some(_), _) if self.redis.is_memory() => {
+                return Err(ConfigError::invalid(
+                    "redis.sentinel_master",
+                    "cannot be used with memory:// (the in-memory queue)",
+                ));
+            }
+            (Some(master), _) if master.trim().is_empty() => {
+                return Err(ConfigError::invalid(
+                    "redis.sentinel_master",
+                    "must not be empty",
+                ));
+            }
+            (Some(_), true) => {
+                return Err(ConfigError::invalid(
+                    "redis.sentinel_nodes",
+                    "must name at least one sentinel when redis.sentinel_master is set",
+                ));
+            }
+            (None, false) => {
+                return Err(ConfigError::invalid(
+                    "redis.sentinel_master",
+                    "must be set when redis.sentinel_nodes is (the primary's name at the sentinels)",
+                ));
+            }
+            _ => {}
+        }
+        for (i, node) in self.redis.sentinel_nodes.iter().enumerate() {
+            if !node.expose_secret().starts_with("redis://") {
+                return Err(ConfigError::invalid(
+                    format!("redis.sentinel_nodes[{i}]"),
+                    "must start with redis://",
+                ));
+            }
+        }
         if self.redis.wait_replicas > 0 {
             if self.redis.is_memory() {
                 return Err(ConfigError::invalid(
@@ -1343,6 +1389,38 @@ accounts = ["acme"]
         assert!(message.starts_with("redis.wait_timeout_ms:"), "{message}");
         // Without replicas to wait for, the wait is not used.
         Config::from_toml_with_env("[redis]\nwait_timeout_ms = 0\n", "test.toml", &[]).unwrap();
+    }
+
+    #[test]
+    fn sentinel_keys_come_together() {
+        let ok =
+            "[redis]\nsentinel_master = \"m\"\nsentinel_nodes = [\"redis://10.0.0.5:26379\"]\n";
+        let config = Config::from_toml_with_env(ok, "test.toml", &[]).unwrap();
+        assert_eq!(config.redis.sentinel_master.as_deref(), Some("m"));
+        for (text, key) in [
+            (
+                "[redis]\nsentinel_master = \"m\"\n",
+                "redis.sentinel_nodes:",
+            ),
+            (
+                "[redis]\nsentinel_nodes = [\"redis://10.0.0.5:26379\"]\n",
+                "redis.sentinel_master:",
+            ),
+            (
+                "[redis]\nsentinel_master = \" \"\nsentinel_nodes = [\"redis://h:1\"]\n",
+                "redis.sentinel_master:",
+            ),
+            (
+                "[redis]\nsentinel_master = \"m\"\nsentinel_nodes = [\"redis://h:1\", \"h:2\"]\n",
+                "redis.sentinel_nodes[1]:",
+            ),
+        ] {
+            let message = err(text, &[]);
+            assert!(message.starts_with(key), "{text}: {message}");
+        }
+        let memory = [("ZENRELAY__REDIS__URL".to_string(), "memory://".to_string())];
+        let message = err(ok, &memory);
+        assert!(message.starts_with("redis.sentinel_master:"), "{message}");
     }
 
     #[test]

@@ -83,11 +83,8 @@
 //!
 //! # Connections
 //!
-//! A few multiplexed connections (`redis.pool_size`, each a [`ConnectionManager`] that
-//! reconnects by itself) carry every command: concurrent requests are pipelined on them
-//! instead of each taking a pooled connection, which would cost a health-check round
-//! trip per checkout and cut single-event ingress throughput several times over. They are
-//! opened on first use, so the gateway starts (and answers 503) while Redis is down.
+//! [`RedisConnections`] (see [`super::connections`]): a few multiplexed connections to the
+//! primary, found at `redis.url` or through Redis Sentinel and followed across a failover.
 //!
 //! # A partition fails alone
 //!
@@ -102,14 +99,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisError, Value};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
+use super::connections::Target;
+pub use super::connections::{RedisConnections, Replication};
 use super::layout::{self, LayoutScripts};
 use super::{
     rfc3339_ms, AccountStats, ClaimBatch, Claimed, Completion, DeadLetter, DeadLetterPage,
@@ -139,17 +138,20 @@ pub struct RedisQueueConfig {
     /// Replicas that must confirm a stored event before it is reported stored
     /// (`redis.wait_replicas`), if any.
     pub replication: Option<Replication>,
+    /// The sentinels that name the primary (`redis.sentinel_*`), if any: `url`'s address
+    /// is then not used.
+    pub sentinel: Option<SentinelSettings>,
     /// What the scripts are called with (prefix, partitions, lease, limits, retention).
     pub queue: QueueSettings,
 }
 
-/// How many replicas must confirm a write (`WAIT`), and how long to wait for them.
-#[derive(Clone, Copy, Debug)]
-pub struct Replication {
-    /// Replicas that must hold the write.
-    pub replicas: u32,
-    /// Longest wait for them.
-    pub timeout: Duration,
+/// `redis.sentinel_master` and `redis.sentinel_nodes`.
+#[derive(Clone, Debug)]
+pub struct SentinelSettings {
+    /// The primary's name in the sentinels' configuration.
+    pub master: String,
+    /// The sentinels' URLs.
+    pub nodes: Vec<SecretString>,
 }
 
 /// One of the queue's Lua scripts: its source (prefixed with the helpers of
@@ -345,16 +347,23 @@ impl RedisQueue {
     /// run the scripts with a variant of them (e.g. one that fails after some write).
     #[doc(hidden)]
     pub fn new_with_helpers(config: RedisQueueConfig, helpers: &str) -> Result<Self, QueueError> {
-        let client = redis::Client::open(config.url.expose_secret())
-            .map_err(|e| QueueError::Unavailable(format!("invalid Redis URL: {e}")))?;
-        let transport = RedisConnections {
-            client,
-            connections: OnceCell::new(),
-            next: AtomicUsize::new(0),
-            pool_size: config.pool_size,
-            timeout: config.timeout,
-            replication: config.replication,
-        };
+        let nodes: Vec<String> = config
+            .sentinel
+            .as_ref()
+            .map(|s| {
+                s.nodes
+                    .iter()
+                    .map(|n| n.expose_secret().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let sentinel = config
+            .sentinel
+            .as_ref()
+            .map(|s| (s.master.as_str(), nodes.as_slice()));
+        let target = Target::new(config.url.expose_secret(), sentinel)?;
+        let transport =
+            RedisConnections::new(target, config.pool_size, config.timeout, config.replication);
         Ok(ScriptQueue::with_helpers(config.queue, transport, helpers))
     }
 }
@@ -898,103 +907,11 @@ fn pong(reply: Value) -> Result<(), QueueError> {
     }
 }
 
-/// The connections to a Redis server: a few multiplexed connections (see "Connections"
-/// above), each command bounded by the command timeout.
-pub struct RedisConnections {
-    client: redis::Client,
-    connections: OnceCell<Vec<ConnectionManager>>,
-    next: AtomicUsize,
-    pool_size: usize,
-    timeout: Duration,
-    replication: Option<Replication>,
-}
-
 impl RedisConnections {
-    /// One of the multiplexed connections, opening them on first use.
-    pub async fn conn(&self) -> Result<ConnectionManager, QueueError> {
-        let connections = self
-            .connections
-            .get_or_try_init(|| async {
-                let settings = ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.timeout)
-                    .set_response_timeout(self.timeout)
-                    .set_number_of_retries(2)
-                    .set_max_delay(1000);
-                let mut out = Vec::with_capacity(self.pool_size.max(1));
-                for _ in 0..self.pool_size.max(1) {
-                    let manager = self
-                        .timed(
-                            self.client
-                                .get_connection_manager_with_config(settings.clone()),
-                        )
-                        .await
-                        .map_err(unavailable)?;
-                    out.push(manager);
-                }
-                Ok::<_, QueueError>(out)
-            })
-            .await?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % connections.len();
-        Ok(connections[i].clone())
-    }
-
-    async fn timed<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, RedisError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(RedisError::from((
-                redis::ErrorKind::IoError,
-                "Redis command timed out",
-            ))),
-        }
-    }
-
-    /// Reads the deployment's safety settings and warns about those that can lose data.
-    pub async fn check_server(&self) -> Result<(), QueueError> {
-        let mut conn = self.conn().await?;
-        let policy: Vec<String> = self
-            .timed(
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("maxmemory-policy")
-                    .query_async(&mut conn),
-            )
-            .await
-            .unwrap_or_default();
-        if let Some(policy) = policy.get(1) {
-            if policy != "noeviction" {
-                tracing::warn!(
-                    policy = %policy,
-                    "Redis maxmemory-policy can evict keys and lose queued events; set it to noeviction"
-                );
-            }
-        }
-        let aof: Vec<String> = self
-            .timed(
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("appendonly")
-                    .query_async(&mut conn),
-            )
-            .await
-            .unwrap_or_default();
-        if aof.get(1).map(String::as_str) == Some("no") {
-            tracing::warn!(
-                "Redis appendonly is off: accepted events can be lost if Redis itself crashes"
-            );
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Transport for RedisConnections {
     /// Every call as its own command on one multiplexed connection: sent in order and
     /// carried in one round trip, each answered (or failed) alone. Calls Redis answered
     /// `NOSCRIPT` (it lost the script) did nothing, and are sent again with the source.
-    async fn run_script(
+    async fn run_script_once(
         &self,
         script: &Script,
         calls: &[ScriptCall],
@@ -1028,13 +945,13 @@ impl Transport for RedisConnections {
     /// The calls, a write of its own and `WAIT` in one pipeline on one connection (see
     /// [`RedisConnections::replicated`]); calls Redis answered `NOSCRIPT` are sent again
     /// with their source, in a pipeline of their own with its own `WAIT`.
-    async fn run_script_replicated(
+    async fn run_script_replicated_once(
         &self,
         script: &Script,
         calls: &[ScriptCall],
     ) -> Vec<Result<Value, QueueError>> {
-        let Some(replication) = self.replication else {
-            return self.run_script(script, calls).await;
+        let Some(replication) = self.replication() else {
+            return self.run_script_once(script, calls).await;
         };
         let conn = match self.conn().await {
             Ok(conn) => conn,
@@ -1067,21 +984,15 @@ impl Transport for RedisConnections {
             .collect()
     }
 
-    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
+    async fn command_once(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
         let mut conn = self.conn().await?;
         self.timed(cmd.query_async(&mut conn))
             .await
             .map_err(unavailable)
     }
 
-    fn describe(&self, prefix: &str, partitions: u16) -> String {
-        format!("Redis (key prefix {prefix:?}, {partitions} partitions)")
-    }
-
-    async fn ping(&self) -> Result<(), QueueError> {
-        // Opens the connections on first use.
-        self.conn().await?;
-        let connections = self.connections.get().map(Vec::as_slice).unwrap_or(&[]);
+    async fn ping_once(&self) -> Result<(), QueueError> {
+        let connections = self.all().await?;
         let pings = connections.iter().map(|conn| async move {
             let mut conn = conn.clone();
             let reply: Value = self
@@ -1093,26 +1004,24 @@ impl Transport for RedisConnections {
         futures::future::try_join_all(pings).await.map(|_| ())
     }
 
-    async fn publish(&self, channel: &str) -> Result<(), QueueError> {
-        self.command(redis::cmd("PUBLISH").arg(channel).arg(""))
-            .await
-            .map(|_| ())
-    }
-
     /// On a connection of its own (a subscribed connection carries nothing else).
-    async fn listen(
+    async fn listen_once(
         &self,
         channel: &str,
         subscribed: &(dyn Fn() + Send + Sync),
         message: &(dyn Fn() + Send + Sync),
     ) -> Option<QueueError> {
         use futures::StreamExt;
+        let client = match self.client().await {
+            Ok(client) => client,
+            Err(e) => return Some(e),
+        };
         let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
+            let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(channel).await?;
             Ok::<_, RedisError>(pubsub)
         };
-        let pubsub = match tokio::time::timeout(self.timeout, connect).await {
+        let pubsub = match tokio::time::timeout(self.timeout(), connect).await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(e)) => return Some(unavailable(e)),
             Err(_) => return Some(unavailable("subscribing timed out")),
@@ -1130,7 +1039,7 @@ impl Transport for RedisConnections {
                     None => return Some(unavailable("the subscription ended")),
                 },
                 _ = check.tick() => {
-                    match tokio::time::timeout(self.timeout, sink.ping::<Value>()).await {
+                    match tokio::time::timeout(self.timeout(), sink.ping::<Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return Some(unavailable(e)),
                         Err(_) => return Some(unavailable("the subscription stopped answering")),
@@ -1138,6 +1047,74 @@ impl Transport for RedisConnections {
                 }
             }
         }
+    }
+}
+
+/// Each method runs as its `_once` namesake above; after a failure the primary is looked
+/// for again ([`RedisConnections::failed`]: with Sentinel, a failover is followed).
+#[async_trait]
+impl Transport for RedisConnections {
+    async fn run_script(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Value, QueueError>> {
+        let replies = self.run_script_once(script, calls).await;
+        if replies.iter().any(Result::is_err) {
+            self.failed().await;
+        }
+        replies
+    }
+
+    async fn run_script_replicated(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Value, QueueError>> {
+        let replies = self.run_script_replicated_once(script, calls).await;
+        if replies.iter().any(Result::is_err) {
+            self.failed().await;
+        }
+        replies
+    }
+
+    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
+        let reply = self.command_once(cmd).await;
+        if reply.is_err() {
+            self.failed().await;
+        }
+        reply
+    }
+
+    fn describe(&self, prefix: &str, partitions: u16) -> String {
+        RedisConnections::describe(self, prefix, partitions)
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        let reply = self.ping_once().await;
+        if reply.is_err() {
+            self.failed().await;
+        }
+        reply
+    }
+
+    async fn publish(&self, channel: &str) -> Result<(), QueueError> {
+        self.command(redis::cmd("PUBLISH").arg(channel).arg(""))
+            .await
+            .map(|_| ())
+    }
+
+    async fn listen(
+        &self,
+        channel: &str,
+        subscribed: &(dyn Fn() + Send + Sync),
+        message: &(dyn Fn() + Send + Sync),
+    ) -> Option<QueueError> {
+        let ended = self.listen_once(channel, subscribed, message).await;
+        if ended.is_some() {
+            self.failed().await;
+        }
+        ended
     }
 
     async fn check_deployment(&self) -> Result<(), QueueError> {

@@ -1,8 +1,9 @@
 //! `redis.wait_replicas`: a 202 only once the replicas hold the event, so a failover loses
-//! no acknowledged event (a primary and a replica started by the test).
+//! no acknowledged event; `redis.sentinel_*`: the primary found through Redis Sentinel, and
+//! followed across a failover (primaries, replicas and a sentinel started by the tests).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -142,5 +143,90 @@ async fn a_failover_keeps_every_acknowledged_event() {
         lost.len(),
         accepted.len()
     );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn sentinel_finds_the_primary_and_follows_a_failover() {
+    let mut primary = RedisServer::start();
+    let first = RedisServer::start_replica_of(&primary);
+    let second = RedisServer::start_replica_of(&primary);
+    let sentinel = Sentinel::start("zr", &primary, 2);
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    // `url` names no server: the sentinel says where the primary is.
+    let redis = format!(
+        "[redis]\nsentinel_master = \"zr\"\nsentinel_nodes = [\"{}\"]\n\
+         wait_replicas = 1\nwait_timeout_ms = 300\ntimeout_ms = 1000",
+        sentinel.url()
+    );
+    let text =
+        gateway_toml("redis://127.0.0.1:1/0", "s", &sim, &["acme"], "").replace("[redis]", &redis);
+    let gw = spawn_gateway(config(&text)).await;
+    let api = Api::from(&gw);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            api.accept(
+                "acme",
+                &json!({"app_id": 1, "event": "before", "body": {"i": i}}),
+            )
+            .await,
+        );
+    }
+    for id in &ids {
+        api.wait_status(id, "delivered", Duration::from_secs(10))
+            .await;
+    }
+
+    // The primary dies; until the sentinel has promoted a replica ingress answers 503, and
+    // each event is sent again with its key until it is accepted.
+    primary.stop();
+    let url = format!("{}/v1/accounts/acme/notify", gw.base);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for i in 0..10 {
+        loop {
+            let resp = gw
+                .http
+                .post(&url)
+                .bearer_auth(KEY)
+                .header("idempotency-key", format!("after-{i}"))
+                .json(&json!({"app_id": 1, "event": "after", "body": {"i": i}}))
+                .send()
+                .await
+                .unwrap();
+            match resp.status().as_u16() {
+                202 => {
+                    let body: Value = resp.json().await.unwrap();
+                    ids.push(body["id"].as_str().expect("an id").to_string());
+                    break;
+                }
+                503 => {}
+                other => panic!("unexpected answer {other}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ingress never came back after the failover"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for id in &ids {
+        api.wait_status(id, "delivered", Duration::from_secs(20))
+            .await;
+    }
+    let promoted = [&first, &second]
+        .iter()
+        .filter(|r| {
+            r.command(&["ROLE"])
+                .is_some_and(|role| role.contains("master"))
+        })
+        .count();
+    assert_eq!(promoted, 1, "one replica is the primary now");
+    let events: Vec<Value> = sim
+        .received("acme")
+        .iter()
+        .map(|n| n["event"].clone())
+        .collect();
+    assert_eq!(events.iter().filter(|e| **e == json!("after")).count(), 10);
     gw.shutdown().await;
 }
