@@ -19,7 +19,10 @@
 //! process), so a call could be stretched by the scheduler taking Redis off its core: Redis
 //! runs under the real-time policy (`chrt -f`) where the system allows it, and the phase
 //! says which. Interrupts and the hypervisor can still stretch a call; the time the
-//! hypervisor took from all CPUs over the run is printed.
+//! hypervisor took from all CPUs over the run is printed, and so are the pauses the kernel
+//! imposes even on a real-time Redis ([`off_cpu`]), next to each call they stretched.
+
+mod off_cpu;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -51,7 +54,8 @@ const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 
 /// Runs the phase.
 pub async fn run() {
-    let (_redis_proc, redis, realtime) = start_redis();
+    let (redis_proc, redis, realtime) = start_redis();
+    let off_cpu = off_cpu::OffCpu::start(redis_proc.0.id());
     let (receiver, arrivals) = start_receiver().await;
     let names: Vec<String> = (0..ACCOUNTS).map(|i| format!("t{i:05}")).collect();
     let accounts = format!(
@@ -164,6 +168,7 @@ pub async fn run() {
     }
     ops.abort();
     let stolen = steal_ticks().saturating_sub(steal_before);
+    let pauses = off_cpu.map(off_cpu::OffCpu::finish);
     let elapsed = started.elapsed();
     drop(second);
 
@@ -289,6 +294,25 @@ pub async fn run() {
         above(0.0001),
         stolen * 1000 / clock_ticks()
     );
+    match &pauses {
+        Some(pauses) => {
+            let over = |ms: f64| {
+                let over: Vec<f64> = pauses
+                    .iter()
+                    .map(|p| p.waited_ms)
+                    .filter(|w| *w > ms)
+                    .collect();
+                (over.len(), over.iter().sum::<f64>())
+            };
+            let longest = pauses.iter().map(|p| p.waited_ms).fold(0.0, f64::max);
+            let ((n1, ms1), (n5, ms5)) = (over(1.0), over(5.0));
+            println!(
+                "  Redis's main thread kept off its CPU (its run_delay): {n1} times for over 1 ms ({ms1:.0} ms in all), {n5} of them over 5 ms ({ms5:.0} ms), longest {longest:.1} ms; the kernel's real-time share: {}",
+                off_cpu::rt_share()
+            );
+        }
+        None => println!("  (no scheduler statistics: pauses of Redis not measured)"),
+    }
     let mut rows: Vec<_> = by_script.into_iter().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1 .2));
     for (name, (over, over_ms, longest, commands)) in &rows {
@@ -298,7 +322,17 @@ pub async fn run() {
     }
     slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
     for (micros, at, name, args) in slowest.iter().take(8) {
-        println!("  over 5 ms: {micros} µs at {at}: {name} {args}");
+        let paused = pauses.as_deref().map_or_else(
+            || "not measured".to_string(),
+            |p| {
+                let ms = off_cpu::within_call(p, *at, *micros);
+                let net = (*micros as f64 - ms * 1000.0).max(0.0);
+                format!("{ms:.1} ms, the call less that {net:.0} µs")
+            },
+        );
+        println!(
+            "  over 5 ms: {micros} µs at {at}: {name} {args}; Redis off its CPU in that second: {paused}"
+        );
     }
     if rows.is_empty() {
         println!("  (none)");
