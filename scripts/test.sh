@@ -13,6 +13,15 @@ scripts/install-test-tools.sh
 # The upgrade tests run the previous release's binary: built (once, cached) before the
 # suite starts, so its build does not compete with timed tests.
 scripts/previous-release.sh > /dev/null
+# A gateway built without the simulator (the `sim` feature) compiles and carries none of
+# the crates only the simulator uses.
+cargo check --quiet --no-default-features --lib --bin zenrelay
+for crate in rsa zip multer; do
+  if cargo tree --quiet --no-default-features --edges normal --invert "$crate" > /dev/null 2>&1; then
+    echo "a build without the sim feature still depends on $crate" >&2
+    exit 1
+  fi
+done
 promtool check rules deploy/prometheus/zenrelay-rules.yml
 promtool test rules deploy/prometheus/zenrelay-rules.test.yml
 log="$(mktemp)"

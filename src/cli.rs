@@ -1,5 +1,6 @@
 //! The command line: parses arguments, loads config, runs a subcommand (`serve`, `sim`,
-//! `demo`, `check-config`); the work itself lives in the library modules.
+//! `demo`, `check-config`); the work itself lives in the library modules. `sim` and `demo`
+//! exist only in a build with the `sim` feature (the default).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 use crate::app::Gateway;
 use crate::config::{Config, Scope};
+#[cfg(feature = "sim")]
 use crate::demo::{self, DemoOptions};
+#[cfg(feature = "sim")]
 use crate::sim::{SimConfig, Simulator};
 
 /// zenrelay: notification relay gateway for the Zendesk Apps API.
@@ -30,6 +33,7 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Run the local Zendesk Apps API simulator (reads only `[sim]` and `[log]`).
+    #[cfg(feature = "sim")]
     Sim {
         /// Address to listen on (overrides `sim.listen`).
         #[arg(long)]
@@ -41,6 +45,7 @@ pub enum Command {
     },
     /// Run the gateway and a Zendesk simulator in one process, with sample accounts and a
     /// client key (Redis if it answers, else an in-memory queue that is not durable).
+    #[cfg(feature = "sim")]
     Demo {
         /// Gateway address.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -83,6 +88,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        #[cfg(feature = "sim")]
         Command::Sim { listen, config } => {
             let config = match Config::load_scoped(config.as_deref(), Scope::Sim) {
                 Ok(config) => config,
@@ -102,6 +108,7 @@ pub fn main() -> ExitCode {
             }
             run_async(run_sim(sim))
         }
+        #[cfg(feature = "sim")]
         Command::Demo {
             listen,
             sim_listen,
@@ -167,6 +174,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     gateway.run(listener, shutdown_signal()).await
 }
 
+#[cfg(feature = "sim")]
 async fn run_sim(config: SimConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;

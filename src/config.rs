@@ -15,6 +15,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+#[cfg(feature = "sim")]
 use crate::sim::SimConfig;
 use crate::tls::TlsFiles;
 
@@ -89,6 +90,7 @@ pub struct Config {
     /// Accounts registered at runtime through the admin API.
     pub runtime_accounts: RuntimeAccountsConfig,
     /// The simulator's settings (`[sim]`), used by `zenrelay sim` and `zenrelay demo`.
+    #[cfg(feature = "sim")]
     pub sim: Option<SimConfig>,
 }
 
@@ -732,6 +734,10 @@ pub enum Scope {
 impl Scope {
     /// Whether this scope reads the top-level table `table`.
     pub fn reads(self, table: &str) -> bool {
+        // A build without the simulator ignores its table.
+        if table == "sim" && !cfg!(feature = "sim") {
+            return false;
+        }
         match self {
             Scope::All => true,
             Scope::Gateway => table != "sim",
@@ -1063,6 +1069,7 @@ impl Config {
             }
         }
         self.validate_operations(&ids)?;
+        #[cfg(feature = "sim")]
         if let Some(sim) = &self.sim {
             sim.validate()
                 .map_err(|message| match message.split_once(": ") {
@@ -1588,6 +1595,7 @@ accounts = ["acme"]
         assert!(msg.contains("key"), "{msg}");
     }
 
+    #[cfg(feature = "sim")]
     const SIM: &str = r#"
 [sim]
 listen = "127.0.0.1:9091"
@@ -1601,6 +1609,7 @@ api_token = "${SIM_TOKEN}"
 "#;
 
     #[test]
+    #[cfg(feature = "sim")]
     fn the_simulator_reads_only_sim_and_log() {
         let text = format!("{BASE}\n[log]\nformat = \"json\"\n{SIM}");
         let sim_env = vec![("SIM_TOKEN".to_string(), "sim-tok".to_string())];
@@ -1642,6 +1651,7 @@ api_token = "${SIM_TOKEN}"
     }
 
     #[test]
+    #[cfg(feature = "sim")]
     fn the_gateway_does_not_read_sim() {
         let text = format!("{BASE}{SIM}\n[sim.extra]\nx = 1\n");
         let config = Config::from_toml_scoped(&text, "test.toml", &env(), Scope::Gateway).unwrap();
@@ -1667,6 +1677,7 @@ api_token = "${SIM_TOKEN}"
     }
 
     #[test]
+    #[cfg(feature = "sim")]
     fn the_demo_reads_redis_delivery_and_log() {
         let text = format!("{BASE}{SIM}\n[delivery]\nmax_attempts = 3\n");
         let config = Config::from_toml_scoped(&text, "test.toml", &[], Scope::Demo).unwrap();

@@ -8,7 +8,7 @@
 //! # Layout
 //!
 //! - [`cli`] — the command line (`serve`, `sim`, `demo`, `check-config`).
-//! - [`demo`] — `zenrelay demo`: gateway and simulator in one process, sample traffic.
+//! - [`demo`] — `zenrelay demo`: gateway and simulator in one process, sample traffic (feature `sim`).
 //! - [`admin`] — operator endpoints: queues, dead letters, pause/resume, runtime accounts, metrics.
 //! - [`accounts`] — configured and runtime accounts (credentials encrypted at rest).
 //! - [`webhooks`] — signed webhooks mapped to Notify events.
@@ -18,7 +18,7 @@
 //! - [`metrics`] — Prometheus metrics.
 //! - [`throttle`] — per-client ingress throttling.
 //! - [`openapi`] — the generated OpenAPI description.
-//! - [`sim`] — the local Zendesk Apps API simulator.
+//! - [`sim`] — the local Zendesk Apps API simulator (feature `sim`, on by default).
 //! - [`config`] — typed, layered configuration.
 //! - [`app`] — builds state, router and worker from config; runs until shutdown.
 //! - [`ingress`] — `/v1` notify, batch and event status handlers.
@@ -44,6 +44,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod delivery;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod domain;
 pub mod error;
@@ -57,6 +58,7 @@ pub mod proxy;
 pub mod queue;
 pub mod schema;
 pub mod server;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod telemetry;
 pub mod throttle;

@@ -4,8 +4,8 @@
 //! [`redis`] (key layout and scripts documented there), and [`redis::ScriptQueue`] runs them
 //! over a transport: [`redis::RedisQueue`] sends them to Redis (production), and
 //! [`memory::MemoryQueue`] (`memory://`, not durable, for `zenrelay demo` and fast tests)
-//! runs them in an embedded Lua 5.1 over the in-process [`store`]. Only `app` picks a
-//! backend. The queue, not the worker, owns every rule that must hold across processes: the
+//! runs them in an embedded Lua 5.1 over the in-process [`store`]; [`connections`] reaches
+//! the Redis primary (at `redis.url` or through Sentinel). Only `app` picks a backend. The queue, not the worker, owns every rule that must hold across processes: the
 //! rolling-window limit per account, one delivery in flight per account (which keeps first
 //! attempts in FIFO order), leases, retries, dead letters and TTLs.
 

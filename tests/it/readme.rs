@@ -192,6 +192,9 @@ fn inline_disposition(span: &str) -> Option<Inline> {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
         }
         "cargo doc --open" => Inline::NotRun("opens a browser"),
+        "cargo build --release --no-default-features" => Inline::NotRun(
+            "scripts/test.sh checks this build (cargo check) and that it lacks the simulator's crates",
+        ),
         "scripts/screenshot.sh" => Inline::NotRun(
             "refreshes docs/dashboard.png: a minute of traffic, then headless Chromium; checked to parse",
         ),
