@@ -122,6 +122,13 @@ redis.call('HSETNX', ARGV[1], 'layout', ARGV[2])
 return 1
 "#;
 
+/// The base of a call of a script that touches only `key` (a key without a hash tag, like
+/// the meta hash or the lock): the call is routed by `{base}:ready` (never touched), whose
+/// hash tag is then `key` itself, so in a Redis Cluster it goes to `key`'s slot.
+fn routed_to(key: &str) -> String {
+    format!("{{{key}}}")
+}
+
 /// What a check found and did, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayoutCheck {
@@ -222,7 +229,7 @@ pub async fn check_layout<T: Transport>(
     if result != LayoutCheck::Current {
         // Not while a migration runs: this process may have looked at partitions it had
         // already migrated.
-        let call = (scope.base(0), args([&meta, &LAYOUT_VERSION.to_string()]));
+        let call = (routed_to(&meta), args([&meta, &LAYOUT_VERSION.to_string()]));
         if !matches!(scope.script(&migration.record, call).await?, Value::Int(1)) {
             return Err(QueueError::Unavailable(format!(
                 "another process is migrating the queue under key prefix {:?} to layout \
@@ -386,7 +393,7 @@ pub async fn migrate_until<T: Transport>(
         )));
     }
     let result = migrate_locked(scope, migration, &lock, &token, stop_after).await;
-    let release = (scope.base(0), args([&lock, &token, "release", "0"]));
+    let release = (routed_to(&lock), args([&lock, &token, "release", "0"]));
     // The lock runs out by itself if this fails.
     let _ = scope.script(&migration.lock, release).await;
     result
@@ -479,7 +486,7 @@ async fn migrate_locked<T: Transport>(
             .await?;
     }
     copy_webhook_ids(scope, migration, lock, token).await?;
-    let finish = (scope.base(0), args([&meta, &LAYOUT_VERSION.to_string()]));
+    let finish = (routed_to(&meta), args([&meta, &LAYOUT_VERSION.to_string()]));
     scope.script(&migration.finish, finish).await?;
     tracing::info!(prefix, to = LAYOUT_VERSION, "migrated the queue's layout");
     Ok(())
@@ -538,7 +545,7 @@ async fn renew<T: Transport>(
     token: &str,
 ) -> Result<(), QueueError> {
     let call = (
-        scope.base(0),
+        routed_to(lock),
         args([lock, token, "renew", &LOCK_MS.to_string()]),
     );
     if matches!(scope.script(&migration.lock, call).await?, Value::Int(1)) {

@@ -172,7 +172,10 @@ impl Engine {
             globals.raw_set("ARGV", self.strings(argv.iter().map(Vec::as_slice))?)?;
             function.call(())
         };
-        let result = run()
+        self.store().enter_script(keys.first().copied());
+        let result = run();
+        self.store().leave_script();
+        let result = result
             .map_err(|e| format!("ERR Error running script (call to f_{}): {e}", script.sha()))?;
         reply_of(&result)
     }
@@ -637,7 +640,7 @@ mod tests {
 
     async fn eval(e: &Embedded, body: &str, args: &[&str]) -> Result<Value, QueueError> {
         let argv = args.iter().map(|a| a.as_bytes().to_vec()).collect();
-        e.run_script(&script(body), &[("b".to_string(), argv)])
+        e.run_script(&script(body), &[("{b}".to_string(), argv)])
             .await
             .remove(0)
     }
@@ -661,14 +664,14 @@ mod tests {
                 bulk("x"),
                 Value::Int(1),
                 Value::Nil,
-                Value::Array(vec![bulk("b:ready")]),
+                Value::Array(vec![bulk("{b}:ready")]),
             ])
         );
         // Reply -> Lua: integer, bulk, nil bulk, status, and numbers sent as %.17g.
-        let body = "redis.call('HSET', 'h', 'f', 0.1, 'g', 1e20) \
-            local t = {redis.call('HGET', 'h', 'f'), redis.call('HGET', 'h', 'g'), \
-              redis.call('HINCRBY', 'c', 'n', ARGV[1]) + 1, redis.call('HGET', 'h', 'no')} \
-            return {t[1], t[2], t[3], type(t[4]), redis.call('SET', 'k', 'v').ok, \
+        let body = "redis.call('HSET', '{b}h', 'f', 0.1, 'g', 1e20) \
+            local t = {redis.call('HGET', '{b}h', 'f'), redis.call('HGET', '{b}h', 'g'), \
+              redis.call('HINCRBY', '{b}c', 'n', ARGV[1]) + 1, redis.call('HGET', '{b}h', 'no')} \
+            return {t[1], t[2], t[3], type(t[4]), redis.call('SET', '{b}k', 'v').ok, \
               type(redis.call('PING'))}";
         assert_eq!(
             eval(&e, body, &["41"]).await.unwrap(),
@@ -704,7 +707,7 @@ mod tests {
         assert_eq!(
             eval(
                 &e,
-                "redis.call('SET', 'k', 'v') return redis.pcall('LPUSH', 'k', 'x').err",
+                "redis.call('SET', '{b}k', 'v') return redis.pcall('LPUSH', '{b}k', 'x').err",
                 &[]
             )
             .await

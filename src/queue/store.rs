@@ -136,6 +136,9 @@ pub struct Store {
     /// (expiry, key) of every key with a time to live, to drop them when due.
     expiries: BTreeSet<(u64, Vec<u8>)>,
     now_us: u64,
+    /// While a script runs: the Redis Cluster slot of its first key, which every key it
+    /// touches must share (see [`Store::enter_script`]).
+    script_slot: Option<u16>,
 }
 
 /// How a command finds its key's value.
@@ -232,6 +235,39 @@ impl Store {
         }
     }
 
+    /// From now until [`Store::leave_script`], every key a command touches must be in the
+    /// Redis Cluster slot of `first_key` (a script's `KEYS[1]`, which routes it in a
+    /// cluster), or the command fails as it would on a cluster node. The store has no
+    /// cluster, but holding every script to the rule keeps them runnable on one.
+    pub fn enter_script(&mut self, first_key: Option<&[u8]>) {
+        self.script_slot = first_key.map(key_slot);
+    }
+
+    /// Ends [`Store::enter_script`].
+    pub fn leave_script(&mut self) {
+        self.script_slot = None;
+    }
+
+    /// Fails a command of a script that touches a key outside the script's slot.
+    fn check_slot(&self, name: &str, args: &[Vec<u8>]) -> Result<(), CommandError> {
+        let Some(slot) = self.script_slot else {
+            return Ok(());
+        };
+        let keys: &[Vec<u8>] = match name {
+            "PING" | "TIME" | "DBSIZE" | "KEYS" => &[],
+            "DEL" | "EXISTS" => args,
+            _ => args.get(..1).unwrap_or(&[]),
+        };
+        match keys.iter().find(|key| key_slot(key) != slot) {
+            None => Ok(()),
+            Some(key) => Err(err(format!(
+                "ERR Script attempted to access a non local key in a cluster node: {} (slot {}, the script's slot {slot})",
+                String::from_utf8_lossy(key),
+                key_slot(key)
+            ))),
+        }
+    }
+
     /// Runs one command (name first, case-insensitive) and answers as Redis would.
     ///
     /// Implemented: `DEL EXISTS PEXPIRE PERSIST PTTL TYPE KEYS DBSIZE` (keys), `GET SET`
@@ -245,6 +281,7 @@ impl Store {
             return Err(err("ERR empty command"));
         };
         let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        self.check_slot(&name, args)?;
         let arity = |min: usize, even_after: Option<usize>| -> Result<(), CommandError> {
             let bad = args.len() < min || even_after.is_some_and(|n| (args.len() - n) % 2 != 0);
             if bad {
@@ -1001,6 +1038,33 @@ fn strip_zeros(s: &str) -> &str {
     }
 }
 
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the text between its
+/// first `{` and the first `}` after it, if not empty) or of the whole key, mod 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(key)) % 16384
+}
+
+/// CRC16-CCITT (XMODEM), the checksum Redis Cluster hashes keys with.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1012,6 +1076,41 @@ mod tests {
 
     fn b(s: &str) -> Value {
         bulk(s)
+    }
+
+    #[test]
+    fn key_slots_are_redis_cluster_s() {
+        // As `CLUSTER KEYSLOT` answers.
+        for (key, slot) in [
+            ("foo", 12182),
+            ("somekey", 11058),
+            ("p3", 3689),
+            ("zenrelay:{p3}:ready", 3689),
+            ("{p3}", 3689),
+            ("{}p3", 2138),
+            ("a{b}{c}", 3300),
+        ] {
+            assert_eq!(key_slot(key.as_bytes()), slot, "{key}");
+        }
+        assert_ne!(key_slot(b"zenrelay:meta"), key_slot(b"zenrelay:{p0}:ready"));
+    }
+
+    #[test]
+    fn a_script_touches_only_keys_of_its_slot() {
+        let mut store = Store::new();
+        store.enter_script(Some(b"z:{p1}:ready"));
+        assert!(run(&mut store, &["SET", "z:{p1}:x", "1"]).is_ok());
+        assert!(run(&mut store, &["EXISTS", "z:{p1}:x", "z:{p1}:y"]).is_ok());
+        let refused = run(&mut store, &["HSET", "z:meta", "a", "1"]).unwrap_err();
+        assert!(refused.0.contains("non local key"), "{}", refused.0);
+        assert!(run(&mut store, &["DEL", "z:{p1}:x", "z:{p2}:x"]).is_err());
+        // Nothing was written by the refused commands.
+        assert_eq!(
+            run(&mut store, &["EXISTS", "z:{p1}:x"]).unwrap(),
+            Value::Int(1)
+        );
+        store.leave_script();
+        assert!(run(&mut store, &["HSET", "z:meta", "a", "1"]).is_ok());
     }
 
     #[test]
