@@ -245,19 +245,33 @@ pub async fn enqueue_one(
     account: &Account,
     event: NewEvent,
 ) -> Result<(String, u64), ApiError> {
-    let stored = store_one(state, account, event, IDEMPOTENCY_TTL_SECS).await?;
-    Ok((stored.id, stored.deliveries))
+    match store_one(state, account, event, IDEMPOTENCY_TTL_SECS).await? {
+        Stored::New { id, deliveries } | Stored::Duplicate { id, deliveries } => {
+            Ok((id, deliveries))
+        }
+        Stored::KeyReused => Err(idempotency_mismatch()),
+    }
 }
 
 /// What storing one event came to.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    /// The event id (the earlier event's for a duplicate).
-    pub id: String,
-    /// Its Notify calls.
-    pub deliveries: u64,
-    /// Whether an earlier request with the same idempotency key and body stored it.
-    pub duplicate: bool,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now.
+    New {
+        /// The event id.
+        id: String,
+        /// Its Notify calls.
+        deliveries: u64,
+    },
+    /// An earlier request with the same idempotency key and body stored it.
+    Duplicate {
+        /// The earlier event's id.
+        id: String,
+        /// Its Notify calls.
+        deliveries: u64,
+    },
+    /// The idempotency key was used with another body: nothing stored.
+    KeyReused,
 }
 
 /// Stores one event, its idempotency key (if any) remembered for `idempotency_ttl_secs`.
@@ -275,18 +289,12 @@ pub async fn store_one(
             state.wake_worker();
             state.metrics().events_accepted(&account.id, 1);
             tracing::debug!(event_id = %id, account = %account.id, deliveries, "event stored");
-            Ok(Stored {
-                id,
-                deliveries,
-                duplicate: false,
-            })
+            Ok(Stored::New { id, deliveries })
         }
-        Some(EnqueueOutcome::Duplicate { id, deliveries }) => Ok(Stored {
-            id,
-            deliveries,
-            duplicate: true,
-        }),
-        Some(EnqueueOutcome::IdempotencyMismatch) => Err(idempotency_mismatch()),
+        Some(EnqueueOutcome::Duplicate { id, deliveries }) => {
+            Ok(Stored::Duplicate { id, deliveries })
+        }
+        Some(EnqueueOutcome::IdempotencyMismatch) => Ok(Stored::KeyReused),
         Some(EnqueueOutcome::QueueFull) => Err(queue_full(state, &account.id)),
         None => Err(crate::queue::QueueError::Protocol("enqueue answered nothing".into()).into()),
     }

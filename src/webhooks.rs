@@ -455,18 +455,17 @@ pub async fn receive(
         )
     };
     let ttl = hook.replay_window.as_secs().max(1);
-    match ingress::store_one(&state, &account, event, ttl).await {
-        Ok(stored) if stored.duplicate => Err(replayed()),
-        Ok(stored) => {
-            tracing::info!(webhook = %hook.name, event_id = %stored.id, "webhook stored");
+    // A delivery id seen before is a replay, whether or not the body is the same.
+    match ingress::store_one(&state, &account, event, ttl).await? {
+        ingress::Stored::New { id, deliveries } => {
+            tracing::info!(webhook = %hook.name, event_id = %id, "webhook stored");
             Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({"id": stored.id, "account": account.id, "deliveries": stored.deliveries})),
+                Json(json!({"id": id, "account": account.id, "deliveries": deliveries})),
             )
                 .into_response())
         }
-        Err(e) if e.code == "idempotency_key_reused" => Err(replayed()),
-        Err(e) => Err(e),
+        ingress::Stored::Duplicate { .. } | ingress::Stored::KeyReused => Err(replayed()),
     }
 }
 
