@@ -20,7 +20,7 @@ use crate::accounts::{AccountInfo, AccountSpec, AccountStoreError};
 use crate::app::AppState;
 use crate::auth::Client;
 use crate::config::valid_name;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::ingress::{authenticate, read_body, require_json};
 use crate::queue::{rfc3339_ms, AccountStats, DeadLetterSelection, RateLimit};
 
@@ -34,7 +34,7 @@ pub const MAX_OFFSET: u64 = 1_000_000_000_000;
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
 /// Authenticates an admin client.
@@ -49,14 +49,14 @@ pub fn require_admin<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a
 fn unknown_account(account: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "unknown_account",
+        ErrorCode::UnknownAccount,
         format!("no account {account:?} is configured or registered"),
     )
 }
 
 fn account_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPath, e.body_text()))
 }
 
 /// An admin client that reaches `account`, which must exist.
@@ -301,7 +301,7 @@ pub async fn queues(
     {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_query",
+            ErrorCode::BadQuery,
             format!(
                 "limit must be between 1 and {MAX_PAGE}, offset at most {MAX_OFFSET}, q at most 64 characters"
             ),
@@ -505,7 +505,7 @@ pub struct DeadLettersView {
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text())
 }
 
 /// The account's dead letters with reason, status, attempts, last error and the event,
@@ -534,7 +534,7 @@ pub async fn dead_letters(
     if !(1..=MAX_PAGE).contains(&limit) || offset > MAX_OFFSET {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_query",
+            ErrorCode::BadQuery,
             format!("limit must be between 1 and {MAX_PAGE}, offset at most {MAX_OFFSET}"),
         ));
     }
@@ -571,19 +571,19 @@ async fn selection(headers: &HeaderMap, body: Body) -> Result<DeadLetterSelectio
     let body: SelectionBody = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("expected {{\"ids\": [...]}} or {{\"all\": true}}: {e}"),
         )
     })?;
     match (body.ids, body.all) {
         (Some(_), Some(true)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_selection",
+            ErrorCode::BadSelection,
             "give either ids or all, not both",
         )),
         (Some(ids), _) if ids.len() > 10_000 => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_selection",
+            ErrorCode::BadSelection,
             "at most 10000 ids per call",
         )),
         (Some(ids), _) => Ok(DeadLetterSelection::Ids(ids)),
@@ -755,15 +755,17 @@ fn store_error(e: AccountStoreError) -> ApiError {
     match e {
         AccountStoreError::Disabled => ApiError::new(
             StatusCode::CONFLICT,
-            "runtime_accounts_disabled",
+            ErrorCode::RuntimeAccountsDisabled,
             e.to_string(),
         ),
-        AccountStoreError::Configured(_) => {
-            ApiError::new(StatusCode::CONFLICT, "configured_account", e.to_string())
-        }
+        AccountStoreError::Configured(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::ConfiguredAccount,
+            e.to_string(),
+        ),
         AccountStoreError::Invalid(field, message) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_account",
+            ErrorCode::InvalidAccount,
             format!("{field}: {message}"),
         )
         .with_details(vec![
@@ -811,7 +813,7 @@ pub async fn put_account(
     if !valid_name(&account) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_account_id",
+            ErrorCode::BadAccountId,
             "an account id is 1-64 characters of letters, digits, '-', '_' or '.'",
         ));
     }
@@ -823,7 +825,11 @@ pub async fn put_account(
         } else {
             StatusCode::BAD_REQUEST
         };
-        ApiError::new(status, "invalid_account", format!("bad account: {e}"))
+        ApiError::new(
+            status,
+            ErrorCode::InvalidAccount,
+            format!("bad account: {e}"),
+        )
     })?;
     let created = state
         .directory()

@@ -21,7 +21,7 @@ use crate::auth::ClientKeys;
 use crate::config::Config;
 use crate::delivery::{Worker, WorkerSettings};
 use crate::domain::notify_schema;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::history::History;
 use crate::ingress;
 use crate::metrics::Metrics;
@@ -425,7 +425,7 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this method is not allowed on this path",
     )
 }
@@ -434,7 +434,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         "internal error",
     )
     .into_response()

@@ -22,7 +22,7 @@ use crate::auth::Client;
 use crate::domain::{
     fingerprint, partition_of, EventError, EventId, NotifyEvent, NOTIFY_MAX_BYTES,
 };
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::queue::{EnqueueBatch, EnqueueOutcome, NewEvent};
 use crate::zendesk::Account;
 
@@ -62,7 +62,7 @@ pub async fn authorize_client<'a>(
     if !client.reaches(account) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!("this key may not use account {account:?}"),
         ));
     }
@@ -76,14 +76,14 @@ pub async fn authorize_client<'a>(
 pub fn unknown_account(account: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "unknown_account",
+        ErrorCode::UnknownAccount,
         format!("no account {account:?} is configured"),
     )
 }
 
 fn path_value(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPath, e.body_text()))
 }
 
 /// Requires a JSON media type.
@@ -103,7 +103,7 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
         Some(m) if m.starts_with("application/") && m.ends_with("+json") => Ok(()),
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "the body must be JSON (Content-Type: application/json)",
         )),
     }
@@ -115,7 +115,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     let too_large = |size: Option<u64>| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("the request body exceeds {limit} bytes"),
         )
         .with_details(vec![json!({"limit": limit, "size": size})])
@@ -135,12 +135,12 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         Err(e) => Err(match crate::server::BodyTimeout::find(e.as_ref()) {
             Some(timeout) => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ErrorCode::BodyTimeout,
                 timeout.to_string(),
             ),
             None => ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "unreadable_body",
+                ErrorCode::UnreadableBody,
                 format!("could not read the request body: {e}"),
             ),
         }),
@@ -152,7 +152,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("the body is not valid JSON: {e}"),
         )
     })
@@ -169,7 +169,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         }
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_idempotency_key",
+            ErrorCode::BadIdempotencyKey,
             "Idempotency-Key must be 1-255 visible ASCII characters",
         )),
     }
@@ -192,7 +192,7 @@ pub fn prepare(
         Err(EventError::TooLarge { size }) => {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "notify_too_large",
+                ErrorCode::NotifyTooLarge,
                 format!("the Notify request would be {size} bytes; Zendesk accepts at most {NOTIFY_MAX_BYTES}"),
             )
             .with_details(vec![json!({"size": size, "limit": NOTIFY_MAX_BYTES})]))
@@ -225,7 +225,7 @@ fn batch_for(state: &AppState, account: &Account, events: Vec<NewEvent>) -> Enqu
 fn queue_full(state: &AppState, account: &str) -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "queue_full",
+        ErrorCode::QueueFull,
         format!("account {account:?} already holds the most undelivered events allowed"),
     )
     .with_retry_after(state.config().delivery.notify_window_seconds)
@@ -234,7 +234,7 @@ fn queue_full(state: &AppState, account: &str) -> ApiError {
 fn idempotency_mismatch() -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency_key_reused",
+        ErrorCode::IdempotencyKeyReused,
         "this Idempotency-Key was used with a different request body",
     )
 }
@@ -497,7 +497,7 @@ fn item_error(e: &ApiError, index: usize) -> Value {
             d
         })
         .collect();
-    json!({"error": {"status": e.status.as_u16(), "code": e.code, "message": e.message, "details": details}})
+    json!({"error": {"status": e.status.as_u16(), "code": e.code.as_str(), "message": e.message, "details": details}})
 }
 
 /// `GET /v1/events/{id}`: visible only to keys that reach the event's account.
@@ -518,7 +518,13 @@ pub async fn event_status(
 ) -> Result<Response, ApiError> {
     let raw = path_value(path)?;
     let client = authenticate(&state, &headers)?;
-    let missing = || ApiError::new(StatusCode::NOT_FOUND, "unknown_event", "no such event");
+    let missing = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownEvent,
+            "no such event",
+        )
+    };
     let id = EventId::parse(&raw).ok_or_else(missing)?;
     let record = state.queue().event(&id).await?.ok_or_else(missing)?;
     if !client.reaches(&record.account) {

@@ -12,7 +12,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::StatusCode;
 
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// The limiters of every client and webhook.
 pub struct Throttle {
@@ -64,7 +64,7 @@ impl Throttle {
             let wait = not_until.wait_time_from(self.clock.now());
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 "too many requests from this client; slow down",
             )
             .with_retry_after(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))

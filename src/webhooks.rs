@@ -41,7 +41,7 @@ use sha2::Sha256;
 use crate::app::AppState;
 use crate::config::{ConditionConfig, Config, SignatureKind, WebhookConfig};
 use crate::domain::FieldError;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::ingress::{self, parse_json, read_body, require_json};
 use crate::schema::SchemaValidator;
 
@@ -130,14 +130,16 @@ impl SignatureError {
     fn into_api(self) -> ApiError {
         let (code, message) = match self {
             SignatureError::Missing(h) => (
-                "missing_signature",
+                ErrorCode::MissingSignature,
                 format!("missing or malformed {h} header"),
             ),
             SignatureError::Stale => (
-                "stale_timestamp",
+                ErrorCode::StaleTimestamp,
                 "webhook-timestamp is too far from now".to_string(),
             ),
-            SignatureError::Mismatch => ("bad_signature", "no signature matches".to_string()),
+            SignatureError::Mismatch => {
+                (ErrorCode::BadSignature, "no signature matches".to_string())
+            }
         };
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
     }
@@ -341,7 +343,7 @@ impl Webhook {
         } else {
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "unmappable_payload",
+                ErrorCode::UnmappablePayload,
                 "the payload lacks fields the webhook's mapping needs",
             )
             .with_details(
@@ -409,11 +411,11 @@ pub async fn receive(
 ) -> Result<Response, ApiError> {
     let name = path
         .map(|Path(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPath, e.body_text()))?;
     let hook = state.webhooks().get(&name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "unknown_webhook",
+            ErrorCode::UnknownWebhook,
             format!("no webhook {name:?}"),
         )
     })?;
@@ -450,7 +452,7 @@ pub async fn receive(
     let replayed = || {
         ApiError::new(
             StatusCode::CONFLICT,
-            "replayed_webhook",
+            ErrorCode::ReplayedWebhook,
             "this delivery id was already accepted",
         )
     };

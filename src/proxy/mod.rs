@@ -41,7 +41,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use crate::app::AppState;
 use crate::config::Config;
 use crate::delivery::RetryPolicy;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::hosts::Route as HostRoute;
 use crate::ingress;
 use crate::zendesk::Account;
@@ -85,7 +85,7 @@ impl Proxy {
 }
 
 fn route_not_allowed(message: String) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "route_not_allowed", message)
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::RouteNotAllowed, message)
 }
 
 fn refused(refusal: Refusal) -> ApiError {
@@ -93,7 +93,7 @@ fn refused(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::Header(_) => ApiError::new(
             StatusCode::BAD_REQUEST,
-            "header_not_allowed",
+            ErrorCode::HeaderNotAllowed,
             refusal.message(),
         ),
         _ => route_not_allowed(refusal.message()),
@@ -147,7 +147,7 @@ async fn account_id(
             HostRoute::Ambiguous => {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
-                    "unknown_account",
+                    ErrorCode::UnknownAccount,
                     format!("several accounts claim the Host {host:?}; name the account in the path (/zendesk/{{account}}/...)"),
                 ))
             }
@@ -157,7 +157,7 @@ async fn account_id(
     state.proxy().default_account.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "unknown_account",
+            ErrorCode::UnknownAccount,
             "no account is named by the path (/zendesk/{account}/...) or the Host, and proxy.default_account is not set",
         )
     })
@@ -210,7 +210,7 @@ async fn forward_with_retries(
             tracing::error!(account = %account.id, error = %e, "the account's base_url makes no URL");
             let e = ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_url",
+                ErrorCode::UpstreamUrl,
                 "the account's upstream URL is invalid",
             );
             return with_attempts(e.into_response(), 0);
@@ -223,7 +223,7 @@ async fn forward_with_retries(
         if proxy.pacer.acquire(&account.id).await.is_err() {
             let e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "proxy_busy",
+                ErrorCode::ProxyBusy,
                 format!(
                     "too many calls are waiting for account {:?}; retry later",
                     account.id
@@ -281,17 +281,17 @@ fn failure_error(failure: &Failure) -> ApiError {
     match failure {
         Failure::Timeout(text) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
+            ErrorCode::UpstreamTimeout,
             format!("Zendesk did not answer in time: {text}"),
         ),
         Failure::Connect(text) => ApiError::new(
             StatusCode::BAD_GATEWAY,
-            "upstream_unreachable",
+            ErrorCode::UpstreamUnreachable,
             format!("cannot connect to Zendesk: {text}"),
         ),
         Failure::Broken(text) => ApiError::new(
             StatusCode::BAD_GATEWAY,
-            "upstream_error",
+            ErrorCode::UpstreamError,
             format!("the connection to Zendesk broke: {text}"),
         ),
     }
