@@ -11,17 +11,25 @@
 //!
 //! # Sentinel
 //!
-//! With `redis.sentinel_master`, the primary's address is asked of the sentinels
-//! (`SENTINEL get-master-addr-by-name`, each sentinel in turn until one answers), and the
-//! server found must say it is a primary (`ROLE`) before it is used; the credentials and
-//! database of `redis.url` are kept. After a failed command the sentinels are asked again
-//! (at most every [`RECHECK`]): when they name another primary (a failover: the old one is
-//! gone, or answers `READONLY` as a replica), the connections are dropped and the next
-//! command opens them to the new one. The `redis` crate's own sentinel client opens single
-//! connections and does not follow a failover, which is what is needed here; the few
-//! commands above are all of its work this needs.
+//! With `redis.sentinel_master`, the primary's address is asked of every sentinel at once
+//! (`SENTINEL get-master-addr-by-name`; the address most of them name wins, so a stale or
+//! dead sentinel neither misleads nor delays), and the server found must say it is a
+//! primary (`ROLE`) before it is used; the credentials and database of `redis.url` are
+//! kept. After a failed command the sentinels are asked again (at most every [`RECHECK`]),
+//! and every [`REFRESH`] while commands succeed (a primary cut off from the sentinels may
+//! still answer this process): when they name another primary, the connections are
+//! dropped and the next command opens them to the new one. The `redis` crate's own
+//! sentinel client opens single connections and does not follow a failover, which is what
+//! is needed here; the few commands above are all of its work this needs.
+//!
+//! # Waiting for replicas
+//!
+//! With `redis.wait_replicas`, one more connection carries the writes that are followed by
+//! `WAIT` ([`RedisConnections::writer`]): Redis reads nothing more from a connection while
+//! it waits there, so on a shared one a slow replica would hold up claims, completions and
+//! readiness checks too.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -87,6 +95,9 @@ struct Pool {
     /// `host:port` of the server, to tell a failover.
     addr: String,
     connections: Vec<ConnectionManager>,
+    /// With `redis.wait_replicas`: the connection that carries the writes followed by
+    /// `WAIT`, alone, since Redis reads nothing more from a connection blocked in `WAIT`.
+    writer: Option<ConnectionManager>,
 }
 
 /// The connections to the Redis primary: a few multiplexed connections (see the module
@@ -97,6 +108,9 @@ pub struct RedisConnections {
     /// Held while the pool is opened, and while the sentinels are asked again.
     opening: tokio::sync::Mutex<Attempts>,
     next: AtomicUsize,
+    /// When the sentinels were last asked, in ms since `origin`.
+    asked_ms: AtomicU64,
+    origin: Instant,
     pool_size: usize,
     timeout: Duration,
     replication: Option<Replication>,
@@ -108,6 +122,9 @@ struct Attempts {
     rechecked: Option<Instant>,
     failed_open: Option<(Instant, QueueError)>,
 }
+
+/// Longest time between two questions to the sentinels while every command succeeds.
+pub const REFRESH: Duration = Duration::from_secs(5);
 
 /// Least time between two questions to the sentinels after failed commands, and between
 /// two attempts to open the connections.
@@ -126,6 +143,8 @@ impl RedisConnections {
             pool: RwLock::new(None),
             opening: tokio::sync::Mutex::new(Attempts::default()),
             next: AtomicUsize::new(0),
+            asked_ms: AtomicU64::new(0),
+            origin: Instant::now(),
             pool_size: pool_size.max(1),
             timeout,
             replication,
@@ -137,13 +156,32 @@ impl RedisConnections {
         self.replication
     }
 
+    /// Whether the sentinels were last asked more than [`REFRESH`] ago (never with a
+    /// fixed address).
+    fn refresh_due(&self) -> bool {
+        if !matches!(self.target, Target::Sentinel { .. }) {
+            return false;
+        }
+        let last = self.asked_ms.load(Ordering::Relaxed);
+        self.origin.elapsed().as_millis() as u64 >= last + REFRESH.as_millis() as u64
+    }
+
     fn current(&self) -> Option<Arc<Pool>> {
         self.pool.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     async fn pool(&self) -> Result<Arc<Pool>, QueueError> {
         if let Some(pool) = self.current() {
-            return Ok(pool);
+            if self.refresh_due() {
+                // A primary cut off from the sentinels may still answer this process: the
+                // sentinels are asked now and then even while every command succeeds.
+                self.failed().await;
+                if let Some(pool) = self.current() {
+                    return Ok(pool);
+                }
+            } else {
+                return Ok(pool);
+            }
         }
         let mut attempts = self.opening.lock().await;
         if let Some(pool) = self.current() {
@@ -178,6 +216,8 @@ impl RedisConnections {
                 sentinels,
                 template,
             } => {
+                self.asked_ms
+                    .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
                 let (host, port) = self.ask_sentinels(master, sentinels).await?;
                 let mut info = template.clone();
                 info.addr = match &info.addr {
@@ -202,8 +242,8 @@ impl RedisConnections {
             .set_response_timeout(self.timeout)
             .set_number_of_retries(2)
             .set_max_delay(1000);
-        let mut connections = Vec::with_capacity(self.pool_size);
-        for _ in 0..self.pool_size {
+        let mut connections = Vec::with_capacity(self.pool_size + 1);
+        for _ in 0..self.pool_size + usize::from(self.replication.is_some()) {
             let manager = self
                 .timed(client.get_connection_manager_with_config(settings.clone()))
                 .await
@@ -225,40 +265,61 @@ impl RedisConnections {
                 )));
             }
         }
+        let writer = if self.replication.is_some() {
+            connections.pop()
+        } else {
+            None
+        };
         Ok(Pool {
             client,
             addr,
             connections,
+            writer,
         })
     }
 
-    /// The primary's `(host, port)` by the first sentinel that knows it.
+    /// The primary's `(host, port)` as most of the sentinels that answer name it (all are
+    /// asked at once, so a dead one costs no more than the slowest answer, and a stale one
+    /// is outvoted).
     async fn ask_sentinels(
         &self,
         master: &str,
         sentinels: &[redis::Client],
     ) -> Result<(String, u16), QueueError> {
+        let asks = sentinels.iter().map(|sentinel| {
+            self.timed(async move {
+                let mut conn = sentinel.get_multiplexed_async_connection().await?;
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(master)
+                    .query_async::<Option<(String, u16)>>(&mut conn)
+                    .await
+            })
+        });
+        let mut votes: Vec<((String, u16), usize)> = Vec::new();
         let mut last = String::from("no sentinel configured");
-        for sentinel in sentinels {
-            let asked = self
-                .timed(async {
-                    let mut conn = sentinel.get_multiplexed_async_connection().await?;
-                    redis::cmd("SENTINEL")
-                        .arg("get-master-addr-by-name")
-                        .arg(master)
-                        .query_async::<Option<(String, u16)>>(&mut conn)
-                        .await
-                })
-                .await;
-            match asked {
-                Ok(Some(addr)) => return Ok(addr),
+        for answer in futures::future::join_all(asks).await {
+            match answer {
+                Ok(Some(addr)) => match votes.iter_mut().find(|(a, _)| *a == addr) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((addr, 1)),
+                },
                 Ok(None) => last = format!("a sentinel does not know master {master:?}"),
                 Err(e) => last = format!("a sentinel did not answer: {e}"),
             }
         }
-        Err(QueueError::Unavailable(format!(
-            "no sentinel named the primary of {master:?} ({last})"
-        )))
+        // The most named; on a tie, the first named (the sentinels are listed in order).
+        let mut best: Option<((String, u16), usize)> = None;
+        for (addr, n) in votes {
+            if best.as_ref().map_or(true, |(_, m)| n > *m) {
+                best = Some((addr, n));
+            }
+        }
+        best.map(|(addr, _)| addr).ok_or_else(|| {
+            QueueError::Unavailable(format!(
+                "no sentinel named the primary of {master:?} ({last})"
+            ))
+        })
     }
 
     /// After a failed command: with sentinels, asks them again (at most every
@@ -278,6 +339,8 @@ impl RedisConnections {
             return;
         }
         attempts.rechecked = Some(Instant::now());
+        self.asked_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
         let Some(pool) = self.current() else {
             return;
         };
@@ -302,7 +365,17 @@ impl RedisConnections {
         Ok(pool.connections[i].clone())
     }
 
-    /// Every multiplexed connection, opening them on first use.
+    /// The connection for writes followed by `WAIT` (see [`Pool`]); one of the others
+    /// without `redis.wait_replicas`.
+    pub async fn writer(&self) -> Result<ConnectionManager, QueueError> {
+        let pool = self.pool().await?;
+        match &pool.writer {
+            Some(writer) => Ok(writer.clone()),
+            None => self.conn().await,
+        }
+    }
+
+    /// Every multiplexed connection (but the writer), opening them on first use.
     pub async fn all(&self) -> Result<Vec<ConnectionManager>, QueueError> {
         Ok(self.pool().await?.connections.clone())
     }

@@ -876,7 +876,16 @@ impl RedisConnections {
             Some(other) => Err(unavailable(format!("WAIT answered {other:?}"))),
             None => Err(unavailable("WAIT answered nothing")),
         };
-        replies.pop();
+        // The write that moves the offset WAIT waits for: refused (OOM, a failed save,
+        // too few replicas), WAIT would confirm only an earlier one.
+        let marked = match replies.pop() {
+            Some(Value::Okay) => Ok(()),
+            Some(other) => Err(unavailable(format!(
+                "the write before WAIT was refused: {other:?}"
+            ))),
+            None => Err(unavailable("the write before WAIT answered nothing")),
+        };
+        let confirmed = marked.and(confirmed);
         replies
             .into_iter()
             .map(|reply| match reply.extract_error() {
@@ -953,7 +962,7 @@ impl RedisConnections {
         let Some(replication) = self.replication() else {
             return self.run_script_once(script, calls).await;
         };
-        let conn = match self.conn().await {
+        let conn = match self.writer().await {
             Ok(conn) => conn,
             Err(e) => return calls.iter().map(|_| Err(e.clone())).collect(),
         };

@@ -92,12 +92,15 @@ async fn a_failover_keeps_every_acknowledged_event() {
     let sim = spawn_sim(&["acme"], 100, 60).await;
     let gw = gateway(&primary, &sim).await;
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut senders = Vec::new();
     for client in 0..8 {
-        let (base, accepted) = (gw.base.clone(), accepted.clone());
+        let (base, accepted, stop) = (gw.base.clone(), accepted.clone(), stop.clone());
         senders.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
-            for i in 0.. {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
                 let resp = http
                     .post(format!("{base}/v1/accounts/acme/notify"))
                     .bearer_auth(KEY)
@@ -111,10 +114,12 @@ async fn a_failover_keeps_every_acknowledged_event() {
                             accepted.lock().unwrap().push(id.to_string());
                         }
                     }
-                    // The primary is gone: this client stops.
-                    Ok(resp) if resp.status() == 503 => return,
+                    // Not confirmed, or the primary is gone: not acknowledged.
+                    Ok(resp) if resp.status() == 503 => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                     Ok(resp) => panic!("unexpected answer {}", resp.status()),
-                    Err(_) => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
             }
         }));
@@ -123,14 +128,21 @@ async fn a_failover_keeps_every_acknowledged_event() {
         accepted.lock().unwrap().len() >= 200
     })
     .await;
-    // The primary dies under load (SIGKILL); the replica is promoted.
+    // The replica falls behind (frozen) while the clients go on: what the primary stores
+    // now never reaches it, so none of it may be acknowledged. Then the primary dies
+    // (SIGKILL) and the replica is promoted.
+    replica.freeze();
+    let before = accepted.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
     primary.stop();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for sender in senders {
         tokio::time::timeout(Duration::from_secs(10), sender)
             .await
-            .expect("a client stopped once the primary was gone")
+            .expect("a client stopped")
             .expect("a client ran to its end");
     }
+    replica.thaw();
     replica.command(&["REPLICAOF", "NO", "ONE"]);
     let accepted = accepted.lock().unwrap().clone();
     let lost: Vec<&String> = accepted
@@ -139,7 +151,7 @@ async fn a_failover_keeps_every_acknowledged_event() {
         .collect();
     assert!(
         lost.is_empty(),
-        "{} of {} acknowledged events lost: {lost:?}",
+        "{} of {} acknowledged events lost ({before} acknowledged before the replica froze): {lost:?}",
         lost.len(),
         accepted.len()
     );
