@@ -365,7 +365,7 @@ impl RedisConnections {
         Ok(pool.connections[i].clone())
     }
 
-    /// The connection for writes followed by `WAIT` (see [`Pool`]); one of the others
+    /// The connection for writes followed by `WAIT` (see the module docs); one of the others
     /// without `redis.wait_replicas`.
     pub async fn writer(&self) -> Result<ConnectionManager, QueueError> {
         let pool = self.pool().await?;
