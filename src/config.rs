@@ -912,10 +912,17 @@ impl Config {
             _ => {}
         }
         for (i, node) in self.redis.sentinel_nodes.iter().enumerate() {
-            if !node.expose_secret().starts_with("redis://") {
+            let key = format!("redis.sentinel_nodes[{i}]");
+            let Some(rest) = node.expose_secret().strip_prefix("redis://") else {
+                return Err(ConfigError::invalid(key, "must start with redis://"));
+            };
+            if rest
+                .split_once('/')
+                .is_some_and(|(_, path)| !path.is_empty())
+            {
                 return Err(ConfigError::invalid(
-                    format!("redis.sentinel_nodes[{i}]"),
-                    "must start with redis://",
+                    key,
+                    "must name no database (a sentinel has none): redis://host:port",
                 ));
             }
         }
@@ -1420,6 +1427,10 @@ accounts = ["acme"]
             (
                 "[redis]\nsentinel_master = \"m\"\nsentinel_nodes = [\"redis://h:1\", \"h:2\"]\n",
                 "redis.sentinel_nodes[1]:",
+            ),
+            (
+                "[redis]\nsentinel_master = \"m\"\nsentinel_nodes = [\"redis://h:1/0\"]\n",
+                "redis.sentinel_nodes[0]:",
             ),
         ] {
             let message = err(text, &[]);

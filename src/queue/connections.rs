@@ -451,6 +451,23 @@ impl RedisConnections {
                 "Redis appendonly is off: accepted events can be lost if Redis itself crashes"
             );
         }
+        if let Some(replication) = self.replication {
+            let info: String = self
+                .timed(redis::cmd("INFO").arg("replication").query_async(&mut conn))
+                .await
+                .unwrap_or_default();
+            let connected = info
+                .lines()
+                .find_map(|l| l.strip_prefix("connected_slaves:"))
+                .and_then(|n| n.trim().parse::<u32>().ok());
+            if let Some(connected) = connected.filter(|n| *n < replication.replicas) {
+                tracing::warn!(
+                    wait_replicas = replication.replicas,
+                    connected,
+                    "fewer replicas are connected to the Redis primary than redis.wait_replicas: ingress answers 503 not_replicated until enough are"
+                );
+            }
+        }
         Ok(())
     }
 }
