@@ -14,7 +14,7 @@ use crate::support::*;
 async fn gateway(primary: &RedisServer, sim: &TestSim) -> TestGateway {
     let text = gateway_toml(&primary.url(), "w", sim, &["acme"], "enabled = false").replace(
         "[redis]",
-        "[redis]\nwait_replicas = 1\nwait_timeout_ms = 300",
+        "[redis]\nwait_replicas = 1\nwait_timeout_ms = 1000",
     );
     spawn_gateway(config(&text)).await
 }
@@ -168,7 +168,7 @@ async fn sentinel_finds_the_primary_and_follows_a_failover() {
     // `url` names no server: the sentinel says where the primary is.
     let redis = format!(
         "[redis]\nsentinel_master = \"zr\"\nsentinel_nodes = [\"{}\"]\n\
-         wait_replicas = 1\nwait_timeout_ms = 300\ntimeout_ms = 1000",
+         wait_replicas = 1\nwait_timeout_ms = 600\ntimeout_ms = 1000",
         sentinel.url()
     );
     let text =
