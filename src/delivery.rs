@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::accounts::AccountDirectory;
 use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
-use crate::queue::{Claimed, Completion, Outcome, Queue, QueueError};
+use crate::queue::{Claimed, Completion, DeadReason, Outcome, Queue, QueueError};
 use crate::zendesk::{NotifyResult, ZendeskClient};
 
 /// Most deliveries claimed from one partition in one call.
@@ -457,7 +457,7 @@ impl Worker {
                     NotifyResult::Rejected { status, error } => {
                         tracing::warn!(status, "upstream rejected the event; dead-lettered");
                         Outcome::Dead {
-                            reason: "rejected".into(),
+                            reason: DeadReason::Rejected,
                             status: Some(status),
                             error,
                         }
@@ -500,7 +500,7 @@ impl Worker {
         if claimed.attempts >= self.policy.max_attempts {
             tracing::warn!(?status, error = %error, "attempts exhausted; dead-lettered");
             Outcome::Dead {
-                reason: "max_attempts".into(),
+                reason: DeadReason::MaxAttempts,
                 status,
                 error,
             }

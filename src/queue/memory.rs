@@ -548,7 +548,7 @@ mod tests {
             &q,
             &second,
             Outcome::Dead {
-                reason: "rejected".into(),
+                reason: crate::queue::DeadReason::Rejected,
                 status: Some(400),
                 error: "late".into(),
             },
@@ -606,7 +606,7 @@ mod tests {
             &q,
             &b,
             Outcome::Dead {
-                reason: "rejected".into(),
+                reason: crate::queue::DeadReason::Rejected,
                 status: Some(422),
                 error: "bad".into(),
             },

@@ -170,8 +170,8 @@ pub enum Outcome {
     },
     /// Give up: keep it as a dead letter.
     Dead {
-        /// Machine-readable reason (`rejected`, `max_attempts`, ...).
-        reason: String,
+        /// Why.
+        reason: DeadReason,
         /// Upstream status, if one was received.
         status: Option<u16>,
         /// What went wrong.
@@ -229,13 +229,116 @@ pub struct ClaimBatch {
     pub next_due: Option<Duration>,
 }
 
+/// Where one Notify call of an event stands (and, for a whole event, the least advanced of
+/// its calls: see [`EventRecord::overall_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CallStatus {
+    /// Waiting in its account's queue.
+    Queued,
+    /// Leased to a worker, being sent.
+    Delivering,
+    /// Waiting for a retry.
+    Retrying,
+    /// Zendesk accepted it.
+    Delivered,
+    /// A dead letter: rejected, or out of attempts.
+    Dead,
+    /// A dead letter: its time to live ran out.
+    Expired,
+}
+
+impl CallStatus {
+    /// The status as the scripts store it and the API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Queued => "queued",
+            CallStatus::Delivering => "delivering",
+            CallStatus::Retrying => "retrying",
+            CallStatus::Delivered => "delivered",
+            CallStatus::Dead => "dead",
+            CallStatus::Expired => "expired",
+        }
+    }
+
+    /// The status a script stored; `None` for a word it never stores.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => CallStatus::Queued,
+            "delivering" => CallStatus::Delivering,
+            "retrying" => CallStatus::Retrying,
+            "delivered" => CallStatus::Delivered,
+            "dead" => CallStatus::Dead,
+            "expired" => CallStatus::Expired,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for CallStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for CallStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Why a Notify call became a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadReason {
+    /// Zendesk refused it for good (a 4xx other than 401, 403, 408 and 429).
+    Rejected,
+    /// Every attempt (`delivery.max_attempts`) failed.
+    MaxAttempts,
+    /// Its time to live ran out before it could be sent.
+    Expired,
+}
+
+impl DeadReason {
+    /// The reason as the scripts store it and the API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Rejected => "rejected",
+            DeadReason::MaxAttempts => "max_attempts",
+            DeadReason::Expired => "expired",
+        }
+    }
+
+    /// The reason a script stored; `None` for a word it never stores.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "rejected" => DeadReason::Rejected,
+            "max_attempts" => DeadReason::MaxAttempts,
+            "expired" => DeadReason::Expired,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for DeadReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for DeadReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Status of one Notify call of an event.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryStatus {
     /// The agent notified, if the call targets one.
     pub agent_id: Option<u64>,
-    /// `queued`, `delivering`, `retrying`, `delivered`, `dead` or `expired`.
-    pub status: String,
+    /// Where the call stands.
+    pub status: CallStatus,
     /// Attempts made.
     pub attempts: u32,
     /// Last upstream status.
@@ -254,7 +357,7 @@ pub struct EventRecord {
     /// The account.
     pub account: String,
     /// Overall status, derived from the deliveries.
-    pub status: String,
+    pub status: CallStatus,
     /// When it was accepted (RFC 3339).
     pub created_at: String,
     /// One entry per Notify call.
@@ -264,21 +367,12 @@ pub struct EventRecord {
 impl EventRecord {
     /// The overall status: the least advanced of the deliveries, with `dead`/`expired`
     /// once every call has finished and one of them failed.
-    pub fn overall_status(deliveries: &[DeliveryStatus]) -> &'static str {
-        let has = |s: &str| deliveries.iter().any(|d| d.status == s);
-        if has("delivering") {
-            "delivering"
-        } else if has("retrying") {
-            "retrying"
-        } else if has("queued") {
-            "queued"
-        } else if has("dead") {
-            "dead"
-        } else if has("expired") {
-            "expired"
-        } else {
-            "delivered"
-        }
+    pub fn overall_status(deliveries: &[DeliveryStatus]) -> CallStatus {
+        use CallStatus::*;
+        [Delivering, Retrying, Queued, Dead, Expired]
+            .into_iter()
+            .find(|s| deliveries.iter().any(|d| d.status == *s))
+            .unwrap_or(Delivered)
     }
 }
 
@@ -331,9 +425,9 @@ pub struct DeadLetter {
     /// The event.
     pub event_id: String,
     /// `dead` or `expired`.
-    pub status: String,
-    /// Why: `rejected` (upstream 4xx), `max_attempts` or `expired`.
-    pub reason: String,
+    pub status: CallStatus,
+    /// Why.
+    pub reason: DeadReason,
     /// Attempts made.
     pub attempts: u32,
     /// Last upstream status, if any.

@@ -111,10 +111,10 @@ use super::connections::Target;
 pub use super::connections::{RedisConnections, Replication};
 use super::layout::{self, LayoutScripts};
 use super::{
-    rfc3339_ms, AccountStats, ClaimBatch, Claimed, Completion, DeadLetter, DeadLetterPage,
-    DeadLetterResult, DeadLetterSelection, DeliveryStatus, EnqueueBatch, EnqueueOutcome,
-    EventRecord, Outcome, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention,
-    PROCESS_STALE,
+    rfc3339_ms, AccountStats, CallStatus, ClaimBatch, Claimed, Completion, DeadLetter,
+    DeadLetterPage, DeadLetterResult, DeadLetterSelection, DeadReason, DeliveryStatus,
+    EnqueueBatch, EnqueueOutcome, EventRecord, Outcome, ProcessRecord, Queue, QueueError,
+    QueueStats, RateLimit, Retention, PROCESS_STALE,
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
@@ -908,6 +908,12 @@ impl RedisConnections {
 /// offset on.
 const REPLICATED_MARK_MS: u64 = 60_000;
 
+/// A call status as a script stored it.
+fn call_status(text: &str) -> Result<CallStatus, QueueError> {
+    CallStatus::parse(text)
+        .ok_or_else(|| QueueError::Protocol(format!("unknown call status {text:?}")))
+}
+
 /// Checks a PING's reply.
 fn pong(reply: Value) -> Result<(), QueueError> {
     match reply {
@@ -1491,26 +1497,31 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         let get = |name: String| fields.get(&name).filter(|v| !v.is_empty()).cloned();
         let n: usize = get("n".into()).and_then(|v| v.parse().ok()).unwrap_or(0);
         let deliveries: Vec<DeliveryStatus> = (0..n)
-            .map(|k| DeliveryStatus {
-                agent_id: get(format!("ag{k}")).and_then(|v| v.parse().ok()),
-                status: get(format!("s{k}")).unwrap_or_else(|| "queued".into()),
-                attempts: get(format!("at{k}"))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-                last_status: get(format!("ls{k}")).and_then(|v| v.parse().ok()),
-                last_error: get(format!("le{k}")),
-                delivered_at: get(format!("dt{k}"))
-                    .and_then(|v| v.parse().ok())
-                    .map(rfc3339_ms),
+            .map(|k| {
+                Ok(DeliveryStatus {
+                    agent_id: get(format!("ag{k}")).and_then(|v| v.parse().ok()),
+                    status: match get(format!("s{k}")) {
+                        None => CallStatus::Queued,
+                        Some(s) => call_status(&s)?,
+                    },
+                    attempts: get(format!("at{k}"))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                    last_status: get(format!("ls{k}")).and_then(|v| v.parse().ok()),
+                    last_error: get(format!("le{k}")),
+                    delivered_at: get(format!("dt{k}"))
+                        .and_then(|v| v.parse().ok())
+                        .map(rfc3339_ms),
+                })
             })
-            .collect();
+            .collect::<Result<_, QueueError>>()?;
         let created = get("created".into())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         Ok(Some(EventRecord {
             id: id.to_string(),
             account,
-            status: EventRecord::overall_status(&deliveries).to_string(),
+            status: EventRecord::overall_status(&deliveries),
             created_at: rfc3339_ms(created),
             deliveries,
         }))
@@ -1616,8 +1627,13 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             items.push(DeadLetter {
                 event_id: did.split(':').next().unwrap_or_default().to_string(),
                 delivery_id: did,
-                status: text(&f[3]).unwrap_or_default(),
-                reason: text(&f[4]).unwrap_or_default(),
+                status: call_status(&text(&f[3]).unwrap_or_default())?,
+                reason: {
+                    let reason = text(&f[4]).unwrap_or_default();
+                    DeadReason::parse(&reason).ok_or_else(|| {
+                        QueueError::Protocol(format!("unknown dead-letter reason {reason:?}"))
+                    })?
+                },
                 attempts: int(&f[5]).unwrap_or(0).max(0) as u32,
                 last_status: text(&f[6]).and_then(|s| s.parse().ok()),
                 last_error: text(&f[7]).filter(|s| !s.is_empty()),

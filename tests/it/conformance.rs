@@ -17,7 +17,7 @@ use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
 use zenrelay::queue::{
     rfc3339_ms, AccountStats, Claimed, Completion, DeadLetterResult, DeadLetterSelection,
-    EnqueueBatch, EnqueueOutcome, EventRecord, NewEvent, Outcome, Queue, RateLimit,
+    DeadReason, EnqueueBatch, EnqueueOutcome, EventRecord, NewEvent, Outcome, Queue, RateLimit,
 };
 
 use crate::support::RedisServer;
@@ -531,7 +531,7 @@ async fn dead_letters_keep_status_and_error(b: Backend) {
         &q,
         &first,
         Outcome::Dead {
-            reason: "rejected".into(),
+            reason: DeadReason::Rejected,
             status: Some(400),
             error: "{\"error\":\"InvalidValue\"}".into(),
         },
@@ -752,7 +752,7 @@ fn ids(dids: &[&String]) -> DeadLetterSelection {
 
 fn dead(reason: &str, status: Option<u16>, error: &str) -> Outcome {
     Outcome::Dead {
-        reason: reason.into(),
+        reason: DeadReason::parse(reason).expect("a dead-letter reason"),
         status,
         error: error.into(),
     }

@@ -385,7 +385,13 @@ fn random_outcome(rng: &mut StdRng) -> Outcome {
             error: "unavailable".into(),
         },
         10..=13 => Outcome::Dead {
-            reason: pick(rng, &["rejected", "max_attempts"]).to_string(),
+            reason: *pick(
+                rng,
+                &[
+                    zenrelay::queue::DeadReason::Rejected,
+                    zenrelay::queue::DeadReason::MaxAttempts,
+                ],
+            ),
             status: Some(422),
             error: "unprocessable".into(),
         },

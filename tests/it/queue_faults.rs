@@ -222,7 +222,7 @@ fn retry(delay_ms: u64) -> Outcome {
 
 fn dead() -> Outcome {
     Outcome::Dead {
-        reason: "rejected".into(),
+        reason: zenrelay::queue::DeadReason::Rejected,
         status: Some(422),
         error: "bad".into(),
     }

@@ -64,7 +64,7 @@ async fn deliver_all(q: &dyn Queue) {
             .map(|c| {
                 let outcome = if c.account.starts_with("dead-") {
                     Outcome::Dead {
-                        reason: "rejected".into(),
+                        reason: zenrelay::queue::DeadReason::Rejected,
                         status: Some(422),
                         error: "no".into(),
                     }
