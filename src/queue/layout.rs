@@ -290,14 +290,19 @@ async fn layout_one_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<Vec
     // Layout 1 kept a `depth` counter in every account's record (written by each of its
     // enqueues), which no later layout writes: data without one is not layout 1 (e.g.
     // this layout's, whose `layout` field an operator deleted along with the count).
-    let mut layout_one = false;
+    // A sample of each partition's accounts, read once for both checks below.
+    let mut samples: Vec<(u16, Vec<String>)> = Vec::with_capacity(found.len());
     for &p in &found {
         let key = format!("{}:accounts", scope.base(p));
         let sample = scope
             .cmd(redis::cmd("SRANDMEMBER").arg(&key).arg(SAMPLE))
             .await?;
-        for account in strings(sample).into_iter().flatten() {
-            let record = format!("{}:acct:{account}", scope.base(p));
+        samples.push((p, strings(sample).into_iter().flatten().collect()));
+    }
+    let mut layout_one = false;
+    for (p, sample) in &samples {
+        for account in sample {
+            let record = format!("{}:acct:{account}", scope.base(*p));
             let depth = scope
                 .cmd(redis::cmd("HEXISTS").arg(&record).arg("depth"))
                 .await?;
@@ -317,13 +322,9 @@ async fn layout_one_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<Vec
             key = format!("{}:accounts", scope.base(p))
         )));
     }
-    for &p in &found {
-        let key = format!("{}:accounts", scope.base(p));
-        let sample = scope
-            .cmd(redis::cmd("SRANDMEMBER").arg(&key).arg(SAMPLE))
-            .await?;
-        for account in strings(sample).into_iter().flatten() {
-            if partition_of(&account, mine) != p {
+    for (p, sample) in &samples {
+        for account in sample {
+            if partition_of(account, mine) != *p {
                 return Err(QueueError::Mismatch(format!(
                     "redis.partitions is {mine}, but account {account:?} of the previous \
                      release's data under key prefix {prefix:?} is in partition {p}, where \
