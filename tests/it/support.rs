@@ -20,6 +20,21 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Sends one command to the server on 127.0.0.1:`port` and returns the raw RESP reply
+/// (enough for simple checks).
+fn resp_command(port: u16, args: &[&str]) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+    }
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut buf = vec![0u8; 65536];
+    let n = stream.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 /// A `redis-server` owned by one test, killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
@@ -153,16 +168,7 @@ impl RedisServer {
 
     /// Sends one command and returns the raw RESP reply (enough for simple checks).
     pub fn command(&self, args: &[&str]) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-        }
-        stream.write_all(req.as_bytes()).ok()?;
-        let mut buf = vec![0u8; 65536];
-        let n = stream.read(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        resp_command(self.port, args)
     }
 
     /// Number of keys in the database.
@@ -235,16 +241,7 @@ impl Sentinel {
 
     /// Sends one command and returns the raw RESP reply.
     pub fn command(&self, args: &[&str]) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-        }
-        stream.write_all(req.as_bytes()).ok()?;
-        let mut buf = vec![0u8; 65536];
-        let n = stream.read(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        resp_command(self.port, args)
     }
 }
 
