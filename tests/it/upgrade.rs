@@ -50,6 +50,19 @@ fn bulk(text: &str) -> String {
     format!("${}\r\n{text}\r\n", text.len())
 }
 
+/// `GET {base}{path}` with the admin key, as JSON.
+async fn admin_get(base: &str, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_newer_layout_makes_the_process_refuse_to_start() {
     let redis = RedisServer::start();
@@ -227,15 +240,7 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
     let again: serde_json::Value = again.json().await.unwrap();
     assert_eq!(again["id"].as_str(), Some(keyed_id.as_str()), "{again}");
     // The dead letter is kept, and replays.
-    let letters: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/accounts/omega/dead-letters", new.base))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let letters: serde_json::Value = admin_get(&new.base, "/v1/accounts/omega/dead-letters").await;
     assert_eq!(letters["total"], 1, "{letters}");
     let replay = admin("omega/dead-letters/replay", &new.base)
         .send()
@@ -313,15 +318,7 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
         );
     }
     // Within the limit: the simulator never answered 429.
-    let queues: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/queues", new.base))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queues: serde_json::Value = admin_get(&new.base, "/v1/queues").await;
     let over: Vec<_> = queues["accounts"]
         .as_array()
         .expect("accounts")
@@ -338,15 +335,7 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
             Some(":0\r\n")
         );
     }
-    let cluster: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/cluster", new.base))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cluster: serde_json::Value = admin_get(&new.base, "/v1/cluster").await;
     assert_eq!(cluster["layout"], LAYOUT_VERSION);
     let processes = cluster["processes"].as_array().expect("processes");
     assert_eq!(processes.len(), 1, "{cluster}");
@@ -402,15 +391,7 @@ async fn a_migration_waits_for_processes_of_an_older_layout() {
         redis.command(&["HGET", "roll:meta", "layout"]).as_deref(),
         Some("$-1\r\n")
     );
-    let cluster: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/cluster", new.base))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cluster: serde_json::Value = admin_get(&new.base, "/v1/cluster").await;
     let layouts: Vec<u64> = cluster["processes"]
         .as_array()
         .map(|ps| ps.iter().filter_map(|p| p["layout"].as_u64()).collect())
