@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::queue::memory::MemoryQueue;
 use crate::queue::redis::{
-    QueueSettings, RedisQueue, RedisQueueConfig, Replication, SentinelSettings,
+    ClusterQueue, QueueSettings, RedisQueue, RedisQueueConfig, Replication, SentinelSettings,
 };
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;
@@ -137,6 +137,8 @@ pub struct Gateway {
 pub fn queue_for(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
     if config.redis.is_memory() {
         Ok(Arc::new(memory_queue(config)))
+    } else if !config.redis.cluster_nodes.is_empty() {
+        Ok(Arc::new(ClusterQueue::new(redis_queue_config(config))?))
     } else {
         Ok(Arc::new(redis_queue(config)?))
     }
@@ -186,6 +188,7 @@ pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
                 master: master.clone(),
                 nodes: config.redis.sentinel_nodes.clone(),
             }),
+        cluster_nodes: config.redis.cluster_nodes.clone(),
         queue: queue_settings(config),
     }
 }

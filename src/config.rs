@@ -171,6 +171,9 @@ pub struct RedisConfig {
     pub sentinel_master: Option<String>,
     /// The sentinels to ask (`redis://host:port`).
     pub sentinel_nodes: Vec<SecretString>,
+    /// Seed nodes of a Redis Cluster (`redis://host:port`, with the credentials every node
+    /// takes): when set, the queue runs on the cluster and `url` is not used.
+    pub cluster_nodes: Vec<SecretString>,
 }
 
 /// The `redis.url` that selects the in-memory queue (not durable).
@@ -195,6 +198,7 @@ impl Default for RedisConfig {
             wait_timeout_ms: 500,
             sentinel_master: None,
             sentinel_nodes: Vec::new(),
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -926,6 +930,39 @@ impl Config {
                 ));
             }
         }
+        if !self.redis.cluster_nodes.is_empty() {
+            if self.redis.is_memory() {
+                return Err(ConfigError::invalid(
+                    "redis.cluster_nodes",
+                    "cannot be used with redis.url = \"memory://\" (the in-memory queue)",
+                ));
+            }
+            if self.redis.sentinel_master.is_some() {
+                return Err(ConfigError::invalid(
+                    "redis.cluster_nodes",
+                    "cannot be used with redis.sentinel_master (a Redis Cluster fails over by itself)",
+                ));
+            }
+        }
+        for (i, node) in self.redis.cluster_nodes.iter().enumerate() {
+            let key = format!("redis.cluster_nodes[{i}]");
+            let url = node.expose_secret();
+            let Some(rest) = url
+                .strip_prefix("redis://")
+                .or_else(|| url.strip_prefix("rediss://"))
+            else {
+                return Err(ConfigError::invalid(key, "must start with redis:// or rediss://"));
+            };
+            if rest
+                .split_once('/')
+                .is_some_and(|(_, path)| !path.is_empty() && path != "0")
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must name no database but 0 (a Redis Cluster has only database 0)",
+                ));
+            }
+        }
         if self.redis.wait_replicas > 0 {
             if self.redis.is_memory() {
                 return Err(ConfigError::invalid(
@@ -1439,6 +1476,33 @@ accounts = ["acme"]
         let memory = [("ZENRELAY__REDIS__URL".to_string(), "memory://".to_string())];
         let message = err(ok, &memory);
         assert!(message.starts_with("redis.sentinel_master:"), "{message}");
+    }
+
+    #[test]
+    fn cluster_nodes_are_checked() {
+        let ok = "[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"rediss://u:p@h:7001/0\"]\n";
+        let config = Config::from_toml_with_env(ok, "test.toml", &[]).unwrap();
+        assert_eq!(config.redis.cluster_nodes.len(), 2);
+        for (text, key) in [
+            (
+                "[redis]\ncluster_nodes = [\"redis://h:1\", \"h:2\"]\n",
+                "redis.cluster_nodes[1]:",
+            ),
+            (
+                "[redis]\ncluster_nodes = [\"redis://h:1/3\"]\n",
+                "redis.cluster_nodes[0]:",
+            ),
+            (
+                "[redis]\ncluster_nodes = [\"redis://h:1\"]\nsentinel_master = \"m\"\nsentinel_nodes = [\"redis://h:2\"]\n",
+                "redis.cluster_nodes:",
+            ),
+        ] {
+            let message = err(text, &[]);
+            assert!(message.starts_with(key), "{text}: {message}");
+        }
+        let memory = [("ZENRELAY__REDIS__URL".to_string(), "memory://".to_string())];
+        let message = err(ok, &memory);
+        assert!(message.starts_with("redis.cluster_nodes:"), "{message}");
     }
 
     #[test]

@@ -390,13 +390,7 @@ impl RedisConnections {
         &self,
         fut: impl std::future::Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(RedisError::from((
-                redis::ErrorKind::IoError,
-                "Redis command timed out",
-            ))),
-        }
+        timed(self.timeout, fut).await
     }
 
     /// The command timeout.
@@ -469,6 +463,20 @@ impl RedisConnections {
             }
         }
         Ok(())
+    }
+}
+
+/// `fut`, failed as an I/O error if it takes longer than `timeout`.
+pub async fn timed<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, RedisError>>,
+) -> Result<T, RedisError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from((
+            redis::ErrorKind::IoError,
+            "Redis command timed out",
+        ))),
     }
 }
 

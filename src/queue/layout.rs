@@ -215,7 +215,7 @@ pub async fn check_layout<T: Transport>(
             migrate(scope, migration).await?;
             LayoutCheck::Migrated
         }
-        None if scope.transport.fresh() => LayoutCheck::Recorded,
+        None if scope.transport.holds_no_earlier_layout() => LayoutCheck::Recorded,
         None => {
             if layout_one_partitions(scope).await?.is_empty() {
                 LayoutCheck::Recorded

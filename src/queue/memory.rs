@@ -240,7 +240,7 @@ impl Transport for Embedded {
     }
 
     /// The store lives in this process: it holds no earlier release's data.
-    fn fresh(&self) -> bool {
+    fn holds_no_earlier_layout(&self) -> bool {
         true
     }
 }

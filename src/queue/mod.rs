@@ -9,6 +9,7 @@
 //! rolling-window limit per account, one delivery in flight per account (which keeps first
 //! attempts in FIFO order), leases, retries, dead letters and TTLs.
 
+pub mod cluster;
 pub mod connections;
 pub mod layout;
 pub mod memory;

@@ -107,7 +107,8 @@ use redis::{RedisError, Value};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
-use super::connections::Target;
+use super::connections::{timed, Target};
+pub use super::cluster::ClusterConnections;
 pub use super::connections::{RedisConnections, Replication};
 use super::layout::{self, LayoutScripts};
 use super::{
@@ -141,6 +142,9 @@ pub struct RedisQueueConfig {
     /// The sentinels that name the primary (`redis.sentinel_*`), if any: `url`'s address
     /// is then not used.
     pub sentinel: Option<SentinelSettings>,
+    /// The seed nodes of a Redis Cluster (`redis.cluster_nodes`); when not empty, `url`
+    /// is not used and the queue is a [`ClusterQueue`].
+    pub cluster_nodes: Vec<SecretString>,
     /// What the scripts are called with (prefix, partitions, lease, limits, retention).
     pub queue: QueueSettings,
 }
@@ -244,9 +248,10 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
-    /// Whether the store is known to hold nothing written before this process started
-    /// (an in-process store): no earlier layout is looked for in it.
-    fn fresh(&self) -> bool {
+    /// Whether the store cannot hold data of a release before layouts were recorded (an
+    /// in-process store, or a Redis Cluster, which that release could not use): no
+    /// earlier layout is looked for in it.
+    fn holds_no_earlier_layout(&self) -> bool {
         false
     }
 }
@@ -270,6 +275,10 @@ pub struct QueueSettings {
 
 /// The production queue: the scripts run by a Redis server.
 pub type RedisQueue = ScriptQueue<RedisConnections>;
+
+/// The production queue on a Redis Cluster: each partition's scripts run by the master of
+/// its slot.
+pub type ClusterQueue = ScriptQueue<ClusterConnections>;
 
 /// The queue implemented by the Lua scripts, over a [`Transport`].
 pub struct ScriptQueue<T> {
@@ -328,11 +337,11 @@ const COMPLETE_CHUNK: usize = 16;
 /// never split: it is stored whole or not at all.
 const GROUP_MAX_EVENTS: usize = 64;
 
-fn unavailable(e: impl std::fmt::Display) -> QueueError {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
-fn is_noscript(e: &RedisError) -> bool {
+pub(super) fn is_noscript(e: &RedisError) -> bool {
     e.kind() == redis::ErrorKind::NoScriptError
 }
 
@@ -365,6 +374,21 @@ impl RedisQueue {
         let transport =
             RedisConnections::new(target, config.pool_size, config.timeout, config.replication);
         Ok(ScriptQueue::with_helpers(config.queue, transport, helpers))
+    }
+}
+
+impl ClusterQueue {
+    /// Checks the seed URLs (`config.cluster_nodes`); connections are opened on first use,
+    /// so this succeeds while the cluster is down.
+    pub fn new(config: RedisQueueConfig) -> Result<Self, QueueError> {
+        let seeds: Vec<String> = config
+            .cluster_nodes
+            .iter()
+            .map(|n| n.expose_secret().to_string())
+            .collect();
+        let transport =
+            ClusterConnections::new(&seeds, config.pool_size, config.timeout, config.replication)?;
+        Ok(ScriptQueue::with_helpers(config.queue, transport, HELPERS))
     }
 }
 
@@ -810,98 +834,93 @@ async fn check_layout<T: Transport>(
 }
 
 /// Why a call of [`RedisConnections::replicated`] has no reply.
-enum Sent {
-    /// Redis did not know the script: the call did nothing.
-    NoScript,
+pub(super) enum Sent {
+    /// The call's own error reply (`NOSCRIPT`: it did nothing; in a cluster, a redirect).
+    Refused(RedisError),
     /// The call failed, or its writes were not confirmed by the replicas.
     Failed(QueueError),
 }
 
-impl RedisConnections {
-    /// Sends `calls`, then a write of its own and `WAIT`, as one pipeline on `conn`: the
-    /// connection either carries them all or fails them all, so `WAIT` waits for these
-    /// calls' writes, never for another connection's. The write before it makes the
-    /// offset `WAIT` waits for the whole replication stream's at that point, so it also
-    /// covers what an earlier request stored through another connection (an
-    /// `Idempotency-Key` retried after a 503 is answered with the event stored then).
-    async fn replicated(
-        &self,
-        conn: &ConnectionManager,
-        script: &Script,
-        calls: &[&ScriptCall],
-        with_source: bool,
-        replication: Replication,
-    ) -> Vec<Result<Value, Sent>> {
-        let Some((base, _)) = calls.first() else {
-            return Vec::new();
-        };
-        let mut pipe = redis::pipe();
-        for call in calls {
-            pipe.add_command(script_cmd(script, call, with_source));
-        }
-        pipe.cmd("SET")
-            .arg(format!("{base}:replicated"))
-            .arg(1)
-            .arg("PX")
-            .arg(REPLICATED_MARK_MS);
-        pipe.cmd("WAIT")
-            .arg(replication.replicas)
-            .arg(replication.timeout.as_millis() as u64);
-        let mut conn = conn.clone();
-        let sent = self
-            .timed(redis::aio::ConnectionLike::req_packed_commands(
-                &mut conn,
-                &pipe,
-                0,
-                pipe.len(),
-            ))
-            .await;
-        let mut replies = match sent {
-            Ok(replies) if replies.len() == calls.len() + 2 => replies,
-            Ok(replies) => {
-                let e = QueueError::Protocol(format!(
-                    "a pipeline of {} commands answered {}",
-                    calls.len() + 2,
-                    replies.len()
-                ));
-                return calls.iter().map(|_| Err(Sent::Failed(e.clone()))).collect();
-            }
-            Err(e) => {
-                let e = unavailable(e);
-                return calls.iter().map(|_| Err(Sent::Failed(e.clone()))).collect();
-            }
-        };
-        let confirmed = match replies.pop() {
-            Some(Value::Int(n)) => Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
-            Some(other) => Err(unavailable(format!("WAIT answered {other:?}"))),
-            None => Err(unavailable("WAIT answered nothing")),
-        };
-        // The write that moves the offset WAIT waits for: refused (OOM, a failed save,
-        // too few replicas), WAIT would confirm only an earlier one.
-        let marked = match replies.pop() {
-            Some(Value::Okay) => Ok(()),
-            Some(other) => Err(unavailable(format!(
-                "the write before WAIT was refused: {other:?}"
-            ))),
-            None => Err(unavailable("the write before WAIT answered nothing")),
-        };
-        let confirmed = marked.and(confirmed);
-        replies
-            .into_iter()
-            .map(|reply| match reply.extract_error() {
-                Err(e) if is_noscript(&e) => Err(Sent::NoScript),
-                Err(e) => Err(Sent::Failed(unavailable(e))),
-                Ok(value) => match &confirmed {
-                    Ok(n) if *n >= replication.replicas => Ok(value),
-                    Ok(n) => Err(Sent::Failed(QueueError::NotReplicated {
-                        wanted: replication.replicas,
-                        confirmed: *n,
-                    })),
-                    Err(e) => Err(Sent::Failed(e.clone())),
-                },
-            })
-            .collect()
+/// Sends `calls`, then a write of its own and `WAIT`, as one pipeline on `conn`: the
+/// connection either carries them all or fails them all, so `WAIT` waits for these calls'
+/// writes, never for another connection's. The write before it makes the offset `WAIT`
+/// waits for the whole replication stream's at that point, so it also covers what an
+/// earlier request stored through another connection (an `Idempotency-Key` retried after
+/// a 503 is answered with the event stored then). Every call must be of one partition (one
+/// Redis Cluster slot).
+pub(super) async fn send_replicated(
+    conn: &ConnectionManager,
+    timeout: Duration,
+    script: &Script,
+    calls: &[&ScriptCall],
+    with_source: bool,
+    replication: Replication,
+) -> Vec<Result<Value, Sent>> {
+    let Some((base, _)) = calls.first() else {
+        return Vec::new();
+    };
+    let mut pipe = redis::pipe();
+    for call in calls {
+        pipe.add_command(script_cmd(script, call, with_source));
     }
+    pipe.cmd("SET")
+        .arg(format!("{base}:replicated"))
+        .arg(1)
+        .arg("PX")
+        .arg(REPLICATED_MARK_MS);
+    pipe.cmd("WAIT")
+        .arg(replication.replicas)
+        .arg(replication.timeout.as_millis() as u64);
+    let mut conn = conn.clone();
+    let sent = timed(
+        timeout,
+        redis::aio::ConnectionLike::req_packed_commands(&mut conn, &pipe, 0, pipe.len()),
+    )
+    .await;
+    let mut replies = match sent {
+        Ok(replies) if replies.len() == calls.len() + 2 => replies,
+        Ok(replies) => {
+            let e = QueueError::Protocol(format!(
+                "a pipeline of {} commands answered {}",
+                calls.len() + 2,
+                replies.len()
+            ));
+            return calls.iter().map(|_| Err(Sent::Failed(e.clone()))).collect();
+        }
+        Err(e) => {
+            let e = unavailable(e);
+            return calls.iter().map(|_| Err(Sent::Failed(e.clone()))).collect();
+        }
+    };
+    let confirmed = match replies.pop() {
+        Some(Value::Int(n)) => Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
+        Some(other) => Err(unavailable(format!("WAIT answered {other:?}"))),
+        None => Err(unavailable("WAIT answered nothing")),
+    };
+    // The write that moves the offset WAIT waits for: refused (OOM, a failed save,
+    // too few replicas), WAIT would confirm only an earlier one.
+    let marked = match replies.pop() {
+        Some(Value::Okay) => Ok(()),
+        Some(other) => Err(unavailable(format!(
+            "the write before WAIT was refused: {other:?}"
+        ))),
+        None => Err(unavailable("the write before WAIT answered nothing")),
+    };
+    let confirmed = marked.and(confirmed);
+    replies
+        .into_iter()
+        .map(|reply| match reply.extract_error() {
+            Err(e) => Err(Sent::Refused(e)),
+            Ok(value) => match &confirmed {
+                Ok(n) if *n >= replication.replicas => Ok(value),
+                Ok(n) => Err(Sent::Failed(QueueError::NotReplicated {
+                    wanted: replication.replicas,
+                    confirmed: *n,
+                })),
+                Err(e) => Err(Sent::Failed(e.clone())),
+            },
+        })
+        .collect()
 }
 
 /// How long the key written before each `WAIT` lives (ms): it only moves the replication
@@ -915,7 +934,7 @@ fn call_status(text: &str) -> Result<CallStatus, QueueError> {
 }
 
 /// Checks a PING's reply.
-fn pong(reply: Value) -> Result<(), QueueError> {
+pub(super) fn pong(reply: Value) -> Result<(), QueueError> {
     match reply {
         Value::SimpleString(s) if s == "PONG" => Ok(()),
         other => Err(QueueError::Protocol(format!("PING answered {other:?}"))),
@@ -958,7 +977,7 @@ impl RedisConnections {
     }
 
     /// The calls, a write of its own and `WAIT` in one pipeline on one connection (see
-    /// [`RedisConnections::replicated`]); calls Redis answered `NOSCRIPT` are sent again
+    /// [`send_replicated`]); calls Redis answered `NOSCRIPT` are sent again
     /// with their source, in a pipeline of their own with its own `WAIT`.
     async fn run_script_replicated_once(
         &self,
@@ -973,17 +992,14 @@ impl RedisConnections {
             Err(e) => return calls.iter().map(|_| Err(e.clone())).collect(),
         };
         let all: Vec<&ScriptCall> = calls.iter().collect();
-        let mut replies = self
-            .replicated(&conn, script, &all, false, replication)
-            .await;
+        let timeout = self.timeout();
+        let mut replies = send_replicated(&conn, timeout, script, &all, false, replication).await;
         let lost: Vec<usize> = (0..calls.len())
-            .filter(|&i| matches!(&replies[i], Err(Sent::NoScript)))
+            .filter(|&i| matches!(&replies[i], Err(Sent::Refused(e)) if is_noscript(e)))
             .collect();
         if !lost.is_empty() {
             let again: Vec<&ScriptCall> = lost.iter().map(|&i| &calls[i]).collect();
-            let again = self
-                .replicated(&conn, script, &again, true, replication)
-                .await;
+            let again = send_replicated(&conn, timeout, script, &again, true, replication).await;
             for (i, reply) in lost.into_iter().zip(again) {
                 replies[i] = reply;
             }
@@ -992,7 +1008,7 @@ impl RedisConnections {
             .into_iter()
             .map(|reply| {
                 reply.map_err(|e| match e {
-                    Sent::NoScript => unavailable("Redis lost the script twice"),
+                    Sent::Refused(e) => unavailable(e),
                     Sent::Failed(e) => e,
                 })
             })
@@ -1026,39 +1042,51 @@ impl RedisConnections {
         subscribed: &(dyn Fn() + Send + Sync),
         message: &(dyn Fn() + Send + Sync),
     ) -> Option<QueueError> {
-        use futures::StreamExt;
-        let client = match self.client().await {
-            Ok(client) => client,
-            Err(e) => return Some(e),
-        };
-        let connect = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
-            Ok::<_, RedisError>(pubsub)
-        };
-        let pubsub = match tokio::time::timeout(self.timeout(), connect).await {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(e)) => return Some(unavailable(e)),
-            Err(_) => return Some(unavailable("subscribing timed out")),
-        };
-        subscribed();
-        let (mut sink, mut messages) = pubsub.split();
-        // A connection that went half-open (a NAT or a failover that sent no reset) ends
-        // no stream: a ping now and then finds it out, and the caller subscribes again.
-        let mut check = tokio::time::interval(SUBSCRIPTION_CHECK);
-        check.tick().await;
-        loop {
-            tokio::select! {
-                received = messages.next() => match received {
-                    Some(_) => message(),
-                    None => return Some(unavailable("the subscription ended")),
-                },
-                _ = check.tick() => {
-                    match tokio::time::timeout(self.timeout(), sink.ping::<Value>()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Some(unavailable(e)),
-                        Err(_) => return Some(unavailable("the subscription stopped answering")),
-                    }
+        match self.client().await {
+            Ok(client) => listen_on(&client, self.timeout(), channel, subscribed, message).await,
+            Err(e) => Some(e),
+        }
+    }
+}
+
+/// Subscribes to `channel` on a connection of its own to `client`'s server: `subscribed`
+/// is called once the subscription holds, then `message` for each announcement; returns
+/// when the subscription breaks.
+pub(super) async fn listen_on(
+    client: &redis::Client,
+    timeout: Duration,
+    channel: &str,
+    subscribed: &(dyn Fn() + Send + Sync),
+    message: &(dyn Fn() + Send + Sync),
+) -> Option<QueueError> {
+    use futures::StreamExt;
+    let connect = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok::<_, RedisError>(pubsub)
+    };
+    let pubsub = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(pubsub)) => pubsub,
+        Ok(Err(e)) => return Some(unavailable(e)),
+        Err(_) => return Some(unavailable("subscribing timed out")),
+    };
+    subscribed();
+    let (mut sink, mut messages) = pubsub.split();
+    // A connection that went half-open (a NAT or a failover that sent no reset) ends
+    // no stream: a ping now and then finds it out, and the caller subscribes again.
+    let mut check = tokio::time::interval(SUBSCRIPTION_CHECK);
+    check.tick().await;
+    loop {
+        tokio::select! {
+            received = messages.next() => match received {
+                Some(_) => message(),
+                None => return Some(unavailable("the subscription ended")),
+            },
+            _ = check.tick() => {
+                match tokio::time::timeout(timeout, sink.ping::<Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Some(unavailable(e)),
+                    Err(_) => return Some(unavailable("the subscription stopped answering")),
                 }
             }
         }
@@ -1139,7 +1167,7 @@ impl Transport for RedisConnections {
 
 /// One `EVALSHA` (or, with `with_source`, `EVAL`) of `script`; `KEYS[1]` is the
 /// partition's ready set, which routes the call.
-fn script_cmd(script: &Script, (base, args): &ScriptCall, with_source: bool) -> redis::Cmd {
+pub(super) fn script_cmd(script: &Script, (base, args): &ScriptCall, with_source: bool) -> redis::Cmd {
     let mut cmd = redis::cmd(if with_source { "EVAL" } else { "EVALSHA" });
     cmd.arg(if with_source {
         script.source.as_ref()

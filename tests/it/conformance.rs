@@ -26,6 +26,8 @@ use crate::support::RedisServer;
 pub enum Backend {
     Memory,
     Redis,
+    /// The shared Redis Cluster of three masters.
+    Cluster,
 }
 
 /// A queue under test; owns its Redis server, if any.
@@ -67,6 +69,14 @@ async fn open(backend: Backend) -> Fixture {
             config.redis.url = redis.url().into();
             config.redis.key_prefix = format!("conformance-{}", uuid::Uuid::now_v7().simple());
             Some(redis)
+        }
+        Backend::Cluster => {
+            config.redis.cluster_nodes = crate::support::shared_cluster()
+                .into_iter()
+                .map(Into::into)
+                .collect();
+            config.redis.key_prefix = format!("conformance-{}", uuid::Uuid::now_v7().simple());
+            None
         }
     };
     let q = zenrelay::app::queue_for(&config).expect("queue builds");
@@ -1717,6 +1727,14 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $scenario() {
                     super::$scenario(super::Backend::Redis).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Cluster).await
                 }
             )*
         }

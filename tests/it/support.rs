@@ -43,6 +43,10 @@ pub struct RedisServer {
     persistent: bool,
     /// The primary's port, for a replica.
     replica_of: Option<u16>,
+    /// A node of a Redis Cluster.
+    cluster: bool,
+    /// Killed by the kernel when the thread that started it ends (the shared cluster).
+    dies_with_thread: bool,
 }
 
 impl RedisServer {
@@ -64,6 +68,8 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("temp dir"),
             persistent: false,
             replica_of: Some(primary.port),
+            cluster: false,
+            dies_with_thread: false,
         };
         server.restart();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -84,6 +90,8 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("temp dir"),
             persistent,
             replica_of: None,
+            cluster: false,
+            dies_with_thread: false,
         };
         server.restart();
         server
@@ -136,6 +144,27 @@ impl RedisServer {
         }
         if let Some(primary) = self.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        if self.dies_with_thread {
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        if self.cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-replica-validity-factor",
+                "0",
+            ]);
         }
         let child = cmd
             .stdout(Stdio::null())
@@ -250,6 +279,168 @@ impl Drop for Sentinel {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port below 55000 whose cluster bus port (the port + 10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55000 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A Redis Cluster of three masters with one replica each, owned by one test.
+pub struct RedisCluster {
+    /// The six nodes; the first three were created masters.
+    pub nodes: Vec<RedisServer>,
+}
+
+/// A node as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub master: bool,
+    pub failed: bool,
+    /// The slot ranges it serves (masters).
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, joins them (`redis-cli --cluster create`, one replica per master),
+    /// and waits until every node says the cluster is ok and every replica is in sync.
+    pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    fn launch(dies_with_thread: bool) -> Self {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let mut node = RedisServer {
+                    child: None,
+                    port: cluster_port(),
+                    dir: tempfile::tempdir().expect("temp dir"),
+                    persistent: false,
+                    replica_of: None,
+                    cluster: true,
+                    dies_with_thread,
+                };
+                node.restart();
+                node
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be installed (see scripts/install-deps.sh)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Waits until every running node says `cluster_state:ok`, sees three live masters and
+    /// every replica's link to its master is up.
+    pub fn wait_ok(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                let info = n.command(&["CLUSTER", "INFO"]).unwrap_or_default();
+                let repl = n.command(&["INFO", "replication"]).unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && (repl.contains("role:master") || repl.contains("master_link_status:up"))
+            }) && self.topology().iter().filter(|n| n.master && !n.failed).count() == 3;
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster never became ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The nodes as a running node sees them.
+    pub fn topology(&self) -> Vec<ClusterNode> {
+        let reply = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .find_map(|n| n.command(&["CLUSTER", "NODES"]))
+            .unwrap_or_default();
+        reply
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                let flags = fields.get(2)?;
+                let slots = fields
+                    .iter()
+                    .skip(8)
+                    .filter(|s| !s.starts_with('['))
+                    .filter_map(|s| match s.split_once('-') {
+                        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                        None => s.parse().ok().map(|n| (n, n)),
+                    })
+                    .collect();
+                Some(ClusterNode {
+                    id: fields.first()?.to_string(),
+                    port,
+                    master: flags.contains("master"),
+                    failed: flags.contains("fail"),
+                    slots,
+                })
+            })
+            .collect()
+    }
+
+    /// The node serving `slot`.
+    pub fn owner(&self, slot: u16) -> ClusterNode {
+        self.topology()
+            .into_iter()
+            .find(|n| n.master && !n.failed && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// The node listening on `port`.
+    pub fn node(&mut self, port: u16) -> &mut RedisServer {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster")
+    }
+}
+
+/// The seed URLs of one Redis Cluster shared by the tests that only use keys under a
+/// prefix of their own (and neither kill nor move anything): started once, by a thread
+/// that lives as long as the test process, and killed by the kernel when it ends.
+pub fn shared_cluster() -> Vec<String> {
+    static URLS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    URLS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let cluster = RedisCluster::launch(true);
+            let _ = tx.send(cluster.urls());
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("the shared cluster started")
+    })
+    .clone()
 }
 
 impl Drop for RedisServer {

@@ -1,0 +1,862 @@
+//! The connections of a process to a Redis Cluster (`redis.cluster_nodes`), and the
+//! routing of every script call and command to the master of its key's slot.
+//!
+//! # Routing
+//!
+//! The slot map comes from `CLUSTER SLOTS`, asked of every known node at once (the seeds
+//! and the masters already known); the map most of them give wins, so a node that has not
+//! heard of a failover yet is outvoted. Each master gets a few multiplexed connections of
+//! its own (`redis.pool_size`, opened on first use, so a dead master fails only the calls
+//! of its own slots) and, with `redis.wait_replicas`, one more for the writes followed by
+//! `WAIT`. A partition's keys share one hash tag, so each script call goes to one master,
+//! as a command of its own; the calls of one pass over the partitions go out concurrently.
+//!
+//! Redirects are followed within the command timeout:
+//!
+//! - `MOVED`: the slot has a new owner; the map is patched at once and asked again.
+//! - `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`: the call did nothing; sent again
+//!   after a short backoff.
+//! - `ASK` (the slot is being moved and the call's first key is already on the importing
+//!   master): a plain single-key command follows it (`ASKING`, then the command). A script
+//!   does **not**: on the importing master, with `ASKING`, it would read the keys of its
+//!   partition that are still on the old master as missing, and act on that (a claim would
+//!   drop a delivery whose event record has not arrived yet). It backs off instead until
+//!   the move is finished and the new owner answers it. On the old master, a script that
+//!   reaches a key already moved fails with an error before it writes anything that
+//!   depends on it (every script reads and checks before it writes; see
+//!   [`super::redis`], "Partial failures"), and is sent again later.
+//! - An I/O error or a timeout is not retried here, since the call may have run; the caller
+//!   retries as it does on a single server (ingress answers 503, the worker backs off the
+//!   partition). The map is asked for again (at most every [`RECHECK`]), and every
+//!   [`REFRESH`] while all goes well.
+//!
+//! # Why not the `redis` crate's cluster client
+//!
+//! Measured and read: its async cluster connection is as fast per call here (one
+//! multiplexed connection per node either way), but it follows `ASK` for scripts, which
+//! breaks the queue's scripts during a live resharding (above), and it sends a request
+//! again after a reconnection, running a script twice whose first run may have completed.
+//! A pooled client (`deadpool-redis`) would add a checkout per command, which is what the
+//! multiplexed connections of [`super::connections`] were chosen over.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, Value};
+
+use super::connections::{timed, Replication};
+use super::redis::{
+    is_noscript, pong, script_cmd, send_replicated, unavailable, Script, ScriptCall, Sent,
+    Transport,
+};
+use super::store::key_slot;
+use super::QueueError;
+
+/// Slots in a Redis Cluster.
+const SLOTS: usize = 16384;
+
+/// Longest time between two readings of the slot map while every command succeeds.
+pub const REFRESH: Duration = Duration::from_secs(5);
+
+/// Least time between two readings of the slot map after failures, and between two
+/// attempts to connect to one master.
+pub const RECHECK: Duration = Duration::from_millis(250);
+
+/// First wait before a call that was redirected or refused for now is sent again; it
+/// doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+
+/// Longest wait between two attempts of a call.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One master and its connections, opened on first use.
+struct Master {
+    /// `host:port`, as the cluster names it.
+    addr: String,
+    client: redis::Client,
+    connections: tokio::sync::Mutex<Opened>,
+}
+
+/// A master's connections once opened, or the last failure to open them.
+#[derive(Default)]
+struct Opened {
+    connections: Option<Arc<MasterConnections>>,
+    failed: Option<(Instant, QueueError)>,
+}
+
+struct MasterConnections {
+    connections: Vec<ConnectionManager>,
+    /// With `redis.wait_replicas`: the connection for the writes followed by `WAIT`
+    /// (Redis reads nothing more from a connection blocked in `WAIT`).
+    writer: Option<ConnectionManager>,
+}
+
+/// Which master serves each slot.
+struct SlotMap {
+    masters: Vec<Arc<Master>>,
+    /// Index into `masters` of each slot's owner; `u16::MAX` for a slot nobody serves.
+    owners: Vec<u16>,
+}
+
+const NO_OWNER: u16 = u16::MAX;
+
+impl SlotMap {
+    fn owner(&self, slot: u16) -> Option<&Arc<Master>> {
+        match self.owners.get(usize::from(slot)) {
+            Some(&i) if i != NO_OWNER => self.masters.get(usize::from(i)),
+            _ => None,
+        }
+    }
+}
+
+/// The connections to a Redis Cluster's masters (see the module docs).
+pub struct ClusterConnections {
+    /// The configured nodes: where the slot map is first asked for.
+    seeds: Vec<ConnectionInfo>,
+    map: RwLock<Option<Arc<SlotMap>>>,
+    /// Held while the slot map is read; when it was last read.
+    reading: tokio::sync::Mutex<Option<Instant>>,
+    /// When the map was last read, for [`REFRESH`].
+    read_at: RwLock<Option<Instant>>,
+    next: std::sync::atomic::AtomicUsize,
+    pool_size: usize,
+    timeout: Duration,
+    replication: Option<Replication>,
+}
+
+impl ClusterConnections {
+    /// Connections to the cluster that `seeds` (`redis://host:port` URLs, with the
+    /// credentials every node takes) belong to, opened on first use.
+    pub fn new(
+        seeds: &[String],
+        pool_size: usize,
+        timeout: Duration,
+        replication: Option<Replication>,
+    ) -> Result<Self, QueueError> {
+        let seeds = seeds
+            .iter()
+            .map(|url| {
+                url.as_str().into_connection_info().map_err(|e| {
+                    QueueError::Unavailable(format!("invalid Redis URL in redis.cluster_nodes: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if seeds.is_empty() {
+            return Err(QueueError::Unavailable(
+                "redis.cluster_nodes names no node".into(),
+            ));
+        }
+        Ok(ClusterConnections {
+            seeds,
+            map: RwLock::new(None),
+            reading: tokio::sync::Mutex::new(None),
+            read_at: RwLock::new(None),
+            next: std::sync::atomic::AtomicUsize::new(0),
+            pool_size: pool_size.max(1),
+            timeout,
+            replication,
+        })
+    }
+
+    fn current(&self) -> Option<Arc<SlotMap>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The slot map, read on first use and again every [`REFRESH`].
+    async fn slot_map(&self) -> Result<Arc<SlotMap>, QueueError> {
+        if let Some(map) = self.current() {
+            let stale = self
+                .read_at
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .map_or(true, |at| at.elapsed() >= REFRESH);
+            if stale {
+                self.reread(false).await;
+            }
+            return Ok(self.current().unwrap_or(map));
+        }
+        self.reread(true).await;
+        self.current().ok_or_else(|| {
+            QueueError::Unavailable("no node of the Redis Cluster answered CLUSTER SLOTS".into())
+        })
+    }
+
+    /// Reads the slot map again, unless another task is reading it or it was read less
+    /// than [`RECHECK`] ago (`wait`: wait for the reading under way instead of skipping).
+    async fn reread(&self, wait: bool) {
+        let mut last = if wait {
+            self.reading.lock().await
+        } else {
+            match self.reading.try_lock() {
+                Ok(last) => last,
+                Err(_) => return,
+            }
+        };
+        if last.is_some_and(|at| at.elapsed() < RECHECK) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match self.read_map().await {
+            Ok(map) => {
+                *self.map.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(map));
+                *self.read_at.write().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the Redis Cluster's slot map"),
+        }
+    }
+
+    /// Asks every known node for `CLUSTER SLOTS` at once and builds the map most of them
+    /// give, keeping the connections of the masters it still names.
+    async fn read_map(&self) -> Result<SlotMap, QueueError> {
+        let known = self.current();
+        let mut asked: Vec<ConnectionInfo> = self.seeds.clone();
+        if let Some(map) = &known {
+            for master in &map.masters {
+                let info = master.client.get_connection_info().clone();
+                if !asked.iter().any(|a| a.addr == info.addr) {
+                    asked.push(info);
+                }
+            }
+        }
+        let asks = asked.iter().map(|info| async move {
+            let client = redis::Client::open(info.clone())?;
+            let mut conn = timed(self.timeout, client.get_multiplexed_async_connection()).await?;
+            let reply: Value = timed(
+                self.timeout,
+                redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn),
+            )
+            .await?;
+            Ok::<_, RedisError>((info.clone(), reply))
+        });
+        let mut views: Vec<(Vec<(u16, u16, String)>, ConnectionInfo, usize)> = Vec::new();
+        let mut last = String::new();
+        for answer in futures::future::join_all(asks).await {
+            match answer.map_err(|e| e.to_string()).and_then(|(info, reply)| {
+                parse_slots(reply, &info).map(|ranges| (info, ranges))
+            }) {
+                Ok((info, ranges)) => match views.iter_mut().find(|(r, _, _)| *r == ranges) {
+                    Some((_, _, n)) => *n += 1,
+                    None => views.push((ranges, info, 1)),
+                },
+                Err(e) => last = e,
+            }
+        }
+        let mut best: Option<(Vec<(u16, u16, String)>, ConnectionInfo, usize)> = None;
+        for view in views {
+            if best.as_ref().map_or(true, |(_, _, n)| view.2 > *n) {
+                best = Some(view);
+            }
+        }
+        let Some((ranges, template, _)) = best else {
+            return Err(QueueError::Unavailable(format!(
+                "no node of the Redis Cluster answered CLUSTER SLOTS ({last})"
+            )));
+        };
+        let mut masters: Vec<Arc<Master>> = Vec::new();
+        let mut owners = vec![NO_OWNER; SLOTS];
+        for (start, end, addr) in ranges {
+            let index = match masters.iter().position(|m| m.addr == addr) {
+                Some(i) => i,
+                None => {
+                    let kept = known
+                        .as_ref()
+                        .and_then(|map| map.masters.iter().find(|m| m.addr == addr).cloned());
+                    let master = match kept {
+                        Some(master) => master,
+                        None => Arc::new(self.master(&template, &addr)?),
+                    };
+                    masters.push(master);
+                    masters.len() - 1
+                }
+            };
+            for slot in start..=end.min(SLOTS as u16 - 1) {
+                owners[usize::from(slot)] = index as u16;
+            }
+        }
+        Ok(SlotMap { masters, owners })
+    }
+
+    /// A master at `addr` (`host:port`), reached with `template`'s credentials and TLS.
+    fn master(&self, template: &ConnectionInfo, addr: &str) -> Result<Master, QueueError> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| QueueError::Protocol(format!("a node address {addr:?} without port")))?;
+        let mut info = template.clone();
+        info.addr = match &info.addr {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        Ok(Master {
+            addr: addr.to_string(),
+            client: redis::Client::open(info).map_err(unavailable)?,
+            connections: tokio::sync::Mutex::new(Opened::default()),
+        })
+    }
+
+    /// `master`'s connections, opened on first use (at most one attempt every
+    /// [`RECHECK`]: requests queued behind a failed attempt fail with it).
+    async fn connections(&self, master: &Master) -> Result<Arc<MasterConnections>, QueueError> {
+        let mut opened = master.connections.lock().await;
+        if let Some(connections) = &opened.connections {
+            return Ok(connections.clone());
+        }
+        if let Some((at, e)) = &opened.failed {
+            if at.elapsed() < RECHECK {
+                return Err(e.clone());
+            }
+        }
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(2)
+            .set_max_delay(1000);
+        let mut connections = Vec::with_capacity(self.pool_size + 1);
+        for _ in 0..self.pool_size + usize::from(self.replication.is_some()) {
+            match timed(
+                self.timeout,
+                master
+                    .client
+                    .get_connection_manager_with_config(settings.clone()),
+            )
+            .await
+            {
+                Ok(conn) => connections.push(conn),
+                Err(e) => {
+                    let e = QueueError::Unavailable(format!(
+                        "cannot connect to Redis Cluster master {}: {e}",
+                        master.addr
+                    ));
+                    opened.failed = Some((Instant::now(), e.clone()));
+                    return Err(e);
+                }
+            }
+        }
+        let writer = if self.replication.is_some() {
+            connections.pop()
+        } else {
+            None
+        };
+        let connections = Arc::new(MasterConnections {
+            connections,
+            writer,
+        });
+        opened.connections = Some(connections.clone());
+        opened.failed = None;
+        Ok(connections)
+    }
+
+    /// One of the connections to the master of `slot`, and that master.
+    async fn conn_for(&self, slot: u16) -> Result<(ConnectionManager, Arc<Master>), QueueError> {
+        let map = self.slot_map().await?;
+        let Some(master) = map.owner(slot).cloned() else {
+            self.reread(false).await;
+            return Err(QueueError::Unavailable(format!(
+                "no master of the Redis Cluster serves slot {slot}"
+            )));
+        };
+        let connections = self.connections(&master).await?;
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % connections.connections.len();
+        Ok((connections.connections[i].clone(), master))
+    }
+
+    /// Patches the map after `MOVED`: `slot` is now served by `addr`.
+    async fn moved(&self, slot: u16, addr: &str) {
+        let Some(map) = self.current() else {
+            return;
+        };
+        let index = match map.masters.iter().position(|m| m.addr == addr) {
+            Some(i) => i,
+            None => {
+                // A master not known yet: the whole map is read again.
+                self.reread(true).await;
+                return;
+            }
+        };
+        let mut owners = map.owners.clone();
+        owners[usize::from(slot)] = index as u16;
+        let patched = SlotMap {
+            masters: map.masters.clone(),
+            owners,
+        };
+        *self.map.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(patched));
+    }
+
+    /// Sends `cmd` (built afresh for each attempt by `build`, `true` once the script must
+    /// be sent with its source) to the master of `slot`, following redirects until the
+    /// command timeout (see the module docs).
+    async fn send(
+        &self,
+        slot: u16,
+        follow_ask: bool,
+        build: impl Fn(bool) -> redis::Cmd,
+    ) -> Result<Value, QueueError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut with_source = false;
+        let mut backoff = FIRST_BACKOFF;
+        let mut ask: Option<String> = None;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let reply = match ask.take() {
+                Some(addr) => self.asking(&addr, &build(with_source), remaining).await,
+                None => {
+                    let (mut conn, _) = match self.conn_for(slot).await {
+                        Ok(found) => found,
+                        Err(e) => return Err(e),
+                    };
+                    timed(remaining, build(with_source).query_async::<Value>(&mut conn))
+                        .await
+                        .map_err(Refusal::from)
+                }
+            };
+            let e = match reply {
+                Ok(value) => return Ok(value),
+                Err(Refusal::Failed(e)) => return Err(e),
+                Err(Refusal::Redis(e)) => e,
+            };
+            match self.next_step(&e, follow_ask, &mut with_source).await {
+                Step::Now => {}
+                Step::Ask(addr) => ask = Some(addr),
+                Step::Later => {
+                    if Instant::now() + backoff >= deadline {
+                        return Err(unavailable(e));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Step::Fail => {
+                    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                        self.reread(false).await;
+                    }
+                    return Err(unavailable(e));
+                }
+            }
+        }
+    }
+
+    /// What to do after `e`, the error reply of a call.
+    async fn next_step(
+        &self,
+        e: &RedisError,
+        follow_ask: bool,
+        with_source: &mut bool,
+    ) -> Step {
+        if is_noscript(e) && !*with_source {
+            *with_source = true;
+            return Step::Now;
+        }
+        match e.kind() {
+            ErrorKind::Moved => {
+                if let Some((addr, moved)) = e.redirect_node() {
+                    self.moved(moved, addr).await;
+                } else {
+                    self.reread(true).await;
+                }
+                Step::Now
+            }
+            ErrorKind::Ask if follow_ask => match e.redirect_node() {
+                Some((addr, _)) => Step::Ask(addr.to_string()),
+                None => Step::Later,
+            },
+            ErrorKind::Ask
+            | ErrorKind::TryAgain
+            | ErrorKind::ClusterDown
+            | ErrorKind::MasterDown
+            | ErrorKind::BusyLoadingError => Step::Later,
+            _ => Step::Fail,
+        }
+    }
+
+    /// `ASKING` then `cmd`, on one connection to `addr` (the master importing the slot).
+    async fn asking(
+        &self,
+        addr: &str,
+        cmd: &redis::Cmd,
+        remaining: Duration,
+    ) -> Result<Value, Refusal> {
+        let master = self.master_at(addr).await?;
+        let connections = self.connections(&master).await?;
+        let mut conn = connections.connections[0].clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ASKING").add_command(cmd.clone());
+        let mut replies = timed(
+            remaining,
+            redis::aio::ConnectionLike::req_packed_commands(&mut conn, &pipe, 0, 2),
+        )
+        .await
+        .map_err(Refusal::Redis)?;
+        match replies.pop() {
+            Some(reply) => reply.extract_error().map_err(Refusal::Redis),
+            None => Err(Refusal::Failed(unavailable("ASKING answered nothing"))),
+        }
+    }
+
+    /// The master at `addr`, from the map (read again when it does not name it).
+    async fn master_at(&self, addr: &str) -> Result<Arc<Master>, QueueError> {
+        for attempt in 0..2 {
+            if let Some(map) = self.current() {
+                if let Some(master) = map.masters.iter().find(|m| m.addr == addr) {
+                    return Ok(master.clone());
+                }
+            }
+            if attempt == 0 {
+                self.reread(true).await;
+            }
+        }
+        Err(QueueError::Unavailable(format!(
+            "the Redis Cluster redirected to {addr}, which its slot map does not name"
+        )))
+    }
+
+    /// A script call, its writes confirmed by the replicas (see [`send_replicated`]), on
+    /// the writer connection of the master of its partition, following redirects.
+    async fn send_replicated_call(
+        &self,
+        script: &Script,
+        call: &ScriptCall,
+        replication: Replication,
+    ) -> Result<Value, QueueError> {
+        let slot = partition_slot(call);
+        let deadline = Instant::now() + self.timeout;
+        let mut with_source = false;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let (_, master) = self.conn_for(slot).await?;
+            let connections = self.connections(&master).await?;
+            let writer = connections
+                .writer
+                .clone()
+                .unwrap_or_else(|| connections.connections[0].clone());
+            let reply = send_replicated(&writer, remaining, script, &[call], with_source, replication)
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(Sent::Failed(unavailable("no reply"))));
+            let e = match reply {
+                Ok(value) => return Ok(value),
+                Err(Sent::Failed(e)) => return Err(e),
+                Err(Sent::Refused(e)) => e,
+            };
+            match self.next_step(&e, false, &mut with_source).await {
+                Step::Now | Step::Ask(_) => {}
+                Step::Later => {
+                    if Instant::now() + backoff >= deadline {
+                        return Err(unavailable(e));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Step::Fail => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    /// Every master's connections, opened (fails if a master cannot be reached).
+    async fn every_master(&self) -> Result<Vec<(Arc<Master>, Arc<MasterConnections>)>, QueueError> {
+        let map = self.slot_map().await?;
+        if map.owners.contains(&NO_OWNER) {
+            let missing = map.owners.iter().filter(|&&o| o == NO_OWNER).count();
+            return Err(QueueError::Unavailable(format!(
+                "{missing} slots of the Redis Cluster have no master"
+            )));
+        }
+        let opened = map.masters.iter().map(|master| async move {
+            let connections = self.connections(master).await?;
+            Ok::<_, QueueError>((master.clone(), connections))
+        });
+        futures::future::try_join_all(opened).await
+    }
+
+    /// The answers of every master to `cmd`, by address.
+    async fn ask_every_master(&self, cmd: &redis::Cmd) -> Result<Vec<(String, Value)>, QueueError> {
+        let masters = self.every_master().await?;
+        let asks = masters.iter().map(|(master, connections)| async move {
+            let mut conn = connections.connections[0].clone();
+            let reply: Value = timed(self.timeout, cmd.query_async(&mut conn))
+                .await
+                .map_err(|e| unavailable(format!("{}: {e}", master.addr)))?;
+            Ok::<_, QueueError>((master.addr.clone(), reply))
+        });
+        futures::future::try_join_all(asks).await
+    }
+}
+
+/// How a call went, when it did not answer a value.
+enum Refusal {
+    /// Redis's own error reply, or a failure to reach it.
+    Redis(RedisError),
+    /// Not sent.
+    Failed(QueueError),
+}
+
+impl From<RedisError> for Refusal {
+    fn from(e: RedisError) -> Self {
+        Refusal::Redis(e)
+    }
+}
+
+impl From<QueueError> for Refusal {
+    fn from(e: QueueError) -> Self {
+        Refusal::Failed(e)
+    }
+}
+
+/// What a call does after an error reply.
+enum Step {
+    /// Sent again at once (the script's source added, or the new owner of a moved slot).
+    Now,
+    /// Sent to this master after `ASKING`.
+    Ask(String),
+    /// Sent again after a backoff (the call did nothing).
+    Later,
+    /// Failed (the caller retries, if it may).
+    Fail,
+}
+
+/// The slot of a script call's partition (its `KEYS[1]`).
+fn partition_slot((base, _): &ScriptCall) -> u16 {
+    key_slot(base.as_bytes())
+}
+
+/// The slot a plain command is routed by: its first key; `None` for a command without
+/// keys (any master answers it).
+fn command_slot(cmd: &redis::Cmd) -> Option<u16> {
+    let mut args = cmd.args_iter().map(|arg| match arg {
+        redis::Arg::Simple(bytes) => bytes,
+        redis::Arg::Cursor => &[][..],
+    });
+    let name = args.next()?.to_ascii_uppercase();
+    match name.as_slice() {
+        b"PING" | b"SCAN" | b"PUBLISH" | b"INFO" | b"CONFIG" | b"CLUSTER" | b"TIME" => None,
+        _ => args.next().map(key_slot),
+    }
+}
+
+/// The `(start, end, "host:port")` slot ranges of a `CLUSTER SLOTS` reply, sorted; a node
+/// that gives no host is the one asked (`asked`).
+fn parse_slots(reply: Value, asked: &ConnectionInfo) -> Result<Vec<(u16, u16, String)>, String> {
+    let Value::Array(ranges) = reply else {
+        return Err(format!("CLUSTER SLOTS answered {reply:?}"));
+    };
+    let asked_host = match &asked.addr {
+        ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host.clone(),
+        _ => String::new(),
+    };
+    let mut parsed = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return Err("CLUSTER SLOTS answered a range that is not an array".into());
+        };
+        let number = |v: Option<&Value>| match v {
+            Some(Value::Int(n)) => u16::try_from(*n).ok(),
+            _ => None,
+        };
+        let (Some(start), Some(end)) = (number(fields.first()), number(fields.get(1))) else {
+            return Err("CLUSTER SLOTS answered a range without bounds".into());
+        };
+        let Some(Value::Array(master)) = fields.get(2) else {
+            return Err("CLUSTER SLOTS answered a range without master".into());
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => String::new(),
+        };
+        let host = if host.is_empty() || host == "?" {
+            asked_host.clone()
+        } else {
+            host
+        };
+        let Some(port) = number(master.get(1)) else {
+            return Err("CLUSTER SLOTS answered a master without port".into());
+        };
+        parsed.push((start, end, format!("{host}:{port}")));
+    }
+    parsed.sort();
+    Ok(parsed)
+}
+
+/// Each script call goes to its partition's master as a command of its own (see the module
+/// docs); the calls go out concurrently.
+#[async_trait::async_trait]
+impl Transport for ClusterConnections {
+    async fn run_script(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Value, QueueError>> {
+        let sends = calls.iter().map(|call| {
+            self.send(partition_slot(call), false, move |with_source| {
+                script_cmd(script, call, with_source)
+            })
+        });
+        futures::future::join_all(sends).await
+    }
+
+    async fn run_script_replicated(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Value, QueueError>> {
+        let Some(replication) = self.replication else {
+            return self.run_script(script, calls).await;
+        };
+        let sends = calls
+            .iter()
+            .map(|call| self.send_replicated_call(script, call, replication));
+        futures::future::join_all(sends).await
+    }
+
+    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
+        let slot = match command_slot(cmd) {
+            Some(slot) => slot,
+            None => {
+                // Any master: the one of slot 0's partition is as good as another.
+                0
+            }
+        };
+        self.send(slot, true, |_| cmd.clone()).await
+    }
+
+    fn describe(&self, prefix: &str, partitions: u16) -> String {
+        let masters = self.current().map_or(0, |map| map.masters.len());
+        format!(
+            "Redis Cluster of {} seed node(s), {masters} master(s) known (key prefix {prefix:?}, {partitions} partitions)",
+            self.seeds.len()
+        )
+    }
+
+    /// Every master answers on every connection, and the cluster says it serves every
+    /// slot (`cluster_state:ok`).
+    async fn ping(&self) -> Result<(), QueueError> {
+        let masters = match self.every_master().await {
+            Ok(masters) => masters,
+            Err(e) => {
+                self.reread(false).await;
+                return Err(e);
+            }
+        };
+        let pings = masters.iter().flat_map(|(master, connections)| {
+            connections.connections.iter().map(move |conn| async move {
+                let mut conn = conn.clone();
+                let reply: Value = timed(self.timeout, redis::cmd("PING").query_async(&mut conn))
+                    .await
+                    .map_err(|e| unavailable(format!("{}: {e}", master.addr)))?;
+                pong(reply)
+            })
+        });
+        if let Err(e) = futures::future::try_join_all(pings).await {
+            self.reread(false).await;
+            return Err(e);
+        }
+        let (master, connections) = &masters[0];
+        let mut conn = connections.connections[0].clone();
+        let info: String = timed(
+            self.timeout,
+            redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn),
+        )
+        .await
+        .map_err(|e| unavailable(format!("{}: {e}", master.addr)))?;
+        if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
+            return Err(QueueError::Unavailable(format!(
+                "Redis Cluster master {} says the cluster is not ok",
+                master.addr
+            )));
+        }
+        Ok(())
+    }
+
+    async fn check_deployment(&self) -> Result<(), QueueError> {
+        let settings = self
+            .ask_every_master(
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .arg("appendonly"),
+            )
+            .await?;
+        for (addr, reply) in settings {
+            let fields: HashMap<String, String> = match redis::from_redis_value(&reply) {
+                Ok(fields) => fields,
+                Err(_) => continue,
+            };
+            if let Some(policy) = fields.get("maxmemory-policy").filter(|p| *p != "noeviction") {
+                tracing::warn!(
+                    master = %addr,
+                    policy = %policy,
+                    "Redis maxmemory-policy can evict keys and lose queued events; set it to noeviction"
+                );
+            }
+            if fields.get("appendonly").map(String::as_str) == Some("no") {
+                tracing::warn!(
+                    master = %addr,
+                    "Redis appendonly is off: accepted events can be lost if Redis itself crashes"
+                );
+            }
+        }
+        if let Some(replication) = self.replication {
+            let infos = self
+                .ask_every_master(redis::cmd("INFO").arg("replication"))
+                .await?;
+            for (addr, reply) in infos {
+                let info: String = redis::from_redis_value(&reply).unwrap_or_default();
+                let connected = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("connected_slaves:"))
+                    .and_then(|n| n.trim().parse::<u32>().ok());
+                if let Some(connected) = connected.filter(|n| *n < replication.replicas) {
+                    tracing::warn!(
+                        master = %addr,
+                        wait_replicas = replication.replicas,
+                        connected,
+                        "fewer replicas are connected to a Redis Cluster master than redis.wait_replicas: ingress answers 503 not_replicated for its partitions until enough are"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The release of layout 1 could not run on a Redis Cluster.
+    fn holds_no_earlier_layout(&self) -> bool {
+        true
+    }
+
+    async fn publish(&self, channel: &str) -> Result<(), QueueError> {
+        // The cluster bus carries a PUBLISH to every node: any master will do.
+        self.command(redis::cmd("PUBLISH").arg(channel).arg(""))
+            .await
+            .map(|_| ())
+    }
+
+    async fn listen(
+        &self,
+        channel: &str,
+        subscribed: &(dyn Fn() + Send + Sync),
+        message: &(dyn Fn() + Send + Sync),
+    ) -> Option<QueueError> {
+        // A PUBLISH on any node reaches the subscribers of every node: subscribe at a
+        // master, a different one after each broken subscription.
+        let master = match self.slot_map().await {
+            Ok(map) if !map.masters.is_empty() => {
+                let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                map.masters[i % map.masters.len()].clone()
+            }
+            Ok(_) => return Some(QueueError::Unavailable("the Redis Cluster has no master".into())),
+            Err(e) => return Some(e),
+        };
+        super::redis::listen_on(&master.client, self.timeout, channel, subscribed, message).await
+    }
+}
