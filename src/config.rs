@@ -951,7 +951,10 @@ impl Config {
                 .strip_prefix("redis://")
                 .or_else(|| url.strip_prefix("rediss://"))
             else {
-                return Err(ConfigError::invalid(key, "must start with redis:// or rediss://"));
+                return Err(ConfigError::invalid(
+                    key,
+                    "must start with redis:// or rediss://",
+                ));
             };
             if rest
                 .split_once('/')
@@ -1480,7 +1483,8 @@ accounts = ["acme"]
 
     #[test]
     fn cluster_nodes_are_checked() {
-        let ok = "[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"rediss://u:p@h:7001/0\"]\n";
+        let ok =
+            "[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"rediss://u:p@h:7001/0\"]\n";
         let config = Config::from_toml_with_env(ok, "test.toml", &[]).unwrap();
         assert_eq!(config.redis.cluster_nodes.len(), 2);
         for (text, key) in [

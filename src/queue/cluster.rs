@@ -43,7 +43,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
 use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, Value};
 
 use super::connections::{timed, Replication};
@@ -87,10 +88,10 @@ struct Opened {
 }
 
 struct MasterConnections {
-    connections: Vec<ConnectionManager>,
+    connections: Vec<MultiplexedConnection>,
     /// With `redis.wait_replicas`: the connection for the writes followed by `WAIT`
     /// (Redis reads nothing more from a connection blocked in `WAIT`).
-    writer: Option<ConnectionManager>,
+    writer: Option<MultiplexedConnection>,
 }
 
 /// Which master serves each slot.
@@ -139,7 +140,9 @@ impl ClusterConnections {
             .iter()
             .map(|url| {
                 url.as_str().into_connection_info().map_err(|e| {
-                    QueueError::Unavailable(format!("invalid Redis URL in redis.cluster_nodes: {e}"))
+                    QueueError::Unavailable(format!(
+                        "invalid Redis URL in redis.cluster_nodes: {e}"
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -230,12 +233,13 @@ impl ClusterConnections {
             .await?;
             Ok::<_, RedisError>((info.clone(), reply))
         });
-        let mut views: Vec<(Vec<(u16, u16, String)>, ConnectionInfo, usize)> = Vec::new();
+        let mut views: Vec<(Ranges, ConnectionInfo, usize)> = Vec::new();
         let mut last = String::new();
         for answer in futures::future::join_all(asks).await {
-            match answer.map_err(|e| e.to_string()).and_then(|(info, reply)| {
-                parse_slots(reply, &info).map(|ranges| (info, ranges))
-            }) {
+            match answer
+                .map_err(|e| e.to_string())
+                .and_then(|(info, reply)| parse_slots(reply, &info).map(|ranges| (info, ranges)))
+            {
                 Ok((info, ranges)) => match views.iter_mut().find(|(r, _, _)| *r == ranges) {
                     Some((_, _, n)) => *n += 1,
                     None => views.push((ranges, info, 1)),
@@ -243,7 +247,7 @@ impl ClusterConnections {
                 Err(e) => last = e,
             }
         }
-        let mut best: Option<(Vec<(u16, u16, String)>, ConnectionInfo, usize)> = None;
+        let mut best: Option<(Ranges, ConnectionInfo, usize)> = None;
         for view in views {
             if best.as_ref().map_or(true, |(_, _, n)| view.2 > *n) {
                 best = Some(view);
@@ -317,18 +321,16 @@ impl ClusterConnections {
                 return Err(e.clone());
             }
         }
-        let settings = ConnectionManagerConfig::new()
+        let settings = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(2)
-            .set_max_delay(1000);
+            .set_response_timeout(self.timeout);
         let mut connections = Vec::with_capacity(self.pool_size + 1);
         for _ in 0..self.pool_size + usize::from(self.replication.is_some()) {
             match timed(
                 self.timeout,
                 master
                     .client
-                    .get_connection_manager_with_config(settings.clone()),
+                    .get_multiplexed_async_connection_with_config(&settings),
             )
             .await
             {
@@ -357,8 +359,8 @@ impl ClusterConnections {
         Ok(connections)
     }
 
-    /// One of the connections to the master of `slot`, and that master.
-    async fn conn_for(&self, slot: u16) -> Result<(ConnectionManager, Arc<Master>), QueueError> {
+    /// The master of `slot` and its connections.
+    async fn master_for(&self, slot: u16) -> Result<Picked, QueueError> {
         let map = self.slot_map().await?;
         let Some(master) = map.owner(slot).cloned() else {
             self.reread(false).await;
@@ -366,10 +368,35 @@ impl ClusterConnections {
                 "no master of the Redis Cluster serves slot {slot}"
             )));
         };
-        let connections = self.connections(&master).await?;
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % connections.connections.len();
-        Ok((connections.connections[i].clone(), master))
+        let connections = match self.connections(&master).await {
+            Ok(connections) => connections,
+            Err(e) => {
+                // A master that cannot be reached may have been replaced.
+                self.reread(false).await;
+                return Err(e);
+            }
+        };
+        Ok(Picked {
+            master,
+            connections,
+        })
+    }
+
+    /// After an I/O error or a timeout on `picked`'s connections: they are dropped (the
+    /// next call opens new ones, which fails at once while the master is down) and the
+    /// slot map is read again (a replica may have taken over).
+    async fn broken(&self, picked: &Picked) {
+        {
+            let mut opened = picked.master.connections.lock().await;
+            if opened
+                .connections
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &picked.connections))
+            {
+                opened.connections = None;
+            }
+        }
+        self.reread(false).await;
     }
 
     /// Patches the map after `MOVED`: `slot` is now served by `addr`.
@@ -409,16 +436,19 @@ impl ClusterConnections {
         let mut ask: Option<String> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut picked = None;
             let reply = match ask.take() {
                 Some(addr) => self.asking(&addr, &build(with_source), remaining).await,
                 None => {
-                    let (mut conn, _) = match self.conn_for(slot).await {
-                        Ok(found) => found,
-                        Err(e) => return Err(e),
-                    };
-                    timed(remaining, build(with_source).query_async::<Value>(&mut conn))
-                        .await
-                        .map_err(Refusal::from)
+                    let found = self.master_for(slot).await?;
+                    let mut conn = found.conn(&self.next);
+                    picked = Some(found);
+                    timed(
+                        remaining,
+                        build(with_source).query_async::<Value>(&mut conn),
+                    )
+                    .await
+                    .map_err(Refusal::from)
                 }
             };
             let e = match reply {
@@ -437,8 +467,11 @@ impl ClusterConnections {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Step::Fail => {
-                    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                        self.reread(false).await;
+                    if is_broken(&e) {
+                        match &picked {
+                            Some(picked) => self.broken(picked).await,
+                            None => self.reread(false).await,
+                        }
                     }
                     return Err(unavailable(e));
                 }
@@ -447,12 +480,7 @@ impl ClusterConnections {
     }
 
     /// What to do after `e`, the error reply of a call.
-    async fn next_step(
-        &self,
-        e: &RedisError,
-        follow_ask: bool,
-        with_source: &mut bool,
-    ) -> Step {
+    async fn next_step(&self, e: &RedisError, follow_ask: bool, with_source: &mut bool) -> Step {
         if is_noscript(e) && !*with_source {
             *with_source = true;
             return Step::Now;
@@ -534,19 +562,31 @@ impl ClusterConnections {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let (_, master) = self.conn_for(slot).await?;
-            let connections = self.connections(&master).await?;
-            let writer = connections
+            let picked = self.master_for(slot).await?;
+            let writer = picked
+                .connections
                 .writer
                 .clone()
-                .unwrap_or_else(|| connections.connections[0].clone());
-            let reply = send_replicated(&writer, remaining, script, &[call], with_source, replication)
-                .await
-                .pop()
-                .unwrap_or_else(|| Err(Sent::Failed(unavailable("no reply"))));
+                .unwrap_or_else(|| picked.conn(&self.next));
+            let reply = send_replicated(
+                &writer,
+                remaining,
+                script,
+                &[call],
+                with_source,
+                replication,
+            )
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Sent::Failed(unavailable("no reply"))));
             let e = match reply {
                 Ok(value) => return Ok(value),
-                Err(Sent::Failed(e)) => return Err(e),
+                Err(Sent::Failed(e)) => {
+                    if matches!(e, QueueError::Unavailable(_)) {
+                        self.broken(&picked).await;
+                    }
+                    return Err(e);
+                }
                 Err(Sent::Refused(e)) => e,
             };
             match self.next_step(&e, false, &mut with_source).await {
@@ -558,7 +598,12 @@ impl ClusterConnections {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Step::Fail => return Err(unavailable(e)),
+                Step::Fail => {
+                    if is_broken(&e) {
+                        self.broken(&picked).await;
+                    }
+                    return Err(unavailable(e));
+                }
             }
         }
     }
@@ -591,6 +636,25 @@ impl ClusterConnections {
         });
         futures::future::try_join_all(asks).await
     }
+}
+
+/// A master and its connections, for one call.
+struct Picked {
+    master: Arc<Master>,
+    connections: Arc<MasterConnections>,
+}
+
+impl Picked {
+    /// One of the connections, in turn.
+    fn conn(&self, next: &std::sync::atomic::AtomicUsize) -> MultiplexedConnection {
+        let all = &self.connections.connections;
+        all[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % all.len()].clone()
+    }
+}
+
+/// Whether `e` says the connection (or the master) is gone, rather than refusing a call.
+fn is_broken(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 /// How a call went, when it did not answer a value.
@@ -644,9 +708,12 @@ fn command_slot(cmd: &redis::Cmd) -> Option<u16> {
     }
 }
 
+/// Slot ranges and their masters: `(start, end, "host:port")`, sorted.
+type Ranges = Vec<(u16, u16, String)>;
+
 /// The `(start, end, "host:port")` slot ranges of a `CLUSTER SLOTS` reply, sorted; a node
 /// that gives no host is the one asked (`asked`).
-fn parse_slots(reply: Value, asked: &ConnectionInfo) -> Result<Vec<(u16, u16, String)>, String> {
+fn parse_slots(reply: Value, asked: &ConnectionInfo) -> Result<Ranges, String> {
     let Value::Array(ranges) = reply else {
         return Err(format!("CLUSTER SLOTS answered {reply:?}"));
     };
@@ -720,13 +787,8 @@ impl Transport for ClusterConnections {
     }
 
     async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
-        let slot = match command_slot(cmd) {
-            Some(slot) => slot,
-            None => {
-                // Any master: the one of slot 0's partition is as good as another.
-                0
-            }
-        };
+        // A command without keys goes to any master: slot 0's is as good as another.
+        let slot = command_slot(cmd).unwrap_or_default();
         self.send(slot, true, |_| cmd.clone()).await
     }
 
@@ -748,19 +810,28 @@ impl Transport for ClusterConnections {
                 return Err(e);
             }
         };
-        let pings = masters.iter().flat_map(|(master, connections)| {
-            connections.connections.iter().map(move |conn| async move {
+        let pings = masters.iter().map(|(master, connections)| async move {
+            for conn in &connections.connections {
                 let mut conn = conn.clone();
-                let reply: Value = timed(self.timeout, redis::cmd("PING").query_async(&mut conn))
-                    .await
-                    .map_err(|e| unavailable(format!("{}: {e}", master.addr)))?;
-                pong(reply)
-            })
+                let reply = timed(
+                    self.timeout,
+                    redis::cmd("PING").query_async::<Value>(&mut conn),
+                )
+                .await
+                .map_err(|e| unavailable(format!("{}: {e}", master.addr)))
+                .and_then(pong);
+                if let Err(e) = reply {
+                    let picked = Picked {
+                        master: master.clone(),
+                        connections: connections.clone(),
+                    };
+                    self.broken(&picked).await;
+                    return Err(e);
+                }
+            }
+            Ok(())
         });
-        if let Err(e) = futures::future::try_join_all(pings).await {
-            self.reread(false).await;
-            return Err(e);
-        }
+        futures::future::try_join_all(pings).await?;
         let (master, connections) = &masters[0];
         let mut conn = connections.connections[0].clone();
         let info: String = timed(
@@ -792,7 +863,10 @@ impl Transport for ClusterConnections {
                 Ok(fields) => fields,
                 Err(_) => continue,
             };
-            if let Some(policy) = fields.get("maxmemory-policy").filter(|p| *p != "noeviction") {
+            if let Some(policy) = fields
+                .get("maxmemory-policy")
+                .filter(|p| *p != "noeviction")
+            {
                 tracing::warn!(
                     master = %addr,
                     policy = %policy,
@@ -854,7 +928,11 @@ impl Transport for ClusterConnections {
                 let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 map.masters[i % map.masters.len()].clone()
             }
-            Ok(_) => return Some(QueueError::Unavailable("the Redis Cluster has no master".into())),
+            Ok(_) => {
+                return Some(QueueError::Unavailable(
+                    "the Redis Cluster has no master".into(),
+                ))
+            }
             Err(e) => return Some(e),
         };
         super::redis::listen_on(&master.client, self.timeout, channel, subscribed, message).await

@@ -102,13 +102,12 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Value};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
-use super::connections::{timed, Target};
 pub use super::cluster::ClusterConnections;
+use super::connections::{timed, Target};
 pub use super::connections::{RedisConnections, Replication};
 use super::layout::{self, LayoutScripts};
 use super::{
@@ -848,8 +847,8 @@ pub(super) enum Sent {
 /// earlier request stored through another connection (an `Idempotency-Key` retried after
 /// a 503 is answered with the event stored then). Every call must be of one partition (one
 /// Redis Cluster slot).
-pub(super) async fn send_replicated(
-    conn: &ConnectionManager,
+pub(super) async fn send_replicated<C: redis::aio::ConnectionLike + Clone>(
+    conn: &C,
     timeout: Duration,
     script: &Script,
     calls: &[&ScriptCall],
@@ -1167,7 +1166,11 @@ impl Transport for RedisConnections {
 
 /// One `EVALSHA` (or, with `with_source`, `EVAL`) of `script`; `KEYS[1]` is the
 /// partition's ready set, which routes the call.
-pub(super) fn script_cmd(script: &Script, (base, args): &ScriptCall, with_source: bool) -> redis::Cmd {
+pub(super) fn script_cmd(
+    script: &Script,
+    (base, args): &ScriptCall,
+    with_source: bool,
+) -> redis::Cmd {
     let mut cmd = redis::cmd(if with_source { "EVAL" } else { "EVALSHA" });
     cmd.arg(if with_source {
         script.source.as_ref()

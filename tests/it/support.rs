@@ -35,6 +35,36 @@ fn resp_command(port: u16, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// The bulk strings of a RESP array reply (keys without line breaks).
+fn resp_strings(reply: &str) -> Vec<String> {
+    reply
+        .split("\r\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .filter(|pair| pair.len() == 2 && pair[0].starts_with('$'))
+        .map(|pair| pair[1].to_string())
+        .collect()
+}
+
+/// The ports of the masters among the nodes at `urls` (`redis://127.0.0.1:PORT`).
+pub fn masters_of(urls: &[String]) -> Vec<u16> {
+    urls.iter()
+        .filter_map(|url| url.rsplit(':').next()?.parse::<u16>().ok())
+        .filter(|&port| resp_command(port, &["ROLE"]).is_some_and(|role| role.contains("master")))
+        .collect()
+}
+
+/// Keys under `prefix` on the Redis on `port`.
+pub fn keys_under(port: u16, prefix: &str) -> usize {
+    let reply = resp_command(port, &["KEYS", &format!("{prefix}:*")]).unwrap_or_default();
+    reply
+        .strip_prefix('*')
+        .and_then(|r| r.split("\r\n").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A `redis-server` owned by one test, killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
@@ -331,7 +361,10 @@ impl RedisCluster {
                 node
             })
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
@@ -356,7 +389,12 @@ impl RedisCluster {
                 let repl = n.command(&["INFO", "replication"]).unwrap_or_default();
                 info.contains("cluster_state:ok")
                     && (repl.contains("role:master") || repl.contains("master_link_status:up"))
-            }) && self.topology().iter().filter(|n| n.master && !n.failed).count() == 3;
+            }) && self
+                .topology()
+                .iter()
+                .filter(|n| n.master && !n.failed)
+                .count()
+                == 3;
             if ok {
                 return;
             }
@@ -413,6 +451,73 @@ impl RedisCluster {
             .into_iter()
             .find(|n| n.master && !n.failed && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
             .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// Moves `slot` to the master on port `to` as an operator would: `SETSLOT IMPORTING`
+    /// and `MIGRATING`, then `MIGRATE` of `batch` keys at a time with `pause` between
+    /// batches (so the slot stays half-moved a while), then `SETSLOT NODE` on every node.
+    pub fn move_slot(&self, slot: u16, to: u16, batch: usize, pause: Duration) -> usize {
+        let from = self.owner(slot);
+        let topology = self.topology();
+        let target = topology
+            .iter()
+            .find(|n| n.port == to)
+            .expect("the target is a node of this cluster");
+        let slot_arg = slot.to_string();
+        let ok = |port: u16, args: &[&str]| {
+            let reply = resp_command(port, args).unwrap_or_default();
+            assert!(reply.starts_with('+'), "{args:?} on {port}: {reply:?}");
+        };
+        ok(
+            to,
+            &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &from.id],
+        );
+        ok(
+            from.port,
+            &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &target.id],
+        );
+        let mut moved = 0;
+        loop {
+            let reply = resp_command(
+                from.port,
+                &["CLUSTER", "GETKEYSINSLOT", &slot_arg, &batch.to_string()],
+            )
+            .unwrap_or_default();
+            let keys = resp_strings(&reply);
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            ok(from.port, &args);
+            moved += keys.len();
+            std::thread::sleep(pause);
+        }
+        ok(to, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &target.id]);
+        ok(
+            from.port,
+            &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &target.id],
+        );
+        for node in topology
+            .iter()
+            .filter(|n| n.port != to && n.port != from.port)
+        {
+            if !node.failed {
+                let _ = resp_command(
+                    node.port,
+                    &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &target.id],
+                );
+            }
+        }
+        moved
+    }
+
+    /// Number of keys on the node on `port`.
+    pub fn dbsize(&self, port: u16) -> i64 {
+        resp_command(port, &["DBSIZE"])
+            .and_then(|r| r.trim().trim_start_matches(':').parse().ok())
+            .unwrap_or(-1)
     }
 
     /// The node listening on `port`.

@@ -1,0 +1,416 @@
+//! The gateway on a Redis Cluster of three masters with a replica each (started by the
+//! tests on free ports): two processes under one account's limit with keys on every
+//! master, a master killed under load with `wait_replicas = 1`, and a partition's slot
+//! moved to another master while events flow. The queue's own scenarios run on the
+//! cluster in `conformance.rs`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use zenrelay::domain::partition_of;
+use zenrelay::queue::store::key_slot;
+
+use crate::support::*;
+
+/// Partitions of every gateway here.
+const PARTITIONS: u16 = 16;
+
+/// Gateway config on the cluster at `urls`; `redis` is added to `[redis]`.
+fn cluster_toml(
+    urls: &[String],
+    prefix: &str,
+    sim: &TestSim,
+    accounts: &[&str],
+    redis: &str,
+    delivery: &str,
+) -> String {
+    let nodes: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    gateway_toml(&urls[0], prefix, sim, accounts, delivery).replace(
+        "partitions = 4",
+        &format!(
+            "partitions = {PARTITIONS}\ncluster_nodes = [{}]\n{redis}",
+            nodes.join(", ")
+        ),
+    )
+}
+
+/// The slot of `account`'s partition.
+fn slot_of(account: &str) -> u16 {
+    let p = partition_of(account, PARTITIONS);
+    key_slot(format!("{{p{p}}}").as_bytes())
+}
+
+/// The body an event was posted with, from a notification the simulator received (Notify
+/// carries it as a JSON string).
+fn posted_body(notification: &Value) -> Value {
+    notification["body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or_else(|| panic!("a notification without a JSON body: {notification}"))
+}
+
+/// Most notifications of `account` the simulator received within any `window`.
+fn most_in_window(sim: &TestSim, account: &str, window: Duration) -> usize {
+    let mut times: Vec<Instant> = sim
+        .sim
+        .notify_attempts(account)
+        .iter()
+        .map(|n| n.received_at)
+        .collect();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The events acknowledged with 202: `(account, client, i)`.
+type Accepted = Arc<Mutex<Vec<(String, usize, usize)>>>;
+
+/// Clients posting events to `accounts` (round robin) until `stop`; each accepted
+/// `(account, client, i)` is recorded. 503s and refused connections are retried later;
+/// any other answer fails the test.
+fn post_until_stopped(
+    base: &str,
+    accounts: &[String],
+    clients: usize,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    accepted: &Accepted,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|client| {
+            let (base, accounts) = (base.to_string(), accounts.to_vec());
+            let (stop, accepted) = (stop.clone(), accepted.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let account = &accounts[(client + i) % accounts.len()];
+                    let resp = http
+                        .post(format!("{base}/v1/accounts/{account}/notify"))
+                        .bearer_auth(KEY)
+                        .header("idempotency-key", format!("{client}-{i}"))
+                        .json(&json!({"app_id": 1, "event": "e", "body": {"c": client, "i": i}}))
+                        .send()
+                        .await;
+                    match resp {
+                        Ok(resp) if resp.status() == 202 => {
+                            accepted.lock().unwrap().push((account.clone(), client, i));
+                            i += 1;
+                        }
+                        Ok(resp) if resp.status() == 503 => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Ok(resp) => panic!("unexpected answer {}", resp.status()),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits until the simulator received every accepted event; returns how many arrived
+/// more than once.
+async fn wait_all_delivered(
+    sim: &TestSim,
+    accepted: &[(String, usize, usize)],
+    timeout: Duration,
+) -> usize {
+    let accounts: HashSet<&String> = accepted.iter().map(|(a, _, _)| a).collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut got: Vec<(String, usize, usize)> = Vec::new();
+        for account in &accounts {
+            for notification in sim.received(account) {
+                let body = posted_body(&notification);
+                let (c, i) = (&body["c"], &body["i"]);
+                if let (Some(c), Some(i)) = (c.as_u64(), i.as_u64()) {
+                    got.push(((*account).clone(), c as usize, i as usize));
+                }
+            }
+        }
+        let unique: HashSet<&(String, usize, usize)> = got.iter().collect();
+        let missing: Vec<&(String, usize, usize)> =
+            accepted.iter().filter(|a| !unique.contains(a)).collect();
+        if missing.is_empty() {
+            return got.len() - unique.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} accepted events never delivered, e.g. {:?}",
+            missing.len(),
+            accepted.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_gateways_share_one_limit_on_a_cluster_with_keys_on_every_master() {
+    let urls = shared_cluster();
+    let accounts: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    let names: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    // The simulator enforces the same limit, so one call too many would show as a 429.
+    let sim = spawn_sim(&names, 8, 2).await;
+    let prefix = format!("two-{}", uuid::Uuid::now_v7().simple());
+    let delivery = "notify_per_minute = 8\nnotify_window_seconds = 2";
+    let text = cluster_toml(&urls, &prefix, &sim, &names, "", delivery);
+    let a = spawn_gateway(config(&text)).await;
+    let b = spawn_gateway(config(&text)).await;
+    let mut expected = 0;
+    for (n, account) in accounts.iter().enumerate() {
+        // c0 has a backlog of three windows; the others a few events each.
+        let count = if n == 0 { 26 } else { 3 };
+        let events: Vec<Value> = (0..count)
+            .map(|i| json!({"app_id": 1, "event": "e", "body": {"i": i}}))
+            .collect();
+        let base = if n % 2 == 0 { &a.base } else { &b.base };
+        let resp = reqwest::Client::new()
+            .post(format!("{base}/v1/accounts/{account}/notify/batch"))
+            .bearer_auth(KEY)
+            .json(&json!({"events": events}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        expected += count;
+    }
+    // Every master holds some of the queue.
+    for port in masters_of(&urls) {
+        assert!(keys_under(port, &prefix) > 0, "no key on master {port}");
+    }
+    wait_for("every event delivered", Duration::from_secs(40), || {
+        accounts
+            .iter()
+            .map(|a| sim.sim.notifications(a).len())
+            .sum::<usize>()
+            >= expected
+    })
+    .await;
+    for account in &accounts {
+        let got = sim.received(account);
+        let order: Vec<u64> = got
+            .iter()
+            .map(|g| posted_body(g)["i"].as_u64().expect("a number"))
+            .collect();
+        let want: Vec<u64> = (0..if account == "c0" { 26 } else { 3 }).collect();
+        assert_eq!(order, want, "FIFO of {account}");
+        assert!(
+            sim.sim
+                .notify_attempts(account)
+                .iter()
+                .all(|n| n.status == 200),
+            "upstream answered {account} 429"
+        );
+        let most = most_in_window(&sim, account, Duration::from_secs(2));
+        assert!(most <= 8, "{most} calls of {account} within one window");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_under_load_loses_no_acknowledged_event() {
+    let mut cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let accounts: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+    let names: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    let sim = spawn_sim(&names, 100_000, 60).await;
+    let redis = "wait_replicas = 1\nwait_timeout_ms = 1000\ntimeout_ms = 2000";
+    // Ten calls per second per account: the clients store faster, so every account keeps
+    // a backlog.
+    let delivery = "notify_per_minute = 10\nnotify_window_seconds = 1";
+    let text = cluster_toml(&urls, "f", &sim, &names, redis, delivery);
+    let gw = spawn_gateway(config(&text)).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let clients = post_until_stopped(&gw.base, &accounts, 8, &stop, &accepted);
+    wait_for("events acknowledged", Duration::from_secs(30), || {
+        accepted.lock().unwrap().len() >= 300
+    })
+    .await;
+
+    // The master holding most keys dies (SIGKILL) while the clients go on.
+    let victim = masters_of(&urls)
+        .into_iter()
+        .max_by_key(|&port| cluster.dbsize(port))
+        .expect("a master");
+    let on_victim: Vec<&String> = accounts
+        .iter()
+        .filter(|a| cluster.owner(slot_of(a)).port == victim)
+        .collect();
+    assert!(!on_victim.is_empty(), "some account lives on the victim");
+    cluster.node(victim).stop();
+    let killed = Instant::now();
+    // Its replica takes over: its slots get another owner.
+    let victim_slot = slot_of(on_victim[0]);
+    let mut promoted = None;
+    while promoted.is_none() {
+        let topology = cluster.topology();
+        promoted = topology
+            .iter()
+            .find(|n| {
+                n.master
+                    && !n.failed
+                    && n.port != victim
+                    && n.slots
+                        .iter()
+                        .any(|&(a, b)| a <= victim_slot && victim_slot <= b)
+            })
+            .map(|_| killed.elapsed());
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no replica took over"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first delivery claimed on the promoted replica: each account sends at most one
+    // call per 100 ms, so a call that arrives 200 ms after the kill was claimed after it.
+    let mut first_after = None;
+    while first_after.is_none() {
+        first_after = on_victim
+            .iter()
+            .flat_map(|a| sim.sim.notifications(a))
+            .map(|n| n.received_at)
+            .filter(|&at| at > killed + Duration::from_millis(200))
+            .min()
+            .map(|at| at - killed);
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no delivery for the victim's partitions after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The promoted replica has no replica of its own, so its partitions answer 503
+    // not_replicated until the old master is back, as its replica.
+    cluster.node(victim).restart();
+    let acked_after = accepted.lock().unwrap().len();
+    wait_for(
+        "events acknowledged after the failover",
+        Duration::from_secs(30),
+        || accepted.lock().unwrap().len() >= acked_after + 100,
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("a client ran to its end");
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    let duplicates = wait_all_delivered(&sim, &accepted, Duration::from_secs(60)).await;
+    eprintln!(
+        "master killed: its replica promoted after {:?}, first delivery claimed there after {:?} (Redis Cluster node timeout 1 s); {} events acknowledged, all delivered, {duplicates} twice",
+        promoted.unwrap_or_default(),
+        first_after.unwrap_or_default(),
+        accepted.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never returned to 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_to_another_master_under_load_loses_nothing() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    // Three accounts of one partition, whose slot is moved; one of another, which is not.
+    let moved_p = partition_of("m0", PARTITIONS);
+    let mut accounts: Vec<String> = (0..200)
+        .map(|i| format!("m{i}"))
+        .filter(|a| partition_of(a, PARTITIONS) == moved_p)
+        .take(3)
+        .collect();
+    accounts.push(
+        (0..200)
+            .map(|i| format!("o{i}"))
+            .find(|a| partition_of(a, PARTITIONS) != moved_p)
+            .expect("an account of another partition"),
+    );
+    let names: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    // 20 calls per 2 s window per account, enforced by the simulator too.
+    let sim = spawn_sim(&names, 20, 2).await;
+    let delivery = "notify_per_minute = 20\nnotify_window_seconds = 2";
+    let text = cluster_toml(&urls, "mv", &sim, &names, "", delivery);
+    let a = spawn_gateway(config(&text)).await;
+    let b = spawn_gateway(config(&text)).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let mut clients = post_until_stopped(&a.base, &accounts, 3, &stop, &accepted);
+    clients.extend(post_until_stopped(&b.base, &accounts, 3, &stop, &accepted));
+    wait_for("a backlog", Duration::from_secs(30), || {
+        accepted.lock().unwrap().len() >= 200
+    })
+    .await;
+
+    let slot = slot_of(&accounts[0]);
+    let from = cluster.owner(slot).port;
+    let to = masters_of(&urls)
+        .into_iter()
+        .find(|&p| p != from)
+        .expect("another master");
+    let moved = tokio::task::spawn_blocking(move || {
+        let moved = cluster.move_slot(slot, to, 4, Duration::from_millis(30));
+        (cluster, moved)
+    })
+    .await
+    .unwrap();
+    let (cluster, keys_moved) = moved;
+    assert_eq!(cluster.owner(slot).port, to);
+    let acked_after = accepted.lock().unwrap().len();
+    wait_for(
+        "events acknowledged after the move",
+        Duration::from_secs(20),
+        || accepted.lock().unwrap().len() >= acked_after + 100,
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("a client ran to its end");
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    let duplicates = wait_all_delivered(&sim, &accepted, Duration::from_secs(90)).await;
+    for account in &accounts {
+        assert!(
+            sim.sim
+                .notify_attempts(account)
+                .iter()
+                .all(|n| n.status == 200),
+            "upstream answered {account} 429"
+        );
+        let most = most_in_window(&sim, account, Duration::from_secs(2));
+        assert!(most <= 20, "{most} calls of {account} within one window");
+    }
+    // Nothing left behind: no lease, retry or queued id in the moved partition.
+    let base = format!("mv:{{p{moved_p}}}");
+    for key in ["inflight", "delayed"] {
+        let reply = cluster
+            .nodes
+            .iter()
+            .find(|n| n.port == to)
+            .and_then(|n| n.command(&["ZCARD", &format!("{base}:{key}")]))
+            .unwrap_or_default();
+        assert_eq!(reply.trim(), ":0", "{base}:{key} on the new master");
+    }
+    assert_eq!(keys_under(from, &base), 0, "keys left on the old master");
+    eprintln!(
+        "slot {slot} moved under load ({keys_moved} keys, 4 per MIGRATE): {} events acknowledged, all delivered, {duplicates} twice, no window over the limit",
+        accepted.len()
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
