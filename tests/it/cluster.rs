@@ -251,6 +251,20 @@ async fn a_master_killed_under_load_loses_no_acknowledged_event() {
     assert!(!on_victim.is_empty(), "some account lives on the victim");
     cluster.node(victim).stop();
     let killed = Instant::now();
+    // Until its replica takes over, part of the cluster is down: not ready.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reqwest::get(format!("{}/readyz", gw.base))
+        .await
+        .unwrap()
+        .status()
+        != 503
+    {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed 200 with a master down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Its replica takes over: its slots get another owner.
     let victim_slot = slot_of(on_victim[0]);
     let mut promoted = None;

@@ -161,15 +161,18 @@ async fn a_failover_keeps_every_acknowledged_event() {
 #[tokio::test]
 async fn sentinel_finds_the_primary_and_follows_a_failover() {
     let mut primary = RedisServer::start();
-    let first = RedisServer::start_replica_of(&primary);
-    let second = RedisServer::start_replica_of(&primary);
-    let sentinel = Sentinel::start("zr", &primary, 2);
+    let replica = RedisServer::start_replica_of(&primary);
+    let sentinels = Sentinel::start_group("zr", &primary, 1, 3);
     let sim = spawn_sim(&["acme"], 1000, 60).await;
     // `url` names no server: the sentinel says where the primary is.
+    let nodes: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("\"{}\"", s.url()))
+        .collect();
     let redis = format!(
-        "[redis]\nsentinel_master = \"zr\"\nsentinel_nodes = [\"{}\"]\n\
+        "[redis]\nsentinel_master = \"zr\"\nsentinel_nodes = [{}]\n\
          wait_replicas = 1\nwait_timeout_ms = 600\ntimeout_ms = 1000",
-        sentinel.url()
+        nodes.join(", ")
     );
     let text =
         gateway_toml("redis://127.0.0.1:1/0", "s", &sim, &["acme"], "").replace("[redis]", &redis);
@@ -190,55 +193,67 @@ async fn sentinel_finds_the_primary_and_follows_a_failover() {
             .await;
     }
 
-    // The primary dies; until the sentinel has promoted a replica ingress answers 503, and
-    // each event is sent again with its key until it is accepted.
-    primary.stop();
-    let url = format!("{}/v1/accounts/acme/notify", gw.base);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    for i in 0..10 {
-        loop {
-            let resp = gw
-                .http
-                .post(&url)
-                .bearer_auth(KEY)
-                .header("idempotency-key", format!("after-{i}"))
-                .json(&json!({"app_id": 1, "event": "after", "body": {"i": i}}))
-                .send()
-                .await
-                .unwrap();
-            match resp.status().as_u16() {
-                202 => {
-                    let body: Value = resp.json().await.unwrap();
-                    ids.push(body["id"].as_str().expect("an id").to_string());
-                    break;
-                }
-                503 => {}
-                other => panic!("unexpected answer {other}"),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ingress never came back after the failover"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    // Upstream answers 429 once: the account pauses for 4 s, holding what is stored next.
+    sim.fault(json!({"account": "acme", "route": "notify", "status": 429, "retry_after": 4, "fail_next": 1}))
+        .await;
+    ids.push(
+        api.accept(
+            "acme",
+            &json!({"app_id": 1, "event": "held", "body": {"i": 0}}),
+        )
+        .await,
+    );
+    wait_for("the 429", Duration::from_secs(10), || {
+        sim.sim
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/apps/notify") && r.status == Some(429))
+    })
+    .await;
+    for i in 1..20 {
+        ids.push(
+            api.accept(
+                "acme",
+                &json!({"app_id": 1, "event": "held", "body": {"i": i}}),
+            )
+            .await,
+        );
     }
+
+    // The primary dies with the held events on it (and, acknowledged, on its replica).
+    // The sentinels promote the replica, the gateway follows, and delivery resumes there
+    // once the pause ends: every acknowledged event is delivered.
+    primary.stop();
+    let killed = Instant::now();
     for id in &ids {
-        api.wait_status(id, "delivered", Duration::from_secs(20))
+        api.wait_status(id, "delivered", Duration::from_secs(30))
             .await;
     }
-    let promoted = [&first, &second]
-        .iter()
-        .filter(|r| {
-            r.command(&["ROLE"])
-                .is_some_and(|role| role.contains("master"))
-        })
-        .count();
-    assert_eq!(promoted, 1, "one replica is the primary now");
+    assert!(
+        replica
+            .command(&["ROLE"])
+            .is_some_and(|role| role.contains("master")),
+        "the sentinels promoted the replica"
+    );
+    eprintln!(
+        "sentinel failover: every acknowledged event delivered {:?} after the primary died",
+        killed.elapsed()
+    );
+    // The promoted primary has no replica left to confirm a write: no 202 now.
+    let resp = gw
+        .http
+        .post(format!("{}/v1/accounts/acme/notify", gw.base))
+        .bearer_auth(KEY)
+        .json(&json!({"app_id": 1, "event": "after"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
     let events: Vec<Value> = sim
         .received("acme")
         .iter()
         .map(|n| n["event"].clone())
         .collect();
-    assert_eq!(events.iter().filter(|e| **e == json!("after")).count(), 10);
+    assert_eq!(events.iter().filter(|e| **e == json!("held")).count(), 20);
     gw.shutdown().await;
 }

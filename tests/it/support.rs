@@ -238,7 +238,7 @@ impl RedisServer {
     }
 }
 
-/// A Redis Sentinel watching one primary (as `master`, quorum 1), killed on drop.
+/// A Redis Sentinel watching one primary, killed on drop.
 pub struct Sentinel {
     child: Child,
     pub port: u16,
@@ -246,9 +246,40 @@ pub struct Sentinel {
 }
 
 impl Sentinel {
-    /// Starts watching `primary` under the name `master`, and waits until it knows
-    /// `replicas` replicas of it (a failover needs one to promote).
-    pub fn start(master: &str, primary: &RedisServer, replicas: usize) -> Self {
+    /// `count` sentinels watching `primary` under the name `master`, with a majority of
+    /// them as quorum; returns once each knows `replicas` replicas of it (a failover needs
+    /// one to promote) and the other sentinels.
+    pub fn start_group(
+        master: &str,
+        primary: &RedisServer,
+        replicas: usize,
+        count: usize,
+    ) -> Vec<Self> {
+        let quorum = count / 2 + 1;
+        let group: Vec<Sentinel> = (0..count)
+            .map(|_| Self::launch(master, primary, quorum))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let known = |sentinel: &Sentinel, what: &str| {
+            sentinel
+                .command(&["SENTINEL", what, master])
+                .and_then(|r| r.strip_prefix('*')?.split("\r\n").next()?.parse().ok())
+                .unwrap_or(0usize)
+        };
+        while !group
+            .iter()
+            .all(|s| known(s, "replicas") >= replicas && known(s, "sentinels") + 1 >= count)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels never saw the replicas and each other"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        group
+    }
+
+    fn launch(master: &str, primary: &RedisServer, quorum: usize) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -256,7 +287,7 @@ impl Sentinel {
             &conf,
             format!(
                 "port {port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor {master} 127.0.0.1 {} 1\n\
+                 sentinel monitor {master} 127.0.0.1 {} {quorum}\n\
                  sentinel down-after-milliseconds {master} 500\n\
                  sentinel failover-timeout {master} 5000\n",
                 dir.path().display(),
@@ -271,25 +302,10 @@ impl Sentinel {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (see .ci/run)");
-        let sentinel = Sentinel {
+        Sentinel {
             child,
             port,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let known = sentinel
-                .command(&["SENTINEL", "replicas", master])
-                .and_then(|r| r.strip_prefix('*')?.split("\r\n").next()?.parse().ok())
-                .unwrap_or(0usize);
-            if known >= replicas {
-                return sentinel;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sentinel never saw the replicas"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
