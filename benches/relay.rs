@@ -39,6 +39,7 @@ use serde_json::json;
 #[allow(dead_code)]
 mod support;
 
+mod cluster;
 mod cost;
 mod script_time;
 use support::{free_port, parse_wrk, CpuMeter, Proc};
@@ -120,14 +121,20 @@ struct Gateway {
 }
 
 async fn start_gateway(redis: u16, prefix: &str, delivery: &str, accounts: &str) -> Gateway {
-    let port = free_port();
     let url = if embedded() {
         "memory://".to_string()
     } else {
         format!("redis://127.0.0.1:{redis}/0")
     };
+    start_gateway_on(&format!("url = \"{url}\""), prefix, delivery, accounts).await
+}
+
+/// A gateway whose `[redis]` section holds `redis` (where the store is) and the bench's
+/// own settings.
+async fn start_gateway_on(redis: &str, prefix: &str, delivery: &str, accounts: &str) -> Gateway {
+    let port = free_port();
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\npool_size = 4\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[redis]\n{redis}\nkey_prefix = \"{prefix}\"\npool_size = 4\n\
          [delivery]\nmax_queue_depth = 100000000\nconcurrency = {CONCURRENCY}\n{delivery}\n[log]\nlevel = \"error\"\n\
          [[clients]]\nname = \"bench\"\nkey = \"{KEY}\"\naccounts = [\"*\"]\n{accounts}"
     );
@@ -305,7 +312,7 @@ struct Bench {
 
 /// The phases, by the name that selects them on the command line
 /// (`cargo bench --bench relay -- delivery limiter`; none named runs all).
-const PHASES: [&str; 4] = ["ingress", "delivery", "limiter", "latency"];
+const PHASES: [&str; 5] = ["ingress", "delivery", "cluster", "limiter", "latency"];
 
 async fn run() {
     let (redis_proc, redis) = start_redis();
@@ -332,6 +339,7 @@ async fn run() {
         match phase {
             "ingress" => ingress(&bench).await,
             "delivery" => delivery(&bench).await,
+            "cluster" => cluster::run(&bench).await,
             "limiter" => limiter(&bench).await,
             _ => latency(&bench).await,
         }

@@ -13,6 +13,9 @@
 #                  in 5-20 ms (2,000 calls)
 #   delivery       one delivered Notify call: 10,000 accounts x 3 events, instant receiver
 #                  (30,000 calls)
+#   cluster        one delivered Notify call as in `delivery`, with 64 partitions, on one
+#                  redis-server and on a Redis Cluster of three masters (each under
+#                  callgrind, summed), and each master's share of the cluster's work
 #   idle           Redis instructions per second one idle gateway (200 accounts, delivery
 #                  on) adds: 10 s of Redis alone, then 10 s with the gateway, give the
 #                  instructions per script call it makes; times the calls per second it
@@ -26,10 +29,10 @@
 # figure names (`callgrind_control -z` right before the load, `-d` right after it; for
 # delivery, from the first Notify call to the last answer), so start-up and the loading of
 # backlogs are left out. Under callgrind Redis runs about 50 times slower: all of them take
-# about 4 minutes here. Set REDIS_COST_OUT=<dir> to keep the dumps for callgrind_annotate.
+# about 6 minutes here. Set REDIS_COST_OUT=<dir> to keep the dumps for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(ingress batch delivery-slow delivery idle ops)
+all=(ingress batch delivery-slow delivery cluster idle ops)
 [ $# -gt 0 ] || set -- "${all[@]}"
 phases=()
 for name in "$@"; do

@@ -10,7 +10,6 @@ use axum::{Json, Router};
 use http::{Request, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -19,8 +18,8 @@ use tower_http::trace::TraceLayer;
 use crate::accounts::AccountDirectory;
 use crate::auth::ClientKeys;
 use crate::config::Config;
-use crate::delivery::{Worker, WorkerSettings};
-use crate::domain::notify_schema;
+use crate::delivery::{Wake, Worker, WorkerSettings};
+use crate::domain::{notify_schema, partition_of};
 use crate::error::{ApiError, ErrorCode};
 use crate::history::History;
 use crate::ingress;
@@ -49,7 +48,7 @@ struct Inner {
     directory: Arc<AccountDirectory>,
     clients: ClientKeys,
     notify_schema: SchemaValidator,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     metrics: Arc<Metrics>,
     history: Arc<History>,
     throttle: Throttle,
@@ -119,9 +118,15 @@ impl AppState {
         &self.inner.proxy
     }
 
-    /// Tells this process's worker that new work was stored.
+    /// Tells this process's worker that new work may be waiting in any partition.
     pub fn wake_worker(&self) {
-        self.inner.wake.notify_one();
+        self.inner.wake.all();
+    }
+
+    /// Tells this process's worker that `account` has new work.
+    pub fn wake_worker_for(&self, account: &str) {
+        let partitions = self.inner.config.redis.partitions;
+        self.inner.wake.partition(partition_of(account, partitions));
     }
 }
 
@@ -193,12 +198,45 @@ pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
     }
 }
 
+/// With `redis.partitions` not set: takes the partition count the stored data was written
+/// with (see [`Queue::recorded_partitions`]), keeping the default for a new store. When the
+/// store cannot be read in time, the default stays: a store written with another count is
+/// then refused once it answers (the layout check), naming the count to set.
+async fn adopt_partitions(config: &mut Config) -> anyhow::Result<()> {
+    let probe = queue_for(config)?;
+    match tokio::time::timeout(STARTUP_CHECK, probe.recorded_partitions()).await {
+        Ok(Ok(Some(recorded))) => {
+            if recorded != config.redis.partitions {
+                tracing::info!(
+                    partitions = recorded,
+                    "redis.partitions is not set: using the count the stored data was written with"
+                );
+            }
+            config.redis.partitions = recorded;
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            partitions = config.redis.partitions,
+            "redis.partitions is not set and the count of the stored data cannot be read yet; using the default (set redis.partitions to be sure)"
+        ),
+        Err(_) => tracing::warn!(
+            partitions = config.redis.partitions,
+            "redis.partitions is not set and the count of the stored data cannot be read yet; using the default (set redis.partitions to be sure)"
+        ),
+    }
+    Ok(())
+}
+
 /// How long a starting gateway waits for the queue's startup checks before it serves.
 const STARTUP_CHECK: Duration = Duration::from_secs(10);
 
 impl Gateway {
     /// Builds a gateway on the queue its config selects (see [`queue_for`]).
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        if !config.redis.partitions_set && !config.redis.is_memory() {
+            adopt_partitions(&mut config).await?;
+        }
         let queue = queue_for(&config)?;
         // A migration of the store's layout goes on in the background past this wait, so
         // that health checks are answered while it runs.
@@ -227,7 +265,7 @@ impl Gateway {
         let webhooks = Webhooks::from_config(&config).map_err(anyhow::Error::msg)?;
         let openapi = serde_json::to_vec(&openapi::document())?.into();
         let notify_schema = SchemaValidator::new(&notify_schema()).map_err(anyhow::Error::msg)?;
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake::default());
         let d = &config.delivery;
         let worker = d.enabled.then(|| {
             ZendeskClient::new(d.upstream_timeout()).map(|client| {

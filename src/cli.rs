@@ -75,11 +75,18 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {
             Ok(config) => {
+                let partitions = if config.redis.partitions_set || config.redis.is_memory() {
+                    config.redis.partitions.to_string()
+                } else {
+                    format!(
+                        "{} (not set: a store written with another count keeps its own)",
+                        config.redis.partitions
+                    )
+                };
                 println!(
-                    "config OK: {} account(s), {} client(s), redis partitions {}",
+                    "config OK: {} account(s), {} client(s), redis partitions {partitions}",
                     config.accounts.len(),
                     config.clients.len(),
-                    config.redis.partitions
                 );
                 ExitCode::SUCCESS
             }

@@ -154,8 +154,12 @@ pub struct RedisConfig {
     /// Prefix of every key the gateway writes.
     pub key_prefix: String,
     /// Number of hash-tagged partitions accounts are spread over. Must not change while
-    /// data exists under `key_prefix`.
+    /// data exists under `key_prefix`; when not set, a gateway uses the count the data was
+    /// written with ([`DEFAULT_PARTITIONS`] for a new store).
     pub partitions: u16,
+    /// Whether `partitions` was set (in the file or the environment).
+    #[serde(skip)]
+    pub partitions_set: bool,
     /// Multiplexed connections of each process (concurrent commands are pipelined on them).
     pub pool_size: usize,
     /// Timeout of one Redis command, in milliseconds.
@@ -176,6 +180,10 @@ pub struct RedisConfig {
     pub cluster_nodes: Vec<SecretString>,
 }
 
+/// Partitions of a new store when `redis.partitions` is not set: enough to spread evenly
+/// over the masters of a Redis Cluster of 3 to 10 shards.
+pub const DEFAULT_PARTITIONS: u16 = 64;
+
 /// The `redis.url` that selects the in-memory queue (not durable).
 pub const MEMORY_URL: &str = "memory://";
 
@@ -191,7 +199,8 @@ impl Default for RedisConfig {
         Self {
             url: SecretString::from("redis://127.0.0.1:6379/0"),
             key_prefix: "zenrelay".into(),
-            partitions: 16,
+            partitions: DEFAULT_PARTITIONS,
+            partitions_set: false,
             pool_size: 4,
             timeout_ms: 2000,
             wait_replicas: 0,
@@ -822,11 +831,16 @@ impl Config {
             }
         }
         interpolate(&mut value, "", env)?;
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let partitions_set = value
+            .get("redis")
+            .and_then(|redis| redis.get("partitions"))
+            .is_some();
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let message = e.into_inner().to_string();
             ConfigError::invalid(if key == "." { String::new() } else { key }, message)
         })?;
+        config.redis.partitions_set = partitions_set;
         config.validate()?;
         Ok(config)
     }

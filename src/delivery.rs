@@ -5,8 +5,10 @@
 //! slots), sends each in its own task, and hands the outcomes to a completer task that
 //! records them in batches. A partition whose storage fails sits out a short backoff while
 //! the others go on. It never sleeps in a task to wait for a rate slot:
-//! a throttled account is simply not claimable until its slot frees. When idle it waits
-//! for the earliest due time the queue reported, a local enqueue, or the poll interval.
+//! a throttled account is simply not claimable until its slot frees. A partition whose
+//! claim found nothing is left alone until what the claim said falls due next, until work
+//! is stored in it (by this process, or announced by another, [`Wake`]), or until the idle
+//! poll: the claims of an idle worker cost the same whatever the partition count.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,7 @@ use tracing::Instrument;
 
 use crate::accounts::AccountDirectory;
 use crate::config::DeliveryConfig;
+use crate::domain::EventId;
 use crate::metrics::Metrics;
 use crate::queue::{Claimed, Completion, DeadReason, Outcome, Queue, QueueError};
 use crate::zendesk::{NotifyResult, ZendeskClient};
@@ -36,20 +39,72 @@ const COMPLETE_BATCH: usize = 512;
 /// next passes serve the others.
 const MIN_SHARE: usize = 8;
 
-/// Splits `free` slots over the partitions, starting at `start`: as many partitions as
-/// can get `MIN_SHARE` slots each (at least one), each an equal share and the first ones
-/// the remainder.
-fn share_slots(free: usize, partitions: u16, start: u16) -> Vec<(u16, usize)> {
-    let partitions = partitions.max(1);
-    let served = (free / MIN_SHARE).clamp(1, usize::from(partitions));
-    (0..served as u16)
-        .map(|i| {
-            let share = free / served + usize::from(usize::from(i) < free % served);
-            ((start + i) % partitions, share)
-        })
+/// Splits `free` slots over `ready` partitions, in their order: as many partitions as can
+/// get `MIN_SHARE` slots each (at least one), each an equal share and the first ones the
+/// remainder.
+fn share_slots(free: usize, ready: &[u16]) -> Vec<(u16, usize)> {
+    if ready.is_empty() {
+        return Vec::new();
+    }
+    let served = (free / MIN_SHARE).clamp(1, ready.len());
+    ready[..served]
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, free / served + usize::from(i < free % served)))
         .filter(|(_, share)| *share > 0)
         .collect()
 }
+
+/// What wakes an idle worker: work stored in some partitions (or in any), told by this
+/// process (ingress, recorded completions, operator actions) or announced by others.
+#[derive(Default)]
+pub struct Wake {
+    notify: Notify,
+    marked: std::sync::Mutex<Marked>,
+}
+
+/// The partitions told to have work since the worker last looked.
+#[derive(Default)]
+struct Marked {
+    all: bool,
+    partitions: Vec<u16>,
+}
+
+impl Wake {
+    /// Work is waiting in `partition`.
+    pub fn partition(&self, partition: u16) {
+        self.lock().partitions.push(partition);
+        self.notify.notify_one();
+    }
+
+    /// Work may be waiting in any partition.
+    pub fn all(&self) {
+        self.lock().all = true;
+        self.notify.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Marked> {
+        self.marked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Clears the quiet time of every partition told to have work.
+    fn apply(&self, quiet: &mut [Option<tokio::time::Instant>]) {
+        let marked = std::mem::take(&mut *self.lock());
+        if marked.all {
+            quiet.iter_mut().for_each(|q| *q = None);
+        }
+        for p in marked.partitions {
+            if let Some(q) = quiet.get_mut(usize::from(p)) {
+                *q = None;
+            }
+        }
+    }
+}
+
+/// Partitions whose idle claims, while the queue announces new work, are spread over
+/// one `delivery.idle_poll_ms` each: with more, a partition that found nothing is looked
+/// at again less often, so an idle worker costs Redis the same whatever the count.
+const IDLE_PARTITIONS: u16 = 16;
 
 /// Retry policy of Notify calls: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +142,7 @@ pub struct Worker {
     /// The idle poll while the queue announces new work.
     idle_poll: Duration,
     drain_timeout: Duration,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     /// The lease of a claim and the longest a send may take: a send starts only while at
     /// least the latter is left of the former.
     lease: Option<(Duration, Duration)>,
@@ -103,8 +158,11 @@ pub struct WorkerSettings {
     /// Idle poll while the queue does not announce new work.
     pub poll_interval: Duration,
     /// Idle poll while it does ([`Queue::listen_for_work`]), which wakes the worker at
-    /// once; work that falls due later (retries, rate windows, leases running out, held
-    /// accounts' checks) wakes it when due, as the claims say. At least `poll_interval`.
+    /// once for the partitions it names; work that falls due later (retries, rate
+    /// windows, leases running out, held accounts' checks) wakes it when due, as the
+    /// claims say. A partition whose claim found nothing is claimed again after this, times
+    /// the partitions over [`IDLE_PARTITIONS`] when there are more. At least
+    /// `poll_interval`.
     pub idle_poll: Duration,
     /// How long in-flight sends may take to finish at shutdown.
     pub drain_timeout: Duration,
@@ -143,7 +201,7 @@ impl Worker {
         client: ZendeskClient,
         accounts: Arc<AccountDirectory>,
         settings: WorkerSettings,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
     ) -> Self {
         Worker {
             queue,
@@ -178,11 +236,9 @@ impl Worker {
             self.wake.clone(),
         ));
         let listening = Arc::new(AtomicBool::new(false));
-        // Announcements of other processes' work, apart from this process's own wakes.
-        let announced = Arc::new(Notify::new());
         let listener = tokio::spawn(listen_for_work(
             self.queue.clone(),
-            announced.clone(),
+            self.wake.clone(),
             listening.clone(),
             shutdown.clone(),
         ));
@@ -191,128 +247,118 @@ impl Worker {
         let low_water = (self.concurrency / 8).max(1);
         let freed = Arc::new(Notify::new());
         let tracker = TaskTracker::new();
-        let partitions = self.queue.partitions();
+        let partitions = self.queue.partitions().max(1);
         let mut start = 0u16;
         let mut redis_down = false;
         let mut failing: HashMap<u16, PartitionFailure> = HashMap::new();
-        // Partitions visited since a claim last found work, and the earliest moment they
-        // said work is due: the worker sleeps only once a whole rotation found nothing.
-        let mut idle_visited = 0usize;
-        let mut idle_due: Option<tokio::time::Instant> = None;
+        // Per partition, until when its last claim found nothing to send (`None`: claim
+        // it): what the claim said falls due next (a retry, a rate window, a lease running
+        // out, a held account's check), at most the idle poll away. Work stored meanwhile
+        // clears it (see [`Wake`]).
+        let mut quiet: Vec<Option<tokio::time::Instant>> = vec![None; usize::from(partitions)];
         while !shutdown.is_cancelled() {
-            let mut claimed_any = false;
-            let mut failed = false;
-            // Free slots are shared across partitions, a few per partition (all claimed in
-            // one round trip); the passes rotate over the partitions, so an account that
-            // just became ready is claimed within a rotation wherever its partition is.
-            let free = permits
-                .available_permits()
-                .min(CLAIM_MAX * usize::from(partitions));
-            let mut requests = share_slots(free, partitions, start);
-            // A partition whose storage failed sits out until its backoff ends; the others
-            // are claimed as usual.
+            self.wake.apply(&mut quiet);
             let now = tokio::time::Instant::now();
-            let shared = requests.len();
-            let first_back = requests
-                .iter()
-                .filter_map(|(p, _)| failing.get(p))
-                .map(|f| f.retry_at)
-                .min();
-            requests.retain(|(p, _)| failing.get(p).map_or(true, |f| f.retry_at <= now));
-            if let (true, Some(until)) = (shared > 0 && requests.is_empty(), first_back) {
-                // Every partition of this pass is sitting out: wait until the first of them
-                // may be tried again rather than go round without asking anything.
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => {}
-                    _ = shutdown.cancelled() => {}
-                }
-                continue;
-            }
-            let asked = now;
-            let claimed = self.queue.claim_each(&requests).await;
-            if let Some(metrics) = &self.metrics {
-                metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
-            }
-            let mut failures = 0usize;
-            for (&(partition, _), result) in requests.iter().zip(claimed) {
-                let batch = match result {
-                    Ok(batch) => {
-                        if let Some(f) = failing.remove(&partition) {
-                            tracing::info!(
-                                partition,
-                                failed_for_ms = f.since.elapsed().as_millis() as u64,
-                                "queue partition reachable again; its delivery resumes"
-                            );
-                        }
-                        batch
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        let f = failing.entry(partition).or_insert_with(|| {
-                            tracing::warn!(partition, error = %e, "cannot claim deliveries of a queue partition; the others go on, it is retried");
-                            PartitionFailure {
-                                since: tokio::time::Instant::now(),
-                                retry_at: tokio::time::Instant::now(),
-                            }
-                        });
-                        f.retry_at = tokio::time::Instant::now() + PARTITION_BACKOFF;
-                        continue;
-                    }
-                };
-                if let Some(due) = batch.next_due {
-                    let due = tokio::time::Instant::now() + due;
-                    idle_due = Some(idle_due.map_or(due, |d| d.min(due)));
-                }
-                for claimed in batch.items {
-                    claimed_any = true;
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let worker = self.clone();
-                    let tx = tx.clone();
-                    let freed = freed.clone();
-                    let span = tracing::info_span!(
-                        "deliver",
-                        delivery_id = %claimed.delivery_id,
-                        account = %claimed.account,
-                        attempt = claimed.attempts
-                    );
-                    tracker.spawn(
-                        async move {
-                            let completion = worker.deliver_leased(&claimed, asked).await;
-                            // The completer only stops after every sender is gone.
-                            let _ = tx.send(completion).await;
-                            drop(permit);
-                            freed.notify_one();
-                        }
-                        .instrument(span),
-                    );
-                }
-            }
-            // Every partition failing is the storage being down: back off as a whole.
-            if !requests.is_empty() && failures == requests.len() {
-                if !redis_down {
-                    tracing::warn!("cannot claim deliveries from any queue partition; retrying");
-                    redis_down = true;
-                }
-                failed = true;
-            } else if redis_down && failures < requests.len() {
-                tracing::info!("queue storage reachable again; delivery resumes");
-                redis_down = false;
-            }
-            // The next pass starts after the partitions this one served.
-            let served = requests.len() as u16;
-            let step = if served > 0 && served < partitions {
-                served
+            let idle_poll = if listening.load(Ordering::SeqCst) {
+                self.idle_poll * u32::from(partitions.div_ceil(IDLE_PARTITIONS).max(1))
             } else {
-                1
+                self.poll_interval
             };
-            start = (start + step) % partitions.max(1);
-            if claimed_any {
-                idle_visited = 0;
-                idle_due = None;
-            } else if !failed {
-                idle_visited += requests.len();
+            // The partitions to claim, in turn from `start`: the ones not quiet, and not
+            // sitting out a failure (the others are claimed as usual).
+            let ready: Vec<u16> = (0..partitions)
+                .map(|i| (start + i) % partitions)
+                .filter(|p| quiet[usize::from(*p)].map_or(true, |until| until <= now))
+                .filter(|p| failing.get(p).map_or(true, |f| f.retry_at <= now))
+                .collect();
+            let free = permits.available_permits().min(CLAIM_MAX * ready.len());
+            let requests = if free > 0 {
+                share_slots(free, &ready)
+            } else {
+                Vec::new()
+            };
+            let mut failed = false;
+            if !requests.is_empty() {
+                let asked = now;
+                let claimed = self.queue.claim_each(&requests).await;
+                if let Some(metrics) = &self.metrics {
+                    metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
+                }
+                let answered = tokio::time::Instant::now();
+                let mut failures = 0usize;
+                for (&(partition, _), result) in requests.iter().zip(claimed) {
+                    let batch = match result {
+                        Ok(batch) => {
+                            if let Some(f) = failing.remove(&partition) {
+                                tracing::info!(
+                                    partition,
+                                    failed_for_ms = f.since.elapsed().as_millis() as u64,
+                                    "queue partition reachable again; its delivery resumes"
+                                );
+                            }
+                            batch
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            let f = failing.entry(partition).or_insert_with(|| {
+                                tracing::warn!(partition, error = %e, "cannot claim deliveries of a queue partition; the others go on, it is retried");
+                                PartitionFailure {
+                                    since: answered,
+                                    retry_at: answered,
+                                }
+                            });
+                            f.retry_at = answered + PARTITION_BACKOFF;
+                            continue;
+                        }
+                    };
+                    quiet[usize::from(partition)] = if batch.items.is_empty() {
+                        let wait = batch.next_due.map_or(idle_poll, |due| due.min(idle_poll));
+                        Some(answered + wait)
+                    } else {
+                        None
+                    };
+                    for claimed in batch.items {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let worker = self.clone();
+                        let tx = tx.clone();
+                        let freed = freed.clone();
+                        let span = tracing::info_span!(
+                            "deliver",
+                            delivery_id = %claimed.delivery_id,
+                            account = %claimed.account,
+                            attempt = claimed.attempts
+                        );
+                        tracker.spawn(
+                            async move {
+                                let completion = worker.deliver_leased(&claimed, asked).await;
+                                // The completer only stops after every sender is gone.
+                                let _ = tx.send(completion).await;
+                                drop(permit);
+                                freed.notify_one();
+                            }
+                            .instrument(span),
+                        );
+                    }
+                }
+                // Every partition failing is the storage being down: back off as a whole.
+                if failures == requests.len() {
+                    if !redis_down {
+                        tracing::warn!(
+                            "cannot claim deliveries from any queue partition; retrying"
+                        );
+                        redis_down = true;
+                    }
+                    failed = true;
+                } else if redis_down {
+                    tracing::info!("queue storage reachable again; delivery resumes");
+                    redis_down = false;
+                }
+                // The next pass starts after the last partition this one served.
+                if let Some(&(last, _)) = requests.last() {
+                    start = (last + 1) % partitions;
+                }
             }
             if failed {
                 tokio::select! {
@@ -331,33 +377,19 @@ impl Worker {
                         _ = shutdown.cancelled() => {}
                     }
                 }
-            } else if !claimed_any && idle_visited >= usize::from(partitions) {
-                let poll = if listening.load(Ordering::SeqCst) {
-                    self.idle_poll
-                } else {
-                    self.poll_interval
-                };
-                let wait = idle_due.map_or(poll, |due| {
-                    due.saturating_duration_since(tokio::time::Instant::now())
-                        .min(poll)
-                });
-                idle_visited = 0;
-                idle_due = None;
-                let idle_since = tokio::time::Instant::now();
+            } else if requests.is_empty() {
+                // Nothing to claim now: sleep until a partition falls due, one sitting
+                // out a failure may be tried again, or work is stored.
+                let next = quiet
+                    .iter()
+                    .flatten()
+                    .chain(failing.values().map(|f| &f.retry_at))
+                    .min()
+                    .copied()
+                    .unwrap_or(now + idle_poll);
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.wake.notified() => {}
-                    _ = announced.notified() => {
-                        // At most one rotation per poll interval for announcements: under
-                        // a steady stream of them (every process announces each commit)
-                        // the workers claim as often as they used to poll, not back to
-                        // back.
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(idle_since + self.poll_interval) => {}
-                            _ = self.wake.notified() => {}
-                            _ = shutdown.cancelled() => {}
-                        }
-                    }
+                    _ = tokio::time::sleep_until(next.min(now + idle_poll)) => {}
+                    _ = self.wake.notify.notified() => {}
                     _ = shutdown.cancelled() => {}
                 }
             }
@@ -525,11 +557,12 @@ struct PartitionFailure {
 /// How long a partition whose claim failed sits out before it is tried again.
 const PARTITION_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Notifies `wake` each time any process announces new work, and says whether it is
-/// listening (the worker then polls an idle queue rarely); resubscribes after a failure.
+/// Tells `wake` each time any process announces new work (in the partitions it names),
+/// and says whether it is listening (the worker then polls an idle queue rarely);
+/// resubscribes after a failure.
 async fn listen_for_work(
     queue: Arc<dyn Queue>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     listening: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
@@ -538,9 +571,12 @@ async fn listen_for_work(
         let subscribed = || {
             listening.store(true, Ordering::SeqCst);
             // Work may have been stored while nobody listened.
-            wake.notify_one();
+            wake.all();
         };
-        let message = || wake.notify_one();
+        let message = |partitions: Option<&[u16]>| match partitions {
+            Some(partitions) => partitions.iter().for_each(|&p| wake.partition(p)),
+            None => wake.all(),
+        };
         let ended = tokio::select! {
             ended = queue.listen_for_work(&subscribed, &message) => ended,
             _ = shutdown.cancelled() => return,
@@ -571,7 +607,7 @@ async fn record_completions(
     queue: Arc<dyn Queue>,
     mut rx: mpsc::Receiver<Completion>,
     shutdown: CancellationToken,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -586,9 +622,16 @@ async fn record_completions(
         loop {
             // Outcomes of a failing partition are retried alone; the others are recorded.
             let results = queue.complete_each(&batch).await;
-            let recorded = results.iter().filter(|r| r.is_ok()).count();
-            if recorded > 0 {
-                wake.notify_one();
+            // The accounts of the recorded outcomes may send again.
+            for (c, _) in batch.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
+                match c
+                    .delivery_id
+                    .rsplit_once(':')
+                    .and_then(|(event, _)| EventId::parse(event))
+                {
+                    Some(id) => wake.partition(id.partition()),
+                    None => wake.all(),
+                }
             }
             let mut error = None;
             let mut left = Vec::new();
@@ -631,12 +674,21 @@ mod tests {
 
     #[test]
     fn slots_are_shared_across_partitions() {
-        assert_eq!(share_slots(3, 4, 2), [(2, 3)]);
-        assert_eq!(share_slots(17, 4, 3), [(3, 9), (0, 8)]);
-        assert_eq!(share_slots(40, 4, 0), [(0, 10), (1, 10), (2, 10), (3, 10)]);
-        assert_eq!(share_slots(43, 4, 1), [(1, 11), (2, 11), (3, 11), (0, 10)]);
-        assert_eq!(share_slots(0, 4, 0), []);
-        assert_eq!(share_slots(5, 1, 0), [(0, 5)]);
+        assert_eq!(share_slots(3, &[2, 3, 0, 1]), [(2, 3)]);
+        assert_eq!(share_slots(17, &[3, 0, 1, 2]), [(3, 9), (0, 8)]);
+        assert_eq!(
+            share_slots(40, &[0, 1, 2, 3]),
+            [(0, 10), (1, 10), (2, 10), (3, 10)]
+        );
+        assert_eq!(
+            share_slots(43, &[1, 2, 3, 0]),
+            [(1, 11), (2, 11), (3, 11), (0, 10)]
+        );
+        assert_eq!(share_slots(0, &[0, 1, 2, 3]), []);
+        assert_eq!(share_slots(5, &[0]), [(0, 5)]);
+        assert_eq!(share_slots(16, &[]), []);
+        // Only the partitions that may have work are offered slots.
+        assert_eq!(share_slots(16, &[5, 9]), [(5, 8), (9, 8)]);
     }
 
     #[test]

@@ -286,7 +286,7 @@ pub async fn store_one(
     let outcomes = state.queue().enqueue(batch).await?;
     match outcomes.into_iter().next() {
         Some(EnqueueOutcome::Stored { id, deliveries }) => {
-            state.wake_worker();
+            state.wake_worker_for(&account.id);
             state.metrics().events_accepted(&account.id, 1);
             tracing::debug!(event_id = %id, account = %account.id, deliveries, "event stored");
             Ok(Stored::New { id, deliveries })
@@ -465,7 +465,7 @@ pub async fn notify_batch(
             });
         }
         if stored > 0 {
-            state.wake_worker();
+            state.wake_worker_for(&account.id);
             state.metrics().events_accepted(&account.id, stored);
             tracing::debug!(account = %account.id, stored, "batch stored");
         }

@@ -31,15 +31,17 @@ use zenrelay::metrics::STATS_MAX_AGE;
 
 use super::support::{free_port, Proc};
 use super::{
-    accounts_toml, embedded, post_batches, start_gateway, start_redis, wait_arrivals, Arrivals, KEY,
+    accounts_toml, embedded, post_batches, start_gateway, start_gateway_on, start_redis,
+    wait_arrivals, Arrivals, KEY,
 };
 
 /// The phases, by the name that selects them; none runs unless named.
-pub const PHASES: [&str; 6] = [
+pub const PHASES: [&str; 7] = [
     "cost-ingress",
     "cost-batch",
     "cost-delivery-slow",
     "cost-delivery",
+    "cost-cluster",
     "cost-idle",
     "cost-ops",
 ];
@@ -91,6 +93,7 @@ pub async fn run(named: &[String]) {
             "cost-batch" => batch().await,
             "cost-delivery-slow" => delivery_slow().await,
             "cost-delivery" => delivery().await,
+            "cost-cluster" => cluster().await,
             "cost-idle" => idle().await,
             _ => ops().await,
         }
@@ -115,10 +118,28 @@ struct Callgrind {
 
 impl Redis {
     fn start() -> Redis {
+        Self::start_with(free_port(), &[])
+    }
+
+    /// A node of a Redis Cluster, on a port whose bus port (+10000) is free.
+    fn start_cluster_node() -> Redis {
+        let port = loop {
+            let port = free_port();
+            if port < 55000 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+                break port;
+            }
+        };
+        let conf = format!("nodes-{port}.conf");
+        Self::start_with(
+            port,
+            &["--cluster-enabled", "yes", "--cluster-config-file", &conf],
+        )
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> Redis {
         let dir = std::env::var_os("ZENRELAY_BENCH_CALLGRIND")
             .filter(|d| !d.is_empty())
             .map(PathBuf::from);
-        let port = free_port();
         let data = std::env::temp_dir().join(format!("zenrelay-bench-{port}"));
         let _ = std::fs::create_dir_all(&data);
         let mut cmd = match &dir {
@@ -139,6 +160,7 @@ impl Redis {
         let child = cmd
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .arg("--dir")
             .arg(&data)
             .stdout(Stdio::null())
@@ -456,29 +478,25 @@ impl Receiver {
 }
 
 /// Stores `per_account` events for each of `accounts` with delivery off, then lets another
-/// gateway deliver them and counts Redis from the first Notify call to the last answer.
-/// Answers the instructions counted and the calls delivered.
+/// gateway deliver them and counts Redis (every node of `nodes`, reached through the
+/// `[redis]` settings `redis`) from the first Notify call to the last answer. Answers the
+/// instructions counted on each node and the calls delivered.
 async fn deliver_backlog(
-    redis: &mut Redis,
+    nodes: &mut [Redis],
+    redis: &str,
     label: &str,
     accounts: &[String],
     per_account: usize,
     delay_ms: RangeInclusive<u64>,
-) -> (Option<u64>, u64) {
+) -> (Option<Vec<u64>>, u64) {
     let receiver = Receiver::start(delay_ms).await;
     let config = accounts_toml(accounts, receiver.port);
     let total = accounts.len() * per_account;
-    let ingress = start_gateway(redis.port, label, DELIVERY_OFF, &config).await;
+    let ingress = start_gateway_on(redis, label, DELIVERY_OFF, &config).await;
     let stored = post_batches(&ingress.base, accounts, per_account).await;
     assert_eq!(stored, total, "backlog not fully stored");
     drop(ingress);
-    let _worker = start_gateway(
-        redis.port,
-        label,
-        &format!("{DELIVERY}{NO_HISTORY}"),
-        &config,
-    )
-    .await;
+    let _worker = start_gateway_on(redis, label, &format!("{DELIVERY}{NO_HISTORY}"), &config).await;
     // The receiver holds the first calls until the count starts, so none is answered
     // before it; the worker's start-up and its first claims (at most its concurrency)
     // come before the count, the record of the last outcomes after it.
@@ -490,27 +508,38 @@ async fn deliver_backlog(
     // With its slots held, the worker calls Redis no more, but its history sampler's first
     // read of the whole queue (taken at start) may still be running: wait until Redis has
     // run no script for half a second.
-    let mut last = scripts_run(redis.port);
+    let run = |nodes: &[Redis]| nodes.iter().map(|n| scripts_run(n.port)).sum::<u64>();
+    let mut last = run(nodes);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = scripts_run(redis.port);
+        let now = run(nodes);
         if now == last {
             break;
         }
         assert!(Instant::now() < deadline, "Redis never went quiet");
         last = now;
     }
-    redis.zero();
+    for node in nodes.iter() {
+        node.zero();
+    }
     receiver.open.send_replace(true);
     wait_arrivals(&receiver.arrivals, total, Duration::from_secs(3600)).await;
-    (redis.dump(label), total as u64)
+    let counts: Option<Vec<u64>> = nodes.iter_mut().map(|n| n.dump(label)).collect();
+    (counts, total as u64)
+}
+
+/// `[redis]` settings of a gateway on the single server `redis`.
+fn on_server(redis: &Redis) -> String {
+    format!("url = \"redis://127.0.0.1:{}/0\"", redis.port)
 }
 
 async fn delivery_slow() {
-    let mut redis = Redis::start();
+    let mut redis = [Redis::start()];
     let accounts = names("d", ACCOUNTS);
+    let on = on_server(&redis[0]);
     let (n, calls) = deliver_backlog(
         &mut redis,
+        &on,
         "cost-delivery-slow",
         &accounts,
         SLOW_PER_ACCOUNT,
@@ -523,17 +552,19 @@ async fn delivery_slow() {
             SLOW_DELAY_MS.start(),
             SLOW_DELAY_MS.end()
         ),
-        n,
+        n.map(|n| n.iter().sum()),
         calls,
         100_000,
     );
 }
 
 async fn delivery() {
-    let mut redis = Redis::start();
+    let mut redis = [Redis::start()];
     let accounts = names("a", DELIVERY_ACCOUNTS);
+    let on = on_server(&redis[0]);
     let (n, calls) = deliver_backlog(
         &mut redis,
+        &on,
         "cost-delivery",
         &accounts,
         DELIVERY_PER_ACCOUNT,
@@ -542,10 +573,78 @@ async fn delivery() {
     .await;
     report(
         &format!("delivered Notify call, {DELIVERY_ACCOUNTS} accounts x {DELIVERY_PER_ACCOUNT}, instant receiver"),
-        n,
+        n.map(|n| n.iter().sum()),
         calls,
         100_000,
     );
+}
+
+/// Partitions of both stores of the cluster phase.
+const CLUSTER_PARTITIONS: u16 = super::cluster::PARTITIONS;
+
+/// One delivered Notify call on one server and on a Redis Cluster of three masters (the
+/// delivery phase's load, with [`CLUSTER_PARTITIONS`] partitions on both), and each
+/// master's share of the cluster's work.
+async fn cluster() {
+    let accounts = names("a", DELIVERY_ACCOUNTS);
+    let partitions = format!("\npartitions = {CLUSTER_PARTITIONS}");
+    let mut single = [Redis::start()];
+    let on = format!("{}{partitions}", on_server(&single[0]));
+    let (one, calls) = deliver_backlog(
+        &mut single,
+        &on,
+        "cost-cluster-single",
+        &accounts,
+        DELIVERY_PER_ACCOUNT,
+        0..=0,
+    )
+    .await;
+    drop(single);
+    let mut masters = [
+        Redis::start_cluster_node(),
+        Redis::start_cluster_node(),
+        Redis::start_cluster_node(),
+    ];
+    let ports: Vec<u16> = masters.iter().map(|m| m.port).collect();
+    super::cluster::join_cluster(&ports);
+    let on = format!("{}{partitions}", super::cluster::cluster_redis(&ports));
+    let (each, _) = deliver_backlog(
+        &mut masters,
+        &on,
+        "cost-cluster",
+        &accounts,
+        DELIVERY_PER_ACCOUNT,
+        0..=0,
+    )
+    .await;
+    let what = format!(
+        "delivered Notify call, {DELIVERY_ACCOUNTS} accounts x {DELIVERY_PER_ACCOUNT}, {CLUSTER_PARTITIONS} partitions"
+    );
+    match (one.map(|n| n.iter().sum::<u64>()), each) {
+        (Some(one), Some(each)) => {
+            let total: u64 = each.iter().sum();
+            let shares: Vec<String> = each
+                .iter()
+                .map(|n| format!("{:.1}%", *n as f64 * 100.0 / total.max(1) as f64))
+                .collect();
+            println!(
+                "cost     {what}, one server: {} instructions",
+                grouped(one / calls.max(1))
+            );
+            println!(
+                "cost     {what}, 3-master cluster: {} instructions ({:+.1}% against one server; goal ≤ +10%), masters' shares {} (goal 25-42% each)",
+                grouped(total / calls.max(1)),
+                (total as f64 / one.max(1) as f64 - 1.0) * 100.0,
+                shares.join(" / ")
+            );
+        }
+        _ => report(
+            &format!("{what}, one server and a 3-master cluster"),
+            None,
+            1,
+            0,
+        ),
+    }
 }
 
 /// Scripts (`EVALSHA`, `EVAL`) Redis at `port` has run so far, from `INFO commandstats`

@@ -5,10 +5,10 @@
 //!
 //! The slot map comes from `CLUSTER SLOTS`, asked of every known node at once (the seeds
 //! and the masters already known); the map most of them give wins, so a node that has not
-//! heard of a failover yet is outvoted. Each master gets a few multiplexed connections of
-//! its own (`redis.pool_size`, opened on first use, so a dead master fails only the calls
-//! of its own slots) and, with `redis.wait_replicas`, one more for the writes followed by
-//! `WAIT`. A partition's keys share one hash tag, so each script call goes to one master,
+//! heard of a failover yet is outvoted. Each master gets multiplexed connections of its
+//! own (`redis.pool_size` spread over the masters, at least one each; opened on first use,
+//! so a dead master fails only the calls of its own slots) and, with `redis.wait_replicas`,
+//! one more for the writes followed by `WAIT`. A partition's keys share one hash tag, so each script call goes to one master,
 //! as a command of its own; the calls of one pass over the partitions go out concurrently.
 //!
 //! Redirects are followed within the command timeout:
@@ -32,12 +32,17 @@
 //!
 //! # Why not the `redis` crate's cluster client
 //!
-//! Measured and read: its async cluster connection is as fast per call here (one
-//! multiplexed connection per node either way), but it follows `ASK` for scripts, which
-//! breaks the queue's scripts during a live resharding (above), and it sends a request
-//! again after a reconnection, running a script twice whose first run may have completed.
-//! A pooled client (`deadpool-redis`) would add a checkout per command, which is what the
-//! multiplexed connections of [`super::connections`] were chosen over.
+//! It follows `ASK` for scripts, which breaks the queue's scripts during a live resharding
+//! (above), and it sends a request again after a reconnection, running a script twice
+//! whose first run may have completed. Nor is it faster: 64 tasks sending single-key
+//! commands to a 3-master cluster on this 2-core machine, the same run, three rounds,
+//! made 217,000–220,000 commands/s at 4.7–4.9 µs of client CPU each through its async
+//! cluster connection, and 252,000–277,000/s at 3.9–4.4 µs through this module with one
+//! connection per master (with four per master, 154,000–167,000/s: the commands of many
+//! tasks pipelined on one connection cost Redis less). So `redis.pool_size` connections
+//! are spread over the masters, at least one each. A pooled client (`deadpool-redis`)
+//! would add a checkout per command, which is what the multiplexed connections of
+//! [`super::connections`] were chosen over.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -77,6 +82,9 @@ struct Master {
     /// `host:port`, as the cluster names it.
     addr: String,
     client: redis::Client,
+    /// The open connections, read without waiting by every call.
+    open: RwLock<Option<Arc<MasterConnections>>>,
+    /// Held while they are opened.
     connections: tokio::sync::Mutex<Opened>,
 }
 
@@ -122,7 +130,10 @@ pub struct ClusterConnections {
     /// When the map was last read, for [`REFRESH`].
     read_at: RwLock<Option<Instant>>,
     next: std::sync::atomic::AtomicUsize,
+    /// `redis.pool_size`: the connections of the process, spread over the masters.
     pool_size: usize,
+    /// Connections of each master: `pool_size` over the masters' count, at least one.
+    per_master: std::sync::atomic::AtomicUsize,
     timeout: Duration,
     replication: Option<Replication>,
 }
@@ -158,6 +169,7 @@ impl ClusterConnections {
             read_at: RwLock::new(None),
             next: std::sync::atomic::AtomicUsize::new(0),
             pool_size: pool_size.max(1),
+            per_master: std::sync::atomic::AtomicUsize::new(1),
             timeout,
             replication,
         })
@@ -279,6 +291,10 @@ impl ClusterConnections {
                 owners[usize::from(slot)] = index as u16;
             }
         }
+        self.per_master.store(
+            (self.pool_size / masters.len().max(1)).max(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(SlotMap { masters, owners })
     }
 
@@ -305,6 +321,7 @@ impl ClusterConnections {
         Ok(Master {
             addr: addr.to_string(),
             client: redis::Client::open(info).map_err(unavailable)?,
+            open: RwLock::new(None),
             connections: tokio::sync::Mutex::new(Opened::default()),
         })
     }
@@ -312,6 +329,14 @@ impl ClusterConnections {
     /// `master`'s connections, opened on first use (at most one attempt every
     /// [`RECHECK`]: requests queued behind a failed attempt fail with it).
     async fn connections(&self, master: &Master) -> Result<Arc<MasterConnections>, QueueError> {
+        if let Some(connections) = master
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(connections);
+        }
         let mut opened = master.connections.lock().await;
         if let Some(connections) = &opened.connections {
             return Ok(connections.clone());
@@ -324,8 +349,9 @@ impl ClusterConnections {
         let settings = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout);
-        let mut connections = Vec::with_capacity(self.pool_size + 1);
-        for _ in 0..self.pool_size + usize::from(self.replication.is_some()) {
+        let count = self.per_master.load(std::sync::atomic::Ordering::Relaxed);
+        let mut connections = Vec::with_capacity(count + 1);
+        for _ in 0..count + usize::from(self.replication.is_some()) {
             match timed(
                 self.timeout,
                 master
@@ -356,6 +382,7 @@ impl ClusterConnections {
         });
         opened.connections = Some(connections.clone());
         opened.failed = None;
+        *master.open.write().unwrap_or_else(|p| p.into_inner()) = Some(connections.clone());
         Ok(connections)
     }
 
@@ -394,6 +421,11 @@ impl ClusterConnections {
                 .is_some_and(|c| Arc::ptr_eq(c, &picked.connections))
             {
                 opened.connections = None;
+                *picked
+                    .master
+                    .open
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
             }
         }
         self.reread(false).await;
@@ -434,6 +466,7 @@ impl ClusterConnections {
         let mut with_source = false;
         let mut backoff = FIRST_BACKOFF;
         let mut ask: Option<String> = None;
+        let mut redirects = 0u32;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut picked = None;
@@ -457,14 +490,19 @@ impl ClusterConnections {
                 Err(Refusal::Redis(e)) => e,
             };
             match self.next_step(&e, follow_ask, &mut with_source).await {
-                Step::Now => {}
-                Step::Ask(addr) => ask = Some(addr),
-                Step::Later => {
-                    if Instant::now() + backoff >= deadline {
+                Step::Now => {
+                    // A second redirect in a row: the cluster is changing its mind (a
+                    // failover or a move under way); wait a little before the next.
+                    redirects += 1;
+                    if redirects > 1 && !back_off(&mut backoff, deadline).await {
                         return Err(unavailable(e));
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Step::Ask(addr) => ask = Some(addr),
+                Step::Later => {
+                    if !back_off(&mut backoff, deadline).await {
+                        return Err(unavailable(e));
+                    }
                 }
                 Step::Fail => {
                     if is_broken(&e) {
@@ -560,6 +598,7 @@ impl ClusterConnections {
         let deadline = Instant::now() + self.timeout;
         let mut with_source = false;
         let mut backoff = FIRST_BACKOFF;
+        let mut redirects = 0u32;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let picked = self.master_for(slot).await?;
@@ -590,13 +629,16 @@ impl ClusterConnections {
                 Err(Sent::Refused(e)) => e,
             };
             match self.next_step(&e, false, &mut with_source).await {
-                Step::Now | Step::Ask(_) => {}
-                Step::Later => {
-                    if Instant::now() + backoff >= deadline {
+                Step::Now | Step::Ask(_) => {
+                    redirects += 1;
+                    if redirects > 1 && !back_off(&mut backoff, deadline).await {
                         return Err(unavailable(e));
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Step::Later => {
+                    if !back_off(&mut backoff, deadline).await {
+                        return Err(unavailable(e));
+                    }
                 }
                 Step::Fail => {
                     if is_broken(&e) {
@@ -636,6 +678,17 @@ impl ClusterConnections {
         });
         futures::future::try_join_all(asks).await
     }
+}
+
+/// Waits `backoff` and doubles it (up to [`MAX_BACKOFF`]), unless the wait would end past
+/// `deadline`: then answers `false` at once.
+async fn back_off(backoff: &mut Duration, deadline: Instant) -> bool {
+    if Instant::now() + *backoff >= deadline {
+        return false;
+    }
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    true
 }
 
 /// A master and its connections, for one call.
@@ -908,9 +961,9 @@ impl Transport for ClusterConnections {
         true
     }
 
-    async fn publish(&self, channel: &str) -> Result<(), QueueError> {
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), QueueError> {
         // The cluster bus carries a PUBLISH to every node: any master will do.
-        self.command(redis::cmd("PUBLISH").arg(channel).arg(""))
+        self.command(redis::cmd("PUBLISH").arg(channel).arg(payload))
             .await
             .map(|_| ())
     }
@@ -919,7 +972,7 @@ impl Transport for ClusterConnections {
         &self,
         channel: &str,
         subscribed: &(dyn Fn() + Send + Sync),
-        message: &(dyn Fn() + Send + Sync),
+        message: &(dyn for<'p> Fn(&'p [u8]) + Send + Sync),
     ) -> Option<QueueError> {
         // A PUBLISH on any node reaches the subscribers of every node: subscribe at a
         // master, a different one after each broken subscription.

@@ -263,6 +263,35 @@ async fn check_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<(), Queu
     }
 }
 
+/// The partition count of the releases before the count was recorded in `{prefix}:meta`:
+/// their default, which a store they wrote without `redis.partitions` set was spread over.
+pub const UNRECORDED_PARTITIONS: u16 = 16;
+
+/// The partition count the data under the prefix was written with: the recorded one; for
+/// layout-1 data (which recorded none), [`UNRECORDED_PARTITIONS`]; `None` for a new store.
+pub async fn recorded_partitions<T: Transport>(
+    scope: &Scope<'_, T>,
+) -> Result<Option<u16>, QueueError> {
+    let reply = scope
+        .cmd(redis::cmd("HGET").arg(scope.meta()).arg("partitions"))
+        .await?;
+    if let Some(count) = strings(Value::Array(vec![reply]))
+        .pop()
+        .flatten()
+        .and_then(|n| n.parse::<u16>().ok())
+    {
+        return Ok(Some(count));
+    }
+    if scope.transport.holds_no_earlier_layout() {
+        return Ok(None);
+    }
+    let mut any = redis::cmd("EXISTS");
+    for p in 0..MAX_PARTITIONS {
+        any.arg(format!("{}:accounts", scope.base(p)));
+    }
+    Ok((!matches!(scope.cmd(&any).await?, Value::Int(0))).then_some(UNRECORDED_PARTITIONS))
+}
+
 /// The partitions holding layout-1 data (every account of layout 1 is in its partition's
 /// `accounts` set), after checking that they fit the configured partition count.
 async fn layout_one_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<Vec<u16>, QueueError> {

@@ -2,10 +2,13 @@
 //!
 //! [`Queue`] is the contract. Its behaviour is written once, as the Lua scripts beside
 //! [`redis`] (key layout and scripts documented there), and [`redis::ScriptQueue`] runs them
-//! over a transport: [`redis::RedisQueue`] sends them to Redis (production), and
-//! [`memory::MemoryQueue`] (`memory://`, not durable, for `zenrelay demo` and fast tests)
-//! runs them in an embedded Lua 5.1 over the in-process [`store`]; [`connections`] reaches
-//! the Redis primary (at `redis.url` or through Sentinel). Only `app` picks a backend. The queue, not the worker, owns every rule that must hold across processes: the
+//! over a transport: [`redis::RedisQueue`] sends them to a Redis primary (production),
+//! reached by [`connections`] at `redis.url` or through Sentinel; [`redis::ClusterQueue`]
+//! to the masters of a Redis Cluster, each partition's calls to its slot's master
+//! ([`cluster`]); and [`memory::MemoryQueue`] (`memory://`, not durable, for `zenrelay
+//! demo` and fast tests) runs them in an embedded Lua 5.1 over the in-process [`store`].
+//! Only `app` picks a backend. The queue, not the worker, owns every rule that must hold
+//! across processes: the
 //! rolling-window limit per account, one delivery in flight per account (which keeps first
 //! attempts in FIFO order), leases, retries, dead letters and TTLs.
 
@@ -494,6 +497,13 @@ pub trait Queue: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The partition count the stored data was written with (see
+    /// [`layout::recorded_partitions`]); `None` for a new store, and for a store that
+    /// lives in this process.
+    async fn recorded_partitions(&self) -> Result<Option<u16>, QueueError> {
+        Ok(None)
+    }
+
     /// Stores events of one account atomically per event; one outcome per event, in order.
     async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError>;
 
@@ -605,13 +615,13 @@ pub trait Queue: Send + Sync + 'static {
     async fn announce_work(&self);
 
     /// Listens for work stored by any process: `subscribed` is called once listening,
-    /// then `message` each time work was stored; returns the error that ended it. `None`
-    /// when the store does not announce work (the embedded backend: one process, woken
-    /// directly).
+    /// then `message` each time work was stored, with the partitions it is in (`None`:
+    /// any may have work); returns the error that ended it. `None` when the store does not
+    /// announce work (the embedded backend: one process, woken directly).
     async fn listen_for_work(
         &self,
         subscribed: &(dyn Fn() + Send + Sync),
-        message: &(dyn Fn() + Send + Sync),
+        message: &(dyn for<'p> Fn(Option<&'p [u16]>) + Send + Sync),
     ) -> Option<QueueError>;
 
     /// Records `process` as alive now (its heartbeat, every [`HEARTBEAT`]).

@@ -27,7 +27,7 @@
 //! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
-//! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`], unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
+//! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`] (longer with over [`SWEEP_PARTITIONS`] partitions), unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
 //! | `{base}:sweep:at` | HASH | where the sweep stands: `cursor` (of its `SSCAN` of `accounts`), `last` (the account it visited last on that page) and `pos` (that account's place on the page) |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //! | `{base}:replicated` | STRING | with `redis.wait_replicas`: written (expiring after a minute) right before each `WAIT` of a group of stored events, so the offset `WAIT` waits for covers every write before it |
@@ -85,6 +85,8 @@
 //!
 //! [`RedisConnections`] (see [`super::connections`]): a few multiplexed connections to the
 //! primary, found at `redis.url` or through Redis Sentinel and followed across a failover.
+//! [`ClusterConnections`] (see [`super::cluster`]): connections to each master of a Redis
+//! Cluster, each call routed to its partition's slot and redirects followed.
 //!
 //! # A partition fails alone
 //!
@@ -229,20 +231,21 @@ pub trait Transport: Send + Sync + 'static {
     /// Checks the store's own settings at startup (see [`Queue::check_deployment`]).
     async fn check_deployment(&self) -> Result<(), QueueError>;
 
-    /// Announces on `channel` that work was stored, to every process listening (Redis
-    /// pub/sub). The embedded store serves one process, woken directly: nothing to do.
-    async fn publish(&self, _channel: &str) -> Result<(), QueueError> {
+    /// Announces `payload` on `channel` (that work was stored), to every process listening
+    /// (Redis pub/sub). The embedded store serves one process, woken directly: nothing to
+    /// do.
+    async fn publish(&self, _channel: &str, _payload: &str) -> Result<(), QueueError> {
         Ok(())
     }
 
     /// Listens on `channel`: `subscribed` is called once the subscription holds, then
-    /// `message` for each announcement; returns when the subscription breaks. `None`
-    /// when the store announces nothing (the embedded store).
+    /// `message` with each announcement's payload; returns when the subscription breaks.
+    /// `None` when the store announces nothing (the embedded store).
     async fn listen(
         &self,
         _channel: &str,
         _subscribed: &(dyn Fn() + Send + Sync),
-        _message: &(dyn Fn() + Send + Sync),
+        _message: &(dyn for<'p> Fn(&'p [u8]) + Send + Sync),
     ) -> Option<QueueError> {
         None
     }
@@ -322,8 +325,20 @@ const CLAIM_CHUNK: usize = 16;
 /// that no call holds Redis for long (each takes about ten Redis calls).
 const REAP_PER_CALL: usize = 4;
 
-/// Least time between two retention sweeps of a partition (each visits a few accounts).
+/// Least time between two retention sweeps of a partition (each visits a few accounts),
+/// with up to [`SWEEP_PARTITIONS`] partitions; with more, it grows in proportion, so the
+/// sweeps of all partitions together cost Redis the same whatever the partition count.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Partitions swept every [`SWEEP_INTERVAL`] each; see there.
+pub const SWEEP_PARTITIONS: u16 = 16;
+
+/// The least time between two sweeps of a partition, in ms, for `partitions` (see
+/// [`SWEEP_INTERVAL`]).
+fn sweep_interval(partitions: u16) -> u64 {
+    let rounds = partitions.div_ceil(SWEEP_PARTITIONS).max(1);
+    SWEEP_INTERVAL.as_millis() as u64 * u64::from(rounds)
+}
 
 /// Most accounts read by one stats script call, so that no call holds Redis for long.
 const STATS_CHUNK: usize = 16;
@@ -406,6 +421,7 @@ impl<T: Transport> ScriptQueue<T> {
     }
 
     fn with_helpers_shared(config: QueueSettings, transport: Arc<T>, helpers: &str) -> Self {
+        let config_partitions = config.partitions;
         let announcer = Arc::new(Announcer::new(format!("{}:wake", config.prefix)));
         ScriptQueue {
             transport,
@@ -424,7 +440,7 @@ impl<T: Transport> ScriptQueue<T> {
             migration: Arc::new(LayoutScripts::new()),
             announcer,
             dead_letters_dropped: AtomicU64::new(0),
-            sweep_interval_ms: SWEEP_INTERVAL.as_millis() as u64,
+            sweep_interval_ms: sweep_interval(config_partitions),
         }
     }
 
@@ -647,11 +663,14 @@ impl<T: Transport> ScriptQueue<T> {
             };
             // Each call (one account) stands alone: a failing partition fails only its own
             // requests.
-            let mut announce = false;
-            for ((members, _), reply) in calls.iter().zip(replies) {
+            let mut announce: Vec<u16> = Vec::new();
+            for (((members, _), reply), (base, _)) in calls.iter().zip(replies).zip(&requests) {
                 // A failed call may still have run (its reply lost to a timeout, or it
                 // failed part-way) and made its account ready: announced too.
-                announce |= reply.is_err();
+                let partition = partition_of_base(base);
+                if reply.is_err() {
+                    announce.extend(partition);
+                }
                 match reply.and_then(parse_enqueue_reply) {
                     Err(e) => {
                         for &i in members {
@@ -659,7 +678,9 @@ impl<T: Transport> ScriptQueue<T> {
                         }
                     }
                     Ok((outcomes, ready)) => {
-                        announce |= ready;
+                        if ready {
+                            announce.extend(partition);
+                        }
                         let mut outcomes = outcomes.into_iter();
                         for &i in members {
                             let n = sizes[i];
@@ -676,8 +697,9 @@ impl<T: Transport> ScriptQueue<T> {
                     }
                 }
             }
-            if announce {
-                announcer.announce(&transport);
+            announce.dedup();
+            for partition in announce {
+                announcer.announce(&transport, Some(partition));
             }
         });
         // The task answers every request itself; a panic in it drops their senders, which
@@ -743,6 +765,41 @@ struct Announcer {
     channel: Arc<str>,
     busy: AtomicBool,
     again: AtomicBool,
+    /// The partitions to name in the next announcement.
+    pending: std::sync::Mutex<Announced>,
+}
+
+/// Partitions whose work is still to be announced.
+#[derive(Default)]
+struct Announced {
+    /// Any partition may have work (an announcement without partitions).
+    all: bool,
+    partitions: std::collections::BTreeSet<u16>,
+}
+
+impl Announced {
+    /// The payload of an announcement: the partitions, comma-separated; empty for all.
+    fn take_payload(&mut self) -> String {
+        let all = std::mem::take(&mut self.all);
+        let partitions = std::mem::take(&mut self.partitions);
+        if all {
+            return String::new();
+        }
+        let named: Vec<String> = partitions.iter().map(u16::to_string).collect();
+        named.join(",")
+    }
+}
+
+/// The partitions an announcement's payload names; `None` for all of them (an empty or
+/// unreadable payload).
+pub fn announced_partitions(payload: &[u8]) -> Option<Vec<u16>> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let partitions: Vec<u16> = text
+        .split(',')
+        .map(|p| p.trim().parse::<u16>())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (!partitions.is_empty()).then_some(partitions)
 }
 
 impl Announcer {
@@ -751,11 +808,22 @@ impl Announcer {
             channel: channel.into(),
             busy: AtomicBool::new(false),
             again: AtomicBool::new(false),
+            pending: std::sync::Mutex::new(Announced::default()),
         }
     }
 
-    /// Announces, now or right after the announcement in flight.
-    fn announce<T: Transport>(self: &Arc<Self>, transport: &Arc<T>) {
+    /// Announces work in `partition` (`None`: in any), now or right after the
+    /// announcement in flight.
+    fn announce<T: Transport>(self: &Arc<Self>, transport: &Arc<T>, partition: Option<u16>) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match partition {
+                Some(p) => {
+                    pending.partitions.insert(p);
+                }
+                None => pending.all = true,
+            }
+        }
         self.again.store(true, Ordering::SeqCst);
         if self.busy.swap(true, Ordering::SeqCst) {
             return;
@@ -764,7 +832,12 @@ impl Announcer {
         tokio::spawn(async move {
             loop {
                 while this.again.swap(false, Ordering::SeqCst) {
-                    if let Err(e) = transport.publish(&this.channel).await {
+                    let payload = this
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take_payload();
+                    if let Err(e) = transport.publish(&this.channel, &payload).await {
                         // The other workers find the work at their next poll.
                         tracing::debug!(error = %e, "new work not announced");
                     }
@@ -778,6 +851,11 @@ impl Announcer {
             }
         });
     }
+}
+
+/// The partition of a partition base (`{prefix}:{pN}`).
+fn partition_of_base(base: &str) -> Option<u16> {
+    base.rsplit_once(":{p")?.1.strip_suffix('}')?.parse().ok()
 }
 
 /// How often a subscription is pinged to find out a connection that went half-open.
@@ -1039,7 +1117,7 @@ impl RedisConnections {
         &self,
         channel: &str,
         subscribed: &(dyn Fn() + Send + Sync),
-        message: &(dyn Fn() + Send + Sync),
+        message: &(dyn for<'p> Fn(&'p [u8]) + Send + Sync),
     ) -> Option<QueueError> {
         match self.client().await {
             Ok(client) => listen_on(&client, self.timeout(), channel, subscribed, message).await,
@@ -1056,7 +1134,7 @@ pub(super) async fn listen_on(
     timeout: Duration,
     channel: &str,
     subscribed: &(dyn Fn() + Send + Sync),
-    message: &(dyn Fn() + Send + Sync),
+    message: &(dyn for<'p> Fn(&'p [u8]) + Send + Sync),
 ) -> Option<QueueError> {
     use futures::StreamExt;
     let connect = async {
@@ -1078,7 +1156,7 @@ pub(super) async fn listen_on(
     loop {
         tokio::select! {
             received = messages.next() => match received {
-                Some(_) => message(),
+                Some(msg) => message(msg.get_payload_bytes()),
                 None => return Some(unavailable("the subscription ended")),
             },
             _ = check.tick() => {
@@ -1140,8 +1218,8 @@ impl Transport for RedisConnections {
         reply
     }
 
-    async fn publish(&self, channel: &str) -> Result<(), QueueError> {
-        self.command(redis::cmd("PUBLISH").arg(channel).arg(""))
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), QueueError> {
+        self.command(redis::cmd("PUBLISH").arg(channel).arg(payload))
             .await
             .map(|_| ())
     }
@@ -1150,7 +1228,7 @@ impl Transport for RedisConnections {
         &self,
         channel: &str,
         subscribed: &(dyn Fn() + Send + Sync),
-        message: &(dyn Fn() + Send + Sync),
+        message: &(dyn for<'p> Fn(&'p [u8]) + Send + Sync),
     ) -> Option<QueueError> {
         let ended = self.listen_once(channel, subscribed, message).await;
         if ended.is_some() {
@@ -1332,6 +1410,15 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     async fn check_deployment(&self) -> Result<(), QueueError> {
         self.transport.check_deployment().await?;
         self.check_layout().await
+    }
+
+    async fn recorded_partitions(&self) -> Result<Option<u16>, QueueError> {
+        let scope = layout::Scope {
+            transport: self.transport.as_ref(),
+            prefix: &self.config.prefix,
+            partitions: self.config.partitions,
+        };
+        layout::recorded_partitions(&scope).await
     }
 
     /// Group commit: the request joins the pending list; whoever holds the commit lock
@@ -1686,7 +1773,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             .dead_letter_op(&self.replay, account, selection, ttl.as_millis() as u64)
             .await?;
         if result.count > 0 {
-            self.announcer.announce(&self.transport);
+            self.announcer.announce(&self.transport, None);
         }
         Ok(result)
     }
@@ -1720,7 +1807,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         ];
         self.eval(&self.hold, &base, args).await?;
         // Its queued events may be claimed again, by any process.
-        self.announcer.announce(&self.transport);
+        self.announcer.announce(&self.transport, None);
         Ok(())
     }
 
@@ -1758,7 +1845,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     }
 
     async fn announce_work(&self) {
-        if let Err(e) = self.transport.publish(&self.announcer.channel).await {
+        if let Err(e) = self.transport.publish(&self.announcer.channel, "").await {
             tracing::debug!(error = %e, "work not announced");
         }
     }
@@ -1766,10 +1853,11 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     async fn listen_for_work(
         &self,
         subscribed: &(dyn Fn() + Send + Sync),
-        message: &(dyn Fn() + Send + Sync),
+        message: &(dyn for<'p> Fn(Option<&'p [u16]>) + Send + Sync),
     ) -> Option<QueueError> {
+        let announced = |payload: &[u8]| message(announced_partitions(payload).as_deref());
         self.transport
-            .listen(&self.announcer.channel, subscribed, message)
+            .listen(&self.announcer.channel, subscribed, &announced)
             .await
     }
 

@@ -1,5 +1,5 @@
 //! The partition count is recorded in Redis on first use; a process configured with
-//! another count refuses to start.
+//! another count refuses to start, and one with no count set uses the recorded one.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -65,6 +65,54 @@ async fn a_process_with_another_partition_count_refuses_to_start() {
         "{stderr}"
     );
     drop(first);
+}
+
+#[tokio::test]
+async fn a_process_without_a_count_uses_the_recorded_one() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let text = gateway_toml(&redis.url(), "adopt", &sim, &["acme"], "");
+    let unset = text.replace("partitions = 4\n", "");
+    assert!(!config(&unset).redis.partitions_set);
+    // A new store gets the default, recorded by the first process.
+    let fresh = text
+        .replace("partitions = 4\n", "")
+        .replace("\"adopt\"", "\"fresh\"");
+    let first = crate::support::spawn_gateway(config(&fresh)).await;
+    let api = crate::support::Api::from(&first);
+    let id = api
+        .accept("acme", &serde_json::json!({"app_id": 1, "event": "e"}))
+        .await;
+    api.wait_status(&id, "delivered", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        redis
+            .command(&["HGET", "fresh:meta", "partitions"])
+            .as_deref(),
+        Some(format!("$2\r\n{}\r\n", zenrelay::config::DEFAULT_PARTITIONS).as_str())
+    );
+    first.shutdown().await;
+    // A store written with 4 partitions keeps them for a process that sets none.
+    let writer = crate::support::spawn_gateway(config(&text)).await;
+    crate::support::Api::from(&writer)
+        .accept("acme", &serde_json::json!({"app_id": 1, "event": "e"}))
+        .await;
+    writer.shutdown().await;
+    let gw = crate::support::spawn_gateway(config(&unset)).await;
+    let api = crate::support::Api::from(&gw);
+    let id = api
+        .accept("acme", &serde_json::json!({"app_id": 1, "event": "after"}))
+        .await;
+    api.wait_status(&id, "delivered", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        redis
+            .command(&["HGET", "adopt:meta", "partitions"])
+            .as_deref(),
+        Some("$1\r\n4\r\n")
+    );
+    assert_eq!(sim.received("acme").len(), 3);
+    gw.shutdown().await;
 }
 
 #[tokio::test]

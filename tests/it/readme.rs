@@ -178,11 +178,14 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         s if s.starts_with("curl -s -X POST localhost:9090/__sim/faults -d '{\"account\": \"acme\", \"route\": \"notify\", \"status\": 429") => {
             Inline::RunHere
         }
-        "docker compose up --build" => Inline::ComposeConfig,
+        "docker compose up --build" | "docker compose --profile cluster up --build" => {
+            Inline::ComposeConfig
+        }
         "scripts/bench.sh"
         | "cargo bench --bench relay -- delivery"
         | "cargo bench --bench relay -- ingress delivery"
         | "cargo bench --bench relay -- latency"
+        | "cargo bench --bench relay -- cluster"
         | "cargo bench --bench relay -- script-time"
         | "scripts/redis-cost.sh" => {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
@@ -977,6 +980,8 @@ fn docker_compose_config_is_valid() {
         return;
     }
     let out = run("docker compose config --quiet", &[]);
+    assert!(out.trim().is_empty(), "{out}");
+    let out = run("docker compose --profile cluster config --quiet", &[]);
     assert!(out.trim().is_empty(), "{out}");
 }
 
