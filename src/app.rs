@@ -204,7 +204,20 @@ pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
 /// then refused once it answers (the layout check), naming the count to set.
 async fn adopt_partitions(config: &mut Config) -> anyhow::Result<()> {
     let probe = queue_for(config)?;
-    match tokio::time::timeout(STARTUP_CHECK, probe.recorded_partitions()).await {
+    // A store that is down at start may come back within the wait: asked again until then.
+    let recorded = async {
+        loop {
+            match probe.recorded_partitions().await {
+                Ok(recorded) => return Ok(recorded),
+                Err(e @ QueueError::Mismatch(_)) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the recorded partition count yet");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(STARTUP_CHECK, recorded).await {
         Ok(Ok(Some(recorded))) => {
             if recorded != config.redis.partitions {
                 tracing::info!(
@@ -215,11 +228,7 @@ async fn adopt_partitions(config: &mut Config) -> anyhow::Result<()> {
             config.redis.partitions = recorded;
         }
         Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::warn!(
-            error = %e,
-            partitions = config.redis.partitions,
-            "redis.partitions is not set and the count of the stored data cannot be read yet; using the default (set redis.partitions to be sure)"
-        ),
+        Ok(Err(e)) => return Err(e.into()),
         Err(_) => tracing::warn!(
             partitions = config.redis.partitions,
             "redis.partitions is not set and the count of the stored data cannot be read yet; using the default (set redis.partitions to be sure)"

@@ -63,17 +63,18 @@ pub struct Wake {
     marked: std::sync::Mutex<Marked>,
 }
 
-/// The partitions told to have work since the worker last looked.
+/// The partitions told to have work since the worker last looked (a set: at most one
+/// entry per partition, however often ingress tells it while no worker looks).
 #[derive(Default)]
 struct Marked {
     all: bool,
-    partitions: Vec<u16>,
+    partitions: std::collections::BTreeSet<u16>,
 }
 
 impl Wake {
     /// Work is waiting in `partition`.
     pub fn partition(&self, partition: u16) {
-        self.lock().partitions.push(partition);
+        self.lock().partitions.insert(partition);
         self.notify.notify_one();
     }
 
@@ -308,6 +309,8 @@ impl Worker {
                                 }
                             });
                             f.retry_at = answered + PARTITION_BACKOFF;
+                            // Claimed again once its backoff ends, not at a stale time.
+                            quiet[usize::from(partition)] = None;
                             continue;
                         }
                     };
@@ -343,7 +346,7 @@ impl Worker {
                     }
                 }
                 // Every partition failing is the storage being down: back off as a whole.
-                if failures == requests.len() {
+                if failures == requests.len() && failing.len() == usize::from(partitions) {
                     if !redis_down {
                         tracing::warn!(
                             "cannot claim deliveries from any queue partition; retrying"
@@ -362,7 +365,7 @@ impl Worker {
             }
             if failed {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(PARTITION_BACKOFF) => {}
                     _ = shutdown.cancelled() => {}
                 }
             } else if permits.available_permits() < low_water {
@@ -384,6 +387,7 @@ impl Worker {
                     .iter()
                     .flatten()
                     .chain(failing.values().map(|f| &f.retry_at))
+                    .filter(|at| **at > now)
                     .min()
                     .copied()
                     .unwrap_or(now + idle_poll);
@@ -582,8 +586,10 @@ async fn listen_for_work(
             _ = shutdown.cancelled() => return,
         };
         if listening.swap(false, Ordering::SeqCst) {
-            // It had been listening: a new failure is worth a warning again.
+            // It had been listening: a new failure is worth a warning again. Partitions
+            // left alone for the long idle poll are claimed again, now at the short one.
             warned = false;
+            wake.all();
         }
         let Some(e) = ended else {
             return;

@@ -247,7 +247,11 @@ impl ClusterConnections {
         });
         let mut views: Vec<(Ranges, ConnectionInfo, usize)> = Vec::new();
         let mut last = String::new();
-        for answer in futures::future::join_all(asks).await {
+        // Answers are taken as they come: once most of the nodes asked agree, a node that
+        // does not answer (dead, or cut off) holds nothing up.
+        let majority = asked.len() / 2 + 1;
+        let mut answers: futures::stream::FuturesUnordered<_> = asks.collect();
+        while let Some(answer) = futures::StreamExt::next(&mut answers).await {
             match answer
                 .map_err(|e| e.to_string())
                 .and_then(|(info, reply)| parse_slots(reply, &info).map(|ranges| (info, ranges)))
@@ -257,6 +261,9 @@ impl ClusterConnections {
                     None => views.push((ranges, info, 1)),
                 },
                 Err(e) => last = e,
+            }
+            if views.iter().any(|(_, _, n)| *n >= majority) {
+                break;
             }
         }
         let mut best: Option<(Ranges, ConnectionInfo, usize)> = None;
@@ -350,27 +357,26 @@ impl ClusterConnections {
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout);
         let count = self.per_master.load(std::sync::atomic::Ordering::Relaxed);
-        let mut connections = Vec::with_capacity(count + 1);
-        for _ in 0..count + usize::from(self.replication.is_some()) {
-            match timed(
+        // All at once: a master that does not answer costs one timeout, not one each.
+        let opens = (0..count + usize::from(self.replication.is_some())).map(|_| {
+            timed(
                 self.timeout,
                 master
                     .client
                     .get_multiplexed_async_connection_with_config(&settings),
             )
-            .await
-            {
-                Ok(conn) => connections.push(conn),
-                Err(e) => {
-                    let e = QueueError::Unavailable(format!(
-                        "cannot connect to Redis Cluster master {}: {e}",
-                        master.addr
-                    ));
-                    opened.failed = Some((Instant::now(), e.clone()));
-                    return Err(e);
-                }
+        });
+        let mut connections = match futures::future::try_join_all(opens).await {
+            Ok(connections) => connections,
+            Err(e) => {
+                let e = QueueError::Unavailable(format!(
+                    "cannot connect to Redis Cluster master {}: {e}",
+                    master.addr
+                ));
+                opened.failed = Some((Instant::now(), e.clone()));
+                return Err(e);
             }
-        }
+        };
         let writer = if self.replication.is_some() {
             connections.pop()
         } else {
@@ -586,68 +592,112 @@ impl ClusterConnections {
         )))
     }
 
-    /// A script call, its writes confirmed by the replicas (see [`send_replicated`]), on
-    /// the writer connection of the master of its partition, following redirects.
-    async fn send_replicated_call(
+    /// Script calls whose writes the replicas must confirm: the calls of each master in
+    /// one pipeline with one `WAIT` (see [`send_replicated`]) on its writer connection
+    /// (Redis reads nothing more from a connection blocked in `WAIT`, so one pipeline per
+    /// call would wait once per call); the masters' pipelines go out concurrently. Calls
+    /// redirected or refused for now are sent again (as [`ClusterConnections::send`]
+    /// does) until the command timeout.
+    async fn send_replicated_calls(
         &self,
         script: &Script,
-        call: &ScriptCall,
+        calls: &[ScriptCall],
         replication: Replication,
-    ) -> Result<Value, QueueError> {
-        let slot = partition_slot(call);
+    ) -> Vec<Result<Value, QueueError>> {
         let deadline = Instant::now() + self.timeout;
-        let mut with_source = false;
+        let mut results: Vec<Option<Result<Value, QueueError>>> = vec![None; calls.len()];
+        let mut with_source = vec![false; calls.len()];
+        let mut pending: Vec<usize> = (0..calls.len()).collect();
         let mut backoff = FIRST_BACKOFF;
-        let mut redirects = 0u32;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let picked = self.master_for(slot).await?;
-            let writer = picked
-                .connections
-                .writer
-                .clone()
-                .unwrap_or_else(|| picked.conn(&self.next));
-            let reply = send_replicated(
-                &writer,
-                remaining,
-                script,
-                &[call],
-                with_source,
-                replication,
-            )
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(Sent::Failed(unavailable("no reply"))));
-            let e = match reply {
-                Ok(value) => return Ok(value),
-                Err(Sent::Failed(e)) => {
-                    if matches!(e, QueueError::Unavailable(_)) {
-                        self.broken(&picked).await;
+        let mut rounds = 0u32;
+        while !pending.is_empty() {
+            rounds += 1;
+            if rounds > 1 && !back_off(&mut backoff, deadline).await {
+                break;
+            }
+            let map = match self.slot_map().await {
+                Ok(map) => map,
+                Err(e) => {
+                    for i in pending.drain(..) {
+                        results[i] = Some(Err(e.clone()));
                     }
-                    return Err(e);
+                    break;
                 }
-                Err(Sent::Refused(e)) => e,
             };
-            match self.next_step(&e, false, &mut with_source).await {
-                Step::Now | Step::Ask(_) => {
-                    redirects += 1;
-                    if redirects > 1 && !back_off(&mut backoff, deadline).await {
-                        return Err(unavailable(e));
-                    }
-                }
-                Step::Later => {
-                    if !back_off(&mut backoff, deadline).await {
-                        return Err(unavailable(e));
-                    }
-                }
-                Step::Fail => {
-                    if is_broken(&e) {
-                        self.broken(&picked).await;
-                    }
-                    return Err(unavailable(e));
+            // The calls of each master (and each way of sending the script) together.
+            let mut groups: Vec<(Arc<Master>, bool, Vec<usize>)> = Vec::new();
+            for i in pending.drain(..) {
+                let slot = partition_slot(&calls[i]);
+                let Some(master) = map.owner(slot) else {
+                    results[i] = Some(Err(QueueError::Unavailable(format!(
+                        "no master of the Redis Cluster serves slot {slot}"
+                    ))));
+                    continue;
+                };
+                match groups
+                    .iter_mut()
+                    .find(|(m, w, _)| Arc::ptr_eq(m, master) && *w == with_source[i])
+                {
+                    Some((_, _, members)) => members.push(i),
+                    None => groups.push((master.clone(), with_source[i], vec![i])),
                 }
             }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let sends = groups.iter().map(|(master, source, members)| async move {
+                let connections = match self.connections(master).await {
+                    Ok(connections) => connections,
+                    Err(e) => {
+                        return members
+                            .iter()
+                            .map(|_| Err(Sent::Failed(e.clone())))
+                            .collect()
+                    }
+                };
+                let writer = connections
+                    .writer
+                    .clone()
+                    .unwrap_or_else(|| connections.connections[0].clone());
+                let batch: Vec<&ScriptCall> = members.iter().map(|&i| &calls[i]).collect();
+                send_replicated(&writer, remaining, script, &batch, *source, replication).await
+            });
+            let replies = futures::future::join_all(sends).await;
+            let mut failed_to_reach = false;
+            for ((_, _, members), replies) in groups.iter().zip(replies) {
+                for (&i, reply) in members.iter().zip(replies) {
+                    let e = match reply {
+                        Ok(value) => {
+                            results[i] = Some(Ok(value));
+                            continue;
+                        }
+                        Err(Sent::Failed(e)) => {
+                            failed_to_reach |= matches!(e, QueueError::Unavailable(_));
+                            results[i] = Some(Err(e));
+                            continue;
+                        }
+                        Err(Sent::Refused(e)) => e,
+                    };
+                    match self.next_step(&e, false, &mut with_source[i]).await {
+                        Step::Fail => results[i] = Some(Err(unavailable(e))),
+                        _ if Instant::now() >= deadline => results[i] = Some(Err(unavailable(e))),
+                        _ => pending.push(i),
+                    }
+                }
+            }
+            if failed_to_reach {
+                // A master that did not answer may have been replaced.
+                self.reread(false).await;
+            }
         }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(unavailable(
+                        "the Redis Cluster redirected the call until the command timeout",
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// Every master's connections, opened (fails if a master cannot be reached).
@@ -833,10 +883,7 @@ impl Transport for ClusterConnections {
         let Some(replication) = self.replication else {
             return self.run_script(script, calls).await;
         };
-        let sends = calls
-            .iter()
-            .map(|call| self.send_replicated_call(script, call, replication));
-        futures::future::join_all(sends).await
+        self.send_replicated_calls(script, calls, replication).await
     }
 
     async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {

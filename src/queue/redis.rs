@@ -778,15 +778,16 @@ struct Announced {
 }
 
 impl Announced {
-    /// The payload of an announcement: the partitions, comma-separated; empty for all.
-    fn take_payload(&mut self) -> String {
+    /// The payload of an announcement: the partitions, comma-separated; empty for all;
+    /// `None` when there is nothing to announce (another pass announced it already).
+    fn take_payload(&mut self) -> Option<String> {
         let all = std::mem::take(&mut self.all);
         let partitions = std::mem::take(&mut self.partitions);
         if all {
-            return String::new();
+            return Some(String::new());
         }
         let named: Vec<String> = partitions.iter().map(u16::to_string).collect();
-        named.join(",")
+        (!named.is_empty()).then(|| named.join(","))
     }
 }
 
@@ -837,6 +838,9 @@ impl Announcer {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .take_payload();
+                    let Some(payload) = payload else {
+                        continue;
+                    };
                     if let Err(e) = transport.publish(&this.channel, &payload).await {
                         // The other workers find the work at their next poll.
                         tracing::debug!(error = %e, "new work not announced");

@@ -411,14 +411,24 @@ async fn a_partition_moved_to_another_master_under_load_loses_nothing() {
     }
     // Nothing left behind: no lease, retry or queued id in the moved partition.
     let base = format!("mv:{{p{moved_p}}}");
+    // (The last outcomes are recorded just after their calls arrive.)
+    let new_master = cluster
+        .nodes
+        .iter()
+        .find(|n| n.port == to)
+        .expect("the new master");
     for key in ["inflight", "delayed"] {
-        let reply = cluster
-            .nodes
-            .iter()
-            .find(|n| n.port == to)
-            .and_then(|n| n.command(&["ZCARD", &format!("{base}:{key}")]))
-            .unwrap_or_default();
-        assert_eq!(reply.trim(), ":0", "{base}:{key} on the new master");
+        let key = format!("{base}:{key}");
+        wait_for(
+            &format!("{key} empty on the new master"),
+            Duration::from_secs(10),
+            || {
+                new_master
+                    .command(&["ZCARD", &key])
+                    .is_some_and(|r| r.trim() == ":0")
+            },
+        )
+        .await;
     }
     assert_eq!(keys_under(from, &base), 0, "keys left on the old master");
     eprintln!(
