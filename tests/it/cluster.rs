@@ -1,7 +1,7 @@
 //! The gateway on a Redis Cluster of three masters with a replica each (started by the
 //! tests on free ports): two processes under one account's limit with keys on every
 //! master, a master killed under load with `wait_replicas = 1`, and a partition's slot
-//! moved to another master while events flow. The queue's own scenarios run on the
+//! moved to another master while events flow (also with `wait_replicas = 1`). The queue's own scenarios run on the
 //! cluster in `conformance.rs`.
 
 use std::collections::HashSet;
@@ -359,7 +359,10 @@ async fn a_partition_moved_to_another_master_under_load_loses_nothing() {
     // 20 calls per 2 s window per account, enforced by the simulator too.
     let sim = spawn_sim(&names, 20, 2).await;
     let delivery = "notify_per_minute = 20\nnotify_window_seconds = 2";
-    let text = cluster_toml(&urls, "mv", &sim, &names, "", delivery);
+    // Every 202 waits for a replica, so the stored events' pipelines (script calls, a
+    // write of their own, WAIT) meet the move too.
+    let redis = "wait_replicas = 1\nwait_timeout_ms = 1000\ntimeout_ms = 2000";
+    let text = cluster_toml(&urls, "mv", &sim, &names, redis, delivery);
     let a = spawn_gateway(config(&text)).await;
     let b = spawn_gateway(config(&text)).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
