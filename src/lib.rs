@@ -27,9 +27,11 @@
 //! - [`server`] — the HTTP/1.1 accept loop (plain or TLS) of the simulator and HTTPS gateway.
 //! - [`tls`] — PEM files and the rustls acceptor.
 //! - [`auth`] — client keys and their account scopes.
-//! - [`delivery`] — the worker loop and retry policy.
+//! - [`delivery`] — the worker loop, what wakes it, and the retry policy.
 //! - [`queue`] — the queue contract and its Lua scripts (key layout), run by Redis in
-//!   production or by an embedded Lua over an in-process store (`memory://`, not durable).
+//!   production (one primary, found directly or through Sentinel, or the masters of a
+//!   Redis Cluster) or by an embedded Lua over an in-process store (`memory://`, not
+//!   durable).
 //! - [`zendesk`] — upstream accounts, credentials, the Notify call and outcome classes.
 //! - [`domain`] — event ids, partitions, the Notify payload and its exact size.
 //! - [`schema`] — precompiled JSON Schema validation with JSON-pointer errors.

@@ -287,8 +287,9 @@ async fn a_master_killed_under_load_loses_no_acknowledged_event() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The first delivery claimed on the promoted replica: each account sends at most one
-    // call per 100 ms, so a call that arrives 200 ms after the kill was claimed after it.
+    // The first delivery claimed on the promoted replica: a worker sends a call right
+    // after claiming it and the simulator answers at once, so a call that arrives 200 ms
+    // after the kill was claimed after it.
     let mut first_after = None;
     while first_after.is_none() {
         first_after = on_victim
