@@ -105,7 +105,7 @@ impl Wake {
 /// Partitions whose idle claims, while the queue announces new work, are spread over
 /// one `delivery.idle_poll_ms` each: with more, a partition that found nothing is looked
 /// at again less often, so an idle worker costs Redis the same whatever the count.
-const IDLE_PARTITIONS: u16 = 16;
+pub const IDLE_PARTITIONS: u16 = 16;
 
 /// Retry policy of Notify calls: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]

@@ -1550,7 +1550,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         self.complete_each(completions).await.into_iter().collect()
     }
 
-    /// One script call per partition (in chunks of [`COMPLETE_CHUNK`]), all in one round
+    /// One script call per partition (in chunks of `COMPLETE_CHUNK`), all in one round
     /// trip; a call that fails fails only its own completions.
     async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<(), QueueError>> {
         let retention = self.config.retention.events_ms.to_string().into_bytes();

@@ -19,7 +19,7 @@ use super::io::Phase;
 /// on a slow but steady link is read in full while a trickle is cut off.
 pub const MIN_BODY_BYTES_PER_SEC: u64 = 64 * 1024;
 
-/// A request body that did not arrive within its deadline (see [`DeadlineBody`]).
+/// A request body that did not arrive within its deadline (see `DeadlineBody`).
 #[derive(Debug, Clone, Copy)]
 pub struct BodyTimeout(pub Duration);
 
