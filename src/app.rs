@@ -25,9 +25,10 @@ use crate::history::History;
 use crate::ingress;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
+use crate::queue::cluster::ClusterQueue;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::redis::{
-    ClusterQueue, QueueSettings, RedisQueue, RedisQueueConfig, Replication, SentinelSettings,
+    QueueSettings, RedisQueue, RedisQueueConfig, Replication, SentinelSettings,
 };
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;

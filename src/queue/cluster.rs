@@ -52,13 +52,34 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, Value};
 
+use secrecy::ExposeSecret;
+
 use super::connections::{timed, Replication};
 use super::redis::{
-    is_noscript, pong, script_cmd, send_replicated, unavailable, Script, ScriptCall, Sent,
-    Transport,
+    is_noscript, pong, script_cmd, send_replicated, unavailable, RedisQueueConfig, Script,
+    ScriptCall, ScriptQueue, Sent, Transport, HELPERS,
 };
 use super::store::key_slot;
 use super::QueueError;
+
+/// The production queue on a Redis Cluster: each partition's scripts run by the master of
+/// its slot.
+pub type ClusterQueue = ScriptQueue<ClusterConnections>;
+
+impl ClusterQueue {
+    /// Checks the seed URLs (`config.cluster_nodes`); connections are opened on first use,
+    /// so this succeeds while the cluster is down.
+    pub fn new(config: RedisQueueConfig) -> Result<Self, QueueError> {
+        let seeds: Vec<String> = config
+            .cluster_nodes
+            .iter()
+            .map(|n| n.expose_secret().to_string())
+            .collect();
+        let transport =
+            ClusterConnections::new(&seeds, config.pool_size, config.timeout, config.replication)?;
+        Ok(ScriptQueue::with_helpers(config.queue, transport, HELPERS))
+    }
+}
 
 /// Slots in a Redis Cluster.
 const SLOTS: usize = 16384;
@@ -253,14 +274,14 @@ impl ClusterConnections {
         let mut answers: futures::stream::FuturesUnordered<_> = asks.collect();
         while let Some(answer) = futures::StreamExt::next(&mut answers).await {
             match answer
-                .map_err(|e| e.to_string())
+                .map_err(unavailable)
                 .and_then(|(info, reply)| parse_slots(reply, &info).map(|ranges| (info, ranges)))
             {
                 Ok((info, ranges)) => match views.iter_mut().find(|(r, _, _)| *r == ranges) {
                     Some((_, _, n)) => *n += 1,
                     None => views.push((ranges, info, 1)),
                 },
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
             }
             if views.iter().any(|(_, _, n)| *n >= majority) {
                 break;
@@ -816,9 +837,11 @@ type Ranges = Vec<(u16, u16, String)>;
 
 /// The `(start, end, "host:port")` slot ranges of a `CLUSTER SLOTS` reply, sorted; a node
 /// that gives no host is the one asked (`asked`).
-fn parse_slots(reply: Value, asked: &ConnectionInfo) -> Result<Ranges, String> {
+fn parse_slots(reply: Value, asked: &ConnectionInfo) -> Result<Ranges, QueueError> {
     let Value::Array(ranges) = reply else {
-        return Err(format!("CLUSTER SLOTS answered {reply:?}"));
+        return Err(QueueError::Protocol(format!(
+            "CLUSTER SLOTS answered {reply:?}"
+        )));
     };
     let asked_host = match &asked.addr {
         ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host.clone(),
@@ -827,17 +850,23 @@ fn parse_slots(reply: Value, asked: &ConnectionInfo) -> Result<Ranges, String> {
     let mut parsed = Vec::with_capacity(ranges.len());
     for range in ranges {
         let Value::Array(fields) = range else {
-            return Err("CLUSTER SLOTS answered a range that is not an array".into());
+            return Err(QueueError::Protocol(
+                "CLUSTER SLOTS answered a range that is not an array".into(),
+            ));
         };
         let number = |v: Option<&Value>| match v {
             Some(Value::Int(n)) => u16::try_from(*n).ok(),
             _ => None,
         };
         let (Some(start), Some(end)) = (number(fields.first()), number(fields.get(1))) else {
-            return Err("CLUSTER SLOTS answered a range without bounds".into());
+            return Err(QueueError::Protocol(
+                "CLUSTER SLOTS answered a range without bounds".into(),
+            ));
         };
         let Some(Value::Array(master)) = fields.get(2) else {
-            return Err("CLUSTER SLOTS answered a range without master".into());
+            return Err(QueueError::Protocol(
+                "CLUSTER SLOTS answered a range without master".into(),
+            ));
         };
         let host = match master.first() {
             Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
@@ -850,7 +879,9 @@ fn parse_slots(reply: Value, asked: &ConnectionInfo) -> Result<Ranges, String> {
             host
         };
         let Some(port) = number(master.get(1)) else {
-            return Err("CLUSTER SLOTS answered a master without port".into());
+            return Err(QueueError::Protocol(
+                "CLUSTER SLOTS answered a master without port".into(),
+            ));
         };
         parsed.push((start, end, format!("{host}:{port}")));
     }

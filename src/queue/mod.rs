@@ -3,7 +3,7 @@
 //! [`Queue`] is the contract. Its behaviour is written once, as the Lua scripts beside
 //! [`redis`] (key layout and scripts documented there), and [`redis::ScriptQueue`] runs them
 //! over a transport: [`redis::RedisQueue`] sends them to a Redis primary (production),
-//! reached by [`connections`] at `redis.url` or through Sentinel; [`redis::ClusterQueue`]
+//! reached by [`connections`] at `redis.url` or through Sentinel; [`cluster::ClusterQueue`]
 //! to the masters of a Redis Cluster, each partition's calls to its slot's master
 //! ([`cluster`]); and [`memory::MemoryQueue`] (`memory://`, not durable, for `zenrelay
 //! demo` and fast tests) runs them in an embedded Lua 5.1 over the in-process [`store`].

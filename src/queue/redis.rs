@@ -85,7 +85,7 @@
 //!
 //! [`RedisConnections`] (see [`super::connections`]): a few multiplexed connections to the
 //! primary, found at `redis.url` or through Redis Sentinel and followed across a failover.
-//! [`ClusterConnections`] (see [`super::cluster`]): connections to each master of a Redis
+//! [`super::cluster::ClusterConnections`]: connections to each master of a Redis
 //! Cluster, each call routed to its partition's slot and redirects followed.
 //!
 //! # A partition fails alone
@@ -108,7 +108,6 @@ use redis::{RedisError, Value};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
-pub use super::cluster::ClusterConnections;
 use super::connections::{timed, Target};
 pub use super::connections::{RedisConnections, Replication};
 use super::layout::{self, LayoutScripts};
@@ -144,7 +143,7 @@ pub struct RedisQueueConfig {
     /// is then not used.
     pub sentinel: Option<SentinelSettings>,
     /// The seed nodes of a Redis Cluster (`redis.cluster_nodes`); when not empty, `url`
-    /// is not used and the queue is a [`ClusterQueue`].
+    /// is not used and the queue is a [`super::cluster::ClusterQueue`].
     pub cluster_nodes: Vec<SecretString>,
     /// What the scripts are called with (prefix, partitions, lease, limits, retention).
     pub queue: QueueSettings,
@@ -278,10 +277,6 @@ pub struct QueueSettings {
 /// The production queue: the scripts run by a Redis server.
 pub type RedisQueue = ScriptQueue<RedisConnections>;
 
-/// The production queue on a Redis Cluster: each partition's scripts run by the master of
-/// its slot.
-pub type ClusterQueue = ScriptQueue<ClusterConnections>;
-
 /// The queue implemented by the Lua scripts, over a [`Transport`].
 pub struct ScriptQueue<T> {
     transport: Arc<T>,
@@ -388,21 +383,6 @@ impl RedisQueue {
         let transport =
             RedisConnections::new(target, config.pool_size, config.timeout, config.replication);
         Ok(ScriptQueue::with_helpers(config.queue, transport, helpers))
-    }
-}
-
-impl ClusterQueue {
-    /// Checks the seed URLs (`config.cluster_nodes`); connections are opened on first use,
-    /// so this succeeds while the cluster is down.
-    pub fn new(config: RedisQueueConfig) -> Result<Self, QueueError> {
-        let seeds: Vec<String> = config
-            .cluster_nodes
-            .iter()
-            .map(|n| n.expose_secret().to_string())
-            .collect();
-        let transport =
-            ClusterConnections::new(&seeds, config.pool_size, config.timeout, config.replication)?;
-        Ok(ScriptQueue::with_helpers(config.queue, transport, HELPERS))
     }
 }
 
