@@ -56,10 +56,10 @@ use secrecy::ExposeSecret;
 
 use super::connections::{timed, Replication};
 use super::redis::{
-    is_noscript, pong, script_cmd, send_replicated, unavailable, RedisQueueConfig, Script,
-    ScriptCall, ScriptQueue, Sent, Transport, HELPERS,
+    is_noscript, script_cmd, send_replicated, unavailable, RedisQueueConfig, ScriptQueue, Sent,
 };
 use super::store::key_slot;
+use super::transport::{pong, Script, ScriptCall, Transport, HELPERS};
 use super::QueueError;
 
 /// The production queue on a Redis Cluster: each partition's scripts run by the master of

@@ -28,7 +28,7 @@
 
 use redis::Value;
 
-use super::redis::{Script, ScriptCall, Transport, HELPERS};
+use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::{rfc3339_ms, ProcessRecord, QueueError, PROCESS_STALE};
 use crate::domain::partition_of;
 

@@ -47,8 +47,9 @@ use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value as LuaVal
 use redis::Value;
 use tokio::time::Instant;
 
-use super::redis::{QueueSettings, Script, ScriptCall, ScriptQueue, Transport, HELPERS};
+use super::redis::{QueueSettings, ScriptQueue};
 use super::store::{format_g17, CommandError, Store};
+use super::transport::{Script, ScriptCall, Transport, HELPERS};
 #[cfg(doc)]
 use super::Queue;
 use super::QueueError;

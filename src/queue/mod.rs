@@ -18,6 +18,7 @@ pub mod layout;
 pub mod memory;
 pub mod redis;
 pub mod store;
+pub mod transport;
 
 use std::time::Duration;
 

@@ -1,0 +1,124 @@
+//! What the queue's logic needs of a store: its Lua scripts ([`Script`], with the
+//! helpers every script starts with) and a [`Transport`] that runs them and a few plain
+//! commands. [`super::redis::ScriptQueue`] is written against it; the transports are a
+//! Redis primary ([`super::connections`]), the masters of a Redis Cluster
+//! ([`super::cluster`]) and the in-process store ([`super::memory`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redis::Value;
+
+use super::QueueError;
+
+/// The helpers every script starts with (`scripts.lua`). Public, hidden, for the tests
+/// that run variants of the scripts (see [`super::redis::ScriptQueue::with_helpers`]).
+#[doc(hidden)]
+pub const HELPERS: &str = include_str!("scripts.lua");
+
+/// One of the queue's Lua scripts: its source (prefixed with the helpers of
+/// `scripts.lua`) and the SHA1 digest `EVALSHA` names it by.
+#[derive(Clone, Debug)]
+pub struct Script {
+    source: Arc<str>,
+    sha: Arc<str>,
+}
+
+impl Script {
+    pub(crate) fn new(helpers: &str, body: &str) -> Self {
+        let source = format!("{helpers}\n{body}");
+        let sha = redis::Script::new(&source).get_hash().to_string();
+        Script {
+            source: source.into(),
+            sha: sha.into(),
+        }
+    }
+
+    /// The full source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The SHA1 digest of the source, in hex.
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
+}
+
+/// One call of a script: the partition base (`KEYS[1]` is `{base}:ready`) and `ARGV`.
+pub type ScriptCall = (String, Vec<Vec<u8>>);
+
+/// How [`super::redis::ScriptQueue`] reaches its store.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Runs several calls of one script, sent in order; one result per call. A transport
+    /// may send them in one round trip, but each call is atomic and fails alone: an error,
+    /// a redirect or a timeout of one call (one partition) never turns the others' replies
+    /// into failures.
+    async fn run_script(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Value, QueueError>>;
+
+    /// As [`Transport::run_script`], for writes that must be on the configured replicas
+    /// before they are reported done (a stored event's 202): a call whose writes the
+    /// replicas did not confirm in time fails with [`QueueError::NotReplicated`]. A store
+    /// without replicas runs the calls as `run_script` does.
+    async fn run_script_replicated(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Value, QueueError>> {
+        self.run_script(script, calls).await
+    }
+
+    /// Runs one plain command (outside scripts).
+    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError>;
+
+    /// Where the store is and whether it is durable, for people (no secrets).
+    fn describe(&self, prefix: &str, partitions: u16) -> String;
+
+    /// Whether the store answers on every connection requests may use (readiness: a
+    /// connection still reconnecting would fail the request that draws it).
+    async fn ping(&self) -> Result<(), QueueError> {
+        pong(self.command(&redis::cmd("PING")).await?)
+    }
+
+    /// Checks the store's own settings at startup (see [`super::Queue::check_deployment`]).
+    async fn check_deployment(&self) -> Result<(), QueueError>;
+
+    /// Announces `payload` on `channel` (that work was stored), to every process listening
+    /// (Redis pub/sub). The embedded store serves one process, woken directly: nothing to
+    /// do.
+    async fn publish(&self, _channel: &str, _payload: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// Listens on `channel`: `subscribed` is called once the subscription holds, then
+    /// `message` with each announcement's payload; returns when the subscription breaks.
+    /// `None` when the store announces nothing (the embedded store).
+    async fn listen(
+        &self,
+        _channel: &str,
+        _subscribed: &(dyn Fn() + Send + Sync),
+        _message: &(dyn for<'p> Fn(&'p [u8]) + Send + Sync),
+    ) -> Option<QueueError> {
+        None
+    }
+
+    /// Whether the store cannot hold data of a release before layouts were recorded (an
+    /// in-process store, or a Redis Cluster, which that release could not use): no
+    /// earlier layout is looked for in it.
+    fn holds_no_earlier_layout(&self) -> bool {
+        false
+    }
+}
+
+/// Checks a PING's reply.
+pub fn pong(reply: Value) -> Result<(), QueueError> {
+    match reply {
+        Value::SimpleString(s) if s == "PONG" => Ok(()),
+        other => Err(QueueError::Protocol(format!("PING answered {other:?}"))),
+    }
+}
