@@ -198,6 +198,9 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         "cargo test --test it -- --nocapture a_failing_partition_holds_back redis_returns_to_its_baseline" => {
             Inline::NotRun("two tests of this very suite, which runs them")
         }
+        "cargo test --test it -- --nocapture a_master_killed" => {
+            Inline::NotRun("a test of this very suite, which runs it")
+        }
         "cargo build --release --no-default-features" => Inline::NotRun(
             "scripts/test.sh checks this build (cargo check) and that it lacks the simulator's crates",
         ),
