@@ -268,13 +268,12 @@ impl Gateway {
         let directory =
             Arc::new(AccountDirectory::new(&config, queue.clone()).map_err(anyhow::Error::msg)?);
         let metrics = Arc::new(
-            Metrics::new(config.metrics.per_account_max, config.accounts.len())
-                .map_err(anyhow::Error::msg)?
+            Metrics::new(config.metrics.per_account_max, config.accounts.len())?
                 .with_ttl(config.delivery.default_ttl_seconds),
         );
         let webhooks = Webhooks::from_config(&config).map_err(anyhow::Error::msg)?;
         let openapi = serde_json::to_vec(&openapi::document())?.into();
-        let notify_schema = SchemaValidator::new(&notify_schema()).map_err(anyhow::Error::msg)?;
+        let notify_schema = SchemaValidator::new(&notify_schema())?;
         let wake = Arc::new(Wake::default());
         let d = &config.delivery;
         let worker = d.enabled.then(|| {
@@ -289,7 +288,9 @@ impl Gateway {
                 .with_metrics(metrics.clone())
             })
         });
-        let worker = worker.transpose().map_err(anyhow::Error::msg)?;
+        let worker = worker
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("cannot build the Notify HTTP client: {e}"))?;
         let proxy = Proxy::from_config(&config).map_err(anyhow::Error::msg)?;
         let history = Arc::new(History::new(
             Duration::from_secs(config.metrics.history_interval_seconds),

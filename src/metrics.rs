@@ -78,13 +78,15 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Metrics with per-account series while at most `per_account_max` accounts are known;
     /// `known_accounts` is the count at startup.
-    pub fn new(per_account_max: usize, known_accounts: usize) -> Result<Self, String> {
+    pub fn new(
+        per_account_max: usize,
+        known_accounts: usize,
+    ) -> Result<Self, metrics_exporter_prometheus::BuildError> {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Full("zenrelay_delivery_latency_seconds".into()),
                 LATENCY_BUCKETS,
-            )
-            .map_err(|e| e.to_string())?
+            )?
             .build_recorder();
         let handle = recorder.handle();
         let metrics = Metrics {

@@ -16,15 +16,20 @@ impl std::fmt::Debug for SchemaValidator {
     }
 }
 
+/// A JSON Schema that does not compile, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSchema(String);
+
 /// Most errors reported for one document; the rest are dropped.
 const MAX_ERRORS: usize = 50;
 
 impl SchemaValidator {
-    /// Compiles `schema`; the error message says why it is not a valid schema.
-    pub fn new(schema: &Value) -> Result<Self, String> {
+    /// Compiles `schema`; the error says why it is not a valid schema.
+    pub fn new(schema: &Value) -> Result<Self, InvalidSchema> {
         jsonschema::validator_for(schema)
             .map(|validator| SchemaValidator { validator })
-            .map_err(|e| e.to_string())
+            .map_err(|e| InvalidSchema(e.to_string()))
     }
 
     /// Every violation of the schema by `instance` (empty when valid), each naming the

@@ -207,15 +207,14 @@ pub struct ZendeskClient {
 
 impl ZendeskClient {
     /// A client whose calls time out after `timeout`.
-    pub fn new(timeout: Duration) -> Result<Self, String> {
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("zenrelay/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+            .build()?;
         Ok(ZendeskClient { http })
     }
 

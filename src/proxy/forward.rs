@@ -142,7 +142,7 @@ pub fn upstream_url(account: &Account, path: &str, query: Option<&str>) -> Strin
 }
 
 /// The HTTP client of the proxy: pooled, no redirects followed, one timeout per attempt.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -150,7 +150,6 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
         .pool_max_idle_per_host(256)
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
-        .map_err(|e| format!("cannot build the proxy's HTTP client: {e}"))
 }
 
 /// Sends one attempt and reads the whole answer.

@@ -68,7 +68,8 @@ impl Proxy {
     pub fn from_config(config: &Config) -> Result<Self, String> {
         let p = &config.proxy;
         Ok(Proxy {
-            http: forward::client(p.upstream_timeout())?,
+            http: forward::client(p.upstream_timeout())
+                .map_err(|e| format!("cannot build the proxy's HTTP client: {e}"))?,
             pacer: Pacer::new(p.per_minute, p.burst, Duration::from_millis(p.max_wait_ms)),
             retry: ProxyRetry {
                 policy: RetryPolicy {

@@ -152,7 +152,7 @@ impl Engine {
         keys: &[&[u8]],
         argv: &[Vec<u8>],
         now_us: u64,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, ErrorReply> {
         self.store().set_now(now_us);
         let function = match self.functions.get(script.sha()) {
             Some(f) => f.clone(),
@@ -162,7 +162,7 @@ impl Engine {
                     .load(script.source())
                     .set_name(format!("=f_{}", script.sha()))
                     .into_function()
-                    .map_err(|e| format!("ERR Error compiling script: {e}"))?;
+                    .map_err(|e| ErrorReply(format!("ERR Error compiling script: {e}")))?;
                 self.functions.insert(script.sha().into(), f.clone());
                 f
             }
@@ -176,8 +176,12 @@ impl Engine {
         self.store().enter_script(keys.first().copied());
         let result = run();
         self.store().leave_script();
-        let result = result
-            .map_err(|e| format!("ERR Error running script (call to f_{}): {e}", script.sha()))?;
+        let result = result.map_err(|e| {
+            ErrorReply(format!(
+                "ERR Error running script (call to f_{}): {e}",
+                script.sha()
+            ))
+        })?;
         reply_of(&result)
     }
 
@@ -212,7 +216,7 @@ impl Transport for Embedded {
                 .lock()
                 .run(script, &[key.as_bytes()], args, self.now_us());
             // As in Redis: each call answers alone, and the others still run.
-            replies.push(reply.map_err(QueueError::Unavailable));
+            replies.push(reply.map_err(|e| QueueError::Unavailable(e.0)));
         }
         replies
     }
@@ -353,8 +357,18 @@ fn status_table(lua: &Lua, status: &str) -> mlua::Result<LuaValue> {
     Ok(LuaValue::Table(t))
 }
 
+/// The error reply of a script, as Redis words it (`ERR ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply(pub String);
+
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A script's return value as Redis replies it; `Err` for an error reply.
-fn reply_of(value: &LuaValue) -> Result<Value, String> {
+fn reply_of(value: &LuaValue) -> Result<Value, ErrorReply> {
     Ok(match value {
         LuaValue::Nil | LuaValue::Boolean(false) => Value::Nil,
         LuaValue::Boolean(true) => Value::Int(1),
@@ -363,7 +377,7 @@ fn reply_of(value: &LuaValue) -> Result<Value, String> {
         LuaValue::String(s) => Value::BulkString(s.as_bytes().to_vec()),
         LuaValue::Table(t) => {
             if let Ok(LuaValue::String(e)) = t.raw_get::<LuaValue>("err") {
-                return Err(e.to_string_lossy());
+                return Err(ErrorReply(e.to_string_lossy()));
             }
             if let Ok(LuaValue::String(s)) = t.raw_get::<LuaValue>("ok") {
                 return Ok(Value::SimpleString(s.to_string_lossy()));
