@@ -20,7 +20,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AccountConfig, Config};
+use crate::config::{AccountConfig, Config, ConfigError};
 use crate::hosts::{HostMap, Route};
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::zendesk::{Account, Accounts};
@@ -222,7 +222,7 @@ const CACHE_MAX: usize = 10_000;
 
 impl AccountDirectory {
     /// The directory of `config`'s accounts plus the runtime accounts stored in `queue`.
-    pub fn new(config: &Config, queue: Arc<dyn Queue>) -> Result<Self, String> {
+    pub fn new(config: &Config, queue: Arc<dyn Queue>) -> Result<Self, ConfigError> {
         let configured = Accounts::from_config(config)?;
         let fixed = configured
             .iter()
@@ -244,7 +244,7 @@ impl AccountDirectory {
             .as_ref()
             .map(|k| Sealer::new(k.expose_secret()))
             .transpose()
-            .map_err(|e| format!("runtime_accounts.encryption_key: {e}"))?;
+            .map_err(|e| ConfigError::invalid("runtime_accounts.encryption_key", e))?;
         Ok(AccountDirectory {
             configured,
             fixed,
@@ -401,7 +401,7 @@ impl AccountDirectory {
             .check()
             .map_err(|(field, message)| AccountStoreError::Invalid(field.into(), message))?;
         let account = Account::from_config(&config, self.default_limit)
-            .map_err(|m| AccountStoreError::Invalid("credentials".into(), m))?;
+            .map_err(|e| AccountStoreError::Invalid("credentials".into(), e.to_string()))?;
         let (credential, secret) = if let Some(t) = &spec.api_token {
             ("api_token", t)
         } else if let Some(t) = &spec.oauth_token {
@@ -480,7 +480,7 @@ impl AccountDirectory {
             "password" => config.password = Some(secret),
             other => return Err(format!("unknown credential kind {other:?}")),
         }
-        Account::from_config(&config, self.default_limit)
+        Account::from_config(&config, self.default_limit).map_err(|e| e.to_string())
     }
 
     fn cache_get(&self, id: &str) -> Option<CacheEntry> {

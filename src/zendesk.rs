@@ -8,7 +8,7 @@ use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
 
-use crate::config::{AccountConfig, Config};
+use crate::config::{AccountConfig, Config, ConfigError};
 use crate::queue::RateLimit;
 
 /// Pause applied after a 429 that carries no usable `Retry-After`.
@@ -37,9 +37,31 @@ pub struct Account {
     pub limit: RateLimit,
 }
 
+/// Why an account's entry makes no account.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// None of `api_token`, `password` and `oauth_token` is set.
+    #[error("account {0} has no credentials")]
+    NoCredentials(String),
+    /// The credentials cannot go in an `Authorization` header.
+    #[error("account {0}: credentials contain invalid characters")]
+    InvalidCredentials(String),
+    /// `base_url` (or the subdomain's URL) makes no valid Notify URL.
+    #[error("account {id}: base_url makes no valid URL: {reason}")]
+    InvalidBaseUrl {
+        /// The account.
+        id: String,
+        /// The URL parser's reason.
+        reason: String,
+    },
+}
+
 impl Account {
     /// Builds an account from its config entry.
-    pub fn from_config(config: &AccountConfig, default_limit: RateLimit) -> Result<Self, String> {
+    pub fn from_config(
+        config: &AccountConfig,
+        default_limit: RateLimit,
+    ) -> Result<Self, AccountError> {
         let email = config.email.clone().unwrap_or_default();
         let raw = if let Some(token) = &config.api_token {
             basic(&format!("{email}/token:{}", token.expose_secret()))
@@ -48,18 +70,17 @@ impl Account {
         } else if let Some(token) = &config.oauth_token {
             format!("Bearer {}", token.expose_secret())
         } else {
-            return Err(format!("account {} has no credentials", config.id));
+            return Err(AccountError::NoCredentials(config.id.clone()));
         };
-        let mut authorization = HeaderValue::from_str(&raw).map_err(|_| {
-            format!(
-                "account {}: credentials contain invalid characters",
-                config.id
-            )
-        })?;
+        let mut authorization = HeaderValue::from_str(&raw)
+            .map_err(|_| AccountError::InvalidCredentials(config.id.clone()))?;
         authorization.set_sensitive(true);
         let base_url = config.base_url();
         let notify_url = reqwest::Url::parse(&format!("{base_url}/api/v2/apps/notify"))
-            .map_err(|e| format!("account {}: base_url makes no valid URL: {e}", config.id))?;
+            .map_err(|e| AccountError::InvalidBaseUrl {
+                id: config.id.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(Account {
             id: config.id.clone(),
             subdomain: config.subdomain.clone(),
@@ -89,17 +110,23 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    /// Builds every account of the config.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    /// Builds every account of the config; an error names the entry's key.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let default = RateLimit {
             limit: config.delivery.notify_per_minute,
             window_ms: config.delivery.window_ms(),
         };
-        let by_id = config
-            .accounts
-            .iter()
-            .map(|a| Account::from_config(a, default).map(|acc| (acc.id.clone(), acc)))
-            .collect::<Result<_, _>>()?;
+        let mut by_id = HashMap::with_capacity(config.accounts.len());
+        for (i, entry) in config.accounts.iter().enumerate() {
+            let account = Account::from_config(entry, default).map_err(|e| {
+                let key = match e {
+                    AccountError::InvalidBaseUrl { .. } => format!("accounts[{i}].base_url"),
+                    _ => format!("accounts[{i}]"),
+                };
+                ConfigError::invalid(key, e.to_string())
+            })?;
+            by_id.insert(account.id.clone(), account);
+        }
         Ok(Accounts { by_id })
     }
 
