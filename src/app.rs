@@ -271,7 +271,7 @@ impl Gateway {
             Metrics::new(config.metrics.per_account_max, config.accounts.len())?
                 .with_ttl(config.delivery.default_ttl_seconds),
         );
-        let webhooks = Webhooks::from_config(&config).map_err(anyhow::Error::msg)?;
+        let webhooks = Webhooks::from_config(&config)?;
         let openapi = serde_json::to_vec(&openapi::document())?.into();
         let notify_schema = SchemaValidator::new(&notify_schema())?;
         let wake = Arc::new(Wake::default());

@@ -1207,7 +1207,7 @@ impl Config {
                             format!("webhooks[{i}].previous_secrets[{}]", j - 1)
                         };
                         crate::webhooks::secret_bytes(kind, s.expose_secret())
-                            .map_err(|m| ConfigError::invalid(name, m))?;
+                            .map_err(|e| ConfigError::invalid(name, e.to_string()))?;
                     }
                 }
             }
@@ -1255,7 +1255,7 @@ impl Config {
             }
             if let Some(path) = &hook.schema {
                 crate::webhooks::load_schema(path)
-                    .map_err(|m| ConfigError::invalid(key("schema"), m))?;
+                    .map_err(|e| ConfigError::invalid(key("schema"), e.to_string()))?;
             }
         }
         Ok(())

@@ -39,7 +39,7 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::app::AppState;
-use crate::config::{ConditionConfig, Config, SignatureKind, WebhookConfig};
+use crate::config::{ConditionConfig, Config, ConfigError, SignatureKind, WebhookConfig};
 use crate::domain::FieldError;
 use crate::error::{ApiError, ErrorCode};
 use crate::ingress::{self, parse_json, read_body, require_json};
@@ -50,37 +50,79 @@ type HmacSha256 = Hmac<Sha256>;
 /// Longest delivery id accepted.
 const MAX_ID_LEN: usize = 255;
 
+/// Why a configured secret is no key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// A Standard Webhooks secret that is not base64 after `whsec_`.
+    #[error("must be whsec_ followed by base64")]
+    NotBase64,
+    /// An empty secret.
+    #[error("must not be empty")]
+    Empty,
+}
+
 /// The key bytes of a configured secret: base64 after `whsec_` for Standard Webhooks,
 /// the raw text for GitHub.
-pub fn secret_bytes(kind: SignatureKind, secret: &str) -> Result<Vec<u8>, String> {
-    match kind {
+pub fn secret_bytes(kind: SignatureKind, secret: &str) -> Result<Vec<u8>, SecretError> {
+    let bytes = match kind {
         SignatureKind::StandardWebhooks => {
             let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-            let bytes = base64::engine::general_purpose::STANDARD
+            base64::engine::general_purpose::STANDARD
                 .decode(b64)
-                .map_err(|_| "must be whsec_ followed by base64".to_string())?;
-            if bytes.is_empty() {
-                return Err("must not be empty".into());
-            }
-            Ok(bytes)
+                .map_err(|_| SecretError::NotBase64)?
         }
-        SignatureKind::Github | SignatureKind::None => {
-            if secret.is_empty() {
-                return Err("must not be empty".into());
-            }
-            Ok(secret.as_bytes().to_vec())
-        }
+        SignatureKind::Github | SignatureKind::None => secret.as_bytes().to_vec(),
+    };
+    if bytes.is_empty() {
+        return Err(SecretError::Empty);
     }
+    Ok(bytes)
+}
+
+/// Why a webhook's schema file gives no schema.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaFileError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not JSON.
+    #[error("{path} is not JSON: {source}")]
+    NotJson {
+        /// The file.
+        path: String,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// The JSON is not a valid schema.
+    #[error("{path} is not a valid schema: {source}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why.
+        source: crate::schema::InvalidSchema,
+    },
 }
 
 /// Reads and compiles a JSON Schema file.
-pub fn load_schema(path: &FsPath) -> Result<SchemaValidator, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let schema: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-    SchemaValidator::new(&schema)
-        .map_err(|e| format!("{} is not a valid schema: {e}", path.display()))
+pub fn load_schema(path: &FsPath) -> Result<SchemaValidator, SchemaFileError> {
+    let shown = || path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SchemaFileError::Read {
+        path: shown(),
+        source,
+    })?;
+    let schema: Value = serde_json::from_str(&text).map_err(|source| SchemaFileError::NotJson {
+        path: shown(),
+        source,
+    })?;
+    SchemaValidator::new(&schema).map_err(|source| SchemaFileError::Invalid {
+        path: shown(),
+        source,
+    })
 }
 
 /// Where a target field's value comes from.
@@ -157,17 +199,17 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Webhook {
-    fn from_config(config: &WebhookConfig) -> Result<Self, String> {
+    fn from_config(config: &WebhookConfig) -> Result<Self, ConfigError> {
         let key = |field: &str| format!("webhooks[{}].{field}", config.name);
         let mut secrets = Vec::new();
         if config.signature != SignatureKind::None {
             for secret in config.secret.iter().chain(config.previous_secrets.iter()) {
                 let bytes = secret_bytes(config.signature, secret.expose_secret())
-                    .map_err(|m| format!("{}: {m}", key("secret")))?;
+                    .map_err(|e| ConfigError::invalid(key("secret"), e.to_string()))?;
                 secrets.push(SecretSlice::from(bytes));
             }
             if secrets.is_empty() {
-                return Err(format!("{}: is required", key("secret")));
+                return Err(ConfigError::invalid(key("secret"), "is required"));
             }
         }
         let schema = config
@@ -175,7 +217,7 @@ impl Webhook {
             .as_deref()
             .map(load_schema)
             .transpose()
-            .map_err(|m| format!("{}: {m}", key("schema")))?;
+            .map_err(|e| ConfigError::invalid(key("schema"), e.to_string()))?;
         let mapping = config
             .mapping()
             .into_iter()
@@ -364,7 +406,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Builds the webhooks of `config` (reading their schema files).
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let by_name = config
             .webhooks
             .iter()
