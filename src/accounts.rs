@@ -39,21 +39,62 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
+/// Why a key makes no sealer, or a value cannot be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The key is not base64.
+    #[error("the key is not valid base64")]
+    KeyNotBase64,
+    /// The key is not 32 bytes long.
+    #[error("the key is {0} bytes, not 32")]
+    KeyLength(usize),
+    /// Encryption failed.
+    #[error("encryption failed")]
+    Encrypt,
+    /// The sealed value is not base64.
+    #[error("sealed value is not base64")]
+    NotBase64,
+    /// The sealed value is shorter than a nonce and a tag.
+    #[error("sealed value is too short")]
+    TooShort,
+    /// It does not open with this key and context.
+    #[error("cannot decrypt (wrong key or tampered record)")]
+    Decrypt,
+}
+
+/// Why a runtime account's stored record makes no account.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The record is not the JSON this release writes.
+    #[error("malformed record: {0}")]
+    Malformed(serde_json::Error),
+    /// Its credential does not open.
+    #[error(transparent)]
+    Sealed(#[from] SealError),
+    /// Its credential is not UTF-8 text.
+    #[error("credential is not UTF-8")]
+    NotUtf8,
+    /// Its credential kind is unknown.
+    #[error("unknown credential kind {0:?}")]
+    Kind(String),
+    /// The entry makes no account.
+    #[error(transparent)]
+    Account(#[from] crate::zendesk::AccountError),
+}
+
 impl Sealer {
     /// A sealer from a base64-encoded 32-byte key.
-    pub fn new(key_b64: &str) -> Result<Self, String> {
+    pub fn new(key_b64: &str) -> Result<Self, SealError> {
         let key = B64
             .decode(key_b64.trim())
-            .map_err(|_| "the key is not valid base64".to_string())?;
-        if key.len() != 32 {
-            return Err(format!("the key is {} bytes, not 32", key.len()));
-        }
-        let cipher = XChaCha20Poly1305::new_from_slice(&key).map_err(|e| e.to_string())?;
+            .map_err(|_| SealError::KeyNotBase64)?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&key)
+            .map_err(|_| SealError::KeyLength(key.len()))?;
         Ok(Sealer { cipher })
     }
 
     /// `base64(nonce ‖ ciphertext)` of `plain`, bound to `context`.
-    pub fn seal(&self, plain: &[u8], context: &str) -> Result<String, String> {
+    pub fn seal(&self, plain: &[u8], context: &str) -> Result<String, SealError> {
         let mut nonce = [0u8; 24];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = self
@@ -65,19 +106,17 @@ impl Sealer {
                     aad: context.as_bytes(),
                 },
             )
-            .map_err(|_| "encryption failed".to_string())?;
+            .map_err(|_| SealError::Encrypt)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         Ok(B64.encode(out))
     }
 
     /// Opens what [`Sealer::seal`] produced with the same `context`.
-    pub fn open(&self, sealed: &str, context: &str) -> Result<Vec<u8>, String> {
-        let raw = B64
-            .decode(sealed)
-            .map_err(|_| "sealed value is not base64".to_string())?;
+    pub fn open(&self, sealed: &str, context: &str) -> Result<Vec<u8>, SealError> {
+        let raw = B64.decode(sealed).map_err(|_| SealError::NotBase64)?;
         if raw.len() < 24 + 16 {
-            return Err("sealed value is too short".into());
+            return Err(SealError::TooShort);
         }
         let (nonce, ciphertext) = raw.split_at(24);
         self.cipher
@@ -88,7 +127,7 @@ impl Sealer {
                     aad: context.as_bytes(),
                 },
             )
-            .map_err(|_| "cannot decrypt (wrong key or tampered record)".to_string())
+            .map_err(|_| SealError::Decrypt)
     }
 }
 
@@ -244,7 +283,7 @@ impl AccountDirectory {
             .as_ref()
             .map(|k| Sealer::new(k.expose_secret()))
             .transpose()
-            .map_err(|e| ConfigError::invalid("runtime_accounts.encryption_key", e))?;
+            .map_err(|e| ConfigError::invalid("runtime_accounts.encryption_key", e.to_string()))?;
         Ok(AccountDirectory {
             configured,
             fixed,
@@ -416,7 +455,7 @@ impl AccountDirectory {
         };
         let sealed = sealer
             .seal(secret.expose_secret().as_bytes(), id)
-            .map_err(|m| AccountStoreError::Invalid("credentials".into(), m))?;
+            .map_err(|e| AccountStoreError::Invalid("credentials".into(), e.to_string()))?;
         let record = Record {
             info: AccountInfo {
                 id: id.to_string(),
@@ -455,13 +494,11 @@ impl AccountDirectory {
         Ok(existed)
     }
 
-    fn decode(&self, sealer: &Sealer, id: &str, raw: &str) -> Result<Account, String> {
-        let record: Record =
-            serde_json::from_str(raw).map_err(|e| format!("malformed record: {e}"))?;
+    fn decode(&self, sealer: &Sealer, id: &str, raw: &str) -> Result<Account, RecordError> {
+        let record: Record = serde_json::from_str(raw).map_err(RecordError::Malformed)?;
         let secret = sealer.open(&record.sealed, id)?;
-        let secret = SecretString::from(
-            String::from_utf8(secret).map_err(|_| "credential is not UTF-8".to_string())?,
-        );
+        let secret =
+            SecretString::from(String::from_utf8(secret).map_err(|_| RecordError::NotUtf8)?);
         let info = record.info;
         let mut config = AccountConfig {
             id: id.to_string(),
@@ -478,9 +515,9 @@ impl AccountDirectory {
             "api_token" => config.api_token = Some(secret),
             "oauth_token" => config.oauth_token = Some(secret),
             "password" => config.password = Some(secret),
-            other => return Err(format!("unknown credential kind {other:?}")),
+            other => return Err(RecordError::Kind(other.to_string())),
         }
-        Account::from_config(&config, self.default_limit).map_err(|e| e.to_string())
+        Ok(Account::from_config(&config, self.default_limit)?)
     }
 
     fn cache_get(&self, id: &str) -> Option<CacheEntry> {
