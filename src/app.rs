@@ -291,7 +291,8 @@ impl Gateway {
         let worker = worker
             .transpose()
             .map_err(|e| anyhow::anyhow!("cannot build the Notify HTTP client: {e}"))?;
-        let proxy = Proxy::from_config(&config).map_err(anyhow::Error::msg)?;
+        let proxy = Proxy::from_config(&config)
+            .map_err(|e| anyhow::anyhow!("cannot build the proxy's HTTP client: {e}"))?;
         let history = Arc::new(History::new(
             Duration::from_secs(config.metrics.history_interval_seconds),
             config.metrics.history_accounts_max,

@@ -1041,10 +1041,7 @@ impl Config {
         }
         if let Some(tls) = &self.server.tls {
             tls.validate("server.tls")
-                .map_err(|message| match message.split_once(": ") {
-                    Some((key, message)) => ConfigError::invalid(key, message),
-                    None => ConfigError::invalid("server.tls", message),
-                })?;
+                .map_err(|e| ConfigError::invalid(e.key, "must name a PEM file"))?;
         }
         let p = &self.proxy;
         positive("proxy.max_attempts", p.max_attempts.into())?;
@@ -1346,7 +1343,7 @@ fn interpolate(
 ) -> Result<(), ConfigError> {
     match value {
         toml::Value::String(s) if s.contains("${") => {
-            *s = substitute(s, env).map_err(|m| ConfigError::invalid(key, m))?;
+            *s = substitute(s, env).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -1368,24 +1365,33 @@ fn interpolate(
     Ok(())
 }
 
-fn substitute(input: &str, env: &[(String, String)]) -> Result<String, String> {
+/// Why a `${VAR}` reference cannot be replaced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SubstituteError {
+    #[error("unterminated ${{...}} reference")]
+    Unterminated,
+    #[error("invalid variable name {0:?} in ${{...}}")]
+    InvalidName(String),
+    #[error("environment variable {0} is not set")]
+    NotSet(String),
+}
+
+fn substitute(input: &str, env: &[(String, String)]) -> Result<String, SubstituteError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| "unterminated ${...} reference".to_string())?;
+        let end = after.find('}').ok_or(SubstituteError::Unterminated)?;
         let name = &after[..end];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("invalid variable name {name:?} in ${{...}}"));
+            return Err(SubstituteError::InvalidName(name.to_string()));
         }
         let value = env
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-            .ok_or_else(|| format!("environment variable {name} is not set"))?;
+            .ok_or_else(|| SubstituteError::NotSet(name.to_string()))?;
         out.push_str(value);
         rest = &after[end + 1..];
     }

@@ -17,15 +17,24 @@ pub struct TlsFiles {
     pub key: String,
 }
 
+/// A path of a TLS table that names no file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: must name a PEM file")]
+pub struct MissingPemFile {
+    /// The config key of the path (`server.tls.cert`, ...).
+    pub key: String,
+}
+
 impl TlsFiles {
     /// Checks that both paths are given; `key` is the config key of the table
-    /// (`server.tls`, `sim.tls`) named in the error.
-    pub fn validate(&self, key: &str) -> Result<(), String> {
-        if self.cert.trim().is_empty() {
-            return Err(format!("{key}.cert: must name a PEM file"));
-        }
-        if self.key.trim().is_empty() {
-            return Err(format!("{key}.key: must name a PEM file"));
+    /// (`server.tls`, `sim.tls`), whose field the error names.
+    pub fn validate(&self, key: &str) -> Result<(), MissingPemFile> {
+        for (field, path) in [("cert", &self.cert), ("key", &self.key)] {
+            if path.trim().is_empty() {
+                return Err(MissingPemFile {
+                    key: format!("{key}.{field}"),
+                });
+            }
         }
         Ok(())
     }

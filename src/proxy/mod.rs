@@ -65,11 +65,10 @@ pub struct Proxy {
 
 impl Proxy {
     /// Builds the proxy of `config`.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub fn from_config(config: &Config) -> Result<Self, reqwest::Error> {
         let p = &config.proxy;
         Ok(Proxy {
-            http: forward::client(p.upstream_timeout())
-                .map_err(|e| format!("cannot build the proxy's HTTP client: {e}"))?,
+            http: forward::client(p.upstream_timeout())?,
             pacer: Pacer::new(p.per_minute, p.burst, Duration::from_millis(p.max_wait_ms)),
             retry: ProxyRetry {
                 policy: RetryPolicy {

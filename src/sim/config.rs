@@ -161,7 +161,7 @@ impl SimConfig {
             return Err("sim.notify_window_seconds: must be at least 1".into());
         }
         if let Some(tls) = &self.tls {
-            tls.validate("sim.tls")?;
+            tls.validate("sim.tls").map_err(|e| e.to_string())?;
         }
         if self.accounts.is_empty() {
             return Err("sim.accounts: at least one account is required".into());
