@@ -265,8 +265,7 @@ impl Gateway {
 
     /// Builds a gateway on the given queue.
     pub fn with_queue(config: Config, queue: Arc<dyn Queue>) -> anyhow::Result<Self> {
-        let directory =
-            Arc::new(AccountDirectory::new(&config, queue.clone())?);
+        let directory = Arc::new(AccountDirectory::new(&config, queue.clone())?);
         let metrics = Arc::new(
             Metrics::new(config.metrics.per_account_max, config.accounts.len())?
                 .with_ttl(config.delivery.default_ttl_seconds),

@@ -1144,7 +1144,7 @@ impl Config {
     /// Checks of webhooks, throttling, metrics and runtime accounts.
     fn validate_operations(&self, accounts: &HashSet<&str>) -> Result<(), ConfigError> {
         if let Some(key) = &self.runtime_accounts.encryption_key {
-            if crate::accounts::Sealer::new(key.expose_secret()).is_err() {
+            if crate::seal::Sealer::new(key.expose_secret()).is_err() {
                 return Err(ConfigError::invalid(
                     "runtime_accounts.encryption_key",
                     "must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)",
@@ -1203,7 +1203,7 @@ impl Config {
                         } else {
                             format!("webhooks[{i}].previous_secrets[{}]", j - 1)
                         };
-                        crate::webhooks::secret_bytes(kind, s.expose_secret())
+                        secret_bytes(kind, s.expose_secret())
                             .map_err(|e| ConfigError::invalid(name, e.to_string()))?;
                     }
                 }
@@ -1251,12 +1251,40 @@ impl Config {
                 }
             }
             if let Some(path) = &hook.schema {
-                crate::webhooks::load_schema(path)
+                crate::schema::load_schema(path)
                     .map_err(|e| ConfigError::invalid(key("schema"), e.to_string()))?;
             }
         }
         Ok(())
     }
+}
+
+/// Why a configured secret is no key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// A Standard Webhooks secret that is not base64 after `whsec_`.
+    #[error("must be whsec_ followed by base64")]
+    NotBase64,
+    /// An empty secret.
+    #[error("must not be empty")]
+    Empty,
+}
+
+/// The key bytes of a configured secret: base64 after `whsec_` for Standard Webhooks,
+/// the raw text for GitHub.
+pub fn secret_bytes(kind: SignatureKind, secret: &str) -> Result<Vec<u8>, SecretError> {
+    let bytes = match kind {
+        SignatureKind::StandardWebhooks => {
+            let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                .map_err(|_| SecretError::NotBase64)?
+        }
+        SignatureKind::Github | SignatureKind::None => secret.as_bytes().to_vec(),
+    };
+    if bytes.is_empty() {
+        return Err(SecretError::Empty);
+    }
+    Ok(bytes)
 }
 
 fn positive(key: &str, value: u64) -> Result<(), ConfigError> {

@@ -10,7 +10,8 @@
 //! - [`cli`] — the command line (`serve`, `sim`, `demo`, `check-config`).
 //! - [`demo`] — `zenrelay demo`: gateway and simulator in one process, sample traffic (feature `sim`).
 //! - [`admin`] — operator endpoints: queues, dead letters, pause/resume, runtime accounts, metrics.
-//! - [`accounts`] — configured and runtime accounts (credentials encrypted at rest).
+//! - [`accounts`] — configured and runtime accounts.
+//! - [`seal`] — runtime accounts' credentials encrypted at rest.
 //! - [`webhooks`] — signed webhooks mapped to Notify events.
 //! - [`dashboard`] — the operator page at `/` and its script and stylesheet.
 //! - [`history`] — the in-process queue history behind the dashboard's charts.
@@ -59,6 +60,7 @@ pub mod presence;
 pub mod proxy;
 pub mod queue;
 pub mod schema;
+pub mod seal;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;

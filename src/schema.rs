@@ -1,6 +1,8 @@
 //! Precompiled JSON Schema validation whose errors name the JSON pointer of each bad field.
 
 use jsonschema::error::ValidationErrorKind;
+use std::path::Path as FsPath;
+
 use serde_json::Value;
 
 use crate::domain::{escape_pointer, FieldError};
@@ -63,6 +65,52 @@ impl SchemaValidator {
         }
         out
     }
+}
+
+/// Why a schema file (a webhook's `schema`) gives no schema.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaFileError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not JSON.
+    #[error("{path} is not JSON: {source}")]
+    NotJson {
+        /// The file.
+        path: String,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// The JSON is not a valid schema.
+    #[error("{path} is not a valid schema: {source}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why.
+        source: InvalidSchema,
+    },
+}
+
+/// Reads and compiles a JSON Schema file.
+pub fn load_schema(path: &FsPath) -> Result<SchemaValidator, SchemaFileError> {
+    let shown = || path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SchemaFileError::Read {
+        path: shown(),
+        source,
+    })?;
+    let schema: Value = serde_json::from_str(&text).map_err(|source| SchemaFileError::NotJson {
+        path: shown(),
+        source,
+    })?;
+    SchemaValidator::new(&schema).map_err(|source| SchemaFileError::Invalid {
+        path: shown(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@
 //! replay, and a replay is 409.
 
 use std::collections::HashMap;
-use std::path::Path as FsPath;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -39,91 +38,18 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::app::AppState;
-use crate::config::{ConditionConfig, Config, ConfigError, SignatureKind, WebhookConfig};
+use crate::config::{
+    secret_bytes, ConditionConfig, Config, ConfigError, SignatureKind, WebhookConfig,
+};
 use crate::domain::FieldError;
 use crate::error::{ApiError, ErrorCode};
 use crate::ingress::{self, parse_json, read_body, require_json};
-use crate::schema::SchemaValidator;
+use crate::schema::{load_schema, SchemaValidator};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Longest delivery id accepted.
 const MAX_ID_LEN: usize = 255;
-
-/// Why a configured secret is no key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SecretError {
-    /// A Standard Webhooks secret that is not base64 after `whsec_`.
-    #[error("must be whsec_ followed by base64")]
-    NotBase64,
-    /// An empty secret.
-    #[error("must not be empty")]
-    Empty,
-}
-
-/// The key bytes of a configured secret: base64 after `whsec_` for Standard Webhooks,
-/// the raw text for GitHub.
-pub fn secret_bytes(kind: SignatureKind, secret: &str) -> Result<Vec<u8>, SecretError> {
-    let bytes = match kind {
-        SignatureKind::StandardWebhooks => {
-            let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| SecretError::NotBase64)?
-        }
-        SignatureKind::Github | SignatureKind::None => secret.as_bytes().to_vec(),
-    };
-    if bytes.is_empty() {
-        return Err(SecretError::Empty);
-    }
-    Ok(bytes)
-}
-
-/// Why a webhook's schema file gives no schema.
-#[derive(Debug, thiserror::Error)]
-pub enum SchemaFileError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not JSON.
-    #[error("{path} is not JSON: {source}")]
-    NotJson {
-        /// The file.
-        path: String,
-        /// The parser's error.
-        source: serde_json::Error,
-    },
-    /// The JSON is not a valid schema.
-    #[error("{path} is not a valid schema: {source}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// Why.
-        source: crate::schema::InvalidSchema,
-    },
-}
-
-/// Reads and compiles a JSON Schema file.
-pub fn load_schema(path: &FsPath) -> Result<SchemaValidator, SchemaFileError> {
-    let shown = || path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| SchemaFileError::Read {
-        path: shown(),
-        source,
-    })?;
-    let schema: Value = serde_json::from_str(&text).map_err(|source| SchemaFileError::NotJson {
-        path: shown(),
-        source,
-    })?;
-    SchemaValidator::new(&schema).map_err(|source| SchemaFileError::Invalid {
-        path: shown(),
-        source,
-    })
-}
 
 /// Where a target field's value comes from.
 #[derive(Debug, Clone)]

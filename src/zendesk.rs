@@ -76,10 +76,12 @@ impl Account {
             .map_err(|_| AccountError::InvalidCredentials(config.id.clone()))?;
         authorization.set_sensitive(true);
         let base_url = config.base_url();
-        let notify_url = reqwest::Url::parse(&format!("{base_url}/api/v2/apps/notify"))
-            .map_err(|e| AccountError::InvalidBaseUrl {
-                id: config.id.clone(),
-                reason: e.to_string(),
+        let notify_url =
+            reqwest::Url::parse(&format!("{base_url}/api/v2/apps/notify")).map_err(|e| {
+                AccountError::InvalidBaseUrl {
+                    id: config.id.clone(),
+                    reason: e.to_string(),
+                }
             })?;
         Ok(Account {
             id: config.id.clone(),
