@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 #[cfg(feature = "sim")]
-use crate::sim::SimConfig;
+use crate::sim::config::SimConfig;
 use crate::tls::TlsFiles;
 
 /// Where the config file is looked for when neither `--config` nor `ZENRELAY_CONFIG` is given.

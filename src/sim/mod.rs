@@ -66,7 +66,7 @@
 mod api;
 mod apps;
 mod auth;
-mod config;
+pub mod config;
 mod errors;
 pub mod faults;
 pub mod hooks;
