@@ -74,7 +74,12 @@ struct Marked {
 impl Wake {
     /// Work is waiting in `partition`.
     pub fn partition(&self, partition: u16) {
-        self.lock().partitions.insert(partition);
+        self.partitions([partition]);
+    }
+
+    /// Work is waiting in each of `partitions`.
+    pub fn partitions(&self, partitions: impl IntoIterator<Item = u16>) {
+        self.lock().partitions.extend(partitions);
         self.notify.notify_one();
     }
 
@@ -628,16 +633,20 @@ async fn record_completions(
         loop {
             // Outcomes of a failing partition are retried alone; the others are recorded.
             let results = queue.complete_each(&batch).await;
-            // The accounts of the recorded outcomes may send again.
-            for (c, _) in batch.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
-                match c
-                    .delivery_id
-                    .rsplit_once(':')
-                    .and_then(|(event, _)| EventId::parse(event))
-                {
-                    Some(id) => wake.partition(id.partition()),
-                    None => wake.all(),
-                }
+            // The accounts of the recorded outcomes may send again, in their partitions.
+            let freed: Option<Vec<u16>> = batch
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(c, _)| {
+                    let (event, _) = c.delivery_id.rsplit_once(':')?;
+                    EventId::parse(event).map(|id| id.partition())
+                })
+                .collect();
+            match freed {
+                Some(partitions) if partitions.is_empty() => {}
+                Some(partitions) => wake.partitions(partitions),
+                None => wake.all(),
             }
             let mut error = None;
             let mut left = Vec::new();

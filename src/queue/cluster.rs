@@ -54,7 +54,7 @@ use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Redis
 
 use secrecy::ExposeSecret;
 
-use super::connections::{timed, Replication};
+use super::connections::{at_address, timed, Replication};
 use super::redis::{
     is_noscript, script_cmd, send_replicated, unavailable, RedisQueueConfig, ScriptQueue, Sent,
 };
@@ -105,15 +105,8 @@ struct Master {
     client: redis::Client,
     /// The open connections, read without waiting by every call.
     open: RwLock<Option<Arc<MasterConnections>>>,
-    /// Held while they are opened.
-    connections: tokio::sync::Mutex<Opened>,
-}
-
-/// A master's connections once opened, or the last failure to open them.
-#[derive(Default)]
-struct Opened {
-    connections: Option<Arc<MasterConnections>>,
-    failed: Option<(Instant, QueueError)>,
+    /// Held while they are opened: the last failure to open them.
+    opening: tokio::sync::Mutex<Option<(Instant, QueueError)>>,
 }
 
 struct MasterConnections {
@@ -128,6 +121,8 @@ struct SlotMap {
     masters: Vec<Arc<Master>>,
     /// Index into `masters` of each slot's owner; `u16::MAX` for a slot nobody serves.
     owners: Vec<u16>,
+    /// When it was read from the cluster, for [`REFRESH`].
+    read_at: Instant,
 }
 
 const NO_OWNER: u16 = u16::MAX;
@@ -146,10 +141,8 @@ pub struct ClusterConnections {
     /// The configured nodes: where the slot map is first asked for.
     seeds: Vec<ConnectionInfo>,
     map: RwLock<Option<Arc<SlotMap>>>,
-    /// Held while the slot map is read; when it was last read.
+    /// Held while the slot map is read; when it was last asked for.
     reading: tokio::sync::Mutex<Option<Instant>>,
-    /// When the map was last read, for [`REFRESH`].
-    read_at: RwLock<Option<Instant>>,
     next: std::sync::atomic::AtomicUsize,
     /// `redis.pool_size`: the connections of the process, spread over the masters.
     pool_size: usize,
@@ -187,7 +180,6 @@ impl ClusterConnections {
             seeds,
             map: RwLock::new(None),
             reading: tokio::sync::Mutex::new(None),
-            read_at: RwLock::new(None),
             next: std::sync::atomic::AtomicUsize::new(0),
             pool_size: pool_size.max(1),
             per_master: std::sync::atomic::AtomicUsize::new(1),
@@ -203,12 +195,7 @@ impl ClusterConnections {
     /// The slot map, read on first use and again every [`REFRESH`].
     async fn slot_map(&self) -> Result<Arc<SlotMap>, QueueError> {
         if let Some(map) = self.current() {
-            let stale = self
-                .read_at
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .map_or(true, |at| at.elapsed() >= REFRESH);
-            if stale {
+            if map.read_at.elapsed() >= REFRESH {
                 self.reread(false).await;
             }
             return Ok(self.current().unwrap_or(map));
@@ -237,7 +224,6 @@ impl ClusterConnections {
         match self.read_map().await {
             Ok(map) => {
                 *self.map.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(map));
-                *self.read_at.write().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the Redis Cluster's slot map"),
         }
@@ -323,7 +309,11 @@ impl ClusterConnections {
             (self.pool_size / masters.len().max(1)).max(1),
             std::sync::atomic::Ordering::Relaxed,
         );
-        Ok(SlotMap { masters, owners })
+        Ok(SlotMap {
+            masters,
+            owners,
+            read_at: Instant::now(),
+        })
     }
 
     /// A master at `addr` (`host:port`), reached with `template`'s credentials and TLS.
@@ -332,25 +322,12 @@ impl ClusterConnections {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
             .ok_or_else(|| QueueError::Protocol(format!("a node address {addr:?} without port")))?;
-        let mut info = template.clone();
-        info.addr = match &info.addr {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(host, port),
-        };
+        let info = at_address(template, host, port);
         Ok(Master {
             addr: addr.to_string(),
             client: redis::Client::open(info).map_err(unavailable)?,
             open: RwLock::new(None),
-            connections: tokio::sync::Mutex::new(Opened::default()),
+            opening: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -365,11 +342,17 @@ impl ClusterConnections {
         {
             return Ok(connections);
         }
-        let mut opened = master.connections.lock().await;
-        if let Some(connections) = &opened.connections {
-            return Ok(connections.clone());
+        let mut failed = master.opening.lock().await;
+        // Opened by the task this one waited for.
+        if let Some(connections) = master
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(connections);
         }
-        if let Some((at, e)) = &opened.failed {
+        if let Some((at, e)) = &*failed {
             if at.elapsed() < RECHECK {
                 return Err(e.clone());
             }
@@ -394,7 +377,7 @@ impl ClusterConnections {
                     "cannot connect to Redis Cluster master {}: {e}",
                     master.addr
                 ));
-                opened.failed = Some((Instant::now(), e.clone()));
+                *failed = Some((Instant::now(), e.clone()));
                 return Err(e);
             }
         };
@@ -407,8 +390,7 @@ impl ClusterConnections {
             connections,
             writer,
         });
-        opened.connections = Some(connections.clone());
-        opened.failed = None;
+        *failed = None;
         *master.open.write().unwrap_or_else(|p| p.into_inner()) = Some(connections.clone());
         Ok(connections)
     }
@@ -441,18 +423,17 @@ impl ClusterConnections {
     /// slot map is read again (a replica may have taken over).
     async fn broken(&self, picked: &Picked) {
         {
-            let mut opened = picked.master.connections.lock().await;
-            if opened
-                .connections
+            let mut open = picked
+                .master
+                .open
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            // Unless they were opened again meanwhile.
+            if open
                 .as_ref()
                 .is_some_and(|c| Arc::ptr_eq(c, &picked.connections))
             {
-                opened.connections = None;
-                *picked
-                    .master
-                    .open
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = None;
+                *open = None;
             }
         }
         self.reread(false).await;
@@ -476,6 +457,7 @@ impl ClusterConnections {
         let patched = SlotMap {
             masters: map.masters.clone(),
             owners,
+            read_at: map.read_at,
         };
         *self.map.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(patched));
     }
@@ -1037,13 +1019,6 @@ impl Transport for ClusterConnections {
     /// The release of layout 1 could not run on a Redis Cluster.
     fn holds_no_earlier_layout(&self) -> bool {
         true
-    }
-
-    async fn publish(&self, channel: &str, payload: &str) -> Result<(), QueueError> {
-        // The cluster bus carries a PUBLISH to every node: any master will do.
-        self.command(redis::cmd("PUBLISH").arg(channel).arg(payload))
-            .await
-            .map(|_| ())
     }
 
     async fn listen(

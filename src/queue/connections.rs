@@ -219,20 +219,7 @@ impl RedisConnections {
                 self.asked_ms
                     .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
                 let (host, port) = self.ask_sentinels(master, sentinels).await?;
-                let mut info = template.clone();
-                info.addr = match &info.addr {
-                    ConnectionAddr::TcpTls {
-                        insecure,
-                        tls_params,
-                        ..
-                    } => ConnectionAddr::TcpTls {
-                        host: host.clone(),
-                        port,
-                        insecure: *insecure,
-                        tls_params: tls_params.clone(),
-                    },
-                    _ => ConnectionAddr::Tcp(host.clone(), port),
-                };
+                let info = at_address(template, host.clone(), port);
                 let client = redis::Client::open(info).map_err(unavailable)?;
                 (client, format!("{host}:{port}"))
             }
@@ -464,6 +451,25 @@ impl RedisConnections {
         }
         Ok(())
     }
+}
+
+/// `template` (credentials, database, TLS settings) for the server at `host:port`.
+pub fn at_address(template: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
+    let mut info = template.clone();
+    info.addr = match &info.addr {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    info
 }
 
 /// `fut`, failed as an I/O error if it takes longer than `timeout`.

@@ -244,6 +244,11 @@ impl Transport for Embedded {
         Ok(())
     }
 
+    /// One process, whose worker ingress wakes directly: nothing to announce.
+    async fn publish(&self, _channel: &str, _payload: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
     /// The store lives in this process: it holds no earlier release's data.
     fn holds_no_earlier_layout(&self) -> bool {
         true

@@ -234,6 +234,32 @@ pub struct ClaimBatch {
     pub next_due: Option<Duration>,
 }
 
+/// For an enum of the words the scripts store, with `ALL` and `as_str`: `parse` (the
+/// inverse of `as_str`; `None` for a word the scripts never store), `Display` and
+/// comparison with a word.
+macro_rules! script_words {
+    ($t:ty) => {
+        impl $t {
+            /// The value a script stored as `text`; `None` for a word it never stores.
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::ALL.into_iter().find(|v| v.as_str() == text)
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
 /// Where one Notify call of an event stands (and, for a whole event, the least advanced of
 /// its calls: see [`EventRecord::overall_status`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -254,6 +280,16 @@ pub enum CallStatus {
 }
 
 impl CallStatus {
+    /// Every status.
+    pub const ALL: [CallStatus; 6] = [
+        CallStatus::Queued,
+        CallStatus::Delivering,
+        CallStatus::Retrying,
+        CallStatus::Delivered,
+        CallStatus::Dead,
+        CallStatus::Expired,
+    ];
+
     /// The status as the scripts store it and the API shows it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -265,32 +301,9 @@ impl CallStatus {
             CallStatus::Expired => "expired",
         }
     }
-
-    /// The status a script stored; `None` for a word it never stores.
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "queued" => CallStatus::Queued,
-            "delivering" => CallStatus::Delivering,
-            "retrying" => CallStatus::Retrying,
-            "delivered" => CallStatus::Delivered,
-            "dead" => CallStatus::Dead,
-            "expired" => CallStatus::Expired,
-            _ => return None,
-        })
-    }
 }
 
-impl std::fmt::Display for CallStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<&str> for CallStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
+script_words!(CallStatus);
 
 /// Why a Notify call became a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -305,6 +318,13 @@ pub enum DeadReason {
 }
 
 impl DeadReason {
+    /// Every reason.
+    pub const ALL: [DeadReason; 3] = [
+        DeadReason::Rejected,
+        DeadReason::MaxAttempts,
+        DeadReason::Expired,
+    ];
+
     /// The reason as the scripts store it and the API shows it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -313,29 +333,9 @@ impl DeadReason {
             DeadReason::Expired => "expired",
         }
     }
-
-    /// The reason a script stored; `None` for a word it never stores.
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "rejected" => DeadReason::Rejected,
-            "max_attempts" => DeadReason::MaxAttempts,
-            "expired" => DeadReason::Expired,
-            _ => return None,
-        })
-    }
 }
 
-impl std::fmt::Display for DeadReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<&str> for DeadReason {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
+script_words!(DeadReason);
 
 /// Status of one Notify call of an event.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -702,5 +702,21 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    /// The words the scripts store are the words the API shows, each read back as its
+    /// value.
+    #[test]
+    fn script_words_read_back() {
+        for status in CallStatus::ALL {
+            assert_eq!(CallStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::json!(status), status.as_str());
+        }
+        for reason in DeadReason::ALL {
+            assert_eq!(DeadReason::parse(reason.as_str()), Some(reason));
+            assert_eq!(serde_json::json!(reason), reason.as_str());
+        }
+        assert_eq!(CallStatus::parse("sent"), None);
+        assert_eq!(DeadReason::parse(""), None);
     }
 }

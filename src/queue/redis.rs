@@ -1092,12 +1092,6 @@ impl Transport for RedisConnections {
         reply
     }
 
-    async fn publish(&self, channel: &str, payload: &str) -> Result<(), QueueError> {
-        self.command(redis::cmd("PUBLISH").arg(channel).arg(payload))
-            .await
-            .map(|_| ())
-    }
-
     async fn listen(
         &self,
         channel: &str,

@@ -89,10 +89,12 @@ pub trait Transport: Send + Sync + 'static {
     async fn check_deployment(&self) -> Result<(), QueueError>;
 
     /// Announces `payload` on `channel` (that work was stored), to every process listening
-    /// (Redis pub/sub). The embedded store serves one process, woken directly: nothing to
-    /// do.
-    async fn publish(&self, _channel: &str, _payload: &str) -> Result<(), QueueError> {
-        Ok(())
+    /// (Redis pub/sub; on a Redis Cluster the cluster bus carries it to every node, so any
+    /// node will do).
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), QueueError> {
+        self.command(redis::cmd("PUBLISH").arg(channel).arg(payload))
+            .await
+            .map(|_| ())
     }
 
     /// Listens on `channel`: `subscribed` is called once the subscription holds, then

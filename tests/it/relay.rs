@@ -924,21 +924,6 @@ async fn redis_outage_answers_503_and_delivery_resumes_by_itself() {
     gw.shutdown().await;
 }
 
-/// Most arrivals in any `window` of `times`.
-fn most_in_window(times: &[Instant], window: Duration) -> usize {
-    let mut times = times.to_vec();
-    times.sort();
-    (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|t| **t - times[i] < window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_stalled_process_whose_lease_ran_out_does_not_break_the_limit() {
     let redis = RedisServer::start();

@@ -65,6 +65,21 @@ pub fn keys_under(port: u16, prefix: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Most arrivals in any `window` of `times`.
+pub fn most_in_window(times: &[Instant], window: Duration) -> usize {
+    let mut times = times.to_vec();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// A `redis-server` owned by one test, killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
