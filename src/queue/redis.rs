@@ -1769,3 +1769,32 @@ impl<T: Transport> ScriptQueue<T> {
             .unwrap_or_else(|| Err(QueueError::Protocol("a script answered nothing".into())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_name_their_partitions() {
+        let mut pending = Announced::default();
+        assert_eq!(pending.take_payload(), None);
+        pending.partitions.extend([7, 3, 7]);
+        assert_eq!(pending.take_payload().as_deref(), Some("3,7"));
+        assert_eq!(pending.take_payload(), None);
+        pending.partitions.insert(1);
+        pending.all = true;
+        assert_eq!(pending.take_payload().as_deref(), Some(""));
+        assert_eq!(announced_partitions(b"3,7"), Some(vec![3, 7]));
+        // Empty or unreadable: every partition.
+        assert_eq!(announced_partitions(b""), None);
+        assert_eq!(announced_partitions(b"3,x"), None);
+        assert_eq!(announced_partitions(&[0xff]), None);
+    }
+
+    #[test]
+    fn a_base_names_its_partition() {
+        assert_eq!(partition_of_base("zenrelay:{p12}"), Some(12));
+        assert_eq!(partition_of_base("a:b:{p0}"), Some(0));
+        assert_eq!(partition_of_base("zenrelay:meta"), None);
+    }
+}

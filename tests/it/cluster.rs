@@ -62,59 +62,89 @@ fn most_calls_in_window(sim: &TestSim, account: &str, window: Duration) -> usize
     most_in_window(&times, window)
 }
 
-/// The events acknowledged with 202: `(account, client, i)`.
-type Accepted = Arc<Mutex<Vec<(String, usize, usize)>>>;
+/// An event acknowledged with 202: `(account, client, i)`.
+type Acked = (String, usize, usize);
 
-/// Clients posting events to `accounts` (round robin) until `stop`; each accepted
-/// `(account, client, i)` is recorded. 503s and refused connections are retried later;
-/// any other answer fails the test.
-fn post_until_stopped(
-    base: &str,
-    accounts: &[String],
-    clients: usize,
-    stop: &Arc<std::sync::atomic::AtomicBool>,
-    accepted: &Accepted,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..clients)
-        .map(|client| {
-            let (base, accounts) = (base.to_string(), accounts.to_vec());
-            let (stop, accepted) = (stop.clone(), accepted.clone());
-            tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let account = &accounts[(client + i) % accounts.len()];
-                    let resp = http
-                        .post(format!("{base}/v1/accounts/{account}/notify"))
-                        .bearer_auth(KEY)
-                        .header("idempotency-key", format!("{client}-{i}"))
-                        .json(&json!({"app_id": 1, "event": "e", "body": {"c": client, "i": i}}))
-                        .send()
-                        .await;
-                    match resp {
-                        Ok(resp) if resp.status() == 202 => {
-                            accepted.lock().unwrap().push((account.clone(), client, i));
-                            i += 1;
+/// Clients posting events to `accounts` (round robin) through gateways, until stopped;
+/// each acknowledged event is recorded. 503s and refused connections are retried later
+/// (with the same `Idempotency-Key`); any other answer fails the test.
+struct Posting {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Posting {
+    /// `per_gateway` clients on each of `bases`, each with a number of its own.
+    fn start(bases: &[&str], accounts: &[String], per_gateway: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<Acked>>> = Arc::new(Mutex::new(Vec::new()));
+        let clients = (0..bases.len() * per_gateway)
+            .map(|client| {
+                let base = bases[client / per_gateway].to_string();
+                let accounts = accounts.to_vec();
+                let (stop, acked) = (stop.clone(), acked.clone());
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let mut i = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let account = &accounts[(client + i) % accounts.len()];
+                        let resp = http
+                            .post(format!("{base}/v1/accounts/{account}/notify"))
+                            .bearer_auth(KEY)
+                            .header("idempotency-key", format!("{client}-{i}"))
+                            .json(
+                                &json!({"app_id": 1, "event": "e", "body": {"c": client, "i": i}}),
+                            )
+                            .send()
+                            .await;
+                        match resp {
+                            Ok(resp) if resp.status() == 202 => {
+                                acked.lock().unwrap().push((account.clone(), client, i));
+                                i += 1;
+                            }
+                            Ok(resp) if resp.status() == 503 => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            Ok(resp) => panic!("unexpected answer {}", resp.status()),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                         }
-                        Ok(resp) if resp.status() == 503 => {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        Ok(resp) => panic!("unexpected answer {}", resp.status()),
-                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                     }
-                }
+                })
             })
-        })
-        .collect()
+            .collect();
+        Posting {
+            stop,
+            acked,
+            clients,
+        }
+    }
+
+    /// Events acknowledged so far.
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until `more` events beyond those acknowledged now are acknowledged.
+    async fn wait_more(&self, what: &str, more: usize, timeout: Duration) {
+        let target = self.count() + more;
+        wait_for(what, timeout, || self.count() >= target).await;
+    }
+
+    /// Stops the clients; every event they had acknowledged.
+    async fn finish(self) -> Vec<Acked> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for client in self.clients {
+            client.await.expect("a client ran to its end");
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
 }
 
 /// Waits until the simulator received every accepted event; returns how many arrived
 /// more than once.
-async fn wait_all_delivered(
-    sim: &TestSim,
-    accepted: &[(String, usize, usize)],
-    timeout: Duration,
-) -> usize {
+async fn wait_all_delivered(sim: &TestSim, accepted: &[Acked], timeout: Duration) -> usize {
     let accounts: HashSet<&String> = accepted.iter().map(|(a, _, _)| a).collect();
     let deadline = Instant::now() + timeout;
     loop {
@@ -222,13 +252,10 @@ async fn a_master_killed_under_load_loses_no_acknowledged_event() {
     let delivery = "notify_per_minute = 10\nnotify_window_seconds = 1";
     let text = cluster_toml(&urls, "f", &sim, &names, redis, delivery);
     let gw = spawn_gateway(config(&text)).await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let clients = post_until_stopped(&gw.base, &accounts, 8, &stop, &accepted);
-    wait_for("events acknowledged", Duration::from_secs(30), || {
-        accepted.lock().unwrap().len() >= 300
-    })
-    .await;
+    let posting = Posting::start(&[&gw.base], &accounts, 8);
+    posting
+        .wait_more("events acknowledged", 300, Duration::from_secs(30))
+        .await;
 
     // The master holding most keys dies (SIGKILL) while the clients go on.
     let victim = masters_of(&urls)
@@ -299,18 +326,14 @@ async fn a_master_killed_under_load_loses_no_acknowledged_event() {
     // The promoted replica has no replica of its own, so its partitions answer 503
     // not_replicated until the old master is back, as its replica.
     cluster.node(victim).restart();
-    let acked_after = accepted.lock().unwrap().len();
-    wait_for(
-        "events acknowledged after the failover",
-        Duration::from_secs(30),
-        || accepted.lock().unwrap().len() >= acked_after + 100,
-    )
-    .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for client in clients {
-        client.await.expect("a client ran to its end");
-    }
-    let accepted = accepted.lock().unwrap().clone();
+    posting
+        .wait_more(
+            "events acknowledged after the failover",
+            100,
+            Duration::from_secs(30),
+        )
+        .await;
+    let accepted = posting.finish().await;
     let duplicates = wait_all_delivered(&sim, &accepted, Duration::from_secs(60)).await;
     eprintln!(
         "master killed: its replica promoted after {:?}, first delivery claimed there after {:?} (Redis Cluster node timeout 1 s); {} events acknowledged, all delivered, {duplicates} twice",
@@ -357,14 +380,10 @@ async fn a_partition_moved_to_another_master_under_load_loses_nothing() {
     let text = cluster_toml(&urls, "mv", &sim, &names, redis, delivery);
     let a = spawn_gateway(config(&text)).await;
     let b = spawn_gateway(config(&text)).await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let mut clients = post_until_stopped(&a.base, &accounts, 3, &stop, &accepted);
-    clients.extend(post_until_stopped(&b.base, &accounts, 3, &stop, &accepted));
-    wait_for("a backlog", Duration::from_secs(30), || {
-        accepted.lock().unwrap().len() >= 200
-    })
-    .await;
+    let posting = Posting::start(&[&a.base, &b.base], &accounts, 3);
+    posting
+        .wait_more("a backlog", 200, Duration::from_secs(30))
+        .await;
 
     let slot = slot_of(&accounts[0]);
     let from = cluster.owner(slot).port;
@@ -380,18 +399,14 @@ async fn a_partition_moved_to_another_master_under_load_loses_nothing() {
     .unwrap();
     let (cluster, keys_moved) = moved;
     assert_eq!(cluster.owner(slot).port, to);
-    let acked_after = accepted.lock().unwrap().len();
-    wait_for(
-        "events acknowledged after the move",
-        Duration::from_secs(20),
-        || accepted.lock().unwrap().len() >= acked_after + 100,
-    )
-    .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for client in clients {
-        client.await.expect("a client ran to its end");
-    }
-    let accepted = accepted.lock().unwrap().clone();
+    posting
+        .wait_more(
+            "events acknowledged after the move",
+            100,
+            Duration::from_secs(20),
+        )
+        .await;
+    let accepted = posting.finish().await;
     let duplicates = wait_all_delivered(&sim, &accepted, Duration::from_secs(90)).await;
     for account in &accounts {
         assert!(

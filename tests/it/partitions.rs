@@ -149,3 +149,32 @@ async fn the_embedded_store_refuses_a_queue_with_another_partition_count() {
     ));
     assert!(matches!(other.stats().await, Err(QueueError::Mismatch(_))));
 }
+
+#[tokio::test]
+async fn the_recorded_count_is_read_from_the_store() {
+    let redis = RedisServer::start();
+    let mut config = zenrelay::config::Config::default();
+    config.redis.url = redis.url().into();
+    let count = |prefix: &str| {
+        let mut config = config.clone();
+        config.redis.key_prefix = prefix.to_string();
+        async move {
+            zenrelay::app::queue_for(&config)
+                .expect("queue builds")
+                .recorded_partitions()
+                .await
+                .expect("Redis answers")
+        }
+    };
+    // A new store: none.
+    assert_eq!(count("new").await, None);
+    // A store that recorded its count.
+    redis.command(&["HSET", "rec:meta", "partitions", "8"]);
+    assert_eq!(count("rec").await, Some(8));
+    // Data of the release before counts were recorded: that release's default.
+    redis.command(&["SADD", "old:{p3}:accounts", "acme"]);
+    assert_eq!(
+        count("old").await,
+        Some(zenrelay::queue::layout::UNRECORDED_PARTITIONS)
+    );
+}
