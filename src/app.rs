@@ -202,15 +202,17 @@ pub fn redis_queue_config(config: &Config) -> RedisQueueConfig {
 /// With `redis.partitions` not set: takes the partition count the stored data was written
 /// with (see [`Queue::recorded_partitions`]), keeping the default for a new store. When the
 /// store cannot be read in time, the default stays: a store written with another count is
-/// then refused once it answers (the layout check), naming the count to set.
-async fn adopt_partitions(config: &mut Config) -> anyhow::Result<()> {
-    let probe = queue_for(config)?;
+/// then refused once it answers (the layout check), naming the count to set. Answers the
+/// queue to use: `queue`, unless the count changed.
+async fn adopt_partitions(
+    config: &mut Config,
+    queue: Arc<dyn Queue>,
+) -> anyhow::Result<Arc<dyn Queue>> {
     // A store that is down at start may come back within the wait: asked again until then.
     let recorded = async {
         loop {
-            match probe.recorded_partitions().await {
-                Ok(recorded) => return Ok(recorded),
-                Err(e @ QueueError::Mismatch(_)) => return Err(e),
+            match queue.recorded_partitions().await {
+                Ok(recorded) => return recorded,
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot read the recorded partition count yet");
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -219,23 +221,23 @@ async fn adopt_partitions(config: &mut Config) -> anyhow::Result<()> {
         }
     };
     match tokio::time::timeout(STARTUP_CHECK, recorded).await {
-        Ok(Ok(Some(recorded))) => {
-            if recorded != config.redis.partitions {
-                tracing::info!(
-                    partitions = recorded,
-                    "redis.partitions is not set: using the count the stored data was written with"
-                );
-            }
+        Ok(Some(recorded)) if recorded != config.redis.partitions => {
+            tracing::info!(
+                partitions = recorded,
+                "redis.partitions is not set: using the count the stored data was written with"
+            );
             config.redis.partitions = recorded;
+            queue_for(config)
         }
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => return Err(e.into()),
-        Err(_) => tracing::warn!(
-            partitions = config.redis.partitions,
-            "redis.partitions is not set and the count of the stored data cannot be read yet; using the default (set redis.partitions to be sure)"
-        ),
+        Ok(_) => Ok(queue),
+        Err(_) => {
+            tracing::warn!(
+                partitions = config.redis.partitions,
+                "redis.partitions is not set and the count of the stored data cannot be read yet; using the default (set redis.partitions to be sure)"
+            );
+            Ok(queue)
+        }
     }
-    Ok(())
 }
 
 /// How long a starting gateway waits for the queue's startup checks before it serves.
@@ -244,10 +246,10 @@ const STARTUP_CHECK: Duration = Duration::from_secs(10);
 impl Gateway {
     /// Builds a gateway on the queue its config selects (see [`queue_for`]).
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        let mut queue = queue_for(&config)?;
         if !config.redis.partitions_set && !config.redis.is_memory() {
-            adopt_partitions(&mut config).await?;
+            queue = adopt_partitions(&mut config, queue).await?;
         }
-        let queue = queue_for(&config)?;
         // A migration of the store's layout goes on in the background past this wait, so
         // that health checks are answered while it runs.
         match tokio::time::timeout(STARTUP_CHECK, queue.check_deployment()).await {

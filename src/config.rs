@@ -980,6 +980,12 @@ impl Config {
                     "must name no database but 0 (a Redis Cluster has only database 0)",
                 ));
             }
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("is not a Redis URL: {e}"),
+                ));
+            }
         }
         if self.redis.wait_replicas > 0 {
             if self.redis.is_memory() {
@@ -1532,8 +1538,7 @@ accounts = ["acme"]
 
     #[test]
     fn cluster_nodes_are_checked() {
-        let ok =
-            "[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"rediss://u:p@h:7001/0\"]\n";
+        let ok = "[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"redis://u:p@h:7001/0\"]\n";
         let config = Config::from_toml_with_env(ok, "test.toml", &[]).unwrap();
         assert_eq!(config.redis.cluster_nodes.len(), 2);
         for (text, key) in [
@@ -1544,6 +1549,15 @@ accounts = ["acme"]
             (
                 "[redis]\ncluster_nodes = [\"redis://h:1/3\"]\n",
                 "redis.cluster_nodes[0]:",
+            ),
+            (
+                "[redis]\ncluster_nodes = [\"redis://h:1\", \"redis://h:port\"]\n",
+                "redis.cluster_nodes[1]:",
+            ),
+            // This build has no TLS to Redis: said at once, not at the first connection.
+            (
+                "[redis]\ncluster_nodes = [\"rediss://h:1\"]\n",
+                "redis.cluster_nodes[0]: is not a Redis URL",
             ),
             (
                 "[redis]\ncluster_nodes = [\"redis://h:1\"]\nsentinel_master = \"m\"\nsentinel_nodes = [\"redis://h:2\"]\n",
