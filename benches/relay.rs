@@ -345,6 +345,9 @@ async fn run() {
         }
     }
     cost::run(&named).await;
+    if named.iter().any(|n| n == "cluster-client") {
+        cluster::compare_clients().await;
+    }
     if named.iter().any(|n| n == "script-time") {
         script_time::run().await;
     }

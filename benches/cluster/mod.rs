@@ -141,3 +141,88 @@ pub async fn run(b: &Bench) {
     );
     drop(procs);
 }
+
+/// Seconds each client of the comparison runs, and its rounds.
+const CLIENT_SECONDS: u64 = 5;
+const CLIENT_ROUNDS: usize = 3;
+/// Tasks sending commands at once, over as many hash tags.
+const CLIENT_TASKS: u64 = 64;
+
+/// Commands per second and client CPU (µs) per command of `send`, called by
+/// [`CLIENT_TASKS`] tasks at once for [`CLIENT_SECONDS`], each an `INCR` of `{pN}:k` over
+/// 64 hash tags.
+async fn client_load<F, Fut>(send: F) -> (f64, f64)
+where
+    F: Fn(redis::Cmd) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let meter = CpuMeter::start(&[None]);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(CLIENT_SECONDS);
+    let tasks: Vec<_> = (0..CLIENT_TASKS)
+        .map(|t| {
+            let (send, done) = (send.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut i = t;
+                while Instant::now() < until {
+                    let mut cmd = redis::cmd("INCR");
+                    cmd.arg(format!("{{p{}}}:k", i % 64));
+                    send(cmd).await;
+                    i += 1;
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a client task");
+    }
+    let n = done.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    (n / started.elapsed().as_secs_f64(), meter.per(n)[0])
+}
+
+/// The phase `cluster-client`: the gateway's cluster connections (one and four per master)
+/// against the `redis` crate's async cluster client, on one 3-master cluster, in turn.
+pub async fn compare_clients() {
+    use zenrelay::queue::cluster::ClusterConnections;
+    use zenrelay::queue::transport::Transport;
+
+    let (procs, ports) = start_cluster(3);
+    let seeds: Vec<String> = ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
+    for round in 1..=CLIENT_ROUNDS {
+        let client = redis::cluster::ClusterClient::new(seeds.clone()).expect("seeds");
+        let conn = client.get_async_connection().await.expect("the cluster");
+        let (crate_rate, crate_cpu) = client_load(move |cmd| {
+            let mut conn = conn.clone();
+            async move {
+                let _: i64 = cmd.query_async(&mut conn).await.expect("INCR");
+            }
+        })
+        .await;
+        let mut ours = Vec::new();
+        for per_master in [1, 4] {
+            let conns = std::sync::Arc::new(
+                ClusterConnections::new(&seeds, 3 * per_master, Duration::from_secs(2), None)
+                    .expect("seeds"),
+            );
+            ours.push(
+                client_load(move |cmd| {
+                    let conns = conns.clone();
+                    async move {
+                        conns.command(&cmd).await.expect("INCR");
+                    }
+                })
+                .await,
+            );
+        }
+        println!(
+            "cluster  client, round {round}: redis crate {:.0} commands/s at {:.2} µs CPU each; zenrelay one connection per master {:.0}/s at {:.2} µs, four per master {:.0}/s at {:.2} µs",
+            crate_rate, crate_cpu, ours[0].0, ours[0].1, ours[1].0, ours[1].1
+        );
+    }
+    drop(procs);
+}

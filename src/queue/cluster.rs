@@ -34,15 +34,15 @@
 //!
 //! It follows `ASK` for scripts, which breaks the queue's scripts during a live resharding
 //! (above), and it sends a request again after a reconnection, running a script twice
-//! whose first run may have completed. Nor is it faster: 64 tasks sending single-key
-//! commands to a 3-master cluster on this 2-core machine, the same run, three rounds,
-//! made 217,000–220,000 commands/s at 4.7–4.9 µs of client CPU each through its async
-//! cluster connection, and 252,000–277,000/s at 3.9–4.4 µs through this module with one
-//! connection per master (with four per master, 154,000–167,000/s: the commands of many
-//! tasks pipelined on one connection cost Redis less). So `redis.pool_size` connections
-//! are spread over the masters, at least one each. A pooled client (`deadpool-redis`)
-//! would add a checkout per command, which is what the multiplexed connections of
-//! [`super::connections`] were chosen over.
+//! whose first run may have completed. Nor is it faster (`cargo bench --bench relay --
+//! cluster-client`: 64 tasks sending `INCR` over 64 hash tags to a 3-master cluster on
+//! this 2-core machine, each client in turn, three rounds): its async cluster connection
+//! made 185,000–189,000 commands/s at 6.2–6.3 µs of client CPU each; this module
+//! 312,000–327,000/s at 3.5–3.7 µs with one connection per master, and 198,000–214,000/s
+//! with four (the commands of many tasks pipelined on one connection cost Redis less).
+//! So `redis.pool_size` connections are spread over the masters, at least one each. A
+//! pooled client (`deadpool-redis`) would add a checkout per command, which is what the
+//! multiplexed connections of [`super::connections`] were chosen over.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
