@@ -4,27 +4,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
-use http::{Request, StatusCode};
-use serde_json::json;
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::accounts::AccountDirectory;
 use crate::auth::ClientKeys;
 use crate::config::Config;
 use crate::delivery::{Wake, Worker, WorkerSettings};
-use crate::domain::{notify_schema, partition_of};
-use crate::error::{ApiError, ErrorCode};
-use crate::history::History;
-use crate::ingress;
+use crate::domain::notify_schema;
+use crate::history::{self, History};
+use crate::intake::Intake;
 use crate::metrics::Metrics;
-use crate::proxy::{self, Proxy};
+use crate::proxy::Proxy;
 use crate::queue::cluster::ClusterQueue;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::redis::{
@@ -32,104 +24,10 @@ use crate::queue::redis::{
 };
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;
+use crate::state::{AppState, Parts};
 use crate::throttle::Throttle;
 use crate::webhooks::Webhooks;
-use crate::zendesk::{Accounts, ZendeskClient};
-use crate::{admin, dashboard, history, openapi, webhooks};
-
-/// Shared state of the HTTP handlers.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: Config,
-    queue: Arc<dyn Queue>,
-    directory: Arc<AccountDirectory>,
-    clients: ClientKeys,
-    notify_schema: SchemaValidator,
-    wake: Arc<Wake>,
-    metrics: Arc<Metrics>,
-    history: Arc<History>,
-    throttle: Throttle,
-    webhooks: Webhooks,
-    openapi: bytes::Bytes,
-    proxy: Proxy,
-}
-
-impl AppState {
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
-    }
-
-    /// The queue.
-    pub fn queue(&self) -> &Arc<dyn Queue> {
-        &self.inner.queue
-    }
-
-    /// The configured accounts (see [`AppState::directory`] for runtime ones too).
-    pub fn accounts(&self) -> &Accounts {
-        self.inner.directory.configured()
-    }
-
-    /// Every account: configured and runtime.
-    pub fn directory(&self) -> &AccountDirectory {
-        &self.inner.directory
-    }
-
-    /// This process's metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
-    /// The queue history this process keeps for the dashboard.
-    pub fn history(&self) -> &History {
-        &self.inner.history
-    }
-
-    /// Per-client throttling.
-    pub fn throttle(&self) -> &Throttle {
-        &self.inner.throttle
-    }
-
-    /// The configured webhooks.
-    pub fn webhooks(&self) -> &Webhooks {
-        &self.inner.webhooks
-    }
-
-    /// The OpenAPI document, serialised.
-    pub fn openapi(&self) -> &bytes::Bytes {
-        &self.inner.openapi
-    }
-
-    /// The client keys.
-    pub fn clients(&self) -> &ClientKeys {
-        &self.inner.clients
-    }
-
-    /// The compiled schema of Notify events.
-    pub fn notify_schema(&self) -> &SchemaValidator {
-        &self.inner.notify_schema
-    }
-
-    /// The Apps API proxy.
-    pub fn proxy(&self) -> &Proxy {
-        &self.inner.proxy
-    }
-
-    /// Tells this process's worker that new work may be waiting in any partition.
-    pub fn wake_worker(&self) {
-        self.inner.wake.all();
-    }
-
-    /// Tells this process's worker that `account` has new work.
-    pub fn wake_worker_for(&self, account: &str) {
-        let partitions = self.inner.config.redis.partitions;
-        self.inner.wake.partition(partition_of(account, partitions));
-    }
-}
+use crate::zendesk::ZendeskClient;
 
 /// A gateway ready to serve.
 pub struct Gateway {
@@ -273,7 +171,7 @@ impl Gateway {
                 .with_ttl(config.delivery.default_ttl_seconds),
         );
         let webhooks = Webhooks::from_config(&config)?;
-        let openapi = serde_json::to_vec(&openapi::document())?.into();
+        let openapi = serde_json::to_vec(&crate::api::document())?.into();
         let notify_schema = SchemaValidator::new(&notify_schema())?;
         let wake = Arc::new(Wake::default());
         let d = &config.delivery;
@@ -298,22 +196,27 @@ impl Gateway {
             Duration::from_secs(config.metrics.history_interval_seconds),
             config.metrics.history_accounts_max,
         ));
-        let state = AppState {
-            inner: Arc::new(Inner {
-                clients: ClientKeys::from_config(&config.clients),
-                throttle: Throttle::from_config(&config),
-                config,
-                queue,
-                directory,
-                notify_schema,
-                wake,
-                metrics,
-                history,
-                webhooks,
-                openapi,
-                proxy,
-            }),
-        };
+        let intake = Intake::new(
+            &config,
+            queue.clone(),
+            notify_schema,
+            wake.clone(),
+            metrics.clone(),
+        );
+        let state = AppState::new(Parts {
+            clients: ClientKeys::from_config(&config.clients),
+            throttle: Throttle::from_config(&config),
+            config,
+            queue,
+            directory,
+            intake,
+            wake,
+            metrics,
+            history,
+            webhooks,
+            openapi,
+            proxy,
+        });
         Ok(Gateway { state, worker })
     }
 
@@ -329,7 +232,7 @@ impl Gateway {
 
     /// The HTTP surface.
     pub fn router(&self) -> Router {
-        router(self.state.clone())
+        crate::api::router(self.state.clone())
     }
 
     /// Serves on `listener` (HTTPS when `server.tls` is set) until `shutdown` resolves: then
@@ -349,16 +252,16 @@ impl Gateway {
             .clone()
             .map(|w| tokio::spawn(w.run(token.clone())));
         let sampler = tokio::spawn(history::run_sampler(
-            self.state.inner.history.clone(),
-            self.state.inner.metrics.clone(),
-            self.state.inner.queue.clone(),
+            self.state.history().clone(),
+            self.state.metrics().clone(),
+            self.state.queue().clone(),
             token.clone(),
         ));
         // The process stays in the registry until its last write: past the worker's and
         // the server's drain.
         let present = CancellationToken::new();
         let presence = tokio::spawn(crate::presence::run(
-            self.state.inner.queue.clone(),
+            self.state.queue().clone(),
             crate::presence::this_process(self.worker.is_some()),
             present.clone(),
         ));
@@ -388,108 +291,4 @@ impl Gateway {
         let _ = presence.await;
         result
     }
-}
-
-/// The documented routes: every one of them carries a `#[utoipa::path]` annotation and is
-/// registered from it, so the OpenAPI description and the router cannot drift apart.
-pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use utoipa_axum::router::OpenApiRouter;
-    use utoipa_axum::routes;
-    OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
-        .routes(routes!(admin::metrics))
-        .routes(routes!(openapi_json))
-        .routes(routes!(ingress::notify))
-        .routes(routes!(ingress::notify_batch))
-        .routes(routes!(ingress::event_status))
-        .routes(routes!(webhooks::receive))
-        .routes(routes!(dashboard::page))
-        .routes(routes!(dashboard::script))
-        .routes(routes!(dashboard::stylesheet))
-        .routes(routes!(admin::queues))
-        .routes(routes!(admin::history))
-        .routes(routes!(admin::cluster))
-        .routes(routes!(admin::dead_letters, admin::purge))
-        .routes(routes!(admin::replay))
-        .routes(routes!(admin::pause))
-        .routes(routes!(admin::resume))
-        .routes(routes!(
-            admin::put_account,
-            admin::get_account,
-            admin::delete_account
-        ))
-        .split_for_parts()
-}
-
-/// The router of the gateway's HTTP API.
-pub fn router(state: AppState) -> Router {
-    api()
-        .0
-        .fallback(proxy::handle)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::disable())
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
-            }),
-        )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
-}
-
-/// Liveness: 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "The process runs")))]
-async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
-}
-
-/// Readiness: 200 when Redis answers, else 503.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses(
-        (status = 200, description = "Redis answers"),
-        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
-    ))]
-async fn readyz(State(state): State<AppState>) -> Response {
-    match state.queue().ping().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
-}
-
-/// This OpenAPI 3.1 description.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
-async fn openapi_json(State(state): State<AppState>) -> Response {
-    (
-        [(http::header::CONTENT_TYPE, "application/json")],
-        state.openapi().clone(),
-    )
-        .into_response()
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::MethodNotAllowed,
-        "this method is not allowed on this path",
-    )
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorCode::Internal,
-        "internal error",
-    )
-    .into_response()
 }

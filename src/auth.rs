@@ -7,6 +7,8 @@
 //! Keys are kept as SHA-256 digests and compared in constant time against every
 //! configured key, so neither the comparison nor the position of a match leaks timing.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use http::{header, HeaderMap};
 use secrecy::ExposeSecret;
@@ -45,7 +47,7 @@ impl Client {
 /// Every configured client key.
 #[derive(Debug, Clone, Default)]
 pub struct ClientKeys {
-    clients: Vec<Client>,
+    clients: Vec<Arc<Client>>,
 }
 
 impl ClientKeys {
@@ -53,22 +55,24 @@ impl ClientKeys {
     pub fn from_config(clients: &[ClientConfig]) -> Self {
         let clients = clients
             .iter()
-            .map(|c| Client {
-                name: c.name.clone(),
-                accounts: if c.accounts.iter().any(|a| a == "*") {
-                    None
-                } else {
-                    Some(c.accounts.clone())
-                },
-                admin: c.admin,
-                digest: Sha256::digest(c.key.expose_secret().as_bytes()).into(),
+            .map(|c| {
+                Arc::new(Client {
+                    name: c.name.clone(),
+                    accounts: if c.accounts.iter().any(|a| a == "*") {
+                        None
+                    } else {
+                        Some(c.accounts.clone())
+                    },
+                    admin: c.admin,
+                    digest: Sha256::digest(c.key.expose_secret().as_bytes()).into(),
+                })
             })
             .collect();
         ClientKeys { clients }
     }
 
     /// The client whose key is `presented`, compared in constant time.
-    pub fn find(&self, presented: &[u8]) -> Option<&Client> {
+    pub fn find(&self, presented: &[u8]) -> Option<&Arc<Client>> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut found = None;
         for client in &self.clients {
@@ -80,7 +84,7 @@ impl ClientKeys {
     }
 
     /// The client named by `Authorization: Bearer <key>`.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<&Client> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Option<&Arc<Client>> {
         let value = headers.get(header::AUTHORIZATION)?.as_bytes();
         let (scheme, key) = split_scheme(value)?;
         if !scheme.eq_ignore_ascii_case(b"bearer") || key.is_empty() {
@@ -91,7 +95,7 @@ impl ClientKeys {
 
     /// The client named by `Authorization: Bearer <key>`, or by Basic auth whose password
     /// (everything after the first `:` of the decoded pair) is the key.
-    pub fn authenticate_bearer_or_basic(&self, headers: &HeaderMap) -> Option<&Client> {
+    pub fn authenticate_bearer_or_basic(&self, headers: &HeaderMap) -> Option<&Arc<Client>> {
         let value = headers.get(header::AUTHORIZATION)?.as_bytes();
         let (scheme, rest) = split_scheme(value)?;
         if scheme.eq_ignore_ascii_case(b"basic") {

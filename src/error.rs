@@ -6,7 +6,8 @@ use axum::Json;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
-use crate::domain::FieldError;
+use crate::domain::{FieldError, NOTIFY_MAX_BYTES};
+use crate::intake::IntakeError;
 use crate::queue::QueueError;
 
 /// Every error code the gateway answers with (the `code` of an error body), in one place.
@@ -242,6 +243,34 @@ pub struct ErrorDetail {
     /// Structured details: field errors (`pointer`, `message`), sizes.
     #[schema(value_type = Vec<Object>)]
     pub details: Vec<Value>,
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Invalid(errors) => ApiError::invalid(errors),
+            IntakeError::TooLarge { size } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::NotifyTooLarge,
+                e.to_string(),
+            )
+            .with_details(vec![json!({"size": size, "limit": NOTIFY_MAX_BYTES})]),
+            IntakeError::QueueFull {
+                retry_after_secs, ..
+            } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::QueueFull,
+                e.to_string(),
+            )
+            .with_retry_after(retry_after_secs),
+            IntakeError::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::IdempotencyKeyReused,
+                e.to_string(),
+            ),
+            IntakeError::Queue(e) => e.into(),
+        }
+    }
 }
 
 impl From<QueueError> for ApiError {

@@ -40,7 +40,7 @@
 //! - [`telemetry`] — logging.
 
 pub mod accounts;
-pub mod admin;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -53,9 +53,8 @@ pub mod domain;
 pub mod error;
 pub mod history;
 pub mod hosts;
-pub mod ingress;
+pub mod intake;
 pub mod metrics;
-pub mod openapi;
 pub mod presence;
 pub mod proxy;
 pub mod queue;
@@ -64,6 +63,7 @@ pub mod seal;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod state;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;

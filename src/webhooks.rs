@@ -5,7 +5,7 @@
 //! raw bytes (401: missing, bad, or a timestamp outside the tolerance) → media type (415)
 //! → JSON (400) → the webhook's JSON Schema (422) → condition (200 `{"skipped": true}` when
 //! the payload does not match: acknowledged, nothing stored) → mapping (422 naming the
-//! missing payload pointer) → the normal ingress pipeline ([`ingress::prepare`], 413/422)
+//! missing payload pointer) → the normal intake ([`crate::intake::Intake::prepare`], 413/422)
 //! → replay check (409 for a delivery id already accepted) → stored (202 `{"id"}`).
 //!
 //! Signatures:
@@ -25,25 +25,17 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretSlice};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::app::AppState;
 use crate::config::{
     secret_bytes, ConditionConfig, Config, ConfigError, SignatureKind, WebhookConfig,
 };
 use crate::domain::FieldError;
-use crate::error::{ApiError, ErrorCode};
-use crate::ingress::{self, parse_json, read_body, require_json};
 use crate::schema::{load_schema, SchemaValidator};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -64,11 +56,13 @@ pub struct Webhook {
     pub name: String,
     /// The account it notifies.
     pub account: String,
+    /// How long a delivery id is remembered (a repeat within it is a replay).
+    pub replay_window: Duration,
+    /// The JSON Schema payloads must match, if any.
+    pub schema: Option<SchemaValidator>,
     kind: SignatureKind,
     secrets: Vec<SecretSlice<u8>>,
     tolerance: Duration,
-    replay_window: Duration,
-    schema: Option<SchemaValidator>,
     mapping: Vec<(&'static str, Source)>,
     condition: Option<ConditionConfig>,
 }
@@ -92,25 +86,6 @@ pub enum SignatureError {
     Stale,
     /// No signature matches.
     Mismatch,
-}
-
-impl SignatureError {
-    fn into_api(self) -> ApiError {
-        let (code, message) = match self {
-            SignatureError::Missing(h) => (
-                ErrorCode::MissingSignature,
-                format!("missing or malformed {h} header"),
-            ),
-            SignatureError::Stale => (
-                ErrorCode::StaleTimestamp,
-                "webhook-timestamp is too far from now".to_string(),
-            ),
-            SignatureError::Mismatch => {
-                (ErrorCode::BadSignature, "no signature matches".to_string())
-            }
-        };
-        ApiError::new(StatusCode::UNAUTHORIZED, code, message)
-    }
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -285,9 +260,9 @@ impl Webhook {
         }
     }
 
-    /// The Notify event document the payload maps to; 422 naming each payload pointer
-    /// the mapping needs but the payload lacks.
-    pub fn map(&self, payload: &Value) -> Result<Value, ApiError> {
+    /// The Notify event document the payload maps to, or each payload pointer the
+    /// mapping needs but the payload lacks.
+    pub fn map(&self, payload: &Value) -> Result<Value, Vec<FieldError>> {
         let mut out = Map::new();
         let mut missing = Vec::new();
         for (field, source) in &self.mapping {
@@ -309,17 +284,7 @@ impl Webhook {
         if missing.is_empty() {
             Ok(Value::Object(out))
         } else {
-            Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::UnmappablePayload,
-                "the payload lacks fields the webhook's mapping needs",
-            )
-            .with_details(
-                missing
-                    .into_iter()
-                    .map(|e| json!({"pointer": e.pointer, "message": e.message}))
-                    .collect(),
-            ))
+            Err(missing)
         }
     }
 }
@@ -347,110 +312,11 @@ impl Webhooks {
     }
 }
 
-/// Receives a signed webhook and stores the Notify event it maps to.
-#[utoipa::path(post, path = "/v1/webhooks/{name}", tag = "webhooks",
-    params(
-        ("name" = String, Path, description = "Webhook name"),
-        ("webhook-id" = Option<String>, Header, description = "Standard Webhooks message id"),
-        ("webhook-timestamp" = Option<String>, Header, description = "Standard Webhooks Unix time"),
-        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks `v1,<base64>` signatures"),
-        ("X-Hub-Signature-256" = Option<String>, Header, description = "GitHub `sha256=<hex>` signature"),
-        ("X-GitHub-Delivery" = Option<String>, Header, description = "GitHub delivery id"),
-    ),
-    request_body(content = Object, content_type = "application/json", description = "The source's payload"),
-    responses(
-        (status = 202, description = "Stored", body = crate::ingress::Accepted),
-        (status = 200, description = "The condition did not match: acknowledged, nothing stored"),
-        (status = 400, description = "Malformed JSON", body = crate::error::ErrorBody),
-        (status = 401, description = "Missing or bad signature, or stale timestamp", body = crate::error::ErrorBody),
-        (status = 404, description = "Unknown webhook or account", body = crate::error::ErrorBody),
-        (status = 409, description = "Delivery id already accepted", body = crate::error::ErrorBody),
-        (status = 413, description = "Too large", body = crate::error::ErrorBody),
-        (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
-        (status = 422, description = "Schema violation or unmappable payload", body = crate::error::ErrorBody),
-        (status = 429, description = "Throttled or the account's queue is full", body = crate::error::ErrorBody),
-        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
-    ))]
-pub async fn receive(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let name = path
-        .map(|Path(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPath, e.body_text()))?;
-    let hook = state.webhooks().get(&name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::UnknownWebhook,
-            format!("no webhook {name:?}"),
-        )
-    })?;
-    state.throttle().webhook(&hook.name)?;
-    let bytes = read_body(&headers, body, state.config().server.max_body_bytes).await?;
-    let delivery_id = hook
-        .verify(&headers, &bytes, SystemTime::now())
-        .map_err(|e| {
-            tracing::info!(webhook = %hook.name, reason = ?e, "webhook signature refused");
-            e.into_api()
-        })?;
-    require_json(&headers)?;
-    let payload = parse_json(&bytes)?;
-    if let Some(schema) = &hook.schema {
-        let errors = schema.check(&payload);
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(errors));
-        }
-    }
-    if !hook.matches(&payload) {
-        tracing::debug!(webhook = %hook.name, "webhook condition not met; nothing stored");
-        return Ok((StatusCode::OK, Json(json!({"skipped": true}))).into_response());
-    }
-    let event_doc = hook.map(&payload)?;
-    let account = state
-        .directory()
-        .resolve(&hook.account)
-        .await?
-        .ok_or_else(|| ingress::unknown_account(&hook.account))?;
-    // The delivery id is the event's idempotency key: storing and remembering it are one
-    // atomic step, so a sender retrying after a failure is never refused as a replay.
-    let idempotency = delivery_id.map(|id| replay_key(&hook.name, &id));
-    let event = ingress::prepare(&state, &account, &event_doc, idempotency)?;
-    let replayed = || {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::ReplayedWebhook,
-            "this delivery id was already accepted",
-        )
-    };
-    let ttl = hook.replay_window.as_secs().max(1);
-    // A delivery id seen before is a replay, whether or not the body is the same.
-    match ingress::store_one(&state, &account, event, ttl).await? {
-        ingress::Stored::New { id, deliveries } => {
-            tracing::info!(webhook = %hook.name, event_id = %id, "webhook stored");
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"id": id, "account": account.id, "deliveries": deliveries})),
-            )
-                .into_response())
-        }
-        ingress::Stored::Duplicate { .. } | ingress::Stored::KeyReused => Err(replayed()),
-    }
-}
-
-/// The idempotency key under which a webhook delivery id is remembered. Its namespace is
-/// one no client can reach: client `Idempotency-Key`s are visible ASCII only
-/// ([`ingress::idempotency_key`]), and these contain a space. So no client key can make a
-/// webhook delivery be refused as a replay, or learn whether one arrived.
-fn replay_key(hook: &str, delivery_id: &str) -> String {
-    format!("webhook {hook}:{delivery_id}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use serde_json::json;
 
     fn hook(kind: &str, secret: &str, extra: &str) -> Webhook {
         let text = format!(
@@ -458,19 +324,6 @@ mod tests {
         );
         let config: WebhookConfig = toml::from_str(&text).unwrap();
         Webhook::from_config(&config).unwrap()
-    }
-
-    #[test]
-    fn replay_keys_are_out_of_every_client_key_s_reach() {
-        for (hook, id) in [("statuspage", "msg_squat"), ("gh", "1-2-3"), ("h", "")] {
-            let key = replay_key(hook, id);
-            let mut headers = HeaderMap::new();
-            headers.insert("idempotency-key", HeaderValue::from_str(&key).unwrap());
-            assert!(
-                ingress::idempotency_key(&headers).is_err(),
-                "a client could send {key:?}"
-            );
-        }
     }
 
     fn sign(key: &[u8], content: &[u8]) -> Vec<u8> {
@@ -557,6 +410,6 @@ mod tests {
             json!({"app_id": 1, "event": "e", "agent_id": 5, "body": {"x": 1}})
         );
         let e = h.map(&json!({"incident": {}})).unwrap_err();
-        assert_eq!(e.details[0]["pointer"], "/assignee/id");
+        assert_eq!(e[0].pointer, "/assignee/id");
     }
 }

@@ -6,8 +6,8 @@
 //! account).
 
 use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{StreamExt, TryStreamExt};
@@ -17,12 +17,11 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::{AccountInfo, AccountSpec, AccountStoreError};
-use crate::app::AppState;
-use crate::auth::Client;
+use crate::api::extract::{read_body, require_json, Admin, AdminAccount, AdminTarget};
 use crate::config::valid_name;
 use crate::error::{ApiError, ErrorCode};
-use crate::ingress::{authenticate, read_body, require_json};
 use crate::queue::{rfc3339_ms, AccountStats, DeadLetterSelection, RateLimit};
+use crate::state::AppState;
 
 /// Largest page of dead letters, and of `GET /v1/queues`.
 pub const MAX_PAGE: u64 = 1000;
@@ -37,40 +36,12 @@ fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
-/// Authenticates an admin client.
-pub fn require_admin<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Client, ApiError> {
-    let client = authenticate(state, headers)?;
-    if !client.admin {
-        return Err(forbidden("this endpoint needs an admin key"));
-    }
-    Ok(client)
-}
-
 fn unknown_account(account: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         ErrorCode::UnknownAccount,
         format!("no account {account:?} is configured or registered"),
     )
-}
-
-fn account_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    path.map(|Path(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPath, e.body_text()))
-}
-
-/// An admin client that reaches `account`, which must exist.
-async fn admin_for(state: &AppState, headers: &HeaderMap, account: &str) -> Result<(), ApiError> {
-    let client = require_admin(state, headers)?;
-    if !client.reaches(account) {
-        return Err(forbidden(format!(
-            "this key may not use account {account:?}"
-        )));
-    }
-    if !valid_name(account) || state.directory().resolve(account).await?.is_none() {
-        return Err(unknown_account(account));
-    }
-    Ok(())
 }
 
 /// One account in `GET /v1/queues`.
@@ -289,10 +260,10 @@ fn sort_rows(rows: &mut [AccountStats], sort: QueueSort, now: u64) {
     ))]
 pub async fn queues(
     State(state): State<AppState>,
+    admin: Admin,
     query: Result<Query<QueuesQuery>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let client = require_admin(&state, &headers)?;
+    let client = &admin.0;
     let Query(query) = query.map_err(bad_query)?;
     let offset = query.offset.unwrap_or(0);
     if query.limit.is_some_and(|l| !(1..=MAX_PAGE).contains(&l))
@@ -424,13 +395,13 @@ pub struct HistoryQuery {
     ))]
 pub async fn history(
     State(state): State<AppState>,
+    admin: Admin,
     query: Result<Query<HistoryQuery>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let client = require_admin(&state, &headers)?;
+    let client = &admin.0;
     let Query(query) = query.map_err(bad_query)?;
     if let Some(account) = &query.account {
-        admin_for(&state, &headers, account).await?;
+        admin.existing(&state, account).await?;
     }
     let view = state
         .history()
@@ -458,11 +429,8 @@ pub struct ClusterView {
         (status = 403, description = "Not an admin key reaching every account", body = crate::error::ErrorBody),
         (status = 503, description = "Queue storage unavailable", body = crate::error::ErrorBody),
     ))]
-pub async fn cluster(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let client = require_admin(&state, &headers)?;
+pub async fn cluster(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+    let client = &admin.0;
     if !client.reaches_all() {
         return Err(forbidden(
             "the process list is for admin keys that reach every account",
@@ -522,12 +490,9 @@ fn bad_query(e: QueryRejection) -> ApiError {
     ))]
 pub async fn dead_letters(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    AdminAccount(account): AdminAccount,
     query: Result<Query<PageQuery>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let account = account_path(path)?;
-    admin_for(&state, &headers, &account).await?;
     let Query(page) = query.map_err(bad_query)?;
     let offset = page.offset.unwrap_or(0);
     let limit = page.limit.unwrap_or(100);
@@ -619,12 +584,10 @@ pub struct DeadLetterActionView {
     ))]
 pub async fn replay(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    AdminAccount(account): AdminAccount,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let account = account_path(path)?;
-    admin_for(&state, &headers, &account).await?;
     let selection = selection(&headers, body).await?;
     let ttl = std::time::Duration::from_secs(state.config().delivery.default_ttl_seconds);
     let result = state.queue().replay(&account, &selection, ttl).await?;
@@ -661,12 +624,9 @@ pub struct PurgeQuery {
     ))]
 pub async fn purge(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    AdminAccount(account): AdminAccount,
     query: Result<Query<PurgeQuery>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let account = account_path(path)?;
-    admin_for(&state, &headers, &account).await?;
     let Query(query) = query.map_err(bad_query)?;
     let selection = match query.ids {
         None => DeadLetterSelection::All,
@@ -710,11 +670,8 @@ pub struct HoldView {
     ))]
 pub async fn pause(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    AdminAccount(account): AdminAccount,
 ) -> Result<Response, ApiError> {
-    let account = account_path(path)?;
-    admin_for(&state, &headers, &account).await?;
     state.queue().pause(&account).await?;
     tracing::info!(account = %account, "account paused");
     Ok(Json(HoldView {
@@ -736,11 +693,8 @@ pub async fn pause(
     ))]
 pub async fn resume(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    AdminAccount(account): AdminAccount,
 ) -> Result<Response, ApiError> {
-    let account = account_path(path)?;
-    admin_for(&state, &headers, &account).await?;
     state.queue().resume(&account).await?;
     state.wake_worker();
     tracing::info!(account = %account, "account resumed");
@@ -775,16 +729,6 @@ fn store_error(e: AccountStoreError) -> ApiError {
     }
 }
 
-fn admin_reaching(state: &AppState, headers: &HeaderMap, account: &str) -> Result<(), ApiError> {
-    let client = require_admin(state, headers)?;
-    if !client.reaches(account) {
-        return Err(forbidden(format!(
-            "this key may not use account {account:?}"
-        )));
-    }
-    Ok(())
-}
-
 /// Registers or replaces a runtime account; its credentials are stored encrypted and
 /// never returned.
 #[utoipa::path(put, path = "/v1/accounts/{account}", tag = "admin",
@@ -804,12 +748,10 @@ fn admin_reaching(state: &AppState, headers: &HeaderMap, account: &str) -> Resul
     ))]
 pub async fn put_account(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    AdminTarget(account): AdminTarget,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let account = account_path(path)?;
-    admin_reaching(&state, &headers, &account)?;
     if !valid_name(&account) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -862,11 +804,8 @@ pub async fn put_account(
     ))]
 pub async fn get_account(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    AdminTarget(account): AdminTarget,
 ) -> Result<Response, ApiError> {
-    let account = account_path(path)?;
-    admin_reaching(&state, &headers, &account)?;
     if !valid_name(&account) {
         return Err(unknown_account(&account));
     }
@@ -892,11 +831,8 @@ pub async fn get_account(
     ))]
 pub async fn delete_account(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    AdminTarget(account): AdminTarget,
 ) -> Result<Response, ApiError> {
-    let account = account_path(path)?;
-    admin_reaching(&state, &headers, &account)?;
     if !valid_name(&account) {
         return Err(unknown_account(&account));
     }

@@ -8,9 +8,10 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use crate::app::AppState;
+use crate::api::extract::{idempotency_key, parse_json, read_body, require_json};
 use crate::error::ApiError;
-use crate::ingress;
+use crate::intake::IDEMPOTENCY_TTL_SECS;
+use crate::state::AppState;
 use crate::zendesk::Account;
 
 /// Header naming the event a proxied Notify call was queued as.
@@ -44,18 +45,21 @@ async fn queue(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<String, ApiError> {
-    ingress::require_json(headers)?;
-    let idempotency = ingress::idempotency_key(headers)?;
+    require_json(headers)?;
+    let idempotency = idempotency_key(headers)?;
     let config = state.config();
     let limit = config
         .server
         .max_body_bytes
         .min(config.proxy.max_body_bytes);
-    let bytes = ingress::read_body(headers, body, limit).await?;
-    let value = ingress::parse_json(&bytes)?;
-    let event = ingress::prepare(state, account, &value, idempotency)?;
-    let (id, _) = ingress::enqueue_one(state, account, event).await?;
-    Ok(id)
+    let bytes = read_body(headers, body, limit).await?;
+    let value = parse_json(&bytes)?;
+    let intake = state.intake();
+    let event = intake.prepare(&account.id, &value, idempotency)?;
+    let stored = intake
+        .store_one(account, event, IDEMPOTENCY_TTL_SECS)
+        .await?;
+    Ok(stored.id)
 }
 
 fn json_response(status: StatusCode, body: &'static str) -> Response {
