@@ -7,37 +7,41 @@
 //!
 //! # Layout
 //!
+//! From the top down; a module imports only modules listed below it.
+//!
 //! - [`cli`] — the command line (`serve`, `sim`, `demo`, `check-config`).
 //! - [`demo`] — `zenrelay demo`: gateway and simulator in one process, sample traffic (feature `sim`).
-//! - [`admin`] — operator endpoints: queues, dead letters, pause/resume, runtime accounts, metrics.
-//! - [`accounts`] — configured and runtime accounts.
-//! - [`seal`] — runtime accounts' credentials encrypted at rest.
-//! - [`webhooks`] — signed webhooks mapped to Notify events.
-//! - [`dashboard`] — the operator page at `/` and its script and stylesheet.
-//! - [`history`] — the in-process queue history behind the dashboard's charts.
-//! - [`presence`] — this process's heartbeat in the store's registry of gateway processes.
-//! - [`metrics`] — Prometheus metrics.
+//! - [`app`] — builds the gateway (queue, state, worker) from config; runs it until shutdown.
+//! - [`api`] — the HTTP edge: routes, extractors, and the handlers of ingress, webhooks,
+//!   admin endpoints and the proxy; the OpenAPI description.
+//! - [`state`] — the state the handlers share.
 //! - [`throttle`] — per-client ingress throttling.
-//! - [`openapi`] — the generated OpenAPI description.
-//! - [`sim`] — the local Zendesk Apps API simulator (feature `sim`, on by default).
-//! - [`config`] — typed, layered configuration.
-//! - [`app`] — builds state, router and worker from config; runs until shutdown.
-//! - [`ingress`] — `/v1` notify, batch and event status handlers.
+//! - [`error`] — the JSON error body of the HTTP edge, and the mapping of services' errors to it.
+//! - [`intake`] — validates events and stores them (for ingress, webhooks and the proxy).
 //! - [`proxy`] — the Apps API proxy: allowlist, path checks, routing, credential injection,
 //!   retries and pacing.
-//! - [`server`] — the HTTP/1.1 accept loop (plain or TLS) of the simulator and HTTPS gateway.
-//! - [`tls`] — PEM files and the rustls acceptor.
-//! - [`auth`] — client keys and their account scopes.
 //! - [`delivery`] — the worker loop, what wakes it, and the retry policy.
+//! - [`sim`] — the local Zendesk Apps API simulator (feature `sim`, on by default).
+//! - [`accounts`] — configured and runtime accounts.
+//! - [`webhooks`] — signed webhooks: signatures, conditions, mapping to Notify events.
+//! - [`server`] — the HTTP/1.1 accept loop (plain or TLS) of the simulator and HTTPS gateway.
+//! - [`zendesk`] — upstream accounts, credentials, the Notify call and outcome classes.
+//! - [`hosts`] — which account a proxied request's `Host` names.
+//! - [`auth`] — client keys and their account scopes.
+//! - [`history`] — the in-process queue history behind the dashboard's charts.
+//! - [`telemetry`] — logging.
+//! - [`config`] — typed, layered configuration.
+//! - [`metrics`] — Prometheus metrics.
+//! - [`presence`] — this process's heartbeat in the store's registry of gateway processes.
 //! - [`queue`] — the queue contract and its Lua scripts (key layout), run by Redis in
 //!   production (one primary, found directly or through Sentinel, or the masters of a
 //!   Redis Cluster) or by an embedded Lua over an in-process store (`memory://`, not
 //!   durable).
-//! - [`zendesk`] — upstream accounts, credentials, the Notify call and outcome classes.
-//! - [`domain`] — event ids, partitions, the Notify payload and its exact size.
 //! - [`schema`] — precompiled JSON Schema validation with JSON-pointer errors.
-//! - [`error`] — the JSON error body of the HTTP edge.
-//! - [`telemetry`] — logging.
+//! - [`domain`] — event ids, partitions, the Notify payload and its exact size.
+//! - [`seal`] — runtime accounts' credentials encrypted at rest.
+//! - [`tls`] — PEM files and the rustls acceptor.
+//! - [`dashboard`] — the operator page at `/` and its script and stylesheet.
 
 pub mod accounts;
 pub mod api;

@@ -263,9 +263,39 @@ pub async fn queues(
     admin: Admin,
     query: Result<Query<QueuesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let client = &admin.0;
     let Query(query) = query.map_err(bad_query)?;
     let offset = query.offset.unwrap_or(0);
+    check_queues_query(&query, offset)?;
+    let stats = state.queue().stats().await?;
+    let now = stats.now_ms;
+    let mut rows = every_account(&state, stats.accounts).await?;
+    rows.retain(|r| admin.0.reaches(&r.account));
+    let totals = totals_of(&rows, now);
+    if let Some(q) = query.q.as_deref().map(str::to_ascii_lowercase) {
+        rows.retain(|r| r.account.to_ascii_lowercase().contains(&q));
+    }
+    sort_rows(&mut rows, query.sort.unwrap_or_default(), now);
+    let total = rows.len() as u64;
+    let page: Vec<AccountStats> = rows
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(query.limit.map_or(usize::MAX, |l| l as usize))
+        .collect();
+    let next = offset + page.len() as u64;
+    let accounts = views_of(&state, page, now).await?;
+    Ok(Json(QueuesView {
+        now: rfc3339_ms(now),
+        accounts,
+        total,
+        offset,
+        next_offset: (next < total).then_some(next),
+        totals,
+    })
+    .into_response())
+}
+
+/// 400 for a page out of bounds or a search of more than 64 characters.
+fn check_queues_query(query: &QueuesQuery, offset: u64) -> Result<(), ApiError> {
     if query.limit.is_some_and(|l| !(1..=MAX_PAGE).contains(&l))
         || offset > MAX_OFFSET
         || query.q.as_ref().is_some_and(|q| q.chars().count() > 64)
@@ -278,8 +308,15 @@ pub async fn queues(
             ),
         ));
     }
-    let stats = state.queue().stats().await?;
-    let mut rows: Vec<AccountStats> = stats.accounts;
+    Ok(())
+}
+
+/// The stored accounts' rows, with an empty row for each configured or registered account
+/// the store holds nothing of.
+async fn every_account(
+    state: &AppState,
+    mut rows: Vec<AccountStats>,
+) -> Result<Vec<AccountStats>, ApiError> {
     let mut known: Vec<String> = state.accounts().iter().map(|a| a.id.clone()).collect();
     if state.directory().runtime_enabled() {
         known.extend(
@@ -301,11 +338,18 @@ pub async fn queues(
             });
         }
     }
-    rows.retain(|r| client.reaches(&r.account));
-    let now = stats.now_ms;
-    let age = |oldest: Option<u64>| oldest.map(|o| now.saturating_sub(o) as f64 / 1000.0);
+    Ok(rows)
+}
+
+/// Age in seconds at `now` of a time in milliseconds.
+fn age_at(now: u64, oldest: Option<u64>) -> Option<f64> {
+    oldest.map(|o| now.saturating_sub(o) as f64 / 1000.0)
+}
+
+/// Sums over `rows`.
+fn totals_of(rows: &[AccountStats], now: u64) -> QueueTotals {
     let mut totals = QueueTotals::default();
-    for a in &rows {
+    for a in rows {
         totals.accounts += 1;
         totals.depth += a.depth;
         totals.in_flight += a.in_flight;
@@ -316,18 +360,16 @@ pub async fn queues(
         totals.paused += u64::from(a.paused);
         totals.auth_failed += u64::from(a.auth_failed);
     }
-    totals.oldest_age_seconds = age(rows.iter().filter_map(|a| a.oldest_ms).min());
-    if let Some(q) = query.q.as_deref().map(str::to_ascii_lowercase) {
-        rows.retain(|r| r.account.to_ascii_lowercase().contains(&q));
-    }
-    sort_rows(&mut rows, query.sort.unwrap_or_default(), now);
-    let total = rows.len() as u64;
-    let page: Vec<AccountStats> = rows
-        .into_iter()
-        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-        .take(query.limit.map_or(usize::MAX, |l| l as usize))
-        .collect();
-    let next = offset + page.len() as u64;
+    totals.oldest_age_seconds = age_at(now, rows.iter().filter_map(|a| a.oldest_ms).min());
+    totals
+}
+
+/// The views of a page of rows, each with its account's limit.
+async fn views_of(
+    state: &AppState,
+    page: Vec<AccountStats>,
+    now: u64,
+) -> Result<Vec<QueueView>, ApiError> {
     // The limit lives in each account's settings: read for this page's accounts only, a few
     // at a time (a runtime account's may be a Redis read), and a failed read fails the page
     // rather than show the account without its limit.
@@ -339,12 +381,12 @@ pub async fn queues(
         .map(|r| r.map(|acct| acct.map(|acct| acct.limit)))
         .try_collect()
         .await?;
-    let accounts = page
+    Ok(page
         .into_iter()
         .zip(limits)
         .map(|(a, limit)| QueueView {
             state: state_of(&a, now, limit.map(|l| l.limit)),
-            oldest_age_seconds: age(a.oldest_ms),
+            oldest_age_seconds: age_at(now, a.oldest_ms),
             next_send_at: a.next_send_ms.map(|ms| rfc3339_ms(ms.max(now))),
             limit: limit.map(|l| l.limit),
             window_seconds: limit.map(|l| l.window_ms as f64 / 1000.0),
@@ -359,16 +401,7 @@ pub async fn queues(
             paused: a.paused,
             auth_failed: a.auth_failed,
         })
-        .collect();
-    Ok(Json(QueuesView {
-        now: rfc3339_ms(now),
-        accounts,
-        total,
-        offset,
-        next_offset: (next < total).then_some(next),
-        totals,
-    })
-    .into_response())
+        .collect())
 }
 
 /// Which history `GET /v1/history` returns.
