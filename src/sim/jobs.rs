@@ -1,5 +1,5 @@
 //! Build jobs (create/update an app from an upload) and install jobs (install an app's
-//! requirements), and how they advance.
+//! requirements): what a job holds and where it stands.
 //!
 //! A job is `queued`, then `working`, then finished (`completed` or `failed`). It advances one
 //! step per status poll or with time (`working` after [`WORKING_AFTER`], finished after
@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::clock::now_iso;
 use super::packages::Package;
 
 /// Time after which a queued job is working.
@@ -94,72 +95,12 @@ impl Job {
 
 /// `Completed at 2013-05-06 15:02:40 +0000` for now.
 pub(crate) fn completed_message() -> String {
-    let iso = super::state::now_iso();
+    let iso = now_iso();
     // 2013-05-06T15:02:40Z → 2013-05-06 15:02:40 +0000
     format!(
         "Completed at {} +0000",
         iso.trim_end_matches('Z').replace('T', " ")
     )
-}
-
-use super::state::{AccountState, Ids};
-
-/// Finishes a job whose time has come: the app is built or updated, the installation's
-/// requirements are installed, or the failure is recorded.
-pub(crate) fn finish(account: &mut AccountState, ids: &mut Ids, job_id: &str) {
-    let Some(job) = account.jobs.get(job_id) else {
-        return;
-    };
-    if job.result.is_some() {
-        return;
-    }
-    let kind = job.kind.clone();
-    let mut built = None;
-    let result = match kind {
-        JobKind::Build {
-            target,
-            outcome,
-            name,
-            short_description,
-            ..
-        } => match outcome {
-            Err(message) => Err(message),
-            Ok(package) => {
-                match super::apps::build(account, ids, target, *package, name, short_description) {
-                    Ok(app_id) => {
-                        built = Some(app_id);
-                        Ok(completed_message())
-                    }
-                    Err(message) => Err(message),
-                }
-            }
-        },
-        JobKind::Install { installation_id } => {
-            super::installations::complete(account, ids, installation_id)
-                .map(|()| completed_message())
-        }
-    };
-    if let Some(job) = account.jobs.get_mut(job_id) {
-        if let JobKind::Build { app_id, .. } = &mut job.kind {
-            *app_id = built;
-        }
-        job.result = Some(result);
-    }
-}
-
-/// Finishes every job that is due by time, so apps and installations appear even when nobody
-/// polls.
-pub(crate) fn advance(account: &mut AccountState, ids: &mut Ids, now: Instant) {
-    let mut due: Vec<(Instant, String)> = account
-        .jobs
-        .values()
-        .filter(|j| j.result.is_none() && j.time_stage(now) == Stage::Finished)
-        .map(|j| (j.created, j.id.clone()))
-        .collect();
-    due.sort();
-    for (_, id) in due {
-        finish(account, ids, &id);
-    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
+use super::clock::unix_ms;
 use super::errors::{json_response, ApiError};
-use super::state::{unix_ms, ReceivedNotification, MAX_NOTIFICATIONS};
-use super::Simulator;
+use super::state::{ReceivedNotification, Store, MAX_NOTIFICATIONS};
 
 /// The largest Notify request body Zendesk accepts (1 MB = 1024 kB).
 pub const MAX_NOTIFY_BODY: usize = 1_048_576;
@@ -57,13 +57,8 @@ fn rate_headers(resp: &mut Response, limit: u32, remaining: u32) {
 }
 
 /// Handles one Notify request of an authenticated caller.
-pub(crate) fn notify(
-    sim: &Simulator,
-    caller: &Caller,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
-    let config = sim.config();
+pub(crate) fn notify(store: &Store, caller: &Caller, headers: &HeaderMap, body: Bytes) -> Response {
+    let config = store.config();
     let limit = config.notify_per_minute;
     let window = Duration::from_secs(config.notify_window_seconds);
     let now = Instant::now();
@@ -71,7 +66,7 @@ pub(crate) fn notify(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut state = sim.lock();
+    let mut state = store.lock();
     let Some(account) = state.accounts.get_mut(&caller.account) else {
         return ApiError::NotFound.into_response();
     };
