@@ -12,7 +12,7 @@ use super::body::{json_object, numeric_id, optional_string};
 use super::ctx::Ctx;
 use super::errors::{json_response, no_content, ApiError};
 use super::jobs::{self, Job, JobKind, Stage};
-use super::packages::{self, Package};
+use super::packages::{self, InvalidPackage, Package};
 use super::progress;
 use super::routes::Family;
 
@@ -70,13 +70,23 @@ pub(crate) fn delete(ctx: &Ctx<'_>, id: u64) -> R {
     })
 }
 
-fn generate_public_key() -> Result<String, String> {
+/// Why a public key could not be made.
+#[derive(Debug, thiserror::Error)]
+enum PublicKeyError {
+    /// The RSA key pair could not be generated.
+    #[error(transparent)]
+    Generate(#[from] rsa::Error),
+    /// The public key could not be written as PEM.
+    #[error(transparent)]
+    Encode(#[from] rsa::pkcs8::spki::Error),
+}
+
+/// A fresh RSA public key as PEM.
+fn generate_public_key() -> Result<String, PublicKeyError> {
     use rsa::pkcs8::{EncodePublicKey, LineEnding};
     let mut rng = rsa::rand_core::OsRng;
-    let private = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
-    rsa::RsaPublicKey::from(&private)
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| e.to_string())
+    let private = rsa::RsaPrivateKey::new(&mut rng, 2048)?;
+    Ok(rsa::RsaPublicKey::from(&private).to_public_key_pem(LineEnding::LF)?)
 }
 
 /// `GET /apps/{id}/public_key(.pem)`: a real RSA public key per app, made on first request.
@@ -91,7 +101,7 @@ pub(crate) async fn public_key(ctx: &Ctx<'_>, id: u64, pem: bool) -> R {
             let generated = tokio::task::spawn_blocking(generate_public_key)
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(ApiError::Internal)?;
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             ctx.with_account(|account, _| {
                 let app = account.apps.get_mut(&id).ok_or(ApiError::NotFound)?;
                 // Two first requests may race; the first key stored wins.
@@ -156,11 +166,11 @@ pub(crate) async fn upload(ctx: &Ctx<'_>) -> R {
     })
 }
 
-async fn validate_in_background(bytes: Bytes) -> Result<Package, String> {
+/// Validates a package off the async workers.
+async fn validate_in_background(bytes: Bytes) -> Result<Package, InvalidPackage> {
     tokio::task::spawn_blocking(move || packages::validate(&bytes))
         .await
-        .map_err(|_| packages::CANNOT_UNZIP.to_string())?
-        .map_err(|errors| errors.join("\n"))
+        .map_err(|_| InvalidPackage::cannot_unzip())?
 }
 
 /// `POST /api/v2/apps/validate` (multipart field `file`): 200 when valid, else 400 with the
@@ -171,9 +181,9 @@ pub(crate) async fn validate(ctx: &Ctx<'_>) -> R {
         .ok_or_else(|| ApiError::BadRequest("file is required".into()))?;
     match validate_in_background(data).await {
         Ok(_) => Ok(json_response(StatusCode::OK, &json!({"valid": true}))),
-        Err(description) => Ok(json_response(
+        Err(invalid) => Ok(json_response(
             StatusCode::BAD_REQUEST,
-            &json!({"error": "InvalidPackage", "description": description}),
+            &json!({"error": "InvalidPackage", "description": invalid.to_string()}),
         )),
     }
 }
@@ -239,13 +249,13 @@ pub(crate) fn job_status(ctx: &Ctx<'_>, job_id: &str) -> R {
             JobKind::Install { .. } => None,
         };
         let (status, body) = match (&job.result, stage) {
-            (Some(Ok(message)), _) => (
+            (Some(Ok(completed)), _) => (
                 StatusCode::OK,
                 json!({
                     "app_id": app_id,
                     "app_url": app_id.map(|id| format!("{base}/{id}.json")),
                     "id": job_id,
-                    "message": message,
+                    "message": completed.to_string(),
                     "progress": 100,
                     "retry_in": jobs::RETRY_IN,
                     "status": "completed",
@@ -253,11 +263,11 @@ pub(crate) fn job_status(ctx: &Ctx<'_>, job_id: &str) -> R {
                     "url": url,
                 }),
             ),
-            (Some(Err(message)), _) => (
+            (Some(Err(failure)), _) => (
                 StatusCode::NOT_FOUND,
                 json!({
                     "id": job_id,
-                    "message": message,
+                    "message": failure.to_string(),
                     "progress": null,
                     "retry_in": jobs::RETRY_IN,
                     "status": "failed",

@@ -113,7 +113,7 @@ pub(crate) async fn add_fault(State(store): State<Arc<Store>>, body: Bytes) -> R
         .map(|a| a.subdomain.as_str())
         .collect();
     if let Err(e) = rule.check(&accounts) {
-        return bad(e);
+        return bad(e.to_string());
     }
     let mut state = store.lock();
     rule.id = state.ids.next();

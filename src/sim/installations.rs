@@ -408,12 +408,12 @@ pub(crate) fn job_status(ctx: &Ctx<'_>, job_id: &str) -> R {
         let job = account.jobs.get_mut(job_id).ok_or(ApiError::NotFound)?;
         job.polls = job.polls.saturating_add(1);
         let body = match &job.result {
-            Some(Ok(message)) => json!({
-                "id": job_id, "installation_id": installation_id, "message": message,
+            Some(Ok(completed)) => json!({
+                "id": job_id, "installation_id": installation_id, "message": completed.to_string(),
                 "progress": 100, "status": "completed", "total": 100, "url": url,
             }),
-            Some(Err(message)) => json!({
-                "id": job_id, "installation_id": null, "message": message,
+            Some(Err(failure)) => json!({
+                "id": job_id, "installation_id": null, "message": failure.to_string(),
                 "progress": null, "status": "failed", "total": 100, "url": url,
             }),
             None => json!({

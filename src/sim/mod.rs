@@ -92,7 +92,9 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use config::{Role, SimAccount, SimConfig, SimUser, TlsFiles};
+pub use config::{
+    InvalidSimSetting, Role, SimAccount, SimConfig, SimConfigError, SimUser, TlsFiles,
+};
 pub use notify::MAX_NOTIFY_BODY;
 pub use state::{ReceivedNotification, RequestRecord};
 

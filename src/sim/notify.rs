@@ -22,30 +22,69 @@ use super::state::{ReceivedNotification, Store, MAX_NOTIFICATIONS};
 /// The largest Notify request body Zendesk accepts (1 MB = 1024 kB).
 pub const MAX_NOTIFY_BODY: usize = 1_048_576;
 
-fn check_body(body: &[u8]) -> Result<Value, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("Request body is not valid JSON: {e}"))?;
-    let obj = value
-        .as_object()
-        .ok_or("Request body must be a JSON object")?;
+/// Why a Notify body is refused; shown as the 400's `description`.
+#[derive(Debug, thiserror::Error)]
+enum InvalidNotification {
+    /// The body is not JSON.
+    #[error("Request body is not valid JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// The body is JSON but not an object.
+    #[error("Request body must be a JSON object")]
+    NotObject,
+    /// A required field is absent.
+    #[error("{field} is required")]
+    Missing { field: &'static str },
+    /// A field has the wrong type or an empty value.
+    #[error("{field} must be {expected}")]
+    Invalid {
+        field: &'static str,
+        expected: &'static str,
+    },
+}
+
+/// Checks a Notify body against the documented fields; answers the body as JSON.
+fn check_body(body: &[u8]) -> Result<Value, InvalidNotification> {
+    use InvalidNotification::{Invalid, Missing};
+    let value: Value = serde_json::from_slice(body).map_err(InvalidNotification::NotJson)?;
+    let obj = value.as_object().ok_or(InvalidNotification::NotObject)?;
     match obj.get("app_id") {
         Some(v) if v.as_u64().is_some() => {}
-        Some(_) => return Err("app_id must be a non-negative integer".into()),
-        None => return Err("app_id is required".into()),
+        Some(_) => {
+            return Err(Invalid {
+                field: "app_id",
+                expected: "a non-negative integer",
+            })
+        }
+        None => return Err(Missing { field: "app_id" }),
     }
     match obj.get("event") {
         Some(Value::String(s)) if !s.is_empty() => {}
-        Some(_) => return Err("event must be a non-empty string".into()),
-        None => return Err("event is required".into()),
+        Some(_) => {
+            return Err(Invalid {
+                field: "event",
+                expected: "a non-empty string",
+            })
+        }
+        None => return Err(Missing { field: "event" }),
     }
     match obj.get("body") {
         None | Some(Value::Null) | Some(Value::String(_)) => {}
-        Some(_) => return Err("body must be a string".into()),
+        Some(_) => {
+            return Err(Invalid {
+                field: "body",
+                expected: "a string",
+            })
+        }
     }
     match obj.get("agent_id") {
         None | Some(Value::Null) => {}
         Some(v) if v.as_u64().is_some() => {}
-        Some(_) => return Err("agent_id must be an integer".into()),
+        Some(_) => {
+            return Err(Invalid {
+                field: "agent_id",
+                expected: "an integer",
+            })
+        }
     }
     Ok(value)
 }
@@ -132,11 +171,11 @@ pub(crate) fn notify(store: &Store, caller: &Caller, headers: &HeaderMap, body: 
                 push(&mut account.notifications, record.clone());
                 json_response(StatusCode::OK, &Value::Null)
             }
-            Err(message) => {
+            Err(invalid) => {
                 record.status = 400;
                 record.json = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 record.raw_body = body;
-                ApiError::BadRequest(message).into_response()
+                ApiError::BadRequest(invalid.to_string()).into_response()
             }
         }
     };
@@ -162,5 +201,30 @@ mod tests {
         assert!(check_body(br#"{"app_id":1,"event":"e","agent_id":"x"}"#).is_err());
         assert!(check_body(b"[1]").is_err());
         assert!(check_body(b"nope").is_err());
+    }
+
+    #[test]
+    fn messages_name_the_field() {
+        let message = |body: &[u8]| check_body(body).unwrap_err().to_string();
+        assert_eq!(message(br#"{"event":"e"}"#), "app_id is required");
+        assert_eq!(
+            message(br#"{"app_id":-1,"event":"e"}"#),
+            "app_id must be a non-negative integer"
+        );
+        assert_eq!(message(br#"{"app_id":1}"#), "event is required");
+        assert_eq!(
+            message(br#"{"app_id":1,"event":""}"#),
+            "event must be a non-empty string"
+        );
+        assert_eq!(
+            message(br#"{"app_id":1,"event":"e","body":{}}"#),
+            "body must be a string"
+        );
+        assert_eq!(
+            message(br#"{"app_id":1,"event":"e","agent_id":"x"}"#),
+            "agent_id must be an integer"
+        );
+        assert_eq!(message(b"[1]"), "Request body must be a JSON object");
+        assert!(message(b"nope").starts_with("Request body is not valid JSON: "));
     }
 }

@@ -17,7 +17,7 @@ use std::io::{Cursor, Read};
 use serde_json::{Map, Value};
 
 /// The message of a package that is not a zip.
-pub(crate) const CANNOT_UNZIP: &str = "Cannot unzip the package";
+const CANNOT_UNZIP: &str = "Cannot unzip the package";
 /// The most requirements one app may declare.
 pub(crate) const MAX_REQUIREMENTS: usize = 5000;
 /// The framework versions apps may target.
@@ -72,6 +72,28 @@ pub(crate) struct ParamSpec {
     pub default_value: Value,
 }
 
+/// Why a package is refused: every problem found, in Zendesk's words, shown one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub(crate) struct InvalidPackage {
+    /// The problems, in the order they were found.
+    pub problems: Vec<String>,
+}
+
+impl InvalidPackage {
+    /// A package refused for one problem.
+    pub(crate) fn one(problem: impl Into<String>) -> InvalidPackage {
+        InvalidPackage {
+            problems: vec![problem.into()],
+        }
+    }
+
+    /// A package that is not a readable zip (or whose check could not finish).
+    pub(crate) fn cannot_unzip() -> InvalidPackage {
+        InvalidPackage::one(CANNOT_UNZIP)
+    }
+}
+
 /// What the simulator keeps of a valid package.
 #[derive(Debug, Clone)]
 pub(crate) struct Package {
@@ -114,11 +136,11 @@ fn listing(items: &[String]) -> String {
 }
 
 /// Validates a package; the error lists every problem found, in Zendesk's words.
-pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
+pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, InvalidPackage> {
     let mut archive =
-        zip::ZipArchive::new(Cursor::new(zip_bytes)).map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+        zip::ZipArchive::new(Cursor::new(zip_bytes)).map_err(|_| InvalidPackage::cannot_unzip())?;
     if archive.len() > MAX_ENTRIES {
-        return Err(vec![CANNOT_UNZIP.to_string()]);
+        return Err(InvalidPackage::cannot_unzip());
     }
     let mut files = BTreeSet::new();
     // Normalised name → name in the archive.
@@ -126,9 +148,11 @@ pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
     for i in 0..archive.len() {
         let entry = archive
             .by_index_raw(i)
-            .map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+            .map_err(|_| InvalidPackage::cannot_unzip())?;
         if entry.is_symlink() {
-            return Err(vec!["Symlinks are not allowed in the zip file".to_string()]);
+            return Err(InvalidPackage::one(
+                "Symlinks are not allowed in the zip file",
+            ));
         }
         if entry.is_file() {
             let normalised = entry.name().trim_start_matches("./").to_string();
@@ -136,40 +160,40 @@ pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
             files.insert(normalised);
         }
     }
-    let mut read = |name: &str| -> Result<Vec<u8>, Vec<String>> {
+    let mut read = |name: &str| -> Result<Vec<u8>, InvalidPackage> {
         let stored = names.get(name).map_or(name, String::as_str);
         let entry = archive
             .by_name(stored)
-            .map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+            .map_err(|_| InvalidPackage::cannot_unzip())?;
         let mut buf = Vec::new();
         entry
             .take(MAX_FILE_BYTES)
             .read_to_end(&mut buf)
-            .map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+            .map_err(|_| InvalidPackage::cannot_unzip())?;
         Ok(buf)
     };
 
     if !files.contains("manifest.json") {
         let nested = files.iter().find(|f| f.ends_with("/manifest.json"));
-        return Err(vec![match nested {
+        return Err(InvalidPackage::one(match nested {
             Some(found) => format!(
                 "Could not find manifest.json in the root of the zip file, but {found} was found. Try re-creating the archive from this directory."
             ),
             None => "Could not find manifest.json".to_string(),
-        }]);
+        }));
     }
     let (manifest, duplicates) = parse_reporting_duplicates(&read("manifest.json")?)
-        .map_err(|e| vec![format!("manifest is not proper JSON. {e}")])?;
+        .map_err(|e| InvalidPackage::one(format!("manifest is not proper JSON. {e}")))?;
     if !duplicates.is_empty() {
-        return Err(vec![format!(
+        return Err(InvalidPackage::one(format!(
             "Duplicate keys are specified in the manifest.json file. {}",
             listing(&duplicates)
-        )]);
+        )));
     }
     let Value::Object(manifest) = manifest else {
-        return Err(vec![
-            "manifest is not proper JSON. The manifest must be a JSON object".to_string(),
-        ]);
+        return Err(InvalidPackage::one(
+            "manifest is not proper JSON. The manifest must be a JSON object",
+        ));
     };
 
     let mut errors = Vec::new();
@@ -383,7 +407,7 @@ pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
     }
 
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(InvalidPackage { problems: errors });
     }
     let app_strings = translation.get("app").and_then(Value::as_object);
     let text = |key: &str| {
@@ -639,14 +663,19 @@ mod tests {
 
     #[test]
     fn errors_carry_zendesk_messages() {
-        assert_eq!(validate(b"not a zip").unwrap_err(), vec![CANNOT_UNZIP]);
+        assert_eq!(
+            validate(b"not a zip").unwrap_err().problems,
+            vec![CANNOT_UNZIP]
+        );
         let nested = zip(&[("app/manifest.json", MANIFEST)]);
-        assert!(validate(&nested).unwrap_err()[0].contains("but app/manifest.json was found"));
+        assert!(
+            validate(&nested).unwrap_err().problems[0].contains("but app/manifest.json was found")
+        );
         let e = validate(&ok_files(
             r#"{"author":{"name":"A"},"defaultLocale":"en","frameworkVersion":"1.0","location":{"zendesk":{}},"singleInstall":"yes","parameters":[{"name":"name"},{"name":"a","type":"hidden","required":true},{"name":"a","type":"password"}]}"#,
         ))
         .unwrap_err();
-        let all = e.join("\n");
+        let all = e.to_string();
         for needle in [
             "Missing required field in manifest: author email",
             "1.0 is not a valid framework version. Available versions are: 2.0.",
@@ -668,7 +697,7 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(
-            e,
+            e.problems,
             vec!["Duplicate keys are specified in the manifest.json file. name, author.name"]
         );
         let (v, d) = parse_reporting_duplicates(br#"{"a":[1,{"b":true}],"c":null}"#).unwrap();

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::clock::now_iso;
-use super::jobs::{completed_message, JobKind, Stage};
+use super::jobs::{Completed, JobFailure, JobKind, Stage};
 use super::packages::Package;
 use super::records::{App, Parameter, Requirement};
 use super::state::{AccountState, Ids};
@@ -29,20 +29,13 @@ pub(crate) fn finish(account: &mut AccountState, ids: &mut Ids, job_id: &str) {
             name,
             short_description,
             ..
-        } => match outcome {
-            Err(message) => Err(message),
-            Ok(package) => {
-                match build_app(account, ids, target, *package, name, short_description) {
-                    Ok(app_id) => {
-                        built = Some(app_id);
-                        Ok(completed_message())
-                    }
-                    Err(message) => Err(message),
-                }
-            }
-        },
+        } => outcome.map_err(JobFailure::from).and_then(|package| {
+            let app_id = build_app(account, ids, target, *package, name, short_description)?;
+            built = Some(app_id);
+            Ok(Completed::now())
+        }),
         JobKind::Install { installation_id } => {
-            install_requirements(account, ids, installation_id).map(|()| completed_message())
+            install_requirements(account, ids, installation_id).map(|()| Completed::now())
         }
     };
     if let Some(job) = account.jobs.get_mut(job_id) {
@@ -76,7 +69,7 @@ fn build_app(
     package: Package,
     name: Option<String>,
     short_description: Option<String>,
-) -> Result<u64, String> {
+) -> Result<u64, JobFailure> {
     let now = now_iso();
     let old = match target {
         Some(id) => Some(
@@ -84,7 +77,7 @@ fn build_app(
                 .apps
                 .get(&id)
                 .cloned()
-                .ok_or_else(|| "The app to update no longer exists".to_string())?,
+                .ok_or(JobFailure::AppToUpdateGone)?,
         ),
         None => None,
     };
@@ -131,16 +124,16 @@ fn install_requirements(
     account: &mut AccountState,
     ids: &mut Ids,
     installation_id: u64,
-) -> Result<(), String> {
+) -> Result<(), JobFailure> {
     let app_id = account
         .installations
         .get(&installation_id)
-        .ok_or("The installation was removed before its requirements were installed")?
+        .ok_or(JobFailure::InstallationRemoved)?
         .app_id;
     let wanted = account
         .apps
         .get(&app_id)
-        .ok_or("The app was deleted before its requirements were installed")?
+        .ok_or(JobFailure::AppDeleted)?
         .package
         .requirements
         .clone();
