@@ -38,10 +38,21 @@ impl App {
         installation_count: usize,
         exclude: &[&str],
     ) -> Value {
-        let base = family.base_path();
-        let p = &self.package;
-        let parameters: Vec<Value> = self
-            .parameters
+        let mut v = match family {
+            Family::Support => self.support_json(installation_count),
+            Family::Sell => self.sell_json(),
+        };
+        if let Value::Object(map) = &mut v {
+            for key in exclude {
+                map.remove(*key);
+            }
+        }
+        v
+    }
+
+    /// The app's parameters, as both documents show them.
+    fn parameters_json(&self) -> Vec<Value> {
+        self.parameters
             .iter()
             .map(|param| {
                 json!({
@@ -57,98 +68,102 @@ impl App {
                     "updated_at": param.created_at,
                 })
             })
-            .collect();
-        let rating = json!({"average": 0, "count": {}, "total_count": 0});
-        let mut v = match family {
-            Family::Support => json!({
-                "app_organization": null,
-                "author_email": p.author_email,
-                "author_name": p.author_name,
-                "author_url": p.author_url,
-                "categories": [],
-                "closed_preview": false,
-                "collections": [],
-                "created_at": self.created_at,
-                "date_published": null,
-                "default_locale": p.default_locale,
-                "deprecated": false,
-                "feature_color": null,
-                "featured": false,
-                "framework_version": p.framework_version,
-                "google_analytics_code": null,
-                "id": self.id,
-                "installable": true,
-                "installation_count": installation_count,
-                "installation_instructions": p.installation_instructions.clone().unwrap_or_default(),
-                "large_icon": format!("{base}/{}/assets/logo.png", self.id),
-                "locations": [],
-                "long_description": p.long_description.clone().unwrap_or_default(),
-            }),
-            Family::Sell => json!({}),
-        };
-        let rest = match family {
-            Family::Support => json!({
-                "marketing_only": p.marketing_only,
-                "name": self.name,
-                "obsolete": false,
-                "owner_id": 1,
-                "paid": false,
-                "parameters": parameters,
-                "plans": [],
-                "products": p.products,
-                "promoted": false,
-                "rating": rating,
-                "raw_installation_instructions": p.installation_instructions,
-                "raw_long_description": p.long_description,
-                "remote_installation_url": null,
-                "screenshots": [],
-                "short_description": self.short_description,
-                "single_install": p.single_install,
-                "small_icon": format!("{base}/{}/assets/logo-small.png", self.id),
-                "state": "published",
-                "stripe_publishable_key": null,
-                "terms_conditions_url": null,
-                "third_party_pricing": {"has_third_party_pricing": false, "third_party_pricing_url": null},
-                "updated_at": self.updated_at,
-                "version": p.version,
-                "visibility": "private",
-            }),
-            Family::Sell => json!({
-                "author_email": p.author_email,
-                "author_name": p.author_name,
-                "categories": [],
-                "created_at": self.created_at,
-                "default_locale": p.default_locale,
-                "featured": false,
-                "framework_version": p.framework_version,
-                "id": self.id,
-                "installable": true,
-                "installation_instructions": p.installation_instructions.clone().unwrap_or_default(),
-                "large_icon": format!("{base}/{}/assets/logo.png", self.id),
-                "long_description": p.long_description.clone().unwrap_or_default(),
-                "name": self.name,
-                "owner_id": 1,
-                "parameters": parameters,
-                "promoted": false,
-                "rating": rating,
-                "raw_installation_instructions": p.installation_instructions,
-                "raw_long_description": p.long_description,
-                "screenshots": [],
-                "short_description": self.short_description,
-                "single_install": p.single_install,
-                "small_icon": format!("{base}/{}/assets/logo-small.png", self.id),
-                "updated_at": self.updated_at,
-                "version": p.version,
-                "visibility": "private",
-            }),
-        };
+            .collect()
+    }
+
+    /// The app object of the Support document.
+    fn support_json(&self, installation_count: usize) -> Value {
+        let base = Family::Support.base_path();
+        let p = &self.package;
+        // Built from two literals: one would exceed the `json!` macro's recursion limit.
+        let mut v = json!({
+            "app_organization": null,
+            "author_email": p.author_email,
+            "author_name": p.author_name,
+            "author_url": p.author_url,
+            "categories": [],
+            "closed_preview": false,
+            "collections": [],
+            "created_at": self.created_at,
+            "date_published": null,
+            "default_locale": p.default_locale,
+            "deprecated": false,
+            "feature_color": null,
+            "featured": false,
+            "framework_version": p.framework_version,
+            "google_analytics_code": null,
+            "id": self.id,
+            "installable": true,
+            "installation_count": installation_count,
+            "installation_instructions": p.installation_instructions.clone().unwrap_or_default(),
+            "large_icon": format!("{base}/{}/assets/logo.png", self.id),
+            "locations": [],
+            "long_description": p.long_description.clone().unwrap_or_default(),
+        });
+        let rest = json!({
+            "marketing_only": p.marketing_only,
+            "name": self.name,
+            "obsolete": false,
+            "owner_id": 1,
+            "paid": false,
+            "parameters": self.parameters_json(),
+            "plans": [],
+            "products": p.products,
+            "promoted": false,
+            "rating": {"average": 0, "count": {}, "total_count": 0},
+            "raw_installation_instructions": p.installation_instructions,
+            "raw_long_description": p.long_description,
+            "remote_installation_url": null,
+            "screenshots": [],
+            "short_description": self.short_description,
+            "single_install": p.single_install,
+            "small_icon": format!("{base}/{}/assets/logo-small.png", self.id),
+            "state": "published",
+            "stripe_publishable_key": null,
+            "terms_conditions_url": null,
+            "third_party_pricing": {"has_third_party_pricing": false, "third_party_pricing_url": null},
+            "updated_at": self.updated_at,
+            "version": p.version,
+            "visibility": "private",
+        });
         if let (Value::Object(map), Value::Object(rest)) = (&mut v, rest) {
             map.extend(rest);
-            for key in exclude {
-                map.remove(*key);
-            }
         }
         v
+    }
+
+    /// The app object of the Sell document.
+    fn sell_json(&self) -> Value {
+        let base = Family::Sell.base_path();
+        let p = &self.package;
+        json!({
+            "author_email": p.author_email,
+            "author_name": p.author_name,
+            "categories": [],
+            "created_at": self.created_at,
+            "default_locale": p.default_locale,
+            "featured": false,
+            "framework_version": p.framework_version,
+            "id": self.id,
+            "installable": true,
+            "installation_instructions": p.installation_instructions.clone().unwrap_or_default(),
+            "large_icon": format!("{base}/{}/assets/logo.png", self.id),
+            "long_description": p.long_description.clone().unwrap_or_default(),
+            "name": self.name,
+            "owner_id": 1,
+            "parameters": self.parameters_json(),
+            "promoted": false,
+            "rating": {"average": 0, "count": {}, "total_count": 0},
+            "raw_installation_instructions": p.installation_instructions,
+            "raw_long_description": p.long_description,
+            "screenshots": [],
+            "short_description": self.short_description,
+            "single_install": p.single_install,
+            "small_icon": format!("{base}/{}/assets/logo-small.png", self.id),
+            "updated_at": self.updated_at,
+            "version": p.version,
+            "visibility": "private",
+        })
     }
 }
 
