@@ -211,29 +211,10 @@ impl SimConfig {
             ));
         }
         let mut subdomains = HashSet::new();
-        let mut oauth_tokens = HashSet::new();
-        let mut basic_pairs = HashSet::new();
+        let mut credentials = CredentialsSeen::default();
         for (a, account) in self.accounts.iter().enumerate() {
             let key = format!("sim.accounts[{a}]");
-            let sub = account.subdomain.as_str();
-            if sub.is_empty()
-                || sub.starts_with('-')
-                || sub.ends_with('-')
-                || !sub
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
-                return Err(InvalidSimSetting::new(
-                    format!("{key}.subdomain"),
-                    format!("{sub:?} is not a valid subdomain (lowercase letters, digits, '-')"),
-                ));
-            }
-            if !subdomains.insert(sub) {
-                return Err(InvalidSimSetting::new(
-                    format!("{key}.subdomain"),
-                    format!("duplicate subdomain {sub:?}"),
-                ));
-            }
+            validate_subdomain(&key, &account.subdomain, &mut subdomains)?;
             if account.users.is_empty() {
                 return Err(InvalidSimSetting::new(
                     format!("{key}.users"),
@@ -243,58 +224,113 @@ impl SimConfig {
             let mut emails = HashSet::new();
             for (u, user) in account.users.iter().enumerate() {
                 let key = format!("{key}.users[{u}]");
-                let email = user.email.trim();
-                if email.is_empty() || !email.contains('@') || email.contains(':') {
+                validate_user(&key, user, &mut emails)?;
+                credentials.add(&key, user)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks an account's subdomain (`key` is the account's, e.g. `sim.accounts[0]`): lowercase
+/// letters, digits and inner `-`, not used by an earlier account.
+fn validate_subdomain<'a>(
+    key: &str,
+    sub: &'a str,
+    seen: &mut HashSet<&'a str>,
+) -> Result<(), InvalidSimSetting> {
+    if sub.is_empty()
+        || sub.starts_with('-')
+        || sub.ends_with('-')
+        || !sub
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(InvalidSimSetting::new(
+            format!("{key}.subdomain"),
+            format!("{sub:?} is not a valid subdomain (lowercase letters, digits, '-')"),
+        ));
+    }
+    if !seen.insert(sub) {
+        return Err(InvalidSimSetting::new(
+            format!("{key}.subdomain"),
+            format!("duplicate subdomain {sub:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one user (`key` is the user's, e.g. `sim.accounts[0].users[1]`): an email address
+/// not used by an earlier user of the account (`emails`, lowercased), and at least one
+/// credential, none empty.
+fn validate_user(
+    key: &str,
+    user: &SimUser,
+    emails: &mut HashSet<String>,
+) -> Result<(), InvalidSimSetting> {
+    let email = user.email.trim();
+    if email.is_empty() || !email.contains('@') || email.contains(':') {
+        return Err(InvalidSimSetting::new(
+            format!("{key}.email"),
+            format!("{email:?} is not an email address"),
+        ));
+    }
+    if !emails.insert(email.to_ascii_lowercase()) {
+        return Err(InvalidSimSetting::new(
+            format!("{key}.email"),
+            format!("duplicate user {email:?}"),
+        ));
+    }
+    let creds = [
+        ("api_token", &user.api_token),
+        ("password", &user.password),
+        ("oauth_token", &user.oauth_token),
+    ];
+    if creds.iter().all(|(_, v)| v.is_none()) {
+        return Err(InvalidSimSetting::new(
+            key,
+            "needs at least one of api_token, password, oauth_token",
+        ));
+    }
+    for (name, value) in creds {
+        if value.as_deref() == Some("") {
+            return Err(InvalidSimSetting::new(
+                format!("{key}.{name}"),
+                "must not be empty",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The credentials of the users checked so far, across accounts: each must pick out one user.
+#[derive(Default)]
+struct CredentialsSeen<'a> {
+    oauth_tokens: HashSet<&'a str>,
+    /// (lowercased email, credential name, secret)
+    basic_pairs: HashSet<(String, &'static str, &'a str)>,
+}
+
+impl<'a> CredentialsSeen<'a> {
+    /// Adds a user's credentials (`key` is the user's): an OAuth token used by no other user,
+    /// and no email with the same api_token or password in another account.
+    fn add(&mut self, key: &str, user: &'a SimUser) -> Result<(), InvalidSimSetting> {
+        if let Some(t) = &user.oauth_token {
+            if !self.oauth_tokens.insert(t.as_str()) {
+                return Err(InvalidSimSetting::new(
+                    format!("{key}.oauth_token"),
+                    "already used by another user; OAuth tokens must be unique",
+                ));
+            }
+        }
+        let email = user.email.trim().to_ascii_lowercase();
+        for (name, secret) in [("api_token", &user.api_token), ("password", &user.password)] {
+            if let Some(s) = secret {
+                if !self.basic_pairs.insert((email.clone(), name, s.as_str())) {
                     return Err(InvalidSimSetting::new(
-                        format!("{key}.email"),
-                        format!("{email:?} is not an email address"),
+                        format!("{key}.{name}"),
+                        format!("the same email and {name} are used by another account"),
                     ));
-                }
-                if !emails.insert(email.to_ascii_lowercase()) {
-                    return Err(InvalidSimSetting::new(
-                        format!("{key}.email"),
-                        format!("duplicate user {email:?}"),
-                    ));
-                }
-                let creds = [
-                    ("api_token", &user.api_token),
-                    ("password", &user.password),
-                    ("oauth_token", &user.oauth_token),
-                ];
-                if creds.iter().all(|(_, v)| v.is_none()) {
-                    return Err(InvalidSimSetting::new(
-                        key,
-                        "needs at least one of api_token, password, oauth_token",
-                    ));
-                }
-                for (name, value) in creds {
-                    if let Some(v) = value {
-                        if v.is_empty() {
-                            return Err(InvalidSimSetting::new(
-                                format!("{key}.{name}"),
-                                "must not be empty",
-                            ));
-                        }
-                    }
-                }
-                if let Some(t) = &user.oauth_token {
-                    if !oauth_tokens.insert(t.as_str()) {
-                        return Err(InvalidSimSetting::new(
-                            format!("{key}.oauth_token"),
-                            "already used by another user; OAuth tokens must be unique",
-                        ));
-                    }
-                }
-                for (name, secret) in [("api_token", &user.api_token), ("password", &user.password)]
-                {
-                    if let Some(s) = secret {
-                        if !basic_pairs.insert((email.to_ascii_lowercase(), name, s.as_str())) {
-                            return Err(InvalidSimSetting::new(
-                                format!("{key}.{name}"),
-                                format!("the same email and {name} are used by another account"),
-                            ));
-                        }
-                    }
                 }
             }
         }
