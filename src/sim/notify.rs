@@ -7,6 +7,7 @@
 //! successes. Every attempt is recorded with its status; accepted ones are also listed as
 //! notifications.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -17,7 +18,7 @@ use serde_json::{json, Value};
 use super::auth::Caller;
 use super::clock::unix_ms;
 use super::errors::{json_response, ApiError};
-use super::state::{ReceivedNotification, Store, MAX_NOTIFICATIONS};
+use super::state::{AccountState, ReceivedNotification, Store, MAX_NOTIFICATIONS};
 
 /// The largest Notify request body Zendesk accepts (1 MB = 1024 kB).
 pub const MAX_NOTIFY_BODY: usize = 1_048_576;
@@ -110,13 +111,7 @@ pub(crate) fn notify(store: &Store, caller: &Caller, headers: &HeaderMap, body: 
         return ApiError::NotFound.into_response();
     };
 
-    while account
-        .notify_window
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= window)
-    {
-        account.notify_window.pop_front();
-    }
+    slide_window(&mut account.notify_window, now, window);
     let mut record = ReceivedNotification {
         account: caller.account.clone(),
         raw_body: Bytes::new(),
@@ -127,61 +122,90 @@ pub(crate) fn notify(store: &Store, caller: &Caller, headers: &HeaderMap, body: 
         received_at_unix_ms: unix_ms(SystemTime::now()),
         status: 200,
     };
-    let push = |list: &mut std::collections::VecDeque<ReceivedNotification>,
-                r: ReceivedNotification| {
-        if list.len() >= MAX_NOTIFICATIONS {
-            list.pop_front();
-        }
-        list.push_back(r);
-    };
-
     if account.notify_window.len() >= limit as usize {
-        let oldest = account.notify_window.front().copied().unwrap_or(now);
-        let wait = (oldest + window).saturating_duration_since(now);
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let retry_after = secs.max(1);
+        let retry_after = retry_after(&account.notify_window, now, window);
         record.status = 429;
-        push(&mut account.notify_attempts, record);
-        let mut resp = json_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            &json!({
-                "error": "TooManyRequests",
-                "description": format!(
-                    "Rate limit of {limit} requests per {} seconds exceeded. Retry after {retry_after} seconds.",
-                    window.as_secs()
-                ),
-            }),
-        );
-        rate_headers(&mut resp, limit, 0);
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        return resp;
+        remember(&mut account.notify_attempts, record);
+        return too_many_requests(limit, window, retry_after);
     }
     account.notify_window.push_back(now);
     let remaining = limit.saturating_sub(account.notify_window.len() as u32);
 
-    let mut resp = if body.len() > MAX_NOTIFY_BODY {
-        record.status = 413;
-        ApiError::PayloadTooLarge.into_response()
-    } else {
-        match check_body(&body) {
-            Ok(value) => {
-                record.json = value;
-                record.raw_body = body;
-                push(&mut account.notifications, record.clone());
-                json_response(StatusCode::OK, &Value::Null)
-            }
-            Err(invalid) => {
-                record.status = 400;
-                record.json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                record.raw_body = body;
-                ApiError::BadRequest(invalid.to_string()).into_response()
-            }
-        }
-    };
-    push(&mut account.notify_attempts, record);
+    let mut resp = check_and_record(account, &mut record, body);
+    remember(&mut account.notify_attempts, record);
     rate_headers(&mut resp, limit, remaining);
     resp
+}
+
+/// Drops the start times that have left the rolling window.
+fn slide_window(starts: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while starts
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= window)
+    {
+        starts.pop_front();
+    }
+}
+
+/// Whole seconds (at least 1) until the oldest request in a full window leaves it.
+fn retry_after(starts: &VecDeque<Instant>, now: Instant, window: Duration) -> u64 {
+    let oldest = starts.front().copied().unwrap_or(now);
+    let wait = (oldest + window).saturating_duration_since(now);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// Zendesk's 429, with the rate headers and `Retry-After`.
+fn too_many_requests(limit: u32, window: Duration, retry_after: u64) -> Response {
+    let mut resp = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({
+            "error": "TooManyRequests",
+            "description": format!(
+                "Rate limit of {limit} requests per {} seconds exceeded. Retry after {retry_after} seconds.",
+                window.as_secs()
+            ),
+        }),
+    );
+    rate_headers(&mut resp, limit, 0);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
+/// Checks the size and then the body of a request that took a slot in the window: 413, 400,
+/// or 200 with the notification listed as accepted. `record` gets the status, body and JSON.
+fn check_and_record(
+    account: &mut AccountState,
+    record: &mut ReceivedNotification,
+    body: Bytes,
+) -> Response {
+    if body.len() > MAX_NOTIFY_BODY {
+        record.status = 413;
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    match check_body(&body) {
+        Ok(value) => {
+            record.json = value;
+            record.raw_body = body;
+            remember(&mut account.notifications, record.clone());
+            json_response(StatusCode::OK, &Value::Null)
+        }
+        Err(invalid) => {
+            record.status = 400;
+            record.json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            record.raw_body = body;
+            ApiError::BadRequest(invalid.to_string()).into_response()
+        }
+    }
+}
+
+/// Appends to a bounded list, forgetting the oldest entry beyond [`MAX_NOTIFICATIONS`].
+fn remember(list: &mut VecDeque<ReceivedNotification>, r: ReceivedNotification) {
+    if list.len() >= MAX_NOTIFICATIONS {
+        list.pop_front();
+    }
+    list.push_back(r);
 }
 
 #[cfg(test)]
