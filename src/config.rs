@@ -1137,10 +1137,7 @@ impl Config {
         #[cfg(feature = "sim")]
         if let Some(sim) = &self.sim {
             sim.validate()
-                .map_err(|message| match message.split_once(": ") {
-                    Some((key, message)) => ConfigError::invalid(key, message),
-                    None => ConfigError::invalid("sim", message),
-                })?;
+                .map_err(|e| ConfigError::invalid(e.key, e.message))?;
         }
         Ok(())
     }

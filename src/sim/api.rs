@@ -1,7 +1,8 @@
 //! The request pipeline of the Apps API: attribute the request to an account, apply fault
 //! rules, authenticate and authorize, read the body, dispatch to the endpoint, and log it.
 
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -13,60 +14,17 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use super::auth::{self, Caller};
+use super::clock::unix_ms;
+use super::ctx::Ctx;
 use super::errors::{json_response, ApiError};
 use super::faults::{self, Failure};
 use super::routes::{self, Family, Route};
-use super::state::{unix_ms, AccountState, Ids, RequestRecord};
-use super::{apps, installations, jobs, notify, Simulator};
+use super::state::{RequestRecord, Store};
+use super::{apps, installations, notify};
+use crate::server::DropConnection;
 
 /// Request bodies larger than this are refused with 413 before any endpoint sees them.
 pub(crate) const MAX_BODY: usize = 32 * 1024 * 1024;
-
-use crate::server::DropConnection;
-
-/// What an endpoint needs to know about its request.
-pub(crate) struct Ctx<'a> {
-    pub sim: &'a Simulator,
-    pub family: Family,
-    pub caller: Option<Caller>,
-    pub parts: &'a Parts,
-    pub body: Bytes,
-    /// `http(s)://host` as the client addressed the simulator.
-    pub base_url: String,
-}
-
-impl Ctx<'_> {
-    /// The value of a query parameter.
-    pub(crate) fn query(&self, name: &str) -> Option<String> {
-        let q = self.parts.uri.query()?;
-        q.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then(|| v.replace("%2C", ",").replace("%2c", ","))
-        })
-    }
-
-    /// The caller's account, for endpoints that need credentials.
-    pub(crate) fn account(&self) -> Result<&str, ApiError> {
-        self.caller
-            .as_ref()
-            .map(|c| c.account.as_str())
-            .ok_or(ApiError::Unauthorized)
-    }
-
-    /// Runs `f` on the caller's account under the state lock, after finishing the jobs that
-    /// are due.
-    pub(crate) fn with_account<T>(
-        &self,
-        f: impl FnOnce(&mut AccountState, &mut Ids) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let name = self.account()?;
-        let mut state = self.sim.lock();
-        let state = &mut *state;
-        let account = state.accounts.get_mut(name).ok_or(ApiError::NotFound)?;
-        jobs::advance(account, &mut state.ids, Instant::now());
-        f(account, &mut state.ids)
-    }
-}
 
 fn host_of(parts: &Parts) -> Option<String> {
     parts
@@ -108,15 +66,15 @@ fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
 }
 
 /// Entry point of every non-hook request.
-pub(crate) async fn handle(State(sim): State<Simulator>, req: Request) -> Response {
+pub(crate) async fn handle(State(store): State<Arc<Store>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let host = host_of(&parts);
     let path = parts.uri.path().to_string();
     let resolved = routes::resolve(&parts.method, &path);
-    let auth = auth::authenticate(sim.config(), &parts.headers, host.as_deref());
+    let auth = auth::authenticate(store.config(), &parts.headers, host.as_deref());
     let account = match &auth {
         Ok(Some(c)) => Some(c.account.clone()),
-        _ => auth::host_account(sim.config(), host.as_deref()).map(str::to_string),
+        _ => auth::host_account(store.config(), host.as_deref()).map(str::to_string),
     };
     let mut record = RequestRecord {
         seq: 0,
@@ -131,7 +89,7 @@ pub(crate) async fn handle(State(sim): State<Simulator>, req: Request) -> Respon
     };
 
     let action = {
-        let mut state = sim.lock();
+        let mut state = store.lock();
         faults::decide(
             &mut state.faults,
             account.as_deref(),
@@ -157,25 +115,25 @@ pub(crate) async fn handle(State(sim): State<Simulator>, req: Request) -> Respon
             if resp.extensions().get::<DropConnection>().is_none() {
                 record.status = Some(resp.status().as_u16());
             }
-            sim.lock().log_request(record);
+            store.lock().log_request(record);
             return resp;
         }
     }
 
-    let scheme = if sim.config().tls.is_some() {
+    let scheme = if store.config().tls.is_some() {
         "https"
     } else {
         "http"
     };
     let base_url = format!("{scheme}://{}", host.as_deref().unwrap_or("localhost"));
-    let resp = dispatch(&sim, &parts, body, resolved, auth, base_url).await;
+    let resp = dispatch(&store, &parts, body, resolved, auth, base_url).await;
     record.status = Some(resp.status().as_u16());
-    sim.lock().log_request(record);
+    store.lock().log_request(record);
     resp
 }
 
 async fn dispatch(
-    sim: &Simulator,
+    store: &Store,
     parts: &Parts,
     body: Body,
     resolved: Option<(Family, Route)>,
@@ -202,7 +160,7 @@ async fn dispatch(
         }
     };
     let ctx = Ctx {
-        sim,
+        store,
         family,
         caller,
         parts,
@@ -211,7 +169,7 @@ async fn dispatch(
     };
     let result = match route {
         Route::Notify => match &ctx.caller {
-            Some(c) => return notify::notify(sim, c, &parts.headers, ctx.body.clone()),
+            Some(c) => return notify::notify(store, c, &parts.headers, ctx.body.clone()),
             None => Err(ApiError::Unauthorized),
         },
         Route::ListApps => apps::list(&ctx, false),

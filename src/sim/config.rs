@@ -134,16 +134,50 @@ impl Default for SimConfig {
     }
 }
 
+/// A `[sim]` setting with an invalid value; shown as `KEY: MESSAGE`, e.g.
+/// `sim.accounts[1].users[0].email: "bad" is not an email address`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct InvalidSimSetting {
+    /// The dotted key of the setting, e.g. `sim.accounts[1].users[0].email`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl InvalidSimSetting {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        InvalidSimSetting {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why the `[sim]` table of a config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SimConfigError {
+    /// The file is not TOML; shown as `config: ...`.
+    #[error("config: {0}")]
+    Toml(toml::de::Error),
+    /// The `[sim]` table has an unknown key or a value of the wrong type; shown as `sim: ...`.
+    #[error("sim: {0}")]
+    Table(toml::de::Error),
+    /// A setting has an invalid value.
+    #[error(transparent)]
+    Invalid(#[from] InvalidSimSetting),
+}
+
 impl SimConfig {
     /// Reads the `[sim]` table of a TOML config file; other tables are ignored, and a file
     /// without `[sim]` gives the defaults. The result is validated.
-    pub fn from_toml(text: &str) -> Result<SimConfig, String> {
-        let value: toml::Table = toml::from_str(text).map_err(|e| format!("config: {e}"))?;
+    pub fn from_toml(text: &str) -> Result<SimConfig, SimConfigError> {
+        let value: toml::Table = toml::from_str(text).map_err(SimConfigError::Toml)?;
         let config = match value.get("sim") {
             Some(sim) => sim
                 .clone()
                 .try_into::<SimConfig>()
-                .map_err(|e| format!("sim: {e}"))?,
+                .map_err(SimConfigError::Table)?,
             None => SimConfig::default(),
         };
         config.validate()?;
@@ -152,86 +186,151 @@ impl SimConfig {
 
     /// Checks the settings; the error names the offending key, e.g.
     /// `sim.accounts[1].users[0].email: ...`.
-    pub fn validate(&self) -> Result<(), String> {
-        validate_listen(&self.listen).map_err(|e| format!("sim.listen: {e}"))?;
+    pub fn validate(&self) -> Result<(), InvalidSimSetting> {
+        validate_listen(&self.listen)?;
         if self.notify_per_minute == 0 {
-            return Err("sim.notify_per_minute: must be at least 1".into());
+            return Err(InvalidSimSetting::new(
+                "sim.notify_per_minute",
+                "must be at least 1",
+            ));
         }
         if self.notify_window_seconds == 0 {
-            return Err("sim.notify_window_seconds: must be at least 1".into());
+            return Err(InvalidSimSetting::new(
+                "sim.notify_window_seconds",
+                "must be at least 1",
+            ));
         }
         if let Some(tls) = &self.tls {
-            tls.validate("sim.tls").map_err(|e| e.to_string())?;
+            tls.validate("sim.tls")
+                .map_err(|e| InvalidSimSetting::new(e.key, "must name a PEM file"))?;
         }
         if self.accounts.is_empty() {
-            return Err("sim.accounts: at least one account is required".into());
+            return Err(InvalidSimSetting::new(
+                "sim.accounts",
+                "at least one account is required",
+            ));
         }
         let mut subdomains = HashSet::new();
-        let mut oauth_tokens = HashSet::new();
-        let mut basic_pairs = HashSet::new();
+        let mut credentials = CredentialsSeen::default();
         for (a, account) in self.accounts.iter().enumerate() {
             let key = format!("sim.accounts[{a}]");
-            let sub = account.subdomain.as_str();
-            if sub.is_empty()
-                || sub.starts_with('-')
-                || sub.ends_with('-')
-                || !sub
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
-                return Err(format!(
-                    "{key}.subdomain: {sub:?} is not a valid subdomain (lowercase letters, digits, '-')"
-                ));
-            }
-            if !subdomains.insert(sub) {
-                return Err(format!("{key}.subdomain: duplicate subdomain {sub:?}"));
-            }
+            validate_subdomain(&key, &account.subdomain, &mut subdomains)?;
             if account.users.is_empty() {
-                return Err(format!("{key}.users: at least one user is required"));
+                return Err(InvalidSimSetting::new(
+                    format!("{key}.users"),
+                    "at least one user is required",
+                ));
             }
             let mut emails = HashSet::new();
             for (u, user) in account.users.iter().enumerate() {
                 let key = format!("{key}.users[{u}]");
-                let email = user.email.trim();
-                if email.is_empty() || !email.contains('@') || email.contains(':') {
-                    return Err(format!("{key}.email: {email:?} is not an email address"));
-                }
-                if !emails.insert(email.to_ascii_lowercase()) {
-                    return Err(format!("{key}.email: duplicate user {email:?}"));
-                }
-                let creds = [
-                    ("api_token", &user.api_token),
-                    ("password", &user.password),
-                    ("oauth_token", &user.oauth_token),
-                ];
-                if creds.iter().all(|(_, v)| v.is_none()) {
-                    return Err(format!(
-                        "{key}: needs at least one of api_token, password, oauth_token"
+                validate_user(&key, user, &mut emails)?;
+                credentials.add(&key, user)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks an account's subdomain (`key` is the account's, e.g. `sim.accounts[0]`): lowercase
+/// letters, digits and inner `-`, not used by an earlier account.
+fn validate_subdomain<'a>(
+    key: &str,
+    sub: &'a str,
+    seen: &mut HashSet<&'a str>,
+) -> Result<(), InvalidSimSetting> {
+    if sub.is_empty()
+        || sub.starts_with('-')
+        || sub.ends_with('-')
+        || !sub
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(InvalidSimSetting::new(
+            format!("{key}.subdomain"),
+            format!("{sub:?} is not a valid subdomain (lowercase letters, digits, '-')"),
+        ));
+    }
+    if !seen.insert(sub) {
+        return Err(InvalidSimSetting::new(
+            format!("{key}.subdomain"),
+            format!("duplicate subdomain {sub:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one user (`key` is the user's, e.g. `sim.accounts[0].users[1]`): an email address
+/// not used by an earlier user of the account (`emails`, lowercased), and at least one
+/// credential, none empty.
+fn validate_user(
+    key: &str,
+    user: &SimUser,
+    emails: &mut HashSet<String>,
+) -> Result<(), InvalidSimSetting> {
+    let email = user.email.trim();
+    if email.is_empty() || !email.contains('@') || email.contains(':') {
+        return Err(InvalidSimSetting::new(
+            format!("{key}.email"),
+            format!("{email:?} is not an email address"),
+        ));
+    }
+    if !emails.insert(email.to_ascii_lowercase()) {
+        return Err(InvalidSimSetting::new(
+            format!("{key}.email"),
+            format!("duplicate user {email:?}"),
+        ));
+    }
+    let creds = [
+        ("api_token", &user.api_token),
+        ("password", &user.password),
+        ("oauth_token", &user.oauth_token),
+    ];
+    if creds.iter().all(|(_, v)| v.is_none()) {
+        return Err(InvalidSimSetting::new(
+            key,
+            "needs at least one of api_token, password, oauth_token",
+        ));
+    }
+    for (name, value) in creds {
+        if value.as_deref() == Some("") {
+            return Err(InvalidSimSetting::new(
+                format!("{key}.{name}"),
+                "must not be empty",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The credentials of the users checked so far, across accounts: each must pick out one user.
+#[derive(Default)]
+struct CredentialsSeen<'a> {
+    oauth_tokens: HashSet<&'a str>,
+    /// (lowercased email, credential name, secret)
+    basic_pairs: HashSet<(String, &'static str, &'a str)>,
+}
+
+impl<'a> CredentialsSeen<'a> {
+    /// Adds a user's credentials (`key` is the user's): an OAuth token used by no other user,
+    /// and no email with the same api_token or password in another account.
+    fn add(&mut self, key: &str, user: &'a SimUser) -> Result<(), InvalidSimSetting> {
+        if let Some(t) = &user.oauth_token {
+            if !self.oauth_tokens.insert(t.as_str()) {
+                return Err(InvalidSimSetting::new(
+                    format!("{key}.oauth_token"),
+                    "already used by another user; OAuth tokens must be unique",
+                ));
+            }
+        }
+        let email = user.email.trim().to_ascii_lowercase();
+        for (name, secret) in [("api_token", &user.api_token), ("password", &user.password)] {
+            if let Some(s) = secret {
+                if !self.basic_pairs.insert((email.clone(), name, s.as_str())) {
+                    return Err(InvalidSimSetting::new(
+                        format!("{key}.{name}"),
+                        format!("the same email and {name} are used by another account"),
                     ));
-                }
-                for (name, value) in creds {
-                    if let Some(v) = value {
-                        if v.is_empty() {
-                            return Err(format!("{key}.{name}: must not be empty"));
-                        }
-                    }
-                }
-                if let Some(t) = &user.oauth_token {
-                    if !oauth_tokens.insert(t.as_str()) {
-                        return Err(format!(
-                            "{key}.oauth_token: already used by another user; OAuth tokens must be unique"
-                        ));
-                    }
-                }
-                for (name, secret) in [("api_token", &user.api_token), ("password", &user.password)]
-                {
-                    if let Some(s) = secret {
-                        if !basic_pairs.insert((email.to_ascii_lowercase(), name, s.as_str())) {
-                            return Err(format!(
-                                "{key}.{name}: the same email and {name} are used by another account"
-                            ));
-                        }
-                    }
                 }
             }
         }
@@ -239,15 +338,18 @@ impl SimConfig {
     }
 }
 
-fn validate_listen(listen: &str) -> Result<(), String> {
+/// Checks that `sim.listen` is `HOST:PORT`.
+fn validate_listen(listen: &str) -> Result<(), InvalidSimSetting> {
+    let invalid =
+        |problem: &str| InvalidSimSetting::new("sim.listen", format!("{listen:?} {problem}"));
     let (host, port) = listen
         .rsplit_once(':')
-        .ok_or_else(|| format!("{listen:?} is not HOST:PORT"))?;
+        .ok_or_else(|| invalid("is not HOST:PORT"))?;
     if host.is_empty() {
-        return Err(format!("{listen:?} has no host"));
+        return Err(invalid("has no host"));
     }
     port.parse::<u16>()
-        .map_err(|_| format!("{listen:?} has no valid port"))?;
+        .map_err(|_| invalid("has no valid port"))?;
     Ok(())
 }
 
@@ -294,29 +396,32 @@ password = "pw"
 
     #[test]
     fn unknown_keys_and_bad_roles_are_errors() {
-        let e = SimConfig::from_toml("[sim]\nlisten_on = \"x\"\n").unwrap_err();
+        let e = SimConfig::from_toml("[sim]\nlisten_on = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("sim: "), "{e}");
         assert!(e.contains("listen_on"), "{e}");
         let e = SimConfig::from_toml(
             "[[sim.accounts]]\nsubdomain = \"a\"\n[[sim.accounts.users]]\nemail = \"x@y\"\nrole = \"owner\"\napi_token = \"t\"\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("owner"), "{e}");
     }
 
     #[test]
     fn validate_names_the_bad_key() {
+        let key = |c: &SimConfig| c.validate().map_err(|e| e.key);
+
         let mut c = SimConfig::default();
         c.accounts.push(c.accounts[0].clone());
         c.accounts[1].subdomain = "acme".into();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .starts_with("sim.accounts[1].subdomain"));
+        assert_eq!(key(&c), Err("sim.accounts[1].subdomain".to_string()));
 
         let mut c = SimConfig::default();
         c.accounts[0].users[1].api_token = None;
         assert_eq!(
-            c.validate().unwrap_err(),
+            c.validate().unwrap_err().to_string(),
             "sim.accounts[0].users[1]: needs at least one of api_token, password, oauth_token"
         );
 
@@ -324,35 +429,40 @@ password = "pw"
             notify_per_minute: 0,
             ..SimConfig::default()
         };
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .starts_with("sim.notify_per_minute"));
+        assert_eq!(key(&c), Err("sim.notify_per_minute".to_string()));
         let c = SimConfig {
             notify_window_seconds: 0,
             ..SimConfig::default()
         };
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .starts_with("sim.notify_window_seconds"));
+        assert_eq!(key(&c), Err("sim.notify_window_seconds".to_string()));
         let c = SimConfig {
             listen: "nope".into(),
             ..SimConfig::default()
         };
-        assert!(c.validate().unwrap_err().starts_with("sim.listen"));
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "sim.listen: \"nope\" is not HOST:PORT"
+        );
         let mut c = SimConfig::default();
         c.accounts[0].users[0].email = "bad".into();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .starts_with("sim.accounts[0].users[0].email"));
+        assert_eq!(key(&c), Err("sim.accounts[0].users[0].email".to_string()));
         let mut c = SimConfig::default();
         c.accounts[0].users[1].oauth_token = Some("sim-admin-oauth".into());
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .starts_with("sim.accounts[0].users[1].oauth_token"));
+        assert_eq!(
+            key(&c),
+            Err("sim.accounts[0].users[1].oauth_token".to_string())
+        );
+        let c = SimConfig {
+            tls: Some(TlsFiles {
+                cert: " ".into(),
+                key: "k.pem".into(),
+            }),
+            ..SimConfig::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "sim.tls.cert: must name a PEM file"
+        );
     }
 
     #[test]

@@ -57,6 +57,29 @@ fn star() -> String {
     "*".to_string()
 }
 
+/// The longest delay a rule may add, in milliseconds.
+const MAX_LATENCY_MS: u64 = 600_000;
+
+/// A posted rule that cannot be used; shown as `FIELD: PROBLEM`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InvalidFaultRule {
+    /// `account` names no configured account.
+    #[error("account: unknown account {0:?}")]
+    UnknownAccount(String),
+    /// `route` is neither `notify`, `*` nor a path prefix.
+    #[error("route: must be \"notify\", \"*\" or a path prefix starting with /")]
+    Route,
+    /// `status` is not a final HTTP status.
+    #[error("status: must be an HTTP status from 200 to 599")]
+    Status,
+    /// `error_rate` is not a probability.
+    #[error("error_rate: must be between 0 and 1")]
+    ErrorRate,
+    /// `latency_ms` is above [`MAX_LATENCY_MS`].
+    #[error("latency_ms: at most {MAX_LATENCY_MS}")]
+    Latency,
+}
+
 /// How an injected failure ends the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
@@ -78,26 +101,26 @@ pub(crate) struct FaultAction {
 
 impl FaultRule {
     /// Checks a posted rule; the error says which field is wrong.
-    pub(crate) fn check(&self, accounts: &[&str]) -> Result<(), String> {
+    pub(crate) fn check(&self, accounts: &[&str]) -> Result<(), InvalidFaultRule> {
         if self.account != "*" && !accounts.contains(&self.account.as_str()) {
-            return Err(format!("account: unknown account {:?}", self.account));
+            return Err(InvalidFaultRule::UnknownAccount(self.account.clone()));
         }
         if self.route != "*" && self.route != "notify" && !self.route.starts_with('/') {
-            return Err("route: must be \"notify\", \"*\" or a path prefix starting with /".into());
+            return Err(InvalidFaultRule::Route);
         }
         if let Some(s) = self.status {
             // 1xx are not final responses; a fault must answer something a client can read.
             if !(200..=599).contains(&s) {
-                return Err("status: must be an HTTP status from 200 to 599".into());
+                return Err(InvalidFaultRule::Status);
             }
         }
         if let Some(p) = self.error_rate {
             if !(0.0..=1.0).contains(&p) {
-                return Err("error_rate: must be between 0 and 1".into());
+                return Err(InvalidFaultRule::ErrorRate);
             }
         }
-        if self.latency_ms > 600_000 {
-            return Err("latency_ms: at most 600000".into());
+        if self.latency_ms > MAX_LATENCY_MS {
+            return Err(InvalidFaultRule::Latency);
         }
         Ok(())
     }
@@ -212,11 +235,22 @@ mod tests {
 
     #[test]
     fn check_rejects_bad_rules() {
-        assert!(rule(r#"{"status":700}"#).check(&["acme"]).is_err());
-        assert!(rule(r#"{"status":101}"#).check(&["acme"]).is_err());
-        assert!(rule(r#"{"error_rate":2}"#).check(&["acme"]).is_err());
-        assert!(rule(r#"{"account":"zzz"}"#).check(&["acme"]).is_err());
-        assert!(rule(r#"{"route":"api"}"#).check(&["acme"]).is_err());
+        let check = |json: &str| rule(json).check(&["acme"]);
+        assert_eq!(check(r#"{"status":700}"#), Err(InvalidFaultRule::Status));
+        assert_eq!(check(r#"{"status":101}"#), Err(InvalidFaultRule::Status));
+        assert_eq!(
+            check(r#"{"error_rate":2}"#),
+            Err(InvalidFaultRule::ErrorRate)
+        );
+        assert_eq!(
+            check(r#"{"account":"zzz"}"#).map_err(|e| e.to_string()),
+            Err("account: unknown account \"zzz\"".to_string())
+        );
+        assert_eq!(check(r#"{"route":"api"}"#), Err(InvalidFaultRule::Route));
+        assert_eq!(
+            check(r#"{"latency_ms":600001}"#).map_err(|e| e.to_string()),
+            Err("latency_ms: at most 600000".to_string())
+        );
         assert!(rule(r#"{"route":"notify","status":429,"retry_after":3}"#)
             .check(&["acme"])
             .is_ok());

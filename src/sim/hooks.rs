@@ -11,6 +11,7 @@
 //! | `POST /__sim/reset` | forgets everything: apps, uploads, jobs, installations, notifications, rate windows, the request log and faults |
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -20,8 +21,7 @@ use serde_json::{json, Value};
 
 use super::errors::json_response;
 use super::faults::FaultRule;
-use super::state::ReceivedNotification;
-use super::Simulator;
+use super::state::{ReceivedNotification, Store};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -45,11 +45,11 @@ fn bad(message: impl Into<String>) -> Response {
     )
 }
 
-pub(crate) async fn notifications(State(sim): State<Simulator>, Query(q): Params) -> Response {
+pub(crate) async fn notifications(State(store): State<Arc<Store>>, Query(q): Params) -> Response {
     let all = q
         .get("include_rejected")
         .is_some_and(|v| v == "true" || v == "1");
-    let state = sim.lock();
+    let state = store.lock();
     let mut list: Vec<&ReceivedNotification> = Vec::new();
     for (name, account) in &state.accounts {
         if q.get("account").is_some_and(|a| a != name) {
@@ -74,8 +74,8 @@ pub(crate) async fn notifications(State(sim): State<Simulator>, Query(q): Params
     )
 }
 
-pub(crate) async fn requests(State(sim): State<Simulator>, Query(q): Params) -> Response {
-    let state = sim.lock();
+pub(crate) async fn requests(State(store): State<Arc<Store>>, Query(q): Params) -> Response {
+    let state = store.lock();
     let items: Vec<Value> = state
         .requests
         .iter()
@@ -91,38 +91,38 @@ pub(crate) async fn requests(State(sim): State<Simulator>, Query(q): Params) -> 
     )
 }
 
-pub(crate) async fn clear_requests(State(sim): State<Simulator>) -> Response {
-    sim.lock().requests.clear();
+pub(crate) async fn clear_requests(State(store): State<Arc<Store>>) -> Response {
+    store.lock().requests.clear();
     json_response(StatusCode::OK, &json!({"cleared": true}))
 }
 
-pub(crate) async fn list_faults(State(sim): State<Simulator>) -> Response {
-    let state = sim.lock();
+pub(crate) async fn list_faults(State(store): State<Arc<Store>>) -> Response {
+    let state = store.lock();
     json_response(StatusCode::OK, &json!({"faults": state.faults}))
 }
 
-pub(crate) async fn add_fault(State(sim): State<Simulator>, body: Bytes) -> Response {
+pub(crate) async fn add_fault(State(store): State<Arc<Store>>, body: Bytes) -> Response {
     let mut rule: FaultRule = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return bad(format!("invalid fault rule: {e}")),
     };
-    let accounts: Vec<&str> = sim
+    let accounts: Vec<&str> = store
         .config()
         .accounts
         .iter()
         .map(|a| a.subdomain.as_str())
         .collect();
     if let Err(e) = rule.check(&accounts) {
-        return bad(e);
+        return bad(e.to_string());
     }
-    let mut state = sim.lock();
+    let mut state = store.lock();
     rule.id = state.ids.next();
     state.faults.push(rule.clone());
     json_response(StatusCode::CREATED, &json!(rule))
 }
 
-pub(crate) async fn clear_faults(State(sim): State<Simulator>, Query(q): Params) -> Response {
-    let mut state = sim.lock();
+pub(crate) async fn clear_faults(State(store): State<Arc<Store>>, Query(q): Params) -> Response {
+    let mut state = store.lock();
     match q.get("account") {
         Some(a) => state.faults.retain(|f| &f.account != a),
         None => state.faults.clear(),
@@ -130,8 +130,8 @@ pub(crate) async fn clear_faults(State(sim): State<Simulator>, Query(q): Params)
     json_response(StatusCode::OK, &json!({"faults": state.faults}))
 }
 
-pub(crate) async fn reset(State(sim): State<Simulator>) -> Response {
-    sim.reset();
+pub(crate) async fn reset(State(store): State<Arc<Store>>) -> Response {
+    store.reset();
     json_response(StatusCode::OK, &json!({"reset": true}))
 }
 

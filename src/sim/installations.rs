@@ -8,118 +8,18 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::api::Ctx;
-use super::apps::{app_json, json_object, numeric_id};
+use super::body::{json_object, numeric_id};
+use super::clock::now_iso;
 use super::config::Role;
+use super::ctx::Ctx;
 use super::errors::{json_response, no_content, ApiError};
-use super::jobs::{self, Job, JobKind, Stage};
+use super::jobs::{Job, JobKind, Stage};
+use super::progress;
+use super::records::Installation;
 use super::routes::Family;
-use super::state::{now_iso, AccountState, Ids};
+use super::state::AccountState;
 
 type R = Result<Response, ApiError>;
-
-/// A requirement installed for an installation (from the app's `requirements.json`).
-#[derive(Debug, Clone)]
-pub(crate) struct Requirement {
-    pub id: u64,
-    pub kind: String,
-    pub identifier: String,
-    pub created_at: String,
-}
-
-/// An app installed in an account, through one family.
-#[derive(Debug, Clone)]
-pub(crate) struct Installation {
-    pub id: u64,
-    pub app_id: u64,
-    pub family: Family,
-    pub enabled: bool,
-    /// `enabled` as asked for; applied when a pending installation completes.
-    pub requested_enabled: bool,
-    pub settings: Map<String, Value>,
-    pub pending: bool,
-    pub pending_job_id: Option<String>,
-    pub group_restrictions: Value,
-    pub role_restrictions: Value,
-    pub requirements: Vec<Requirement>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl Installation {
-    /// The installation object of both documents' install/list/update answers.
-    pub(crate) fn to_json(&self) -> Value {
-        let product = self.family.product();
-        let settings_objects: Vec<Value> = self
-            .settings
-            .iter()
-            .map(|(name, value)| json!({"name": name, "value": value}))
-            .collect();
-        json!({
-            "app_id": self.app_id,
-            "collapsible": true,
-            "created_at": self.created_at,
-            "enabled": self.enabled,
-            "group_restrictions": self.group_restrictions,
-            "has_incomplete_subscription": false,
-            "has_unpaid_subscription": null,
-            "id": self.id,
-            "paid": null,
-            "pending_installation": self.pending,
-            "pending_job_id": self.pending_job_id,
-            "plan_information": {"name": null},
-            "product": product,
-            "recurring_payment": false,
-            "redirect_path": format!("/{product}/apps/manage"),
-            "role_restrictions": self.role_restrictions,
-            "servable": true,
-            "settings": self.settings,
-            "settings_objects": settings_objects,
-            "stripe_account": null,
-            "stripe_publishable_key": null,
-            "stripe_subscription_id": null,
-            "updated": self.updated_at.chars().filter(char::is_ascii_digit).collect::<String>(),
-            "updated_at": self.updated_at,
-        })
-    }
-}
-
-/// Completes the requirements install of an installation.
-pub(crate) fn complete(
-    account: &mut AccountState,
-    ids: &mut Ids,
-    installation_id: u64,
-) -> Result<(), String> {
-    let app_id = account
-        .installations
-        .get(&installation_id)
-        .ok_or("The installation was removed before its requirements were installed")?
-        .app_id;
-    let wanted = account
-        .apps
-        .get(&app_id)
-        .ok_or("The app was deleted before its requirements were installed")?
-        .package
-        .requirements
-        .clone();
-    let now = now_iso();
-    let requirements = wanted
-        .into_iter()
-        .map(|(kind, identifier)| Requirement {
-            id: ids.next(),
-            kind,
-            identifier,
-            created_at: now.clone(),
-        })
-        .collect();
-    if let Some(inst) = account.installations.get_mut(&installation_id) {
-        inst.requirements = requirements;
-        inst.pending = false;
-        inst.enabled = inst.requested_enabled;
-        inst.updated_at = now;
-    }
-    Ok(())
-}
 
 fn invalid_settings(description: impl Into<String>) -> ApiError {
     ApiError::Invalid(json!({
@@ -323,7 +223,7 @@ pub(crate) fn list(ctx: &Ctx<'_>) -> R {
             let apps: Vec<Value> = app_ids
                 .iter()
                 .filter_map(|id| account.apps.get(id))
-                .map(|a| app_json(account, a, family, &[]))
+                .map(|a| account.app_json(a, family, &[]))
                 .collect();
             body["apps"] = Value::Array(apps);
         }
@@ -332,7 +232,7 @@ pub(crate) fn list(ctx: &Ctx<'_>) -> R {
 }
 
 fn owner_email(ctx: &Ctx<'_>, account: &str) -> Option<String> {
-    ctx.sim
+    ctx.store
         .config()
         .accounts
         .iter()
@@ -456,7 +356,7 @@ pub(crate) fn requirements(ctx: &Ctx<'_>, id: u64) -> R {
     let family = ctx.family;
     let account_name = ctx.account()?.to_string();
     let account_id = ctx
-        .sim
+        .store
         .config()
         .accounts
         .iter()
@@ -503,17 +403,17 @@ pub(crate) fn job_status(ctx: &Ctx<'_>, job_id: &str) -> R {
         };
         let stage = job.stage(Instant::now());
         if stage == Stage::Finished {
-            jobs::finish(account, ids, job_id);
+            progress::finish(account, ids, job_id);
         }
         let job = account.jobs.get_mut(job_id).ok_or(ApiError::NotFound)?;
         job.polls = job.polls.saturating_add(1);
         let body = match &job.result {
-            Some(Ok(message)) => json!({
-                "id": job_id, "installation_id": installation_id, "message": message,
+            Some(Ok(completed)) => json!({
+                "id": job_id, "installation_id": installation_id, "message": completed.to_string(),
                 "progress": 100, "status": "completed", "total": 100, "url": url,
             }),
-            Some(Err(message)) => json!({
-                "id": job_id, "installation_id": null, "message": message,
+            Some(Err(failure)) => json!({
+                "id": job_id, "installation_id": null, "message": failure.to_string(),
                 "progress": null, "status": "failed", "total": 100, "url": url,
             }),
             None => json!({

@@ -1,5 +1,5 @@
 //! Build jobs (create/update an app from an upload) and install jobs (install an app's
-//! requirements), and how they advance.
+//! requirements): what a job holds and where it stands.
 //!
 //! A job is `queued`, then `working`, then finished (`completed` or `failed`). It advances one
 //! step per status poll or with time (`working` after [`WORKING_AFTER`], finished after
@@ -8,9 +8,11 @@
 //! the job is created (the package is validated then), but takes effect only when the job
 //! finishes: only then does the app exist or change.
 
-use std::time::{Duration, Instant};
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
 
-use super::packages::Package;
+use super::clock::{iso8601, unix_ms};
+use super::packages::{InvalidPackage, Package};
 
 /// Time after which a queued job is working.
 pub(crate) const WORKING_AFTER: Duration = Duration::from_millis(100);
@@ -33,7 +35,8 @@ pub(crate) enum JobKind {
     /// Build a new app (`target: None`) or a new version of an app.
     Build {
         target: Option<u64>,
-        outcome: Result<Box<Package>, String>,
+        /// The package validated when the job was created, or why it is invalid.
+        outcome: Result<Box<Package>, InvalidPackage>,
         name: Option<String>,
         short_description: Option<String>,
         /// The app built, once completed.
@@ -50,8 +53,8 @@ pub(crate) struct Job {
     pub created: Instant,
     pub polls: u32,
     pub kind: JobKind,
-    /// `Some(Ok(completed message))` or `Some(Err(failure message))` once finished.
-    pub result: Option<Result<String, String>>,
+    /// How the job ended, once finished.
+    pub result: Option<Result<Completed, JobFailure>>,
 }
 
 impl Job {
@@ -92,74 +95,48 @@ impl Job {
     }
 }
 
-/// `Completed at 2013-05-06 15:02:40 +0000` for now.
-pub(crate) fn completed_message() -> String {
-    let iso = super::state::now_iso();
-    // 2013-05-06T15:02:40Z → 2013-05-06 15:02:40 +0000
-    format!(
-        "Completed at {} +0000",
-        iso.trim_end_matches('Z').replace('T', " ")
-    )
+/// When a job completed; shown as its `message`, `Completed at 2013-05-06 15:02:40 +0000`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Completed {
+    at_unix_secs: u64,
 }
 
-use super::state::{AccountState, Ids};
-
-/// Finishes a job whose time has come: the app is built or updated, the installation's
-/// requirements are installed, or the failure is recorded.
-pub(crate) fn finish(account: &mut AccountState, ids: &mut Ids, job_id: &str) {
-    let Some(job) = account.jobs.get(job_id) else {
-        return;
-    };
-    if job.result.is_some() {
-        return;
-    }
-    let kind = job.kind.clone();
-    let mut built = None;
-    let result = match kind {
-        JobKind::Build {
-            target,
-            outcome,
-            name,
-            short_description,
-            ..
-        } => match outcome {
-            Err(message) => Err(message),
-            Ok(package) => {
-                match super::apps::build(account, ids, target, *package, name, short_description) {
-                    Ok(app_id) => {
-                        built = Some(app_id);
-                        Ok(completed_message())
-                    }
-                    Err(message) => Err(message),
-                }
-            }
-        },
-        JobKind::Install { installation_id } => {
-            super::installations::complete(account, ids, installation_id)
-                .map(|()| completed_message())
+impl Completed {
+    /// Completed now.
+    pub(crate) fn now() -> Completed {
+        Completed {
+            at_unix_secs: unix_ms(SystemTime::now()) / 1000,
         }
-    };
-    if let Some(job) = account.jobs.get_mut(job_id) {
-        if let JobKind::Build { app_id, .. } = &mut job.kind {
-            *app_id = built;
-        }
-        job.result = Some(result);
     }
 }
 
-/// Finishes every job that is due by time, so apps and installations appear even when nobody
-/// polls.
-pub(crate) fn advance(account: &mut AccountState, ids: &mut Ids, now: Instant) {
-    let mut due: Vec<(Instant, String)> = account
-        .jobs
-        .values()
-        .filter(|j| j.result.is_none() && j.time_stage(now) == Stage::Finished)
-        .map(|j| (j.created, j.id.clone()))
-        .collect();
-    due.sort();
-    for (_, id) in due {
-        finish(account, ids, &id);
+impl fmt::Display for Completed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let iso = iso8601(self.at_unix_secs);
+        // 2013-05-06T15:02:40Z → 2013-05-06 15:02:40 +0000
+        write!(
+            f,
+            "Completed at {} +0000",
+            iso.trim_end_matches('Z').replace('T', " ")
+        )
     }
+}
+
+/// Why a job failed; shown as its `message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum JobFailure {
+    /// The uploaded package is not a valid app.
+    #[error(transparent)]
+    InvalidPackage(#[from] InvalidPackage),
+    /// The app a build was to update was deleted before the build finished.
+    #[error("The app to update no longer exists")]
+    AppToUpdateGone,
+    /// The installation was removed before its requirements were installed.
+    #[error("The installation was removed before its requirements were installed")]
+    InstallationRemoved,
+    /// The installation's app was deleted before its requirements were installed.
+    #[error("The app was deleted before its requirements were installed")]
+    AppDeleted,
 }
 
 #[cfg(test)]
@@ -183,8 +160,13 @@ mod tests {
 
     #[test]
     fn completed_message_shape() {
-        let m = completed_message();
+        let m = Completed::now().to_string();
         assert!(m.starts_with("Completed at 2"), "{m}");
         assert!(m.ends_with(" +0000"), "{m}");
+        let m = Completed {
+            at_unix_secs: 1_367_852_560,
+        }
+        .to_string();
+        assert_eq!(m, "Completed at 2013-05-06 15:02:40 +0000");
     }
 }

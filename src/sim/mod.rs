@@ -53,20 +53,27 @@
 //!
 //! # Layout
 //!
-//! - `config`: the `[sim]` table and its validation.
-//! - `auth`: credentials → account and role; "Allowed for".
-//! - `routes`: path and method → endpoint, per family.
-//! - `errors`: Zendesk's error bodies.
-//! - `api`: the request pipeline (request log, faults, auth, dispatch).
-//! - `apps`, `packages`, `jobs`, `installations`, `notify`: the endpoints and their logic.
-//! - `faults`, `hooks`: test hooks.
+//! From the top down; a module uses only modules listed below it.
+//!
 //! - `server`: the accept loop (plain or TLS) that can really drop a connection.
-//! - `state`: the in-memory state.
+//! - `api`: the request pipeline (request log, faults, auth, dispatch).
+//! - `apps`, `installations`, `notify`: the endpoints; `hooks`: the test hooks.
+//! - `ctx`: what an endpoint knows about its request, and its account's state.
+//! - `progress`: what finishing a build or install job does to an account.
+//! - `state`: the in-memory state and the settings, shared by every request.
+//! - `records`: apps and installations and their JSON; `jobs`: build and install jobs.
+//! - `faults`: fault rules; `routes`: path and method → endpoint, per family; `auth`:
+//!   credentials → account and role, "Allowed for".
+//! - `body`: JSON request bodies; `packages`: app package validation; `errors`: Zendesk's
+//!   error bodies; `clock`: times; `config`: the `[sim]` table and its validation.
 
 mod api;
 mod apps;
 mod auth;
+mod body;
+mod clock;
 pub mod config;
+mod ctx;
 mod errors;
 pub mod faults;
 pub mod hooks;
@@ -74,18 +81,24 @@ mod installations;
 mod jobs;
 mod notify;
 mod packages;
+mod progress;
+mod records;
 mod routes;
 mod server;
 mod state;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use config::{Role, SimAccount, SimConfig, SimUser, TlsFiles};
+pub use config::{
+    InvalidSimSetting, Role, SimAccount, SimConfig, SimConfigError, SimUser, TlsFiles,
+};
 pub use notify::MAX_NOTIFY_BODY;
 pub use state::{ReceivedNotification, RequestRecord};
+
+use state::Store;
 
 /// Every response has a `Content-Type`, including axum's own rejections (405 on a hook).
 async fn ensure_content_type(mut resp: axum::response::Response) -> axum::response::Response {
@@ -104,38 +117,21 @@ async fn ensure_content_type(mut resp: axum::response::Response) -> axum::respon
 /// A running simulator: shared in-memory state plus its router.
 #[derive(Clone)]
 pub struct Simulator {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: SimConfig,
-    state: Mutex<state::State>,
+    store: Arc<Store>,
 }
 
 impl Simulator {
     /// A simulator with empty state for these settings (validate them first with
     /// [`SimConfig::validate`]).
     pub fn new(config: SimConfig) -> Self {
-        let state = state::State::new(config.accounts.iter().map(|a| a.subdomain.as_str()));
         Simulator {
-            inner: Arc::new(Inner {
-                config,
-                state: Mutex::new(state),
-            }),
+            store: Arc::new(Store::new(config)),
         }
     }
 
     /// The settings the simulator runs with.
     pub fn config(&self) -> &SimConfig {
-        &self.inner.config
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, state::State> {
-        // A panic while holding the lock cannot leave the maps in a state worse than stale.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.config()
     }
 
     /// The whole HTTP surface, `/__sim/` hooks included. Served by [`Simulator::serve`], a
@@ -158,7 +154,7 @@ impl Simulator {
             .route("/__sim/{*rest}", axum::routing::any(hooks::not_found))
             .fallback(api::handle)
             .layer(axum::middleware::map_response(ensure_content_type))
-            .with_state(self.clone())
+            .with_state(Arc::clone(&self.store))
     }
 
     /// Serve on an already-bound listener until `shutdown` resolves (plain HTTP, or HTTPS when
@@ -168,13 +164,20 @@ impl Simulator {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        server::serve(self, listener, shutdown).await
+        server::serve(
+            self.router(),
+            self.config().tls.as_ref(),
+            listener,
+            shutdown,
+        )
+        .await
     }
 
     /// The accepted Notify requests of an account, oldest first (same data as
     /// `GET /__sim/notifications?account=SUB`). Unknown accounts give an empty list.
     pub fn notifications(&self, subdomain: &str) -> Vec<ReceivedNotification> {
-        self.lock()
+        self.store
+            .lock()
             .accounts
             .get(subdomain)
             .map(|a| a.notifications.iter().cloned().collect())
@@ -185,7 +188,8 @@ impl Simulator {
     /// each with the status it got (429, 413, 400 or 200). Requests failed by an injected
     /// fault never reach the handler; see [`Simulator::requests`].
     pub fn notify_attempts(&self, subdomain: &str) -> Vec<ReceivedNotification> {
-        self.lock()
+        self.store
+            .lock()
             .accounts
             .get(subdomain)
             .map(|a| a.notify_attempts.iter().cloned().collect())
@@ -194,19 +198,12 @@ impl Simulator {
 
     /// The request log (same data as `GET /__sim/requests`).
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.lock().requests.iter().cloned().collect()
+        self.store.lock().requests.iter().cloned().collect()
     }
 
     /// Forgets everything: apps, uploads, jobs, installations, notifications, rate windows,
     /// the request log and fault rules.
     pub fn reset(&self) {
-        let fresh = state::State::new(
-            self.inner
-                .config
-                .accounts
-                .iter()
-                .map(|a| a.subdomain.as_str()),
-        );
-        *self.lock() = fresh;
+        self.store.reset();
     }
 }

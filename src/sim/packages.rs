@@ -11,13 +11,13 @@
 //! the manifest's `oauth` fields); `requirements.json` is a JSON object of allowed types with
 //! at most 5000 requirements. All problems found are reported together.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Cursor, Read};
 
 use serde_json::{Map, Value};
 
 /// The message of a package that is not a zip.
-pub(crate) const CANNOT_UNZIP: &str = "Cannot unzip the package";
+const CANNOT_UNZIP: &str = "Cannot unzip the package";
 /// The most requirements one app may declare.
 pub(crate) const MAX_REQUIREMENTS: usize = 5000;
 /// The framework versions apps may target.
@@ -72,6 +72,28 @@ pub(crate) struct ParamSpec {
     pub default_value: Value,
 }
 
+/// Why a package is refused: every problem found, in Zendesk's words, shown one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub(crate) struct InvalidPackage {
+    /// The problems, in the order they were found.
+    pub problems: Vec<String>,
+}
+
+impl InvalidPackage {
+    /// A package refused for one problem.
+    pub(crate) fn one(problem: impl Into<String>) -> InvalidPackage {
+        InvalidPackage {
+            problems: vec![problem.into()],
+        }
+    }
+
+    /// A package that is not a readable zip (or whose check could not finish).
+    pub(crate) fn cannot_unzip() -> InvalidPackage {
+        InvalidPackage::one(CANNOT_UNZIP)
+    }
+}
+
 /// What the simulator keeps of a valid package.
 #[derive(Debug, Clone)]
 pub(crate) struct Package {
@@ -114,66 +136,153 @@ fn listing(items: &[String]) -> String {
 }
 
 /// Validates a package; the error lists every problem found, in Zendesk's words.
-pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
-    let mut archive =
-        zip::ZipArchive::new(Cursor::new(zip_bytes)).map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
-    if archive.len() > MAX_ENTRIES {
-        return Err(vec![CANNOT_UNZIP.to_string()]);
+///
+/// A zip that cannot be read, or a manifest that cannot be parsed, stops the check at once;
+/// otherwise every check runs and all problems are reported together, in this order.
+pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, InvalidPackage> {
+    let mut archive = Archive::open(zip_bytes)?;
+    let manifest = read_manifest(&mut archive)?;
+    let mut errors = Vec::new();
+    check_boolean_fields(&manifest, &mut errors);
+    let marketing_only = flag(&manifest, "marketingOnly");
+    let author = check_required_fields(&manifest, &mut errors);
+    let framework_version = check_framework_version(&manifest, &mut errors);
+    let (default_locale, translation) = check_default_locale(&manifest, &mut archive, &mut errors)?;
+    let (products, locations) = check_locations(&manifest, &archive.files, &mut errors);
+    let parameters = check_parameters(&manifest, &mut errors);
+    let requirements = check_requirements(&mut archive, marketing_only, &products, &mut errors)?;
+    if !errors.is_empty() {
+        return Err(InvalidPackage { problems: errors });
     }
-    let mut files = BTreeSet::new();
-    // Normalised name → name in the archive.
-    let mut names = std::collections::HashMap::new();
-    for i in 0..archive.len() {
-        let entry = archive
-            .by_index_raw(i)
-            .map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
-        if entry.is_symlink() {
-            return Err(vec!["Symlinks are not allowed in the zip file".to_string()]);
+    let app_strings = translation.get("app").and_then(Value::as_object);
+    let text = |key: &str| {
+        app_strings
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let name = manifest
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| text("name"))
+        .unwrap_or_else(|| "Untitled app".to_string());
+    Ok(Package {
+        name,
+        author_name: author.name,
+        author_email: author.email,
+        author_url: author.url,
+        default_locale,
+        framework_version,
+        version: manifest
+            .get("version")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        products,
+        locations,
+        parameters,
+        requirements,
+        single_install: flag(&manifest, "singleInstall"),
+        marketing_only,
+        short_description: text("short_description"),
+        long_description: text("long_description"),
+        installation_instructions: text("installation_instructions"),
+    })
+}
+
+/// The files of an uploaded zip, read on demand.
+struct Archive<'a> {
+    zip: zip::ZipArchive<Cursor<&'a [u8]>>,
+    /// The files, by their name without a leading `./`.
+    files: BTreeSet<String>,
+    /// Name without a leading `./` → name in the archive.
+    names: HashMap<String, String>,
+}
+
+impl<'a> Archive<'a> {
+    /// Opens a zip and lists its files: at most [`MAX_ENTRIES`] entries, no symlinks.
+    fn open(zip_bytes: &'a [u8]) -> Result<Archive<'a>, InvalidPackage> {
+        let mut zip = zip::ZipArchive::new(Cursor::new(zip_bytes))
+            .map_err(|_| InvalidPackage::cannot_unzip())?;
+        if zip.len() > MAX_ENTRIES {
+            return Err(InvalidPackage::cannot_unzip());
         }
-        if entry.is_file() {
-            let normalised = entry.name().trim_start_matches("./").to_string();
-            names.insert(normalised.clone(), entry.name().to_string());
-            files.insert(normalised);
+        let mut files = BTreeSet::new();
+        let mut names = HashMap::new();
+        for i in 0..zip.len() {
+            let entry = zip
+                .by_index_raw(i)
+                .map_err(|_| InvalidPackage::cannot_unzip())?;
+            if entry.is_symlink() {
+                return Err(InvalidPackage::one(
+                    "Symlinks are not allowed in the zip file",
+                ));
+            }
+            if entry.is_file() {
+                let normalised = entry.name().trim_start_matches("./").to_string();
+                names.insert(normalised.clone(), entry.name().to_string());
+                files.insert(normalised);
+            }
         }
+        Ok(Archive { zip, files, names })
     }
-    let mut read = |name: &str| -> Result<Vec<u8>, Vec<String>> {
-        let stored = names.get(name).map_or(name, String::as_str);
-        let entry = archive
+
+    /// Whether the zip holds this file (named without a leading `./`).
+    fn contains(&self, name: &str) -> bool {
+        self.files.contains(name)
+    }
+
+    /// The first [`MAX_FILE_BYTES`] of a file.
+    fn read(&mut self, name: &str) -> Result<Vec<u8>, InvalidPackage> {
+        let stored = self.names.get(name).map_or(name, String::as_str);
+        let entry = self
+            .zip
             .by_name(stored)
-            .map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+            .map_err(|_| InvalidPackage::cannot_unzip())?;
         let mut buf = Vec::new();
         entry
             .take(MAX_FILE_BYTES)
             .read_to_end(&mut buf)
-            .map_err(|_| vec![CANNOT_UNZIP.to_string()])?;
+            .map_err(|_| InvalidPackage::cannot_unzip())?;
         Ok(buf)
-    };
+    }
+}
 
-    if !files.contains("manifest.json") {
-        let nested = files.iter().find(|f| f.ends_with("/manifest.json"));
-        return Err(vec![match nested {
+/// The manifest: `manifest.json` at the root (a nested one is named), a JSON object without
+/// duplicate keys.
+fn read_manifest(archive: &mut Archive<'_>) -> Result<Map<String, Value>, InvalidPackage> {
+    if !archive.contains("manifest.json") {
+        let nested = archive.files.iter().find(|f| f.ends_with("/manifest.json"));
+        return Err(InvalidPackage::one(match nested {
             Some(found) => format!(
                 "Could not find manifest.json in the root of the zip file, but {found} was found. Try re-creating the archive from this directory."
             ),
             None => "Could not find manifest.json".to_string(),
-        }]);
+        }));
     }
-    let (manifest, duplicates) = parse_reporting_duplicates(&read("manifest.json")?)
-        .map_err(|e| vec![format!("manifest is not proper JSON. {e}")])?;
+    let (manifest, duplicates) = parse_reporting_duplicates(&archive.read("manifest.json")?)
+        .map_err(|e| InvalidPackage::one(format!("manifest is not proper JSON. {e}")))?;
     if !duplicates.is_empty() {
-        return Err(vec![format!(
+        return Err(InvalidPackage::one(format!(
             "Duplicate keys are specified in the manifest.json file. {}",
             listing(&duplicates)
-        )]);
+        )));
     }
-    let Value::Object(manifest) = manifest else {
-        return Err(vec![
-            "manifest is not proper JSON. The manifest must be a JSON object".to_string(),
-        ]);
-    };
+    match manifest {
+        Value::Object(manifest) => Ok(manifest),
+        _ => Err(InvalidPackage::one(
+            "manifest is not proper JSON. The manifest must be a JSON object",
+        )),
+    }
+}
 
-    let mut errors = Vec::new();
-    let flag = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_bool).unwrap_or(false);
+/// A boolean field of the manifest; absent or not a boolean counts as false.
+fn flag(manifest: &Map<String, Value>, key: &str) -> bool {
+    manifest.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// The fields of [`BOOLEAN_FIELDS`] are booleans when present.
+fn check_boolean_fields(manifest: &Map<String, Value>, errors: &mut Vec<String>) {
     for field in BOOLEAN_FIELDS {
         if let Some(v) = manifest.get(*field) {
             if !v.is_boolean() {
@@ -184,13 +293,23 @@ pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
             }
         }
     }
-    let requirements_only = flag(&manifest, "requirementsOnly");
-    let marketing_only = flag(&manifest, "marketingOnly");
+}
 
-    // Required fields.
+/// The manifest's `author`, as far as it is given.
+#[derive(Default)]
+struct Author {
+    name: Option<String>,
+    email: Option<String>,
+    url: Option<String>,
+}
+
+/// Required fields: `author` (with name and email) and `defaultLocale`, plus
+/// `frameworkVersion` and `location` unless the app is requirements-only or marketing-only.
+/// Answers the author.
+fn check_required_fields(manifest: &Map<String, Value>, errors: &mut Vec<String>) -> Author {
     let mut missing = Vec::new();
     let mut required = vec!["author", "defaultLocale"];
-    if !requirements_only && !marketing_only {
+    if !flag(manifest, "requirementsOnly") && !flag(manifest, "marketingOnly") {
         required.extend(["frameworkVersion", "location"]);
     }
     for key in required {
@@ -198,7 +317,7 @@ pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
             missing.push(key.to_string());
         }
     }
-    let (mut author_name, mut author_email, mut author_url) = (None, None, None);
+    let mut author = Author::default();
     match manifest.get("author") {
         Some(Value::Object(a)) => {
             for key in ["name", "email"] {
@@ -206,9 +325,12 @@ pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
                     missing.push(format!("author {key}"));
                 }
             }
-            author_name = a.get("name").and_then(Value::as_str).map(str::to_string);
-            author_email = a.get("email").and_then(Value::as_str).map(str::to_string);
-            author_url = a.get("url").and_then(Value::as_str).map(str::to_string);
+            let text = |key: &str| a.get(key).and_then(Value::as_str).map(str::to_string);
+            author = Author {
+                name: text("name"),
+                email: text("email"),
+                url: text("url"),
+            };
         }
         Some(Value::Null) | None => {}
         Some(other) => errors.push(format!(
@@ -227,14 +349,15 @@ pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
             listing(&missing)
         ));
     }
+    author
+}
 
-    // Framework version.
-    let mut framework_version = String::new();
+/// `frameworkVersion`, when given, is one of [`FRAMEWORK_VERSIONS`]; answers it (empty when
+/// absent or invalid).
+fn check_framework_version(manifest: &Map<String, Value>, errors: &mut Vec<String>) -> String {
     match manifest.get("frameworkVersion") {
         None | Some(Value::Null) => {}
-        Some(Value::String(v)) if FRAMEWORK_VERSIONS.contains(&v.as_str()) => {
-            framework_version = v.clone()
-        }
+        Some(Value::String(v)) if FRAMEWORK_VERSIONS.contains(&v.as_str()) => return v.clone(),
         Some(Value::String(v)) => errors.push(format!(
             "{v} is not a valid framework version. Available versions are: {}.",
             FRAMEWORK_VERSIONS.join(", ")
@@ -244,181 +367,179 @@ pub(crate) fn validate(zip_bytes: &[u8]) -> Result<Package, Vec<String>> {
             shown(other)
         )),
     }
+    String::new()
+}
 
-    // Default locale and its translation file.
-    let mut default_locale = String::new();
+/// `defaultLocale`, when given, is a valid locale with a `translations/<locale>.json` that
+/// is a JSON object; answers the locale and that translation (empty when absent or invalid).
+fn check_default_locale(
+    manifest: &Map<String, Value>,
+    archive: &mut Archive<'_>,
+    errors: &mut Vec<String>,
+) -> Result<(String, Map<String, Value>), InvalidPackage> {
     let mut translation = Map::new();
-    match manifest.get("defaultLocale") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(loc)) if valid_locale(loc) => {
-            default_locale = loc.clone();
-            let file = format!("translations/{loc}.json");
-            if files.contains(&file) {
-                match serde_json::from_slice::<Value>(&read(&file)?) {
-                    Ok(Value::Object(t)) => translation = t,
-                    Ok(_) => errors.push(format!("{file} is not a JSON object.")),
-                    Err(e) => errors.push(format!("{file} is not valid JSON. {e}")),
-                }
-            } else {
-                errors.push(format!(
-                    "Missing translation file for locale '{loc}'. Learn more: https://developer.zendesk.com/apps/docs/developer-guide/deploying#app-internationalization"
-                ));
-            }
+    let loc = match manifest.get("defaultLocale") {
+        None | Some(Value::Null) => return Ok((String::new(), translation)),
+        Some(Value::String(loc)) if valid_locale(loc) => loc,
+        Some(other) => {
+            errors.push(format!("{} is not a valid default locale.", shown(other)));
+            return Ok((String::new(), translation));
         }
-        Some(other) => errors.push(format!("{} is not a valid default locale.", shown(other))),
+    };
+    let file = format!("translations/{loc}.json");
+    if archive.contains(&file) {
+        match serde_json::from_slice::<Value>(&archive.read(&file)?) {
+            Ok(Value::Object(t)) => translation = t,
+            Ok(_) => errors.push(format!("{file} is not a JSON object.")),
+            Err(e) => errors.push(format!("{file} is not valid JSON. {e}")),
+        }
+    } else {
+        errors.push(format!(
+            "Missing translation file for locale '{loc}'. Learn more: https://developer.zendesk.com/apps/docs/developer-guide/deploying#app-internationalization"
+        ));
     }
+    Ok((loc.clone(), translation))
+}
 
-    // Locations.
+/// `location` maps products of [`PRODUCTS`] to their locations, each with a URI that is
+/// https, localhost or a file under `assets/`; answers the products and the
+/// (product, location name) pairs.
+fn check_locations(
+    manifest: &Map<String, Value>,
+    files: &BTreeSet<String>,
+    errors: &mut Vec<String>,
+) -> (Vec<String>, Vec<(String, String)>) {
     let mut products = Vec::new();
     let mut locations = Vec::new();
-    match manifest.get("location") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(hosts)) => {
-            for (host, locs) in hosts {
-                if !PRODUCTS.contains(&host.as_str()) {
-                    errors.push(format!("{host} is an invalid host for apps."));
-                    continue;
-                }
-                products.push(host.clone());
-                let Value::Object(locs) = locs else {
-                    errors.push(format!(
-                        "The manifest field location.{host} needs to be key-value pairs with string keys, but it was {}",
-                        shown(locs)
-                    ));
-                    continue;
-                };
-                for (name, spec) in locs {
-                    locations.push((host.clone(), name.clone()));
-                    let uri = match spec {
-                        Value::String(u) => Some(u.as_str()),
-                        Value::Object(o) => {
-                            for key in ["autoLoad", "autoHide", "signed"] {
-                                if let Some(v) = o.get(key) {
-                                    if !v.is_boolean() {
-                                        errors.push(format!(
-                                            "{key} must be a boolean value, got \"{}\".",
-                                            shown(v)
-                                        ));
-                                    }
-                                }
-                            }
-                            o.get("url").and_then(Value::as_str)
-                        }
-                        _ => None,
-                    };
-                    match uri {
-                        None | Some("") => {
-                            errors.push(format!("{name} location does not specify a URI."))
-                        }
-                        Some(u) if !valid_location_uri(u, &files) => errors.push(format!(
-                            "{u} is either an invalid location URI, refers to a missing asset, or does not use HTTPS."
-                        )),
-                        Some(_) => {}
-                    }
-                }
-            }
+    let hosts = match manifest.get("location") {
+        None | Some(Value::Null) => return (products, locations),
+        Some(Value::Object(hosts)) => hosts,
+        Some(other) => {
+            errors.push(format!(
+                "The manifest field location needs to be key-value pairs with string keys, but it was {}",
+                shown(other)
+            ));
+            return (products, locations);
         }
-        Some(other) => errors.push(format!(
-            "The manifest field location needs to be key-value pairs with string keys, but it was {}",
-            shown(other)
-        )),
+    };
+    for (host, locs) in hosts {
+        if !PRODUCTS.contains(&host.as_str()) {
+            errors.push(format!("{host} is an invalid host for apps."));
+            continue;
+        }
+        products.push(host.clone());
+        let Value::Object(locs) = locs else {
+            errors.push(format!(
+                "The manifest field location.{host} needs to be key-value pairs with string keys, but it was {}",
+                shown(locs)
+            ));
+            continue;
+        };
+        for (name, spec) in locs {
+            locations.push((host.clone(), name.clone()));
+            check_location(name, spec, files, errors);
+        }
     }
+    (products, locations)
+}
 
-    // Parameters.
-    let parameters = check_parameters(&manifest, &mut errors);
-
-    // Requirements.
-    let mut requirements = Vec::new();
-    if files.contains("requirements.json") {
-        let chat_only = !products.is_empty() && products.iter().all(|p| p == "chat");
-        if marketing_only || chat_only {
-            errors.push(
-                "App requirements are not supported for marketing-only or Chat-only apps"
-                    .to_string(),
-            );
-        }
-        match serde_json::from_slice::<Value>(&read("requirements.json")?) {
-            Err(e) => errors.push(format!("requirements.json is not proper JSON. {e}")),
-            Ok(Value::Object(reqs)) => {
-                let invalid: Vec<String> = reqs
-                    .keys()
-                    .filter(|k| !REQUIREMENT_TYPES.contains(&k.as_str()))
-                    .cloned()
-                    .collect();
-                match invalid.len() {
-                    0 => {}
-                    1 => errors.push(format!(
-                        "requirements.json contains an invalid type: {}",
-                        invalid[0]
-                    )),
-                    _ => errors.push(format!(
-                        "requirements.json contains invalid types: {}",
-                        listing(&invalid)
-                    )),
-                }
-                for (kind, items) in &reqs {
-                    if let Value::Object(items) = items {
-                        for identifier in items.keys() {
-                            requirements.push((kind.clone(), identifier.clone()));
-                        }
-                    } else if REQUIREMENT_TYPES.contains(&kind.as_str()) {
+/// One location: a URI string, or an object with `url` and boolean `autoLoad`, `autoHide`
+/// and `signed`.
+fn check_location(name: &str, spec: &Value, files: &BTreeSet<String>, errors: &mut Vec<String>) {
+    let uri = match spec {
+        Value::String(u) => Some(u.as_str()),
+        Value::Object(o) => {
+            for key in ["autoLoad", "autoHide", "signed"] {
+                if let Some(v) = o.get(key) {
+                    if !v.is_boolean() {
                         errors.push(format!(
-                            "The manifest field {kind} needs to be key-value pairs with string keys, but it was {}",
-                            shown(items)
+                            "{key} must be a boolean value, got \"{}\".",
+                            shown(v)
                         ));
                     }
                 }
-                if requirements.len() > MAX_REQUIREMENTS {
-                    errors.push(format!(
-                        "The requirements.json file contains too many requirements. The current limit is {MAX_REQUIREMENTS} requirements. This app has {} requirements.",
-                        requirements.len()
-                    ));
-                }
             }
-            Ok(_) => errors.push(
+            o.get("url").and_then(Value::as_str)
+        }
+        _ => None,
+    };
+    match uri {
+        None | Some("") => errors.push(format!("{name} location does not specify a URI.")),
+        Some(u) if !valid_location_uri(u, files) => errors.push(format!(
+            "{u} is either an invalid location URI, refers to a missing asset, or does not use HTTPS."
+        )),
+        Some(_) => {}
+    }
+}
+
+/// `requirements.json`, when present: allowed only for apps that are neither marketing-only
+/// nor Chat-only, a JSON object of [`REQUIREMENT_TYPES`] with at most [`MAX_REQUIREMENTS`]
+/// requirements; answers the (requirement type, identifier) pairs.
+fn check_requirements(
+    archive: &mut Archive<'_>,
+    marketing_only: bool,
+    products: &[String],
+    errors: &mut Vec<String>,
+) -> Result<Vec<(String, String)>, InvalidPackage> {
+    let mut requirements = Vec::new();
+    if !archive.contains("requirements.json") {
+        return Ok(requirements);
+    }
+    let chat_only = !products.is_empty() && products.iter().all(|p| p == "chat");
+    if marketing_only || chat_only {
+        errors.push(
+            "App requirements are not supported for marketing-only or Chat-only apps".to_string(),
+        );
+    }
+    let reqs = match serde_json::from_slice::<Value>(&archive.read("requirements.json")?) {
+        Err(e) => {
+            errors.push(format!("requirements.json is not proper JSON. {e}"));
+            return Ok(requirements);
+        }
+        Ok(Value::Object(reqs)) => reqs,
+        Ok(_) => {
+            errors.push(
                 "requirements.json is not proper JSON. The requirements must be a JSON object"
                     .to_string(),
-            ),
+            );
+            return Ok(requirements);
+        }
+    };
+    let invalid: Vec<String> = reqs
+        .keys()
+        .filter(|k| !REQUIREMENT_TYPES.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    match invalid.len() {
+        0 => {}
+        1 => errors.push(format!(
+            "requirements.json contains an invalid type: {}",
+            invalid[0]
+        )),
+        _ => errors.push(format!(
+            "requirements.json contains invalid types: {}",
+            listing(&invalid)
+        )),
+    }
+    for (kind, items) in &reqs {
+        if let Value::Object(items) = items {
+            for identifier in items.keys() {
+                requirements.push((kind.clone(), identifier.clone()));
+            }
+        } else if REQUIREMENT_TYPES.contains(&kind.as_str()) {
+            errors.push(format!(
+                "The manifest field {kind} needs to be key-value pairs with string keys, but it was {}",
+                shown(items)
+            ));
         }
     }
-
-    if !errors.is_empty() {
-        return Err(errors);
+    if requirements.len() > MAX_REQUIREMENTS {
+        errors.push(format!(
+            "The requirements.json file contains too many requirements. The current limit is {MAX_REQUIREMENTS} requirements. This app has {} requirements.",
+            requirements.len()
+        ));
     }
-    let app_strings = translation.get("app").and_then(Value::as_object);
-    let text = |key: &str| {
-        app_strings
-            .and_then(|a| a.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let name = manifest
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| text("name"))
-        .unwrap_or_else(|| "Untitled app".to_string());
-    Ok(Package {
-        name,
-        author_name,
-        author_email,
-        author_url,
-        default_locale,
-        framework_version,
-        version: manifest
-            .get("version")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        products,
-        locations,
-        parameters,
-        requirements,
-        single_install: flag(&manifest, "singleInstall"),
-        marketing_only,
-        short_description: text("short_description"),
-        long_description: text("long_description"),
-        installation_instructions: text("installation_instructions"),
-    })
+    Ok(requirements)
 }
 
 trait Blank {
@@ -467,6 +588,8 @@ fn valid_location_uri(uri: &str, files: &BTreeSet<String>) -> bool {
     files.contains(path) && path.starts_with("assets/") || files.contains(&format!("assets/{path}"))
 }
 
+/// `parameters`, when given, is an array of named parameters; answers the specs of those
+/// that have a name.
 fn check_parameters(manifest: &Map<String, Value>, errors: &mut Vec<String>) -> Vec<ParamSpec> {
     let list = match manifest.get("parameters") {
         None | Some(Value::Null) => return Vec::new(),
@@ -477,10 +600,6 @@ fn check_parameters(manifest: &Map<String, Value>, errors: &mut Vec<String>) -> 
         }
     };
     let mut specs = Vec::new();
-    let mut seen = HashSet::new();
-    let mut duplicates = BTreeSet::new();
-    let mut invalid_types = Vec::new();
-    let mut hidden_required = Vec::new();
     let mut missing_names = false;
     for p in list {
         let Some(obj) = p.as_object() else {
@@ -498,47 +617,57 @@ fn check_parameters(manifest: &Map<String, Value>, errors: &mut Vec<String>) -> 
             missing_names = true;
             continue;
         };
-        let kind = match obj.get("type") {
-            None | Some(Value::Null) => "text".to_string(),
-            Some(Value::String(t)) => t.clone(),
-            Some(other) => shown(other),
-        };
-        if !PARAMETER_TYPES.contains(&kind.as_str()) {
-            invalid_types.push(kind.clone());
-        }
-        let mut boolean = |key: &str| match obj.get(key) {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                errors.push(format!(
-                    "{key} must be a boolean value, got \"{}\".",
-                    shown(other)
-                ));
-                false
-            }
-        };
-        let required = boolean("required");
-        let secure = boolean("secure");
-        if name == "name" {
-            errors.push("Can't call a parameter 'name'".to_string());
-        }
-        if !seen.insert(name.to_string()) {
-            duplicates.insert(name.to_string());
-        }
-        if kind == "hidden" && required {
-            hidden_required.push(name.to_string());
-        }
-        specs.push(ParamSpec {
-            name: name.to_string(),
-            kind,
-            required,
-            secure,
-            default_value: obj.get("default").cloned().unwrap_or(Value::Null),
-        });
+        specs.push(parameter_spec(name, obj, errors));
     }
     if missing_names {
         errors.push("Missing required field in manifest: parameters name".to_string());
     }
+    check_parameter_set(&specs, errors);
+    check_oauth(manifest, &specs, errors);
+    specs
+}
+
+/// One named parameter: `type` defaults to `text`, `required` and `secure` are booleans,
+/// and the name is not `name`.
+fn parameter_spec(name: &str, obj: &Map<String, Value>, errors: &mut Vec<String>) -> ParamSpec {
+    let kind = match obj.get("type") {
+        None | Some(Value::Null) => "text".to_string(),
+        Some(Value::String(t)) => t.clone(),
+        Some(other) => shown(other),
+    };
+    let mut boolean = |key: &str| match obj.get(key) {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            errors.push(format!(
+                "{key} must be a boolean value, got \"{}\".",
+                shown(other)
+            ));
+            false
+        }
+    };
+    let required = boolean("required");
+    let secure = boolean("secure");
+    if name == "name" {
+        errors.push("Can't call a parameter 'name'".to_string());
+    }
+    ParamSpec {
+        name: name.to_string(),
+        kind,
+        required,
+        secure,
+        default_value: obj.get("default").cloned().unwrap_or(Value::Null),
+    }
+}
+
+/// Across the parameters: every type is one of [`PARAMETER_TYPES`], no name is used twice,
+/// and no hidden parameter is required.
+fn check_parameter_set(specs: &[ParamSpec], errors: &mut Vec<String>) {
+    let invalid_types: Vec<String> = specs
+        .iter()
+        .filter(|p| !PARAMETER_TYPES.contains(&p.kind.as_str()))
+        .map(|p| p.kind.clone())
+        .collect();
     match invalid_types.len() {
         0 => {}
         1 => errors.push(format!(
@@ -550,10 +679,21 @@ fn check_parameters(manifest: &Map<String, Value>, errors: &mut Vec<String>) -> 
             listing(&invalid_types)
         )),
     }
+    let mut seen = HashSet::new();
+    let duplicates: BTreeSet<&str> = specs
+        .iter()
+        .map(|p| p.name.as_str())
+        .filter(|name| !seen.insert(*name))
+        .collect();
     if !duplicates.is_empty() {
-        let d: Vec<String> = duplicates.into_iter().collect();
+        let d: Vec<String> = duplicates.into_iter().map(str::to_string).collect();
         errors.push(format!("Duplicate app parameters defined: {}", listing(&d)));
     }
+    let hidden_required: Vec<String> = specs
+        .iter()
+        .filter(|p| p.kind == "hidden" && p.required)
+        .map(|p| p.name.clone())
+        .collect();
     match hidden_required.len() {
         0 => {}
         1 => errors.push(format!(
@@ -565,6 +705,11 @@ fn check_parameters(manifest: &Map<String, Value>, errors: &mut Vec<String>) -> 
             listing(&hidden_required)
         )),
     }
+}
+
+/// At most one `oauth` parameter, not secure, and then the manifest's `oauth` has every field
+/// of [`OAUTH_KEYS`].
+fn check_oauth(manifest: &Map<String, Value>, specs: &[ParamSpec], errors: &mut Vec<String>) {
     let oauth: Vec<&ParamSpec> = specs.iter().filter(|p| p.kind == "oauth").collect();
     if oauth.len() > 1 {
         errors.push("Too many parameters with type 'oauth': one permitted".to_string());
@@ -572,31 +717,31 @@ fn check_parameters(manifest: &Map<String, Value>, errors: &mut Vec<String>) -> 
     if oauth.iter().any(|p| p.secure) {
         errors.push("oauth parameter cannot be set to be secure.".to_string());
     }
-    if !oauth.is_empty() {
-        let config = manifest.get("oauth").and_then(Value::as_object);
-        let missing: Vec<String> = OAUTH_KEYS
-            .iter()
-            .filter(|k| {
-                config
-                    .and_then(|c| c.get(**k))
-                    .and_then(Value::as_str)
-                    .is_none_or_empty()
-            })
-            .map(|k| k.to_string())
-            .collect();
-        if !missing.is_empty() {
-            let noun = if missing.len() == 1 {
-                "field"
-            } else {
-                "fields"
-            };
-            errors.push(format!(
-                "Missing required oauth {noun} in manifest: {}",
-                listing(&missing)
-            ));
-        }
+    if oauth.is_empty() {
+        return;
     }
-    specs
+    let config = manifest.get("oauth").and_then(Value::as_object);
+    let missing: Vec<String> = OAUTH_KEYS
+        .iter()
+        .filter(|k| {
+            config
+                .and_then(|c| c.get(**k))
+                .and_then(Value::as_str)
+                .is_none_or_empty()
+        })
+        .map(|k| k.to_string())
+        .collect();
+    if !missing.is_empty() {
+        let noun = if missing.len() == 1 {
+            "field"
+        } else {
+            "fields"
+        };
+        errors.push(format!(
+            "Missing required oauth {noun} in manifest: {}",
+            listing(&missing)
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -639,14 +784,19 @@ mod tests {
 
     #[test]
     fn errors_carry_zendesk_messages() {
-        assert_eq!(validate(b"not a zip").unwrap_err(), vec![CANNOT_UNZIP]);
+        assert_eq!(
+            validate(b"not a zip").unwrap_err().problems,
+            vec![CANNOT_UNZIP]
+        );
         let nested = zip(&[("app/manifest.json", MANIFEST)]);
-        assert!(validate(&nested).unwrap_err()[0].contains("but app/manifest.json was found"));
+        assert!(
+            validate(&nested).unwrap_err().problems[0].contains("but app/manifest.json was found")
+        );
         let e = validate(&ok_files(
             r#"{"author":{"name":"A"},"defaultLocale":"en","frameworkVersion":"1.0","location":{"zendesk":{}},"singleInstall":"yes","parameters":[{"name":"name"},{"name":"a","type":"hidden","required":true},{"name":"a","type":"password"}]}"#,
         ))
         .unwrap_err();
-        let all = e.join("\n");
+        let all = e.to_string();
         for needle in [
             "Missing required field in manifest: author email",
             "1.0 is not a valid framework version. Available versions are: 2.0.",
@@ -662,13 +812,46 @@ mod tests {
     }
 
     #[test]
+    fn problems_come_in_a_fixed_order() {
+        let e = validate(&zip(&[
+            (
+                "manifest.json",
+                r#"{"author":"me","defaultLocale":"EN","frameworkVersion":2,"private":1,"location":{"support":{"nav_bar":{"url":"http://example.com","autoLoad":"x"},"top_bar":""},"chat":[]},"parameters":[{"name":"a","type":"oauth","secure":true},{"type":"text"},{"name":"a","type":"oauth","required":"y"}]}"#,
+            ),
+            ("requirements.json", r#"{"bogus":{},"targets":[]}"#),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            vec![
+                "private must be a boolean value, got \"1\".",
+                "The manifest field author needs to be key-value pairs with string keys, but it was me",
+                "frameworkVersion must be a string, got \"2\".",
+                "EN is not a valid default locale.",
+                "The manifest field location.chat needs to be key-value pairs with string keys, but it was []",
+                "autoLoad must be a boolean value, got \"x\".",
+                "http://example.com is either an invalid location URI, refers to a missing asset, or does not use HTTPS.",
+                "top_bar location does not specify a URI.",
+                "required must be a boolean value, got \"y\".",
+                "Missing required field in manifest: parameters name",
+                "Duplicate app parameters defined: a",
+                "Too many parameters with type 'oauth': one permitted",
+                "oauth parameter cannot be set to be secure.",
+                "Missing required oauth fields in manifest: client_id, client_secret, authorize_uri, access_token_uri",
+                "requirements.json contains an invalid type: bogus",
+                "The manifest field targets needs to be key-value pairs with string keys, but it was []",
+            ]
+        );
+    }
+
+    #[test]
     fn duplicate_manifest_keys() {
         let e = validate(&ok_files(
             r#"{"name":"a","name":"b","author":{"name":"x","name":"y"}}"#,
         ))
         .unwrap_err();
         assert_eq!(
-            e,
+            e.problems,
             vec!["Duplicate keys are specified in the manifest.json file. name, author.name"]
         );
         let (v, d) = parse_reporting_duplicates(br#"{"a":[1,{"b":true}],"c":null}"#).unwrap();

@@ -3,25 +3,28 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use tokio::net::TcpListener;
 
-use super::Simulator;
+use crate::tls::TlsFiles;
 
 /// How long in-flight requests may take to finish after shutdown was asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Serves `router` on `listener` (HTTPS when `tls` is given) until `shutdown` resolves.
 pub(crate) async fn serve(
-    sim: Simulator,
+    router: Router,
+    tls: Option<&TlsFiles>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let tls = match &sim.config().tls {
+    let tls = match tls {
         Some(files) => Some(crate::tls::acceptor(files, "sim.tls")?),
         None => None,
     };
     crate::server::serve(
         listener,
-        sim.router(),
+        router,
         tls,
         crate::server::ConnectionLimits::default(),
         shutdown,

@@ -1,15 +1,19 @@
-//! The simulator's in-memory state, behind one mutex (no lock is ever held across an await).
+//! The simulator's in-memory state, behind one mutex (no lock is ever held across an await),
+//! together with the settings it runs with.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
+use serde_json::Value;
 
-use super::apps::App;
+use super::config::SimConfig;
 use super::faults::FaultRule;
-use super::installations::Installation;
 use super::jobs::Job;
+use super::records::{App, Installation};
+use super::routes::Family;
 
 /// At most this many entries are kept in the request log (oldest dropped first).
 pub(crate) const MAX_REQUEST_LOG: usize = 20_000;
@@ -73,6 +77,21 @@ pub(crate) struct AccountState {
     pub notify_window: VecDeque<Instant>,
 }
 
+impl AccountState {
+    /// How many installations of an app the account has, through either family.
+    pub(crate) fn installation_count(&self, app_id: u64) -> usize {
+        self.installations
+            .values()
+            .filter(|i| i.app_id == app_id)
+            .count()
+    }
+
+    /// The JSON of one of the account's apps, in a family's shape.
+    pub(crate) fn app_json(&self, app: &App, family: Family, exclude: &[&str]) -> Value {
+        app.to_json(family, self.installation_count(app.id), exclude)
+    }
+}
+
 /// Numeric ids; unique across all kinds and accounts, which makes mixing them up in a client
 /// visible as a 404.
 #[derive(Default)]
@@ -117,45 +136,40 @@ impl State {
     }
 }
 
-/// Now as Unix milliseconds.
-pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// The simulator's settings and its state behind one mutex: what every handler works on.
+pub(crate) struct Store {
+    config: SimConfig,
+    state: Mutex<State>,
 }
 
-/// `2020-06-11T06:12:48Z` for a Unix time in seconds.
-pub(crate) fn iso8601(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if mo <= 2 { y + 1 } else { y };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
-}
+impl Store {
+    /// Empty state for these settings, with one empty account per configured subdomain.
+    pub(crate) fn new(config: SimConfig) -> Store {
+        let state = Mutex::new(Store::fresh_state(&config));
+        Store { config, state }
+    }
 
-/// The current time as `2020-06-11T06:12:48Z`.
-pub(crate) fn now_iso() -> String {
-    iso8601(unix_ms(SystemTime::now()) / 1000)
-}
+    fn fresh_state(config: &SimConfig) -> State {
+        State::new(config.accounts.iter().map(|a| a.subdomain.as_str()))
+    }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// The settings the simulator runs with.
+    pub(crate) fn config(&self) -> &SimConfig {
+        &self.config
+    }
 
-    #[test]
-    fn iso_dates() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso8601(1_591_855_968), "2020-06-11T06:12:48Z");
-        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+    /// The state, locked.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps in a state worse than stale.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets everything: apps, uploads, jobs, installations, notifications, rate windows,
+    /// the request log and fault rules.
+    pub(crate) fn reset(&self) {
+        let fresh = Store::fresh_state(&self.config);
+        *self.lock() = fresh;
     }
 }
