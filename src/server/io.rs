@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::ConnectionLimits;
+use super::limits::ConnectionLimits;
 
 /// Where a connection is in its request cycle.
 #[derive(Debug, Clone, Copy)]
