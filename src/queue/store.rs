@@ -282,18 +282,27 @@ impl Store {
         };
         let name = String::from_utf8_lossy(name).to_ascii_uppercase();
         self.check_slot(&name, args)?;
-        let arity = |min: usize, even_after: Option<usize>| -> Result<(), CommandError> {
-            let bad = args.len() < min || even_after.is_some_and(|n| (args.len() - n) % 2 != 0);
-            if bad {
-                Err(err(format!(
-                    "ERR wrong number of arguments for '{}' command",
-                    name.to_ascii_lowercase()
-                )))
-            } else {
-                Ok(())
-            }
-        };
         match name.as_str() {
+            "PING" | "TIME" | "DBSIZE" | "KEYS" | "TYPE" | "PTTL" | "DEL" | "EXISTS"
+            | "PEXPIRE" | "PERSIST" => self.keyspace(&name, args),
+            "GET" | "SET" => self.strings(&name, args),
+            "HSET" | "HSETNX" | "HGET" | "HMGET" | "HGETALL" | "HDEL" | "HINCRBY" => {
+                self.hashes(&name, args)
+            }
+            "LPUSH" | "RPUSH" | "LPOP" | "LLEN" | "LPOS" | "LINDEX" | "LSET" | "LREM" | "LTRIM"
+            | "LRANGE" => self.lists(&name, args),
+            "ZADD" | "ZREM" | "ZSCORE" | "ZCARD" | "ZRANGE" | "ZRANGEBYSCORE" => {
+                self.sorted_sets(&name, args)
+            }
+            "SADD" | "SREM" | "SSCAN" | "SCARD" | "SMEMBERS" => self.sets(&name, args),
+            _ => Err(unknown(&name)),
+        }
+    }
+
+    /// Commands on keys and the server: `PING TIME DBSIZE KEYS TYPE PTTL DEL EXISTS PEXPIRE PERSIST`.
+    fn keyspace(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
+        let arity = |min, even_after| check_arity(name, args, min, even_after);
+        match name {
             "PING" => Ok(Value::SimpleString("PONG".into())),
             "TIME" => Ok(Value::Array(vec![
                 bulk((self.now_us / 1_000_000).to_string()),
@@ -350,7 +359,7 @@ impl Store {
             "PEXPIRE" => {
                 arity(2, None)?;
                 if args.len() > 2 {
-                    return Err(unsupported(&name, &args[2]));
+                    return Err(unsupported(name, &args[2]));
                 }
                 let ms = parse_i64(&args[1])?;
                 if !self.keys.contains_key(&args[0]) {
@@ -375,6 +384,14 @@ impl Store {
                 }
                 Ok(Value::Int(i64::from(had)))
             }
+            _ => Err(unknown(name)),
+        }
+    }
+
+    /// String commands: `GET SET` (`SET` with `EX`/`PX`/`NX`).
+    fn strings(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
+        let arity = |min, even_after| check_arity(name, args, min, even_after);
+        match name {
             "GET" => {
                 arity(1, None)?;
                 match self.keys.get(&args[0]).map(|e| &e.data) {
@@ -405,7 +422,7 @@ impl Store {
                             ttl_ms = Some(if opt == "EX" { v * 1000 } else { v });
                             i += 2;
                         }
-                        _ => return Err(unsupported(&name, &args[i])),
+                        _ => return Err(unsupported(name, &args[i])),
                     }
                 }
                 if nx && self.keys.contains_key(&args[0]) {
@@ -425,6 +442,14 @@ impl Store {
                 }
                 Ok(Value::Okay)
             }
+            _ => Err(unknown(name)),
+        }
+    }
+
+    /// Hash commands: `HSET HSETNX HGET HMGET HGETALL HDEL HINCRBY`.
+    fn hashes(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
+        let arity = |min, even_after| check_arity(name, args, min, even_after);
+        match name {
             "HSET" => {
                 arity(3, Some(1))?;
                 let h = self.hash(&args[0], Want::Create)?.expect("created");
@@ -502,6 +527,14 @@ impl Store {
                 h.insert(args[1].clone(), new.to_string().into_bytes());
                 Ok(Value::Int(new))
             }
+            _ => Err(unknown(name)),
+        }
+    }
+
+    /// List commands: `LPUSH RPUSH LPOP LLEN LPOS LINDEX LSET LREM LTRIM LRANGE`.
+    fn lists(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
+        let arity = |min, even_after| check_arity(name, args, min, even_after);
+        match name {
             "LPUSH" | "RPUSH" => {
                 arity(2, None)?;
                 let l = self.list(&args[0], Want::Create)?.expect("created");
@@ -517,7 +550,7 @@ impl Store {
             "LPOP" => {
                 arity(1, None)?;
                 if args.len() > 1 {
-                    return Err(unsupported(&name, &args[1]));
+                    return Err(unsupported(name, &args[1]));
                 }
                 let v = self.list(&args[0], Want::Read)?.and_then(|l| l.pop_front());
                 self.drop_if_empty(&args[0]);
@@ -529,7 +562,7 @@ impl Store {
                     self.list(&args[0], Want::Read)?.map_or(0, |l| l.len()) as i64,
                 ))
             }
-            "LPOS" => self.lpos(&name, args),
+            "LPOS" => self.lpos(name, args),
             "LINDEX" => {
                 arity(2, None)?;
                 let i = parse_i64(&args[1])?;
@@ -612,7 +645,15 @@ impl Store {
                     None => Vec::new(),
                 }))
             }
-            "ZADD" => self.zadd(&name, args),
+            _ => Err(unknown(name)),
+        }
+    }
+
+    /// Sorted-set commands: `ZADD ZREM ZSCORE ZCARD ZRANGE ZRANGEBYSCORE`.
+    fn sorted_sets(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
+        let arity = |min, even_after| check_arity(name, args, min, even_after);
+        match name {
+            "ZADD" => self.zadd(name, args),
             "ZREM" => {
                 arity(2, None)?;
                 let removed = match self.zset(&args[0], Want::Read)? {
@@ -642,7 +683,7 @@ impl Store {
                 let with_scores = match &args[3..] {
                     [] => false,
                     [o] if o.eq_ignore_ascii_case(b"WITHSCORES") => true,
-                    [o, ..] => return Err(unsupported(&name, o)),
+                    [o, ..] => return Err(unsupported(name, o)),
                 };
                 let z = self.zset(&args[0], Want::Read)?;
                 let mut out = Vec::new();
@@ -694,6 +735,14 @@ impl Store {
                 }
                 Ok(Value::Array(out))
             }
+            _ => Err(unknown(name)),
+        }
+    }
+
+    /// Set commands: `SADD SREM SSCAN SCARD SMEMBERS`.
+    fn sets(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
+        let arity = |min, even_after| check_arity(name, args, min, even_after);
+        match name {
             "SADD" => {
                 arity(2, None)?;
                 let s = self.set(&args[0], Want::Create)?.expect("created");
@@ -710,7 +759,7 @@ impl Store {
                 self.drop_if_empty(&args[0]);
                 Ok(Value::Int(removed as i64))
             }
-            "SSCAN" => self.sscan(&name, args),
+            "SSCAN" => self.sscan(name, args),
             "SCARD" => {
                 arity(1, None)?;
                 Ok(Value::Int(
@@ -726,9 +775,7 @@ impl Store {
                 members.sort();
                 Ok(Value::Array(members.into_iter().map(bulk).collect()))
             }
-            _ => Err(err(format!(
-                "ERR unknown command '{name}' in embedded store"
-            ))),
+            _ => Err(unknown(name)),
         }
     }
 
@@ -1063,6 +1110,30 @@ fn crc16(bytes: &[u8]) -> u16 {
         }
     }
     crc
+}
+
+/// `ERR wrong number of arguments` unless `args` has at least `min` entries (and, with
+/// `even_after`, an even number past the first `even_after`).
+fn check_arity(
+    name: &str,
+    args: &[Vec<u8>],
+    min: usize,
+    even_after: Option<usize>,
+) -> Result<(), CommandError> {
+    let bad = args.len() < min || even_after.is_some_and(|n| (args.len() - n) % 2 != 0);
+    if bad {
+        Err(err(format!(
+            "ERR wrong number of arguments for '{}' command",
+            name.to_ascii_lowercase()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// The error for a command the embedded store does not implement.
+fn unknown(name: &str) -> CommandError {
+    err(format!("ERR unknown command '{name}' in embedded store"))
 }
 
 #[cfg(test)]
