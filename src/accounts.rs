@@ -189,13 +189,7 @@ impl AccountDirectory {
                 )
             })
             .collect();
-        let sealer = config
-            .runtime_accounts
-            .encryption_key
-            .as_ref()
-            .map(|k| Sealer::new(k.expose_secret()))
-            .transpose()
-            .map_err(|e| ConfigError::invalid("runtime_accounts.encryption_key", e.to_string()))?;
+        let sealer = config.runtime_accounts.sealer()?.cloned();
         Ok(AccountDirectory {
             configured,
             fixed,

@@ -242,10 +242,12 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let tls = match &self.state.config().server.tls {
-            Some(files) => Some(crate::tls::acceptor(files, "server.tls")?),
-            None => None,
-        };
+        let tls = self
+            .state
+            .config()
+            .server
+            .loaded_tls()?
+            .map(crate::tls::ServerTls::acceptor);
         let token = CancellationToken::new();
         let worker = self
             .worker

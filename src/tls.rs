@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 
@@ -40,32 +39,78 @@ impl TlsFiles {
     }
 }
 
-/// Builds a TLS acceptor (HTTP/1.1 only, announced by ALPN) from PEM files; errors name
-/// `key.cert` or `key.key`.
-pub fn acceptor(files: &TlsFiles, key: &str) -> anyhow::Result<TlsAcceptor> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+/// Why a listener's PEM files give no TLS: the key of the file or table at fault and what
+/// is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct TlsError {
+    /// The config key (`server.tls.cert`, `sim.tls.key`, `server.tls`, ...).
+    pub key: String,
+    /// What is wrong, with the file's name.
+    pub message: String,
+}
 
-    let certs = CertificateDer::pem_file_iter(&files.cert)
-        .with_context(|| format!("{key}.cert: cannot read {}", files.cert))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{key}.cert: {} is not a PEM certificate chain", files.cert))?;
-    if certs.is_empty() {
-        anyhow::bail!("{key}.cert: {} holds no certificate", files.cert);
+/// The server side of TLS built from a listener's PEM files (HTTP/1.1 only, announced by
+/// ALPN): the files are read once, when it is loaded.
+#[derive(Clone)]
+pub struct ServerTls {
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls([REDACTED])")
     }
-    let private = PrivateKeyDer::from_pem_file(&files.key).with_context(|| {
-        format!(
-            "{key}.key: cannot read a PEM private key from {}",
-            files.key
-        )
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .with_context(|| format!("{key}: no usable TLS protocol versions"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, private)
-        .with_context(|| format!("{key}: the key does not fit the certificate"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+impl ServerTls {
+    /// Reads `files`; `key` is the config key of the table (`server.tls`, `sim.tls`), and
+    /// errors name `key.cert`, `key.key` or `key`.
+    pub fn load(files: &TlsFiles, key: &str) -> Result<Self, TlsError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+        let error = |key: String, message: String| TlsError { key, message };
+        let (cert_key, key_key) = (format!("{key}.cert"), format!("{key}.key"));
+        let certs = CertificateDer::pem_file_iter(&files.cert)
+            .map_err(|e| error(cert_key.clone(), format!("cannot read {}: {e}", files.cert)))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                let message = format!("{} is not a PEM certificate chain: {e}", files.cert);
+                error(cert_key.clone(), message)
+            })?;
+        if certs.is_empty() {
+            let message = format!("{} holds no certificate", files.cert);
+            return Err(error(cert_key, message));
+        }
+        let private = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+            let message = format!("cannot read a PEM private key from {}: {e}", files.key);
+            error(key_key, message)
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| error(key.into(), format!("no usable TLS protocol versions: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, private)
+            .map_err(|e| {
+                let message = format!("the key does not fit the certificate: {e}");
+                error(key.into(), message)
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(ServerTls {
+            config: Arc::new(config),
+        })
+    }
+
+    /// An acceptor of this TLS configuration.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.clone())
+    }
+}
+
+/// Builds a TLS acceptor from PEM files (see [`ServerTls::load`]); errors name `key.cert`
+/// or `key.key`.
+pub fn acceptor(files: &TlsFiles, key: &str) -> anyhow::Result<TlsAcceptor> {
+    Ok(ServerTls::load(files, key)?.acceptor())
 }

@@ -23,6 +23,7 @@
 //! replay, and a replay is 409.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -32,11 +33,9 @@ use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::config::{
-    secret_bytes, ConditionConfig, Config, ConfigError, SignatureKind, WebhookConfig,
-};
+use crate::config::{ConditionConfig, Config, ConfigError, SignatureKind, WebhookConfig};
 use crate::domain::FieldError;
-use crate::schema::{load_schema, SchemaValidator};
+use crate::schema::SchemaValidator;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -59,7 +58,7 @@ pub struct Webhook {
     /// How long a delivery id is remembered (a repeat within it is a replay).
     pub replay_window: Duration,
     /// The JSON Schema payloads must match, if any.
-    pub schema: Option<SchemaValidator>,
+    pub schema: Option<Arc<SchemaValidator>>,
     kind: SignatureKind,
     secrets: Vec<SecretSlice<u8>>,
     tolerance: Duration,
@@ -100,25 +99,10 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Webhook {
+    /// The webhook of a validated entry: its secrets and schema are the ones validation
+    /// decoded and compiled.
     fn from_config(config: &WebhookConfig) -> Result<Self, ConfigError> {
-        let key = |field: &str| format!("webhooks[{}].{field}", config.name);
-        let mut secrets = Vec::new();
-        if config.signature != SignatureKind::None {
-            for secret in config.secret.iter().chain(config.previous_secrets.iter()) {
-                let bytes = secret_bytes(config.signature, secret.expose_secret())
-                    .map_err(|e| ConfigError::invalid(key("secret"), e.to_string()))?;
-                secrets.push(SecretSlice::from(bytes));
-            }
-            if secrets.is_empty() {
-                return Err(ConfigError::invalid(key("secret"), "is required"));
-            }
-        }
-        let schema = config
-            .schema
-            .as_deref()
-            .map(load_schema)
-            .transpose()
-            .map_err(|e| ConfigError::invalid(key("schema"), e.to_string()))?;
+        let parts = config.parts()?;
         let mapping = config
             .mapping()
             .into_iter()
@@ -136,10 +120,10 @@ impl Webhook {
             name: config.name.clone(),
             account: config.account.clone(),
             kind: config.signature,
-            secrets,
+            secrets: parts.secrets.clone(),
             tolerance: Duration::from_secs(config.tolerance_seconds),
             replay_window: Duration::from_secs(config.replay_window_seconds),
-            schema,
+            schema: parts.schema.clone(),
             mapping,
             condition: config.condition.clone(),
         })
@@ -296,7 +280,7 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Builds the webhooks of `config` (reading their schema files).
+    /// The webhooks of a validated `config`.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let by_name = config
             .webhooks
@@ -318,12 +302,16 @@ mod tests {
     use http::HeaderValue;
     use serde_json::json;
 
+    /// A runtime-accounts key, so that the webhook's account needs no `[[accounts]]` entry.
+    const SEAL_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
     fn hook(kind: &str, secret: &str, extra: &str) -> Webhook {
         let text = format!(
-            "name = \"h\"\naccount = \"acme\"\nsignature = \"{kind}\"\nsecret = \"{secret}\"\napp_id = 1\nevent = \"e\"\n{extra}"
+            "[runtime_accounts]\nencryption_key = \"{SEAL_KEY}\"\n\
+             [[webhooks]]\nname = \"h\"\naccount = \"acme\"\nsignature = \"{kind}\"\nsecret = \"{secret}\"\napp_id = 1\nevent = \"e\"\n{extra}"
         );
-        let config: WebhookConfig = toml::from_str(&text).unwrap();
-        Webhook::from_config(&config).unwrap()
+        let config = Config::from_toml_with_env(&text, "test.toml", &[]).unwrap();
+        Webhook::from_config(&config.webhooks[0]).unwrap()
     }
 
     fn sign(key: &[u8], content: &[u8]) -> Vec<u8> {
