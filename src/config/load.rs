@@ -16,9 +16,9 @@ use super::metrics::MetricsConfig;
 use super::proxy::ProxyConfig;
 use super::redis::RedisConfig;
 use super::server::ServerConfig;
-use super::webhooks::WebhookConfig;
 #[cfg(feature = "sim")]
-use crate::sim::config::SimConfig;
+use super::sim::SimConfig;
+use super::webhooks::WebhookConfig;
 
 /// Where the config file is looked for when neither `--config` nor `ZENRELAY_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/zenrelay.toml";

@@ -24,6 +24,7 @@
 //! - `accounts`: `[[accounts]]` and `[runtime_accounts]` (the sealer).
 //! - `clients`: `[[clients]]`, the accounts each key reaches, and `[throttle]`.
 //! - `webhooks`: `[[webhooks]]`, their secrets and schemas.
+//! - `sim`: `[sim]`, the simulator's settings (feature `sim`).
 
 mod accounts;
 mod clients;
@@ -37,6 +38,8 @@ mod proxy;
 mod redis;
 mod rules;
 mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 #[cfg(test)]
 mod testing;
 mod validate;

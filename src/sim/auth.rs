@@ -8,8 +8,8 @@ use axum::http::{header, HeaderMap};
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use super::config::{Role, SimConfig};
 use super::errors::ApiError;
+use crate::config::sim::{Role, SimConfig};
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
@@ -189,7 +189,7 @@ mod tests {
         assert!(authenticate(&c, &h, Some("acme.zendesk.com")).is_ok());
         assert!(authenticate(&c, &h, Some("127.0.0.1:9090")).is_ok());
         let mut c2 = c.clone();
-        c2.accounts.push(super::super::config::SimAccount {
+        c2.accounts.push(crate::config::sim::SimAccount {
             subdomain: "beta".into(),
             users: c.accounts[0].users[1..].to_vec(),
         });

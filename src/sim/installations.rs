@@ -10,7 +10,6 @@ use serde_json::{json, Map, Value};
 
 use super::body::{json_object, numeric_id};
 use super::clock::now_iso;
-use super::config::Role;
 use super::ctx::Ctx;
 use super::errors::{json_response, no_content, ApiError};
 use super::jobs::{Job, JobKind, Stage};
@@ -18,6 +17,7 @@ use super::progress;
 use super::records::Installation;
 use super::routes::Family;
 use super::state::AccountState;
+use crate::config::sim::Role;
 
 type R = Result<Response, ApiError>;
 

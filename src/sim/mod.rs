@@ -65,14 +65,13 @@
 //! - `faults`: fault rules; `routes`: path and method → endpoint, per family; `auth`:
 //!   credentials → account and role, "Allowed for".
 //! - `body`: JSON request bodies; `packages`: app package validation; `errors`: Zendesk's
-//!   error bodies; `clock`: times; `config`: the `[sim]` table and its validation.
+//!   error bodies; `clock`: times. The `[sim]` table and its validation are [`crate::config::sim`].
 
 mod api;
 mod apps;
 mod auth;
 mod body;
 mod clock;
-pub mod config;
 mod ctx;
 mod errors;
 pub mod faults;
@@ -92,7 +91,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use config::{
+pub use crate::config::sim::{
     InvalidSimSetting, Role, SimAccount, SimConfig, SimConfigError, SimUser, TlsFiles,
 };
 pub use notify::MAX_NOTIFY_BODY;

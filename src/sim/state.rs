@@ -9,11 +9,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::config::SimConfig;
 use super::faults::FaultRule;
 use super::jobs::Job;
 use super::records::{App, Installation};
 use super::routes::Family;
+use crate::config::sim::SimConfig;
 
 /// At most this many entries are kept in the request log (oldest dropped first).
 pub(crate) const MAX_REQUEST_LOG: usize = 20_000;
