@@ -19,9 +19,8 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::queue::cluster::ClusterQueue;
 use crate::queue::memory::MemoryQueue;
-use crate::queue::redis::{
-    QueueSettings, RedisQueue, RedisQueueConfig, Replication, SentinelSettings,
-};
+use crate::queue::redis::{RedisQueue, RedisQueueConfig, Replication, SentinelSettings};
+use crate::queue::script_queue::QueueSettings;
 use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;
 use crate::state::{AppState, Parts};

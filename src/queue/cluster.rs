@@ -24,7 +24,7 @@
 //!   the move is finished and the new owner answers it. On the old master, a script that
 //!   reaches a key already moved fails with an error before it writes anything that
 //!   depends on it (every script reads and checks before it writes; see
-//!   [`super::redis`], "Partial failures"), and is sent again later.
+//!   [`super::script_queue`], "Partial failures"), and is sent again later.
 //! - An I/O error or a timeout is not retried here, since the call may have run; the caller
 //!   retries as it does on a single server (ingress answers 503, the worker backs off the
 //!   partition). The map is asked for again (at most every [`RECHECK`]), and every
@@ -55,9 +55,8 @@ use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Redis
 use secrecy::ExposeSecret;
 
 use super::connections::{at_address, timed, Replication};
-use super::redis::{
-    is_noscript, script_cmd, send_replicated, unavailable, RedisQueueConfig, ScriptQueue, Sent,
-};
+use super::redis::{is_noscript, script_cmd, send_replicated, unavailable, RedisQueueConfig, Sent};
+use super::script_queue::ScriptQueue;
 use super::store::key_slot;
 use super::transport::{pong, Script, ScriptCall, Transport, HELPERS};
 use super::QueueError;

@@ -47,7 +47,7 @@ use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value as LuaVal
 use redis::Value;
 use tokio::time::Instant;
 
-use super::redis::{QueueSettings, ScriptQueue};
+use super::script_queue::{QueueSettings, ScriptQueue};
 use super::store::{format_g17, CommandError, Store};
 use super::transport::{Script, ScriptCall, Transport, HELPERS};
 #[cfg(doc)]

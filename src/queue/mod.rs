@@ -1,8 +1,8 @@
 //! The durable per-account queue behind ingress and delivery.
 //!
 //! [`Queue`] is the contract. Its behaviour is written once, as the Lua scripts beside
-//! [`redis`] (key layout and scripts documented there), and [`redis::ScriptQueue`] runs them
-//! over a transport: [`redis::RedisQueue`] sends them to a Redis primary (production),
+//! [`script_queue`] (key layout and scripts documented there), and
+//! [`script_queue::ScriptQueue`] runs them over a transport: [`redis::RedisQueue`] sends them to a Redis primary (production),
 //! reached by [`connections`] at `redis.url` or through Sentinel; [`cluster::ClusterQueue`]
 //! to the masters of a Redis Cluster, each partition's calls to its slot's master
 //! ([`cluster`]); and [`memory::MemoryQueue`] (`memory://`, not durable, for `zenrelay
@@ -12,11 +12,14 @@
 //! rolling-window limit per account, one delivery in flight per account (which keeps first
 //! attempts in FIFO order), leases, retries, dead letters and TTLs.
 
+mod announce;
 pub mod cluster;
 pub mod connections;
 pub mod layout;
 pub mod memory;
 pub mod redis;
+mod replies;
+pub mod script_queue;
 pub mod store;
 pub mod transport;
 

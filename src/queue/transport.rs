@@ -1,6 +1,6 @@
 //! What the queue's logic needs of a store: its Lua scripts ([`Script`], with the
 //! helpers every script starts with) and a [`Transport`] that runs them and a few plain
-//! commands. [`super::redis::ScriptQueue`] is written against it; the transports are a
+//! commands. [`super::script_queue::ScriptQueue`] is written against it; the transports are a
 //! Redis primary ([`super::connections`]), the masters of a Redis Cluster
 //! ([`super::cluster`]) and the in-process store ([`super::memory`]).
 
@@ -12,7 +12,7 @@ use redis::Value;
 use super::QueueError;
 
 /// The helpers every script starts with (`scripts.lua`). Public, hidden, for the tests
-/// that run variants of the scripts (see [`super::redis::ScriptQueue::with_helpers`]).
+/// that run variants of the scripts (see [`super::script_queue::ScriptQueue::with_helpers`]).
 #[doc(hidden)]
 pub const HELPERS: &str = include_str!("scripts.lua");
 
@@ -48,7 +48,7 @@ impl Script {
 /// One call of a script: the partition base (`KEYS[1]` is `{base}:ready`) and `ARGV`.
 pub type ScriptCall = (String, Vec<Vec<u8>>);
 
-/// How [`super::redis::ScriptQueue`] reaches its store.
+/// How [`super::script_queue::ScriptQueue`] reaches its store.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Runs several calls of one script, sent in order; one result per call. A transport

@@ -1,0 +1,144 @@
+//! The scripts' replies read into the queue's types, and outcomes written as script
+//! arguments.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::{CallStatus, ClaimBatch, Claimed, EnqueueOutcome, Outcome, QueueError};
+use crate::domain::NotifyPayload;
+
+/// A call status as a script stored it.
+pub(super) fn call_status(text: &str) -> Result<CallStatus, QueueError> {
+    CallStatus::parse(text)
+        .ok_or_else(|| QueueError::Protocol(format!("unknown call status {text:?}")))
+}
+
+/// The claimed deliveries, and how many dead letters the claim dropped.
+pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), QueueError> {
+    let mut reply = array(reply)?.into_iter();
+    let next_due = reply
+        .next()
+        .and_then(|v| int(&v))
+        .filter(|ms| *ms >= 0)
+        .map(|ms| Duration::from_millis(ms as u64));
+    let dropped = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+    let mut items = Vec::new();
+    for item in reply {
+        let f = array(item)?;
+        if f.len() < 7 {
+            return Err(QueueError::Protocol("short claim entry".into()));
+        }
+        let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
+        let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
+        items.push(Claimed {
+            delivery_id: text(&f[0]).unwrap_or_default(),
+            account: text(&f[1]).unwrap_or_default(),
+            body: NotifyPayload::from_stored(stored).upstream_bytes(agent),
+            attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
+            created_ms: int(&f[5]).unwrap_or(0).max(0) as u64,
+            lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
+        });
+    }
+    Ok((ClaimBatch { items, next_due }, dropped))
+}
+
+/// The outcomes of an enqueue call, and whether it made its account ready.
+pub(super) fn parse_enqueue_reply(reply: Value) -> Result<(Vec<EnqueueOutcome>, bool), QueueError> {
+    let mut items = array(reply)?;
+    let ready = items.last().is_some_and(|item| {
+        matches!(item, Value::Array(f) if f.len() == 1 && text(&f[0]).as_deref() == Some("ready"))
+    });
+    if ready {
+        items.pop();
+    }
+    let outcomes = items
+        .into_iter()
+        .map(|item| {
+            let item = array(item)?;
+            let kind = item.first().and_then(text).unwrap_or_default();
+            let id = item.get(1).and_then(text).unwrap_or_default();
+            let n = item.get(2).and_then(int).unwrap_or(0).max(0) as u64;
+            Ok(match kind.as_str() {
+                "ok" => EnqueueOutcome::Stored { id, deliveries: n },
+                "dup" => EnqueueOutcome::Duplicate { id, deliveries: n },
+                "mismatch" => EnqueueOutcome::IdempotencyMismatch,
+                "full" => EnqueueOutcome::QueueFull,
+                other => return Err(QueueError::Protocol(format!("enqueue answered {other:?}"))),
+            })
+        })
+        .collect::<Result<Vec<_>, QueueError>>()?;
+    Ok((outcomes, ready))
+}
+
+pub(super) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+pub(super) fn bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b.clone(),
+        other => text(other).unwrap_or_default().into_bytes(),
+    }
+}
+
+pub(super) fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => text(other).and_then(|s| s.parse().ok()),
+    }
+}
+
+pub(super) fn array(v: Value) -> Result<Vec<Value>, QueueError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(QueueError::Protocol(format!(
+            "expected an array, got {other:?}"
+        ))),
+    }
+}
+
+pub(super) fn outcome_args(outcome: &Outcome) -> (&'static str, String, String, u64, &str) {
+    match outcome {
+        Outcome::Delivered { status } => ("delivered", status.to_string(), String::new(), 0, ""),
+        Outcome::Retry {
+            delay,
+            status,
+            error,
+        } => (
+            "retry",
+            status.map(|s| s.to_string()).unwrap_or_default(),
+            error.clone(),
+            delay.as_millis() as u64,
+            "",
+        ),
+        Outcome::Dead {
+            reason,
+            status,
+            error,
+        } => (
+            "dead",
+            status.map(|s| s.to_string()).unwrap_or_default(),
+            error.clone(),
+            0,
+            reason.as_str(),
+        ),
+        Outcome::RateLimited { retry_after } => (
+            "ratelimited",
+            "429".into(),
+            "rate limited by upstream".into(),
+            retry_after.as_millis() as u64,
+            "",
+        ),
+        Outcome::AuthFailed { status, error } => {
+            ("authfailed", status.to_string(), error.clone(), 0, "")
+        }
+        Outcome::Released => ("released", String::new(), String::new(), 0, ""),
+    }
+}

@@ -1,0 +1,1113 @@
+//! The queue logic every backend shares.
+//!
+//! [`ScriptQueue`] implements [`Queue`] by running the Lua scripts beside this file over a
+//! [`Transport`]: it builds every key and script argument and reads every reply. The
+//! transport only carries scripts and a few plain commands to a store:
+//! [`super::redis::RedisConnections`] to a Redis server (the production backend,
+//! [`super::redis::RedisQueue`]), [`super::cluster::ClusterConnections`] to the masters of
+//! a Redis Cluster, and [`super::memory::Embedded`] to an in-process store running the
+//! same scripts with an embedded Lua 5.1 (`memory://`, [`super::memory::MemoryQueue`]).
+//! The scripts are the one statement of the queue's behaviour.
+//!
+//! # Key layout
+//!
+//! Accounts are spread over `P` partitions (`redis.partitions`, by FNV-1a of the account
+//! id). Every key of a partition starts with `base = {prefix}:{pN}`, whose `{pN}` hash tag
+//! puts all of them in one Redis Cluster slot, so each script touches a single slot.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
+//! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio`, `exp` (expiry ms, 0 = none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count); per call `k`: `ag{k}` agent, `s{k}` status, `at{k}` attempts, `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
+//! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms) |
+//! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
+//! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
+//! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter; dropped `delivery.dead_letter_retention_seconds` later |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
+//! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
+//! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
+//! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
+//! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`] (longer with over [`SWEEP_PARTITIONS`] partitions), unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
+//! | `{base}:sweep:at` | HASH | where the sweep stands: `cursor` (of its `SSCAN` of `accounts`), `last` (the account it visited last on that page) and `pos` (that account's place on the page) |
+//! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
+//! | `{base}:replicated` | STRING | with `redis.wait_replicas`: written (expiring after a minute) right before each `WAIT` of a group of stored events, so the offset `WAIT` waits for covers every write before it |
+//! | `{base}:processes` | HASH | partition 0 only: the registry of gateway processes, id → `{last heartbeat, ms} {record (JSON)}` ([`super::ProcessRecord`]); `processes.lua` forgets the records gone stale |
+//!
+//! Outside the partitions (each a single key, so no hash tag is needed):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{prefix}:meta` | HASH | `layout`: the layout version ([`super::layout::LAYOUT_VERSION`]), and `partitions`: the partition count, both recorded on first use (a process that finds a newer layout or another count refuses to start); `migrating` and `migrated` (partitions done) while an earlier layout is migrated (see [`super::layout`]) |
+//! | `{prefix}:migrate:lock` | STRING | held, with an expiry, by the process migrating an earlier layout |
+//! | `{prefix}:runtime:accounts` | HASH | account id → its runtime record (JSON written by [`crate::accounts`]; credentials inside are encrypted) |
+//!
+//! An account's counts are read from where its deliveries are, never kept apart: depth
+//! (undelivered calls) is the length of its two lists, plus its retries, plus the call in
+//! flight (`busy`); retries are the size of `retry:{account}`; dead letters the size of
+//! `dead:{account}`.
+//!
+//! # Scripts
+//!
+//! `enqueue.lua`, `claim.lua` and `complete.lua` (beside this file, each prefixed with the
+//! helpers of `scripts.lua`) do every state change of delivery; `replay.lua`, `purge.lua`
+//! and `hold.lua` the operator's changes; `stats.lua` and `dead.lua` read. All run
+//! atomically and read the clock with
+//! Redis `TIME`, so all gateway processes share one clock and one budget per account.
+//! Scripts derive their keys from `base`; `KEYS[1]` (the partition's ready set) routes the
+//! call. They are sent with `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a
+//! restart or `SCRIPT FLUSH`).
+//!
+//! # Partial failures
+//!
+//! Redis does not roll back a script that fails part-way (an error reply, a key missing
+//! during a slot migration, a bug). Each script therefore reads and checks before it
+//! writes, and orders its writes so that every prefix of them leaves a state the next
+//! calls finish or repair; every write goes through the helper `w`, and a test fails each
+//! operation after each of its writes in turn, on both transports
+//! (`tests/it/queue_faults.rs`):
+//!
+//! - A delivery is moved before it is marked, and leaves its old place last: a claim
+//!   leases the head of the list and pops it last; a put-back (expired lease, due retry,
+//!   released call) pushes first, unless the delivery is already near the head (a redo),
+//!   and leaves `inflight` or `delayed` last. While a lease is in `inflight` the reaper
+//!   finishes whatever a failed completion left: the event's status says how far it got,
+//!   and `busy` still naming the delivery says the account was not freed yet.
+//! - Enqueue pushes ids before it stores their events: an id whose event was never stored
+//!   is a stale entry, which claims drop. An event is never stored without its ids.
+//! - Entries of finished deliveries left in a list are dropped by the claim that meets
+//!   them; an expiry that failed before its dead letter was recorded is recorded then.
+//! - A replay that fails after the push leaves the letter among the dead letters until the
+//!   call is claimed (`rp{k}`): the only state where an id is briefly in two places.
+//! - The worker retries a completion that failed; a completion of an already finished
+//!   delivery only finishes what is left.
+//!
+//! # A partition fails alone
+//!
+//! Several script calls (a claim pass over the partitions, a batch of completions, a group
+//! of enqueues) go out together, but each as its own command with its own reply, never as
+//! one pipeline whose single error reply would fail them all: an error, a redirect or a
+//! timeout of one partition's call fails only that call. The worker backs off only that
+//! partition, ingress answers 503 only to that partition's requests, and outcomes that
+//! could not be recorded are retried alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use redis::Value;
+use tokio::sync::OnceCell;
+
+use super::announce::{announced_partitions, partition_of_base, Announcer};
+use super::layout::{self, LayoutScripts};
+use super::replies::{
+    array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_enqueue_reply, text,
+};
+use super::transport::{Script, ScriptCall, Transport, HELPERS};
+use super::{
+    rfc3339_ms, AccountStats, CallStatus, ClaimBatch, Completion, DeadLetter, DeadLetterPage,
+    DeadLetterResult, DeadLetterSelection, DeadReason, DeliveryStatus, EnqueueBatch,
+    EnqueueOutcome, EventRecord, ProcessRecord, Queue, QueueError, QueueStats, RateLimit,
+    Retention, PROCESS_STALE,
+};
+use crate::domain::{partition_of, EventId, NotifyPayload};
+
+/// Most dead letters replayed or purged by one script call (keeps each call short).
+const DEAD_CHUNK: usize = 500;
+
+/// The settings the queue logic itself uses (the transport has its own).
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Key prefix.
+    pub prefix: String,
+    /// Partition count.
+    pub partitions: u16,
+    /// Lease of a claimed delivery.
+    pub lease: Duration,
+    /// Limit applied to accounts that have none stored.
+    pub default_limit: RateLimit,
+    /// Margin added to the rolling window, in milliseconds.
+    pub margin_ms: u64,
+    /// How long dead letters, finished events and idle accounts are kept.
+    pub retention: Retention,
+}
+
+/// The queue implemented by the Lua scripts, over a [`Transport`].
+pub struct ScriptQueue<T> {
+    transport: Arc<T>,
+    /// Enqueue requests waiting for the next group commit.
+    pending: std::sync::Mutex<Vec<PendingEnqueue>>,
+    /// Held by the request that is committing a group.
+    committing: tokio::sync::Mutex<()>,
+    config: QueueSettings,
+    enqueue: Script,
+    claim: Script,
+    complete: Script,
+    stats: Script,
+    dead: Script,
+    replay: Script,
+    purge: Script,
+    hold: Script,
+    /// Set once the layout and partition count are recorded or checked (see
+    /// [`ScriptQueue::check_layout`]).
+    layout_checked: Arc<LayoutGate>,
+    /// The scripts that migrate an earlier layout.
+    migration: Arc<LayoutScripts>,
+    /// Announces stored work to every process (`{prefix}:wake`).
+    announcer: Arc<Announcer>,
+    /// Dead letters dropped by this process's claims, not yet taken by the metrics.
+    dead_letters_dropped: AtomicU64,
+    /// Least time between two retention sweeps of a partition, in milliseconds.
+    sweep_interval_ms: u64,
+}
+
+/// An enqueue request waiting for its group commit.
+struct PendingEnqueue {
+    batch: EnqueueBatch,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>,
+}
+
+/// Most deliveries claimed by one claim script call, so that no call holds Redis for
+/// long; larger claims take several calls in one round trip.
+const CLAIM_CHUNK: usize = 16;
+
+/// Most expired leases, and most due retries, put back by one claim script call, so
+/// that no call holds Redis for long (each takes about ten Redis calls).
+const REAP_PER_CALL: usize = 4;
+
+/// Least time between two retention sweeps of a partition (each visits a few accounts),
+/// with up to [`SWEEP_PARTITIONS`] partitions; with more, it grows in proportion, so the
+/// sweeps of all partitions together cost Redis the same whatever the partition count.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Partitions swept every [`SWEEP_INTERVAL`] each; see there.
+pub const SWEEP_PARTITIONS: u16 = 16;
+
+/// The least time between two sweeps of a partition, in ms, for `partitions` (see
+/// [`SWEEP_INTERVAL`]).
+fn sweep_interval(partitions: u16) -> u64 {
+    let rounds = partitions.div_ceil(SWEEP_PARTITIONS).max(1);
+    SWEEP_INTERVAL.as_millis() as u64 * u64::from(rounds)
+}
+
+/// Most accounts read by one stats script call, so that no call holds Redis for long.
+const STATS_CHUNK: usize = 16;
+
+/// Most completions in one complete script call, so that no call holds Redis for long.
+const COMPLETE_CHUNK: usize = 16;
+
+/// Most events of several requests merged into one enqueue script call, so that no call
+/// holds Redis for long. One request's batch (at most 1,000 events, the API's cap) is
+/// never split: it is stored whole or not at all.
+const GROUP_MAX_EVENTS: usize = 64;
+
+impl<T: Transport> ScriptQueue<T> {
+    /// The queue over `transport`.
+    pub fn with_transport(config: QueueSettings, transport: T) -> Self {
+        Self::with_helpers(config, transport, HELPERS)
+    }
+
+    /// As [`ScriptQueue::with_transport`], with other helpers in front of every script:
+    /// for tests that run the scripts with a variant of them (e.g. one that fails after
+    /// some write).
+    #[doc(hidden)]
+    pub fn with_helpers(config: QueueSettings, transport: T, helpers: &str) -> Self {
+        Self::with_helpers_shared(config, Arc::new(transport), helpers)
+    }
+
+    fn with_helpers_shared(config: QueueSettings, transport: Arc<T>, helpers: &str) -> Self {
+        let config_partitions = config.partitions;
+        let announcer = Arc::new(Announcer::new(format!("{}:wake", config.prefix)));
+        ScriptQueue {
+            transport,
+            pending: std::sync::Mutex::new(Vec::new()),
+            committing: tokio::sync::Mutex::new(()),
+            config,
+            enqueue: Script::new(helpers, include_str!("enqueue.lua")),
+            claim: Script::new(helpers, include_str!("claim.lua")),
+            complete: Script::new(helpers, include_str!("complete.lua")),
+            stats: Script::new(helpers, include_str!("stats.lua")),
+            dead: Script::new(helpers, include_str!("dead.lua")),
+            replay: Script::new(helpers, include_str!("replay.lua")),
+            purge: Script::new(helpers, include_str!("purge.lua")),
+            hold: Script::new(helpers, include_str!("hold.lua")),
+            layout_checked: Arc::new(LayoutGate::default()),
+            migration: Arc::new(LayoutScripts::new()),
+            announcer,
+            dead_letters_dropped: AtomicU64::new(0),
+            sweep_interval_ms: sweep_interval(config_partitions),
+        }
+    }
+
+    /// With another least time between two retention sweeps than [`SWEEP_INTERVAL`]: for
+    /// tests that need every claim to sweep (at least 1 ms).
+    #[doc(hidden)]
+    pub fn with_sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval_ms = (interval.as_millis() as u64).max(1);
+        self
+    }
+
+    /// Another queue over the same transport (the same store), with another partition
+    /// count and other helpers in front of the scripts: for tests of what processes with
+    /// other settings or failing scripts do to one store.
+    #[doc(hidden)]
+    pub fn sibling(&self, partitions: u16, helpers: &str) -> Self {
+        let config = QueueSettings {
+            partitions,
+            ..self.config.clone()
+        };
+        let mut queue = Self::with_helpers_shared(config, self.transport.clone(), helpers);
+        queue.sweep_interval_ms = self.sweep_interval_ms;
+        queue
+    }
+
+    /// The scripts, each with its name (its file's, without `.lua`): for tools that read
+    /// Redis's own records of them (`SLOWLOG`, `INFO commandstats`) by digest.
+    #[doc(hidden)]
+    pub fn scripts(&self) -> [(&'static str, &Script); 8] {
+        [
+            ("enqueue", &self.enqueue),
+            ("claim", &self.claim),
+            ("complete", &self.complete),
+            ("stats", &self.stats),
+            ("dead", &self.dead),
+            ("replay", &self.replay),
+            ("purge", &self.purge),
+            ("hold", &self.hold),
+        ]
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The key prefix of a partition, with its hash tag.
+    pub fn base(&self, partition: u16) -> String {
+        format!("{}:{{p{}}}", self.config.prefix, partition)
+    }
+
+    /// The key prefix of the partition holding `account`.
+    fn account_base(&self, account: &str) -> String {
+        self.base(partition_of(account, self.config.partitions))
+    }
+
+    fn runtime_accounts_key(&self) -> String {
+        format!("{}:runtime:accounts", self.config.prefix)
+    }
+
+    /// Runs one plain command.
+    async fn query<V: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<V, QueueError> {
+        self.check_layout().await?;
+        let reply = self.transport.command(cmd).await?;
+        V::from_owned_redis_value(reply).map_err(|e| QueueError::Protocol(e.to_string()))
+    }
+
+    /// Replays or purges dead letters in chunks: with `All`, at most the letters present
+    /// at the start are visited.
+    async fn dead_letter_op(
+        &self,
+        script: &Script,
+        account: &str,
+        selection: &DeadLetterSelection,
+        param: u64,
+    ) -> Result<DeadLetterResult, QueueError> {
+        let base = self.account_base(account);
+        let mut result = DeadLetterResult::default();
+        let head = |mode: &str| -> Vec<Vec<u8>> {
+            vec![
+                base.clone().into_bytes(),
+                account.as_bytes().to_vec(),
+                param.to_string().into_bytes(),
+                mode.as_bytes().to_vec(),
+                DEAD_CHUNK.to_string().into_bytes(),
+            ]
+        };
+        let run = |reply: Value, result: &mut DeadLetterResult| -> Result<u64, QueueError> {
+            let mut items = array(reply)?.into_iter();
+            let count = items.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+            let left = items.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+            result.count += count;
+            result.not_found.extend(items.filter_map(|v| text(&v)));
+            Ok(left)
+        };
+        match selection {
+            DeadLetterSelection::Ids(ids) => {
+                for chunk in ids.chunks(DEAD_CHUNK) {
+                    let mut args = head("ids");
+                    args.extend(chunk.iter().map(|id| id.clone().into_bytes()));
+                    let reply = self.eval(script, &base, args).await?;
+                    run(reply, &mut result)?;
+                }
+            }
+            DeadLetterSelection::All => {
+                let total: u64 = self
+                    .query(redis::cmd("ZCARD").arg(format!("{base}:dead:{account}")))
+                    .await?;
+                let mut visited = 0u64;
+                while visited < total {
+                    let reply = self.eval(script, &base, head("all")).await?;
+                    let before = result.count + result.not_found.len() as u64;
+                    let left = run(reply, &mut result)?;
+                    let step = result.count + result.not_found.len() as u64 - before;
+                    visited += step;
+                    if step == 0 || left == 0 {
+                        break;
+                    }
+                }
+                // With `All`, stale entries are cleaned up silently, not reported.
+                result.not_found.clear();
+            }
+        }
+        Ok(result)
+    }
+
+    /// Runs one script call.
+    async fn eval(
+        &self,
+        script: &Script,
+        base: &str,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Value, QueueError> {
+        let calls = [(base.to_string(), args)];
+        self.run_script(script, &calls)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(QueueError::Protocol("a script answered nothing".into())))
+    }
+
+    /// Runs calls of a script, once the partition count is checked; one result per call.
+    async fn run_script(
+        &self,
+        script: &Script,
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Value, QueueError>> {
+        if let Err(e) = self.check_layout().await {
+            return calls.iter().map(|_| Err(e.clone())).collect();
+        }
+        self.transport.run_script(script, calls).await
+    }
+
+    /// Checks the layout and partition count recorded in the store, records them on first
+    /// use and migrates an earlier layout (once per process; see [`super::layout`]).
+    async fn check_layout(&self) -> Result<(), QueueError> {
+        check_layout(
+            &self.layout_checked,
+            &self.transport,
+            &self.config,
+            &self.migration,
+        )
+        .await
+    }
+}
+
+impl<T: Transport> ScriptQueue<T> {
+    /// Stores a group of enqueue requests in one round trip and answers each.
+    async fn commit_enqueues(&self, group: Vec<PendingEnqueue>) {
+        // One script call per account and settings, in arrival order, capped in size.
+        let mut calls: Vec<(Vec<usize>, usize)> = Vec::new();
+        let mut open: HashMap<(String, RateLimit, u64, u64), usize> = HashMap::new();
+        for (i, p) in group.iter().enumerate() {
+            let b = &p.batch;
+            let key = (
+                b.account.clone(),
+                b.limit,
+                b.max_depth,
+                b.idempotency_ttl_secs,
+            );
+            let n = b.events.len();
+            match open.get(&key) {
+                Some(&c) if calls[c].1 + n <= GROUP_MAX_EVENTS => {
+                    calls[c].0.push(i);
+                    calls[c].1 += n;
+                }
+                _ => {
+                    open.insert(key, calls.len());
+                    calls.push((vec![i], n));
+                }
+            }
+        }
+        let requests: Vec<(String, Vec<Vec<u8>>)> = calls
+            .iter()
+            .map(|(members, _)| {
+                let batches: Vec<&EnqueueBatch> =
+                    members.iter().map(|&i| &group[i].batch).collect();
+                self.enqueue_args(&batches)
+            })
+            .collect();
+        // The commit runs in its own task: if the request that leads it goes away (its
+        // client disconnected), the others still get the true outcome, never a false
+        // "nothing stored" for events Redis did store.
+        let transport = self.transport.clone();
+        let script = self.enqueue.clone();
+        let checked = self.layout_checked.clone();
+        let (settings, migration) = (self.config.clone(), self.migration.clone());
+        let announcer = self.announcer.clone();
+        let commit = tokio::spawn(async move {
+            let replies = match check_layout(&checked, &transport, &settings, &migration).await {
+                Ok(()) => transport.run_script_replicated(&script, &requests).await,
+                Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),
+            };
+            let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
+            let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
+            let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
+                if let Some(p) = group[i].take() {
+                    // The caller may have given up (its request was cancelled): nothing to do.
+                    let _ = p.reply.send(result);
+                }
+            };
+            // Each call (one account) stands alone: a failing partition fails only its own
+            // requests.
+            let mut announce: Vec<u16> = Vec::new();
+            for (((members, _), reply), (base, _)) in calls.iter().zip(replies).zip(&requests) {
+                // A failed call may still have run (its reply lost to a timeout, or it
+                // failed part-way) and made its account ready: announced too.
+                let partition = partition_of_base(base);
+                if reply.is_err() {
+                    announce.extend(partition);
+                }
+                match reply.and_then(parse_enqueue_reply) {
+                    Err(e) => {
+                        for &i in members {
+                            answer(i, Err(e.clone()));
+                        }
+                    }
+                    Ok((outcomes, ready)) => {
+                        if ready {
+                            announce.extend(partition);
+                        }
+                        let mut outcomes = outcomes.into_iter();
+                        for &i in members {
+                            let n = sizes[i];
+                            let mine: Vec<EnqueueOutcome> = outcomes.by_ref().take(n).collect();
+                            let result = if mine.len() == n {
+                                Ok(mine)
+                            } else {
+                                Err(QueueError::Protocol(
+                                    "enqueue answered too few outcomes".into(),
+                                ))
+                            };
+                            answer(i, result);
+                        }
+                    }
+                }
+            }
+            announce.dedup();
+            for partition in announce {
+                announcer.announce(&transport, Some(partition));
+            }
+        });
+        // The task answers every request itself; a panic in it drops their senders, which
+        // they see as an error.
+        let _ = commit.await;
+    }
+
+    /// The partition base and arguments of one enqueue script call for batches of one
+    /// account (and one partition).
+    fn enqueue_args(&self, batches: &[&EnqueueBatch]) -> (String, Vec<Vec<u8>>) {
+        let head = batches[0];
+        let partition = head.events.first().map_or(0, |e| e.id.partition());
+        let base = self.base(partition);
+        let mut args: Vec<Vec<u8>> = vec![
+            base.clone().into_bytes(),
+            head.account.clone().into_bytes(),
+            head.limit.limit.to_string().into_bytes(),
+            head.limit.window_ms.to_string().into_bytes(),
+            head.max_depth.to_string().into_bytes(),
+            head.idempotency_ttl_secs.to_string().into_bytes(),
+        ];
+        for event in batches.iter().flat_map(|b| &b.events) {
+            let (key, fp) = event.idempotency.clone().unwrap_or_default();
+            args.push(event.id.as_str().as_bytes().to_vec());
+            args.push(event.priority.tag().as_bytes().to_vec());
+            args.push(event.ttl_ms.to_string().into_bytes());
+            args.push(event.payload.stored().as_bytes().to_vec());
+            args.push(key.into_bytes());
+            args.push(fp.into_bytes());
+            args.push(event.agents.len().to_string().into_bytes());
+            for agent in &event.agents {
+                args.push(
+                    agent
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                        .into_bytes(),
+                );
+            }
+        }
+        (base, args)
+    }
+}
+
+/// Whether this process checked the store's layout ([`layout::check_layout`]), and its
+/// latest failure.
+#[derive(Default)]
+struct LayoutGate {
+    /// Set once the check passed.
+    passed: OnceCell<()>,
+    /// The latest failed check: requests within [`LAYOUT_RETRY`] of it get its error
+    /// without checking again (a check may read every partition; while a migration waits,
+    /// every request would run one).
+    failed: std::sync::Mutex<Option<(std::time::Instant, QueueError)>>,
+}
+
+/// Least time between two checks of the layout after one failed.
+const LAYOUT_RETRY: Duration = Duration::from_millis(250);
+
+/// Runs [`layout::check_layout`] until it passes once. Each check runs in a task of its
+/// own: a migration is never cut short because the request that started it went away.
+async fn check_layout<T: Transport>(
+    gate: &LayoutGate,
+    transport: &Arc<T>,
+    settings: &QueueSettings,
+    migration: &Arc<LayoutScripts>,
+) -> Result<(), QueueError> {
+    gate.passed
+        .get_or_try_init(|| async {
+            // A mismatch stays: this process must not use the store (it exits when the
+            // check fails at startup; one found later keeps answering 503).
+            let recent = |f: &Option<(std::time::Instant, QueueError)>| {
+                f.as_ref()
+                    .filter(|(at, e)| {
+                        at.elapsed() < LAYOUT_RETRY || matches!(e, QueueError::Mismatch(_))
+                    })
+                    .map(|(_, e)| e.clone())
+            };
+            if let Some(e) = gate.failed.lock().ok().and_then(|f| recent(&f)) {
+                return Err(e);
+            }
+            let (transport, settings, migration) =
+                (transport.clone(), settings.clone(), migration.clone());
+            let check = tokio::spawn(async move {
+                let scope = layout::Scope {
+                    transport: transport.as_ref(),
+                    prefix: &settings.prefix,
+                    partitions: settings.partitions,
+                };
+                layout::check_layout(&scope, &migration).await.map(|_| ())
+            });
+            let result = check.await.unwrap_or_else(|e| {
+                Err(QueueError::Protocol(format!(
+                    "the layout check stopped: {e}"
+                )))
+            });
+            if let (Err(e), Ok(mut failed)) = (&result, gate.failed.lock()) {
+                *failed = Some((std::time::Instant::now(), e.clone()));
+            }
+            result
+        })
+        .await
+        .map(|_| ())
+}
+
+#[async_trait]
+impl<T: Transport> Queue for ScriptQueue<T> {
+    fn partitions(&self) -> u16 {
+        self.config.partitions
+    }
+
+    fn take_dead_letters_dropped(&self) -> u64 {
+        self.dead_letters_dropped.swap(0, Ordering::Relaxed)
+    }
+
+    fn describe(&self) -> String {
+        self.transport
+            .describe(&self.config.prefix, self.config.partitions)
+    }
+
+    async fn check_deployment(&self) -> Result<(), QueueError> {
+        self.transport.check_deployment().await?;
+        self.check_layout().await
+    }
+
+    async fn recorded_partitions(&self) -> Result<Option<u16>, QueueError> {
+        let scope = layout::Scope {
+            transport: self.transport.as_ref(),
+            prefix: &self.config.prefix,
+            partitions: self.config.partitions,
+        };
+        layout::recorded_partitions(&scope).await
+    }
+
+    /// Group commit: the request joins the pending list; whoever holds the commit lock
+    /// takes every pending request and stores them in one pipelined round trip, one
+    /// script call per account. Under load, requests that arrive while a commit is under
+    /// way go together in the next one; alone, a request is committed at once.
+    async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError> {
+        if batch.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PendingEnqueue { batch, reply });
+        loop {
+            tokio::select! {
+                biased;
+                // Answered by whoever committed the group this request was in.
+                result = &mut answer => {
+                    return result.unwrap_or_else(|_| {
+                        Err(QueueError::Protocol("enqueue was dropped".into()))
+                    });
+                }
+                _committing = self.committing.lock() => {
+                    let group = std::mem::take(
+                        &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    if !group.is_empty() {
+                        self.commit_enqueues(group).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError> {
+        self.claim_each(&[(partition, max)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Ok(ClaimBatch::default()))
+    }
+
+    /// All partitions' claims in one round trip, each partition's calls failing alone.
+    async fn claim_each(&self, requests: &[(u16, usize)]) -> Vec<Result<ClaimBatch, QueueError>> {
+        let c = &self.config;
+        // A request for more than CLAIM_CHUNK deliveries becomes several script calls on
+        // the partition, one after the other in the same round trip.
+        let mut calls: Vec<ScriptCall> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (i, &(partition, max)) in requests.iter().enumerate() {
+            let base = self.base(partition);
+            let mut left = max;
+            loop {
+                let take = left.min(CLAIM_CHUNK);
+                left -= take;
+                let args = [
+                    base.clone(),
+                    take.to_string(),
+                    (c.lease.as_millis() as u64).to_string(),
+                    c.default_limit.limit.to_string(),
+                    c.default_limit.window_ms.to_string(),
+                    c.margin_ms.to_string(),
+                    REAP_PER_CALL.to_string(),
+                    c.retention.events_ms.to_string(),
+                    c.retention.dead_letters_ms.to_string(),
+                    c.retention.accounts_ms.to_string(),
+                    self.sweep_interval_ms.to_string(),
+                ]
+                .into_iter()
+                .map(String::into_bytes)
+                .collect();
+                calls.push((base.clone(), args));
+                owner.push(i);
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        let replies = self.run_script(&self.claim, &calls).await;
+        let mut dropped = 0;
+        let mut batches: Vec<Result<ClaimBatch, QueueError>> =
+            requests.iter().map(|_| Ok(ClaimBatch::default())).collect();
+        for (reply, i) in replies.into_iter().zip(owner) {
+            // A request's later chunks still count what they leased when an earlier one
+            // failed: the deliveries are handed out, the error reported with them lost
+            // would strand them until their leases end.
+            let part = match reply.and_then(parse_claim_reply) {
+                Ok((part, n)) => {
+                    dropped += n;
+                    part
+                }
+                Err(e) => {
+                    if let Ok(batch) = &batches[i] {
+                        if batch.items.is_empty() {
+                            batches[i] = Err(e);
+                        }
+                    }
+                    continue;
+                }
+            };
+            match &mut batches[i] {
+                Ok(batch) => {
+                    batch.items.extend(part.items);
+                    batch.next_due = match (batch.next_due, part.next_due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                // An earlier chunk failed: keep what this one leased, so it is sent.
+                Err(_) => batches[i] = Ok(part),
+            }
+        }
+        for batch in batches.iter_mut().flatten() {
+            if !batch.items.is_empty() {
+                batch.next_due = None;
+            }
+        }
+        self.dead_letters_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+        batches
+    }
+
+    async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
+        self.complete_each(completions).await.into_iter().collect()
+    }
+
+    /// One script call per partition (in chunks of `COMPLETE_CHUNK`), all in one round
+    /// trip; a call that fails fails only its own completions.
+    async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<(), QueueError>> {
+        let retention = self.config.retention.events_ms.to_string().into_bytes();
+        // Completions whose id names no event are not the queue's: nothing to record.
+        let mut results: Vec<Result<(), QueueError>> = completions.iter().map(|_| Ok(())).collect();
+        let mut by_partition: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (i, c) in completions.iter().enumerate() {
+            let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse) else {
+                continue;
+            };
+            by_partition
+                .entry(event_id.partition())
+                .or_default()
+                .push(i);
+        }
+        let mut calls: Vec<ScriptCall> = Vec::new();
+        let mut owners: Vec<&[usize]> = Vec::new();
+        for (partition, group) in &by_partition {
+            let base = self.base(*partition);
+            for chunk in group.chunks(COMPLETE_CHUNK) {
+                let mut args = Vec::with_capacity(2 + 8 * chunk.len());
+                args.push(base.clone().into_bytes());
+                args.push(retention.clone());
+                for &i in chunk {
+                    let c = &completions[i];
+                    let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
+                    let error: String = error.chars().take(1000).collect();
+                    args.extend([
+                        c.delivery_id.clone().into_bytes(),
+                        c.account.clone().into_bytes(),
+                        kind.as_bytes().to_vec(),
+                        code.into_bytes(),
+                        error.into_bytes(),
+                        delay.to_string().into_bytes(),
+                        reason.as_bytes().to_vec(),
+                        c.lease_token.to_string().into_bytes(),
+                    ]);
+                }
+                calls.push((base.clone(), args));
+                owners.push(chunk);
+            }
+        }
+        if calls.is_empty() {
+            return results;
+        }
+        let replies = self.run_script(&self.complete, &calls).await;
+        for (reply, chunk) in replies.into_iter().zip(owners) {
+            if let Err(e) = reply {
+                for &i in chunk {
+                    results[i] = Err(e.clone());
+                }
+            }
+        }
+        results
+    }
+
+    async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, QueueError> {
+        if id.partition() >= self.config.partitions {
+            return Ok(None);
+        }
+        let key = format!("{}:ev:{}", self.base(id.partition()), id);
+        let fields: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(&key)).await?;
+        let Some(account) = fields.get("acct").cloned() else {
+            return Ok(None);
+        };
+        let get = |name: String| fields.get(&name).filter(|v| !v.is_empty()).cloned();
+        let n: usize = get("n".into()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let deliveries: Vec<DeliveryStatus> = (0..n)
+            .map(|k| {
+                Ok(DeliveryStatus {
+                    agent_id: get(format!("ag{k}")).and_then(|v| v.parse().ok()),
+                    status: match get(format!("s{k}")) {
+                        None => CallStatus::Queued,
+                        Some(s) => call_status(&s)?,
+                    },
+                    attempts: get(format!("at{k}"))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                    last_status: get(format!("ls{k}")).and_then(|v| v.parse().ok()),
+                    last_error: get(format!("le{k}")),
+                    delivered_at: get(format!("dt{k}"))
+                        .and_then(|v| v.parse().ok())
+                        .map(rfc3339_ms),
+                })
+            })
+            .collect::<Result<_, QueueError>>()?;
+        let created = get("created".into())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Some(EventRecord {
+            id: id.to_string(),
+            account,
+            status: EventRecord::overall_status(&deliveries),
+            created_at: rfc3339_ms(created),
+            deliveries,
+        }))
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.check_layout().await?;
+        self.transport.ping().await
+    }
+
+    /// Each partition's accounts in chunks of `STATS_CHUNK`, one script call each.
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let mut stats = QueueStats::default();
+        let mut seen = std::collections::HashSet::new();
+        let window = self.config.default_limit.window_ms.to_string();
+        for partition in 0..self.config.partitions {
+            let base = self.base(partition);
+            let mut cursor = b"0".to_vec();
+            loop {
+                let args = vec![
+                    base.clone().into_bytes(),
+                    window.clone().into_bytes(),
+                    cursor,
+                    STATS_CHUNK.to_string().into_bytes(),
+                ];
+                let mut reply = array(self.eval(&self.stats, &base, args).await?)?.into_iter();
+                stats.now_ms = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+                cursor = reply.next().map(|v| bytes(&v)).unwrap_or_default();
+                for item in reply {
+                    let f = array(item)?;
+                    if f.len() < 12 {
+                        return Err(QueueError::Protocol("short stats entry".into()));
+                    }
+                    let num = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
+                    let opt = |i: usize| int(&f[i]).filter(|v| *v >= 0).map(|v| v as u64);
+                    let account = text(&f[0]).unwrap_or_default();
+                    // SSCAN may return an account twice
+                    if !seen.insert(account.clone()) {
+                        continue;
+                    }
+                    let busy = text(&f[6]).unwrap_or_default();
+                    stats.accounts.push(AccountStats {
+                        account,
+                        depth: num(1),
+                        scheduled_retries: num(2),
+                        dead: num(3),
+                        delivered: num(4),
+                        upstream_429: num(5),
+                        in_flight: u64::from(!busy.is_empty()),
+                        paused: num(7) == 1,
+                        auth_failed: num(8) == 1,
+                        sent_in_window: num(9),
+                        oldest_ms: opt(10),
+                        next_send_ms: opt(11),
+                    });
+                }
+                if cursor.is_empty() || cursor == b"0" {
+                    break;
+                }
+            }
+        }
+        stats.accounts.sort_by(|a, b| a.account.cmp(&b.account));
+        Ok(stats)
+    }
+
+    async fn dead_letters(
+        &self,
+        account: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<DeadLetterPage, QueueError> {
+        let base = self.account_base(account);
+        // Lua numbers are doubles: keep both far below 2^53.
+        let offset = offset.min(1 << 40);
+        let limit = limit.min(1 << 20);
+        let args = [
+            base.clone(),
+            account.to_string(),
+            offset.to_string(),
+            limit.to_string(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+        let mut reply = array(self.eval(&self.dead, &base, args).await?)?.into_iter();
+        let total = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+        let mut items = Vec::new();
+        for item in reply {
+            let f = array(item)?;
+            if f.len() < 10 {
+                return Err(QueueError::Protocol("short dead-letter entry".into()));
+            }
+            let did = text(&f[0]).unwrap_or_default();
+            let agent = text(&f[9]).and_then(|s| s.parse::<u64>().ok());
+            let stored = String::from_utf8_lossy(&bytes(&f[8])).into_owned();
+            let event = if stored.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_slice(&NotifyPayload::from_stored(stored).upstream_bytes(agent))
+                    .unwrap_or(serde_json::Value::Null)
+            };
+            let ms = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
+            items.push(DeadLetter {
+                event_id: did.split(':').next().unwrap_or_default().to_string(),
+                delivery_id: did,
+                status: call_status(&text(&f[3]).unwrap_or_default())?,
+                reason: {
+                    let reason = text(&f[4]).unwrap_or_default();
+                    DeadReason::parse(&reason).ok_or_else(|| {
+                        QueueError::Protocol(format!("unknown dead-letter reason {reason:?}"))
+                    })?
+                },
+                attempts: int(&f[5]).unwrap_or(0).max(0) as u32,
+                last_status: text(&f[6]).and_then(|s| s.parse().ok()),
+                last_error: text(&f[7]).filter(|s| !s.is_empty()),
+                created_at: rfc3339_ms(ms(2)),
+                dead_at: rfc3339_ms(ms(1)),
+                event,
+            });
+        }
+        Ok(DeadLetterPage { total, items })
+    }
+
+    async fn replay(
+        &self,
+        account: &str,
+        selection: &DeadLetterSelection,
+        ttl: Duration,
+    ) -> Result<DeadLetterResult, QueueError> {
+        let result = self
+            .dead_letter_op(&self.replay, account, selection, ttl.as_millis() as u64)
+            .await?;
+        if result.count > 0 {
+            self.announcer.announce(&self.transport, None);
+        }
+        Ok(result)
+    }
+
+    async fn purge_dead(
+        &self,
+        account: &str,
+        selection: &DeadLetterSelection,
+    ) -> Result<DeadLetterResult, QueueError> {
+        self.dead_letter_op(
+            &self.purge,
+            account,
+            selection,
+            self.config.retention.events_ms,
+        )
+        .await
+    }
+
+    async fn pause(&self, account: &str) -> Result<(), QueueError> {
+        let base = self.account_base(account);
+        let args = vec![base.clone().into_bytes(), account.into(), b"pause".to_vec()];
+        self.eval(&self.hold, &base, args).await.map(|_| ())
+    }
+
+    async fn resume(&self, account: &str) -> Result<(), QueueError> {
+        let base = self.account_base(account);
+        let args = vec![
+            base.clone().into_bytes(),
+            account.into(),
+            b"resume".to_vec(),
+        ];
+        self.eval(&self.hold, &base, args).await?;
+        // Its queued events may be claimed again, by any process.
+        self.announcer.announce(&self.transport, None);
+        Ok(())
+    }
+
+    async fn put_account(&self, id: &str, record: &str) -> Result<bool, QueueError> {
+        let added: i64 = self
+            .query(
+                redis::cmd("HSET")
+                    .arg(self.runtime_accounts_key())
+                    .arg(id)
+                    .arg(record),
+            )
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn get_account(&self, id: &str) -> Result<Option<String>, QueueError> {
+        self.query(redis::cmd("HGET").arg(self.runtime_accounts_key()).arg(id))
+            .await
+    }
+
+    async fn delete_account(&self, id: &str) -> Result<bool, QueueError> {
+        let removed: i64 = self
+            .query(redis::cmd("HDEL").arg(self.runtime_accounts_key()).arg(id))
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<(String, String)>, QueueError> {
+        let all: HashMap<String, String> = self
+            .query(redis::cmd("HGETALL").arg(self.runtime_accounts_key()))
+            .await?;
+        let mut all: Vec<_> = all.into_iter().collect();
+        all.sort();
+        Ok(all)
+    }
+
+    async fn announce_work(&self) {
+        if let Err(e) = self.transport.publish(&self.announcer.channel, "").await {
+            tracing::debug!(error = %e, "work not announced");
+        }
+    }
+
+    async fn listen_for_work(
+        &self,
+        subscribed: &(dyn Fn() + Send + Sync),
+        message: &(dyn for<'p> Fn(Option<&'p [u16]>) + Send + Sync),
+    ) -> Option<QueueError> {
+        let announced = |payload: &[u8]| message(announced_partitions(payload).as_deref());
+        self.transport
+            .listen(&self.announcer.channel, subscribed, &announced)
+            .await
+    }
+
+    async fn heartbeat(&self, process: &ProcessRecord) -> Result<(), QueueError> {
+        let record = serde_json::to_string(process)
+            .map_err(|e| QueueError::Protocol(format!("process record: {e}")))?;
+        self.registry("beat", &process.id, &record)
+            .await
+            .map(|_| ())
+    }
+
+    async fn leave(&self, id: &str) -> Result<(), QueueError> {
+        self.registry("leave", id, "").await.map(|_| ())
+    }
+
+    async fn processes(&self) -> Result<Vec<ProcessRecord>, QueueError> {
+        let reply = self.registry("list", "", "").await?;
+        let mut all = layout::parse_processes(reply)?;
+        all.sort_by(|a, b| (&a.started_at, &a.id).cmp(&(&b.started_at, &b.id)));
+        Ok(all)
+    }
+}
+
+impl<T: Transport> ScriptQueue<T> {
+    /// One call of the process registry (`processes.lua`, in partition 0's slot).
+    /// Before the layout check: the registry's format is the same in every layout, and
+    /// a process waiting to migrate records itself and lists the others too.
+    async fn registry(&self, op: &str, id: &str, record: &str) -> Result<Value, QueueError> {
+        let base = self.base(0);
+        let args = vec![
+            base.clone().into_bytes(),
+            op.as_bytes().to_vec(),
+            (PROCESS_STALE.as_millis() as u64).to_string().into_bytes(),
+            id.as_bytes().to_vec(),
+            record.as_bytes().to_vec(),
+        ];
+        self.transport
+            .run_script(&self.migration.processes, &[(base, args)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(QueueError::Protocol("a script answered nothing".into())))
+    }
+}
