@@ -418,4 +418,185 @@ mod tests {
         let text = Metrics::new(2, 2).unwrap().with_ttl(600).render(None);
         assert!(text.contains("zenrelay_event_ttl_seconds 600"), "{text}");
     }
+
+    /// What `renders_every_family_exactly` renders with the queue's stats.
+    const RENDERED_UP: &str = r#"# TYPE zenrelay_notify_requests_total counter
+zenrelay_notify_requests_total{status="200"} 1
+zenrelay_notify_requests_total{status="error"} 1
+zenrelay_notify_requests_total{account="a\"1",status="error"} 1
+zenrelay_notify_requests_total{account="a0",status="200"} 1
+
+# TYPE zenrelay_events_accepted_total counter
+zenrelay_events_accepted_total 3
+zenrelay_events_accepted_total{account="a0"} 3
+
+# TYPE zenrelay_upstream_429_total counter
+zenrelay_upstream_429_total 1
+zenrelay_upstream_429_total{account="a\"1"} 1
+
+# TYPE zenrelay_dead_letters_dropped_total counter
+zenrelay_dead_letters_dropped_total 2
+
+# TYPE zenrelay_delivery_latency_seconds histogram
+zenrelay_delivery_latency_seconds_bucket{le="0.01"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.025"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.05"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.1"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.25"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.5"} 1
+zenrelay_delivery_latency_seconds_bucket{le="1"} 1
+zenrelay_delivery_latency_seconds_bucket{le="2.5"} 1
+zenrelay_delivery_latency_seconds_bucket{le="5"} 1
+zenrelay_delivery_latency_seconds_bucket{le="10"} 1
+zenrelay_delivery_latency_seconds_bucket{le="30"} 1
+zenrelay_delivery_latency_seconds_bucket{le="60"} 1
+zenrelay_delivery_latency_seconds_bucket{le="120"} 1
+zenrelay_delivery_latency_seconds_bucket{le="300"} 1
+zenrelay_delivery_latency_seconds_bucket{le="600"} 1
+zenrelay_delivery_latency_seconds_bucket{le="1800"} 1
+zenrelay_delivery_latency_seconds_bucket{le="3600"} 1
+zenrelay_delivery_latency_seconds_bucket{le="+Inf"} 1
+zenrelay_delivery_latency_seconds_sum 0.3
+zenrelay_delivery_latency_seconds_count 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.01"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.025"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.05"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.1"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.25"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.5"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="1"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="2.5"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="5"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="10"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="30"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="60"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="120"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="300"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="600"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="1800"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="3600"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="+Inf"} 1
+zenrelay_delivery_latency_seconds_sum{account="a0"} 0.3
+zenrelay_delivery_latency_seconds_count{account="a0"} 1
+
+# TYPE zenrelay_proxy_requests_total counter
+zenrelay_proxy_requests_total 0
+
+# HELP zenrelay_event_ttl_seconds Default time to live of an event (delivery.default_ttl_seconds).
+# TYPE zenrelay_event_ttl_seconds gauge
+zenrelay_event_ttl_seconds 900
+# HELP zenrelay_queue_up Whether the queue storage answered this scrape.
+# TYPE zenrelay_queue_up gauge
+zenrelay_queue_up 1
+# HELP zenrelay_queue_depth Undelivered Notify calls (queued, in flight, awaiting retry).
+# TYPE zenrelay_queue_depth gauge
+zenrelay_queue_depth 4
+zenrelay_queue_depth{account="a0"} 3
+zenrelay_queue_depth{account="a\"1\\\n"} 1
+# HELP zenrelay_queue_in_flight Notify calls leased to a worker.
+# TYPE zenrelay_queue_in_flight gauge
+zenrelay_queue_in_flight 1
+zenrelay_queue_in_flight{account="a0"} 1
+zenrelay_queue_in_flight{account="a\"1\\\n"} 0
+# HELP zenrelay_queue_scheduled_retries Notify calls waiting for a scheduled retry.
+# TYPE zenrelay_queue_scheduled_retries gauge
+zenrelay_queue_scheduled_retries 1
+zenrelay_queue_scheduled_retries{account="a0"} 1
+zenrelay_queue_scheduled_retries{account="a\"1\\\n"} 0
+# HELP zenrelay_dead_letters Dead letters kept for inspection or replay.
+# TYPE zenrelay_dead_letters gauge
+zenrelay_dead_letters 2
+zenrelay_dead_letters{account="a0"} 2
+zenrelay_dead_letters{account="a\"1\\\n"} 0
+# HELP zenrelay_sent_in_window Notify calls started in the current rolling window.
+# TYPE zenrelay_sent_in_window gauge
+zenrelay_sent_in_window 5
+zenrelay_sent_in_window{account="a0"} 5
+zenrelay_sent_in_window{account="a\"1\\\n"} 0
+# HELP zenrelay_account_paused Accounts whose delivery is held.
+# TYPE zenrelay_account_paused gauge
+zenrelay_account_paused 2
+zenrelay_account_paused{account="a0",reason="operator"} 1
+zenrelay_account_paused{account="a\"1\\\n",reason="auth_failed"} 1
+# HELP zenrelay_oldest_event_age_seconds Age of the oldest undelivered event waiting or in flight.
+# TYPE zenrelay_oldest_event_age_seconds gauge
+zenrelay_oldest_event_age_seconds 6
+zenrelay_oldest_event_age_seconds{account="a0"} 6
+zenrelay_oldest_event_age_seconds{account="a\"1\\\n"} 1.5
+# HELP zenrelay_accounts_auth_failed Accounts held because upstream refused their credentials.
+# TYPE zenrelay_accounts_auth_failed gauge
+zenrelay_accounts_auth_failed 1
+# HELP zenrelay_accounts Accounts known to the queue.
+# TYPE zenrelay_accounts gauge
+zenrelay_accounts 2
+"#;
+
+    /// What it renders without them.
+    const RENDERED_DOWN: &str = r#"# TYPE zenrelay_upstream_429_total counter
+zenrelay_upstream_429_total 0
+
+# TYPE zenrelay_proxy_requests_total counter
+zenrelay_proxy_requests_total{account="a0",status="502"} 1
+zenrelay_proxy_requests_total{status="502"} 1
+
+# TYPE zenrelay_dead_letters_dropped_total counter
+zenrelay_dead_letters_dropped_total 0
+
+# TYPE zenrelay_events_accepted_total counter
+zenrelay_events_accepted_total 0
+
+# HELP zenrelay_queue_up Whether the queue storage answered this scrape.
+# TYPE zenrelay_queue_up gauge
+zenrelay_queue_up 0
+"#;
+
+    /// The recorder's part of a rendering (its metric families come in no fixed order)
+    /// as sorted lines, and the rest, which is written here in a fixed order.
+    fn parts(text: &str) -> (Vec<&str>, &str) {
+        let at = text.find("# HELP ").expect("the gauges are rendered");
+        let mut recorded: Vec<&str> = text[..at].split('\n').collect();
+        recorded.sort_unstable();
+        (recorded, &text[at..])
+    }
+
+    #[test]
+    fn renders_every_family_exactly() {
+        let m = Metrics::new(3, 2).unwrap().with_ttl(900);
+        m.events_accepted("a0", 3);
+        m.notify_request("a0", Some(200));
+        m.notify_request("a\"1", None);
+        m.upstream_429("a\"1");
+        m.delivered("a0", Duration::from_millis(300));
+        m.dead_letters_dropped(2);
+        let stats = QueueStats {
+            now_ms: 10_000,
+            accounts: vec![
+                AccountStats {
+                    account: "a0".into(),
+                    depth: 3,
+                    in_flight: 1,
+                    scheduled_retries: 1,
+                    dead: 2,
+                    oldest_ms: Some(4_000),
+                    sent_in_window: 5,
+                    paused: true,
+                    ..Default::default()
+                },
+                AccountStats {
+                    account: "a\"1\\\n".into(),
+                    depth: 1,
+                    oldest_ms: Some(8_500),
+                    auth_failed: true,
+                    ..Default::default()
+                },
+            ],
+        };
+        let text = m.render(Some(&stats));
+        assert_eq!(parts(&text), parts(RENDERED_UP), "{text}");
+
+        let m = Metrics::new(1, 0).unwrap();
+        m.proxy_request("a0", 502);
+        let text = m.render(None);
+        assert_eq!(parts(&text), parts(RENDERED_DOWN), "{text}");
+    }
 }
