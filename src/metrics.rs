@@ -207,16 +207,34 @@ impl Metrics {
     /// The Prometheus text: recorded metrics plus queue gauges from `stats`; without
     /// `stats` (storage unreachable) the counters alone, with `zenrelay_queue_up 0`.
     pub fn render(&self, stats: Option<&QueueStats>) -> String {
-        let up = stats.is_some();
-        let empty = QueueStats::default();
-        let stats = stats.unwrap_or(&empty);
-        let per_account = if up {
-            let fits = stats.accounts.len() <= self.per_account_max;
-            self.per_account.store(fits, Ordering::Relaxed);
-            fits
-        } else {
-            self.per_account.load(Ordering::Relaxed)
-        };
+        let per_account = self.per_account_for(stats);
+        let mut out = self.render_recorded(per_account);
+        self.render_process_gauges(&mut out, stats.is_some());
+        if let Some(stats) = stats {
+            render_account_gauges(&mut out, stats, per_account);
+            render_oldest_age(&mut out, stats, per_account);
+            render_account_totals(&mut out, stats);
+        }
+        out
+    }
+
+    /// Whether this scrape exports per-account series: with `stats`, whether its accounts
+    /// fit `per_account_max` (remembered for the counters recorded next); without, as
+    /// last decided.
+    fn per_account_for(&self, stats: Option<&QueueStats>) -> bool {
+        match stats {
+            Some(stats) => {
+                let fits = stats.accounts.len() <= self.per_account_max;
+                self.per_account.store(fits, Ordering::Relaxed);
+                fits
+            }
+            None => self.per_account.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The recorder's counters and histogram (the per-account series only when
+    /// `per_account`), with `zenrelay_proxy_requests_total` at 0 until a call was proxied.
+    fn render_recorded(&self, per_account: bool) -> String {
         let mut out = String::new();
         for line in self.handle.render().lines() {
             if per_account || !line.contains("account=\"") {
@@ -229,6 +247,12 @@ impl Metrics {
                 "# TYPE zenrelay_proxy_requests_total counter\nzenrelay_proxy_requests_total 0\n\n",
             );
         }
+        out
+    }
+
+    /// The gauges of this process: `zenrelay_event_ttl_seconds` (when set) and
+    /// `zenrelay_queue_up`.
+    fn render_process_gauges(&self, out: &mut String, up: bool) {
         let ttl = self.ttl_seconds.load(Ordering::Relaxed);
         if ttl > 0 {
             let _ = writeln!(
@@ -241,107 +265,117 @@ impl Metrics {
             "# HELP zenrelay_queue_up Whether the queue storage answered this scrape.\n# TYPE zenrelay_queue_up gauge\nzenrelay_queue_up {}",
             u8::from(up)
         );
-        if !up {
-            return out;
+    }
+}
+
+/// A queue gauge summed over the accounts: its name, its help text, and its value for one
+/// account.
+type AccountGauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::queue::AccountStats) -> f64,
+);
+
+/// The queue gauges summed over the accounts, in the order they are rendered.
+const ACCOUNT_GAUGES: [AccountGauge; 6] = [
+    (
+        "zenrelay_queue_depth",
+        "Undelivered Notify calls (queued, in flight, awaiting retry).",
+        |a| a.depth as f64,
+    ),
+    (
+        "zenrelay_queue_in_flight",
+        "Notify calls leased to a worker.",
+        |a| a.in_flight as f64,
+    ),
+    (
+        "zenrelay_queue_scheduled_retries",
+        "Notify calls waiting for a scheduled retry.",
+        |a| a.scheduled_retries as f64,
+    ),
+    (
+        "zenrelay_dead_letters",
+        "Dead letters kept for inspection or replay.",
+        |a| a.dead as f64,
+    ),
+    (
+        "zenrelay_sent_in_window",
+        "Notify calls started in the current rolling window.",
+        |a| a.sent_in_window as f64,
+    ),
+    (
+        "zenrelay_account_paused",
+        "Accounts whose delivery is held.",
+        |a| f64::from(u8::from(a.paused || a.auth_failed)),
+    ),
+];
+
+/// Each of [`ACCOUNT_GAUGES`]: the sum over the accounts, then (when `per_account`) each
+/// account's value; `zenrelay_account_paused` also says why each account is held.
+fn render_account_gauges(out: &mut String, stats: &QueueStats, per_account: bool) {
+    for (name, help, value) in ACCOUNT_GAUGES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        let total: f64 = stats.accounts.iter().map(value).sum();
+        let _ = writeln!(out, "{name} {total}");
+        if !per_account {
+            continue;
         }
-        let now = stats.now_ms;
-        let age =
-            |oldest: Option<u64>| oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0);
-        type Gauge = (
-            &'static str,
-            &'static str,
-            fn(&crate::queue::AccountStats) -> f64,
-        );
-        let gauges: [Gauge; 6] = [
-            (
-                "zenrelay_queue_depth",
-                "Undelivered Notify calls (queued, in flight, awaiting retry).",
-                |a| a.depth as f64,
-            ),
-            (
-                "zenrelay_queue_in_flight",
-                "Notify calls leased to a worker.",
-                |a| a.in_flight as f64,
-            ),
-            (
-                "zenrelay_queue_scheduled_retries",
-                "Notify calls waiting for a scheduled retry.",
-                |a| a.scheduled_retries as f64,
-            ),
-            (
-                "zenrelay_dead_letters",
-                "Dead letters kept for inspection or replay.",
-                |a| a.dead as f64,
-            ),
-            (
-                "zenrelay_sent_in_window",
-                "Notify calls started in the current rolling window.",
-                |a| a.sent_in_window as f64,
-            ),
-            (
-                "zenrelay_account_paused",
-                "Accounts whose delivery is held.",
-                |a| f64::from(u8::from(a.paused || a.auth_failed)),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            let total: f64 = stats.accounts.iter().map(value).sum();
-            let _ = writeln!(out, "{name} {total}");
-            if per_account {
-                for a in &stats.accounts {
-                    if name == "zenrelay_account_paused" {
-                        let reason = if a.auth_failed {
-                            "auth_failed"
-                        } else {
-                            "operator"
-                        };
-                        let _ = writeln!(
-                            out,
-                            "{name}{{account=\"{}\",reason=\"{reason}\"}} {}",
-                            escape(&a.account),
-                            value(a)
-                        );
-                    } else {
-                        let _ = writeln!(
-                            out,
-                            "{name}{{account=\"{}\"}} {}",
-                            escape(&a.account),
-                            value(a)
-                        );
-                    }
-                }
-            }
-        }
-        let name = "zenrelay_oldest_event_age_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Age of the oldest undelivered event waiting or in flight.\n# TYPE {name} gauge"
-        );
-        let oldest = stats.accounts.iter().filter_map(|a| a.oldest_ms).min();
-        let _ = writeln!(out, "{name} {}", age(oldest));
-        if per_account {
-            for a in &stats.accounts {
+        for a in &stats.accounts {
+            let account = escape(&a.account);
+            if name == "zenrelay_account_paused" {
+                let reason = if a.auth_failed {
+                    "auth_failed"
+                } else {
+                    "operator"
+                };
                 let _ = writeln!(
                     out,
-                    "{name}{{account=\"{}\"}} {}",
-                    escape(&a.account),
-                    age(a.oldest_ms)
+                    "{name}{{account=\"{account}\",reason=\"{reason}\"}} {}",
+                    value(a)
                 );
+            } else {
+                let _ = writeln!(out, "{name}{{account=\"{account}\"}} {}", value(a));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP zenrelay_accounts_auth_failed Accounts held because upstream refused their credentials.\n# TYPE zenrelay_accounts_auth_failed gauge\nzenrelay_accounts_auth_failed {}",
-            stats.accounts.iter().filter(|a| a.auth_failed).count()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP zenrelay_accounts Accounts known to the queue.\n# TYPE zenrelay_accounts gauge\nzenrelay_accounts {}",
-            stats.accounts.len()
-        );
-        out
     }
+}
+
+/// `zenrelay_oldest_event_age_seconds`, on the storage's clock: the oldest of all, then
+/// (when `per_account`) each account's.
+fn render_oldest_age(out: &mut String, stats: &QueueStats, per_account: bool) {
+    let now = stats.now_ms;
+    let age = |oldest: Option<u64>| oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0);
+    let name = "zenrelay_oldest_event_age_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Age of the oldest undelivered event waiting or in flight.\n# TYPE {name} gauge"
+    );
+    let oldest = stats.accounts.iter().filter_map(|a| a.oldest_ms).min();
+    let _ = writeln!(out, "{name} {}", age(oldest));
+    if per_account {
+        for a in &stats.accounts {
+            let _ = writeln!(
+                out,
+                "{name}{{account=\"{}\"}} {}",
+                escape(&a.account),
+                age(a.oldest_ms)
+            );
+        }
+    }
+}
+
+/// The account counts: `zenrelay_accounts_auth_failed` and `zenrelay_accounts`.
+fn render_account_totals(out: &mut String, stats: &QueueStats) {
+    let _ = writeln!(
+        out,
+        "# HELP zenrelay_accounts_auth_failed Accounts held because upstream refused their credentials.\n# TYPE zenrelay_accounts_auth_failed gauge\nzenrelay_accounts_auth_failed {}",
+        stats.accounts.iter().filter(|a| a.auth_failed).count()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP zenrelay_accounts Accounts known to the queue.\n# TYPE zenrelay_accounts gauge\nzenrelay_accounts {}",
+        stats.accounts.len()
+    );
 }
 
 /// Escapes a label value for the text format.
