@@ -11,12 +11,13 @@
 //! poll: the claims of an idle worker cost the same whatever the partition count.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, AcquireError, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -25,7 +26,7 @@ use crate::accounts::AccountDirectory;
 use crate::config::DeliveryConfig;
 use crate::domain::EventId;
 use crate::metrics::Metrics;
-use crate::queue::{Claimed, Completion, DeadReason, Outcome, Queue, QueueError};
+use crate::queue::{ClaimBatch, Claimed, Completion, DeadReason, Outcome, Queue, QueueError};
 use crate::zendesk::{NotifyResult, ZendeskClient};
 
 /// Most deliveries claimed from one partition in one call.
@@ -233,7 +234,6 @@ impl Worker {
     /// Runs until `shutdown` fires, then lets in-flight sends finish (each is bounded by
     /// the upstream timeout) and records their outcomes before returning.
     pub async fn run(self, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.concurrency));
         let (tx, rx) = mpsc::channel::<Completion>(self.concurrency * 2);
         let completer = tokio::spawn(record_completions(
             self.queue.clone(),
@@ -248,161 +248,177 @@ impl Worker {
             listening.clone(),
             shutdown.clone(),
         ));
-        // Claims are cheaper in batches: when every slot is taken, wait until a few are
-        // free (or briefly) before claiming again.
-        let low_water = (self.concurrency / 8).max(1);
-        let freed = Arc::new(Notify::new());
-        let tracker = TaskTracker::new();
-        let partitions = self.queue.partitions().max(1);
-        let mut start = 0u16;
-        let mut redis_down = false;
-        let mut failing: HashMap<u16, PartitionFailure> = HashMap::new();
-        // Per partition, until when its last claim found nothing to send (`None`: claim
-        // it): what the claim said falls due next (a retry, a rate window, a lease running
-        // out, a held account's check), at most the idle poll away. Work stored meanwhile
-        // clears it (see [`Wake`]).
-        let mut quiet: Vec<Option<tokio::time::Instant>> = vec![None; usize::from(partitions)];
+        let sending = Sending::new(self.concurrency, tx);
+        let mut passes = Passes::new(self.queue.partitions());
         while !shutdown.is_cancelled() {
-            self.wake.apply(&mut quiet);
-            let now = tokio::time::Instant::now();
-            let idle_poll = if listening.load(Ordering::SeqCst) {
-                self.idle_poll * u32::from(partitions.div_ceil(IDLE_PARTITIONS).max(1))
-            } else {
-                self.poll_interval
-            };
-            // The partitions to claim, in turn from `start`: the ones not quiet, and not
-            // sitting out a failure (the others are claimed as usual).
-            let ready: Vec<u16> = (0..partitions)
-                .map(|i| (start + i) % partitions)
-                .filter(|p| quiet[usize::from(*p)].map_or(true, |until| until <= now))
-                .filter(|p| failing.get(p).map_or(true, |f| f.retry_at <= now))
-                .collect();
-            let free = permits.available_permits().min(CLAIM_MAX * ready.len());
-            let requests = if free > 0 {
-                share_slots(free, &ready)
-            } else {
-                Vec::new()
-            };
-            let mut failed = false;
-            if !requests.is_empty() {
-                let asked = now;
-                let claimed = self.queue.claim_each(&requests).await;
-                if let Some(metrics) = &self.metrics {
-                    metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
-                }
-                let answered = tokio::time::Instant::now();
-                let mut failures = 0usize;
-                for (&(partition, _), result) in requests.iter().zip(claimed) {
-                    let batch = match result {
-                        Ok(batch) => {
-                            if let Some(f) = failing.remove(&partition) {
-                                tracing::info!(
-                                    partition,
-                                    failed_for_ms = f.since.elapsed().as_millis() as u64,
-                                    "queue partition reachable again; its delivery resumes"
-                                );
-                            }
-                            batch
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            let f = failing.entry(partition).or_insert_with(|| {
-                                tracing::warn!(partition, error = %e, "cannot claim deliveries of a queue partition; the others go on, it is retried");
-                                PartitionFailure {
-                                    since: answered,
-                                    retry_at: answered,
-                                }
-                            });
-                            f.retry_at = answered + PARTITION_BACKOFF;
-                            // Claimed again once its backoff ends, not at a stale time.
-                            quiet[usize::from(partition)] = None;
-                            continue;
-                        }
-                    };
-                    quiet[usize::from(partition)] = if batch.items.is_empty() {
-                        let wait = batch.next_due.map_or(idle_poll, |due| due.min(idle_poll));
-                        Some(answered + wait)
-                    } else {
-                        None
-                    };
-                    for claimed in batch.items {
-                        let Ok(permit) = permits.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let worker = self.clone();
-                        let tx = tx.clone();
-                        let freed = freed.clone();
-                        let span = tracing::info_span!(
-                            "deliver",
-                            delivery_id = %claimed.delivery_id,
-                            account = %claimed.account,
-                            attempt = claimed.attempts
-                        );
-                        tracker.spawn(
-                            async move {
-                                let completion = worker.deliver_leased(&claimed, asked).await;
-                                // The completer only stops after every sender is gone.
-                                let _ = tx.send(completion).await;
-                                drop(permit);
-                                freed.notify_one();
-                            }
-                            .instrument(span),
-                        );
-                    }
-                }
-                // Every partition failing is the storage being down: back off as a whole.
-                if failures == requests.len() && failing.len() == usize::from(partitions) {
-                    if !redis_down {
-                        tracing::warn!(
-                            "cannot claim deliveries from any queue partition; retrying"
-                        );
-                        redis_down = true;
-                    }
-                    failed = true;
-                } else if redis_down {
-                    tracing::info!("queue storage reachable again; delivery resumes");
-                    redis_down = false;
-                }
-                // The next pass starts after the last partition this one served.
-                if let Some(&(last, _)) = requests.last() {
-                    start = (last + 1) % partitions;
-                }
+            if self
+                .step(&mut passes, &sending, &listening, &shutdown)
+                .await
+                .is_break()
+            {
+                return;
             }
-            if failed {
+        }
+        self.drain(sending, completer, listener).await;
+    }
+
+    /// One step of the loop: takes the partitions told to have work, claims and sends
+    /// what may be sent now, then waits as that pass calls for (`listening`: whether the
+    /// queue announces new work). `Break`: stop at once.
+    async fn step(
+        &self,
+        passes: &mut Passes,
+        sending: &Sending,
+        listening: &AtomicBool,
+        shutdown: &CancellationToken,
+    ) -> ControlFlow<()> {
+        self.wake.apply(&mut passes.quiet);
+        let now = tokio::time::Instant::now();
+        let idle_poll = self.idle_poll_of(passes.partitions, listening.load(Ordering::SeqCst));
+        let pass = self.claim_pass(passes, sending, now, idle_poll).await;
+        match pass {
+            Pass::Stopped => return ControlFlow::Break(()),
+            Pass::StorageDown => {
                 tokio::select! {
                     _ = tokio::time::sleep(PARTITION_BACKOFF) => {}
                     _ = shutdown.cancelled() => {}
                 }
-            } else if permits.available_permits() < low_water {
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
-                while permits.available_permits() < low_water && !shutdown.is_cancelled() {
-                    if permits.available_permits() > 0 && tokio::time::Instant::now() >= deadline {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = freed.notified() => {}
-                        _ = tokio::time::sleep_until(deadline), if permits.available_permits() > 0 => {}
-                        _ = shutdown.cancelled() => {}
+            }
+            _ if sending.permits.available_permits() < sending.low_water => {
+                sending.wait_for_slots(shutdown).await;
+            }
+            Pass::Idle => self.wait_for_work(passes, now, idle_poll, shutdown).await,
+            Pass::Claimed => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// How long a partition whose claim found nothing is left alone at most: the idle
+    /// poll (spread over [`IDLE_PARTITIONS`]) while the queue announces new work
+    /// (`listening`), else the poll interval.
+    fn idle_poll_of(&self, partitions: u16, listening: bool) -> Duration {
+        if listening {
+            self.idle_poll * u32::from(partitions.div_ceil(IDLE_PARTITIONS).max(1))
+        } else {
+            self.poll_interval
+        }
+    }
+
+    /// One claim pass, asked for at `now`: offers the free slots to the partitions ready
+    /// to claim, in turn from where the last pass ended, claims them in one round, notes
+    /// each partition's answer in `passes` and sends what was claimed.
+    async fn claim_pass(
+        &self,
+        passes: &mut Passes,
+        sending: &Sending,
+        now: tokio::time::Instant,
+        idle_poll: Duration,
+    ) -> Pass {
+        let ready = passes.ready(now);
+        let free = sending
+            .permits
+            .available_permits()
+            .min(CLAIM_MAX * ready.len());
+        let requests = if free > 0 {
+            share_slots(free, &ready)
+        } else {
+            Vec::new()
+        };
+        if requests.is_empty() {
+            return Pass::Idle;
+        }
+        let claimed = self.queue.claim_each(&requests).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
+        }
+        let answered = tokio::time::Instant::now();
+        let mut failures = 0usize;
+        for (&(partition, _), result) in requests.iter().zip(claimed) {
+            match result {
+                Ok(batch) => {
+                    passes.claimed(partition, &batch, answered, idle_poll);
+                    if self.send_each(batch.items, now, sending).await.is_err() {
+                        return Pass::Stopped;
                     }
                 }
-            } else if requests.is_empty() {
-                // Nothing to claim now: sleep until a partition falls due, one sitting
-                // out a failure may be tried again, or work is stored.
-                let next = quiet
-                    .iter()
-                    .flatten()
-                    .chain(failing.values().map(|f| &f.retry_at))
-                    .filter(|at| **at > now)
-                    .min()
-                    .copied()
-                    .unwrap_or(now + idle_poll);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next.min(now + idle_poll)) => {}
-                    _ = self.wake.notify.notified() => {}
-                    _ = shutdown.cancelled() => {}
+                Err(e) => {
+                    failures += 1;
+                    passes.claim_failed(partition, &e, answered);
                 }
             }
         }
+        if passes.passed(&requests, failures) {
+            Pass::StorageDown
+        } else {
+            Pass::Claimed
+        }
+    }
+
+    /// Sends each of `claimed` (asked for at `asked`) in its own task holding one slot,
+    /// waiting for a slot when none is free; the outcomes go to the completer. Fails only
+    /// when the slots are closed.
+    async fn send_each(
+        &self,
+        claimed: Vec<Claimed>,
+        asked: tokio::time::Instant,
+        sending: &Sending,
+    ) -> Result<(), AcquireError> {
+        for claimed in claimed {
+            let permit = sending.permits.clone().acquire_owned().await?;
+            let worker = self.clone();
+            let tx = sending.completions.clone();
+            let freed = sending.freed.clone();
+            let span = tracing::info_span!(
+                "deliver",
+                delivery_id = %claimed.delivery_id,
+                account = %claimed.account,
+                attempt = claimed.attempts
+            );
+            sending.tracker.spawn(
+                async move {
+                    let completion = worker.deliver_leased(&claimed, asked).await;
+                    // The completer only stops after every sender is gone.
+                    let _ = tx.send(completion).await;
+                    drop(permit);
+                    freed.notify_one();
+                }
+                .instrument(span),
+            );
+        }
+        Ok(())
+    }
+
+    /// Nothing to claim at `now`: sleeps until a partition falls due, one sitting out a
+    /// failure may be tried again, work is stored ([`Wake`]), or at most `idle_poll`.
+    async fn wait_for_work(
+        &self,
+        passes: &Passes,
+        now: tokio::time::Instant,
+        idle_poll: Duration,
+        shutdown: &CancellationToken,
+    ) {
+        let until = now + idle_poll;
+        let next = passes.next_due(now).unwrap_or(until);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.min(until)) => {}
+            _ = self.wake.notify.notified() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    /// At shutdown: lets the sends in flight finish within the drain timeout, then lets
+    /// the completer record their outcomes and the listener stop.
+    async fn drain(
+        &self,
+        sending: Sending,
+        completer: tokio::task::JoinHandle<()>,
+        listener: tokio::task::JoinHandle<()>,
+    ) {
+        let Sending {
+            tracker,
+            completions,
+            ..
+        } = sending;
         tracker.close();
         if tokio::time::timeout(self.drain_timeout, tracker.wait())
             .await
@@ -410,7 +426,7 @@ impl Worker {
         {
             tracing::warn!("in-flight deliveries did not finish in time; their leases will expire and another process will send them");
         }
-        drop(tx);
+        drop(completions);
         let _ = completer.await;
         let _ = listener.await;
     }
@@ -566,6 +582,170 @@ struct PartitionFailure {
 /// How long a partition whose claim failed sits out before it is tried again.
 const PARTITION_BACKOFF: Duration = Duration::from_millis(500);
 
+/// What a claim pass did, which says how the worker waits before the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Nothing was asked for: no partition was ready, or no slot free.
+    Idle,
+    /// Claims were asked for, and some partition answered.
+    Claimed,
+    /// Every partition's claims failed: the storage is down.
+    StorageDown,
+    /// The slots were closed: the worker stops.
+    Stopped,
+}
+
+/// The sending side of a running worker: its slots, the sends in flight, and the channel
+/// to the completer.
+struct Sending {
+    /// One per send in flight, at most the concurrency.
+    permits: Arc<Semaphore>,
+    /// Told each time a send frees its slot.
+    freed: Arc<Notify>,
+    /// Fewest free slots worth a claim pass after one that left none: claims are
+    /// cheaper in batches.
+    low_water: usize,
+    tracker: TaskTracker,
+    completions: mpsc::Sender<Completion>,
+}
+
+impl Sending {
+    /// `concurrency` slots, the outcomes sent to `completions`.
+    fn new(concurrency: usize, completions: mpsc::Sender<Completion>) -> Self {
+        Sending {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            freed: Arc::new(Notify::new()),
+            low_water: (concurrency / 8).max(1),
+            tracker: TaskTracker::new(),
+            completions,
+        }
+    }
+
+    /// Every slot but a few is taken: waits until `low_water` are free, or briefly
+    /// while at least one is, or for shutdown.
+    async fn wait_for_slots(&self, shutdown: &CancellationToken) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
+        while self.permits.available_permits() < self.low_water && !shutdown.is_cancelled() {
+            let some_free = self.permits.available_permits() > 0;
+            if some_free && tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                _ = self.freed.notified() => {}
+                _ = tokio::time::sleep_until(deadline), if some_free => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// What the claim passes remember of the partitions between them.
+struct Passes {
+    partitions: u16,
+    /// The partition the next pass starts at.
+    start: u16,
+    /// Whether the last pass found every partition failing (the storage down).
+    storage_down: bool,
+    failing: HashMap<u16, PartitionFailure>,
+    /// Per partition, until when its last claim found nothing to send (`None`: claim
+    /// it): what the claim said falls due next (a retry, a rate window, a lease running
+    /// out, a held account's check), at most the idle poll away. Work stored meanwhile
+    /// clears it (see [`Wake`]).
+    quiet: Vec<Option<tokio::time::Instant>>,
+}
+
+impl Passes {
+    /// Every one of `partitions` (at least one) to be claimed, from the first.
+    fn new(partitions: u16) -> Self {
+        let partitions = partitions.max(1);
+        Passes {
+            partitions,
+            start: 0,
+            storage_down: false,
+            failing: HashMap::new(),
+            quiet: vec![None; usize::from(partitions)],
+        }
+    }
+
+    /// The partitions to claim at `now`, in turn from `start`: the ones not quiet, and
+    /// not sitting out a failure.
+    fn ready(&self, now: tokio::time::Instant) -> Vec<u16> {
+        (0..self.partitions)
+            .map(|i| (self.start + i) % self.partitions)
+            .filter(|p| self.quiet[usize::from(*p)].map_or(true, |until| until <= now))
+            .filter(|p| self.failing.get(p).map_or(true, |f| f.retry_at <= now))
+            .collect()
+    }
+
+    /// `partition` answered a claim at `answered` with `batch`: it is reachable, and
+    /// quiet until what the claim said falls due (at most `idle_poll`) if it found
+    /// nothing.
+    fn claimed(
+        &mut self,
+        partition: u16,
+        batch: &ClaimBatch,
+        answered: tokio::time::Instant,
+        idle_poll: Duration,
+    ) {
+        if let Some(f) = self.failing.remove(&partition) {
+            tracing::info!(
+                partition,
+                failed_for_ms = f.since.elapsed().as_millis() as u64,
+                "queue partition reachable again; its delivery resumes"
+            );
+        }
+        self.quiet[usize::from(partition)] = if batch.items.is_empty() {
+            let wait = batch.next_due.map_or(idle_poll, |due| due.min(idle_poll));
+            Some(answered + wait)
+        } else {
+            None
+        };
+    }
+
+    /// The claim of `partition` failed at `answered`: it sits out [`PARTITION_BACKOFF`].
+    fn claim_failed(&mut self, partition: u16, error: &QueueError, answered: tokio::time::Instant) {
+        let f = self.failing.entry(partition).or_insert_with(|| {
+            tracing::warn!(partition, %error, "cannot claim deliveries of a queue partition; the others go on, it is retried");
+            PartitionFailure {
+                since: answered,
+                retry_at: answered,
+            }
+        });
+        f.retry_at = answered + PARTITION_BACKOFF;
+        // Claimed again once its backoff ends, not at a stale time.
+        self.quiet[usize::from(partition)] = None;
+    }
+
+    /// The pass that asked for `requests` is over, `failures` of them failed: the next
+    /// starts after the last partition this one served. True when every partition is
+    /// failing (the storage is down: back off as a whole).
+    fn passed(&mut self, requests: &[(u16, usize)], failures: usize) -> bool {
+        let down = failures == requests.len() && self.failing.len() == usize::from(self.partitions);
+        if down && !self.storage_down {
+            tracing::warn!("cannot claim deliveries from any queue partition; retrying");
+        } else if !down && self.storage_down {
+            tracing::info!("queue storage reachable again; delivery resumes");
+        }
+        self.storage_down = down;
+        if let Some(&(last, _)) = requests.last() {
+            self.start = (last + 1) % self.partitions;
+        }
+        down
+    }
+
+    /// The first moment after `now` a quiet partition falls due or a failing one may be
+    /// tried again.
+    fn next_due(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.quiet
+            .iter()
+            .flatten()
+            .chain(self.failing.values().map(|f| &f.retry_at))
+            .filter(|at| **at > now)
+            .min()
+            .copied()
+    }
+}
+
 /// Tells `wake` each time any process announces new work (in the partitions it names),
 /// and says whether it is listening (the worker then polls an idle queue rarely);
 /// resubscribes after a failure.
@@ -620,67 +800,90 @@ async fn record_completions(
     shutdown: CancellationToken,
     wake: Arc<Wake>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < COMPLETE_BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
-        let mut delay = Duration::from_millis(50);
-        let mut give_up_at = None;
-        loop {
-            // Outcomes of a failing partition are retried alone; the others are recorded.
-            let results = queue.complete_each(&batch).await;
-            // The accounts of the recorded outcomes may send again, in their partitions.
-            let freed: Option<Vec<u16>> = batch
-                .iter()
-                .zip(&results)
-                .filter(|(_, r)| r.is_ok())
-                .map(|(c, _)| {
-                    let (event, _) = c.delivery_id.rsplit_once(':')?;
-                    EventId::parse(event).map(|id| id.partition())
-                })
-                .collect();
-            match freed {
-                Some(partitions) if partitions.is_empty() => {}
-                Some(partitions) => wake.partitions(partitions),
-                None => wake.all(),
-            }
-            let mut error = None;
-            let mut left = Vec::new();
-            for (c, result) in batch.into_iter().zip(results) {
-                if let Err(e) = result {
-                    error.get_or_insert(e);
-                    left.push(c);
-                }
-            }
-            batch = left;
-            match error {
-                None => break,
-                Some(e) => {
-                    tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes; retrying them");
-                }
-            }
-            if shutdown.is_cancelled() {
-                let deadline = *give_up_at
-                    .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(3));
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(
-                        count = batch.len(),
-                        "giving up recording outcomes at shutdown; leases will expire"
-                    );
-                    break;
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
+    while let Some(batch) = next_batch(&mut rx).await {
+        record_batch(queue.as_ref(), batch, &shutdown, &wake).await;
     }
     // This worker is done: the accounts its last completions freed are for the other
     // processes' workers, which would otherwise find them at their fallback poll.
     queue.announce_work().await;
+}
+
+/// The next completions to record together: the first to come, then those already
+/// waiting, at most [`COMPLETE_BATCH`]. `None` once every sender is gone.
+async fn next_batch(rx: &mut mpsc::Receiver<Completion>) -> Option<Vec<Completion>> {
+    let mut batch = vec![rx.recv().await?];
+    while batch.len() < COMPLETE_BATCH {
+        match rx.try_recv() {
+            Ok(c) => batch.push(c),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Records `batch`, waking the worker for what each round recorded, and retries the
+/// outcomes whose partition failed with a growing delay; after shutdown, for at most a
+/// few seconds.
+async fn record_batch(
+    queue: &dyn Queue,
+    mut batch: Vec<Completion>,
+    shutdown: &CancellationToken,
+    wake: &Wake,
+) {
+    let mut delay = Duration::from_millis(50);
+    let mut give_up_at = None;
+    loop {
+        // Outcomes of a failing partition are retried alone; the others are recorded.
+        let results = queue.complete_each(&batch).await;
+        wake_freed(wake, &batch, &results);
+        let mut error = None;
+        let mut left = Vec::new();
+        for (c, result) in batch.into_iter().zip(results) {
+            if let Err(e) = result {
+                error.get_or_insert(e);
+                left.push(c);
+            }
+        }
+        batch = left;
+        match error {
+            None => break,
+            Some(e) => {
+                tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes; retrying them");
+            }
+        }
+        if shutdown.is_cancelled() {
+            let deadline = *give_up_at
+                .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(3));
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    count = batch.len(),
+                    "giving up recording outcomes at shutdown; leases will expire"
+                );
+                break;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Tells `wake` the partitions of the outcomes of `batch` that were recorded (`results`):
+/// their accounts may send again. Every partition when some delivery id names none.
+fn wake_freed(wake: &Wake, batch: &[Completion], results: &[Result<(), QueueError>]) {
+    let freed: Option<Vec<u16>> = batch
+        .iter()
+        .zip(results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(c, _)| {
+            let (event, _) = c.delivery_id.rsplit_once(':')?;
+            EventId::parse(event).map(|id| id.partition())
+        })
+        .collect();
+    match freed {
+        Some(partitions) if partitions.is_empty() => {}
+        Some(partitions) => wake.partitions(partitions),
+        None => wake.all(),
+    }
 }
 
 #[cfg(test)]
