@@ -889,6 +889,330 @@ fn wake_freed(wake: &Wake, batch: &[Completion], results: &[Result<(), QueueErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::domain::{partition_of, NotifyPayload, Priority};
+    use crate::queue::memory::MemoryQueue;
+    use crate::queue::redis::QueueSettings;
+    use crate::queue::{EnqueueBatch, NewEvent, RateLimit, Retention};
+    use tokio::time::Instant;
+
+    /// The idle poll of the test workers.
+    const IDLE: Duration = Duration::from_secs(30);
+
+    /// The lease of the test queues' claims.
+    const LEASE: Duration = Duration::from_secs(15);
+
+    /// The test workers' slots: enough for [`MIN_SHARE`] in each partition of a pass.
+    const SLOTS: usize = 4 * MIN_SHARE;
+
+    /// A worker over an embedded queue of `partitions`, with no account configured: each
+    /// delivery it sends fails at once, without a call upstream, and is to be retried.
+    fn worker(partitions: u16) -> Worker {
+        let limit = RateLimit {
+            limit: 100,
+            window_ms: 60_000,
+        };
+        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(QueueSettings {
+            prefix: "worker".into(),
+            partitions,
+            lease: LEASE,
+            default_limit: limit,
+            margin_ms: 250,
+            retention: Retention::default(),
+        }));
+        let config = Config::from_toml_with_env("", "test.toml", &[]).expect("defaults are valid");
+        let accounts = AccountDirectory::new(&config, queue.clone()).expect("no accounts");
+        let settings = WorkerSettings {
+            policy: RetryPolicy {
+                max_attempts: 5,
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(1),
+            },
+            concurrency: SLOTS,
+            poll_interval: Duration::from_secs(10),
+            idle_poll: IDLE,
+            drain_timeout: Duration::from_secs(1),
+            lease: None,
+        };
+        let client = ZendeskClient::new(Duration::from_secs(1)).expect("client builds");
+        let wake = Arc::new(Wake::default());
+        Worker::new(queue, client, Arc::new(accounts), settings, wake)
+    }
+
+    /// An account whose events go to `partition` of `partitions`.
+    fn account_in(partition: u16, partitions: u16) -> String {
+        (0..)
+            .map(|i| format!("acct{i}"))
+            .find(|a| partition_of(a, partitions) == partition)
+            .expect("some name falls in each partition")
+    }
+
+    /// Stores one event of `account` in `partition`.
+    async fn store(queue: &dyn Queue, account: &str, partition: u16) -> EventId {
+        let id = EventId::new(partition);
+        let event = NewEvent {
+            id: id.clone(),
+            priority: Priority::Normal,
+            ttl_ms: 0,
+            payload: NotifyPayload::new(1, "e", None),
+            agents: vec![None],
+            idempotency: None,
+        };
+        queue
+            .enqueue(EnqueueBatch {
+                account: account.into(),
+                limit: RateLimit {
+                    limit: 100,
+                    window_ms: 60_000,
+                },
+                max_depth: 100,
+                idempotency_ttl_secs: 60,
+                events: vec![event],
+            })
+            .await
+            .expect("stored");
+        id
+    }
+
+    /// The partition of a completion's event.
+    fn partition(completion: &Completion) -> u16 {
+        let (event, _) = completion
+            .delivery_id
+            .rsplit_once(':')
+            .expect("event:index");
+        EventId::parse(event).expect("an event id").partition()
+    }
+
+    /// A completion of delivery `id` that frees nothing.
+    fn released(id: String) -> Completion {
+        Completion {
+            delivery_id: id,
+            account: "a".into(),
+            lease_token: 0,
+            outcome: Outcome::Released,
+        }
+    }
+
+    /// Every completion the sends of `sending` still make.
+    async fn sent(sending: Sending, mut rx: mpsc::Receiver<Completion>) -> Vec<Completion> {
+        sending.tracker.close();
+        sending.tracker.wait().await;
+        drop(sending);
+        let mut all = Vec::new();
+        while let Some(c) = rx.recv().await {
+            all.push(c);
+        }
+        all
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_pass_claims_due_work_and_skips_quiet_partitions() {
+        let worker = worker(3);
+        for p in 0..3 {
+            store(worker.queue.as_ref(), &account_in(p, 3), p).await;
+        }
+        let (tx, mut rx) = mpsc::channel(16);
+        let sending = Sending::new(SLOTS, tx);
+        let mut passes = Passes::new(3);
+        let now = Instant::now();
+        let quiet_until = now + Duration::from_secs(5);
+        passes.quiet[1] = Some(quiet_until);
+
+        let pass = worker.claim_pass(&mut passes, &sending, now, IDLE).await;
+        assert_eq!(pass, Pass::Claimed);
+        let first = [
+            rx.recv().await.expect("sent"),
+            rx.recv().await.expect("sent"),
+        ];
+        let mut partitions = first.map(|c| {
+            assert!(
+                matches!(c.outcome, Outcome::Retry { .. }),
+                "{:?}",
+                c.outcome
+            );
+            partition(&c)
+        });
+        partitions.sort_unstable();
+        assert_eq!(partitions, [0, 2], "the quiet partition was claimed");
+        assert_eq!(passes.quiet, [None, Some(quiet_until), None]);
+        assert_eq!(passes.start, 0, "the next pass starts after partition 2");
+
+        // Once partition 1 falls due it is claimed; 0 and 2 have their calls in flight,
+        // so their claims find nothing and they are quiet until their leases end.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        let pass = worker.claim_pass(&mut passes, &sending, now, IDLE).await;
+        assert_eq!(pass, Pass::Claimed);
+        let rest = sent(sending, rx).await;
+        assert_eq!(rest.iter().map(partition).collect::<Vec<_>>(), [1]);
+        assert_eq!(passes.quiet[1], None);
+        for p in [0, 2] {
+            let until = passes.quiet[p].expect("quiet after an empty claim");
+            assert!(
+                until > now && until <= now + (LEASE - Duration::from_secs(5)),
+                "partition {p} quiet for {:?}",
+                until - now
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_work_ends_at_a_mark_a_due_partition_or_the_idle_poll() {
+        let worker = worker(2);
+        let shutdown = CancellationToken::new();
+        let mut passes = Passes::new(2);
+        let now = Instant::now();
+        passes.quiet = vec![Some(now + Duration::from_secs(3600)); 2];
+        worker.wait_for_work(&passes, now, IDLE, &shutdown).await;
+        assert_eq!(now.elapsed(), IDLE, "nothing due: the idle poll");
+
+        let now = Instant::now();
+        passes.quiet[0] = Some(now + Duration::from_secs(3));
+        worker.wait_for_work(&passes, now, IDLE, &shutdown).await;
+        assert_eq!(
+            now.elapsed(),
+            Duration::from_secs(3),
+            "partition 0 fell due"
+        );
+
+        let now = Instant::now();
+        let long = Some(now + Duration::from_secs(3600));
+        passes.quiet = vec![long; 2];
+        let mark = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            worker.wake.partition(1);
+        };
+        tokio::join!(worker.wait_for_work(&passes, now, IDLE, &shutdown), mark);
+        assert_eq!(now.elapsed(), Duration::from_secs(2), "woken by the mark");
+        worker.wake.apply(&mut passes.quiet);
+        assert_eq!(
+            passes.quiet,
+            [long, None],
+            "only the marked partition is cleared"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_step_sleeps_until_work_is_marked_and_the_next_claims_it() {
+        let worker = worker(2);
+        let (tx, rx) = mpsc::channel(16);
+        let sending = Sending::new(SLOTS, tx);
+        let mut passes = Passes::new(2);
+        let listening = AtomicBool::new(true);
+        let shutdown = CancellationToken::new();
+        let start = Instant::now();
+
+        // Both partitions are claimed, find nothing, and are quiet for the idle poll.
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        assert!(step.await.is_continue());
+        assert_eq!(passes.quiet, [Some(start + IDLE); 2]);
+        // Nothing to claim: the next step sleeps the whole idle poll.
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        assert!(step.await.is_continue());
+        assert_eq!(start.elapsed(), IDLE);
+
+        // Both are claimed again and quiet; then work is stored in 1 and marked.
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        assert!(step.await.is_continue());
+        let now = Instant::now();
+        let account = account_in(1, 2);
+        let mark = async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            store(worker.queue.as_ref(), &account, 1).await;
+            worker.wake.partition(1);
+        };
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        let (step, ()) = tokio::join!(step, mark);
+        assert!(step.is_continue());
+        assert_eq!(now.elapsed(), Duration::from_secs(4), "woken by the mark");
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        assert!(step.await.is_continue());
+        assert_eq!(now.elapsed(), Duration::from_secs(4), "claimed at once");
+        assert_eq!(passes.quiet, [Some(now + IDLE), None]);
+        let sent = sent(sending, rx).await;
+        assert_eq!(sent.iter().map(partition).collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn the_idle_poll_is_spread_over_many_partitions_while_listening() {
+        let worker = worker(1);
+        assert_eq!(worker.idle_poll_of(1, true), IDLE);
+        assert_eq!(worker.idle_poll_of(IDLE_PARTITIONS, true), IDLE);
+        assert_eq!(worker.idle_poll_of(IDLE_PARTITIONS + 1, true), IDLE * 2);
+        assert_eq!(worker.idle_poll_of(64, false), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completions_are_taken_in_batches_of_what_is_waiting() {
+        let (tx, mut rx) = mpsc::channel(COMPLETE_BATCH * 2);
+        for i in 0..COMPLETE_BATCH + 3 {
+            tx.send(released(format!("x:{i}"))).await.expect("open");
+        }
+        let first = next_batch(&mut rx).await.expect("a batch");
+        assert_eq!(first.len(), COMPLETE_BATCH);
+        assert_eq!(first[0].delivery_id, "x:0");
+        let second = next_batch(&mut rx).await.expect("a batch");
+        let ids: Vec<_> = second.iter().map(|c| c.delivery_id.as_str()).collect();
+        assert_eq!(ids, ["x:512", "x:513", "x:514"]);
+
+        // A batch does not wait for more than is waiting.
+        let later = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.send(released("x:late".into())).await.expect("open");
+        };
+        tx.send(released("x:now".into())).await.expect("open");
+        let (third, ()) = tokio::join!(next_batch(&mut rx), later);
+        assert_eq!(third.expect("a batch").len(), 1);
+        assert_eq!(next_batch(&mut rx).await.expect("a batch").len(), 1);
+        drop(tx);
+        assert!(next_batch(&mut rx).await.is_none(), "every sender is gone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_completions_wake_the_worker_for_their_partitions() {
+        let worker = worker(3);
+        let queue = worker.queue.clone();
+        let accounts = [account_in(0, 3), account_in(2, 3)];
+        let (tx, rx) = mpsc::channel(8);
+        for (account, p) in accounts.iter().zip([0, 2]) {
+            store(queue.as_ref(), account, p).await;
+            for claimed in queue.claim(p, 8).await.expect("claimed").items {
+                let completion = Completion::of(&claimed, Outcome::Delivered { status: 200 });
+                tx.send(completion).await.expect("open");
+            }
+        }
+        drop(tx);
+        let shutdown = CancellationToken::new();
+        record_completions(queue.clone(), rx, shutdown, worker.wake.clone()).await;
+
+        let stats = queue.stats().await.expect("stats");
+        for account in &accounts {
+            let a = stats.accounts.iter().find(|a| &a.account == account);
+            let a = a.expect("the account has counters");
+            assert_eq!((a.delivered, a.depth, a.in_flight), (1, 0, 0), "{account}");
+        }
+        let quiet = Some(Instant::now() + IDLE);
+        let mut after = vec![quiet; 3];
+        worker.wake.apply(&mut after);
+        assert_eq!(after, [None, quiet, None]);
+    }
+
+    #[test]
+    fn only_recorded_outcomes_wake_and_an_unknown_id_wakes_every_partition() {
+        let known = |p: u16| released(format!("{}:0", EventId::new(p).as_str()));
+        let failed = || Err(QueueError::Unavailable("down".into()));
+        let quiet = Some(Instant::now());
+        let wake = Wake::default();
+        wake_freed(&wake, &[known(0), known(2)], &[Ok(()), failed()]);
+        let mut after = vec![quiet; 3];
+        wake.apply(&mut after);
+        assert_eq!(after, [None, quiet, quiet]);
+
+        wake_freed(&wake, &[known(1), released("x".into())], &[Ok(()), Ok(())]);
+        let mut after = vec![quiet; 3];
+        wake.apply(&mut after);
+        assert_eq!(after, [None; 3]);
+    }
 
     #[test]
     fn slots_are_shared_across_partitions() {
