@@ -11,12 +11,13 @@
 //! poll: the claims of an idle worker cost the same whatever the partition count.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, AcquireError, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -25,7 +26,7 @@ use crate::accounts::AccountDirectory;
 use crate::config::DeliveryConfig;
 use crate::domain::EventId;
 use crate::metrics::Metrics;
-use crate::queue::{Claimed, Completion, DeadReason, Outcome, Queue, QueueError};
+use crate::queue::{ClaimBatch, Claimed, Completion, DeadReason, Outcome, Queue, QueueError};
 use crate::zendesk::{NotifyResult, ZendeskClient};
 
 /// Most deliveries claimed from one partition in one call.
@@ -233,7 +234,6 @@ impl Worker {
     /// Runs until `shutdown` fires, then lets in-flight sends finish (each is bounded by
     /// the upstream timeout) and records their outcomes before returning.
     pub async fn run(self, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.concurrency));
         let (tx, rx) = mpsc::channel::<Completion>(self.concurrency * 2);
         let completer = tokio::spawn(record_completions(
             self.queue.clone(),
@@ -248,161 +248,177 @@ impl Worker {
             listening.clone(),
             shutdown.clone(),
         ));
-        // Claims are cheaper in batches: when every slot is taken, wait until a few are
-        // free (or briefly) before claiming again.
-        let low_water = (self.concurrency / 8).max(1);
-        let freed = Arc::new(Notify::new());
-        let tracker = TaskTracker::new();
-        let partitions = self.queue.partitions().max(1);
-        let mut start = 0u16;
-        let mut redis_down = false;
-        let mut failing: HashMap<u16, PartitionFailure> = HashMap::new();
-        // Per partition, until when its last claim found nothing to send (`None`: claim
-        // it): what the claim said falls due next (a retry, a rate window, a lease running
-        // out, a held account's check), at most the idle poll away. Work stored meanwhile
-        // clears it (see [`Wake`]).
-        let mut quiet: Vec<Option<tokio::time::Instant>> = vec![None; usize::from(partitions)];
+        let sending = Sending::new(self.concurrency, tx);
+        let mut passes = Passes::new(self.queue.partitions());
         while !shutdown.is_cancelled() {
-            self.wake.apply(&mut quiet);
-            let now = tokio::time::Instant::now();
-            let idle_poll = if listening.load(Ordering::SeqCst) {
-                self.idle_poll * u32::from(partitions.div_ceil(IDLE_PARTITIONS).max(1))
-            } else {
-                self.poll_interval
-            };
-            // The partitions to claim, in turn from `start`: the ones not quiet, and not
-            // sitting out a failure (the others are claimed as usual).
-            let ready: Vec<u16> = (0..partitions)
-                .map(|i| (start + i) % partitions)
-                .filter(|p| quiet[usize::from(*p)].map_or(true, |until| until <= now))
-                .filter(|p| failing.get(p).map_or(true, |f| f.retry_at <= now))
-                .collect();
-            let free = permits.available_permits().min(CLAIM_MAX * ready.len());
-            let requests = if free > 0 {
-                share_slots(free, &ready)
-            } else {
-                Vec::new()
-            };
-            let mut failed = false;
-            if !requests.is_empty() {
-                let asked = now;
-                let claimed = self.queue.claim_each(&requests).await;
-                if let Some(metrics) = &self.metrics {
-                    metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
-                }
-                let answered = tokio::time::Instant::now();
-                let mut failures = 0usize;
-                for (&(partition, _), result) in requests.iter().zip(claimed) {
-                    let batch = match result {
-                        Ok(batch) => {
-                            if let Some(f) = failing.remove(&partition) {
-                                tracing::info!(
-                                    partition,
-                                    failed_for_ms = f.since.elapsed().as_millis() as u64,
-                                    "queue partition reachable again; its delivery resumes"
-                                );
-                            }
-                            batch
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            let f = failing.entry(partition).or_insert_with(|| {
-                                tracing::warn!(partition, error = %e, "cannot claim deliveries of a queue partition; the others go on, it is retried");
-                                PartitionFailure {
-                                    since: answered,
-                                    retry_at: answered,
-                                }
-                            });
-                            f.retry_at = answered + PARTITION_BACKOFF;
-                            // Claimed again once its backoff ends, not at a stale time.
-                            quiet[usize::from(partition)] = None;
-                            continue;
-                        }
-                    };
-                    quiet[usize::from(partition)] = if batch.items.is_empty() {
-                        let wait = batch.next_due.map_or(idle_poll, |due| due.min(idle_poll));
-                        Some(answered + wait)
-                    } else {
-                        None
-                    };
-                    for claimed in batch.items {
-                        let Ok(permit) = permits.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let worker = self.clone();
-                        let tx = tx.clone();
-                        let freed = freed.clone();
-                        let span = tracing::info_span!(
-                            "deliver",
-                            delivery_id = %claimed.delivery_id,
-                            account = %claimed.account,
-                            attempt = claimed.attempts
-                        );
-                        tracker.spawn(
-                            async move {
-                                let completion = worker.deliver_leased(&claimed, asked).await;
-                                // The completer only stops after every sender is gone.
-                                let _ = tx.send(completion).await;
-                                drop(permit);
-                                freed.notify_one();
-                            }
-                            .instrument(span),
-                        );
-                    }
-                }
-                // Every partition failing is the storage being down: back off as a whole.
-                if failures == requests.len() && failing.len() == usize::from(partitions) {
-                    if !redis_down {
-                        tracing::warn!(
-                            "cannot claim deliveries from any queue partition; retrying"
-                        );
-                        redis_down = true;
-                    }
-                    failed = true;
-                } else if redis_down {
-                    tracing::info!("queue storage reachable again; delivery resumes");
-                    redis_down = false;
-                }
-                // The next pass starts after the last partition this one served.
-                if let Some(&(last, _)) = requests.last() {
-                    start = (last + 1) % partitions;
-                }
+            if self
+                .step(&mut passes, &sending, &listening, &shutdown)
+                .await
+                .is_break()
+            {
+                return;
             }
-            if failed {
+        }
+        self.drain(sending, completer, listener).await;
+    }
+
+    /// One step of the loop: takes the partitions told to have work, claims and sends
+    /// what may be sent now, then waits as that pass calls for (`listening`: whether the
+    /// queue announces new work). `Break`: stop at once.
+    async fn step(
+        &self,
+        passes: &mut Passes,
+        sending: &Sending,
+        listening: &AtomicBool,
+        shutdown: &CancellationToken,
+    ) -> ControlFlow<()> {
+        self.wake.apply(&mut passes.quiet);
+        let now = tokio::time::Instant::now();
+        let idle_poll = self.idle_poll_of(passes.partitions, listening.load(Ordering::SeqCst));
+        let pass = self.claim_pass(passes, sending, now, idle_poll).await;
+        match pass {
+            Pass::Stopped => return ControlFlow::Break(()),
+            Pass::StorageDown => {
                 tokio::select! {
                     _ = tokio::time::sleep(PARTITION_BACKOFF) => {}
                     _ = shutdown.cancelled() => {}
                 }
-            } else if permits.available_permits() < low_water {
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
-                while permits.available_permits() < low_water && !shutdown.is_cancelled() {
-                    if permits.available_permits() > 0 && tokio::time::Instant::now() >= deadline {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = freed.notified() => {}
-                        _ = tokio::time::sleep_until(deadline), if permits.available_permits() > 0 => {}
-                        _ = shutdown.cancelled() => {}
+            }
+            _ if sending.permits.available_permits() < sending.low_water => {
+                sending.wait_for_slots(shutdown).await;
+            }
+            Pass::Idle => self.wait_for_work(passes, now, idle_poll, shutdown).await,
+            Pass::Claimed => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// How long a partition whose claim found nothing is left alone at most: the idle
+    /// poll (spread over [`IDLE_PARTITIONS`]) while the queue announces new work
+    /// (`listening`), else the poll interval.
+    fn idle_poll_of(&self, partitions: u16, listening: bool) -> Duration {
+        if listening {
+            self.idle_poll * u32::from(partitions.div_ceil(IDLE_PARTITIONS).max(1))
+        } else {
+            self.poll_interval
+        }
+    }
+
+    /// One claim pass, asked for at `now`: offers the free slots to the partitions ready
+    /// to claim, in turn from where the last pass ended, claims them in one round, notes
+    /// each partition's answer in `passes` and sends what was claimed.
+    async fn claim_pass(
+        &self,
+        passes: &mut Passes,
+        sending: &Sending,
+        now: tokio::time::Instant,
+        idle_poll: Duration,
+    ) -> Pass {
+        let ready = passes.ready(now);
+        let free = sending
+            .permits
+            .available_permits()
+            .min(CLAIM_MAX * ready.len());
+        let requests = if free > 0 {
+            share_slots(free, &ready)
+        } else {
+            Vec::new()
+        };
+        if requests.is_empty() {
+            return Pass::Idle;
+        }
+        let claimed = self.queue.claim_each(&requests).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.dead_letters_dropped(self.queue.take_dead_letters_dropped());
+        }
+        let answered = tokio::time::Instant::now();
+        let mut failures = 0usize;
+        for (&(partition, _), result) in requests.iter().zip(claimed) {
+            match result {
+                Ok(batch) => {
+                    passes.claimed(partition, &batch, answered, idle_poll);
+                    if self.send_each(batch.items, now, sending).await.is_err() {
+                        return Pass::Stopped;
                     }
                 }
-            } else if requests.is_empty() {
-                // Nothing to claim now: sleep until a partition falls due, one sitting
-                // out a failure may be tried again, or work is stored.
-                let next = quiet
-                    .iter()
-                    .flatten()
-                    .chain(failing.values().map(|f| &f.retry_at))
-                    .filter(|at| **at > now)
-                    .min()
-                    .copied()
-                    .unwrap_or(now + idle_poll);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next.min(now + idle_poll)) => {}
-                    _ = self.wake.notify.notified() => {}
-                    _ = shutdown.cancelled() => {}
+                Err(e) => {
+                    failures += 1;
+                    passes.claim_failed(partition, &e, answered);
                 }
             }
         }
+        if passes.passed(&requests, failures) {
+            Pass::StorageDown
+        } else {
+            Pass::Claimed
+        }
+    }
+
+    /// Sends each of `claimed` (asked for at `asked`) in its own task holding one slot,
+    /// waiting for a slot when none is free; the outcomes go to the completer. Fails only
+    /// when the slots are closed.
+    async fn send_each(
+        &self,
+        claimed: Vec<Claimed>,
+        asked: tokio::time::Instant,
+        sending: &Sending,
+    ) -> Result<(), AcquireError> {
+        for claimed in claimed {
+            let permit = sending.permits.clone().acquire_owned().await?;
+            let worker = self.clone();
+            let tx = sending.completions.clone();
+            let freed = sending.freed.clone();
+            let span = tracing::info_span!(
+                "deliver",
+                delivery_id = %claimed.delivery_id,
+                account = %claimed.account,
+                attempt = claimed.attempts
+            );
+            sending.tracker.spawn(
+                async move {
+                    let completion = worker.deliver_leased(&claimed, asked).await;
+                    // The completer only stops after every sender is gone.
+                    let _ = tx.send(completion).await;
+                    drop(permit);
+                    freed.notify_one();
+                }
+                .instrument(span),
+            );
+        }
+        Ok(())
+    }
+
+    /// Nothing to claim at `now`: sleeps until a partition falls due, one sitting out a
+    /// failure may be tried again, work is stored ([`Wake`]), or at most `idle_poll`.
+    async fn wait_for_work(
+        &self,
+        passes: &Passes,
+        now: tokio::time::Instant,
+        idle_poll: Duration,
+        shutdown: &CancellationToken,
+    ) {
+        let until = now + idle_poll;
+        let next = passes.next_due(now).unwrap_or(until);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.min(until)) => {}
+            _ = self.wake.notify.notified() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    /// At shutdown: lets the sends in flight finish within the drain timeout, then lets
+    /// the completer record their outcomes and the listener stop.
+    async fn drain(
+        &self,
+        sending: Sending,
+        completer: tokio::task::JoinHandle<()>,
+        listener: tokio::task::JoinHandle<()>,
+    ) {
+        let Sending {
+            tracker,
+            completions,
+            ..
+        } = sending;
         tracker.close();
         if tokio::time::timeout(self.drain_timeout, tracker.wait())
             .await
@@ -410,7 +426,7 @@ impl Worker {
         {
             tracing::warn!("in-flight deliveries did not finish in time; their leases will expire and another process will send them");
         }
-        drop(tx);
+        drop(completions);
         let _ = completer.await;
         let _ = listener.await;
     }
@@ -566,6 +582,170 @@ struct PartitionFailure {
 /// How long a partition whose claim failed sits out before it is tried again.
 const PARTITION_BACKOFF: Duration = Duration::from_millis(500);
 
+/// What a claim pass did, which says how the worker waits before the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Nothing was asked for: no partition was ready, or no slot free.
+    Idle,
+    /// Claims were asked for, and some partition answered.
+    Claimed,
+    /// Every partition's claims failed: the storage is down.
+    StorageDown,
+    /// The slots were closed: the worker stops.
+    Stopped,
+}
+
+/// The sending side of a running worker: its slots, the sends in flight, and the channel
+/// to the completer.
+struct Sending {
+    /// One per send in flight, at most the concurrency.
+    permits: Arc<Semaphore>,
+    /// Told each time a send frees its slot.
+    freed: Arc<Notify>,
+    /// Fewest free slots worth a claim pass after one that left none: claims are
+    /// cheaper in batches.
+    low_water: usize,
+    tracker: TaskTracker,
+    completions: mpsc::Sender<Completion>,
+}
+
+impl Sending {
+    /// `concurrency` slots, the outcomes sent to `completions`.
+    fn new(concurrency: usize, completions: mpsc::Sender<Completion>) -> Self {
+        Sending {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            freed: Arc::new(Notify::new()),
+            low_water: (concurrency / 8).max(1),
+            tracker: TaskTracker::new(),
+            completions,
+        }
+    }
+
+    /// Every slot but a few is taken: waits until `low_water` are free, or briefly
+    /// while at least one is, or for shutdown.
+    async fn wait_for_slots(&self, shutdown: &CancellationToken) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
+        while self.permits.available_permits() < self.low_water && !shutdown.is_cancelled() {
+            let some_free = self.permits.available_permits() > 0;
+            if some_free && tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                _ = self.freed.notified() => {}
+                _ = tokio::time::sleep_until(deadline), if some_free => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// What the claim passes remember of the partitions between them.
+struct Passes {
+    partitions: u16,
+    /// The partition the next pass starts at.
+    start: u16,
+    /// Whether the last pass found every partition failing (the storage down).
+    storage_down: bool,
+    failing: HashMap<u16, PartitionFailure>,
+    /// Per partition, until when its last claim found nothing to send (`None`: claim
+    /// it): what the claim said falls due next (a retry, a rate window, a lease running
+    /// out, a held account's check), at most the idle poll away. Work stored meanwhile
+    /// clears it (see [`Wake`]).
+    quiet: Vec<Option<tokio::time::Instant>>,
+}
+
+impl Passes {
+    /// Every one of `partitions` (at least one) to be claimed, from the first.
+    fn new(partitions: u16) -> Self {
+        let partitions = partitions.max(1);
+        Passes {
+            partitions,
+            start: 0,
+            storage_down: false,
+            failing: HashMap::new(),
+            quiet: vec![None; usize::from(partitions)],
+        }
+    }
+
+    /// The partitions to claim at `now`, in turn from `start`: the ones not quiet, and
+    /// not sitting out a failure.
+    fn ready(&self, now: tokio::time::Instant) -> Vec<u16> {
+        (0..self.partitions)
+            .map(|i| (self.start + i) % self.partitions)
+            .filter(|p| self.quiet[usize::from(*p)].map_or(true, |until| until <= now))
+            .filter(|p| self.failing.get(p).map_or(true, |f| f.retry_at <= now))
+            .collect()
+    }
+
+    /// `partition` answered a claim at `answered` with `batch`: it is reachable, and
+    /// quiet until what the claim said falls due (at most `idle_poll`) if it found
+    /// nothing.
+    fn claimed(
+        &mut self,
+        partition: u16,
+        batch: &ClaimBatch,
+        answered: tokio::time::Instant,
+        idle_poll: Duration,
+    ) {
+        if let Some(f) = self.failing.remove(&partition) {
+            tracing::info!(
+                partition,
+                failed_for_ms = f.since.elapsed().as_millis() as u64,
+                "queue partition reachable again; its delivery resumes"
+            );
+        }
+        self.quiet[usize::from(partition)] = if batch.items.is_empty() {
+            let wait = batch.next_due.map_or(idle_poll, |due| due.min(idle_poll));
+            Some(answered + wait)
+        } else {
+            None
+        };
+    }
+
+    /// The claim of `partition` failed at `answered`: it sits out [`PARTITION_BACKOFF`].
+    fn claim_failed(&mut self, partition: u16, error: &QueueError, answered: tokio::time::Instant) {
+        let f = self.failing.entry(partition).or_insert_with(|| {
+            tracing::warn!(partition, %error, "cannot claim deliveries of a queue partition; the others go on, it is retried");
+            PartitionFailure {
+                since: answered,
+                retry_at: answered,
+            }
+        });
+        f.retry_at = answered + PARTITION_BACKOFF;
+        // Claimed again once its backoff ends, not at a stale time.
+        self.quiet[usize::from(partition)] = None;
+    }
+
+    /// The pass that asked for `requests` is over, `failures` of them failed: the next
+    /// starts after the last partition this one served. True when every partition is
+    /// failing (the storage is down: back off as a whole).
+    fn passed(&mut self, requests: &[(u16, usize)], failures: usize) -> bool {
+        let down = failures == requests.len() && self.failing.len() == usize::from(self.partitions);
+        if down && !self.storage_down {
+            tracing::warn!("cannot claim deliveries from any queue partition; retrying");
+        } else if !down && self.storage_down {
+            tracing::info!("queue storage reachable again; delivery resumes");
+        }
+        self.storage_down = down;
+        if let Some(&(last, _)) = requests.last() {
+            self.start = (last + 1) % self.partitions;
+        }
+        down
+    }
+
+    /// The first moment after `now` a quiet partition falls due or a failing one may be
+    /// tried again.
+    fn next_due(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.quiet
+            .iter()
+            .flatten()
+            .chain(self.failing.values().map(|f| &f.retry_at))
+            .filter(|at| **at > now)
+            .min()
+            .copied()
+    }
+}
+
 /// Tells `wake` each time any process announces new work (in the partitions it names),
 /// and says whether it is listening (the worker then polls an idle queue rarely);
 /// resubscribes after a failure.
@@ -620,72 +800,419 @@ async fn record_completions(
     shutdown: CancellationToken,
     wake: Arc<Wake>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < COMPLETE_BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
-        let mut delay = Duration::from_millis(50);
-        let mut give_up_at = None;
-        loop {
-            // Outcomes of a failing partition are retried alone; the others are recorded.
-            let results = queue.complete_each(&batch).await;
-            // The accounts of the recorded outcomes may send again, in their partitions.
-            let freed: Option<Vec<u16>> = batch
-                .iter()
-                .zip(&results)
-                .filter(|(_, r)| r.is_ok())
-                .map(|(c, _)| {
-                    let (event, _) = c.delivery_id.rsplit_once(':')?;
-                    EventId::parse(event).map(|id| id.partition())
-                })
-                .collect();
-            match freed {
-                Some(partitions) if partitions.is_empty() => {}
-                Some(partitions) => wake.partitions(partitions),
-                None => wake.all(),
-            }
-            let mut error = None;
-            let mut left = Vec::new();
-            for (c, result) in batch.into_iter().zip(results) {
-                if let Err(e) = result {
-                    error.get_or_insert(e);
-                    left.push(c);
-                }
-            }
-            batch = left;
-            match error {
-                None => break,
-                Some(e) => {
-                    tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes; retrying them");
-                }
-            }
-            if shutdown.is_cancelled() {
-                let deadline = *give_up_at
-                    .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(3));
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(
-                        count = batch.len(),
-                        "giving up recording outcomes at shutdown; leases will expire"
-                    );
-                    break;
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
+    while let Some(batch) = next_batch(&mut rx).await {
+        record_batch(queue.as_ref(), batch, &shutdown, &wake).await;
     }
     // This worker is done: the accounts its last completions freed are for the other
     // processes' workers, which would otherwise find them at their fallback poll.
     queue.announce_work().await;
 }
 
+/// The next completions to record together: the first to come, then those already
+/// waiting, at most [`COMPLETE_BATCH`]. `None` once every sender is gone.
+async fn next_batch(rx: &mut mpsc::Receiver<Completion>) -> Option<Vec<Completion>> {
+    let mut batch = vec![rx.recv().await?];
+    while batch.len() < COMPLETE_BATCH {
+        match rx.try_recv() {
+            Ok(c) => batch.push(c),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Records `batch`, waking the worker for what each round recorded, and retries the
+/// outcomes whose partition failed with a growing delay; after shutdown, for at most a
+/// few seconds.
+async fn record_batch(
+    queue: &dyn Queue,
+    mut batch: Vec<Completion>,
+    shutdown: &CancellationToken,
+    wake: &Wake,
+) {
+    let mut delay = Duration::from_millis(50);
+    let mut give_up_at = None;
+    loop {
+        // Outcomes of a failing partition are retried alone; the others are recorded.
+        let results = queue.complete_each(&batch).await;
+        wake_freed(wake, &batch, &results);
+        let mut error = None;
+        let mut left = Vec::new();
+        for (c, result) in batch.into_iter().zip(results) {
+            if let Err(e) = result {
+                error.get_or_insert(e);
+                left.push(c);
+            }
+        }
+        batch = left;
+        match error {
+            None => break,
+            Some(e) => {
+                tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes; retrying them");
+            }
+        }
+        if shutdown.is_cancelled() {
+            let deadline = *give_up_at
+                .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(3));
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    count = batch.len(),
+                    "giving up recording outcomes at shutdown; leases will expire"
+                );
+                break;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Tells `wake` the partitions of the outcomes of `batch` that were recorded (`results`):
+/// their accounts may send again. Every partition when some delivery id names none.
+fn wake_freed(wake: &Wake, batch: &[Completion], results: &[Result<(), QueueError>]) {
+    let freed: Option<Vec<u16>> = batch
+        .iter()
+        .zip(results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(c, _)| {
+            let (event, _) = c.delivery_id.rsplit_once(':')?;
+            EventId::parse(event).map(|id| id.partition())
+        })
+        .collect();
+    match freed {
+        Some(partitions) if partitions.is_empty() => {}
+        Some(partitions) => wake.partitions(partitions),
+        None => wake.all(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::domain::{partition_of, NotifyPayload, Priority};
+    use crate::queue::memory::MemoryQueue;
+    use crate::queue::redis::QueueSettings;
+    use crate::queue::{EnqueueBatch, NewEvent, RateLimit, Retention};
+    use tokio::time::Instant;
+
+    /// The idle poll of the test workers.
+    const IDLE: Duration = Duration::from_secs(30);
+
+    /// The lease of the test queues' claims.
+    const LEASE: Duration = Duration::from_secs(15);
+
+    /// The test workers' slots: enough for [`MIN_SHARE`] in each partition of a pass.
+    const SLOTS: usize = 4 * MIN_SHARE;
+
+    /// A worker over an embedded queue of `partitions`, with no account configured: each
+    /// delivery it sends fails at once, without a call upstream, and is to be retried.
+    fn worker(partitions: u16) -> Worker {
+        let limit = RateLimit {
+            limit: 100,
+            window_ms: 60_000,
+        };
+        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(QueueSettings {
+            prefix: "worker".into(),
+            partitions,
+            lease: LEASE,
+            default_limit: limit,
+            margin_ms: 250,
+            retention: Retention::default(),
+        }));
+        let config = Config::from_toml_with_env("", "test.toml", &[]).expect("defaults are valid");
+        let accounts = AccountDirectory::new(&config, queue.clone()).expect("no accounts");
+        let settings = WorkerSettings {
+            policy: RetryPolicy {
+                max_attempts: 5,
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(1),
+            },
+            concurrency: SLOTS,
+            poll_interval: Duration::from_secs(10),
+            idle_poll: IDLE,
+            drain_timeout: Duration::from_secs(1),
+            lease: None,
+        };
+        let client = ZendeskClient::new(Duration::from_secs(1)).expect("client builds");
+        let wake = Arc::new(Wake::default());
+        Worker::new(queue, client, Arc::new(accounts), settings, wake)
+    }
+
+    /// An account whose events go to `partition` of `partitions`.
+    fn account_in(partition: u16, partitions: u16) -> String {
+        (0..)
+            .map(|i| format!("acct{i}"))
+            .find(|a| partition_of(a, partitions) == partition)
+            .expect("some name falls in each partition")
+    }
+
+    /// Stores one event of `account` in `partition`.
+    async fn store(queue: &dyn Queue, account: &str, partition: u16) -> EventId {
+        let id = EventId::new(partition);
+        let event = NewEvent {
+            id: id.clone(),
+            priority: Priority::Normal,
+            ttl_ms: 0,
+            payload: NotifyPayload::new(1, "e", None),
+            agents: vec![None],
+            idempotency: None,
+        };
+        queue
+            .enqueue(EnqueueBatch {
+                account: account.into(),
+                limit: RateLimit {
+                    limit: 100,
+                    window_ms: 60_000,
+                },
+                max_depth: 100,
+                idempotency_ttl_secs: 60,
+                events: vec![event],
+            })
+            .await
+            .expect("stored");
+        id
+    }
+
+    /// The partition of a completion's event.
+    fn partition(completion: &Completion) -> u16 {
+        let (event, _) = completion
+            .delivery_id
+            .rsplit_once(':')
+            .expect("event:index");
+        EventId::parse(event).expect("an event id").partition()
+    }
+
+    /// A completion of delivery `id` that frees nothing.
+    fn released(id: String) -> Completion {
+        Completion {
+            delivery_id: id,
+            account: "a".into(),
+            lease_token: 0,
+            outcome: Outcome::Released,
+        }
+    }
+
+    /// Every completion the sends of `sending` still make.
+    async fn sent(sending: Sending, mut rx: mpsc::Receiver<Completion>) -> Vec<Completion> {
+        sending.tracker.close();
+        sending.tracker.wait().await;
+        drop(sending);
+        let mut all = Vec::new();
+        while let Some(c) = rx.recv().await {
+            all.push(c);
+        }
+        all
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_pass_claims_due_work_and_skips_quiet_partitions() {
+        let worker = worker(3);
+        for p in 0..3 {
+            store(worker.queue.as_ref(), &account_in(p, 3), p).await;
+        }
+        let (tx, mut rx) = mpsc::channel(16);
+        let sending = Sending::new(SLOTS, tx);
+        let mut passes = Passes::new(3);
+        let now = Instant::now();
+        let quiet_until = now + Duration::from_secs(5);
+        passes.quiet[1] = Some(quiet_until);
+
+        let pass = worker.claim_pass(&mut passes, &sending, now, IDLE).await;
+        assert_eq!(pass, Pass::Claimed);
+        let first = [
+            rx.recv().await.expect("sent"),
+            rx.recv().await.expect("sent"),
+        ];
+        let mut partitions = first.map(|c| {
+            assert!(
+                matches!(c.outcome, Outcome::Retry { .. }),
+                "{:?}",
+                c.outcome
+            );
+            partition(&c)
+        });
+        partitions.sort_unstable();
+        assert_eq!(partitions, [0, 2], "the quiet partition was claimed");
+        assert_eq!(passes.quiet, [None, Some(quiet_until), None]);
+        assert_eq!(passes.start, 0, "the next pass starts after partition 2");
+
+        // Once partition 1 falls due it is claimed; 0 and 2 have their calls in flight,
+        // so their claims find nothing and they are quiet until their leases end.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        let pass = worker.claim_pass(&mut passes, &sending, now, IDLE).await;
+        assert_eq!(pass, Pass::Claimed);
+        let rest = sent(sending, rx).await;
+        assert_eq!(rest.iter().map(partition).collect::<Vec<_>>(), [1]);
+        assert_eq!(passes.quiet[1], None);
+        for p in [0, 2] {
+            let until = passes.quiet[p].expect("quiet after an empty claim");
+            assert!(
+                until > now && until <= now + (LEASE - Duration::from_secs(5)),
+                "partition {p} quiet for {:?}",
+                until - now
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_work_ends_at_a_mark_a_due_partition_or_the_idle_poll() {
+        let worker = worker(2);
+        let shutdown = CancellationToken::new();
+        let mut passes = Passes::new(2);
+        let now = Instant::now();
+        passes.quiet = vec![Some(now + Duration::from_secs(3600)); 2];
+        worker.wait_for_work(&passes, now, IDLE, &shutdown).await;
+        assert_eq!(now.elapsed(), IDLE, "nothing due: the idle poll");
+
+        let now = Instant::now();
+        passes.quiet[0] = Some(now + Duration::from_secs(3));
+        worker.wait_for_work(&passes, now, IDLE, &shutdown).await;
+        assert_eq!(
+            now.elapsed(),
+            Duration::from_secs(3),
+            "partition 0 fell due"
+        );
+
+        let now = Instant::now();
+        let long = Some(now + Duration::from_secs(3600));
+        passes.quiet = vec![long; 2];
+        let mark = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            worker.wake.partition(1);
+        };
+        tokio::join!(worker.wait_for_work(&passes, now, IDLE, &shutdown), mark);
+        assert_eq!(now.elapsed(), Duration::from_secs(2), "woken by the mark");
+        worker.wake.apply(&mut passes.quiet);
+        assert_eq!(
+            passes.quiet,
+            [long, None],
+            "only the marked partition is cleared"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_step_sleeps_until_work_is_marked_and_the_next_claims_it() {
+        let worker = worker(2);
+        let (tx, rx) = mpsc::channel(16);
+        let sending = Sending::new(SLOTS, tx);
+        let mut passes = Passes::new(2);
+        let listening = AtomicBool::new(true);
+        let shutdown = CancellationToken::new();
+        let start = Instant::now();
+
+        // Both partitions are claimed, find nothing, and are quiet for the idle poll.
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        assert!(step.await.is_continue());
+        assert_eq!(passes.quiet, [Some(start + IDLE); 2]);
+        // Nothing to claim: the next step sleeps the whole idle poll.
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        assert!(step.await.is_continue());
+        assert_eq!(start.elapsed(), IDLE);
+
+        // Both are claimed again and quiet; then work is stored in 1 and marked.
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        assert!(step.await.is_continue());
+        let now = Instant::now();
+        let account = account_in(1, 2);
+        let mark = async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            store(worker.queue.as_ref(), &account, 1).await;
+            worker.wake.partition(1);
+        };
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        let (step, ()) = tokio::join!(step, mark);
+        assert!(step.is_continue());
+        assert_eq!(now.elapsed(), Duration::from_secs(4), "woken by the mark");
+        let step = worker.step(&mut passes, &sending, &listening, &shutdown);
+        assert!(step.await.is_continue());
+        assert_eq!(now.elapsed(), Duration::from_secs(4), "claimed at once");
+        assert_eq!(passes.quiet, [Some(now + IDLE), None]);
+        let sent = sent(sending, rx).await;
+        assert_eq!(sent.iter().map(partition).collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn the_idle_poll_is_spread_over_many_partitions_while_listening() {
+        let worker = worker(1);
+        assert_eq!(worker.idle_poll_of(1, true), IDLE);
+        assert_eq!(worker.idle_poll_of(IDLE_PARTITIONS, true), IDLE);
+        assert_eq!(worker.idle_poll_of(IDLE_PARTITIONS + 1, true), IDLE * 2);
+        assert_eq!(worker.idle_poll_of(64, false), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completions_are_taken_in_batches_of_what_is_waiting() {
+        let (tx, mut rx) = mpsc::channel(COMPLETE_BATCH * 2);
+        for i in 0..COMPLETE_BATCH + 3 {
+            tx.send(released(format!("x:{i}"))).await.expect("open");
+        }
+        let first = next_batch(&mut rx).await.expect("a batch");
+        assert_eq!(first.len(), COMPLETE_BATCH);
+        assert_eq!(first[0].delivery_id, "x:0");
+        let second = next_batch(&mut rx).await.expect("a batch");
+        let ids: Vec<_> = second.iter().map(|c| c.delivery_id.as_str()).collect();
+        assert_eq!(ids, ["x:512", "x:513", "x:514"]);
+
+        // A batch does not wait for more than is waiting.
+        let later = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.send(released("x:late".into())).await.expect("open");
+        };
+        tx.send(released("x:now".into())).await.expect("open");
+        let (third, ()) = tokio::join!(next_batch(&mut rx), later);
+        assert_eq!(third.expect("a batch").len(), 1);
+        assert_eq!(next_batch(&mut rx).await.expect("a batch").len(), 1);
+        drop(tx);
+        assert!(next_batch(&mut rx).await.is_none(), "every sender is gone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_completions_wake_the_worker_for_their_partitions() {
+        let worker = worker(3);
+        let queue = worker.queue.clone();
+        let accounts = [account_in(0, 3), account_in(2, 3)];
+        let (tx, rx) = mpsc::channel(8);
+        for (account, p) in accounts.iter().zip([0, 2]) {
+            store(queue.as_ref(), account, p).await;
+            for claimed in queue.claim(p, 8).await.expect("claimed").items {
+                let completion = Completion::of(&claimed, Outcome::Delivered { status: 200 });
+                tx.send(completion).await.expect("open");
+            }
+        }
+        drop(tx);
+        let shutdown = CancellationToken::new();
+        record_completions(queue.clone(), rx, shutdown, worker.wake.clone()).await;
+
+        let stats = queue.stats().await.expect("stats");
+        for account in &accounts {
+            let a = stats.accounts.iter().find(|a| &a.account == account);
+            let a = a.expect("the account has counters");
+            assert_eq!((a.delivered, a.depth, a.in_flight), (1, 0, 0), "{account}");
+        }
+        let quiet = Some(Instant::now() + IDLE);
+        let mut after = vec![quiet; 3];
+        worker.wake.apply(&mut after);
+        assert_eq!(after, [None, quiet, None]);
+    }
+
+    #[test]
+    fn only_recorded_outcomes_wake_and_an_unknown_id_wakes_every_partition() {
+        let known = |p: u16| released(format!("{}:0", EventId::new(p).as_str()));
+        let failed = || Err(QueueError::Unavailable("down".into()));
+        let quiet = Some(Instant::now());
+        let wake = Wake::default();
+        wake_freed(&wake, &[known(0), known(2)], &[Ok(()), failed()]);
+        let mut after = vec![quiet; 3];
+        wake.apply(&mut after);
+        assert_eq!(after, [None, quiet, quiet]);
+
+        wake_freed(&wake, &[known(1), released("x".into())], &[Ok(()), Ok(())]);
+        let mut after = vec![quiet; 3];
+        wake.apply(&mut after);
+        assert_eq!(after, [None; 3]);
+    }
 
     #[test]
     fn slots_are_shared_across_partitions() {

@@ -207,16 +207,34 @@ impl Metrics {
     /// The Prometheus text: recorded metrics plus queue gauges from `stats`; without
     /// `stats` (storage unreachable) the counters alone, with `zenrelay_queue_up 0`.
     pub fn render(&self, stats: Option<&QueueStats>) -> String {
-        let up = stats.is_some();
-        let empty = QueueStats::default();
-        let stats = stats.unwrap_or(&empty);
-        let per_account = if up {
-            let fits = stats.accounts.len() <= self.per_account_max;
-            self.per_account.store(fits, Ordering::Relaxed);
-            fits
-        } else {
-            self.per_account.load(Ordering::Relaxed)
-        };
+        let per_account = self.per_account_for(stats);
+        let mut out = self.render_recorded(per_account);
+        self.render_process_gauges(&mut out, stats.is_some());
+        if let Some(stats) = stats {
+            render_account_gauges(&mut out, stats, per_account);
+            render_oldest_age(&mut out, stats, per_account);
+            render_account_totals(&mut out, stats);
+        }
+        out
+    }
+
+    /// Whether this scrape exports per-account series: with `stats`, whether its accounts
+    /// fit `per_account_max` (remembered for the counters recorded next); without, as
+    /// last decided.
+    fn per_account_for(&self, stats: Option<&QueueStats>) -> bool {
+        match stats {
+            Some(stats) => {
+                let fits = stats.accounts.len() <= self.per_account_max;
+                self.per_account.store(fits, Ordering::Relaxed);
+                fits
+            }
+            None => self.per_account.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The recorder's counters and histogram (the per-account series only when
+    /// `per_account`), with `zenrelay_proxy_requests_total` at 0 until a call was proxied.
+    fn render_recorded(&self, per_account: bool) -> String {
         let mut out = String::new();
         for line in self.handle.render().lines() {
             if per_account || !line.contains("account=\"") {
@@ -229,6 +247,12 @@ impl Metrics {
                 "# TYPE zenrelay_proxy_requests_total counter\nzenrelay_proxy_requests_total 0\n\n",
             );
         }
+        out
+    }
+
+    /// The gauges of this process: `zenrelay_event_ttl_seconds` (when set) and
+    /// `zenrelay_queue_up`.
+    fn render_process_gauges(&self, out: &mut String, up: bool) {
         let ttl = self.ttl_seconds.load(Ordering::Relaxed);
         if ttl > 0 {
             let _ = writeln!(
@@ -241,107 +265,117 @@ impl Metrics {
             "# HELP zenrelay_queue_up Whether the queue storage answered this scrape.\n# TYPE zenrelay_queue_up gauge\nzenrelay_queue_up {}",
             u8::from(up)
         );
-        if !up {
-            return out;
+    }
+}
+
+/// A queue gauge summed over the accounts: its name, its help text, and its value for one
+/// account.
+type AccountGauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::queue::AccountStats) -> f64,
+);
+
+/// The queue gauges summed over the accounts, in the order they are rendered.
+const ACCOUNT_GAUGES: [AccountGauge; 6] = [
+    (
+        "zenrelay_queue_depth",
+        "Undelivered Notify calls (queued, in flight, awaiting retry).",
+        |a| a.depth as f64,
+    ),
+    (
+        "zenrelay_queue_in_flight",
+        "Notify calls leased to a worker.",
+        |a| a.in_flight as f64,
+    ),
+    (
+        "zenrelay_queue_scheduled_retries",
+        "Notify calls waiting for a scheduled retry.",
+        |a| a.scheduled_retries as f64,
+    ),
+    (
+        "zenrelay_dead_letters",
+        "Dead letters kept for inspection or replay.",
+        |a| a.dead as f64,
+    ),
+    (
+        "zenrelay_sent_in_window",
+        "Notify calls started in the current rolling window.",
+        |a| a.sent_in_window as f64,
+    ),
+    (
+        "zenrelay_account_paused",
+        "Accounts whose delivery is held.",
+        |a| f64::from(u8::from(a.paused || a.auth_failed)),
+    ),
+];
+
+/// Each of [`ACCOUNT_GAUGES`]: the sum over the accounts, then (when `per_account`) each
+/// account's value; `zenrelay_account_paused` also says why each account is held.
+fn render_account_gauges(out: &mut String, stats: &QueueStats, per_account: bool) {
+    for (name, help, value) in ACCOUNT_GAUGES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        let total: f64 = stats.accounts.iter().map(value).sum();
+        let _ = writeln!(out, "{name} {total}");
+        if !per_account {
+            continue;
         }
-        let now = stats.now_ms;
-        let age =
-            |oldest: Option<u64>| oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0);
-        type Gauge = (
-            &'static str,
-            &'static str,
-            fn(&crate::queue::AccountStats) -> f64,
-        );
-        let gauges: [Gauge; 6] = [
-            (
-                "zenrelay_queue_depth",
-                "Undelivered Notify calls (queued, in flight, awaiting retry).",
-                |a| a.depth as f64,
-            ),
-            (
-                "zenrelay_queue_in_flight",
-                "Notify calls leased to a worker.",
-                |a| a.in_flight as f64,
-            ),
-            (
-                "zenrelay_queue_scheduled_retries",
-                "Notify calls waiting for a scheduled retry.",
-                |a| a.scheduled_retries as f64,
-            ),
-            (
-                "zenrelay_dead_letters",
-                "Dead letters kept for inspection or replay.",
-                |a| a.dead as f64,
-            ),
-            (
-                "zenrelay_sent_in_window",
-                "Notify calls started in the current rolling window.",
-                |a| a.sent_in_window as f64,
-            ),
-            (
-                "zenrelay_account_paused",
-                "Accounts whose delivery is held.",
-                |a| f64::from(u8::from(a.paused || a.auth_failed)),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            let total: f64 = stats.accounts.iter().map(value).sum();
-            let _ = writeln!(out, "{name} {total}");
-            if per_account {
-                for a in &stats.accounts {
-                    if name == "zenrelay_account_paused" {
-                        let reason = if a.auth_failed {
-                            "auth_failed"
-                        } else {
-                            "operator"
-                        };
-                        let _ = writeln!(
-                            out,
-                            "{name}{{account=\"{}\",reason=\"{reason}\"}} {}",
-                            escape(&a.account),
-                            value(a)
-                        );
-                    } else {
-                        let _ = writeln!(
-                            out,
-                            "{name}{{account=\"{}\"}} {}",
-                            escape(&a.account),
-                            value(a)
-                        );
-                    }
-                }
-            }
-        }
-        let name = "zenrelay_oldest_event_age_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Age of the oldest undelivered event waiting or in flight.\n# TYPE {name} gauge"
-        );
-        let oldest = stats.accounts.iter().filter_map(|a| a.oldest_ms).min();
-        let _ = writeln!(out, "{name} {}", age(oldest));
-        if per_account {
-            for a in &stats.accounts {
+        for a in &stats.accounts {
+            let account = escape(&a.account);
+            if name == "zenrelay_account_paused" {
+                let reason = if a.auth_failed {
+                    "auth_failed"
+                } else {
+                    "operator"
+                };
                 let _ = writeln!(
                     out,
-                    "{name}{{account=\"{}\"}} {}",
-                    escape(&a.account),
-                    age(a.oldest_ms)
+                    "{name}{{account=\"{account}\",reason=\"{reason}\"}} {}",
+                    value(a)
                 );
+            } else {
+                let _ = writeln!(out, "{name}{{account=\"{account}\"}} {}", value(a));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP zenrelay_accounts_auth_failed Accounts held because upstream refused their credentials.\n# TYPE zenrelay_accounts_auth_failed gauge\nzenrelay_accounts_auth_failed {}",
-            stats.accounts.iter().filter(|a| a.auth_failed).count()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP zenrelay_accounts Accounts known to the queue.\n# TYPE zenrelay_accounts gauge\nzenrelay_accounts {}",
-            stats.accounts.len()
-        );
-        out
     }
+}
+
+/// `zenrelay_oldest_event_age_seconds`, on the storage's clock: the oldest of all, then
+/// (when `per_account`) each account's.
+fn render_oldest_age(out: &mut String, stats: &QueueStats, per_account: bool) {
+    let now = stats.now_ms;
+    let age = |oldest: Option<u64>| oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0);
+    let name = "zenrelay_oldest_event_age_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Age of the oldest undelivered event waiting or in flight.\n# TYPE {name} gauge"
+    );
+    let oldest = stats.accounts.iter().filter_map(|a| a.oldest_ms).min();
+    let _ = writeln!(out, "{name} {}", age(oldest));
+    if per_account {
+        for a in &stats.accounts {
+            let _ = writeln!(
+                out,
+                "{name}{{account=\"{}\"}} {}",
+                escape(&a.account),
+                age(a.oldest_ms)
+            );
+        }
+    }
+}
+
+/// The account counts: `zenrelay_accounts_auth_failed` and `zenrelay_accounts`.
+fn render_account_totals(out: &mut String, stats: &QueueStats) {
+    let _ = writeln!(
+        out,
+        "# HELP zenrelay_accounts_auth_failed Accounts held because upstream refused their credentials.\n# TYPE zenrelay_accounts_auth_failed gauge\nzenrelay_accounts_auth_failed {}",
+        stats.accounts.iter().filter(|a| a.auth_failed).count()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP zenrelay_accounts Accounts known to the queue.\n# TYPE zenrelay_accounts gauge\nzenrelay_accounts {}",
+        stats.accounts.len()
+    );
 }
 
 /// Escapes a label value for the text format.
@@ -417,5 +451,186 @@ mod tests {
         assert!(text.contains("zenrelay_events_accepted_total 3"), "{text}");
         let text = Metrics::new(2, 2).unwrap().with_ttl(600).render(None);
         assert!(text.contains("zenrelay_event_ttl_seconds 600"), "{text}");
+    }
+
+    /// What `renders_every_family_exactly` renders with the queue's stats.
+    const RENDERED_UP: &str = r#"# TYPE zenrelay_notify_requests_total counter
+zenrelay_notify_requests_total{status="200"} 1
+zenrelay_notify_requests_total{status="error"} 1
+zenrelay_notify_requests_total{account="a\"1",status="error"} 1
+zenrelay_notify_requests_total{account="a0",status="200"} 1
+
+# TYPE zenrelay_events_accepted_total counter
+zenrelay_events_accepted_total 3
+zenrelay_events_accepted_total{account="a0"} 3
+
+# TYPE zenrelay_upstream_429_total counter
+zenrelay_upstream_429_total 1
+zenrelay_upstream_429_total{account="a\"1"} 1
+
+# TYPE zenrelay_dead_letters_dropped_total counter
+zenrelay_dead_letters_dropped_total 2
+
+# TYPE zenrelay_delivery_latency_seconds histogram
+zenrelay_delivery_latency_seconds_bucket{le="0.01"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.025"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.05"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.1"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.25"} 0
+zenrelay_delivery_latency_seconds_bucket{le="0.5"} 1
+zenrelay_delivery_latency_seconds_bucket{le="1"} 1
+zenrelay_delivery_latency_seconds_bucket{le="2.5"} 1
+zenrelay_delivery_latency_seconds_bucket{le="5"} 1
+zenrelay_delivery_latency_seconds_bucket{le="10"} 1
+zenrelay_delivery_latency_seconds_bucket{le="30"} 1
+zenrelay_delivery_latency_seconds_bucket{le="60"} 1
+zenrelay_delivery_latency_seconds_bucket{le="120"} 1
+zenrelay_delivery_latency_seconds_bucket{le="300"} 1
+zenrelay_delivery_latency_seconds_bucket{le="600"} 1
+zenrelay_delivery_latency_seconds_bucket{le="1800"} 1
+zenrelay_delivery_latency_seconds_bucket{le="3600"} 1
+zenrelay_delivery_latency_seconds_bucket{le="+Inf"} 1
+zenrelay_delivery_latency_seconds_sum 0.3
+zenrelay_delivery_latency_seconds_count 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.01"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.025"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.05"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.1"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.25"} 0
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="0.5"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="1"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="2.5"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="5"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="10"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="30"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="60"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="120"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="300"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="600"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="1800"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="3600"} 1
+zenrelay_delivery_latency_seconds_bucket{account="a0",le="+Inf"} 1
+zenrelay_delivery_latency_seconds_sum{account="a0"} 0.3
+zenrelay_delivery_latency_seconds_count{account="a0"} 1
+
+# TYPE zenrelay_proxy_requests_total counter
+zenrelay_proxy_requests_total 0
+
+# HELP zenrelay_event_ttl_seconds Default time to live of an event (delivery.default_ttl_seconds).
+# TYPE zenrelay_event_ttl_seconds gauge
+zenrelay_event_ttl_seconds 900
+# HELP zenrelay_queue_up Whether the queue storage answered this scrape.
+# TYPE zenrelay_queue_up gauge
+zenrelay_queue_up 1
+# HELP zenrelay_queue_depth Undelivered Notify calls (queued, in flight, awaiting retry).
+# TYPE zenrelay_queue_depth gauge
+zenrelay_queue_depth 4
+zenrelay_queue_depth{account="a0"} 3
+zenrelay_queue_depth{account="a\"1\\\n"} 1
+# HELP zenrelay_queue_in_flight Notify calls leased to a worker.
+# TYPE zenrelay_queue_in_flight gauge
+zenrelay_queue_in_flight 1
+zenrelay_queue_in_flight{account="a0"} 1
+zenrelay_queue_in_flight{account="a\"1\\\n"} 0
+# HELP zenrelay_queue_scheduled_retries Notify calls waiting for a scheduled retry.
+# TYPE zenrelay_queue_scheduled_retries gauge
+zenrelay_queue_scheduled_retries 1
+zenrelay_queue_scheduled_retries{account="a0"} 1
+zenrelay_queue_scheduled_retries{account="a\"1\\\n"} 0
+# HELP zenrelay_dead_letters Dead letters kept for inspection or replay.
+# TYPE zenrelay_dead_letters gauge
+zenrelay_dead_letters 2
+zenrelay_dead_letters{account="a0"} 2
+zenrelay_dead_letters{account="a\"1\\\n"} 0
+# HELP zenrelay_sent_in_window Notify calls started in the current rolling window.
+# TYPE zenrelay_sent_in_window gauge
+zenrelay_sent_in_window 5
+zenrelay_sent_in_window{account="a0"} 5
+zenrelay_sent_in_window{account="a\"1\\\n"} 0
+# HELP zenrelay_account_paused Accounts whose delivery is held.
+# TYPE zenrelay_account_paused gauge
+zenrelay_account_paused 2
+zenrelay_account_paused{account="a0",reason="operator"} 1
+zenrelay_account_paused{account="a\"1\\\n",reason="auth_failed"} 1
+# HELP zenrelay_oldest_event_age_seconds Age of the oldest undelivered event waiting or in flight.
+# TYPE zenrelay_oldest_event_age_seconds gauge
+zenrelay_oldest_event_age_seconds 6
+zenrelay_oldest_event_age_seconds{account="a0"} 6
+zenrelay_oldest_event_age_seconds{account="a\"1\\\n"} 1.5
+# HELP zenrelay_accounts_auth_failed Accounts held because upstream refused their credentials.
+# TYPE zenrelay_accounts_auth_failed gauge
+zenrelay_accounts_auth_failed 1
+# HELP zenrelay_accounts Accounts known to the queue.
+# TYPE zenrelay_accounts gauge
+zenrelay_accounts 2
+"#;
+
+    /// What it renders without them.
+    const RENDERED_DOWN: &str = r#"# TYPE zenrelay_upstream_429_total counter
+zenrelay_upstream_429_total 0
+
+# TYPE zenrelay_proxy_requests_total counter
+zenrelay_proxy_requests_total{account="a0",status="502"} 1
+zenrelay_proxy_requests_total{status="502"} 1
+
+# TYPE zenrelay_dead_letters_dropped_total counter
+zenrelay_dead_letters_dropped_total 0
+
+# TYPE zenrelay_events_accepted_total counter
+zenrelay_events_accepted_total 0
+
+# HELP zenrelay_queue_up Whether the queue storage answered this scrape.
+# TYPE zenrelay_queue_up gauge
+zenrelay_queue_up 0
+"#;
+
+    /// The recorder's part of a rendering (its metric families come in no fixed order)
+    /// as sorted lines, and the rest, which is written here in a fixed order.
+    fn parts(text: &str) -> (Vec<&str>, &str) {
+        let at = text.find("# HELP ").expect("the gauges are rendered");
+        let mut recorded: Vec<&str> = text[..at].split('\n').collect();
+        recorded.sort_unstable();
+        (recorded, &text[at..])
+    }
+
+    #[test]
+    fn renders_every_family_exactly() {
+        let m = Metrics::new(3, 2).unwrap().with_ttl(900);
+        m.events_accepted("a0", 3);
+        m.notify_request("a0", Some(200));
+        m.notify_request("a\"1", None);
+        m.upstream_429("a\"1");
+        m.delivered("a0", Duration::from_millis(300));
+        m.dead_letters_dropped(2);
+        let stats = QueueStats {
+            now_ms: 10_000,
+            accounts: vec![
+                AccountStats {
+                    account: "a0".into(),
+                    depth: 3,
+                    in_flight: 1,
+                    scheduled_retries: 1,
+                    dead: 2,
+                    oldest_ms: Some(4_000),
+                    sent_in_window: 5,
+                    paused: true,
+                    ..Default::default()
+                },
+                AccountStats {
+                    account: "a\"1\\\n".into(),
+                    depth: 1,
+                    oldest_ms: Some(8_500),
+                    auth_failed: true,
+                    ..Default::default()
+                },
+            ],
+        };
+        let text = m.render(Some(&stats));
+        assert_eq!(parts(&text), parts(RENDERED_UP), "{text}");
+
+        let m = Metrics::new(1, 0).unwrap();
+        m.proxy_request("a0", 502);
+        let text = m.render(None);
+        assert_eq!(parts(&text), parts(RENDERED_DOWN), "{text}");
     }
 }
