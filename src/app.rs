@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::AccountDirectory;
 use crate::auth::ClientKeys;
 use crate::config::Config;
-use crate::delivery::{Wake, Worker, WorkerSettings};
+use crate::delivery::{Worker, WorkerSettings};
 use crate::domain::notify_schema;
 use crate::history::{self, History};
 use crate::intake::Intake;
@@ -25,6 +25,7 @@ use crate::queue::{Queue, QueueError, RateLimit};
 use crate::schema::SchemaValidator;
 use crate::state::{AppState, Parts};
 use crate::throttle::Throttle;
+use crate::wake::Wake;
 use crate::webhooks::Webhooks;
 use crate::zendesk::ZendeskClient;
 

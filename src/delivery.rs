@@ -27,6 +27,7 @@ use crate::config::DeliveryConfig;
 use crate::domain::EventId;
 use crate::metrics::Metrics;
 use crate::queue::{ClaimBatch, Claimed, Completion, DeadReason, Outcome, Queue, QueueError};
+use crate::wake::Wake;
 use crate::zendesk::{NotifyResult, ZendeskClient};
 
 /// Most deliveries claimed from one partition in one call.
@@ -54,58 +55,6 @@ fn share_slots(free: usize, ready: &[u16]) -> Vec<(u16, usize)> {
         .map(|(i, &p)| (p, free / served + usize::from(i < free % served)))
         .filter(|(_, share)| *share > 0)
         .collect()
-}
-
-/// What wakes an idle worker: work stored in some partitions (or in any), told by this
-/// process (ingress, recorded completions, operator actions) or announced by others.
-#[derive(Default)]
-pub struct Wake {
-    notify: Notify,
-    marked: std::sync::Mutex<Marked>,
-}
-
-/// The partitions told to have work since the worker last looked (a set: at most one
-/// entry per partition, however often ingress tells it while no worker looks).
-#[derive(Default)]
-struct Marked {
-    all: bool,
-    partitions: std::collections::BTreeSet<u16>,
-}
-
-impl Wake {
-    /// Work is waiting in `partition`.
-    pub fn partition(&self, partition: u16) {
-        self.partitions([partition]);
-    }
-
-    /// Work is waiting in each of `partitions`.
-    pub fn partitions(&self, partitions: impl IntoIterator<Item = u16>) {
-        self.lock().partitions.extend(partitions);
-        self.notify.notify_one();
-    }
-
-    /// Work may be waiting in any partition.
-    pub fn all(&self) {
-        self.lock().all = true;
-        self.notify.notify_one();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Marked> {
-        self.marked.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Clears the quiet time of every partition told to have work.
-    fn apply(&self, quiet: &mut [Option<tokio::time::Instant>]) {
-        let marked = std::mem::take(&mut *self.lock());
-        if marked.all {
-            quiet.iter_mut().for_each(|q| *q = None);
-        }
-        for p in marked.partitions {
-            if let Some(q) = quiet.get_mut(usize::from(p)) {
-                *q = None;
-            }
-        }
-    }
 }
 
 /// Partitions whose idle claims, while the queue announces new work, are spread over
@@ -401,7 +350,7 @@ impl Worker {
         let next = passes.next_due(now).unwrap_or(until);
         tokio::select! {
             _ = tokio::time::sleep_until(next.min(until)) => {}
-            _ = self.wake.notify.notified() => {}
+            _ = self.wake.notified() => {}
             _ = shutdown.cancelled() => {}
         }
     }
@@ -892,7 +841,7 @@ mod tests {
     use crate::config::Config;
     use crate::domain::{partition_of, NotifyPayload, Priority};
     use crate::queue::memory::MemoryQueue;
-    use crate::queue::redis::QueueSettings;
+    use crate::queue::script_queue::QueueSettings;
     use crate::queue::{EnqueueBatch, NewEvent, RateLimit, Retention};
     use tokio::time::Instant;
 

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::delivery::Wake;
 use crate::domain::{
     fingerprint, partition_of, EventError, EventId, FieldError, NotifyEvent, NOTIFY_MAX_BYTES,
 };
 use crate::metrics::Metrics;
 use crate::queue::{EnqueueBatch, EnqueueOutcome, NewEvent, Queue, QueueError};
 use crate::schema::SchemaValidator;
+use crate::wake::Wake;
 use crate::zendesk::Account;
 
 /// How long an `Idempotency-Key` is remembered, in seconds.

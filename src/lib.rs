@@ -20,7 +20,7 @@
 //! - [`intake`] — validates events and stores them (for ingress, webhooks and the proxy).
 //! - [`proxy`] — the Apps API proxy: allowlist, path checks, routing, credential injection,
 //!   retries and pacing.
-//! - [`delivery`] — the worker loop, what wakes it, and the retry policy.
+//! - [`delivery`] — the worker loop and the retry policy.
 //! - [`sim`] — the local Zendesk Apps API simulator (feature `sim`, on by default).
 //! - [`accounts`] — configured and runtime accounts.
 //! - [`webhooks`] — signed webhooks: signatures, conditions, mapping to Notify events.
@@ -33,6 +33,7 @@
 //! - [`config`] — typed, layered configuration.
 //! - [`metrics`] — Prometheus metrics.
 //! - [`presence`] — this process's heartbeat in the store's registry of gateway processes.
+//! - [`wake`] — what wakes an idle worker: partitions with new work.
 //! - [`queue`] — the queue contract and its Lua scripts (key layout), run by Redis in
 //!   production (one primary, found directly or through Sentinel, or the masters of a
 //!   Redis Cluster) or by an embedded Lua over an in-process store (`memory://`, not
@@ -71,5 +72,6 @@ pub mod state;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;
+pub mod wake;
 pub mod webhooks;
 pub mod zendesk;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use crate::accounts::AccountDirectory;
 use crate::auth::ClientKeys;
 use crate::config::Config;
-use crate::delivery::Wake;
 use crate::history::History;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::queue::Queue;
 use crate::throttle::Throttle;
+use crate::wake::Wake;
 use crate::webhooks::Webhooks;
 use crate::zendesk::Accounts;
 

@@ -1007,7 +1007,7 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
             drain_timeout: Duration::from_secs(2),
             lease: Some((lease, send_timeout)),
         },
-        Arc::new(zenrelay::delivery::Wake::default()),
+        Arc::new(zenrelay::wake::Wake::default()),
     );
     queue
         .enqueue(EnqueueBatch {

@@ -1,0 +1,63 @@
+//! What wakes an idle delivery worker: the partitions that work was stored in since it
+//! last looked, told by this process (ingress, recorded completions, operator actions) or
+//! announced by other processes.
+
+use tokio::sync::Notify;
+
+/// What wakes an idle worker: work stored in some partitions (or in any), told by this
+/// process (ingress, recorded completions, operator actions) or announced by others.
+#[derive(Default)]
+pub struct Wake {
+    notify: Notify,
+    marked: std::sync::Mutex<Marked>,
+}
+
+/// The partitions told to have work since the worker last looked (a set: at most one
+/// entry per partition, however often ingress tells it while no worker looks).
+#[derive(Default)]
+struct Marked {
+    all: bool,
+    partitions: std::collections::BTreeSet<u16>,
+}
+
+impl Wake {
+    /// Work is waiting in `partition`.
+    pub fn partition(&self, partition: u16) {
+        self.partitions([partition]);
+    }
+
+    /// Work is waiting in each of `partitions`.
+    pub fn partitions(&self, partitions: impl IntoIterator<Item = u16>) {
+        self.lock().partitions.extend(partitions);
+        self.notify.notify_one();
+    }
+
+    /// Work may be waiting in any partition.
+    pub fn all(&self) {
+        self.lock().all = true;
+        self.notify.notify_one();
+    }
+
+    /// Resolves at the next mark made after it was first polled (or at once, for a mark
+    /// made while no one waited).
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Marked> {
+        self.marked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Clears the quiet time of every partition told to have work.
+    pub(crate) fn apply(&self, quiet: &mut [Option<tokio::time::Instant>]) {
+        let marked = std::mem::take(&mut *self.lock());
+        if marked.all {
+            quiet.iter_mut().for_each(|q| *q = None);
+        }
+        for p in marked.partitions {
+            if let Some(q) = quiet.get_mut(usize::from(p)) {
+                *q = None;
+            }
+        }
+    }
+}
