@@ -156,13 +156,17 @@ impl Intake {
         event: NewEvent,
         idempotency_ttl_secs: u64,
     ) -> Result<Stored, IntakeError> {
-        let mut outcomes = self
+        let outcomes = self
             .store(account, vec![event], idempotency_ttl_secs)
             .await?;
-        match outcomes.pop() {
-            Some(outcome) => outcome,
-            None => Err(QueueError::Protocol("enqueue answered nothing".into()).into()),
+        let stored = match outcomes.into_iter().next() {
+            Some(outcome) => outcome?,
+            None => return Err(QueueError::Protocol("enqueue answered nothing".into()).into()),
+        };
+        if stored.new {
+            tracing::debug!(event_id = %stored.id, account = %account.id, deliveries = stored.deliveries, "event stored");
         }
+        Ok(stored)
     }
 
     /// Stores events of one account independently: one outcome per event, in order.
@@ -171,7 +175,15 @@ impl Intake {
         account: &Account,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Result<Stored, IntakeError>>, IntakeError> {
-        self.store(account, events, IDEMPOTENCY_TTL_SECS).await
+        let results = self.store(account, events, IDEMPOTENCY_TTL_SECS).await?;
+        let stored = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Stored { new: true, .. })))
+            .count();
+        if stored > 0 {
+            tracing::debug!(account = %account.id, stored, "batch stored");
+        }
+        Ok(results)
     }
 
     async fn store(
@@ -200,7 +212,6 @@ impl Intake {
             self.wake
                 .partition(partition_of(&account.id, self.partitions));
             self.metrics.events_accepted(&account.id, stored);
-            tracing::debug!(account = %account.id, stored, "events stored");
         }
         Ok(results)
     }

@@ -74,6 +74,17 @@ impl Admin {
     }
 }
 
+/// The path's one parameter (400 `bad_path` when it does not decode).
+pub struct PathParam(pub String);
+
+impl FromRequestParts<AppState> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        path_value(parts, state).await.map(PathParam)
+    }
+}
+
 /// The account of the path (`{account}`) that an admin key reaches, which exists.
 pub struct AdminAccount(pub String);
 

@@ -7,15 +7,14 @@
 //! passes, and 202 is answered only once Redis has stored the event.
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use crate::api::extract::{
-    idempotency_key, parse_json, read_body, require_json, Caller, CallerAccount,
+    idempotency_key, parse_json, read_body, require_json, Caller, CallerAccount, PathParam,
 };
 use crate::domain::{EventId, FieldError};
 use crate::error::{ApiError, ErrorCode};
@@ -221,12 +220,9 @@ fn item_error(e: &ApiError, index: usize) -> Value {
     ))]
 pub async fn event_status(
     State(state): State<AppState>,
+    PathParam(raw): PathParam,
     Caller(client): Caller,
-    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = path
-        .map(|Path(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPath, e.body_text()))?;
     let missing = || {
         ApiError::new(
             StatusCode::NOT_FOUND,

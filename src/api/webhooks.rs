@@ -4,14 +4,13 @@
 use std::time::SystemTime;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
-use crate::api::extract::{parse_json, read_body, require_json, unknown_account};
+use crate::api::extract::{parse_json, read_body, require_json, unknown_account, PathParam};
 use crate::domain::FieldError;
 use crate::error::{ApiError, ErrorCode};
 use crate::intake::{IntakeError, Stored};
@@ -44,13 +43,10 @@ use crate::webhooks::SignatureError;
     ))]
 pub async fn receive(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    PathParam(name): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let name = path
-        .map(|Path(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPath, e.body_text()))?;
     let hook = state.webhooks().get(&name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

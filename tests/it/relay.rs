@@ -205,6 +205,18 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             404,
             "unknown_event",
         ),
+        // The path is checked before the key: an id that does not decode is 400, keyed or not.
+        (
+            http.get(format!("{}/v1/events/%FF", gw.base)),
+            400,
+            "bad_path",
+        ),
+        (
+            http.get(format!("{}/v1/events/%FF", gw.base))
+                .bearer_auth(KEY),
+            400,
+            "bad_path",
+        ),
     ];
     for (i, (req, status, code)) in cases.into_iter().enumerate() {
         let (got, body) = error_of(req.send().await.unwrap()).await;
