@@ -8,7 +8,7 @@
 use std::fmt;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Zendesk's largest Notify request body, in bytes.
@@ -207,79 +207,27 @@ impl NotifyEvent {
     /// Builds an event from a JSON document that passed the schema; re-checks every
     /// field so that it never trusts the schema alone.
     pub fn from_json(value: &Value) -> Result<Self, EventError> {
-        let mut errors = Vec::new();
         let Some(obj) = value.as_object() else {
             return Err(EventError::Invalid(vec![FieldError::new(
                 "",
                 "must be a JSON object",
             )]));
         };
+        let mut errors = Vec::new();
         let app_id = uint_field(obj.get("app_id"), "/app_id", true, &mut errors);
-        let event = match obj.get("event") {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.as_str()),
-            Some(_) => {
-                errors.push(FieldError::new("/event", "must be a non-empty string"));
-                None
-            }
-            None => {
-                errors.push(FieldError::new("/event", "is required"));
-                None
-            }
-        };
+        let event = event_field(obj.get("event"), &mut errors);
         let body = match obj.get("body") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => Some(other.to_string()),
         };
-        let agent_id = uint_field(obj.get("agent_id"), "/agent_id", false, &mut errors);
-        let agents = match obj.get("agent_ids") {
-            None => vec![agent_id],
-            Some(_) if obj.contains_key("agent_id") => {
-                errors.push(FieldError::new(
-                    "/agent_ids",
-                    "agent_id and agent_ids are mutually exclusive",
-                ));
-                vec![None]
-            }
-            Some(Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    uint_field(Some(item), &format!("/agent_ids/{i}"), true, &mut errors)
-                })
-                .collect(),
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "/agent_ids",
-                    "must be a non-empty array of agent ids",
-                ));
-                vec![None]
-            }
-        };
+        let agents = agents_field(obj, &mut errors);
         let ttl_seconds = uint_field(obj.get("ttl_seconds"), "/ttl_seconds", false, &mut errors);
         if ttl_seconds == Some(0) {
             errors.push(FieldError::new("/ttl_seconds", "must be at least 1"));
         }
-        let priority = match obj.get("priority") {
-            None => Priority::Normal,
-            Some(Value::String(s)) if s == "normal" => Priority::Normal,
-            Some(Value::String(s)) if s == "high" => Priority::High,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "/priority",
-                    "must be \"high\" or \"normal\"",
-                ));
-                Priority::Normal
-            }
-        };
-        for key in obj.keys() {
-            if !KNOWN_FIELDS.contains(&key.as_str()) {
-                errors.push(FieldError::new(
-                    format!("/{}", escape_pointer(key)),
-                    "is not a known field",
-                ));
-            }
-        }
+        let priority = priority_field(obj.get("priority"), &mut errors);
+        unknown_fields(obj, &mut errors);
         if !errors.is_empty() {
             errors.sort_by(|a, b| a.pointer.cmp(&b.pointer));
             errors.dedup();
@@ -306,6 +254,77 @@ impl NotifyEvent {
             ttl_seconds,
             priority,
         })
+    }
+}
+
+/// `event`: a non-empty string.
+fn event_field<'a>(value: Option<&'a Value>, errors: &mut Vec<FieldError>) -> Option<&'a str> {
+    match value {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.as_str()),
+        Some(_) => {
+            errors.push(FieldError::new("/event", "must be a non-empty string"));
+            None
+        }
+        None => {
+            errors.push(FieldError::new("/event", "is required"));
+            None
+        }
+    }
+}
+
+/// The agents to notify: `agent_id` (one, or `None` for every agent), or `agent_ids` (a
+/// non-empty list, one call each); not both.
+fn agents_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Vec<Option<u64>> {
+    let agent_id = uint_field(obj.get("agent_id"), "/agent_id", false, errors);
+    match obj.get("agent_ids") {
+        None => vec![agent_id],
+        Some(_) if obj.contains_key("agent_id") => {
+            errors.push(FieldError::new(
+                "/agent_ids",
+                "agent_id and agent_ids are mutually exclusive",
+            ));
+            vec![None]
+        }
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| uint_field(Some(item), &format!("/agent_ids/{i}"), true, errors))
+            .collect(),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "/agent_ids",
+                "must be a non-empty array of agent ids",
+            ));
+            vec![None]
+        }
+    }
+}
+
+/// `priority`: `"high"` or `"normal"` (the default).
+fn priority_field(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Priority {
+    match value {
+        None => Priority::Normal,
+        Some(Value::String(s)) if s == "normal" => Priority::Normal,
+        Some(Value::String(s)) if s == "high" => Priority::High,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "/priority",
+                "must be \"high\" or \"normal\"",
+            ));
+            Priority::Normal
+        }
+    }
+}
+
+/// Every field that is not one of [`KNOWN_FIELDS`].
+fn unknown_fields(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+    for key in obj.keys() {
+        if !KNOWN_FIELDS.contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                format!("/{}", escape_pointer(key)),
+                "is not a known field",
+            ));
+        }
     }
 }
 
