@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //!
-//! From the top down; a module imports only modules listed below it.
+//! From the top down; a module imports only modules listed below it (a test,
+//! `tests/it/layers.rs`, holds every module to that).
 //!
 //! - [`cli`] — the command line (`serve`, `sim`, `demo`, `check-config`).
 //! - [`demo`] — `zenrelay demo`: gateway and simulator in one process, sample traffic (feature `sim`).

@@ -3,6 +3,7 @@ mod conformance;
 mod dashboard;
 mod demo;
 mod differential;
+mod layers;
 mod listener;
 mod ops;
 mod partition_faults;
