@@ -407,29 +407,7 @@ impl<T: Transport> ScriptQueue<T> {
 impl<T: Transport> ScriptQueue<T> {
     /// Stores a group of enqueue requests in one round trip and answers each.
     async fn commit_enqueues(&self, group: Vec<PendingEnqueue>) {
-        // One script call per account and settings, in arrival order, capped in size.
-        let mut calls: Vec<(Vec<usize>, usize)> = Vec::new();
-        let mut open: HashMap<(String, RateLimit, u64, u64), usize> = HashMap::new();
-        for (i, p) in group.iter().enumerate() {
-            let b = &p.batch;
-            let key = (
-                b.account.clone(),
-                b.limit,
-                b.max_depth,
-                b.idempotency_ttl_secs,
-            );
-            let n = b.events.len();
-            match open.get(&key) {
-                Some(&c) if calls[c].1 + n <= GROUP_MAX_EVENTS => {
-                    calls[c].0.push(i);
-                    calls[c].1 += n;
-                }
-                _ => {
-                    open.insert(key, calls.len());
-                    calls.push((vec![i], n));
-                }
-            }
-        }
+        let calls = group_calls(group.iter().map(|p| &p.batch));
         let requests: Vec<(String, Vec<Vec<u8>>)> = calls
             .iter()
             .map(|(members, _)| {
@@ -451,52 +429,7 @@ impl<T: Transport> ScriptQueue<T> {
                 Ok(()) => transport.run_script_replicated(&script, &requests).await,
                 Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),
             };
-            let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
-            let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
-            let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
-                if let Some(p) = group[i].take() {
-                    // The caller may have given up (its request was cancelled): nothing to do.
-                    let _ = p.reply.send(result);
-                }
-            };
-            // Each call (one account) stands alone: a failing partition fails only its own
-            // requests.
-            let mut announce: Vec<u16> = Vec::new();
-            for (((members, _), reply), (base, _)) in calls.iter().zip(replies).zip(&requests) {
-                // A failed call may still have run (its reply lost to a timeout, or it
-                // failed part-way) and made its account ready: announced too.
-                let partition = partition_of_base(base);
-                if reply.is_err() {
-                    announce.extend(partition);
-                }
-                match reply.and_then(parse_enqueue_reply) {
-                    Err(e) => {
-                        for &i in members {
-                            answer(i, Err(e.clone()));
-                        }
-                    }
-                    Ok((outcomes, ready)) => {
-                        if ready {
-                            announce.extend(partition);
-                        }
-                        let mut outcomes = outcomes.into_iter();
-                        for &i in members {
-                            let n = sizes[i];
-                            let mine: Vec<EnqueueOutcome> = outcomes.by_ref().take(n).collect();
-                            let result = if mine.len() == n {
-                                Ok(mine)
-                            } else {
-                                Err(QueueError::Protocol(
-                                    "enqueue answered too few outcomes".into(),
-                                ))
-                            };
-                            answer(i, result);
-                        }
-                    }
-                }
-            }
-            announce.dedup();
-            for partition in announce {
+            for partition in answer_group(group, &calls, replies, &requests) {
                 announcer.announce(&transport, Some(partition));
             }
         });
@@ -600,6 +533,89 @@ async fn check_layout<T: Transport>(
         })
         .await
         .map(|_| ())
+}
+
+/// The script calls of a group of enqueue requests: one per account and settings, in
+/// arrival order, each of at most [`GROUP_MAX_EVENTS`] events (a larger request alone).
+/// Each call is the positions of its requests and its event count.
+fn group_calls<'a>(batches: impl Iterator<Item = &'a EnqueueBatch>) -> Vec<(Vec<usize>, usize)> {
+    let mut calls: Vec<(Vec<usize>, usize)> = Vec::new();
+    let mut open: HashMap<(&str, RateLimit, u64, u64), usize> = HashMap::new();
+    for (i, b) in batches.enumerate() {
+        let key = (
+            b.account.as_str(),
+            b.limit,
+            b.max_depth,
+            b.idempotency_ttl_secs,
+        );
+        let n = b.events.len();
+        match open.get(&key) {
+            Some(&c) if calls[c].1 + n <= GROUP_MAX_EVENTS => {
+                calls[c].0.push(i);
+                calls[c].1 += n;
+            }
+            _ => {
+                open.insert(key, calls.len());
+                calls.push((vec![i], n));
+            }
+        }
+    }
+    calls
+}
+
+/// Answers each request of `group` from the reply of its call, and returns the partitions
+/// whose accounts may have become ready (to announce). Each call (one account) stands
+/// alone: a failing partition fails only its own requests.
+fn answer_group(
+    group: Vec<PendingEnqueue>,
+    calls: &[(Vec<usize>, usize)],
+    replies: Vec<Result<Value, QueueError>>,
+    requests: &[(String, Vec<Vec<u8>>)],
+) -> Vec<u16> {
+    let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
+    let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
+    let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
+        if let Some(p) = group[i].take() {
+            // The caller may have given up (its request was cancelled): nothing to do.
+            let _ = p.reply.send(result);
+        }
+    };
+    let mut announce: Vec<u16> = Vec::new();
+    for (((members, _), reply), (base, _)) in calls.iter().zip(replies).zip(requests) {
+        // A failed call may still have run (its reply lost to a timeout, or it failed
+        // part-way) and made its account ready: announced too.
+        let partition = partition_of_base(base);
+        if reply.is_err() {
+            announce.extend(partition);
+        }
+        match reply.and_then(parse_enqueue_reply) {
+            Err(e) => {
+                for &i in members {
+                    answer(i, Err(e.clone()));
+                }
+            }
+            Ok((outcomes, ready)) => {
+                if ready {
+                    announce.extend(partition);
+                }
+                let mut outcomes = outcomes.into_iter();
+                for &i in members {
+                    let n = sizes[i];
+                    let mine: Vec<EnqueueOutcome> = outcomes.by_ref().take(n).collect();
+                    let result = if mine.len() == n {
+                        Ok(mine)
+                    } else {
+                        Err(QueueError::Protocol(
+                            "enqueue answered too few outcomes".into(),
+                        ))
+                    };
+                    answer(i, result);
+                }
+            }
+        }
+    }
+    announce.dedup();
+    announce
 }
 
 #[async_trait]
@@ -1109,5 +1125,57 @@ impl<T: Transport> ScriptQueue<T> {
             .await
             .pop()
             .unwrap_or_else(|| Err(QueueError::Protocol("a script answered nothing".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Priority;
+    use crate::queue::NewEvent;
+
+    fn batch(account: &str, events: usize, limit: u32) -> EnqueueBatch {
+        let event = NewEvent {
+            id: EventId::new(0),
+            priority: Priority::Normal,
+            ttl_ms: 0,
+            payload: NotifyPayload::new(1, "e", None),
+            agents: vec![None],
+            idempotency: None,
+        };
+        EnqueueBatch {
+            account: account.into(),
+            limit: RateLimit {
+                limit,
+                window_ms: 60_000,
+            },
+            max_depth: 1000,
+            idempotency_ttl_secs: 60,
+            events: vec![event; events],
+        }
+    }
+
+    #[test]
+    fn a_group_makes_one_call_per_account_and_settings_in_arrival_order_capped_in_size() {
+        let group = [
+            batch("a", 1, 100),
+            batch("b", 2, 100),
+            batch("a", 3, 100),
+            batch("a", 1, 50),
+            batch("a", GROUP_MAX_EVENTS - 4, 100),
+            batch("a", 1, 100),
+            batch("c", 1000, 100),
+        ];
+        let calls = group_calls(group.iter());
+        assert_eq!(
+            calls,
+            [
+                (vec![0, 2, 4], GROUP_MAX_EVENTS),
+                (vec![1], 2),
+                (vec![3], 1),
+                (vec![5], 1),
+                (vec![6], 1000),
+            ]
+        );
     }
 }
