@@ -626,43 +626,11 @@ impl ClusterConnections {
                     break;
                 }
             };
-            // The calls of each master (and each way of sending the script) together.
-            let mut groups: Vec<(Arc<Master>, bool, Vec<usize>)> = Vec::new();
-            for i in pending.drain(..) {
-                let slot = partition_slot(&calls[i]);
-                let Some(master) = map.owner(slot) else {
-                    results[i] = Some(Err(QueueError::Unavailable(format!(
-                        "no master of the Redis Cluster serves slot {slot}"
-                    ))));
-                    continue;
-                };
-                match groups
-                    .iter_mut()
-                    .find(|(m, w, _)| Arc::ptr_eq(m, master) && *w == with_source[i])
-                {
-                    Some((_, _, members)) => members.push(i),
-                    None => groups.push((master.clone(), with_source[i], vec![i])),
-                }
-            }
+            let groups = by_master(&map, calls, pending.drain(..), &with_source, &mut results);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let sends = groups.iter().map(|(master, source, members)| async move {
-                let connections = match self.connections(master).await {
-                    Ok(connections) => connections,
-                    Err(e) => {
-                        return members
-                            .iter()
-                            .map(|_| Err(Sent::Failed(e.clone())))
-                            .collect()
-                    }
-                };
-                let writer = connections
-                    .writer
-                    .clone()
-                    .unwrap_or_else(|| connections.connections[0].clone());
-                let batch: Vec<&ScriptCall> = members.iter().map(|&i| &calls[i]).collect();
-                send_replicated(&writer, remaining, script, &batch, *source, replication).await
-            });
-            let replies = futures::future::join_all(sends).await;
+            let replies = self
+                .send_to_masters(&groups, calls, script, remaining, replication)
+                .await;
             let mut failed_to_reach = false;
             for ((_, _, members), replies) in groups.iter().zip(replies) {
                 for (&i, reply) in members.iter().zip(replies) {
@@ -700,6 +668,36 @@ impl ClusterConnections {
                 })
             })
             .collect()
+    }
+
+    /// Sends each master its group of calls in one pipeline with one `WAIT`, on its writer
+    /// connection, the masters concurrently: each call's reply, group by group.
+    async fn send_to_masters(
+        &self,
+        groups: &[MasterGroup],
+        calls: &[ScriptCall],
+        script: &Script,
+        remaining: Duration,
+        replication: Replication,
+    ) -> Vec<Vec<Result<Value, Sent>>> {
+        let sends = groups.iter().map(|(master, source, members)| async move {
+            let connections = match self.connections(master).await {
+                Ok(connections) => connections,
+                Err(e) => {
+                    return members
+                        .iter()
+                        .map(|_| Err(Sent::Failed(e.clone())))
+                        .collect()
+                }
+            };
+            let writer = connections
+                .writer
+                .clone()
+                .unwrap_or_else(|| connections.connections[0].clone());
+            let batch: Vec<&ScriptCall> = members.iter().map(|&i| &calls[i]).collect();
+            send_replicated(&writer, remaining, script, &batch, *source, replication).await
+        });
+        futures::future::join_all(sends).await
     }
 
     /// Every master's connections, opened (fails if a master cannot be reached).
@@ -1042,4 +1040,37 @@ impl Transport for ClusterConnections {
         };
         super::redis::listen_on(&master.client, self.timeout, channel, subscribed, message).await
     }
+}
+
+/// The calls one master receives in one pipeline: the master, whether the script is sent
+/// with its source (after a `NOSCRIPT`), and the positions of the calls.
+type MasterGroup = (Arc<Master>, bool, Vec<usize>);
+
+/// The `pending` calls grouped by the master of their slot in `map` (and by the way the
+/// script is sent); a call whose slot no master serves gets its error in `results`.
+fn by_master(
+    map: &SlotMap,
+    calls: &[ScriptCall],
+    pending: impl Iterator<Item = usize>,
+    with_source: &[bool],
+    results: &mut [Option<Result<Value, QueueError>>],
+) -> Vec<MasterGroup> {
+    let mut groups: Vec<MasterGroup> = Vec::new();
+    for i in pending {
+        let slot = partition_slot(&calls[i]);
+        let Some(master) = map.owner(slot) else {
+            results[i] = Some(Err(QueueError::Unavailable(format!(
+                "no master of the Redis Cluster serves slot {slot}"
+            ))));
+            continue;
+        };
+        match groups
+            .iter_mut()
+            .find(|(m, w, _)| Arc::ptr_eq(m, master) && *w == with_source[i])
+        {
+            Some((_, _, members)) => members.push(i),
+            None => groups.push((master.clone(), with_source[i], vec![i])),
+        }
+    }
+    groups
 }
