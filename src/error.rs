@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::domain::{FieldError, NOTIFY_MAX_BYTES};
 use crate::intake::IntakeError;
 use crate::queue::QueueError;
+use crate::throttle::Throttled;
 
 /// Every error code the gateway answers with (the `code` of an error body), in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -243,6 +244,17 @@ pub struct ErrorDetail {
     /// Structured details: field errors (`pointer`, `message`), sizes.
     #[schema(value_type = Vec<Object>)]
     pub details: Vec<Value>,
+}
+
+impl From<Throttled> for ApiError {
+    fn from(e: Throttled) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            e.to_string(),
+        )
+        .with_retry_after(e.retry_after_secs)
+    }
 }
 
 impl From<IntakeError> for ApiError {

@@ -16,7 +16,6 @@
 //! - [`api`] — the HTTP edge: routes, extractors, and the handlers of ingress, webhooks,
 //!   admin endpoints and the proxy; the OpenAPI description.
 //! - [`state`] — the state the handlers share.
-//! - [`throttle`] — per-client ingress throttling.
 //! - [`error`] — the JSON error body of the HTTP edge, and the mapping of services' errors to it.
 //! - [`intake`] — validates events and stores them (for ingress, webhooks and the proxy).
 //! - [`proxy`] — the Apps API proxy: allowlist, path checks, routing, credential injection,
@@ -29,6 +28,7 @@
 //! - [`zendesk`] — upstream accounts, credentials, the Notify call and outcome classes.
 //! - [`hosts`] — which account a proxied request's `Host` names.
 //! - [`auth`] — client keys and their account scopes.
+//! - [`throttle`] — per-client ingress throttling.
 //! - [`history`] — the in-process queue history behind the dashboard's charts.
 //! - [`telemetry`] — logging.
 //! - [`config`] — typed, layered configuration.

@@ -9,21 +9,36 @@ use std::num::NonZeroU32;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use http::StatusCode;
 
 use crate::config::Config;
-use crate::error::{ApiError, ErrorCode};
+
+/// A request over its caller's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    /// When the caller may try again, in whole seconds (at least 1).
+    pub retry_after_secs: u64,
+}
+
+impl std::fmt::Display for Throttled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("too many requests from this client; slow down")
+    }
+}
+
+impl std::error::Error for Throttled {}
 
 /// The limiters of every client and webhook.
 pub struct Throttle {
-    limiters: HashMap<String, DefaultDirectRateLimiter>,
+    clients: HashMap<String, DefaultDirectRateLimiter>,
+    webhooks: HashMap<String, DefaultDirectRateLimiter>,
     clock: DefaultClock,
 }
 
 impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Throttle")
-            .field("limited", &self.limiters.len())
+            .field("clients", &self.clients.len())
+            .field("webhooks", &self.webhooks.len())
             .finish()
     }
 }
@@ -38,47 +53,46 @@ impl Throttle {
     /// Limiters for the clients and webhooks of `config`.
     pub fn from_config(config: &Config) -> Self {
         let t = &config.throttle;
-        let mut limiters = HashMap::new();
+        let mut clients = HashMap::new();
         for client in &config.clients {
             let rate = client.requests_per_second.unwrap_or(t.requests_per_second);
             if let Some(q) = quota(rate, t.burst) {
-                limiters.insert(format!("client:{}", client.name), RateLimiter::direct(q));
+                clients.insert(client.name.clone(), RateLimiter::direct(q));
             }
         }
+        let mut webhooks = HashMap::new();
         if let Some(q) = quota(t.requests_per_second, t.burst) {
             for hook in &config.webhooks {
-                limiters.insert(format!("webhook:{}", hook.name), RateLimiter::direct(q));
+                webhooks.insert(hook.name.clone(), RateLimiter::direct(q));
             }
         }
         Throttle {
-            limiters,
+            clients,
+            webhooks,
             clock: DefaultClock::default(),
         }
     }
 
-    fn check(&self, key: &str) -> Result<(), ApiError> {
-        let Some(limiter) = self.limiters.get(key) else {
+    fn check(&self, limiter: Option<&DefaultDirectRateLimiter>) -> Result<(), Throttled> {
+        let Some(limiter) = limiter else {
             return Ok(());
         };
         limiter.check().map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::RateLimited,
-                "too many requests from this client; slow down",
-            )
-            .with_retry_after(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            Throttled {
+                retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+            }
         })
     }
 
-    /// Takes one request from client `name`'s budget, or answers 429.
-    pub fn client(&self, name: &str) -> Result<(), ApiError> {
-        self.check(&format!("client:{name}"))
+    /// Takes one request from client `name`'s budget, or says when to try again.
+    pub fn client(&self, name: &str) -> Result<(), Throttled> {
+        self.check(self.clients.get(name))
     }
 
-    /// Takes one request from webhook `name`'s budget, or answers 429.
-    pub fn webhook(&self, name: &str) -> Result<(), ApiError> {
-        self.check(&format!("webhook:{name}"))
+    /// Takes one request from webhook `name`'s budget, or says when to try again.
+    pub fn webhook(&self, name: &str) -> Result<(), Throttled> {
+        self.check(self.webhooks.get(name))
     }
 }
 
@@ -108,9 +122,12 @@ requests_per_second = 0
         let t = Throttle::from_config(&config);
         assert!(t.client("a").is_ok());
         assert!(t.client("a").is_ok());
-        let e = t.client("a").unwrap_err();
-        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(e.retry_after, Some(1));
+        assert_eq!(
+            t.client("a"),
+            Err(Throttled {
+                retry_after_secs: 1
+            })
+        );
         for _ in 0..100 {
             assert!(t.client("free").is_ok());
         }
