@@ -175,15 +175,7 @@ impl Intake {
         account: &Account,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Result<Stored, IntakeError>>, IntakeError> {
-        let results = self.store(account, events, IDEMPOTENCY_TTL_SECS).await?;
-        let stored = results
-            .iter()
-            .filter(|r| matches!(r, Ok(Stored { new: true, .. })))
-            .count();
-        if stored > 0 {
-            tracing::debug!(account = %account.id, stored, "batch stored");
-        }
-        Ok(results)
+        self.store(account, events, IDEMPOTENCY_TTL_SECS).await
     }
 
     async fn store(
@@ -199,7 +191,15 @@ impl Intake {
             idempotency_ttl_secs,
             events,
         };
+        let count = batch.events.len();
         let outcomes = self.queue.enqueue(batch).await?;
+        if outcomes.len() != count {
+            return Err(QueueError::Protocol(format!(
+                "enqueue answered {} outcomes for {count} events",
+                outcomes.len()
+            ))
+            .into());
+        }
         let results: Vec<_> = outcomes
             .into_iter()
             .map(|outcome| self.outcome(&account.id, outcome))
@@ -212,6 +212,7 @@ impl Intake {
             self.wake
                 .partition(partition_of(&account.id, self.partitions));
             self.metrics.events_accepted(&account.id, stored);
+            tracing::debug!(account = %account.id, stored, "events stored");
         }
         Ok(results)
     }

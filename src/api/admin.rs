@@ -17,7 +17,9 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::{AccountInfo, AccountSpec, AccountStoreError};
-use crate::api::extract::{read_body, require_json, Admin, AdminAccount, AdminTarget};
+use crate::api::extract::{
+    forbidden, read_body, require_json, unregistered_account, Admin, AdminAccount, AdminTarget,
+};
 use crate::config::valid_name;
 use crate::error::{ApiError, ErrorCode};
 use crate::queue::{rfc3339_ms, AccountStats, DeadLetterSelection, RateLimit};
@@ -31,18 +33,6 @@ pub const MAX_OFFSET: u64 = 1_000_000_000_000;
 
 /// Largest body of an admin request, in bytes.
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
-
-fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
-}
-
-fn unknown_account(account: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::UnknownAccount,
-        format!("no account {account:?} is configured or registered"),
-    )
-}
 
 /// One account in `GET /v1/queues`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -816,7 +806,7 @@ pub async fn put_account(
         .directory()
         .info(&account)
         .await?
-        .ok_or_else(|| unknown_account(&account))?;
+        .ok_or_else(|| unregistered_account(&account))?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -840,13 +830,13 @@ pub async fn get_account(
     AdminTarget(account): AdminTarget,
 ) -> Result<Response, ApiError> {
     if !valid_name(&account) {
-        return Err(unknown_account(&account));
+        return Err(unregistered_account(&account));
     }
     let info = state
         .directory()
         .info(&account)
         .await?
-        .ok_or_else(|| unknown_account(&account))?;
+        .ok_or_else(|| unregistered_account(&account))?;
     Ok(Json(info).into_response())
 }
 
@@ -867,14 +857,14 @@ pub async fn delete_account(
     AdminTarget(account): AdminTarget,
 ) -> Result<Response, ApiError> {
     if !valid_name(&account) {
-        return Err(unknown_account(&account));
+        return Err(unregistered_account(&account));
     }
     match state.directory().delete(&account).await {
         Ok(true) => {
             tracing::info!(account = %account, "runtime account deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Ok(false) => Err(unknown_account(&account)),
+        Ok(false) => Err(unregistered_account(&account)),
         Err(e) => Err(store_error(e)),
     }
 }

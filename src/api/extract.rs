@@ -28,8 +28,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let client = state.clients().authenticate(&parts.headers).cloned();
-        admitted(state, client.as_ref()).map(Caller)
+        let client = state.clients().authenticate(&parts.headers);
+        admitted(state, client).cloned().map(Caller)
     }
 }
 
@@ -54,11 +54,7 @@ impl Admin {
     pub async fn existing(&self, state: &AppState, account: &str) -> Result<(), ApiError> {
         self.reaching(account)?;
         if !valid_name(account) || state.directory().resolve(account).await?.is_none() {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::UnknownAccount,
-                format!("no account {account:?} is configured or registered"),
-            ));
+            return Err(unregistered_account(account));
         }
         Ok(())
     }
@@ -66,9 +62,7 @@ impl Admin {
     /// `account`, if this admin key reaches it (403), whether or not it exists.
     pub fn reaching(&self, account: &str) -> Result<(), ApiError> {
         if !self.0.reaches(account) {
-            return Err(forbidden(format!(
-                "this key may not use account {account:?}"
-            )));
+            return Err(out_of_scope(account));
         }
         Ok(())
     }
@@ -93,8 +87,10 @@ impl FromRequestParts<AppState> for AdminAccount {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let account = path_value(parts, state).await?;
-        let admin = Admin::from_request_parts(parts, state).await?;
-        admin.existing(state, &account).await?;
+        Admin::from_request_parts(parts, state)
+            .await?
+            .existing(state, &account)
+            .await?;
         Ok(AdminAccount(account))
     }
 }
@@ -108,8 +104,9 @@ impl FromRequestParts<AppState> for AdminTarget {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let account = path_value(parts, state).await?;
-        let admin = Admin::from_request_parts(parts, state).await?;
-        admin.reaching(&account)?;
+        Admin::from_request_parts(parts, state)
+            .await?
+            .reaching(&account)?;
         Ok(AdminTarget(account))
     }
 }
@@ -138,9 +135,7 @@ pub async fn authorize(
 ) -> Result<Arc<Account>, ApiError> {
     let client = admitted(state, client)?;
     if !client.reaches(account) {
-        return Err(forbidden(format!(
-            "this key may not use account {account:?}"
-        )));
+        return Err(out_of_scope(account));
     }
     match state.directory().resolve(account).await? {
         Some(acc) => Ok(acc),
@@ -149,10 +144,13 @@ pub async fn authorize(
 }
 
 /// A caller, if any, within its throttle budget.
-fn admitted(state: &AppState, client: Option<&Arc<Client>>) -> Result<Arc<Client>, ApiError> {
+fn admitted<'a>(
+    state: &AppState,
+    client: Option<&'a Arc<Client>>,
+) -> Result<&'a Arc<Client>, ApiError> {
     let client = client.ok_or_else(ApiError::unauthorized)?;
     state.throttle().client(&client.name)?;
-    Ok(client.clone())
+    Ok(client)
 }
 
 /// 404 for an account that is neither configured nor registered.
@@ -164,7 +162,22 @@ pub fn unknown_account(account: &str) -> ApiError {
     )
 }
 
-fn forbidden(message: impl Into<String>) -> ApiError {
+/// 404 for an account an admin names that is neither configured nor registered.
+pub fn unregistered_account(account: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::UnknownAccount,
+        format!("no account {account:?} is configured or registered"),
+    )
+}
+
+/// 403 for an account outside the key's scopes.
+fn out_of_scope(account: &str) -> ApiError {
+    forbidden(format!("this key may not use account {account:?}"))
+}
+
+/// 403 with `message`.
+pub fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
@@ -174,6 +187,19 @@ pub async fn path_value(parts: &mut Parts, state: &AppState) -> Result<String, A
         .await
         .map(|Path(v)| v)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPath, e.body_text()))
+}
+
+/// A JSON request body after the caller's checks, in the documented order: media type
+/// (415), `Idempotency-Key` (400), size (413, at most `limit` bytes) and JSON (400).
+pub async fn json_request(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<(Option<String>, Value), ApiError> {
+    require_json(headers)?;
+    let idempotency = idempotency_key(headers)?;
+    let bytes = read_body(headers, body, limit).await?;
+    Ok((idempotency, parse_json(&bytes)?))
 }
 
 /// Requires a JSON media type (415).

@@ -13,9 +13,7 @@ use axum::Json;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
-use crate::api::extract::{
-    idempotency_key, parse_json, read_body, require_json, Caller, CallerAccount, PathParam,
-};
+use crate::api::extract::{json_request, Caller, CallerAccount, PathParam};
 use crate::domain::{EventId, FieldError};
 use crate::error::{ApiError, ErrorCode};
 use crate::intake::IDEMPOTENCY_TTL_SECS;
@@ -60,19 +58,6 @@ pub struct BatchAnswer {
     pub results: Vec<Value>,
 }
 
-/// The request of the notify handlers, after the account's checks and in the documented
-/// order: its `Idempotency-Key` and its JSON body.
-async fn read_request(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(Option<String>, Value), ApiError> {
-    require_json(headers)?;
-    let idempotency = idempotency_key(headers)?;
-    let bytes = read_body(headers, body, state.config().server.max_body_bytes).await?;
-    Ok((idempotency, parse_json(&bytes)?))
-}
-
 /// Stores one event for delivery to the account's Notify endpoint.
 #[utoipa::path(post, path = "/v1/accounts/{account}/notify", tag = "ingress",
     security(("bearer" = [])),
@@ -97,17 +82,19 @@ pub async fn notify(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (idempotency, value) = read_request(&state, &headers, body).await?;
+    let limit = state.config().server.max_body_bytes;
+    let (idempotency, value) = json_request(&headers, body, limit).await?;
     let intake = state.intake();
     let event = intake.prepare(&account.id, &value, idempotency)?;
     let stored = intake
         .store_one(&account, event, IDEMPOTENCY_TTL_SECS)
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": stored.id, "account": account.id, "deliveries": stored.deliveries})),
-    )
-        .into_response())
+    let accepted = Accepted {
+        id: stored.id,
+        account: account.id.clone(),
+        deliveries: stored.deliveries,
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
 /// `POST /v1/accounts/{account}/notify/batch`: `{"events": [...]}`; one result per item,
@@ -135,7 +122,8 @@ pub async fn notify_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (idempotency, value) = read_request(&state, &headers, body).await?;
+    let limit = state.config().server.max_body_bytes;
+    let (idempotency, value) = json_request(&headers, body, limit).await?;
     let items = batch_items(&value, state.config().server.max_batch_events)?;
     let intake = state.intake();
     let mut results: Vec<Option<Value>> = vec![None; items.len()];
@@ -166,11 +154,11 @@ pub async fn notify_batch(
             r.unwrap_or_else(|| json!({"error": {"code": "not_stored", "message": "not stored"}}))
         })
         .collect();
-    Ok((
-        StatusCode::OK,
-        Json(json!({"account": account.id, "results": results})),
-    )
-        .into_response())
+    let answer = BatchAnswer {
+        account: account.id.clone(),
+        results,
+    };
+    Ok((StatusCode::OK, Json(answer)).into_response())
 }
 
 /// The events of a batch request: a non-empty array of at most `max` (422 otherwise).

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use crate::api::extract::{idempotency_key, parse_json, read_body, require_json};
+use crate::api::extract::json_request;
 use crate::error::ApiError;
 use crate::intake::IDEMPOTENCY_TTL_SECS;
 use crate::state::AppState;
@@ -45,15 +45,12 @@ async fn queue(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<String, ApiError> {
-    require_json(headers)?;
-    let idempotency = idempotency_key(headers)?;
     let config = state.config();
     let limit = config
         .server
         .max_body_bytes
         .min(config.proxy.max_body_bytes);
-    let bytes = read_body(headers, body, limit).await?;
-    let value = parse_json(&bytes)?;
+    let (idempotency, value) = json_request(headers, body, limit).await?;
     let intake = state.intake();
     let event = intake.prepare(&account.id, &value, idempotency)?;
     let stored = intake

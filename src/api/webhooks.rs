@@ -11,6 +11,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
 use crate::api::extract::{parse_json, read_body, require_json, unknown_account, PathParam};
+use crate::api::ingress::Accepted;
 use crate::domain::FieldError;
 use crate::error::{ApiError, ErrorCode};
 use crate::intake::{IntakeError, Stored};
@@ -101,11 +102,12 @@ pub async fn receive(
             new: true,
         }) => {
             tracing::info!(webhook = %hook.name, event_id = %id, "webhook stored");
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"id": id, "account": account.id, "deliveries": deliveries})),
-            )
-                .into_response())
+            let accepted = Accepted {
+                id,
+                account: account.id.clone(),
+                deliveries,
+            };
+            Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
         }
         Ok(Stored { new: false, .. }) | Err(IntakeError::KeyReused) => Err(replayed()),
         Err(e) => Err(e.into()),
