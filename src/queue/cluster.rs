@@ -108,6 +108,13 @@ struct Master {
     opening: tokio::sync::Mutex<Option<(Instant, QueueError)>>,
 }
 
+impl Master {
+    /// Its connections, if they are open.
+    fn opened(&self) -> Option<Arc<MasterConnections>> {
+        self.open.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 struct MasterConnections {
     connections: Vec<MultiplexedConnection>,
     /// With `redis.wait_replicas`: the connection for the writes followed by `WAIT`
@@ -333,22 +340,12 @@ impl ClusterConnections {
     /// `master`'s connections, opened on first use (at most one attempt every
     /// [`RECHECK`]: requests queued behind a failed attempt fail with it).
     async fn connections(&self, master: &Master) -> Result<Arc<MasterConnections>, QueueError> {
-        if let Some(connections) = master
-            .open
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(connections) = master.opened() {
             return Ok(connections);
         }
         let mut failed = master.opening.lock().await;
         // Opened by the task this one waited for.
-        if let Some(connections) = master
-            .open
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(connections) = master.opened() {
             return Ok(connections);
         }
         if let Some((at, e)) = &*failed {
@@ -631,8 +628,8 @@ impl ClusterConnections {
             let replies = self
                 .send_to_masters(&groups, calls, script, remaining, replication)
                 .await;
-            let mut failed_to_reach = false;
-            for ((_, _, members), replies) in groups.iter().zip(replies) {
+            for ((master, _, members), (used, replies)) in groups.iter().zip(replies) {
+                let mut failed_to_reach = false;
                 for (&i, reply) in members.iter().zip(replies) {
                     let e = match reply {
                         Ok(value) => {
@@ -652,10 +649,20 @@ impl ClusterConnections {
                         _ => pending.push(i),
                     }
                 }
-            }
-            if failed_to_reach {
-                // A master that did not answer may have been replaced.
-                self.reread(false).await;
+                // A master that did not answer: its connections are dropped (they do not
+                // reconnect by themselves) and the map read again (it may have been
+                // replaced).
+                match (failed_to_reach, used) {
+                    (false, _) => {}
+                    (true, Some(connections)) => {
+                        let picked = Picked {
+                            master: master.clone(),
+                            connections,
+                        };
+                        self.broken(&picked).await;
+                    }
+                    (true, None) => self.reread(false).await,
+                }
             }
         }
         results
@@ -671,7 +678,8 @@ impl ClusterConnections {
     }
 
     /// Sends each master its group of calls in one pipeline with one `WAIT`, on its writer
-    /// connection, the masters concurrently: each call's reply, group by group.
+    /// connection, the masters concurrently: group by group, the connections used (none
+    /// when they could not be opened) and each call's reply.
     async fn send_to_masters(
         &self,
         groups: &[MasterGroup],
@@ -679,15 +687,13 @@ impl ClusterConnections {
         script: &Script,
         remaining: Duration,
         replication: Replication,
-    ) -> Vec<Vec<Result<Value, Sent>>> {
+    ) -> Vec<(Option<Arc<MasterConnections>>, Vec<Result<Value, Sent>>)> {
         let sends = groups.iter().map(|(master, source, members)| async move {
             let connections = match self.connections(master).await {
                 Ok(connections) => connections,
                 Err(e) => {
-                    return members
-                        .iter()
-                        .map(|_| Err(Sent::Failed(e.clone())))
-                        .collect()
+                    let failed = members.iter().map(|_| Err(Sent::Failed(e.clone())));
+                    return (None, failed.collect());
                 }
             };
             let writer = connections
@@ -695,7 +701,9 @@ impl ClusterConnections {
                 .clone()
                 .unwrap_or_else(|| connections.connections[0].clone());
             let batch: Vec<&ScriptCall> = members.iter().map(|&i| &calls[i]).collect();
-            send_replicated(&writer, remaining, script, &batch, *source, replication).await
+            let replies =
+                send_replicated(&writer, remaining, script, &batch, *source, replication).await;
+            (Some(connections), replies)
         });
         futures::future::join_all(sends).await
     }
@@ -921,7 +929,7 @@ impl Transport for ClusterConnections {
             }
         };
         let pings = masters.iter().map(|(master, connections)| async move {
-            for conn in &connections.connections {
+            for conn in connections.connections.iter().chain(&connections.writer) {
                 let mut conn = conn.clone();
                 let reply = timed(
                     self.timeout,
