@@ -114,6 +114,17 @@ key = "aaaaaaaaaaaaaaaaaaaa"
 name = "free"
 key = "bbbbbbbbbbbbbbbbbbbb"
 requests_per_second = 0
+[[accounts]]
+id = "acme"
+subdomain = "acme"
+api_token = "t"
+email = "ops@acme.example"
+[[webhooks]]
+name = "hook"
+account = "acme"
+signature = "none"
+app_id = 1
+event = "e"
 "#,
             "t.toml",
             &[],
@@ -131,5 +142,15 @@ requests_per_second = 0
         for _ in 0..100 {
             assert!(t.client("free").is_ok());
         }
+        // Webhooks have budgets of their own, at the default rate; an unknown name none.
+        assert!(t.webhook("hook").is_ok());
+        assert!(t.webhook("hook").is_ok());
+        assert_eq!(
+            t.webhook("hook"),
+            Err(Throttled {
+                retry_after_secs: 1
+            })
+        );
+        assert!(t.webhook("unknown").is_ok());
     }
 }
