@@ -16,8 +16,8 @@ use super::QueueError;
 #[doc(hidden)]
 pub const HELPERS: &str = include_str!("scripts.lua");
 
-/// One of the queue's Lua scripts: its source (prefixed with the helpers of
-/// `scripts.lua`) and the SHA1 digest `EVALSHA` names it by.
+/// One of the queue's Lua scripts: its source (prefixed with the helpers of `scripts.lua`
+/// it uses) and the SHA1 digest `EVALSHA` names it by.
 #[derive(Clone, Debug)]
 pub struct Script {
     source: Arc<str>,
@@ -25,8 +25,11 @@ pub struct Script {
 }
 
 impl Script {
+    /// The script `body`, after those of `helpers` it calls (directly or through another
+    /// helper). Redis creates every local function of a script at each call, so the
+    /// helpers a script does not use would cost each of its calls their creation.
     pub(crate) fn new(helpers: &str, body: &str) -> Self {
-        let source = format!("{helpers}\n{body}");
+        let source = format!("{}\n{body}", used_helpers(helpers, body));
         let sha = redis::Script::new(&source).get_hash().to_string();
         Script {
             source: source.into(),
@@ -43,6 +46,56 @@ impl Script {
     pub fn sha(&self) -> &str {
         &self.sha
     }
+}
+
+/// The helpers of `helpers` that `body` calls, directly or through another helper, in
+/// their order. A helper is a top-level `local function NAME(...)` up to its closing `end`
+/// at the start of a line, with the lines above it since the previous helper (its
+/// comments); what follows the last helper is always kept.
+fn used_helpers(helpers: &str, body: &str) -> String {
+    let mut blocks: Vec<(Option<&str>, &str)> = Vec::new();
+    let mut start = 0;
+    let mut name = None;
+    let mut offset = 0;
+    for line in helpers.split_inclusive('\n') {
+        let end = offset + line.len();
+        if let Some(rest) = line.strip_prefix("local function ") {
+            name = rest.split('(').next().map(str::trim);
+        } else if line.trim_end() == "end" && name.is_some() {
+            blocks.push((name.take(), &helpers[start..end]));
+            start = end;
+        }
+        offset = end;
+    }
+    blocks.push((None, &helpers[start..]));
+    let mut used = vec![false; blocks.len()];
+    let mut callers = vec![body];
+    while let Some(text) = callers.pop() {
+        for (i, (name, block)) in blocks.iter().enumerate() {
+            let called = name.map_or(true, |n| calls(text, n));
+            if called && !used[i] {
+                used[i] = true;
+                callers.push(block);
+            }
+        }
+    }
+    blocks
+        .iter()
+        .zip(used)
+        .filter(|(_, used)| *used)
+        .map(|((_, block), _)| *block)
+        .collect()
+}
+
+/// Whether `text` calls the function `name` (`name(` not preceded by a name's character).
+fn calls(text: &str, name: &str) -> bool {
+    let call = format!("{name}(");
+    text.match_indices(&call).any(|(at, _)| {
+        !text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
 }
 
 /// One call of a script: the partition base (`KEYS[1]` is `{base}:ready`) and `ARGV`.
@@ -122,5 +175,55 @@ pub fn pong(reply: Value) -> Result<(), QueueError> {
     match reply {
         Value::SimpleString(s) if s == "PONG" => Ok(()),
         other => Err(QueueError::Protocol(format!("PING answered {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELPERS_OF_TEST: &str = "-- header\n\
+        local count = 0\n\
+        local function w(...)\n  return redis.call(...)\nend\n\
+        -- now\n\
+        local function now()\n  return 1\nend\n\
+        local function set(k)\n  w('SET', k, now())\nend\n\
+        local function unused()\n  return 2\nend\n";
+
+    #[test]
+    fn a_script_gets_the_helpers_it_calls_and_theirs_in_order() {
+        let script = Script::new(HELPERS_OF_TEST, "set('k')");
+        assert_eq!(
+            script.source(),
+            "-- header\nlocal count = 0\nlocal function w(...)\n  return redis.call(...)\nend\n\
+             -- now\nlocal function now()\n  return 1\nend\n\
+             local function set(k)\n  w('SET', k, now())\nend\n\nset('k')"
+        );
+    }
+
+    #[test]
+    fn a_name_inside_another_name_is_not_a_call() {
+        let script = Script::new(HELPERS_OF_TEST, "local x = rawset(t, 1)\nreturn 1");
+        assert!(
+            !script.source().contains("local function"),
+            "{}",
+            script.source()
+        );
+        assert!(Script::new(HELPERS_OF_TEST, "return unused()")
+            .source()
+            .contains("local function unused()"));
+    }
+
+    #[test]
+    fn every_script_helper_is_found() {
+        let all: Vec<&str> = HELPERS
+            .lines()
+            .filter_map(|l| l.strip_prefix("local function "))
+            .filter_map(|rest| rest.split('(').next())
+            .collect();
+        assert!(all.len() >= 9, "{all:?}");
+        let body: String = all.iter().map(|n| format!("{n}()\n")).collect();
+        let source = Script::new(HELPERS, &body).source().to_string();
+        assert_eq!(source, format!("{HELPERS}\n{body}"));
     }
 }
