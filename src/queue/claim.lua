@@ -19,9 +19,9 @@ local base = ARGV[1]
 local max, reap_max = ARGV[2], ARGV[7]
 local lease = tonumber(ARGV[3])
 local default_limit, default_window = tonumber(ARGV[4]), tonumber(ARGV[5])
-local margin, retention = tonumber(ARGV[6]), tonumber(ARGV[8])
-local now = now_ms()
-local now_s = int(now)
+-- retention goes to Redis as it came, as text
+local margin, retention = tonumber(ARGV[6]), ARGV[8]
+local now, now_s = now_ms()
 local ready = base .. ':ready'
 local inflight = base .. ':inflight'
 local delayed = base .. ':delayed'
@@ -57,7 +57,7 @@ local function reap_lease(did, lease_end)
     -- a dead-letter completion stopped before the account was freed
     w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
   elseif status == 'delivered' and is_finished(ev[4], ev[5], ev[6]) then
-    w('PEXPIRE', ekey, int(retention))
+    w('PEXPIRE', ekey, retention)
   end
   if held then
     if counted then
@@ -115,7 +115,7 @@ local buried = 0
 local due_held = redis.call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', int(held_max))
 for _, acct in ipairs(due_held) do
   local st = redis.call('HMGET', base .. ':acct:' .. acct, 'paused', 'auth_failed', 'until')
-  if st[1] ~= '1' and st[2] ~= '1' and (tonumber(st[3] or '0') or 0) <= now then
+  if st[1] ~= '1' and st[2] ~= '1' and (st[3] and tonumber(st[3]) or 0) <= now then
     w('ZREM', held, acct)
   else
     local q = base .. ':q:' .. acct
@@ -128,7 +128,7 @@ for _, acct in ipairs(due_held) do
         local eid, k = split_did(did)
         local ekey = base .. ':ev:' .. eid
         local ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'done', 'n', 'dd')
-        local exp = tonumber(ev[1] or '0') or 0
+        local exp = ev[1] and tonumber(ev[1]) or 0
         local status = ev[2]
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
           if exp <= 0 then break end
@@ -165,10 +165,10 @@ end
 -- until the next round). A sweep that used up its drops
 -- lets the next claim sweep at once, so a backlog of old letters drains at the claims'
 -- pace, a few at a time.
-local dl_retention, acct_retention = tonumber(ARGV[9]), tonumber(ARGV[10])
 local dropped = 0
 local sweep_accounts, sweep_drops = 8, 16
 if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
+  local dl_retention, acct_retention = tonumber(ARGV[9]), tonumber(ARGV[10])
   local cursor_key = base .. ':sweep:at'
   local at = redis.call('HMGET', cursor_key, 'cursor', 'last', 'pos')
   local cursor, last = at[1] or '0', at[2]
@@ -203,7 +203,7 @@ if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
     else
       local q = base .. ':q:' .. acct
       local idle = not (st[1] and st[1] ~= '') and st[2] ~= '1' and st[3] ~= '1'
-        and (tonumber(st[4] or '0') or 0) <= now
+        and (st[4] and tonumber(st[4]) or 0) <= now
         and redis.call('EXISTS', q .. ':h', q .. ':n', base .. ':retry:' .. acct, dead) == 0
       if idle then
         local since = tonumber(st[5] or '')
@@ -243,14 +243,14 @@ for _, acct in ipairs(accts) do
   if stale_left <= 0 then break end
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window')
-  local pause_until = tonumber(st[4] or '0') or 0
+  local pause_until = st[4] and tonumber(st[4]) or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     w('ZREM', ready, acct)
   elseif pause_until > now then
     w('ZADD', ready, int(pause_until), acct)
   else
-    local limit = tonumber(st[5] or '') or default_limit
-    local window = tonumber(st[6] or '') or default_window
+    local limit = st[5] and tonumber(st[5]) or default_limit
+    local window = st[6] and tonumber(st[6]) or default_window
     local rl = base .. ':rl:' .. acct
     local free_at = now
     local oldest = redis.call('LINDEX', rl, int(limit - 1))
@@ -282,7 +282,7 @@ for _, acct in ipairs(accts) do
         local status = ev[2]
         local dead = base .. ':dead:' .. acct
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
-          local exp = tonumber(ev[1] or '0') or 0
+          local exp = ev[1] and tonumber(ev[1]) or 0
           if exp > 0 and exp <= now then
             -- a dead letter: the status, then the letter, then off the list
             local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
@@ -305,8 +305,8 @@ for _, acct in ipairs(accts) do
         end
       end
       if did then
-        local attempts = (tonumber(ev[6] or '0') or 0) + 1
-        local token = (tonumber(ev[7] or '0') or 0) + 1
+        local attempts = (ev[6] and tonumber(ev[6]) or 0) + 1
+        local token = (ev[7] and tonumber(ev[7]) or 0) + 1
         local deadline = now + lease
         local set = {'s' .. k, 'delivering', 'at' .. k, int(attempts), 'c' .. k, int(token)}
         if ev[11] == '1' then

@@ -11,9 +11,10 @@
 -- (freed in one write), the ready set, and last the end of its lease. A completion that
 -- fails part-way is finished by the caller's retry (the status tells how far it got) or,
 -- when the lease ends, by the reaper in claim.lua.
-local base, retention = ARGV[1], tonumber(ARGV[2])
-local now = now_ms()
-local now_s = int(now)
+-- the retention goes to Redis as it came, as text; the delay becomes a number only where
+-- it is used
+local base, retention = ARGV[1], ARGV[2]
+local now, now_s = now_ms()
 local inflight = base .. ':inflight'
 
 local function complete_one(did, acct, kind, code, err, delay, reason, token)
@@ -60,7 +61,7 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
     local set, finished = finish_fields(k, status_to, now_s, fields, ev[3], ev[4], ev[5], dead)
     w('HSET', ekey, unpack(set))
     if finished then
-      w('PEXPIRE', ekey, int(retention))
+      w('PEXPIRE', ekey, retention)
     end
   end
   if status == false or status == 'delivered' or status == 'dead' or status == 'expired' then
@@ -70,7 +71,7 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
     if (status == 'dead' or status == 'expired') and held then
       w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
     elseif status == 'delivered' and is_finished(ev[3], ev[4], ev[5]) then
-      w('PEXPIRE', ekey, int(retention))
+      w('PEXPIRE', ekey, retention)
     end
     release()
     mark_ready(base, acct, now)
@@ -117,7 +118,7 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
   end
   local extra
   if kind == 'retry' then
-    local due = int(now + delay)
+    local due = int(now + tonumber(delay))
     w('ZADD', base .. ':delayed', due, did)
     w('ZADD', base .. ':retry:' .. acct, due, did)
     w('HSET', ekey, 's' .. k, 'retrying', 'ls' .. k, code, 'le' .. k, err)
@@ -146,7 +147,7 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       w('ZADD', base .. ':held', 'NX', now_s, acct)
     end
     if kind == 'ratelimited' then
-      extra = {'until', int(now + delay),
+      extra = {'until', int(now + tonumber(delay)),
         'upstream_429', int((tonumber(flags[7] or '0') or 0) + 1)}
     elseif kind == 'authfailed' then
       extra = {'auth_failed', '1'}
@@ -161,6 +162,6 @@ end
 local out = {}
 for i = 3, #ARGV, 8 do
   out[#out + 1] = complete_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-    tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7])
+    ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
 end
 return out

@@ -9,10 +9,14 @@
 -- new delivery ids (pushed once per priority), each event (one HSET) and last the
 -- idempotency keys. A failure part-way leaves at worst ids of events that were never
 -- stored, which claims drop as stale entries; an event is never stored without its ids.
+-- An event's fields hold only what differs from what readers assume when a field is
+-- missing: no 'exp' without a time to live, no 'prio' for 'n', no agent 'ag<k>' for every
+-- agent, no 'at<k>', 'done' or 'dd' while they are 0.
+--
+-- This runs once per stored event, so it avoids what costs most in Redis's Lua: turning
+-- text into numbers and back, and creating tables, closures and strings.
 local base, acct, limit, window = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local max_depth = tonumber(ARGV[5])
-local now = now_ms()
-local now_s = int(now)
+local now, now_s = now_ms()
 local akey = base .. ':acct:' .. acct
 local q = base .. ':q:' .. acct
 local st = redis.call('HMGET', akey, 'limit', 'window', 'busy', 'paused', 'auth_failed', 'until')
@@ -20,34 +24,20 @@ local st = redis.call('HMGET', akey, 'limit', 'window', 'busy', 'paused', 'auth_
 local depth = redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n')
   + redis.call('ZCARD', base .. ':retry:' .. acct)
 if st[3] and st[3] ~= '' then depth = depth + 1 end
+local max_depth = tonumber(ARGV[5])
 local out = {}
-local pushed = {h = {}, n = {}}
-local events, idems, taken = {}, {}, {}
-
--- Field names of delivery index k (0-based), built once per index.
-local names = {}
-local function names_of(k)
-  local f = names[k]
-  if not f then
-    local ks = int(k)
-    f = {':' .. ks, 'ag' .. ks, 's' .. ks, 'at' .. ks}
-    names[k] = f
-  end
-  return f
-end
-
--- HSET/RPUSH with at most `chunk` arguments per call (Lua's unpack has a stack limit)
-local function in_chunks(cmd, key, items, chunk)
-  for i = 1, #items, chunk do
-    w(cmd, key, unpack(items, i, math.min(i + chunk - 1, #items)))
-  end
-end
+-- the new delivery ids of each priority, the events' keys and fields, the idempotency
+-- keys taken (key -> record) in the order taken
+local pushed_h, pushed_n
+local ekeys, efields = {}, {}
+local idems, taken
 
 local i = 7
 while i <= #ARGV do
-  local eid, prio, ttl, body = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local eid, prio, ttl, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ikey, fp, n_s = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local n = tonumber(n_s)
+  local n = 1
+  if n_s ~= '1' then n = tonumber(n_s) end
   local first_agent = i + 7
   i = i + 7 + n
   local result
@@ -55,7 +45,7 @@ while i <= #ARGV do
   if ikey ~= '' then
     idem = base .. ':idem:' .. acct .. ':' .. ikey
     -- a key taken earlier in this call is not written yet
-    local prev = taken[idem] or redis.call('GET', idem)
+    local prev = (taken and taken[idem]) or redis.call('GET', idem)
     if prev then
       local pfp, pid, pn = string.match(prev, '^(%S+) (%S+) (%d+)$')
       if pfp == fp then
@@ -69,47 +59,55 @@ while i <= #ARGV do
     if depth + n > max_depth then
       result = {'full', '', 0}
     else
-      local exp = '0'
-      if ttl > 0 then exp = int(now + ttl) end
-      local fields = {'acct', acct, 'created', now_s, 'n', n_s, 'prio', prio, 'exp', exp,
-        'body', body, 'done', '0', 'dd', '0'}
-      local ids = pushed[prio]
-      for k = 0, n - 1 do
-        local f = #fields
-        local name = names_of(k)
-        fields[f + 1] = name[2]
-        fields[f + 2] = ARGV[first_agent + k]
-        fields[f + 3] = name[3]
-        fields[f + 4] = 'queued'
-        fields[f + 5] = name[4]
-        fields[f + 6] = '0'
-        ids[#ids + 1] = eid .. name[1]
+      local fields = {'acct', acct, 'created', now_s, 'n', n_s, 'body', body}
+      if ttl ~= '0' then
+        fields[9] = 'exp'
+        fields[10] = int(now + tonumber(ttl))
       end
-      events[#events + 1] = {base .. ':ev:' .. eid, fields}
+      if prio == 'h' then
+        fields[#fields + 1] = 'prio'
+        fields[#fields + 1] = 'h'
+      end
+      local ids
+      if prio == 'h' then
+        pushed_h = pushed_h or {}
+        ids = pushed_h
+      else
+        pushed_n = pushed_n or {}
+        ids = pushed_n
+      end
+      for k = 0, n - 1 do
+        local ks = '0'
+        if k > 0 then ks = int(k) end
+        local f = #fields
+        fields[f + 1] = 's' .. ks
+        fields[f + 2] = 'queued'
+        local agent = ARGV[first_agent + k]
+        if agent ~= '' then
+          fields[f + 3] = 'ag' .. ks
+          fields[f + 4] = agent
+        end
+        ids[#ids + 1] = eid .. ':' .. ks
+      end
+      ekeys[#ekeys + 1] = base .. ':ev:' .. eid
+      efields[#efields + 1] = fields
       depth = depth + n
       if idem then
+        taken = taken or {}
+        idems = idems or {}
         taken[idem] = fp .. ' ' .. eid .. ' ' .. n_s
-        idems[#idems + 1] = {idem, taken[idem]}
+        idems[#idems + 1] = idem
       end
       result = {'ok', eid, n}
     end
   end
   out[#out + 1] = result
 end
-local changes = {}
-if st[1] ~= limit then
-  changes[#changes + 1] = 'limit'
-  changes[#changes + 1] = limit
-end
-if st[2] ~= window then
-  changes[#changes + 1] = 'window'
-  changes[#changes + 1] = window
-end
-if #changes > 0 then
-  w('HSET', akey, unpack(changes))
+if st[1] ~= limit or st[2] ~= window then
+  w('HSET', akey, 'limit', limit, 'window', window)
   w('SADD', base .. ':accounts', acct)
 end
-if #events == 0 then
+if #ekeys == 0 then
   return out
 end
 -- An account with new work is ready unless busy or paused (as mark_ready, without
@@ -118,23 +116,30 @@ end
 local ready = false
 if not (st[3] and st[3] ~= '') and st[4] ~= '1' and st[5] ~= '1' then
   local at = now - tonumber(window)
-  local pause_until = tonumber(st[6] or '0') or 0
+  local pause_until = st[6] and tonumber(st[6]) or 0
   if pause_until > at then at = pause_until end
   -- Newly ready: the caller announces it to every process's worker (which may sleep).
   if w('ZADD', base .. ':ready', 'NX', int(at), acct) == 1 then
     ready = true
   end
 end
-for prio, ids in pairs(pushed) do
-  if #ids > 0 then
-    in_chunks('RPUSH', q .. ':' .. prio, ids, 1000)
+-- At most 1,000 ids per RPUSH and 3,000 arguments per HSET (Lua's unpack has a stack
+-- limit).
+for prio, ids in pairs({h = pushed_h, n = pushed_n}) do
+  for j = 1, #ids, 1000 do
+    w('RPUSH', q .. ':' .. prio, unpack(ids, j, math.min(j + 999, #ids)))
   end
 end
-for _, e in ipairs(events) do
-  in_chunks('HSET', e[1], e[2], 3000)
+for e = 1, #ekeys do
+  local fields = efields[e]
+  for j = 1, #fields, 3000 do
+    w('HSET', ekeys[e], unpack(fields, j, math.min(j + 2999, #fields)))
+  end
 end
-for _, e in ipairs(idems) do
-  w('SET', e[1], e[2], 'EX', ARGV[6])
+if idems then
+  for _, idem in ipairs(idems) do
+    w('SET', idem, taken[idem], 'EX', ARGV[6])
+  end
 end
 if ready then
   out[#out + 1] = {'ready'}

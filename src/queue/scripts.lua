@@ -11,9 +11,12 @@ local function w(...)
   return redis.call(...)
 end
 
+-- Redis's clock in milliseconds, as a number and as its text (the text is cut from
+-- TIME's seconds and microseconds: cheaper than formatting the number).
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local text = t[1] .. string.sub('00000' .. t[2], -6, -4)
+  return tonumber(text), text
 end
 
 -- An integral number as a command argument. Redis turns a Lua number argument into text
@@ -31,8 +34,8 @@ end
 -- Forgets one dead letter `did` of the dead set `dead` (a purge, or its retention ran
 -- out): the letter leaves the set first, then its event's dead count drops; an event whose
 -- calls have all finished and that has no dead letter left loses its payload and expires
--- after `retention` ms, like any finished event. A failure after the first write leaves at
--- worst an event that keeps its payload.
+-- after `retention` ms (a number or its text), like any finished event. A failure after
+-- the first write leaves at worst an event that keeps its payload.
 local function forget_letter(base, dead, did, retention)
   local eid = split_did(did)
   local ekey = eid and (base .. ':ev:' .. eid)
@@ -43,7 +46,7 @@ local function forget_letter(base, dead, did, retention)
     local dd = (tonumber(ev[1]) or 1) - 1
     if dd <= 0 and (tonumber(ev[2] or '0') or 0) >= (tonumber(ev[3] or '0') or 0) then
       w('HSET', ekey, 'dd', int(dd), 'body', '')
-      w('PEXPIRE', ekey, int(retention))
+      w('PEXPIRE', ekey, retention)
     else
       w('HSET', ekey, 'dd', int(dd))
     end
