@@ -3,8 +3,9 @@
 -- ARGV = base, account, limit, window_ms, max_depth, idempotency_ttl_s,
 --        then per event: id, priority ('h'|'n'), ttl_ms, body, idempotency key or '',
 --        fingerprint or '', n, agent_1 .. agent_n ('' = every agent)
--- Returns one {outcome, id, n} per event; outcome is ok | dup | mismatch | full; then
--- {'ready'} when the account entered the ready set (its workers may be asleep).
+-- Returns per event 'ok' when it was stored, else {outcome, id, n} with outcome dup |
+-- mismatch | full; then {'ready'} when the account entered the ready set (its workers
+-- may be asleep).
 -- Every check comes first. Then the writes: the account's settings, the ready set, the
 -- new delivery ids (pushed once per priority), each event (one HSET) and last the
 -- idempotency keys. A failure part-way leaves at worst ids of events that were never
@@ -59,30 +60,34 @@ while i <= #ARGV do
     if depth + n > max_depth then
       result = {'full', '', 0}
     else
-      local fields = {'acct', acct, 'created', now_s, 'n', n_s, 'body', body}
+      -- delivery 0 in the constructor: most events have one
+      local fields = {'acct', acct, 'created', now_s, 'n', n_s, 'body', body, 's0', 'queued'}
       if ttl ~= '0' then
-        fields[9] = 'exp'
-        fields[10] = int(now + tonumber(ttl))
-      end
-      if prio == 'h' then
-        fields[#fields + 1] = 'prio'
-        fields[#fields + 1] = 'h'
+        fields[11] = 'exp'
+        fields[12] = int(now + tonumber(ttl))
       end
       local ids
       if prio == 'h' then
+        fields[#fields + 1] = 'prio'
+        fields[#fields + 1] = 'h'
         pushed_h = pushed_h or {}
         ids = pushed_h
       else
         pushed_n = pushed_n or {}
         ids = pushed_n
       end
-      for k = 0, n - 1 do
-        local ks = '0'
-        if k > 0 then ks = int(k) end
+      ids[#ids + 1] = eid .. ':0'
+      local agent = ARGV[first_agent]
+      if agent ~= '' then
+        fields[#fields + 1] = 'ag0'
+        fields[#fields + 1] = agent
+      end
+      for k = 1, n - 1 do
+        local ks = int(k)
         local f = #fields
         fields[f + 1] = 's' .. ks
         fields[f + 2] = 'queued'
-        local agent = ARGV[first_agent + k]
+        agent = ARGV[first_agent + k]
         if agent ~= '' then
           fields[f + 3] = 'ag' .. ks
           fields[f + 4] = agent
@@ -98,7 +103,7 @@ while i <= #ARGV do
         taken[idem] = fp .. ' ' .. eid .. ' ' .. n_s
         idems[#idems + 1] = idem
       end
-      result = {'ok', eid, n}
+      result = 'ok'
     end
   end
   out[#out + 1] = result

@@ -43,8 +43,14 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
     Ok((ClaimBatch { items, next_due }, dropped))
 }
 
-/// The outcomes of an enqueue call, and whether it made its account ready.
-pub(super) fn parse_enqueue_reply(reply: Value) -> Result<(Vec<EnqueueOutcome>, bool), QueueError> {
+/// The outcomes of an enqueue call, and whether it made its account ready. `events` are
+/// the call's events in order, each its id and number of deliveries: the script answers
+/// a stored event with `ok` alone (building the triple would cost Redis a table per
+/// event), and every other outcome as `{outcome, id, n}`.
+pub(super) fn parse_enqueue_reply<'e>(
+    reply: Value,
+    events: impl IntoIterator<Item = (&'e str, u64)>,
+) -> Result<(Vec<EnqueueOutcome>, bool), QueueError> {
     let mut items = array(reply)?;
     let ready = items.last().is_some_and(|item| {
         matches!(item, Value::Array(f) if f.len() == 1 && text(&f[0]).as_deref() == Some("ready"))
@@ -52,15 +58,25 @@ pub(super) fn parse_enqueue_reply(reply: Value) -> Result<(Vec<EnqueueOutcome>, 
     if ready {
         items.pop();
     }
+    let mut events = events.into_iter();
     let outcomes = items
         .into_iter()
         .map(|item| {
+            let event = events.next();
+            if let Some(kind) = text(&item) {
+                return match (kind.as_str(), event) {
+                    ("ok", Some((id, n))) => Ok(EnqueueOutcome::Stored {
+                        id: id.to_string(),
+                        deliveries: n,
+                    }),
+                    _ => Err(QueueError::Protocol(format!("enqueue answered {kind:?}"))),
+                };
+            }
             let item = array(item)?;
             let kind = item.first().and_then(text).unwrap_or_default();
             let id = item.get(1).and_then(text).unwrap_or_default();
             let n = item.get(2).and_then(int).unwrap_or(0).max(0) as u64;
             Ok(match kind.as_str() {
-                "ok" => EnqueueOutcome::Stored { id, deliveries: n },
                 "dup" => EnqueueOutcome::Duplicate { id, deliveries: n },
                 "mismatch" => EnqueueOutcome::IdempotencyMismatch,
                 "full" => EnqueueOutcome::QueueFull,
@@ -140,5 +156,55 @@ pub(super) fn outcome_args(outcome: &Outcome) -> (&'static str, String, String, 
             ("authfailed", status.to_string(), error.clone(), 0, "")
         }
         Outcome::Released => ("released", String::new(), String::new(), 0, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn an_enqueue_reply_takes_the_ids_of_stored_events_from_the_request() {
+        let reply = Value::Array(vec![
+            bulk("ok"),
+            Value::Array(vec![bulk("dup"), bulk("earlier"), Value::Int(2)]),
+            Value::Array(vec![bulk("full"), bulk(""), Value::Int(0)]),
+            bulk("ok"),
+            Value::Array(vec![bulk("ready")]),
+        ]);
+        let events = [("a", 1), ("b", 1), ("c", 1), ("d", 3)];
+        let (outcomes, ready) = parse_enqueue_reply(reply, events).unwrap();
+        assert!(ready);
+        assert_eq!(
+            outcomes,
+            vec![
+                EnqueueOutcome::Stored {
+                    id: "a".into(),
+                    deliveries: 1
+                },
+                EnqueueOutcome::Duplicate {
+                    id: "earlier".into(),
+                    deliveries: 2
+                },
+                EnqueueOutcome::QueueFull,
+                EnqueueOutcome::Stored {
+                    id: "d".into(),
+                    deliveries: 3
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ok_beyond_the_requested_events_is_a_protocol_error() {
+        let reply = Value::Array(vec![bulk("ok"), bulk("ok")]);
+        let err = parse_enqueue_reply(reply, [("a", 1)]).unwrap_err();
+        assert!(matches!(err, QueueError::Protocol(_)), "{err:?}");
+        let reply = Value::Array(vec![bulk("stored")]);
+        assert!(parse_enqueue_reply(reply, [("a", 1)]).is_err());
     }
 }

@@ -573,6 +573,17 @@ fn answer_group(
     requests: &[(String, Vec<Vec<u8>>)],
 ) -> Vec<u16> {
     let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
+    // each call's events, in the order of its arguments: what an `ok` answers
+    let events: Vec<Vec<(String, u64)>> = calls
+        .iter()
+        .map(|(members, _)| {
+            members
+                .iter()
+                .flat_map(|&i| &group[i].batch.events)
+                .map(|e| (e.id.as_str().to_string(), e.agents.len() as u64))
+                .collect()
+        })
+        .collect();
     let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
     let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
         if let Some(p) = group[i].take() {
@@ -581,14 +592,17 @@ fn answer_group(
         }
     };
     let mut announce: Vec<u16> = Vec::new();
-    for (((members, _), reply), (base, _)) in calls.iter().zip(replies).zip(requests) {
+    for ((((members, _), reply), (base, _)), events) in
+        calls.iter().zip(replies).zip(requests).zip(&events)
+    {
         // A failed call may still have run (its reply lost to a timeout, or it failed
         // part-way) and made its account ready: announced too.
         let partition = partition_of_base(base);
         if reply.is_err() {
             announce.extend(partition);
         }
-        match reply.and_then(parse_enqueue_reply) {
+        let events = events.iter().map(|(id, n)| (id.as_str(), *n));
+        match reply.and_then(|reply| parse_enqueue_reply(reply, events)) {
             Err(e) => {
                 for &i in members {
                     answer(i, Err(e.clone()));
