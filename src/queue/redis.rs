@@ -108,8 +108,9 @@ pub(super) enum Sent {
 /// writes, never for another connection's. The write before it makes the offset `WAIT`
 /// waits for the whole replication stream's at that point, so it also covers what an
 /// earlier request stored through another connection (an `Idempotency-Key` retried after
-/// a 503 is answered with the event stored then). Every call must be of one partition (one
-/// Redis Cluster slot).
+/// a 503 is answered with the event stored then). The calls may be of several partitions
+/// (on a Redis Cluster, several slots of one master): that write is made once per
+/// partition, so a slot that has just moved away refuses only its own calls and mark.
 pub(super) async fn send_replicated<C: redis::aio::ConnectionLike + Clone>(
     conn: &C,
     timeout: Duration,
@@ -118,18 +119,26 @@ pub(super) async fn send_replicated<C: redis::aio::ConnectionLike + Clone>(
     with_source: bool,
     replication: Replication,
 ) -> Vec<Result<Value, Sent>> {
-    let Some((base, _)) = calls.first() else {
+    if calls.is_empty() {
         return Vec::new();
-    };
+    }
     let mut pipe = redis::pipe();
     for call in calls {
         pipe.add_command(script_cmd(script, call, with_source));
     }
-    pipe.cmd("SET")
-        .arg(format!("{base}:replicated"))
-        .arg(1)
-        .arg("PX")
-        .arg(REPLICATED_MARK_MS);
+    // One mark per partition of the calls: on a Redis Cluster one of them may have just
+    // moved to another node, which refuses its mark (and its calls) while the others
+    // are still written here.
+    let mut bases: Vec<&str> = calls.iter().map(|(base, _)| base.as_str()).collect();
+    bases.sort_unstable();
+    bases.dedup();
+    for base in &bases {
+        pipe.cmd("SET")
+            .arg(format!("{base}:replicated"))
+            .arg(1)
+            .arg("PX")
+            .arg(REPLICATED_MARK_MS);
+    }
     pipe.cmd("WAIT")
         .arg(replication.replicas)
         .arg(replication.timeout.as_millis() as u64);
@@ -139,12 +148,12 @@ pub(super) async fn send_replicated<C: redis::aio::ConnectionLike + Clone>(
         redis::aio::ConnectionLike::req_packed_commands(&mut conn, &pipe, 0, pipe.len()),
     )
     .await;
-    let mut replies = match sent {
-        Ok(replies) if replies.len() == calls.len() + 2 => replies,
+    let commands = calls.len() + bases.len() + 1;
+    let replies = match sent {
+        Ok(replies) if replies.len() == commands => replies,
         Ok(replies) => {
             let e = QueueError::Protocol(format!(
-                "a pipeline of {} commands answered {}",
-                calls.len() + 2,
+                "a pipeline of {commands} commands answered {}",
                 replies.len()
             ));
             return calls.iter().map(|_| Err(Sent::Failed(e.clone()))).collect();
@@ -154,19 +163,34 @@ pub(super) async fn send_replicated<C: redis::aio::ConnectionLike + Clone>(
             return calls.iter().map(|_| Err(Sent::Failed(e.clone()))).collect();
         }
     };
+    answer_replicated(replies, calls.len(), replication)
+}
+
+/// The answers of `calls` calls sent by [`send_replicated`], from the pipeline's replies:
+/// the calls', then the marks', then `WAIT`'s.
+fn answer_replicated(
+    mut replies: Vec<Value>,
+    calls: usize,
+    replication: Replication,
+) -> Vec<Result<Value, Sent>> {
     let confirmed = match replies.pop() {
         Some(Value::Int(n)) => Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
         Some(other) => Err(unavailable(format!("WAIT answered {other:?}"))),
         None => Err(unavailable("WAIT answered nothing")),
     };
-    // The write that moves the offset WAIT waits for: refused (OOM, a failed save,
-    // too few replicas), WAIT would confirm only an earlier one.
-    let marked = match replies.pop() {
-        Some(Value::Okay) => Ok(()),
-        Some(other) => Err(unavailable(format!(
-            "the write before WAIT was refused: {other:?}"
-        ))),
-        None => Err(unavailable("the write before WAIT answered nothing")),
+    // The writes that move the offset WAIT waits for past every call (and past the
+    // writes of other connections that a duplicate's answer relies on): WAIT counts up to
+    // this connection's last write, so one mark written is enough. All refused (OOM, a
+    // failed save, too few replicas, every slot moved), WAIT would confirm only an
+    // earlier write.
+    let marks = replies.split_off(calls);
+    let marked = if marks.iter().any(|m| matches!(m, Value::Okay)) {
+        Ok(())
+    } else {
+        Err(unavailable(format!(
+            "the write before WAIT was refused: {:?}",
+            marks.first().unwrap_or(&Value::Nil)
+        )))
     };
     let confirmed = marked.and(confirmed);
     replies
@@ -429,4 +453,54 @@ pub(super) fn script_cmd(
         cmd.arg(a.as_slice());
     }
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use redis::Value;
+
+    use super::{answer_replicated, Sent};
+    use crate::queue::connections::Replication;
+    use crate::queue::QueueError;
+
+    fn moved() -> Value {
+        let moved = redis::parse_redis_value(b"-MOVED 3999 127.0.0.1:7001\r\n").unwrap();
+        assert!(matches!(moved, Value::ServerError(_)), "{moved:?}");
+        moved
+    }
+
+    const ONE_REPLICA: Replication = Replication {
+        replicas: 1,
+        timeout: Duration::from_millis(100),
+    };
+
+    #[test]
+    fn a_slot_that_moved_refuses_only_its_own_calls() {
+        // calls of two slots, the first moved away: its mark is refused, the other's holds
+        let replies = vec![moved(), Value::Int(1), moved(), Value::Okay, Value::Int(1)];
+        let answers = answer_replicated(replies, 2, ONE_REPLICA);
+        assert!(matches!(answers[0], Err(Sent::Refused(_))));
+        assert!(matches!(answers[1], Ok(Value::Int(1))));
+    }
+
+    #[test]
+    fn no_mark_written_or_too_few_replicas_confirms_nothing() {
+        let replies = vec![Value::Int(1), moved(), Value::Int(1)];
+        let answers = answer_replicated(replies, 1, ONE_REPLICA);
+        assert!(matches!(
+            answers[0],
+            Err(Sent::Failed(QueueError::Unavailable(_)))
+        ));
+        let replies = vec![Value::Int(1), Value::Okay, Value::Int(0)];
+        let answers = answer_replicated(replies, 1, ONE_REPLICA);
+        assert!(matches!(
+            answers[0],
+            Err(Sent::Failed(QueueError::NotReplicated {
+                wanted: 1,
+                confirmed: 0
+            }))
+        ));
+    }
 }
