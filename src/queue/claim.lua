@@ -1,8 +1,12 @@
 -- claim: leases up to `max` deliveries of one partition whose accounts may send now.
 -- KEYS[1] = <base>:ready
--- ARGV = base, max, lease_ms, default_limit, default_window_ms, margin_ms, reap_max,
---        retention_ms (finished events), dead_letter_retention_ms, account_retention_ms,
---        sweep_interval_ms (least time between two retention sweeps of the partition)
+-- ARGV = base, max
+-- The process's settings are written into the script's text, before this (see
+-- `claim_script` in script_queue.rs): lease, default_limit, default_window, margin (ms,
+-- numbers), reap_max, retention (finished events, ms), sweep_interval (least time between
+-- two retention sweeps of the partition, ms) as text, dl_retention, acct_retention (ms,
+-- numbers), and as text default_limit_text, default_window_text, default_last
+-- (default_limit - 1) and default_rl_ttl (default_window + margin + lease + 1000).
 -- First puts back expired leases and due retries (at most reap_max of each), finishing
 -- what a call that failed part-way left undone, turns expired heads of held accounts into
 -- dead letters, and drops dead letters and idle accounts past their retention. Then, for
@@ -15,12 +19,8 @@
 -- agent, attempts, created, lease token, lease deadline}, ...}; the wait is computed
 -- only when nothing was claimed.
 local base = ARGV[1]
--- max and reap_max go to Redis as they came, as text
-local max, reap_max = ARGV[2], ARGV[7]
-local lease = tonumber(ARGV[3])
-local default_limit, default_window = tonumber(ARGV[4]), tonumber(ARGV[5])
--- retention goes to Redis as it came, as text
-local margin, retention = tonumber(ARGV[6]), ARGV[8]
+-- max goes to Redis as it came, as text
+local max = ARGV[2]
 local now, now_s = now_ms()
 local ready = base .. ':ready'
 local inflight = base .. ':inflight'
@@ -110,9 +110,9 @@ reap(delayed, true)
 -- held_max accounts and held_max entries per call). An account no longer held leaves the
 -- set; one whose heads never expire is looked at again after held_recheck (ms).
 local held = base .. ':held'
-local held_max, held_recheck = 4, 60000
+local held_max, held_max_text, held_recheck = 4, '4', 60000
 local buried = 0
-local due_held = redis.call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', int(held_max))
+local due_held = redis.call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', held_max_text)
 for _, acct in ipairs(due_held) do
   local st = redis.call('HMGET', base .. ':acct:' .. acct, 'paused', 'auth_failed', 'until')
   if st[1] ~= '1' and st[2] ~= '1' and (st[3] and tonumber(st[3]) or 0) <= now then
@@ -167,8 +167,7 @@ end
 -- pace, a few at a time.
 local dropped = 0
 local sweep_accounts, sweep_drops = 8, 16
-if w('SET', base .. ':sweep', '1', 'PX', ARGV[11], 'NX') then
-  local dl_retention, acct_retention = tonumber(ARGV[9]), tonumber(ARGV[10])
+if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
   local cursor_key = base .. ':sweep:at'
   local at = redis.call('HMGET', cursor_key, 'cursor', 'last', 'pos')
   local cursor, last = at[1] or '0', at[2]
@@ -249,11 +248,20 @@ for _, acct in ipairs(accts) do
   elseif pause_until > now then
     w('ZADD', ready, int(pause_until), acct)
   else
-    local limit = st[5] and tonumber(st[5]) or default_limit
-    local window = st[6] and tonumber(st[6]) or default_window
+    -- an account's own limit and window are stored as text: most are the defaults, whose
+    -- numbers and derived texts the settings carry
+    local limit, last, window, rl_ttl = default_limit, default_last, default_window, default_rl_ttl
+    if st[5] and st[5] ~= default_limit_text then
+      limit = tonumber(st[5]) or default_limit
+      last = int(limit - 1)
+    end
+    if st[6] and st[6] ~= default_window_text then
+      window = tonumber(st[6]) or default_window
+      rl_ttl = int(window + margin + lease + 1000)
+    end
     local rl = base .. ':rl:' .. acct
     local free_at = now
-    local oldest = redis.call('LINDEX', rl, int(limit - 1))
+    local oldest = redis.call('LINDEX', rl, last)
     if oldest then
       -- Times are whole milliseconds, rounded down: one more makes the real gap between
       -- this send and the one `limit` sends back at least the window.
@@ -305,10 +313,18 @@ for _, acct in ipairs(accts) do
         end
       end
       if did then
-        local attempts = (ev[6] and tonumber(ev[6]) or 0) + 1
-        local token = (ev[7] and tonumber(ev[7]) or 0) + 1
+        -- a first attempt (the most common) needs no conversion
+        local attempts, attempts_text, token, token_text = 1, '1', 1, '1'
+        if ev[6] then
+          attempts = (tonumber(ev[6]) or 0) + 1
+          attempts_text = int(attempts)
+        end
+        if ev[7] then
+          token = (tonumber(ev[7]) or 0) + 1
+          token_text = int(token)
+        end
         local deadline = now + lease
-        local set = {'s' .. k, 'delivering', 'at' .. k, int(attempts), 'c' .. k, int(token)}
+        local set = {'s' .. k, 'delivering', 'at' .. k, attempts_text, 'c' .. k, token_text}
         if ev[11] == '1' then
           -- replayed: a replay that failed part-way may have left it among the dead letters
           w('ZREM', base .. ':dead:' .. acct, did)
@@ -319,9 +335,9 @@ for _, acct in ipairs(accts) do
         w('HSET', ekey, unpack(set))
         w('HSET', akey, 'busy', did, 'rl_did', did)
         if w('LPUSH', rl, now_s) > limit then
-          w('LTRIM', rl, '0', int(limit - 1))
+          w('LTRIM', rl, '0', last)
         end
-        w('PEXPIRE', rl, int(window + margin + lease + 1000))
+        w('PEXPIRE', rl, rl_ttl)
         w('ZREM', ready, acct)
         w('LPOP', list)
         out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token, deadline}

@@ -1,7 +1,9 @@
 -- complete: records how deliveries of one partition ended, each as if alone.
 -- KEYS[1] = <base>:ready
--- ARGV = base, retention_ms, then per delivery 8 values: did, account, kind, upstream
---        status or '', error, delay_ms, reason, lease token
+-- ARGV = base, then per delivery 8 values: did, account, kind, upstream status or '',
+--        error, delay_ms, reason, lease token
+-- The retention of finished events (ms, as text) is written into the script's text,
+-- before this (see `complete_script` in script_queue.rs).
 -- kind: delivered | retry | dead | ratelimited | authfailed | released
 -- The caller holds the lease when the delivery's claim counter still equals its token
 -- and its lease is still in the in-flight set. Returns per delivery 'ok', or 'stale' when
@@ -11,9 +13,8 @@
 -- (freed in one write), the ready set, and last the end of its lease. A completion that
 -- fails part-way is finished by the caller's retry (the status tells how far it got) or,
 -- when the lease ends, by the reaper in claim.lua.
--- the retention goes to Redis as it came, as text; the delay becomes a number only where
--- it is used
-local base, retention = ARGV[1], ARGV[2]
+-- a delay becomes a number only where it is used
+local base = ARGV[1]
 local now, now_s = now_ms()
 local inflight = base .. ':inflight'
 
@@ -160,7 +161,7 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
 end
 
 local out = {}
-for i = 3, #ARGV, 8 do
+for i = 2, #ARGV, 8 do
   out[#out + 1] = complete_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
     ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
 end

@@ -50,10 +50,18 @@
 //! # Scripts
 //!
 //! `enqueue.lua`, `claim.lua` and `complete.lua` (beside this file, each prefixed with the
-//! helpers of `scripts.lua`) do every state change of delivery; `replay.lua`, `purge.lua`
-//! and `hold.lua` the operator's changes; `stats.lua` and `dead.lua` read. All run
-//! atomically and read the clock with
-//! Redis `TIME`, so all gateway processes share one clock and one budget per account.
+//! helpers of `scripts.lua` it calls) do every state change of delivery; `replay.lua`,
+//! `purge.lua` and `hold.lua` the operator's changes; `stats.lua` and `dead.lua` read. All
+//! run atomically and read the clock with Redis `TIME`, so all gateway processes share one
+//! clock and one budget per account. The process's settings that `claim.lua` and
+//! `complete.lua` use at every call are written into their text (`claim_script`), not
+//! sent with each call.
+//!
+//! Redis's Lua is costly where it looks cheap: every argument, table, closure and
+//! concatenation is an allocation, and turning text into a number (`tonumber`) or a
+//! number into text (`string.format`) takes about as long as a simple command. The
+//! scripts that run per event and per delivery avoid them where they can: a field that
+//! holds its default is not written, a value Redis takes as text stays text.
 //! Scripts derive their keys from `base`; `KEYS[1]` (the partition's ready set) routes the
 //! call. They are sent with `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a
 //! restart or `SCRIPT FLUSH`).
@@ -162,6 +170,9 @@ pub struct ScriptQueue<T> {
     dead_letters_dropped: AtomicU64,
     /// Least time between two retention sweeps of a partition, in milliseconds.
     sweep_interval_ms: u64,
+    /// The helpers in front of every script (to write the claim script again with
+    /// another sweep interval).
+    helpers: Arc<str>,
 }
 
 /// An enqueue request waiting for its group commit.
@@ -220,6 +231,8 @@ impl<T: Transport> ScriptQueue<T> {
 
     fn with_helpers_shared(config: QueueSettings, transport: Arc<T>, helpers: &str) -> Self {
         let config_partitions = config.partitions;
+        let claim = claim_script(helpers, &config, sweep_interval(config_partitions));
+        let complete = complete_script(helpers, &config);
         let announcer = Arc::new(Announcer::new(format!("{}:wake", config.prefix)));
         ScriptQueue {
             transport,
@@ -227,8 +240,8 @@ impl<T: Transport> ScriptQueue<T> {
             committing: tokio::sync::Mutex::new(()),
             config,
             enqueue: Script::new(helpers, include_str!("enqueue.lua")),
-            claim: Script::new(helpers, include_str!("claim.lua")),
-            complete: Script::new(helpers, include_str!("complete.lua")),
+            claim,
+            complete,
             stats: Script::new(helpers, include_str!("stats.lua")),
             dead: Script::new(helpers, include_str!("dead.lua")),
             replay: Script::new(helpers, include_str!("replay.lua")),
@@ -237,6 +250,7 @@ impl<T: Transport> ScriptQueue<T> {
             layout_checked: Arc::new(LayoutGate::default()),
             migration: Arc::new(LayoutScripts::new()),
             announcer,
+            helpers: helpers.into(),
             dead_letters_dropped: AtomicU64::new(0),
             sweep_interval_ms: sweep_interval(config_partitions),
         }
@@ -247,6 +261,7 @@ impl<T: Transport> ScriptQueue<T> {
     #[doc(hidden)]
     pub fn with_sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval_ms = (interval.as_millis() as u64).max(1);
+        self.claim = claim_script(&self.helpers, &self.config, self.sweep_interval_ms);
         self
     }
 
@@ -259,9 +274,8 @@ impl<T: Transport> ScriptQueue<T> {
             partitions,
             ..self.config.clone()
         };
-        let mut queue = Self::with_helpers_shared(config, self.transport.clone(), helpers);
-        queue.sweep_interval_ms = self.sweep_interval_ms;
-        queue
+        Self::with_helpers_shared(config, self.transport.clone(), helpers)
+            .with_sweep_interval(Duration::from_millis(self.sweep_interval_ms))
     }
 
     /// The scripts, each with its name (its file's, without `.lua`): for tools that read
@@ -563,6 +577,47 @@ fn group_calls<'a>(batches: impl Iterator<Item = &'a EnqueueBatch>) -> Vec<(Vec<
     calls
 }
 
+/// The claim script, with this queue's settings written into its text: a constant costs
+/// a script call nothing, where an argument costs Redis a string and its conversion to a
+/// number about as much again, at every call. Processes with other settings run other
+/// scripts (other digests), each of them whole.
+fn claim_script(helpers: &str, config: &QueueSettings, sweep_interval_ms: u64) -> Script {
+    let lease = config.lease.as_millis() as u64;
+    let settings = format!(
+        "-- this process's settings (see claim_script in script_queue.rs)\n\
+         local lease, default_limit, default_window, margin = {}, {}, {}, {}\n\
+         local reap_max, retention, sweep_interval = '{REAP_PER_CALL}', '{}', '{sweep_interval_ms}'\n\
+         local dl_retention, acct_retention = {}, {}\n\
+         local default_limit_text, default_window_text = '{limit}', '{window}'\n\
+         local default_last, default_rl_ttl = '{last}', '{rl_ttl}'\n",
+        lease,
+        config.default_limit.limit,
+        config.default_limit.window_ms,
+        config.margin_ms,
+        config.retention.events_ms,
+        config.retention.dead_letters_ms,
+        config.retention.accounts_ms,
+        limit = config.default_limit.limit,
+        window = config.default_limit.window_ms,
+        last = i64::from(config.default_limit.limit) - 1,
+        rl_ttl = config.default_limit.window_ms + config.margin_ms + lease + 1000,
+    );
+    Script::new(helpers, &format!("{settings}{}", include_str!("claim.lua")))
+}
+
+/// The complete script, with the retention of finished events written into its text (as
+/// in [`claim_script`]).
+fn complete_script(helpers: &str, config: &QueueSettings) -> Script {
+    let settings = format!(
+        "-- this process's settings (see complete_script in script_queue.rs)\nlocal retention = '{}'\n",
+        config.retention.events_ms
+    );
+    Script::new(
+        helpers,
+        &format!("{settings}{}", include_str!("complete.lua")),
+    )
+}
+
 /// Answers each request of `group` from the reply of its call, and returns the partitions
 /// whose accounts may have become ready (to announce). Each call (one account) stands
 /// alone: a failing partition fails only its own requests.
@@ -704,7 +759,6 @@ impl<T: Transport> Queue for ScriptQueue<T> {
 
     /// All partitions' claims in one round trip, each partition's calls failing alone.
     async fn claim_each(&self, requests: &[(u16, usize)]) -> Vec<Result<ClaimBatch, QueueError>> {
-        let c = &self.config;
         // A request for more than CLAIM_CHUNK deliveries becomes several script calls on
         // the partition, one after the other in the same round trip.
         let mut calls: Vec<ScriptCall> = Vec::new();
@@ -715,22 +769,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             loop {
                 let take = left.min(CLAIM_CHUNK);
                 left -= take;
-                let args = [
-                    base.clone(),
-                    take.to_string(),
-                    (c.lease.as_millis() as u64).to_string(),
-                    c.default_limit.limit.to_string(),
-                    c.default_limit.window_ms.to_string(),
-                    c.margin_ms.to_string(),
-                    REAP_PER_CALL.to_string(),
-                    c.retention.events_ms.to_string(),
-                    c.retention.dead_letters_ms.to_string(),
-                    c.retention.accounts_ms.to_string(),
-                    self.sweep_interval_ms.to_string(),
-                ]
-                .into_iter()
-                .map(String::into_bytes)
-                .collect();
+                let args = vec![base.clone().into_bytes(), take.to_string().into_bytes()];
                 calls.push((base.clone(), args));
                 owner.push(i);
                 if left == 0 {
@@ -789,7 +828,6 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     /// One script call per partition (in chunks of `COMPLETE_CHUNK`), all in one round
     /// trip; a call that fails fails only its own completions.
     async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<(), QueueError>> {
-        let retention = self.config.retention.events_ms.to_string().into_bytes();
         // Completions whose id names no event are not the queue's: nothing to record.
         let mut results: Vec<Result<(), QueueError>> = completions.iter().map(|_| Ok(())).collect();
         let mut by_partition: HashMap<u16, Vec<usize>> = HashMap::new();
@@ -807,9 +845,8 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         for (partition, group) in &by_partition {
             let base = self.base(*partition);
             for chunk in group.chunks(COMPLETE_CHUNK) {
-                let mut args = Vec::with_capacity(2 + 8 * chunk.len());
+                let mut args = Vec::with_capacity(1 + 8 * chunk.len());
                 args.push(base.clone().into_bytes());
-                args.push(retention.clone());
                 for &i in chunk {
                     let c = &completions[i];
                     let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
