@@ -194,6 +194,9 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         s if s.starts_with("scripts/redis-cost.sh ") => {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
         }
+        s if s.starts_with("scripts/lua-cost.sh ") => Inline::NotRun(
+            "counts one Lua script's cost under callgrind (a minute); checked to parse",
+        ),
         "cargo doc --open" => Inline::NotRun("opens a browser"),
         "cargo test --test it -- --nocapture a_failing_partition_holds_back redis_returns_to_its_baseline" => {
             Inline::NotRun("two tests of this very suite, which runs them")

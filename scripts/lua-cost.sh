@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Counts the instructions Redis executes per call of one Lua script, with its own
+# redis-server under callgrind: what one redis.call, argument, table or conversion costs
+# inside Redis's Lua, to weigh a script change before making it.
+#
+#   scripts/lua-cost.sh [-n CALLS] 'lua source' [arg ...]
+#
+# Runs the script CALLS times (2,000 by default) with EVALSHA from 16 clients, KEYS[1] =
+# `{cost}:ready` and ARGV = the args (redis-benchmark's __rand_int__ in an arg becomes a
+# number from 0 to 199 at each call), and prints the instructions per call, the call
+# itself, its arguments and the reply included. For example:
+#
+#   scripts/lua-cost.sh 'return 1'                                    # about 12,000
+#   scripts/lua-cost.sh 'local x = tonumber(ARGV[1]) return 1' 12     # + a conversion
+#   scripts/lua-cost.sh "return redis.call('LLEN', KEYS[1])"          # + one command
+set -euo pipefail
+cd "$(dirname "$0")/.."
+calls=2000
+if [ "${1:-}" = "-n" ]; then
+  calls=$2
+  shift 2
+fi
+if [ $# -lt 1 ]; then
+  echo "usage: scripts/lua-cost.sh [-n CALLS] 'lua source' [arg ...]" >&2
+  exit 2
+fi
+source=$1
+shift
+scripts/install-deps.sh --profile >&2
+command -v redis-benchmark >/dev/null || {
+  echo "redis-benchmark is missing (Debian's redis-tools)" >&2
+  exit 1
+}
+dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/out.%p" \
+  --log-file="$dir/valgrind.log" \
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+  >/dev/null 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 300); do
+  redis-cli -p "$port" ping >/dev/null 2>&1 && break
+  sleep 0.2
+done
+sha=$(redis-cli -p "$port" SCRIPT LOAD "$source")
+case "$sha" in
+*ERR*)
+  echo "$sha" >&2
+  exit 1
+  ;;
+esac
+callgrind_control -i on "$server" >/dev/null 2>&1
+callgrind_control -z "$server" >/dev/null 2>&1
+redis-benchmark -p "$port" -n "$calls" -c 16 -r 200 -q EVALSHA "$sha" 1 '{cost}:ready' "$@" >/dev/null
+callgrind_control -d "$server" >/dev/null 2>&1
+total=$(grep -hE "^(summary|totals):" "$dir"/out.*.1 | tail -1 | awk "{print \$2}")
+echo "$((total / calls)) instructions per call ($total over $calls calls)"
