@@ -65,7 +65,7 @@ local function reap_lease(did, lease_end)
     end
     w('HSET', akey, 'busy', '', 'rl_did', '')
   end
-  mark_ready(base, acct, now)
+  mark_ready(base, acct, now, now_s)
   w('ZREM', inflight, did)
 end
 
@@ -86,7 +86,7 @@ local function reap_retry(did)
       w('HSET', ekey, 's' .. k, 'queued')
     end
     w('ZREM', base .. ':retry:' .. acct, did)
-    mark_ready(base, acct, now)
+    mark_ready(base, acct, now, now_s)
   end
   w('ZREM', delayed, did)
 end
@@ -343,7 +343,7 @@ for _, acct in ipairs(accts) do
         out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token, deadline}
       else
         w('ZREM', ready, acct)
-        mark_ready(base, acct, now)
+        mark_ready(base, acct, now, now_s)
       end
     end
   end

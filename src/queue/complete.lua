@@ -75,7 +75,7 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       w('PEXPIRE', ekey, retention)
     end
     release()
-    mark_ready(base, acct, now)
+    mark_ready(base, acct, now, now_s)
     w('ZREM', inflight, did)
     return 'stale'
   end
@@ -109,7 +109,7 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       end
     end
     local busy = release({'sent', sent})
-    mark_ready(base, acct, now, nil, {busy, flags[3], flags[4], flags[5]})
+    mark_ready(base, acct, now, now_s, nil, {busy, flags[3], flags[4], flags[5]})
     if owned then
       w('ZREM', inflight, did)
     end
@@ -155,7 +155,7 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
     end
   end
   release(extra)
-  mark_ready(base, acct, now)
+  mark_ready(base, acct, now, now_s)
   w('ZREM', inflight, did)
   return 'ok'
 end

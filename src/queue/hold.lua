@@ -10,14 +10,15 @@
 local base, acct, op = ARGV[1], ARGV[2], ARGV[3]
 local akey = base .. ':acct:' .. acct
 local st = redis.call('HMGET', akey, 'busy', 'until')
+local now, now_s = now_ms()
 w('SADD', base .. ':accounts', acct)
 if op == 'pause' then
   -- held: its claims stop, and the held set lets claims expire its events meanwhile
-  w('ZADD', base .. ':held', 'NX', now_ms(), acct)
+  w('ZADD', base .. ':held', 'NX', now_s, acct)
   w('HSET', akey, 'paused', '1')
   w('ZREM', base .. ':ready', acct)
 else
-  mark_ready(base, acct, now_ms(), nil, {st[1], '0', '0', st[2]})
+  mark_ready(base, acct, now, now_s, nil, {st[1], '0', '0', st[2]})
   w('HSET', akey, 'paused', '0', 'auth_failed', '0')
 end
 return 'ok'

@@ -8,7 +8,7 @@
 -- id not found, ...}.
 local base, acct = ARGV[1], ARGV[2]
 local ttl, mode, max = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local now = now_ms()
+local now, now_s = now_ms()
 local dead = base .. ':dead:' .. acct
 local akey = base .. ':acct:' .. acct
 local ids
@@ -58,7 +58,7 @@ for _, did in ipairs(ids) do
   end
 end
 if replayed > 0 then
-  mark_ready(base, acct, now)
+  mark_ready(base, acct, now, now_s)
 end
 local out = {replayed, redis.call('ZCARD', dead)}
 for _, did in ipairs(missing) do out[#out + 1] = did end

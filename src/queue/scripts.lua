@@ -60,8 +60,9 @@ end
 -- behind thousands of backlogged ones. A 429 pause still wins over it. `known` gives the
 -- account's {busy, paused, auth_failed, until} when the caller already has them;
 -- `queued` is true when the caller knows the account has queued work (when it has none
--- after all, the claim that finds its lists empty takes it out of the set again).
-local function mark_ready(base, acct, now, score, known, queued)
+-- after all, the claim that finds its lists empty takes it out of the set again). `now_s`
+-- is `now` as text.
+local function mark_ready(base, acct, now, now_s, score, known, queued)
   local st = known
   if not st then
     st = redis.call('HMGET', base .. ':acct:' .. acct, 'busy', 'paused', 'auth_failed', 'until')
@@ -76,11 +77,13 @@ local function mark_ready(base, acct, now, score, known, queued)
     return
   end
   local at = score or now
-  local pause_until = tonumber(st[4] or '0') or 0
+  local pause_until = st[4] and tonumber(st[4]) or 0
   if pause_until > at then
     at = pause_until
   end
-  w('ZADD', base .. ':ready', 'NX', int(at), acct)
+  local text = now_s
+  if at ~= now then text = int(at) end
+  w('ZADD', base .. ':ready', 'NX', text, acct)
 end
 
 -- The event's fields that record one more finished delivery (delivered, dead or expired),
@@ -88,13 +91,26 @@ end
 -- then finished: every delivery done and none a dead letter. A finished event's payload
 -- is emptied in the same write, and the caller expires it after the retention.
 -- `done`, `n` and `dd` are the event's fields as read; `dead` is true for a dead letter.
+-- The common case, the first finished delivery of an event of one, converts nothing; the
+-- dead count is written only when it grows.
 local function finish_fields(k, status, now_s, fields, done, n, dd, dead)
-  done = (tonumber(done or '0') or 0) + 1
-  dd = tonumber(dd or '0') or 0
-  if dead then dd = dd + 1 end
-  local set = {'s' .. k, status, 'ft' .. k, now_s, 'done', int(done), 'dd', int(dd)}
+  local done_n, done_text = 1, '1'
+  if done then
+    done_n = (tonumber(done) or 0) + 1
+    done_text = int(done_n)
+  end
+  local set = {'s' .. k, status, 'ft' .. k, now_s, 'done', done_text}
+  local dd_n = 0
+  if dd and dd ~= '0' then dd_n = tonumber(dd) or 0 end
+  if dead then
+    dd_n = dd_n + 1
+    set[7] = 'dd'
+    set[8] = int(dd_n)
+  end
   for i = 1, #fields do set[#set + 1] = fields[i] end
-  local finished = done >= (tonumber(n or '0') or 0) and dd == 0
+  local total = 1
+  if n ~= '1' then total = tonumber(n or '0') or 0 end
+  local finished = done_n >= total and dd_n == 0
   if finished then
     set[#set + 1] = 'body'
     set[#set + 1] = ''
