@@ -61,7 +61,7 @@ fn used_helpers(helpers: &str, body: &str) -> String {
         let end = offset + line.len();
         if let Some(rest) = line.strip_prefix("local function ") {
             name = rest.split('(').next().map(str::trim);
-        } else if line.trim_end() == "end" && name.is_some() {
+        } else if ends_function(line) && name.is_some() {
             blocks.push((name.take(), &helpers[start..end]));
             start = end;
         }
@@ -85,6 +85,14 @@ fn used_helpers(helpers: &str, body: &str) -> String {
         .filter(|(_, used)| *used)
         .map(|((_, block), _)| *block)
         .collect()
+}
+
+/// Whether `line` is a top-level `end` (perhaps followed by a comment).
+fn ends_function(line: &str) -> bool {
+    line.strip_prefix("end").is_some_and(|rest| {
+        let rest = rest.trim();
+        rest.is_empty() || rest.starts_with("--")
+    })
 }
 
 /// Whether `text` calls the function `name` (`name(` not preceded by a name's character).
@@ -212,6 +220,16 @@ mod tests {
         assert!(Script::new(HELPERS_OF_TEST, "return unused()")
             .source()
             .contains("local function unused()"));
+    }
+
+    #[test]
+    fn a_helper_may_end_with_a_comment() {
+        let helpers =
+            "local function a()\n  return 1\nend -- a\nlocal function b()\n  return 2\nend\n";
+        assert_eq!(
+            Script::new(helpers, "b()").source(),
+            "local function b()\n  return 2\nend\n\nb()"
+        );
     }
 
     #[test]
