@@ -13,7 +13,6 @@
 -- (freed in one write), the ready set, and last the end of its lease. A completion that
 -- fails part-way is finished by the caller's retry (the status tells how far it got) or,
 -- when the lease ends, by the reaper in claim.lua.
--- a delay becomes a number only where it is used
 local base = ARGV[1]
 local now, now_s = now_ms()
 local inflight = base .. ':inflight'
@@ -161,6 +160,7 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
 end
 
 local out = {}
+-- the delay stays text until a retry or a pause needs it as a number
 for i = 2, #ARGV, 8 do
   out[#out + 1] = complete_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
     ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
