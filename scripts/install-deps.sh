@@ -3,6 +3,7 @@
 #   always         redis-server (tests start their own on free ports)
 #   --bench        wrk (benchmarks)
 #   --profile      valgrind (scripts/redis-cost.sh)
+#   --node         nodejs and npm (scripts/bullmq-cost.sh)
 #   --test-tools   chromium (the dashboard's browser test), prometheus (for promtool),
 #                  curl and python3-venv (scripts/schemathesis.sh, README blocks), nodejs
 #                  and npm (node-zendesk); scripts/install-test-tools.sh asks for these
@@ -14,6 +15,10 @@ for flag in "$@"; do
   case "$flag" in
   --bench) missing wrk wrk ;;
   --profile) missing callgrind_control valgrind ;;
+  --node)
+    missing npm npm
+    missing node nodejs
+    ;;
   --test-tools)
     missing chromium chromium
     missing promtool prometheus
@@ -23,7 +28,7 @@ for flag in "$@"; do
     missing node nodejs
     ;;
   *)
-    echo "unknown flag: $flag (one of --bench, --profile, --test-tools)" >&2
+    echo "unknown flag: $flag (one of --bench, --profile, --node, --test-tools)" >&2
     exit 2
     ;;
   esac

@@ -194,6 +194,9 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         s if s.starts_with("scripts/redis-cost.sh ") => {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
         }
+        "scripts/bullmq-cost.sh" => Inline::NotRun(
+            "installs BullMQ from the npm registry and counts under callgrind (minutes); checked to parse",
+        ),
         s if s.starts_with("scripts/lua-cost.sh ") => Inline::NotRun(
             "counts one Lua script's cost under callgrind (a minute); checked to parse",
         ),
