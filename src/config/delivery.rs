@@ -118,6 +118,23 @@ impl DeliveryConfig {
     }
 }
 
+/// Longest retention a `delivery.*_retention_seconds` key takes: 100 years. The scripts
+/// hand the milliseconds to Redis's `PEXPIRE` and compute with them as Lua numbers; far
+/// larger values would overflow both.
+const MAX_RETENTION_SECONDS: u64 = 100 * 365 * 24 * 3600;
+
+/// A retention key: at least a second, at most [`MAX_RETENTION_SECONDS`].
+fn retention(key: &str, seconds: u64) -> Result<(), ConfigError> {
+    positive(key, seconds)?;
+    if seconds > MAX_RETENTION_SECONDS {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be at most {MAX_RETENTION_SECONDS} (100 years)"),
+        ));
+    }
+    Ok(())
+}
+
 impl DeliveryConfig {
     /// Checks the budget, attempts and sizes, then the timings.
     pub(super) fn check(&self) -> Result<(), ConfigError> {
@@ -143,15 +160,15 @@ impl DeliveryConfig {
     /// Timeouts, retention, concurrency, retry delays, polling and the lease.
     fn check_timing(&self) -> Result<(), ConfigError> {
         positive("delivery.upstream_timeout_ms", self.upstream_timeout_ms)?;
-        positive(
+        retention(
             "delivery.dead_letter_retention_seconds",
             self.dead_letter_retention_seconds,
         )?;
-        positive(
+        retention(
             "delivery.event_retention_seconds",
             self.event_retention_seconds,
         )?;
-        positive(
+        retention(
             "delivery.account_retention_seconds",
             self.account_retention_seconds,
         )?;
@@ -197,6 +214,12 @@ mod tests {
             &env(),
         );
         assert!(msg.starts_with("delivery.lease_ms"), "{msg}");
+        let msg = err(
+            &format!("{BASE}\n[delivery]\nevent_retention_seconds = 18446744073709551\n"),
+            &env(),
+        );
+        assert!(msg.starts_with("delivery.event_retention_seconds"), "{msg}");
+        assert!(msg.contains("at most 3153600000"), "{msg}");
     }
 
     #[test]
