@@ -19,18 +19,7 @@ if [ ! -d "$prefix/node_modules/bullmq" ] ||
   mkdir -p "$prefix"
   npm install --prefix "$prefix" --no-audit --no-fund --silent "bullmq@$version" >&2
 fi
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out.%p" \
-  --log-file="$dir/valgrind.log" \
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-  >/dev/null 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 300); do
-  redis-cli -p "$port" ping >/dev/null 2>&1 && break
-  sleep 0.2
-done
+source scripts/callgrind-redis.sh
 echo "BullMQ $version, $(redis-server --version | cut -d' ' -f1-3)"
 NODE_PATH="$prefix/node_modules" node benches/bullmq/cost.js "$port" "$server" "$dir" |
   sed -n 's/^cost  *//p'

@@ -31,18 +31,7 @@ command -v redis-benchmark >/dev/null || {
   echo "redis-benchmark is missing (Debian's redis-tools)" >&2
   exit 1
 }
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/out.%p" \
-  --log-file="$dir/valgrind.log" \
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-  >/dev/null 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 300); do
-  redis-cli -p "$port" ping >/dev/null 2>&1 && break
-  sleep 0.2
-done
+source scripts/callgrind-redis.sh
 sha=$(redis-cli -p "$port" SCRIPT LOAD "$source")
 case "$sha" in
 *ERR*)
@@ -54,5 +43,5 @@ callgrind_control -i on "$server" >/dev/null 2>&1
 callgrind_control -z "$server" >/dev/null 2>&1
 redis-benchmark -p "$port" -n "$calls" -c 16 -r 200 -q EVALSHA "$sha" 1 '{cost}:ready' "$@" >/dev/null
 callgrind_control -d "$server" >/dev/null 2>&1
-total=$(grep -hE "^(summary|totals):" "$dir"/out.*.1 | tail -1 | awk "{print \$2}")
+total=$(grep -hE "^(summary|totals):" "$dir"/callgrind.out.*.1 | tail -1 | awk "{print \$2}")
 echo "$((total / calls)) instructions per call ($total over $calls calls)"
