@@ -627,40 +627,25 @@ fn answer_group(
     replies: Vec<Result<Value, QueueError>>,
     requests: &[(String, Vec<Vec<u8>>)],
 ) -> Vec<u16> {
-    let sizes: Vec<usize> = group.iter().map(|p| p.batch.events.len()).collect();
-    // each call's events, in the order of its arguments: what an `ok` answers
-    let events: Vec<Vec<(String, u64)>> = calls
-        .iter()
-        .map(|(members, _)| {
-            members
-                .iter()
-                .flat_map(|&i| &group[i].batch.events)
-                .map(|e| (e.id.as_str().to_string(), e.agents.len() as u64))
-                .collect()
-        })
-        .collect();
     let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
-    let mut answer = |i: usize, result: Result<Vec<EnqueueOutcome>, QueueError>| {
-        if let Some(p) = group[i].take() {
-            // The caller may have given up (its request was cancelled): nothing to do.
-            let _ = p.reply.send(result);
-        }
-    };
     let mut announce: Vec<u16> = Vec::new();
-    for ((((members, _), reply), (base, _)), events) in
-        calls.iter().zip(replies).zip(requests).zip(&events)
-    {
+    for (((members, _), reply), (base, _)) in calls.iter().zip(replies).zip(requests) {
         // A failed call may still have run (its reply lost to a timeout, or it failed
         // part-way) and made its account ready: announced too.
         let partition = partition_of_base(base);
         if reply.is_err() {
             announce.extend(partition);
         }
-        let events = events.iter().map(|(id, n)| (id.as_str(), *n));
+        // the call's events in the order of its arguments: what an `ok` answers
+        let events = members
+            .iter()
+            .filter_map(|&i| group[i].as_ref())
+            .flat_map(|p| &p.batch.events)
+            .map(|e| (e.id.as_str(), e.agents.len() as u64));
         match reply.and_then(|reply| parse_enqueue_reply(reply, events)) {
             Err(e) => {
                 for &i in members {
-                    answer(i, Err(e.clone()));
+                    answer(&mut group, i, Err(e.clone()));
                 }
             }
             Ok((outcomes, ready)) => {
@@ -669,7 +654,7 @@ fn answer_group(
                 }
                 let mut outcomes = outcomes.into_iter();
                 for &i in members {
-                    let n = sizes[i];
+                    let n = group[i].as_ref().map_or(0, |p| p.batch.events.len());
                     let mine: Vec<EnqueueOutcome> = outcomes.by_ref().take(n).collect();
                     let result = if mine.len() == n {
                         Ok(mine)
@@ -678,13 +663,25 @@ fn answer_group(
                             "enqueue answered too few outcomes".into(),
                         ))
                     };
-                    answer(i, result);
+                    answer(&mut group, i, result);
                 }
             }
         }
     }
     announce.dedup();
     announce
+}
+
+/// Answers request `i` of a group, once.
+fn answer(
+    group: &mut [Option<PendingEnqueue>],
+    i: usize,
+    result: Result<Vec<EnqueueOutcome>, QueueError>,
+) {
+    if let Some(p) = group[i].take() {
+        // The caller may have given up (its request was cancelled): nothing to do.
+        let _ = p.reply.send(result);
+    }
 }
 
 #[async_trait]
