@@ -5,8 +5,8 @@
 -- `claim_script` in script_queue.rs): lease, default_limit, default_window, margin (ms,
 -- numbers), reap_max, retention (finished events, ms), sweep_interval (least time between
 -- two retention sweeps of the partition, ms) as text, dl_retention, acct_retention (ms,
--- numbers), and as text default_limit_text, default_window_text, default_last
--- (default_limit - 1) and default_rl_ttl (default_window + margin + lease + 1000).
+-- numbers), as text default_limit_text and default_window_text, and default_cut (where
+-- the default limit's oldest entry starts in a rate log: (default_limit - 1) * 13).
 -- First puts back expired leases and due retries (at most reap_max of each), finishing
 -- what a call that failed part-way left undone, turns expired heads of held accounts into
 -- dead letters, and drops dead letters and idle accounts past their retention. Then, for
@@ -41,10 +41,9 @@ local function reap_lease(did, lease_end)
     return
   end
   local akey = base .. ':acct:' .. acct
-  local rl = base .. ':rl:' .. acct
-  local st = redis.call('HMGET', akey, 'busy', 'rl_did')
+  local st = redis.call('HMGET', akey, 'busy', 'rl_did', 'rl')
   local held = st[1] == did
-  local counted = held and st[2] == did and redis.call('EXISTS', rl) == 1
+  local counted = held and st[2] == did and st[3] and #st[3] >= 13
   local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
   if status == 'delivering' or status == 'queued' then
     if not near_head(list, did) then
@@ -61,9 +60,10 @@ local function reap_lease(did, lease_end)
   end
   if held then
     if counted then
-      w('LSET', rl, '0', int(lease_end))
+      w('HSET', akey, 'busy', '', 'rl_did', '', 'rl', int(lease_end) .. string.sub(st[3], 14))
+    else
+      w('HSET', akey, 'busy', '', 'rl_did', '')
     end
-    w('HSET', akey, 'busy', '', 'rl_did', '')
   end
   mark_ready(base, acct, now, now_s)
   w('ZREM', inflight, did)
@@ -157,7 +157,7 @@ end
 -- Bounded growth: a few accounts of the partition per sweep interval (a cursor walks the
 -- account set), each losing the dead letters older than their retention (counted in the
 -- reply), and its record dropped once it has been idle (no events, dead letters or hold)
--- for the account retention. Its rate list expires by itself. One call visits at most
+-- for the account retention (its rate log goes with it). One call visits at most
 -- sweep_accounts accounts and drops at most sweep_drops letters: a page of the scan that
 -- holds more (a small set comes whole, whatever COUNT says) is finished by the next
 -- sweeps, after the account recorded beside the cursor (or, if that one has gone, from its
@@ -241,7 +241,8 @@ for _, acct in ipairs(accts) do
   -- past the budget, the remaining accounts wait, untouched, for the next call
   if stale_left <= 0 then break end
   local akey = base .. ':acct:' .. acct
-  local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window')
+  local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
+    'rl')
   local pause_until = st[4] and tonumber(st[4]) or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     w('ZREM', ready, acct)
@@ -250,22 +251,22 @@ for _, acct in ipairs(accts) do
   else
     -- an account's own limit and window are stored as text: most are the defaults, whose
     -- numbers and derived texts the settings carry
-    local limit, last, window, rl_ttl = default_limit, default_last, default_window, default_rl_ttl
+    local limit, cut, window = default_limit, default_cut, default_window
     if st[5] and st[5] ~= default_limit_text then
       limit = tonumber(st[5]) or default_limit
-      last = int(limit - 1)
+      cut = (limit - 1) * 13
     end
     if st[6] and st[6] ~= default_window_text then
       window = tonumber(st[6]) or default_window
-      rl_ttl = int(window + margin + lease + 1000)
     end
-    local rl = base .. ':rl:' .. acct
+    -- The rate log: the times of the latest sends, newest first, 13 digits each.
+    local rl = st[7] or ''
     local free_at = now
-    local oldest = redis.call('LINDEX', rl, last)
-    if oldest then
-      -- Times are whole milliseconds, rounded down: one more makes the real gap between
-      -- this send and the one `limit` sends back at least the window.
-      free_at = tonumber(oldest) + window + margin + 1
+    if #rl >= cut + 13 then
+      -- `limit` sends are logged. Times are whole milliseconds, rounded down: one more
+      -- makes the real gap between this send and the one `limit` sends back at least
+      -- the window.
+      free_at = tonumber(string.sub(rl, cut + 1, cut + 13)) + window + margin + 1
     end
     if free_at > now then
       w('ZADD', ready, int(free_at), acct)
@@ -333,11 +334,11 @@ for _, acct in ipairs(accts) do
         end
         w('ZADD', inflight, int(deadline), did)
         w('HSET', ekey, unpack(set))
-        w('HSET', akey, 'busy', did, 'rl_did', did)
-        if w('LPUSH', rl, now_s) > limit then
-          w('LTRIM', rl, '0', last)
-        end
-        w('PEXPIRE', rl, rl_ttl)
+        -- the log keeps the newest `limit` (this send's among them); a long one (a high
+        -- limit) only those that can still hold back a send, as it is copied at each send
+        local rest = string.sub(rl, 1, cut)
+        if #rest > 1664 then rest = recent_sends(rest, now - window - margin - 1) end
+        w('HSET', akey, 'busy', did, 'rl_did', did, 'rl', now_s .. rest)
         w('ZREM', ready, acct)
         w('LPOP', list)
         out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token, deadline}

@@ -21,11 +21,10 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
   local akey = base .. ':acct:' .. acct
-  local rl = base .. ':rl:' .. acct
   local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd', 'prio', 'at' .. k)
   local status = ev[1]
   local flags = redis.call('HMGET', akey, 'rl_did', 'busy', 'paused', 'auth_failed', 'until',
-    'sent', 'upstream_429')
+    'sent', 'upstream_429', 'rl')
   local leased = redis.call('ZSCORE', inflight, did)
   local owned = ev[2] == token and leased ~= false
   local held = flags[2] == did
@@ -33,14 +32,15 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
   -- the lease counts the call from now, so that however long the request took on the way,
   -- upstream can never see more than `limit` calls in one window. The newest entry is
   -- this call's, as an account has one call in flight. A caller that lost its lease
-  -- leaves the rate list alone: the reaper counted the call at the lease's end.
-  local recount = owned and flags[1] == did and redis.call('EXISTS', rl) == 1
+  -- leaves the rate log alone: the reaper counted the call at the lease's end.
+  local recount = owned and flags[1] == did and flags[8] and #flags[8] >= 13
   -- The account's fields that free it from this delivery, plus `extra`; written in one
   -- write. Returns what the busy flag is then.
   local function release(extra)
     local set = extra or {}
     if recount then
-      w('LSET', rl, '0', now_s)
+      set[#set + 1] = 'rl'
+      set[#set + 1] = now_s .. string.sub(flags[8], 14)
     end
     if flags[1] == did then
       set[#set + 1] = 'rl_did'

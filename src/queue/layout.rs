@@ -7,24 +7,32 @@
 //! - a newer layout than [`LAYOUT_VERSION`] (written by a later release): it refuses to
 //!   start, so an older release never misreads, or damages, what it does not know;
 //! - another partition count: it refuses to start (accounts are spread by the count);
+//! - layout 2: it is migrated once, online, before the process uses it;
 //! - no layout recorded: either the store is new (the version is recorded), or it holds the
 //!   data of the release before versions were recorded, layout 1, which is migrated once,
 //!   online, before the process uses it.
 //!
-//! # Migrating layout 1
+//! # Migrating
 //!
 //! Layout 1 lacks two indexes layout 2 reads (each account's pending retries, the set of
 //! held accounts), keeps three counters layout 2 derives instead, and remembered webhook
-//! replay ids under keys a client's `Idempotency-Key` could reach. The migration runs under
-//! a lock (`{prefix}:migrate:lock`, so one process does it while the others answer 503 and
-//! wait), one partition at a time, each in one atomic script call (`migrate_v1.lua`), and
-//! records its progress in `{prefix}:meta` (`migrating`, `migrated`: the partitions done):
-//! a process that dies half-way leaves a migration the next process resumes, and every
-//! step is idempotent. Webhook replay ids are then copied to their own namespace (the old
-//! key stays, for a client whose key it was). The layout version is recorded last.
+//! replay ids under keys a client's `Idempotency-Key` could reach (`migrate_v1.lua`).
+//! Layout 2 keeps each account's rate log as a list of its own, where layout 3 keeps it in
+//! the account's record (`migrate_v2.lua`).
 //!
-//! Layout-1 processes must be stopped first (README, "Upgrading"): they keep writing
-//! layout 1 and would undo part of the migration.
+//! The migration runs under a lock (`{prefix}:migrate:lock`, so one process does it while
+//! the others answer 503 and wait), one partition at a time, each step of a partition in
+//! one atomic script call (layout 1 takes both steps), and records its progress in
+//! `{prefix}:meta` (`migrating`: the target, `from`: the layout it started from,
+//! `migrated`: the partitions done): a process that dies half-way leaves a migration the
+//! next process resumes, and every step is idempotent. From layout 1, webhook replay ids
+//! are then copied to their own namespace (the old key stays, for a client whose key it
+//! was). The layout version is recorded last.
+//!
+//! Processes of an earlier layout must be stopped first (README, "Upgrading"; the
+//! migration waits while the process registry lists one, but layout-1 processes do not
+//! record themselves): they keep writing their layout and would undo part of the
+//! migration.
 
 use redis::Value;
 
@@ -33,7 +41,7 @@ use super::{rfc3339_ms, ProcessRecord, QueueError, PROCESS_STALE};
 use crate::domain::partition_of;
 
 /// The layout this release reads and writes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The largest partition count a configuration accepts: old data is looked for in every
 /// partition up to it.
@@ -52,6 +60,7 @@ const SCAN_COUNT: usize = 1000;
 /// The scripts of the migration, and of the process registry it consults.
 pub struct LayoutScripts {
     partition: Script,
+    partition_v2: Script,
     copy_key: Script,
     lock: Script,
     finish: Script,
@@ -71,6 +80,7 @@ impl LayoutScripts {
     pub fn new() -> Self {
         LayoutScripts {
             partition: Script::new(HELPERS, include_str!("migrate_v1.lua")),
+            partition_v2: Script::new(HELPERS, include_str!("migrate_v2.lua")),
             copy_key: Script::new("", COPY_KEY),
             lock: Script::new("", LOCK),
             finish: Script::new("", FINISH),
@@ -110,7 +120,7 @@ return 1
 /// Records layout `ARGV[2]` in the meta hash `ARGV[1]` and ends the migration, at once.
 const FINISH: &str = r#"
 redis.call('HSET', ARGV[1], 'layout', ARGV[2])
-redis.call('HDEL', ARGV[1], 'migrating', 'migrated')
+redis.call('HDEL', ARGV[1], 'migrating', 'migrated', 'from')
 return 1
 "#;
 
@@ -136,7 +146,7 @@ pub enum LayoutCheck {
     Current,
     /// The store was new: the layout and partition count are now recorded.
     Recorded,
-    /// The store held layout 1, migrated by this process.
+    /// The store held an earlier layout, migrated by this process.
     Migrated,
 }
 
@@ -173,7 +183,7 @@ impl<T: Transport> Scope<'_, T> {
 }
 
 /// Checks the layout and the partition count recorded under the prefix, records them in a
-/// new store, and migrates layout 1 (see the module docs). `Mismatch` when this process
+/// new store, and migrates layout 1 or 2 (see the module docs). `Mismatch` when this process
 /// must not use the store; `Unavailable` while another process migrates it.
 pub async fn check_layout<T: Transport>(
     scope: &Scope<'_, T>,
@@ -202,6 +212,10 @@ pub async fn check_layout<T: Transport>(
             )))
         }
         Some(Ok(v)) if v == LAYOUT_VERSION => LayoutCheck::Current,
+        Some(Ok(2)) => {
+            migrate(scope, migration).await?;
+            LayoutCheck::Migrated
+        }
         Some(_) => {
             return Err(QueueError::Mismatch(format!(
                 "the data under key prefix {prefix:?} records layout {layout:?} (key \
@@ -367,7 +381,7 @@ async fn layout_one_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<Vec
     Ok(found)
 }
 
-/// Migrates layout 1 to this layout (see the module docs).
+/// Migrates layout 1 or 2 to this layout (see the module docs).
 async fn migrate<T: Transport>(
     scope: &Scope<'_, T>,
     migration: &LayoutScripts,
@@ -436,6 +450,47 @@ async fn migrate_locked<T: Transport>(
     token: &str,
     stop_after: Option<u16>,
 ) -> Result<(), QueueError> {
+    let Some((from, done)) = begin_or_resume(scope).await? else {
+        return Ok(());
+    };
+    let (meta, prefix) = (scope.meta(), scope.prefix);
+    for p in done..scope.partitions {
+        if stop_after.is_some_and(|n| p >= n) {
+            return Ok(());
+        }
+        renew(scope, migration, lock, token).await?;
+        let base = scope.base(p);
+        if from == 1 {
+            let call = (base.clone(), vec![base.clone().into_bytes()]);
+            scope.script(&migration.partition, call).await?;
+        }
+        let call = (base.clone(), vec![base.into_bytes()]);
+        scope.script(&migration.partition_v2, call).await?;
+        scope
+            .cmd(redis::cmd("HSET").arg(&meta).arg("migrated").arg(p + 1))
+            .await?;
+    }
+    if from == 1 {
+        copy_webhook_ids(scope, migration, lock, token).await?;
+    }
+    let finish = (routed_to(&meta), args([&meta, &LAYOUT_VERSION.to_string()]));
+    scope.script(&migration.finish, finish).await?;
+    tracing::info!(
+        prefix,
+        from,
+        to = LAYOUT_VERSION,
+        "migrated the queue's layout"
+    );
+    Ok(())
+}
+
+/// Under the migration's lock: the layout the migration starts from (1 or 2) and the
+/// partitions already done, after marking a new migration in `{prefix}:meta` (`migrating`:
+/// the target, `from`); `None` when there is nothing to migrate (another process finished
+/// it meanwhile, or the store holds no earlier layout after all).
+async fn begin_or_resume<T: Transport>(
+    scope: &Scope<'_, T>,
+) -> Result<Option<(u32, u16)>, QueueError> {
     let (meta, prefix) = (scope.meta(), scope.prefix);
     // A stopped migration may have left the count it checked: checked again here, before
     // anything is written.
@@ -446,19 +501,23 @@ async fn migrate_locked<T: Transport>(
                     .arg(&meta)
                     .arg("migrating")
                     .arg("migrated")
-                    .arg("layout"),
+                    .arg("layout")
+                    .arg("from"),
             )
             .await?,
     );
-    if fields.get(2).cloned().flatten().is_some() {
+    let field = |i: usize| fields.get(i).cloned().flatten();
+    let (migrating, layout) = (field(0), field(2));
+    if layout.as_deref() == Some(&LAYOUT_VERSION.to_string()) {
         // Another process finished it while this one waited for the lock.
-        return Ok(());
+        return Ok(None);
     }
-    let migrating = fields.first().cloned().flatten();
-    // ("1" was written by builds that did not record the target yet.)
+    // Only a migration to this layout is resumed: one to an earlier layout ("1" was
+    // written by builds that did not record the target yet) is the earlier release's to
+    // finish.
     if let Some(target) = migrating
         .as_deref()
-        .filter(|t| *t != LAYOUT_VERSION.to_string() && *t != "1")
+        .filter(|t| *t != LAYOUT_VERSION.to_string())
     {
         return Err(QueueError::Mismatch(format!(
             "a migration of the queue under key prefix {prefix:?} to layout {target} is \
@@ -466,11 +525,24 @@ async fn migrate_locked<T: Transport>(
              let the release that started it finish it"
         )));
     }
-    if migrating.is_none() {
-        if layout_one_partitions(scope).await?.is_empty() {
+    let from = match (&migrating, layout.as_deref()) {
+        (Some(_), _) => match field(3).as_deref().map(str::parse::<u32>) {
+            Some(Ok(from @ (1 | 2))) => from,
+            _ => {
+                return Err(QueueError::Mismatch(format!(
+                    "the migration of the queue under key prefix {prefix:?} records no \
+                     layout it started from (key {meta:?}, field `from`)"
+                )))
+            }
+        },
+        (None, Some("2")) => 2,
+        (None, _) if layout_one_partitions(scope).await?.is_empty() => {
             // Nothing of layout 1 after all: the caller records this layout.
-            return Ok(());
+            return Ok(None);
         }
+        (None, _) => 1,
+    };
+    if migrating.is_none() {
         // Marked before anything else is written (the data was checked against the
         // partition count above): a process that dies from here on leaves a migration
         // the next one resumes, never data taken for migrated.
@@ -479,47 +551,29 @@ async fn migrate_locked<T: Transport>(
                 redis::cmd("HSET")
                     .arg(&meta)
                     .arg("migrating")
-                    .arg(LAYOUT_VERSION),
+                    .arg(LAYOUT_VERSION)
+                    .arg("from")
+                    .arg(from),
             )
             .await?;
         check_partitions(scope).await?;
-        tracing::info!(prefix, to = LAYOUT_VERSION, "migrating the queue's layout");
+        tracing::info!(
+            prefix,
+            from,
+            to = LAYOUT_VERSION,
+            "migrating the queue's layout"
+        );
     } else {
         check_partitions(scope).await?;
         tracing::info!(
             prefix,
+            from,
             to = LAYOUT_VERSION,
             "resuming the migration of the queue's layout"
         );
     }
-    let done: u16 = fields
-        .get(1)
-        .cloned()
-        .flatten()
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    for p in done..scope.partitions {
-        if stop_after.is_some_and(|n| p >= n) {
-            return Ok(());
-        }
-        renew(scope, migration, lock, token).await?;
-        let base = scope.base(p);
-        scope
-            .script(
-                &migration.partition,
-                (base.clone(), vec![base.into_bytes()]),
-            )
-            .await?;
-        scope
-            .cmd(redis::cmd("HSET").arg(&meta).arg("migrated").arg(p + 1))
-            .await?;
-    }
-    copy_webhook_ids(scope, migration, lock, token).await?;
-    let finish = (routed_to(&meta), args([&meta, &LAYOUT_VERSION.to_string()]));
-    scope.script(&migration.finish, finish).await?;
-    tracing::info!(prefix, to = LAYOUT_VERSION, "migrated the queue's layout");
-    Ok(())
+    let done = field(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(Some((from, done)))
 }
 
 /// Copies each webhook replay id layout 1 remembered (`{base}:idem:{account}:webhook:

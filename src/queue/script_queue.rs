@@ -24,8 +24,7 @@
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter; dropped `delivery.dead_letter_retention_seconds` later |
-//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl_did` (the call whose time heads the rate list), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
-//! | `{base}:rl:{account}` | LIST | times (ms) of the latest `limit` calls, newest first: when a call started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is when it started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; past 128 entries, those out of the window are dropped at each send), `rl_did` (the call whose time heads the rate log), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
 //! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`] (longer with over [`SWEEP_PARTITIONS`] partitions), unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
@@ -38,7 +37,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{prefix}:meta` | HASH | `layout`: the layout version ([`super::layout::LAYOUT_VERSION`]), and `partitions`: the partition count, both recorded on first use (a process that finds a newer layout or another count refuses to start); `migrating` and `migrated` (partitions done) while an earlier layout is migrated (see [`super::layout`]) |
+//! | `{prefix}:meta` | HASH | `layout`: the layout version ([`super::layout::LAYOUT_VERSION`]), and `partitions`: the partition count, both recorded on first use (a process that finds a newer layout or another count refuses to start); `migrating` (the target), `from` (the layout migrated) and `migrated` (partitions done) while an earlier layout is migrated (see [`super::layout`]) |
 //! | `{prefix}:migrate:lock` | STRING | held, with an expiry, by the process migrating an earlier layout |
 //! | `{prefix}:runtime:accounts` | HASH | account id → its runtime record (JSON written by [`crate::accounts`]; credentials inside are encrypted) |
 //!
@@ -589,7 +588,7 @@ fn claim_script(helpers: &str, config: &QueueSettings, sweep_interval_ms: u64) -
          local reap_max, retention, sweep_interval = '{REAP_PER_CALL}', '{}', '{sweep_interval_ms}'\n\
          local dl_retention, acct_retention = {}, {}\n\
          local default_limit_text, default_window_text = '{limit}', '{window}'\n\
-         local default_last, default_rl_ttl = '{last}', '{rl_ttl}'\n",
+         local default_cut = {cut}\n",
         lease,
         config.default_limit.limit,
         config.default_limit.window_ms,
@@ -599,8 +598,7 @@ fn claim_script(helpers: &str, config: &QueueSettings, sweep_interval_ms: u64) -
         config.retention.accounts_ms,
         limit = config.default_limit.limit,
         window = config.default_limit.window_ms,
-        last = i64::from(config.default_limit.limit) - 1,
-        rl_ttl = config.default_limit.window_ms + config.margin_ms + lease + 1000,
+        cut = (i64::from(config.default_limit.limit) - 1) * 13,
     );
     Script::new(helpers, &format!("{settings}{}", include_str!("claim.lua")))
 }

@@ -124,6 +124,22 @@ local function is_finished(done, n, dd)
     and (tonumber(dd or '0') or 0) == 0
 end
 
+-- The leading part of the rate log `log` (send times in ms, newest first, 13 digits
+-- each, no separator) whose times are after `since`: found by bisection, one entry read
+-- per step.
+local function recent_sends(log, since)
+  local lo, hi = 0, #log / 13
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if tonumber(string.sub(log, mid * 13 + 1, mid * 13 + 13)) > since then
+      lo = mid + 1
+    else
+      hi = mid
+    end
+  end
+  return string.sub(log, 1, lo * 13)
+end
+
 -- Whether `did` is among the first entries of `list`. Put-backs check it first, so that
 -- a put-back that failed after its push and is then done again pushes only once (nothing
 -- else is pushed to the front of the account's list in between).

@@ -3,7 +3,7 @@
 -- ARGV = base, default_window_ms, cursor ('0' to start), count
 -- Counts are read from the sets and lists that hold the deliveries (each O(1)): no
 -- separate counter can disagree with them after a script failed part-way. Touches no
--- event list beyond its two heads, and no long rate list beyond a bisection.
+-- event list beyond its two heads; a long rate log is bisected.
 -- Walks the account set with SSCAN, `count` at a time, so that no call holds Redis for
 -- long: the caller repeats until the cursor it gets back is '0' (an account may come
 -- twice). Returns {now, next cursor, {account, depth, delayed, dead, sent, upstream_429,
@@ -17,31 +17,15 @@ local out = {now, scan[1]}
 for _, acct in ipairs(scan[2]) do
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'sent', 'upstream_429', 'busy', 'paused', 'auth_failed',
-    'window')
+    'window', 'rl')
   local q = base .. ':q:' .. acct
   local delayed = redis.call('ZCARD', base .. ':retry:' .. acct)
   local depth = redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n') + delayed
   if st[3] and st[3] ~= '' then depth = depth + 1 end
   local dead = redis.call('ZCARD', base .. ':dead:' .. acct)
   local window = tonumber(st[6] or '') or default_window
-  -- Sends within the window: the rate list is newest first, so they lead it. A short
-  -- list is read whole; a long one (a high limit) is bisected, a few LINDEX calls.
-  local rl = base .. ':rl:' .. acct
-  local since = now - window
-  local recent = 0
-  local len = redis.call('LLEN', rl)
-  if len <= 128 then
-    for _, t in ipairs(redis.call('LRANGE', rl, 0, -1)) do
-      if tonumber(t) > since then recent = recent + 1 end
-    end
-  else
-    local lo, hi = 0, len
-    while lo < hi do
-      local mid = math.floor((lo + hi) / 2)
-      if tonumber(redis.call('LINDEX', rl, int(mid))) > since then lo = mid + 1 else hi = mid end
-    end
-    recent = lo
-  end
+  -- Sends within the window: the rate log is newest first, so they lead it.
+  local recent = #recent_sends(st[7] or '', now - window) / 13
   local oldest = nil
   local function consider(did)
     if not did or did == '' then return end

@@ -421,3 +421,82 @@ async fn a_migration_waits_for_processes_of_an_older_layout() {
         Some(":0\r\n")
     );
 }
+
+/// A queue of layout 2 (its rate logs in lists of their own) is migrated to this layout
+/// with every logged send: an account whose window was full before the upgrade stays
+/// full after it, for the rest of that window.
+#[tokio::test]
+async fn a_layout_two_queue_keeps_its_rate_windows_across_the_upgrade() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme", "beta"], 1000, 60).await;
+    let limit = "notify_per_minute = 3";
+    let text = with_admin(gateway_toml(
+        &redis.url(),
+        "two",
+        &sim,
+        &["acme", "beta"],
+        limit,
+    ));
+    // What a layout-2 process leaves: the layout and partition count recorded, and for
+    // `acme` a record and a rate list of 3 sends in the last few seconds (newest first).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    redis.command(&["HSET", "two:meta", "layout", "2", "partitions", "4"]);
+    let p = zenrelay::domain::partition_of("acme", 4);
+    let base = format!("two:{{p{p}}}");
+    redis.command(&["SADD", &format!("{base}:accounts"), "acme"]);
+    redis.command(&["HSET", &format!("{base}:acct:acme"), "sent", "3"]);
+    let rl = format!("{base}:rl:acme");
+    for ago in [3_000, 2_000, 1_000] {
+        redis.command(&["LPUSH", &rl, &(now_ms - ago).to_string()]);
+    }
+    redis.command(&["PEXPIRE", &rl, "120000"]);
+
+    let new = ServeProcess::start(&text).await;
+    wait_for("the migration to finish", Duration::from_secs(20), || {
+        redis.command(&["HGET", "two:meta", "layout"]) == Some(bulk(&LAYOUT_VERSION.to_string()))
+    })
+    .await;
+    for field in ["migrating", "migrated", "from"] {
+        assert_eq!(
+            redis.command(&["HGET", "two:meta", field]).as_deref(),
+            Some("$-1\r\n"),
+            "{field} left behind"
+        );
+    }
+    assert_eq!(
+        redis.command(&["EXISTS", &rl]).as_deref(),
+        Some(":0\r\n"),
+        "the rate list is moved into the record"
+    );
+    let packed: String = [1_000, 2_000, 3_000]
+        .iter()
+        .map(|ago| format!("{:013}", now_ms - ago))
+        .collect();
+    assert_eq!(
+        redis.command(&["HGET", &format!("{base}:acct:acme"), "rl"]),
+        Some(bulk(&packed))
+    );
+
+    // `acme` has used its 3 sends of the minute: its event waits, `beta`'s goes at once.
+    let api = Api::new(&new.base);
+    for account in ["acme", "beta"] {
+        let resp = api
+            .notify(account, &json!({"app_id": 1, "event": "e", "body": {}}))
+            .await;
+        assert_eq!(resp.status(), 202);
+    }
+    wait_for("beta's call", Duration::from_secs(10), || {
+        sim.received("beta").len() == 1
+    })
+    .await;
+    let queues = admin_get(&new.base, "/v1/queues?q=acme").await;
+    let acme = &queues["accounts"][0];
+    assert_eq!(acme["account"], "acme", "{queues}");
+    assert_eq!(acme["sent_in_window"], 3, "{queues}");
+    assert_eq!(acme["depth"], 1, "{queues}");
+    assert_eq!(acme["state"], "window_full", "{queues}");
+    assert!(sim.received("acme").is_empty());
+}
