@@ -4,7 +4,8 @@
 -- The process's settings are written into the script's text, before this (see
 -- `claim_script` in script_queue.rs): lease, default_limit, default_window, margin (ms,
 -- numbers), reap_max, retention (finished events, ms), sweep_interval (least time between
--- two retention sweeps of the partition, ms) as text, dl_retention, acct_retention (ms,
+-- two retention sweeps of the partition, ms), sweep_rest (the pause after a round of the
+-- partition's accounts, ms) as text, dl_retention, acct_retention (ms,
 -- numbers), as text default_limit_text and default_window_text, and default_cut (where
 -- the default limit's oldest entry starts in a rate log: (default_limit - 1) * 13).
 -- First puts back expired leases and due retries (at most reap_max of each), finishing
@@ -162,9 +163,9 @@ end
 -- holds more (a small set comes whole, whatever COUNT says) is finished by the next
 -- sweeps, after the account recorded beside the cursor (or, if that one has gone, from its
 -- recorded position: a page that changed meanwhile may see an account twice or skip one
--- until the next round). A sweep that used up its drops
--- lets the next claim sweep at once, so a backlog of old letters drains at the claims'
--- pace, a few at a time.
+-- until the next round). A round that reached the end of the set starts again after
+-- sweep_rest. A sweep that used up its drops lets the next claim sweep at once, so a
+-- backlog of old letters drains at the claims' pace, a few at a time.
 local dropped = 0
 local sweep_accounts, sweep_drops = 8, 16
 if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
@@ -227,6 +228,10 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
     w('HSET', cursor_key, 'cursor', cursor, 'last', page[pos] or '', 'pos', int(pos))
   elseif scan[1] == '0' then
     w('DEL', cursor_key)
+    if dropped < sweep_drops and sweep_rest ~= sweep_interval then
+      -- every account was visited: the next round starts after the rest
+      w('SET', base .. ':sweep', '1', 'PX', sweep_rest)
+    end
   else
     w('HSET', cursor_key, 'cursor', scan[1], 'last', '', 'pos', '0')
   end

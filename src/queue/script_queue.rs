@@ -27,7 +27,7 @@
 //! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is when it started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; past 128 entries, those out of the window are dropped at each send), `rl_did` (the call whose time heads the rate log), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
-//! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`] (longer with over [`SWEEP_PARTITIONS`] partitions), unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
+//! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`] (longer with over [`SWEEP_PARTITIONS`] partitions); after a sweep that ends a round of the partition's accounts, a longer pause (`sweep_rest`, at most [`SWEEP_REST_MAX`]); unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
 //! | `{base}:sweep:at` | HASH | where the sweep stands: `cursor` (of its `SSCAN` of `accounts`), `last` (the account it visited last on that page) and `pos` (that account's place on the page) |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //! | `{base}:replicated` | STRING | with `redis.wait_replicas`: written (expiring after a minute) right before each `WAIT` of a group of stored events, so the offset `WAIT` waits for covers every write before it |
@@ -201,6 +201,25 @@ pub const SWEEP_PARTITIONS: u16 = 16;
 fn sweep_interval(partitions: u16) -> u64 {
     let rounds = partitions.div_ceil(SWEEP_PARTITIONS).max(1);
     SWEEP_INTERVAL.as_millis() as u64 * u64::from(rounds)
+}
+
+/// Longest pause of a partition's retention sweeps after they have visited all of its
+/// accounts (see [`sweep_rest`]).
+pub const SWEEP_REST_MAX: Duration = Duration::from_secs(60);
+
+/// The pause, in ms, of a partition's retention sweeps once they have visited every one
+/// of its accounts: a tenth of the shorter retention they enforce (so a letter or an
+/// idle account outlives its retention by little), at least the sweep interval and at
+/// most [`SWEEP_REST_MAX`]. A partition of few accounts is then swept once a minute,
+/// not at every interval.
+fn sweep_rest(config: &QueueSettings, sweep_interval_ms: u64) -> u64 {
+    let shorter = config
+        .retention
+        .dead_letters_ms
+        .min(config.retention.accounts_ms);
+    (shorter / 10)
+        .min(SWEEP_REST_MAX.as_millis() as u64)
+        .max(sweep_interval_ms)
 }
 
 /// Most accounts read by one stats script call, so that no call holds Redis for long.
@@ -586,6 +605,7 @@ fn claim_script(helpers: &str, config: &QueueSettings, sweep_interval_ms: u64) -
         "-- this process's settings (see claim_script in script_queue.rs)\n\
          local lease, default_limit, default_window, margin = {}, {}, {}, {}\n\
          local reap_max, retention, sweep_interval = '{REAP_PER_CALL}', '{}', '{sweep_interval_ms}'\n\
+         local sweep_rest = '{rest}'\n\
          local dl_retention, acct_retention = {}, {}\n\
          local default_limit_text, default_window_text = '{limit}', '{window}'\n\
          local default_cut = {cut}\n",
@@ -599,6 +619,7 @@ fn claim_script(helpers: &str, config: &QueueSettings, sweep_interval_ms: u64) -
         limit = config.default_limit.limit,
         window = config.default_limit.window_ms,
         cut = (i64::from(config.default_limit.limit) - 1) * 13,
+        rest = sweep_rest(config, sweep_interval_ms),
     );
     Script::new(helpers, &format!("{settings}{}", include_str!("claim.lua")))
 }

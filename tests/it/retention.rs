@@ -185,3 +185,42 @@ async fn the_embedded_store_returns_to_its_baseline_after_a_burst_is_delivered_o
     assert!(q.stats().await.unwrap().accounts.is_empty());
     assert_eq!(q.take_dead_letters_dropped(), 20 * 50);
 }
+
+/// A retention sweep that ends a round of its partition's accounts rests before the next
+/// round: a tenth of the shorter retention, at most a minute, at least the sweep interval.
+#[tokio::test]
+async fn a_sweep_round_over_a_partition_is_followed_by_a_rest() {
+    let redis = RedisServer::start();
+    let pttl_after_a_round = |retention_s: u64, prefix: &'static str| {
+        let mut config = Config::default();
+        config.redis.url = redis.url().into();
+        config.redis.key_prefix = prefix.into();
+        config.redis.partitions = 1;
+        config.delivery.dead_letter_retention_seconds = retention_s;
+        config.delivery.account_retention_seconds = retention_s * 2;
+        let redis = &redis;
+        async move {
+            let q: Arc<dyn Queue> = zenrelay::app::queue_for(&config).unwrap();
+            put(q.as_ref(), "acme", 1).await;
+            // The first claim sweeps the partition's only account: the round is over.
+            q.claim(0, 0).await.unwrap();
+            let reply = redis
+                .command(&["PTTL", &format!("{prefix}:{{p0}}:sweep")])
+                .unwrap_or_default();
+            reply
+                .trim()
+                .trim_start_matches(':')
+                .parse::<i64>()
+                .unwrap_or(-1)
+        }
+    };
+    // Retentions of days: a minute.
+    let rest = pttl_after_a_round(7 * 86_400, "week").await;
+    assert!((50_000..=60_000).contains(&rest), "{rest}");
+    // 100 s: 10 s.
+    let rest = pttl_after_a_round(100, "short").await;
+    assert!((5_000..=10_000).contains(&rest), "{rest}");
+    // 1 s: the sweep interval (250 ms with one partition), not less.
+    let rest = pttl_after_a_round(1, "second").await;
+    assert!((1..=250).contains(&rest), "{rest}");
+}
