@@ -12,6 +12,11 @@
 //!    applied to both paths alike) — still faster than Zendesk answers over the internet —
 //!    so the figures show what the proxy costs a caller in practice.
 //!
+//! Each scenario also runs a bare axum handler on two worker threads, answering the same
+//! path with the same delay under the same load, and prints the gateway's CPU per proxied
+//! request against the handler's (goal <= 4x): at 20 ms a request costs any server more
+//! CPU than at full load, where wake-ups and system calls are shared by many requests.
+//!
 //! Run with `cargo bench --bench proxy` (needs `wrk`: `scripts/install-deps.sh --bench`).
 //! The simulator (`zenrelay sim`) and the gateway (`zenrelay serve`, delivery off, pacing
 //! raised so that it does not bind) run as release child processes on free ports. The
@@ -174,6 +179,47 @@ fn wrk_with(url: &str, auth: &str, connections: usize) -> (f64, f64, f64) {
     (run.rps, run.p50_ms, run.done)
 }
 
+/// A bare axum handler on two worker threads, answering `GET {PATH}` with a small JSON
+/// body after `delay` (as the upstream does): the CPU a plain axum server spends per
+/// request at the same load, the baseline of the gateway's.
+fn bare_axum(delay: Duration) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                PATH,
+                axum::routing::get(move || async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    axum::Json(json!({"installations": []}))
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let _ = tx.send(listener.local_addr().expect("address").port());
+            axum::serve(listener, app).await
+        })
+    });
+    rx.recv().expect("bare axum port")
+}
+
+/// The CPU per request of a bare axum handler answering after `delay`, with the same
+/// load tool and connections: this process's CPU (where the handler runs) per request.
+fn bare_cpu(delay: Duration) -> f64 {
+    let url = format!("http://127.0.0.1:{}{PATH}", bare_axum(delay));
+    let _ = wrk(&url, "Bearer x");
+    let meter = CpuMeter::start(&[None]);
+    let (_, _, done) = wrk(&url, "Bearer x");
+    meter.per(done)[0]
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -244,8 +290,10 @@ async fn run() {
     // Warm both paths (connection pools, page cache) before measuring.
     let _ = wrk(&direct_url, &account_auth);
     let _ = wrk(&proxy_url, &bearer);
+    let bare = bare_cpu(Duration::ZERO);
     compare(
         "loopback",
+        bare,
         ROUNDS,
         &pids,
         &direct_url,
@@ -268,8 +316,10 @@ async fn run() {
         .await
         .expect("latency rule");
     assert!(resp.status().is_success(), "latency rule refused");
+    let bare = bare_cpu(Duration::from_millis(UPSTREAM_LATENCY_MS));
     compare(
         &format!("upstream {UPSTREAM_LATENCY_MS} ms"),
+        bare,
         2,
         &pids,
         &direct_url,
@@ -287,8 +337,10 @@ struct Pids {
 
 /// Alternating rounds of both paths; prints the medians, their ratio and difference, and
 /// the CPU each process spent per request.
+#[allow(clippy::too_many_arguments)]
 fn compare(
     label: &str,
+    bare: f64,
     rounds: usize,
     pids: &Pids,
     direct: &str,
@@ -317,6 +369,10 @@ fn compare(
     println!(
         "proxy    {label}: CPU per request: proxied gateway {gw_cpu:.1} us + simulator {sim_cpu:.1} us, direct simulator {:.1} us",
         median(d_cpu)
+    );
+    println!(
+        "proxy    {label}: gateway CPU per proxied request against a bare axum handler at the same load ({bare:.1} us): {:.2}x (goal <= 4x)",
+        gw_cpu / bare
     );
     let (d_rps, d_p50, p_rps, p_p50) = (median(d_rps), median(d_p50), median(p_rps), median(p_p50));
     println!(
