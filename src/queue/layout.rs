@@ -25,7 +25,11 @@
 //! one atomic script call (layout 1 takes both steps), and records its progress in
 //! `{prefix}:meta` (`migrating`: the target, `from`: the layout it started from,
 //! `migrated`: the partitions done): a process that dies half-way leaves a migration the
-//! next process resumes, and every step is idempotent. From layout 1, webhook replay ids
+//! next process resumes, and every step is idempotent. The recorded `layout` is removed
+//! when the migration starts, so that a process of the earlier layout started meanwhile
+//! finds a migration to a layout it does not know and refuses the store. A migration of
+//! layout 1 that the release of layout 2 left half-way is started again from layout 1 (both
+//! steps leave a partition already past them as it is). From layout 1, webhook replay ids
 //! are then copied to their own namespace (the old key stays, for a client whose key it
 //! was). The layout version is recorded last.
 //!
@@ -63,6 +67,7 @@ pub struct LayoutScripts {
     partition_v2: Script,
     copy_key: Script,
     lock: Script,
+    begin: Script,
     finish: Script,
     record: Script,
     /// `processes.lua`: the registry of live processes.
@@ -83,6 +88,7 @@ impl LayoutScripts {
             partition_v2: Script::new(HELPERS, include_str!("migrate_v2.lua")),
             copy_key: Script::new("", COPY_KEY),
             lock: Script::new("", LOCK),
+            begin: Script::new("", BEGIN),
             finish: Script::new("", FINISH),
             record: Script::new("", RECORD),
             processes: Script::new(HELPERS, include_str!("processes.lua")),
@@ -114,6 +120,16 @@ if ARGV[3] == 'renew' then
 else
   redis.call('DEL', ARGV[1])
 end
+return 1
+"#;
+
+/// Marks, in the meta hash `ARGV[1]`, a migration to layout `ARGV[2]` from layout `ARGV[3]`
+/// with no partition done, and removes the recorded layout, at once: a process of the
+/// earlier layout that starts meanwhile finds a migration to a layout it does not know,
+/// and refuses the store, rather than taking the data for its own.
+const BEGIN: &str = r#"
+redis.call('HSET', ARGV[1], 'migrating', ARGV[2], 'from', ARGV[3], 'migrated', '0')
+redis.call('HDEL', ARGV[1], 'layout')
 return 1
 "#;
 
@@ -450,7 +466,7 @@ async fn migrate_locked<T: Transport>(
     token: &str,
     stop_after: Option<u16>,
 ) -> Result<(), QueueError> {
-    let Some((from, done)) = begin_or_resume(scope).await? else {
+    let Some((from, done)) = begin_or_resume(scope, migration).await? else {
         return Ok(());
     };
     let (meta, prefix) = (scope.meta(), scope.prefix);
@@ -485,15 +501,14 @@ async fn migrate_locked<T: Transport>(
 }
 
 /// Under the migration's lock: the layout the migration starts from (1 or 2) and the
-/// partitions already done, after marking a new migration in `{prefix}:meta` (`migrating`:
-/// the target, `from`); `None` when there is nothing to migrate (another process finished
-/// it meanwhile, or the store holds no earlier layout after all).
+/// partitions already done, after marking a new migration in `{prefix}:meta` (see
+/// [`BEGIN`]); `None` when there is nothing to migrate (another process finished it
+/// meanwhile, or the store holds no earlier layout after all).
 async fn begin_or_resume<T: Transport>(
     scope: &Scope<'_, T>,
+    migration: &LayoutScripts,
 ) -> Result<Option<(u32, u16)>, QueueError> {
     let (meta, prefix) = (scope.meta(), scope.prefix);
-    // A stopped migration may have left the count it checked: checked again here, before
-    // anything is written.
     let fields = strings(
         scope
             .cmd(
@@ -508,26 +523,15 @@ async fn begin_or_resume<T: Transport>(
     );
     let field = |i: usize| fields.get(i).cloned().flatten();
     let (migrating, layout) = (field(0), field(2));
-    if layout.as_deref() == Some(&LAYOUT_VERSION.to_string()) {
+    let mine = LAYOUT_VERSION.to_string();
+    if layout.as_deref() == Some(mine.as_str()) {
         // Another process finished it while this one waited for the lock.
         return Ok(None);
     }
-    // Only a migration to this layout is resumed: one to an earlier layout ("1" was
-    // written by builds that did not record the target yet) is the earlier release's to
-    // finish.
-    if let Some(target) = migrating
-        .as_deref()
-        .filter(|t| *t != LAYOUT_VERSION.to_string())
-    {
-        return Err(QueueError::Mismatch(format!(
-            "a migration of the queue under key prefix {prefix:?} to layout {target} is \
-             under way (key {meta:?}); this release migrates to layout {LAYOUT_VERSION}: \
-             let the release that started it finish it"
-        )));
-    }
-    let from = match (&migrating, layout.as_deref()) {
-        (Some(_), _) => match field(3).as_deref().map(str::parse::<u32>) {
-            Some(Ok(from @ (1 | 2))) => from,
+    let resumed = match (migrating.as_deref(), layout.as_deref()) {
+        (Some(target), _) if target == mine => match field(3).as_deref() {
+            Some("1") => Some(1),
+            Some("2") => Some(2),
             _ => {
                 return Err(QueueError::Mismatch(format!(
                     "the migration of the queue under key prefix {prefix:?} records no \
@@ -535,35 +539,21 @@ async fn begin_or_resume<T: Transport>(
                 )))
             }
         },
-        (None, Some("2")) => 2,
-        (None, _) if layout_one_partitions(scope).await?.is_empty() => {
-            // Nothing of layout 1 after all: the caller records this layout.
-            return Ok(None);
+        // The release of layout 2 stopped half-way through a migration of layout 1 ("1"
+        // was written by its builds that did not record the target yet): its partitions
+        // are in layout 1 or 2, and both steps leave a partition already past them as it
+        // is, so it is started again from layout 1.
+        (Some("1" | "2"), None) => None,
+        (Some(target), _) => {
+            return Err(QueueError::Mismatch(format!(
+                "a migration of the queue under key prefix {prefix:?} to layout {target} is \
+                 under way (key {meta:?}); this release migrates to layout {mine}: let the \
+                 release that started it finish it"
+            )))
         }
-        (None, _) => 1,
+        (None, _) => None,
     };
-    if migrating.is_none() {
-        // Marked before anything else is written (the data was checked against the
-        // partition count above): a process that dies from here on leaves a migration
-        // the next one resumes, never data taken for migrated.
-        scope
-            .cmd(
-                redis::cmd("HSET")
-                    .arg(&meta)
-                    .arg("migrating")
-                    .arg(LAYOUT_VERSION)
-                    .arg("from")
-                    .arg(from),
-            )
-            .await?;
-        check_partitions(scope).await?;
-        tracing::info!(
-            prefix,
-            from,
-            to = LAYOUT_VERSION,
-            "migrating the queue's layout"
-        );
-    } else {
+    if let Some(from) = resumed {
         check_partitions(scope).await?;
         tracing::info!(
             prefix,
@@ -571,9 +561,30 @@ async fn begin_or_resume<T: Transport>(
             to = LAYOUT_VERSION,
             "resuming the migration of the queue's layout"
         );
+        let done = field(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        return Ok(Some((from, done)));
     }
-    let done = field(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok(Some((from, done)))
+    let from: u32 = if migrating.is_none() && layout.as_deref() == Some("2") {
+        2
+    } else if migrating.is_none() && layout_one_partitions(scope).await?.is_empty() {
+        // Nothing of layout 1 after all: the caller records this layout.
+        return Ok(None);
+    } else {
+        1
+    };
+    // Marked before anything else is written (the data was checked against the partition
+    // count): a process that dies from here on leaves a migration the next one resumes,
+    // never data taken for migrated.
+    check_partitions(scope).await?;
+    let call = (routed_to(&meta), args([&meta, &mine, &from.to_string()]));
+    scope.script(&migration.begin, call).await?;
+    tracing::info!(
+        prefix,
+        from,
+        to = LAYOUT_VERSION,
+        "migrating the queue's layout"
+    );
+    Ok(Some((from, 0)))
 }
 
 /// Copies each webhook replay id layout 1 remembered (`{base}:idem:{account}:webhook:

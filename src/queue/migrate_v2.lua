@@ -7,7 +7,9 @@
 -- claim and completion makes carry it. Each account's log moves in one write and its list
 -- is deleted after it, so a call repeated (after a migration stopped half-way) changes
 -- nothing more. A list whose account has no record left is not moved: it expires by
--- itself, as layout 2 set it to.
+-- itself, as layout 2 set it to. (Layout 2 dropped an idle account's record while its
+-- list could still hold sends of its window only with an account retention shorter than
+-- the window: such an account starts layout 3 with an empty log.)
 local base = ARGV[1]
 local changed = 0
 for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do

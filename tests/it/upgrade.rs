@@ -207,6 +207,10 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
         redis.command(&["HGET", "up:meta", "layout"]).as_deref(),
         Some("$-1\r\n")
     );
+    // As the release of layout 2 would have left it, stopped half-way to layout 2 (with
+    // no `from`): this release starts it again from layout 1.
+    redis.command(&["HSET", "up:meta", "migrating", "2"]);
+    redis.command(&["HDEL", "up:meta", "from"]);
 
     // The new release resumes it, then delivers.
     let new = ServeProcess::start(&new_text).await;
@@ -453,6 +457,24 @@ async fn a_layout_two_queue_keeps_its_rate_windows_across_the_upgrade() {
         redis.command(&["LPUSH", &rl, &(now_ms - ago).to_string()]);
     }
     redis.command(&["PEXPIRE", &rl, "120000"]);
+
+    // A migration stopped after one partition of four: the recorded layout is gone
+    // meanwhile (a layout-2 process started now finds a migration to a layout it does not
+    // know, and refuses the store), and the next process resumes it.
+    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
+    let scope = Scope {
+        transport: queue.transport(),
+        prefix: "two",
+        partitions: 4,
+    };
+    layout::migrate_until(&scope, &LayoutScripts::new(), Some(1))
+        .await
+        .expect("a quarter of a migration");
+    let meta = |field: &str| redis.command(&["HGET", "two:meta", field]);
+    assert_eq!(meta("layout").as_deref(), Some("$-1\r\n"));
+    assert_eq!(meta("migrating"), Some(bulk(&LAYOUT_VERSION.to_string())));
+    assert_eq!(meta("from"), Some(bulk("2")));
+    assert_eq!(meta("migrated"), Some(bulk("1")));
 
     let new = ServeProcess::start(&text).await;
     wait_for("the migration to finish", Duration::from_secs(20), || {
