@@ -158,7 +158,8 @@ end
 -- Bounded growth: a few accounts of the partition per sweep interval (a cursor walks the
 -- account set), each losing the dead letters older than their retention (counted in the
 -- reply), and its record dropped once it has been idle (no events, dead letters or hold)
--- for the account retention (its rate log goes with it). One call visits at most
+-- for the account retention (its rate log goes with it, so not while the latest send it
+-- logs still counts in the account's window). One call visits at most
 -- sweep_accounts accounts and drops at most sweep_drops letters: a page of the scan that
 -- holds more (a small set comes whole, whatever COUNT says) is finished by the next
 -- sweeps, after the account recorded beside the cursor (or, if that one has gone, from its
@@ -190,7 +191,8 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
     local acct = page[pos]
     local akey = base .. ':acct:' .. acct
     local dead = base .. ':dead:' .. acct
-    local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'idle_since')
+    local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'idle_since',
+      'rl', 'window')
     local old = redis.call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
       int(sweep_drops - dropped))
     for _, did in ipairs(old) do
@@ -207,9 +209,12 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
         and redis.call('EXISTS', q .. ':h', q .. ':n', base .. ':retry:' .. acct, dead) == 0
       if idle then
         local since = tonumber(st[5] or '')
+        -- the rate log goes with the record: not while its latest send counts
+        local last = st[6] and tonumber(string.sub(st[6], 1, 13))
+        local counts = last and last + (tonumber(st[7] or '') or default_window) + margin + 1 > now
         if not since then
           w('HSET', akey, 'idle_since', now_s)
-        elseif now - since >= acct_retention then
+        elseif now - since >= acct_retention and not counts then
           w('DEL', akey)
           w('ZREM', held, acct)
           w('ZREM', ready, acct)
@@ -340,7 +345,9 @@ for _, acct in ipairs(accts) do
         w('ZADD', inflight, int(deadline), did)
         w('HSET', ekey, unpack(set))
         -- the log keeps the newest `limit` (this send's among them); a long one (a high
-        -- limit) only those that can still hold back a send, as it is copied at each send
+        -- limit) only those that can still hold back a send under the current window and
+        -- margin, as it is copied at each send (a window raised later does not bring the
+        -- dropped times back)
         local rest = string.sub(rl, 1, cut)
         if #rest > 1664 then rest = recent_sends(rest, now - window - margin - 1) end
         w('HSET', akey, 'busy', did, 'rl_did', did, 'rl', now_s .. rest)

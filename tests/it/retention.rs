@@ -25,6 +25,11 @@ fn used_memory(redis: &RedisServer) -> i64 {
 }
 
 async fn put(q: &dyn Queue, account: &str, n: usize) {
+    put_limited(q, account, n, LIMIT).await
+}
+
+/// As [`put`], with the account's rate limit `limit`.
+async fn put_limited(q: &dyn Queue, account: &str, n: usize, limit: RateLimit) {
     let events = (0..n)
         .map(|i| NewEvent {
             id: EventId::new(partition_of(account, 1)),
@@ -37,7 +42,7 @@ async fn put(q: &dyn Queue, account: &str, n: usize) {
         .collect();
     q.enqueue(EnqueueBatch {
         account: account.into(),
-        limit: LIMIT,
+        limit,
         max_depth: 100_000,
         idempotency_ttl_secs: 1,
         events,
@@ -223,4 +228,46 @@ async fn a_sweep_round_over_a_partition_is_followed_by_a_rest() {
     // 1 s: the sweep interval (250 ms with one partition), not less.
     let rest = pttl_after_a_round(1, "second").await;
     assert!((1..=250).contains(&rest), "{rest}");
+}
+
+/// An idle account's record (with its rate log) outlives the account retention while the
+/// latest send it logs still counts in the account's window: dropping it would let the
+/// account send its whole limit again within that window.
+#[tokio::test]
+async fn an_idle_account_keeps_its_record_while_its_latest_send_counts() {
+    let redis = RedisServer::start();
+    let mut config = Config::default();
+    config.redis.url = redis.url().into();
+    config.redis.key_prefix = "keep".into();
+    config.redis.partitions = 1;
+    config.delivery.dead_letter_retention_seconds = 1;
+    config.delivery.event_retention_seconds = 1;
+    config.delivery.account_retention_seconds = 1;
+    let q: Arc<dyn Queue> = zenrelay::app::queue_for(&config).unwrap();
+    let minute = RateLimit {
+        limit: 10,
+        window_ms: 60_000,
+    };
+    put_limited(q.as_ref(), "live-minute", 1, minute).await;
+    put(q.as_ref(), "live-second", 1).await;
+    deliver_all(q.as_ref()).await;
+    let record = |account: &str| {
+        redis.command(&["EXISTS", &format!("keep:{{p0}}:acct:{account}")]) == Some(":1\r\n".into())
+    };
+    // Idle past the account retention, swept again and again: the account whose send
+    // left its 1 s window is dropped, the one whose send is within its minute is kept.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while record("live-second") {
+        assert!(
+            Instant::now() < deadline,
+            "the idle account was never dropped"
+        );
+        q.claim(0, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(record("live-minute"), "dropped while its send counts");
+    let log = redis
+        .command(&["HGET", "keep:{p0}:acct:live-minute", "rl"])
+        .unwrap_or_default();
+    assert!(log.starts_with("$13\r\n"), "{log:?}");
 }
