@@ -187,6 +187,7 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         | "cargo bench --bench relay -- latency"
         | "cargo bench --bench relay -- cluster"
         | "cargo bench --bench relay -- script-time"
+        | "cargo bench --bench proxy"
         | "scripts/redis-cost.sh" => {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
         }
@@ -197,7 +198,7 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         "scripts/bullmq-cost.sh" => Inline::NotRun(
             "installs BullMQ from the npm registry and counts under callgrind (minutes); checked to parse",
         ),
-        s if s.starts_with("scripts/lua-cost.sh ") => Inline::NotRun(
+        s if s == "scripts/lua-cost.sh" || s.starts_with("scripts/lua-cost.sh ") => Inline::NotRun(
             "counts one Lua script's cost under callgrind (a minute); checked to parse",
         ),
         "cargo doc --open" => Inline::NotRun("opens a browser"),
