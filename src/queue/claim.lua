@@ -210,8 +210,9 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
       if idle then
         local since = tonumber(st[5] or '')
         -- the rate log goes with the record: not while its latest send counts
-        local last = st[6] and tonumber(string.sub(st[6], 1, 13))
-        local counts = last and last + (tonumber(st[7] or '') or default_window) + margin + 1 > now
+        local latest = st[6] and tonumber(string.sub(st[6], 1, 13))
+        local counts = latest
+          and latest + (tonumber(st[7] or '') or default_window) + margin + 1 > now
         if not since then
           w('HSET', akey, 'idle_since', now_s)
         elseif now - since >= acct_retention and not counts then

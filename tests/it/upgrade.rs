@@ -211,6 +211,17 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
     // no `from`): this release starts it again from layout 1.
     redis.command(&["HSET", "up:meta", "migrating", "2"]);
     redis.command(&["HDEL", "up:meta", "from"]);
+    // That release would have left the partitions it did in layout 2, with the rate logs
+    // in lists of their own: one, an hour old, in partition 1 (`delta`'s), must be moved.
+    let delta_partition = zenrelay::domain::partition_of("delta", 4);
+    assert!(delta_partition < 2, "delta is in a partition already done");
+    let delta_rl = format!("up:{{p{delta_partition}}}:rl:delta");
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 3_600_000;
+    redis.command(&["LPUSH", &delta_rl, &hour_ago.to_string()]);
 
     // The new release resumes it, then delivers.
     let new = ServeProcess::start(&new_text).await;
@@ -222,6 +233,11 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
     assert_eq!(
         redis.command(&["HGET", "up:meta", "migrating"]).as_deref(),
         Some("$-1\r\n")
+    );
+    assert_eq!(
+        redis.command(&["EXISTS", &delta_rl]).as_deref(),
+        Some(":0\r\n"),
+        "the partitions done before were migrated again"
     );
     // The paused accounts are recorded as held (their expired events expire).
     for held in ["acme", "beta", "gamma"] {
