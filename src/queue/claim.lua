@@ -350,7 +350,9 @@ for _, acct in ipairs(accts) do
         -- margin, as it is copied at each send (a window raised later does not bring the
         -- dropped times back)
         local rest = string.sub(rl, 1, cut)
-        if #rest > 1664 then rest = recent_sends(rest, now - window - margin - 1) end
+        if #rest > 128 * 13 then
+          rest = string.sub(rest, 1, recent_sends(rest, now - window - margin - 1) * 13)
+        end
         w('HSET', akey, 'busy', did, 'rl_did', did, 'rl', now_s .. rest)
         w('ZREM', ready, acct)
         w('LPOP', list)

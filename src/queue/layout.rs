@@ -470,18 +470,23 @@ async fn migrate_locked<T: Transport>(
         return Ok(());
     };
     let (meta, prefix) = (scope.meta(), scope.prefix);
+    // Each partition's steps, one script call each: layout 1 takes both.
+    let steps: &[&Script] = if from == 1 {
+        &[&migration.partition, &migration.partition_v2]
+    } else {
+        &[&migration.partition_v2]
+    };
     for p in done..scope.partitions {
         if stop_after.is_some_and(|n| p >= n) {
             return Ok(());
         }
         renew(scope, migration, lock, token).await?;
         let base = scope.base(p);
-        if from == 1 {
-            let call = (base.clone(), vec![base.clone().into_bytes()]);
-            scope.script(&migration.partition, call).await?;
+        for step in steps {
+            scope
+                .script(step, (base.clone(), vec![base.clone().into_bytes()]))
+                .await?;
         }
-        let call = (base.clone(), vec![base.into_bytes()]);
-        scope.script(&migration.partition_v2, call).await?;
         scope
             .cmd(redis::cmd("HSET").arg(&meta).arg("migrated").arg(p + 1))
             .await?;
@@ -528,22 +533,34 @@ async fn begin_or_resume<T: Transport>(
         // Another process finished it while this one waited for the lock.
         return Ok(None);
     }
-    let resumed = match (migrating.as_deref(), layout.as_deref()) {
-        (Some(target), _) if target == mine => match field(3).as_deref() {
-            Some("1") => Some(1),
-            Some("2") => Some(2),
-            _ => {
-                return Err(QueueError::Mismatch(format!(
-                    "the migration of the queue under key prefix {prefix:?} records no \
-                     layout it started from (key {meta:?}, field `from`)"
-                )))
-            }
-        },
+    let from = match (migrating.as_deref(), layout.as_deref()) {
+        // A migration to this layout, stopped half-way: resumed where it stopped.
+        (Some(target), _) if target == mine => {
+            let from = match field(3).as_deref() {
+                Some("1") => 1,
+                Some("2") => 2,
+                _ => {
+                    return Err(QueueError::Mismatch(format!(
+                        "the migration of the queue under key prefix {prefix:?} records no \
+                         layout it started from (key {meta:?}, field `from`)"
+                    )))
+                }
+            };
+            check_partitions(scope).await?;
+            tracing::info!(
+                prefix,
+                from,
+                to = LAYOUT_VERSION,
+                "resuming the migration of the queue's layout"
+            );
+            let done = field(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            return Ok(Some((from, done)));
+        }
         // The release of layout 2 stopped half-way through a migration of layout 1 ("1"
         // was written by its builds that did not record the target yet): its partitions
         // are in layout 1 or 2, and both steps leave a partition already past them as it
         // is, so it is started again from layout 1.
-        (Some("1" | "2"), None) => None,
+        (Some("1" | "2"), None) => 1,
         (Some(target), _) => {
             return Err(QueueError::Mismatch(format!(
                 "a migration of the queue under key prefix {prefix:?} to layout {target} is \
@@ -551,26 +568,10 @@ async fn begin_or_resume<T: Transport>(
                  release that started it finish it"
             )))
         }
-        (None, _) => None,
-    };
-    if let Some(from) = resumed {
-        check_partitions(scope).await?;
-        tracing::info!(
-            prefix,
-            from,
-            to = LAYOUT_VERSION,
-            "resuming the migration of the queue's layout"
-        );
-        let done = field(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        return Ok(Some((from, done)));
-    }
-    let from: u32 = if migrating.is_none() && layout.as_deref() == Some("2") {
-        2
-    } else if migrating.is_none() && layout_one_partitions(scope).await?.is_empty() {
+        (None, Some("2")) => 2,
         // Nothing of layout 1 after all: the caller records this layout.
-        return Ok(None);
-    } else {
-        1
+        (None, _) if layout_one_partitions(scope).await?.is_empty() => return Ok(None),
+        (None, _) => 1,
     };
     // Marked before anything else is written (the data was checked against the partition
     // count): a process that dies from here on leaves a migration the next one resumes,

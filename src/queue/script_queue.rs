@@ -203,6 +203,10 @@ fn sweep_interval(partitions: u16) -> u64 {
     SWEEP_INTERVAL.as_millis() as u64 * u64::from(rounds)
 }
 
+/// Characters of one time in an account's rate log (`rl`: Unix ms, 13 digits until the
+/// year 2286, back to back); the scripts index the log by it.
+const RATE_LOG_STAMP: i64 = 13;
+
 /// Longest pause of a partition's retention sweeps after they have visited all of its
 /// accounts (see [`sweep_rest`]).
 pub const SWEEP_REST_MAX: Duration = Duration::from_secs(60);
@@ -618,7 +622,7 @@ fn claim_script(helpers: &str, config: &QueueSettings, sweep_interval_ms: u64) -
         config.retention.accounts_ms,
         limit = config.default_limit.limit,
         window = config.default_limit.window_ms,
-        cut = (i64::from(config.default_limit.limit) - 1) * 13,
+        cut = (i64::from(config.default_limit.limit) - 1) * RATE_LOG_STAMP,
         rest = sweep_rest(config, sweep_interval_ms),
     );
     Script::new(helpers, &format!("{settings}{}", include_str!("claim.lua")))

@@ -124,9 +124,9 @@ local function is_finished(done, n, dd)
     and (tonumber(dd or '0') or 0) == 0
 end
 
--- The leading part of the rate log `log` (send times in ms, newest first, 13 digits
--- each, no separator) whose times are after `since`: found by bisection, one entry read
--- per step.
+-- How many of the times that lead the rate log `log` (send times in ms, newest first, 13
+-- digits each, no separator) are after `since`: found by bisection, one entry read per
+-- step.
 local function recent_sends(log, since)
   local lo, hi = 0, #log / 13
   while lo < hi do
@@ -137,7 +137,7 @@ local function recent_sends(log, since)
       hi = mid
     end
   end
-  return string.sub(log, 1, lo * 13)
+  return lo
 end
 
 -- Whether `did` is among the first entries of `list`. Put-backs check it first, so that

@@ -25,7 +25,7 @@ for _, acct in ipairs(scan[2]) do
   local dead = redis.call('ZCARD', base .. ':dead:' .. acct)
   local window = tonumber(st[6] or '') or default_window
   -- Sends within the window: the rate log is newest first, so they lead it.
-  local recent = #recent_sends(st[7] or '', now - window) / 13
+  local recent = recent_sends(st[7] or '', now - window)
   local oldest = nil
   local function consider(did)
     if not did or did == '' then return end

@@ -1645,6 +1645,33 @@ async fn sent_in_window_forgets_calls_older_than_the_window(b: Backend) {
     assert_eq!((s.sent_in_window, s.delivered), (0, 2));
 }
 
+/// A limit past 128 calls: the rate log, which a send trims to the times that can still
+/// hold back a send once it is that long, keeps every call of the window, so the limit
+/// holds exactly.
+async fn a_long_rate_log_keeps_the_limit_exact(b: Backend) {
+    let q = open(b).await;
+    let high = RateLimit {
+        limit: 150,
+        window_ms: 60_000,
+    };
+    let names: Vec<String> = (0..151).map(|i| format!("e{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    put(&q, "acme", high, &names).await;
+    for i in 0..150 {
+        let mut got = claim(&q).await;
+        assert_eq!(got.len(), 1, "call {i}");
+        done(&q, &got.remove(0), ok()).await;
+    }
+    let (got, next) = claim_max(&q, 100).await;
+    assert!(got.is_empty(), "a 151st call within the window");
+    assert!(
+        next.is_some_and(|d| d > Duration::from_secs(50)),
+        "the window frees in about a minute: {next:?}"
+    );
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.sent_in_window, s.depth), (150, 1));
+}
+
 async fn held_accounts_still_expire_their_events(b: Backend) {
     let q = open(b).await;
     let ttl = |account: &str, name: &str| NewEvent {
@@ -1767,4 +1794,5 @@ conformance!(
     replay_and_purge_all_take_every_letter_in_chunks,
     replaying_one_call_of_a_finished_event,
     sent_in_window_forgets_calls_older_than_the_window,
+    a_long_rate_log_keeps_the_limit_exact,
 );

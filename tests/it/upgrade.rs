@@ -50,6 +50,20 @@ fn bulk(text: &str) -> String {
     format!("${}\r\n{text}\r\n", text.len())
 }
 
+/// Migrates the store of the gateway configuration `text` (4 partitions, under `prefix`)
+/// as a process would that stops after `done` partitions.
+async fn migrate_partly(text: &str, prefix: &str, done: u16) {
+    let queue = zenrelay::app::redis_queue(&config(text)).unwrap();
+    let scope = Scope {
+        transport: queue.transport(),
+        prefix,
+        partitions: 4,
+    };
+    layout::migrate_until(&scope, &LayoutScripts::new(), Some(done))
+        .await
+        .expect("part of a migration");
+}
+
 /// `GET {base}{path}` with the admin key, as JSON.
 async fn admin_get(base: &str, path: &str) -> serde_json::Value {
     reqwest::Client::new()
@@ -190,15 +204,7 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
 
     // A migration that stops after two of the four partitions.
     let new_text = with_admin(gateway_toml(&redis.url(), "up", &sim, &accounts, limit));
-    let queue = zenrelay::app::redis_queue(&config(&new_text)).unwrap();
-    let scope = Scope {
-        transport: queue.transport(),
-        prefix: "up",
-        partitions: 4,
-    };
-    layout::migrate_until(&scope, &LayoutScripts::new(), Some(2))
-        .await
-        .expect("half a migration");
+    migrate_partly(&new_text, "up", 2).await;
     assert_eq!(
         redis.command(&["HGET", "up:meta", "migrated"]),
         Some(bulk("2"))
@@ -477,15 +483,7 @@ async fn a_layout_two_queue_keeps_its_rate_windows_across_the_upgrade() {
     // A migration stopped after one partition of four: the recorded layout is gone
     // meanwhile (a layout-2 process started now finds a migration to a layout it does not
     // know, and refuses the store), and the next process resumes it.
-    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
-    let scope = Scope {
-        transport: queue.transport(),
-        prefix: "two",
-        partitions: 4,
-    };
-    layout::migrate_until(&scope, &LayoutScripts::new(), Some(1))
-        .await
-        .expect("a quarter of a migration");
+    migrate_partly(&text, "two", 1).await;
     let meta = |field: &str| redis.command(&["HGET", "two:meta", field]);
     assert_eq!(meta("layout").as_deref(), Some("$-1\r\n"));
     assert_eq!(meta("migrating"), Some(bulk(&LAYOUT_VERSION.to_string())));
