@@ -7,7 +7,8 @@
 -- two retention sweeps of the partition, ms), sweep_rest (the pause after a round of the
 -- partition's accounts, ms) as text, dl_retention, acct_retention (ms,
 -- numbers), as text default_limit_text and default_window_text, and default_cut (where
--- the default limit's oldest entry starts in a rate log: (default_limit - 1) * 13).
+-- the default limit's oldest entry starts in a rate log: (default_limit - 1) * 13) and
+-- changes_kept (how long the change set remembers a change, ms; see snapshot.rs).
 -- First puts back expired leases and due retries (at most reap_max of each), finishing
 -- what a call that failed part-way left undone, turns expired heads of held accounts into
 -- dead letters, and drops dead letters and idle accounts past their retention. Then, for
@@ -26,6 +27,14 @@ local now, now_s = now_ms()
 local ready = base .. ':ready'
 local inflight = base .. ':inflight'
 local delayed = base .. ':delayed'
+-- The accounts whose change this call recorded (see `changed`): each once.
+local noted = {}
+local function note(acct)
+  if not noted[acct] then
+    noted[acct] = true
+    changed(base, acct, now_s)
+  end
+end
 
 -- A lease that ended (its holder died, stalled, or its completion failed part-way): the
 -- delivery goes back to the front of its list unless its completion already decided
@@ -41,6 +50,7 @@ local function reap_lease(did, lease_end)
     w('ZREM', inflight, did)
     return
   end
+  note(acct)
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'rl_did', 'rl')
   local held = st[1] == did
@@ -79,6 +89,7 @@ local function reap_retry(did)
   local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio')
   local acct = ev[1]
   if acct then
+    note(acct)
     if ev[2] == 'retrying' then
       local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
       if not near_head(list, did) then
@@ -137,6 +148,7 @@ for _, acct in ipairs(due_held) do
             if exp < next_check then next_check = exp end
             break
           end
+          note(acct)
           -- the status, then the letter, then off the list (as in a claim)
           local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
             'le' .. k, 'time to live passed before delivery'}, ev[3], ev[4], ev[5], true)
@@ -144,8 +156,10 @@ for _, acct in ipairs(due_held) do
           w('ZADD', base .. ':dead:' .. acct, now_s, did)
         elseif (status == 'dead' or status == 'expired')
           and not redis.call('ZSCORE', base .. ':dead:' .. acct, did) then
+          note(acct)
           w('ZADD', base .. ':dead:' .. acct, now_s, did)
         end
+        note(acct)
         w('LPOP', list)
         buried = buried + 1
       end
@@ -196,6 +210,7 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
     local old = redis.call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
       int(sweep_drops - dropped))
     for _, did in ipairs(old) do
+      note(acct)
       forget_letter(base, dead, did, retention)
       dropped = dropped + 1
     end
@@ -216,6 +231,8 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
         if not since then
           w('HSET', akey, 'idle_since', now_s)
         elseif now - since >= acct_retention and not counts then
+          -- the change tells readers of the stats that the account has gone
+          note(acct)
           w('DEL', akey)
           w('ZREM', held, acct)
           w('ZREM', ready, acct)
@@ -234,6 +251,9 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
     w('HSET', cursor_key, 'cursor', cursor, 'last', page[pos] or '', 'pos', int(pos))
   elseif scan[1] == '0' then
     w('DEL', cursor_key)
+    -- changes older than changes_kept are forgotten: a reader of the stats that last
+    -- read before then reads the partition whole
+    w('ZREMRANGEBYSCORE', base .. ':changed', '-inf', '(' .. int(now - changes_kept))
     if dropped < sweep_drops and sweep_rest ~= sweep_interval then
       -- every account was visited: the next round starts after the rest
       w('SET', base .. ':sweep', '1', 'PX', sweep_rest)
@@ -254,6 +274,8 @@ for _, acct in ipairs(accts) do
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
     'rl')
+  -- each branch below writes the account's ready score, at least
+  note(acct)
   local pause_until = st[4] and tonumber(st[4]) or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     w('ZREM', ready, acct)

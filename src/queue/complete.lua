@@ -9,9 +9,9 @@
 -- and its lease is still in the in-flight set. Returns per delivery 'ok', or 'stale' when
 -- it did not (its result is then ignored, except that a late success still removes the
 -- delivery everywhere, so it is not sent again).
--- Each delivery's writes go in this order: where it goes next, its status, the account
--- (freed in one write), the ready set, and last the end of its lease. A completion that
--- fails part-way is finished by the caller's retry (the status tells how far it got) or,
+-- Each delivery's writes go in this order: the account's change (see `changed`), where it
+-- goes next, its status, the account (freed in one write), the ready set, and last the
+-- end of its lease. A completion that fails part-way is finished by the caller's retry (the status tells how far it got) or,
 -- when the lease ends, by the reaper in claim.lua.
 local base = ARGV[1]
 local now, now_s = now_ms()
@@ -64,7 +64,14 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       w('PEXPIRE', ekey, retention)
     end
   end
-  if status == false or status == 'delivered' or status == 'dead' or status == 'expired' then
+  local ended = status == false or status == 'delivered' or status == 'dead'
+    or status == 'expired'
+  if not ended and kind ~= 'delivered' and not owned then
+    -- a failure reported by a caller that lost its lease: ignored
+    return 'stale'
+  end
+  changed(base, acct, now_s)
+  if ended then
     -- Already finished (a late success recorded it while this caller held a new lease, or
     -- this completion is a retry of one that failed part-way): finish what is left, end
     -- the lease and free the account.
@@ -113,8 +120,6 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       w('ZREM', inflight, did)
     end
     return 'ok'
-  elseif not owned then
-    return 'stale'
   end
   local extra
   if kind == 'retry' then

@@ -6,10 +6,11 @@
 -- Returns per event 'ok' when it was stored, else {outcome, id, n} with outcome dup |
 -- mismatch | full; then {'ready'} when the account entered the ready set (its workers
 -- may be asleep).
--- Every check comes first. Then the writes: the account's settings, the ready set, the
--- new delivery ids (pushed once per priority), each event (one HSET) and last the
--- idempotency keys. A failure part-way leaves at worst ids of events that were never
--- stored, which claims drop as stale entries; an event is never stored without its ids.
+-- Every check comes first. Then the writes: the account's change (see `changed`), its
+-- settings, the ready set, the new delivery ids (pushed once per priority), each event
+-- (one HSET) and last the idempotency keys. A failure part-way leaves at worst ids of
+-- events that were never stored, which claims drop as stale entries; an event is never
+-- stored without its ids.
 -- An event's fields hold only what differs from what readers assume when a field is
 -- missing: no 'exp' without a time to live, no 'prio' for 'n', no agent 'ag<k>' for every
 -- agent, no 'at<k>', 'done' or 'dd' while they are 0.
@@ -108,7 +109,11 @@ while i <= #ARGV do
   end
   out[#out + 1] = result
 end
-if st[1] ~= limit or st[2] ~= window then
+local settings_changed = st[1] ~= limit or st[2] ~= window
+if settings_changed or #ekeys > 0 then
+  changed(base, acct, now_s)
+end
+if settings_changed then
   w('HSET', akey, 'limit', limit, 'window', window)
   w('SADD', base .. ':accounts', acct)
 end

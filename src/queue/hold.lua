@@ -11,6 +11,7 @@ local base, acct, op = ARGV[1], ARGV[2], ARGV[3]
 local akey = base .. ':acct:' .. acct
 local st = redis.call('HMGET', akey, 'busy', 'until')
 local now, now_s = now_ms()
+changed(base, acct, now_s)
 w('SADD', base .. ':accounts', acct)
 if op == 'pause' then
   -- held: its claims stop, and the held set lets claims expire its events meanwhile

@@ -7,7 +7,7 @@
 //! - a newer layout than [`LAYOUT_VERSION`] (written by a later release): it refuses to
 //!   start, so an older release never misreads, or damages, what it does not know;
 //! - another partition count: it refuses to start (accounts are spread by the count);
-//! - layout 2: it is migrated once, online, before the process uses it;
+//! - layout 2 or 3: it is migrated once, online, before the process uses it;
 //! - no layout recorded: either the store is new (the version is recorded), or it holds the
 //!   data of the release before versions were recorded, layout 1, which is migrated once,
 //!   online, before the process uses it.
@@ -18,18 +18,23 @@
 //! held accounts), keeps three counters layout 2 derives instead, and remembered webhook
 //! replay ids under keys a client's `Idempotency-Key` could reach (`migrate_v1.lua`).
 //! Layout 2 keeps each account's rate log as a list of its own, where layout 3 keeps it in
-//! the account's record (`migrate_v2.lua`).
+//! the account's record (`migrate_v2.lua`). Layout 4 adds each partition's change set
+//! (`{base}:changed`, the accounts whose stats changed, which every writer keeps): nothing
+//! is moved, as each process reads the stats whole once, but the migration waits, as any
+//! does, until no process of layout 3, which does not record its changes, runs.
 //!
 //! The migration runs under a lock (`{prefix}:migrate:lock`, so one process does it while
 //! the others answer 503 and wait), one partition at a time, each step of a partition in
-//! one atomic script call (layout 1 takes both steps), and records its progress in
+//! one atomic script call (layout 1 takes both steps, layout 3 none), and records its
+//! progress in
 //! `{prefix}:meta` (`migrating`: the target, `from`: the layout it started from,
 //! `migrated`: the partitions done): a process that dies half-way leaves a migration the
 //! next process resumes, and every step is idempotent. The recorded `layout` is removed
 //! when the migration starts, so that a process of the earlier layout started meanwhile
 //! finds a migration to a layout it does not know and refuses the store. A migration of
-//! layout 1 that the release of layout 2 left half-way is started again from layout 1 (both
-//! steps leave a partition already past them as it is). From layout 1, webhook replay ids
+//! layout 1 that the release of layout 2 left half-way is started again from layout 1, and
+//! one the release of layout 3 left half-way from the layout it recorded (both steps leave
+//! a partition already past them as it is). From layout 1, webhook replay ids
 //! are then copied to their own namespace (the old key stays, for a client whose key it
 //! was). The layout version is recorded last.
 //!
@@ -45,7 +50,7 @@ use super::{rfc3339_ms, ProcessRecord, QueueError, PROCESS_STALE};
 use crate::domain::partition_of;
 
 /// The layout this release reads and writes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// The largest partition count a configuration accepts: old data is looked for in every
 /// partition up to it.
@@ -228,7 +233,7 @@ pub async fn check_layout<T: Transport>(
             )))
         }
         Some(Ok(v)) if v == LAYOUT_VERSION => LayoutCheck::Current,
-        Some(Ok(2)) => {
+        Some(Ok(2 | 3)) => {
             migrate(scope, migration).await?;
             LayoutCheck::Migrated
         }
@@ -470,11 +475,11 @@ async fn migrate_locked<T: Transport>(
         return Ok(());
     };
     let (meta, prefix) = (scope.meta(), scope.prefix);
-    // Each partition's steps, one script call each: layout 1 takes both.
-    let steps: &[&Script] = if from == 1 {
-        &[&migration.partition, &migration.partition_v2]
-    } else {
-        &[&migration.partition_v2]
+    // Each partition's steps, one script call each: layout 1 takes both, layout 3 none.
+    let steps: &[&Script] = match from {
+        1 => &[&migration.partition, &migration.partition_v2],
+        2 => &[&migration.partition_v2],
+        _ => &[],
     };
     for p in done..scope.partitions {
         if stop_after.is_some_and(|n| p >= n) {
@@ -505,7 +510,7 @@ async fn migrate_locked<T: Transport>(
     Ok(())
 }
 
-/// Under the migration's lock: the layout the migration starts from (1 or 2) and the
+/// Under the migration's lock: the layout the migration starts from (1, 2 or 3) and the
 /// partitions already done, after marking a new migration in `{prefix}:meta` (see
 /// [`BEGIN`]); `None` when there is nothing to migrate (another process finished it
 /// meanwhile, or the store holds no earlier layout after all).
@@ -539,6 +544,7 @@ async fn begin_or_resume<T: Transport>(
             let from = match field(3).as_deref() {
                 Some("1") => 1,
                 Some("2") => 2,
+                Some("3") => 3,
                 _ => {
                     return Err(QueueError::Mismatch(format!(
                         "the migration of the queue under key prefix {prefix:?} records no \
@@ -561,6 +567,13 @@ async fn begin_or_resume<T: Transport>(
         // are in layout 1 or 2, and both steps leave a partition already past them as it
         // is, so it is started again from layout 1.
         (Some("1" | "2"), None) => 1,
+        // The release of layout 3 stopped half-way through its migration (of layout 1 or
+        // 2, recorded in `from`): its steps leave a partition already past them as it is,
+        // so it is started again from there.
+        (Some("3"), None) => match field(3).as_deref() {
+            Some("2") => 2,
+            _ => 1,
+        },
         (Some(target), _) => {
             return Err(QueueError::Mismatch(format!(
                 "a migration of the queue under key prefix {prefix:?} to layout {target} is \
@@ -569,6 +582,7 @@ async fn begin_or_resume<T: Transport>(
             )))
         }
         (None, Some("2")) => 2,
+        (None, Some("3")) => 3,
         // Nothing of layout 1 after all: the caller records this layout.
         (None, _) if layout_one_partitions(scope).await?.is_empty() => return Ok(None),
         (None, _) => 1,

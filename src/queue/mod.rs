@@ -20,6 +20,9 @@ pub mod memory;
 pub mod redis;
 mod replies;
 pub mod script_queue;
+mod snapshot;
+
+pub use snapshot::{CHANGES_KEPT_MS, CLOCK_SLACK_MS};
 pub mod store;
 pub mod transport;
 

@@ -19,6 +19,10 @@ local purged = 0
 local missing = {}
 for _, did in ipairs(ids) do
   if redis.call('ZSCORE', dead, did) then
+    if purged == 0 then
+      local _, now_s = now_ms()
+      changed(base, acct, now_s)
+    end
     forget_letter(base, dead, did, retention)
     purged = purged + 1
   else

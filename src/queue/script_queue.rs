@@ -27,6 +27,7 @@
 //! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is when it started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; a send that would leave more than 128 behind it keeps only those that can still hold back a send under the account's current window and margin), `rl_did` (the call whose time heads the rate log), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
+//! | `{base}:changed` | ZSET | account → time (ms) of the latest change to what its stats show, recorded by every script that makes one (also when its record is dropped), so that a process keeping the stats reads again only those (`snapshot.rs`); entries older than an hour ([`super::CHANGES_KEPT_MS`]) are dropped by the sweep that ends a round |
 //! | `{base}:sweep` | STRING | expiring marker: one retention sweep per [`SWEEP_INTERVAL`] (longer with over [`SWEEP_PARTITIONS`] partitions); after a sweep that ends a round of the partition's accounts, a longer pause (`sweep_rest`: at most [`SWEEP_REST_MAX`], unless the interval is longer); unless the last one used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
 //! | `{base}:sweep:at` | HASH | where the sweep stands: `cursor` (of its `SSCAN` of `accounts`), `last` (the account it visited last on that page) and `pos` (that account's place on the page) |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
@@ -41,7 +42,8 @@
 //! | `{prefix}:migrate:lock` | STRING | held, with an expiry, by the process migrating an earlier layout |
 //! | `{prefix}:runtime:accounts` | HASH | account id → its runtime record (JSON written by [`crate::accounts`]; credentials inside are encrypted) |
 //!
-//! An account's counts are read from where its deliveries are, never kept apart: depth
+//! An account's counts are read from where its deliveries are, never kept apart (the change
+//! set says only which accounts to read again): depth
 //! (undelivered calls) is the length of its two lists, plus its retries, plus the call in
 //! flight (`busy`); retries are the size of `retry:{account}`; dead letters the size of
 //! `dead:{account}`.
@@ -113,12 +115,12 @@ use super::layout::{self, LayoutScripts};
 use super::replies::{
     array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_enqueue_reply, text,
 };
+use super::snapshot::{parse_chunk, Next, Plan, Read, Snapshot, CHANGES_KEPT_MS};
 use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::{
-    rfc3339_ms, AccountStats, CallStatus, ClaimBatch, Completion, DeadLetter, DeadLetterPage,
-    DeadLetterResult, DeadLetterSelection, DeadReason, DeliveryStatus, EnqueueBatch,
-    EnqueueOutcome, EventRecord, ProcessRecord, Queue, QueueError, QueueStats, RateLimit,
-    Retention, PROCESS_STALE,
+    rfc3339_ms, CallStatus, ClaimBatch, Completion, DeadLetter, DeadLetterPage, DeadLetterResult,
+    DeadLetterSelection, DeadReason, DeliveryStatus, EnqueueBatch, EnqueueOutcome, EventRecord,
+    ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention, PROCESS_STALE,
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
@@ -172,6 +174,10 @@ pub struct ScriptQueue<T> {
     /// The helpers in front of every script (to write the claim script again with
     /// another sweep interval).
     helpers: Arc<str>,
+    /// The stats as last read (see snapshot.rs); held by the read that refreshes them.
+    snapshot: tokio::sync::Mutex<Snapshot>,
+    /// How long the change sets remember a change, in milliseconds.
+    changes_kept_ms: u64,
 }
 
 /// An enqueue request waiting for its group commit.
@@ -253,7 +259,12 @@ impl<T: Transport> ScriptQueue<T> {
 
     fn with_helpers_shared(config: QueueSettings, transport: Arc<T>, helpers: &str) -> Self {
         let config_partitions = config.partitions;
-        let claim = claim_script(helpers, &config, sweep_interval(config_partitions));
+        let claim = claim_script(
+            helpers,
+            &config,
+            sweep_interval(config_partitions),
+            CHANGES_KEPT_MS,
+        );
         let complete = complete_script(helpers, &config);
         let announcer = Arc::new(Announcer::new(format!("{}:wake", config.prefix)));
         ScriptQueue {
@@ -275,6 +286,8 @@ impl<T: Transport> ScriptQueue<T> {
             helpers: helpers.into(),
             dead_letters_dropped: AtomicU64::new(0),
             sweep_interval_ms: sweep_interval(config_partitions),
+            snapshot: tokio::sync::Mutex::new(Snapshot::default()),
+            changes_kept_ms: CHANGES_KEPT_MS,
         }
     }
 
@@ -283,8 +296,22 @@ impl<T: Transport> ScriptQueue<T> {
     #[doc(hidden)]
     pub fn with_sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval_ms = (interval.as_millis() as u64).max(1);
-        self.claim = claim_script(&self.helpers, &self.config, self.sweep_interval_ms);
+        self.claim = claim_script(
+            &self.helpers,
+            &self.config,
+            self.sweep_interval_ms,
+            self.changes_kept_ms,
+        );
         self
+    }
+
+    /// With another time the change sets remember a change than [`CHANGES_KEPT_MS`]
+    /// (see snapshot.rs): for tests of bounded growth that cannot wait an hour.
+    #[doc(hidden)]
+    pub fn with_changes_kept(mut self, kept: Duration) -> Self {
+        self.changes_kept_ms = (kept.as_millis() as u64).max(1);
+        let interval = Duration::from_millis(self.sweep_interval_ms);
+        self.with_sweep_interval(interval)
     }
 
     /// Another queue over the same transport (the same store), with another partition
@@ -297,6 +324,7 @@ impl<T: Transport> ScriptQueue<T> {
             ..self.config.clone()
         };
         Self::with_helpers_shared(config, self.transport.clone(), helpers)
+            .with_changes_kept(Duration::from_millis(self.changes_kept_ms))
             .with_sweep_interval(Duration::from_millis(self.sweep_interval_ms))
     }
 
@@ -324,6 +352,36 @@ impl<T: Transport> ScriptQueue<T> {
     /// The key prefix of a partition, with its hash tag.
     pub fn base(&self, partition: u16) -> String {
         format!("{}:{{p{}}}", self.config.prefix, partition)
+    }
+
+    /// Reads partition `p` by `plan`, chunk after chunk; `None` when it must be read whole
+    /// instead (see snapshot.rs).
+    async fn read_partition(&self, p: usize, plan: Plan) -> Result<Option<Read>, QueueError> {
+        let base = self.base(p as u16);
+        let window = self.config.default_limit.window_ms.to_string();
+        let (mode, mut from) = match plan {
+            Plan::Whole => ("all", "0".to_string()),
+            Plan::ChangedSince(ms) => ("changed", ms.to_string()),
+        };
+        let mut read = Read::new(plan, self.changes_kept_ms);
+        loop {
+            let args = vec![
+                base.clone().into_bytes(),
+                window.clone().into_bytes(),
+                mode.as_bytes().to_vec(),
+                from.clone().into_bytes(),
+                STATS_CHUNK.to_string().into_bytes(),
+            ];
+            let chunk = parse_chunk(self.eval(&self.stats, &base, args).await?)?;
+            if !read.push(chunk) {
+                return Ok(None);
+            }
+            match read.next(&from) {
+                Next::Done => return Ok(Some(read)),
+                Next::From(next) => from = next,
+                Next::Whole => return Ok(None),
+            }
+        }
     }
 
     /// The key prefix of the partition holding `account`.
@@ -603,7 +661,12 @@ fn group_calls<'a>(batches: impl Iterator<Item = &'a EnqueueBatch>) -> Vec<(Vec<
 /// a script call nothing, where an argument costs Redis a string and its conversion to a
 /// number about as much again, at every call. Processes with other settings run other
 /// scripts (other digests), each of them whole.
-fn claim_script(helpers: &str, config: &QueueSettings, sweep_interval_ms: u64) -> Script {
+fn claim_script(
+    helpers: &str,
+    config: &QueueSettings,
+    sweep_interval_ms: u64,
+    changes_kept_ms: u64,
+) -> Script {
     let lease = config.lease.as_millis() as u64;
     let settings = format!(
         "-- this process's settings (see claim_script in script_queue.rs)\n\
@@ -612,7 +675,8 @@ fn claim_script(helpers: &str, config: &QueueSettings, sweep_interval_ms: u64) -
          local sweep_rest = '{rest}'\n\
          local dl_retention, acct_retention = {}, {}\n\
          local default_limit_text, default_window_text = '{limit}', '{window}'\n\
-         local default_cut = {cut}\n",
+         local default_cut = {cut}\n\
+         local changes_kept = {changes_kept_ms}\n",
         lease,
         config.default_limit.limit,
         config.default_limit.window_ms,
@@ -947,59 +1011,31 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         self.transport.ping().await
     }
 
-    /// Each partition's accounts in chunks of `STATS_CHUNK`, one script call each.
+    /// The stats as this process keeps them (see snapshot.rs), after reading each
+    /// partition's changes since its last read, or the partition whole, in chunks of
+    /// `STATS_CHUNK` accounts, one script call each.
     async fn stats(&self) -> Result<QueueStats, QueueError> {
-        let mut stats = QueueStats::default();
-        let mut seen = std::collections::HashSet::new();
-        let window = self.config.default_limit.window_ms.to_string();
-        for partition in 0..self.config.partitions {
-            let base = self.base(partition);
-            let mut cursor = b"0".to_vec();
-            loop {
-                let args = vec![
-                    base.clone().into_bytes(),
-                    window.clone().into_bytes(),
-                    cursor,
-                    STATS_CHUNK.to_string().into_bytes(),
-                ];
-                let mut reply = array(self.eval(&self.stats, &base, args).await?)?.into_iter();
-                stats.now_ms = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
-                cursor = reply.next().map(|v| bytes(&v)).unwrap_or_default();
-                for item in reply {
-                    let f = array(item)?;
-                    if f.len() < 12 {
-                        return Err(QueueError::Protocol("short stats entry".into()));
-                    }
-                    let num = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
-                    let opt = |i: usize| int(&f[i]).filter(|v| *v >= 0).map(|v| v as u64);
-                    let account = text(&f[0]).unwrap_or_default();
-                    // SSCAN may return an account twice
-                    if !seen.insert(account.clone()) {
-                        continue;
-                    }
-                    let busy = text(&f[6]).unwrap_or_default();
-                    stats.accounts.push(AccountStats {
-                        account,
-                        depth: num(1),
-                        scheduled_retries: num(2),
-                        dead: num(3),
-                        delivered: num(4),
-                        upstream_429: num(5),
-                        in_flight: u64::from(!busy.is_empty()),
-                        paused: num(7) == 1,
-                        auth_failed: num(8) == 1,
-                        sent_in_window: num(9),
-                        oldest_ms: opt(10),
-                        next_send_ms: opt(11),
-                    });
+        let mut snapshot = self.snapshot.lock().await;
+        let partitions = usize::from(self.config.partitions);
+        for p in 0..partitions {
+            let mut plan = snapshot.plan(p, partitions);
+            let read = loop {
+                match self.read_partition(p, plan).await {
+                    Ok(Some(read)) => break Ok(read),
+                    Ok(None) if plan != Plan::Whole => plan = Plan::Whole,
+                    Ok(None) => break Err(QueueError::Protocol("a stats read did not end".into())),
+                    Err(e) => break Err(e),
                 }
-                if cursor.is_empty() || cursor == b"0" {
-                    break;
+            };
+            match read {
+                Ok(read) => snapshot.apply(p, read),
+                Err(e) => {
+                    snapshot.forget(p);
+                    return Err(e);
                 }
             }
         }
-        stats.accounts.sort_by(|a, b| a.account.cmp(&b.account));
-        Ok(stats)
+        Ok(snapshot.stats())
     }
 
     async fn dead_letters(

@@ -53,6 +53,18 @@ local function forget_letter(base, dead, did, retention)
   end
 end
 
+-- Records that `acct` changed what the stats of its account show, at `now_s` (Redis's
+-- clock, ms, as text): the partition's change set (`<base>:changed`, account -> time of
+-- its latest change) lets a process that keeps the stats read again only the accounts
+-- changed since its last read (see snapshot.rs). Every script that writes an account's
+-- record, lists, retries, dead letters or ready score calls it, before those writes, so
+-- that a script that fails part-way still leaves its account to be read again. Not
+-- through `w`: no later call depends on it, so a failure right after it is one before the
+-- script's first write.
+local function changed(base, acct, now_s)
+  redis.call('ZADD', base .. ':changed', now_s, acct)
+end
+
 -- Puts the account into the ready set when it has queued work and is neither busy
 -- (a delivery in flight) nor paused. Its score is the earliest time it may send and
 -- orders the accounts: `score` (default `now`) lets an account that was idle enter ahead

@@ -291,10 +291,11 @@ impl Store {
             }
             "LPUSH" | "RPUSH" | "LPOP" | "LLEN" | "LPOS" | "LINDEX" | "LSET" | "LREM" | "LTRIM"
             | "LRANGE" => self.lists(&name, args),
-            "ZADD" | "ZREM" | "ZSCORE" | "ZCARD" | "ZRANGE" | "ZRANGEBYSCORE" => {
-                self.sorted_sets(&name, args)
+            "ZADD" | "ZREM" | "ZSCORE" | "ZCARD" | "ZRANGE" | "ZRANGEBYSCORE"
+            | "ZREMRANGEBYSCORE" => self.sorted_sets(&name, args),
+            "SADD" | "SREM" | "SSCAN" | "SCARD" | "SMEMBERS" | "SISMEMBER" => {
+                self.sets(&name, args)
             }
-            "SADD" | "SREM" | "SSCAN" | "SCARD" | "SMEMBERS" => self.sets(&name, args),
             _ => Err(unknown(&name)),
         }
     }
@@ -649,7 +650,8 @@ impl Store {
         }
     }
 
-    /// Sorted-set commands: `ZADD ZREM ZSCORE ZCARD ZRANGE ZRANGEBYSCORE`.
+    /// Sorted-set commands: `ZADD ZREM ZSCORE ZCARD ZRANGE ZRANGEBYSCORE
+    /// ZREMRANGEBYSCORE`.
     fn sorted_sets(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
         let arity = |min, even_after| check_arity(name, args, min, even_after);
         match name {
@@ -735,11 +737,40 @@ impl Store {
                 }
                 Ok(Value::Array(out))
             }
+            "ZREMRANGEBYSCORE" => {
+                // exactly a key and two bounds, as in Redis
+                arity(3, None)?;
+                if args.len() > 3 {
+                    return Err(err(
+                        "ERR wrong number of arguments for 'zremrangebyscore' command",
+                    ));
+                }
+                let (min, min_open) = parse_bound(&args[1])?;
+                let (max, max_open) = parse_bound(&args[2])?;
+                let removed = match self.zset(&args[0], Want::Read)? {
+                    Some(z) => {
+                        let gone: Vec<Vec<u8>> = z
+                            .order
+                            .range((Bound::Included((Score(min), Vec::new())), Bound::Unbounded))
+                            .skip_while(|(s, _)| min_open && s.0 <= min)
+                            .take_while(|(s, _)| if max_open { s.0 < max } else { s.0 <= max })
+                            .map(|(_, m)| m.clone())
+                            .collect();
+                        for m in &gone {
+                            z.remove(m);
+                        }
+                        gone.len()
+                    }
+                    None => 0,
+                };
+                self.drop_if_empty(&args[0]);
+                Ok(Value::Int(removed as i64))
+            }
             _ => Err(unknown(name)),
         }
     }
 
-    /// Set commands: `SADD SREM SSCAN SCARD SMEMBERS`.
+    /// Set commands: `SADD SREM SSCAN SCARD SMEMBERS SISMEMBER`.
     fn sets(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
         let arity = |min, even_after| check_arity(name, args, min, even_after);
         match name {
@@ -760,6 +791,16 @@ impl Store {
                 Ok(Value::Int(removed as i64))
             }
             "SSCAN" => self.sscan(name, args),
+            "SISMEMBER" => {
+                arity(2, None)?;
+                if args.len() > 2 {
+                    return Err(err("ERR wrong number of arguments for 'sismember' command"));
+                }
+                let found = self
+                    .set(&args[0], Want::Read)?
+                    .is_some_and(|s| s.contains(&args[1]));
+                Ok(Value::Int(i64::from(found)))
+            }
             "SCARD" => {
                 arity(1, None)?;
                 Ok(Value::Int(
@@ -1237,6 +1278,29 @@ mod tests {
         assert_eq!(run(&mut s, &["PERSIST", "k"]), Ok(Value::Int(1)));
         s.set_now(10_000_000);
         assert_eq!(run(&mut s, &["GET", "k"]), Ok(b("v")));
+    }
+
+    #[test]
+    fn score_ranges_are_removed_and_members_looked_up() {
+        let mut s = Store::new();
+        for (score, m) in [("1", "a"), ("2", "b"), ("3", "c")] {
+            run(&mut s, &["ZADD", "z", score, m]).unwrap();
+        }
+        assert_eq!(
+            run(&mut s, &["ZREMRANGEBYSCORE", "z", "-inf", "(2"]),
+            Ok(Value::Int(1))
+        );
+        assert_eq!(run(&mut s, &["ZCARD", "z"]), Ok(Value::Int(2)));
+        assert_eq!(
+            run(&mut s, &["ZREMRANGEBYSCORE", "z", "2", "+inf"]),
+            Ok(Value::Int(2))
+        );
+        assert_eq!(run(&mut s, &["DBSIZE"]), Ok(Value::Int(0)));
+        assert!(run(&mut s, &["ZREMRANGEBYSCORE", "z", "1", "2", "3"]).is_err());
+        run(&mut s, &["SADD", "s", "x"]).unwrap();
+        assert_eq!(run(&mut s, &["SISMEMBER", "s", "x"]), Ok(Value::Int(1)));
+        assert_eq!(run(&mut s, &["SISMEMBER", "s", "y"]), Ok(Value::Int(0)));
+        assert_eq!(run(&mut s, &["SISMEMBER", "none", "x"]), Ok(Value::Int(0)));
     }
 
     #[test]

@@ -565,11 +565,17 @@ async fn step(
             let show = |r: Result<zenrelay::queue::QueueStats, _>| {
                 result_json(r, |s| json!({ "now_ms": s.now_ms, "accounts": s.accounts }))
             };
-            (
-                "stats".into(),
-                show(redis.stats().await),
-                show(memory.stats().await),
-            )
+            let (r, m) = (show(redis.stats().await), show(memory.stats().await));
+            // Each backend's stats are kept between reads and updated from the accounts
+            // changed since: they must equal a read of the whole store by a new process.
+            let whole_r = show(redis.sibling(PARTITIONS, HELPERS).stats().await);
+            let whole_m = show(memory.sibling(PARTITIONS, HELPERS).stats().await);
+            for (backend, kept, whole) in [("Redis", &r, &whole_r), ("memory", &m, &whole_m)] {
+                if let Err(why) = compare_json("stats", kept, whole) {
+                    panic!("step {n}: {backend}'s kept stats differ from a whole read: {why}");
+                }
+            }
+            ("stats".into(), r, m)
         }
         89..=93 => {
             let account = *pick(rng, &ACCOUNTS);

@@ -1,5 +1,5 @@
-//! Bounded growth: dead letters, finished events and idle accounts' records are dropped
-//! after their retentions, so Redis returns to where it was once a burst is delivered or
+//! Bounded growth: dead letters, finished events, idle accounts' records and the change
+//! sets' entries are dropped after their retentions, so Redis returns to where it was once a burst is delivered or
 //! has died. The key count is checked on both backends, Redis's memory use on Redis.
 
 use std::sync::Arc;
@@ -15,6 +15,10 @@ const LIMIT: RateLimit = RateLimit {
     limit: 1000,
     window_ms: 1000,
 };
+
+/// How long the partitions' change sets remember an account's change (an hour in
+/// production): so that they empty too within the tests.
+const CHANGES_KEPT: Duration = Duration::from_secs(1);
 
 fn used_memory(redis: &RedisServer) -> i64 {
     let info = redis.command(&["INFO", "memory"]).unwrap_or_default();
@@ -107,7 +111,11 @@ async fn redis_returns_to_its_baseline_after_a_burst_is_delivered_or_dies() {
     config.delivery.dead_letter_retention_seconds = 1;
     config.delivery.event_retention_seconds = 1;
     config.delivery.account_retention_seconds = 1;
-    let q: Arc<dyn Queue> = zenrelay::app::queue_for(&config).unwrap();
+    let q: Arc<dyn Queue> = Arc::new(
+        zenrelay::app::redis_queue(&config)
+            .unwrap()
+            .with_changes_kept(CHANGES_KEPT),
+    );
     // Warm up (scripts loaded, the partition count recorded), then the baseline.
     put(q.as_ref(), "dead-warm", 1).await;
     deliver_all(q.as_ref()).await;
@@ -161,7 +169,7 @@ async fn the_embedded_store_returns_to_its_baseline_after_a_burst_is_delivered_o
     config.delivery.dead_letter_retention_seconds = 1;
     config.delivery.event_retention_seconds = 1;
     config.delivery.account_retention_seconds = 1;
-    let q = Arc::new(zenrelay::app::memory_queue(&config));
+    let q = Arc::new(zenrelay::app::memory_queue(&config).with_changes_kept(CHANGES_KEPT));
     let dbsize = || match q.transport().command(&[b"DBSIZE".to_vec()]) {
         Ok(redis::Value::Int(n)) => n,
         other => panic!("DBSIZE answered {other:?}"),

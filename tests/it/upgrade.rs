@@ -536,3 +536,91 @@ async fn a_layout_two_queue_keeps_its_rate_windows_across_the_upgrade() {
     assert_eq!(acme["state"], "window_full", "{queues}");
     assert!(sim.received("acme").is_empty());
 }
+
+/// The queue of the release before (layout 3) is taken up as it is, and a migration that
+/// release left half-way (here from layout 2) is started again from the layout it
+/// recorded: a rate list in a partition it had marked done is still moved into its
+/// record. The first stats a process reads are the whole store's.
+#[tokio::test]
+async fn a_layout_three_queue_and_its_half_migration_are_taken_up() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme", "beta"], 1000, 60).await;
+    let limit = "notify_per_minute = 3";
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let times =
+        |ago: &[u128]| -> String { ago.iter().map(|a| format!("{:013}", now_ms - a)).collect() };
+    for (prefix, half) in [("three", false), ("half", true)] {
+        let text = with_admin(gateway_toml(
+            &redis.url(),
+            prefix,
+            &sim,
+            &["acme", "beta"],
+            limit,
+        ));
+        let meta = format!("{prefix}:meta");
+        let p = zenrelay::domain::partition_of("acme", 4);
+        let base = format!("{prefix}:{{p{p}}}");
+        redis.command(&["SADD", &format!("{base}:accounts"), "acme"]);
+        redis.command(&["HSET", &format!("{base}:acct:acme"), "sent", "3"]);
+        if half {
+            // What the layout-3 release leaves when it dies migrating layout 2: every
+            // partition marked done, yet acme's rate list (layout 2) still in its list.
+            redis.command(&[
+                "HSET",
+                &meta,
+                "migrating",
+                "3",
+                "from",
+                "2",
+                "migrated",
+                "4",
+                "partitions",
+                "4",
+            ]);
+            let rl = format!("{base}:rl:acme");
+            for ago in [3_000, 2_000, 1_000] {
+                redis.command(&["LPUSH", &rl, &(now_ms - ago).to_string()]);
+            }
+        } else {
+            redis.command(&["HSET", &meta, "layout", "3", "partitions", "4"]);
+            let rl = times(&[1_000, 2_000, 3_000]);
+            redis.command(&["HSET", &format!("{base}:acct:acme"), "rl", &rl]);
+        }
+        let new = ServeProcess::start(&text).await;
+        wait_for("the layout to be recorded", Duration::from_secs(20), || {
+            redis.command(&["HGET", &meta, "layout"]) == Some(bulk(&LAYOUT_VERSION.to_string()))
+        })
+        .await;
+        for field in ["migrating", "migrated", "from"] {
+            assert_eq!(
+                redis.command(&["HGET", &meta, field]).as_deref(),
+                Some("$-1\r\n"),
+                "{prefix}: {field} left behind"
+            );
+        }
+        assert_eq!(
+            redis.command(&["HGET", &format!("{base}:acct:acme"), "rl"]),
+            Some(bulk(&times(&[1_000, 2_000, 3_000]))),
+            "{prefix}"
+        );
+        let queues = admin_get(&new.base, "/v1/queues?q=acme").await;
+        let acme = &queues["accounts"][0];
+        assert_eq!(acme["account"], "acme", "{prefix}: {queues}");
+        assert_eq!(acme["sent_in_window"], 3, "{prefix}: {queues}");
+        // A change is seen by the next read of the same process.
+        let resp = Api::new(&new.base)
+            .notify("acme", &json!({"app_id": 1, "event": "e", "body": {}}))
+            .await;
+        assert_eq!(resp.status(), 202);
+        let queues = admin_get(&new.base, "/v1/queues?q=acme").await;
+        assert_eq!(queues["accounts"][0]["depth"], 1, "{prefix}: {queues}");
+        assert_eq!(
+            queues["accounts"][0]["state"], "window_full",
+            "{prefix}: {queues}"
+        );
+    }
+    assert!(sim.received("acme").is_empty());
+}
