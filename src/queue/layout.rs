@@ -204,7 +204,7 @@ impl<T: Transport> Scope<'_, T> {
 }
 
 /// Checks the layout and the partition count recorded under the prefix, records them in a
-/// new store, and migrates layout 1 or 2 (see the module docs). `Mismatch` when this process
+/// new store, and migrates an earlier layout (see the module docs). `Mismatch` when this process
 /// must not use the store; `Unavailable` while another process migrates it.
 pub async fn check_layout<T: Transport>(
     scope: &Scope<'_, T>,
@@ -402,7 +402,7 @@ async fn layout_one_partitions<T: Transport>(scope: &Scope<'_, T>) -> Result<Vec
     Ok(found)
 }
 
-/// Migrates layout 1 or 2 to this layout (see the module docs).
+/// Migrates an earlier layout to this one (see the module docs).
 async fn migrate<T: Transport>(
     scope: &Scope<'_, T>,
     migration: &LayoutScripts,

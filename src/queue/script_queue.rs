@@ -115,7 +115,7 @@ use super::layout::{self, LayoutScripts};
 use super::replies::{
     array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_enqueue_reply, text,
 };
-use super::snapshot::{parse_chunk, Next, Plan, Read, Snapshot, CHANGES_KEPT_MS};
+use super::snapshot::{parse_chunk, Plan, Read, Snapshot, Tuning};
 use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::{
     rfc3339_ms, CallStatus, ClaimBatch, Completion, DeadLetter, DeadLetterPage, DeadLetterResult,
@@ -176,8 +176,8 @@ pub struct ScriptQueue<T> {
     helpers: Arc<str>,
     /// The stats as last read (see snapshot.rs); held by the read that refreshes them.
     snapshot: tokio::sync::Mutex<Snapshot>,
-    /// How long the change sets remember a change, in milliseconds.
-    changes_kept_ms: u64,
+    /// How the stats read the change sets.
+    tuning: Tuning,
 }
 
 /// An enqueue request waiting for its group commit.
@@ -214,7 +214,7 @@ fn sweep_interval(partitions: u16) -> u64 {
 const RATE_LOG_STAMP: i64 = 13;
 
 /// Longest pause of a partition's retention sweeps after they have visited all of its
-/// accounts (see [`sweep_rest`]).
+/// accounts (see `sweep_rest`).
 pub const SWEEP_REST_MAX: Duration = Duration::from_secs(60);
 
 /// The pause, in ms, of a partition's retention sweeps once they have visited every one
@@ -263,7 +263,7 @@ impl<T: Transport> ScriptQueue<T> {
             helpers,
             &config,
             sweep_interval(config_partitions),
-            CHANGES_KEPT_MS,
+            Tuning::default().kept_ms,
         );
         let complete = complete_script(helpers, &config);
         let announcer = Arc::new(Announcer::new(format!("{}:wake", config.prefix)));
@@ -287,7 +287,7 @@ impl<T: Transport> ScriptQueue<T> {
             dead_letters_dropped: AtomicU64::new(0),
             sweep_interval_ms: sweep_interval(config_partitions),
             snapshot: tokio::sync::Mutex::new(Snapshot::default()),
-            changes_kept_ms: CHANGES_KEPT_MS,
+            tuning: Tuning::default(),
         }
     }
 
@@ -300,16 +300,20 @@ impl<T: Transport> ScriptQueue<T> {
             &self.helpers,
             &self.config,
             self.sweep_interval_ms,
-            self.changes_kept_ms,
+            self.tuning.kept_ms,
         );
         self
     }
 
-    /// With another time the change sets remember a change than [`CHANGES_KEPT_MS`]
-    /// (see snapshot.rs): for tests of bounded growth that cannot wait an hour.
+    /// With other settings of the reads of the change sets than [`Tuning::default`]
+    /// (see snapshot.rs): for tests of bounded growth that cannot wait an hour
+    /// (`kept_ms`), or of the change sets alone (`slack_ms` 0).
     #[doc(hidden)]
-    pub fn with_changes_kept(mut self, kept: Duration) -> Self {
-        self.changes_kept_ms = (kept.as_millis() as u64).max(1);
+    pub fn with_change_reads(mut self, tuning: Tuning) -> Self {
+        self.tuning = Tuning {
+            kept_ms: tuning.kept_ms.max(1),
+            ..tuning
+        };
         let interval = Duration::from_millis(self.sweep_interval_ms);
         self.with_sweep_interval(interval)
     }
@@ -324,7 +328,7 @@ impl<T: Transport> ScriptQueue<T> {
             ..self.config.clone()
         };
         Self::with_helpers_shared(config, self.transport.clone(), helpers)
-            .with_changes_kept(Duration::from_millis(self.changes_kept_ms))
+            .with_change_reads(self.tuning)
             .with_sweep_interval(Duration::from_millis(self.sweep_interval_ms))
     }
 
@@ -359,27 +363,29 @@ impl<T: Transport> ScriptQueue<T> {
     async fn read_partition(&self, p: usize, plan: Plan) -> Result<Option<Read>, QueueError> {
         let base = self.base(p as u16);
         let window = self.config.default_limit.window_ms.to_string();
-        let (mode, mut from) = match plan {
-            Plan::Whole => ("all", "0".to_string()),
-            Plan::ChangedSince(ms) => ("changed", ms.to_string()),
+        let mode = match plan {
+            Plan::Whole => "all",
+            Plan::Changed { .. } => "changed",
         };
-        let mut read = Read::new(plan, self.changes_kept_ms);
+        let mut read = Read::new(plan, self.tuning);
+        let mut from = read.first();
         loop {
             let args = vec![
                 base.clone().into_bytes(),
                 window.clone().into_bytes(),
                 mode.as_bytes().to_vec(),
-                from.clone().into_bytes(),
+                from.at.into_bytes(),
                 STATS_CHUNK.to_string().into_bytes(),
+                from.after.into_bytes(),
+                from.until.into_bytes(),
             ];
             let chunk = parse_chunk(self.eval(&self.stats, &base, args).await?)?;
             if !read.push(chunk) {
                 return Ok(None);
             }
-            match read.next(&from) {
-                Next::Done => return Ok(Some(read)),
-                Next::From(next) => from = next,
-                Next::Whole => return Ok(None),
+            match read.next() {
+                None => return Ok(Some(read)),
+                Some(next) => from = next,
             }
         }
     }
@@ -1018,7 +1024,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         let mut snapshot = self.snapshot.lock().await;
         let partitions = usize::from(self.config.partitions);
         for p in 0..partitions {
-            let mut plan = snapshot.plan(p, partitions);
+            let mut plan = snapshot.plan(p, partitions, self.tuning);
             let read = loop {
                 match self.read_partition(p, plan).await {
                     Ok(Some(read)) => break Ok(read),

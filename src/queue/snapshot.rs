@@ -10,10 +10,16 @@
 //! - A read asks for the changes from its last read's start, less [`CLOCK_SLACK_MS`], so
 //!   that a Redis whose clock is a little behind (a replica promoted after a failover, a
 //!   slot moved to another node) loses nothing.
-//! - A partition is read whole again when its clock went back further than that, when the
-//!   changes since the last read may have been forgotten (the claims' sweeps drop those
-//!   older than [`CHANGES_KEPT_MS`]: a read more than half of it after the last), when one chunk of changes all carry one time (the
-//!   read could not go on past it), and after a read failed.
+//! - A read of changes goes in chunks, ordered by time and, within one millisecond, as Redis
+//!   orders its members; it reads no change later than its first chunk's time, which the
+//!   next read starts from.
+//! - A partition is read whole again when its clock went back further than the slack,
+//!   when the changes since the last read may have been forgotten (the claims' sweeps drop
+//!   those older than [`CHANGES_KEPT_MS`]: a read more than half of that after the last),
+//!   after a read failed, and every [`WHOLE_READ_EVERY_MS`] or a little less (staggered
+//!   over the partitions), so that a change missed all the same (the clock of a promoted
+//!   replica behind by more than the slack, a failover that lost writes already read, a
+//!   restored backup) is not shown for longer.
 //! - What moves with time alone is kept as its inputs and worked out when the stats are
 //!   taken: the calls sent within the rolling window are kept as their start times.
 
@@ -33,6 +39,9 @@ pub const CHANGES_KEPT_MS: u64 = 3_600_000;
 /// serving a partition may have moved back this much (a failover, a moved slot) without
 /// a change being missed.
 pub const CLOCK_SLACK_MS: u64 = 5_000;
+
+/// How often a process reads each partition whole again (ms; see the module docs).
+pub const WHOLE_READ_EVERY_MS: u64 = 1_800_000;
 
 /// One account as last read, with what its stats need to be worked out at a later time.
 #[derive(Debug, Clone)]
@@ -59,6 +68,8 @@ pub struct Chunk {
     /// The cursor (mode `all`, `"0"` at the end) or the time of the last change read
     /// (mode `changed`, empty at the end).
     pub next: String,
+    /// Mode `changed`: the account the chunk ended with.
+    pub after: String,
     rows: Vec<Row>,
 }
 
@@ -67,8 +78,14 @@ pub fn parse_chunk(reply: Value) -> Result<Chunk, QueueError> {
     let mut items = array(reply)?.into_iter();
     let now_ms = items.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
     let next = items.next().and_then(|v| text(&v)).unwrap_or_default();
+    let after = items.next().and_then(|v| text(&v)).unwrap_or_default();
     let rows = items.map(parse_row).collect::<Result<_, _>>()?;
-    Ok(Chunk { now_ms, next, rows })
+    Ok(Chunk {
+        now_ms,
+        next,
+        after,
+        rows,
+    })
 }
 
 fn parse_row(item: Value) -> Result<Row, QueueError> {
@@ -107,11 +124,35 @@ fn parse_row(item: Value) -> Result<Row, QueueError> {
     }))
 }
 
+/// How a process reads the change sets: [`Tuning::default`] but in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// How long the change sets remember a change (ms): the claims' sweeps are told it.
+    pub kept_ms: u64,
+    /// How far behind its last read a read of changes starts (ms).
+    pub slack_ms: u64,
+    /// How often each partition is read whole again (ms), staggered over the partitions
+    /// between three quarters of it and all of it.
+    pub whole_every_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            kept_ms: CHANGES_KEPT_MS,
+            slack_ms: CLOCK_SLACK_MS,
+            whole_every_ms: WHOLE_READ_EVERY_MS,
+        }
+    }
+}
+
 /// One partition as last read.
 #[derive(Debug, Default)]
 struct PartitionView {
     /// Redis's time at the start of the last read: later changes are still to be read.
     since_ms: u64,
+    /// Redis's time from which the partition is read whole again.
+    whole_due_ms: u64,
     accounts: HashMap<String, Kept>,
 }
 
@@ -120,19 +161,26 @@ struct PartitionView {
 pub enum Plan {
     /// Every account, walking the account set.
     Whole,
-    /// The accounts changed at or after this time (Unix ms).
-    ChangedSince(u64),
+    /// The accounts changed at or after `from` (Unix ms), unless Redis's time says the
+    /// partition must be read whole (see [`Read::push`]).
+    Changed {
+        /// Where the changes are read from: the last read's start less the slack.
+        from: u64,
+        /// When the partition is read whole again.
+        whole_due: u64,
+    },
 }
 
-/// What follows a chunk of a read.
+/// Where the next chunk of a read starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
-    /// The read is complete.
-    Done,
-    /// The next chunk starts here (a cursor or a time).
-    From(String),
-    /// The partition must be read whole instead.
-    Whole,
+pub struct From {
+    /// The cursor (a whole read) or the time (a read of changes) to go on from.
+    pub at: String,
+    /// In a read of changes, the account changed at `at` that the last chunk ended with.
+    pub after: String,
+    /// In a read of changes, the latest change it reads: its first chunk's time, as
+    /// later changes are read by the next read.
+    pub until: String,
 }
 
 /// Every partition as this process last read it.
@@ -146,21 +194,35 @@ pub struct Snapshot {
 /// The chunks of one read of a partition, to apply once the read is complete.
 pub struct Read {
     plan: Plan,
-    /// How long the change sets remember a change (ms): [`CHANGES_KEPT_MS`] but in tests.
-    kept_ms: u64,
+    tuning: Tuning,
     started_ms: Option<u64>,
     chunks: Vec<Chunk>,
 }
 
 impl Read {
-    /// A new read of a partition by `plan`, of change sets that remember a change for
-    /// `kept_ms`.
-    pub fn new(plan: Plan, kept_ms: u64) -> Self {
+    /// A new read of a partition by `plan`.
+    pub fn new(plan: Plan, tuning: Tuning) -> Self {
         Read {
             plan,
-            kept_ms,
+            tuning,
             started_ms: None,
             chunks: Vec::new(),
+        }
+    }
+
+    /// Where the first chunk starts.
+    pub fn first(&self) -> From {
+        match self.plan {
+            Plan::Whole => From {
+                at: "0".into(),
+                after: String::new(),
+                until: String::new(),
+            },
+            Plan::Changed { from, .. } => From {
+                at: from.to_string(),
+                after: String::new(),
+                until: "+inf".into(),
+            },
         }
     }
 
@@ -168,11 +230,11 @@ impl Read {
     /// module docs), judged from the first chunk of a read of changes.
     pub fn push(&mut self, chunk: Chunk) -> bool {
         if self.started_ms.is_none() {
-            if let Plan::ChangedSince(from) = self.plan {
-                let since = from + CLOCK_SLACK_MS;
-                let clock_back = chunk.now_ms + CLOCK_SLACK_MS < since;
-                let forgotten = chunk.now_ms.saturating_sub(since) > self.kept_ms / 2;
-                if clock_back || forgotten {
+            if let Plan::Changed { from, whole_due } = self.plan {
+                let since = from + self.tuning.slack_ms;
+                let clock_back = chunk.now_ms < from;
+                let forgotten = chunk.now_ms.saturating_sub(since) > self.tuning.kept_ms / 2;
+                if clock_back || forgotten || chunk.now_ms >= whole_due {
                     return false;
                 }
             }
@@ -182,35 +244,37 @@ impl Read {
         true
     }
 
-    /// What follows the last chunk, which was asked for from `from`.
-    pub fn next(&self, from: &str) -> Next {
-        let Some(last) = self.chunks.last() else {
-            return Next::From(from.to_string());
-        };
+    /// What follows the last chunk; `None` when the read is complete.
+    pub fn next(&self) -> Option<From> {
+        let last = self.chunks.last()?;
         match self.plan {
-            Plan::Whole if last.next.is_empty() || last.next == "0" => Next::Done,
-            Plan::Whole => Next::From(last.next.clone()),
-            Plan::ChangedSince(_) if last.next.is_empty() => Next::Done,
-            Plan::ChangedSince(_) => {
-                let (at, was) = (last.next.parse::<f64>(), from.parse::<f64>());
-                match (at, was) {
-                    (Ok(at), Ok(was)) if at > was => Next::From(last.next.clone()),
-                    // a full chunk of changes at one time: the read cannot get past it
-                    _ => Next::Whole,
-                }
-            }
+            Plan::Whole if last.next.is_empty() || last.next == "0" => None,
+            Plan::Whole => Some(From {
+                at: last.next.clone(),
+                after: String::new(),
+                until: String::new(),
+            }),
+            Plan::Changed { .. } if last.next.is_empty() => None,
+            Plan::Changed { .. } => Some(From {
+                at: last.next.clone(),
+                after: last.after.clone(),
+                until: self.started_ms.unwrap_or(0).to_string(),
+            }),
         }
     }
 }
 
 impl Snapshot {
     /// How partition `p` (of `partitions`) is read next.
-    pub fn plan(&mut self, p: usize, partitions: usize) -> Plan {
+    pub fn plan(&mut self, p: usize, partitions: usize, tuning: Tuning) -> Plan {
         if self.partitions.len() != partitions {
             self.partitions = (0..partitions).map(|_| None).collect();
         }
         match &self.partitions[p] {
-            Some(view) => Plan::ChangedSince(view.since_ms.saturating_sub(CLOCK_SLACK_MS)),
+            Some(view) => Plan::Changed {
+                from: view.since_ms.saturating_sub(tuning.slack_ms),
+                whole_due: view.whole_due_ms,
+            },
             None => Plan::Whole,
         }
     }
@@ -224,14 +288,25 @@ impl Snapshot {
 
     /// Applies a complete read of partition `p`.
     pub fn apply(&mut self, p: usize, read: Read) {
+        let partitions = self.partitions.len().max(1);
         let Some(slot) = self.partitions.get_mut(p) else {
             return;
         };
+        let started = read.started_ms.unwrap_or(0);
         let mut view = match (read.plan, slot.take()) {
-            (Plan::ChangedSince(_), Some(view)) => view,
-            _ => PartitionView::default(),
+            (Plan::Changed { .. }, Some(view)) => view,
+            _ => {
+                // staggered, so that the partitions' whole reads fall on different scrapes
+                let every = u128::from(read.tuning.whole_every_ms);
+                let (p, n) = (p as u128, partitions as u128);
+                let after = every * (3 * n + p) / (4 * n);
+                PartitionView {
+                    whole_due_ms: started + after as u64,
+                    ..PartitionView::default()
+                }
+            }
         };
-        view.since_ms = read.started_ms.unwrap_or(view.since_ms);
+        view.since_ms = started.max(view.since_ms);
         for chunk in read.chunks {
             self.now_ms = self.now_ms.max(chunk.now_ms);
             for row in chunk.rows {
@@ -298,61 +373,98 @@ mod tests {
         ])
     }
 
-    fn chunk(now: u64, next: &str, rows: Vec<Value>) -> Chunk {
-        let mut items = vec![Value::Int(now as i64), bulk(next)];
+    fn chunk(now: u64, next: &str, after: &str, rows: Vec<Value>) -> Chunk {
+        let mut items = vec![Value::Int(now as i64), bulk(next), bulk(after)];
         items.extend(rows);
         parse_chunk(Value::Array(items)).expect("chunk")
     }
 
+    const T0: u64 = 1_000_000_000_000;
+
     #[test]
     fn changes_update_and_drop_accounts_and_sends_leave_the_window() {
+        let tuning = Tuning::default();
         let mut snap = Snapshot::default();
-        assert_eq!(snap.plan(0, 1), Plan::Whole);
-        let mut read = Read::new(Plan::Whole, CHANGES_KEPT_MS);
-        let log = "1000000060000";
-        assert!(read.push(chunk(
-            1_000_000_060_000,
-            "0",
-            vec![row("a", 1, log), row("b", 2, "")]
-        )));
-        assert_eq!(read.next("0"), Next::Done);
+        assert_eq!(snap.plan(0, 1, tuning), Plan::Whole);
+        let mut read = Read::new(Plan::Whole, tuning);
+        assert_eq!(read.first().at, "0");
+        let log = format!("{:013}", T0 + 50_000);
+        let rows = vec![row("a", 1, &log), row("b", 2, ""), row("c", 1, "")];
+        assert!(read.push(chunk(T0 + 60_000, "0", "", rows)));
+        assert_eq!(read.next(), None);
         snap.apply(0, read);
         let stats = snap.stats();
-        assert_eq!(stats.accounts.len(), 2);
+        assert_eq!(stats.accounts.len(), 3);
         assert_eq!(stats.accounts[0].sent_in_window, 1);
 
-        let plan = snap.plan(0, 1);
-        assert_eq!(plan, Plan::ChangedSince(1_000_000_060_000 - CLOCK_SLACK_MS));
-        let mut read = Read::new(plan, CHANGES_KEPT_MS);
-        assert!(read.push(chunk(
-            1_000_000_130_000,
-            "",
-            vec![row("b", 5, ""), Value::Array(vec![bulk("a")])],
-        )));
+        let plan = snap.plan(0, 1, tuning);
+        let from = T0 + 60_000 - CLOCK_SLACK_MS;
+        assert!(matches!(plan, Plan::Changed { from: f, .. } if f == from));
+        let mut read = Read::new(plan, tuning);
+        assert_eq!(read.first().until, "+inf");
+        let rows = vec![row("b", 5, ""), Value::Array(vec![bulk("c")])];
+        assert!(read.push(chunk(T0 + 130_000, "", "", rows)));
         snap.apply(0, read);
         let stats = snap.stats();
-        assert_eq!(stats.accounts.len(), 1, "a has gone");
-        assert_eq!(stats.accounts[0].depth, 5);
+        assert_eq!(stats.accounts.len(), 2, "c has gone");
+        // a's send left its window with time alone, unread
+        assert_eq!(stats.accounts[0].account, "a");
+        assert_eq!(stats.accounts[0].sent_in_window, 0);
+        assert_eq!(stats.accounts[1].depth, 5);
     }
 
     #[test]
-    fn a_clock_gone_back_or_changes_forgotten_mean_a_whole_read() {
-        let since = 10_000_000;
+    fn a_clock_gone_back_forgotten_changes_or_time_mean_a_whole_read() {
+        let tuning = Tuning::default();
+        let since = T0;
         let from = since - CLOCK_SLACK_MS;
-        let mut read = Read::new(Plan::ChangedSince(from), CHANGES_KEPT_MS);
-        assert!(!read.push(chunk(since - CLOCK_SLACK_MS - 1, "", vec![])));
-        let mut read = Read::new(Plan::ChangedSince(from), CHANGES_KEPT_MS);
-        assert!(!read.push(chunk(since + CHANGES_KEPT_MS / 2 + 1, "", vec![])));
-        let mut read = Read::new(Plan::ChangedSince(from), CHANGES_KEPT_MS);
-        assert!(read.push(chunk(since + 1, "", vec![])));
-        assert_eq!(read.next(&from.to_string()), Next::Done);
-        // a full chunk that could not get past its first time
-        let mut read = Read::new(Plan::ChangedSince(from), CHANGES_KEPT_MS);
-        assert!(read.push(chunk(since + 1, &from.to_string(), vec![])));
-        assert_eq!(read.next(&from.to_string()), Next::Whole);
-        let later = (from + 1).to_string();
-        let mut read = Read::new(Plan::ChangedSince(from), CHANGES_KEPT_MS);
-        assert!(read.push(chunk(since + 1, &later, vec![])));
-        assert_eq!(read.next(&from.to_string()), Next::From(later));
+        let plan = Plan::Changed {
+            from,
+            whole_due: since + WHOLE_READ_EVERY_MS,
+        };
+        assert!(!Read::new(plan, tuning).push(chunk(from - 1, "", "", vec![])));
+        let later = since + CHANGES_KEPT_MS / 2 + 1;
+        assert!(!Read::new(plan, tuning).push(chunk(later, "", "", vec![])));
+        let due = since + WHOLE_READ_EVERY_MS;
+        assert!(!Read::new(plan, tuning).push(chunk(due, "", "", vec![])));
+        let mut read = Read::new(plan, tuning);
+        assert!(read.push(chunk(since + 1, "", "", vec![])));
+        assert_eq!(read.next(), None);
+    }
+
+    #[test]
+    fn a_full_chunk_goes_on_after_its_last_account_up_to_the_first_chunk_s_time() {
+        let tuning = Tuning::default();
+        let plan = Plan::Changed {
+            from: T0,
+            whole_due: T0 + WHOLE_READ_EVERY_MS,
+        };
+        let mut read = Read::new(plan, tuning);
+        assert!(read.push(chunk(T0 + 10, &T0.to_string(), "b", vec![])));
+        let next = read.next().expect("more");
+        assert_eq!(next.at, T0.to_string());
+        assert_eq!(next.after, "b");
+        assert_eq!(next.until, (T0 + 10).to_string());
+    }
+
+    #[test]
+    fn whole_reads_of_the_partitions_are_staggered() {
+        let tuning = Tuning::default();
+        let mut snap = Snapshot::default();
+        let mut due = Vec::new();
+        for p in 0..4 {
+            assert_eq!(snap.plan(p, 4, tuning), Plan::Whole);
+            let mut read = Read::new(Plan::Whole, tuning);
+            assert!(read.push(chunk(T0, "0", "", vec![])));
+            snap.apply(p, read);
+            match snap.plan(p, 4, tuning) {
+                Plan::Changed { whole_due, .. } => due.push(whole_due - T0),
+                Plan::Whole => panic!("read"),
+            }
+        }
+        let every = WHOLE_READ_EVERY_MS;
+        assert_eq!(due[0], every * 3 / 4);
+        assert!(due.windows(2).all(|w| w[0] < w[1]), "{due:?}");
+        assert!(due[3] < every);
     }
 }

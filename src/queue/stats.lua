@@ -1,17 +1,20 @@
 -- stats: counters and flags of a chunk of the accounts of one partition (read only).
 -- KEYS[1] = <base>:ready
--- ARGV = base, default_window_ms, mode, from, count
+-- ARGV = base, default_window_ms, mode, from, count, after, until
 -- mode 'all': the accounts of the partition's account set, walked with SSCAN from the
 -- cursor `from` ('0' to start), `count` at a time (an account may come twice).
 -- mode 'changed': the accounts of the change set (see `changed` in scripts.lua) whose
--- latest change is at or after `from` (Redis ms), oldest change first, at most `count`.
+-- latest change is from `from` (Redis ms) to `until` (ms or '+inf'), oldest change
+-- first, at most `count`; with `after`, an account changed at `from` that the previous
+-- chunk ended with, only those that follow it at `from` (all of them when it has moved
+-- on since), then the later ones.
 -- Either way no call holds Redis for long: the caller repeats until it gets no next.
 -- Counts are read from the sets and lists that hold the deliveries (each O(1)): no
 -- separate counter can disagree with them after a script failed part-way. Touches no
 -- event list beyond its two heads; a long rate log is bisected.
--- Returns {now, next, row, ...}: next is the cursor to go on from ('0' when done) in
--- mode 'all', and in mode 'changed' the time of the last change read when the chunk was
--- full, else ''. A row is {account, depth, delayed, dead, sent, upstream_429, busy,
+-- Returns {now, next, after, row, ...}: next is the cursor to go on from ('0' when done)
+-- in mode 'all', and in mode 'changed', when the chunk was full, the time of its last
+-- change and after the account (else both ''). A row is {account, depth, delayed, dead, sent, upstream_429, busy,
 -- paused, auth_failed, window (ms), the rate log's times within the window, oldest
 -- created or '', ready score or ''}, or {account} for a changed account that has gone.
 local base = ARGV[1]
@@ -19,18 +22,43 @@ local default_window = tonumber(ARGV[2])
 local mode, from, count = ARGV[3], ARGV[4], ARGV[5]
 local now = now_ms()
 local accounts = base .. ':accounts'
-local list, next_from
+local list, next_from, next_after = {}, '', ''
 if mode == 'all' then
   local scan = redis.call('SSCAN', accounts, from, 'COUNT', count)
   list, next_from = scan[2], scan[1]
 else
-  local page = redis.call('ZRANGEBYSCORE', base .. ':changed', from, '+inf', 'WITHSCORES', 'LIMIT',
-    '0', count)
-  list, next_from = {}, ''
-  for i = 1, #page, 2 do list[#list + 1] = page[i] end
-  if #list >= tonumber(count) then next_from = page[#page] end
+  local changes = base .. ':changed'
+  local after, till, max = ARGV[6], ARGV[7], tonumber(count)
+  local lower, last_at = from, from
+  if after ~= '' then
+    -- The accounts changed at `from` come in Redis's order: those past `after`.
+    local same = redis.call('ZRANGEBYSCORE', changes, from, from)
+    local past = false
+    for _, m in ipairs(same) do
+      if past then
+        if #list < max then list[#list + 1] = m end
+      elseif m == after then
+        past = true
+      end
+    end
+    if not past then
+      for i = 1, math.min(#same, max) do list[i] = same[i] end
+    end
+    lower = '(' .. from
+  end
+  if #list < max then
+    local page = redis.call('ZRANGEBYSCORE', changes, lower, till, 'WITHSCORES', 'LIMIT', '0',
+      int(max - #list))
+    for i = 1, #page, 2 do
+      list[#list + 1] = page[i]
+      last_at = page[i + 1]
+    end
+  end
+  if #list >= max then
+    next_from, next_after = last_at, list[#list]
+  end
 end
-local out = {now, next_from}
+local out = {now, next_from, next_after}
 for _, acct in ipairs(list) do
   if mode ~= 'all' and redis.call('SISMEMBER', accounts, acct) == 0 then
     out[#out + 1] = {acct}

@@ -27,8 +27,8 @@ use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
 use zenrelay::queue::memory::MemoryQueue;
 use zenrelay::queue::redis::{RedisQueue, HELPERS};
 use zenrelay::queue::{
-    ClaimBatch, Claimed, Completion, DeadLetterSelection, EnqueueBatch, EnqueueOutcome, NewEvent,
-    Outcome, Queue, QueueError, RateLimit,
+    ChangeReads, ClaimBatch, Claimed, Completion, DeadLetterSelection, EnqueueBatch,
+    EnqueueOutcome, NewEvent, Outcome, Queue, QueueError, RateLimit,
 };
 
 use crate::support::RedisServer;
@@ -567,7 +567,8 @@ async fn step(
             };
             let (r, m) = (show(redis.stats().await), show(memory.stats().await));
             // Each backend's stats are kept between reads and updated from the accounts
-            // changed since: they must equal a read of the whole store by a new process.
+            // changed since (with no clock slack, so that a change not recorded shows):
+            // they must equal a read of the whole store by a new process.
             let whole_r = show(redis.sibling(PARTITIONS, HELPERS).stats().await);
             let whole_m = show(memory.sibling(PARTITIONS, HELPERS).stats().await);
             for (backend, kept, whole) in [("Redis", &r, &whole_r), ("memory", &m, &whole_m)] {
@@ -782,10 +783,18 @@ async fn run(
     settings.queue.retention.accounts_ms = 0;
     settings.queue.retention.dead_letters_ms = dead_letter_retention_ms;
     let sweep = Duration::from_millis(SWEEP_MS);
-    let memory = MemoryQueue::new(settings.queue.clone()).with_sweep_interval(sweep);
+    // Kept stats read no change twice (see the stats step).
+    let reads = ChangeReads {
+        slack_ms: 0,
+        ..ChangeReads::default()
+    };
+    let memory = MemoryQueue::new(settings.queue.clone())
+        .with_change_reads(reads)
+        .with_sweep_interval(sweep);
     settings.url = server.url().into();
     let redis = RedisQueue::new(settings)
         .expect("Redis queue builds")
+        .with_change_reads(reads)
         .with_sweep_interval(sweep);
     let mut conn = redis::Client::open(server.url())
         .unwrap()

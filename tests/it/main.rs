@@ -3,6 +3,7 @@ mod conformance;
 mod dashboard;
 mod demo;
 mod differential;
+mod kept_stats;
 mod layers;
 mod listener;
 mod ops;

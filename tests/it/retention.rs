@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
-use zenrelay::queue::{Completion, EnqueueBatch, NewEvent, Outcome, Queue, RateLimit};
+use zenrelay::queue::{ChangeReads, Completion, EnqueueBatch, NewEvent, Outcome, Queue, RateLimit};
 
 use crate::support::RedisServer;
 
@@ -16,9 +16,14 @@ const LIMIT: RateLimit = RateLimit {
     window_ms: 1000,
 };
 
-/// How long the partitions' change sets remember an account's change (an hour in
-/// production): so that they empty too within the tests.
-const CHANGES_KEPT: Duration = Duration::from_secs(1);
+/// The partitions' change sets remember an account's change for a second (an hour in
+/// production), so that they empty too within the tests.
+fn change_reads() -> ChangeReads {
+    ChangeReads {
+        kept_ms: 1000,
+        ..ChangeReads::default()
+    }
+}
 
 fn used_memory(redis: &RedisServer) -> i64 {
     let info = redis.command(&["INFO", "memory"]).unwrap_or_default();
@@ -114,7 +119,7 @@ async fn redis_returns_to_its_baseline_after_a_burst_is_delivered_or_dies() {
     let q: Arc<dyn Queue> = Arc::new(
         zenrelay::app::redis_queue(&config)
             .unwrap()
-            .with_changes_kept(CHANGES_KEPT),
+            .with_change_reads(change_reads()),
     );
     // Warm up (scripts loaded, the partition count recorded), then the baseline.
     put(q.as_ref(), "dead-warm", 1).await;
@@ -169,7 +174,7 @@ async fn the_embedded_store_returns_to_its_baseline_after_a_burst_is_delivered_o
     config.delivery.dead_letter_retention_seconds = 1;
     config.delivery.event_retention_seconds = 1;
     config.delivery.account_retention_seconds = 1;
-    let q = Arc::new(zenrelay::app::memory_queue(&config).with_changes_kept(CHANGES_KEPT));
+    let q = Arc::new(zenrelay::app::memory_queue(&config).with_change_reads(change_reads()));
     let dbsize = || match q.transport().command(&[b"DBSIZE".to_vec()]) {
         Ok(redis::Value::Int(n)) => n,
         other => panic!("DBSIZE answered {other:?}"),
