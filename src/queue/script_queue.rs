@@ -358,6 +358,12 @@ impl<T: Transport> ScriptQueue<T> {
         format!("{}:{{p{}}}", self.config.prefix, partition)
     }
 
+    /// Redis's time (Unix ms), from the server that answers keyless commands.
+    async fn redis_time(&self) -> Result<u64, QueueError> {
+        let (secs, micros): (u64, u64) = self.query(&redis::cmd("TIME")).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
     /// Reads partition `p` by `plan`, chunk after chunk; `None` when it must be read whole
     /// instead (see snapshot.rs).
     async fn read_partition(&self, p: usize, plan: Plan) -> Result<Option<Read>, QueueError> {
@@ -1022,9 +1028,30 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     /// `STATS_CHUNK` accounts, one script call each.
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut snapshot = self.snapshot.lock().await;
+        let now = self.redis_time().await?;
         let partitions = usize::from(self.config.partitions);
         for p in 0..partitions {
-            let mut plan = snapshot.plan(p, partitions, self.tuning);
+            let mut plan = snapshot.plan(p, partitions, self.tuning, now);
+            if let Plan::Changed { from, .. } = plan {
+                // A partition with no change since is left as it is, for one plain
+                // command rather than a script call.
+                let first = redis::cmd("ZRANGEBYSCORE")
+                    .arg(format!("{}:changed", self.base(p as u16)))
+                    .arg(from)
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1)
+                    .clone();
+                match self.query::<Vec<Vec<u8>>>(&first).await {
+                    Ok(found) if found.is_empty() => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        snapshot.forget(p);
+                        return Err(e);
+                    }
+                }
+            }
             let read = loop {
                 match self.read_partition(p, plan).await {
                     Ok(Some(read)) => break Ok(read),
@@ -1041,7 +1068,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                 }
             }
         }
-        Ok(snapshot.stats())
+        Ok(snapshot.stats(now))
     }
 
     async fn dead_letters(

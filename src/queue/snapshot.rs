@@ -265,12 +265,19 @@ impl Read {
 }
 
 impl Snapshot {
-    /// How partition `p` (of `partitions`) is read next.
-    pub fn plan(&mut self, p: usize, partitions: usize, tuning: Tuning) -> Plan {
+    /// How partition `p` (of `partitions`) is read next, at Redis's time `now_ms`.
+    pub fn plan(&mut self, p: usize, partitions: usize, tuning: Tuning, now_ms: u64) -> Plan {
         if self.partitions.len() != partitions {
             self.partitions = (0..partitions).map(|_| None).collect();
         }
         match &self.partitions[p] {
+            // due, or changes since the last read may have been forgotten
+            Some(view)
+                if now_ms >= view.whole_due_ms
+                    || now_ms.saturating_sub(view.since_ms) > tuning.kept_ms / 2 =>
+            {
+                Plan::Whole
+            }
             Some(view) => Plan::Changed {
                 from: view.since_ms.saturating_sub(tuning.slack_ms),
                 whole_due: view.whole_due_ms,
@@ -323,9 +330,10 @@ impl Snapshot {
         *slot = Some(view);
     }
 
-    /// The stats of every account at Redis's latest time seen, sorted by account.
-    pub fn stats(&self) -> QueueStats {
-        let now = self.now_ms;
+    /// The stats of every account at Redis's time `now_ms` (or the latest a read saw, if
+    /// later), sorted by account.
+    pub fn stats(&self, now_ms: u64) -> QueueStats {
+        let now = self.now_ms.max(now_ms);
         let mut accounts: Vec<AccountStats> = self
             .partitions
             .iter()
@@ -385,7 +393,7 @@ mod tests {
     fn changes_update_and_drop_accounts_and_sends_leave_the_window() {
         let tuning = Tuning::default();
         let mut snap = Snapshot::default();
-        assert_eq!(snap.plan(0, 1, tuning), Plan::Whole);
+        assert_eq!(snap.plan(0, 1, tuning, T0), Plan::Whole);
         let mut read = Read::new(Plan::Whole, tuning);
         assert_eq!(read.first().at, "0");
         let log = format!("{:013}", T0 + 50_000);
@@ -393,11 +401,11 @@ mod tests {
         assert!(read.push(chunk(T0 + 60_000, "0", "", rows)));
         assert_eq!(read.next(), None);
         snap.apply(0, read);
-        let stats = snap.stats();
+        let stats = snap.stats(T0);
         assert_eq!(stats.accounts.len(), 3);
         assert_eq!(stats.accounts[0].sent_in_window, 1);
 
-        let plan = snap.plan(0, 1, tuning);
+        let plan = snap.plan(0, 1, tuning, T0 + 130_000);
         let from = T0 + 60_000 - CLOCK_SLACK_MS;
         assert!(matches!(plan, Plan::Changed { from: f, .. } if f == from));
         let mut read = Read::new(plan, tuning);
@@ -405,7 +413,7 @@ mod tests {
         let rows = vec![row("b", 5, ""), Value::Array(vec![bulk("c")])];
         assert!(read.push(chunk(T0 + 130_000, "", "", rows)));
         snap.apply(0, read);
-        let stats = snap.stats();
+        let stats = snap.stats(T0 + 120_000);
         assert_eq!(stats.accounts.len(), 2, "c has gone");
         // a's send left its window with time alone, unread
         assert_eq!(stats.accounts[0].account, "a");
@@ -448,22 +456,36 @@ mod tests {
     }
 
     #[test]
-    fn whole_reads_of_the_partitions_are_staggered() {
+    fn whole_reads_come_by_time_staggered_and_when_changes_may_be_forgotten() {
         let tuning = Tuning::default();
         let mut snap = Snapshot::default();
         let mut due = Vec::new();
         for p in 0..4 {
-            assert_eq!(snap.plan(p, 4, tuning), Plan::Whole);
+            assert_eq!(snap.plan(p, 4, tuning, T0), Plan::Whole);
             let mut read = Read::new(Plan::Whole, tuning);
             assert!(read.push(chunk(T0, "0", "", vec![])));
             snap.apply(p, read);
-            match snap.plan(p, 4, tuning) {
+            match snap.plan(p, 4, tuning, T0) {
                 Plan::Changed { whole_due, .. } => due.push(whole_due - T0),
                 Plan::Whole => panic!("read"),
             }
         }
         let every = WHOLE_READ_EVERY_MS;
         assert_eq!(due[0], every * 3 / 4);
+        assert_eq!(snap.plan(0, 4, tuning, T0 + due[0]), Plan::Whole);
+        assert_ne!(snap.plan(1, 4, tuning, T0 + due[0]), Plan::Whole);
+        let forgotten = T0 + CHANGES_KEPT_MS / 2 + 1;
+        let tuning = Tuning {
+            whole_every_ms: CHANGES_KEPT_MS * 2,
+            ..tuning
+        };
+        let mut snap = Snapshot::default();
+        snap.plan(0, 1, tuning, T0);
+        let mut read = Read::new(Plan::Whole, tuning);
+        assert!(read.push(chunk(T0, "0", "", vec![])));
+        snap.apply(0, read);
+        assert_ne!(snap.plan(0, 1, tuning, forgotten - 1), Plan::Whole);
+        assert_eq!(snap.plan(0, 1, tuning, forgotten), Plan::Whole);
         assert!(due.windows(2).all(|w| w[0] < w[1]), "{due:?}");
         assert!(due[3] < every);
     }
