@@ -9,7 +9,8 @@
 //!
 //! - A read asks for the changes from its last read's start, less [`CLOCK_SLACK_MS`], so
 //!   that a Redis whose clock is a little behind (a replica promoted after a failover, a
-//!   slot moved to another node) loses nothing.
+//!   slot moved to another node) loses nothing. A partition with no change since then
+//!   costs one plain command (`ZRANGEBYSCORE ... LIMIT 0 1`), not a script call.
 //! - A read of changes goes in chunks, ordered by time and, within one millisecond, as Redis
 //!   orders its members; it reads no change later than its first chunk's time, which the
 //!   next read starts from.
