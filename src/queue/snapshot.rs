@@ -14,13 +14,15 @@
 //! - A read of changes goes in chunks, ordered by time and, within one millisecond, as Redis
 //!   orders its members; it reads no change later than its first chunk's time, which the
 //!   next read starts from.
-//! - A partition is read whole again when its clock went back further than the slack,
-//!   when the changes since the last read may have been forgotten (the claims' sweeps drop
-//!   those older than [`CHANGES_KEPT_MS`]: a read more than half of that after the last),
-//!   after a read failed, and every [`WHOLE_READ_EVERY_MS`] or a little less (staggered
-//!   over the partitions), so that a change missed all the same (the clock of a promoted
-//!   replica behind by more than the slack, a failover that lost writes already read, a
-//!   restored backup) is not shown for longer.
+//! - A partition is read whole again when Redis's clock (read once per refresh, `TIME`,
+//!   from the server that answers keyless commands) is behind its last read by more than
+//!   the slack, when the changes since the last read may have been forgotten (the claims'
+//!   sweeps drop those older than [`CHANGES_KEPT_MS`]: a read more than half of that after
+//!   the last), and every [`WHOLE_READ_EVERY_MS`] or a little less (staggered over the
+//!   partitions), so that a change missed all the same (a failover that lost writes
+//!   already read, a restored backup, in a Redis Cluster a master whose clock is behind
+//!   the others' by more than the slack) is not shown for longer. A read that fails
+//!   changes nothing kept: the next one asks again.
 //! - What moves with time alone is kept as its inputs and worked out when the stats are
 //!   taken: the calls sent within the rolling window are kept as their start times.
 
@@ -188,8 +190,6 @@ pub struct From {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     partitions: Vec<Option<PartitionView>>,
-    /// Redis's latest time seen by a read.
-    now_ms: u64,
 }
 
 /// The chunks of one read of a partition, to apply once the read is complete.
@@ -272,10 +272,12 @@ impl Snapshot {
             self.partitions = (0..partitions).map(|_| None).collect();
         }
         match &self.partitions[p] {
-            // due, or changes since the last read may have been forgotten
+            // due; or changes since the last read may have been forgotten; or the clock
+            // went back further than the slack (changes since may carry earlier times)
             Some(view)
                 if now_ms >= view.whole_due_ms
-                    || now_ms.saturating_sub(view.since_ms) > tuning.kept_ms / 2 =>
+                    || now_ms.saturating_sub(view.since_ms) > tuning.kept_ms / 2
+                    || now_ms + tuning.slack_ms < view.since_ms =>
             {
                 Plan::Whole
             }
@@ -284,13 +286,6 @@ impl Snapshot {
                 whole_due: view.whole_due_ms,
             },
             None => Plan::Whole,
-        }
-    }
-
-    /// Forgets partition `p`, so that it is read whole next (a read of it failed).
-    pub fn forget(&mut self, p: usize) {
-        if let Some(view) = self.partitions.get_mut(p) {
-            *view = None;
         }
     }
 
@@ -316,7 +311,6 @@ impl Snapshot {
         };
         view.since_ms = started.max(view.since_ms);
         for chunk in read.chunks {
-            self.now_ms = self.now_ms.max(chunk.now_ms);
             for row in chunk.rows {
                 match row {
                     Row::Account(kept) => {
@@ -331,10 +325,9 @@ impl Snapshot {
         *slot = Some(view);
     }
 
-    /// The stats of every account at Redis's time `now_ms` (or the latest a read saw, if
-    /// later), sorted by account.
+    /// The stats of every account at Redis's time `now_ms`, sorted by account.
     pub fn stats(&self, now_ms: u64) -> QueueStats {
-        let now = self.now_ms.max(now_ms);
+        let now = now_ms;
         let mut accounts: Vec<AccountStats> = self
             .partitions
             .iter()
@@ -414,7 +407,7 @@ mod tests {
         let rows = vec![row("b", 5, ""), Value::Array(vec![bulk("c")])];
         assert!(read.push(chunk(T0 + 130_000, "", "", rows)));
         snap.apply(0, read);
-        let stats = snap.stats(T0 + 120_000);
+        let stats = snap.stats(T0 + 130_000);
         assert_eq!(stats.accounts.len(), 2, "c has gone");
         // a's send left its window with time alone, unread
         assert_eq!(stats.accounts[0].account, "a");
@@ -487,6 +480,12 @@ mod tests {
         snap.apply(0, read);
         assert_ne!(snap.plan(0, 1, tuning, forgotten - 1), Plan::Whole);
         assert_eq!(snap.plan(0, 1, tuning, forgotten), Plan::Whole);
+        // a clock gone back by more than the slack
+        assert_ne!(snap.plan(0, 1, tuning, T0 - CLOCK_SLACK_MS), Plan::Whole);
+        assert_eq!(
+            snap.plan(0, 1, tuning, T0 - CLOCK_SLACK_MS - 1),
+            Plan::Whole
+        );
         assert!(due.windows(2).all(|w| w[0] < w[1]), "{due:?}");
         assert!(due[3] < every);
     }

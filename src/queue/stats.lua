@@ -5,9 +5,9 @@
 -- cursor `from` ('0' to start), `count` at a time (an account may come twice).
 -- mode 'changed': the accounts of the change set (see `changed` in scripts.lua) whose
 -- latest change is from `from` (Redis ms) to `until` (ms or '+inf'), oldest change
--- first, at most `count`; with `after`, an account changed at `from` that the previous
--- chunk ended with, only those that follow it at `from` (all of them when it has moved
--- on since), then the later ones.
+-- first, at most `count`; with `after`, the account changed at `from` that the previous
+-- chunk ended with (`until` is then a time), only those that follow it (all those at
+-- `from` when it has changed again since).
 -- Either way no call holds Redis for long: the caller repeats until it gets no next.
 -- Counts are read from the sets and lists that hold the deliveries (each O(1)): no
 -- separate counter can disagree with them after a script failed part-way. Touches no
@@ -29,33 +29,29 @@ if mode == 'all' then
 else
   local changes = base .. ':changed'
   local after, till, max = ARGV[6], ARGV[7], tonumber(count)
-  local lower, last_at = from, from
-  if after ~= '' then
-    -- The accounts changed at `from` come in Redis's order: those past `after`.
-    local same = redis.call('ZRANGEBYSCORE', changes, from, from)
-    local past = false
-    for _, m in ipairs(same) do
-      if past then
-        if #list < max then list[#list + 1] = m end
-      elseif m == after then
-        past = true
-      end
+  local page
+  if after == '' then
+    page = redis.call('ZRANGEBYSCORE', changes, from, till, 'WITHSCORES', 'LIMIT', '0', count)
+  else
+    -- The set is ordered by time, then by member: the chunk starts right after `after`
+    -- if it is still at `from`, else (it changed again since) at the first change at
+    -- `from`; and ends at the last change at or before `until`.
+    local start
+    local at = redis.call('ZSCORE', changes, after)
+    if at and tonumber(at) == tonumber(from) then
+      start = redis.call('ZRANK', changes, after) + 1
+    else
+      start = redis.call('ZCOUNT', changes, '-inf', '(' .. from)
     end
-    if not past then
-      for i = 1, math.min(#same, max) do list[i] = same[i] end
-    end
-    lower = '(' .. from
-  end
-  if #list < max then
-    local page = redis.call('ZRANGEBYSCORE', changes, lower, till, 'WITHSCORES', 'LIMIT', '0',
-      int(max - #list))
-    for i = 1, #page, 2 do
-      list[#list + 1] = page[i]
-      last_at = page[i + 1]
+    local stop = math.min(start + max, redis.call('ZCOUNT', changes, '-inf', till)) - 1
+    page = {}
+    if stop >= start then
+      page = redis.call('ZRANGE', changes, int(start), int(stop), 'WITHSCORES')
     end
   end
+  for i = 1, #page, 2 do list[#list + 1] = page[i] end
   if #list >= max then
-    next_from, next_after = last_at, list[#list]
+    next_from, next_after = page[#page], list[#list]
   end
 end
 local out = {now, next_from, next_after}

@@ -292,7 +292,7 @@ impl Store {
             "LPUSH" | "RPUSH" | "LPOP" | "LLEN" | "LPOS" | "LINDEX" | "LSET" | "LREM" | "LTRIM"
             | "LRANGE" => self.lists(&name, args),
             "ZADD" | "ZREM" | "ZSCORE" | "ZCARD" | "ZRANGE" | "ZRANGEBYSCORE"
-            | "ZREMRANGEBYSCORE" => self.sorted_sets(&name, args),
+            | "ZREMRANGEBYSCORE" | "ZRANK" | "ZCOUNT" => self.sorted_sets(&name, args),
             "SADD" | "SREM" | "SSCAN" | "SCARD" | "SMEMBERS" | "SISMEMBER" => {
                 self.sets(&name, args)
             }
@@ -651,7 +651,7 @@ impl Store {
     }
 
     /// Sorted-set commands: `ZADD ZREM ZSCORE ZCARD ZRANGE ZRANGEBYSCORE
-    /// ZREMRANGEBYSCORE`.
+    /// ZREMRANGEBYSCORE ZRANK ZCOUNT`.
     fn sorted_sets(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
         let arity = |min, even_after| check_arity(name, args, min, even_after);
         match name {
@@ -736,6 +736,34 @@ impl Store {
                     }
                 }
                 Ok(Value::Array(out))
+            }
+            "ZRANK" => {
+                arity(2, None)?;
+                if args.len() > 2 {
+                    return Err(err(SYNTAX));
+                }
+                let z = self.zset(&args[0], Want::Read)?;
+                let rank = z.and_then(|z| {
+                    let score = *z.scores.get(&args[1])?;
+                    Some(z.order.range(..(score, args[1].clone())).count())
+                });
+                Ok(rank.map_or(Value::Nil, |r| Value::Int(r as i64)))
+            }
+            "ZCOUNT" => {
+                arity(3, None)?;
+                if args.len() > 3 {
+                    return Err(err("ERR wrong number of arguments for 'zcount' command"));
+                }
+                let (min, min_open) = parse_bound(&args[1])?;
+                let (max, max_open) = parse_bound(&args[2])?;
+                let count = self.zset(&args[0], Want::Read)?.map_or(0, |z| {
+                    z.order
+                        .range((Bound::Included((Score(min), Vec::new())), Bound::Unbounded))
+                        .skip_while(|(s, _)| min_open && s.0 <= min)
+                        .take_while(|(s, _)| if max_open { s.0 < max } else { s.0 <= max })
+                        .count()
+                });
+                Ok(Value::Int(count as i64))
             }
             "ZREMRANGEBYSCORE" => {
                 // exactly a key and two bounds, as in Redis
@@ -1297,6 +1325,21 @@ mod tests {
         );
         assert_eq!(run(&mut s, &["DBSIZE"]), Ok(Value::Int(0)));
         assert!(run(&mut s, &["ZREMRANGEBYSCORE", "z", "1", "2", "3"]).is_err());
+        for (score, m) in [("1", "a"), ("2", "c"), ("2", "b"), ("3", "d")] {
+            run(&mut s, &["ZADD", "z", score, m]).unwrap();
+        }
+        assert_eq!(run(&mut s, &["ZRANK", "z", "a"]), Ok(Value::Int(0)));
+        assert_eq!(run(&mut s, &["ZRANK", "z", "c"]), Ok(Value::Int(2)));
+        assert_eq!(run(&mut s, &["ZRANK", "z", "x"]), Ok(Value::Nil));
+        assert_eq!(
+            run(&mut s, &["ZCOUNT", "z", "-inf", "(2"]),
+            Ok(Value::Int(1))
+        );
+        assert_eq!(
+            run(&mut s, &["ZCOUNT", "z", "2", "+inf"]),
+            Ok(Value::Int(3))
+        );
+        run(&mut s, &["DEL", "z"]).unwrap();
         run(&mut s, &["SADD", "s", "x"]).unwrap();
         assert_eq!(run(&mut s, &["SISMEMBER", "s", "x"]), Ok(Value::Int(1)));
         assert_eq!(run(&mut s, &["SISMEMBER", "s", "y"]), Ok(Value::Int(0)));

@@ -97,6 +97,25 @@ async fn a_read_of_changes_goes_past_many_changes_of_one_millisecond() {
         .accounts
         .iter()
         .all(|a| a.delivered == 1 && a.depth == 0));
+
+    // All 40 recorded at one millisecond (written here, to be sure of it): read in
+    // chunks of 16 that go on after the last account read.
+    let time = redis.command(&["TIME"]).unwrap_or_default();
+    let parts: Vec<u64> = time.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let ms = (parts[0] * 1000 + parts[1] / 1000 - 1).to_string();
+    let base = "zenrelay:{p0}";
+    for name in &names {
+        redis.command(&["HSET", &format!("{base}:acct:{name}"), "sent", "5"]);
+        redis.command(&["ZADD", &format!("{base}:changed"), &ms, name]);
+    }
+    let before = sscans(&redis);
+    let kept = q.stats().await.expect("stats");
+    assert_eq!(sscans(&redis), before);
+    assert!(
+        kept.accounts.iter().all(|a| a.delivered == 5),
+        "{:?}",
+        shown(&kept)
+    );
 }
 
 #[tokio::test]
