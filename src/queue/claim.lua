@@ -27,14 +27,6 @@ local now, now_s = now_ms()
 local ready = base .. ':ready'
 local inflight = base .. ':inflight'
 local delayed = base .. ':delayed'
--- The accounts whose change this call recorded (see `changed`): each once.
-local noted = {}
-local function note(acct)
-  if not noted[acct] then
-    noted[acct] = true
-    changed(base, acct, now_s)
-  end
-end
 
 -- A lease that ended (its holder died, stalled, or its completion failed part-way): the
 -- delivery goes back to the front of its list unless its completion already decided
@@ -50,7 +42,7 @@ local function reap_lease(did, lease_end)
     w('ZREM', inflight, did)
     return
   end
-  note(acct)
+  changed(base, acct, now_s)
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'rl_did', 'rl')
   local held = st[1] == did
@@ -89,7 +81,7 @@ local function reap_retry(did)
   local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio')
   local acct = ev[1]
   if acct then
-    note(acct)
+    changed(base, acct, now_s)
     if ev[2] == 'retrying' then
       local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
       if not near_head(list, did) then
@@ -148,7 +140,7 @@ for _, acct in ipairs(due_held) do
             if exp < next_check then next_check = exp end
             break
           end
-          note(acct)
+          changed(base, acct, now_s)
           -- the status, then the letter, then off the list (as in a claim)
           local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
             'le' .. k, 'time to live passed before delivery'}, ev[3], ev[4], ev[5], true)
@@ -156,10 +148,10 @@ for _, acct in ipairs(due_held) do
           w('ZADD', base .. ':dead:' .. acct, now_s, did)
         elseif (status == 'dead' or status == 'expired')
           and not redis.call('ZSCORE', base .. ':dead:' .. acct, did) then
-          note(acct)
+          changed(base, acct, now_s)
           w('ZADD', base .. ':dead:' .. acct, now_s, did)
         end
-        note(acct)
+        changed(base, acct, now_s)
         w('LPOP', list)
         buried = buried + 1
       end
@@ -210,7 +202,7 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
     local old = redis.call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
       int(sweep_drops - dropped))
     for _, did in ipairs(old) do
-      note(acct)
+      changed(base, acct, now_s)
       forget_letter(base, dead, did, retention)
       dropped = dropped + 1
     end
@@ -232,7 +224,7 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
           w('HSET', akey, 'idle_since', now_s)
         elseif now - since >= acct_retention and not counts then
           -- the change tells readers of the stats that the account has gone
-          note(acct)
+          changed(base, acct, now_s)
           w('DEL', akey)
           w('ZREM', held, acct)
           w('ZREM', ready, acct)
@@ -275,7 +267,7 @@ for _, acct in ipairs(accts) do
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
     'rl')
   -- each branch below writes the account's ready score, at least
-  note(acct)
+  changed(base, acct, now_s)
   local pause_until = st[4] and tonumber(st[4]) or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     w('ZREM', ready, acct)

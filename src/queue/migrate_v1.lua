@@ -1,5 +1,5 @@
 -- Brings one partition written by the release of layout 1 (no `layout` in `{prefix}:meta`)
--- to layout 2, in one atomic call. ARGV[1] = base. Returns the number of entries changed.
+-- to layout 2, in one atomic call. ARGV[1] = base. Returns the number of entries written.
 --
 -- Layout 1 kept no per-account retry set, no set of held accounts, and three counters in
 -- each account's record (`depth`, `delayed`, `dead`) that layout 2 reads from the lists
@@ -8,7 +8,7 @@
 local base = ARGV[1]
 local now = now_ms()
 local delayed = base .. ':delayed'
-local changed = 0
+local written = 0
 
 -- 1. Every pending retry in `delayed` is also in its account's `retry:{account}`, with
 --    the same due time (depth and idleness are read from there). Anything else in
@@ -20,7 +20,7 @@ for i = 1, #due, 2 do
   if eid then
     local ev = redis.call('HMGET', base .. ':ev:' .. eid, 'acct', 's' .. k)
     if ev[1] and ev[2] == 'retrying' then
-      changed = changed + redis.call('ZADD', base .. ':retry:' .. ev[1], at, did)
+      written = written + redis.call('ZADD', base .. ':retry:' .. ev[1], at, did)
     end
   end
 end
@@ -37,16 +37,16 @@ for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do
       keep = ev[1] == acct and ev[2] == 'retrying'
     end
     if not keep then
-      changed = changed + redis.call('ZREM', rkey, did)
+      written = written + redis.call('ZREM', rkey, did)
     end
   end
   -- 3. Held accounts (paused, auth_failed, in a 429 pause) are in `held`, so claims
   --    expire the events at their heads; due at once.
   local st = redis.call('HMGET', akey, 'paused', 'auth_failed', 'until')
   if st[1] == '1' or st[2] == '1' or (tonumber(st[3] or '0') or 0) > now then
-    changed = changed + redis.call('ZADD', base .. ':held', 'NX', int(now), acct)
+    written = written + redis.call('ZADD', base .. ':held', 'NX', int(now), acct)
   end
   -- 4. The counters layout 2 no longer keeps.
-  changed = changed + redis.call('HDEL', akey, 'depth', 'delayed', 'dead')
+  written = written + redis.call('HDEL', akey, 'depth', 'delayed', 'dead')
 end
-return changed
+return written

@@ -1,5 +1,5 @@
 -- Brings one partition of layout 2 to layout 3, in one atomic call. ARGV[1] = base.
--- Returns the number of accounts changed.
+-- Returns the number of accounts moved.
 --
 -- Layout 2 kept each account's rate log as a list of its own, `rl:{account}` (times in
 -- ms, newest first); layout 3 keeps it in the account's record, field `rl`, the same
@@ -11,7 +11,7 @@
 -- list could still hold sends of its window only with an account retention shorter than
 -- the window: such an account starts layout 3 with an empty log.)
 local base = ARGV[1]
-local changed = 0
+local moved = 0
 for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do
   local rl = base .. ':rl:' .. acct
   local times = redis.call('LRANGE', rl, 0, -1)
@@ -23,7 +23,7 @@ for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do
     end
     redis.call('HSET', akey, 'rl', table.concat(packed))
     redis.call('DEL', rl)
-    changed = changed + 1
+    moved = moved + 1
   end
 end
-return changed
+return moved

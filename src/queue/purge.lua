@@ -8,6 +8,7 @@
 local base, acct = ARGV[1], ARGV[2]
 local retention, mode, max = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local dead = base .. ':dead:' .. acct
+local _, now_s = now_ms()
 local ids
 if mode == 'all' then
   ids = redis.call('ZRANGE', dead, 0, max - 1)
@@ -19,10 +20,7 @@ local purged = 0
 local missing = {}
 for _, did in ipairs(ids) do
   if redis.call('ZSCORE', dead, did) then
-    if purged == 0 then
-      local _, now_s = now_ms()
-      changed(base, acct, now_s)
-    end
+    changed(base, acct, now_s)
     forget_letter(base, dead, did, retention)
     purged = purged + 1
   else

@@ -22,8 +22,6 @@ local replayed = 0
 local missing = {}
 local q = base .. ':q:' .. acct
 local touched = false
--- whether the account's change is recorded (see `changed`)
-local noted = false
 for _, did in ipairs(ids) do
   local eid, k = split_did(did)
   local ekey = eid and (base .. ':ev:' .. eid)
@@ -36,10 +34,7 @@ for _, did in ipairs(ids) do
     -- Pushed first (a dead status makes the entry stale until the status changes), then
     -- the status; it leaves the dead letters last. A replay that fails between the two
     -- leaves it among them, which its claim (seeing `rp`) clears.
-    if not noted then
-      noted = true
-      changed(base, acct, now_s)
-    end
+    changed(base, acct, now_s)
     if not touched then
       touched = true
       w('SADD', base .. ':accounts', acct)
@@ -58,10 +53,7 @@ for _, did in ipairs(ids) do
   else
     -- not a dead letter of the account (or the event is gone): drop a stale entry
     if listed then
-      if not noted then
-        noted = true
-        changed(base, acct, now_s)
-      end
+      changed(base, acct, now_s)
       w('ZREM', dead, did)
     end
     missing[#missing + 1] = did

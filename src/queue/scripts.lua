@@ -60,8 +60,12 @@ end
 -- record, lists, retries, dead letters or ready score calls it, before those writes, so
 -- that a script that fails part-way still leaves its account to be read again. Not
 -- through `w`: no later call depends on it, so a failure right after it is one before the
--- script's first write.
+-- script's first write. A call for the account recorded last does nothing (a script's
+-- writes to one account come together).
+local changed_last
 local function changed(base, acct, now_s)
+  if changed_last == acct then return end
+  changed_last = acct
   redis.call('ZADD', base .. ':changed', now_s, acct)
 end
 
