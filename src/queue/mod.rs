@@ -22,7 +22,7 @@ mod replies;
 pub mod script_queue;
 mod snapshot;
 
-pub use snapshot::{Tuning as ChangeReads, CHANGES_KEPT_MS, CLOCK_SLACK_MS, WHOLE_READ_EVERY_MS};
+pub use snapshot::{ChangeReads, CHANGES_KEPT_MS, CLOCK_SLACK_MS};
 pub mod store;
 pub mod transport;
 

@@ -115,7 +115,7 @@ use super::layout::{self, LayoutScripts};
 use super::replies::{
     array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_enqueue_reply, text,
 };
-use super::snapshot::{parse_chunk, Plan, Read, Snapshot, Tuning};
+use super::snapshot::{parse_chunk, ChangeReads, Plan, Read, Snapshot};
 use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::{
     rfc3339_ms, CallStatus, ClaimBatch, Completion, DeadLetter, DeadLetterPage, DeadLetterResult,
@@ -177,7 +177,7 @@ pub struct ScriptQueue<T> {
     /// The stats as last read (see snapshot.rs); held by the read that refreshes them.
     snapshot: tokio::sync::Mutex<Snapshot>,
     /// How the stats read the change sets.
-    tuning: Tuning,
+    reads: ChangeReads,
 }
 
 /// An enqueue request waiting for its group commit.
@@ -211,7 +211,7 @@ fn sweep_interval(partitions: u16) -> u64 {
 
 /// Characters of one time in an account's rate log (`rl`: Unix ms, 13 digits until the
 /// year 2286, back to back); the scripts index the log by it.
-const RATE_LOG_STAMP: i64 = 13;
+pub(super) const RATE_LOG_STAMP: i64 = 13;
 
 /// Longest pause of a partition's retention sweeps after they have visited all of its
 /// accounts (see `sweep_rest`).
@@ -259,12 +259,8 @@ impl<T: Transport> ScriptQueue<T> {
 
     fn with_helpers_shared(config: QueueSettings, transport: Arc<T>, helpers: &str) -> Self {
         let config_partitions = config.partitions;
-        let claim = claim_script(
-            helpers,
-            &config,
-            sweep_interval(config_partitions),
-            Tuning::default().kept_ms,
-        );
+        let reads = ChangeReads::default();
+        let claim = claim_script(helpers, &config, sweep_interval(config_partitions), reads);
         let complete = complete_script(helpers, &config);
         let announcer = Arc::new(Announcer::new(format!("{}:wake", config.prefix)));
         ScriptQueue {
@@ -287,7 +283,7 @@ impl<T: Transport> ScriptQueue<T> {
             dead_letters_dropped: AtomicU64::new(0),
             sweep_interval_ms: sweep_interval(config_partitions),
             snapshot: tokio::sync::Mutex::new(Snapshot::default()),
-            tuning: Tuning::default(),
+            reads,
         }
     }
 
@@ -296,26 +292,31 @@ impl<T: Transport> ScriptQueue<T> {
     #[doc(hidden)]
     pub fn with_sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval_ms = (interval.as_millis() as u64).max(1);
+        self.rebuild_claim();
+        self
+    }
+
+    /// With other settings of the reads of the change sets than
+    /// [`ChangeReads::default`] (see snapshot.rs): for tests of bounded growth that cannot
+    /// wait an hour (`kept_ms`), or of the change sets alone (`slack_ms` 0).
+    #[doc(hidden)]
+    pub fn with_change_reads(mut self, reads: ChangeReads) -> Self {
+        self.reads = ChangeReads {
+            kept_ms: reads.kept_ms.max(1),
+            ..reads
+        };
+        self.rebuild_claim();
+        self
+    }
+
+    /// Writes the claim script again for the current settings.
+    fn rebuild_claim(&mut self) {
         self.claim = claim_script(
             &self.helpers,
             &self.config,
             self.sweep_interval_ms,
-            self.tuning.kept_ms,
+            self.reads,
         );
-        self
-    }
-
-    /// With other settings of the reads of the change sets than [`Tuning::default`]
-    /// (see snapshot.rs): for tests of bounded growth that cannot wait an hour
-    /// (`kept_ms`), or of the change sets alone (`slack_ms` 0).
-    #[doc(hidden)]
-    pub fn with_change_reads(mut self, tuning: Tuning) -> Self {
-        self.tuning = Tuning {
-            kept_ms: tuning.kept_ms.max(1),
-            ..tuning
-        };
-        let interval = Duration::from_millis(self.sweep_interval_ms);
-        self.with_sweep_interval(interval)
     }
 
     /// Another queue over the same transport (the same store), with another partition
@@ -327,9 +328,11 @@ impl<T: Transport> ScriptQueue<T> {
             partitions,
             ..self.config.clone()
         };
-        Self::with_helpers_shared(config, self.transport.clone(), helpers)
-            .with_change_reads(self.tuning)
-            .with_sweep_interval(Duration::from_millis(self.sweep_interval_ms))
+        let mut sibling = Self::with_helpers_shared(config, self.transport.clone(), helpers);
+        sibling.sweep_interval_ms = self.sweep_interval_ms;
+        sibling.reads = self.reads;
+        sibling.rebuild_claim();
+        sibling
     }
 
     /// The scripts, each with its name (its file's, without `.lua`): for tools that read
@@ -364,16 +367,15 @@ impl<T: Transport> ScriptQueue<T> {
         Ok(secs * 1000 + micros / 1000)
     }
 
-    /// Reads partition `p` by `plan`, chunk after chunk; `None` when it must be read whole
-    /// instead (see snapshot.rs).
-    async fn read_partition(&self, p: usize, plan: Plan) -> Result<Option<Read>, QueueError> {
+    /// Reads partition `p` by `plan`, chunk after chunk (see snapshot.rs).
+    async fn read_partition(&self, p: usize, plan: Plan) -> Result<Read, QueueError> {
         let base = self.base(p as u16);
         let window = self.config.default_limit.window_ms.to_string();
         let mode = match plan {
             Plan::Whole => "all",
             Plan::Changed { .. } => "changed",
         };
-        let mut read = Read::new(plan, self.tuning);
+        let mut read = Read::new(plan, self.reads);
         let mut from = read.first();
         loop {
             let args = vec![
@@ -385,12 +387,9 @@ impl<T: Transport> ScriptQueue<T> {
                 from.after.into_bytes(),
                 from.until.into_bytes(),
             ];
-            let chunk = parse_chunk(self.eval(&self.stats, &base, args).await?)?;
-            if !read.push(chunk) {
-                return Ok(None);
-            }
+            read.push(parse_chunk(self.eval(&self.stats, &base, args).await?)?);
             match read.next() {
-                None => return Ok(Some(read)),
+                None => return Ok(read),
                 Some(next) => from = next,
             }
         }
@@ -677,7 +676,7 @@ fn claim_script(
     helpers: &str,
     config: &QueueSettings,
     sweep_interval_ms: u64,
-    changes_kept_ms: u64,
+    reads: ChangeReads,
 ) -> Script {
     let lease = config.lease.as_millis() as u64;
     let settings = format!(
@@ -688,7 +687,7 @@ fn claim_script(
          local dl_retention, acct_retention = {}, {}\n\
          local default_limit_text, default_window_text = '{limit}', '{window}'\n\
          local default_cut = {cut}\n\
-         local changes_kept = {changes_kept_ms}\n",
+         local changes_kept = {kept}\n",
         lease,
         config.default_limit.limit,
         config.default_limit.window_ms,
@@ -700,6 +699,7 @@ fn claim_script(
         window = config.default_limit.window_ms,
         cut = (i64::from(config.default_limit.limit) - 1) * RATE_LOG_STAMP,
         rest = sweep_rest(config, sweep_interval_ms),
+        kept = reads.kept_ms,
     );
     Script::new(helpers, &format!("{settings}{}", include_str!("claim.lua")))
 }
@@ -1031,7 +1031,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         let now = self.redis_time().await?;
         let partitions = usize::from(self.config.partitions);
         for p in 0..partitions {
-            let mut plan = snapshot.plan(p, partitions, self.tuning, now);
+            let plan = snapshot.plan(p, partitions, self.reads, now);
             if let Plan::Changed { from, .. } = plan {
                 // A partition with no change since is left as it is, for one plain
                 // command rather than a script call.
@@ -1048,15 +1048,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                     continue;
                 }
             }
-            let read = loop {
-                match self.read_partition(p, plan).await {
-                    Ok(Some(read)) => break Ok(read),
-                    Ok(None) if plan != Plan::Whole => plan = Plan::Whole,
-                    Ok(None) => break Err(QueueError::Protocol("a stats read did not end".into())),
-                    Err(e) => break Err(e),
-                }
-            };
-            snapshot.apply(p, read?);
+            snapshot.apply(p, self.read_partition(p, plan).await?);
         }
         Ok(snapshot.stats(now))
     }

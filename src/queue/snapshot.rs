@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use redis::Value;
 
 use super::replies::{array, bytes, int, text};
+use super::script_queue::RATE_LOG_STAMP;
 use super::{AccountStats, QueueError, QueueStats};
 
 /// How long a partition's change set remembers a change (ms): the claims' retention
@@ -67,12 +68,12 @@ enum Row {
 /// One chunk of `stats.lua`'s reply: Redis's time, where to go on from, and the rows.
 pub struct Chunk {
     /// Redis's time when the chunk was read (Unix ms).
-    pub now_ms: u64,
+    now_ms: u64,
     /// The cursor (mode `all`, `"0"` at the end) or the time of the last change read
     /// (mode `changed`, empty at the end).
-    pub next: String,
+    next: String,
     /// Mode `changed`: the account the chunk ended with.
-    pub after: String,
+    after: String,
     rows: Vec<Row>,
 }
 
@@ -103,10 +104,18 @@ fn parse_row(item: Value) -> Result<Row, QueueError> {
     let opt = |i: usize| int(&f[i]).filter(|v| *v >= 0).map(|v| v as u64);
     let busy = bytes(&f[6]);
     let log = bytes(&f[10]);
+    let stamp = RATE_LOG_STAMP as usize;
     let sends = log
-        .chunks(13)
-        .filter_map(|t| std::str::from_utf8(t).ok()?.parse().ok())
-        .collect();
+        .chunks(stamp)
+        .map(|t| {
+            std::str::from_utf8(t)
+                .ok()?
+                .parse()
+                .ok()
+                .filter(|_| t.len() == stamp)
+        })
+        .collect::<Option<Vec<u64>>>()
+        .ok_or_else(|| QueueError::Protocol("a stats entry's rate log is malformed".into()))?;
     Ok(Row::Account(Kept {
         stats: AccountStats {
             account: text(&f[0]).unwrap_or_default(),
@@ -127,9 +136,9 @@ fn parse_row(item: Value) -> Result<Row, QueueError> {
     }))
 }
 
-/// How a process reads the change sets: [`Tuning::default`] but in tests.
+/// How a process reads the change sets: [`ChangeReads::default`] but in tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tuning {
+pub struct ChangeReads {
     /// How long the change sets remember a change (ms): the claims' sweeps are told it.
     pub kept_ms: u64,
     /// How far behind its last read a read of changes starts (ms).
@@ -139,9 +148,9 @@ pub struct Tuning {
     pub whole_every_ms: u64,
 }
 
-impl Default for Tuning {
+impl Default for ChangeReads {
     fn default() -> Self {
-        Tuning {
+        ChangeReads {
             kept_ms: CHANGES_KEPT_MS,
             slack_ms: CLOCK_SLACK_MS,
             whole_every_ms: WHOLE_READ_EVERY_MS,
@@ -159,24 +168,34 @@ struct PartitionView {
     accounts: HashMap<String, Kept>,
 }
 
+impl ChangeReads {
+    /// Whether a partition whose last read started at `since_ms` and whose next whole
+    /// read is due at `whole_due_ms` (Redis ms) must be read whole at Redis's time
+    /// `now_ms`: it is due; or changes since the last read may have been forgotten; or
+    /// the clock went back further than the slack (changes since may carry earlier times).
+    fn whole_read_needed(&self, since_ms: u64, whole_due_ms: u64, now_ms: u64) -> bool {
+        now_ms >= whole_due_ms
+            || now_ms.saturating_sub(since_ms) > self.kept_ms / 2
+            || now_ms + self.slack_ms < since_ms
+    }
+}
+
 /// How a partition is read next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
     /// Every account, walking the account set.
     Whole,
-    /// The accounts changed at or after `from` (Unix ms), unless Redis's time says the
-    /// partition must be read whole (see [`Read::push`]).
+    /// The accounts changed at or after `from` (Unix ms): the last read's start less the
+    /// slack.
     Changed {
-        /// Where the changes are read from: the last read's start less the slack.
+        /// Where the changes are read from.
         from: u64,
-        /// When the partition is read whole again.
-        whole_due: u64,
     },
 }
 
 /// Where the next chunk of a read starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct From {
+pub struct ChunkStart {
     /// The cursor (a whole read) or the time (a read of changes) to go on from.
     pub at: String,
     /// In a read of changes, the account changed at `at` that the last chunk ended with.
@@ -195,31 +214,32 @@ pub struct Snapshot {
 /// The chunks of one read of a partition, to apply once the read is complete.
 pub struct Read {
     plan: Plan,
-    tuning: Tuning,
+    /// How often the partition is read whole, to stagger the next whole read.
+    whole_every_ms: u64,
     started_ms: Option<u64>,
     chunks: Vec<Chunk>,
 }
 
 impl Read {
     /// A new read of a partition by `plan`.
-    pub fn new(plan: Plan, tuning: Tuning) -> Self {
+    pub fn new(plan: Plan, reads: ChangeReads) -> Self {
         Read {
             plan,
-            tuning,
+            whole_every_ms: reads.whole_every_ms,
             started_ms: None,
             chunks: Vec::new(),
         }
     }
 
     /// Where the first chunk starts.
-    pub fn first(&self) -> From {
+    pub fn first(&self) -> ChunkStart {
         match self.plan {
-            Plan::Whole => From {
+            Plan::Whole => ChunkStart {
                 at: "0".into(),
                 after: String::new(),
                 until: String::new(),
             },
-            Plan::Changed { from, .. } => From {
+            Plan::Changed { from, .. } => ChunkStart {
                 at: from.to_string(),
                 after: String::new(),
                 until: "+inf".into(),
@@ -227,36 +247,24 @@ impl Read {
         }
     }
 
-    /// Notes a chunk; `false` when the partition must be read whole instead (see the
-    /// module docs), judged from the first chunk of a read of changes.
-    pub fn push(&mut self, chunk: Chunk) -> bool {
-        if self.started_ms.is_none() {
-            if let Plan::Changed { from, whole_due } = self.plan {
-                let since = from + self.tuning.slack_ms;
-                let clock_back = chunk.now_ms < from;
-                let forgotten = chunk.now_ms.saturating_sub(since) > self.tuning.kept_ms / 2;
-                if clock_back || forgotten || chunk.now_ms >= whole_due {
-                    return false;
-                }
-            }
-            self.started_ms = Some(chunk.now_ms);
-        }
+    /// Notes a chunk.
+    pub fn push(&mut self, chunk: Chunk) {
+        self.started_ms.get_or_insert(chunk.now_ms);
         self.chunks.push(chunk);
-        true
     }
 
     /// What follows the last chunk; `None` when the read is complete.
-    pub fn next(&self) -> Option<From> {
+    pub fn next(&self) -> Option<ChunkStart> {
         let last = self.chunks.last()?;
         match self.plan {
             Plan::Whole if last.next.is_empty() || last.next == "0" => None,
-            Plan::Whole => Some(From {
+            Plan::Whole => Some(ChunkStart {
                 at: last.next.clone(),
                 after: String::new(),
                 until: String::new(),
             }),
             Plan::Changed { .. } if last.next.is_empty() => None,
-            Plan::Changed { .. } => Some(From {
+            Plan::Changed { .. } => Some(ChunkStart {
                 at: last.next.clone(),
                 after: last.after.clone(),
                 until: self.started_ms.unwrap_or(0).to_string(),
@@ -267,25 +275,17 @@ impl Read {
 
 impl Snapshot {
     /// How partition `p` (of `partitions`) is read next, at Redis's time `now_ms`.
-    pub fn plan(&mut self, p: usize, partitions: usize, tuning: Tuning, now_ms: u64) -> Plan {
+    pub fn plan(&mut self, p: usize, partitions: usize, reads: ChangeReads, now_ms: u64) -> Plan {
         if self.partitions.len() != partitions {
             self.partitions = (0..partitions).map(|_| None).collect();
         }
         match &self.partitions[p] {
-            // due; or changes since the last read may have been forgotten; or the clock
-            // went back further than the slack (changes since may carry earlier times)
-            Some(view)
-                if now_ms >= view.whole_due_ms
-                    || now_ms.saturating_sub(view.since_ms) > tuning.kept_ms / 2
-                    || now_ms + tuning.slack_ms < view.since_ms =>
-            {
-                Plan::Whole
+            Some(view) if !reads.whole_read_needed(view.since_ms, view.whole_due_ms, now_ms) => {
+                Plan::Changed {
+                    from: view.since_ms.saturating_sub(reads.slack_ms),
+                }
             }
-            Some(view) => Plan::Changed {
-                from: view.since_ms.saturating_sub(tuning.slack_ms),
-                whole_due: view.whole_due_ms,
-            },
-            None => Plan::Whole,
+            _ => Plan::Whole,
         }
     }
 
@@ -300,7 +300,7 @@ impl Snapshot {
             (Plan::Changed { .. }, Some(view)) => view,
             _ => {
                 // staggered, so that the partitions' whole reads fall on different scrapes
-                let every = u128::from(read.tuning.whole_every_ms);
+                let every = u128::from(read.whole_every_ms);
                 let (p, n) = (p as u128, partitions as u128);
                 let after = every * (3 * n + p) / (4 * n);
                 PartitionView {
@@ -385,27 +385,27 @@ mod tests {
 
     #[test]
     fn changes_update_and_drop_accounts_and_sends_leave_the_window() {
-        let tuning = Tuning::default();
+        let reads = ChangeReads::default();
         let mut snap = Snapshot::default();
-        assert_eq!(snap.plan(0, 1, tuning, T0), Plan::Whole);
-        let mut read = Read::new(Plan::Whole, tuning);
+        assert_eq!(snap.plan(0, 1, reads, T0), Plan::Whole);
+        let mut read = Read::new(Plan::Whole, reads);
         assert_eq!(read.first().at, "0");
         let log = format!("{:013}", T0 + 50_000);
         let rows = vec![row("a", 1, &log), row("b", 2, ""), row("c", 1, "")];
-        assert!(read.push(chunk(T0 + 60_000, "0", "", rows)));
+        read.push(chunk(T0 + 60_000, "0", "", rows));
         assert_eq!(read.next(), None);
         snap.apply(0, read);
         let stats = snap.stats(T0);
         assert_eq!(stats.accounts.len(), 3);
         assert_eq!(stats.accounts[0].sent_in_window, 1);
 
-        let plan = snap.plan(0, 1, tuning, T0 + 130_000);
+        let plan = snap.plan(0, 1, reads, T0 + 130_000);
         let from = T0 + 60_000 - CLOCK_SLACK_MS;
-        assert!(matches!(plan, Plan::Changed { from: f, .. } if f == from));
-        let mut read = Read::new(plan, tuning);
+        assert_eq!(plan, Plan::Changed { from });
+        let mut read = Read::new(plan, reads);
         assert_eq!(read.first().until, "+inf");
         let rows = vec![row("b", 5, ""), Value::Array(vec![bulk("c")])];
-        assert!(read.push(chunk(T0 + 130_000, "", "", rows)));
+        read.push(chunk(T0 + 130_000, "", "", rows));
         snap.apply(0, read);
         let stats = snap.stats(T0 + 130_000);
         assert_eq!(stats.accounts.len(), 2, "c has gone");
@@ -417,32 +417,37 @@ mod tests {
 
     #[test]
     fn a_clock_gone_back_forgotten_changes_or_time_mean_a_whole_read() {
-        let tuning = Tuning::default();
-        let since = T0;
-        let from = since - CLOCK_SLACK_MS;
-        let plan = Plan::Changed {
-            from,
-            whole_due: since + WHOLE_READ_EVERY_MS,
-        };
-        assert!(!Read::new(plan, tuning).push(chunk(from - 1, "", "", vec![])));
-        let later = since + CHANGES_KEPT_MS / 2 + 1;
-        assert!(!Read::new(plan, tuning).push(chunk(later, "", "", vec![])));
-        let due = since + WHOLE_READ_EVERY_MS;
-        assert!(!Read::new(plan, tuning).push(chunk(due, "", "", vec![])));
-        let mut read = Read::new(plan, tuning);
-        assert!(read.push(chunk(since + 1, "", "", vec![])));
-        assert_eq!(read.next(), None);
+        let reads = ChangeReads::default();
+        let (since, due) = (T0, T0 + WHOLE_READ_EVERY_MS);
+        assert!(!reads.whole_read_needed(since, due, since + 1));
+        assert!(!reads.whole_read_needed(since, due, since - CLOCK_SLACK_MS));
+        assert!(reads.whole_read_needed(since, due, since - CLOCK_SLACK_MS - 1));
+        let forgotten = since + CHANGES_KEPT_MS / 2 + 1;
+        assert!(!reads.whole_read_needed(since, u64::MAX, forgotten - 1));
+        assert!(reads.whole_read_needed(since, u64::MAX, forgotten));
+        assert!(!reads.whole_read_needed(since, due, due - 1));
+        assert!(reads.whole_read_needed(since, due, due));
+    }
+
+    #[test]
+    fn a_malformed_rate_log_is_a_protocol_error() {
+        let items = vec![
+            Value::Int(T0 as i64),
+            bulk("0"),
+            bulk(""),
+            row("a", 1, "12345"),
+        ];
+        assert!(matches!(
+            parse_chunk(Value::Array(items)),
+            Err(QueueError::Protocol(_))
+        ));
     }
 
     #[test]
     fn a_full_chunk_goes_on_after_its_last_account_up_to_the_first_chunk_s_time() {
-        let tuning = Tuning::default();
-        let plan = Plan::Changed {
-            from: T0,
-            whole_due: T0 + WHOLE_READ_EVERY_MS,
-        };
-        let mut read = Read::new(plan, tuning);
-        assert!(read.push(chunk(T0 + 10, &T0.to_string(), "b", vec![])));
+        let reads = ChangeReads::default();
+        let mut read = Read::new(Plan::Changed { from: T0 }, reads);
+        read.push(chunk(T0 + 10, &T0.to_string(), "b", vec![]));
         let next = read.next().expect("more");
         assert_eq!(next.at, T0.to_string());
         assert_eq!(next.after, "b");
@@ -450,42 +455,23 @@ mod tests {
     }
 
     #[test]
-    fn whole_reads_come_by_time_staggered_and_when_changes_may_be_forgotten() {
-        let tuning = Tuning::default();
+    fn whole_reads_come_by_time_staggered_over_the_partitions() {
+        let reads = ChangeReads::default();
         let mut snap = Snapshot::default();
         let mut due = Vec::new();
         for p in 0..4 {
-            assert_eq!(snap.plan(p, 4, tuning, T0), Plan::Whole);
-            let mut read = Read::new(Plan::Whole, tuning);
-            assert!(read.push(chunk(T0, "0", "", vec![])));
+            assert_eq!(snap.plan(p, 4, reads, T0), Plan::Whole);
+            let mut read = Read::new(Plan::Whole, reads);
+            read.push(chunk(T0, "0", "", vec![]));
             snap.apply(p, read);
-            match snap.plan(p, 4, tuning, T0) {
-                Plan::Changed { whole_due, .. } => due.push(whole_due - T0),
-                Plan::Whole => panic!("read"),
-            }
+            assert_ne!(snap.plan(p, 4, reads, T0), Plan::Whole);
+            let view = snap.partitions[p].as_ref().expect("read");
+            due.push(view.whole_due_ms - T0);
         }
         let every = WHOLE_READ_EVERY_MS;
         assert_eq!(due[0], every * 3 / 4);
-        assert_eq!(snap.plan(0, 4, tuning, T0 + due[0]), Plan::Whole);
-        assert_ne!(snap.plan(1, 4, tuning, T0 + due[0]), Plan::Whole);
-        let forgotten = T0 + CHANGES_KEPT_MS / 2 + 1;
-        let tuning = Tuning {
-            whole_every_ms: CHANGES_KEPT_MS * 2,
-            ..tuning
-        };
-        let mut snap = Snapshot::default();
-        snap.plan(0, 1, tuning, T0);
-        let mut read = Read::new(Plan::Whole, tuning);
-        assert!(read.push(chunk(T0, "0", "", vec![])));
-        snap.apply(0, read);
-        assert_ne!(snap.plan(0, 1, tuning, forgotten - 1), Plan::Whole);
-        assert_eq!(snap.plan(0, 1, tuning, forgotten), Plan::Whole);
-        // a clock gone back by more than the slack
-        assert_ne!(snap.plan(0, 1, tuning, T0 - CLOCK_SLACK_MS), Plan::Whole);
-        assert_eq!(
-            snap.plan(0, 1, tuning, T0 - CLOCK_SLACK_MS - 1),
-            Plan::Whole
-        );
+        assert_eq!(snap.plan(0, 4, reads, T0 + due[0]), Plan::Whole);
+        assert_ne!(snap.plan(1, 4, reads, T0 + due[0]), Plan::Whole);
         assert!(due.windows(2).all(|w| w[0] < w[1]), "{due:?}");
         assert!(due[3] < every);
     }

@@ -20,6 +20,9 @@
 local base = ARGV[1]
 local default_window = tonumber(ARGV[2])
 local mode, from, count = ARGV[3], ARGV[4], ARGV[5]
+if mode ~= 'all' and mode ~= 'changed' then
+  return redis.error_reply('ERR stats mode must be all or changed, not ' .. mode)
+end
 local now = now_ms()
 local accounts = base .. ':accounts'
 local list, next_from, next_after = {}, '', ''
