@@ -80,6 +80,20 @@ impl ZSet {
         self.order.insert((score, member.to_vec()));
     }
 
+    /// The members within a score range (parsed by `parse_bound`: a bound and whether it
+    /// is open), in order.
+    fn by_score(
+        &self,
+        (min, min_open): (f64, bool),
+        (max, max_open): (f64, bool),
+    ) -> impl Iterator<Item = &(Score, Vec<u8>)> {
+        // From the first member at `min`, in order, while at most `max`.
+        self.order
+            .range((Bound::Included((Score(min), Vec::new())), Bound::Unbounded))
+            .skip_while(move |(s, _)| min_open && s.0 <= min)
+            .take_while(move |(s, _)| if max_open { s.0 < max } else { s.0 <= max })
+    }
+
     fn remove(&mut self, member: &[u8]) -> bool {
         match self.scores.remove(member) {
             Some(old) => {
@@ -724,13 +738,7 @@ impl Store {
                 let z = self.zset(&args[0], Want::Read)?;
                 let mut out = Vec::new();
                 if let Some(z) = z {
-                    // From the first member at `min`, in order, while at most `max`.
-                    let start = (Score(min), Vec::new());
-                    let within = z
-                        .order
-                        .range((Bound::Included(start), Bound::Unbounded))
-                        .skip_while(|(s, _)| min_open && s.0 <= min)
-                        .take_while(|(s, _)| if max_open { s.0 < max } else { s.0 <= max });
+                    let within = z.by_score((min, min_open), (max, max_open));
                     for (score, member) in within.skip(offset).take(count.unwrap_or(usize::MAX)) {
                         push_member(&mut out, member, *score, with_scores);
                     }
@@ -754,15 +762,10 @@ impl Store {
                 if args.len() > 3 {
                     return Err(err("ERR wrong number of arguments for 'zcount' command"));
                 }
-                let (min, min_open) = parse_bound(&args[1])?;
-                let (max, max_open) = parse_bound(&args[2])?;
-                let count = self.zset(&args[0], Want::Read)?.map_or(0, |z| {
-                    z.order
-                        .range((Bound::Included((Score(min), Vec::new())), Bound::Unbounded))
-                        .skip_while(|(s, _)| min_open && s.0 <= min)
-                        .take_while(|(s, _)| if max_open { s.0 < max } else { s.0 <= max })
-                        .count()
-                });
+                let (min, max) = (parse_bound(&args[1])?, parse_bound(&args[2])?);
+                let count = self
+                    .zset(&args[0], Want::Read)?
+                    .map_or(0, |z| z.by_score(min, max).count());
                 Ok(Value::Int(count as i64))
             }
             "ZREMRANGEBYSCORE" => {
@@ -773,17 +776,11 @@ impl Store {
                         "ERR wrong number of arguments for 'zremrangebyscore' command",
                     ));
                 }
-                let (min, min_open) = parse_bound(&args[1])?;
-                let (max, max_open) = parse_bound(&args[2])?;
+                let (min, max) = (parse_bound(&args[1])?, parse_bound(&args[2])?);
                 let removed = match self.zset(&args[0], Want::Read)? {
                     Some(z) => {
-                        let gone: Vec<Vec<u8>> = z
-                            .order
-                            .range((Bound::Included((Score(min), Vec::new())), Bound::Unbounded))
-                            .skip_while(|(s, _)| min_open && s.0 <= min)
-                            .take_while(|(s, _)| if max_open { s.0 < max } else { s.0 <= max })
-                            .map(|(_, m)| m.clone())
-                            .collect();
+                        let gone: Vec<Vec<u8>> =
+                            z.by_score(min, max).map(|(_, m)| m.clone()).collect();
                         for m in &gone {
                             z.remove(m);
                         }
