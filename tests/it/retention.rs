@@ -284,3 +284,65 @@ async fn an_idle_account_keeps_its_record_while_its_latest_send_counts() {
         .unwrap_or_default();
     assert!(log.starts_with("$13\r\n"), "{log:?}");
 }
+
+/// An account with a limit over 128 keeps in its rate log, at each send, only the times
+/// that can still hold back a send: after a burst of 130 calls and a pause past the
+/// window, the next send leaves a log of that send alone (each time is 13 digits).
+async fn a_long_rate_log_is_cut_to_the_sends_that_count(
+    q: &dyn Queue,
+    log_len: &dyn Fn() -> usize,
+) {
+    let high = RateLimit {
+        limit: 150,
+        window_ms: 300,
+    };
+    put_limited(q, "burst", 130, high).await;
+    deliver_all(q).await;
+    assert_eq!(log_len(), 130 * 13, "every send of the burst counts");
+    // past the window, and past the 1 s idempotency keys `put_limited` reuses
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    put_limited(q, "burst", 1, high).await;
+    deliver_all(q).await;
+    assert_eq!(log_len(), 13);
+}
+
+fn no_margin() -> Config {
+    let mut config = Config::default();
+    config.redis.partitions = 1;
+    config.delivery.window_margin_ms = Some(0);
+    config
+}
+
+#[tokio::test]
+async fn a_long_rate_log_is_cut_on_redis() {
+    let redis = RedisServer::start();
+    let mut config = no_margin();
+    config.redis.url = redis.url().into();
+    let q = zenrelay::app::queue_for(&config).unwrap();
+    // the HGET reply's length header: `$<length>`
+    let log_len = || {
+        let reply = redis
+            .command(&["HGET", "zenrelay:{p0}:acct:burst", "rl"])
+            .unwrap_or_default();
+        reply
+            .strip_prefix('$')
+            .and_then(|r| r.split("\r\n").next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    a_long_rate_log_is_cut_to_the_sends_that_count(q.as_ref(), &log_len).await;
+}
+
+#[tokio::test]
+async fn a_long_rate_log_is_cut_on_the_embedded_store() {
+    let q = zenrelay::app::memory_queue(&no_margin());
+    let log_len = || match q.transport().command(&[
+        b"HGET".to_vec(),
+        b"zenrelay:{p0}:acct:burst".to_vec(),
+        b"rl".to_vec(),
+    ]) {
+        Ok(redis::Value::BulkString(log)) => log.len(),
+        _ => 0,
+    };
+    a_long_rate_log_is_cut_to_the_sends_that_count(&q, &log_len).await;
+}
