@@ -53,11 +53,9 @@ async fn put(q: &RedisQueue, account: &str) {
 
 /// How many `SSCAN`s Redis has run.
 fn sscans(redis: &RedisServer) -> u64 {
-    let info = redis.command(&["INFO", "commandstats"]).unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_sscan:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
+    redis
+        .info_field("commandstats", "cmdstat_sscan")
+        .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse().ok())
         .unwrap_or(0)
 }
 

@@ -26,10 +26,9 @@ fn change_reads() -> ChangeReads {
 }
 
 fn used_memory(redis: &RedisServer) -> i64 {
-    let info = redis.command(&["INFO", "memory"]).unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
+    redis
+        .info_field("memory", "used_memory")
+        .and_then(|v| v.parse().ok())
         .expect("used_memory in INFO memory")
 }
 

@@ -245,6 +245,15 @@ impl RedisServer {
         resp_command(self.port, args)
     }
 
+    /// The field `field` of `INFO section` (e.g. `used_memory` of `memory`), as text.
+    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let info = self.command(&["INFO", section])?;
+        let prefix = format!("{field}:");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.trim().to_string())
+    }
+
     /// Number of keys in the database.
     pub fn dbsize(&self) -> i64 {
         self.command(&["DBSIZE"])

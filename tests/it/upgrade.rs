@@ -50,6 +50,19 @@ fn bulk(text: &str) -> String {
     format!("${}\r\n{text}\r\n", text.len())
 }
 
+/// The wall clock in Unix milliseconds.
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// A layout-3 rate log of sends `ago` ms before `now_ms`, newest first.
+fn packed_log(now_ms: u128, ago: &[u128]) -> String {
+    ago.iter().map(|a| format!("{:013}", now_ms - a)).collect()
+}
+
 /// Migrates the store of the gateway configuration `text` (4 partitions, under `prefix`)
 /// as a process would that stops after `done` partitions.
 async fn migrate_partly(text: &str, prefix: &str, done: u16) {
@@ -222,11 +235,7 @@ async fn the_previous_release_s_queue_is_delivered_after_an_upgrade() {
     let delta_partition = zenrelay::domain::partition_of("delta", 4);
     assert!(delta_partition < 2, "delta is in a partition already done");
     let delta_rl = format!("up:{{p{delta_partition}}}:rl:delta");
-    let hour_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        - 3_600_000;
+    let hour_ago = unix_ms() - 3_600_000;
     redis.command(&["LPUSH", &delta_rl, &hour_ago.to_string()]);
 
     // The new release resumes it, then delivers.
@@ -391,10 +400,7 @@ async fn a_migration_waits_for_processes_of_an_older_layout() {
         delivery: true,
         last_seen: String::new(),
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
+    let now_ms = unix_ms();
     let registry = "roll:{p0}:processes";
     let record = format!("{now_ms} {}", serde_json::to_string(&old).unwrap());
     redis.command(&["HSET", registry, "old-1", &record]);
@@ -465,10 +471,7 @@ async fn a_layout_two_queue_keeps_its_rate_windows_across_the_upgrade() {
     ));
     // What a layout-2 process leaves: the layout and partition count recorded, and for
     // `acme` a record and a rate list of 3 sends in the last few seconds (newest first).
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
+    let now_ms = unix_ms();
     redis.command(&["HSET", "two:meta", "layout", "2", "partitions", "4"]);
     let p = zenrelay::domain::partition_of("acme", 4);
     let base = format!("two:{{p{p}}}");
@@ -507,13 +510,9 @@ async fn a_layout_two_queue_keeps_its_rate_windows_across_the_upgrade() {
         Some(":0\r\n"),
         "the rate list is moved into the record"
     );
-    let packed: String = [1_000, 2_000, 3_000]
-        .iter()
-        .map(|ago| format!("{:013}", now_ms - ago))
-        .collect();
     assert_eq!(
         redis.command(&["HGET", &format!("{base}:acct:acme"), "rl"]),
-        Some(bulk(&packed))
+        Some(bulk(&packed_log(now_ms, &[1_000, 2_000, 3_000])))
     );
 
     // `acme` has used its 3 sends of the minute: its event waits, `beta`'s goes at once.
@@ -546,12 +545,7 @@ async fn a_layout_three_queue_and_its_half_migration_are_taken_up() {
     let redis = RedisServer::start();
     let sim = spawn_sim(&["acme", "beta"], 1000, 60).await;
     let limit = "notify_per_minute = 3";
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let times =
-        |ago: &[u128]| -> String { ago.iter().map(|a| format!("{:013}", now_ms - a)).collect() };
+    let now_ms = unix_ms();
     for (prefix, half) in [("three", false), ("half", true)] {
         let text = with_admin(gateway_toml(
             &redis.url(),
@@ -586,7 +580,7 @@ async fn a_layout_three_queue_and_its_half_migration_are_taken_up() {
             }
         } else {
             redis.command(&["HSET", &meta, "layout", "3", "partitions", "4"]);
-            let rl = times(&[1_000, 2_000, 3_000]);
+            let rl = packed_log(now_ms, &[1_000, 2_000, 3_000]);
             redis.command(&["HSET", &format!("{base}:acct:acme"), "rl", &rl]);
         }
         let new = ServeProcess::start(&text).await;
@@ -603,7 +597,7 @@ async fn a_layout_three_queue_and_its_half_migration_are_taken_up() {
         }
         assert_eq!(
             redis.command(&["HGET", &format!("{base}:acct:acme"), "rl"]),
-            Some(bulk(&times(&[1_000, 2_000, 3_000]))),
+            Some(bulk(&packed_log(now_ms, &[1_000, 2_000, 3_000]))),
             "{prefix}"
         );
         let queues = admin_get(&new.base, "/v1/queues?q=acme").await;
