@@ -481,7 +481,13 @@ async fn migrate_locked<T: Transport>(
         2 => &[&migration.partition_v2],
         _ => &[],
     };
-    for p in done..scope.partitions {
+    // From layout 3 nothing is moved: no partition to visit.
+    let first = if steps.is_empty() {
+        scope.partitions
+    } else {
+        done
+    };
+    for p in first..scope.partitions {
         if stop_after.is_some_and(|n| p >= n) {
             return Ok(());
         }
