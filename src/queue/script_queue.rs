@@ -1030,25 +1030,33 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         let mut snapshot = self.snapshot.lock().await;
         let now = self.redis_time().await?;
         let partitions = usize::from(self.config.partitions);
-        for p in 0..partitions {
-            let plan = snapshot.plan(p, partitions, self.reads, now);
-            if let Plan::Changed { from, .. } = plan {
-                // A partition with no change since is left as it is, for one plain
-                // command rather than a script call.
-                let first = redis::cmd("ZRANGEBYSCORE")
-                    .arg(format!("{}:changed", self.base(p as u16)))
-                    .arg(from)
-                    .arg("+inf")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(1)
-                    .clone();
-                // A failed read changes nothing kept: the next one asks again.
-                if self.query::<Vec<Vec<u8>>>(&first).await?.is_empty() {
-                    continue;
-                }
+        let plans: Vec<Plan> = (0..partitions)
+            .map(|p| snapshot.plan(p, partitions, self.reads, now))
+            .collect();
+        // A partition with no change since its last read is left as it is, for one plain
+        // command rather than a script call; those commands go out together, so a
+        // refresh waits for one round trip, not one per partition.
+        let checks = plans.iter().enumerate().map(|(p, plan)| async move {
+            let Plan::Changed { from } = *plan else {
+                return Ok(true);
+            };
+            let first = redis::cmd("ZRANGEBYSCORE")
+                .arg(format!("{}:changed", self.base(p as u16)))
+                .arg(from)
+                .arg("+inf")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1)
+                .clone();
+            Ok::<_, QueueError>(!self.query::<Vec<Vec<u8>>>(&first).await?.is_empty())
+        });
+        let changed = futures::future::join_all(checks).await;
+        // A failed read changes nothing kept: the next one asks again.
+        let changed = changed.into_iter().collect::<Result<Vec<bool>, _>>()?;
+        for (p, plan) in plans.into_iter().enumerate() {
+            if changed[p] {
+                snapshot.apply(p, self.read_partition(p, plan).await?);
             }
-            snapshot.apply(p, self.read_partition(p, plan).await?);
         }
         Ok(snapshot.stats(now))
     }
