@@ -311,16 +311,19 @@ for _, acct in ipairs(accts) do
         local eid
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
+        -- what only an expiry needs (the event's counts) is read when one happens
         ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k,
-          'c' .. k, 'done', 'n', 'dd', 'rp' .. k)
+          'c' .. k, 'rp' .. k)
         local status = ev[2]
         local dead = base .. ':dead:' .. acct
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
           local exp = ev[1] and tonumber(ev[1]) or 0
           if exp > 0 and exp <= now then
             -- a dead letter: the status, then the letter, then off the list
+            local counts = redis.call('HMGET', ekey, 'done', 'n', 'dd')
             local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
-              'le' .. k, 'time to live passed before delivery'}, ev[8], ev[9], ev[10], true)
+              'le' .. k, 'time to live passed before delivery'}, counts[1], counts[2], counts[3],
+              true)
             w('HSET', ekey, unpack(set))
             w('ZADD', dead, now_s, did)
           else
@@ -351,7 +354,7 @@ for _, acct in ipairs(accts) do
         end
         local deadline = now + lease
         local set = {'s' .. k, 'delivering', 'at' .. k, attempts_text, 'c' .. k, token_text}
-        if ev[11] == '1' then
+        if ev[8] == '1' then
           -- replayed: a replay that failed part-way may have left it among the dead letters
           w('ZREM', base .. ':dead:' .. acct, did)
           set[#set + 1] = 'rp' .. k

@@ -21,10 +21,12 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
   local akey = base .. ':acct:' .. acct
-  local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd', 'prio', 'at' .. k)
+  -- What only the rarer outcomes need (the event's priority and attempts, the account's
+  -- 429 count) is read by them.
+  local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd')
   local status = ev[1]
   local flags = redis.call('HMGET', akey, 'rl_did', 'busy', 'paused', 'auth_failed', 'until',
-    'sent', 'upstream_429', 'rl')
+    'sent', 'rl')
   local leased = redis.call('ZSCORE', inflight, did)
   local owned = ev[2] == token and leased ~= false
   local held = flags[2] == did
@@ -33,14 +35,14 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
   -- upstream can never see more than `limit` calls in one window. The newest entry is
   -- this call's, as an account has one call in flight. A caller that lost its lease
   -- leaves the rate log alone: the reaper counted the call at the lease's end.
-  local recount = owned and flags[1] == did and flags[8] and #flags[8] >= 13
+  local recount = owned and flags[1] == did and flags[7] and #flags[7] >= 13
   -- The account's fields that free it from this delivery, plus `extra`; written in one
   -- write. Returns what the busy flag is then.
   local function release(extra)
     local set = extra or {}
     if recount then
       set[#set + 1] = 'rl'
-      set[#set + 1] = now_s .. string.sub(flags[8], 14)
+      set[#set + 1] = now_s .. string.sub(flags[7], 14)
     end
     if flags[1] == did then
       set[#set + 1] = 'rl_did'
@@ -95,7 +97,6 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
     w('HSET', akey, 'sent', sent)
     return 'ok'
   elseif kind == 'delivered' then
-    local list = base .. ':q:' .. acct .. ':' .. (ev[6] or 'n')
     if not owned and status == 'retrying' then
       -- due now: if this fails before the retry is removed, the next claim's reaper
       -- removes it (or, before the success is recorded, sends it again)
@@ -108,10 +109,13 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       if status == 'retrying' then
         w('ZREM', base .. ':retry:' .. acct, did)
         w('ZREM', base .. ':delayed', did)
-      elseif near_head(list, did) then
-        -- put back at the front, so found at once; deeper down (rare) it stays as a
-        -- stale entry for the claims to drop, rather than this call scanning the list
-        w('LREM', list, '1', did)
+      else
+        local list = base .. ':q:' .. acct .. ':' .. (redis.call('HGET', ekey, 'prio') or 'n')
+        if near_head(list, did) then
+          -- put back at the front, so found at once; deeper down (rare) it stays as a
+          -- stale entry for the claims to drop, rather than this call scanning the list
+          w('LREM', list, '1', did)
+        end
       end
     end
     local busy = release({'sent', sent})
@@ -132,12 +136,13 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
     w('ZADD', base .. ':dead:' .. acct, now_s, did)
   else
     -- ratelimited, authfailed, released: back to the front, the attempt does not count
-    local list = base .. ':q:' .. acct .. ':' .. (ev[6] or 'n')
+    local more = redis.call('HMGET', ekey, 'prio', 'at' .. k)
+    local list = base .. ':q:' .. acct .. ':' .. (more[1] or 'n')
     if not near_head(list, did) then
       w('LPUSH', list, did)
     end
     if status ~= 'queued' then
-      local attempts = (tonumber(ev[7] or '1') or 1) - 1
+      local attempts = (tonumber(more[2] or '1') or 1) - 1
       local set = {'s' .. k, 'queued', 'at' .. k, int(attempts)}
       if kind ~= 'released' then
         set[#set + 1] = 'ls' .. k
@@ -152,8 +157,8 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       w('ZADD', base .. ':held', 'NX', now_s, acct)
     end
     if kind == 'ratelimited' then
-      extra = {'until', int(now + tonumber(delay)),
-        'upstream_429', int((tonumber(flags[7] or '0') or 0) + 1)}
+      local count = tonumber(redis.call('HGET', akey, 'upstream_429') or '0') or 0
+      extra = {'until', int(now + tonumber(delay)), 'upstream_429', int(count + 1)}
     elseif kind == 'authfailed' then
       extra = {'auth_failed', '1'}
     end
