@@ -289,6 +289,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            unread_partitions: Vec::new(),
         }
     }
 

@@ -29,6 +29,7 @@
 //! | `zenrelay_accounts` | gauge | accounts known to the queue |
 //! | `zenrelay_event_ttl_seconds` | gauge | `delivery.default_ttl_seconds`: the time-to-live budget alert rules compare ages with |
 //! | `zenrelay_queue_up` | gauge | 1 when the queue storage answered the scrape (queue gauges are absent otherwise) |
+//! | `zenrelay_queue_partitions_unread` | gauge | queue partitions that could not be read for this scrape (their shard down, say): their accounts' gauges are from an earlier read, or absent |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -211,6 +212,11 @@ impl Metrics {
         let mut out = self.render_recorded(per_account);
         self.render_process_gauges(&mut out, stats.is_some());
         if let Some(stats) = stats {
+            let _ = writeln!(
+                out,
+                "# HELP zenrelay_queue_partitions_unread Queue partitions that could not be read for this scrape; their accounts' gauges are from an earlier read.\n# TYPE zenrelay_queue_partitions_unread gauge\nzenrelay_queue_partitions_unread {}",
+                stats.unread_partitions.len()
+            );
             render_account_gauges(&mut out, stats, per_account);
             render_oldest_age(&mut out, stats, per_account);
             render_account_totals(&mut out, stats);
@@ -402,6 +408,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            unread_partitions: Vec::new(),
         }
     }
 
@@ -522,6 +529,9 @@ zenrelay_event_ttl_seconds 900
 # HELP zenrelay_queue_up Whether the queue storage answered this scrape.
 # TYPE zenrelay_queue_up gauge
 zenrelay_queue_up 1
+# HELP zenrelay_queue_partitions_unread Queue partitions that could not be read for this scrape; their accounts' gauges are from an earlier read.
+# TYPE zenrelay_queue_partitions_unread gauge
+zenrelay_queue_partitions_unread 1
 # HELP zenrelay_queue_depth Undelivered Notify calls (queued, in flight, awaiting retry).
 # TYPE zenrelay_queue_depth gauge
 zenrelay_queue_depth 4
@@ -624,6 +634,7 @@ zenrelay_queue_up 0
                     ..Default::default()
                 },
             ],
+            unread_partitions: vec![3],
         };
         let text = m.render(Some(&stats));
         assert_eq!(parts(&text), parts(RENDERED_UP), "{text}");

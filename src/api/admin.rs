@@ -113,6 +113,9 @@ pub struct QueuesView {
     pub next_offset: Option<u64>,
     /// Sums over every account the key reaches.
     pub totals: QueueTotals,
+    /// Queue partitions that could not be read for this answer (their shard down, say):
+    /// their accounts show what an earlier read found, or are missing if none did.
+    pub unread_partitions: Vec<u16>,
 }
 
 /// The order of `GET /v1/queues`.
@@ -258,6 +261,7 @@ pub async fn queues(
     check_queues_query(&query, offset)?;
     let stats = state.queue().stats().await?;
     let now = stats.now_ms;
+    let unread_partitions = stats.unread_partitions;
     let mut rows = every_account(&state, stats.accounts).await?;
     rows.retain(|r| admin.0.reaches(&r.account));
     let totals = totals_of(&rows, now);
@@ -280,6 +284,7 @@ pub async fn queues(
         offset,
         next_offset: (next < total).then_some(next),
         totals,
+        unread_partitions,
     })
     .into_response())
 }

@@ -469,6 +469,13 @@
         health.className = 'health warn';
         health.textContent = 'degraded';
         showBanner('Could not read the queues: ' + q.reason.message, 'warn');
+      } else if ((q.value.unread_partitions || []).length) {
+        const parts = q.value.unread_partitions;
+        health.className = 'health bad';
+        health.textContent = 'Redis partly down';
+        showBanner('Queue partition' + (parts.length > 1 ? 's ' : ' ') + parts.join(', ') +
+          ' cannot be read (a Redis shard down?): their accounts\' events are refused and not delivered, ' +
+          'and their figures below are from an earlier read. The other partitions work.', 'bad');
       } else {
         health.className = 'health ok';
         health.textContent = 'healthy';

@@ -426,6 +426,9 @@ pub struct QueueStats {
     pub now_ms: u64,
     /// One entry per account that ever had events or an operator action.
     pub accounts: Vec<AccountStats>,
+    /// Partitions that could not be read this time (their shard down, say): their
+    /// accounts show what an earlier read found, or are missing if none did.
+    pub unread_partitions: Vec<u16>,
 }
 
 /// One dead letter: a Notify call that was given up on.

@@ -1050,15 +1050,35 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                 .clone();
             Ok::<_, QueueError>(!self.query::<Vec<Vec<u8>>>(&first).await?.is_empty())
         });
-        let changed = futures::future::join_all(checks).await;
-        // A failed read changes nothing kept: the next one asks again.
-        let changed = changed.into_iter().collect::<Result<Vec<bool>, _>>()?;
-        for (p, plan) in plans.into_iter().enumerate() {
-            if changed[p] {
-                snapshot.apply(p, self.read_partition(p, plan).await?);
+        let checks = futures::future::join_all(checks).await;
+        // A partition that cannot be read now (its shard is down, say) keeps what was
+        // last read of it, and is named in the answer: the others' figures are still
+        // of use. A failed read changes nothing kept: the next one asks again.
+        let mut unread = Vec::new();
+        let mut failure = None;
+        for (p, (plan, check)) in plans.into_iter().zip(checks).enumerate() {
+            let read = match check {
+                Ok(false) => continue,
+                Ok(true) => self.read_partition(p, plan).await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(read) => snapshot.apply(p, read),
+                Err(e) => {
+                    unread.push(p as u16);
+                    failure.get_or_insert(e);
+                }
             }
         }
-        Ok(snapshot.stats(now))
+        if let Some(e) = failure {
+            if unread.len() == partitions {
+                return Err(e);
+            }
+            tracing::warn!(partitions = ?unread, error = %e, "cannot read the stats of some queue partitions; showing what was last read of them");
+        }
+        let mut stats = snapshot.stats(now);
+        stats.unread_partitions = unread;
+        Ok(stats)
     }
 
     async fn dead_letters(

@@ -345,6 +345,7 @@ impl Snapshot {
         QueueStats {
             now_ms: now,
             accounts,
+            unread_partitions: Vec::new(),
         }
     }
 }

@@ -218,3 +218,98 @@ fn expect_ok(reply: Option<String>) {
         "setup command refused: {reply}"
     );
 }
+
+const ADMIN: &str = "partition-faults-admin-key-0123456789";
+
+/// `GET {path}` with the admin key: its status and body.
+async fn admin_get(api: &Api, path: &str) -> (u16, String) {
+    let resp = api
+        .http
+        .get(format!("{}{path}", api.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// An account's row in a `GET /v1/queues` answer.
+fn row<'a>(queues: &'a serde_json::Value, account: &str) -> Option<&'a serde_json::Value> {
+    queues["accounts"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["account"] == account))
+}
+
+/// The stats of a partition that cannot be read keep what was last read of it, and the
+/// answer names it; the other partitions' figures stay current (one shard down is when an
+/// operator needs them most).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_partition_leaves_the_others_stats_current() {
+    let redis = RedisServer::start();
+    let broken = 1;
+    let (inside, outside) = accounts("ps", broken);
+    let all: Vec<&str> = inside.iter().chain(&outside).map(String::as_str).collect();
+    let sim = spawn_sim(&all, 1000, 60).await;
+    let mut text = gateway_toml(&redis.url(), "ps", &sim, &all, "");
+    text.push_str(&format!(
+        "\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN}\"\naccounts = [\"*\"]\nadmin = true\n"
+    ));
+    let gw = spawn_gateway(config(&text)).await;
+    let api = Api::from(&gw);
+    let event = json!({"app_id": 1, "event": "e"});
+    for name in [&inside[0], &outside[0]] {
+        let id = api.accept(name, &event).await;
+        api.wait_status(&id, "delivered", Duration::from_secs(10))
+            .await;
+    }
+    let (status, body) = admin_get(&api, "/v1/queues").await;
+    assert_eq!(status, 200, "{body}");
+    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(queues["unread_partitions"], json!([]), "{body}");
+    assert_eq!(row(&queues, &inside[0]).unwrap()["delivered"], 1, "{body}");
+
+    // Break the partition's change set: every read of its stats fails from now on.
+    let base = format!("ps:{{p{broken}}}");
+    expect_ok(redis.command(&["SET", &format!("{base}:changed"), "broken"]));
+    let id = api.accept(&outside[0], &event).await;
+    api.wait_status(&id, "delivered", Duration::from_secs(10))
+        .await;
+    let (status, body) = admin_get(&api, "/v1/queues").await;
+    assert_eq!(status, 200, "one partition down still answers: {body}");
+    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(queues["unread_partitions"], json!([broken]), "{body}");
+    assert_eq!(
+        row(&queues, &outside[0]).unwrap()["delivered"],
+        2,
+        "the other partitions are read: {body}"
+    );
+    assert_eq!(
+        row(&queues, &inside[0]).unwrap()["delivered"],
+        1,
+        "the broken partition shows its last read: {body}"
+    );
+    // a scrape may be answered from the snapshot of the last 2 s
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        let (status, text) = admin_get(&api, "/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        metrics = text;
+        if metrics.contains("zenrelay_queue_partitions_unread 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        metrics.contains("zenrelay_queue_partitions_unread 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("zenrelay_queue_up 1"), "{metrics}");
+
+    // Repaired: every partition is read again.
+    expect_ok(redis.command(&["DEL", &format!("{base}:changed")]));
+    let (status, body) = admin_get(&api, "/v1/queues").await;
+    assert_eq!(status, 200, "{body}");
+    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(queues["unread_partitions"], json!([]), "{body}");
+    gw.shutdown().await;
+}
