@@ -28,7 +28,7 @@
 //! | `zenrelay_accounts_auth_failed` | gauge | accounts held because upstream refused their credentials (no labels) |
 //! | `zenrelay_accounts` | gauge | accounts known to the queue |
 //! | `zenrelay_event_ttl_seconds` | gauge | `delivery.default_ttl_seconds`: the time-to-live budget alert rules compare ages with |
-//! | `zenrelay_queue_up` | gauge | 1 when the queue storage answered the scrape (queue gauges are absent otherwise) |
+//! | `zenrelay_queue_up` | gauge | 1 when the queue storage answered the scrape, for one partition at least (queue gauges are absent otherwise) |
 //! | `zenrelay_queue_partitions_unread` | gauge | queue partitions that could not be read for this scrape (their shard down, say): their accounts' gauges are from an earlier read, or absent |
 
 use std::fmt::Write as _;

@@ -457,10 +457,18 @@
       showApp();
       const health = $('health');
       health.hidden = false;
+      const unread = q.status === 'fulfilled' ? (q.value.unread_partitions || []) : [];
       if (ready.value === 'down' || (q.status === 'rejected' && !(q.reason instanceof ApiError))) {
         health.className = 'health bad';
         health.textContent = 'gateway unreachable';
         showBanner('The gateway does not answer. The figures below are from ' + $('updated').dataset.at + ' and may be stale.', 'bad');
+      } else if (unread.length) {
+        // Part of Redis answers (/readyz fails while a Cluster shard is down): say which part.
+        health.className = 'health bad';
+        health.textContent = 'Redis partly down';
+        showBanner('Queue partition' + (unread.length > 1 ? 's ' : ' ') + unread.join(', ') +
+          ' cannot be read (a Redis shard down?): their accounts may not be served, and their ' +
+          'figures below are from an earlier read or missing. The other partitions are current.', 'bad');
       } else if (ready.value === 'redis' || (q.status === 'rejected' && q.reason.status === 503)) {
         health.className = 'health bad';
         health.textContent = 'Redis down';
@@ -469,13 +477,6 @@
         health.className = 'health warn';
         health.textContent = 'degraded';
         showBanner('Could not read the queues: ' + q.reason.message, 'warn');
-      } else if ((q.value.unread_partitions || []).length) {
-        const parts = q.value.unread_partitions;
-        health.className = 'health bad';
-        health.textContent = 'Redis partly down';
-        showBanner('Queue partition' + (parts.length > 1 ? 's ' : ' ') + parts.join(', ') +
-          ' cannot be read (a Redis shard down?): their accounts\' events are refused and not delivered, ' +
-          'and their figures below are from an earlier read. The other partitions work.', 'bad');
       } else {
         health.className = 'health ok';
         health.textContent = 'healthy';

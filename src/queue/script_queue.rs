@@ -1028,7 +1028,16 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     /// `STATS_CHUNK` accounts, one script call each.
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut snapshot = self.snapshot.lock().await;
-        let now = self.redis_time().await?;
+        let now = match self.redis_time().await {
+            Ok(now) => {
+                snapshot.clock_read(now);
+                now
+            }
+            // The time comes from one node (on a Cluster, one master): when it cannot
+            // answer, the partitions elsewhere are still read, at the time last read plus
+            // the time passed here.
+            Err(e) => snapshot.clock_estimate().ok_or(e)?,
+        };
         let partitions = usize::from(self.config.partitions);
         let plans: Vec<Plan> = (0..partitions)
             .map(|p| snapshot.plan(p, partitions, self.reads, now))

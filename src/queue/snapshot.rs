@@ -209,6 +209,8 @@ pub struct ChunkStart {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     partitions: Vec<Option<PartitionView>>,
+    /// Redis's time (Unix ms) as last read, and when it was read here.
+    clock: Option<(u64, std::time::Instant)>,
 }
 
 /// The chunks of one read of a partition, to apply once the read is complete.
@@ -274,6 +276,20 @@ impl Read {
 }
 
 impl Snapshot {
+    /// Notes Redis's time `now_ms`, just read.
+    pub fn clock_read(&mut self, now_ms: u64) {
+        self.clock = Some((now_ms, std::time::Instant::now()));
+    }
+
+    /// Redis's time now, told by the last time read and the time passed here since
+    /// (`None` before any was read): for a refresh whose node that tells the time cannot
+    /// answer, while other partitions still can.
+    pub fn clock_estimate(&self) -> Option<u64> {
+        self.clock.map(|(ms, at)| {
+            ms.saturating_add(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX))
+        })
+    }
+
     /// How partition `p` (of `partitions`) is read next, at Redis's time `now_ms`.
     pub fn plan(&mut self, p: usize, partitions: usize, reads: ChangeReads, now_ms: u64) -> Plan {
         if self.partitions.len() != partitions {
@@ -353,6 +369,16 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_is_told_by_the_last_read_and_the_time_passed() {
+        let mut snapshot = Snapshot::default();
+        assert_eq!(snapshot.clock_estimate(), None);
+        snapshot.clock_read(1_000_000);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = snapshot.clock_estimate().unwrap();
+        assert!((1_000_020..1_060_000).contains(&now), "{now}");
+    }
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())

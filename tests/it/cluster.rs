@@ -1,7 +1,8 @@
 //! The gateway on a Redis Cluster of three masters with a replica each (started by the
 //! tests on free ports): two processes under one account's limit with keys on every
 //! master, a master killed under load with `wait_replicas = 1`, and a partition's slot
-//! moved to another master while events flow (also with `wait_replicas = 1`). The queue's own scenarios run on the
+//! moved to another master while events flow (also with `wait_replicas = 1`), and the
+//! queue's stats with one shard down for good. The queue's own scenarios run on the
 //! cluster in `conformance.rs`.
 
 use std::collections::HashSet;
@@ -447,4 +448,89 @@ async fn a_partition_moved_to_another_master_under_load_loses_nothing() {
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A shard down for good (its master and replica stopped, the other masters not
+/// requiring full coverage): `GET /v1/queues` still answers, current for the partitions
+/// the other shards hold and naming the down shard's, although the down shard is the one
+/// the gateway asks for Redis's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_down_leaves_the_other_partitions_stats_readable() {
+    const ADMIN: &str = "cluster-admin-key-0123456789";
+    let mut cluster = RedisCluster::start();
+    // The shard of slot 0, where commands without a key (TIME) go.
+    let down = cluster
+        .topology()
+        .into_iter()
+        .find(|n| n.master && n.slots.iter().any(|&(from, _)| from == 0))
+        .expect("a master serves slot 0");
+    let on_down = |slot: u16| down.slots.iter().any(|&(a, b)| (a..=b).contains(&slot));
+    // One account on the down shard, one elsewhere.
+    let names: Vec<String> = (0..).map(|n| format!("sd{n}")).take(200).collect();
+    let lost = names.iter().find(|n| on_down(slot_of(n))).unwrap().clone();
+    let kept = names.iter().find(|n| !on_down(slot_of(n))).unwrap().clone();
+    let sim = spawn_sim(&[&lost, &kept], 1000, 60).await;
+    let mut text = cluster_toml(&cluster.urls(), "sd", &sim, &[&lost, &kept], "", "");
+    text.push_str(&format!(
+        "\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN}\"\naccounts = [\"*\"]\nadmin = true\n"
+    ));
+    let gw = spawn_gateway(config(&text)).await;
+    let api = Api::from(&gw);
+    let queues = |api: Api| async move {
+        let resp = api
+            .http
+            .get(format!("{}/v1/queues", api.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+    };
+    let delivered = |q: &Value, account: &str| {
+        q["accounts"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["account"] == account))
+            .map(|r| r["delivered"].clone())
+    };
+    let event = json!({"app_id": 1, "event": "e"});
+    for name in [&lost, &kept] {
+        let id = api.accept(name, &event).await;
+        api.wait_status(&id, "delivered", Duration::from_secs(10))
+            .await;
+    }
+    let (status, q) = queues(Api::from(&gw)).await;
+    assert_eq!(status, 200, "{q}");
+    assert_eq!(q["unread_partitions"], json!([]), "{q}");
+    assert_eq!(delivered(&q, &lost), Some(json!(1)), "{q}");
+
+    // The shard goes down for good; the others serve their slots on.
+    for node in cluster.nodes.iter().filter(|n| n.port != down.port) {
+        let set = node.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+        assert!(set.is_some_and(|r| r.starts_with('+')));
+    }
+    let replica = format!("master_port:{}", down.port);
+    for node in cluster.nodes.iter_mut().filter(|n| {
+        n.port == down.port
+            || n.command(&["INFO", "replication"])
+                .is_some_and(|info| info.contains(&replica))
+    }) {
+        node.stop();
+    }
+    let id = api.accept(&kept, &event).await;
+    api.wait_status(&id, "delivered", Duration::from_secs(20))
+        .await;
+    let (status, q) = queues(Api::from(&gw)).await;
+    assert_eq!(status, 200, "one shard down still answers: {q}");
+    let unread: Vec<u64> = (0..PARTITIONS)
+        .filter(|p| on_down(key_slot(format!("{{p{p}}}").as_bytes())))
+        .map(u64::from)
+        .collect();
+    assert_eq!(q["unread_partitions"], json!(unread), "{q}");
+    assert_eq!(
+        delivered(&q, &kept),
+        Some(json!(2)),
+        "current elsewhere: {q}"
+    );
+    assert_eq!(delivered(&q, &lost), Some(json!(1)), "the last read: {q}");
+    gw.shutdown().await;
 }

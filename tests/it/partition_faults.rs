@@ -268,9 +268,14 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     assert_eq!(queues["unread_partitions"], json!([]), "{body}");
     assert_eq!(row(&queues, &inside[0]).unwrap()["delivered"], 1, "{body}");
 
-    // Break the partition's change set: every read of its stats fails from now on.
+    // Break the partition's change set and account set: every read of its stats fails
+    // from now on, of its changes and whole.
     let base = format!("ps:{{p{broken}}}");
-    expect_ok(redis.command(&["SET", &format!("{base}:changed"), "broken"]));
+    let (changes, set) = (format!("{base}:changed"), format!("{base}:accounts"));
+    let aside = format!("{set}:aside");
+    expect_ok(redis.command(&["SET", &changes, "broken"]));
+    expect_ok(redis.command(&["RENAME", &set, &aside]));
+    expect_ok(redis.command(&["SET", &set, "broken"]));
     let id = api.accept(&outside[0], &event).await;
     api.wait_status(&id, "delivered", Duration::from_secs(10))
         .await;
@@ -305,8 +310,24 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     );
     assert!(metrics.contains("zenrelay_queue_up 1"), "{metrics}");
 
+    // A process that never read the partition leaves its accounts out rather than show
+    // them idle.
+    let mut text = gateway_toml(&redis.url(), "ps", &sim, &all, "");
+    text.push_str(&format!(
+        "\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN}\"\naccounts = [\"*\"]\nadmin = true\n"
+    ));
+    let fresh = spawn_gateway(config(&text)).await;
+    let (status, body) = admin_get(&Api::from(&fresh), "/v1/queues").await;
+    assert_eq!(status, 200, "{body}");
+    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(queues["unread_partitions"], json!([broken]), "{body}");
+    assert!(row(&queues, &inside[0]).is_none(), "{body}");
+    assert_eq!(row(&queues, &outside[0]).unwrap()["delivered"], 2, "{body}");
+    fresh.shutdown().await;
+
     // Repaired: every partition is read again.
-    expect_ok(redis.command(&["DEL", &format!("{base}:changed")]));
+    expect_ok(redis.command(&["DEL", &changes, &set]));
+    expect_ok(redis.command(&["RENAME", &aside, &set]));
     let (status, body) = admin_get(&api, "/v1/queues").await;
     assert_eq!(status, 200, "{body}");
     let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
