@@ -260,14 +260,15 @@ end
 local stale_left = 32
 local out = {-1, 0}
 local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
+-- each account below has its ready score written, at least (one past the stale budget is
+-- left untouched, and read again for nothing)
+changed_all(base, accts, now_s)
 for _, acct in ipairs(accts) do
   -- past the budget, the remaining accounts wait, untouched, for the next call
   if stale_left <= 0 then break end
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
     'rl')
-  -- each branch below writes the account's ready score, at least
-  changed(base, acct, now_s)
   local pause_until = st[4] and tonumber(st[4]) or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     w('ZREM', ready, acct)

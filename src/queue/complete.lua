@@ -9,10 +9,11 @@
 -- and its lease is still in the in-flight set. Returns per delivery 'ok', or 'stale' when
 -- it did not (its result is then ignored, except that a late success still removes the
 -- delivery everywhere, so it is not sent again).
--- Each delivery's writes go in this order: the account's change (see `changed`), where it
--- goes next, its status, the account (freed in one write), the ready set, and last the
--- end of its lease. A completion that fails part-way is finished by the caller's retry (the status tells how far it got) or,
--- when the lease ends, by the reaper in claim.lua.
+-- Every delivery's account is recorded as changed first (see `changed_all`). Then each
+-- delivery's writes go in this order: where it goes next, its status, the account (freed
+-- in one write), the ready set, and last the end of its lease. A completion that fails
+-- part-way is finished by the caller's retry (the status tells how far it got) or, when
+-- the lease ends, by the reaper in claim.lua.
 local base = ARGV[1]
 local now, now_s = now_ms()
 local inflight = base .. ':inflight'
@@ -72,7 +73,6 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
     -- a failure reported by a caller that lost its lease: ignored
     return 'stale'
   end
-  changed(base, acct, now_s)
   if ended then
     -- Already finished (a late success recorded it while this caller held a new lease, or
     -- this completion is a retry of one that failed part-way): finish what is left, end
@@ -170,6 +170,11 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
 end
 
 local out = {}
+-- Every account is recorded as changed before any write (a stale failure, which writes
+-- nothing, is read again for nothing).
+local accts = {}
+for i = 3, #ARGV, 8 do accts[#accts + 1] = ARGV[i] end
+changed_all(base, accts, now_s)
 -- the delay stays text until a retry or a pause needs it as a number
 for i = 2, #ARGV, 8 do
   out[#out + 1] = complete_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],

@@ -69,6 +69,20 @@ local function changed(base, acct, now_s)
   redis.call('ZADD', base .. ':changed', now_s, acct)
 end
 
+-- As `changed`, for each of the accounts `accts` (a list, repeats allowed), in one
+-- command: for a script that writes to several accounts, called before its first write
+-- to any of them.
+local function changed_all(base, accts, now_s)
+  local n = #accts
+  if n == 0 then return end
+  local args = {}
+  for i = 1, n do
+    args[2 * i - 1] = now_s
+    args[2 * i] = accts[i]
+  end
+  redis.call('ZADD', base .. ':changed', unpack(args))
+end
+
 -- Puts the account into the ready set when it has queued work and is neither busy
 -- (a delivery in flight) nor paused. Its score is the earliest time it may send and
 -- orders the accounts: `score` (default `now`) lets an account that was idle enter ahead
