@@ -290,6 +290,7 @@ mod tests {
                 })
                 .collect(),
             unread_partitions: Vec::new(),
+            never_read_partitions: Vec::new(),
         }
     }
 

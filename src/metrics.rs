@@ -409,6 +409,7 @@ mod tests {
                 })
                 .collect(),
             unread_partitions: Vec::new(),
+            never_read_partitions: Vec::new(),
         }
     }
 
@@ -635,6 +636,7 @@ zenrelay_queue_up 0
                 },
             ],
             unread_partitions: vec![3],
+            never_read_partitions: Vec::new(),
         };
         let text = m.render(Some(&stats));
         assert_eq!(parts(&text), parts(RENDERED_UP), "{text}");

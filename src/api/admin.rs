@@ -23,7 +23,7 @@ use crate::api::extract::{
 use crate::config::valid_name;
 use crate::domain::partition_of;
 use crate::error::{ApiError, ErrorCode};
-use crate::queue::{rfc3339_ms, AccountStats, DeadLetterSelection, RateLimit};
+use crate::queue::{rfc3339_ms, AccountStats, DeadLetterSelection, QueueError, RateLimit};
 use crate::state::AppState;
 
 /// Largest page of dead letters, and of `GET /v1/queues`.
@@ -263,7 +263,13 @@ pub async fn queues(
     let stats = state.queue().stats().await?;
     let now = stats.now_ms;
     let unread_partitions = stats.unread_partitions;
-    let mut rows = every_account(&state, stats.accounts, &unread_partitions).await?;
+    let mut rows = every_account(
+        &state,
+        stats.accounts,
+        !unread_partitions.is_empty(),
+        &stats.never_read_partitions,
+    )
+    .await?;
     rows.retain(|r| admin.0.reaches(&r.account));
     let totals = totals_of(&rows, now);
     if let Some(q) = query.q.as_deref().map(str::to_ascii_lowercase) {
@@ -308,12 +314,14 @@ fn check_queues_query(query: &QueuesQuery, offset: u64) -> Result<(), ApiError> 
 }
 
 /// The stored accounts' rows, with an empty row for each configured or registered account
-/// the store holds nothing of, except in the partitions that could not be read (`unread`):
-/// nothing is known of those accounts, so they are left out rather than shown idle.
+/// the store holds nothing of, except in the partitions this process never read
+/// (`never_read`): nothing is known of those accounts, so they are left out rather than
+/// shown idle. `degraded`: some partition could not be read for these rows.
 async fn every_account(
     state: &AppState,
     mut rows: Vec<AccountStats>,
-    unread: &[u16],
+    degraded: bool,
+    never_read: &[u16],
 ) -> Result<Vec<AccountStats>, ApiError> {
     let mut known: Vec<String> = state.accounts().iter().map(|a| a.id.clone()).collect();
     if state.directory().runtime_enabled() {
@@ -321,7 +329,7 @@ async fn every_account(
             Ok(listed) => known.extend(listed.into_iter().map(|(id, _)| id)),
             // Part of the store is down already (and named in the answer): the accounts
             // registered at runtime that hold nothing yet are left out.
-            Err(e) if !unread.is_empty() => {
+            Err(e @ QueueError::Unavailable(_)) if degraded => {
                 tracing::warn!(error = %e, "cannot list the runtime accounts; leaving out those without queue records");
             }
             Err(e) => return Err(e.into()),
@@ -331,7 +339,7 @@ async fn every_account(
     let present: std::collections::HashSet<String> =
         rows.iter().map(|r| r.account.clone()).collect();
     for id in known {
-        if !present.contains(&id) && !unread.contains(&partition_of(&id, partitions)) {
+        if !present.contains(&id) && !never_read.contains(&partition_of(&id, partitions)) {
             rows.push(AccountStats {
                 account: id,
                 ..Default::default()

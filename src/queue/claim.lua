@@ -260,8 +260,8 @@ end
 local stale_left = 32
 local out = {-1, 0}
 local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
--- each account below has its ready score written, at least (one past the stale budget is
--- left untouched, and read again for nothing)
+-- each account below has its ready score written, at least (those left untouched once the
+-- stale budget runs out are read again for nothing)
 changed_all(base, accts, now_s)
 for _, acct in ipairs(accts) do
   -- past the budget, the remaining accounts wait, untouched, for the next call

@@ -429,6 +429,9 @@ pub struct QueueStats {
     /// Partitions that could not be read this time (their shard down, say): their
     /// accounts show what an earlier read found, or are missing if none did.
     pub unread_partitions: Vec<u16>,
+    /// Of `unread_partitions`, those this process never read: nothing is known of their
+    /// accounts.
+    pub never_read_partitions: Vec<u16>,
 }
 
 /// One dead letter: a Notify call that was given up on.

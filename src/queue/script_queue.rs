@@ -1028,19 +1028,22 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     /// `STATS_CHUNK` accounts, one script call each.
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut snapshot = self.snapshot.lock().await;
-        let now = match self.redis_time().await {
-            Ok(now) => {
-                snapshot.clock_read(now);
-                now
-            }
-            // The time comes from one node (on a Cluster, one master): when it cannot
-            // answer, the partitions elsewhere are still read, at the time last read plus
-            // the time passed here.
-            Err(e) => snapshot.clock_estimate().ok_or(e)?,
-        };
+        // The time comes from one node (on a Cluster, one master). When it cannot answer,
+        // the partitions elsewhere are still read: at the time last read plus the time
+        // passed here, or, before any, at the time the reads themselves tell (a process
+        // that never read anything reads every partition whole, whatever the time).
+        let time = self.redis_time().await;
+        if let Ok(now) = time {
+            snapshot.clock_read(now);
+        }
+        let clock = time
+            .as_ref()
+            .ok()
+            .copied()
+            .or_else(|| snapshot.clock_estimate());
         let partitions = usize::from(self.config.partitions);
         let plans: Vec<Plan> = (0..partitions)
-            .map(|p| snapshot.plan(p, partitions, self.reads, now))
+            .map(|p| snapshot.plan(p, partitions, self.reads, clock.unwrap_or(0)))
             .collect();
         // A partition with no change since its last read is left as it is, for one plain
         // command rather than a script call; those commands go out together, so a
@@ -1065,6 +1068,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         // of use. A failed read changes nothing kept: the next one asks again.
         let mut unread = Vec::new();
         let mut failure = None;
+        let mut read_at = None;
         for (p, (plan, check)) in plans.into_iter().zip(checks).enumerate() {
             let read = match check {
                 Ok(false) => continue,
@@ -1072,7 +1076,10 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                 Err(e) => Err(e),
             };
             match read {
-                Ok(read) => snapshot.apply(p, read),
+                Ok(read) => {
+                    read_at = read_at.max(read.started_ms());
+                    snapshot.apply(p, read);
+                }
                 Err(e) => {
                     unread.push(p as u16);
                     failure.get_or_insert(e);
@@ -1085,8 +1092,25 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             }
             tracing::warn!(partitions = ?unread, error = %e, "cannot read the stats of some queue partitions; showing what was last read of them");
         }
+        let now = match time {
+            Ok(now) => now,
+            // the time a read began is Redis's, where an estimate drifts
+            Err(e) => match read_at.or(clock) {
+                Some(now) => {
+                    snapshot.clock_read(now);
+                    now
+                }
+                None => return Err(e),
+            },
+        };
+        let never_read = unread
+            .iter()
+            .copied()
+            .filter(|&p| !snapshot.was_read(usize::from(p)))
+            .collect();
         let mut stats = snapshot.stats(now);
         stats.unread_partitions = unread;
+        stats.never_read_partitions = never_read;
         Ok(stats)
     }
 

@@ -57,10 +57,10 @@ end
 -- clock, ms, as text): the partition's change set (`<base>:changed`, account -> time of
 -- its latest change) lets a process that keeps the stats read again only the accounts
 -- changed since its last read (see snapshot.rs). Every script that writes an account's
--- record, lists, retries, dead letters or ready score calls it, before those writes, so
--- that a script that fails part-way still leaves its account to be read again. Not
--- through `w`: no later call depends on it, so a failure right after it is one before the
--- script's first write. A call for the account recorded last does nothing (a script's
+-- record, lists, retries, dead letters or ready score calls it (or `changed_all`), before
+-- those writes, so that a script that fails part-way still leaves its account to be read
+-- again. Not through `w`: no later call depends on it, so a failure right after it is one
+-- before the script's first write. A call for the account recorded last does nothing (a script's
 -- writes to one account come together).
 local changed_last
 local function changed(base, acct, now_s)

@@ -15,7 +15,8 @@
 //!   orders its members; it reads no change later than its first chunk's time, which the
 //!   next read starts from.
 //! - A partition is read whole again when Redis's clock (read once per refresh, `TIME`,
-//!   from the server that answers keyless commands) is behind its last read by more than
+//!   from the server that answers keyless commands; when that server cannot answer, the
+//!   last time read plus the time passed, or a read's own time) is behind its last read by more than
 //!   the slack, when the changes since the last read may have been forgotten (the claims'
 //!   sweeps drop those older than [`CHANGES_KEPT_MS`]: a read more than half of that after
 //!   the last), and every [`WHOLE_READ_EVERY_MS`] or a little less (staggered over the
@@ -223,6 +224,11 @@ pub struct Read {
 }
 
 impl Read {
+    /// Redis's time when the read began (its first chunk's), once a chunk came.
+    pub fn started_ms(&self) -> Option<u64> {
+        self.started_ms
+    }
+
     /// A new read of a partition by `plan`.
     pub fn new(plan: Plan, reads: ChangeReads) -> Self {
         Read {
@@ -276,6 +282,11 @@ impl Read {
 }
 
 impl Snapshot {
+    /// Whether partition `p` was read before (its accounts are known, if perhaps old).
+    pub fn was_read(&self, p: usize) -> bool {
+        self.partitions.get(p).is_some_and(Option::is_some)
+    }
+
     /// Notes Redis's time `now_ms`, just read.
     pub fn clock_read(&mut self, now_ms: u64) {
         self.clock = Some((now_ms, std::time::Instant::now()));
@@ -362,6 +373,7 @@ impl Snapshot {
             now_ms: now,
             accounts,
             unread_partitions: Vec::new(),
+            never_read_partitions: Vec::new(),
         }
     }
 }

@@ -470,11 +470,21 @@ async fn a_shard_down_leaves_the_other_partitions_stats_readable() {
     let lost = names.iter().find(|n| on_down(slot_of(n))).unwrap().clone();
     let kept = names.iter().find(|n| !on_down(slot_of(n))).unwrap().clone();
     let sim = spawn_sim(&[&lost, &kept], 1000, 60).await;
-    let mut text = cluster_toml(&cluster.urls(), "sd", &sim, &[&lost, &kept], "", "");
-    text.push_str(&format!(
-        "\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN}\"\naccounts = [\"*\"]\nadmin = true\n"
-    ));
-    let gw = spawn_gateway(config(&text)).await;
+    // A key prefix whose layout record (`{prefix}:meta`, which a process checks before
+    // any other queue work) stays up.
+    let prefix = (0..)
+        .map(|n| format!("sd{n}"))
+        .find(|p| !on_down(key_slot(format!("{p}:meta").as_bytes())))
+        .unwrap();
+    // a gateway's config, on a port of its own
+    let urls = cluster.urls();
+    let text = || {
+        cluster_toml(&urls, &prefix, &sim, &[&lost, &kept], "", "")
+            + &format!(
+                "\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN}\"\naccounts = [\"*\"]\nadmin = true\n"
+            )
+    };
+    let gw = spawn_gateway(config(&text())).await;
     let api = Api::from(&gw);
     let queues = |api: Api| async move {
         let resp = api
@@ -532,5 +542,15 @@ async fn a_shard_down_leaves_the_other_partitions_stats_readable() {
         "current elsewhere: {q}"
     );
     assert_eq!(delivered(&q, &lost), Some(json!(1)), "the last read: {q}");
+
+    // A process started now never read the down shard, nor Redis's time: it answers with
+    // the rest, at the time its reads tell, and leaves the down shard's accounts out.
+    let fresh = spawn_gateway(config(&text())).await;
+    let (status, q) = queues(Api::from(&fresh)).await;
+    assert_eq!(status, 200, "a new process with a shard down: {q}");
+    assert_eq!(q["unread_partitions"], json!(unread), "{q}");
+    assert_eq!(delivered(&q, &kept), Some(json!(2)), "{q}");
+    assert_eq!(delivered(&q, &lost), None, "nothing known of it: {q}");
+    fresh.shutdown().await;
     gw.shutdown().await;
 }
