@@ -456,7 +456,6 @@ async fn a_partition_moved_to_another_master_under_load_loses_nothing() {
 /// the gateway asks for Redis's time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_down_leaves_the_other_partitions_stats_readable() {
-    const ADMIN: &str = "cluster-admin-key-0123456789";
     let mut cluster = RedisCluster::start();
     // The shard of slot 0, where commands without a key (TIME) go.
     let down = cluster
@@ -478,24 +477,9 @@ async fn a_shard_down_leaves_the_other_partitions_stats_readable() {
         .unwrap();
     // a gateway's config, on a port of its own
     let urls = cluster.urls();
-    let text = || {
-        cluster_toml(&urls, &prefix, &sim, &[&lost, &kept], "", "")
-            + &format!(
-                "\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN}\"\naccounts = [\"*\"]\nadmin = true\n"
-            )
-    };
+    let text = || with_admin(cluster_toml(&urls, &prefix, &sim, &[&lost, &kept], "", ""));
     let gw = spawn_gateway(config(&text())).await;
     let api = Api::from(&gw);
-    let queues = |api: Api| async move {
-        let resp = api
-            .http
-            .get(format!("{}/v1/queues", api.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-    };
     let delivered = |q: &Value, account: &str| {
         q["accounts"]
             .as_array()
@@ -508,7 +492,7 @@ async fn a_shard_down_leaves_the_other_partitions_stats_readable() {
         api.wait_status(&id, "delivered", Duration::from_secs(10))
             .await;
     }
-    let (status, q) = queues(Api::from(&gw)).await;
+    let (status, q) = admin_get(&api, "/v1/queues").await;
     assert_eq!(status, 200, "{q}");
     assert_eq!(q["unread_partitions"], json!([]), "{q}");
     assert_eq!(delivered(&q, &lost), Some(json!(1)), "{q}");
@@ -529,7 +513,7 @@ async fn a_shard_down_leaves_the_other_partitions_stats_readable() {
     let id = api.accept(&kept, &event).await;
     api.wait_status(&id, "delivered", Duration::from_secs(20))
         .await;
-    let (status, q) = queues(Api::from(&gw)).await;
+    let (status, q) = admin_get(&api, "/v1/queues").await;
     assert_eq!(status, 200, "one shard down still answers: {q}");
     let unread: Vec<u64> = (0..PARTITIONS)
         .filter(|p| on_down(key_slot(format!("{{p{p}}}").as_bytes())))
@@ -546,7 +530,7 @@ async fn a_shard_down_leaves_the_other_partitions_stats_readable() {
     // A process started now never read the down shard, nor Redis's time: it answers with
     // the rest, at the time its reads tell, and leaves the down shard's accounts out.
     let fresh = spawn_gateway(config(&text())).await;
-    let (status, q) = queues(Api::from(&fresh)).await;
+    let (status, q) = admin_get(&Api::from(&fresh), "/v1/queues").await;
     assert_eq!(status, 200, "a new process with a shard down: {q}");
     assert_eq!(q["unread_partitions"], json!(unread), "{q}");
     assert_eq!(delivered(&q, &kept), Some(json!(2)), "{q}");

@@ -194,7 +194,7 @@ impl Tab {
 // ---- the gateway with traffic ----
 
 /// The admin key of these tests' gateways.
-const ADMIN: &str = "dashboard-admin-key-0123456789";
+const ADMIN: &str = ADMIN_KEY;
 
 struct Setup {
     redis: RedisServer,
@@ -252,18 +252,6 @@ async fn setup() -> Setup {
         gateway,
         api,
     }
-}
-
-async fn get_json(api: &Api, path: &str) -> (u16, Value) {
-    let resp = api
-        .http
-        .get(format!("{}{path}", api.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,13 +380,13 @@ async fn dashboard_in_a_browser_shows_the_queues_and_replays_a_dead_letter() {
     )
     .await;
     // Nothing happens before it is confirmed.
-    let (_, letters) = get_json(&s.api, "/v1/accounts/globex/dead-letters").await;
+    let (_, letters) = admin_get(&s.api, "/v1/accounts/globex/dead-letters").await;
     assert_eq!(letters["total"], 1);
     tab.eval("document.getElementById('confirm-ok').click()")
         .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, letters) = get_json(&s.api, "/v1/accounts/globex/dead-letters").await;
+        let (_, letters) = admin_get(&s.api, "/v1/accounts/globex/dead-letters").await;
         if letters["total"] == 0 {
             break;
         }
@@ -535,7 +523,7 @@ async fn queues_are_filtered_sorted_and_paged_on_the_server() {
     let s = setup().await;
     let api = &s.api;
     // Without parameters: every account by id, with the new fields.
-    let (status, all) = get_json(api, "/v1/queues").await;
+    let (status, all) = admin_get(api, "/v1/queues").await;
     assert_eq!(status, 200, "{all}");
     let ids: Vec<&str> = all["accounts"]
         .as_array()
@@ -553,7 +541,7 @@ async fn queues_are_filtered_sorted_and_paged_on_the_server() {
     assert_eq!(all["accounts"][0]["window_seconds"], 60.0);
     assert_eq!(all["accounts"][2]["state"], "paused");
 
-    let (_, page) = get_json(api, "/v1/queues?sort=attention&limit=2").await;
+    let (_, page) = admin_get(api, "/v1/queues?sort=attention&limit=2").await;
     let ids: Vec<&str> = page["accounts"]
         .as_array()
         .unwrap()
@@ -563,20 +551,20 @@ async fn queues_are_filtered_sorted_and_paged_on_the_server() {
     assert_eq!(ids, ["initech", "globex"]);
     assert_eq!(page["next_offset"], 2);
     assert_eq!(page["totals"]["accounts"], 3);
-    let (_, next) = get_json(api, "/v1/queues?sort=attention&limit=2&offset=2").await;
+    let (_, next) = admin_get(api, "/v1/queues?sort=attention&limit=2&offset=2").await;
     assert_eq!(next["accounts"][0]["account"], "acme");
     assert_eq!(next["next_offset"], Value::Null);
 
-    let (_, found) = get_json(api, "/v1/queues?q=GLO").await;
+    let (_, found) = admin_get(api, "/v1/queues?q=GLO").await;
     assert_eq!(found["total"], 1);
     assert_eq!(found["accounts"][0]["account"], "globex");
     assert_eq!(found["totals"]["accounts"], 3);
 
-    let (_, deep) = get_json(api, "/v1/queues?sort=depth&limit=1").await;
+    let (_, deep) = admin_get(api, "/v1/queues?sort=depth&limit=1").await;
     assert_eq!(deep["accounts"][0]["account"], "acme");
 
     for bad in ["limit=0", "limit=1001", "sort=size", "offset=-1"] {
-        let (status, body) = get_json(api, &format!("/v1/queues?{bad}")).await;
+        let (status, body) = admin_get(api, &format!("/v1/queues?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["error"]["code"], "bad_query", "{bad}");
     }
@@ -584,7 +572,7 @@ async fn queues_are_filtered_sorted_and_paged_on_the_server() {
     // The history: points for the total and for an account with work.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, history) = get_json(api, "/v1/history?account=acme").await;
+        let (status, history) = admin_get(api, "/v1/history?account=acme").await;
         assert_eq!(status, 200, "{history}");
         assert_eq!(history["interval_seconds"], 1);
         let total = history["total"].as_array().unwrap().len();
@@ -601,7 +589,7 @@ async fn queues_are_filtered_sorted_and_paged_on_the_server() {
         assert!(Instant::now() < deadline, "no history: {history}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (status, _) = get_json(api, "/v1/history?account=nobody").await;
+    let (status, _) = admin_get(api, "/v1/history?account=nobody").await;
     assert_eq!(status, 404);
     s.gateway.shutdown().await;
 }

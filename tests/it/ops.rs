@@ -8,8 +8,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-/// An admin key reaching every account.
-pub const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
 /// 32 bytes, base64: the runtime accounts' encryption key in tests.
 pub const SEAL_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -21,35 +19,8 @@ pub fn ops_toml(
     accounts: &[&str],
     delivery: &str,
 ) -> String {
-    let mut text = gateway_toml(redis, prefix, sim, accounts, delivery);
-    text.push_str(&format!(
-        "\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\naccounts = [\"*\"]\nadmin = true\n\
-         \n[runtime_accounts]\nencryption_key = \"{SEAL_KEY}\"\ncache_ms = 200\n"
-    ));
-    text
-}
-
-/// Sends a request with an optional bearer key; returns status and JSON (or text as a
-/// JSON string).
-pub async fn call(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    key: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut req = http.request(method, url);
-    if let Some(key) = key {
-        req = req.bearer_auth(key);
-    }
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, value)
+    with_admin(gateway_toml(redis, prefix, sim, accounts, delivery))
+        + &format!("\n[runtime_accounts]\nencryption_key = \"{SEAL_KEY}\"\ncache_ms = 200\n")
 }
 
 async fn metrics_text(base: &str) -> String {

@@ -219,20 +219,6 @@ fn expect_ok(reply: Option<String>) {
     );
 }
 
-const ADMIN: &str = "partition-faults-admin-key-0123456789";
-
-/// `GET {path}` with the admin key: its status and body.
-async fn admin_get(api: &Api, path: &str) -> (u16, String) {
-    let resp = api
-        .http
-        .get(format!("{}{path}", api.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
 /// An account's row in a `GET /v1/queues` answer.
 fn row<'a>(queues: &'a serde_json::Value, account: &str) -> Option<&'a serde_json::Value> {
     queues["accounts"]
@@ -250,11 +236,14 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     let (inside, outside) = accounts("ps", broken);
     let all: Vec<&str> = inside.iter().chain(&outside).map(String::as_str).collect();
     let sim = spawn_sim(&all, 1000, 60).await;
-    let mut text = gateway_toml(&redis.url(), "ps", &sim, &all, "");
-    text.push_str(&format!(
-        "\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN}\"\naccounts = [\"*\"]\nadmin = true\n"
-    ));
-    let gw = spawn_gateway(config(&text)).await;
+    let gw = spawn_gateway(config(&with_admin(gateway_toml(
+        &redis.url(),
+        "ps",
+        &sim,
+        &all,
+        "",
+    ))))
+    .await;
     let api = Api::from(&gw);
     let event = json!({"app_id": 1, "event": "e"});
     for name in [&inside[0], &outside[0]] {
@@ -262,11 +251,14 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
         api.wait_status(&id, "delivered", Duration::from_secs(10))
             .await;
     }
-    let (status, body) = admin_get(&api, "/v1/queues").await;
-    assert_eq!(status, 200, "{body}");
-    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(queues["unread_partitions"], json!([]), "{body}");
-    assert_eq!(row(&queues, &inside[0]).unwrap()["delivered"], 1, "{body}");
+    let (status, queues) = admin_get(&api, "/v1/queues").await;
+    assert_eq!(status, 200, "{queues}");
+    assert_eq!(queues["unread_partitions"], json!([]), "{queues}");
+    assert_eq!(
+        row(&queues, &inside[0]).unwrap()["delivered"],
+        1,
+        "{queues}"
+    );
 
     // Break the partition's change set and account set: every read of its stats fails
     // from now on, of its changes and whole.
@@ -279,26 +271,25 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     let id = api.accept(&outside[0], &event).await;
     api.wait_status(&id, "delivered", Duration::from_secs(10))
         .await;
-    let (status, body) = admin_get(&api, "/v1/queues").await;
-    assert_eq!(status, 200, "one partition down still answers: {body}");
-    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(queues["unread_partitions"], json!([broken]), "{body}");
+    let (status, queues) = admin_get(&api, "/v1/queues").await;
+    assert_eq!(status, 200, "one partition down still answers: {queues}");
+    assert_eq!(queues["unread_partitions"], json!([broken]), "{queues}");
     assert_eq!(
         row(&queues, &outside[0]).unwrap()["delivered"],
         2,
-        "the other partitions are read: {body}"
+        "the other partitions are read: {queues}"
     );
     assert_eq!(
         row(&queues, &inside[0]).unwrap()["delivered"],
         1,
-        "the broken partition shows its last read: {body}"
+        "the broken partition shows its last read: {queues}"
     );
     // a scrape may be answered from the snapshot of the last 2 s
     let mut metrics = String::new();
     for _ in 0..50 {
         let (status, text) = admin_get(&api, "/metrics").await;
         assert_eq!(status, 200, "{text}");
-        metrics = text;
+        metrics = text.as_str().unwrap_or_default().to_string();
         if metrics.contains("zenrelay_queue_partitions_unread 1") {
             break;
         }
@@ -312,25 +303,30 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
 
     // A process that never read the partition leaves its accounts out rather than show
     // them idle.
-    let mut text = gateway_toml(&redis.url(), "ps", &sim, &all, "");
-    text.push_str(&format!(
-        "\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN}\"\naccounts = [\"*\"]\nadmin = true\n"
-    ));
-    let fresh = spawn_gateway(config(&text)).await;
-    let (status, body) = admin_get(&Api::from(&fresh), "/v1/queues").await;
-    assert_eq!(status, 200, "{body}");
-    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(queues["unread_partitions"], json!([broken]), "{body}");
-    assert!(row(&queues, &inside[0]).is_none(), "{body}");
-    assert_eq!(row(&queues, &outside[0]).unwrap()["delivered"], 2, "{body}");
+    let fresh = spawn_gateway(config(&with_admin(gateway_toml(
+        &redis.url(),
+        "ps",
+        &sim,
+        &all,
+        "",
+    ))))
+    .await;
+    let (status, queues) = admin_get(&Api::from(&fresh), "/v1/queues").await;
+    assert_eq!(status, 200, "{queues}");
+    assert_eq!(queues["unread_partitions"], json!([broken]), "{queues}");
+    assert!(row(&queues, &inside[0]).is_none(), "{queues}");
+    assert_eq!(
+        row(&queues, &outside[0]).unwrap()["delivered"],
+        2,
+        "{queues}"
+    );
     fresh.shutdown().await;
 
     // Repaired: every partition is read again.
     expect_ok(redis.command(&["DEL", &changes, &set]));
     expect_ok(redis.command(&["RENAME", &aside, &set]));
-    let (status, body) = admin_get(&api, "/v1/queues").await;
-    assert_eq!(status, 200, "{body}");
-    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(queues["unread_partitions"], json!([]), "{body}");
+    let (status, queues) = admin_get(&api, "/v1/queues").await;
+    assert_eq!(status, 200, "{queues}");
+    assert_eq!(queues["unread_partitions"], json!([]), "{queues}");
     gw.shutdown().await;
 }

@@ -1082,10 +1082,8 @@ async fn work_stored_by_another_process_wakes_an_idle_worker() {
         &sim,
         &["acme"],
         "idle_poll_ms = 60000",
-    ) + &format!(
-        "\n[[clients]]\nname = \"ops\"\nkey = \"{}\"\naccounts = [\"*\"]\nadmin = true\n",
-        crate::ops::ADMIN_KEY
     );
+    let text = with_admin(text);
     let worker = spawn_gateway(config(&text)).await;
     let ingress = spawn_gateway(config(
         &text.replace("[delivery]", "[delivery]\nenabled = false"),
@@ -1119,7 +1117,7 @@ async fn work_stored_by_another_process_wakes_an_idle_worker() {
     let admin = |action: &str| {
         api.http
             .post(format!("{}/v1/accounts/acme/{action}", api.base))
-            .bearer_auth(crate::ops::ADMIN_KEY)
+            .bearer_auth(ADMIN_KEY)
             .send()
     };
     assert!(admin("pause").await.unwrap().status().is_success());

@@ -771,6 +771,51 @@ impl TestGateway {
     }
 }
 
+/// An admin key reaching every account.
+pub const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
+
+/// `text` (a gateway's config, as [`gateway_toml`] makes it) with an admin client whose key
+/// is [`ADMIN_KEY`].
+pub fn with_admin(text: String) -> String {
+    format!("{text}\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\naccounts = [\"*\"]\nadmin = true\n")
+}
+
+/// Sends a request with an optional bearer key; returns status and JSON (or text as a
+/// JSON string).
+pub async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    key: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = http.request(method, url);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, value)
+}
+
+/// `GET {path}` of the gateway `api` with the admin key: status and JSON (or text as a
+/// JSON string).
+pub async fn admin_get(api: &Api, path: &str) -> (u16, serde_json::Value) {
+    call(
+        &api.http,
+        reqwest::Method::GET,
+        &format!("{}{path}", api.base),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await
+}
+
 /// Client for a gateway at `base`.
 pub struct Api {
     pub base: String,

@@ -10,15 +10,10 @@ use serde_json::json;
 use zenrelay::app::Gateway;
 use zenrelay::queue::layout::{self, LayoutScripts, Scope, LAYOUT_VERSION};
 
-use crate::ops::ADMIN_KEY;
 use crate::support::{
-    config, gateway_toml, spawn_sim, wait_for, Api, RedisServer, ServeProcess, KEY,
+    config, gateway_toml, spawn_sim, wait_for, with_admin, Api, RedisServer, ServeProcess,
+    ADMIN_KEY, KEY,
 };
-
-/// An admin key for every account, appended to a [`gateway_toml`] text.
-fn with_admin(text: String) -> String {
-    format!("{text}\n[[clients]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\naccounts = [\"*\"]\nadmin = true\n")
-}
 
 /// The previous release's `zenrelay`, built (once, cached) from this repository's history.
 fn previous_release() -> PathBuf {
