@@ -703,18 +703,21 @@ async fn a_runtime_account_added_through_the_api_delivers_from_a_second_process(
 async fn runtime_accounts_are_routed_by_host_in_every_process() {
     let redis = RedisServer::start();
     let sim = spawn_sim(&["acme", "beta", "gamma", "delta"], 100, 60).await;
-    let text = format!(
-        "{}\n[proxy]\ndefault_account = \"delta\"\n",
-        ops_toml(
-            &redis.url(),
-            "rh",
-            &sim,
-            &["acme", "delta"],
-            "enabled = false"
+    // each process's config, on a port of its own
+    let text = || {
+        format!(
+            "{}\n[proxy]\ndefault_account = \"delta\"\n",
+            ops_toml(
+                &redis.url(),
+                "rh",
+                &sim,
+                &["acme", "delta"],
+                "enabled = false"
+            )
         )
-    );
-    let a = ServeProcess::start(&text).await;
-    let b = ServeProcess::start(&text).await;
+    };
+    let a = ServeProcess::start(&text()).await;
+    let b = ServeProcess::start(&text()).await;
     let http = reqwest::Client::new();
     use reqwest::Method as M;
     let path = "/api/v2/apps/installations.json";

@@ -920,6 +920,11 @@ impl ServeProcess {
     /// release's).
     pub async fn start_binary(binary: &std::path::Path, text: &str) -> Self {
         let listen = config(text).server.listen;
+        // A port another process holds would answer the health check for this one.
+        drop(
+            std::net::TcpListener::bind(&listen)
+                .unwrap_or_else(|e| panic!("{listen} is taken ({e}): give each process a port")),
+        );
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(text.as_bytes()).unwrap();
         let child = Command::new(binary)
