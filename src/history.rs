@@ -289,8 +289,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
-            unread_partitions: Vec::new(),
-            never_read_partitions: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -408,8 +408,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
-            unread_partitions: Vec::new(),
-            never_read_partitions: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -636,7 +635,7 @@ zenrelay_queue_up 0
                 },
             ],
             unread_partitions: vec![3],
-            never_read_partitions: Vec::new(),
+            ..Default::default()
         };
         let text = m.render(Some(&stats));
         assert_eq!(parts(&text), parts(RENDERED_UP), "{text}");

@@ -1103,15 +1103,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                 None => return Err(e),
             },
         };
-        let never_read = unread
-            .iter()
-            .copied()
-            .filter(|&p| !snapshot.was_read(usize::from(p)))
-            .collect();
-        let mut stats = snapshot.stats(now);
-        stats.unread_partitions = unread;
-        stats.never_read_partitions = never_read;
-        Ok(stats)
+        Ok(snapshot.stats(now, unread))
     }
 
     async fn dead_letters(

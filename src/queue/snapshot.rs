@@ -282,11 +282,6 @@ impl Read {
 }
 
 impl Snapshot {
-    /// Whether partition `p` was read before (its accounts are known, if perhaps old).
-    pub fn was_read(&self, p: usize) -> bool {
-        self.partitions.get(p).is_some_and(Option::is_some)
-    }
-
     /// Notes Redis's time `now_ms`, just read.
     pub fn clock_read(&mut self, now_ms: u64) {
         self.clock = Some((now_ms, std::time::Instant::now()));
@@ -352,8 +347,10 @@ impl Snapshot {
         *slot = Some(view);
     }
 
-    /// The stats of every account at Redis's time `now_ms`, sorted by account.
-    pub fn stats(&self, now_ms: u64) -> QueueStats {
+    /// The stats of every account at Redis's time `now_ms`, sorted by account; `unread`:
+    /// the partitions that could not be read this time (those never read among them have
+    /// no accounts here).
+    pub fn stats(&self, now_ms: u64, unread: Vec<u16>) -> QueueStats {
         let now = now_ms;
         let mut accounts: Vec<AccountStats> = self
             .partitions
@@ -369,11 +366,20 @@ impl Snapshot {
             })
             .collect();
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
+        let never_read = unread
+            .iter()
+            .copied()
+            .filter(|&p| {
+                self.partitions
+                    .get(usize::from(p))
+                    .map_or(true, Option::is_none)
+            })
+            .collect();
         QueueStats {
             now_ms: now,
             accounts,
-            unread_partitions: Vec::new(),
-            never_read_partitions: Vec::new(),
+            unread_partitions: unread,
+            never_read_partitions: never_read,
         }
     }
 }
@@ -434,7 +440,7 @@ mod tests {
         read.push(chunk(T0 + 60_000, "0", "", rows));
         assert_eq!(read.next(), None);
         snap.apply(0, read);
-        let stats = snap.stats(T0);
+        let stats = snap.stats(T0, Vec::new());
         assert_eq!(stats.accounts.len(), 3);
         assert_eq!(stats.accounts[0].sent_in_window, 1);
 
@@ -446,12 +452,28 @@ mod tests {
         let rows = vec![row("b", 5, ""), Value::Array(vec![bulk("c")])];
         read.push(chunk(T0 + 130_000, "", "", rows));
         snap.apply(0, read);
-        let stats = snap.stats(T0 + 130_000);
+        let stats = snap.stats(T0 + 130_000, Vec::new());
         assert_eq!(stats.accounts.len(), 2, "c has gone");
         // a's send left its window with time alone, unread
         assert_eq!(stats.accounts[0].account, "a");
         assert_eq!(stats.accounts[0].sent_in_window, 0);
         assert_eq!(stats.accounts[1].depth, 5);
+    }
+
+    #[test]
+    fn unread_partitions_never_read_are_told_apart() {
+        let reads = ChangeReads::default();
+        let mut snap = Snapshot::default();
+        for p in 0..3 {
+            assert_eq!(snap.plan(p, 3, reads, T0), Plan::Whole);
+        }
+        let mut read = Read::new(Plan::Whole, reads);
+        read.push(chunk(T0, "0", "", vec![row("a", 1, "")]));
+        snap.apply(1, read);
+        let stats = snap.stats(T0, vec![1, 2]);
+        assert_eq!(stats.unread_partitions, vec![1, 2]);
+        assert_eq!(stats.never_read_partitions, vec![2]);
+        assert_eq!(stats.accounts.len(), 1, "partition 1's last read stays");
     }
 
     #[test]
