@@ -211,21 +211,6 @@ async fn a_failing_partition_fails_only_its_own_completions() {
 
 /// A Redis reply that is not an error (`+OK`, an integer): a setup command that failed
 /// would leave nothing broken, and the test would fail far from the cause.
-fn expect_ok(reply: Option<String>) {
-    let reply = reply.expect("Redis answers");
-    assert!(
-        reply.starts_with('+') || reply.starts_with(':'),
-        "setup command refused: {reply}"
-    );
-}
-
-/// An account's row in a `GET /v1/queues` answer.
-fn row<'a>(queues: &'a serde_json::Value, account: &str) -> Option<&'a serde_json::Value> {
-    queues["accounts"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["account"] == account))
-}
-
 /// The stats of a partition that cannot be read keep what was last read of it, and the
 /// answer names it; the other partitions' figures stay current (one shard down is when an
 /// operator needs them most).
@@ -247,15 +232,13 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     let api = Api::from(&gw);
     let event = json!({"app_id": 1, "event": "e"});
     for name in [&inside[0], &outside[0]] {
-        let id = api.accept(name, &event).await;
-        api.wait_status(&id, "delivered", Duration::from_secs(10))
-            .await;
+        api.deliver(name, &event).await;
     }
     let (status, queues) = admin_get(&api, "/v1/queues").await;
     assert_eq!(status, 200, "{queues}");
     assert_eq!(queues["unread_partitions"], json!([]), "{queues}");
     assert_eq!(
-        row(&queues, &inside[0]).unwrap()["delivered"],
+        queue_row(&queues, &inside[0]).unwrap()["delivered"],
         1,
         "{queues}"
     );
@@ -268,19 +251,17 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     expect_ok(redis.command(&["SET", &changes, "broken"]));
     expect_ok(redis.command(&["RENAME", &set, &aside]));
     expect_ok(redis.command(&["SET", &set, "broken"]));
-    let id = api.accept(&outside[0], &event).await;
-    api.wait_status(&id, "delivered", Duration::from_secs(10))
-        .await;
+    api.deliver(&outside[0], &event).await;
     let (status, queues) = admin_get(&api, "/v1/queues").await;
     assert_eq!(status, 200, "one partition down still answers: {queues}");
     assert_eq!(queues["unread_partitions"], json!([broken]), "{queues}");
     assert_eq!(
-        row(&queues, &outside[0]).unwrap()["delivered"],
+        queue_row(&queues, &outside[0]).unwrap()["delivered"],
         2,
         "the other partitions are read: {queues}"
     );
     assert_eq!(
-        row(&queues, &inside[0]).unwrap()["delivered"],
+        queue_row(&queues, &inside[0]).unwrap()["delivered"],
         1,
         "the broken partition shows its last read: {queues}"
     );
@@ -314,9 +295,9 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     let (status, queues) = admin_get(&Api::from(&fresh), "/v1/queues").await;
     assert_eq!(status, 200, "{queues}");
     assert_eq!(queues["unread_partitions"], json!([broken]), "{queues}");
-    assert!(row(&queues, &inside[0]).is_none(), "{queues}");
+    assert!(queue_row(&queues, &inside[0]).is_none(), "{queues}");
     assert_eq!(
-        row(&queues, &outside[0]).unwrap()["delivered"],
+        queue_row(&queues, &outside[0]).unwrap()["delivered"],
         2,
         "{queues}"
     );

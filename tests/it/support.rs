@@ -803,6 +803,26 @@ pub async fn call(
     (status, value)
 }
 
+/// An account's row in a `GET /v1/queues` answer.
+pub fn queue_row<'a>(
+    queues: &'a serde_json::Value,
+    account: &str,
+) -> Option<&'a serde_json::Value> {
+    queues["accounts"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["account"] == account))
+}
+
+/// Asserts that a setup command sent with [`RedisServer::command`] was done (a `+` or `:`
+/// reply).
+pub fn expect_ok(reply: Option<String>) {
+    let reply = reply.expect("Redis answers");
+    assert!(
+        reply.starts_with('+') || reply.starts_with(':'),
+        "setup command refused: {reply}"
+    );
+}
+
 /// `GET {path}` of the gateway `api` with the admin key: status and JSON (or text as a
 /// JSON string).
 pub async fn admin_get(api: &Api, path: &str) -> (u16, serde_json::Value) {
@@ -839,6 +859,15 @@ impl Api {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Sends an event that must be accepted and waits until it is delivered; returns its
+    /// id.
+    pub async fn deliver(&self, account: &str, body: &serde_json::Value) -> String {
+        let id = self.accept(account, body).await;
+        self.wait_status(&id, "delivered", Duration::from_secs(10))
+            .await;
+        id
     }
 
     /// Sends an event that must be accepted; returns its id.
