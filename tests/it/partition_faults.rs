@@ -35,14 +35,57 @@ fn accounts(stem: &str, partition: u16) -> (Vec<String>, Vec<String>) {
     (inside, outside)
 }
 
+/// A gateway (with the admin client) on a Redis of its own, under key prefix `stem`, and
+/// its simulator, for the accounts of [`accounts`]`(stem, partition)`.
+struct Setup {
+    redis: RedisServer,
+    inside: Vec<String>,
+    outside: Vec<String>,
+    sim: TestSim,
+    gw: TestGateway,
+}
+
+impl Setup {
+    async fn start(stem: &str, partition: u16) -> Self {
+        let redis = RedisServer::start();
+        let (inside, outside) = accounts(stem, partition);
+        let all = Self::names(&inside, &outside);
+        let sim = spawn_sim(&all, 1000, 60).await;
+        let gw = spawn_gateway(config(&Self::toml(&redis, stem, &sim, &all))).await;
+        Setup {
+            redis,
+            inside,
+            outside,
+            sim,
+            gw,
+        }
+    }
+
+    fn names<'a>(inside: &'a [String], outside: &'a [String]) -> Vec<&'a str> {
+        inside.iter().chain(outside).map(String::as_str).collect()
+    }
+
+    fn toml(redis: &RedisServer, stem: &str, sim: &TestSim, all: &[&str]) -> String {
+        with_admin(gateway_toml(&redis.url(), stem, sim, all, ""))
+    }
+
+    /// Another gateway on the same Redis and simulator.
+    async fn another_gateway(&self, stem: &str) -> TestGateway {
+        let all = Self::names(&self.inside, &self.outside);
+        spawn_gateway(config(&Self::toml(&self.redis, stem, &self.sim, &all))).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_partition_holds_back_only_its_own_accounts() {
-    let redis = RedisServer::start();
     let broken = 2;
-    let (inside, outside) = accounts("pf", broken);
-    let all: Vec<&str> = inside.iter().chain(&outside).map(String::as_str).collect();
-    let sim = spawn_sim(&all, 1000, 60).await;
-    let gw = spawn_gateway(config(&gateway_toml(&redis.url(), "pf", &sim, &all, ""))).await;
+    let Setup {
+        redis,
+        inside,
+        outside,
+        sim: _sim,
+        gw,
+    } = Setup::start("pf", broken).await;
     let api = Api::from(&gw);
     let event = json!({"app_id": 1, "event": "e"});
 
@@ -216,20 +259,10 @@ async fn a_failing_partition_fails_only_its_own_completions() {
 /// operator needs them most).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_partition_leaves_the_others_stats_current() {
-    let redis = RedisServer::start();
     let broken = 1;
-    let (inside, outside) = accounts("ps", broken);
-    let all: Vec<&str> = inside.iter().chain(&outside).map(String::as_str).collect();
-    let sim = spawn_sim(&all, 1000, 60).await;
-    let gw = spawn_gateway(config(&with_admin(gateway_toml(
-        &redis.url(),
-        "ps",
-        &sim,
-        &all,
-        "",
-    ))))
-    .await;
-    let api = Api::from(&gw);
+    let setup = Setup::start("ps", broken).await;
+    let (redis, inside, outside) = (&setup.redis, &setup.inside, &setup.outside);
+    let api = Api::from(&setup.gw);
     let event = json!({"app_id": 1, "event": "e"});
     for name in [&inside[0], &outside[0]] {
         api.deliver(name, &event).await;
@@ -284,14 +317,7 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
 
     // A process that never read the partition leaves its accounts out rather than show
     // them idle.
-    let fresh = spawn_gateway(config(&with_admin(gateway_toml(
-        &redis.url(),
-        "ps",
-        &sim,
-        &all,
-        "",
-    ))))
-    .await;
+    let fresh = setup.another_gateway("ps").await;
     let (status, queues) = admin_get(&Api::from(&fresh), "/v1/queues").await;
     assert_eq!(status, 200, "{queues}");
     assert_eq!(queues["unread_partitions"], json!([broken]), "{queues}");
@@ -309,5 +335,5 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     let (status, queues) = admin_get(&api, "/v1/queues").await;
     assert_eq!(status, 200, "{queues}");
     assert_eq!(queues["unread_partitions"], json!([]), "{queues}");
-    gw.shutdown().await;
+    setup.gw.shutdown().await;
 }
