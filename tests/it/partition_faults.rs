@@ -35,7 +35,8 @@ fn accounts(stem: &str, partition: u16) -> (Vec<String>, Vec<String>) {
     (inside, outside)
 }
 
-/// A gateway (with the admin client) on a Redis of its own, under key prefix `stem`, and
+/// A gateway (with the admin client and runtime accounts) on a Redis of its own, under key
+/// prefix `stem`, and
 /// its simulator, for the accounts of [`accounts`]`(stem, partition)`.
 struct Setup {
     redis: RedisServer,
@@ -67,6 +68,10 @@ impl Setup {
 
     fn toml(redis: &RedisServer, stem: &str, sim: &TestSim, all: &[&str]) -> String {
         with_admin(gateway_toml(&redis.url(), stem, sim, all, ""))
+            + &format!(
+                "\n[runtime_accounts]\nencryption_key = \"{}\"\n",
+                crate::ops::SEAL_KEY
+            )
     }
 
     /// Another gateway on the same Redis and simulator.
@@ -284,6 +289,10 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     expect_ok(redis.command(&["SET", &changes, "broken"]));
     expect_ok(redis.command(&["RENAME", &set, &aside]));
     expect_ok(redis.command(&["SET", &set, "broken"]));
+    // The runtime accounts' list fails too: with part of the store down already, the
+    // answer leaves out the runtime accounts that hold nothing yet.
+    let runtime = "ps:runtime:accounts";
+    expect_ok(redis.command(&["SET", runtime, "broken"]));
     api.deliver(&outside[0], &event).await;
     let (status, queues) = admin_get(&api, "/v1/queues").await;
     assert_eq!(status, 200, "one partition down still answers: {queues}");
@@ -329,9 +338,13 @@ async fn a_failing_partition_leaves_the_others_stats_current() {
     );
     fresh.shutdown().await;
 
-    // Repaired: every partition is read again.
+    // Repaired: every partition is read again. A failing runtime accounts' list alone is
+    // an error: nothing else says the answer lacks accounts.
     expect_ok(redis.command(&["DEL", &changes, &set]));
     expect_ok(redis.command(&["RENAME", &aside, &set]));
+    let (status, queues) = admin_get(&api, "/v1/queues").await;
+    assert_eq!(status, 503, "{queues}");
+    expect_ok(redis.command(&["DEL", runtime]));
     let (status, queues) = admin_get(&api, "/v1/queues").await;
     assert_eq!(status, 200, "{queues}");
     assert_eq!(queues["unread_partitions"], json!([]), "{queues}");
