@@ -367,6 +367,23 @@ impl<T: Transport> ScriptQueue<T> {
         Ok(secs * 1000 + micros / 1000)
     }
 
+    /// Whether partition `p` is to be read by `plan`: a partition with no change since its
+    /// last read is left as it is, for one plain command rather than a script call.
+    async fn to_read(&self, p: usize, plan: Plan) -> Result<bool, QueueError> {
+        let Plan::Changed { from } = plan else {
+            return Ok(true);
+        };
+        let first = redis::cmd("ZRANGEBYSCORE")
+            .arg(format!("{}:changed", self.base(p as u16)))
+            .arg(from)
+            .arg("+inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .clone();
+        Ok(!self.query::<Vec<Vec<u8>>>(&first).await?.is_empty())
+    }
+
     /// Reads partition `p` by `plan`, chunk after chunk (see snapshot.rs).
     async fn read_partition(&self, p: usize, plan: Plan) -> Result<Read, QueueError> {
         let base = self.base(p as u16);
@@ -1045,23 +1062,12 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         let plans: Vec<Plan> = (0..partitions)
             .map(|p| snapshot.plan(p, partitions, self.reads, clock.unwrap_or(0)))
             .collect();
-        // A partition with no change since its last read is left as it is, for one plain
-        // command rather than a script call; those commands go out together, so a
-        // refresh waits for one round trip, not one per partition.
-        let checks = plans.iter().enumerate().map(|(p, plan)| async move {
-            let Plan::Changed { from } = *plan else {
-                return Ok(true);
-            };
-            let first = redis::cmd("ZRANGEBYSCORE")
-                .arg(format!("{}:changed", self.base(p as u16)))
-                .arg(from)
-                .arg("+inf")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(1)
-                .clone();
-            Ok::<_, QueueError>(!self.query::<Vec<Vec<u8>>>(&first).await?.is_empty())
-        });
+        // The checks go out together: a refresh waits for one round trip, not one per
+        // partition.
+        let checks = plans
+            .iter()
+            .enumerate()
+            .map(|(p, &plan)| self.to_read(p, plan));
         let checks = futures::future::join_all(checks).await;
         // A partition that cannot be read now (its shard is down, say) keeps what was
         // last read of it, and is named in the answer: the others' figures are still
