@@ -55,6 +55,7 @@ pub fn queue_settings(config: &Config) -> QueueSettings {
         prefix: config.redis.key_prefix.clone(),
         partitions: config.redis.partitions,
         lease: d.lease(),
+        group_max: d.lease_group_max,
         default_limit: RateLimit {
             limit: d.notify_per_minute,
             window_ms: d.window_ms(),

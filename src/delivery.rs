@@ -99,9 +99,9 @@ pub struct Worker {
     idle_poll: Duration,
     drain_timeout: Duration,
     wake: Arc<Wake>,
-    /// The lease of a claim and the longest a send may take: a send starts only while at
-    /// least the latter is left of the former.
-    lease: Option<(Duration, Duration)>,
+    /// The longest a send may take: a send starts only while at least this is left of
+    /// its lease.
+    send_timeout: Option<Duration>,
 }
 
 /// How a worker claims, sends, waits and retries.
@@ -122,14 +122,15 @@ pub struct WorkerSettings {
     pub idle_poll: Duration,
     /// How long in-flight sends may take to finish at shutdown.
     pub drain_timeout: Duration,
-    /// The lease of a claim, and the longest a send may take (the upstream timeout): a
-    /// send starts only while at least the latter is left of the former, as measured by
-    /// this process from before it asked for the claim (the queue starts the lease later,
-    /// so this errs on the safe side). A process that stalled (paused, swapping,
-    /// starved) past that releases the delivery instead: once its lease ends, the queue
-    /// counts the call as sent and another process may send it, so a late send could
-    /// put `limit + 1` calls in one upstream window. `None`: no such check.
-    pub lease: Option<(Duration, Duration)>,
+    /// The longest a send may take (the upstream timeout): a send starts only while at
+    /// least this is left of its lease (as the claim gave it: a lease group's members
+    /// share a longer one), as measured by this process from before it asked for the
+    /// claim (the queue starts the lease later, so this errs on the safe side). A process
+    /// that stalled (paused, swapping, starved) past that releases the delivery instead:
+    /// once its lease ends, the queue counts the call as sent and another process may
+    /// send it, so a late send could put `limit + 1` calls in one upstream window.
+    /// `None`: no such check.
+    pub send_timeout: Option<Duration>,
 }
 
 impl From<&DeliveryConfig> for WorkerSettings {
@@ -144,7 +145,7 @@ impl From<&DeliveryConfig> for WorkerSettings {
             poll_interval: Duration::from_millis(d.poll_interval_ms),
             idle_poll: Duration::from_millis(d.idle_poll_ms),
             drain_timeout: d.upstream_timeout() + Duration::from_secs(1),
-            lease: Some((d.lease(), d.upstream_timeout())),
+            send_timeout: Some(d.upstream_timeout()),
         }
     }
 }
@@ -170,7 +171,7 @@ impl Worker {
             idle_poll: settings.idle_poll.max(settings.poll_interval),
             drain_timeout: settings.drain_timeout,
             wake,
-            lease: settings.lease,
+            send_timeout: settings.send_timeout,
         }
     }
 
@@ -197,7 +198,7 @@ impl Worker {
             listening.clone(),
             shutdown.clone(),
         ));
-        let sending = Sending::new(self.concurrency, tx);
+        let sending = Sending::new(self.concurrency, tx, shutdown.clone());
         let mut passes = Passes::new(self.queue.partitions());
         while !shutdown.is_cancelled() {
             if self
@@ -303,31 +304,34 @@ impl Worker {
         }
     }
 
-    /// Sends each of `claimed` (asked for at `asked`) in its own task holding one slot,
-    /// waiting for a slot when none is free; the outcomes go to the completer. Fails only
-    /// when the slots are closed.
+    /// Sends each lease group of `claimed` (asked for at `asked`; see [`Queue::claim`]) in
+    /// its own task holding one slot, its members one after another, waiting for a slot
+    /// when none is free; the outcomes go to the completer. Fails only when the slots are
+    /// closed.
     async fn send_each(
         &self,
         claimed: Vec<Claimed>,
         asked: tokio::time::Instant,
         sending: &Sending,
     ) -> Result<(), AcquireError> {
-        for claimed in claimed {
+        for group in lease_groups(claimed) {
             let permit = sending.permits.clone().acquire_owned().await?;
             let worker = self.clone();
             let tx = sending.completions.clone();
             let freed = sending.freed.clone();
+            let stop = sending.stop.clone();
+            let Some(first) = group.first() else {
+                continue;
+            };
             let span = tracing::info_span!(
                 "deliver",
-                delivery_id = %claimed.delivery_id,
-                account = %claimed.account,
-                attempt = claimed.attempts
+                account = %first.account,
+                deliveries = group.len()
             );
             sending.tracker.spawn(
                 async move {
-                    let completion = worker.deliver_leased(&claimed, asked).await;
                     // The completer only stops after every sender is gone.
-                    let _ = tx.send(completion).await;
+                    worker.deliver_group(&group, asked, &stop, &tx).await;
                     drop(permit);
                     freed.notify_one();
                 }
@@ -387,21 +391,92 @@ impl Worker {
         for partition in 0..self.queue.partitions() {
             claimed.extend(self.queue.claim(partition, self.concurrency).await?.items);
         }
-        let completions = futures::future::join_all(claimed.iter().map(|c| self.deliver(c))).await;
+        let asked = tokio::time::Instant::now();
+        let groups = lease_groups(claimed);
+        let sent = futures::future::join_all(
+            groups
+                .iter()
+                .map(|group| self.deliver_group_now(group, asked)),
+        )
+        .await;
+        let completions: Vec<Completion> = sent.into_iter().flatten().collect();
         self.queue.complete(&completions).await?;
         Ok(completions.len())
     }
 
+    /// Sends the members of one lease group (see [`Queue::claim`]), claimed at `asked`,
+    /// one after another, and hands each one's completion to `done` as soon as it is
+    /// known. After a 429, refused credentials or a release (too little lease left), and
+    /// once `stop` fires, the members not sent are released, last first, before the one
+    /// it stopped at: put back at the front of the account's list in that order, the
+    /// group keeps its order.
+    pub async fn deliver_group(
+        &self,
+        group: &[Claimed],
+        asked: tokio::time::Instant,
+        stop: &CancellationToken,
+        done: &mpsc::Sender<Completion>,
+    ) {
+        for (i, claimed) in group.iter().enumerate() {
+            let completion = if i > 0 && stop.is_cancelled() {
+                Completion::of(claimed, Outcome::Released)
+            } else {
+                let span = tracing::info_span!(
+                    "call",
+                    delivery_id = %claimed.delivery_id,
+                    attempt = claimed.attempts
+                );
+                self.deliver_leased(claimed, asked).instrument(span).await
+            };
+            let stops = matches!(
+                completion.outcome,
+                Outcome::RateLimited { .. } | Outcome::AuthFailed { .. } | Outcome::Released
+            );
+            if stops {
+                for rest in group[i + 1..].iter().rev() {
+                    let _ = done.send(Completion::of(rest, Outcome::Released)).await;
+                }
+                let _ = done.send(completion).await;
+                return;
+            }
+            let _ = done.send(completion).await;
+        }
+    }
+
+    /// As [`Worker::deliver_group`], returning the completions in the order decided.
+    pub async fn deliver_group_now(
+        &self,
+        group: &[Claimed],
+        asked: tokio::time::Instant,
+    ) -> Vec<Completion> {
+        let (tx, mut rx) = mpsc::channel(group.len().max(1));
+        let collect = async {
+            let mut out = Vec::with_capacity(group.len());
+            while let Some(c) = rx.recv().await {
+                out.push(c);
+            }
+            out
+        };
+        let send = async move {
+            self.deliver_group(group, asked, &CancellationToken::new(), &tx)
+                .await;
+        };
+        let ((), out) = tokio::join!(send, collect);
+        out
+    }
+
     /// As [`Worker::deliver`], for a delivery whose claim was asked for at `asked`: if too
-    /// little of its lease is left for a send (see [`WorkerSettings::lease`]), it is
+    /// little of its lease is left for a send (see [`WorkerSettings::send_timeout`]), it is
     /// released unsent.
     pub async fn deliver_leased(
         &self,
         claimed: &Claimed,
         asked: tokio::time::Instant,
     ) -> Completion {
-        let send_by = self.lease.map(|(lease, send_timeout)| {
-            (asked + lease).checked_sub(send_timeout).unwrap_or(asked)
+        let send_by = self.send_timeout.map(|send_timeout| {
+            (asked + claimed.lease)
+                .checked_sub(send_timeout)
+                .unwrap_or(asked)
         });
         self.deliver_by(claimed, send_by).await
     }
@@ -522,6 +597,19 @@ impl Worker {
     }
 }
 
+/// The lease groups of a claim's items, in order: each starts at an item whose
+/// `group_index` is 0 (see [`Queue::claim`]).
+fn lease_groups(items: Vec<Claimed>) -> Vec<Vec<Claimed>> {
+    let mut groups: Vec<Vec<Claimed>> = Vec::new();
+    for item in items {
+        match groups.last_mut() {
+            Some(group) if item.group_index > 0 => group.push(item),
+            _ => groups.push(vec![item]),
+        }
+    }
+    groups
+}
+
 /// A queue partition whose claims fail: since when, and when to try it again.
 struct PartitionFailure {
     since: tokio::time::Instant,
@@ -556,12 +644,20 @@ struct Sending {
     low_water: usize,
     tracker: TaskTracker,
     completions: mpsc::Sender<Completion>,
+    /// Fires at shutdown: a lease group's sender then releases the members it has not
+    /// started.
+    stop: CancellationToken,
 }
 
 impl Sending {
     /// `concurrency` slots, the outcomes sent to `completions`.
-    fn new(concurrency: usize, completions: mpsc::Sender<Completion>) -> Self {
+    fn new(
+        concurrency: usize,
+        completions: mpsc::Sender<Completion>,
+        stop: CancellationToken,
+    ) -> Self {
         Sending {
+            stop,
             permits: Arc::new(Semaphore::new(concurrency)),
             freed: Arc::new(Notify::new()),
             low_water: (concurrency / 8).max(1),
@@ -865,6 +961,7 @@ mod tests {
             prefix: "worker".into(),
             partitions,
             lease: LEASE,
+            group_max: 8,
             default_limit: limit,
             margin_ms: 250,
             retention: Retention::default(),
@@ -881,7 +978,7 @@ mod tests {
             poll_interval: Duration::from_secs(10),
             idle_poll: IDLE,
             drain_timeout: Duration::from_secs(1),
-            lease: None,
+            send_timeout: None,
         };
         let client = ZendeskClient::new(Duration::from_secs(1)).expect("client builds");
         let wake = Arc::new(Wake::default());
@@ -961,7 +1058,7 @@ mod tests {
             store(worker.queue.as_ref(), &account_in(p, 3), p).await;
         }
         let (tx, mut rx) = mpsc::channel(16);
-        let sending = Sending::new(SLOTS, tx);
+        let sending = Sending::new(SLOTS, tx, CancellationToken::new());
         let mut passes = Passes::new(3);
         let now = Instant::now();
         let quiet_until = now + Duration::from_secs(5);
@@ -1045,7 +1142,7 @@ mod tests {
     async fn an_idle_step_sleeps_until_work_is_marked_and_the_next_claims_it() {
         let worker = worker(2);
         let (tx, rx) = mpsc::channel(16);
-        let sending = Sending::new(SLOTS, tx);
+        let sending = Sending::new(SLOTS, tx, CancellationToken::new());
         let mut passes = Passes::new(2);
         let listening = AtomicBool::new(true);
         let shutdown = CancellationToken::new();

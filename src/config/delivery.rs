@@ -32,6 +32,10 @@ pub struct DeliveryConfig {
     /// How long a claimed event stays leased to a process before another may take it, in
     /// milliseconds. Defaults to the upstream timeout plus 5 s.
     pub lease_ms: Option<u64>,
+    /// Most Notify calls of one account leased together (a lease group), when its window
+    /// has room for as many: sent one after another, in order, by one sender. 1: one call
+    /// of an account in flight at a time.
+    pub lease_group_max: u32,
     /// Idle polling interval of the worker, in milliseconds, while it is not notified of
     /// new work (the embedded backend, or Redis pub/sub down).
     pub poll_interval_ms: u64,
@@ -70,6 +74,7 @@ impl Default for DeliveryConfig {
             retry_base_ms: 1_000,
             retry_max_ms: 300_000,
             lease_ms: None,
+            lease_group_max: 8,
             poll_interval_ms: 20,
             idle_poll_ms: 10_000,
             window_margin_ms: None,
@@ -173,6 +178,12 @@ impl DeliveryConfig {
             self.account_retention_seconds,
         )?;
         positive("delivery.concurrency", self.concurrency as u64)?;
+        if !(1..=64).contains(&self.lease_group_max) {
+            return Err(ConfigError::invalid(
+                "delivery.lease_group_max",
+                "must be from 1 to 64",
+            ));
+        }
         positive("delivery.retry_base_ms", self.retry_base_ms)?;
         positive("delivery.poll_interval_ms", self.poll_interval_ms)?;
         positive("delivery.idle_poll_ms", self.idle_poll_ms)?;

@@ -1,4 +1,4 @@
--- claim: leases up to `max` deliveries of one partition whose accounts may send now.
+-- claim: leases the deliveries of up to `max` accounts of one partition that may send now.
 -- KEYS[1] = <base>:ready
 -- ARGV = base, max
 -- The process's settings are written into the script's text, before this (see
@@ -7,19 +7,22 @@
 -- two retention sweeps of the partition, ms), sweep_rest (the pause after a round of the
 -- partition's accounts, ms) as text, dl_retention, acct_retention (ms,
 -- numbers), as text default_limit_text and default_window_text, and default_cut (where
--- the default limit's oldest entry starts in a rate log: (default_limit - 1) * 13) and
--- changes_kept (how long the change set remembers a change, ms; see snapshot.rs).
+-- the default limit's oldest entry starts in a rate log: (default_limit - 1) * 13),
+-- changes_kept (how long the change set remembers a change, ms; see snapshot.rs), and
+-- group_max (most deliveries of a lease group), group_more (group_max - 1, as text),
+-- group_allowance (ms a group's lease grows by per member after the first).
 -- First puts back expired leases and due retries (at most reap_max of each), finishing
 -- what a call that failed part-way left undone, turns expired heads of held accounts into
 -- dead letters, and drops dead letters and idle accounts past their retention. Then, for
 -- each due account (oldest score first): skips it while paused; if `limit` sends started
 -- within window + margin, re-scores it to the moment the oldest of them leaves the
--- window; else takes its head delivery (dropping expired ones as dead letters), records
--- the send start (which complete.lua moves to when the answer came), leases the delivery
--- and marks the account busy.
+-- window; else takes its head delivery (dropping expired ones as dead letters) and, when
+-- the window has room for group_max sends, the queued ones that follow it (a lease
+-- group), records a send start for each (which complete.lua moves to when its answer
+-- came), leases them and marks the account busy with them.
 -- Returns {ms until more work is due or -1, dead letters dropped, {did, account, body,
--- agent, attempts, created, lease token, lease deadline}, ...}; the wait is computed
--- only when nothing was claimed.
+-- agent, attempts, created, lease token, lease length (ms), place in its group}, ...};
+-- the wait is computed only when nothing was claimed.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
 local max = ARGV[2]
@@ -44,9 +47,10 @@ local function reap_lease(did, lease_end)
   end
   changed(base, acct, now_s)
   local akey = base .. ':acct:' .. acct
-  local st = redis.call('HMGET', akey, 'busy', 'rl_did', 'rl')
-  local held = st[1] == did
-  local counted = held and st[2] == did and st[3] and #st[3] >= 13
+  local st = redis.call('HMGET', akey, 'busy', 'rl_at', 'rl')
+  local held = in_group(st[1], did)
+  -- the call's entry in the rate log (one of its group's, at the claim's time)
+  local log = held and st[3] and log_without(st[3], st[2])
   local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
   if status == 'delivering' or status == 'queued' then
     if not near_head(list, did) then
@@ -62,10 +66,11 @@ local function reap_lease(did, lease_end)
     w('PEXPIRE', ekey, retention)
   end
   if held then
-    if counted then
-      w('HSET', akey, 'busy', '', 'rl_did', '', 'rl', int(lease_end) .. string.sub(st[3], 14))
+    local busy = leave_group(st[1], did)
+    if log then
+      w('HSET', akey, 'busy', busy, 'rl', log_insert(log, int(lease_end)))
     else
-      w('HSET', akey, 'busy', '', 'rl_did', '')
+      w('HSET', akey, 'busy', busy)
     end
   end
   mark_ready(base, acct, now, now_s)
@@ -255,6 +260,17 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
   end
 end
 
+-- Whether an account whose rate log is `rl` has room in its window for a whole lease
+-- group: `group_max` sends now would leave at most `limit` in any window. The log holds
+-- the newest `limit` sends, newest first: the entry `limit - group_max` back must have
+-- left the window (as in the check of one send, whose entry is `limit - 1` back).
+local function room_for_group(rl, limit, window)
+  if group_max <= 1 or limit < group_max then return false end
+  local at = (limit - group_max) * 13
+  if #rl < at + 13 then return true end
+  return tonumber(string.sub(rl, at + 1, at + 13)) + window + margin + 1 <= now
+end
+
 -- Entries dropped from the heads of the lists (stale, or expired into dead letters) by
 -- this call, across its accounts: past the budget, the rest wait for the next call.
 local stale_left = 32
@@ -343,38 +359,76 @@ for _, acct in ipairs(accts) do
         end
       end
       if did then
-        -- a first attempt (the most common) needs no conversion
-        local attempts, attempts_text, token, token_text = 1, '1', 1, '1'
-        if ev[6] then
-          attempts = (tonumber(ev[6]) or 0) + 1
-          attempts_text = int(attempts)
+        -- A lease group: when the account's window has room for `group_max` more sends,
+        -- the heads that follow this one in its list (up to the first that is not plainly
+        -- waiting to be sent) go with it, to be sent one after another under one claim.
+        local members = {{did, k, ekey, ev}}
+        if room_for_group(rl, limit, window) then
+          local next_ids = redis.call('LRANGE', list, '1', group_more)
+          local seen = {[did] = true}
+          for _, nd in ipairs(next_ids) do
+            local neid, nk = split_did(nd)
+            if not neid or seen[nd] then break end
+            seen[nd] = true
+            local nkey = base .. ':ev:' .. neid
+            local nev = redis.call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'created',
+              'at' .. nk, 'c' .. nk, 'rp' .. nk)
+            local nexp = nev[1] and tonumber(nev[1]) or 0
+            if nev[2] ~= 'queued' or (nexp > 0 and nexp <= now) then break end
+            members[#members + 1] = {nd, nk, nkey, nev}
+          end
         end
-        if ev[7] then
-          token = (tonumber(ev[7]) or 0) + 1
-          token_text = int(token)
+        local n = #members
+        -- Every member's lease ends at the group's end less its place in ms: a reaper
+        -- takes the last first, so its put-backs leave the group in order at the head.
+        local lease_end = now + lease + (n - 1) * group_allowance
+        local leases, group = {}, {}
+        for i, m in ipairs(members) do
+          leases[2 * i - 1] = int(lease_end - i + 1)
+          leases[2 * i] = m[1]
+          group[i] = m[1]
         end
-        local deadline = now + lease
-        local set = {'s' .. k, 'delivering', 'at' .. k, attempts_text, 'c' .. k, token_text}
-        if ev[8] == '1' then
-          -- replayed: a replay that failed part-way may have left it among the dead letters
-          w('ZREM', base .. ':dead:' .. acct, did)
-          set[#set + 1] = 'rp' .. k
-          set[#set + 1] = ''
+        w('ZADD', inflight, unpack(leases))
+        for i, m in ipairs(members) do
+          local mdid, mk, mkey, mev = m[1], m[2], m[3], m[4]
+          -- a first attempt (the most common) needs no conversion
+          local attempts, attempts_text, token, token_text = 1, '1', 1, '1'
+          if mev[6] then
+            attempts = (tonumber(mev[6]) or 0) + 1
+            attempts_text = int(attempts)
+          end
+          if mev[7] then
+            token = (tonumber(mev[7]) or 0) + 1
+            token_text = int(token)
+          end
+          local set = {'s' .. mk, 'delivering', 'at' .. mk, attempts_text, 'c' .. mk, token_text}
+          if mev[8] == '1' then
+            -- replayed: a replay that failed part-way may have left it among the dead letters
+            w('ZREM', base .. ':dead:' .. acct, mdid)
+            set[#set + 1] = 'rp' .. mk
+            set[#set + 1] = ''
+          end
+          w('HSET', mkey, unpack(set))
+          out[#out + 1] = {mdid, acct, mev[3] or '', mev[4] or '', attempts, mev[5] or '0', token,
+            lease_end - i + 1 - now, i - 1}
         end
-        w('ZADD', inflight, int(deadline), did)
-        w('HSET', ekey, unpack(set))
-        -- the log keeps the newest `limit` (this send's among them); a long one (a high
-        -- limit) only those that can still hold back a send under the current window and
-        -- margin, as it is copied at each send (a window raised later does not bring the
-        -- dropped times back)
-        local rest = string.sub(rl, 1, cut)
+        -- the log keeps the newest `limit` (this group's sends among them, one entry at
+        -- this time each); a long one (a high limit) only those that can still hold back
+        -- a send under the current window and margin, as it is copied at each send (a
+        -- window raised later does not bring the dropped times back)
+        local rest = string.sub(rl, 1, cut - (n - 1) * 13)
         if #rest > 128 * 13 then
           rest = string.sub(rest, 1, recent_sends(rest, now - window - margin - 1) * 13)
         end
-        w('HSET', akey, 'busy', did, 'rl_did', did, 'rl', now_s .. rest)
+        local stamps = now_s
+        if n > 1 then stamps = string.rep(now_s, n) end
+        w('HSET', akey, 'busy', table.concat(group, ' '), 'rl_at', now_s, 'rl', stamps .. rest)
         w('ZREM', ready, acct)
-        w('LPOP', list)
-        out[#out + 1] = {did, acct, ev[3] or '', ev[4] or '', attempts, ev[5] or '0', token, deadline}
+        if n == 1 then
+          w('LPOP', list)
+        else
+          w('LTRIM', list, int(n), '-1')
+        end
       else
         w('ZREM', ready, acct)
         mark_ready(base, acct, now, now_s)

@@ -11,9 +11,10 @@
 -- delivery everywhere, so it is not sent again).
 -- Every delivery's account is recorded as changed first (see `changed_all`). Then each
 -- delivery's writes go in this order: where it goes next, its status, the account (freed
--- in one write), the ready set, and last the end of its lease. A completion that fails
--- part-way is finished by the caller's retry (the status tells how far it got) or, when
--- the lease ends, by the reaper in claim.lua.
+-- of it in one write: the account is free once its lease group is), the ready set, and
+-- last the end of its lease. A completion that fails part-way is finished by the caller's
+-- retry (the status tells how far it got) or, when the lease ends, by the reaper in
+-- claim.lua.
 local base = ARGV[1]
 local now, now_s = now_ms()
 local inflight = base .. ':inflight'
@@ -26,34 +27,35 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
   -- 429 count) is read by them.
   local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd')
   local status = ev[1]
-  local flags = redis.call('HMGET', akey, 'rl_did', 'busy', 'paused', 'auth_failed', 'until',
+  local flags = redis.call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until',
     'sent', 'rl')
   local leased = redis.call('ZSCORE', inflight, did)
   local owned = ev[2] == token and leased ~= false
-  local held = flags[2] == did
+  local held = in_group(flags[2], did)
   -- Upstream received this call at some moment before its answer came back: the holder of
   -- the lease counts the call from now, so that however long the request took on the way,
-  -- upstream can never see more than `limit` calls in one window. The newest entry is
-  -- this call's, as an account has one call in flight. A caller that lost its lease
-  -- leaves the rate log alone: the reaper counted the call at the lease's end.
-  local recount = owned and flags[1] == did and flags[7] and #flags[7] >= 13
+  -- upstream can never see more than `limit` calls in one window. The claim logged each
+  -- call of its group at the claim's time (`rl_at`): this call's answer takes one of
+  -- those entries (a released call, never sent, takes it away). A caller that lost its lease leaves
+  -- the rate log alone: the reaper counted the call at the lease's end.
+  local log = owned and held and flags[7] and log_without(flags[7], flags[1])
   -- The account's fields that free it from this delivery, plus `extra`; written in one
   -- write. Returns what the busy flag is then.
   local function release(extra)
     local set = extra or {}
-    if recount then
+    if log then
       set[#set + 1] = 'rl'
-      set[#set + 1] = now_s .. string.sub(flags[7], 14)
-    end
-    if flags[1] == did then
-      set[#set + 1] = 'rl_did'
-      set[#set + 1] = ''
+      if kind == 'released' then
+        set[#set + 1] = log
+      else
+        set[#set + 1] = now_s .. log
+      end
     end
     local busy = flags[2]
     if held then
+      busy = leave_group(busy, did)
       set[#set + 1] = 'busy'
-      set[#set + 1] = ''
-      busy = ''
+      set[#set + 1] = busy
     end
     if #set > 0 then
       w('HSET', akey, unpack(set))

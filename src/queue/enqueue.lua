@@ -22,10 +22,10 @@ local now, now_s = now_ms()
 local akey = base .. ':acct:' .. acct
 local q = base .. ':q:' .. acct
 local st = redis.call('HMGET', akey, 'limit', 'window', 'busy', 'paused', 'auth_failed', 'until')
--- Undelivered calls: queued, waiting for a retry, and the one in flight.
+-- Undelivered calls: queued, waiting for a retry, and those in flight (a lease group).
 local depth = redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n')
   + redis.call('ZCARD', base .. ':retry:' .. acct)
-if st[3] and st[3] ~= '' then depth = depth + 1 end
+if st[3] and st[3] ~= '' then depth = depth + group_size(st[3]) end
 local max_depth = tonumber(ARGV[5])
 local out = {}
 -- the new delivery ids of each priority, the events' keys and fields, the idempotency

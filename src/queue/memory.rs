@@ -419,6 +419,7 @@ mod tests {
             prefix: "test".into(),
             partitions: 1,
             lease,
+            group_max: 8,
             default_limit: RateLimit { limit, window_ms },
             margin_ms: 250,
             retention: Retention::default(),
@@ -452,9 +453,17 @@ mod tests {
     }
 
     async fn claim_one(q: &MemoryQueue) -> Option<Claimed> {
-        let mut items = q.claim(0, 10).await.unwrap().items;
-        assert!(items.len() <= 1, "one delivery in flight per account");
+        let mut items = claim_group(q).await;
+        assert!(items.len() <= 1, "one delivery in flight");
         items.pop()
+    }
+
+    /// What a claim leases of the one account: a lease group, its members in order.
+    async fn claim_group(q: &MemoryQueue) -> Vec<Claimed> {
+        let items = q.claim(0, 10).await.unwrap().items;
+        let places: Vec<u32> = items.iter().map(|c| c.group_index).collect();
+        assert_eq!(places, (0..items.len() as u32).collect::<Vec<_>>());
+        items
     }
 
     async fn complete(q: &MemoryQueue, c: &Claimed, outcome: Outcome) {
@@ -483,9 +492,12 @@ mod tests {
         while starts.len() < n {
             let batch = q.claim(0, 10).await.unwrap();
             match batch.items.first() {
-                Some(c) => {
-                    starts.push(q.transport().now_ms());
-                    complete(&q, c, delivered()).await;
+                Some(_) => {
+                    // a lease group, sent one after another
+                    for c in &batch.items {
+                        starts.push(q.transport().now_ms());
+                        complete(&q, c, delivered()).await;
+                    }
                 }
                 None => {
                     let wait = batch.next_due.expect("work is waiting");
@@ -513,7 +525,11 @@ mod tests {
     async fn a_429_pauses_the_account_for_retry_after_and_the_attempt_does_not_count() {
         let q = queue(100, MINUTE, Duration::from_secs(15));
         enqueue(&q, vec![event("a", 0), event("b", 0)]).await;
-        let c = claim_one(&q).await.unwrap();
+        let group = claim_group(&q).await;
+        assert_eq!(group.len(), 2, "a lease group of both");
+        let c = group[0].clone();
+        // the sender releases what it did not send, last first, before the 429
+        complete(&q, &group[1], Outcome::Released).await;
         complete(
             &q,
             &c,
@@ -527,9 +543,11 @@ mod tests {
         assert!(batch.items.is_empty(), "paused for 30 s");
         assert_eq!(batch.next_due, Some(Duration::from_millis(1)));
         tokio::time::advance(Duration::from_millis(1)).await;
-        let again = claim_one(&q).await.unwrap();
-        assert_eq!(again.delivery_id, c.delivery_id, "first in line again");
-        assert_eq!(again.attempts, 1, "the 429 did not count");
+        let again = claim_group(&q).await;
+        let ids = |g: &[Claimed]| g.iter().map(|c| c.delivery_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&again), ids(&group), "first in line again, in order");
+        assert_eq!(again[0].attempts, 1, "the 429 did not count");
+        assert_eq!(again[1].attempts, 1, "the release did not count");
         assert_eq!(counters(&q).await.upstream_429, 1);
     }
 
@@ -619,12 +637,12 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        let a = claim_one(&q).await.unwrap();
-        complete(&q, &a, delivered()).await;
-        let b = claim_one(&q).await.unwrap();
+        let group = claim_group(&q).await;
+        let (a, b) = (&group[0], &group[1]);
+        complete(&q, a, delivered()).await;
         complete(
             &q,
-            &b,
+            b,
             Outcome::Dead {
                 reason: crate::queue::DeadReason::Rejected,
                 status: Some(422),

@@ -160,6 +160,11 @@ pub struct Claimed {
     pub created_ms: u64,
     /// Proof of the lease, handed back on completion.
     pub lease_token: u64,
+    /// The lease's length, from the claim: a send must end within it.
+    pub lease: Duration,
+    /// Its place in its lease group (see [`Queue::claim`]): 0 for the first, which a
+    /// claim's items start each group with.
+    pub group_index: u32,
 }
 
 /// How a delivery ended, as reported by the worker.
@@ -520,8 +525,15 @@ pub trait Queue: Send + Sync + 'static {
     /// Stores events of one account atomically per event; one outcome per event, in order.
     async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError>;
 
-    /// Claims up to `max` deliveries of `partition` whose accounts may send now, taking
-    /// one rate-limit slot for each; also requeues expired leases and due retries.
+    /// Claims the deliveries of up to `max` accounts of `partition` that may send now,
+    /// taking one rate-limit slot for each delivery; also requeues expired leases and due
+    /// retries. An account whose window has room for several sends gives a lease group:
+    /// up to `delivery.lease_group_max` of its first deliveries, consecutive among the items
+    /// (`group_index` 0, 1, ...), to be sent one after another, in that order, by one
+    /// sender. A sender that stops before the end of its group (a 429, refused
+    /// credentials, shutdown) completes the members it did not send as
+    /// [`Outcome::Released`], last first, before the one it stopped at, so that they go
+    /// back to the front of the list in their order.
     async fn claim(&self, partition: u16, max: usize) -> Result<ClaimBatch, QueueError>;
 
     /// Several partitions' claims, one result per request in order: a partition whose

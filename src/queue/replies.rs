@@ -38,6 +38,12 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
             attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
             created_ms: int(&f[5]).unwrap_or(0).max(0) as u64,
             lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
+            lease: Duration::from_millis(f.get(7).and_then(int).unwrap_or(0).max(0) as u64),
+            group_index: f
+                .get(8)
+                .and_then(int)
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX)) as u32,
         });
     }
     Ok((ClaimBatch { items, next_due }, dropped))

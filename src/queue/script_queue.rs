@@ -24,7 +24,7 @@
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter; dropped `delivery.dead_letter_retention_seconds` later |
-//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (delivery in flight), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is when it started, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; a send that would leave more than 128 behind it keeps only those that can still hold back a send under the account's current window and margin), `rl_did` (the call whose time heads the rate log), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (the lease group in flight: its delivery ids, one space apart, in sending order; see [`Queue::claim`]), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is its claim's, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; a released call, never sent, loses its entry; a send that would leave more than 128 behind it keeps only those that can still hold back a send under the account's current window and margin), `rl_at` (the claim time of the group in flight, whose entries in `rl` stand for its members not yet answered), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
 //! | `{base}:changed` | ZSET | account → time (ms) of the latest change to what its stats show, recorded by every script that makes one (also when its record is dropped), so that a process keeping the stats reads again only those (`snapshot.rs`); entries older than an hour ([`super::CHANGES_KEPT_MS`]) are dropped by the sweep that ends a round |
@@ -44,7 +44,7 @@
 //!
 //! An account's counts are read from where its deliveries are, never kept apart (the change
 //! set says only which accounts to read again): depth
-//! (undelivered calls) is the length of its two lists, plus its retries, plus the call in
+//! (undelivered calls) is the length of its two lists, plus its retries, plus the calls in
 //! flight (`busy`); retries are the size of `retry:{account}`; dead letters the size of
 //! `dead:{account}`.
 //!
@@ -77,11 +77,11 @@
 //! (`tests/it/queue_faults.rs`):
 //!
 //! - A delivery is moved before it is marked, and leaves its old place last: a claim
-//!   leases the head of the list and pops it last; a put-back (expired lease, due retry,
+//!   leases the heads of the list and pops them last; a put-back (expired lease, due retry,
 //!   released call) pushes first, unless the delivery is already near the head (a redo),
 //!   and leaves `inflight` or `delayed` last. While a lease is in `inflight` the reaper
 //!   finishes whatever a failed completion left: the event's status says how far it got,
-//!   and `busy` still naming the delivery says the account was not freed yet.
+//!   and `busy` still naming the delivery says the account was not freed of it yet.
 //! - Enqueue pushes ids before it stores their events: an id whose event was never stored
 //!   is a stale entry, which claims drop. An event is never stored without its ids.
 //! - Entries of finished deliveries left in a list are dropped by the claim that meets
@@ -124,6 +124,12 @@ use super::{
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
+/// A lease group's lease grows, per member after the first, by the lease over this: about
+/// one send's time, so that a process that dies mid-group delays its other members by
+/// little more than one lease, while a slow upstream makes the sender release the members
+/// it cannot start in time.
+pub const LEASE_GROUP_GROWTH: u64 = 16;
+
 /// Most dead letters replayed or purged by one script call (keeps each call short).
 const DEAD_CHUNK: usize = 500;
 
@@ -136,6 +142,8 @@ pub struct QueueSettings {
     pub partitions: u16,
     /// Lease of a claimed delivery.
     pub lease: Duration,
+    /// Most deliveries of one account a claim leases together (see [`Queue::claim`]).
+    pub group_max: u32,
     /// Limit applied to accounts that have none stored.
     pub default_limit: RateLimit,
     /// Margin added to the rolling window, in milliseconds.
@@ -704,7 +712,8 @@ fn claim_script(
          local dl_retention, acct_retention = {}, {}\n\
          local default_limit_text, default_window_text = '{limit}', '{window}'\n\
          local default_cut = {cut}\n\
-         local changes_kept = {kept}\n",
+         local changes_kept = {kept}\n\
+         local group_max, group_more, group_allowance = {group}, '{more}', {allowance}\n",
         lease,
         config.default_limit.limit,
         config.default_limit.window_ms,
@@ -717,6 +726,9 @@ fn claim_script(
         cut = (i64::from(config.default_limit.limit) - 1) * RATE_LOG_STAMP,
         rest = sweep_rest(config, sweep_interval_ms),
         kept = reads.kept_ms,
+        group = config.group_max.max(1),
+        more = config.group_max.max(1) - 1,
+        allowance = lease / LEASE_GROUP_GROWTH,
     );
     Script::new(helpers, &format!("{settings}{}", include_str!("claim.lua")))
 }

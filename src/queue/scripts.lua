@@ -176,3 +176,58 @@ end
 local function near_head(list, did)
   return redis.call('LPOS', list, did, 'MAXLEN', '64') ~= false
 end
+
+-- Lease groups. An account's `busy` field holds the deliveries of its group in flight,
+-- their ids separated by single spaces, in the order they are sent (one delivery alone
+-- is a group of one). Whether `did` is among them:
+local function in_group(busy, did)
+  if busy == did then return true end
+  if not busy or busy == '' then return false end
+  return string.find(' ' .. busy .. ' ', ' ' .. did .. ' ', 1, true) ~= nil
+end
+
+-- `busy` without `did` (as it was when `did` is not in it).
+local function leave_group(busy, did)
+  if busy == did then return '' end
+  local s, e = string.find(' ' .. busy .. ' ', ' ' .. did .. ' ', 1, true)
+  if not s then return busy end
+  -- in the padded text, the id with its spaces spans s..e; in `busy`, s-1..e-1
+  if s == 1 then return string.sub(busy, e) end
+  return string.sub(busy, 1, s - 2) .. string.sub(busy, e - 1)
+end
+
+-- How many deliveries the group `busy` holds.
+local function group_size(busy)
+  if not busy or busy == '' then return 0 end
+  if not string.find(busy, ' ', 1, true) then return 1 end
+  local _, spaces = string.gsub(busy, ' ', ' ')
+  return spaces + 1
+end
+
+-- The rate log `log` without one entry equal to `at` (13 digits), or nil when it has
+-- none: a group's claim logs one entry at its time per member, and each member's answer
+-- (or lease end) takes one of them.
+local function log_without(log, at)
+  if not at or #at ~= 13 then return nil end
+  local from = 1
+  while true do
+    local s = string.find(log, at, from, true)
+    if not s then return nil end
+    if (s - 1) % 13 == 0 then
+      return string.sub(log, 1, s - 1) .. string.sub(log, s + 13)
+    end
+    from = s + 1
+  end
+end
+
+-- The rate log `log` (newest first) with the time `at` (13 digits) put where it belongs.
+local function log_insert(log, at)
+  local t = tonumber(at)
+  local n = #log / 13
+  for i = 0, n - 1 do
+    if tonumber(string.sub(log, i * 13 + 1, i * 13 + 13)) <= t then
+      return string.sub(log, 1, i * 13) .. at .. string.sub(log, i * 13 + 1)
+    end
+  end
+  return log .. at
+end

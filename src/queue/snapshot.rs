@@ -125,7 +125,11 @@ fn parse_row(item: Value) -> Result<Row, QueueError> {
             dead: num(3),
             delivered: num(4),
             upstream_429: num(5),
-            in_flight: u64::from(!busy.is_empty()),
+            // the lease group in flight: its ids, one space apart
+            in_flight: busy
+                .split(|b| *b == b' ')
+                .filter(|id| !id.is_empty())
+                .count() as u64,
             paused: num(7) == 1,
             auth_failed: num(8) == 1,
             sent_in_window: 0,

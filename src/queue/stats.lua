@@ -68,7 +68,7 @@ for _, acct in ipairs(list) do
     local q = base .. ':q:' .. acct
     local delayed = redis.call('ZCARD', base .. ':retry:' .. acct)
     local depth = redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n') + delayed
-    if st[3] and st[3] ~= '' then depth = depth + 1 end
+    if st[3] and st[3] ~= '' then depth = depth + group_size(st[3]) end
     local dead = redis.call('ZCARD', base .. ':dead:' .. acct)
     local window = tonumber(st[6] or '') or default_window
     -- Sends within the window: the rate log is newest first, so they lead it. The reader
@@ -85,7 +85,8 @@ for _, acct in ipairs(list) do
     end
     consider(redis.call('LINDEX', q .. ':h', 0))
     consider(redis.call('LINDEX', q .. ':n', 0))
-    consider(st[3])
+    -- the group in flight: its first is its oldest
+    consider(st[3] and string.match(st[3], '^%S+'))
     local score = redis.call('ZSCORE', base .. ':ready', acct)
     out[#out + 1] = {acct, int(depth), int(delayed), int(dead), st[1] or '0', st[2] or '0',
       st[3] or '', st[4] or '0', st[5] or '0', int(window), recent,

@@ -54,8 +54,25 @@ const WIDE: RateLimit = RateLimit {
     window_ms: 60_000,
 };
 
+/// A queue that leases one call of an account at a time: most scenarios follow one
+/// delivery through the protocol. Lease groups have scenarios of their own
+/// ([`open_grouped`]).
 async fn open(backend: Backend) -> Fixture {
+    open_with(backend, 1).await
+}
+
+/// A queue that leases up to [`GROUP`] calls of an account together (the default).
+async fn open_grouped(backend: Backend) -> Fixture {
+    open_with(backend, GROUP).await
+}
+
+/// The lease groups' size in the scenarios about them: the default.
+const GROUP: u32 = 8;
+
+async fn open_with(backend: Backend, group_max: u32) -> Fixture {
     let mut config = Config::default();
+    assert_eq!(config.delivery.lease_group_max, GROUP);
+    config.delivery.lease_group_max = group_max;
     config.redis.partitions = PARTITIONS;
     config.delivery.lease_ms = Some(LEASE_MS);
     config.delivery.window_margin_ms = Some(0);
@@ -1768,6 +1785,162 @@ macro_rules! conformance {
     };
 }
 
+// ---------------------------------------------------------------------------------------
+// Lease groups
+// ---------------------------------------------------------------------------------------
+
+/// The delivery ids of `items`, in order.
+fn dids(items: &[Claimed]) -> Vec<String> {
+    items.iter().map(|c| c.delivery_id.clone()).collect()
+}
+
+/// The `event` names of `items`, in order.
+fn in_order(items: &[Claimed]) -> Vec<String> {
+    items.iter().map(name).collect()
+}
+
+/// A claim leases an account's first calls together, in order, each list on its own
+/// (high priority first); the account stays busy until every member has completed.
+async fn a_lease_group_takes_the_heads_in_order_and_holds_the_account(b: Backend) {
+    let q = open_grouped(b).await;
+    let all: Vec<String> = (1..=10).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    put(&q, "acme", WIDE, &refs).await;
+    let mut high = event_for("acme", "h1");
+    high.priority = Priority::High;
+    put_with(&q, "acme", WIDE, 100_000, vec![high]).await;
+
+    let first = claim(&q).await;
+    assert_eq!(in_order(&first), ["h1"], "a group stays within its list");
+    done(&q, &first[0], ok()).await;
+
+    let group = claim(&q).await;
+    assert_eq!(in_order(&group), &all[..8]);
+    let places: Vec<u32> = group.iter().map(|c| c.group_index).collect();
+    assert_eq!(places, (0..8).collect::<Vec<u32>>());
+    // each member's lease ends a millisecond before the one before it, the group's
+    // lease a sixteenth longer per member after the first
+    assert!(group.windows(2).all(|w| w[0].lease > w[1].lease));
+    assert!(group[0].lease > Duration::from_millis(LEASE_MS + 7 * LEASE_MS / 16 - 100));
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.in_flight, s.depth, s.sent_in_window), (8, 10, 9));
+    for c in &group[..7] {
+        done(&q, c, ok()).await;
+        assert!(
+            claim(&q).await.is_empty(),
+            "busy until the whole group is done"
+        );
+    }
+    done(&q, &group[7], ok()).await;
+    let rest = claim(&q).await;
+    assert_eq!(in_order(&rest), &all[8..]);
+    for c in &rest {
+        done(&q, c, ok()).await;
+    }
+    let s = stats_for(&q, "acme").await;
+    assert_eq!(
+        (s.in_flight, s.depth, s.delivered, s.sent_in_window),
+        (0, 0, 11, 11)
+    );
+}
+
+/// A group is taken only when the window has room for a whole one; otherwise one call
+/// at a time, and never past the limit.
+async fn a_lease_group_only_when_the_window_has_room(b: Backend) {
+    let q = open_grouped(b).await;
+    let ten = RateLimit {
+        limit: 10,
+        window_ms: 60_000,
+    };
+    let all: Vec<String> = (1..=12).map(|i| format!("e{i}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    put(&q, "acme", ten, &refs).await;
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    loop {
+        let items = claim(&q).await;
+        if items.is_empty() {
+            break;
+        }
+        sizes.push(items.len());
+        for c in &items {
+            got.push(name(c));
+            done(&q, c, ok()).await;
+        }
+    }
+    assert_eq!(
+        sizes,
+        [8, 1, 1],
+        "8 sent: room for one at a time, up to the limit"
+    );
+    assert_eq!(got, &all[..10]);
+    let (none, next) = claim_max(&q, 100).await;
+    assert!(none.is_empty());
+    assert!(
+        next.is_some_and(|d| d > Duration::from_secs(50)),
+        "{next:?}"
+    );
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.sent_in_window, s.depth), (10, 2));
+}
+
+/// A holder that dies mid-group: the members it did not complete go back to the front,
+/// in their order, once their leases end, each counted as sent at its lease's end.
+async fn a_group_whose_holder_died_goes_back_in_order(b: Backend) {
+    let q = open_grouped(b).await;
+    put(&q, "acme", WIDE, &["a", "b", "c", "d"]).await;
+    let group = claim(&q).await;
+    assert_eq!(in_order(&group), ["a", "b", "c", "d"]);
+    done(&q, &group[0], ok()).await;
+    // the group's lease: LEASE_MS and a sixteenth of it per member after the first
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 3 * LEASE_MS / 16 + 50)).await;
+    // the reaper puts back at most a few leases per claim
+    let mut again = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while again.is_empty() {
+        assert!(Instant::now() < deadline, "never claimed again");
+        again = claim(&q).await;
+    }
+    assert_eq!(in_order(&again), ["b", "c", "d"]);
+    assert!(again.iter().all(|c| c.attempts == 2));
+    // the stale holder's completions change nothing
+    for c in &group[1..] {
+        done(&q, c, ok()).await;
+    }
+    assert_eq!(stats_for(&q, "acme").await.in_flight, 3);
+    for c in &again {
+        done(&q, c, ok()).await;
+    }
+    let s = stats_for(&q, "acme").await;
+    // a, the three lease ends, and the three answers
+    assert_eq!((s.delivered, s.sent_in_window, s.depth), (4, 7, 0));
+}
+
+/// A sender stopped by a 429 releases the members it did not send, last first, then
+/// records the 429: after the pause the group comes back in order; the released call
+/// takes back its place in the window, the 429 keeps its own (upstream saw it).
+async fn a_group_stopped_by_a_429_comes_back_in_order(b: Backend) {
+    let q = open_grouped(b).await;
+    put(&q, "acme", WIDE, &["a", "b", "c", "d"]).await;
+    let group = claim(&q).await;
+    assert_eq!(in_order(&group), ["a", "b", "c", "d"]);
+    done(&q, &group[0], ok()).await;
+    done(&q, &group[3], Outcome::Released).await;
+    done(&q, &group[2], Outcome::Released).await;
+    let pause = Duration::from_millis(300);
+    done(&q, &group[1], Outcome::RateLimited { retry_after: pause }).await;
+    assert!(claim(&q).await.is_empty(), "paused");
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.in_flight, s.depth, s.sent_in_window), (0, 3, 2));
+    tokio::time::sleep(pause + Duration::from_millis(20)).await;
+    let again = claim(&q).await;
+    assert_eq!(dids(&again), dids(&group[1..]));
+    assert!(
+        again.iter().all(|c| c.attempts == 1),
+        "neither the 429 nor the releases count as attempts"
+    );
+}
+
 conformance!(
     held_accounts_still_expire_their_events,
     fifo_and_priority_with_one_delivery_in_flight,
@@ -1795,4 +1968,8 @@ conformance!(
     replaying_one_call_of_a_finished_event,
     sent_in_window_forgets_calls_older_than_the_window,
     a_long_rate_log_keeps_the_limit_exact,
+    a_lease_group_takes_the_heads_in_order_and_holds_the_account,
+    a_lease_group_only_when_the_window_has_room,
+    a_group_whose_holder_died_goes_back_in_order,
+    a_group_stopped_by_a_429_comes_back_in_order,
 );

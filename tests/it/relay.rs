@@ -1002,7 +1002,7 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
     let config = config(&gateway_toml("memory://", "t", &sim, &["acme"], delivery));
     let queue: Arc<dyn Queue> = zenrelay::app::queue_for(&config).unwrap();
     let directory = Arc::new(AccountDirectory::new(&config, queue.clone()).unwrap());
-    let (lease, send_timeout) = (Duration::from_millis(1500), Duration::from_millis(1000));
+    let send_timeout = Duration::from_millis(1000);
     let worker = Worker::new(
         queue.clone(),
         ZendeskClient::new(send_timeout).unwrap(),
@@ -1017,7 +1017,7 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
             poll_interval: Duration::from_millis(10),
             idle_poll: Duration::from_millis(10),
             drain_timeout: Duration::from_secs(2),
-            lease: Some((lease, send_timeout)),
+            send_timeout: Some(send_timeout),
         },
         Arc::new(zenrelay::wake::Wake::default()),
     );
@@ -1046,28 +1046,50 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
         .unwrap();
     let partition = partition_of("acme", config.redis.partitions);
 
-    // Asked for 0.6 s ago: the process stalled past the last moment a send may start.
-    let asked = tokio::time::Instant::now() - Duration::from_millis(600);
-    let claimed = queue.claim(partition, 1).await.unwrap().items.remove(0);
-    let completion = worker.deliver_leased(&claimed, asked).await;
-    assert_eq!(completion.outcome, Outcome::Released);
+    // Asked for 0.6 s ago: the process stalled past the last moment a send may start
+    // (the two events are one lease group, its lease 1 s longer: 1.1 s ago).
+    let asked = tokio::time::Instant::now() - Duration::from_millis(1600);
+    let claimed = queue.claim(partition, 1).await.unwrap().items;
+    let names: Vec<u32> = claimed.iter().map(|c| c.group_index).collect();
+    assert_eq!(names, [0, 1], "the two events are not one lease group");
+    let completions = worker.deliver_group_now(&claimed, asked).await;
+    // the second is released first, so that the first goes back ahead of it
+    let order: Vec<(&str, &Outcome)> = completions
+        .iter()
+        .map(|c| (c.delivery_id.as_str(), &c.outcome))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (claimed[1].delivery_id.as_str(), &Outcome::Released),
+            (claimed[0].delivery_id.as_str(), &Outcome::Released)
+        ]
+    );
     assert!(
         sim.sim.notify_attempts("acme").is_empty(),
         "a call was sent with too little of its lease left"
     );
-    queue.complete(&[completion]).await.unwrap();
+    queue.complete(&completions).await.unwrap();
 
-    // Claimed again at once, it goes out, uncounted by the release.
+    // Claimed again at once, they go out in order, uncounted by the release.
     let asked = tokio::time::Instant::now();
-    let again = queue.claim(partition, 1).await.unwrap().items.remove(0);
+    let again = queue.claim(partition, 1).await.unwrap().items;
+    let ids = |items: &[zenrelay::queue::Claimed]| {
+        items
+            .iter()
+            .map(|c| (c.delivery_id.clone(), c.attempts))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        again.delivery_id, claimed.delivery_id,
-        "the released delivery is not first in line"
+        ids(&again),
+        ids(&claimed),
+        "the released deliveries are not first in line, in order"
     );
-    assert_eq!(again.attempts, claimed.attempts);
-    let completion = worker.deliver_leased(&again, asked).await;
-    assert_eq!(completion.outcome, Outcome::Delivered { status: 200 });
-    assert_eq!(sim.sim.notify_attempts("acme").len(), 1);
+    let completions = worker.deliver_group_now(&again, asked).await;
+    for c in &completions {
+        assert_eq!(c.outcome, Outcome::Delivered { status: 200 });
+    }
+    assert_eq!(sim.sim.notify_attempts("acme").len(), 2);
 }
 
 /// A worker that polls an idle queue only every minute still delivers at once what

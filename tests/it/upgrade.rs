@@ -613,3 +613,103 @@ async fn a_layout_three_queue_and_its_half_migration_are_taken_up() {
     }
     assert!(sim.received("acme").is_empty());
 }
+
+/// The value of a bulk-string reply as `RedisServer::command` returns it.
+fn bulk_value(reply: Option<String>) -> Option<String> {
+    let reply = reply?;
+    if !reply.starts_with('$') || reply.starts_with("$-1") {
+        return None;
+    }
+    reply.split("\r\n").nth(1).map(str::to_string)
+}
+
+/// A call of layout 4 in flight, its process stopped before the upgrade: the migration
+/// makes it a lease group of one (the record names the claim's time, `rl_at`, where it
+/// named the call, `rl_did`), so its lease still ends as before, the call goes back to
+/// its list counted in the window at the lease's end, and the new process delivers it.
+#[tokio::test]
+async fn a_layout_four_call_in_flight_is_taken_up() {
+    use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
+    use zenrelay::queue::{EnqueueBatch, NewEvent, RateLimit};
+
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let delivery = "notify_per_minute = 3\nlease_ms = 1500\nupstream_timeout_ms = 1000";
+    let text = with_admin(gateway_toml(
+        &redis.url(),
+        "four",
+        &sim,
+        &["acme"],
+        delivery,
+    ));
+    // What a layout-4 process leaves when it stops with a call in flight: written by this
+    // release's scripts, then put in layout 4's terms.
+    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
+    let p = partition_of("acme", 4);
+    let stored = zenrelay::queue::Queue::enqueue(
+        &queue,
+        EnqueueBatch {
+            account: "acme".into(),
+            limit: RateLimit {
+                limit: 3,
+                window_ms: 60_000,
+            },
+            max_depth: 100,
+            idempotency_ttl_secs: 60,
+            events: vec![NewEvent {
+                id: EventId::new(p),
+                priority: Priority::Normal,
+                ttl_ms: 0,
+                payload: NotifyPayload::new(1, "in flight", None),
+                agents: vec![None],
+                idempotency: None,
+            }],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 1);
+    let claimed = zenrelay::queue::Queue::claim(&queue, p, 1)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(claimed.len(), 1);
+    let did = claimed[0].delivery_id.clone();
+    let akey = format!("four:{{p{p}}}:acct:acme");
+    let claimed_at = bulk_value(redis.command(&["HGET", &akey, "rl_at"])).expect("rl_at");
+    redis.command(&["HDEL", &akey, "rl_at"]);
+    redis.command(&["HSET", &akey, "rl_did", &did]);
+    redis.command(&["HSET", "four:meta", "layout", "4"]);
+    drop(queue);
+
+    let new = ServeProcess::start(&text).await;
+    wait_for("the migration to finish", Duration::from_secs(20), || {
+        redis.command(&["HGET", "four:meta", "layout"]) == Some(bulk(&LAYOUT_VERSION.to_string()))
+    })
+    .await;
+    assert_eq!(bulk_value(redis.command(&["HGET", &akey, "rl_did"])), None);
+    assert_eq!(
+        bulk_value(redis.command(&["HGET", &akey, "rl_at"])),
+        Some(claimed_at.clone())
+    );
+    wait_for(
+        "the call once its lease ended",
+        Duration::from_secs(15),
+        || sim.received("acme").len() == 1,
+    )
+    .await;
+    // counted at its lease's end (the claim's time is gone from the log), then at its
+    // answer
+    let lease_end = claimed_at.parse::<u64>().unwrap() + 1500;
+    let log = bulk_value(redis.command(&["HGET", &akey, "rl"])).expect("a rate log");
+    let times: Vec<&str> = (0..log.len() / 13)
+        .map(|i| &log[i * 13..i * 13 + 13])
+        .collect();
+    assert_eq!(times.len(), 2, "{log}");
+    assert_eq!(times[1], lease_end.to_string(), "{log}");
+    let queues = admin_get(&new.base, "/v1/queues?q=acme").await;
+    let acme = &queues["accounts"][0];
+    assert_eq!(acme["sent_in_window"], 2, "{queues}");
+    assert_eq!(acme["depth"], 0, "{queues}");
+    assert_eq!(acme["delivered"], 1, "{queues}");
+}
