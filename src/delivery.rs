@@ -33,6 +33,11 @@ use crate::zendesk::{NotifyResult, ZendeskClient};
 /// Most deliveries claimed from one partition in one call.
 const CLAIM_MAX: usize = 256;
 
+/// Longest a lease group's sender holds a member's completion to record it with the
+/// next ones (see [`Worker::deliver_group`]): a process that dies meanwhile leaves the
+/// calls it sent in that time to be sent again.
+pub const GROUP_RECORD_WAIT: Duration = Duration::from_secs(1);
+
 /// Most completions recorded in one pipelined round trip.
 const COMPLETE_BATCH: usize = 512;
 
@@ -184,7 +189,7 @@ impl Worker {
     /// Runs until `shutdown` fires, then lets in-flight sends finish (each is bounded by
     /// the upstream timeout) and records their outcomes before returning.
     pub async fn run(self, shutdown: CancellationToken) {
-        let (tx, rx) = mpsc::channel::<Completion>(self.concurrency * 2);
+        let (tx, rx) = mpsc::channel::<Vec<Completion>>(self.concurrency * 2);
         let completer = tokio::spawn(record_completions(
             self.queue.clone(),
             rx,
@@ -387,11 +392,11 @@ impl Worker {
     /// One pass over every partition: claims what may be sent now, sends it, records the
     /// outcomes. Returns how many deliveries it handled. For tests and tools.
     pub async fn run_once(&self) -> Result<usize, QueueError> {
+        let asked = tokio::time::Instant::now();
         let mut claimed = Vec::new();
         for partition in 0..self.queue.partitions() {
             claimed.extend(self.queue.claim(partition, self.concurrency).await?.items);
         }
-        let asked = tokio::time::Instant::now();
         let groups = lease_groups(claimed);
         let sent = futures::future::join_all(
             groups
@@ -405,18 +410,21 @@ impl Worker {
     }
 
     /// Sends the members of one lease group (see [`Queue::claim`]), claimed at `asked`,
-    /// one after another, and hands each one's completion to `done` as soon as it is
-    /// known. After a 429, refused credentials or a release (too little lease left), and
-    /// once `stop` fires, the members not sent are released, last first, before the one
-    /// it stopped at: put back at the front of the account's list in that order, the
-    /// group keeps its order.
+    /// one after another, and hands their completions to `done` together once the group
+    /// has ended (so that one call records them), or once the first waiting has waited
+    /// [`GROUP_RECORD_WAIT`]. After a 429, refused credentials or a release (too little
+    /// lease left), and once `stop` fires, the members not sent are released, last first,
+    /// before the one it stopped at: put back at the front of the account's list in that
+    /// order, the group keeps its order.
     pub async fn deliver_group(
         &self,
         group: &[Claimed],
         asked: tokio::time::Instant,
         stop: &CancellationToken,
-        done: &mpsc::Sender<Completion>,
+        done: &mpsc::Sender<Vec<Completion>>,
     ) {
+        let mut waiting = Vec::with_capacity(group.len());
+        let mut since = tokio::time::Instant::now();
         for (i, claimed) in group.iter().enumerate() {
             let completion = if i > 0 && stop.is_cancelled() {
                 Completion::of(claimed, Outcome::Released)
@@ -433,13 +441,25 @@ impl Worker {
                 Outcome::RateLimited { .. } | Outcome::AuthFailed { .. } | Outcome::Released
             );
             if stops {
-                for rest in group[i + 1..].iter().rev() {
-                    let _ = done.send(Completion::of(rest, Outcome::Released)).await;
-                }
-                let _ = done.send(completion).await;
-                return;
+                waiting.extend(
+                    group[i + 1..]
+                        .iter()
+                        .rev()
+                        .map(|rest| Completion::of(rest, Outcome::Released)),
+                );
+                waiting.push(completion);
+                break;
             }
-            let _ = done.send(completion).await;
+            if waiting.is_empty() {
+                since = tokio::time::Instant::now();
+            }
+            waiting.push(completion);
+            if since.elapsed() >= GROUP_RECORD_WAIT {
+                let _ = done.send(std::mem::take(&mut waiting)).await;
+            }
+        }
+        if !waiting.is_empty() {
+            let _ = done.send(waiting).await;
         }
     }
 
@@ -453,7 +473,7 @@ impl Worker {
         let collect = async {
             let mut out = Vec::with_capacity(group.len());
             while let Some(c) = rx.recv().await {
-                out.push(c);
+                out.extend(c);
             }
             out
         };
@@ -643,7 +663,7 @@ struct Sending {
     /// cheaper in batches.
     low_water: usize,
     tracker: TaskTracker,
-    completions: mpsc::Sender<Completion>,
+    completions: mpsc::Sender<Vec<Completion>>,
     /// Fires at shutdown: a lease group's sender then releases the members it has not
     /// started.
     stop: CancellationToken,
@@ -653,7 +673,7 @@ impl Sending {
     /// `concurrency` slots, the outcomes sent to `completions`.
     fn new(
         concurrency: usize,
-        completions: mpsc::Sender<Completion>,
+        completions: mpsc::Sender<Vec<Completion>>,
         stop: CancellationToken,
     ) -> Self {
         Sending {
@@ -841,7 +861,7 @@ async fn listen_for_work(
 /// cannot record is sent again by another process when the lease ends (at-least-once).
 async fn record_completions(
     queue: Arc<dyn Queue>,
-    mut rx: mpsc::Receiver<Completion>,
+    mut rx: mpsc::Receiver<Vec<Completion>>,
     shutdown: CancellationToken,
     wake: Arc<Wake>,
 ) {
@@ -854,12 +874,13 @@ async fn record_completions(
 }
 
 /// The next completions to record together: the first to come, then those already
-/// waiting, at most [`COMPLETE_BATCH`]. `None` once every sender is gone.
-async fn next_batch(rx: &mut mpsc::Receiver<Completion>) -> Option<Vec<Completion>> {
-    let mut batch = vec![rx.recv().await?];
+/// waiting, until at least [`COMPLETE_BATCH`] (a lease group's are never split). `None`
+/// once every sender is gone.
+async fn next_batch(rx: &mut mpsc::Receiver<Vec<Completion>>) -> Option<Vec<Completion>> {
+    let mut batch = rx.recv().await?;
     while batch.len() < COMPLETE_BATCH {
         match rx.try_recv() {
-            Ok(c) => batch.push(c),
+            Ok(c) => batch.extend(c),
             Err(_) => break,
         }
     }
@@ -1040,13 +1061,13 @@ mod tests {
     }
 
     /// Every completion the sends of `sending` still make.
-    async fn sent(sending: Sending, mut rx: mpsc::Receiver<Completion>) -> Vec<Completion> {
+    async fn sent(sending: Sending, mut rx: mpsc::Receiver<Vec<Completion>>) -> Vec<Completion> {
         sending.tracker.close();
         sending.tracker.wait().await;
         drop(sending);
         let mut all = Vec::new();
         while let Some(c) = rx.recv().await {
-            all.push(c);
+            all.extend(c);
         }
         all
     }
@@ -1066,10 +1087,13 @@ mod tests {
 
         let pass = worker.claim_pass(&mut passes, &sending, now, IDLE).await;
         assert_eq!(pass, Pass::Claimed);
-        let first = [
-            rx.recv().await.expect("sent"),
-            rx.recv().await.expect("sent"),
-        ];
+        let mut first = Vec::new();
+        for _ in 0..2 {
+            let group = rx.recv().await.expect("sent");
+            assert_eq!(group.len(), 1, "one event per account");
+            first.extend(group);
+        }
+        let first: [Completion; 2] = first.try_into().expect("two completions");
         let mut partitions = first.map(|c| {
             assert!(
                 matches!(c.outcome, Outcome::Retry { .. }),
@@ -1192,7 +1216,9 @@ mod tests {
     async fn completions_are_taken_in_batches_of_what_is_waiting() {
         let (tx, mut rx) = mpsc::channel(COMPLETE_BATCH * 2);
         for i in 0..COMPLETE_BATCH + 3 {
-            tx.send(released(format!("x:{i}"))).await.expect("open");
+            tx.send(vec![released(format!("x:{i}"))])
+                .await
+                .expect("open");
         }
         let first = next_batch(&mut rx).await.expect("a batch");
         assert_eq!(first.len(), COMPLETE_BATCH);
@@ -1204,9 +1230,11 @@ mod tests {
         // A batch does not wait for more than is waiting.
         let later = async {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            tx.send(released("x:late".into())).await.expect("open");
+            tx.send(vec![released("x:late".into())])
+                .await
+                .expect("open");
         };
-        tx.send(released("x:now".into())).await.expect("open");
+        tx.send(vec![released("x:now".into())]).await.expect("open");
         let (third, ()) = tokio::join!(next_batch(&mut rx), later);
         assert_eq!(third.expect("a batch").len(), 1);
         assert_eq!(next_batch(&mut rx).await.expect("a batch").len(), 1);
@@ -1224,7 +1252,7 @@ mod tests {
             store(queue.as_ref(), account, p).await;
             for claimed in queue.claim(p, 8).await.expect("claimed").items {
                 let completion = Completion::of(&claimed, Outcome::Delivered { status: 200 });
-                tx.send(completion).await.expect("open");
+                tx.send(vec![completion]).await.expect("open");
             }
         }
         drop(tx);

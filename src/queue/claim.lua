@@ -10,7 +10,8 @@
 -- the default limit's oldest entry starts in a rate log: (default_limit - 1) * 13),
 -- changes_kept (how long the change set remembers a change, ms; see snapshot.rs), and
 -- group_max (most deliveries of a lease group), group_more (group_max - 1, as text),
--- group_allowance (ms a group's lease grows by per member after the first).
+-- group_allowance (ms a group's lease grows by per member after the first), and
+-- claim_deliveries (most deliveries one call leases).
 -- First puts back expired leases and due retries (at most reap_max of each), finishing
 -- what a call that failed part-way left undone, turns expired heads of held accounts into
 -- dead letters, and drops dead letters and idle accounts past their retention. Then, for
@@ -280,8 +281,9 @@ local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', ma
 -- stale budget runs out are read again for nothing)
 changed_all(base, accts, now_s)
 for _, acct in ipairs(accts) do
-  -- past the budget, the remaining accounts wait, untouched, for the next call
-  if stale_left <= 0 then break end
+  -- past the budgets, the remaining accounts wait, untouched, for the next call
+  local room = claim_deliveries - (#out - 2)
+  if stale_left <= 0 or room <= 0 then break end
   local akey = base .. ':acct:' .. acct
   local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
     'rl')
@@ -363,7 +365,7 @@ for _, acct in ipairs(accts) do
         -- the heads that follow this one in its list (up to the first that is not plainly
         -- waiting to be sent) go with it, to be sent one after another under one claim.
         local members = {{did, k, ekey, ev}}
-        if room_for_group(rl, limit, window) then
+        if room > 1 and room_for_group(rl, limit, window) then
           local next_ids = redis.call('LRANGE', list, '1', group_more)
           local seen = {[did] = true}
           for _, nd in ipairs(next_ids) do
@@ -376,6 +378,7 @@ for _, acct in ipairs(accts) do
             local nexp = nev[1] and tonumber(nev[1]) or 0
             if nev[2] ~= 'queued' or (nexp > 0 and nexp <= now) then break end
             members[#members + 1] = {nd, nk, nkey, nev}
+            if #members >= room then break end
           end
         end
         local n = #members

@@ -9,58 +9,96 @@
 -- and its lease is still in the in-flight set. Returns per delivery 'ok', or 'stale' when
 -- it did not (its result is then ignored, except that a late success still removes the
 -- delivery everywhere, so it is not sent again).
--- Every delivery's account is recorded as changed first (see `changed_all`). Then each
--- delivery's writes go in this order: where it goes next, its status, the account (freed
--- of it in one write: the account is free once its lease group is), the ready set, and
--- last the end of its lease. A completion that fails part-way is finished by the caller's
--- retry (the status tells how far it got) or, when the lease ends, by the reaper in
--- claim.lua.
+-- Every delivery's account is recorded as changed first (see `changed_all`). Consecutive
+-- deliveries of one account (a lease group's, most often) make a run, which reads the
+-- account's record once and writes it once. A run's writes go in this order: for each
+-- delivery, where it goes next and its status; then the account (freed of them in one
+-- write: the account is free once its lease group is), the ready set, and last the end
+-- of their leases. A completion that fails part-way is finished by the caller's retry
+-- (the statuses tell how far it got) or, when the leases end, by the reaper in claim.lua.
 local base = ARGV[1]
 local now, now_s = now_ms()
 local inflight = base .. ':inflight'
 
-local function complete_one(did, acct, kind, code, err, delay, reason, token)
+-- The run: its account, the account's record as read (`flags`: rl_at, busy, paused,
+-- auth_failed, until, sent, rl), and what the run changes in it.
+local acct, akey, flags
+local busy, rl, sent, extra, auth_failed, pause_until, count_429, freed, ends
+
+local function open_run(a)
+  acct = a
+  akey = base .. ':acct:' .. a
+  flags = redis.call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
+    'rl')
+  busy, rl, sent, extra = flags[2], flags[7], nil, {}
+  auth_failed, pause_until, count_429 = flags[4], flags[5], nil
+  freed, ends = false, {}
+end
+
+-- Writes what the run changed in the account, marks it ready when a delivery of the run
+-- may have freed it, and ends the leases of the run's deliveries, in that order.
+local function close_run()
+  if not acct then return end
+  local set = extra
+  if rl ~= flags[7] then
+    set[#set + 1] = 'rl'
+    set[#set + 1] = rl
+  end
+  if busy ~= flags[2] then
+    set[#set + 1] = 'busy'
+    set[#set + 1] = busy
+  end
+  if sent then
+    set[#set + 1] = 'sent'
+    set[#set + 1] = int(sent)
+  end
+  if #set > 0 then
+    w('HSET', akey, unpack(set))
+  end
+  if freed then
+    mark_ready(base, acct, now, now_s, nil, {busy, flags[3], auth_failed, pause_until})
+  end
+  if #ends > 0 then
+    w('ZREM', inflight, unpack(ends))
+  end
+  acct = nil
+end
+
+local function count_sent()
+  sent = (sent or tonumber(flags[6] or '0') or 0) + 1
+end
+
+local function complete_one(did, kind, code, err, delay, reason, token)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
-  local akey = base .. ':acct:' .. acct
   -- What only the rarer outcomes need (the event's priority and attempts, the account's
   -- 429 count) is read by them.
   local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd')
   local status = ev[1]
-  local flags = redis.call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until',
-    'sent', 'rl')
   local leased = redis.call('ZSCORE', inflight, did)
   local owned = ev[2] == token and leased ~= false
-  local held = in_group(flags[2], did)
+  local held = in_group(busy, did)
   -- Upstream received this call at some moment before its answer came back: the holder of
   -- the lease counts the call from now, so that however long the request took on the way,
   -- upstream can never see more than `limit` calls in one window. The claim logged each
   -- call of its group at the claim's time (`rl_at`): this call's answer takes one of
-  -- those entries (a released call, never sent, takes it away). A caller that lost its lease leaves
-  -- the rate log alone: the reaper counted the call at the lease's end.
-  local log = owned and held and flags[7] and log_without(flags[7], flags[1])
-  -- The account's fields that free it from this delivery, plus `extra`; written in one
-  -- write. Returns what the busy flag is then.
-  local function release(extra)
-    local set = extra or {}
+  -- those entries (a released call, never sent, takes it away). A caller that lost its
+  -- lease leaves the rate log alone: the reaper counted the call at the lease's end.
+  local log = owned and held and rl and log_without(rl, flags[1])
+  -- Frees the account of this delivery (in the run's changes) and ends its lease.
+  local function release()
     if log then
-      set[#set + 1] = 'rl'
       if kind == 'released' then
-        set[#set + 1] = log
+        rl = log
       else
-        set[#set + 1] = now_s .. log
+        rl = now_s .. log
       end
     end
-    local busy = flags[2]
     if held then
       busy = leave_group(busy, did)
-      set[#set + 1] = 'busy'
-      set[#set + 1] = busy
     end
-    if #set > 0 then
-      w('HSET', akey, unpack(set))
-    end
-    return busy
+    freed = true
+    ends[#ends + 1] = did
   end
   local function finish(status_to, fields, dead)
     local set, finished = finish_fields(k, status_to, now_s, fields, ev[3], ev[4], ev[5], dead)
@@ -85,18 +123,15 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       w('PEXPIRE', ekey, retention)
     end
     release()
-    mark_ready(base, acct, now, now_s)
-    w('ZREM', inflight, did)
     return 'stale'
   end
   local delivered_fields = {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}
-  local sent = int((tonumber(flags[6] or '0') or 0) + 1)
   if kind == 'delivered' and not owned and leased then
     -- A late success while another process holds a new lease on the call: record the
     -- success, and leave that lease, the account's busy flag and its rate entry to the
     -- holder, whose own completion (then stale) releases them.
     finish('delivered', delivered_fields, false)
-    w('HSET', akey, 'sent', sent)
+    count_sent()
     return 'ok'
   elseif kind == 'delivered' then
     if not owned and status == 'retrying' then
@@ -120,14 +155,14 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
         end
       end
     end
-    local busy = release({'sent', sent})
-    mark_ready(base, acct, now, now_s, nil, {busy, flags[3], flags[4], flags[5]})
-    if owned then
-      w('ZREM', inflight, did)
+    count_sent()
+    release()
+    if not owned then
+      -- no lease of its own to end
+      ends[#ends] = nil
     end
     return 'ok'
   end
-  local extra
   if kind == 'retry' then
     local due = int(now + tonumber(delay))
     w('ZADD', base .. ':delayed', due, did)
@@ -159,15 +194,20 @@ local function complete_one(did, acct, kind, code, err, delay, reason, token)
       w('ZADD', base .. ':held', 'NX', now_s, acct)
     end
     if kind == 'ratelimited' then
-      local count = tonumber(redis.call('HGET', akey, 'upstream_429') or '0') or 0
-      extra = {'until', int(now + tonumber(delay)), 'upstream_429', int(count + 1)}
+      count_429 = (count_429 or tonumber(redis.call('HGET', akey, 'upstream_429') or '0') or 0)
+        + 1
+      pause_until = int(now + tonumber(delay))
+      extra[#extra + 1] = 'until'
+      extra[#extra + 1] = pause_until
+      extra[#extra + 1] = 'upstream_429'
+      extra[#extra + 1] = int(count_429)
     elseif kind == 'authfailed' then
-      extra = {'auth_failed', '1'}
+      auth_failed = '1'
+      extra[#extra + 1] = 'auth_failed'
+      extra[#extra + 1] = '1'
     end
   end
-  release(extra)
-  mark_ready(base, acct, now, now_s)
-  w('ZREM', inflight, did)
+  release()
   return 'ok'
 end
 
@@ -179,7 +219,12 @@ for i = 3, #ARGV, 8 do accts[#accts + 1] = ARGV[i] end
 changed_all(base, accts, now_s)
 -- the delay stays text until a retry or a pause needs it as a number
 for i = 2, #ARGV, 8 do
-  out[#out + 1] = complete_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-    ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
+  if ARGV[i + 1] ~= acct then
+    close_run()
+    open_run(ARGV[i + 1])
+  end
+  out[#out + 1] = complete_one(ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
+    ARGV[i + 6], ARGV[i + 7])
 end
+close_run()
 return out

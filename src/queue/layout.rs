@@ -28,18 +28,17 @@
 //!
 //! The migration runs under a lock (`{prefix}:migrate:lock`, so one process does it while
 //! the others answer 503 and wait), one partition at a time, each step of a partition in
-//! one atomic script call (layout 1 takes three steps, layouts 3 and 4 one), and records its
-//! progress in
-//! `{prefix}:meta` (`migrating`: the target, `from`: the layout it started from,
-//! `migrated`: the partitions done): a process that dies half-way leaves a migration the
-//! next process resumes, and every step is idempotent. The recorded `layout` is removed
-//! when the migration starts, so that a process of the earlier layout started meanwhile
-//! finds a migration to a layout it does not know and refuses the store. A migration of
-//! layout 1 that the release of layout 2 left half-way is started again from layout 1, and
-//! one the release of layout 3 or 4 left half-way from the layout it recorded (its steps leave
-//! a partition already past them as it is). From layout 1, webhook replay ids
-//! are then copied to their own namespace (the old key stays, for a client whose key it
-//! was). The layout version is recorded last.
+//! one atomic script call (layout 1 takes three steps, layout 2 two, layouts 3 and 4
+//! one), and records its progress in `{prefix}:meta` (`migrating`: the target, `from`:
+//! the layout it started from, `migrated`: the partitions done): a process that dies
+//! half-way leaves a migration the next process resumes, and every step is idempotent.
+//! The recorded `layout` is removed when the migration starts, so that a process of the
+//! earlier layout started meanwhile finds a migration to a layout it does not know and
+//! refuses the store. A migration of layout 1 that the release of layout 2 left half-way
+//! is started again from layout 1, and one the release of layout 3 or 4 left half-way from
+//! the layout it recorded (its steps leave a partition already past them as it is). From
+//! layout 1, webhook replay ids are then copied to their own namespace (the old key
+//! stays, for a client whose key it was). The layout version is recorded last.
 //!
 //! Processes of an earlier layout must be stopped first (README, "Upgrading"; the
 //! migration waits while the process registry lists one, but layout-1 processes do not
@@ -480,7 +479,8 @@ async fn migrate_locked<T: Transport>(
         return Ok(());
     };
     let (meta, prefix) = (scope.meta(), scope.prefix);
-    // Each partition's steps, one script call each: layout 1 takes three, layout 4 one.
+    // Each partition's steps, one script call each: layout 1 takes three, layout 2 two,
+    // layouts 3 and 4 one.
     let steps: &[&Script] = match from {
         1 => &[
             &migration.partition,

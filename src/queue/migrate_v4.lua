@@ -1,4 +1,5 @@
--- Brings one partition of layout 3 or 4 to layout 5, in one atomic call. ARGV[1] = base.
+-- Brings one partition of layout 3 or 4 (or of 1 or 2, after their own steps) to layout
+-- 5, in one atomic call. ARGV[1] = base.
 -- Returns the number of accounts changed.
 --
 -- Layout 4 named the one call in flight whose time headed an account's rate log

@@ -24,7 +24,7 @@
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter; dropped `delivery.dead_letter_retention_seconds` later |
-//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (the lease group in flight: its delivery ids, one space apart, in sending order; see [`Queue::claim`]), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is its claim's, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; a released call, never sent, loses its entry; a send that would leave more than 128 behind it keeps only those that can still hold back a send under the account's current window and margin), `rl_at` (the claim time of the group in flight, whose entries in `rl` stand for its members not yet answered), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (the lease group in flight: its delivery ids, one space apart, in sending order; see [`Queue::claim`]), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is its claim's, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; a released call, never sent, loses its entry; a send that would leave more than 128 behind it keeps only those that can still hold back a send under the account's current window and margin), `rl_at` (the claim time of the latest lease group, whose entries in `rl` stand for its members not yet answered while it is in flight), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
 //! | `{base}:changed` | ZSET | account → time (ms) of the latest change to what its stats show, recorded by every script that makes one (also when its record is dropped), so that a process keeping the stats reads again only those (`snapshot.rs`); entries older than an hour ([`super::CHANGES_KEPT_MS`]) are dropped by the sweep that ends a round |
@@ -194,9 +194,13 @@ struct PendingEnqueue {
     reply: tokio::sync::oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>,
 }
 
-/// Most deliveries claimed by one claim script call, so that no call holds Redis for
-/// long; larger claims take several calls in one round trip.
+/// Most accounts claimed by one claim script call, so that no call holds Redis for long;
+/// larger claims take several calls in one round trip.
 const CLAIM_CHUNK: usize = 16;
+
+/// Most deliveries claimed by one claim script call (its accounts' lease groups
+/// together), for the same reason.
+const CLAIM_DELIVERIES: usize = 64;
 
 /// Most expired leases, and most due retries, put back by one claim script call, so
 /// that no call holds Redis for long (each takes about ten Redis calls).
@@ -243,8 +247,14 @@ fn sweep_rest(config: &QueueSettings, sweep_interval_ms: u64) -> u64 {
 /// Most accounts read by one stats script call, so that no call holds Redis for long.
 const STATS_CHUNK: usize = 16;
 
-/// Most completions in one complete script call, so that no call holds Redis for long.
+/// Completions in one complete script call: a call takes the account runs that begin
+/// before this many (see `account_chunks`), at most [`COMPLETE_CHUNK_MAX`], so that no
+/// call holds Redis for long.
 const COMPLETE_CHUNK: usize = 16;
+
+/// Most completions in one complete script call: a run of one account longer than that
+/// (which lease groups of at most 64 do not make) is cut.
+const COMPLETE_CHUNK_MAX: usize = 128;
 
 /// Most events of several requests merged into one enqueue script call, so that no call
 /// holds Redis for long. One request's batch (at most 1,000 events, the API's cap) is
@@ -693,6 +703,25 @@ fn group_calls<'a>(batches: impl Iterator<Item = &'a EnqueueBatch>) -> Vec<(Vec<
     calls
 }
 
+/// `indices` (of `completions`) cut into chunks of at least [`COMPLETE_CHUNK`] (but the
+/// last), each ending where its account's run does: a lease group's completions, which
+/// come together, are recorded by one call, so they all fail or succeed together and their
+/// put-backs keep their order. A chunk never exceeds [`COMPLETE_CHUNK_MAX`].
+fn account_chunks<'i>(indices: &'i [usize], completions: &[Completion]) -> Vec<&'i [usize]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for end in 1..=indices.len() {
+        let run_ends = end == indices.len()
+            || completions[indices[end]].account != completions[indices[end - 1]].account;
+        let full = end - start >= COMPLETE_CHUNK_MAX;
+        if full || (run_ends && (end - start >= COMPLETE_CHUNK || end == indices.len())) {
+            chunks.push(&indices[start..end]);
+            start = end;
+        }
+    }
+    chunks
+}
+
 /// The claim script, with this queue's settings written into its text: a constant costs
 /// a script call nothing, where an argument costs Redis a string and its conversion to a
 /// number about as much again, at every call. Processes with other settings run other
@@ -713,7 +742,8 @@ fn claim_script(
          local default_limit_text, default_window_text = '{limit}', '{window}'\n\
          local default_cut = {cut}\n\
          local changes_kept = {kept}\n\
-         local group_max, group_more, group_allowance = {group}, '{more}', {allowance}\n",
+         local group_max, group_more, group_allowance = {group}, '{more}', {allowance}\n\
+         local claim_deliveries = {CLAIM_DELIVERIES}\n",
         lease,
         config.default_limit.limit,
         config.default_limit.window_ms,
@@ -884,7 +914,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
 
     /// All partitions' claims in one round trip, each partition's calls failing alone.
     async fn claim_each(&self, requests: &[(u16, usize)]) -> Vec<Result<ClaimBatch, QueueError>> {
-        // A request for more than CLAIM_CHUNK deliveries becomes several script calls on
+        // A request for more than CLAIM_CHUNK accounts becomes several script calls on
         // the partition, one after the other in the same round trip.
         let mut calls: Vec<ScriptCall> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
@@ -950,8 +980,8 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         self.complete_each(completions).await.into_iter().collect()
     }
 
-    /// One script call per partition (in chunks of `COMPLETE_CHUNK`), all in one round
-    /// trip; a call that fails fails only its own completions.
+    /// One script call per partition (in chunks of about `COMPLETE_CHUNK`, whole account
+    /// runs), all in one round trip; a call that fails fails only its own completions.
     async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<(), QueueError>> {
         // Completions whose id names no event are not the queue's: nothing to record.
         let mut results: Vec<Result<(), QueueError>> = completions.iter().map(|_| Ok(())).collect();
@@ -969,7 +999,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         let mut owners: Vec<&[usize]> = Vec::new();
         for (partition, group) in &by_partition {
             let base = self.base(*partition);
-            for chunk in group.chunks(COMPLETE_CHUNK) {
+            for chunk in account_chunks(group, completions) {
                 let mut args = Vec::with_capacity(1 + 8 * chunk.len());
                 args.push(base.clone().into_bytes());
                 for &i in chunk {
@@ -1346,6 +1376,38 @@ mod tests {
             idempotency_ttl_secs: 60,
             events: vec![event; events],
         }
+    }
+
+    #[test]
+    fn completion_chunks_end_where_an_account_s_run_does() {
+        let of = |account: &str| Completion {
+            delivery_id: "e:0".into(),
+            account: account.into(),
+            lease_token: 1,
+            outcome: crate::queue::Outcome::Released,
+        };
+        // 15 of `a`, then a lease group of 8 of `b`, then 20 of `c`, then one of `d`
+        let accounts: Vec<&str> = std::iter::repeat("a")
+            .take(15)
+            .chain(std::iter::repeat("b").take(8))
+            .chain(std::iter::repeat("c").take(20))
+            .chain(["d"])
+            .collect();
+        let completions: Vec<Completion> = accounts.iter().map(|a| of(a)).collect();
+        let indices: Vec<usize> = (0..completions.len()).collect();
+        let sizes: Vec<usize> = account_chunks(&indices, &completions)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [23, 20, 1], "b's run is not cut");
+        // one account's run past the most a call takes is cut
+        let long: Vec<Completion> = (0..300).map(|_| of("a")).collect();
+        let indices: Vec<usize> = (0..long.len()).collect();
+        let sizes: Vec<usize> = account_chunks(&indices, &long)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [128, 128, 44]);
     }
 
     #[test]

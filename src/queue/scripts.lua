@@ -171,8 +171,9 @@ local function recent_sends(log, since)
 end
 
 -- Whether `did` is among the first entries of `list`. Put-backs check it first, so that
--- a put-back that failed after its push and is then done again pushes only once (nothing
--- else is pushed to the front of the account's list in between).
+-- a put-back that failed after its push and is then done again pushes only once: in
+-- between, only the other members of its lease group (at most 63) can be pushed to the
+-- front of the account's list, which is busy until they all are.
 local function near_head(list, did)
   return redis.call('LPOS', list, did, 'MAXLEN', '64') ~= false
 end

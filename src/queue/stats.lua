@@ -85,8 +85,8 @@ for _, acct in ipairs(list) do
     end
     consider(redis.call('LINDEX', q .. ':h', 0))
     consider(redis.call('LINDEX', q .. ':n', 0))
-    -- the group in flight: its first is its oldest
-    consider(st[3] and string.match(st[3], '^%S+'))
+    -- the lease group in flight (a replayed call among them may be older than its first)
+    for did in string.gmatch(st[3] or '', '%S+') do consider(did) end
     local score = redis.call('ZSCORE', base .. ':ready', acct)
     out[#out + 1] = {acct, int(depth), int(delayed), int(dead), st[1] or '0', st[2] or '0',
       st[3] or '', st[4] or '0', st[5] or '0', int(window), recent,

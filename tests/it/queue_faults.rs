@@ -199,6 +199,20 @@ async fn setup_events(q: &dyn Queue) {
         .unwrap();
 }
 
+/// Claims the lease group of `ACCOUNT` (what else is claimed is left to its lease).
+async fn claim_group(q: &dyn Queue) -> Vec<Claimed> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let items = q.claim(0, 10).await.unwrap().items;
+        let group: Vec<Claimed> = items.into_iter().filter(|c| c.account == ACCOUNT).collect();
+        if !group.is_empty() {
+            return group;
+        }
+        assert!(Instant::now() < deadline, "nothing of {ACCOUNT} to claim");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Claims the head delivery of `ACCOUNT` (what else is claimed is left to its lease).
 async fn claim_one(q: &dyn Queue) -> Claimed {
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -233,6 +247,10 @@ enum Op {
     Enqueue,
     Claim,
     Complete(fn() -> Outcome),
+    /// The whole lease group of `ACCOUNT` (a:0, a:1, b:0) completed in one call:
+    /// delivered, retry, dead; or (`true`) as a sender stopped by a 429 at the second
+    /// records it: the first delivered, the third released, then the 429.
+    CompleteGroup(bool),
     ReapLease,
     ReapRetry,
     LateSuccessQueued,
@@ -274,6 +292,28 @@ async fn run(op: Op, q: &Queues) -> anyhow::Result<()> {
             f.complete(&[Completion::of(&c, outcome())])
                 .await
                 .map_err(Into::into)
+        }
+        Op::CompleteGroup(stopped) => {
+            setup_events(n).await;
+            let group = claim_group(n).await;
+            assert_eq!(group.len(), 3, "a lease group of a:0, a:1 and b:0");
+            let pause = Outcome::RateLimited {
+                retry_after: Duration::from_millis(50),
+            };
+            let completions = if stopped {
+                [
+                    Completion::of(&group[0], ok()),
+                    Completion::of(&group[2], Outcome::Released),
+                    Completion::of(&group[1], pause),
+                ]
+            } else {
+                [
+                    Completion::of(&group[0], ok()),
+                    Completion::of(&group[1], retry(50)),
+                    Completion::of(&group[2], dead()),
+                ]
+            };
+            f.complete(&completions).await.map_err(Into::into)
         }
         Op::ReapLease => {
             setup_events(n).await;
@@ -636,6 +676,11 @@ async fn fail_every_operation(backend: Backend<'_>) {
                 status: 401,
                 error: "no".into(),
             }),
+        ),
+        ("complete a lease group", Op::CompleteGroup(false)),
+        (
+            "complete a lease group stopped by a 429",
+            Op::CompleteGroup(true),
         ),
         ("reap lease", Op::ReapLease),
         ("reap retry", Op::ReapRetry),

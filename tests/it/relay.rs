@@ -1046,8 +1046,9 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
         .unwrap();
     let partition = partition_of("acme", config.redis.partitions);
 
-    // Asked for 0.6 s ago: the process stalled past the last moment a send may start
-    // (the two events are one lease group, its lease 1 s longer: 1.1 s ago).
+    // Asked for 1.6 s ago: the process stalled past the last moment a send may start (the
+    // two events are one lease group, whose lease of 1.5 s grows by a sixteenth for the
+    // second: a send must start within 0.59 s).
     let asked = tokio::time::Instant::now() - Duration::from_millis(1600);
     let claimed = queue.claim(partition, 1).await.unwrap().items;
     let names: Vec<u32> = claimed.iter().map(|c| c.group_index).collect();
