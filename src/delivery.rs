@@ -227,7 +227,8 @@ impl Worker {
         listening: &AtomicBool,
         shutdown: &CancellationToken,
     ) -> ControlFlow<()> {
-        self.wake.apply(&mut passes.quiet);
+        let stored = self.wake.apply(&mut passes.quiet);
+        passes.stored(stored);
         let now = tokio::time::Instant::now();
         let idle_poll = self.idle_poll_of(passes.partitions, listening.load(Ordering::SeqCst));
         let pass = self.claim_pass(passes, sending, now, idle_poll).await;
@@ -717,6 +718,9 @@ struct Passes {
     /// out, a held account's check), at most the idle poll away. Work stored meanwhile
     /// clears it (see [`Wake`]).
     quiet: Vec<Option<tokio::time::Instant>>,
+    /// Partitions where new work was stored since a pass last claimed them (see
+    /// [`Wake::stored`]), in the order told: claimed first.
+    fresh: Vec<u16>,
 }
 
 impl Passes {
@@ -729,17 +733,33 @@ impl Passes {
             storage_down: false,
             failing: HashMap::new(),
             quiet: vec![None; usize::from(partitions)],
+            fresh: Vec::new(),
         }
     }
 
-    /// The partitions to claim at `now`, in turn from `start`: the ones not quiet, and
-    /// not sitting out a failure.
+    /// New work was stored in `partitions`: they go first in the next passes until
+    /// claimed.
+    fn stored(&mut self, partitions: Vec<u16>) {
+        for p in partitions {
+            if p < self.partitions && !self.fresh.contains(&p) {
+                self.fresh.push(p);
+            }
+        }
+    }
+
+    /// The partitions to claim at `now`: the ones not quiet, and not sitting out a
+    /// failure; those with newly stored work first, then the others in turn from `start`.
     fn ready(&self, now: tokio::time::Instant) -> Vec<u16> {
-        (0..self.partitions)
+        let claimable = |p: &u16| {
+            self.quiet[usize::from(*p)].map_or(true, |until| until <= now)
+                && self.failing.get(p).map_or(true, |f| f.retry_at <= now)
+        };
+        let fresh = self.fresh.iter().copied().filter(claimable);
+        let in_turn = (0..self.partitions)
             .map(|i| (self.start + i) % self.partitions)
-            .filter(|p| self.quiet[usize::from(*p)].map_or(true, |until| until <= now))
-            .filter(|p| self.failing.get(p).map_or(true, |f| f.retry_at <= now))
-            .collect()
+            .filter(|p| !self.fresh.contains(p))
+            .filter(claimable);
+        fresh.chain(in_turn).collect()
     }
 
     /// `partition` answered a claim at `answered` with `batch`: it is reachable, and
@@ -782,7 +802,8 @@ impl Passes {
     }
 
     /// The pass that asked for `requests` is over, `failures` of them failed: the next
-    /// starts after the last partition this one served. True when every partition is
+    /// starts after the last partition this one served in turn, and the partitions with
+    /// newly stored work it served are no longer ahead. True when every partition is
     /// failing (the storage is down: back off as a whole).
     fn passed(&mut self, requests: &[(u16, usize)], failures: usize) -> bool {
         let down = failures == requests.len() && self.failing.len() == usize::from(self.partitions);
@@ -792,9 +813,13 @@ impl Passes {
             tracing::info!("queue storage reachable again; delivery resumes");
         }
         self.storage_down = down;
-        if let Some(&(last, _)) = requests.last() {
+        // the turn goes on after the last partition served in turn
+        let fresh = std::mem::take(&mut self.fresh);
+        let served = |p: &u16| requests.iter().any(|(r, _)| r == p);
+        if let Some(&(last, _)) = requests.iter().rev().find(|(p, _)| !fresh.contains(p)) {
             self.start = (last + 1) % self.partitions;
         }
+        self.fresh = fresh.into_iter().filter(|p| !served(p)).collect();
         down
     }
 
@@ -828,7 +853,7 @@ async fn listen_for_work(
             wake.all();
         };
         let message = |partitions: Option<&[u16]>| match partitions {
-            Some(partitions) => partitions.iter().for_each(|&p| wake.partition(p)),
+            Some(partitions) => partitions.iter().for_each(|&p| wake.stored(p)),
             None => wake.all(),
         };
         let ended = tokio::select! {
@@ -1210,6 +1235,82 @@ mod tests {
         assert_eq!(worker.idle_poll_of(IDLE_PARTITIONS, true), IDLE);
         assert_eq!(worker.idle_poll_of(IDLE_PARTITIONS + 1, true), IDLE * 2);
         assert_eq!(worker.idle_poll_of(64, false), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partitions_with_newly_stored_work_are_claimed_ahead_of_the_turn() {
+        let mut passes = Passes::new(8);
+        passes.start = 5;
+        let now = Instant::now();
+        passes.stored(vec![2, 6]);
+        assert_eq!(passes.ready(now), [2, 6, 5, 7, 0, 1, 3, 4]);
+        // served: they are no longer ahead, and the turn goes on where it was
+        assert!(!passes.passed(&[(2, 8), (6, 8)], 0));
+        assert_eq!(passes.start, 5);
+        assert_eq!(passes.ready(now), [5, 6, 7, 0, 1, 2, 3, 4]);
+        // one not served in a pass stays ahead; the turn goes on after the last served
+        passes.stored(vec![3, 1]);
+        assert!(!passes.passed(&[(3, 8), (5, 8)], 0));
+        assert_eq!(passes.start, 6);
+        assert_eq!(passes.ready(now), [1, 6, 7, 0, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_group_s_completions_are_handed_over_together() {
+        let worker = worker(1);
+        let account = account_in(0, 1);
+        for _ in 0..3 {
+            store(worker.queue.as_ref(), &account, 0).await;
+        }
+        let group = worker.queue.claim(0, 1).await.expect("claimed").items;
+        assert_eq!(group.len(), 3, "one lease group");
+        let (tx, mut rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        worker
+            .deliver_group(&group, Instant::now(), &stop, &tx)
+            .await;
+        drop(tx);
+        let handed = rx.recv().await.expect("handed over");
+        let ids = |c: &[Completion]| c.iter().map(|c| c.delivery_id.clone()).collect::<Vec<_>>();
+        let claimed: Vec<String> = group.iter().map(|c| c.delivery_id.clone()).collect();
+        assert_eq!(ids(&handed), claimed, "together, in order");
+        assert!(rx.recv().await.is_none());
+        // (no account is configured: each send fails at once, to be retried)
+        assert!(handed
+            .iter()
+            .all(|c| matches!(c.outcome, Outcome::Retry { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_shutdown_a_lease_group_releases_what_it_has_not_sent_last_first() {
+        let worker = worker(1);
+        let account = account_in(0, 1);
+        for _ in 0..3 {
+            store(worker.queue.as_ref(), &account, 0).await;
+        }
+        let group = worker.queue.claim(0, 1).await.expect("claimed").items;
+        assert_eq!(group.len(), 3, "one lease group");
+        let (tx, mut rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        worker
+            .deliver_group(&group, Instant::now(), &stop, &tx)
+            .await;
+        let handed = rx.recv().await.expect("handed over");
+        let got: Vec<(&str, bool)> = handed
+            .iter()
+            .map(|c| {
+                let released = matches!(c.outcome, Outcome::Released);
+                (c.delivery_id.as_str(), released)
+            })
+            .collect();
+        // the first was under way (a claim is sent once started); the rest go back
+        let expected = [
+            (group[0].delivery_id.as_str(), false),
+            (group[2].delivery_id.as_str(), true),
+            (group[1].delivery_id.as_str(), true),
+        ];
+        assert_eq!(got, expected);
     }
 
     #[tokio::test(start_paused = true)]

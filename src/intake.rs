@@ -209,8 +209,7 @@ impl Intake {
             .filter(|r| matches!(r, Ok(Stored { new: true, .. })))
             .count() as u64;
         if stored > 0 {
-            self.wake
-                .partition(partition_of(&account.id, self.partitions));
+            self.wake.stored(partition_of(&account.id, self.partitions));
             self.metrics.events_accepted(&account.id, stored);
             tracing::debug!(account = %account.id, stored, "events stored");
         }

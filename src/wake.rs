@@ -18,6 +18,8 @@ pub struct Wake {
 struct Marked {
     all: bool,
     partitions: std::collections::BTreeSet<u16>,
+    /// Those among them where new work was stored (not only freed by a completion).
+    stored: std::collections::BTreeSet<u16>,
 }
 
 impl Wake {
@@ -29,6 +31,17 @@ impl Wake {
     /// Work is waiting in each of `partitions`.
     pub fn partitions(&self, partitions: impl IntoIterator<Item = u16>) {
         self.lock().partitions.extend(partitions);
+        self.notify.notify_one();
+    }
+
+    /// New work was stored in `partition` (by this process, or announced by another): the
+    /// worker claims it ahead of the partitions it takes in turn, so that a quiet
+    /// account's event does not wait for a round of the partitions behind busy ones.
+    pub fn stored(&self, partition: u16) {
+        let mut marked = self.lock();
+        marked.partitions.insert(partition);
+        marked.stored.insert(partition);
+        drop(marked);
         self.notify.notify_one();
     }
 
@@ -48,8 +61,9 @@ impl Wake {
         self.marked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Clears the quiet time of every partition told to have work.
-    pub(crate) fn apply(&self, quiet: &mut [Option<tokio::time::Instant>]) {
+    /// Clears the quiet time of every partition told to have work; returns those where
+    /// new work was stored (see [`Wake::stored`]).
+    pub(crate) fn apply(&self, quiet: &mut [Option<tokio::time::Instant>]) -> Vec<u16> {
         let marked = std::mem::take(&mut *self.lock());
         if marked.all {
             quiet.iter_mut().for_each(|q| *q = None);
@@ -59,5 +73,6 @@ impl Wake {
                 *q = None;
             }
         }
+        marked.stored.into_iter().collect()
     }
 }

@@ -1169,3 +1169,55 @@ async fn work_stored_by_another_process_wakes_an_idle_worker() {
     ingress.shutdown().await;
     worker.shutdown().await;
 }
+
+/// A lease group stopped by a 429 at its second call: the sender sends nothing more during
+/// the pause, the calls it did not send go back in order, and every event reaches
+/// upstream once, in order, with the 429s not counted as attempts.
+#[tokio::test]
+async fn a_lease_group_stops_at_a_429_and_its_rest_follows_in_order() {
+    let redis = RedisServer::start();
+    // Upstream takes one call per 2 s window; the gateway's own limit is 100 a minute, so
+    // the three events are claimed as one group and the second is refused.
+    let sim = spawn_sim(&["acme"], 1, 2).await;
+    let text = gateway_toml(&redis.url(), "t", &sim, &["acme"], "");
+    let ingress = spawn_gateway(config(
+        &text.replace("[delivery]", "[delivery]\nenabled = false"),
+    ))
+    .await;
+    let api = Api::from(&ingress);
+    let events: Vec<Value> = (1..=3)
+        .map(|i| json!({"app_id": 1, "event": "seq", "body": format!("{i}")}))
+        .collect();
+    let resp = api
+        .http
+        .post(format!("{}/v1/accounts/acme/notify/batch", api.base))
+        .bearer_auth(KEY)
+        .json(&json!({"events": events}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "a batch answers 200 with a result per event"
+    );
+    let worker = spawn_gateway(config(&text)).await;
+    wait_for("3 deliveries", Duration::from_secs(20), || {
+        sim.sim.notifications("acme").len() == 3
+    })
+    .await;
+    // (the simulator keeps no body of a call it refused)
+    let attempts: Vec<(String, u16)> = sim
+        .sim
+        .notify_attempts("acme")
+        .iter()
+        .map(|a| (a.json["body"].as_str().unwrap_or("").to_string(), a.status))
+        .collect();
+    let expected: Vec<(String, u16)> = [("1", 200), ("", 429), ("2", 200), ("", 429), ("3", 200)]
+        .iter()
+        .map(|(b, s)| (b.to_string(), *s))
+        .collect();
+    assert_eq!(attempts, expected, "nothing sent during a pause, FIFO kept");
+    worker.shutdown().await;
+    ingress.shutdown().await;
+}
