@@ -36,9 +36,14 @@ const CLAIM_MAX: usize = 256;
 /// Longest a lease group's sender holds a member's completion to record it with the
 /// next ones (see [`Worker::deliver_group`]): a process that dies meanwhile leaves the
 /// calls it sent in that time to be sent again.
+///
+/// It also bounds how long an answered member waits to be recorded behind a slow send,
+/// well within its lease: an answer recorded after the lease ended may come too late to
+/// keep another process from sending the call again.
 pub const GROUP_RECORD_WAIT: Duration = Duration::from_secs(1);
 
-/// Most completions recorded in one pipelined round trip.
+/// Completions taken for one pipelined round trip: at least one lease group's, then
+/// those waiting until this many (so at most this many plus a group's, less one).
 const COMPLETE_BATCH: usize = 512;
 
 /// Fewest slots offered to a partition in one claim (unless fewer are free): a claim
@@ -412,8 +417,8 @@ impl Worker {
 
     /// Sends the members of one lease group (see [`Queue::claim`]), claimed at `asked`,
     /// one after another, and hands their completions to `done` together once the group
-    /// has ended (so that one call records them), or once the first waiting has waited
-    /// [`GROUP_RECORD_WAIT`]. After a 429, refused credentials or a release (too little
+    /// has ended (so that one call records them), or, while a send goes on, once the
+    /// first waiting has waited [`GROUP_RECORD_WAIT`]. After a 429, refused credentials or a release (too little
     /// lease left), and once `stop` fires, the members not sent are released, last first,
     /// before the one it stopped at: put back at the front of the account's list in that
     /// order, the group keeps its order.
@@ -435,7 +440,21 @@ impl Worker {
                     delivery_id = %claimed.delivery_id,
                     attempt = claimed.attempts
                 );
-                self.deliver_leased(claimed, asked).instrument(span).await
+                let send = self.deliver_leased(claimed, asked).instrument(span);
+                tokio::pin!(send);
+                // what waits is handed over once it has waited long enough, even while
+                // this send takes its time
+                loop {
+                    if waiting.is_empty() {
+                        break send.await;
+                    }
+                    tokio::select! {
+                        completion = &mut send => break completion,
+                        _ = tokio::time::sleep_until(since + GROUP_RECORD_WAIT) => {
+                            let _ = done.send(std::mem::take(&mut waiting)).await;
+                        }
+                    }
+                }
             };
             let stops = matches!(
                 completion.outcome,
@@ -719,8 +738,12 @@ struct Passes {
     /// clears it (see [`Wake`]).
     quiet: Vec<Option<tokio::time::Instant>>,
     /// Partitions where new work was stored since a pass last claimed them (see
-    /// [`Wake::stored`]), in the order told: claimed first.
+    /// [`Wake::stored`]), in the order told.
     fresh: Vec<u16>,
+    /// Whether the next pass takes `fresh` ahead of the turn: every other pass does, so
+    /// that new work waits at most a pass or two, and a turn over busy partitions is
+    /// never held up by new work stored all the time elsewhere.
+    fresh_first: bool,
 }
 
 impl Passes {
@@ -734,6 +757,7 @@ impl Passes {
             failing: HashMap::new(),
             quiet: vec![None; usize::from(partitions)],
             fresh: Vec::new(),
+            fresh_first: true,
         }
     }
 
@@ -748,18 +772,24 @@ impl Passes {
     }
 
     /// The partitions to claim at `now`: the ones not quiet, and not sitting out a
-    /// failure; those with newly stored work first, then the others in turn from `start`.
+    /// failure; those with newly stored work and the others in turn from `start`, the
+    /// former first every other pass (see `fresh_first`).
     fn ready(&self, now: tokio::time::Instant) -> Vec<u16> {
         let claimable = |p: &u16| {
             self.quiet[usize::from(*p)].map_or(true, |until| until <= now)
                 && self.failing.get(p).map_or(true, |f| f.retry_at <= now)
         };
-        let fresh = self.fresh.iter().copied().filter(claimable);
-        let in_turn = (0..self.partitions)
+        let fresh: Vec<u16> = self.fresh.iter().copied().filter(claimable).collect();
+        let in_turn: Vec<u16> = (0..self.partitions)
             .map(|i| (self.start + i) % self.partitions)
             .filter(|p| !self.fresh.contains(p))
-            .filter(claimable);
-        fresh.chain(in_turn).collect()
+            .filter(claimable)
+            .collect();
+        if self.fresh_first {
+            [fresh, in_turn].concat()
+        } else {
+            [in_turn, fresh].concat()
+        }
     }
 
     /// `partition` answered a claim at `answered` with `batch`: it is reachable, and
@@ -815,6 +845,9 @@ impl Passes {
         self.storage_down = down;
         // the turn goes on after the last partition served in turn
         let fresh = std::mem::take(&mut self.fresh);
+        if !fresh.is_empty() {
+            self.fresh_first = !self.fresh_first;
+        }
         let served = |p: &u16| requests.iter().any(|(r, _)| r == p);
         if let Some(&(last, _)) = requests.iter().rev().find(|(p, _)| !fresh.contains(p)) {
             self.start = (last + 1) % self.partitions;
@@ -1248,11 +1281,18 @@ mod tests {
         assert!(!passes.passed(&[(2, 8), (6, 8)], 0));
         assert_eq!(passes.start, 5);
         assert_eq!(passes.ready(now), [5, 6, 7, 0, 1, 2, 3, 4]);
-        // one not served in a pass stays ahead; the turn goes on after the last served
+        // the next pass with new work takes the turn first: new work stored all the
+        // time cannot hold the turn up
         passes.stored(vec![3, 1]);
-        assert!(!passes.passed(&[(3, 8), (5, 8)], 0));
-        assert_eq!(passes.start, 6);
-        assert_eq!(passes.ready(now), [1, 6, 7, 0, 2, 3, 4, 5]);
+        assert_eq!(passes.ready(now), [5, 6, 7, 0, 2, 4, 3, 1]);
+        assert!(!passes.passed(&[(5, 8), (6, 8)], 0));
+        assert_eq!(passes.start, 7);
+        // then new work first again; one not served stays ahead; the turn goes on after
+        // the last partition served in it
+        assert_eq!(passes.ready(now), [3, 1, 7, 0, 2, 4, 5, 6]);
+        assert!(!passes.passed(&[(3, 8), (7, 8)], 0));
+        assert_eq!(passes.start, 0);
+        assert_eq!(passes.fresh, [1]);
     }
 
     #[tokio::test(start_paused = true)]

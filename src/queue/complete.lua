@@ -24,6 +24,8 @@ local inflight = base .. ':inflight'
 -- auth_failed, until, sent, rl), and what the run changes in it.
 local acct, akey, flags
 local busy, rl, sent, extra, auth_failed, pause_until, count_429, freed, ends
+-- the leases the run has ended (they leave the in-flight set when it closes)
+local ended_leases
 
 local function open_run(a)
   acct = a
@@ -32,7 +34,7 @@ local function open_run(a)
     'rl')
   busy, rl, sent, extra = flags[2], flags[7], nil, {}
   auth_failed, pause_until, count_429 = flags[4], flags[5], nil
-  freed, ends = false, {}
+  freed, ends, ended_leases = false, {}, {}
 end
 
 -- Writes what the run changed in the account, marks it ready when a delivery of the run
@@ -68,6 +70,28 @@ local function count_sent()
   sent = (sent or tonumber(flags[6] or '0') or 0) + 1
 end
 
+-- Holds the account after a 429 (until `delay` ms from now, counted) or refused
+-- credentials (until an operator resumes it); the held set lets claims expire its events
+-- meanwhile.
+local function hold_account(kind, delay)
+  if kind == 'ratelimited' then
+    count_429 = (count_429 or tonumber(redis.call('HGET', akey, 'upstream_429') or '0') or 0)
+      + 1
+    pause_until = int(now + tonumber(delay))
+    extra[#extra + 1] = 'until'
+    extra[#extra + 1] = pause_until
+    extra[#extra + 1] = 'upstream_429'
+    extra[#extra + 1] = int(count_429)
+  elseif kind == 'authfailed' then
+    auth_failed = '1'
+    extra[#extra + 1] = 'auth_failed'
+    extra[#extra + 1] = '1'
+  else
+    return
+  end
+  w('ZADD', base .. ':held', 'NX', now_s, acct)
+end
+
 local function complete_one(did, kind, code, err, delay, reason, token)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
@@ -76,6 +100,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
   local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd')
   local status = ev[1]
   local leased = redis.call('ZSCORE', inflight, did)
+  if ended_leases[did] then leased = false end
   local owned = ev[2] == token and leased ~= false
   local held = in_group(busy, did)
   -- Upstream received this call at some moment before its answer came back: the holder of
@@ -99,6 +124,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     end
     freed = true
     ends[#ends + 1] = did
+    ended_leases[did] = true
   end
   local function finish(status_to, fields, dead)
     local set, finished = finish_fields(k, status_to, now_s, fields, ev[3], ev[4], ev[5], dead)
@@ -114,9 +140,17 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     return 'stale'
   end
   if ended then
-    -- Already finished (a late success recorded it while this caller held a new lease, or
+    if status and leased and not owned then
+      -- another process holds a new lease on it (this is a late success done again, or
+      -- a stale failure): that holder's completion finishes it
+      return 'stale'
+    end
+    -- Already finished (a late success recorded it while this caller held its lease, or
     -- this completion is a retry of one that failed part-way): finish what is left, end
-    -- the lease and free the account.
+    -- the lease and free the account (held, as its outcome says).
+    if owned then
+      hold_account(kind, delay)
+    end
     if (status == 'dead' or status == 'expired') and held then
       w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
     elseif status == 'delivered' and is_finished(ev[3], ev[4], ev[5]) then
@@ -189,23 +223,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
       end
       w('HSET', ekey, unpack(set))
     end
-    if kind ~= 'released' then
-      -- held: the held set lets claims expire its events meanwhile
-      w('ZADD', base .. ':held', 'NX', now_s, acct)
-    end
-    if kind == 'ratelimited' then
-      count_429 = (count_429 or tonumber(redis.call('HGET', akey, 'upstream_429') or '0') or 0)
-        + 1
-      pause_until = int(now + tonumber(delay))
-      extra[#extra + 1] = 'until'
-      extra[#extra + 1] = pause_until
-      extra[#extra + 1] = 'upstream_429'
-      extra[#extra + 1] = int(count_429)
-    elseif kind == 'authfailed' then
-      auth_failed = '1'
-      extra[#extra + 1] = 'auth_failed'
-      extra[#extra + 1] = '1'
-    end
+    hold_account(kind, delay)
   end
   release()
   return 'ok'

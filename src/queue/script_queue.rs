@@ -704,9 +704,10 @@ fn group_calls<'a>(batches: impl Iterator<Item = &'a EnqueueBatch>) -> Vec<(Vec<
 }
 
 /// `indices` (of `completions`) cut into chunks of at least [`COMPLETE_CHUNK`] (but the
-/// last), each ending where its account's run does: a lease group's completions, which
-/// come together, are recorded by one call, so they all fail or succeed together and their
-/// put-backs keep their order. A chunk never exceeds [`COMPLETE_CHUNK_MAX`].
+/// last), each ending where its account's run does: the completions a lease group's
+/// sender hands over together are recorded by one call, so they all fail or succeed
+/// together and their put-backs keep their order. A chunk never exceeds
+/// [`COMPLETE_CHUNK_MAX`] (a longer run, which groups of at most 64 do not make, is cut).
 fn account_chunks<'i>(indices: &'i [usize], completions: &[Completion]) -> Vec<&'i [usize]> {
     let mut chunks = Vec::new();
     let mut start = 0;

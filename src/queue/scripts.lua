@@ -172,8 +172,9 @@ end
 
 -- Whether `did` is among the first entries of `list`. Put-backs check it first, so that
 -- a put-back that failed after its push and is then done again pushes only once: in
--- between, only the other members of its lease group (at most 63) can be pushed to the
--- front of the account's list, which is busy until they all are.
+-- between, only a few put-backs of the same account can come to the front of its list
+-- (the other members of its lease group and due retries, while the account is busy
+-- until its group is back).
 local function near_head(list, did)
   return redis.call('LPOS', list, did, 'MAXLEN', '64') ~= false
 end

@@ -385,9 +385,18 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
     let again = claim_within(&q, Duration::from_secs(2)).await.unwrap();
     done(&q, &held, ok()).await;
     assert_eq!(record(&q, &ids[0]).await.status, "delivered");
-    // The new lease's holder still holds the account: nothing else of it is claimed ...
+    // The new lease's holder still holds the account: nothing else of it is claimed, even
+    // when the late success is recorded again (as a completion retried after its call
+    // failed part-way would be) ...
     let more = put(&q, "acme", WIDE, &["x2"]).await;
+    done(&q, &held, ok()).await;
     assert!(claim(&q).await.is_empty(), "one call in flight per account");
+    let s = stats_for(&q, "acme").await;
+    assert_eq!(
+        (s.in_flight, s.delivered),
+        (1, 1),
+        "counted once, still held"
+    );
     done(
         &q,
         &again,
@@ -434,6 +443,24 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
     done(&q, &c, ok()).await;
     assert_eq!(record(&q, &ids[0]).await.status, "delivered");
     assert!(claim(&q).await.is_empty(), "removed from its list");
+
+    // The new holder's retry and the old holder's success, recorded by one call in that
+    // order: the success still removes the retry.
+    let ids = put(&q, "acme", WIDE, &["w"]).await;
+    let old = claim(&q).await.remove(0);
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
+    let new = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    let retry = Outcome::Retry {
+        delay: Duration::from_secs(60),
+        status: Some(503),
+        error: "flaky".into(),
+    };
+    q.complete(&[Completion::of(&new, retry), Completion::of(&old, ok())])
+        .await
+        .expect("complete");
+    assert_eq!(record(&q, &ids[0]).await.status, "delivered");
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.scheduled_retries, s.depth, s.in_flight), (0, 0, 0));
 }
 
 async fn retry_waits_its_delay_while_later_events_go(b: Backend) {
