@@ -461,6 +461,26 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
     assert_eq!(record(&q, &ids[0]).await.status, "delivered");
     let s = stats_for(&q, "acme").await;
     assert_eq!((s.scheduled_retries, s.depth, s.in_flight), (0, 0, 0));
+
+    // The new holder's 429 after the old holder's success: the call is done, yet upstream
+    // answered 429, so the account pauses.
+    put(&q, "acme", WIDE, &["v"]).await;
+    let old = claim(&q).await.remove(0);
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
+    let new = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    done(&q, &old, ok()).await;
+    let before = stats_for(&q, "acme").await.upstream_429;
+    let pause = Duration::from_millis(400);
+    done(&q, &new, Outcome::RateLimited { retry_after: pause }).await;
+    let started = Instant::now();
+    put(&q, "acme", WIDE, &["v2"]).await;
+    assert_eq!(stats_for(&q, "acme").await.upstream_429, before + 1);
+    let next = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    assert!(
+        started.elapsed() >= pause - Duration::from_millis(50),
+        "not paused"
+    );
+    assert_eq!(name(&next), "v2");
 }
 
 async fn retry_waits_its_delay_while_later_events_go(b: Backend) {
