@@ -1295,15 +1295,21 @@ mod tests {
         assert_eq!(passes.fresh, [1]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_lease_group_s_completions_are_handed_over_together() {
-        let worker = worker(1);
+    /// Three events of one account stored and claimed: one lease group.
+    async fn group_of_three(worker: &Worker) -> Vec<Claimed> {
         let account = account_in(0, 1);
         for _ in 0..3 {
             store(worker.queue.as_ref(), &account, 0).await;
         }
         let group = worker.queue.claim(0, 1).await.expect("claimed").items;
         assert_eq!(group.len(), 3, "one lease group");
+        group
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_group_s_completions_are_handed_over_together() {
+        let worker = worker(1);
+        let group = group_of_three(&worker).await;
         let (tx, mut rx) = mpsc::channel(8);
         let stop = CancellationToken::new();
         worker
@@ -1324,12 +1330,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn at_shutdown_a_lease_group_releases_what_it_has_not_sent_last_first() {
         let worker = worker(1);
-        let account = account_in(0, 1);
-        for _ in 0..3 {
-            store(worker.queue.as_ref(), &account, 0).await;
-        }
-        let group = worker.queue.claim(0, 1).await.expect("claimed").items;
-        assert_eq!(group.len(), 3, "one lease group");
+        let group = group_of_three(&worker).await;
         let (tx, mut rx) = mpsc::channel(8);
         let stop = CancellationToken::new();
         stop.cancel();

@@ -484,24 +484,21 @@ async fn idempotency_fan_out_priority_and_batch() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn high_priority_goes_first_and_fifo_holds_within_a_priority() {
-    let redis = RedisServer::start();
-    let sim = spawn_sim(&["acme"], 100, 60).await;
-    // Delivery is off while the backlog is written, so the order is decided by the queue alone.
-    let text = gateway_toml(&redis.url(), "t", &sim, &["acme"], "");
+/// Stores `events` of `acme` in one batch with delivery off (so their order is decided by
+/// the queue alone), then starts a gateway that delivers them: (the ingress gateway, the
+/// delivering one).
+async fn backlog_then_deliver(
+    redis: &RedisServer,
+    sim: &TestSim,
+    events: Vec<Value>,
+) -> (TestGateway, TestGateway) {
+    let text = gateway_toml(&redis.url(), "t", sim, &["acme"], "");
     let ingress = spawn_gateway(config(
         &text.replace("[delivery]", "[delivery]\nenabled = false"),
     ))
     .await;
     let api = Api::from(&ingress);
-    let mut events = Vec::new();
-    for i in 0..20 {
-        let priority = if i % 5 == 4 { "high" } else { "normal" };
-        events.push(
-            json!({"app_id": 1, "event": "seq", "body": format!("{i}"), "priority": priority}),
-        );
-    }
+    let count = events.len();
     let resp: Value = api
         .http
         .post(format!("{}/v1/accounts/acme/notify/batch", api.base))
@@ -513,8 +510,23 @@ async fn high_priority_goes_first_and_fifo_holds_within_a_priority() {
         .json()
         .await
         .unwrap();
-    assert_eq!(resp["results"].as_array().unwrap().len(), 20);
+    assert_eq!(resp["results"].as_array().unwrap().len(), count);
     let worker = spawn_gateway(config(&text)).await;
+    (ingress, worker)
+}
+
+#[tokio::test]
+async fn high_priority_goes_first_and_fifo_holds_within_a_priority() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 100, 60).await;
+    let mut events = Vec::new();
+    for i in 0..20 {
+        let priority = if i % 5 == 4 { "high" } else { "normal" };
+        events.push(
+            json!({"app_id": 1, "event": "seq", "body": format!("{i}"), "priority": priority}),
+        );
+    }
+    let (ingress, worker) = backlog_then_deliver(&redis, &sim, events).await;
     wait_for("20 deliveries", Duration::from_secs(20), || {
         sim.sim.notifications("acme").len() == 20
     })
@@ -1179,29 +1191,10 @@ async fn a_lease_group_stops_at_a_429_and_its_rest_follows_in_order() {
     // Upstream takes one call per 2 s window; the gateway's own limit is 100 a minute, so
     // the three events are claimed as one group and the second is refused.
     let sim = spawn_sim(&["acme"], 1, 2).await;
-    let text = gateway_toml(&redis.url(), "t", &sim, &["acme"], "");
-    let ingress = spawn_gateway(config(
-        &text.replace("[delivery]", "[delivery]\nenabled = false"),
-    ))
-    .await;
-    let api = Api::from(&ingress);
     let events: Vec<Value> = (1..=3)
         .map(|i| json!({"app_id": 1, "event": "seq", "body": format!("{i}")}))
         .collect();
-    let resp = api
-        .http
-        .post(format!("{}/v1/accounts/acme/notify/batch", api.base))
-        .bearer_auth(KEY)
-        .json(&json!({"events": events}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "a batch answers 200 with a result per event"
-    );
-    let worker = spawn_gateway(config(&text)).await;
+    let (ingress, worker) = backlog_then_deliver(&redis, &sim, events).await;
     wait_for("3 deliveries", Duration::from_secs(20), || {
         sim.sim.notifications("acme").len() == 3
     })
