@@ -486,12 +486,12 @@ async fn idempotency_fan_out_priority_and_batch() {
 
 /// Stores `events` of `acme` in one batch with delivery off (so their order is decided by
 /// the queue alone), then starts a gateway that delivers them: (the ingress gateway, the
-/// delivering one).
+/// delivering one, the events' ids).
 async fn backlog_then_deliver(
     redis: &RedisServer,
     sim: &TestSim,
     events: Vec<Value>,
-) -> (TestGateway, TestGateway) {
+) -> (TestGateway, TestGateway, Vec<String>) {
     let text = gateway_toml(&redis.url(), "t", sim, &["acme"], "");
     let ingress = spawn_gateway(config(
         &text.replace("[delivery]", "[delivery]\nenabled = false"),
@@ -510,9 +510,15 @@ async fn backlog_then_deliver(
         .json()
         .await
         .unwrap();
-    assert_eq!(resp["results"].as_array().unwrap().len(), count);
+    let ids: Vec<String> = resp["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), count);
     let worker = spawn_gateway(config(&text)).await;
-    (ingress, worker)
+    (ingress, worker, ids)
 }
 
 #[tokio::test]
@@ -526,7 +532,7 @@ async fn high_priority_goes_first_and_fifo_holds_within_a_priority() {
             json!({"app_id": 1, "event": "seq", "body": format!("{i}"), "priority": priority}),
         );
     }
-    let (ingress, worker) = backlog_then_deliver(&redis, &sim, events).await;
+    let (ingress, worker, _) = backlog_then_deliver(&redis, &sim, events).await;
     wait_for("20 deliveries", Duration::from_secs(20), || {
         sim.sim.notifications("acme").len() == 20
     })
@@ -1194,7 +1200,7 @@ async fn a_lease_group_stops_at_a_429_and_its_rest_follows_in_order() {
     let events: Vec<Value> = (1..=3)
         .map(|i| json!({"app_id": 1, "event": "seq", "body": format!("{i}")}))
         .collect();
-    let (ingress, worker) = backlog_then_deliver(&redis, &sim, events).await;
+    let (ingress, worker, _) = backlog_then_deliver(&redis, &sim, events).await;
     wait_for("3 deliveries", Duration::from_secs(20), || {
         sim.sim.notifications("acme").len() == 3
     })
@@ -1211,6 +1217,35 @@ async fn a_lease_group_stops_at_a_429_and_its_rest_follows_in_order() {
         .map(|(b, s)| (b.to_string(), *s))
         .collect();
     assert_eq!(attempts, expected, "nothing sent during a pause, FIFO kept");
+    worker.shutdown().await;
+    ingress.shutdown().await;
+}
+
+/// A lease group's answered call is recorded about a second after its answer even while
+/// the next call of the group is still on its way, not only once the group ends.
+#[tokio::test]
+async fn a_lease_group_records_an_answer_while_a_slow_call_goes_on() {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 100, 60).await;
+    // every call of acme takes 3 s to answer
+    sim.fault(json!({"account": "acme", "route": "notify", "latency_ms": 3000}))
+        .await;
+    let events: Vec<Value> = (1..=2)
+        .map(|i| json!({"app_id": 1, "event": "slow", "body": format!("{i}")}))
+        .collect();
+    let (ingress, worker, ids) = backlog_then_deliver(&redis, &sim, events).await;
+    let api = Api::from(&ingress);
+    api.wait_status(&ids[0], "delivered", Duration::from_secs(10))
+        .await;
+    // recorded while the second call is still on its way (it answers 3 s after the first)
+    let answered: Vec<Value> = sim
+        .received("acme")
+        .iter()
+        .map(|n| n["body"].clone())
+        .collect();
+    assert_eq!(answered, [json!("1")], "recorded only once the group ended");
+    api.wait_status(&ids[1], "delivered", Duration::from_secs(10))
+        .await;
     worker.shutdown().await;
     ingress.shutdown().await;
 }
