@@ -231,6 +231,14 @@ mod tests {
         );
         assert!(msg.starts_with("delivery.event_retention_seconds"), "{msg}");
         assert!(msg.contains("at most 3153600000"), "{msg}");
+        for bad in [0, 65] {
+            let msg = err(
+                &format!("{BASE}\n[delivery]\nlease_group_max = {bad}\n"),
+                &env(),
+            );
+            assert!(msg.starts_with("delivery.lease_group_max"), "{msg}");
+            assert!(msg.contains("from 1 to 64"), "{msg}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 -- KEYS[1] = <base>:ready
 -- ARGV = base, account, 'pause' | 'resume'
 -- pause: sets `paused` and takes the account out of the ready set (claim and mark_ready
--- skip paused accounts; a call in flight finishes). resume: clears `paused` and
+-- skip paused accounts; a call or lease group in flight finishes). resume: clears `paused` and
 -- `auth_failed` and marks the account ready if it has queued work (an upstream 429
 -- pause, `until`, still applies). Both record the account in the partition's set.
 -- Each write alone is harmless (a claim takes a paused account out of the ready set), so

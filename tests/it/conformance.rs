@@ -1931,6 +1931,30 @@ async fn a_lease_group_only_when_the_window_has_room(b: Backend) {
     assert_eq!((s.sent_in_window, s.depth), (10, 2));
 }
 
+/// One claim call leases at most 64 deliveries: 9 accounts of one partition with 8 calls
+/// each give 8 whole groups, and the ninth account waits for the next call.
+async fn a_claim_call_leases_at_most_64_deliveries(b: Backend) {
+    let q = open_grouped(b).await;
+    let p = partition_of("acct-a", PARTITIONS);
+    let accounts: Vec<String> = (0..)
+        .map(|i| format!("acct-{i}"))
+        .filter(|a| partition_of(a, PARTITIONS) == p)
+        .take(9)
+        .collect();
+    let names: Vec<String> = (0..8).map(|i| format!("e{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for account in &accounts {
+        put(&q, account, WIDE, &names).await;
+    }
+    let items = q.claim(p, 16).await.expect("claim").items;
+    assert_eq!(items.len(), 64);
+    let mut claimed: Vec<&str> = items.iter().map(|c| c.account.as_str()).collect();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 8, "whole groups of 8 accounts: {claimed:?}");
+    let rest = q.claim(p, 16).await.expect("claim").items;
+    assert_eq!(rest.len(), 8, "the ninth account's group");
+}
+
 /// A holder that dies mid-group: the members it did not complete go back to the front,
 /// in their order, once their leases end, each counted as sent at its lease's end.
 async fn a_group_whose_holder_died_goes_back_in_order(b: Backend) {
@@ -2019,4 +2043,5 @@ conformance!(
     a_lease_group_only_when_the_window_has_room,
     a_group_whose_holder_died_goes_back_in_order,
     a_group_stopped_by_a_429_comes_back_in_order,
+    a_claim_call_leases_at_most_64_deliveries,
 );
