@@ -316,23 +316,32 @@ for _, acct in ipairs(accts) do
       w('ZADD', ready, int(free_at), acct)
     else
       -- The head is read, then leased, and popped last: a claim that fails part-way
-      -- leaves it at the head, for the next claim (or the reaper) to take again.
+      -- leaves it at the head, for the next claim (or the reaper) to take again. The
+      -- list's first entries are read in one command: when the window has room for a
+      -- lease group, as many as a group holds.
       local q = base .. ':q:' .. acct
+      local span = '0'
+      if room > 1 and room_for_group(rl, limit, window) then span = group_more end
       local did, list, ekey, k, ev
+      local heads, at = {}, 1
       while true do
-        list = q .. ':h'
-        did = redis.call('LINDEX', list, '0')
-        if not did then
-          list = q .. ':n'
-          did = redis.call('LINDEX', list, '0')
+        if at > #heads then
+          list = q .. ':h'
+          heads = redis.call('LRANGE', list, '0', span)
+          if #heads == 0 then
+            list = q .. ':n'
+            heads = redis.call('LRANGE', list, '0', span)
+          end
+          at = 1
         end
+        did = heads[at]
         if not did then break end
         local eid
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
         -- what only an expiry needs (the event's counts) is read when one happens
         ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k,
-          'c' .. k, 'rp' .. k)
+          'c' .. k)
         local status = ev[2]
         local dead = base .. ':dead:' .. acct
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
@@ -354,6 +363,7 @@ for _, acct in ipairs(accts) do
         end
         -- anything else is a stale entry of a finished or removed event: drop it
         w('LPOP', list)
+        at = at + 1
         stale_left = stale_left - 1
         if stale_left <= 0 then
           did = nil
@@ -365,21 +375,18 @@ for _, acct in ipairs(accts) do
         -- the heads that follow this one in its list (up to the first that is not plainly
         -- waiting to be sent) go with it, to be sent one after another under one claim.
         local members = {{did, k, ekey, ev}}
-        if room > 1 and room_for_group(rl, limit, window) then
-          local next_ids = redis.call('LRANGE', list, '1', group_more)
-          local seen = {[did] = true}
-          for _, nd in ipairs(next_ids) do
-            local neid, nk = split_did(nd)
-            if not neid or seen[nd] then break end
-            seen[nd] = true
-            local nkey = base .. ':ev:' .. neid
-            local nev = redis.call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'created',
-              'at' .. nk, 'c' .. nk, 'rp' .. nk)
-            local nexp = nev[1] and tonumber(nev[1]) or 0
-            if nev[2] ~= 'queued' or (nexp > 0 and nexp <= now) then break end
-            members[#members + 1] = {nd, nk, nkey, nev}
-            if #members >= room then break end
-          end
+        local seen = {[did] = true}
+        for j = at + 1, #heads do
+          local nd = heads[j]
+          local neid, nk = split_did(nd)
+          if not neid or seen[nd] or #members >= room then break end
+          seen[nd] = true
+          local nkey = base .. ':ev:' .. neid
+          local nev = redis.call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'created',
+            'at' .. nk, 'c' .. nk)
+          local nexp = nev[1] and tonumber(nev[1]) or 0
+          if nev[2] ~= 'queued' or (nexp > 0 and nexp <= now) then break end
+          members[#members + 1] = {nd, nk, nkey, nev}
         end
         local n = #members
         -- Every member's lease ends at the group's end less its place in ms: a reaper
@@ -405,7 +412,9 @@ for _, acct in ipairs(accts) do
             token_text = int(token)
           end
           local set = {'s' .. mk, 'delivering', 'at' .. mk, attempts_text, 'c' .. mk, token_text}
-          if mev[8] == '1' then
+          -- A replay sets the attempts to 0 and marks the call replayed: only then (or
+          -- after a call put back at its first attempt) is the mark looked for.
+          if mev[6] == '0' and redis.call('HGET', mkey, 'rp' .. mk) == '1' then
             -- replayed: a replay that failed part-way may have left it among the dead letters
             w('ZREM', base .. ':dead:' .. acct, mdid)
             set[#set + 1] = 'rp' .. mk

@@ -11,10 +11,10 @@
 -- delivery everywhere, so it is not sent again).
 -- Every delivery's account is recorded as changed first (see `changed_all`). Consecutive
 -- deliveries of one account (a lease group's, most often) make a run, which reads the
--- account's record once and writes it once. A run's writes go in this order: for each
--- delivery, where it goes next and its status; then the account (freed of them in one
--- write: the account is free once its lease group is), the ready set, and last the end
--- of their leases. A completion that fails part-way is finished by the caller's retry
+-- account's record and the leases of its deliveries once, and writes the record once. A
+-- run's writes go in this order: for each delivery, where it goes next and its status;
+-- then the account (freed of them in one write: the account is free once its lease group
+-- is), the ready set, and last the end of their leases. A completion that fails part-way is finished by the caller's retry
 -- (the statuses tell how far it got) or, when the leases end, by the reaper in claim.lua.
 local base = ARGV[1]
 local now, now_s = now_ms()
@@ -27,7 +27,11 @@ local busy, rl, sent, extra, auth_failed, pause_until, count_429, freed, ends
 -- the leases the run has ended (they leave the in-flight set when it closes)
 local ended_leases
 
-local function open_run(a)
+-- the leases of the run's deliveries as read when it opened (did -> score, or false)
+local leases
+
+-- Opens the run of account `a` whose first delivery's values start at ARGV[from].
+local function open_run(a, from)
   acct = a
   akey = base .. ':acct:' .. a
   flags = redis.call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
@@ -35,6 +39,14 @@ local function open_run(a)
   busy, rl, sent, extra = flags[2], flags[7], nil, {}
   auth_failed, pause_until, count_429 = flags[4], flags[5], nil
   freed, ends, ended_leases = false, {}, {}
+  local dids = {}
+  for j = from, #ARGV, 8 do
+    if ARGV[j + 1] ~= a then break end
+    dids[#dids + 1] = ARGV[j]
+  end
+  local scores = redis.call('ZMSCORE', inflight, unpack(dids))
+  leases = {}
+  for j = 1, #dids do leases[dids[j]] = scores[j] end
 end
 
 -- Writes what the run changed in the account, marks it ready when a delivery of the run
@@ -92,6 +104,34 @@ local function hold_account(kind, delay)
   w('ZADD', base .. ':held', 'NX', now_s, acct)
 end
 
+-- Frees the account of delivery `did` (in the run's changes) and ends its lease: `log` is
+-- the rate log without the call's entry from its claim when the caller held the lease.
+local function release(did, kind, log, held)
+  if log then
+    if kind == 'released' then
+      rl = log
+    else
+      rl = now_s .. log
+    end
+  end
+  if held then
+    busy = leave_group(busy, did)
+  end
+  freed = true
+  ends[#ends + 1] = did
+  ended_leases[did] = true
+end
+
+-- Writes the event's fields for one more finished delivery (see `finish_fields`), and
+-- expires a finished event after the retention.
+local function finish(ekey, k, ev, status_to, fields, dead)
+  local set, finished = finish_fields(k, status_to, now_s, fields, ev[3], ev[4], ev[5], dead)
+  w('HSET', ekey, unpack(set))
+  if finished then
+    w('PEXPIRE', ekey, retention)
+  end
+end
+
 local function complete_one(did, kind, code, err, delay, reason, token)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
@@ -99,7 +139,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
   -- 429 count) is read by them.
   local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd')
   local status = ev[1]
-  local leased = redis.call('ZSCORE', inflight, did)
+  local leased = leases[did]
   if ended_leases[did] then leased = false end
   local owned = ev[2] == token and leased ~= false
   local held = in_group(busy, did)
@@ -110,29 +150,6 @@ local function complete_one(did, kind, code, err, delay, reason, token)
   -- those entries (a released call, never sent, takes it away). A caller that lost its
   -- lease leaves the rate log alone: the reaper counted the call at the lease's end.
   local log = owned and held and rl and log_without(rl, flags[1])
-  -- Frees the account of this delivery (in the run's changes) and ends its lease.
-  local function release()
-    if log then
-      if kind == 'released' then
-        rl = log
-      else
-        rl = now_s .. log
-      end
-    end
-    if held then
-      busy = leave_group(busy, did)
-    end
-    freed = true
-    ends[#ends + 1] = did
-    ended_leases[did] = true
-  end
-  local function finish(status_to, fields, dead)
-    local set, finished = finish_fields(k, status_to, now_s, fields, ev[3], ev[4], ev[5], dead)
-    w('HSET', ekey, unpack(set))
-    if finished then
-      w('PEXPIRE', ekey, retention)
-    end
-  end
   local ended = status == false or status == 'delivered' or status == 'dead'
     or status == 'expired'
   if not ended and kind ~= 'delivered' and not owned then
@@ -156,7 +173,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     elseif status == 'delivered' and is_finished(ev[3], ev[4], ev[5]) then
       w('PEXPIRE', ekey, retention)
     end
-    release()
+    release(did, kind, log, held)
     return 'stale'
   end
   local delivered_fields = {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}
@@ -164,7 +181,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     -- A late success while another process holds a new lease on the call: record the
     -- success, and leave that lease, the account's busy flag and its rate entry to the
     -- holder, whose own completion (then stale) releases them.
-    finish('delivered', delivered_fields, false)
+    finish(ekey, k, ev, 'delivered', delivered_fields, false)
     count_sent()
     return 'ok'
   elseif kind == 'delivered' then
@@ -173,7 +190,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
       -- removes it (or, before the success is recorded, sends it again)
       w('ZADD', base .. ':delayed', 'XX', now_s, did)
     end
-    finish('delivered', delivered_fields, false)
+    finish(ekey, k, ev, 'delivered', delivered_fields, false)
     if not owned then
       -- a late success: remove the delivery wherever it is now (a copy left behind in a
       -- list is a stale entry, which claims drop)
@@ -190,7 +207,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
       end
     end
     count_sent()
-    release()
+    release(did, kind, log, held)
     if not owned then
       -- no lease of its own to end
       ends[#ends] = nil
@@ -203,7 +220,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     w('ZADD', base .. ':retry:' .. acct, due, did)
     w('HSET', ekey, 's' .. k, 'retrying', 'ls' .. k, code, 'le' .. k, err)
   elseif kind == 'dead' then
-    finish('dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err}, true)
+    finish(ekey, k, ev, 'dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err}, true)
     w('ZADD', base .. ':dead:' .. acct, now_s, did)
   else
     -- ratelimited, authfailed, released: back to the front, the attempt does not count
@@ -225,7 +242,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     end
     hold_account(kind, delay)
   end
-  release()
+  release(did, kind, log, held)
   return 'ok'
 end
 
@@ -239,7 +256,7 @@ changed_all(base, accts, now_s)
 for i = 2, #ARGV, 8 do
   if ARGV[i + 1] ~= acct then
     close_run()
-    open_run(ARGV[i + 1])
+    open_run(ARGV[i + 1], i)
   end
   out[#out + 1] = complete_one(ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
     ARGV[i + 6], ARGV[i + 7])

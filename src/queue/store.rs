@@ -287,7 +287,7 @@ impl Store {
     /// Implemented: `DEL EXISTS PEXPIRE PERSIST PTTL TYPE KEYS DBSIZE` (keys), `GET SET`
     /// (strings; `SET` with `EX`/`PX`/`NX`), `HSET HSETNX HGET HMGET HDEL HINCRBY HGETALL`
     /// (hashes), `LPUSH RPUSH LPOP LINDEX LPOS` (with `RANK`/`COUNT`/`MAXLEN`) `LSET LREM
-    /// LTRIM LRANGE LLEN` (lists), `ZADD` (with `NX`/`XX`/`CH`) `ZREM ZSCORE ZCARD ZRANGE
+    /// LTRIM LRANGE LLEN` (lists), `ZADD` (with `NX`/`XX`/`CH`) `ZREM ZSCORE ZMSCORE ZCARD ZRANGE
     /// ZRANGEBYSCORE` (with `WITHSCORES`, `LIMIT`) (sorted sets), `SADD SREM SMEMBERS
     /// SCARD SSCAN` (with `COUNT`) (sets), `TIME PING`.
     pub fn command(&mut self, args: &[Vec<u8>]) -> Reply {
@@ -305,7 +305,7 @@ impl Store {
             }
             "LPUSH" | "RPUSH" | "LPOP" | "LLEN" | "LPOS" | "LINDEX" | "LSET" | "LREM" | "LTRIM"
             | "LRANGE" => self.lists(&name, args),
-            "ZADD" | "ZREM" | "ZSCORE" | "ZCARD" | "ZRANGE" | "ZRANGEBYSCORE"
+            "ZADD" | "ZREM" | "ZSCORE" | "ZMSCORE" | "ZCARD" | "ZRANGE" | "ZRANGEBYSCORE"
             | "ZREMRANGEBYSCORE" | "ZRANK" | "ZCOUNT" => self.sorted_sets(&name, args),
             "SADD" | "SREM" | "SSCAN" | "SCARD" | "SMEMBERS" | "SISMEMBER" => {
                 self.sets(&name, args)
@@ -664,7 +664,7 @@ impl Store {
         }
     }
 
-    /// Sorted-set commands: `ZADD ZREM ZSCORE ZCARD ZRANGE ZRANGEBYSCORE
+    /// Sorted-set commands: `ZADD ZREM ZSCORE ZMSCORE ZCARD ZRANGE ZRANGEBYSCORE
     /// ZREMRANGEBYSCORE ZRANK ZCOUNT`.
     fn sorted_sets(&mut self, name: &str, args: &[Vec<u8>]) -> Reply {
         let arity = |min, even_after| check_arity(name, args, min, even_after);
@@ -685,6 +685,21 @@ impl Store {
                 Ok(opt_bulk(z.and_then(|z| {
                     z.scores.get(&args[1]).map(|s| format_g17(s.0))
                 })))
+            }
+            "ZMSCORE" => {
+                arity(2, None)?;
+                let z = self.zset(&args[0], Want::Read)?;
+                Ok(Value::Array(
+                    args[1..]
+                        .iter()
+                        .map(|m| {
+                            opt_bulk(
+                                z.as_ref()
+                                    .and_then(|z| z.scores.get(m).map(|s| format_g17(s.0))),
+                            )
+                        })
+                        .collect(),
+                ))
             }
             "ZCARD" => {
                 arity(1, None)?;
@@ -1284,6 +1299,14 @@ mod tests {
             Ok(Value::Int(0))
         );
         assert_eq!(run(&mut s, &["ZSCORE", "z", "m"]), Ok(b("5")));
+        assert_eq!(
+            run(&mut s, &["ZMSCORE", "z", "x", "m"]),
+            Ok(Value::Array(vec![Value::Nil, b("5")]))
+        );
+        assert_eq!(
+            run(&mut s, &["ZMSCORE", "none", "m"]),
+            Ok(Value::Array(vec![Value::Nil]))
+        );
         assert_eq!(run(&mut s, &["ZREM", "z", "m"]), Ok(Value::Int(1)));
         assert_eq!(run(&mut s, &["DBSIZE"]), Ok(Value::Int(0)));
     }
