@@ -22,7 +22,8 @@
 -- group), records a send start for each (which complete.lua moves to when its answer
 -- came), leases them and marks the account busy with them.
 -- Returns {ms until more work is due or -1, dead letters dropped, {did, account, body,
--- agent, attempts, created, lease token, lease length (ms), place in its group}, ...};
+-- agent, attempts (this one included), created, lease token (the lease's end, Redis ms),
+-- lease length (ms), place in its group}, ...};
 -- the wait is computed only when nothing was claimed.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
@@ -35,12 +36,14 @@ local delayed = base .. ':delayed'
 -- A lease that ended (its holder died, stalled, or its completion failed part-way): the
 -- delivery goes back to the front of its list unless its completion already decided
 -- otherwise, and the account is freed. The call counts as sent at the lease's end, the
--- latest moment it could have reached upstream. The lease leaves the in-flight set last,
--- so a failure on the way leaves it to the next claim.
+-- latest moment it could have reached upstream, and as an attempt (a put-back already
+-- at the front, which a completion or claim that failed part-way left, is not counted
+-- again: such a call was not sent, or its completion counted it). The lease leaves the
+-- in-flight set last, so a failure on the way leaves it to the next claim.
 local function reap_lease(did, lease_end)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
-  local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd')
+  local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k)
   local acct, status = ev[1], ev[2]
   if not acct then
     w('ZREM', inflight, did)
@@ -53,12 +56,16 @@ local function reap_lease(did, lease_end)
   -- the call's entry in the rate log (one of its group's, at the claim's time)
   local log = held and st[3] and log_without(st[3], st[2])
   local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
-  if status == 'delivering' or status == 'queued' then
-    if not near_head(list, did) then
+  if status == 'queued' or status == 'delivering' then
+    local pushed = not near_head(list, did)
+    if pushed then
       w('LPUSH', list, did)
     end
     if status ~= 'queued' then
+      -- an earlier layout's call, counted at its claim
       w('HSET', ekey, 's' .. k, 'queued')
+    elseif pushed then
+      w('HSET', ekey, 'at' .. k, next_attempt(ev[7]))
     end
   elseif (status == 'dead' or status == 'expired') and held then
     -- a dead-letter completion stopped before the account was freed
@@ -148,7 +155,7 @@ for _, acct in ipairs(due_held) do
           end
           changed(base, acct, now_s)
           -- the status, then the letter, then off the list (as in a claim)
-          local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
+          local set = finish_fields(k, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '',
             'le' .. k, 'time to live passed before delivery'}, ev[3], ev[4], ev[5], true)
           w('HSET', ekey, unpack(set))
           w('ZADD', base .. ':dead:' .. acct, now_s, did)
@@ -349,7 +356,7 @@ for _, acct in ipairs(accts) do
           if exp > 0 and exp <= now then
             -- a dead letter: the status, then the letter, then off the list
             local counts = redis.call('HMGET', ekey, 'done', 'n', 'dd')
-            local set = finish_fields(k, 'expired', now_s, {'dr' .. k, 'expired', 'ls' .. k, '',
+            local set = finish_fields(k, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '',
               'le' .. k, 'time to live passed before delivery'}, counts[1], counts[2], counts[3],
               true)
             w('HSET', ekey, unpack(set))
@@ -392,6 +399,16 @@ for _, acct in ipairs(accts) do
         -- Every member's lease ends at the group's end less its place in ms: a reaper
         -- takes the last first, so its put-backs leave the group in order at the head.
         local lease_end = now + lease + (n - 1) * group_allowance
+        -- A lease's end is its token, so a call's tokens must never repeat: its lease
+        -- ends after the last one a completion ended early (`c`, recorded then; one that
+        -- ran out ended before now), so they only grow.
+        for i, m in ipairs(members) do
+          local c = m[4][7]
+          if c then
+            local least = (tonumber(c) or 0) + i
+            if least > lease_end then lease_end = least end
+          end
+        end
         local leases, group = {}, {}
         for i, m in ipairs(members) do
           leases[2 * i - 1] = int(lease_end - i + 1)
@@ -399,30 +416,29 @@ for _, acct in ipairs(accts) do
           group[i] = m[1]
         end
         w('ZADD', inflight, unpack(leases))
+        -- The events are not written: a call in flight is one whose lease is in the
+        -- in-flight set, and its lease's end (its score there) is its token. Its attempt
+        -- is counted when it ends.
         for i, m in ipairs(members) do
           local mdid, mk, mkey, mev = m[1], m[2], m[3], m[4]
           -- a first attempt (the most common) needs no conversion
-          local attempts, attempts_text, token, token_text = 1, '1', 1, '1'
-          if mev[6] then
-            attempts = (tonumber(mev[6]) or 0) + 1
-            attempts_text = int(attempts)
+          local attempts = 1
+          if mev[6] then attempts = (tonumber(mev[6]) or 0) + 1 end
+          if mev[2] ~= 'queued' then
+            -- a head a put-back that failed part-way left 'retrying' (or an earlier
+            -- layout 'delivering')
+            w('HSET', mkey, 's' .. mk, 'queued')
           end
-          if mev[7] then
-            token = (tonumber(mev[7]) or 0) + 1
-            token_text = int(token)
-          end
-          local set = {'s' .. mk, 'delivering', 'at' .. mk, attempts_text, 'c' .. mk, token_text}
           -- A replay sets the attempts to 0 and marks the call replayed: only then (or
           -- after a call put back at its first attempt) is the mark looked for.
           if mev[6] == '0' and redis.call('HGET', mkey, 'rp' .. mk) == '1' then
             -- replayed: a replay that failed part-way may have left it among the dead letters
             w('ZREM', base .. ':dead:' .. acct, mdid)
-            set[#set + 1] = 'rp' .. mk
-            set[#set + 1] = ''
+            w('HSET', mkey, 'rp' .. mk, '')
           end
-          w('HSET', mkey, unpack(set))
+          local token = lease_end - i + 1
           out[#out + 1] = {mdid, acct, mev[3] or '', mev[4] or '', attempts, mev[5] or '0', token,
-            lease_end - i + 1 - now, i - 1}
+            token - now, i - 1}
         end
         -- the log keeps the newest `limit` (this group's sends among them, one entry at
         -- this time each); a long one (a high limit) only those that can still hold back

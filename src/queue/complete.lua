@@ -5,8 +5,11 @@
 -- The retention of finished events (ms, as text) is written into the script's text,
 -- before this (see `complete_script` in script_queue.rs).
 -- kind: delivered | retry | dead | ratelimited | authfailed | released
--- The caller holds the lease when the delivery's claim counter still equals its token
--- and its lease is still in the in-flight set. Returns per delivery 'ok', or 'stale' when
+-- The caller holds the lease when its token is still the lease's end in the in-flight set
+-- (a call's tokens only grow: see claim.lua). The attempt is counted here (`at`), when it
+-- ends, except for one that did not count (a 429, refused credentials, a release); a
+-- completion that ends a lease before its end records its token (`c`), which the call's
+-- next lease ends after. Returns per delivery 'ok', or 'stale' when
 -- it did not (its result is then ignored, except that a late success still removes the
 -- delivery everywhere, so it is not sent again).
 -- Every delivery's account is recorded as changed first (see `changed_all`). Consecutive
@@ -125,7 +128,7 @@ end
 -- Writes the event's fields for one more finished delivery (see `finish_fields`), and
 -- expires a finished event after the retention.
 local function finish(ekey, k, ev, status_to, fields, dead)
-  local set, finished = finish_fields(k, status_to, now_s, fields, ev[3], ev[4], ev[5], dead)
+  local set, finished = finish_fields(k, status_to, fields, ev[3], ev[4], ev[5], dead)
   w('HSET', ekey, unpack(set))
   if finished then
     w('PEXPIRE', ekey, retention)
@@ -137,11 +140,11 @@ local function complete_one(did, kind, code, err, delay, reason, token)
   local ekey = base .. ':ev:' .. eid
   -- What only the rarer outcomes need (the event's priority and attempts, the account's
   -- 429 count) is read by them.
-  local ev = redis.call('HMGET', ekey, 's' .. k, 'c' .. k, 'done', 'n', 'dd')
+  local ev = redis.call('HMGET', ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd')
   local status = ev[1]
   local leased = leases[did]
   if ended_leases[did] then leased = false end
-  local owned = ev[2] == token and leased ~= false
+  local owned = leased and tonumber(leased) == tonumber(token) or false
   local held = in_group(busy, did)
   -- Upstream received this call at some moment before its answer came back: the holder of
   -- the lease counts the call from now, so that however long the request took on the way,
@@ -177,6 +180,11 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     return 'stale'
   end
   local delivered_fields = {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}
+  if owned then
+    -- a caller that lost its lease: the reaper counted the attempt
+    delivered_fields[7] = 'at' .. k
+    delivered_fields[8] = next_attempt(ev[2])
+  end
   if kind == 'delivered' and not owned and leased then
     -- A late success while another process holds a new lease on the call: record the
     -- success, and leave that lease, the account's busy flag and its rate entry to the
@@ -218,28 +226,30 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     local due = int(now + tonumber(delay))
     w('ZADD', base .. ':delayed', due, did)
     w('ZADD', base .. ':retry:' .. acct, due, did)
-    w('HSET', ekey, 's' .. k, 'retrying', 'ls' .. k, code, 'le' .. k, err)
+    w('HSET', ekey, 's' .. k, 'retrying', 'at' .. k, next_attempt(ev[2]), 'c' .. k, token,
+      'ls' .. k, code, 'le' .. k, err)
   elseif kind == 'dead' then
-    finish(ekey, k, ev, 'dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err}, true)
+    finish(ekey, k, ev, 'dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err,
+      'at' .. k, next_attempt(ev[2]), 'c' .. k, token}, true)
     w('ZADD', base .. ':dead:' .. acct, now_s, did)
   else
     -- ratelimited, authfailed, released: back to the front, the attempt does not count
-    local more = redis.call('HMGET', ekey, 'prio', 'at' .. k)
-    local list = base .. ':q:' .. acct .. ':' .. (more[1] or 'n')
+    local list = base .. ':q:' .. acct .. ':' .. (redis.call('HGET', ekey, 'prio') or 'n')
     if not near_head(list, did) then
       w('LPUSH', list, did)
     end
+    local set = {'c' .. k, token}
     if status ~= 'queued' then
-      local attempts = (tonumber(more[2] or '1') or 1) - 1
-      local set = {'s' .. k, 'queued', 'at' .. k, int(attempts)}
-      if kind ~= 'released' then
-        set[#set + 1] = 'ls' .. k
-        set[#set + 1] = code
-        set[#set + 1] = 'le' .. k
-        set[#set + 1] = err
-      end
-      w('HSET', ekey, unpack(set))
+      set[3] = 's' .. k
+      set[4] = 'queued'
     end
+    if kind ~= 'released' then
+      set[#set + 1] = 'ls' .. k
+      set[#set + 1] = code
+      set[#set + 1] = 'le' .. k
+      set[#set + 1] = err
+    end
+    w('HSET', ekey, unpack(set))
     hold_account(kind, delay)
   end
   release(did, kind, log, held)

@@ -7,7 +7,7 @@
 //! - a newer layout than [`LAYOUT_VERSION`] (written by a later release): it refuses to
 //!   start, so an older release never misreads, or damages, what it does not know;
 //! - another partition count: it refuses to start (accounts are spread by the count);
-//! - layout 2, 3 or 4: it is migrated once, online, before the process uses it;
+//! - layout 2, 3, 4 or 5: it is migrated once, online, before the process uses it;
 //! - no layout recorded: either the store is new (the version is recorded), or it holds the
 //!   data of the release before versions were recorded, layout 1, which is migrated once,
 //!   online, before the process uses it.
@@ -25,17 +25,21 @@
 //! 5 sends an account's calls in lease groups, its record naming the group's claim time
 //! (`rl_at`) where layout 4 named the one call in flight (`rl_did`; `migrate_v4.lua`);
 //! a process of layout 4 would never free an account whose group holds more than one.
+//! Layout 6 writes nothing into an event at a claim: a call in flight is one whose lease
+//! is in the in-flight set, its lease's end is its token, and its attempt is counted when
+//! it ends, where layout 5 wrote the status `delivering`, the attempt and a claim counter
+//! (`migrate_v5.lua` turns layout 5's calls in flight into queued ones).
 //!
 //! The migration runs under a lock (`{prefix}:migrate:lock`, so one process does it while
 //! the others answer 503 and wait), one partition at a time, each step of a partition in
-//! one atomic script call (layout 1 takes three steps, layout 2 two, layouts 3 and 4
-//! one), and records its progress in `{prefix}:meta` (`migrating`: the target, `from`:
+//! one atomic script call (layout 1 takes four steps, layout 2 three, layouts 3 and 4
+//! two, layout 5 one), and records its progress in `{prefix}:meta` (`migrating`: the target, `from`:
 //! the layout it started from, `migrated`: the partitions done): a process that dies
 //! half-way leaves a migration the next process resumes, and every step is idempotent.
 //! The recorded `layout` is removed when the migration starts, so that a process of the
 //! earlier layout started meanwhile finds a migration to a layout it does not know and
 //! refuses the store. A migration of layout 1 that the release of layout 2 left half-way
-//! is started again from layout 1, and one the release of layout 3 or 4 left half-way from
+//! is started again from layout 1, and one a later release left half-way from
 //! the layout it recorded (its steps leave a partition already past them as it is). From
 //! layout 1, webhook replay ids are then copied to their own namespace (the old key
 //! stays, for a client whose key it was). The layout version is recorded last.
@@ -52,7 +56,7 @@ use super::{rfc3339_ms, ProcessRecord, QueueError, PROCESS_STALE};
 use crate::domain::partition_of;
 
 /// The layout this release reads and writes.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// The largest partition count a configuration accepts: old data is looked for in every
 /// partition up to it.
@@ -73,6 +77,7 @@ pub struct LayoutScripts {
     partition: Script,
     partition_v2: Script,
     partition_v4: Script,
+    partition_v5: Script,
     copy_key: Script,
     lock: Script,
     begin: Script,
@@ -95,6 +100,7 @@ impl LayoutScripts {
             partition: Script::new(HELPERS, include_str!("migrate_v1.lua")),
             partition_v2: Script::new(HELPERS, include_str!("migrate_v2.lua")),
             partition_v4: Script::new(HELPERS, include_str!("migrate_v4.lua")),
+            partition_v5: Script::new(HELPERS, include_str!("migrate_v5.lua")),
             copy_key: Script::new("", COPY_KEY),
             lock: Script::new("", LOCK),
             begin: Script::new("", BEGIN),
@@ -237,7 +243,7 @@ pub async fn check_layout<T: Transport>(
             )))
         }
         Some(Ok(v)) if v == LAYOUT_VERSION => LayoutCheck::Current,
-        Some(Ok(2..=4)) => {
+        Some(Ok(2..=5)) => {
             migrate(scope, migration).await?;
             LayoutCheck::Migrated
         }
@@ -479,16 +485,22 @@ async fn migrate_locked<T: Transport>(
         return Ok(());
     };
     let (meta, prefix) = (scope.meta(), scope.prefix);
-    // Each partition's steps, one script call each: layout 1 takes three, layout 2 two,
-    // layouts 3 and 4 one.
+    // Each partition's steps, one script call each: layout 1 takes four, layout 2 three,
+    // layouts 3 and 4 two, layout 5 one.
     let steps: &[&Script] = match from {
         1 => &[
             &migration.partition,
             &migration.partition_v2,
             &migration.partition_v4,
+            &migration.partition_v5,
         ],
-        2 => &[&migration.partition_v2, &migration.partition_v4],
-        _ => &[&migration.partition_v4],
+        2 => &[
+            &migration.partition_v2,
+            &migration.partition_v4,
+            &migration.partition_v5,
+        ],
+        3 | 4 => &[&migration.partition_v4, &migration.partition_v5],
+        _ => &[&migration.partition_v5],
     };
     for p in done..scope.partitions {
         if stop_after.is_some_and(|n| p >= n) {
@@ -519,7 +531,7 @@ async fn migrate_locked<T: Transport>(
     Ok(())
 }
 
-/// Under the migration's lock: the layout the migration starts from (1, 2, 3 or 4) and the
+/// Under the migration's lock: the layout the migration starts from (1 to 5) and the
 /// partitions already done, after marking a new migration in `{prefix}:meta` (see
 /// [`BEGIN`]); `None` when there is nothing to migrate (another process finished it
 /// meanwhile, or the store holds no earlier layout after all).
@@ -555,6 +567,7 @@ async fn begin_or_resume<T: Transport>(
                 Some("2") => 2,
                 Some("3") => 3,
                 Some("4") => 4,
+                Some("5") => 5,
                 _ => {
                     return Err(QueueError::Mismatch(format!(
                         "the migration of the queue under key prefix {prefix:?} records no \
@@ -584,10 +597,16 @@ async fn begin_or_resume<T: Transport>(
             Some("2") => 2,
             _ => 1,
         },
-        // The release of layout 4 likewise (of layout 1, 2 or 3).
+        // The releases of layouts 4 and 5 likewise (of layout 1 to 3, or 1 to 4).
         (Some("4"), None) => match field(3).as_deref() {
             Some("2") => 2,
             Some("3") => 3,
+            _ => 1,
+        },
+        (Some("5"), None) => match field(3).as_deref() {
+            Some("2") => 2,
+            Some("3") => 3,
+            Some("4") => 4,
             _ => 1,
         },
         (Some(target), _) => {
@@ -600,6 +619,7 @@ async fn begin_or_resume<T: Transport>(
         (None, Some("2")) => 2,
         (None, Some("3")) => 3,
         (None, Some("4")) => 4,
+        (None, Some("5")) => 5,
         // Nothing of layout 1 after all: the caller records this layout.
         (None, _) if layout_one_partitions(scope).await?.is_empty() => return Ok(None),
         (None, _) => 1,

@@ -40,7 +40,7 @@ for _, did in ipairs(ids) do
       w('SADD', base .. ':accounts', acct)
     end
     w('RPUSH', q .. ':' .. (ev[3] or 'n'), did)
-    local set = {'s' .. k, 'queued', 'at' .. k, '0', 'dr' .. k, '', 'ft' .. k, '', 'rp' .. k, '1',
+    local set = {'s' .. k, 'queued', 'at' .. k, '0', 'dr' .. k, '', 'rp' .. k, '1',
       'dd', int((tonumber(ev[6] or '1') or 1) - 1), 'done', int((tonumber(ev[7] or '1') or 1) - 1)}
     if (tonumber(ev[4] or '0') or 0) > 0 then
       set[#set + 1] = 'exp'

@@ -19,8 +19,8 @@
 //! |---|---|---|
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
-//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status, `at{k}` attempts (missing: 0), `c{k}` lease counter, `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `ft{k}` finished at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
-//! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms) |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (`queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease a completion ended early (its next lease ends after it), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
+//! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms), which is also the lease's token |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter; dropped `delivery.dead_letter_retention_seconds` later |
@@ -89,7 +89,14 @@
 //! - A replay that fails after the push leaves the letter among the dead letters until the
 //!   call is claimed (`rp{k}`): the only state where an id is briefly in two places.
 //! - The worker retries a completion that failed; a completion of an already finished
-//!   delivery only finishes what is left.
+//!   delivery only finishes what is left. One retried after its call was claimed again is
+//!   stale: a lease's token is its end, and a call's next lease ends after every earlier
+//!   one (after the end of the last one a completion ended early, `c{k}`; a lease that ran
+//!   out ended before the claim).
+//! - An attempt is counted when it ends: by its completion, or by the reaper as it puts
+//!   the call back. A put-back that finds the call already near the head (a redo, or a
+//!   claim that failed before its pop, whose call was never sent) does not count it, so a
+//!   reap that failed between its push and its count counts one attempt less.
 //!
 //! # A partition fails alone
 //!
@@ -1040,32 +1047,58 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         if id.partition() >= self.config.partitions {
             return Ok(None);
         }
-        let key = format!("{}:ev:{}", self.base(id.partition()), id);
+        let base = self.base(id.partition());
+        let key = format!("{base}:ev:{id}");
         let fields: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(&key)).await?;
         let Some(account) = fields.get("acct").cloned() else {
             return Ok(None);
         };
         let get = |name: String| fields.get(&name).filter(|v| !v.is_empty()).cloned();
         let n: usize = get("n".into()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let stored: Vec<CallStatus> = (0..n)
+            .map(|k| match get(format!("s{k}")) {
+                None => Ok(CallStatus::Queued),
+                Some(s) => call_status(&s),
+            })
+            .collect::<Result<_, QueueError>>()?;
+        // A queued call is being delivered while its lease is in the in-flight set (the
+        // claim writes nothing into the event); its attempt in flight is not counted yet.
+        let queued: Vec<usize> = (0..n)
+            .filter(|&k| stored[k] == CallStatus::Queued)
+            .collect();
+        let mut in_flight = vec![false; n];
+        if !queued.is_empty() {
+            let mut cmd = redis::cmd("ZMSCORE");
+            cmd.arg(format!("{base}:inflight"));
+            for k in &queued {
+                cmd.arg(format!("{id}:{k}"));
+            }
+            let leases: Vec<Option<String>> = self.query(&cmd).await?;
+            for (k, lease) in queued.iter().zip(leases) {
+                in_flight[*k] = lease.is_some();
+            }
+        }
         let deliveries: Vec<DeliveryStatus> = (0..n)
             .map(|k| {
-                Ok(DeliveryStatus {
+                let attempts: u32 = get(format!("at{k}"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                DeliveryStatus {
                     agent_id: get(format!("ag{k}")).and_then(|v| v.parse().ok()),
-                    status: match get(format!("s{k}")) {
-                        None => CallStatus::Queued,
-                        Some(s) => call_status(&s)?,
+                    status: if in_flight[k] {
+                        CallStatus::Delivering
+                    } else {
+                        stored[k]
                     },
-                    attempts: get(format!("at{k}"))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0),
+                    attempts: attempts + u32::from(in_flight[k]),
                     last_status: get(format!("ls{k}")).and_then(|v| v.parse().ok()),
                     last_error: get(format!("le{k}")),
                     delivered_at: get(format!("dt{k}"))
                         .and_then(|v| v.parse().ok())
                         .map(rfc3339_ms),
-                })
+                }
             })
-            .collect::<Result<_, QueueError>>()?;
+            .collect();
         let created = get("created".into())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);

@@ -123,19 +123,19 @@ end
 -- `done`, `n` and `dd` are the event's fields as read; `dead` is true for a dead letter.
 -- The common case, the first finished delivery of an event of one, converts nothing; the
 -- dead count is written only when it grows.
-local function finish_fields(k, status, now_s, fields, done, n, dd, dead)
+local function finish_fields(k, status, fields, done, n, dd, dead)
   local done_n, done_text = 1, '1'
   if done then
     done_n = (tonumber(done) or 0) + 1
     done_text = int(done_n)
   end
-  local set = {'s' .. k, status, 'ft' .. k, now_s, 'done', done_text}
+  local set = {'s' .. k, status, 'done', done_text}
   local dd_n = 0
   if dd and dd ~= '0' then dd_n = tonumber(dd) or 0 end
   if dead then
     dd_n = dd_n + 1
-    set[7] = 'dd'
-    set[8] = int(dd_n)
+    set[5] = 'dd'
+    set[6] = int(dd_n)
   end
   for i = 1, #fields do set[#set + 1] = fields[i] end
   local total = 1
@@ -146,6 +146,13 @@ local function finish_fields(k, status, now_s, fields, done, n, dd, dead)
     set[#set + 1] = ''
   end
   return set, finished
+end
+
+-- A call's attempts counted with one more, as text, from its `at` field as read (absent
+-- before its first attempt ends).
+local function next_attempt(at)
+  if not at then return '1' end
+  return int((tonumber(at) or 0) + 1)
 end
 
 -- Whether an event whose fields `done`, `n`, `dd` were read has finished.

@@ -314,8 +314,18 @@ fn claimed_json(c: &Claimed) -> Json {
         "body": String::from_utf8_lossy(&c.body),
         "attempts": c.attempts,
         "created_ms": c.created_ms,
-        "lease_token": c.lease_token,
+        // the lease's end: a time
+        "lease_token_ms": c.lease_token,
     })
+}
+
+/// The deliveries both stores claimed, in their order, each as Redis and as the embedded
+/// store claimed it (where the stores disagree, the step's comparison fails).
+fn pairs(redis: &[ClaimBatch], memory: &[ClaimBatch]) -> Vec<(Claimed, Claimed)> {
+    let items = |batches: &[ClaimBatch]| -> Vec<Claimed> {
+        batches.iter().flat_map(|b| b.items.clone()).collect()
+    };
+    items(redis).into_iter().zip(items(memory)).collect()
 }
 
 fn result_json<T>(r: Result<T, QueueError>, f: impl FnOnce(T) -> Json) -> Json {
@@ -330,9 +340,11 @@ fn result_json<T>(r: Result<T, QueueError>, f: impl FnOnce(T) -> Json) -> Json {
 struct Known {
     events: Vec<EventId>,
     /// Claimed and not completed yet.
-    held: Vec<Claimed>,
+    /// Each as Redis and as the embedded store claimed it: its lease token is the
+    /// lease's end, which each store's clock sets.
+    held: Vec<(Claimed, Claimed)>,
     /// Completed, kept to send stale completions.
-    done: Vec<Claimed>,
+    done: Vec<(Claimed, Claimed)>,
     /// Delivery ids that became dead letters at some point.
     dead: Vec<String>,
     /// The account records (`:acct:` keys) after the last step.
@@ -481,10 +493,10 @@ async fn step(
                 redis.claim_many(&requests).await,
                 memory.claim_many(&requests).await,
             );
-            if let Ok(batches) = &r {
-                let items: Vec<Claimed> = batches.iter().flat_map(|b| b.items.clone()).collect();
+            if let (Ok(rb), Ok(mb)) = (&r, &m) {
+                let items = pairs(rb, mb);
                 known.saw("claimed", items.len());
-                known.saw("retried", items.iter().filter(|c| c.attempts > 1).count());
+                known.saw("retried", items.iter().filter(|c| c.0.attempts > 1).count());
                 known.held.extend(items);
             }
             let show = |r: Result<Vec<ClaimBatch>, _>| {
@@ -493,30 +505,34 @@ async fn step(
             (format!("claim {requests:?}"), show(r), show(m))
         }
         44..=69 => {
-            let mut completions = Vec::new();
+            let (mut completions, mut on_memory) = (Vec::new(), Vec::new());
             for _ in 0..rng.random_range(1..=3) {
                 if !known.held.is_empty() && rng.random_bool(0.85) {
                     let c = known.held.remove(rng.random_range(0..known.held.len()));
                     let outcome = random_outcome(rng);
                     if matches!(outcome, Outcome::Dead { .. }) {
-                        known.dead.push(c.delivery_id.clone());
+                        known.dead.push(c.0.delivery_id.clone());
                     }
                     known.saw("completed", 1);
-                    completions.push(Completion::of(&c, outcome));
+                    completions.push(Completion::of(&c.0, outcome.clone()));
+                    on_memory.push(Completion::of(&c.1, outcome));
                     known.done.push(c);
                 } else if !known.done.is_empty() {
                     // a stale completion: a lease that ended, or a wrong token
                     let mut c = pick(rng, &known.done).clone();
                     if rng.random_bool(0.5) {
-                        c.lease_token += 1;
+                        c.0.lease_token += 1;
+                        c.1.lease_token += 1;
                     }
-                    completions.push(Completion::of(&c, random_outcome(rng)));
+                    let outcome = random_outcome(rng);
+                    completions.push(Completion::of(&c.0, outcome.clone()));
+                    on_memory.push(Completion::of(&c.1, outcome));
                     known.saw("stale completion", 1);
                 }
             }
             let (r, m) = (
                 redis.complete(&completions).await,
-                memory.complete(&completions).await,
+                memory.complete(&on_memory).await,
             );
             let show = |r: Result<(), _>| result_json(r, |_| Json::Null);
             (format!("complete {completions:?}"), show(r), show(m))
@@ -696,24 +712,28 @@ async fn final_step(
             redis.claim_many(&requests).await,
             memory.claim_many(&requests).await,
         );
-        if let Ok(batches) = &r {
-            known
-                .held
-                .extend(batches.iter().flat_map(|b| b.items.clone()));
+        if let (Ok(rb), Ok(mb)) = (&r, &m) {
+            known.held.extend(pairs(rb, mb));
         }
         let show = |r: Result<Vec<ClaimBatch>, _>| {
             result_json(r, |b| Json::Array(b.iter().map(claim_json).collect()))
         };
         (format!("claim {requests:?}"), show(r), show(m))
     } else {
-        let completions: Vec<Completion> = known
+        let delivered = Outcome::Delivered { status: 200 };
+        let (completions, on_memory): (Vec<Completion>, Vec<Completion>) = known
             .held
             .drain(..)
-            .map(|c| Completion::of(&c, Outcome::Delivered { status: 200 }))
-            .collect();
+            .map(|c| {
+                (
+                    Completion::of(&c.0, delivered.clone()),
+                    Completion::of(&c.1, delivered.clone()),
+                )
+            })
+            .unzip();
         let (r, m) = (
             redis.complete(&completions).await,
-            memory.complete(&completions).await,
+            memory.complete(&on_memory).await,
         );
         (
             format!("complete {completions:?}"),

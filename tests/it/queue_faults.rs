@@ -474,6 +474,13 @@ async fn snapshot(q: &Queues) -> Snapshot {
     s.delayed = c
         .strings(&["ZRANGE", &format!("{base}:delayed"), "0", "-1"])
         .await;
+    // a claim writes nothing into the event: a queued call whose lease is in the
+    // in-flight set is being delivered
+    for (id, (_, status)) in s.deliveries.iter_mut() {
+        if status == "queued" && s.inflight.contains(id) {
+            *status = "delivering".into();
+        }
+    }
     s
 }
 
@@ -700,4 +707,81 @@ async fn fail_every_operation(backend: Backend<'_>) {
     for (name, writes) in positions {
         assert!(writes > 0, "{name} was never failed after a write");
     }
+}
+
+/// A completion whose reply was lost is retried, by then perhaps after its call was
+/// claimed again: the retry must find itself stale. A lease's token is its end, so a call's
+/// next lease must end after every earlier one, including one a completion ended early
+/// (whose end may lie after the next claim's). The early end is recorded with the call;
+/// here it is moved an hour ahead, as a longer lease would have it.
+async fn a_retried_completion_after_a_new_claim_is_stale(backend: Backend<'_>) {
+    let q = queues(backend, usize::MAX);
+    put(
+        &*q.normal,
+        ACCOUNT,
+        vec![event("a", 1, Priority::Normal, 0)],
+    )
+    .await
+    .unwrap();
+    let first = claim_one(&*q.normal).await;
+    let done = |c: &Claimed, outcome: Outcome| Completion::of(c, outcome);
+    q.normal
+        .complete(&[done(&first, Outcome::Released)])
+        .await
+        .unwrap();
+    let (eid, _) = first.delivery_id.rsplit_once(':').unwrap();
+    let ekey = format!("{}:{{p0}}:ev:{eid}", q.prefix);
+    let mut c = Conn::open(&q.store).await;
+    let recorded = c.strings(&["HGET", &ekey, "c0"]).await;
+    assert_eq!(
+        recorded,
+        [first.lease_token.to_string()],
+        "the early end is recorded"
+    );
+    let later = Claimed {
+        lease_token: first.lease_token + 3_600_000,
+        ..first.clone()
+    };
+    c.run(&["HSET", &ekey, "c0", &later.lease_token.to_string()])
+        .await;
+    let second = claim_one(&*q.normal).await;
+    assert_eq!(second.delivery_id, first.delivery_id);
+    assert!(
+        second.lease_token > later.lease_token,
+        "a new lease ends after the one ended early: {} <= {}",
+        second.lease_token,
+        later.lease_token
+    );
+    // the retried release is stale: the call stays in flight, not queued again
+    q.normal
+        .complete(&[done(&later, Outcome::Released)])
+        .await
+        .unwrap();
+    let stats = q.normal.stats().await.unwrap();
+    let acme = stats
+        .accounts
+        .iter()
+        .find(|a| a.account == ACCOUNT)
+        .unwrap();
+    assert_eq!(
+        (acme.in_flight, acme.depth),
+        (1, 1),
+        "still in flight, once"
+    );
+    assert!(q.normal.claim(0, 10).await.unwrap().items.is_empty());
+    q.normal.complete(&[done(&second, ok())]).await.unwrap();
+    let record = q.normal.event(&EventId::parse(eid).unwrap()).await.unwrap();
+    let call = &record.unwrap().deliveries[0];
+    assert_eq!((call.status.as_str(), call.attempts), ("delivered", 1));
+}
+
+#[tokio::test]
+async fn a_retried_completion_after_a_new_claim_is_stale_on_redis() {
+    let redis = RedisServer::start();
+    a_retried_completion_after_a_new_claim_is_stale(Backend::Redis(&redis)).await;
+}
+
+#[tokio::test]
+async fn a_retried_completion_after_a_new_claim_is_stale_on_the_embedded_store() {
+    a_retried_completion_after_a_new_claim_is_stale(Backend::Embedded).await;
 }

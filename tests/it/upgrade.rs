@@ -713,3 +713,81 @@ async fn a_layout_four_call_in_flight_is_taken_up() {
     assert_eq!(acme["depth"], 0, "{queues}");
     assert_eq!(acme["delivered"], 1, "{queues}");
 }
+
+/// A call a layout-5 process left in flight (its claim wrote `delivering`, the attempt and
+/// a claim counter into the event) becomes queued, its attempts as before the claim; the
+/// reaper counts the attempt when its lease ends, and the next sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_five_call_in_flight_is_taken_up() {
+    use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
+    use zenrelay::queue::{EnqueueBatch, NewEvent, Queue, RateLimit};
+
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let delivery = "lease_ms = 1500\nupstream_timeout_ms = 1000";
+    let text = with_admin(gateway_toml(
+        &redis.url(),
+        "five",
+        &sim,
+        &["acme"],
+        delivery,
+    ));
+    // What a layout-5 process leaves when it stops with a call in flight: written by this
+    // release's scripts, then put in layout 5's terms.
+    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
+    let p = partition_of("acme", 4);
+    let id = EventId::new(p);
+    let stored = queue
+        .enqueue(EnqueueBatch {
+            account: "acme".into(),
+            limit: RateLimit {
+                limit: 100,
+                window_ms: 60_000,
+            },
+            max_depth: 100,
+            idempotency_ttl_secs: 60,
+            events: vec![NewEvent {
+                id: id.clone(),
+                priority: Priority::Normal,
+                ttl_ms: 0,
+                payload: NotifyPayload::new(1, "in flight", None),
+                agents: vec![None],
+                idempotency: None,
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    let claimed = queue.claim(p, 1).await.unwrap().items;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].attempts, 1);
+    let ekey = format!("five:{{p{p}}}:ev:{id}");
+    redis.command(&["HSET", &ekey, "s0", "delivering", "at0", "1", "c0", "1"]);
+    redis.command(&["HSET", "five:meta", "layout", "5"]);
+
+    let _new = ServeProcess::start(&text).await;
+    wait_for("the migration to finish", Duration::from_secs(20), || {
+        redis.command(&["HGET", "five:meta", "layout"]) == Some(bulk(&LAYOUT_VERSION.to_string()))
+    })
+    .await;
+    // Queued as before its claim, and shown as being delivered while its lease runs.
+    let record = queue.event(&id).await.unwrap().unwrap();
+    if sim.received("acme").is_empty() {
+        assert_eq!(bulk_value(redis.command(&["HGET", &ekey, "at0"])), None);
+        assert_eq!(record.deliveries[0].status.as_str(), "delivering");
+        assert_eq!(record.deliveries[0].attempts, 1);
+    }
+    wait_for(
+        "the call once its lease ended",
+        Duration::from_secs(15),
+        || sim.received("acme").len() == 1,
+    )
+    .await;
+    wait_for("its success recorded", Duration::from_secs(5), || {
+        bulk_value(redis.command(&["HGET", &ekey, "s0"])).as_deref() == Some("delivered")
+    })
+    .await;
+    let record = queue.event(&id).await.unwrap().unwrap();
+    // the attempt lost in flight, and the one delivered
+    assert_eq!(record.deliveries[0].attempts, 2);
+}
