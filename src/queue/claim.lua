@@ -347,8 +347,7 @@ for _, acct in ipairs(accts) do
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
         -- what only an expiry needs (the event's counts) is read when one happens
-        ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k,
-          'c' .. k)
+        ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k)
         local status = ev[2]
         local dead = base .. ':dead:' .. acct
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
@@ -390,7 +389,7 @@ for _, acct in ipairs(accts) do
           seen[nd] = true
           local nkey = base .. ':ev:' .. neid
           local nev = redis.call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'created',
-            'at' .. nk, 'c' .. nk)
+            'at' .. nk)
           local nexp = nev[1] and tonumber(nev[1]) or 0
           if nev[2] ~= 'queued' or (nexp > 0 and nexp <= now) then break end
           members[#members + 1] = {nd, nk, nkey, nev}
@@ -400,10 +399,11 @@ for _, acct in ipairs(accts) do
         -- takes the last first, so its put-backs leave the group in order at the head.
         local lease_end = now + lease + (n - 1) * group_allowance
         -- A lease's end is its token, so a call's tokens must never repeat: its lease
-        -- ends after the last one a completion ended early (`c`, recorded then; one that
-        -- ran out ended before now), so they only grow.
+        -- ends after the last one a completion ended early (`c`, recorded then, with the
+        -- attempts, so never on a first attempt; one that ran out ended before now), so
+        -- they only grow.
         for i, m in ipairs(members) do
-          local c = m[4][7]
+          local c = m[4][6] and redis.call('HGET', m[3], 'c' .. m[2])
           if c then
             local least = (tonumber(c) or 0) + i
             if least > lease_end then lease_end = least end

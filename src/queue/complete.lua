@@ -1,15 +1,16 @@
 -- complete: records how deliveries of one partition ended, each as if alone.
 -- KEYS[1] = <base>:ready
--- ARGV = base, then per delivery 8 values: did, account, kind, upstream status or '',
---        error, delay_ms, reason, lease token
+-- ARGV = base, then per delivery: did, account, kind, lease token, upstream status or '',
+--        and unless kind is 'delivered' (most are: their arguments are spared) error,
+--        delay_ms, reason
 -- The retention of finished events (ms, as text) is written into the script's text,
 -- before this (see `complete_script` in script_queue.rs).
 -- kind: delivered | retry | dead | ratelimited | authfailed | released
 -- The caller holds the lease when its token is still the lease's end in the in-flight set
 -- (a call's tokens only grow: see claim.lua). The attempt is counted here (`at`), when it
 -- ends, except for one that did not count (a 429, refused credentials, a release); a
--- completion that ends a lease before its end records its token (`c`), which the call's
--- next lease ends after. Returns per delivery 'ok', or 'stale' when
+-- completion that ends a lease before its end records its token (`c`, always with `at`),
+-- which the call's next lease ends after. Returns per delivery 'ok', or 'stale' when
 -- it did not (its result is then ignored, except that a late success still removes the
 -- delivery everywhere, so it is not sent again).
 -- Every delivery's account is recorded as changed first (see `changed_all`). Consecutive
@@ -19,7 +20,17 @@
 -- then the account (freed of them in one write: the account is free once its lease group
 -- is), the ready set, and last the end of their leases. A completion that fails part-way is finished by the caller's retry
 -- (the statuses tell how far it got) or, when the leases end, by the reaper in claim.lua.
-local base = ARGV[1]
+local argv = ARGV
+local base = argv[1]
+-- where each delivery's values start in argv
+local starts = {}
+do
+  local i, n = 2, #argv
+  while i <= n do
+    starts[#starts + 1] = i
+    if argv[i + 2] == 'delivered' then i = i + 5 else i = i + 8 end
+  end
+end
 local now, now_s = now_ms()
 local inflight = base .. ':inflight'
 
@@ -33,7 +44,7 @@ local ended_leases
 -- the leases of the run's deliveries as read when it opened (did -> score, or false)
 local leases
 
--- Opens the run of account `a` whose first delivery's values start at ARGV[from].
+-- Opens the run of account `a` whose first delivery is the `from`th.
 local function open_run(a, from)
   acct = a
   akey = base .. ':acct:' .. a
@@ -43,9 +54,10 @@ local function open_run(a, from)
   auth_failed, pause_until, count_429 = flags[4], flags[5], nil
   freed, ends, ended_leases = false, {}, {}
   local dids = {}
-  for j = from, #ARGV, 8 do
-    if ARGV[j + 1] ~= a then break end
-    dids[#dids + 1] = ARGV[j]
+  for j = from, #starts do
+    local at = starts[j]
+    if argv[at + 1] ~= a then break end
+    dids[#dids + 1] = argv[at]
   end
   local scores = redis.call('ZMSCORE', inflight, unpack(dids))
   leases = {}
@@ -144,7 +156,9 @@ local function complete_one(did, kind, code, err, delay, reason, token)
   local status = ev[1]
   local leased = leases[did]
   if ended_leases[did] then leased = false end
-  local owned = leased and tonumber(leased) == tonumber(token) or false
+  -- both are whole milliseconds in Redis's and the caller's text (Redis writes a score
+  -- that is a whole number as one)
+  local owned = leased == token
   local held = in_group(busy, did)
   -- Upstream received this call at some moment before its answer came back: the holder of
   -- the lease counts the call from now, so that however long the request took on the way,
@@ -238,10 +252,11 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     if not near_head(list, did) then
       w('LPUSH', list, did)
     end
-    local set = {'c' .. k, token}
+    -- the token with the attempts (as they were), which tell a claim to look for it
+    local set = {'c' .. k, token, 'at' .. k, ev[2] or '0'}
     if status ~= 'queued' then
-      set[3] = 's' .. k
-      set[4] = 'queued'
+      set[5] = 's' .. k
+      set[6] = 'queued'
     end
     if kind ~= 'released' then
       set[#set + 1] = 'ls' .. k
@@ -260,16 +275,22 @@ local out = {}
 -- Every account is recorded as changed before any write (a stale failure, which writes
 -- nothing, is read again for nothing).
 local accts = {}
-for i = 3, #ARGV, 8 do accts[#accts + 1] = ARGV[i] end
+for j = 1, #starts do accts[j] = argv[starts[j] + 1] end
 changed_all(base, accts, now_s)
 -- the delay stays text until a retry or a pause needs it as a number
-for i = 2, #ARGV, 8 do
-  if ARGV[i + 1] ~= acct then
+for j = 1, #starts do
+  local i = starts[j]
+  if argv[i + 1] ~= acct then
     close_run()
-    open_run(ARGV[i + 1], i)
+    open_run(argv[i + 1], j)
   end
-  out[#out + 1] = complete_one(ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
-    ARGV[i + 6], ARGV[i + 7])
+  local kind = argv[i + 2]
+  if kind == 'delivered' then
+    out[j] = complete_one(argv[i], kind, argv[i + 4], '', '0', '', argv[i + 3])
+  else
+    out[j] = complete_one(argv[i], kind, argv[i + 4], argv[i + 5], argv[i + 6], argv[i + 7],
+      argv[i + 3])
+  end
 end
 close_run()
 return out

@@ -1013,17 +1013,22 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                 for &i in chunk {
                     let c = &completions[i];
                     let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
-                    let error: String = error.chars().take(1000).collect();
                     args.extend([
                         c.delivery_id.clone().into_bytes(),
                         c.account.clone().into_bytes(),
                         kind.as_bytes().to_vec(),
-                        code.into_bytes(),
-                        error.into_bytes(),
-                        delay.to_string().into_bytes(),
-                        reason.as_bytes().to_vec(),
                         c.lease_token.to_string().into_bytes(),
+                        code.into_bytes(),
                     ]);
+                    // a success needs none of the rest (each argument costs Redis's Lua)
+                    if kind != "delivered" {
+                        let error: String = error.chars().take(1000).collect();
+                        args.extend([
+                            error.into_bytes(),
+                            delay.to_string().into_bytes(),
+                            reason.as_bytes().to_vec(),
+                        ]);
+                    }
                 }
                 calls.push((base.clone(), args));
                 owners.push(chunk);
