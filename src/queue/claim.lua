@@ -287,7 +287,8 @@ local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', ma
 -- each account below has its ready score written, at least (those left untouched once the
 -- stale budget runs out are read again for nothing)
 changed_all(base, accts, now_s)
-for _, acct in ipairs(accts) do
+for a = 1, #accts do
+  local acct = accts[a]
   -- past the budgets, the remaining accounts wait, untouched, for the next call
   local room = claim_deliveries - (#out - 2)
   if stale_left <= 0 or room <= 0 then break end
@@ -402,7 +403,8 @@ for _, acct in ipairs(accts) do
         -- ends after the last one a completion ended early (`c`, recorded then, with the
         -- attempts, so never on a first attempt; one that ran out ended before now), so
         -- they only grow.
-        for i, m in ipairs(members) do
+        for i = 1, n do
+          local m = members[i]
           local c = m[4][6] and redis.call('HGET', m[3], 'c' .. m[2])
           if c then
             local least = (tonumber(c) or 0) + i
@@ -410,7 +412,8 @@ for _, acct in ipairs(accts) do
           end
         end
         local leases, group = {}, {}
-        for i, m in ipairs(members) do
+        for i = 1, n do
+          local m = members[i]
           leases[2 * i - 1] = int(lease_end - i + 1)
           leases[2 * i] = m[1]
           group[i] = m[1]
@@ -419,7 +422,8 @@ for _, acct in ipairs(accts) do
         -- The events are not written: a call in flight is one whose lease is in the
         -- in-flight set, and its lease's end (its score there) is its token. Its attempt
         -- is counted when it ends.
-        for i, m in ipairs(members) do
+        for i = 1, n do
+          local m = members[i]
           local mdid, mk, mkey, mev = m[1], m[2], m[3], m[4]
           -- a first attempt (the most common) needs no conversion
           local attempts = 1

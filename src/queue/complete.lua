@@ -85,7 +85,9 @@ local function close_run()
     w('HSET', akey, unpack(set))
   end
   if freed then
-    mark_ready(base, acct, now, now_s, nil, {busy, flags[3], auth_failed, pause_until})
+    -- a busy account left the ready set at its claim
+    mark_ready(base, acct, now, now_s, nil, {busy, flags[3], auth_failed, pause_until}, nil,
+      flags[2] and flags[2] ~= '')
   end
   if #ends > 0 then
     w('ZREM', inflight, unpack(ends))

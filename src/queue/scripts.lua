@@ -90,9 +90,11 @@ end
 -- behind thousands of backlogged ones. A 429 pause still wins over it. `known` gives the
 -- account's {busy, paused, auth_failed, until} when the caller already has them;
 -- `queued` is true when the caller knows the account has queued work (when it has none
--- after all, the claim that finds its lists empty takes it out of the set again). `now_s`
--- is `now` as text.
-local function mark_ready(base, acct, now, now_s, score, known, queued)
+-- after all, the claim that finds its lists empty takes it out of the set again);
+-- `unlisted` is true when the caller knows the account is not in the set (it was busy),
+-- so that one without queued work has nothing to leave (should it be there after all,
+-- the claim that finds its lists empty takes it out). `now_s` is `now` as text.
+local function mark_ready(base, acct, now, now_s, score, known, queued, unlisted)
   local st = known
   if not st then
     st = redis.call('HMGET', base .. ':acct:' .. acct, 'busy', 'paused', 'auth_failed', 'until')
@@ -103,7 +105,9 @@ local function mark_ready(base, acct, now, now_s, score, known, queued)
   local q = base .. ':q:' .. acct
   -- Redis deletes empty lists, so "exists" means "has queued work"
   if not queued and redis.call('EXISTS', q .. ':h', q .. ':n') == 0 then
-    w('ZREM', base .. ':ready', acct)
+    if not unlisted then
+      w('ZREM', base .. ':ready', acct)
+    end
     return
   end
   local at = score or now
