@@ -65,7 +65,8 @@ local function reap_lease(did, lease_end)
       -- an earlier layout's call, counted at its claim
       w('HSET', ekey, 's' .. k, 'queued')
     elseif pushed then
-      w('HSET', ekey, 'at' .. k, next_attempt(ev[7]))
+      -- with the lease's end, which tells a completion of it that the attempt is counted
+      w('HSET', ekey, 'at' .. k, next_attempt(ev[7]), 'c' .. k, int(lease_end))
     end
   elseif (status == 'dead' or status == 'expired') and held then
     -- a dead-letter completion stopped before the account was freed

@@ -18,8 +18,9 @@
 -- account's record and the leases of its deliveries once, and writes the record once. A
 -- run's writes go in this order: for each delivery, where it goes next and its status;
 -- then the account (freed of them in one write: the account is free once its lease group
--- is), the ready set, and last the end of their leases. A completion that fails part-way is finished by the caller's retry
--- (the statuses tell how far it got) or, when the leases end, by the reaper in claim.lua.
+-- is), the ready set, and last the end of their leases. A completion that fails part-way
+-- is finished by the caller's retry (the statuses tell how far it got) or, when the
+-- leases end, by the reaper in claim.lua.
 local argv = ARGV
 local base = argv[1]
 -- where each delivery's values start in argv
@@ -149,6 +150,15 @@ local function finish(ekey, k, ev, status_to, fields, dead)
   end
 end
 
+-- The attempts (text) an owned completion that counts its attempt writes, from `at` as
+-- read: one more, unless this lease's attempt was counted already (its token is in `c`,
+-- which is only ever written with `at`: by a completion of it that failed part-way and
+-- is done again, or by a reap that failed before its lease left the in-flight set).
+local function attempts_after(ekey, k, at, token)
+  if at and redis.call('HGET', ekey, 'c' .. k) == token then return at end
+  return next_attempt(at)
+end
+
 local function complete_one(did, kind, code, err, delay, reason, token)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
@@ -186,6 +196,10 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     -- the lease and free the account (held, as its outcome says).
     if owned then
       hold_account(kind, delay)
+      if status == 'dead' or status == 'expired' then
+        -- a replay may lease it again: its next lease ends after this one
+        w('HSET', ekey, 'c' .. k, token, 'at' .. k, ev[2] or '0')
+      end
     end
     if (status == 'dead' or status == 'expired') and held then
       w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
@@ -196,10 +210,10 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     return 'stale'
   end
   local delivered_fields = {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}
+  -- (a caller that lost its lease leaves the attempt to the reaper, which counted it)
   if owned then
-    -- a caller that lost its lease: the reaper counted the attempt
     delivered_fields[7] = 'at' .. k
-    delivered_fields[8] = next_attempt(ev[2])
+    delivered_fields[8] = attempts_after(ekey, k, ev[2], token)
   end
   if kind == 'delivered' and not owned and leased then
     -- A late success while another process holds a new lease on the call: record the
@@ -242,11 +256,11 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     local due = int(now + tonumber(delay))
     w('ZADD', base .. ':delayed', due, did)
     w('ZADD', base .. ':retry:' .. acct, due, did)
-    w('HSET', ekey, 's' .. k, 'retrying', 'at' .. k, next_attempt(ev[2]), 'c' .. k, token,
-      'ls' .. k, code, 'le' .. k, err)
+    w('HSET', ekey, 's' .. k, 'retrying', 'at' .. k, attempts_after(ekey, k, ev[2], token),
+      'c' .. k, token, 'ls' .. k, code, 'le' .. k, err)
   elseif kind == 'dead' then
     finish(ekey, k, ev, 'dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err,
-      'at' .. k, next_attempt(ev[2]), 'c' .. k, token}, true)
+      'at' .. k, attempts_after(ekey, k, ev[2], token), 'c' .. k, token}, true)
     w('ZADD', base .. ':dead:' .. acct, now_s, did)
   else
     -- ratelimited, authfailed, released: back to the front, the attempt does not count

@@ -18,12 +18,9 @@ for _, did in ipairs(redis.call('ZRANGE', base .. ':inflight', '0', '-1')) do
     local ev = redis.call('HMGET', ekey, 's' .. k, 'at' .. k)
     if ev[1] == 'delivering' then
       local before = (tonumber(ev[2] or '1') or 1) - 1
-      if before > 0 then
-        redis.call('HSET', ekey, 's' .. k, 'queued', 'at' .. k, int(before))
-      else
-        redis.call('HSET', ekey, 's' .. k, 'queued')
-        redis.call('HDEL', ekey, 'at' .. k)
-      end
+      if before < 0 then before = 0 end
+      -- ('0', not missing: a claim looks for a replay's mark only then)
+      redis.call('HSET', ekey, 's' .. k, 'queued', 'at' .. k, int(before))
       changed_n = changed_n + 1
     end
   end

@@ -400,7 +400,8 @@ pub struct AccountStats {
     pub account: String,
     /// Undelivered Notify calls: queued, in flight and waiting for a retry.
     pub depth: u64,
-    /// Calls leased to a worker right now (0 or 1: one call in flight per account).
+    /// Calls leased to a worker right now (at most one lease group of the account:
+    /// `delivery.lease_group_max` calls, sent one after another).
     pub in_flight: u64,
     /// Calls waiting for a scheduled retry.
     pub scheduled_retries: u64,

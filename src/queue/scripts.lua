@@ -1,11 +1,11 @@
--- Shared helpers, prepended to each of the gateway's Lua scripts (see redis.rs for the key
--- layout). Every key a script touches is derived from `base`, which carries the
+-- Shared helpers, prepended to each of the gateway's Lua scripts (see script_queue.rs for
+-- the key layout). Every key a script touches is derived from `base`, which carries the
 -- partition's hash tag, so all of them live in one Redis Cluster slot.
 --
 -- Redis does not roll back a script that fails part-way. So every script reads and checks
 -- first and then writes in an order where each prefix of its writes leaves a state the
--- next calls complete or repair (see "Partial failures" in redis.rs); every write goes
--- through `w`, which lets the tests fail a script after any one of them.
+-- next calls complete or repair (see "Partial failures" in script_queue.rs); every write
+-- goes through `w`, which lets the tests fail a script after any one of them.
 
 local function w(...)
   return redis.call(...)

@@ -518,11 +518,12 @@ async fn step(
                     on_memory.push(Completion::of(&c.1, outcome));
                     known.done.push(c);
                 } else if !known.done.is_empty() {
-                    // a stale completion: a lease that ended, or a wrong token
+                    // a stale completion: a lease that ended, or a wrong token (one
+                    // before it: a lease of the call claimed later ends after it)
                     let mut c = pick(rng, &known.done).clone();
                     if rng.random_bool(0.5) {
-                        c.0.lease_token += 1;
-                        c.1.lease_token += 1;
+                        c.0.lease_token = c.0.lease_token.saturating_sub(1);
+                        c.1.lease_token = c.1.lease_token.saturating_sub(1);
                     }
                     let outcome = random_outcome(rng);
                     completions.push(Completion::of(&c.0, outcome.clone()));

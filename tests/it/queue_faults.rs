@@ -785,3 +785,73 @@ async fn a_retried_completion_after_a_new_claim_is_stale_on_redis() {
 async fn a_retried_completion_after_a_new_claim_is_stale_on_the_embedded_store() {
     a_retried_completion_after_a_new_claim_is_stale(Backend::Embedded).await;
 }
+
+/// The attempts the event view shows for the call `c`.
+async fn attempts_of(q: &Queues, c: &Claimed) -> u32 {
+    let (eid, _) = c.delivery_id.rsplit_once(':').unwrap();
+    let record = q.normal.event(&EventId::parse(eid).unwrap()).await.unwrap();
+    record.unwrap().deliveries[0].attempts
+}
+
+/// An attempt counts once, however its recording fails part-way: a completion done again
+/// after it failed (the worker retries it), and a completion of a lease whose reap failed
+/// before the lease left the in-flight set (its holder still owns it), each after every
+/// write of the failing call in turn. A retry and a success of the first attempt leave 1.
+async fn an_attempt_counts_once_when_its_recording_fails_part_way(backend: Backend<'_>) {
+    for outcome in [retry(60_000), ok()] {
+        // the completion fails part-way, and is done again
+        for n in 1..20 {
+            let q = queues(backend, n);
+            put(
+                &*q.normal,
+                ACCOUNT,
+                vec![event("a", 1, Priority::Normal, 0)],
+            )
+            .await
+            .unwrap();
+            let c = claim_one(&*q.normal).await;
+            let done = [Completion::of(&c, outcome.clone())];
+            let failed = q.failing.complete(&done).await.is_err();
+            q.normal.complete(&done).await.unwrap();
+            let what = format!("{outcome:?}, completion failing after write {n}");
+            assert_eq!(attempts_of(&q, &c).await, 1, "{what}");
+            if !failed {
+                break;
+            }
+        }
+        // the reap fails part-way; the holder's completion comes before the next reap
+        for n in 1..20 {
+            let q = queues(backend, n);
+            put(
+                &*q.normal,
+                ACCOUNT,
+                vec![event("a", 1, Priority::Normal, 0)],
+            )
+            .await
+            .unwrap();
+            let c = claim_one(&*q.normal).await;
+            tokio::time::sleep(Duration::from_millis(LEASE_MS + 30)).await;
+            let failed = q.failing.claim(0, 0).await.is_err();
+            q.normal
+                .complete(&[Completion::of(&c, outcome.clone())])
+                .await
+                .unwrap();
+            let what = format!("{outcome:?}, reap failing after write {n}");
+            assert_eq!(attempts_of(&q, &c).await, 1, "{what}");
+            if !failed {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_counts_once_when_its_recording_fails_part_way_on_redis() {
+    let redis = RedisServer::start();
+    an_attempt_counts_once_when_its_recording_fails_part_way(Backend::Redis(&redis)).await;
+}
+
+#[tokio::test]
+async fn an_attempt_counts_once_when_its_recording_fails_part_way_on_the_embedded_store() {
+    an_attempt_counts_once_when_its_recording_fails_part_way(Backend::Embedded).await;
+}
