@@ -43,7 +43,7 @@ local delayed = base .. ':delayed'
 local function reap_lease(did, lease_end)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
-  local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k)
+  local ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k)
   local acct, status = ev[1], ev[2]
   if not acct then
     w('ZREM', inflight, did)
@@ -51,7 +51,7 @@ local function reap_lease(did, lease_end)
   end
   changed(base, acct, now_s)
   local akey = base .. ':acct:' .. acct
-  local st = redis.call('HMGET', akey, 'busy', 'rl_at', 'rl')
+  local st = call('HMGET', akey, 'busy', 'rl_at', 'rl')
   local held = in_group(st[1], did)
   -- the call's entry in the rate log (one of its group's, at the claim's time)
   local log = held and st[3] and log_without(st[3], st[2])
@@ -92,7 +92,7 @@ end
 local function reap_retry(did)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
-  local ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio')
+  local ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio')
   local acct = ev[1]
   if acct then
     changed(base, acct, now_s)
@@ -110,7 +110,7 @@ local function reap_retry(did)
 end
 
 local function reap(zset, from_delayed)
-  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now_s, 'WITHSCORES', 'LIMIT', '0', reap_max)
+  local due = call('ZRANGEBYSCORE', zset, '-inf', now_s, 'WITHSCORES', 'LIMIT', '0', reap_max)
   for i = 1, #due, 2 do
     if from_delayed then
       reap_retry(due[i])
@@ -130,9 +130,9 @@ reap(delayed, true)
 local held = base .. ':held'
 local held_max, held_max_text, held_recheck = 4, '4', 60000
 local buried = 0
-local due_held = redis.call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', held_max_text)
+local due_held = call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', held_max_text)
 for _, acct in ipairs(due_held) do
-  local st = redis.call('HMGET', base .. ':acct:' .. acct, 'paused', 'auth_failed', 'until')
+  local st = call('HMGET', base .. ':acct:' .. acct, 'paused', 'auth_failed', 'until')
   if st[1] ~= '1' and st[2] ~= '1' and (st[3] and tonumber(st[3]) or 0) <= now then
     w('ZREM', held, acct)
   else
@@ -141,11 +141,11 @@ for _, acct in ipairs(due_held) do
     for _, prio in ipairs({'h', 'n'}) do
       local list = q .. ':' .. prio
       while buried < held_max do
-        local did = redis.call('LINDEX', list, '0')
+        local did = call('LINDEX', list, '0')
         if not did then break end
         local eid, k = split_did(did)
         local ekey = base .. ':ev:' .. eid
-        local ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'done', 'n', 'dd')
+        local ev = call('HMGET', ekey, 'exp', 's' .. k, 'done', 'n', 'dd')
         local exp = ev[1] and tonumber(ev[1]) or 0
         local status = ev[2]
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
@@ -161,7 +161,7 @@ for _, acct in ipairs(due_held) do
           w('HSET', ekey, unpack(set))
           w('ZADD', base .. ':dead:' .. acct, now_s, did)
         elseif (status == 'dead' or status == 'expired')
-          and not redis.call('ZSCORE', base .. ':dead:' .. acct, did) then
+          and not call('ZSCORE', base .. ':dead:' .. acct, did) then
           changed(base, acct, now_s)
           w('ZADD', base .. ':dead:' .. acct, now_s, did)
         end
@@ -191,9 +191,9 @@ local dropped = 0
 local sweep_accounts, sweep_drops = 8, 16
 if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
   local cursor_key = base .. ':sweep:at'
-  local at = redis.call('HMGET', cursor_key, 'cursor', 'last', 'pos')
+  local at = call('HMGET', cursor_key, 'cursor', 'last', 'pos')
   local cursor, last = at[1] or '0', at[2]
-  local scan = redis.call('SSCAN', base .. ':accounts', cursor, 'COUNT', '16')
+  local scan = call('SSCAN', base .. ':accounts', cursor, 'COUNT', '16')
   local page = scan[2]
   local pos = math.min(tonumber(at[3] or '0') or 0, #page)
   if last then
@@ -211,9 +211,9 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
     local acct = page[pos]
     local akey = base .. ':acct:' .. acct
     local dead = base .. ':dead:' .. acct
-    local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'idle_since',
+    local st = call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'idle_since',
       'rl', 'window')
-    local old = redis.call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
+    local old = call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
       int(sweep_drops - dropped))
     for _, did in ipairs(old) do
       changed(base, acct, now_s)
@@ -227,7 +227,7 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
       local q = base .. ':q:' .. acct
       local idle = not (st[1] and st[1] ~= '') and st[2] ~= '1' and st[3] ~= '1'
         and (st[4] and tonumber(st[4]) or 0) <= now
-        and redis.call('EXISTS', q .. ':h', q .. ':n', base .. ':retry:' .. acct, dead) == 0
+        and call('EXISTS', q .. ':h', q .. ':n', base .. ':retry:' .. acct, dead) == 0
       if idle then
         local since = tonumber(st[5] or '')
         -- the rate log goes with the record: not while its latest send counts
@@ -284,7 +284,7 @@ end
 -- this call, across its accounts: past the budget, the rest wait for the next call.
 local stale_left = 32
 local out = {-1, 0}
-local accts = redis.call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
+local accts = call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 -- each account below has its ready score written, at least (those left untouched once the
 -- stale budget runs out are read again for nothing)
 changed_all(base, accts, now_s)
@@ -294,7 +294,7 @@ for a = 1, #accts do
   local room = claim_deliveries - (#out - 2)
   if stale_left <= 0 or room <= 0 then break end
   local akey = base .. ':acct:' .. acct
-  local st = redis.call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
+  local st = call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
     'rl')
   local pause_until = st[4] and tonumber(st[4]) or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
@@ -336,10 +336,10 @@ for a = 1, #accts do
       while true do
         if at > #heads then
           list = q .. ':h'
-          heads = redis.call('LRANGE', list, '0', span)
+          heads = call('LRANGE', list, '0', span)
           if #heads == 0 then
             list = q .. ':n'
-            heads = redis.call('LRANGE', list, '0', span)
+            heads = call('LRANGE', list, '0', span)
           end
           at = 1
         end
@@ -349,14 +349,14 @@ for a = 1, #accts do
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
         -- what only an expiry needs (the event's counts) is read when one happens
-        ev = redis.call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k)
+        ev = call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k)
         local status = ev[2]
         local dead = base .. ':dead:' .. acct
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
           local exp = ev[1] and tonumber(ev[1]) or 0
           if exp > 0 and exp <= now then
             -- a dead letter: the status, then the letter, then off the list
-            local counts = redis.call('HMGET', ekey, 'done', 'n', 'dd')
+            local counts = call('HMGET', ekey, 'done', 'n', 'dd')
             local set = finish_fields(k, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '',
               'le' .. k, 'time to live passed before delivery'}, counts[1], counts[2], counts[3],
               true)
@@ -365,7 +365,7 @@ for a = 1, #accts do
           else
             break
           end
-        elseif (status == 'dead' or status == 'expired') and not redis.call('ZSCORE', dead, did) then
+        elseif (status == 'dead' or status == 'expired') and not call('ZSCORE', dead, did) then
           -- the letter of an expiry that failed before it was recorded
           w('ZADD', dead, now_s, did)
         end
@@ -390,7 +390,7 @@ for a = 1, #accts do
           if not neid or seen[nd] or #members >= room then break end
           seen[nd] = true
           local nkey = base .. ':ev:' .. neid
-          local nev = redis.call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'created',
+          local nev = call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'created',
             'at' .. nk)
           local nexp = nev[1] and tonumber(nev[1]) or 0
           if nev[2] ~= 'queued' or (nexp > 0 and nexp <= now) then break end
@@ -406,7 +406,7 @@ for a = 1, #accts do
         -- they only grow.
         for i = 1, n do
           local m = members[i]
-          local c = m[4][6] and redis.call('HGET', m[3], 'c' .. m[2])
+          local c = m[4][6] and call('HGET', m[3], 'c' .. m[2])
           if c then
             local least = (tonumber(c) or 0) + i
             if least > lease_end then lease_end = least end
@@ -436,7 +436,7 @@ for a = 1, #accts do
           end
           -- A replay sets the attempts to 0 and marks the call replayed: only then (or
           -- after a call put back at its first attempt) is the mark looked for.
-          if mev[6] == '0' and redis.call('HGET', mkey, 'rp' .. mk) == '1' then
+          if mev[6] == '0' and call('HGET', mkey, 'rp' .. mk) == '1' then
             -- replayed: a replay that failed part-way may have left it among the dead letters
             w('ZREM', base .. ':dead:' .. acct, mdid)
             w('HSET', mkey, 'rp' .. mk, '')
@@ -479,7 +479,7 @@ end
 -- account's next look for expired events.
 local next_due = -1
 for _, z in ipairs({ready, delayed, inflight, held}) do
-  local head = redis.call('ZRANGE', z, '0', '0', 'WITHSCORES')
+  local head = call('ZRANGE', z, '0', '0', 'WITHSCORES')
   if head[2] then
     local wait = tonumber(head[2]) - now
     if wait < 0 then wait = 0 end

@@ -49,7 +49,7 @@ local leases
 local function open_run(a, from)
   acct = a
   akey = base .. ':acct:' .. a
-  flags = redis.call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
+  flags = call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
     'rl')
   busy, rl, sent, extra = flags[2], flags[7], nil, {}
   auth_failed, pause_until, count_429 = flags[4], flags[5], nil
@@ -60,7 +60,7 @@ local function open_run(a, from)
     if argv[at + 1] ~= a then break end
     dids[#dids + 1] = argv[at]
   end
-  local scores = redis.call('ZMSCORE', inflight, unpack(dids))
+  local scores = call('ZMSCORE', inflight, unpack(dids))
   leases = {}
   for j = 1, #dids do leases[dids[j]] = scores[j] end
 end
@@ -105,7 +105,7 @@ end
 -- meanwhile.
 local function hold_account(kind, delay)
   if kind == 'ratelimited' then
-    count_429 = (count_429 or tonumber(redis.call('HGET', akey, 'upstream_429') or '0') or 0)
+    count_429 = (count_429 or tonumber(call('HGET', akey, 'upstream_429') or '0') or 0)
       + 1
     pause_until = int(now + tonumber(delay))
     extra[#extra + 1] = 'until'
@@ -155,7 +155,7 @@ end
 -- which is only ever written with `at`: by a completion of it that failed part-way and
 -- is done again, or by a reap that failed before its lease left the in-flight set).
 local function attempts_after(ekey, k, at, token)
-  if at and redis.call('HGET', ekey, 'c' .. k) == token then return at end
+  if at and call('HGET', ekey, 'c' .. k) == token then return at end
   return next_attempt(at)
 end
 
@@ -164,7 +164,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
   local ekey = base .. ':ev:' .. eid
   -- What only the rarer outcomes need (the event's priority and attempts, the account's
   -- 429 count) is read by them.
-  local ev = redis.call('HMGET', ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd')
+  local ev = call('HMGET', ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd')
   local status = ev[1]
   local leased = leases[did]
   if ended_leases[did] then leased = false end
@@ -236,7 +236,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
         w('ZREM', base .. ':retry:' .. acct, did)
         w('ZREM', base .. ':delayed', did)
       else
-        local list = base .. ':q:' .. acct .. ':' .. (redis.call('HGET', ekey, 'prio') or 'n')
+        local list = base .. ':q:' .. acct .. ':' .. (call('HGET', ekey, 'prio') or 'n')
         if near_head(list, did) then
           -- put back at the front, so found at once; deeper down (rare) it stays as a
           -- stale entry for the claims to drop, rather than this call scanning the list
@@ -264,7 +264,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     w('ZADD', base .. ':dead:' .. acct, now_s, did)
   else
     -- ratelimited, authfailed, released: back to the front, the attempt does not count
-    local list = base .. ':q:' .. acct .. ':' .. (redis.call('HGET', ekey, 'prio') or 'n')
+    local list = base .. ':q:' .. acct .. ':' .. (call('HGET', ekey, 'prio') or 'n')
     if not near_head(list, did) then
       w('LPUSH', list, did)
     end

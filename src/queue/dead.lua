@@ -6,15 +6,15 @@
 local base, acct = ARGV[1], ARGV[2]
 local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local dead = base .. ':dead:' .. acct
-local out = {redis.call('ZCARD', dead)}
+local out = {call('ZCARD', dead)}
 if limit <= 0 then return out end
-local page = redis.call('ZRANGE', dead, offset, offset + limit - 1, 'WITHSCORES')
+local page = call('ZRANGE', dead, offset, offset + limit - 1, 'WITHSCORES')
 for i = 1, #page, 2 do
   local did = page[i]
   local eid, k = split_did(did)
   local ev = {}
   if eid then
-    ev = redis.call('HMGET', base .. ':ev:' .. eid, 'created', 's' .. k, 'dr' .. k, 'at' .. k,
+    ev = call('HMGET', base .. ':ev:' .. eid, 'created', 's' .. k, 'dr' .. k, 'at' .. k,
       'ls' .. k, 'le' .. k, 'body', 'ag' .. k)
   end
   out[#out + 1] = {did, page[i + 1], ev[1] or '0', ev[2] or '', ev[3] or '', ev[4] or '0',

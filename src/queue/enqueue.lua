@@ -21,10 +21,10 @@ local base, acct, limit, window = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, now_s = now_ms()
 local akey = base .. ':acct:' .. acct
 local q = base .. ':q:' .. acct
-local st = redis.call('HMGET', akey, 'limit', 'window', 'busy', 'paused', 'auth_failed', 'until')
+local st = call('HMGET', akey, 'limit', 'window', 'busy', 'paused', 'auth_failed', 'until')
 -- Undelivered calls: queued, waiting for a retry, and those in flight (a lease group).
-local depth = redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n')
-  + redis.call('ZCARD', base .. ':retry:' .. acct)
+local depth = call('LLEN', q .. ':h') + call('LLEN', q .. ':n')
+  + call('ZCARD', base .. ':retry:' .. acct)
 if st[3] and st[3] ~= '' then depth = depth + group_size(st[3]) end
 local max_depth = tonumber(ARGV[5])
 local out = {}
@@ -47,7 +47,7 @@ while i <= #ARGV do
   if ikey ~= '' then
     idem = base .. ':idem:' .. acct .. ':' .. ikey
     -- a key taken earlier in this call is not written yet
-    local prev = (taken and taken[idem]) or redis.call('GET', idem)
+    local prev = (taken and taken[idem]) or call('GET', idem)
     if prev then
       local pfp, pid, pn = string.match(prev, '^(%S+) (%S+) (%d+)$')
       if pfp == fp then

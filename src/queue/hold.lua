@@ -9,7 +9,7 @@
 -- resume puts the account in the ready set before it clears the flags.
 local base, acct, op = ARGV[1], ARGV[2], ARGV[3]
 local akey = base .. ':acct:' .. acct
-local st = redis.call('HMGET', akey, 'busy', 'until')
+local st = call('HMGET', akey, 'busy', 'until')
 local now, now_s = now_ms()
 changed(base, acct, now_s)
 w('SADD', base .. ':accounts', acct)

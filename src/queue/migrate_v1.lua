@@ -13,40 +13,40 @@ local written = 0
 -- 1. Every pending retry in `delayed` is also in its account's `retry:{account}`, with
 --    the same due time (depth and idleness are read from there). Anything else in
 --    `delayed` is a stale entry, which the reaper drops when it comes due.
-local due = redis.call('ZRANGE', delayed, 0, -1, 'WITHSCORES')
+local due = call('ZRANGE', delayed, 0, -1, 'WITHSCORES')
 for i = 1, #due, 2 do
   local did, at = due[i], due[i + 1]
   local eid, k = split_did(did)
   if eid then
-    local ev = redis.call('HMGET', base .. ':ev:' .. eid, 'acct', 's' .. k)
+    local ev = call('HMGET', base .. ':ev:' .. eid, 'acct', 's' .. k)
     if ev[1] and ev[2] == 'retrying' then
-      written = written + redis.call('ZADD', base .. ':retry:' .. ev[1], at, did)
+      written = written + call('ZADD', base .. ':retry:' .. ev[1], at, did)
     end
   end
 end
 
-for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do
+for _, acct in ipairs(call('SMEMBERS', base .. ':accounts')) do
   local akey = base .. ':acct:' .. acct
   -- 2. Only pending retries of this account stay in its retry set.
   local rkey = base .. ':retry:' .. acct
-  for _, did in ipairs(redis.call('ZRANGE', rkey, 0, -1)) do
+  for _, did in ipairs(call('ZRANGE', rkey, 0, -1)) do
     local eid, k = split_did(did)
     local keep = false
-    if eid and redis.call('ZSCORE', delayed, did) then
-      local ev = redis.call('HMGET', base .. ':ev:' .. eid, 'acct', 's' .. k)
+    if eid and call('ZSCORE', delayed, did) then
+      local ev = call('HMGET', base .. ':ev:' .. eid, 'acct', 's' .. k)
       keep = ev[1] == acct and ev[2] == 'retrying'
     end
     if not keep then
-      written = written + redis.call('ZREM', rkey, did)
+      written = written + call('ZREM', rkey, did)
     end
   end
   -- 3. Held accounts (paused, auth_failed, in a 429 pause) are in `held`, so claims
   --    expire the events at their heads; due at once.
-  local st = redis.call('HMGET', akey, 'paused', 'auth_failed', 'until')
+  local st = call('HMGET', akey, 'paused', 'auth_failed', 'until')
   if st[1] == '1' or st[2] == '1' or (tonumber(st[3] or '0') or 0) > now then
-    written = written + redis.call('ZADD', base .. ':held', 'NX', int(now), acct)
+    written = written + call('ZADD', base .. ':held', 'NX', int(now), acct)
   end
   -- 4. The counters layout 2 no longer keeps.
-  written = written + redis.call('HDEL', akey, 'depth', 'delayed', 'dead')
+  written = written + call('HDEL', akey, 'depth', 'delayed', 'dead')
 end
 return written

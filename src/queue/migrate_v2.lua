@@ -12,17 +12,17 @@
 -- the window: such an account starts layout 3 with an empty log.)
 local base = ARGV[1]
 local moved = 0
-for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do
+for _, acct in ipairs(call('SMEMBERS', base .. ':accounts')) do
   local rl = base .. ':rl:' .. acct
-  local times = redis.call('LRANGE', rl, 0, -1)
+  local times = call('LRANGE', rl, 0, -1)
   local akey = base .. ':acct:' .. acct
-  if #times > 0 and redis.call('EXISTS', akey) == 1 then
+  if #times > 0 and call('EXISTS', akey) == 1 then
     local packed = {}
     for i, t in ipairs(times) do
       packed[i] = string.format('%013d', tonumber(t) or 0)
     end
-    redis.call('HSET', akey, 'rl', table.concat(packed))
-    redis.call('DEL', rl)
+    call('HSET', akey, 'rl', table.concat(packed))
+    call('DEL', rl)
     moved = moved + 1
   end
 end

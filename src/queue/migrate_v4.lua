@@ -11,14 +11,14 @@
 -- stopped half-way) changes nothing more.
 local base = ARGV[1]
 local changed_n = 0
-for _, acct in ipairs(redis.call('SMEMBERS', base .. ':accounts')) do
+for _, acct in ipairs(call('SMEMBERS', base .. ':accounts')) do
   local akey = base .. ':acct:' .. acct
-  local st = redis.call('HMGET', akey, 'rl_did', 'busy', 'rl')
+  local st = call('HMGET', akey, 'rl_did', 'busy', 'rl')
   if st[1] then
     if st[1] ~= '' and st[1] == st[2] and st[3] and #st[3] >= 13 then
-      redis.call('HSET', akey, 'rl_at', string.sub(st[3], 1, 13))
+      call('HSET', akey, 'rl_at', string.sub(st[3], 1, 13))
     end
-    redis.call('HDEL', akey, 'rl_did')
+    call('HDEL', akey, 'rl_did')
     changed_n = changed_n + 1
   end
 end

@@ -11,16 +11,16 @@
 -- The call changes only calls still `delivering`, so a call repeated changes nothing more.
 local base = ARGV[1]
 local changed_n = 0
-for _, did in ipairs(redis.call('ZRANGE', base .. ':inflight', '0', '-1')) do
+for _, did in ipairs(call('ZRANGE', base .. ':inflight', '0', '-1')) do
   local eid, k = split_did(did)
   if eid then
     local ekey = base .. ':ev:' .. eid
-    local ev = redis.call('HMGET', ekey, 's' .. k, 'at' .. k)
+    local ev = call('HMGET', ekey, 's' .. k, 'at' .. k)
     if ev[1] == 'delivering' then
       local before = (tonumber(ev[2] or '1') or 1) - 1
       if before < 0 then before = 0 end
       -- ('0', not missing: a claim looks for a replay's mark only then)
-      redis.call('HSET', ekey, 's' .. k, 'queued', 'at' .. k, int(before))
+      call('HSET', ekey, 's' .. k, 'queued', 'at' .. k, int(before))
       changed_n = changed_n + 1
     end
   end

@@ -11,7 +11,7 @@ if op == 'leave' then
   w('HDEL', key, id)
   return 1
 end
-local all = redis.call('HGETALL', key)
+local all = call('HGETALL', key)
 local live = {}
 for i = 1, #all, 2 do
   local seen = tonumber(string.match(all[i + 1], '^(%d+) ') or '')

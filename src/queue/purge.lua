@@ -11,7 +11,7 @@ local dead = base .. ':dead:' .. acct
 local _, now_s = now_ms()
 local ids
 if mode == 'all' then
-  ids = redis.call('ZRANGE', dead, 0, max - 1)
+  ids = call('ZRANGE', dead, 0, max - 1)
 else
   ids = {}
   for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -19,7 +19,7 @@ end
 local purged = 0
 local missing = {}
 for _, did in ipairs(ids) do
-  if redis.call('ZSCORE', dead, did) then
+  if call('ZSCORE', dead, did) then
     changed(base, acct, now_s)
     forget_letter(base, dead, did, retention)
     purged = purged + 1
@@ -27,6 +27,6 @@ for _, did in ipairs(ids) do
     missing[#missing + 1] = did
   end
 end
-local out = {purged, redis.call('ZCARD', dead)}
+local out = {purged, call('ZCARD', dead)}
 for _, did in ipairs(missing) do out[#out + 1] = did end
 return out

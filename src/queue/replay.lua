@@ -13,7 +13,7 @@ local dead = base .. ':dead:' .. acct
 local akey = base .. ':acct:' .. acct
 local ids
 if mode == 'all' then
-  ids = redis.call('ZRANGE', dead, 0, max - 1)
+  ids = call('ZRANGE', dead, 0, max - 1)
 else
   ids = {}
   for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -26,9 +26,9 @@ for _, did in ipairs(ids) do
   local eid, k = split_did(did)
   local ekey = eid and (base .. ':ev:' .. eid)
   local ev = {}
-  local listed = redis.call('ZSCORE', dead, did)
+  local listed = call('ZSCORE', dead, did)
   if ekey and listed then
-    ev = redis.call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'exp', 'body', 'dd', 'done')
+    ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'exp', 'body', 'dd', 'done')
   end
   if ev[1] == acct and (ev[2] == 'dead' or ev[2] == 'expired') and ev[5] and ev[5] ~= '' then
     -- Pushed first (a dead status makes the entry stale until the status changes), then
@@ -62,6 +62,6 @@ end
 if replayed > 0 then
   mark_ready(base, acct, now, now_s)
 end
-local out = {replayed, redis.call('ZCARD', dead)}
+local out = {replayed, call('ZCARD', dead)}
 for _, did in ipairs(missing) do out[#out + 1] = did end
 return out

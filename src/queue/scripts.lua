@@ -7,14 +7,15 @@
 -- next calls complete or repair (see "Partial failures" in script_queue.rs); every write
 -- goes through `w`, which lets the tests fail a script after any one of them.
 
-local function w(...)
-  return redis.call(...)
-end
+-- `redis.call` as a local (a global's lookup would cost every call), and `w`, the same
+-- command for every write.
+local call = redis.call
+local w = call
 
 -- Redis's clock in milliseconds, as a number and as its text (the text is cut from
 -- TIME's seconds and microseconds: cheaper than formatting the number).
 local function now_ms()
-  local t = redis.call('TIME')
+  local t = call('TIME')
   local text = t[1] .. string.sub('00000' .. t[2], -6, -4)
   return tonumber(text), text
 end
@@ -40,7 +41,7 @@ local function forget_letter(base, dead, did, retention)
   local eid = split_did(did)
   local ekey = eid and (base .. ':ev:' .. eid)
   local ev = {}
-  if ekey then ev = redis.call('HMGET', ekey, 'dd', 'done', 'n') end
+  if ekey then ev = call('HMGET', ekey, 'dd', 'done', 'n') end
   w('ZREM', dead, did)
   if ev[1] then
     local dd = (tonumber(ev[1]) or 1) - 1
@@ -66,7 +67,7 @@ local changed_last
 local function changed(base, acct, now_s)
   if changed_last == acct then return end
   changed_last = acct
-  redis.call('ZADD', base .. ':changed', now_s, acct)
+  call('ZADD', base .. ':changed', now_s, acct)
 end
 
 -- As `changed`, for each of the accounts `accts` (a list, repeats allowed), in one
@@ -80,7 +81,7 @@ local function changed_all(base, accts, now_s)
     args[2 * i - 1] = now_s
     args[2 * i] = accts[i]
   end
-  redis.call('ZADD', base .. ':changed', unpack(args))
+  call('ZADD', base .. ':changed', unpack(args))
 end
 
 -- Puts the account into the ready set when it has queued work and is neither busy
@@ -97,14 +98,14 @@ end
 local function mark_ready(base, acct, now, now_s, score, known, queued, unlisted)
   local st = known
   if not st then
-    st = redis.call('HMGET', base .. ':acct:' .. acct, 'busy', 'paused', 'auth_failed', 'until')
+    st = call('HMGET', base .. ':acct:' .. acct, 'busy', 'paused', 'auth_failed', 'until')
   end
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     return
   end
   local q = base .. ':q:' .. acct
   -- Redis deletes empty lists, so "exists" means "has queued work"
-  if not queued and redis.call('EXISTS', q .. ':h', q .. ':n') == 0 then
+  if not queued and call('EXISTS', q .. ':h', q .. ':n') == 0 then
     if not unlisted then
       w('ZREM', base .. ':ready', acct)
     end
@@ -187,7 +188,7 @@ end
 -- (the other members of its lease group and due retries, while the account is busy
 -- until its group is back).
 local function near_head(list, did)
-  return redis.call('LPOS', list, did, 'MAXLEN', '64') ~= false
+  return call('LPOS', list, did, 'MAXLEN', '64') ~= false
 end
 
 -- Lease groups. An account's `busy` field holds the deliveries of its group in flight,

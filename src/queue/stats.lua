@@ -27,29 +27,29 @@ local now = now_ms()
 local accounts = base .. ':accounts'
 local list, next_from, next_after = {}, '', ''
 if mode == 'all' then
-  local scan = redis.call('SSCAN', accounts, from, 'COUNT', count)
+  local scan = call('SSCAN', accounts, from, 'COUNT', count)
   list, next_from = scan[2], scan[1]
 else
   local changes = base .. ':changed'
   local after, till, max = ARGV[6], ARGV[7], tonumber(count)
   local page
   if after == '' then
-    page = redis.call('ZRANGEBYSCORE', changes, from, till, 'WITHSCORES', 'LIMIT', '0', count)
+    page = call('ZRANGEBYSCORE', changes, from, till, 'WITHSCORES', 'LIMIT', '0', count)
   else
     -- The set is ordered by time, then by member: the chunk starts right after `after`
     -- if it is still at `from`, else (it changed again since) at the first change at
     -- `from`; and ends at the last change at or before `until`.
     local start
-    local at = redis.call('ZSCORE', changes, after)
+    local at = call('ZSCORE', changes, after)
     if at and tonumber(at) == tonumber(from) then
-      start = redis.call('ZRANK', changes, after) + 1
+      start = call('ZRANK', changes, after) + 1
     else
-      start = redis.call('ZCOUNT', changes, '-inf', '(' .. from)
+      start = call('ZCOUNT', changes, '-inf', '(' .. from)
     end
-    local stop = math.min(start + max, redis.call('ZCOUNT', changes, '-inf', till)) - 1
+    local stop = math.min(start + max, call('ZCOUNT', changes, '-inf', till)) - 1
     page = {}
     if stop >= start then
-      page = redis.call('ZRANGE', changes, int(start), int(stop), 'WITHSCORES')
+      page = call('ZRANGE', changes, int(start), int(stop), 'WITHSCORES')
     end
   end
   for i = 1, #page, 2 do list[#list + 1] = page[i] end
@@ -59,17 +59,17 @@ else
 end
 local out = {now, next_from, next_after}
 for _, acct in ipairs(list) do
-  if mode ~= 'all' and redis.call('SISMEMBER', accounts, acct) == 0 then
+  if mode ~= 'all' and call('SISMEMBER', accounts, acct) == 0 then
     out[#out + 1] = {acct}
   else
     local akey = base .. ':acct:' .. acct
-    local st = redis.call('HMGET', akey, 'sent', 'upstream_429', 'busy', 'paused', 'auth_failed',
+    local st = call('HMGET', akey, 'sent', 'upstream_429', 'busy', 'paused', 'auth_failed',
       'window', 'rl')
     local q = base .. ':q:' .. acct
-    local delayed = redis.call('ZCARD', base .. ':retry:' .. acct)
-    local depth = redis.call('LLEN', q .. ':h') + redis.call('LLEN', q .. ':n') + delayed
+    local delayed = call('ZCARD', base .. ':retry:' .. acct)
+    local depth = call('LLEN', q .. ':h') + call('LLEN', q .. ':n') + delayed
     if st[3] and st[3] ~= '' then depth = depth + group_size(st[3]) end
-    local dead = redis.call('ZCARD', base .. ':dead:' .. acct)
+    local dead = call('ZCARD', base .. ':dead:' .. acct)
     local window = tonumber(st[6] or '') or default_window
     -- Sends within the window: the rate log is newest first, so they lead it. The reader
     -- counts those still within the window when it shows them.
@@ -80,14 +80,14 @@ for _, acct in ipairs(list) do
       if not did or did == '' then return end
       local eid = split_did(did)
       if not eid then return end
-      local created = tonumber(redis.call('HGET', base .. ':ev:' .. eid, 'created') or '')
+      local created = tonumber(call('HGET', base .. ':ev:' .. eid, 'created') or '')
       if created and (oldest == nil or created < oldest) then oldest = created end
     end
-    consider(redis.call('LINDEX', q .. ':h', 0))
-    consider(redis.call('LINDEX', q .. ':n', 0))
+    consider(call('LINDEX', q .. ':h', 0))
+    consider(call('LINDEX', q .. ':n', 0))
     -- the lease group in flight (a replayed call among them may be older than its first)
     for did in string.gmatch(st[3] or '', '%S+') do consider(did) end
-    local score = redis.call('ZSCORE', base .. ':ready', acct)
+    local score = call('ZSCORE', base .. ':ready', acct)
     out[#out + 1] = {acct, int(depth), int(delayed), int(dead), st[1] or '0', st[2] or '0',
       st[3] or '', st[4] or '0', st[5] or '0', int(window), recent,
       oldest and tostring(oldest) or '', score or ''}

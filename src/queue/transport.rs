@@ -51,7 +51,8 @@ impl Script {
 /// The helpers of `helpers` that `body` calls, directly or through another helper, in
 /// their order. A helper is a top-level `local function NAME(...)` up to its closing `end`
 /// at the start of a line, with the lines above it since the previous helper (its
-/// comments); what follows the last helper is always kept.
+/// comments); what precedes the first helper (the prelude: locals every script may use)
+/// and what follows the last are always kept.
 fn used_helpers(helpers: &str, body: &str) -> String {
     let mut blocks: Vec<(Option<&str>, &str)> = Vec::new();
     let mut start = 0;
@@ -60,6 +61,10 @@ fn used_helpers(helpers: &str, body: &str) -> String {
     for line in helpers.split_inclusive('\n') {
         let end = offset + line.len();
         if let Some(rest) = line.strip_prefix("local function ") {
+            if blocks.is_empty() && name.is_none() && start < offset {
+                blocks.push((None, &helpers[start..offset]));
+                start = offset;
+            }
             name = rest.split('(').next().map(str::trim);
         } else if ends_function(line) && name.is_some() {
             blocks.push((name.take(), &helpers[start..end]));
@@ -220,6 +225,15 @@ mod tests {
         assert!(Script::new(HELPERS_OF_TEST, "return unused()")
             .source()
             .contains("local function unused()"));
+    }
+
+    #[test]
+    fn the_prelude_is_kept_without_any_helper() {
+        let script = Script::new(HELPERS_OF_TEST, "return count");
+        assert_eq!(
+            script.source(),
+            "-- header\nlocal count = 0\n\nreturn count"
+        );
     }
 
     #[test]

@@ -32,12 +32,12 @@ const WIDE: RateLimit = RateLimit {
 
 /// The helpers with a `w` that fails right after its `n`th write.
 fn failing_helpers(n: usize) -> String {
-    let plain = "local function w(...)\n  return redis.call(...)\nend\n";
+    let plain = "local w = call\n";
     assert!(HELPERS.contains(plain), "scripts.lua defines w as expected");
     let failing = format!(
         "local injected_writes = 0\n\
          local function w(...)\n  \
-           local reply = redis.call(...)\n  \
+           local reply = call(...)\n  \
            injected_writes = injected_writes + 1\n  \
            if injected_writes == {n} then error('injected failure after write {n}') end\n  \
            return reply\n\
