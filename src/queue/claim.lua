@@ -20,7 +20,8 @@
 -- window; else takes its head delivery (dropping expired ones as dead letters) and, when
 -- the window has room for group_max sends, the queued ones that follow it (a lease
 -- group), records a send start for each (which complete.lua moves to when its answer
--- came), leases them and marks the account busy with them.
+-- came), leases them (writing nothing into their events: a call in flight is one whose
+-- lease is in the in-flight set) and marks the account busy with them.
 -- Returns {ms until more work is due or -1, dead letters dropped, {did, account, body,
 -- agent, attempts (this one included), created, lease token (the lease's end, Redis ms),
 -- lease length (ms), place in its group}, ...};

@@ -715,15 +715,7 @@ async fn fail_every_operation(backend: Backend<'_>) {
 /// (whose end may lie after the next claim's). The early end is recorded with the call;
 /// here it is moved an hour ahead, as a longer lease would have it.
 async fn a_retried_completion_after_a_new_claim_is_stale(backend: Backend<'_>) {
-    let q = queues(backend, usize::MAX);
-    put(
-        &*q.normal,
-        ACCOUNT,
-        vec![event("a", 1, Priority::Normal, 0)],
-    )
-    .await
-    .unwrap();
-    let first = claim_one(&*q.normal).await;
+    let (q, first) = one_claimed(backend, usize::MAX).await;
     let done = |c: &Claimed, outcome: Outcome| Completion::of(c, outcome);
     q.normal
         .complete(&[done(&first, Outcome::Released)])
@@ -786,6 +778,20 @@ async fn a_retried_completion_after_a_new_claim_is_stale_on_the_embedded_store()
     a_retried_completion_after_a_new_claim_is_stale(Backend::Embedded).await;
 }
 
+/// Queues that fail after write `n`, with one event of `ACCOUNT` stored and claimed.
+async fn one_claimed(backend: Backend<'_>, n: usize) -> (Queues, Claimed) {
+    let q = queues(backend, n);
+    put(
+        &*q.normal,
+        ACCOUNT,
+        vec![event("a", 1, Priority::Normal, 0)],
+    )
+    .await
+    .unwrap();
+    let c = claim_one(&*q.normal).await;
+    (q, c)
+}
+
 /// The attempts the event view shows for the call `c`.
 async fn attempts_of(q: &Queues, c: &Claimed) -> u32 {
     let (eid, _) = c.delivery_id.rsplit_once(':').unwrap();
@@ -801,15 +807,7 @@ async fn an_attempt_counts_once_when_its_recording_fails_part_way(backend: Backe
     for outcome in [retry(60_000), ok()] {
         // the completion fails part-way, and is done again
         for n in 1..20 {
-            let q = queues(backend, n);
-            put(
-                &*q.normal,
-                ACCOUNT,
-                vec![event("a", 1, Priority::Normal, 0)],
-            )
-            .await
-            .unwrap();
-            let c = claim_one(&*q.normal).await;
+            let (q, c) = one_claimed(backend, n).await;
             let done = [Completion::of(&c, outcome.clone())];
             let failed = q.failing.complete(&done).await.is_err();
             q.normal.complete(&done).await.unwrap();
@@ -821,15 +819,7 @@ async fn an_attempt_counts_once_when_its_recording_fails_part_way(backend: Backe
         }
         // the reap fails part-way; the holder's completion comes before the next reap
         for n in 1..20 {
-            let q = queues(backend, n);
-            put(
-                &*q.normal,
-                ACCOUNT,
-                vec![event("a", 1, Priority::Normal, 0)],
-            )
-            .await
-            .unwrap();
-            let c = claim_one(&*q.normal).await;
+            let (q, c) = one_claimed(backend, n).await;
             tokio::time::sleep(Duration::from_millis(LEASE_MS + 30)).await;
             let failed = q.failing.claim(0, 0).await.is_err();
             q.normal

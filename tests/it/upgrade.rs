@@ -623,14 +623,56 @@ fn bulk_value(reply: Option<String>) -> Option<String> {
     reply.split("\r\n").nth(1).map(str::to_string)
 }
 
+/// What a process leaves when it stops with a call in flight, written by this release in
+/// the queue `text` configures: one event of `acme` (`limit` calls a minute), stored and
+/// claimed. The queue, the event's id and its claim.
+async fn one_call_in_flight(
+    text: &str,
+    limit: u32,
+) -> (
+    zenrelay::queue::redis::RedisQueue,
+    zenrelay::domain::EventId,
+    zenrelay::queue::Claimed,
+) {
+    use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
+    use zenrelay::queue::{EnqueueBatch, NewEvent, Queue, RateLimit};
+
+    let queue = zenrelay::app::redis_queue(&config(text)).unwrap();
+    let p = partition_of("acme", 4);
+    let id = EventId::new(p);
+    let stored = queue
+        .enqueue(EnqueueBatch {
+            account: "acme".into(),
+            limit: RateLimit {
+                limit,
+                window_ms: 60_000,
+            },
+            max_depth: 100,
+            idempotency_ttl_secs: 60,
+            events: vec![NewEvent {
+                id: id.clone(),
+                priority: Priority::Normal,
+                ttl_ms: 0,
+                payload: NotifyPayload::new(1, "in flight", None),
+                agents: vec![None],
+                idempotency: None,
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    let mut claimed = queue.claim(p, 1).await.unwrap().items;
+    assert_eq!(claimed.len(), 1);
+    (queue, id, claimed.remove(0))
+}
+
 /// A call of layout 4 in flight, its process stopped before the upgrade: the migration
 /// makes it a lease group of one (the record names the claim's time, `rl_at`, where it
 /// named the call, `rl_did`), so its lease still ends as before, the call goes back to
 /// its list counted in the window at the lease's end, and the new process delivers it.
 #[tokio::test]
 async fn a_layout_four_call_in_flight_is_taken_up() {
-    use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
-    use zenrelay::queue::{EnqueueBatch, NewEvent, RateLimit};
+    use zenrelay::domain::partition_of;
 
     let redis = RedisServer::start();
     let sim = spawn_sim(&["acme"], 1000, 60).await;
@@ -644,37 +686,9 @@ async fn a_layout_four_call_in_flight_is_taken_up() {
     ));
     // What a layout-4 process leaves when it stops with a call in flight: written by this
     // release's scripts, then put in layout 4's terms.
-    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
+    let (queue, _, claimed) = one_call_in_flight(&text, 3).await;
     let p = partition_of("acme", 4);
-    let stored = zenrelay::queue::Queue::enqueue(
-        &queue,
-        EnqueueBatch {
-            account: "acme".into(),
-            limit: RateLimit {
-                limit: 3,
-                window_ms: 60_000,
-            },
-            max_depth: 100,
-            idempotency_ttl_secs: 60,
-            events: vec![NewEvent {
-                id: EventId::new(p),
-                priority: Priority::Normal,
-                ttl_ms: 0,
-                payload: NotifyPayload::new(1, "in flight", None),
-                agents: vec![None],
-                idempotency: None,
-            }],
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(stored.len(), 1);
-    let claimed = zenrelay::queue::Queue::claim(&queue, p, 1)
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(claimed.len(), 1);
-    let did = claimed[0].delivery_id.clone();
+    let did = claimed.delivery_id.clone();
     let akey = format!("four:{{p{p}}}:acct:acme");
     let claimed_at = bulk_value(redis.command(&["HGET", &akey, "rl_at"])).expect("rl_at");
     redis.command(&["HDEL", &akey, "rl_at"]);
@@ -719,8 +733,8 @@ async fn a_layout_four_call_in_flight_is_taken_up() {
 /// reaper counts the attempt when its lease ends, and the next sends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layout_five_call_in_flight_is_taken_up() {
-    use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
-    use zenrelay::queue::{EnqueueBatch, NewEvent, Queue, RateLimit};
+    use zenrelay::domain::partition_of;
+    use zenrelay::queue::Queue;
 
     let redis = RedisServer::start();
     let sim = spawn_sim(&["acme"], 1000, 60).await;
@@ -734,33 +748,9 @@ async fn a_layout_five_call_in_flight_is_taken_up() {
     ));
     // What a layout-5 process leaves when it stops with a call in flight: written by this
     // release's scripts, then put in layout 5's terms.
-    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
+    let (queue, id, claimed) = one_call_in_flight(&text, 100).await;
     let p = partition_of("acme", 4);
-    let id = EventId::new(p);
-    let stored = queue
-        .enqueue(EnqueueBatch {
-            account: "acme".into(),
-            limit: RateLimit {
-                limit: 100,
-                window_ms: 60_000,
-            },
-            max_depth: 100,
-            idempotency_ttl_secs: 60,
-            events: vec![NewEvent {
-                id: id.clone(),
-                priority: Priority::Normal,
-                ttl_ms: 0,
-                payload: NotifyPayload::new(1, "in flight", None),
-                agents: vec![None],
-                idempotency: None,
-            }],
-        })
-        .await
-        .unwrap();
-    assert_eq!(stored.len(), 1);
-    let claimed = queue.claim(p, 1).await.unwrap().items;
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].attempts, 1);
+    assert_eq!(claimed.attempts, 1);
     let ekey = format!("five:{{p{p}}}:ev:{id}");
     redis.command(&["HSET", &ekey, "s0", "delivering", "at0", "1", "c0", "1"]);
     redis.command(&["HSET", "five:meta", "layout", "5"]);
@@ -776,10 +766,10 @@ async fn a_layout_five_call_in_flight_is_taken_up() {
     let read = "local f = redis.call('HMGET', KEYS[2], 's0', 'at0') \
         return (redis.call('ZSCORE', KEYS[1], ARGV[1]) or '-') .. ' ' .. (f[1] or '-') .. ' ' .. (f[2] or '-')";
     let inflight = format!("five:{{p{p}}}:inflight");
-    let did = claimed[0].delivery_id.clone();
+    let did = claimed.delivery_id.clone();
     let migrated = bulk_value(redis.command(&["EVAL", read, "2", &inflight, &ekey, &did]))
         .expect("the call's lease and fields");
-    let token = claimed[0].lease_token.to_string();
+    let token = claimed.lease_token.to_string();
     if migrated.starts_with(&format!("{token} ")) {
         assert_eq!(
             migrated,
