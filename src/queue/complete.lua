@@ -209,11 +209,14 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     release(did, kind, log, held)
     return 'stale'
   end
-  local delivered_fields = {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}
-  -- (a caller that lost its lease leaves the attempt to the reaper, which counted it)
-  if owned then
-    delivered_fields[7] = 'at' .. k
-    delivered_fields[8] = attempts_after(ekey, k, ev[2], token)
+  local delivered_fields
+  if kind == 'delivered' then
+    delivered_fields = {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}
+    -- (a caller that lost its lease leaves the attempt to the reaper, which counted it)
+    if owned then
+      delivered_fields[7] = 'at' .. k
+      delivered_fields[8] = attempts_after(ekey, k, ev[2], token)
+    end
   end
   if kind == 'delivered' and not owned and leased then
     -- A late success while another process holds a new lease on the call: record the

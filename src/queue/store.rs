@@ -94,6 +94,11 @@ impl ZSet {
             .take_while(move |(s, _)| if max_open { s.0 < max } else { s.0 <= max })
     }
 
+    /// A member's score as Redis answers it (`ZSCORE`, `ZMSCORE`).
+    fn score_text(&self, member: &[u8]) -> Option<String> {
+        self.scores.get(member).map(|s| format_g17(s.0))
+    }
+
     fn remove(&mut self, member: &[u8]) -> bool {
         match self.scores.remove(member) {
             Some(old) => {
@@ -682,9 +687,7 @@ impl Store {
             "ZSCORE" => {
                 arity(2, None)?;
                 let z = self.zset(&args[0], Want::Read)?;
-                Ok(opt_bulk(z.and_then(|z| {
-                    z.scores.get(&args[1]).map(|s| format_g17(s.0))
-                })))
+                Ok(opt_bulk(z.and_then(|z| z.score_text(&args[1]))))
             }
             "ZMSCORE" => {
                 arity(2, None)?;
@@ -692,12 +695,7 @@ impl Store {
                 Ok(Value::Array(
                     args[1..]
                         .iter()
-                        .map(|m| {
-                            opt_bulk(
-                                z.as_ref()
-                                    .and_then(|z| z.scores.get(m).map(|s| format_g17(s.0))),
-                            )
-                        })
+                        .map(|m| opt_bulk(z.as_ref().and_then(|z| z.score_text(m))))
                         .collect(),
                 ))
             }
