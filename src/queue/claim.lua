@@ -384,7 +384,8 @@ for a = 1, #accts do
         -- the heads that follow this one in its list (up to the first that is not plainly
         -- waiting to be sent) go with it, to be sent one after another under one claim.
         local members = {{did, k, ekey, ev}}
-        local seen = {[did] = true}
+        -- (no table for a lone head, the most common when the window has no room)
+        local seen = at < #heads and {[did] = true}
         for j = at + 1, #heads do
           local nd = heads[j]
           local neid, nk = split_did(nd)
