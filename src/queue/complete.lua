@@ -38,7 +38,15 @@ local inflight = base .. ':inflight'
 -- The run: its account, the account's record as read (`flags`: rl_at, busy, paused,
 -- auth_failed, until, sent, rl), and what the run changes in it.
 local acct, akey, flags
-local busy, rl, sent, extra, auth_failed, pause_until, count_429, freed, ends
+local sent, extra, auth_failed, pause_until, count_429, freed, ends
+-- The account's lease group as read (`busy`), in order, and the set of its members still
+-- in flight, made when the run first looks at it; `left` counts the members the run freed.
+local order, members, left
+-- The run's calls that take their entry out of the rate log: `taken` of them, whose
+-- entries start at `spots` (positions in the log as read, in order; `searched` is where
+-- the search for the next one goes on), and `stamped` of them (those that were sent) put
+-- one at this time in its place. The log is written once, when the run closes.
+local taken, stamped, spots, searched
 -- the leases the run has ended (they leave the in-flight set when it closes)
 local ended_leases
 
@@ -51,9 +59,11 @@ local function open_run(a, from)
   akey = base .. ':acct:' .. a
   flags = call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
     'rl')
-  busy, rl, sent, extra = flags[2], flags[7], nil, {}
+  sent, extra = nil, {}
   auth_failed, pause_until, count_429 = flags[4], flags[5], nil
   freed, ends, ended_leases = false, {}, {}
+  order, members, left = nil, nil, 0
+  taken, stamped, spots, searched = 0, 0, {}, 1
   local dids = {}
   for j = from, #starts do
     local at = starts[j]
@@ -65,16 +75,80 @@ local function open_run(a, from)
   for j = 1, #dids do leases[dids[j]] = scores[j] end
 end
 
+-- Whether `did` is in the account's lease group (in flight, not yet freed by the run).
+local function in_flight(did)
+  if not members then
+    order, members = {}, {}
+    local busy = flags[2]
+    if busy and busy ~= '' then
+      if not string.find(busy, ' ', 1, true) then
+        order[1] = busy
+      else
+        for m in string.gmatch(busy, '[^ ]+') do order[#order + 1] = m end
+      end
+      for i = 1, #order do members[order[i]] = true end
+    end
+  end
+  return members[did] == true
+end
+
+-- The lease group as the run leaves it: its members not freed, in order.
+local function group_left()
+  local rest = {}
+  for i = 1, #order do
+    if members[order[i]] then rest[#rest + 1] = order[i] end
+  end
+  return table.concat(rest, ' ')
+end
+
+-- Takes one of the claim's entries (`rl_at`) out of the rate log for a call of the run;
+-- false when the log as read holds no more of them.
+local function take_entry()
+  if taken == #spots then
+    local log, at = flags[7], flags[1]
+    if not log or not at or #at ~= 13 then return false end
+    while true do
+      local s = string.find(log, at, searched, true)
+      if not s then return false end
+      if (s - 1) % 13 == 0 then
+        spots[#spots + 1] = s
+        searched = s + 13
+        break
+      end
+      searched = s + 1
+    end
+  end
+  taken = taken + 1
+  return true
+end
+
+-- The rate log as the run leaves it: the entries at this time first (newest first), then
+-- the log as read without the entries taken.
+local function rate_log()
+  local log = flags[7]
+  local parts, from = {}, 1
+  if stamped > 0 then parts[1] = string.rep(now_s, stamped) end
+  for i = 1, taken do
+    local s = spots[i]
+    if s > from then parts[#parts + 1] = string.sub(log, from, s - 1) end
+    from = s + 13
+  end
+  parts[#parts + 1] = string.sub(log, from)
+  return table.concat(parts)
+end
+
 -- Writes what the run changed in the account, marks it ready when a delivery of the run
 -- may have freed it, and ends the leases of the run's deliveries, in that order.
 local function close_run()
   if not acct then return end
   local set = extra
-  if rl ~= flags[7] then
+  if taken > 0 then
     set[#set + 1] = 'rl'
-    set[#set + 1] = rl
+    set[#set + 1] = rate_log()
   end
-  if busy ~= flags[2] then
+  local busy = flags[2]
+  if left > 0 then
+    busy = group_left()
     set[#set + 1] = 'busy'
     set[#set + 1] = busy
   end
@@ -122,18 +196,16 @@ local function hold_account(kind, delay)
   w('ZADD', base .. ':held', 'NX', now_s, acct)
 end
 
--- Frees the account of delivery `did` (in the run's changes) and ends its lease: `log` is
--- the rate log without the call's entry from its claim when the caller held the lease.
-local function release(did, kind, log, held)
-  if log then
-    if kind == 'released' then
-      rl = log
-    else
-      rl = now_s .. log
-    end
+-- Frees the account of delivery `did` (in the run's changes) and ends its lease. When
+-- `logged` (the caller held the lease), the call takes its entry from its claim out of
+-- the rate log, and one at this time goes in for it unless it was released unsent.
+local function release(did, kind, logged, held)
+  if logged and take_entry() and kind ~= 'released' then
+    stamped = stamped + 1
   end
   if held then
-    busy = leave_group(busy, did)
+    members[did] = nil
+    left = left + 1
   end
   freed = true
   ends[#ends + 1] = did
@@ -171,14 +243,14 @@ local function complete_one(did, kind, code, err, delay, reason, token)
   -- both are whole milliseconds in Redis's and the caller's text (Redis writes a score
   -- that is a whole number as one)
   local owned = leased == token
-  local held = in_group(busy, did)
+  local held = in_flight(did)
   -- Upstream received this call at some moment before its answer came back: the holder of
   -- the lease counts the call from now, so that however long the request took on the way,
   -- upstream can never see more than `limit` calls in one window. The claim logged each
   -- call of its group at the claim's time (`rl_at`): this call's answer takes one of
   -- those entries (a released call, never sent, takes it away). A caller that lost its
   -- lease leaves the rate log alone: the reaper counted the call at the lease's end.
-  local log = owned and held and rl and log_without(rl, flags[1])
+  local logged = owned and held
   local ended = status == false or status == 'delivered' or status == 'dead'
     or status == 'expired'
   if not ended and kind ~= 'delivered' and not owned then
@@ -206,16 +278,22 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     elseif status == 'delivered' and is_finished(ev[3], ev[4], ev[5]) then
       w('PEXPIRE', ekey, retention)
     end
-    release(did, kind, log, held)
+    release(did, kind, logged, held)
     return 'stale'
   end
   local delivered_fields
   if kind == 'delivered' then
-    delivered_fields = {'ls' .. k, code, 'le' .. k, '', 'dt' .. k, now_s}
+    delivered_fields = {'ls' .. k, code, 'dt' .. k, now_s}
     -- (a caller that lost its lease leaves the attempt to the reaper, which counted it)
     if owned then
-      delivered_fields[7] = 'at' .. k
-      delivered_fields[8] = attempts_after(ekey, k, ev[2], token)
+      delivered_fields[5] = 'at' .. k
+      delivered_fields[6] = attempts_after(ekey, k, ev[2], token)
+    end
+    -- an earlier attempt's error goes (only an attempt that ended, which left `at`,
+    -- can have left one)
+    if ev[2] then
+      delivered_fields[#delivered_fields + 1] = 'le' .. k
+      delivered_fields[#delivered_fields + 1] = ''
     end
   end
   if kind == 'delivered' and not owned and leased then
@@ -248,7 +326,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
       end
     end
     count_sent()
-    release(did, kind, log, held)
+    release(did, kind, logged, held)
     if not owned then
       -- no lease of its own to end
       ends[#ends] = nil
@@ -286,7 +364,7 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     w('HSET', ekey, unpack(set))
     hold_account(kind, delay)
   end
-  release(did, kind, log, held)
+  release(did, kind, logged, held)
   return 'ok'
 end
 
