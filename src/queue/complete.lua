@@ -371,8 +371,12 @@ end
 local out = {}
 -- Every account is recorded as changed before any write (a stale failure, which writes
 -- nothing, is read again for nothing).
+-- (a run's deliveries are consecutive: its account is named once)
 local accts = {}
-for j = 1, #starts do accts[j] = argv[starts[j] + 1] end
+for j = 1, #starts do
+  local a = argv[starts[j] + 1]
+  if a ~= accts[#accts] then accts[#accts + 1] = a end
+end
 changed_all(base, accts, now_s)
 -- the delay stays text until a retry or a pause needs it as a number
 for j = 1, #starts do

@@ -121,28 +121,32 @@ local function mark_ready(base, acct, now, now_s, score, known, queued, unlisted
   w('ZADD', base .. ':ready', 'NX', text, acct)
 end
 
--- The event's fields that record one more finished delivery (delivered, dead or expired),
--- with `fields` (more field/value pairs of the event) added; and whether the event is
--- then finished: every delivery done and none a dead letter. A finished event's payload
--- is emptied in the same write, and the caller expires it after the retention.
--- `done`, `n` and `dd` are the event's fields as read; `dead` is true for a dead letter.
--- The common case, the first finished delivery of an event of one, converts nothing; the
--- dead count is written only when it grows.
+-- The event's fields that record one more finished delivery (delivered, dead or expired):
+-- `fields` (more field/value pairs of the event, a table of the caller's that this
+-- extends) with them added; and whether the event is then finished: every delivery done
+-- and none a dead letter. A finished event's payload is emptied in the same write, and the
+-- caller expires it after the retention. `done`, `n` and `dd` are the event's fields as
+-- read; `dead` is true for a dead letter. The common case, the first finished delivery of
+-- an event of one, converts nothing; the dead count is written only when it grows.
 local function finish_fields(k, status, fields, done, n, dd, dead)
   local done_n, done_text = 1, '1'
   if done then
     done_n = (tonumber(done) or 0) + 1
     done_text = int(done_n)
   end
-  local set = {'s' .. k, status, 'done', done_text}
+  local set = fields
+  local at = #set
+  set[at + 1] = 's' .. k
+  set[at + 2] = status
+  set[at + 3] = 'done'
+  set[at + 4] = done_text
   local dd_n = 0
   if dd and dd ~= '0' then dd_n = tonumber(dd) or 0 end
   if dead then
     dd_n = dd_n + 1
-    set[5] = 'dd'
-    set[6] = int(dd_n)
+    set[at + 5] = 'dd'
+    set[at + 6] = int(dd_n)
   end
-  for i = 1, #fields do set[#set + 1] = fields[i] end
   local total = 1
   if n ~= '1' then total = tonumber(n or '0') or 0 end
   local finished = done_n >= total and dd_n == 0
