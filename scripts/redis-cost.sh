@@ -13,6 +13,9 @@
 #                  in 5-20 ms (2,000 calls)
 #   delivery       one delivered Notify call: 10,000 accounts x 3 events, instant receiver
 #                  (30,000 calls)
+#   delivery-limited  one delivered Notify call: 100 accounts x 10 events, each account
+#                  allowed 1 call per 2 s window (its limit binds at every send), instant
+#                  receiver (1,000 calls)
 #   cluster        one delivered Notify call as in `delivery`, with 64 partitions, on one
 #                  redis-server and on a Redis Cluster of three masters (each under
 #                  callgrind, summed), and each master's share of the cluster's work
@@ -32,7 +35,7 @@
 # about 6 minutes here. Set REDIS_COST_OUT=<dir> to keep the dumps for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(ingress batch delivery-slow delivery cluster idle ops)
+all=(ingress batch delivery-slow delivery delivery-limited cluster idle ops)
 [ $# -gt 0 ] || set -- "${all[@]}"
 phases=()
 for name in "$@"; do

@@ -36,11 +36,12 @@ use super::{
 };
 
 /// The phases, by the name that selects them; none runs unless named.
-pub const PHASES: [&str; 7] = [
+pub const PHASES: [&str; 8] = [
     "cost-ingress",
     "cost-batch",
     "cost-delivery-slow",
     "cost-delivery",
+    "cost-delivery-limited",
     "cost-cluster",
     "cost-idle",
     "cost-ops",
@@ -61,6 +62,11 @@ const SLOW_DELAY_MS: RangeInclusive<u64> = 5..=20;
 /// Backlog of the instant delivery load (the delivery phase's).
 const DELIVERY_ACCOUNTS: usize = 10_000;
 const DELIVERY_PER_ACCOUNT: usize = 3;
+/// Backlog of the rate-limited delivery load: accounts, events per account, and their
+/// limit (1 call per 2 s window), which binds at every send.
+const LIMITED_ACCOUNTS: usize = 100;
+const LIMITED_PER_ACCOUNT: usize = 10;
+const LIMITED: &str = "notify_per_minute = 1\nnotify_window_seconds = 2";
 /// Seconds an idle gateway's pace is measured, then Redis counted alone, then with it.
 const IDLE_SECONDS: u64 = 10;
 /// Accounts, one queued event each, behind one `/metrics` scrape and one `/v1/queues`.
@@ -93,6 +99,7 @@ pub async fn run(named: &[String]) {
             "cost-batch" => batch().await,
             "cost-delivery-slow" => delivery_slow().await,
             "cost-delivery" => delivery().await,
+            "cost-delivery-limited" => delivery_limited().await,
             "cost-cluster" => cluster().await,
             "cost-idle" => idle().await,
             _ => ops().await,
@@ -478,7 +485,7 @@ impl Receiver {
 }
 
 /// Stores `per_account` events for each of `accounts` with delivery off, then lets another
-/// gateway deliver them and counts Redis (every node of `nodes`, reached through the
+/// gateway (with the delivery settings `delivery`) deliver them and counts Redis (every node of `nodes`, reached through the
 /// `[redis]` settings `redis`) from the first Notify call to the last answer. Answers the
 /// instructions counted on each node and the calls delivered.
 async fn deliver_backlog(
@@ -488,15 +495,23 @@ async fn deliver_backlog(
     accounts: &[String],
     per_account: usize,
     delay_ms: RangeInclusive<u64>,
+    delivery: &str,
 ) -> (Option<Vec<u64>>, u64) {
     let receiver = Receiver::start(delay_ms).await;
     let config = accounts_toml(accounts, receiver.port);
     let total = accounts.len() * per_account;
-    let ingress = start_gateway_on(redis, label, DELIVERY_OFF, &config).await;
+    // (with the same limits: the store keeps each account's limit as its events are stored)
+    let ingress = start_gateway_on(
+        redis,
+        label,
+        &format!("{delivery}\n{DELIVERY_OFF}"),
+        &config,
+    )
+    .await;
     let stored = post_batches(&ingress.base, accounts, per_account).await;
     assert_eq!(stored, total, "backlog not fully stored");
     drop(ingress);
-    let _worker = start_gateway_on(redis, label, &format!("{DELIVERY}{NO_HISTORY}"), &config).await;
+    let _worker = start_gateway_on(redis, label, &format!("{delivery}{NO_HISTORY}"), &config).await;
     // The receiver holds the first calls until the count starts, so none is answered
     // before it; the worker's start-up and its first claims (at most its concurrency)
     // come before the count, the record of the last outcomes after it.
@@ -544,6 +559,7 @@ async fn delivery_slow() {
         &accounts,
         SLOW_PER_ACCOUNT,
         SLOW_DELAY_MS,
+        DELIVERY,
     )
     .await;
     report(
@@ -569,10 +585,37 @@ async fn delivery() {
         &accounts,
         DELIVERY_PER_ACCOUNT,
         0..=0,
+        DELIVERY,
     )
     .await;
     report(
         &format!("delivered Notify call, {DELIVERY_ACCOUNTS} accounts x {DELIVERY_PER_ACCOUNT}, instant receiver"),
+        n.map(|n| n.iter().sum()),
+        calls,
+        100_000,
+    );
+}
+
+/// Deliveries that the account's limit paces: each account may send once per window, so
+/// every send waits for its window to have room.
+async fn delivery_limited() {
+    let mut redis = [Redis::start()];
+    let accounts = names("l", LIMITED_ACCOUNTS);
+    let on = on_server(&redis[0]);
+    let (n, calls) = deliver_backlog(
+        &mut redis,
+        &on,
+        "cost-delivery-limited",
+        &accounts,
+        LIMITED_PER_ACCOUNT,
+        0..=0,
+        LIMITED,
+    )
+    .await;
+    report(
+        &format!(
+            "delivered Notify call, {LIMITED_ACCOUNTS} accounts x {LIMITED_PER_ACCOUNT}, 1 call per 2 s window each"
+        ),
         n.map(|n| n.iter().sum()),
         calls,
         100_000,
@@ -597,6 +640,7 @@ async fn cluster() {
         &accounts,
         DELIVERY_PER_ACCOUNT,
         0..=0,
+        DELIVERY,
     )
     .await;
     drop(single);
@@ -615,6 +659,7 @@ async fn cluster() {
         &accounts,
         DELIVERY_PER_ACCOUNT,
         0..=0,
+        DELIVERY,
     )
     .await;
     let what = format!(
