@@ -26,7 +26,9 @@ use crate::accounts::AccountDirectory;
 use crate::config::DeliveryConfig;
 use crate::domain::EventId;
 use crate::metrics::Metrics;
-use crate::queue::{ClaimBatch, Claimed, Completion, DeadReason, Outcome, Queue, QueueError};
+use crate::queue::{
+    ClaimBatch, Claimed, Completion, DeadReason, Freed, Outcome, Queue, QueueError,
+};
 use crate::wake::Wake;
 use crate::zendesk::{NotifyResult, ZendeskClient};
 
@@ -794,7 +796,8 @@ impl Passes {
 
     /// `partition` answered a claim at `answered` with `batch`: it is reachable, and
     /// quiet until what the claim said falls due (at most `idle_poll`) if it found
-    /// nothing.
+    /// nothing, or took all that was due (the outcomes of what it took wake it, see
+    /// [`wake_freed`]).
     fn claimed(
         &mut self,
         partition: u16,
@@ -809,7 +812,7 @@ impl Passes {
                 "queue partition reachable again; its delivery resumes"
             );
         }
-        self.quiet[usize::from(partition)] = if batch.items.is_empty() {
+        self.quiet[usize::from(partition)] = if batch.items.is_empty() || batch.next_due.is_some() {
             let wait = batch.next_due.map_or(idle_poll, |due| due.min(idle_poll));
             Some(answered + wait)
         } else {
@@ -992,21 +995,29 @@ async fn record_batch(
 }
 
 /// Tells `wake` the partitions of the outcomes of `batch` that were recorded (`results`):
-/// their accounts may send again. Every partition when some delivery id names none.
-fn wake_freed(wake: &Wake, batch: &[Completion], results: &[Result<(), QueueError>]) {
-    let freed: Option<Vec<u16>> = batch
-        .iter()
-        .zip(results)
-        .filter(|(_, r)| r.is_ok())
-        .map(|(c, _)| {
-            let (event, _) = c.delivery_id.rsplit_once(':')?;
-            EventId::parse(event).map(|id| id.partition())
-        })
-        .collect();
-    match freed {
-        Some(partitions) if partitions.is_empty() => {}
-        Some(partitions) => wake.partitions(partitions),
-        None => wake.all(),
+/// their accounts may send again, now or, when their window is full, later (the partition
+/// is then left quiet until that moment). Every partition when some delivery id names none.
+fn wake_freed(wake: &Wake, batch: &[Completion], results: &[Result<Freed, QueueError>]) {
+    let now = tokio::time::Instant::now();
+    let mut freed = Vec::new();
+    for (c, result) in batch.iter().zip(results) {
+        let Ok(when) = result else { continue };
+        let partition = c
+            .delivery_id
+            .rsplit_once(':')
+            .and_then(|(event, _)| EventId::parse(event))
+            .map(|id| id.partition());
+        match (partition, when) {
+            (None, _) => {
+                wake.all();
+                return;
+            }
+            (Some(p), Freed::Now) => freed.push(p),
+            (Some(p), Freed::After(wait)) => wake.due(p, now + *wait),
+        }
+    }
+    if !freed.is_empty() {
+        wake.partitions(freed);
     }
 }
 
@@ -1161,27 +1172,29 @@ mod tests {
             partition(&c)
         });
         partitions.sort_unstable();
-        assert_eq!(partitions, [0, 2], "the quiet partition was claimed");
-        assert_eq!(passes.quiet, [None, Some(quiet_until), None]);
+        assert_eq!(partitions, [0, 2], "the quiet partition was not claimed");
+        assert_eq!(passes.quiet[1], Some(quiet_until));
         assert_eq!(passes.start, 0, "the next pass starts after partition 2");
+        // 0 and 2 gave all their due work: quiet until their leases end (their outcomes
+        // wake them sooner).
+        let quiet_0_2 = [passes.quiet[0], passes.quiet[2]];
+        for (p, until) in [0, 2].into_iter().zip(quiet_0_2) {
+            let until = until.expect("quiet after a claim of all that was due");
+            assert!(
+                until > now && until <= now + LEASE,
+                "partition {p} quiet for {:?}",
+                until - now
+            );
+        }
 
-        // Once partition 1 falls due it is claimed; 0 and 2 have their calls in flight,
-        // so their claims find nothing and they are quiet until their leases end.
+        // Once partition 1 falls due it is claimed; 0 and 2 are not claimed again.
         tokio::time::advance(Duration::from_secs(5)).await;
         let now = Instant::now();
         let pass = worker.claim_pass(&mut passes, &sending, now, IDLE).await;
         assert_eq!(pass, Pass::Claimed);
         let rest = sent(sending, rx).await;
         assert_eq!(rest.iter().map(partition).collect::<Vec<_>>(), [1]);
-        assert_eq!(passes.quiet[1], None);
-        for p in [0, 2] {
-            let until = passes.quiet[p].expect("quiet after an empty claim");
-            assert!(
-                until > now && until <= now + (LEASE - Duration::from_secs(5)),
-                "partition {p} quiet for {:?}",
-                until - now
-            );
-        }
+        assert_eq!([passes.quiet[0], passes.quiet[2]], quiet_0_2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1256,7 +1269,10 @@ mod tests {
         let step = worker.step(&mut passes, &sending, &listening, &shutdown);
         assert!(step.await.is_continue());
         assert_eq!(now.elapsed(), Duration::from_secs(4), "claimed at once");
-        assert_eq!(passes.quiet, [Some(now + IDLE), None]);
+        assert_eq!(passes.quiet[0], Some(now + IDLE));
+        let until = passes.quiet[1].expect("all its due work given: quiet until its lease ends");
+        let claimed_at = Instant::now();
+        assert!(until > claimed_at && until <= claimed_at + LEASE);
         let sent = sent(sending, rx).await;
         assert_eq!(sent.iter().map(partition).collect::<Vec<_>>(), [1]);
     }
@@ -1419,15 +1435,49 @@ mod tests {
         let failed = || Err(QueueError::Unavailable("down".into()));
         let quiet = Some(Instant::now());
         let wake = Wake::default();
-        wake_freed(&wake, &[known(0), known(2)], &[Ok(()), failed()]);
+        wake_freed(&wake, &[known(0), known(2)], &[Ok(Freed::Now), failed()]);
         let mut after = vec![quiet; 3];
         wake.apply(&mut after);
         assert_eq!(after, [None, quiet, quiet]);
 
-        wake_freed(&wake, &[known(1), released("x".into())], &[Ok(()), Ok(())]);
+        wake_freed(
+            &wake,
+            &[known(1), released("x".into())],
+            &[Ok(Freed::Now), Ok(Freed::Now)],
+        );
         let mut after = vec![quiet; 3];
         wake.apply(&mut after);
         assert_eq!(after, [None; 3]);
+    }
+
+    #[test]
+    fn an_account_freed_with_its_window_full_brings_its_partition_due_then() {
+        let known = |p: u16| released(format!("{}:0", EventId::new(p).as_str()));
+        let now = Instant::now();
+        let wait = Duration::from_secs(2);
+        let wake = Wake::default();
+        // Partition 0: a full window only; 1: a full window and an account free now; 2: a
+        // full window, claimable anyway; 3: a full window later than its quiet time.
+        wake_freed(
+            &wake,
+            &[known(0), known(1), known(1), known(2), known(3)],
+            &[
+                Ok(Freed::After(wait)),
+                Ok(Freed::After(wait)),
+                Ok(Freed::Now),
+                Ok(Freed::After(wait)),
+                Ok(Freed::After(Duration::from_secs(3600))),
+            ],
+        );
+        let long = Some(now + Duration::from_secs(60));
+        let mut after = vec![long, long, None, long];
+        wake.apply(&mut after);
+        let due = after[0].expect("still quiet");
+        assert!(
+            due >= now + wait && due <= Instant::now() + wait,
+            "due with its account"
+        );
+        assert_eq!(after[1..], [None, None, long]);
     }
 
     #[test]

@@ -20,6 +20,9 @@ struct Marked {
     partitions: std::collections::BTreeSet<u16>,
     /// Those among them where new work was stored (not only freed by a completion).
     stored: std::collections::BTreeSet<u16>,
+    /// Partitions where a completion freed an account whose window is full, each with the
+    /// earliest moment such an account may send.
+    due: std::collections::BTreeMap<u16, tokio::time::Instant>,
 }
 
 impl Wake {
@@ -45,6 +48,17 @@ impl Wake {
         self.notify.notify_one();
     }
 
+    /// A completion freed an account of `partition` that may send at `at` (its window is
+    /// full until then): the partition is claimed by then at the latest, and not before
+    /// for its sake.
+    pub fn due(&self, partition: u16, at: tokio::time::Instant) {
+        let mut marked = self.lock();
+        let due = marked.due.entry(partition).or_insert(at);
+        *due = (*due).min(at);
+        drop(marked);
+        self.notify.notify_one();
+    }
+
     /// Work may be waiting in any partition.
     pub fn all(&self) {
         self.lock().all = true;
@@ -61,10 +75,16 @@ impl Wake {
         self.marked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Clears the quiet time of every partition told to have work; returns those where
+    /// Clears the quiet time of every partition told to have work, and brings that of a
+    /// partition told when an account of it falls due forward to then; returns those where
     /// new work was stored (see [`Wake::stored`]).
     pub(crate) fn apply(&self, quiet: &mut [Option<tokio::time::Instant>]) -> Vec<u16> {
         let marked = std::mem::take(&mut *self.lock());
+        for (p, at) in marked.due {
+            if let Some(Some(q)) = quiet.get_mut(usize::from(p)) {
+                *q = (*q).min(at);
+            }
+        }
         if marked.all {
             quiet.iter_mut().for_each(|q| *q = None);
         }

@@ -3,7 +3,8 @@
 -- ARGV = base, max
 -- The process's settings are written into the script's text, before this (see
 -- `claim_script` in script_queue.rs): lease, default_limit, default_window, margin (ms,
--- numbers), reap_max, retention (finished events, ms), sweep_interval (least time between
+-- numbers), reap_max (and as a number reap_max_count), retention (finished events, ms),
+-- sweep_interval (least time between
 -- two retention sweeps of the partition, ms), sweep_rest (the pause after a round of the
 -- partition's accounts, ms) as text, dl_retention, acct_retention (ms,
 -- numbers), as text default_limit_text and default_window_text, and default_cut (where
@@ -25,7 +26,7 @@
 -- Returns {ms until more work is due or -1, dead letters dropped, {did, account, body,
 -- agent, attempts (this one included), created, lease token (the lease's end, Redis ms),
 -- lease length (ms), place in its group}, ...};
--- the wait is computed only when nothing was claimed.
+-- the wait is computed only when nothing was claimed, or all that was due was.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
 local max = ARGV[2]
@@ -110,6 +111,7 @@ local function reap_retry(did)
   w('ZREM', delayed, did)
 end
 
+-- (true when it took as many as it may: more may be due)
 local function reap(zset, from_delayed)
   local due = call('ZRANGEBYSCORE', zset, '-inf', now_s, 'WITHSCORES', 'LIMIT', '0', reap_max)
   for i = 1, #due, 2 do
@@ -119,9 +121,12 @@ local function reap(zset, from_delayed)
       reap_lease(due[i], tonumber(due[i + 1]))
     end
   end
+  return #due >= 2 * reap_max_count
 end
-reap(inflight, false)
-reap(delayed, true)
+-- Whether this call does all the work due in the partition now (see the end).
+local whole = true
+if reap(inflight, false) then whole = false end
+if reap(delayed, true) then whole = false end
 
 -- Accounts held (paused by an operator, auth_failed, or in a 429 pause) are not claimed,
 -- so their expired events would never reach a claim: the held set brings each back here
@@ -132,6 +137,7 @@ local held = base .. ':held'
 local held_max, held_max_text, held_recheck = 4, '4', 60000
 local buried = 0
 local due_held = call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', held_max_text)
+if #due_held >= held_max then whole = false end
 for _, acct in ipairs(due_held) do
   local st = call('HMGET', base .. ':acct:' .. acct, 'paused', 'auth_failed', 'until')
   if st[1] ~= '1' and st[2] ~= '1' and (st[3] and tonumber(st[3]) or 0) <= now then
@@ -171,7 +177,10 @@ for _, acct in ipairs(due_held) do
         buried = buried + 1
       end
     end
-    if buried >= held_max then next_check = now end
+    if buried >= held_max then
+      next_check = now
+      whole = false
+    end
     w('ZADD', held, int(next_check), acct)
   end
 end
@@ -293,7 +302,10 @@ for a = 1, #accts do
   local acct = accts[a]
   -- past the budgets, the remaining accounts wait, untouched, for the next call
   local room = claim_deliveries - (#out - 2)
-  if stale_left <= 0 or room <= 0 then break end
+  if stale_left <= 0 or room <= 0 then
+    whole = false
+    break
+  end
   local akey = base .. ':acct:' .. acct
   local st = call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
     'rl')
@@ -473,8 +485,10 @@ for a = 1, #accts do
 end
 
 out[2] = dropped
--- The wait is only of use to a caller that got nothing.
-if #out > 2 then
+-- The wait is of use to a caller that got nothing, and to one that got all that is due
+-- now (every due account visited, none left for a budget): the caller need not claim the
+-- partition again before then, unless its completions free an account or new work comes.
+if #out > 2 and not (whole and stale_left > 0 and #accts < tonumber(max)) then
   return out
 end
 -- Every timed piece of work: an account's next send, a retry, a lease running out, a held

@@ -12,7 +12,8 @@
 -- completion that ends a lease before its end records its token (`c`, always with `at`),
 -- which the call's next lease ends after. Returns per delivery 'ok', or 'stale' when
 -- it did not (its result is then ignored, except that a late success still removes the
--- delivery everywhere, so it is not sent again).
+-- delivery everywhere, so it is not sent again); then, when the call freed accounts whose
+-- window is full, {account, ms until it may send again, ...}.
 -- Every delivery's account is recorded as changed first (see `changed_all`). Consecutive
 -- deliveries of one account (a lease group's, most often) make a run, which reads the
 -- account's record and the leases of its deliveries once, and writes the record once. A
@@ -36,7 +37,7 @@ local now, now_s = now_ms()
 local inflight = base .. ':inflight'
 
 -- The run: its account, the account's record as read (`flags`: rl_at, busy, paused,
--- auth_failed, until, sent, rl), and what the run changes in it.
+-- auth_failed, until, sent, rl, limit, window), and what the run changes in it.
 local acct, akey, flags
 local sent, extra, auth_failed, pause_until, count_429, freed, ends
 -- The account's lease group as read (`busy`), in order, and the set of its members still
@@ -47,6 +48,8 @@ local order, members, left
 -- the search for the next one goes on), and `stamped` of them (those that were sent) put
 -- one at this time in its place. The log is written once, when the run closes.
 local taken, stamped, spots, searched
+-- The accounts the call freed whose window is full, each with the ms until it may send.
+local later = {}
 -- the leases the run has ended (they leave the in-flight set when it closes)
 local ended_leases
 
@@ -58,7 +61,7 @@ local function open_run(a, from)
   acct = a
   akey = base .. ':acct:' .. a
   flags = call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
-    'rl')
+    'rl', 'limit', 'window')
   sent, extra = nil, {}
   auth_failed, pause_until, count_429 = flags[4], flags[5], nil
   freed, ends, ended_leases = false, {}, {}
@@ -137,14 +140,33 @@ local function rate_log()
   return table.concat(parts)
 end
 
+-- When the account may send next, with the rate log `log`: when the oldest of its newest
+-- `limit` sends leaves the window, as a claim finds it; nil when it may send now.
+local function next_send(log)
+  local cut = default_cut
+  if flags[8] and flags[8] ~= default_limit_text then
+    cut = ((tonumber(flags[8]) or default_limit) - 1) * 13
+  end
+  if not log or #log < cut + 13 then return nil end
+  local window = default_window
+  if flags[9] and flags[9] ~= default_window_text then
+    window = tonumber(flags[9]) or default_window
+  end
+  local free_at = tonumber(string.sub(log, cut + 1, cut + 13)) + window + margin + 1
+  if free_at > now then return free_at end
+  return nil
+end
+
 -- Writes what the run changed in the account, marks it ready when a delivery of the run
 -- may have freed it, and ends the leases of the run's deliveries, in that order.
 local function close_run()
   if not acct then return end
   local set = extra
+  local log = flags[7]
   if taken > 0 then
+    log = rate_log()
     set[#set + 1] = 'rl'
-    set[#set + 1] = rate_log()
+    set[#set + 1] = log
   end
   local busy = flags[2]
   if left > 0 then
@@ -160,8 +182,16 @@ local function close_run()
     w('HSET', akey, unpack(set))
   end
   if freed then
-    -- a busy account left the ready set at its claim
-    mark_ready(base, acct, now, now_s, nil, {busy, flags[3], auth_failed, pause_until}, nil,
+    -- A busy account left the ready set at its claim. A free one comes back at its next
+    -- send, so that no claim visits it only to find its window full and re-score it.
+    local at
+    if not busy or busy == '' then at = next_send(log) end
+    if at then
+      -- told to the caller, whose worker need not claim the partition for it before then
+      later[#later + 1] = acct
+      later[#later + 1] = at - now
+    end
+    mark_ready(base, acct, now, now_s, at, {busy, flags[3], auth_failed, pause_until}, nil,
       flags[2] and flags[2] ~= '')
   end
   if #ends > 0 then
@@ -394,4 +424,5 @@ for j = 1, #starts do
   end
 end
 close_run()
+if #later > 0 then out[#out + 1] = later end
 return out

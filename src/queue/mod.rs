@@ -210,6 +210,16 @@ pub enum Outcome {
     Released,
 }
 
+/// When the account of a recorded completion may send again: what tells a worker whether
+/// the account's partition is worth a claim now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freed {
+    /// Now, or nothing is known (its account still has calls in flight, say).
+    Now,
+    /// Its account's window is full: after this long.
+    After(Duration),
+}
+
 /// A finished delivery to record.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -240,8 +250,11 @@ impl Completion {
 pub struct ClaimBatch {
     /// Deliveries now leased to the caller.
     pub items: Vec<Claimed>,
-    /// When nothing was claimed: time until more work will be due in this partition, if
-    /// any is waiting. `None` whenever `items` is not empty.
+    /// Time until more work will be due in this partition: when nothing was claimed, if
+    /// any is waiting; when something was, if the claim took all that was due (so the
+    /// partition need not be claimed again before then, unless its deliveries' outcomes
+    /// free an account or new work comes). `None` when something was claimed and more may
+    /// be due now.
     pub next_due: Option<Duration>,
 }
 
@@ -561,10 +574,10 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Records finished deliveries as [`Queue::complete`] does, one result per
     /// completion: those of a partition whose storage fails fail alone, and the others
-    /// are recorded.
-    async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<(), QueueError>> {
+    /// are recorded, each saying when its account may send again.
+    async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<Freed, QueueError>> {
         match self.complete(completions).await {
-            Ok(()) => completions.iter().map(|_| Ok(())).collect(),
+            Ok(()) => completions.iter().map(|_| Ok(Freed::Now)).collect(),
             Err(e) => completions.iter().map(|_| Err(e.clone())).collect(),
         }
     }

@@ -127,7 +127,7 @@ use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::{
     rfc3339_ms, CallStatus, ClaimBatch, Completion, DeadLetter, DeadLetterPage, DeadLetterResult,
     DeadLetterSelection, DeadReason, DeliveryStatus, EnqueueBatch, EnqueueOutcome, EventRecord,
-    ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention, PROCESS_STALE,
+    Freed, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention, PROCESS_STALE,
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
@@ -743,25 +743,19 @@ fn claim_script(
     let lease = config.lease.as_millis() as u64;
     let settings = format!(
         "-- this process's settings (see claim_script in script_queue.rs)\n\
-         local lease, default_limit, default_window, margin = {}, {}, {}, {}\n\
+         {limits}\
+         local lease = {lease}\n\
          local reap_max, retention, sweep_interval = '{REAP_PER_CALL}', '{}', '{sweep_interval_ms}'\n\
+         local reap_max_count = {REAP_PER_CALL}\n\
          local sweep_rest = '{rest}'\n\
          local dl_retention, acct_retention = {}, {}\n\
-         local default_limit_text, default_window_text = '{limit}', '{window}'\n\
-         local default_cut = {cut}\n\
          local changes_kept = {kept}\n\
          local group_max, group_more, group_allowance = {group}, '{more}', {allowance}\n\
          local claim_deliveries = {CLAIM_DELIVERIES}\n",
-        lease,
-        config.default_limit.limit,
-        config.default_limit.window_ms,
-        config.margin_ms,
         config.retention.events_ms,
         config.retention.dead_letters_ms,
         config.retention.accounts_ms,
-        limit = config.default_limit.limit,
-        window = config.default_limit.window_ms,
-        cut = (i64::from(config.default_limit.limit) - 1) * RATE_LOG_STAMP,
+        limits = limit_settings(config),
         rest = sweep_rest(config, sweep_interval_ms),
         kept = reads.kept_ms,
         group = config.group_max.max(1),
@@ -771,17 +765,56 @@ fn claim_script(
     Script::new(helpers, &format!("{settings}{}", include_str!("claim.lua")))
 }
 
-/// The complete script, with the retention of finished events written into its text (as
-/// in [`claim_script`]).
+/// The default rate limit and the margin, as the claim and complete scripts' text declares
+/// them: `default_limit`, `default_window`, `margin` (ms) as numbers, the limit and window
+/// as text (`default_limit_text`, `default_window_text`: most accounts' own are the
+/// defaults, whose text is compared rather than converted), and `default_cut`, where the
+/// default limit's oldest entry starts in a rate log ((default_limit - 1) * 13).
+fn limit_settings(config: &QueueSettings) -> String {
+    format!(
+        "local default_limit, default_window, margin = {limit}, {window}, {margin}\n\
+         local default_limit_text, default_window_text = '{limit}', '{window}'\n\
+         local default_cut = {cut}\n",
+        limit = config.default_limit.limit,
+        window = config.default_limit.window_ms,
+        margin = config.margin_ms,
+        cut = (i64::from(config.default_limit.limit) - 1) * RATE_LOG_STAMP,
+    )
+}
+
+/// The complete script, with the retention of finished events and the default rate limit
+/// written into its text (as in [`claim_script`]).
 fn complete_script(helpers: &str, config: &QueueSettings) -> Script {
     let settings = format!(
-        "-- this process's settings (see complete_script in script_queue.rs)\nlocal retention = '{}'\n",
-        config.retention.events_ms
+        "-- this process's settings (see complete_script in script_queue.rs)\n\
+         local retention = '{}'\n{}",
+        config.retention.events_ms,
+        limit_settings(config),
     );
     Script::new(
         helpers,
         &format!("{settings}{}", include_str!("complete.lua")),
     )
+}
+
+/// The accounts a complete call freed whose window is full, each with the time until it
+/// may send again: the reply's last element, when it is a list (see complete.lua).
+fn freed_later(reply: &Value) -> HashMap<&str, Duration> {
+    let mut later = HashMap::new();
+    let Value::Array(items) = reply else {
+        return later;
+    };
+    let Some(Value::Array(pairs)) = items.last() else {
+        return later;
+    };
+    for pair in pairs.chunks_exact(2) {
+        if let (Value::BulkString(account), Value::Int(ms)) = (&pair[0], &pair[1]) {
+            if let (Ok(account), Ok(ms)) = (std::str::from_utf8(account), u64::try_from(*ms)) {
+                later.insert(account, Duration::from_millis(ms));
+            }
+        }
+    }
+    later
 }
 
 /// Answers each request of `group` from the reply of its call, and returns the partitions
@@ -965,18 +998,11 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             match &mut batches[i] {
                 Ok(batch) => {
                     batch.items.extend(part.items);
-                    batch.next_due = match (batch.next_due, part.next_due) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
+                    // the later call saw the partition after the earlier ones
+                    batch.next_due = part.next_due;
                 }
                 // An earlier chunk failed: keep what this one leased, so it is sent.
                 Err(_) => batches[i] = Ok(part),
-            }
-        }
-        for batch in batches.iter_mut().flatten() {
-            if !batch.items.is_empty() {
-                batch.next_due = None;
             }
         }
         self.dead_letters_dropped
@@ -985,14 +1011,18 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     }
 
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
-        self.complete_each(completions).await.into_iter().collect()
+        self.complete_each(completions)
+            .await
+            .into_iter()
+            .try_for_each(|r| r.map(|_| ()))
     }
 
     /// One script call per partition (in chunks of about `COMPLETE_CHUNK`, whole account
     /// runs), all in one round trip; a call that fails fails only its own completions.
-    async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<(), QueueError>> {
+    async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<Freed, QueueError>> {
         // Completions whose id names no event are not the queue's: nothing to record.
-        let mut results: Vec<Result<(), QueueError>> = completions.iter().map(|_| Ok(())).collect();
+        let mut results: Vec<Result<Freed, QueueError>> =
+            completions.iter().map(|_| Ok(Freed::Now)).collect();
         let mut by_partition: HashMap<u16, Vec<usize>> = HashMap::new();
         for (i, c) in completions.iter().enumerate() {
             let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse) else {
@@ -1039,9 +1069,19 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         }
         let replies = self.run_script(&self.complete, &calls).await;
         for (reply, chunk) in replies.into_iter().zip(owners) {
-            if let Err(e) = reply {
-                for &i in chunk {
-                    results[i] = Err(e.clone());
+            match reply {
+                Err(e) => {
+                    for &i in chunk {
+                        results[i] = Err(e.clone());
+                    }
+                }
+                Ok(reply) => {
+                    let later = freed_later(&reply);
+                    for &i in chunk {
+                        if let Some(wait) = later.get(completions[i].account.as_str()) {
+                            results[i] = Ok(Freed::After(*wait));
+                        }
+                    }
                 }
             }
         }

@@ -88,7 +88,8 @@ end
 -- (a delivery in flight) nor paused. Its score is the earliest time it may send and
 -- orders the accounts: `score` (default `now`) lets an account that was idle enter ahead
 -- of accounts that were just served, so a quiet account never waits a whole rotation
--- behind thousands of backlogged ones. A 429 pause still wins over it. `known` gives the
+-- behind thousands of backlogged ones, or one whose window is full enter when it has room
+-- again. A 429 pause still wins over it. `known` gives the
 -- account's {busy, paused, auth_failed, until} when the caller already has them;
 -- `queued` is true when the caller knows the account has queued work (when it has none
 -- after all, the claim that finds its lists empty takes it out of the set again);

@@ -291,6 +291,40 @@ async fn rolling_window_limit_is_never_exceeded_and_rescored(b: Backend) {
     );
 }
 
+/// A completion that leaves its account's window full puts the account back in the ready
+/// set at the moment the window has room, so that no claim visits it before only to find
+/// the window full.
+async fn a_full_window_puts_the_account_back_at_its_next_send(b: Backend) {
+    let q = open(b).await;
+    let window = 60_000;
+    let limit = RateLimit {
+        limit: 1,
+        window_ms: window,
+    };
+    put(&q, "acme", limit, &["a", "b"]).await;
+    let a = claim(&q).await.remove(0);
+    let before = storage_now(&q).await;
+    done(&q, &a, ok()).await;
+    let after = storage_now(&q).await;
+    // The send counts from its answer, and the window's margin is 0 here: one more
+    // millisecond covers the rounding down of the times.
+    let next = stats_for(&q, "acme")
+        .await
+        .next_send_ms
+        .expect("b waits for the window");
+    assert!(
+        next > before + window && next <= after + window + 1,
+        "next send {next} for an answer between {before} and {after}"
+    );
+    let (items, wait) = claim_max(&q, 10).await;
+    assert!(items.is_empty(), "the window is full");
+    let wait = wait.expect("b is due later");
+    assert!(
+        wait > Duration::from_millis(window - 1_000),
+        "nothing is due before the window has room: {wait:?}"
+    );
+}
+
 async fn fairness_across_accounts(b: Backend) {
     let q = open(b).await;
     // Both accounts in one partition, so they compete in one ready set.
@@ -2016,6 +2050,7 @@ conformance!(
     held_accounts_still_expire_their_events,
     fifo_and_priority_with_one_delivery_in_flight,
     rolling_window_limit_is_never_exceeded_and_rescored,
+    a_full_window_puts_the_account_back_at_its_next_send,
     fairness_across_accounts,
     expired_lease_is_requeued_at_the_front_and_stale_completion_ignored,
     late_success_removes_the_delivery_everywhere,
