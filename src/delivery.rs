@@ -6,9 +6,12 @@
 //! records them in batches. A partition whose storage fails sits out a short backoff while
 //! the others go on. It never sleeps in a task to wait for a rate slot:
 //! a throttled account is simply not claimable until its slot frees. A partition whose
-//! claim found nothing is left alone until what the claim said falls due next, until work
-//! is stored in it (by this process, or announced by another, [`Wake`]), or until the idle
-//! poll: the claims of an idle worker cost the same whatever the partition count.
+//! claim found nothing, or took all that was due, is left alone until what the claim said
+//! falls due next, until work is stored in it (by this process, or announced by another,
+//! [`Wake`]), until an outcome recorded here frees one of its accounts (or, when that
+//! account's window is full, until it may send), or until the idle poll: the claims of an
+//! idle worker cost the same whatever the partition count, and a busy one does not claim
+//! a partition only to find its accounts in flight or their windows full.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -734,10 +737,10 @@ struct Passes {
     /// Whether the last pass found every partition failing (the storage down).
     storage_down: bool,
     failing: HashMap<u16, PartitionFailure>,
-    /// Per partition, until when its last claim found nothing to send (`None`: claim
-    /// it): what the claim said falls due next (a retry, a rate window, a lease running
-    /// out, a held account's check), at most the idle poll away. Work stored meanwhile
-    /// clears it (see [`Wake`]).
+    /// Per partition, until when its last claim found nothing more to send (`None`:
+    /// claim it): what the claim said falls due next (a retry, a rate window, a lease
+    /// running out, a held account's check), at most the idle poll away. Work stored and
+    /// outcomes recorded meanwhile clear it, or bring it forward (see [`Wake`]).
     quiet: Vec<Option<tokio::time::Instant>>,
     /// Partitions where new work was stored since a pass last claimed them (see
     /// [`Wake::stored`]), in the order told.

@@ -262,6 +262,7 @@ if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
   if dropped >= sweep_drops then
     -- more letters may be due: the next claim sweeps again, without waiting the interval
     w('DEL', base .. ':sweep')
+    whole = false
   end
   if pos < #page then
     w('HSET', cursor_key, 'cursor', cursor, 'last', page[pos] or '', 'pos', int(pos))

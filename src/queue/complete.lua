@@ -107,22 +107,19 @@ end
 -- Takes one of the claim's entries (`rl_at`) out of the rate log for a call of the run;
 -- false when the log as read holds no more of them.
 local function take_entry()
-  if taken == #spots then
-    local log, at = flags[7], flags[1]
-    if not log or not at or #at ~= 13 then return false end
-    while true do
-      local s = string.find(log, at, searched, true)
-      if not s then return false end
-      if (s - 1) % 13 == 0 then
-        spots[#spots + 1] = s
-        searched = s + 13
-        break
-      end
-      searched = s + 1
+  local log, at = flags[7], flags[1]
+  if not log or not at or #at ~= 13 then return false end
+  while true do
+    local s = string.find(log, at, searched, true)
+    if not s then return false end
+    if (s - 1) % 13 == 0 then
+      taken = taken + 1
+      spots[taken] = s
+      searched = s + 13
+      return true
     end
+    searched = s + 1
   end
-  taken = taken + 1
-  return true
 end
 
 -- The rate log as the run leaves it: the entries at this time first (newest first), then
@@ -186,10 +183,12 @@ local function close_run()
     -- send, so that no claim visits it only to find its window full and re-score it.
     local at
     if not busy or busy == '' then at = next_send(log) end
-    if at then
+    if at and flags[3] ~= '1' and auth_failed ~= '1' then
       -- told to the caller, whose worker need not claim the partition for it before then
+      -- (nor before a 429 pause ends)
+      local paused_until = pause_until and tonumber(pause_until) or 0
       later[#later + 1] = acct
-      later[#later + 1] = at - now
+      later[#later + 1] = math.max(at, paused_until) - now
     end
     mark_ready(base, acct, now, now_s, at, {busy, flags[3], auth_failed, pause_until}, nil,
       flags[2] and flags[2] ~= '')

@@ -987,10 +987,11 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                     part
                 }
                 Err(e) => {
-                    if let Ok(batch) = &batches[i] {
-                        if batch.items.is_empty() {
-                            batches[i] = Err(e);
-                        }
+                    match &mut batches[i] {
+                        Ok(batch) if batch.items.is_empty() => batches[i] = Err(e),
+                        // what the failed call would have found is not known
+                        Ok(batch) => batch.next_due = None,
+                        Err(_) => {}
                     }
                     continue;
                 }
