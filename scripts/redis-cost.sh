@@ -32,7 +32,7 @@
 # figure names (`callgrind_control -z` right before the load, `-d` right after it; for
 # delivery, from the first Notify call to the last answer), so start-up and the loading of
 # backlogs are left out. Under callgrind Redis runs about 50 times slower: all of them take
-# about 6 minutes here. Set REDIS_COST_OUT=<dir> to keep the dumps for callgrind_annotate.
+# about 7 minutes here. Set REDIS_COST_OUT=<dir> to keep the dumps for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 all=(ingress batch delivery-slow delivery delivery-limited cluster idle ops)
