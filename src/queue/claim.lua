@@ -1,11 +1,11 @@
 -- claim: leases the deliveries of up to `max` accounts of one partition that may send now.
 -- KEYS[1] = <base>:ready
 -- ARGV = base, max
--- The process's settings are written into the script's text, before this (see
+-- The process's settings are written into the script's text, ahead of its helpers (see
 -- `claim_script` in script_queue.rs): lease, default_limit, default_window, margin (ms,
 -- numbers), reap_max (and as a number reap_max_count), retention (finished events, ms),
--- sweep_interval (least time between
--- two retention sweeps of the partition, ms), sweep_rest (the pause after a round of the
+-- sweep_interval (least time between two retention sweeps of the partition, ms),
+-- sweep_rest (the pause after a round of the
 -- partition's accounts, ms) as text, dl_retention, acct_retention (ms,
 -- numbers), as text default_limit_text and default_window_text, and default_cut (where
 -- the default limit's oldest entry starts in a rate log: (default_limit - 1) * 13),
@@ -316,26 +316,10 @@ for a = 1, #accts do
   elseif pause_until > now then
     w('ZADD', ready, int(pause_until), acct)
   else
-    -- an account's own limit and window are stored as text: most are the defaults, whose
-    -- numbers and derived texts the settings carry
-    local limit, cut, window = default_limit, default_cut, default_window
-    if st[5] and st[5] ~= default_limit_text then
-      limit = tonumber(st[5]) or default_limit
-      cut = (limit - 1) * 13
-    end
-    if st[6] and st[6] ~= default_window_text then
-      window = tonumber(st[6]) or default_window
-    end
     -- The rate log: the times of the latest sends, newest first, 13 digits each.
     local rl = st[7] or ''
-    local free_at = now
-    if #rl >= cut + 13 then
-      -- `limit` sends are logged. Times are whole milliseconds, rounded down: one more
-      -- makes the real gap between this send and the one `limit` sends back at least
-      -- the window.
-      free_at = tonumber(string.sub(rl, cut + 1, cut + 13)) + window + margin + 1
-    end
-    if free_at > now then
+    local free_at, limit, cut, window = rate_window(rl, st[5], st[6], now)
+    if free_at then
       w('ZADD', ready, int(free_at), acct)
     else
       -- The head is read, then leased, and popped last: a claim that fails part-way

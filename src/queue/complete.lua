@@ -3,8 +3,8 @@
 -- ARGV = base, then per delivery: did, account, kind, lease token, upstream status or '',
 --        and unless kind is 'delivered' (most are: their arguments are spared) error,
 --        delay_ms, reason
--- The retention of finished events (ms, as text) is written into the script's text,
--- before this (see `complete_script` in script_queue.rs).
+-- The retention of finished events (ms, as text) and the default rate limit are written
+-- into the script's text, ahead of its helpers (see `complete_script` in script_queue.rs).
 -- kind: delivered | retry | dead | ratelimited | authfailed | released
 -- The caller holds the lease when its token is still the lease's end in the in-flight set
 -- (a call's tokens only grow: see claim.lua). The attempt is counted here (`at`), when it
@@ -107,19 +107,12 @@ end
 -- Takes one of the claim's entries (`rl_at`) out of the rate log for a call of the run;
 -- false when the log as read holds no more of them.
 local function take_entry()
-  local log, at = flags[7], flags[1]
-  if not log or not at or #at ~= 13 then return false end
-  while true do
-    local s = string.find(log, at, searched, true)
-    if not s then return false end
-    if (s - 1) % 13 == 0 then
-      taken = taken + 1
-      spots[taken] = s
-      searched = s + 13
-      return true
-    end
-    searched = s + 1
-  end
+  local s = flags[7] and log_find(flags[7], flags[1], searched)
+  if not s then return false end
+  taken = taken + 1
+  spots[taken] = s
+  searched = s + 13
+  return true
 end
 
 -- The rate log as the run leaves it: the entries at this time first (newest first), then
@@ -135,23 +128,6 @@ local function rate_log()
   end
   parts[#parts + 1] = string.sub(log, from)
   return table.concat(parts)
-end
-
--- When the account may send next, with the rate log `log`: when the oldest of its newest
--- `limit` sends leaves the window, as a claim finds it; nil when it may send now.
-local function next_send(log)
-  local cut = default_cut
-  if flags[8] and flags[8] ~= default_limit_text then
-    cut = ((tonumber(flags[8]) or default_limit) - 1) * 13
-  end
-  if not log or #log < cut + 13 then return nil end
-  local window = default_window
-  if flags[9] and flags[9] ~= default_window_text then
-    window = tonumber(flags[9]) or default_window
-  end
-  local free_at = tonumber(string.sub(log, cut + 1, cut + 13)) + window + margin + 1
-  if free_at > now then return free_at end
-  return nil
 end
 
 -- Writes what the run changed in the account, marks it ready when a delivery of the run
@@ -182,7 +158,7 @@ local function close_run()
     -- A busy account left the ready set at its claim. A free one comes back at its next
     -- send, so that no claim visits it only to find its window full and re-score it.
     local at
-    if not busy or busy == '' then at = next_send(log) end
+    if not busy or busy == '' then at = rate_window(log, flags[8], flags[9], now) end
     if at and flags[3] ~= '1' and auth_failed ~= '1' then
       -- told to the caller, whose worker need not claim the partition for it before then
       -- (nor before a 429 pause ends)

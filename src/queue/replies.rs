@@ -1,6 +1,7 @@
 //! The scripts' replies read into the queue's types, and outcomes written as script
 //! arguments.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Value;
@@ -93,6 +94,25 @@ pub(super) fn parse_enqueue_reply<'e>(
     Ok((outcomes, ready))
 }
 
+/// The accounts a complete call freed whose window is full, each with the time until it
+/// may send again: the reply's last element, when it is a list of account and ms pairs
+/// (see complete.lua); the per-delivery words before it are not needed.
+pub(super) fn parse_complete_reply(reply: Value) -> HashMap<String, Duration> {
+    let Ok(mut items) = array(reply) else {
+        return HashMap::new();
+    };
+    let Some(Ok(pairs)) = items.pop().map(array) else {
+        return HashMap::new();
+    };
+    pairs
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let ms = u64::try_from(int(&pair[1])?).ok()?;
+            Some((text(&pair[0])?, Duration::from_millis(ms)))
+        })
+        .collect()
+}
+
 pub(super) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -171,6 +191,27 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_complete_reply_names_the_accounts_freed_with_a_full_window() {
+        let later = Value::Array(vec![
+            bulk("acme"),
+            Value::Int(1500),
+            bulk("beta"),
+            Value::Int(0),
+        ]);
+        let reply = Value::Array(vec![bulk("ok"), bulk("stale"), later]);
+        assert_eq!(
+            parse_complete_reply(reply),
+            HashMap::from([
+                ("acme".to_string(), Duration::from_millis(1500)),
+                ("beta".to_string(), Duration::ZERO),
+            ])
+        );
+        // without accounts to name, the reply is the per-delivery words alone
+        let words = Value::Array(vec![bulk("ok"), bulk("ok")]);
+        assert!(parse_complete_reply(words).is_empty());
     }
 
     #[test]

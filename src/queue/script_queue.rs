@@ -120,7 +120,8 @@ use tokio::sync::OnceCell;
 use super::announce::{announced_partitions, partition_of_base, Announcer};
 use super::layout::{self, LayoutScripts};
 use super::replies::{
-    array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_enqueue_reply, text,
+    array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_complete_reply,
+    parse_enqueue_reply, text,
 };
 use super::snapshot::{parse_chunk, ChangeReads, Plan, Read, Snapshot};
 use super::transport::{Script, ScriptCall, Transport, HELPERS};
@@ -762,7 +763,7 @@ fn claim_script(
         more = config.group_max.max(1) - 1,
         allowance = lease / LEASE_GROUP_GROWTH,
     );
-    Script::new(helpers, &format!("{settings}{}", include_str!("claim.lua")))
+    Script::with_settings(&settings, helpers, include_str!("claim.lua"))
 }
 
 /// The default rate limit and the margin, as the claim and complete scripts' text declares
@@ -791,30 +792,7 @@ fn complete_script(helpers: &str, config: &QueueSettings) -> Script {
         config.retention.events_ms,
         limit_settings(config),
     );
-    Script::new(
-        helpers,
-        &format!("{settings}{}", include_str!("complete.lua")),
-    )
-}
-
-/// The accounts a complete call freed whose window is full, each with the time until it
-/// may send again: the reply's last element, when it is a list (see complete.lua).
-fn freed_later(reply: &Value) -> HashMap<&str, Duration> {
-    let mut later = HashMap::new();
-    let Value::Array(items) = reply else {
-        return later;
-    };
-    let Some(Value::Array(pairs)) = items.last() else {
-        return later;
-    };
-    for pair in pairs.chunks_exact(2) {
-        if let (Value::BulkString(account), Value::Int(ms)) = (&pair[0], &pair[1]) {
-            if let (Ok(account), Ok(ms)) = (std::str::from_utf8(account), u64::try_from(*ms)) {
-                later.insert(account, Duration::from_millis(ms));
-            }
-        }
-    }
-    later
+    Script::with_settings(&settings, helpers, include_str!("complete.lua"))
 }
 
 /// Answers each request of `group` from the reply of its call, and returns the partitions
@@ -1077,9 +1055,9 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                     }
                 }
                 Ok(reply) => {
-                    let later = freed_later(&reply);
+                    let later = parse_complete_reply(reply);
                     for &i in chunk {
-                        if let Some(wait) = later.get(completions[i].account.as_str()) {
+                        if let Some(wait) = later.get(&completions[i].account) {
                             results[i] = Ok(Freed::After(*wait));
                         }
                     }

@@ -223,20 +223,26 @@ local function group_size(busy)
   return spaces + 1
 end
 
+-- Where the first entry of the rate log `log` equal to `at` (13 digits) starts, at or
+-- after position `from`: nil when there is none (the entries are not separated, so a
+-- match must start where an entry does).
+local function log_find(log, at, from)
+  if not at or #at ~= 13 then return nil end
+  while true do
+    local s = string.find(log, at, from, true)
+    if not s then return nil end
+    if (s - 1) % 13 == 0 then return s end
+    from = s + 1
+  end
+end
+
 -- The rate log `log` without one entry equal to `at` (13 digits), or nil when it has
 -- none: a group's claim logs one entry at its time per member, and each member's answer
 -- (or lease end) takes one of them.
 local function log_without(log, at)
-  if not at or #at ~= 13 then return nil end
-  local from = 1
-  while true do
-    local s = string.find(log, at, from, true)
-    if not s then return nil end
-    if (s - 1) % 13 == 0 then
-      return string.sub(log, 1, s - 1) .. string.sub(log, s + 13)
-    end
-    from = s + 1
-  end
+  local s = log_find(log, at, 1)
+  if not s then return nil end
+  return string.sub(log, 1, s - 1) .. string.sub(log, s + 13)
 end
 
 -- The rate log `log` (newest first) with the time `at` (13 digits) put where it belongs.
@@ -249,4 +255,30 @@ local function log_insert(log, at)
     end
   end
   return log .. at
+end
+
+-- An account's limit, where its oldest counted send starts in a rate log ((limit - 1) *
+-- 13) and its window (ms), from its record's `limit` and `window` fields as read (the
+-- process's defaults when missing: most accounts' are, and their text is compared rather
+-- than converted); and when, with the rate log `rl` (send times, newest first), it may
+-- send next: when the oldest of its newest `limit` sends leaves the window, margin
+-- included (nil: at `now`, it may). Only for the scripts whose text declares the default
+-- limit (see `limit_settings` in script_queue.rs).
+local function rate_window(rl, limit_text, window_text, now)
+  local limit, cut, window = default_limit, default_cut, default_window
+  if limit_text and limit_text ~= default_limit_text then
+    limit = tonumber(limit_text) or default_limit
+    cut = (limit - 1) * 13
+  end
+  if window_text and window_text ~= default_window_text then
+    window = tonumber(window_text) or default_window
+  end
+  local free_at
+  -- Times are whole milliseconds, rounded down: one more makes the real gap between a
+  -- send and the one `limit` sends back at least the window.
+  if rl and #rl >= cut + 13 then
+    free_at = tonumber(string.sub(rl, cut + 1, cut + 13)) + window + margin + 1
+    if free_at <= now then free_at = nil end
+  end
+  return free_at, limit, cut, window
 end

@@ -29,7 +29,13 @@ impl Script {
     /// helper). Redis creates every local function of a script at each call, so the
     /// helpers a script does not use would cost each of its calls their creation.
     pub(crate) fn new(helpers: &str, body: &str) -> Self {
-        let source = format!("{}\n{body}", used_helpers(helpers, body));
+        Self::with_settings("", helpers, body)
+    }
+
+    /// As [`Script::new`], with `settings` (a process's settings, as Lua locals) ahead of
+    /// the helpers, which may then read them.
+    pub(crate) fn with_settings(settings: &str, helpers: &str, body: &str) -> Self {
+        let source = format!("{settings}{}\n{body}", used_helpers(helpers, body));
         let sha = redis::Script::new(&source).get_hash().to_string();
         Script {
             source: source.into(),
