@@ -17,7 +17,8 @@ use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
 use zenrelay::queue::{
     rfc3339_ms, AccountStats, Claimed, Completion, DeadLetterResult, DeadLetterSelection,
-    DeadReason, EnqueueBatch, EnqueueOutcome, EventRecord, NewEvent, Outcome, Queue, RateLimit,
+    DeadReason, EnqueueBatch, EnqueueOutcome, EventRecord, Freed, NewEvent, Outcome, Queue,
+    RateLimit,
 };
 
 use crate::support::RedisServer;
@@ -102,14 +103,7 @@ async fn open_with(backend: Backend, group_max: u32) -> Fixture {
 }
 
 fn event_for(account: &str, name: &str) -> NewEvent {
-    NewEvent {
-        id: EventId::new(partition_of(account, PARTITIONS)),
-        priority: Priority::Normal,
-        ttl_ms: 0,
-        payload: NotifyPayload::new(1, name, None),
-        agents: vec![None],
-        idempotency: None,
-    }
+    crate::support::plain_event(EventId::new(partition_of(account, PARTITIONS)), name)
 }
 
 async fn put_with(
@@ -304,7 +298,7 @@ async fn a_full_window_puts_the_account_back_at_its_next_send(b: Backend) {
     put(&q, "acme", limit, &["a", "b"]).await;
     let a = claim(&q).await.remove(0);
     let before = storage_now(&q).await;
-    done(&q, &a, ok()).await;
+    let recorded = q.complete_each(&[Completion::of(&a, ok())]).await;
     let after = storage_now(&q).await;
     // The send counts from its answer, and the window's margin is 0 here: one more
     // millisecond covers the rounding down of the times.
@@ -316,12 +310,59 @@ async fn a_full_window_puts_the_account_back_at_its_next_send(b: Backend) {
         next > before + window && next <= after + window + 1,
         "next send {next} for an answer between {before} and {after}"
     );
+    // The worker is told how long that is from the answer.
+    let [Ok(Freed::After(told))] = recorded[..] else {
+        panic!("the worker is told when acme may send: {recorded:?}");
+    };
+    let told = told.as_millis() as u64;
+    assert!(
+        next - after <= told && told <= next - before,
+        "told {told} ms for a next send at {next}, answered between {before} and {after}"
+    );
     let (items, wait) = claim_max(&q, 10).await;
     assert!(items.is_empty(), "the window is full");
     let wait = wait.expect("b is due later");
     assert!(
         wait > Duration::from_millis(window - 1_000),
         "nothing is due before the window has room: {wait:?}"
+    );
+}
+
+/// A claim that took all that was due in its partition says when more will be (so its
+/// worker need not claim the partition before then); one that left due work says nothing.
+/// An outcome that leaves its account free to send tells the worker so.
+async fn a_claim_says_when_more_is_due_only_once_it_took_all_that_was_due(b: Backend) {
+    let q = open(b).await;
+    let p = partition_of("acme", PARTITIONS);
+    let other = (0..)
+        .map(|i| format!("acct{i}"))
+        .find(|a| partition_of(a, PARTITIONS) == p)
+        .expect("an account in acme's partition");
+    put(&q, "acme", WIDE, &["a1", "a2"]).await;
+    put(&q, &other, WIDE, &["b"]).await;
+    let first = q.claim(p, 1).await.expect("claim");
+    assert_eq!(first.items.len(), 1);
+    assert_eq!(first.next_due, None, "another account is still due");
+    let second = q.claim(p, 2).await.expect("claim");
+    assert_eq!(
+        second.items.len(),
+        1,
+        "the other account, the first being in flight"
+    );
+    let wait = second.next_due.expect("all that was due was taken");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_millis(LEASE_MS),
+        "more is due when a lease ends: {wait:?}"
+    );
+    let acme = if first.items[0].account == "acme" {
+        &first.items[0]
+    } else {
+        &second.items[0]
+    };
+    let recorded = q.complete_each(&[Completion::of(acme, ok())]).await;
+    assert!(
+        matches!(recorded[..], [Ok(Freed::Now)]),
+        "acme's window has room for its next event: {recorded:?}"
     );
 }
 
@@ -2051,6 +2092,7 @@ conformance!(
     fifo_and_priority_with_one_delivery_in_flight,
     rolling_window_limit_is_never_exceeded_and_rescored,
     a_full_window_puts_the_account_back_at_its_next_send,
+    a_claim_says_when_more_is_due_only_once_it_took_all_that_was_due,
     fairness_across_accounts,
     expired_lease_is_requeued_at_the_front_and_stale_completion_ignored,
     late_success_removes_the_delivery_everywhere,

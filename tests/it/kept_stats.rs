@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use zenrelay::config::Config;
-use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
+use zenrelay::domain::{partition_of, EventId};
 use zenrelay::queue::redis::{RedisQueue, HELPERS};
 use zenrelay::queue::{
-    ChangeReads, Completion, EnqueueBatch, NewEvent, Outcome, Queue, QueueStats, RateLimit,
+    ChangeReads, Completion, EnqueueBatch, Outcome, Queue, QueueStats, RateLimit,
 };
 
 use crate::support::RedisServer;
@@ -38,14 +38,10 @@ async fn put(q: &RedisQueue, account: &str) {
         },
         max_depth: 100,
         idempotency_ttl_secs: 60,
-        events: vec![NewEvent {
-            id: EventId::new(partition_of(account, 1)),
-            priority: Priority::Normal,
-            ttl_ms: 0,
-            payload: NotifyPayload::new(1, "{}", None),
-            agents: vec![None],
-            idempotency: None,
-        }],
+        events: vec![crate::support::plain_event(
+            EventId::new(partition_of(account, 1)),
+            "{}",
+        )],
     })
     .await
     .expect("stored");

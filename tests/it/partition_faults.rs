@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use zenrelay::config::Config;
-use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
-use zenrelay::queue::{Completion, EnqueueBatch, EnqueueOutcome, NewEvent, Outcome, RateLimit};
+use zenrelay::domain::{partition_of, EventId};
+use zenrelay::queue::{Completion, EnqueueBatch, EnqueueOutcome, Outcome, RateLimit};
 
 use crate::support::*;
 
@@ -190,14 +190,10 @@ async fn a_failing_partition_fails_only_its_own_completions() {
                 limit,
                 max_depth: 100,
                 idempotency_ttl_secs: 60,
-                events: vec![NewEvent {
-                    id: EventId::new(partition_of(name, PARTITIONS)),
-                    priority: Priority::Normal,
-                    ttl_ms: 0,
-                    payload: NotifyPayload::new(1, "e", None),
-                    agents: vec![None],
-                    idempotency: None,
-                }],
+                events: vec![crate::support::plain_event(
+                    EventId::new(partition_of(name, PARTITIONS)),
+                    "e",
+                )],
             })
             .await
             .unwrap();

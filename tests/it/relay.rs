@@ -1011,8 +1011,8 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
     use std::sync::Arc;
     use zenrelay::accounts::AccountDirectory;
     use zenrelay::delivery::{RetryPolicy, Worker, WorkerSettings};
-    use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
-    use zenrelay::queue::{EnqueueBatch, NewEvent, Outcome, Queue, RateLimit};
+    use zenrelay::domain::{partition_of, EventId};
+    use zenrelay::queue::{EnqueueBatch, Outcome, Queue, RateLimit};
     use zenrelay::zendesk::ZendeskClient;
 
     let sim = spawn_sim(&["acme"], 1000, 60).await;
@@ -1050,13 +1050,11 @@ async fn a_worker_releases_instead_of_sending_when_its_lease_is_running_out() {
             idempotency_ttl_secs: 60,
             // two: the released one must come back ahead of the one behind it
             events: ["first", "second"]
-                .map(|name| NewEvent {
-                    id: EventId::new(partition_of("acme", config.redis.partitions)),
-                    priority: Priority::Normal,
-                    ttl_ms: 0,
-                    payload: NotifyPayload::new(1, name, None),
-                    agents: vec![None],
-                    idempotency: None,
+                .map(|name| {
+                    crate::support::plain_event(
+                        EventId::new(partition_of("acme", config.redis.partitions)),
+                        name,
+                    )
                 })
                 .into(),
         })

@@ -1016,3 +1016,16 @@ impl Drop for ServeProcess {
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_zenrelay"))
 }
+
+/// A new event `id` named `name` in app 1: normal priority, no time to live, one Notify
+/// call to every agent, no idempotency key.
+pub fn plain_event(id: zenrelay::domain::EventId, name: &str) -> zenrelay::queue::NewEvent {
+    zenrelay::queue::NewEvent {
+        id,
+        priority: zenrelay::domain::Priority::Normal,
+        ttl_ms: 0,
+        payload: zenrelay::domain::NotifyPayload::new(1, name, None),
+        agents: vec![None],
+        idempotency: None,
+    }
+}

@@ -634,8 +634,8 @@ async fn one_call_in_flight(
     zenrelay::domain::EventId,
     zenrelay::queue::Claimed,
 ) {
-    use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
-    use zenrelay::queue::{EnqueueBatch, NewEvent, Queue, RateLimit};
+    use zenrelay::domain::{partition_of, EventId};
+    use zenrelay::queue::{EnqueueBatch, Queue, RateLimit};
 
     let queue = zenrelay::app::redis_queue(&config(text)).unwrap();
     let p = partition_of("acme", 4);
@@ -649,14 +649,7 @@ async fn one_call_in_flight(
             },
             max_depth: 100,
             idempotency_ttl_secs: 60,
-            events: vec![NewEvent {
-                id: id.clone(),
-                priority: Priority::Normal,
-                ttl_ms: 0,
-                payload: NotifyPayload::new(1, "in flight", None),
-                agents: vec![None],
-                idempotency: None,
-            }],
+            events: vec![crate::support::plain_event(id.clone(), "in flight")],
         })
         .await
         .unwrap();
