@@ -1128,6 +1128,7 @@ mod tests {
             delivery_id: id,
             account: "a".into(),
             lease_token: 0,
+            seen: String::new(),
             outcome: Outcome::Released,
         }
     }

@@ -25,7 +25,9 @@
 -- lease is in the in-flight set) and marks the account busy with them.
 -- Returns {ms until more work is due or -1, dead letters dropped, {did, account, body,
 -- agent, attempts (this one included), created, lease token (the lease's end, Redis ms),
--- lease length (ms), place in its group}, ...};
+-- lease length (ms), place in its group, what a completion need not read again (when the
+-- event has this one call: its attempts that ended, `at`, as read, or '-' when missing;
+-- else '')}, ...};
 -- the wait is computed only when nothing was claimed, or all that was due was.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
@@ -53,7 +55,7 @@ local function reap_lease(did, lease_end)
   end
   changed(base, acct, now_s)
   local akey = base .. ':acct:' .. acct
-  local st = call('HMGET', akey, 'busy', 'rl_at', 'rl')
+  local st = call('HMGET', akey, 'busy', 'rl_at', 'rl', 'sent')
   local held = in_group(st[1], did)
   -- the call's entry in the rate log (one of its group's, at the claim's time)
   local log = held and st[3] and log_without(st[3], st[2])
@@ -77,12 +79,18 @@ local function reap_lease(did, lease_end)
     w('PEXPIRE', ekey, retention)
   end
   if held then
-    local busy = leave_group(st[1], did)
+    local set = {'busy', leave_group(st[1], did)}
     if log then
-      w('HSET', akey, 'busy', busy, 'rl', log_insert(log, int(lease_end)))
-    else
-      w('HSET', akey, 'busy', busy)
+      set[3] = 'rl'
+      set[4] = log_insert(log, int(lease_end))
     end
+    if status == 'delivered' then
+      -- a success the holder did not count (a late one leaves it to the holder; the
+      -- holder's completion frees the account and counts it in one write)
+      set[#set + 1] = 'sent'
+      set[#set + 1] = int((tonumber(st[4] or '0') or 0) + 1)
+    end
+    w('HSET', akey, unpack(set))
   end
   mark_ready(base, acct, now, now_s)
   w('ZREM', inflight, did)
@@ -347,7 +355,7 @@ for a = 1, #accts do
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
         -- what only an expiry needs (the event's counts) is read when one happens
-        ev = call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k)
+        ev = call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k, 'n')
         local status = ev[2]
         local dead = base .. ':dead:' .. acct
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
@@ -390,7 +398,7 @@ for a = 1, #accts do
           seen[nd] = true
           local nkey = base .. ':ev:' .. neid
           local nev = call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'created',
-            'at' .. nk)
+            'at' .. nk, 'n')
           local nexp = nev[1] and tonumber(nev[1]) or 0
           if nev[2] ~= 'queued' or (nexp > 0 and nexp <= now) then break end
           members[#members + 1] = {nd, nk, nkey, nev}
@@ -442,7 +450,7 @@ for a = 1, #accts do
           end
           local token = lease_end - i + 1
           out[#out + 1] = {mdid, acct, mev[3] or '', mev[4] or '', attempts, mev[5] or '0', token,
-            token - now, i - 1}
+            token - now, i - 1, mev[7] == '1' and (mev[6] or '-') or ''}
         end
         -- the log keeps the newest `limit` (this group's sends among them, one entry at
         -- this time each); a long one (a high limit) only those that can still hold back

@@ -1,8 +1,8 @@
 -- complete: records how deliveries of one partition ended, each as if alone.
 -- KEYS[1] = <base>:ready
 -- ARGV = base, then per delivery: did, account, kind, lease token, upstream status or '',
---        and unless kind is 'delivered' (most are: their arguments are spared) error,
---        delay_ms, reason
+--        then for kind 'delivered' (most are: their arguments are spared) what its claim
+--        saw (see claim.lua), else error, delay_ms, reason
 -- The retention of finished events (ms, as text) and the default rate limit are written
 -- into the script's text, ahead of its helpers (see `complete_script` in script_queue.rs).
 -- kind: delivered | retry | dead | ratelimited | authfailed | released
@@ -30,7 +30,7 @@ do
   local i, n = 2, #argv
   while i <= n do
     starts[#starts + 1] = i
-    if argv[i + 2] == 'delivered' then i = i + 5 else i = i + 8 end
+    if argv[i + 2] == 'delivered' then i = i + 6 else i = i + 8 end
   end
 end
 local now, now_s = now_ms()
@@ -236,19 +236,41 @@ local function attempts_after(ekey, k, at, token)
   return next_attempt(at)
 end
 
-local function complete_one(did, kind, code, err, delay, reason, token)
+local function complete_one(did, kind, code, err, delay, reason, token, seen)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
-  -- What only the rarer outcomes need (the event's priority and attempts, the account's
-  -- 429 count) is read by them.
-  local ev = call('HMGET', ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd')
-  local status = ev[1]
   local leased = leases[did]
   if ended_leases[did] then leased = false end
   -- both are whole milliseconds in Redis's and the caller's text (Redis writes a score
   -- that is a whole number as one)
   local owned = leased == token
   local held = in_flight(did)
+  if seen and seen ~= '' and owned and held then
+    -- The most common outcome: the success of an event's only call, by the holder of its
+    -- lease. Nothing but this lease's completion (this one, perhaps done again after a
+    -- failure part-way) or a late success of an earlier lease (which records the same)
+    -- finishes the call while the lease is held, so the event is not read: the claim
+    -- read its attempts (`at`, '-' when missing), and the event is then finished. The
+    -- attempts are one more than the claim read: a reap that counted this lease wrote
+    -- just that.
+    local set = {'s' .. k, 'delivered', 'done', '1', 'body', '', 'ls' .. k, code,
+      'dt' .. k, now_s, 'at' .. k, '1'}
+    if seen ~= '-' then
+      set[12] = next_attempt(seen)
+      -- an earlier attempt's error goes
+      set[13] = 'le' .. k
+      set[14] = ''
+    end
+    w('HSET', ekey, unpack(set))
+    w('PEXPIRE', ekey, retention)
+    count_sent()
+    release(did, kind, true, true)
+    return 'ok'
+  end
+  -- What only the rarer outcomes need (the event's priority and attempts, the account's
+  -- 429 count) is read by them.
+  local ev = call('HMGET', ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd')
+  local status = ev[1]
   -- Upstream received this call at some moment before its answer came back: the holder of
   -- the lease counts the call from now, so that however long the request took on the way,
   -- upstream can never see more than `limit` calls in one window. The claim logged each
@@ -273,6 +295,11 @@ local function complete_one(did, kind, code, err, delay, reason, token)
     -- the lease and free the account (held, as its outcome says).
     if owned then
       hold_account(kind, delay)
+      if status == 'delivered' and held then
+        -- a late success left its count to the holder (a completion of its own that
+        -- failed part-way freed the account with its count, in one write)
+        count_sent()
+      end
       if status == 'dead' or status == 'expired' then
         -- a replay may lease it again: its next lease ends after this one
         w('HSET', ekey, 'c' .. k, token, 'at' .. k, ev[2] or '0')
@@ -303,10 +330,10 @@ local function complete_one(did, kind, code, err, delay, reason, token)
   end
   if kind == 'delivered' and not owned and leased then
     -- A late success while another process holds a new lease on the call: record the
-    -- success, and leave that lease, the account's busy flag and its rate entry to the
-    -- holder, whose own completion (then stale) releases them.
+    -- success, and leave that lease, the account's busy flag, its rate entry and the
+    -- count of the success to the holder, whose own completion (then stale) releases
+    -- them and counts it (or, should it die, the reaper).
     finish(ekey, k, ev, 'delivered', delivered_fields, false)
-    count_sent()
     return 'ok'
   elseif kind == 'delivered' then
     if not owned and status == 'retrying' then
@@ -392,7 +419,7 @@ for j = 1, #starts do
   end
   local kind = argv[i + 2]
   if kind == 'delivered' then
-    out[j] = complete_one(argv[i], kind, argv[i + 4], '', '0', '', argv[i + 3])
+    out[j] = complete_one(argv[i], kind, argv[i + 4], '', '0', '', argv[i + 3], argv[i + 5])
   else
     out[j] = complete_one(argv[i], kind, argv[i + 4], argv[i + 5], argv[i + 6], argv[i + 7],
       argv[i + 3])

@@ -165,6 +165,9 @@ pub struct Claimed {
     /// Its place in its lease group (see [`Queue::claim`]): 0 for the first, which a
     /// claim's items start each group with.
     pub group_index: u32,
+    /// What the claim read of the call that its completion need not read again, handed
+    /// back with it like the lease token (empty: the completion reads the event).
+    pub seen: String,
 }
 
 /// How a delivery ended, as reported by the worker.
@@ -229,6 +232,8 @@ pub struct Completion {
     pub account: String,
     /// The lease token of the claim.
     pub lease_token: u64,
+    /// The claim's [`Claimed::seen`] (empty when unknown: the completion reads the event).
+    pub seen: String,
     /// What happened.
     pub outcome: Outcome,
 }
@@ -240,6 +245,7 @@ impl Completion {
             delivery_id: claimed.delivery_id.clone(),
             account: claimed.account.clone(),
             lease_token: claimed.lease_token,
+            seen: claimed.seen.clone(),
             outcome,
         }
     }

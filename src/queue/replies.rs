@@ -45,6 +45,7 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
                 .and_then(int)
                 .unwrap_or(0)
                 .clamp(0, i64::from(u32::MAX)) as u32,
+            seen: f.get(9).and_then(text).unwrap_or_default(),
         });
     }
     Ok((ClaimBatch { items, next_due }, dropped))

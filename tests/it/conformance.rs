@@ -469,8 +469,8 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
     let s = stats_for(&q, "acme").await;
     assert_eq!(
         (s.in_flight, s.delivered),
-        (1, 1),
-        "counted once, still held"
+        (1, 0),
+        "still held, the success left for the holder to count"
     );
     done(
         &q,
@@ -482,7 +482,9 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
         },
     )
     .await;
-    // ... until its own completion, stale now, frees it.
+    // ... until its own completion, stale now, frees it and counts the success once.
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.in_flight, s.delivered), (0, 1), "counted once, freed");
     let next = claim_within(&q, Duration::from_secs(2)).await.unwrap();
     assert_eq!(next.delivery_id, format!("{}:0", more[0]));
     done(&q, &next, ok()).await;
@@ -593,6 +595,137 @@ async fn retry_waits_its_delay_while_later_events_go(b: Backend) {
     assert!(started.elapsed() >= Duration::from_millis(350));
     assert_eq!(name(&retried), "a");
     assert_eq!(retried.attempts, 2);
+}
+
+/// A late success while another process holds the call's lease is counted by that holder;
+/// when the holder dies too, the reaper that frees the account counts it, once.
+async fn a_late_success_is_counted_once_when_its_holder_dies_too(b: Backend) {
+    let q = open(b).await;
+    let ids = put(&q, "acme", WIDE, &["x"]).await;
+    let first = claim(&q).await.remove(0);
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
+    let second = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(second.delivery_id, first.delivery_id);
+    done(&q, &first, ok()).await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.in_flight, s.delivered), (1, 0));
+    // the second holder never answers: its lease ends and a claim reaps it
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
+    assert!(
+        claim(&q).await.is_empty(),
+        "a delivered call is not sent again"
+    );
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.in_flight, s.delivered, s.depth), (0, 1, 0));
+    assert_eq!(record(&q, &ids[0]).await.status, "delivered");
+    // the dead holder's answer, should it come after all, counts nothing more
+    done(&q, &second, ok()).await;
+    assert_eq!(stats_for(&q, "acme").await.delivered, 1);
+}
+
+/// A success of an event's only call is recorded from what its claim saw, without the
+/// completion reading the event: the same record as the completion that reads it, after a
+/// first attempt, a retry, a 429 and a replay alike.
+async fn a_single_call_success_is_recorded_from_its_claim(b: Backend) {
+    let q = open(b).await;
+    let retry = |error: &str| Outcome::Retry {
+        delay: Duration::ZERO,
+        status: Some(500),
+        error: error.into(),
+    };
+    // first attempts, with what the claim saw handed back and without it
+    let ids = put(&q, "acme", WIDE, &["a"]).await;
+    let a = claim(&q).await.remove(0);
+    assert_eq!(a.seen, "-", "a single call never attempted");
+    done(&q, &a, ok()).await;
+    let mut e = event_for("acme", "pair");
+    e.agents = vec![Some(7), Some(8)];
+    let pair = stored(&put_with(&q, "acme", WIDE, 100, vec![e]).await[0]);
+    let p = claim(&q).await.remove(0);
+    assert_eq!(
+        p.seen, "",
+        "an event of two calls is read at its completion"
+    );
+    done(&q, &p, ok()).await;
+    done(&q, &claim(&q).await.remove(0), ok()).await;
+    let ids_b = put(&q, "acme", WIDE, &["b"]).await;
+    let b_claim = claim(&q).await.remove(0);
+    let blind = Completion {
+        seen: String::new(),
+        ..Completion::of(&b_claim, ok())
+    };
+    q.complete(&[blind]).await.expect("complete");
+    for id in [&ids[0], &ids_b[0], &pair] {
+        let r = record(&q, id).await;
+        assert_eq!(r.status, "delivered");
+        for d in &r.deliveries {
+            assert_eq!(
+                (d.status.as_str(), d.attempts, d.last_status),
+                ("delivered", 1, Some(200))
+            );
+            assert_eq!(d.last_error, None);
+            assert!(d.delivered_at.is_some());
+        }
+    }
+    // after a retry, a 429 and a replay: the attempts they left, and no error
+    let ids = put(&q, "acme", WIDE, &["c"]).await;
+    done(&q, &claim(&q).await.remove(0), retry("boom")).await;
+    let c = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!((c.seen.as_str(), c.attempts), ("1", 2));
+    done(&q, &c, ok()).await;
+    let r = record(&q, &ids[0]).await;
+    assert_eq!(
+        (
+            r.deliveries[0].attempts,
+            r.deliveries[0].last_error.as_deref()
+        ),
+        (2, None)
+    );
+    let ids = put(&q, "acme", WIDE, &["d"]).await;
+    let pause = Duration::from_millis(100);
+    done(
+        &q,
+        &claim(&q).await.remove(0),
+        Outcome::RateLimited { retry_after: pause },
+    )
+    .await;
+    let d = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!((d.seen.as_str(), d.attempts), ("0", 1));
+    done(&q, &d, ok()).await;
+    let r = record(&q, &ids[0]).await;
+    assert_eq!(
+        (
+            r.deliveries[0].attempts,
+            r.deliveries[0].last_status,
+            r.deliveries[0].last_error.as_deref()
+        ),
+        (1, Some(200), None)
+    );
+    let ids = put(&q, "acme", WIDE, &["e"]).await;
+    done(
+        &q,
+        &claim(&q).await.remove(0),
+        dead("rejected", Some(400), "bad"),
+    )
+    .await;
+    let replayed = q
+        .replay("acme", &DeadLetterSelection::All, Duration::from_secs(60))
+        .await
+        .expect("replay");
+    assert_eq!(replayed.count, 1);
+    let e = claim(&q).await.remove(0);
+    assert_eq!((e.seen.as_str(), e.attempts), ("0", 1));
+    done(&q, &e, ok()).await;
+    let r = record(&q, &ids[0]).await;
+    assert_eq!(r.status, "delivered");
+    assert_eq!(
+        (
+            r.deliveries[0].attempts,
+            r.deliveries[0].last_error.as_deref()
+        ),
+        (1, None)
+    );
+    assert_eq!(stats_for(&q, "acme").await.delivered, 7);
 }
 
 async fn rate_limited_pauses_the_account_without_counting(b: Backend) {
@@ -2096,6 +2229,8 @@ conformance!(
     fairness_across_accounts,
     expired_lease_is_requeued_at_the_front_and_stale_completion_ignored,
     late_success_removes_the_delivery_everywhere,
+    a_single_call_success_is_recorded_from_its_claim,
+    a_late_success_is_counted_once_when_its_holder_dies_too,
     retry_waits_its_delay_while_later_events_go,
     rate_limited_pauses_the_account_without_counting,
     auth_failed_pauses_the_account_and_keeps_events,
