@@ -26,8 +26,8 @@
 -- Returns {ms until more work is due or -1, dead letters dropped, {did, account, body,
 -- agent, attempts (this one included), created, lease token (the lease's end, Redis ms),
 -- lease length (ms), place in its group, what a completion need not read again (when the
--- event has this one call: its attempts that ended, `at`, as read, or '-' when missing;
--- else '')}, ...};
+-- event has this one call: the claim's time, 13 digits, then the attempts that ended,
+-- `at`, as read, or '-' when missing; else '')}, ...};
 -- the wait is computed only when nothing was claimed, or all that was due was.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
@@ -450,7 +450,7 @@ for a = 1, #accts do
           end
           local token = lease_end - i + 1
           out[#out + 1] = {mdid, acct, mev[3] or '', mev[4] or '', attempts, mev[5] or '0', token,
-            token - now, i - 1, mev[7] == '1' and (mev[6] or '-') or ''}
+            token - now, i - 1, mev[7] == '1' and (now_s .. (mev[6] or '-')) or ''}
         end
         -- the log keeps the newest `limit` (this group's sends among them, one entry at
         -- this time each); a long one (a high limit) only those that can still hold back

@@ -53,8 +53,9 @@ local later = {}
 -- the leases the run has ended (they leave the in-flight set when it closes)
 local ended_leases
 
--- the leases of the run's deliveries as read when it opened (did -> score, or false)
-local leases
+-- the run's deliveries, and their leases (did -> score, or false), read when a delivery
+-- of the run first needs them (see `lease_of`)
+local run_dids, leases
 
 -- Opens the run of account `a` whose first delivery is the `from`th.
 local function open_run(a, from)
@@ -67,15 +68,23 @@ local function open_run(a, from)
   freed, ends, ended_leases = false, {}, {}
   order, members, left = nil, nil, 0
   taken, stamped, spots, searched = 0, 0, {}, 1
-  local dids = {}
+  run_dids, leases = {}, nil
   for j = from, #starts do
     local at = starts[j]
     if argv[at + 1] ~= a then break end
-    dids[#dids + 1] = argv[at]
+    run_dids[#run_dids + 1] = argv[at]
   end
-  local scores = call('ZMSCORE', inflight, unpack(dids))
-  leases = {}
-  for j = 1, #dids do leases[dids[j]] = scores[j] end
+end
+
+-- The lease of the run's delivery `did` in the in-flight set (its end, or false), as
+-- read once for all of the run's deliveries.
+local function lease_of(did)
+  if not leases then
+    local scores = call('ZMSCORE', inflight, unpack(run_dids))
+    leases = {}
+    for j = 1, #run_dids do leases[run_dids[j]] = scores[j] end
+  end
+  return leases[did]
 end
 
 -- Whether `did` is in the account's lease group (in flight, not yet freed by the run).
@@ -239,24 +248,24 @@ end
 local function complete_one(did, kind, code, err, delay, reason, token, seen)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
-  local leased = leases[did]
-  if ended_leases[did] then leased = false end
-  -- both are whole milliseconds in Redis's and the caller's text (Redis writes a score
-  -- that is a whole number as one)
-  local owned = leased == token
   local held = in_flight(did)
-  if seen and seen ~= '' and owned and held then
+  if seen and seen ~= '' and held and string.sub(seen, 1, 13) == flags[1] then
     -- The most common outcome: the success of an event's only call, by the holder of its
-    -- lease. Nothing but this lease's completion (this one, perhaps done again after a
-    -- failure part-way) or a late success of an earlier lease (which records the same)
-    -- finishes the call while the lease is held, so the event is not read: the claim
-    -- read its attempts (`at`, '-' when missing), and the event is then finished. The
-    -- attempts are one more than the claim read: a reap that counted this lease wrote
-    -- just that.
+    -- lease, which is neither read nor the event. The lease is this caller's: the call
+    -- is in the account's lease group, claimed when the claim that leased it to the
+    -- caller did (`rl_at`; a call that lost its lease left the group before its lease
+    -- left the in-flight set, and a new claim of it is at a later time). Nothing but this
+    -- lease's completion (this one, perhaps done again after a failure part-way) or a
+    -- late success of an earlier lease (which records the same) finishes the call while
+    -- the lease is held, so the event is written from what the claim read: the claim's
+    -- time, then the attempts that had ended (`at`, '-' when missing); the attempts are
+    -- then one more (a reap that counted this lease wrote just that), and the event is
+    -- finished.
+    local at = string.sub(seen, 14)
     local set = {'s' .. k, 'delivered', 'done', '1', 'body', '', 'ls' .. k, code,
       'dt' .. k, now_s, 'at' .. k, '1'}
-    if seen ~= '-' then
-      set[12] = next_attempt(seen)
+    if at ~= '-' then
+      set[12] = next_attempt(at)
       -- an earlier attempt's error goes
       set[13] = 'le' .. k
       set[14] = ''
@@ -267,6 +276,11 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
     release(did, kind, true, true)
     return 'ok'
   end
+  local leased = lease_of(did)
+  if ended_leases[did] then leased = false end
+  -- both are whole milliseconds in Redis's and the caller's text (Redis writes a score
+  -- that is a whole number as one)
+  local owned = leased == token
   -- What only the rarer outcomes need (the event's priority and attempts, the account's
   -- 429 count) is read by them.
   local ev = call('HMGET', ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd')
