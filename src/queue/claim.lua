@@ -23,11 +23,11 @@
 -- group), records a send start for each (which complete.lua moves to when its answer
 -- came), leases them (writing nothing into their events: a call in flight is one whose
 -- lease is in the in-flight set) and marks the account busy with them.
--- Returns {ms until more work is due or -1, dead letters dropped, {did, account, body,
--- agent, attempts (this one included), created, lease token (the lease's end, Redis ms),
--- lease length (ms), place in its group, what a completion need not read again (when the
--- event has this one call: the claim's time, 13 digits, then the attempts that ended,
--- `at`, as read, or '-' when missing; else '')}, ...};
+-- Returns {ms until more work is due or -1, dead letters dropped, then per delivery its 10
+-- fields: did, account, body, agent, attempts (this one included), created, lease token
+-- (the lease's end, Redis ms), lease length (ms), place in its group, what a completion
+-- need not read again (when the event has this one call: the claim's time, 13 digits,
+-- then the attempts that ended, `at`, as read, or '-' when missing; else '')};
 -- the wait is computed only when nothing was claimed, or all that was due was.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
@@ -303,6 +303,9 @@ end
 -- this call, across its accounts: past the budget, the rest wait for the next call.
 local stale_left = 32
 local out = {-1, 0}
+-- (the deliveries leased: each adds its 10 fields to `out`, a flat list, as Redis turns
+-- each table of a reply into an array at a cost)
+local claimed = 0
 local accts = call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 -- each account below has its ready score written, at least (those left untouched once the
 -- stale budget runs out are read again for nothing)
@@ -310,7 +313,7 @@ changed_all(base, accts, now_s)
 for a = 1, #accts do
   local acct = accts[a]
   -- past the budgets, the remaining accounts wait, untouched, for the next call
-  local room = claim_deliveries - (#out - 2)
+  local room = claim_deliveries - claimed
   if stale_left <= 0 or room <= 0 then
     whole = false
     break
@@ -449,8 +452,18 @@ for a = 1, #accts do
             w('HSET', mkey, 'rp' .. mk, '')
           end
           local token = lease_end - i + 1
-          out[#out + 1] = {mdid, acct, mev[3] or '', mev[4] or '', attempts, mev[5] or '0', token,
-            token - now, i - 1, mev[7] == '1' and (now_s .. (mev[6] or '-')) or ''}
+          local o = #out
+          out[o + 1] = mdid
+          out[o + 2] = acct
+          out[o + 3] = mev[3] or ''
+          out[o + 4] = mev[4] or ''
+          out[o + 5] = attempts
+          out[o + 6] = mev[5] or '0'
+          out[o + 7] = token
+          out[o + 8] = token - now
+          out[o + 9] = i - 1
+          out[o + 10] = mev[7] == '1' and (now_s .. (mev[6] or '-')) or ''
+          claimed = claimed + 1
         end
         -- the log keeps the newest `limit` (this group's sends among them, one entry at
         -- this time each); a long one (a high limit) only those that can still hold back
@@ -481,7 +494,7 @@ out[2] = dropped
 -- The wait is of use to a caller that got nothing, and to one that got all that is due
 -- now (every due account visited, none left for a budget): the caller need not claim the
 -- partition again before then, unless its completions free an account or new work comes.
-if #out > 2 and not (whole and stale_left > 0 and #accts < tonumber(max)) then
+if claimed > 0 and not (whole and stale_left > 0 and #accts < tonumber(max)) then
   return out
 end
 -- Every timed piece of work: an account's next send, a retry, a lease running out, a held

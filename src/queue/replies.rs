@@ -15,7 +15,11 @@ pub(super) fn call_status(text: &str) -> Result<CallStatus, QueueError> {
         .ok_or_else(|| QueueError::Protocol(format!("unknown call status {text:?}")))
 }
 
-/// The claimed deliveries, and how many dead letters the claim dropped.
+/// The fields of one claimed delivery in a claim's reply.
+const CLAIM_FIELDS: usize = 10;
+
+/// The claimed deliveries, and how many dead letters the claim dropped. The reply is flat:
+/// the wait and the count, then each delivery's [`CLAIM_FIELDS`] fields in turn.
 pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), QueueError> {
     let mut reply = array(reply)?.into_iter();
     let next_due = reply
@@ -24,30 +28,28 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
         .filter(|ms| *ms >= 0)
         .map(|ms| Duration::from_millis(ms as u64));
     let dropped = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
-    let mut items = Vec::new();
-    for item in reply {
-        let f = array(item)?;
-        if f.len() < 7 {
-            return Err(QueueError::Protocol("short claim entry".into()));
-        }
-        let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
-        let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
-        items.push(Claimed {
-            delivery_id: text(&f[0]).unwrap_or_default(),
-            account: text(&f[1]).unwrap_or_default(),
-            body: NotifyPayload::from_stored(stored).upstream_bytes(agent),
-            attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
-            created_ms: int(&f[5]).unwrap_or(0).max(0) as u64,
-            lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
-            lease: Duration::from_millis(f.get(7).and_then(int).unwrap_or(0).max(0) as u64),
-            group_index: f
-                .get(8)
-                .and_then(int)
-                .unwrap_or(0)
-                .clamp(0, i64::from(u32::MAX)) as u32,
-            seen: f.get(9).and_then(text).unwrap_or_default(),
-        });
+    let fields: Vec<Value> = reply.collect();
+    if fields.len() % CLAIM_FIELDS != 0 {
+        return Err(QueueError::Protocol("short claim entry".into()));
     }
+    let items = fields
+        .chunks_exact(CLAIM_FIELDS)
+        .map(|f| {
+            let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
+            let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
+            Claimed {
+                delivery_id: text(&f[0]).unwrap_or_default(),
+                account: text(&f[1]).unwrap_or_default(),
+                body: NotifyPayload::from_stored(stored).upstream_bytes(agent),
+                attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
+                created_ms: int(&f[5]).unwrap_or(0).max(0) as u64,
+                lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
+                lease: Duration::from_millis(int(&f[7]).unwrap_or(0).max(0) as u64),
+                group_index: int(&f[8]).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                seen: text(&f[9]).unwrap_or_default(),
+            }
+        })
+        .collect();
     Ok((ClaimBatch { items, next_due }, dropped))
 }
 
@@ -213,6 +215,51 @@ mod tests {
         // without accounts to name, the reply is the per-delivery words alone
         let words = Value::Array(vec![bulk("ok"), bulk("ok")]);
         assert!(parse_complete_reply(words).is_empty());
+    }
+
+    #[test]
+    fn a_claim_reply_is_read_ten_fields_to_a_delivery() {
+        let delivery = |did: &str, place: i64, seen: &str| {
+            vec![
+                bulk(did),
+                bulk("acme"),
+                bulk(r#"{"app_id":1,"event":"e","body":"b"}"#),
+                bulk("7"),
+                Value::Int(2),
+                bulk("1700000000000"),
+                Value::Int(1_700_000_030_000 - place),
+                Value::Int(30_000 - place),
+                Value::Int(place),
+                bulk(seen),
+            ]
+        };
+        let mut flat = vec![Value::Int(-1), Value::Int(3)];
+        flat.extend(delivery("e:0", 0, "1700000000000-"));
+        flat.extend(delivery("f:0", 1, ""));
+        let (batch, dropped) = parse_claim_reply(Value::Array(flat.clone())).unwrap();
+        assert_eq!((batch.next_due, dropped), (None, 3));
+        let [first, second] = &batch.items[..] else {
+            panic!("two deliveries: {:?}", batch.items)
+        };
+        assert_eq!((first.delivery_id.as_str(), first.group_index), ("e:0", 0));
+        assert_eq!(
+            (second.delivery_id.as_str(), second.group_index),
+            ("f:0", 1)
+        );
+        assert_eq!((first.attempts, first.created_ms), (2, 1_700_000_000_000));
+        assert_eq!(second.lease_token, 1_700_000_029_999);
+        assert_eq!(second.lease, Duration::from_millis(29_999));
+        assert!(first.body.ends_with(br#","agent_id":7}"#));
+        assert_eq!(
+            (first.seen.as_str(), second.seen.as_str()),
+            ("1700000000000-", "")
+        );
+        // a delivery cut short is the script's error, not a delivery
+        flat.pop();
+        assert!(matches!(
+            parse_claim_reply(Value::Array(flat)),
+            Err(QueueError::Protocol(_))
+        ));
     }
 
     #[test]
