@@ -10,10 +10,10 @@
 -- (a call's tokens only grow: see claim.lua). The attempt is counted here (`at`), when it
 -- ends, except for one that did not count (a 429, refused credentials, a release); a
 -- completion that ends a lease before its end records its token (`c`, always with `at`),
--- which the call's next lease ends after. Returns per delivery 'ok', or 'stale' when
--- it did not (its result is then ignored, except that a late success still removes the
--- delivery everywhere, so it is not sent again); then, when the call freed accounts whose
--- window is full, {account, ms until it may send again, ...}.
+-- which the call's next lease ends after. The outcome of a caller that no longer holds
+-- the lease is ignored, except that a late success still removes the delivery
+-- everywhere, so it is not sent again. Returns {account, ms until it may send again, ...}
+-- for the accounts the call freed whose window is full (none: empty).
 -- Every delivery's account is recorded as changed first (see `changed_all`). Consecutive
 -- deliveries of one account (a lease group's, most often) make a run, which reads the
 -- account's record and the leases of its deliveries once, and writes the record once. A
@@ -269,7 +269,7 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
     -- then one more (a reap that counted this lease wrote just that), and the event is
     -- finished.
     local at = string.sub(seen, 14)
-    local set = {'s' .. k, 'delivered', 'done', '1', 'body', '', 'ls' .. k, code,
+    local set = {'body', '', 's' .. k, 'delivered', 'done', '1', 'ls' .. k, code,
       'dt' .. k, now_s, 'at' .. k, '1'}
     if at ~= '-' then
       set[12] = next_attempt(at)
@@ -281,7 +281,7 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
     w('PEXPIRE', ekey, retention)
     count_sent()
     release(did, kind, true, true)
-    return 'ok'
+    return
   end
   local leased = lease_of(did)
   if ended_leases[did] then leased = false end
@@ -303,13 +303,13 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
     or status == 'expired'
   if not ended and kind ~= 'delivered' and not owned then
     -- a failure reported by a caller that lost its lease: ignored
-    return 'stale'
+    return
   end
   if ended then
     if status and leased and not owned then
       -- another process holds a new lease on it (this is a late success done again, or
       -- a stale failure): that holder's completion finishes it
-      return 'stale'
+      return
     end
     -- Already finished (a late success recorded it while this caller held its lease, or
     -- this completion is a retry of one that failed part-way): finish what is left, end
@@ -332,7 +332,7 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
       w('PEXPIRE', ekey, retention)
     end
     release(did, kind, logged, held)
-    return 'stale'
+    return
   end
   local delivered_fields
   if kind == 'delivered' then
@@ -355,7 +355,7 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
     -- count of the success to the holder, whose own completion (then stale) releases
     -- them and counts it (or, should it die, the reaper).
     finish(ekey, k, ev, 'delivered', delivered_fields, false)
-    return 'ok'
+    return
   elseif kind == 'delivered' then
     if not owned and status == 'retrying' then
       -- due now: if this fails before the retry is removed, the next claim's reaper
@@ -384,7 +384,7 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
       -- no lease of its own to end
       ends[#ends] = nil
     end
-    return 'ok'
+    return
   end
   if kind == 'retry' then
     local due = int(now + tonumber(delay))
@@ -418,10 +418,8 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
     hold_account(kind, delay)
   end
   release(did, kind, logged, held)
-  return 'ok'
 end
 
-local out = {}
 -- Every account is recorded as changed before any write (a stale failure, which writes
 -- nothing, is read again for nothing).
 -- (a run's deliveries are consecutive: its account is named once)
@@ -440,12 +438,11 @@ for j = 1, #starts do
   end
   local kind = argv[i + 2]
   if kind == 'delivered' then
-    out[j] = complete_one(argv[i], kind, argv[i + 4], '', '0', '', argv[i + 3], argv[i + 5])
+    complete_one(argv[i], kind, argv[i + 4], '', '0', '', argv[i + 3], argv[i + 5])
   else
-    out[j] = complete_one(argv[i], kind, argv[i + 4], argv[i + 5], argv[i + 6], argv[i + 7],
+    complete_one(argv[i], kind, argv[i + 4], argv[i + 5], argv[i + 6], argv[i + 7],
       argv[i + 3])
   end
 end
 close_run()
-if #later > 0 then out[#out + 1] = later end
-return out
+return later

@@ -98,13 +98,9 @@ pub(super) fn parse_enqueue_reply<'e>(
 }
 
 /// The accounts a complete call freed whose window is full, each with the time until it
-/// may send again: the reply's last element, when it is a list of account and ms pairs
-/// (see complete.lua); the per-delivery words before it are not needed.
+/// may send again: the reply is a list of account and ms pairs (see complete.lua).
 pub(super) fn parse_complete_reply(reply: Value) -> HashMap<String, Duration> {
-    let Ok(mut items) = array(reply) else {
-        return HashMap::new();
-    };
-    let Some(Ok(pairs)) = items.pop().map(array) else {
+    let Ok(pairs) = array(reply) else {
         return HashMap::new();
     };
     pairs
@@ -198,13 +194,12 @@ mod tests {
 
     #[test]
     fn a_complete_reply_names_the_accounts_freed_with_a_full_window() {
-        let later = Value::Array(vec![
+        let reply = Value::Array(vec![
             bulk("acme"),
             Value::Int(1500),
             bulk("beta"),
             Value::Int(0),
         ]);
-        let reply = Value::Array(vec![bulk("ok"), bulk("stale"), later]);
         assert_eq!(
             parse_complete_reply(reply),
             HashMap::from([
@@ -212,9 +207,8 @@ mod tests {
                 ("beta".to_string(), Duration::ZERO),
             ])
         );
-        // without accounts to name, the reply is the per-delivery words alone
-        let words = Value::Array(vec![bulk("ok"), bulk("ok")]);
-        assert!(parse_complete_reply(words).is_empty());
+        // without accounts to name, the reply is empty
+        assert!(parse_complete_reply(Value::Array(Vec::new())).is_empty());
     }
 
     #[test]
