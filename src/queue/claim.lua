@@ -131,10 +131,27 @@ local function reap(zset, from_delayed)
   end
   return #due >= 2 * reap_max_count
 end
+-- The score of the first entry of the sorted set `z` (nil when it is empty).
+local function head_at(z)
+  local head = call('ZRANGE', z, '0', '0', 'WITHSCORES')
+  return head[2] and tonumber(head[2])
+end
+
+-- Each timed set's first entry is read once: it tells whether anything there is due, and,
+-- unless this call then changes what leads the set (false below: read it again), when
+-- the next entry will be (see the end).
 -- Whether this call does all the work due in the partition now (see the end).
 local whole = true
-if reap(inflight, false) then whole = false end
-if reap(delayed, true) then whole = false end
+local inflight_at = head_at(inflight)
+if inflight_at and inflight_at <= now then
+  if reap(inflight, false) then whole = false end
+  inflight_at = false
+end
+local delayed_at = head_at(delayed)
+if delayed_at and delayed_at <= now then
+  if reap(delayed, true) then whole = false end
+  delayed_at = false
+end
 
 -- Accounts held (paused by an operator, auth_failed, or in a 429 pause) are not claimed,
 -- so their expired events would never reach a claim: the held set brings each back here
@@ -144,7 +161,12 @@ if reap(delayed, true) then whole = false end
 local held = base .. ':held'
 local held_max, held_max_text, held_recheck = 4, '4', 60000
 local buried = 0
-local due_held = call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', held_max_text)
+local held_at = head_at(held)
+local due_held = {}
+if held_at and held_at <= now then
+  due_held = call('ZRANGEBYSCORE', held, '-inf', now_s, 'LIMIT', '0', held_max_text)
+  held_at = false
+end
 if #due_held >= held_max then whole = false end
 for _, acct in ipairs(due_held) do
   local st = call('HMGET', base .. ':acct:' .. acct, 'paused', 'auth_failed', 'until')
@@ -306,6 +328,8 @@ local out = {-1, 0}
 -- (the deliveries leased: each adds its 10 fields to `out`, a flat list, as Redis turns
 -- each table of a reply into an array at a cost)
 local claimed = 0
+-- the earliest end of the leases this call granted
+local first_lease_end
 local accts = call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 -- each account below has its ready score written, at least (those left untouched once the
 -- stale budget runs out are read again for nothing)
@@ -423,6 +447,9 @@ for a = 1, #accts do
           end
         end
         local leases, group = {}, {}
+        if not first_lease_end or lease_end - n + 1 < first_lease_end then
+          first_lease_end = lease_end - n + 1
+        end
         for i = 1, n do
           local m = members[i]
           leases[2 * i - 1] = int(lease_end - i + 1)
@@ -498,12 +525,20 @@ if claimed > 0 and not (whole and stale_left > 0 and #accts < tonumber(max)) the
   return out
 end
 -- Every timed piece of work: an account's next send, a retry, a lease running out, a held
--- account's next look for expired events.
+-- account's next look for expired events. The ready set has changed (its accounts were
+-- claimed or moved); the others' first entries are as read at the start unless this call
+-- changed what leads them, and the leases it granted end after `now`.
+if inflight_at == false then inflight_at = head_at(inflight) end
+if first_lease_end and not (inflight_at and inflight_at <= first_lease_end) then
+  inflight_at = first_lease_end
+end
+if delayed_at == false then delayed_at = head_at(delayed) end
+if held_at == false then held_at = head_at(held) end
 local next_due = -1
-for _, z in ipairs({ready, delayed, inflight, held}) do
-  local head = call('ZRANGE', z, '0', '0', 'WITHSCORES')
-  if head[2] then
-    local wait = tonumber(head[2]) - now
+for _, at in ipairs({head_at(ready) or -1, delayed_at or -1, inflight_at or -1,
+  held_at or -1}) do
+  if at >= 0 then
+    local wait = at - now
     if wait < 0 then wait = 0 end
     if next_due < 0 or wait < next_due then next_due = wait end
   end
