@@ -7,7 +7,9 @@
 -- into the script's text, ahead of its helpers (see `complete_script` in script_queue.rs).
 -- kind: delivered | retry | dead | ratelimited | authfailed | released
 -- The caller holds the lease when its token is still the lease's end in the in-flight set
--- (a call's tokens only grow: see claim.lua). The attempt is counted here (`at`), when it
+-- (a call's tokens only grow: see claim.lua), or, for the success of an event's only call,
+-- when the call is in its account's lease group claimed at the time the claim gave it
+-- (see `complete_one`). The attempt is counted here (`at`), when it
 -- ends, except for one that did not count (a 429, refused credentials, a release); a
 -- completion that ends a lease before its end records its token (`c`, always with `at`),
 -- which the call's next lease ends after. The outcome of a caller that no longer holds
@@ -351,10 +353,14 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
   end
   if kind == 'delivered' and not owned and leased then
     -- A late success while another process holds a new lease on the call: record the
-    -- success, and leave that lease, the account's busy flag, its rate entry and the
-    -- count of the success to the holder, whose own completion (then stale) releases
-    -- them and counts it (or, should it die, the reaper).
+    -- success, and leave that lease, the account's busy flag and its rate entry to the
+    -- holder, whose own completion (then stale) releases them. While the call is in the
+    -- account's lease group, whoever takes it out (the holder's completion or, should
+    -- the holder die, the reaper) counts the success, in the write that takes it out;
+    -- once out of it (a claim, completion or reap of that lease failed part-way), no
+    -- one will: it counts here.
     finish(ekey, k, ev, 'delivered', delivered_fields, false)
+    if not held then count_sent() end
     return
   elseif kind == 'delivered' then
     if not owned and status == 'retrying' then

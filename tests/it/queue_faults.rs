@@ -835,6 +835,59 @@ async fn an_attempt_counts_once_when_its_recording_fails_part_way(backend: Backe
     }
 }
 
+/// A success reported after its lease ran out, while a new holder's completion of the
+/// call fails part-way (after each of its writes in turn) and is done again, is counted
+/// once in the account's delivered calls, whether the holder's own outcome was a success
+/// or a retry.
+async fn a_late_success_counts_once_around_a_failing_completion(backend: Backend<'_>) {
+    // (a retry the failing completion scheduled before it failed is due, and reaped,
+    // before the end)
+    for outcome in [retry(50), ok()] {
+        for n in 1..20 {
+            let (q, first) = one_claimed(backend, n).await;
+            tokio::time::sleep(Duration::from_millis(LEASE_MS + 30)).await;
+            let second = claim_one(&*q.normal).await;
+            assert_eq!(second.delivery_id, first.delivery_id);
+            let holder = [Completion::of(&second, outcome.clone())];
+            let failed = q.failing.complete(&holder).await.is_err();
+            q.normal
+                .complete(&[Completion::of(&first, ok())])
+                .await
+                .unwrap();
+            q.normal.complete(&holder).await.unwrap();
+            // whatever the failure left in flight is reaped
+            tokio::time::sleep(Duration::from_millis(LEASE_MS + 30)).await;
+            assert!(q.normal.claim(0, 10).await.unwrap().items.is_empty());
+            let stats = q.normal.stats().await.unwrap();
+            let acme = stats
+                .accounts
+                .iter()
+                .find(|a| a.account == ACCOUNT)
+                .unwrap();
+            let what = format!("{outcome:?}, the holder's completion failing after write {n}");
+            assert_eq!(
+                (acme.delivered, acme.in_flight, acme.depth),
+                (1, 0, 0),
+                "{what}"
+            );
+            if !failed {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_late_success_counts_once_around_a_failing_completion_on_redis() {
+    let redis = RedisServer::start();
+    a_late_success_counts_once_around_a_failing_completion(Backend::Redis(&redis)).await;
+}
+
+#[tokio::test]
+async fn a_late_success_counts_once_around_a_failing_completion_on_the_embedded_store() {
+    a_late_success_counts_once_around_a_failing_completion(Backend::Embedded).await;
+}
+
 #[tokio::test]
 async fn an_attempt_counts_once_when_its_recording_fails_part_way_on_redis() {
     let redis = RedisServer::start();
