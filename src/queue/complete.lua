@@ -426,6 +426,10 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
   release(did, kind, logged, held)
 end
 
+-- The in-flight set is read before anything is written, as every completion read its
+-- leases when each did: a call that cannot reach it (a broken key, a slot half-moved)
+-- fails before its first write.
+call('ZCARD', inflight)
 -- Every account is recorded as changed before any write (a stale failure, which writes
 -- nothing, is read again for nothing).
 -- (a run's deliveries are consecutive: its account is named once)

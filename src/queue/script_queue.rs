@@ -92,7 +92,15 @@
 //!   delivery only finishes what is left. One retried after its call was claimed again is
 //!   stale: a lease's token is its end, and a call's next lease ends after every earlier
 //!   one (after the end of the last one a completion ended early, `c{k}`; a lease that ran
-//!   out ended before the claim).
+//!   out ended before the claim). The success of an event's only call, the most common
+//!   outcome, is known for its lease holder's instead by the call's place in `busy` and
+//!   the group's claim time (`rl_at`), which the claim handed the worker
+//!   ([`Claimed::seen`](super::Claimed::seen)): a call leaves `busy` before its lease
+//!   leaves `inflight`, and a new claim of it has a later time. It is written from what
+//!   the claim read, without reading the event.
+//! - A success is counted (`sent`) once: by the write that takes its call out of `busy`
+//!   (the holder's completion, or the reaper's), or, when it is reported after its lease
+//!   ran out, by that report, unless a new lease of the call is still in `busy`.
 //! - An attempt is counted when it ends: by its completion, or by the reaper as it puts
 //!   the call back. A put-back that finds the call already near the head (a redo, or a
 //!   claim that failed before its pop, whose call was never sent) does not count it, so a
