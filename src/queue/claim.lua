@@ -415,7 +415,9 @@ for a = 1, #accts do
         -- A lease group: when the account's window has room for `group_max` more sends,
         -- the heads that follow this one in its list (up to the first that is not plainly
         -- waiting to be sent) go with it, to be sent one after another under one claim.
-        local members = {{did, k, ekey, ev}}
+        -- (the nils give the group's tables room for their entries: Lua grows an empty
+        -- table by rehashing it at each power of two)
+        local members = {{did, k, ekey, ev}, nil, nil, nil, nil, nil, nil, nil}
         -- (no table for a lone head, the most common when the window has no room)
         local seen = at < #heads and {[did] = true}
         for j = at + 1, #heads do
@@ -446,7 +448,7 @@ for a = 1, #accts do
             if least > lease_end then lease_end = least end
           end
         end
-        local leases, group = {}, {}
+        local leases, group = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}, {nil, nil, nil, nil, nil, nil, nil, nil}
         if not first_lease_end or lease_end - n + 1 < first_lease_end then
           first_lease_end = lease_end - n + 1
         end

@@ -59,7 +59,10 @@ local ended_leases
 -- of the run first needs them (see `lease_of`)
 local run_dids, leases
 
--- Opens the run of account `a` whose first delivery is the `from`th.
+-- Opens the run of account `a` whose first delivery is the `from`th. (A table built from
+-- a constructor of nils has room for that many entries: Lua grows an empty one by
+-- rehashing it at each power of two, which a run's lists of up to a lease group's
+-- deliveries would pay several times.)
 local function open_run(a, from)
   acct = a
   akey = base .. ':acct:' .. a
@@ -67,10 +70,10 @@ local function open_run(a, from)
     'rl', 'limit', 'window')
   sent, extra = nil, {}
   auth_failed, pause_until, count_429 = flags[4], flags[5], nil
-  freed, ends, ended_leases = false, {}, {}
+  freed, ends, ended_leases = false, {nil, nil, nil, nil, nil, nil, nil, nil}, {}
   order, members, left = nil, nil, 0
-  taken, stamped, spots, searched = 0, 0, {}, 1
-  run_dids, leases = {}, nil
+  taken, stamped, spots, searched = 0, 0, {nil, nil, nil, nil, nil, nil, nil, nil}, 1
+  run_dids, leases = {nil, nil, nil, nil, nil, nil, nil, nil}, nil
   for j = from, #starts do
     local at = starts[j]
     if argv[at + 1] ~= a then break end
@@ -92,7 +95,7 @@ end
 -- Whether `did` is in the account's lease group (in flight, not yet freed by the run).
 local function in_flight(did)
   if not members then
-    order, members = {}, {}
+    order, members = {nil, nil, nil, nil, nil, nil, nil, nil}, {}
     local busy = flags[2]
     if busy and busy ~= '' then
       -- (split at each space: a plain search costs less than a pattern's)
