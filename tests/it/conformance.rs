@@ -597,6 +597,22 @@ async fn retry_waits_its_delay_while_later_events_go(b: Backend) {
     assert_eq!(retried.attempts, 2);
 }
 
+/// Claims the next call (within 2 s), checks the attempts its claim saw (`at`, after the
+/// claim's time in [`Claimed::seen`]) and its attempt, reports its success, and checks the
+/// event's record: delivered, with those attempts, the success's status and no error.
+async fn succeed_next(q: &Fixture, id: &EventId, seen_at: &str, attempts: u32) {
+    let c = claim_within(q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!((c.seen.get(13..), c.attempts), (Some(seen_at), attempts));
+    done(q, &c, ok()).await;
+    let r = record(q, id).await;
+    let call = &r.deliveries[0];
+    assert_eq!(
+        (r.status.as_str(), call.attempts, call.last_status),
+        ("delivered", attempts, Some(200))
+    );
+    assert_eq!(call.last_error, None);
+}
+
 /// A late success while another process holds the call's lease is counted by that holder;
 /// when the holder dies too, the reaper that frees the account counts it, once.
 async fn a_late_success_is_counted_once_when_its_holder_dies_too(b: Backend) {
@@ -670,61 +686,21 @@ async fn a_single_call_success_is_recorded_from_its_claim(b: Backend) {
     // after a retry, a 429 and a replay: the attempts they left, and no error
     let ids = put(&q, "acme", WIDE, &["c"]).await;
     done(&q, &claim(&q).await.remove(0), retry("boom")).await;
-    let c = claim_within(&q, Duration::from_secs(2)).await.unwrap();
-    assert_eq!((c.seen.get(13..), c.attempts), (Some("1"), 2));
-    done(&q, &c, ok()).await;
-    let r = record(&q, &ids[0]).await;
-    assert_eq!(
-        (
-            r.deliveries[0].attempts,
-            r.deliveries[0].last_error.as_deref()
-        ),
-        (2, None)
-    );
+    succeed_next(&q, &ids[0], "1", 2).await;
     let ids = put(&q, "acme", WIDE, &["d"]).await;
     let pause = Duration::from_millis(100);
-    done(
-        &q,
-        &claim(&q).await.remove(0),
-        Outcome::RateLimited { retry_after: pause },
-    )
-    .await;
-    let d = claim_within(&q, Duration::from_secs(2)).await.unwrap();
-    assert_eq!((d.seen.get(13..), d.attempts), (Some("0"), 1));
-    done(&q, &d, ok()).await;
-    let r = record(&q, &ids[0]).await;
-    assert_eq!(
-        (
-            r.deliveries[0].attempts,
-            r.deliveries[0].last_status,
-            r.deliveries[0].last_error.as_deref()
-        ),
-        (1, Some(200), None)
-    );
+    let rate_limited = Outcome::RateLimited { retry_after: pause };
+    done(&q, &claim(&q).await.remove(0), rate_limited).await;
+    succeed_next(&q, &ids[0], "0", 1).await;
     let ids = put(&q, "acme", WIDE, &["e"]).await;
-    done(
-        &q,
-        &claim(&q).await.remove(0),
-        dead("rejected", Some(400), "bad"),
-    )
-    .await;
+    let rejected = dead("rejected", Some(400), "bad");
+    done(&q, &claim(&q).await.remove(0), rejected).await;
     let replayed = q
         .replay("acme", &DeadLetterSelection::All, Duration::from_secs(60))
         .await
         .expect("replay");
     assert_eq!(replayed.count, 1);
-    let e = claim(&q).await.remove(0);
-    assert_eq!((e.seen.get(13..), e.attempts), (Some("0"), 1));
-    done(&q, &e, ok()).await;
-    let r = record(&q, &ids[0]).await;
-    assert_eq!(r.status, "delivered");
-    assert_eq!(
-        (
-            r.deliveries[0].attempts,
-            r.deliveries[0].last_error.as_deref()
-        ),
-        (1, None)
-    );
+    succeed_next(&q, &ids[0], "0", 1).await;
     assert_eq!(stats_for(&q, "acme").await.delivered, 7);
 }
 

@@ -651,19 +651,8 @@ async fn fail_everywhere(backend: Backend<'_>, name: &str, op: Op) -> usize {
     panic!("{name} never completed");
 }
 
-#[tokio::test]
-async fn a_script_failing_after_any_write_strands_nothing() {
-    let redis = RedisServer::start();
-    fail_every_operation(Backend::Redis(&redis)).await;
-}
-
-#[tokio::test]
-async fn a_script_failing_after_any_write_strands_nothing_on_the_embedded_store() {
-    fail_every_operation(Backend::Embedded).await;
-}
-
 /// Fails every operation after each of its writes in turn.
-async fn fail_every_operation(backend: Backend<'_>) {
+async fn a_script_failing_after_any_write_strands_nothing(backend: Backend<'_>) {
     let ops: Vec<(&str, Op)> = vec![
         ("enqueue", Op::Enqueue),
         ("claim", Op::Claim),
@@ -767,17 +756,6 @@ async fn a_retried_completion_after_a_new_claim_is_stale(backend: Backend<'_>) {
     assert_eq!((call.status.as_str(), call.attempts), ("delivered", 1));
 }
 
-#[tokio::test]
-async fn a_retried_completion_after_a_new_claim_is_stale_on_redis() {
-    let redis = RedisServer::start();
-    a_retried_completion_after_a_new_claim_is_stale(Backend::Redis(&redis)).await;
-}
-
-#[tokio::test]
-async fn a_retried_completion_after_a_new_claim_is_stale_on_the_embedded_store() {
-    a_retried_completion_after_a_new_claim_is_stale(Backend::Embedded).await;
-}
-
 /// Queues that fail after write `n`, with one event of `ACCOUNT` stored and claimed.
 async fn one_claimed(backend: Backend<'_>, n: usize) -> (Queues, Claimed) {
     let q = queues(backend, n);
@@ -877,24 +855,33 @@ async fn a_late_success_counts_once_around_a_failing_completion(backend: Backend
     }
 }
 
-#[tokio::test]
-async fn a_late_success_counts_once_around_a_failing_completion_on_redis() {
-    let redis = RedisServer::start();
-    a_late_success_counts_once_around_a_failing_completion(Backend::Redis(&redis)).await;
+/// Each scenario as a test on a Redis server of its own (`on_redis::`) and on the embedded
+/// store (`on_embedded::`).
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_redis {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let redis = crate::support::RedisServer::start();
+                    super::$scenario(super::Backend::Redis(&redis)).await
+                }
+            )*
+        }
+        mod on_embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Embedded).await
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test]
-async fn a_late_success_counts_once_around_a_failing_completion_on_the_embedded_store() {
-    a_late_success_counts_once_around_a_failing_completion(Backend::Embedded).await;
-}
-
-#[tokio::test]
-async fn an_attempt_counts_once_when_its_recording_fails_part_way_on_redis() {
-    let redis = RedisServer::start();
-    an_attempt_counts_once_when_its_recording_fails_part_way(Backend::Redis(&redis)).await;
-}
-
-#[tokio::test]
-async fn an_attempt_counts_once_when_its_recording_fails_part_way_on_the_embedded_store() {
-    an_attempt_counts_once_when_its_recording_fails_part_way(Backend::Embedded).await;
-}
+on_both_stores!(
+    a_script_failing_after_any_write_strands_nothing,
+    a_retried_completion_after_a_new_claim_is_stale,
+    an_attempt_counts_once_when_its_recording_fails_part_way,
+    a_late_success_counts_once_around_a_failing_completion,
+);
