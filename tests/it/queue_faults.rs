@@ -17,7 +17,8 @@ use zenrelay::domain::{partition_of, EventId, NotifyPayload, Priority};
 use zenrelay::queue::memory::MemoryQueue;
 use zenrelay::queue::redis::{RedisQueue, HELPERS};
 use zenrelay::queue::{
-    Claimed, Completion, DeadLetterSelection, EnqueueBatch, NewEvent, Outcome, Queue, RateLimit,
+    AccountStats, Claimed, Completion, DeadLetterSelection, EnqueueBatch, NewEvent, Outcome, Queue,
+    RateLimit,
 };
 
 use crate::support::RedisServer;
@@ -738,12 +739,7 @@ async fn a_retried_completion_after_a_new_claim_is_stale(backend: Backend<'_>) {
         .complete(&[done(&later, Outcome::Released)])
         .await
         .unwrap();
-    let stats = q.normal.stats().await.unwrap();
-    let acme = stats
-        .accounts
-        .iter()
-        .find(|a| a.account == ACCOUNT)
-        .unwrap();
+    let acme = account_stats(&q).await;
     assert_eq!(
         (acme.in_flight, acme.depth),
         (1, 1),
@@ -754,6 +750,16 @@ async fn a_retried_completion_after_a_new_claim_is_stale(backend: Backend<'_>) {
     let record = q.normal.event(&EventId::parse(eid).unwrap()).await.unwrap();
     let call = &record.unwrap().deliveries[0];
     assert_eq!((call.status.as_str(), call.attempts), ("delivered", 1));
+}
+
+/// `ACCOUNT`'s stats, as the normal queue reads them.
+async fn account_stats(q: &Queues) -> AccountStats {
+    let stats = q.normal.stats().await.unwrap();
+    stats
+        .accounts
+        .into_iter()
+        .find(|a| a.account == ACCOUNT)
+        .expect("the account has stats")
 }
 
 /// Queues that fail after write `n`, with one event of `ACCOUNT` stored and claimed.
@@ -836,12 +842,7 @@ async fn a_late_success_counts_once_around_a_failing_completion(backend: Backend
             // whatever the failure left in flight is reaped
             tokio::time::sleep(Duration::from_millis(LEASE_MS + 30)).await;
             assert!(q.normal.claim(0, 10).await.unwrap().items.is_empty());
-            let stats = q.normal.stats().await.unwrap();
-            let acme = stats
-                .accounts
-                .iter()
-                .find(|a| a.account == ACCOUNT)
-                .unwrap();
+            let acme = account_stats(&q).await;
             let what = format!("{outcome:?}, the holder's completion failing after write {n}");
             assert_eq!(
                 (acme.delivered, acme.in_flight, acme.depth),
