@@ -137,11 +137,11 @@ local function head_at(z)
   return head[2] and tonumber(head[2])
 end
 
+-- Whether this call does all the work due in the partition now (see the end).
+local whole = true
 -- Each timed set's first entry is read once: it tells whether anything there is due, and,
 -- unless this call then changes what leads the set (false below: read it again), when
 -- the next entry will be (see the end).
--- Whether this call does all the work due in the partition now (see the end).
-local whole = true
 local inflight_at = head_at(inflight)
 if inflight_at and inflight_at <= now then
   if reap(inflight, false) then whole = false end
@@ -448,7 +448,9 @@ for a = 1, #accts do
             if least > lease_end then lease_end = least end
           end
         end
-        local leases, group = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}, {nil, nil, nil, nil, nil, nil, nil, nil}
+        local leases = {nil, nil, nil, nil, nil, nil, nil, nil,
+          nil, nil, nil, nil, nil, nil, nil, nil}
+        local group = {nil, nil, nil, nil, nil, nil, nil, nil}
         if not first_lease_end or lease_end - n + 1 < first_lease_end then
           first_lease_end = lease_end - n + 1
         end
@@ -520,10 +522,13 @@ for a = 1, #accts do
 end
 
 out[2] = dropped
+-- More accounts may be due than `max` let this call read, or than the budget of dropped
+-- heads let it visit.
+if stale_left <= 0 or #accts >= tonumber(max) then whole = false end
 -- The wait is of use to a caller that got nothing, and to one that got all that is due
--- now (every due account visited, none left for a budget): the caller need not claim the
--- partition again before then, unless its completions free an account or new work comes.
-if claimed > 0 and not (whole and stale_left > 0 and #accts < tonumber(max)) then
+-- now: the caller need not claim the partition again before then, unless its completions
+-- free an account or new work comes.
+if claimed > 0 and not whole then
   return out
 end
 -- Every timed piece of work: an account's next send, a retry, a lease running out, a held
@@ -531,19 +536,17 @@ end
 -- claimed or moved); the others' first entries are as read at the start unless this call
 -- changed what leads them, and the leases it granted end after `now`.
 if inflight_at == false then inflight_at = head_at(inflight) end
-if first_lease_end and not (inflight_at and inflight_at <= first_lease_end) then
+if first_lease_end and (not inflight_at or first_lease_end < inflight_at) then
   inflight_at = first_lease_end
 end
 if delayed_at == false then delayed_at = head_at(delayed) end
 if held_at == false then held_at = head_at(held) end
 local next_due = -1
-for _, at in ipairs({head_at(ready) or -1, delayed_at or -1, inflight_at or -1,
-  held_at or -1}) do
-  if at >= 0 then
-    local wait = at - now
-    if wait < 0 then wait = 0 end
-    if next_due < 0 or wait < next_due then next_due = wait end
-  end
+-- (the sets that are empty leave holes, which `pairs` passes over)
+for _, at in pairs({head_at(ready), delayed_at, inflight_at, held_at}) do
+  local wait = at - now
+  if wait < 0 then wait = 0 end
+  if next_due < 0 or wait < next_due then next_due = wait end
 end
 out[1] = next_due
 return out

@@ -263,16 +263,20 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
   local held = in_flight(did)
   if seen and seen ~= '' and held and string.sub(seen, 1, 13) == flags[1] then
     -- The most common outcome: the success of an event's only call, by the holder of its
-    -- lease, which is neither read nor the event. The lease is this caller's: the call
-    -- is in the account's lease group, claimed when the claim that leased it to the
-    -- caller did (`rl_at`; a call that lost its lease left the group before its lease
-    -- left the in-flight set, and a new claim of it is at a later time). Nothing but this
-    -- lease's completion (this one, perhaps done again after a failure part-way) or a
-    -- late success of an earlier lease (which records the same) finishes the call while
-    -- the lease is held, so the event is written from what the claim read: the claim's
-    -- time, then the attempts that had ended (`at`, '-' when missing); the attempts are
-    -- then one more (a reap that counted this lease wrote just that), and the event is
-    -- finished.
+    -- lease, recorded without reading the lease or the event. The lease is this
+    -- caller's: the call is in the account's lease group, claimed when the claim that
+    -- leased it to the caller did (`rl_at`; a call that lost its lease left the group
+    -- before its lease left the in-flight set, and a new claim of it is at a later time).
+    -- Nothing but this lease's completion (this one, perhaps done again after a failure
+    -- part-way) or a late success of an earlier lease (which records the same) finishes
+    -- the call while the lease is held, so the event is written from what the claim
+    -- read: after the claim's time, the attempts that had ended (`at`, '-' when
+    -- missing). The attempts are then one more (a reap that counted this lease wrote
+    -- just that), and the event is finished. The fields are those the success below
+    -- writes through `finish` for an event of one unfinished call, written in one table
+    -- with the payload emptied first: built through `finish`, the most common outcome
+    -- cost Redis 2.5-3.5% more per delivered call (the table grown field by field, the
+    -- appends moving the payload).
     local at = string.sub(seen, 14)
     local set = {'body', '', 's' .. k, 'delivered', 'done', '1', 'ls' .. k, code,
       'dt' .. k, now_s, 'at' .. k, '1'}
