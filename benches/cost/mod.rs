@@ -485,9 +485,10 @@ impl Receiver {
 }
 
 /// Stores `per_account` events for each of `accounts` with delivery off, then lets another
-/// gateway (with the delivery settings `delivery`) deliver them and counts Redis (every node of `nodes`, reached through the
-/// `[redis]` settings `redis`) from the first Notify call to the last answer. Answers the
-/// instructions counted on each node and the calls delivered.
+/// gateway (with the delivery settings `delivery`) deliver them and counts Redis (every
+/// node of `nodes`, reached through the `[redis]` settings `redis`) from the first Notify
+/// call to the last answer. Answers the instructions counted on each node and the calls
+/// delivered.
 async fn deliver_backlog(
     nodes: &mut [Redis],
     redis: &str,
@@ -548,78 +549,68 @@ fn on_server(redis: &Redis) -> String {
     format!("url = \"redis://127.0.0.1:{}/0\"", redis.port)
 }
 
-async fn delivery_slow() {
+/// Stores `per_account` events for each of `accounts` accounts named `prefix…` on a
+/// redis-server of its own, delivers them with the delivery settings `delivery` to a
+/// receiver answering after `delay_ms`, and reports Redis's work per delivered call as
+/// `what` (phase `label`).
+async fn delivery_on_one_server(
+    label: &str,
+    prefix: &str,
+    (accounts, per_account): (usize, usize),
+    delay_ms: RangeInclusive<u64>,
+    delivery: &str,
+    what: &str,
+) {
     let mut redis = [Redis::start()];
-    let accounts = names("d", ACCOUNTS);
+    let accounts = names(prefix, accounts);
     let on = on_server(&redis[0]);
     let (n, calls) = deliver_backlog(
         &mut redis,
         &on,
-        "cost-delivery-slow",
+        label,
         &accounts,
-        SLOW_PER_ACCOUNT,
-        SLOW_DELAY_MS,
-        DELIVERY,
+        per_account,
+        delay_ms,
+        delivery,
     )
     .await;
-    report(
-        &format!(
-            "delivered Notify call, {ACCOUNTS} accounts x {SLOW_PER_ACCOUNT}, receiver answering in {}-{} ms",
-            SLOW_DELAY_MS.start(),
-            SLOW_DELAY_MS.end()
-        ),
-        n.map(|n| n.iter().sum()),
-        calls,
-        100_000,
+    report(what, n.map(|n| n.iter().sum()), calls, 100_000);
+}
+
+async fn delivery_slow() {
+    let what = format!(
+        "delivered Notify call, {ACCOUNTS} accounts x {SLOW_PER_ACCOUNT}, receiver answering in {}-{} ms",
+        SLOW_DELAY_MS.start(),
+        SLOW_DELAY_MS.end()
     );
+    let backlog = (ACCOUNTS, SLOW_PER_ACCOUNT);
+    delivery_on_one_server(
+        "cost-delivery-slow",
+        "d",
+        backlog,
+        SLOW_DELAY_MS,
+        DELIVERY,
+        &what,
+    )
+    .await;
 }
 
 async fn delivery() {
-    let mut redis = [Redis::start()];
-    let accounts = names("a", DELIVERY_ACCOUNTS);
-    let on = on_server(&redis[0]);
-    let (n, calls) = deliver_backlog(
-        &mut redis,
-        &on,
-        "cost-delivery",
-        &accounts,
-        DELIVERY_PER_ACCOUNT,
-        0..=0,
-        DELIVERY,
-    )
-    .await;
-    report(
-        &format!("delivered Notify call, {DELIVERY_ACCOUNTS} accounts x {DELIVERY_PER_ACCOUNT}, instant receiver"),
-        n.map(|n| n.iter().sum()),
-        calls,
-        100_000,
+    let what = format!(
+        "delivered Notify call, {DELIVERY_ACCOUNTS} accounts x {DELIVERY_PER_ACCOUNT}, instant receiver"
     );
+    let backlog = (DELIVERY_ACCOUNTS, DELIVERY_PER_ACCOUNT);
+    delivery_on_one_server("cost-delivery", "a", backlog, 0..=0, DELIVERY, &what).await;
 }
 
 /// Deliveries that the account's limit paces: each account may send once per window, so
 /// every send waits for its window to have room.
 async fn delivery_limited() {
-    let mut redis = [Redis::start()];
-    let accounts = names("l", LIMITED_ACCOUNTS);
-    let on = on_server(&redis[0]);
-    let (n, calls) = deliver_backlog(
-        &mut redis,
-        &on,
-        "cost-delivery-limited",
-        &accounts,
-        LIMITED_PER_ACCOUNT,
-        0..=0,
-        LIMITED,
-    )
-    .await;
-    report(
-        &format!(
-            "delivered Notify call, {LIMITED_ACCOUNTS} accounts x {LIMITED_PER_ACCOUNT}, 1 call per 2 s window each"
-        ),
-        n.map(|n| n.iter().sum()),
-        calls,
-        100_000,
+    let what = format!(
+        "delivered Notify call, {LIMITED_ACCOUNTS} accounts x {LIMITED_PER_ACCOUNT}, 1 call per 2 s window each"
     );
+    let backlog = (LIMITED_ACCOUNTS, LIMITED_PER_ACCOUNT);
+    delivery_on_one_server("cost-delivery-limited", "l", backlog, 0..=0, LIMITED, &what).await;
 }
 
 /// Partitions of both stores of the cluster phase.

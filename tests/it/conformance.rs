@@ -419,14 +419,26 @@ fn same_partition_pair() -> (String, String) {
     (first, second)
 }
 
+/// Claims the first call due, lets its holder go silent until its lease runs out, and
+/// claims the same call again (within 2 s), as another worker would: the first lease, then
+/// the second.
+async fn claimed_twice(q: &Fixture) -> (Claimed, Claimed) {
+    let first = claim(q).await.remove(0);
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
+    let second = claim_within(q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        second.delivery_id, first.delivery_id,
+        "the same call, again"
+    );
+    (first, second)
+}
+
 async fn expired_lease_is_requeued_at_the_front_and_stale_completion_ignored(b: Backend) {
     let q = open(b).await;
     let ids = put(&q, "acme", WIDE, &["first", "second"]).await;
-    let held = claim(&q).await.remove(0);
-    assert_eq!(name(&held), "first");
     // The holder goes silent; after the lease the same delivery comes back first.
-    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
-    let again = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    let (held, again) = claimed_twice(&q).await;
+    assert_eq!(name(&held), "first");
     assert_eq!(name(&again), "first", "requeued at the front");
     assert_eq!(again.attempts, 2);
     assert_ne!(again.lease_token, held.lease_token);
@@ -455,9 +467,7 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
     let q = open(b).await;
     let ids = put(&q, "acme", WIDE, &["x"]).await;
     // Lost lease, re-claimed by another worker, then the first worker's success arrives.
-    let held = claim(&q).await.remove(0);
-    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
-    let again = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    let (held, again) = claimed_twice(&q).await;
     done(&q, &held, ok()).await;
     assert_eq!(record(&q, &ids[0]).await.status, "delivered");
     // The new lease's holder still holds the account: nothing else of it is claimed, even
@@ -524,9 +534,7 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
     // The new holder's retry and the old holder's success, recorded by one call in that
     // order: the success still removes the retry.
     let ids = put(&q, "acme", WIDE, &["w"]).await;
-    let old = claim(&q).await.remove(0);
-    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
-    let new = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    let (old, new) = claimed_twice(&q).await;
     let retry = Outcome::Retry {
         delay: Duration::from_secs(60),
         status: Some(503),
@@ -542,9 +550,7 @@ async fn late_success_removes_the_delivery_everywhere(b: Backend) {
     // The new holder's 429 after the old holder's success: the call is done, yet upstream
     // answered 429, so the account pauses.
     put(&q, "acme", WIDE, &["v"]).await;
-    let old = claim(&q).await.remove(0);
-    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
-    let new = claim_within(&q, Duration::from_secs(2)).await.unwrap();
+    let (old, new) = claimed_twice(&q).await;
     done(&q, &old, ok()).await;
     let before = stats_for(&q, "acme").await.upstream_429;
     let pause = Duration::from_millis(400);
@@ -618,10 +624,7 @@ async fn succeed_next(q: &Fixture, id: &EventId, seen_at: &str, attempts: u32) {
 async fn a_late_success_is_counted_once_when_its_holder_dies_too(b: Backend) {
     let q = open(b).await;
     let ids = put(&q, "acme", WIDE, &["x"]).await;
-    let first = claim(&q).await.remove(0);
-    tokio::time::sleep(Duration::from_millis(LEASE_MS + 50)).await;
-    let second = claim_within(&q, Duration::from_secs(2)).await.unwrap();
-    assert_eq!(second.delivery_id, first.delivery_id);
+    let (first, second) = claimed_twice(&q).await;
     done(&q, &first, ok()).await;
     let s = stats_for(&q, "acme").await;
     assert_eq!((s.in_flight, s.delivered), (1, 0));
