@@ -27,11 +27,13 @@ local depth = call('LLEN', q .. ':h') + call('LLEN', q .. ':n')
   + call('ZCARD', base .. ':retry:' .. acct)
 if st[3] and st[3] ~= '' then depth = depth + group_size(st[3]) end
 local max_depth = tonumber(ARGV[5])
-local out = {}
+-- (tables built from a constructor of nils have room for one event's entries, the most
+-- common call: Lua grows an empty table by rehashing it at each power of two)
+local out = {nil}
 -- the new delivery ids of each priority, the events' keys and fields, the idempotency
 -- keys taken (key -> record) in the order taken
 local pushed_h, pushed_n
-local ekeys, efields = {}, {}
+local ekeys, efields = {nil}, {nil}
 local idems, taken
 
 local i = 7
@@ -61,8 +63,10 @@ while i <= #ARGV do
     if depth + n > max_depth then
       result = {'full', '', 0}
     else
-      -- delivery 0 in the constructor: most events have one
-      local fields = {'acct', acct, 'created', now_s, 'n', n_s, 'body', body, 's0', 'queued'}
+      -- delivery 0 in the constructor: most events have one (with room for a time to
+      -- live, a priority and an agent)
+      local fields = {'acct', acct, 'created', now_s, 'n', n_s, 'body', body, 's0', 'queued',
+        nil, nil, nil, nil, nil, nil}
       if ttl ~= '0' then
         fields[11] = 'exp'
         fields[12] = int(now + tonumber(ttl))
@@ -71,10 +75,10 @@ while i <= #ARGV do
       if prio == 'h' then
         fields[#fields + 1] = 'prio'
         fields[#fields + 1] = 'h'
-        pushed_h = pushed_h or {}
+        pushed_h = pushed_h or {nil}
         ids = pushed_h
       else
-        pushed_n = pushed_n or {}
+        pushed_n = pushed_n or {nil}
         ids = pushed_n
       end
       ids[#ids + 1] = eid .. ':0'
@@ -135,11 +139,13 @@ if not (st[3] and st[3] ~= '') and st[4] ~= '1' and st[5] ~= '1' then
 end
 -- At most 1,000 ids per RPUSH and 3,000 arguments per HSET (Lua's unpack has a stack
 -- limit).
-for prio, ids in pairs({h = pushed_h, n = pushed_n}) do
+local function push(prio, ids)
   for j = 1, #ids, 1000 do
     w('RPUSH', q .. ':' .. prio, unpack(ids, j, math.min(j + 999, #ids)))
   end
 end
+if pushed_h then push('h', pushed_h) end
+if pushed_n then push('n', pushed_n) end
 for e = 1, #ekeys do
   local fields = efields[e]
   for j = 1, #fields, 3000 do
