@@ -321,6 +321,16 @@ local function room_for_group(rl, limit, window)
   return tonumber(string.sub(rl, at + 1, at + 13)) + window + margin + 1 <= now
 end
 
+-- Whether the time to live of an event whose `exp` field reads `exp` (ms) has passed:
+-- compared as text when it and `now_s` both have 13 digits (as times do until the year
+-- 2286), which costs Redis a fraction of a conversion.
+local function expired(exp)
+  if not exp then return false end
+  if #exp == 13 and #now_s == 13 then return exp <= now_s end
+  local t = tonumber(exp) or 0
+  return t > 0 and t <= now
+end
+
 -- Entries dropped from the heads of the lists (stale, or expired into dead letters) by
 -- this call, across its accounts: past the budget, the rest wait for the next call.
 local stale_left = 32
@@ -330,6 +340,8 @@ local out = {-1, 0}
 local claimed = 0
 -- the earliest end of the leases this call granted
 local first_lease_end
+-- what a completion need not read again of a first attempt (see the reply above)
+local first_seen
 local accts = call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 -- each account below has its ready score written, at least (those left untouched once the
 -- stale budget runs out are read again for nothing)
@@ -384,23 +396,24 @@ for a = 1, #accts do
         -- what only an expiry needs (the event's counts) is read when one happens
         ev = call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k, 'n')
         local status = ev[2]
-        local dead = base .. ':dead:' .. acct
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
-          local exp = ev[1] and tonumber(ev[1]) or 0
-          if exp > 0 and exp <= now then
+          if expired(ev[1]) then
             -- a dead letter: the status, then the letter, then off the list
             local counts = call('HMGET', ekey, 'done', 'n', 'dd')
             local set = finish_fields(k, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '',
               'le' .. k, 'time to live passed before delivery'}, counts[1], counts[2], counts[3],
               true)
             w('HSET', ekey, unpack(set))
-            w('ZADD', dead, now_s, did)
+            w('ZADD', base .. ':dead:' .. acct, now_s, did)
           else
             break
           end
-        elseif (status == 'dead' or status == 'expired') and not call('ZSCORE', dead, did) then
-          -- the letter of an expiry that failed before it was recorded
-          w('ZADD', dead, now_s, did)
+        elseif status == 'dead' or status == 'expired' then
+          local dead = base .. ':dead:' .. acct
+          if not call('ZSCORE', dead, did) then
+            -- the letter of an expiry that failed before it was recorded
+            w('ZADD', dead, now_s, did)
+          end
         end
         -- anything else is a stale entry of a finished or removed event: drop it
         w('LPOP', list)
@@ -428,8 +441,7 @@ for a = 1, #accts do
           local nkey = base .. ':ev:' .. neid
           local nev = call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'created',
             'at' .. nk, 'n')
-          local nexp = nev[1] and tonumber(nev[1]) or 0
-          if nev[2] ~= 'queued' or (nexp > 0 and nexp <= now) then break end
+          if nev[2] ~= 'queued' or expired(nev[1]) then break end
           members[#members + 1] = {nd, nk, nkey, nev}
         end
         local n = #members
@@ -493,7 +505,15 @@ for a = 1, #accts do
           out[o + 7] = token
           out[o + 8] = token - now
           out[o + 9] = i - 1
-          out[o + 10] = mev[7] == '1' and (now_s .. (mev[6] or '-')) or ''
+          if mev[7] ~= '1' then
+            out[o + 10] = ''
+          elseif mev[6] then
+            out[o + 10] = now_s .. mev[6]
+          else
+            -- (a first attempt's, the same for every call of this claim, made once)
+            first_seen = first_seen or now_s .. '-'
+            out[o + 10] = first_seen
+          end
           claimed = claimed + 1
         end
         -- the log keeps the newest `limit` (this group's sends among them, one entry at
