@@ -58,6 +58,15 @@ impl EventId {
         .then(|| EventId(raw.to_string()))
     }
 
+    /// When the event whose id begins `id` (its id, or one of its delivery ids,
+    /// `<id>:<index>`) was created, in Unix ms: a UUIDv7 begins with the time it was made,
+    /// in 12 hex digits. 0 when `id` does not begin with them.
+    pub fn created_ms(id: &str) -> u64 {
+        id.get(..12)
+            .and_then(|t| u64::from_str_radix(t, 16).ok())
+            .unwrap_or(0)
+    }
+
     /// The partition encoded in the id.
     pub fn partition(&self) -> u16 {
         u16::from_str_radix(&self.0[32..], 16).unwrap_or(0)
@@ -470,6 +479,26 @@ mod tests {
         assert_eq!(EventId::parse(id.as_str()).unwrap().partition(), 4095);
         assert!(EventId::parse("not-an-id").is_none());
         assert!(EventId::parse(&"G".repeat(36)).is_none());
+    }
+
+    #[test]
+    fn event_ids_carry_when_they_were_made() {
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        let before = now();
+        let id = EventId::new(7);
+        let after = now();
+        let made = EventId::created_ms(&format!("{id}:3"));
+        assert!(
+            (before..=after).contains(&made),
+            "{made} not in {before}..={after}"
+        );
+        assert_eq!(EventId::created_ms("e:0"), 0);
+        assert_eq!(EventId::created_ms(""), 0);
     }
 
     #[test]

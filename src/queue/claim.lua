@@ -23,9 +23,9 @@
 -- group), records a send start for each (which complete.lua moves to when its answer
 -- came), leases them (writing nothing into their events: a call in flight is one whose
 -- lease is in the in-flight set) and marks the account busy with them.
--- Returns {ms until more work is due or -1, dead letters dropped, then per delivery its 10
--- fields: did, account, body, agent, attempts (this one included), created, lease token
--- (the lease's end, Redis ms), lease length (ms), place in its group, what a completion
+-- Returns {ms until more work is due or -1, dead letters dropped, then per delivery its 9
+-- fields: did, account, body, agent, attempts (this one included), lease token (the
+-- lease's end, Redis ms), lease length (ms), place in its group, what a completion
 -- need not read again (when the event has this one call: the claim's time, 13 digits,
 -- then the attempts that ended, `at`, as read, or '-' when missing; else '')};
 -- the wait is computed only when nothing was claimed, or all that was due was.
@@ -335,7 +335,7 @@ end
 -- this call, across its accounts: past the budget, the rest wait for the next call.
 local stale_left = 32
 local out = {-1, 0}
--- (the deliveries leased: each adds its 10 fields to `out`, a flat list, as Redis turns
+-- (the deliveries leased: each adds its 9 fields to `out`, a flat list, as Redis turns
 -- each table of a reply into an array at a cost)
 local claimed = 0
 -- the earliest end of the leases this call granted
@@ -394,7 +394,7 @@ for a = 1, #accts do
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
         -- what only an expiry needs (the event's counts) is read when one happens
-        ev = call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'created', 'at' .. k, 'n')
+        ev = call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'at' .. k, 'n')
         local status = ev[2]
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
           if expired(ev[1]) then
@@ -439,8 +439,7 @@ for a = 1, #accts do
           if not neid or seen[nd] or #members >= room then break end
           seen[nd] = true
           local nkey = base .. ':ev:' .. neid
-          local nev = call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'created',
-            'at' .. nk, 'n')
+          local nev = call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'at' .. nk, 'n')
           if nev[2] ~= 'queued' or expired(nev[1]) then break end
           members[#members + 1] = {nd, nk, nkey, nev}
         end
@@ -454,7 +453,7 @@ for a = 1, #accts do
         -- they only grow.
         for i = 1, n do
           local m = members[i]
-          local c = m[4][6] and call('HGET', m[3], 'c' .. m[2])
+          local c = m[4][5] and call('HGET', m[3], 'c' .. m[2])
           if c then
             local least = (tonumber(c) or 0) + i
             if least > lease_end then lease_end = least end
@@ -481,7 +480,7 @@ for a = 1, #accts do
           local mdid, mk, mkey, mev = m[1], m[2], m[3], m[4]
           -- a first attempt (the most common) needs no conversion
           local attempts = 1
-          if mev[6] then attempts = (tonumber(mev[6]) or 0) + 1 end
+          if mev[5] then attempts = (tonumber(mev[5]) or 0) + 1 end
           if mev[2] ~= 'queued' then
             -- a head a put-back that failed part-way left 'retrying' (or an earlier
             -- layout 'delivering')
@@ -489,7 +488,7 @@ for a = 1, #accts do
           end
           -- A replay sets the attempts to 0 and marks the call replayed: only then (or
           -- after a call put back at its first attempt) is the mark looked for.
-          if mev[6] == '0' and call('HGET', mkey, 'rp' .. mk) == '1' then
+          if mev[5] == '0' and call('HGET', mkey, 'rp' .. mk) == '1' then
             -- replayed: a replay that failed part-way may have left it among the dead letters
             w('ZREM', base .. ':dead:' .. acct, mdid)
             w('HSET', mkey, 'rp' .. mk, '')
@@ -501,18 +500,17 @@ for a = 1, #accts do
           out[o + 3] = mev[3] or ''
           out[o + 4] = mev[4] or ''
           out[o + 5] = attempts
-          out[o + 6] = mev[5] or '0'
-          out[o + 7] = token
-          out[o + 8] = token - now
-          out[o + 9] = i - 1
-          if mev[7] ~= '1' then
-            out[o + 10] = ''
-          elseif mev[6] then
-            out[o + 10] = now_s .. mev[6]
+          out[o + 6] = token
+          out[o + 7] = token - now
+          out[o + 8] = i - 1
+          if mev[6] ~= '1' then
+            out[o + 9] = ''
+          elseif mev[5] then
+            out[o + 9] = now_s .. mev[5]
           else
             -- (a first attempt's, the same for every call of this claim, made once)
             first_seen = first_seen or now_s .. '-'
-            out[o + 10] = first_seen
+            out[o + 9] = first_seen
           end
           claimed = claimed + 1
         end

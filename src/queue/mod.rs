@@ -156,7 +156,8 @@ pub struct Claimed {
     pub body: Vec<u8>,
     /// Attempts including this one.
     pub attempts: u32,
-    /// When the event was accepted (Unix ms).
+    /// When the event was accepted (Unix ms), as its id carries it
+    /// ([`crate::domain::EventId::created_ms`]).
     pub created_ms: u64,
     /// Proof of the lease, handed back on completion.
     pub lease_token: u64,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::{CallStatus, ClaimBatch, Claimed, EnqueueOutcome, Outcome, QueueError};
-use crate::domain::NotifyPayload;
+use crate::domain::{EventId, NotifyPayload};
 
 /// A call status as a script stored it.
 pub(super) fn call_status(text: &str) -> Result<CallStatus, QueueError> {
@@ -16,7 +16,7 @@ pub(super) fn call_status(text: &str) -> Result<CallStatus, QueueError> {
 }
 
 /// The fields of one claimed delivery in a claim's reply.
-const CLAIM_FIELDS: usize = 10;
+const CLAIM_FIELDS: usize = 9;
 
 /// The claimed deliveries, and how many dead letters the claim dropped. The reply is flat:
 /// the wait and the count, then each delivery's [`CLAIM_FIELDS`] fields in turn.
@@ -37,16 +37,19 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
         .map(|f| {
             let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
             let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
+            let delivery_id = text(&f[0]).unwrap_or_default();
             Claimed {
-                delivery_id: text(&f[0]).unwrap_or_default(),
+                // the time the id carries (the event's `created`, Redis's time when it was
+                // stored, would cost each claim a field to read and one to answer)
+                created_ms: EventId::created_ms(&delivery_id),
+                delivery_id,
                 account: text(&f[1]).unwrap_or_default(),
                 body: NotifyPayload::from_stored(stored).upstream_bytes(agent),
                 attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
-                created_ms: int(&f[5]).unwrap_or(0).max(0) as u64,
-                lease_token: int(&f[6]).unwrap_or(0).max(0) as u64,
-                lease: Duration::from_millis(int(&f[7]).unwrap_or(0).max(0) as u64),
-                group_index: int(&f[8]).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
-                seen: text(&f[9]).unwrap_or_default(),
+                lease_token: int(&f[5]).unwrap_or(0).max(0) as u64,
+                lease: Duration::from_millis(int(&f[6]).unwrap_or(0).max(0) as u64),
+                group_index: int(&f[7]).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                seen: text(&f[8]).unwrap_or_default(),
             }
         })
         .collect();
@@ -212,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_reply_is_read_ten_fields_to_a_delivery() {
+    fn a_claim_reply_is_read_nine_fields_to_a_delivery() {
         let delivery = |did: &str, place: i64, seen: &str| {
             vec![
                 bulk(did),
@@ -220,7 +223,6 @@ mod tests {
                 bulk(r#"{"app_id":1,"event":"e","body":"b"}"#),
                 bulk("7"),
                 Value::Int(2),
-                bulk("1700000000000"),
                 Value::Int(1_700_000_030_000 - place),
                 Value::Int(30_000 - place),
                 Value::Int(place),
@@ -228,19 +230,22 @@ mod tests {
             ]
         };
         let mut flat = vec![Value::Int(-1), Value::Int(3)];
-        flat.extend(delivery("e:0", 0, "1700000000000-"));
-        flat.extend(delivery("f:0", 1, ""));
+        // (ids made at 1,700,000,000,000 ms, 0x18bcfe56800, and a millisecond later)
+        let (e, f) = (
+            "018bcfe568007c3a9d1e2f3a4b5c6d7e0003:0",
+            "018bcfe568017c3a9d1e2f3a4b5c6d7e0003:1",
+        );
+        flat.extend(delivery(e, 0, "1700000000000-"));
+        flat.extend(delivery(f, 1, ""));
         let (batch, dropped) = parse_claim_reply(Value::Array(flat.clone())).unwrap();
         assert_eq!((batch.next_due, dropped), (None, 3));
         let [first, second] = &batch.items[..] else {
             panic!("two deliveries: {:?}", batch.items)
         };
-        assert_eq!((first.delivery_id.as_str(), first.group_index), ("e:0", 0));
-        assert_eq!(
-            (second.delivery_id.as_str(), second.group_index),
-            ("f:0", 1)
-        );
+        assert_eq!((first.delivery_id.as_str(), first.group_index), (e, 0));
+        assert_eq!((second.delivery_id.as_str(), second.group_index), (f, 1));
         assert_eq!((first.attempts, first.created_ms), (2, 1_700_000_000_000));
+        assert_eq!(second.created_ms, 1_700_000_000_001);
         assert_eq!(second.lease_token, 1_700_000_029_999);
         assert_eq!(second.lease, Duration::from_millis(29_999));
         assert!(first.body.ends_with(br#","agent_id":7}"#));
