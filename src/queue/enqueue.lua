@@ -3,6 +3,8 @@
 -- ARGV = base, account, limit, window_ms, max_depth, idempotency_ttl_s,
 --        then per event: id, priority ('h'|'n'), ttl_ms, body, idempotency key or '',
 --        fingerprint or '', n, agent_1 .. agent_n ('' = every agent)
+-- The default rate limit is written into the script's text, ahead of its helpers (see
+-- `limit_settings` in script_queue.rs).
 -- Returns per event 'ok' when it was stored, else {outcome, id, n} with outcome dup |
 -- mismatch | full; then {'ready'} when the account entered the ready set (its workers
 -- may be asleep).
@@ -35,6 +37,9 @@ local out = {nil}
 local pushed_h, pushed_n
 local ekeys, efields = {nil}, {nil}
 local idems, taken
+-- the last time to live seen (text) and the expiry it gives: a batch's events most often
+-- share theirs, converted and formatted once
+local last_ttl, last_exp
 
 local i = 7
 while i <= #ARGV do
@@ -68,8 +73,11 @@ while i <= #ARGV do
       local fields = {'acct', acct, 'created', now_s, 'n', n_s, 'body', body, 's0', 'queued',
         nil, nil, nil, nil, nil, nil}
       if ttl ~= '0' then
+        if ttl ~= last_ttl then
+          last_ttl, last_exp = ttl, int(now + tonumber(ttl))
+        end
         fields[11] = 'exp'
-        fields[12] = int(now + tonumber(ttl))
+        fields[12] = last_exp
       end
       local ids
       if prio == 'h' then
@@ -129,7 +137,8 @@ end
 -- last window; a 429 pause still wins.
 local ready = false
 if not (st[3] and st[3] ~= '') and st[4] ~= '1' and st[5] ~= '1' then
-  local at = now - tonumber(window)
+  -- (most accounts' window is the default, whose text is compared rather than converted)
+  local at = now - (window == default_window_text and default_window or tonumber(window))
   local pause_until = st[6] and tonumber(st[6]) or 0
   if pause_until > at then at = pause_until end
   -- Newly ready: the caller announces it to every process's worker (which may sleep).

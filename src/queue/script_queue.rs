@@ -296,13 +296,18 @@ impl<T: Transport> ScriptQueue<T> {
         let reads = ChangeReads::default();
         let claim = claim_script(helpers, &config, sweep_interval(config_partitions), reads);
         let complete = complete_script(helpers, &config);
+        let enqueue = Script::with_settings(
+            &limit_settings(&config),
+            helpers,
+            include_str!("enqueue.lua"),
+        );
         let announcer = Arc::new(Announcer::new(format!("{}:wake", config.prefix)));
         ScriptQueue {
             transport,
             pending: std::sync::Mutex::new(Vec::new()),
             committing: tokio::sync::Mutex::new(()),
             config,
-            enqueue: Script::new(helpers, include_str!("enqueue.lua")),
+            enqueue,
             claim,
             complete,
             stats: Script::new(helpers, include_str!("stats.lua")),
@@ -774,11 +779,11 @@ fn claim_script(
     Script::with_settings(&settings, helpers, include_str!("claim.lua"))
 }
 
-/// The default rate limit and the margin, as the claim and complete scripts' text declares
-/// them: `default_limit`, `default_window`, `margin` (ms) as numbers, the limit and window
-/// as text (`default_limit_text`, `default_window_text`: most accounts' own are the
-/// defaults, whose text is compared rather than converted), and `default_cut`, where the
-/// default limit's oldest entry starts in a rate log ((default_limit - 1) * 13).
+/// The default rate limit and the margin, as the claim, complete and enqueue scripts' text
+/// declares them: `default_limit`, `default_window`, `margin` (ms) as numbers, the limit
+/// and window as text (`default_limit_text`, `default_window_text`: most accounts' own are
+/// the defaults, whose text is compared rather than converted), and `default_cut`, where
+/// the default limit's oldest entry starts in a rate log ((default_limit - 1) * 13).
 fn limit_settings(config: &QueueSettings) -> String {
     format!(
         "local default_limit, default_window, margin = {limit}, {window}, {margin}\n\
