@@ -1,8 +1,9 @@
 -- enqueue: stores events of one account.
 -- KEYS[1] = <base>:ready (routes the call to the partition's slot)
 -- ARGV = base, account, limit, window_ms, max_depth, idempotency_ttl_s,
---        then per event: id, priority ('h'|'n'), ttl_ms, body, idempotency key or '',
---        fingerprint or '', n, agent_1 .. agent_n ('' = every agent)
+--        then per event: id, priority ('h'|'n'), ttl_ms, body, n, agent_1 .. agent_n
+--        ('' = every agent), idempotency key or '', and its fingerprint when there is a
+--        key (most events have none: an argument costs Redis about 1,000)
 -- The default rate limit is written into the script's text, ahead of its helpers (see
 -- `limit_settings` in script_queue.rs).
 -- Returns per event 'ok' when it was stored, else {outcome, id, n} with outcome dup |
@@ -43,12 +44,16 @@ local last_ttl, last_exp
 
 local i = 7
 while i <= #ARGV do
-  local eid, prio, ttl, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local ikey, fp, n_s = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local eid, prio, ttl, body, n_s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local n = 1
   if n_s ~= '1' then n = tonumber(n_s) end
-  local first_agent = i + 7
-  i = i + 7 + n
+  local first_agent = i + 5
+  local ikey, fp = ARGV[i + 5 + n]
+  i = i + 6 + n
+  if ikey ~= '' then
+    fp = ARGV[i]
+    i = i + 1
+  end
   local result
   local idem
   if ikey ~= '' then

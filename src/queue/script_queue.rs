@@ -619,8 +619,6 @@ impl<T: Transport> ScriptQueue<T> {
             args.push(event.priority.tag().as_bytes().to_vec());
             args.push(event.ttl_ms.to_string().into_bytes());
             args.push(event.payload.stored().as_bytes().to_vec());
-            args.push(key.into_bytes());
-            args.push(fp.into_bytes());
             args.push(event.agents.len().to_string().into_bytes());
             for agent in &event.agents {
                 args.push(
@@ -629,6 +627,13 @@ impl<T: Transport> ScriptQueue<T> {
                         .unwrap_or_default()
                         .into_bytes(),
                 );
+            }
+            // the fingerprint only with a key (see enqueue.lua)
+            if !key.is_empty() {
+                args.push(key.into_bytes());
+                args.push(fp.into_bytes());
+            } else {
+                args.push(Vec::new());
             }
         }
         (base, args)
