@@ -1005,11 +1005,7 @@ fn wake_freed(wake: &Wake, batch: &[Completion], results: &[Result<Freed, QueueE
     let mut freed = Vec::new();
     for (c, result) in batch.iter().zip(results) {
         let Ok(when) = result else { continue };
-        let partition = c
-            .delivery_id
-            .rsplit_once(':')
-            .and_then(|(event, _)| EventId::parse(event))
-            .map(|id| id.partition());
+        let partition = EventId::of_delivery(&c.delivery_id).map(|id| id.partition());
         match (partition, when) {
             (None, _) => {
                 wake.all();
@@ -1115,11 +1111,9 @@ mod tests {
 
     /// The partition of a completion's event.
     fn partition(completion: &Completion) -> u16 {
-        let (event, _) = completion
-            .delivery_id
-            .rsplit_once(':')
-            .expect("event:index");
-        EventId::parse(event).expect("an event id").partition()
+        EventId::of_delivery(&completion.delivery_id)
+            .expect("an event id")
+            .partition()
     }
 
     /// A completion of delivery `id` that frees nothing.

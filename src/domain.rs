@@ -58,13 +58,16 @@ impl EventId {
         .then(|| EventId(raw.to_string()))
     }
 
-    /// When the event whose id begins `id` (its id, or one of its delivery ids,
-    /// `<id>:<index>`) was created, in Unix ms: a UUIDv7 begins with the time it was made,
-    /// in 12 hex digits. 0 when `id` does not begin with them.
-    pub fn created_ms(id: &str) -> u64 {
-        id.get(..12)
-            .and_then(|t| u64::from_str_radix(t, 16).ok())
-            .unwrap_or(0)
+    /// The id of the event a delivery id (`<event id>:<index>`) names; `None` unless it
+    /// names a well-formed one.
+    pub fn of_delivery(delivery_id: &str) -> Option<Self> {
+        delivery_id.split(':').next().and_then(Self::parse)
+    }
+
+    /// When the event was created, in Unix ms: a UUIDv7 begins with the time it was made,
+    /// in 12 hex digits.
+    pub fn created_ms(&self) -> u64 {
+        u64::from_str_radix(&self.0[..12], 16).unwrap_or(0)
     }
 
     /// The partition encoded in the id.
@@ -492,15 +495,18 @@ mod tests {
         let before = now();
         let id = EventId::new(7);
         let after = now();
-        let made = EventId::created_ms(&format!("{id}:3"));
+        let made = EventId::of_delivery(&format!("{id}:3"))
+            .unwrap()
+            .created_ms();
         // (a second either way: the id's clock keeps its ids in order, and may run a
         // little ahead of the wall clock, which may also step)
         assert!(
             (before - 1000..=after + 1000).contains(&made),
             "{made} not within a second of {before}..={after}"
         );
-        assert_eq!(EventId::created_ms("e:0"), 0);
-        assert_eq!(EventId::created_ms(""), 0);
+        assert_eq!(EventId::of_delivery(&format!("{id}:3")), Some(id));
+        assert_eq!(EventId::of_delivery("e:0"), None);
+        assert_eq!(EventId::of_delivery(""), None);
     }
 
     #[test]

@@ -593,7 +593,7 @@ mod tests {
         )
         .await;
         complete(&q, &third, delivered()).await;
-        let id = EventId::parse(c.delivery_id.split(':').next().unwrap()).unwrap();
+        let id = EventId::of_delivery(&c.delivery_id).unwrap();
         let record = q.event(&id).await.unwrap().unwrap();
         assert_eq!(record.status, "delivered");
         assert_eq!(counters(&q).await.in_flight, 0);

@@ -157,7 +157,7 @@ pub struct Claimed {
     /// Attempts including this one.
     pub attempts: u32,
     /// When the event was accepted (Unix ms), as its id carries it
-    /// ([`crate::domain::EventId::created_ms`]).
+    /// ([`crate::domain::EventId::created_ms`]; 0 for an id that names no event).
     pub created_ms: u64,
     /// Proof of the lease, handed back on completion.
     pub lease_token: u64,

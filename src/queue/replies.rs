@@ -41,7 +41,7 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
             Claimed {
                 // the time the id carries (the event's `created`, Redis's time when it was
                 // stored, would cost each claim a field to read and one to answer)
-                created_ms: EventId::created_ms(&delivery_id),
+                created_ms: EventId::of_delivery(&delivery_id).map_or(0, |id| id.created_ms()),
                 delivery_id,
                 account: text(&f[1]).unwrap_or_default(),
                 body: NotifyPayload::from_stored(stored).upstream_bytes(agent),

@@ -1022,7 +1022,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             completions.iter().map(|_| Ok(Freed::Now)).collect();
         let mut by_partition: HashMap<u16, Vec<usize>> = HashMap::new();
         for (i, c) in completions.iter().enumerate() {
-            let Some(event_id) = c.delivery_id.split(':').next().and_then(EventId::parse) else {
+            let Some(event_id) = EventId::of_delivery(&c.delivery_id) else {
                 continue;
             };
             by_partition
