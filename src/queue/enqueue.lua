@@ -48,8 +48,10 @@ while i <= #ARGV do
   local n = 1
   if n_s ~= '1' then n = tonumber(n_s) end
   local first_agent = i + 5
-  local ikey, fp = ARGV[i + 5 + n]
+  local ikey = ARGV[i + 5 + n]
   i = i + 6 + n
+  -- (a fingerprint follows a key only)
+  local fp
   if ikey ~= '' then
     fp = ARGV[i]
     i = i + 1

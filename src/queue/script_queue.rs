@@ -614,7 +614,6 @@ impl<T: Transport> ScriptQueue<T> {
             head.idempotency_ttl_secs.to_string().into_bytes(),
         ];
         for event in batches.iter().flat_map(|b| &b.events) {
-            let (key, fp) = event.idempotency.clone().unwrap_or_default();
             args.push(event.id.as_str().as_bytes().to_vec());
             args.push(event.priority.tag().as_bytes().to_vec());
             args.push(event.ttl_ms.to_string().into_bytes());
@@ -628,12 +627,14 @@ impl<T: Transport> ScriptQueue<T> {
                         .into_bytes(),
                 );
             }
-            // the fingerprint only with a key (see enqueue.lua)
-            if !key.is_empty() {
-                args.push(key.into_bytes());
-                args.push(fp.into_bytes());
-            } else {
-                args.push(Vec::new());
+            // the idempotency key, or '' (most events have none), and its fingerprint only
+            // with a key (see enqueue.lua)
+            match &event.idempotency {
+                Some((key, fp)) if !key.is_empty() => {
+                    args.push(key.as_bytes().to_vec());
+                    args.push(fp.as_bytes().to_vec());
+                }
+                _ => args.push(Vec::new()),
             }
         }
         (base, args)
