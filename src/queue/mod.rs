@@ -145,6 +145,14 @@ pub struct EnqueueBatch {
     pub events: Vec<NewEvent>,
 }
 
+impl EnqueueBatch {
+    /// The account's partition, as its events' ids name it (0 for a batch of none, which
+    /// is never sent).
+    pub fn partition(&self) -> u16 {
+        self.events.first().map_or(0, |e| e.id.partition())
+    }
+}
+
 /// One Notify call handed to a worker, leased to it until it completes or the lease ends.
 #[derive(Debug, Clone)]
 pub struct Claimed {

@@ -432,6 +432,11 @@ impl Transport for RedisConnections {
     async fn check_deployment(&self) -> Result<(), QueueError> {
         self.check_server().await
     }
+
+    /// One server holds every partition.
+    fn scripts_span_partitions(&self) -> bool {
+        true
+    }
 }
 
 /// One `EVALSHA` (or, with `with_source`, `EVAL`) of `script`; `KEYS[1]` is the

@@ -56,20 +56,22 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
     Ok((ClaimBatch { items, next_due }, dropped))
 }
 
-/// The outcomes of an enqueue call, and whether it made its account ready. `events` are
-/// the call's events in order, each its id and number of deliveries: the script answers
-/// a stored event with `ok` alone (building the triple would cost Redis a table per
-/// event), and every other outcome as `{outcome, id, n}`.
+/// The outcomes of an enqueue call, one per event, and the bases of the partitions where
+/// it made an account ready. `events` are the call's events in order, each its id and
+/// number of deliveries: the script answers a stored event with `ok` alone (building the
+/// triple would cost Redis a table per event), every other outcome as `{outcome, id, n}`,
+/// and an event whose account's records could not be read as `{'error', message}`.
 pub(super) fn parse_enqueue_reply<'e>(
     reply: Value,
     events: impl IntoIterator<Item = (&'e str, u64)>,
-) -> Result<(Vec<EnqueueOutcome>, bool), QueueError> {
+) -> Result<EnqueueReply, QueueError> {
     let mut items = array(reply)?;
-    let ready = items.last().is_some_and(|item| {
-        matches!(item, Value::Array(f) if f.len() == 1 && text(&f[0]).as_deref() == Some("ready"))
-    });
-    if ready {
-        items.pop();
+    let mut ready = Vec::new();
+    if let Some(Value::Array(f)) = items.last() {
+        if f.first().and_then(text).as_deref() == Some("ready") {
+            ready = f[1..].iter().filter_map(text).collect();
+            items.pop();
+        }
     }
     let mut events = events.into_iter();
     let outcomes = items
@@ -78,10 +80,10 @@ pub(super) fn parse_enqueue_reply<'e>(
             let event = events.next();
             if let Some(kind) = text(&item) {
                 return match (kind.as_str(), event) {
-                    ("ok", Some((id, n))) => Ok(EnqueueOutcome::Stored {
+                    ("ok", Some((id, n))) => Ok(Ok(EnqueueOutcome::Stored {
                         id: id.to_string(),
                         deliveries: n,
-                    }),
+                    })),
                     _ => Err(QueueError::Protocol(format!("enqueue answered {kind:?}"))),
                 };
             }
@@ -89,16 +91,26 @@ pub(super) fn parse_enqueue_reply<'e>(
             let kind = item.first().and_then(text).unwrap_or_default();
             let id = item.get(1).and_then(text).unwrap_or_default();
             let n = item.get(2).and_then(int).unwrap_or(0).max(0) as u64;
-            Ok(match kind.as_str() {
+            Ok(Ok(match kind.as_str() {
                 "dup" => EnqueueOutcome::Duplicate { id, deliveries: n },
                 "mismatch" => EnqueueOutcome::IdempotencyMismatch,
                 "full" => EnqueueOutcome::QueueFull,
+                "error" => {
+                    return Ok(Err(QueueError::Unavailable(format!(
+                        "the account's records could not be read: {id}"
+                    ))))
+                }
                 other => return Err(QueueError::Protocol(format!("enqueue answered {other:?}"))),
-            })
+            }))
         })
         .collect::<Result<Vec<_>, QueueError>>()?;
     Ok((outcomes, ready))
 }
+
+/// What [`parse_enqueue_reply`] reads: each event's outcome (an error when its account's
+/// records could not be read) and the bases of the partitions where an account became
+/// ready.
+pub(super) type EnqueueReply = (Vec<Result<EnqueueOutcome, QueueError>>, Vec<String>);
 
 /// The accounts a complete call freed whose window is full, each with the time until it
 /// may send again: the reply is a list of account and ms pairs (see complete.lua).
@@ -268,11 +280,21 @@ mod tests {
             Value::Array(vec![bulk("dup"), bulk("earlier"), Value::Int(2)]),
             Value::Array(vec![bulk("full"), bulk(""), Value::Int(0)]),
             bulk("ok"),
-            Value::Array(vec![bulk("ready")]),
+            Value::Array(vec![
+                bulk("error"),
+                bulk("WRONGTYPE Operation against a key"),
+            ]),
+            Value::Array(vec![bulk("ready"), bulk("zr:{p3}"), bulk("zr:{p9}")]),
         ]);
-        let events = [("a", 1), ("b", 1), ("c", 1), ("d", 3)];
-        let (outcomes, ready) = parse_enqueue_reply(reply, events).unwrap();
-        assert!(ready);
+        let events = [("a", 1), ("b", 1), ("c", 1), ("d", 3), ("e", 1)];
+        let (mut outcomes, ready) = parse_enqueue_reply(reply, events).unwrap();
+        assert_eq!(ready, ["zr:{p3}", "zr:{p9}"]);
+        let failed = outcomes.pop().map(Result::unwrap_err);
+        assert!(
+            matches!(&failed, Some(QueueError::Unavailable(m)) if m.contains("WRONGTYPE")),
+            "{failed:?}"
+        );
+        let outcomes: Vec<EnqueueOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
         assert_eq!(
             outcomes,
             vec![
@@ -291,6 +313,8 @@ mod tests {
                 },
             ]
         );
+        let (_, ready) = parse_enqueue_reply(Value::Array(vec![bulk("ok")]), [("a", 1)]).unwrap();
+        assert!(ready.is_empty());
     }
 
     #[test]

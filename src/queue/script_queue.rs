@@ -64,8 +64,12 @@
 //! scripts that run per event and per delivery avoid them where they can: a field that
 //! holds its default is not written, a value Redis takes as text stays text.
 //! Scripts derive their keys from `base`; `KEYS[1]` (the partition's ready set) routes the
-//! call. They are sent with `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a
-//! restart or `SCRIPT FLUSH`).
+//! call. An enqueue serves every request waiting when it is sent, account by account: on
+//! a Redis Cluster one call per partition, on a single server (or the embedded store)
+//! accounts of every partition in one call, each account's keys still under its own
+//! partition's base ([`Transport::scripts_span_partitions`]). Scripts are sent with
+//! `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a restart or `SCRIPT
+//! FLUSH`).
 //!
 //! # Partial failures
 //!
@@ -113,7 +117,10 @@
 //! one pipeline whose single error reply would fail them all: an error, a redirect or a
 //! timeout of one partition's call fails only that call. The worker backs off only that
 //! partition, ingress answers 503 only to that partition's requests, and outcomes that
-//! could not be recorded are retried alone.
+//! could not be recorded are retried alone. An enqueue call that serves several accounts
+//! (of several partitions, on a single server) reads each account under `pcall`: an
+//! account whose keys cannot be read fails its own events, and the call stores the
+//! others'.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -136,7 +143,8 @@ use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::{
     rfc3339_ms, CallStatus, ClaimBatch, Completion, DeadLetter, DeadLetterPage, DeadLetterResult,
     DeadLetterSelection, DeadReason, DeliveryStatus, EnqueueBatch, EnqueueOutcome, EventRecord,
-    Freed, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention, PROCESS_STALE,
+    Freed, NewEvent, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention,
+    PROCESS_STALE,
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
@@ -568,13 +576,21 @@ impl<T: Transport> ScriptQueue<T> {
 impl<T: Transport> ScriptQueue<T> {
     /// Stores a group of enqueue requests in one round trip and answers each.
     async fn commit_enqueues(&self, group: Vec<PendingEnqueue>) {
-        let calls = group_calls(group.iter().map(|p| &p.batch));
-        let requests: Vec<(String, Vec<Vec<u8>>)> = calls
+        let calls = group_calls(
+            group.iter().map(|p| &p.batch),
+            self.transport.scripts_span_partitions(),
+        );
+        let requests: Vec<ScriptCall> = calls
             .iter()
-            .map(|(members, _)| {
-                let batches: Vec<&EnqueueBatch> =
-                    members.iter().map(|&i| &group[i].batch).collect();
-                self.enqueue_args(&batches)
+            .map(|call| self.enqueue_args(call, &group))
+            .collect();
+        let partitions: Vec<Vec<u16>> = calls
+            .iter()
+            .map(|call| {
+                call.accounts
+                    .iter()
+                    .map(|members| group[members[0]].batch.partition())
+                    .collect()
             })
             .collect();
         // The commit runs in its own task: if the request that leads it goes away (its
@@ -590,7 +606,7 @@ impl<T: Transport> ScriptQueue<T> {
                 Ok(()) => transport.run_script_replicated(&script, &requests).await,
                 Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),
             };
-            for partition in answer_group(group, &calls, replies, &requests) {
+            for partition in answer_group(group, &calls, replies, &partitions) {
                 announcer.announce(&transport, Some(partition));
             }
         });
@@ -599,45 +615,57 @@ impl<T: Transport> ScriptQueue<T> {
         let _ = commit.await;
     }
 
-    /// The partition base and arguments of one enqueue script call for batches of one
-    /// account (and one partition).
-    fn enqueue_args(&self, batches: &[&EnqueueBatch]) -> (String, Vec<Vec<u8>>) {
-        let head = batches[0];
-        let partition = head.events.first().map_or(0, |e| e.id.partition());
-        let base = self.base(partition);
+    /// The routing base and arguments of one enqueue script call (see enqueue.lua): the
+    /// settings its requests share, then each account's base, account, limit, window and
+    /// event count, followed by its events.
+    fn enqueue_args(&self, call: &EnqueueCall, group: &[PendingEnqueue]) -> ScriptCall {
+        let head = &group[call.accounts[0][0]].batch;
         let mut args: Vec<Vec<u8>> = vec![
-            base.clone().into_bytes(),
-            head.account.clone().into_bytes(),
-            head.limit.limit.to_string().into_bytes(),
-            head.limit.window_ms.to_string().into_bytes(),
             head.max_depth.to_string().into_bytes(),
             head.idempotency_ttl_secs.to_string().into_bytes(),
         ];
-        for event in batches.iter().flat_map(|b| &b.events) {
-            args.push(event.id.as_str().as_bytes().to_vec());
-            args.push(event.priority.tag().as_bytes().to_vec());
-            args.push(event.ttl_ms.to_string().into_bytes());
-            args.push(event.payload.stored().as_bytes().to_vec());
-            args.push(event.agents.len().to_string().into_bytes());
-            for agent in &event.agents {
-                args.push(
-                    agent
-                        .map(|a| a.to_string())
-                        .unwrap_or_default()
-                        .into_bytes(),
-                );
-            }
-            // the idempotency key, or '' (most events have none), and its fingerprint only
-            // with a key (see enqueue.lua)
-            match &event.idempotency {
-                Some((key, fp)) if !key.is_empty() => {
-                    args.push(key.as_bytes().to_vec());
-                    args.push(fp.as_bytes().to_vec());
-                }
-                _ => args.push(Vec::new()),
+        let mut routing = None;
+        for members in &call.accounts {
+            let lead = &group[members[0]].batch;
+            let base = self.base(lead.partition());
+            let count: usize = members.iter().map(|&i| group[i].batch.events.len()).sum();
+            args.push(base.as_bytes().to_vec());
+            args.push(lead.account.as_bytes().to_vec());
+            args.push(lead.limit.limit.to_string().into_bytes());
+            args.push(lead.limit.window_ms.to_string().into_bytes());
+            args.push(count.to_string().into_bytes());
+            routing.get_or_insert(base);
+            for event in members.iter().flat_map(|&i| &group[i].batch.events) {
+                push_event_args(&mut args, event);
             }
         }
-        (base, args)
+        (routing.unwrap_or_default(), args)
+    }
+}
+
+/// One event's arguments of an enqueue call (see enqueue.lua).
+fn push_event_args(args: &mut Vec<Vec<u8>>, event: &NewEvent) {
+    args.push(event.id.as_str().as_bytes().to_vec());
+    args.push(event.priority.tag().as_bytes().to_vec());
+    args.push(event.ttl_ms.to_string().into_bytes());
+    args.push(event.payload.stored().as_bytes().to_vec());
+    args.push(event.agents.len().to_string().into_bytes());
+    for agent in &event.agents {
+        args.push(
+            agent
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+                .into_bytes(),
+        );
+    }
+    // the idempotency key, or '' (most events have none), and its fingerprint only with a
+    // key
+    match &event.idempotency {
+        Some((key, fp)) if !key.is_empty() => {
+            args.push(key.as_bytes().to_vec());
+            args.push(fp.as_bytes().to_vec());
+        }
+        _ => args.push(Vec::new()),
     }
 }
 
@@ -702,29 +730,68 @@ async fn check_layout<T: Transport>(
         .map(|_| ())
 }
 
-/// The script calls of a group of enqueue requests: one per account and settings, in
-/// arrival order, each of at most [`GROUP_MAX_EVENTS`] events (a larger request alone).
-/// Each call is the positions of its requests and its event count.
-fn group_calls<'a>(batches: impl Iterator<Item = &'a EnqueueBatch>) -> Vec<(Vec<usize>, usize)> {
-    let mut calls: Vec<(Vec<usize>, usize)> = Vec::new();
-    let mut open: HashMap<(&str, RateLimit, u64, u64), usize> = HashMap::new();
-    for (i, b) in batches.enumerate() {
-        let key = (
-            b.account.as_str(),
-            b.limit,
-            b.max_depth,
-            b.idempotency_ttl_secs,
-        );
-        let n = b.events.len();
-        match open.get(&key) {
-            Some(&c) if calls[c].1 + n <= GROUP_MAX_EVENTS => {
-                calls[c].0.push(i);
-                calls[c].1 += n;
-            }
-            _ => {
-                open.insert(key, calls.len());
-                calls.push((vec![i], n));
-            }
+/// One enqueue script call of a group of requests: the requests of each of its accounts
+/// (their positions in the group, in arrival order; the accounts in the order they first
+/// came), which is also the order of its events' arguments and outcomes, and its event
+/// count.
+#[derive(Debug, PartialEq, Eq)]
+struct EnqueueCall {
+    accounts: Vec<Vec<usize>>,
+    events: usize,
+}
+
+impl EnqueueCall {
+    /// The call's requests in the order of their events' arguments.
+    fn members(&self) -> impl Iterator<Item = usize> + '_ {
+        self.accounts.iter().flatten().copied()
+    }
+
+    /// Adds request `i` (`batch`, of `batches`) when it fits: the call stays within
+    /// [`GROUP_MAX_EVENTS`], and an account it already serves keeps the limit it has in
+    /// it (the script reads each account once, before any write).
+    fn join(&mut self, i: usize, batch: &EnqueueBatch, batches: &[&EnqueueBatch]) -> bool {
+        let n = batch.events.len();
+        if self.events + n > GROUP_MAX_EVENTS {
+            return false;
+        }
+        match self
+            .accounts
+            .iter_mut()
+            .find(|members| batches[members[0]].account == batch.account)
+        {
+            Some(members) if batches[members[0]].limit == batch.limit => members.push(i),
+            Some(_) => return false,
+            None => self.accounts.push(vec![i]),
+        }
+        self.events += n;
+        true
+    }
+}
+
+/// The script calls of a group of enqueue requests, in arrival order: requests that share
+/// their settings (depth cap, idempotency retention) and, unless `span_partitions`, their
+/// partition share a call, up to [`GROUP_MAX_EVENTS`] events (a larger request alone).
+/// An account's requests keep their order: within a call, and from one call to the next,
+/// which run in order.
+fn group_calls<'a>(
+    batches: impl Iterator<Item = &'a EnqueueBatch>,
+    span_partitions: bool,
+) -> Vec<EnqueueCall> {
+    let batches: Vec<&EnqueueBatch> = batches.collect();
+    let mut calls: Vec<EnqueueCall> = Vec::new();
+    let mut open: HashMap<(u64, u64, Option<u16>), usize> = HashMap::new();
+    for (i, b) in batches.iter().enumerate() {
+        let partition = (!span_partitions).then(|| b.partition());
+        let key = (b.max_depth, b.idempotency_ttl_secs, partition);
+        let joined = open
+            .get(&key)
+            .is_some_and(|&c| calls[c].join(i, b, &batches));
+        if !joined {
+            open.insert(key, calls.len());
+            calls.push(EnqueueCall {
+                accounts: vec![vec![i]],
+                events: b.events.len(),
+            });
         }
     }
     calls
@@ -815,45 +882,44 @@ fn complete_script(helpers: &str, config: &QueueSettings) -> Script {
 }
 
 /// Answers each request of `group` from the reply of its call, and returns the partitions
-/// whose accounts may have become ready (to announce). Each call (one account) stands
-/// alone: a failing partition fails only its own requests.
+/// whose accounts may have become ready (to announce). Each call stands alone: a failing
+/// call fails only its own requests, and an account whose records the script could not
+/// read only its own.
 fn answer_group(
     group: Vec<PendingEnqueue>,
-    calls: &[(Vec<usize>, usize)],
+    calls: &[EnqueueCall],
     replies: Vec<Result<Value, QueueError>>,
-    requests: &[(String, Vec<Vec<u8>>)],
+    partitions: &[Vec<u16>],
 ) -> Vec<u16> {
     let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
     let mut announce: Vec<u16> = Vec::new();
-    for (((members, _), reply), (base, _)) in calls.iter().zip(replies).zip(requests) {
+    for ((call, reply), partitions) in calls.iter().zip(replies).zip(partitions) {
         // A failed call may still have run (its reply lost to a timeout, or it failed
-        // part-way) and made its account ready: announced too.
-        let partition = partition_of_base(base);
+        // part-way) and made its accounts ready: announced too.
         if reply.is_err() {
-            announce.extend(partition);
+            announce.extend(partitions);
         }
         // the call's events in the order of its arguments: what an `ok` answers
-        let events = members
-            .iter()
-            .filter_map(|&i| group[i].as_ref())
+        let events = call
+            .members()
+            .filter_map(|i| group[i].as_ref())
             .flat_map(|p| &p.batch.events)
             .map(|e| (e.id.as_str(), e.agents.len() as u64));
         match reply.and_then(|reply| parse_enqueue_reply(reply, events)) {
             Err(e) => {
-                for &i in members {
+                for i in call.members() {
                     answer(&mut group, i, Err(e.clone()));
                 }
             }
             Ok((outcomes, ready)) => {
-                if ready {
-                    announce.extend(partition);
-                }
+                announce.extend(ready.iter().filter_map(|base| partition_of_base(base)));
                 let mut outcomes = outcomes.into_iter();
-                for &i in members {
+                for i in call.members() {
                     let n = group[i].as_ref().map_or(0, |p| p.batch.events.len());
-                    let mine: Vec<EnqueueOutcome> = outcomes.by_ref().take(n).collect();
+                    let mine: Vec<Result<EnqueueOutcome, QueueError>> =
+                        outcomes.by_ref().take(n).collect();
                     let result = if mine.len() == n {
-                        Ok(mine)
+                        mine.into_iter().collect()
                     } else {
                         Err(QueueError::Protocol(
                             "enqueue answered too few outcomes".into(),
@@ -864,6 +930,7 @@ fn answer_group(
             }
         }
     }
+    announce.sort_unstable();
     announce.dedup();
     announce
 }
@@ -1492,26 +1559,72 @@ mod tests {
     }
 
     #[test]
-    fn a_group_makes_one_call_per_account_and_settings_in_arrival_order_capped_in_size() {
+    fn a_group_makes_calls_of_accounts_in_arrival_order_capped_in_size() {
         let group = [
             batch("a", 1, 100),
             batch("b", 2, 100),
             batch("a", 3, 100),
+            // another limit for an account the call serves: the next call
             batch("a", 1, 50),
-            batch("a", GROUP_MAX_EVENTS - 4, 100),
+            batch("b", GROUP_MAX_EVENTS - 4, 100),
             batch("a", 1, 100),
+            // too many to join: alone
             batch("c", 1000, 100),
+            batch("d", 1, 100),
         ];
-        let calls = group_calls(group.iter());
+        let call = |accounts: Vec<Vec<usize>>, events| EnqueueCall { accounts, events };
         assert_eq!(
-            calls,
+            group_calls(group.iter(), true),
             [
-                (vec![0, 2, 4], GROUP_MAX_EVENTS),
-                (vec![1], 2),
-                (vec![3], 1),
-                (vec![5], 1),
-                (vec![6], 1000),
+                call(vec![vec![0, 2], vec![1]], 6),
+                call(vec![vec![3], vec![4]], GROUP_MAX_EVENTS - 3),
+                call(vec![vec![5]], 1),
+                call(vec![vec![6]], 1000),
+                // (after a call of its own, never in an earlier call: it might have been
+                // of an account of that call)
+                call(vec![vec![7]], 1),
             ]
         );
+        assert_eq!(
+            group_calls(group.iter(), true)[0]
+                .members()
+                .collect::<Vec<_>>(),
+            [0, 2, 1],
+            "an account's requests are next to each other, as their arguments are"
+        );
+        // Other settings never share a call.
+        let mut other = batch("e", 1, 100);
+        other.idempotency_ttl_secs = 86_400;
+        let mixed = [batch("a", 1, 100), other, batch("b", 1, 100)];
+        assert_eq!(
+            group_calls(mixed.iter(), true),
+            [call(vec![vec![0], vec![2]], 2), call(vec![vec![1]], 1)]
+        );
+    }
+
+    #[test]
+    fn on_a_cluster_only_accounts_of_one_partition_share_a_call() {
+        let in_partition = |account: &str, partition: u16| {
+            let mut b = batch(account, 1, 100);
+            for e in &mut b.events {
+                e.id = EventId::new(partition);
+            }
+            b
+        };
+        let group = [
+            in_partition("a", 1),
+            in_partition("b", 2),
+            in_partition("c", 1),
+            in_partition("d", 2),
+        ];
+        let call = |accounts: Vec<Vec<usize>>| EnqueueCall {
+            accounts,
+            events: 2,
+        };
+        assert_eq!(
+            group_calls(group.iter(), false),
+            [call(vec![vec![0], vec![2]]), call(vec![vec![1], vec![3]])]
+        );
+        assert_eq!(group_calls(group.iter(), true).len(), 1);
     }
 }

@@ -1,6 +1,7 @@
 -- Shared helpers, prepended to each of the gateway's Lua scripts (see script_queue.rs for
 -- the key layout). Every key a script touches is derived from `base`, which carries the
--- partition's hash tag, so all of them live in one Redis Cluster slot.
+-- partition's hash tag, so all of them live in one Redis Cluster slot. (On a single
+-- server, an enqueue call serves accounts of several partitions, each under its own base.)
 --
 -- Redis does not roll back a script that fails part-way. So every script reads and checks
 -- first and then writes in an order where each prefix of its writes leaves a state the

@@ -117,7 +117,8 @@ fn calls(text: &str, name: &str) -> bool {
     })
 }
 
-/// One call of a script: the partition base (`KEYS[1]` is `{base}:ready`) and `ARGV`.
+/// One call of a script: the partition base (`KEYS[1]` is `{base}:ready`, which routes the
+/// call) and `ARGV`.
 pub type ScriptCall = (String, Vec<Vec<u8>>);
 
 /// How [`super::script_queue::ScriptQueue`] reaches its store.
@@ -179,6 +180,13 @@ pub trait Transport: Send + Sync + 'static {
         _message: &(dyn for<'p> Fn(&'p [u8]) + Send + Sync),
     ) -> Option<QueueError> {
         None
+    }
+
+    /// Whether one script call may touch the keys of several partitions: a single Redis
+    /// server, or the embedded store, whose enqueues then serve accounts of every partition
+    /// in one call. A Redis Cluster refuses a script whose keys are in several slots.
+    fn scripts_span_partitions(&self) -> bool {
+        false
     }
 
     /// Whether the store cannot hold data of a release before layouts were recorded (an

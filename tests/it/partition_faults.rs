@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId};
-use zenrelay::queue::{Completion, EnqueueBatch, EnqueueOutcome, Outcome, RateLimit};
+use zenrelay::queue::{CallStatus, Completion, EnqueueBatch, EnqueueOutcome, Outcome, RateLimit};
 
 use crate::support::*;
 
@@ -166,6 +166,69 @@ async fn a_failing_partition_holds_back_only_its_own_accounts() {
             .await;
     }
     gw.shutdown().await;
+}
+
+/// Enqueues waiting together are stored by one script call across partitions, and an
+/// account whose record cannot be read fails its own events only: the others in that call
+/// are stored.
+#[tokio::test]
+async fn one_unreadable_account_fails_alone_in_a_shared_enqueue() {
+    let redis = RedisServer::start();
+    let mut config = Config::default();
+    config.redis.partitions = PARTITIONS;
+    config.redis.url = redis.url().into();
+    config.redis.key_prefix = "pe".into();
+    let q = zenrelay::app::queue_for(&config).expect("queue builds");
+    let names: Vec<String> = (0..12).map(|n| format!("pe{n}")).collect();
+    let broken = &names[5];
+    let base = format!("pe:{{p{}}}", partition_of(broken, PARTITIONS));
+    expect_ok(redis.command(&["SET", &format!("{base}:acct:{broken}"), "broken"]));
+    let batch = |name: &String| EnqueueBatch {
+        account: name.clone(),
+        limit: RateLimit {
+            limit: 100,
+            window_ms: 60_000,
+        },
+        max_depth: 100,
+        idempotency_ttl_secs: 60,
+        events: vec![crate::support::plain_event(
+            EventId::new(partition_of(name, PARTITIONS)),
+            "e",
+        )],
+    };
+    // (the first enqueue also checks the layout)
+    q.enqueue(batch(&names[0])).await.unwrap();
+    let evalsha = || {
+        let stats = redis
+            .info_field("commandstats", "cmdstat_evalsha")
+            .unwrap_or_default();
+        let calls = stats.split(',').find_map(|f| f.strip_prefix("calls="));
+        calls.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let before = evalsha();
+    let results = futures::future::join_all(names.iter().map(|n| q.enqueue(batch(n)))).await;
+    let calls = evalsha() - before;
+    assert!(
+        calls <= 3,
+        "{} enqueues waiting together took {calls} script calls",
+        names.len()
+    );
+    let partitions: std::collections::HashSet<u16> =
+        names.iter().map(|n| partition_of(n, PARTITIONS)).collect();
+    assert!(partitions.len() > 1, "the accounts span partitions");
+    for (name, result) in names.iter().zip(results) {
+        if name == broken {
+            let err = result.expect_err("an unreadable account's event is refused");
+            assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+        } else {
+            let outcome = result.unwrap();
+            let [EnqueueOutcome::Stored { id, .. }] = &outcome[..] else {
+                panic!("{name}: {outcome:?}");
+            };
+            let record = q.event(&EventId::parse(id).unwrap()).await.unwrap();
+            assert_eq!(record.map(|r| r.status), Some(CallStatus::Queued), "{name}");
+        }
+    }
 }
 
 /// Outcomes recorded in one round trip: those of a failing partition fail alone and are
