@@ -33,9 +33,9 @@ local now, now_s = now_ms()
 -- An account's record and depth (undelivered calls: queued, waiting for a retry, and
 -- those in flight, a lease group), read under `pcall`: an account whose keys cannot be
 -- read fails its own events only.
-local function read_account(akey, q, retry)
+local function read_account(akey, qh, qn, retry)
   local st = call('HMGET', akey, 'limit', 'window', 'busy', 'paused', 'auth_failed', 'until')
-  local depth = call('LLEN', q .. ':h') + call('LLEN', q .. ':n') + call('ZCARD', retry)
+  local depth = call('LLEN', qh) + call('LLEN', qn) + call('ZCARD', retry)
   if st[3] and st[3] ~= '' then depth = depth + group_size(st[3]) end
   return st, depth
 end
@@ -44,7 +44,7 @@ end
 -- common call: Lua grows an empty table by rehashing it at each power of two)
 local out = {nil}
 -- per account with something to write: {base, account, record, limit, window, ids of
--- priority h, of n, whether its settings changed}
+-- priority h, of n, whether its settings changed, its lists h and n}
 local plans = {nil}
 -- the events' keys and fields, the idempotency keys taken (key -> record) in the order
 -- taken
@@ -61,9 +61,9 @@ while i <= #ARGV do
   i = i + 5
   local count = 1
   if count_s ~= '1' then count = tonumber(count_s) end
-  local akey = base .. ':acct:' .. acct
-  local q = base .. ':q:' .. acct
-  local ok, st, depth = pcall(read_account, akey, q, base .. ':retry:' .. acct)
+  local qh, qn = base .. ':q:' .. acct .. ':h', base .. ':q:' .. acct .. ':n'
+  local ok, st, depth = pcall(read_account, base .. ':acct:' .. acct, qh, qn,
+    base .. ':retry:' .. acct)
   local failed
   if not ok then
     -- (Redis raises a command's error as a table)
@@ -158,7 +158,8 @@ while i <= #ARGV do
   if not failed then
     local settings_changed = st[1] ~= limit or st[2] ~= window
     if settings_changed or pushed_h or pushed_n then
-      plans[#plans + 1] = {base, acct, st, limit, window, pushed_h, pushed_n, settings_changed}
+      plans[#plans + 1] = {base, acct, st, limit, window, pushed_h, pushed_n, settings_changed,
+        qh, qn}
     end
   end
 end
@@ -199,9 +200,8 @@ for p = 1, #plans do
       if ready[#ready] ~= base then ready[#ready + 1] = base end
     end
   end
-  local q = base .. ':q:' .. acct
-  if pushed_h then push(q .. ':h', pushed_h) end
-  if pushed_n then push(q .. ':n', pushed_n) end
+  if pushed_h then push(plan[9], pushed_h) end
+  if pushed_n then push(plan[10], pushed_n) end
 end
 for e = 1, #ekeys do
   local fields = efields[e]
