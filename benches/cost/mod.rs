@@ -354,11 +354,14 @@ async fn ingress() {
     .await;
     // One event per client first: connections and scripts are loaded before counting.
     post_singles(&gw.base, &accounts, INGRESS_CLIENTS, 1).await;
+    // (read outside the counted interval)
+    let scripts_before = scripts_run(redis.port);
     redis.zero();
     let stored = post_singles(&gw.base, &accounts, INGRESS_CLIENTS, INGRESS_PER_CLIENT).await;
     let n = redis.dump("cost-ingress");
+    let calls = scripts_run(redis.port) - scripts_before;
     report(
-        &format!("stored event, single ({INGRESS_CLIENTS} clients, {ACCOUNTS} accounts, {stored} events)"),
+        &format!("stored event, single ({INGRESS_CLIENTS} clients, {ACCOUNTS} accounts, {stored} events in {calls} script calls)"),
         n,
         stored,
         50_000,
