@@ -10,15 +10,18 @@
 -- The default rate limit is written into the script's text, ahead of its helpers (see
 -- `limit_settings` in script_queue.rs).
 -- Returns per event, in order, 'ok' when it was stored, else {outcome, id, n} with
--- outcome dup | mismatch | full, or {'error', message} when its account's records could
--- not be read (another account's events are stored all the same); then, when some
--- accounts entered their ready set (their workers may be asleep), {'ready', base ...}
--- with each such partition's base once.
--- Every check of every account comes first. Then the writes: the accounts' changes (see
--- `changed`), then for each account its settings, the ready set and its new delivery ids
--- (pushed once per priority), then each event (one HSET) and last the idempotency keys.
--- A failure part-way leaves at worst ids of events that were never stored, which claims
--- drop as stale entries; an event is never stored without its ids.
+-- outcome dup | mismatch | full, or {'error', message} when a key of its account (its
+-- record, lists, retries, idempotency key, or its partition's change, account or ready
+-- set) could not be used: the other accounts' events are stored all the same. Then, when
+-- some accounts entered their ready set (their workers may be asleep), {'ready', base
+-- ...} naming each such partition (a name may repeat).
+-- Every check of every account comes first, each account's reads under `pcall`. Then the
+-- writes: account by account its change (see `changed`), settings and place in the
+-- ready set, under `pcall` (an account that fails there stores nothing); then every
+-- account's new delivery ids (pushed once per priority), each event (one HSET) and last
+-- the idempotency keys. A failure part-way leaves at worst ids of events that were never
+-- stored, which claims drop as stale entries, and accounts in the ready set with nothing
+-- queued, which claims take out; an event is never stored without its ids.
 -- An event's fields hold only what differs from what readers assume when a field is
 -- missing: no 'exp' without a time to live, no 'prio' for 'n', no agent 'ag<k>' for every
 -- agent, no 'at<k>', 'done' or 'dd' while they are 0.
@@ -29,6 +32,13 @@
 -- itself (the command, its first two arguments, the clock) is shared by their events.
 local max_depth, idem_ttl = tonumber(ARGV[1]), ARGV[2]
 local now, now_s = now_ms()
+local try = redis.pcall
+
+-- The message of an error caught by `pcall` (Redis raises a command's error as a table).
+local function message(e)
+  if type(e) == 'table' then return e.err end
+  return tostring(e)
+end
 
 -- An account's record and depth (undelivered calls: queued, waiting for a retry, and
 -- those in flight, a lease group), read under `pcall`: an account whose keys cannot be
@@ -66,9 +76,10 @@ while i <= #ARGV do
     base .. ':retry:' .. acct)
   local failed
   if not ok then
-    -- (Redis raises a command's error as a table)
-    failed = {'error', type(st) == 'table' and st.err or tostring(st)}
+    failed = {'error', message(st)}
   end
+  -- where this account's outcomes, events and idempotency keys start
+  local out_from, ev_from, idem_from = #out + 1, #ekeys + 1, (idems and #idems or 0) + 1
   local pushed_h, pushed_n
   for _ = 1, count do
     local eid, prio, ttl, body, n_s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -87,9 +98,12 @@ while i <= #ARGV do
     local idem
     if not result and ikey ~= '' then
       idem = base .. ':idem:' .. acct .. ':' .. ikey
-      -- a key taken earlier in this call is not written yet
-      local prev = (taken and taken[idem]) or call('GET', idem)
-      if prev then
+      -- a key taken earlier in this call is not written yet; one that cannot be read
+      -- fails its event alone (a string's `err` is nil, an error reply's its message)
+      local prev = (taken and taken[idem]) or try('GET', idem)
+      if prev and prev.err then
+        result = {'error', prev.err}
+      elseif prev then
         local pfp, pid, pn = string.match(prev, '^(%S+) (%S+) (%d+)$')
         if pfp == fp then
           result = {'dup', pid, tonumber(pn)}
@@ -159,17 +173,52 @@ while i <= #ARGV do
     local settings_changed = st[1] ~= limit or st[2] ~= window
     if settings_changed or pushed_h or pushed_n then
       plans[#plans + 1] = {base, acct, st, limit, window, pushed_h, pushed_n, settings_changed,
-        qh, qn}
+        qh, qn, out_from, #out, ev_from, #ekeys, idem_from, idems and #idems or 0}
     end
   end
 end
 
+-- An account's first writes, to keys that no read of it checked (its change, its
+-- partition's account set and ready set), under `pcall`: an account whose partition's
+-- keys cannot be written stores nothing, and the others go on. Whether it entered the
+-- ready set.
+local function enter(plan)
+  local base, acct, st, window = plan[1], plan[2], plan[3], plan[5]
+  changed(base, acct, now_s)
+  if plan[8] then
+    w('HSET', base .. ':acct:' .. acct, 'limit', plan[4], 'window', window)
+    w('SADD', base .. ':accounts', acct)
+  end
+  -- An account with new work is ready unless busy or paused (as mark_ready, without
+  -- re-reading what is known). One that was idle goes ahead of those served within the
+  -- last window; a 429 pause still wins.
+  if not (plan[6] or plan[7]) or (st[3] and st[3] ~= '') or st[4] == '1' or st[5] == '1' then
+    return false
+  end
+  -- (most accounts' window is the default, whose text is compared rather than converted)
+  local at = now - (window == default_window_text and default_window or tonumber(window))
+  local pause_until = st[6] and tonumber(st[6]) or 0
+  if pause_until > at then at = pause_until end
+  return w('ZADD', base .. ':ready', 'NX', int(at), acct) == 1
+end
+-- the partitions where an account entered the ready set (the caller announces them to
+-- every process's worker, which may sleep)
+local ready
 for p = 1, #plans do
   local plan = plans[p]
-  changed(plan[1], plan[2], now_s)
+  local ok, entered = pcall(enter, plan)
+  if not ok then
+    local failed = {'error', message(entered)}
+    for j = plan[11], plan[12] do out[j] = failed end
+    for e = plan[13], plan[14] do ekeys[e] = false end
+    for j = plan[15], plan[16] do idems[j] = false end
+    plan[6], plan[7] = nil, nil
+  elseif entered then
+    local base = plan[1]
+    ready = ready or {'ready'}
+    if ready[#ready] ~= base then ready[#ready + 1] = base end
+  end
 end
--- the partitions where an account entered the ready set
-local ready
 -- At most 1,000 ids per RPUSH and 3,000 arguments per HSET (Lua's unpack has a stack
 -- limit).
 local function push(q, ids)
@@ -179,39 +228,22 @@ local function push(q, ids)
 end
 for p = 1, #plans do
   local plan = plans[p]
-  local base, acct, st, window = plan[1], plan[2], plan[3], plan[5]
-  if plan[8] then
-    w('HSET', base .. ':acct:' .. acct, 'limit', plan[4], 'window', window)
-    w('SADD', base .. ':accounts', acct)
-  end
-  local pushed_h, pushed_n = plan[6], plan[7]
-  -- An account with new work is ready unless busy or paused (as mark_ready, without
-  -- re-reading what is known). One that was idle goes ahead of those served within the
-  -- last window; a 429 pause still wins.
-  if (pushed_h or pushed_n) and not (st[3] and st[3] ~= '') and st[4] ~= '1'
-    and st[5] ~= '1' then
-    -- (most accounts' window is the default, whose text is compared rather than converted)
-    local at = now - (window == default_window_text and default_window or tonumber(window))
-    local pause_until = st[6] and tonumber(st[6]) or 0
-    if pause_until > at then at = pause_until end
-    -- Newly ready: the caller announces it to every process's worker (which may sleep).
-    if w('ZADD', base .. ':ready', 'NX', int(at), acct) == 1 then
-      ready = ready or {'ready'}
-      if ready[#ready] ~= base then ready[#ready + 1] = base end
-    end
-  end
-  if pushed_h then push(plan[9], pushed_h) end
-  if pushed_n then push(plan[10], pushed_n) end
+  if plan[6] then push(plan[9], plan[6]) end
+  if plan[7] then push(plan[10], plan[7]) end
 end
 for e = 1, #ekeys do
-  local fields = efields[e]
-  for j = 1, #fields, 3000 do
-    w('HSET', ekeys[e], unpack(fields, j, math.min(j + 2999, #fields)))
+  local ekey = ekeys[e]
+  if ekey then
+    local fields = efields[e]
+    for j = 1, #fields, 3000 do
+      w('HSET', ekey, unpack(fields, j, math.min(j + 2999, #fields)))
+    end
   end
 end
 if idems then
-  for _, idem in ipairs(idems) do
-    w('SET', idem, taken[idem], 'EX', idem_ttl)
+  for j = 1, #idems do
+    local idem = idems[j]
+    if idem then w('SET', idem, taken[idem], 'EX', idem_ttl) end
   end
 end
 if ready then

@@ -249,11 +249,6 @@ impl Transport for Embedded {
         Ok(())
     }
 
-    /// One store holds every partition.
-    fn scripts_span_partitions(&self) -> bool {
-        true
-    }
-
     /// The store lives in this process: it holds no earlier release's data.
     fn holds_no_earlier_layout(&self) -> bool {
         true

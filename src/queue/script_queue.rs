@@ -65,9 +65,10 @@
 //! holds its default is not written, a value Redis takes as text stays text.
 //! Scripts derive their keys from `base`; `KEYS[1]` (the partition's ready set) routes the
 //! call. An enqueue serves every request waiting when it is sent, account by account: on
-//! a Redis Cluster one call per partition, on a single server (or the embedded store)
-//! accounts of every partition in one call, each account's keys still under its own
-//! partition's base ([`Transport::scripts_span_partitions`]). Scripts are sent with
+//! a Redis Cluster (and in the embedded store, which holds every script to one slot as
+//! a Cluster would) one call per partition, on a single Redis server accounts of every
+//! partition in one call, each account's keys still under its own partition's base
+//! ([`Transport::scripts_span_partitions`]). Scripts are sent with
 //! `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a restart or `SCRIPT
 //! FLUSH`).
 //!
@@ -118,9 +119,10 @@
 //! timeout of one partition's call fails only that call. The worker backs off only that
 //! partition, ingress answers 503 only to that partition's requests, and outcomes that
 //! could not be recorded are retried alone. An enqueue call that serves several accounts
-//! (of several partitions, on a single server) reads each account under `pcall`: an
-//! account whose keys cannot be read fails its own events, and the call stores the
-//! others'.
+//! (of several partitions, on a single server) reads each account, and makes its first
+//! writes (its change, its partition's account and ready sets), under `pcall`: an
+//! account whose keys, or whose partition's, cannot be used fails its own events, and the
+//! call stores the others'.
 
 use std::collections::HashMap;
 use std::sync::Arc;

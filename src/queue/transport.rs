@@ -183,8 +183,9 @@ pub trait Transport: Send + Sync + 'static {
     }
 
     /// Whether one script call may touch the keys of several partitions: a single Redis
-    /// server, or the embedded store, whose enqueues then serve accounts of every partition
-    /// in one call. A Redis Cluster refuses a script whose keys are in several slots.
+    /// server, whose enqueues then serve accounts of every partition in one call. A Redis
+    /// Cluster refuses a script whose keys are in several slots (and the embedded store
+    /// holds scripts to that rule, as a test of them).
     fn scripts_span_partitions(&self) -> bool {
         false
     }

@@ -168,36 +168,58 @@ async fn a_failing_partition_holds_back_only_its_own_accounts() {
     gw.shutdown().await;
 }
 
-/// Enqueues waiting together are stored by one script call across partitions, and an
-/// account whose record cannot be read fails its own events only: the others in that call
-/// are stored.
+/// Enqueues waiting together are stored by one script call across partitions, and a key
+/// that cannot be used fails only the events that need it: an account's record its
+/// account's, a partition's ready set that partition's accounts', an idempotency key its
+/// event. The call stores every other event.
 #[tokio::test]
-async fn one_unreadable_account_fails_alone_in_a_shared_enqueue() {
+async fn unusable_keys_fail_only_their_own_events_in_a_shared_enqueue() {
     let redis = RedisServer::start();
     let mut config = Config::default();
     config.redis.partitions = PARTITIONS;
     config.redis.url = redis.url().into();
     config.redis.key_prefix = "pe".into();
     let q = zenrelay::app::queue_for(&config).expect("queue builds");
-    let names: Vec<String> = (0..12).map(|n| format!("pe{n}")).collect();
-    let broken = &names[5];
-    let base = format!("pe:{{p{}}}", partition_of(broken, PARTITIONS));
-    expect_ok(redis.command(&["SET", &format!("{base}:acct:{broken}"), "broken"]));
-    let batch = |name: &String| EnqueueBatch {
-        account: name.clone(),
-        limit: RateLimit {
-            limit: 100,
-            window_ms: 60_000,
-        },
-        max_depth: 100,
-        idempotency_ttl_secs: 60,
-        events: vec![crate::support::plain_event(
-            EventId::new(partition_of(name, PARTITIONS)),
-            "e",
-        )],
+    let names: Vec<String> = (0..16).map(|n| format!("pe{n}")).collect();
+    let base = |name: &String| format!("pe:{{p{}}}", partition_of(name, PARTITIONS));
+    let batch = |name: &String, key: Option<&str>| {
+        let mut event =
+            crate::support::plain_event(EventId::new(partition_of(name, PARTITIONS)), "e");
+        event.idempotency = key.map(|k| (k.to_string(), "fp".to_string()));
+        EnqueueBatch {
+            account: name.clone(),
+            limit: RateLimit {
+                limit: 100,
+                window_ms: 60_000,
+            },
+            max_depth: 100,
+            idempotency_ttl_secs: 60,
+            events: vec![event],
+        }
     };
     // (the first enqueue also checks the layout)
-    q.enqueue(batch(&names[0])).await.unwrap();
+    q.enqueue(batch(&names[0], None)).await.unwrap();
+    // An account whose record is not a hash; a partition (of another account) whose ready
+    // set is not a sorted set; an idempotency key that is not a string.
+    let unreadable = &names[1];
+    let ready_broken = (partition_of(unreadable, PARTITIONS) + 1) % PARTITIONS;
+    let idem_broken = names
+        .iter()
+        .find(|n| partition_of(n, PARTITIONS) != ready_broken && *n != unreadable)
+        .unwrap();
+    let key_of = |name: &String| (name == idem_broken).then_some("k");
+    expect_ok(redis.command(&[
+        "SET",
+        &format!("{}:acct:{unreadable}", base(unreadable)),
+        "x",
+    ]));
+    expect_ok(redis.command(&["SET", &format!("pe:{{p{ready_broken}}}:ready"), "x"]));
+    expect_ok(redis.command(&[
+        "HSET",
+        &format!("{}:idem:{idem_broken}:k", base(idem_broken)),
+        "a",
+        "b",
+    ]));
     let evalsha = || {
         let stats = redis
             .info_field("commandstats", "cmdstat_evalsha")
@@ -206,29 +228,40 @@ async fn one_unreadable_account_fails_alone_in_a_shared_enqueue() {
         calls.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0)
     };
     let before = evalsha();
-    let results = futures::future::join_all(names.iter().map(|n| q.enqueue(batch(n)))).await;
+    let results =
+        futures::future::join_all(names.iter().map(|n| q.enqueue(batch(n, key_of(n))))).await;
     let calls = evalsha() - before;
     assert!(
         calls <= 3,
         "{} enqueues waiting together took {calls} script calls",
         names.len()
     );
+    let mut stored = 0;
+    for (name, result) in names.iter().zip(results) {
+        let fails = name == unreadable
+            || name == idem_broken
+            || partition_of(name, PARTITIONS) == ready_broken;
+        if fails {
+            let err = result.expect_err("an event that needs an unusable key is refused");
+            assert!(err.to_string().contains("WRONGTYPE"), "{name}: {err}");
+            continue;
+        }
+        let outcome = result.unwrap();
+        let [EnqueueOutcome::Stored { id, .. }] = &outcome[..] else {
+            panic!("{name}: {outcome:?}");
+        };
+        let record = q.event(&EventId::parse(id).unwrap()).await.unwrap();
+        assert_eq!(record.map(|r| r.status), Some(CallStatus::Queued), "{name}");
+        stored += 1;
+    }
     let partitions: std::collections::HashSet<u16> =
         names.iter().map(|n| partition_of(n, PARTITIONS)).collect();
-    assert!(partitions.len() > 1, "the accounts span partitions");
-    for (name, result) in names.iter().zip(results) {
-        if name == broken {
-            let err = result.expect_err("an unreadable account's event is refused");
-            assert!(err.to_string().contains("WRONGTYPE"), "{err}");
-        } else {
-            let outcome = result.unwrap();
-            let [EnqueueOutcome::Stored { id, .. }] = &outcome[..] else {
-                panic!("{name}: {outcome:?}");
-            };
-            let record = q.event(&EventId::parse(id).unwrap()).await.unwrap();
-            assert_eq!(record.map(|r| r.status), Some(CallStatus::Queued), "{name}");
-        }
-    }
+    assert_eq!(
+        partitions.len(),
+        usize::from(PARTITIONS),
+        "the accounts span partitions"
+    );
+    assert!(stored >= 6, "only {stored} stored");
 }
 
 /// Outcomes recorded in one round trip: those of a failing partition fail alone and are
