@@ -246,6 +246,8 @@ fn dead() -> Outcome {
 #[derive(Debug, Clone, Copy)]
 enum Op {
     Enqueue,
+    /// Enqueues of two accounts that share one script call.
+    EnqueueShared,
     Claim,
     Complete(fn() -> Outcome),
     /// The whole lease group of `ACCOUNT` (a:0, a:1, b:0) completed in one call:
@@ -277,6 +279,22 @@ async fn run(op: Op, q: &Queues) -> anyhow::Result<()> {
             ];
             events[0].idempotency = Some(("key-1".into(), "fp".into()));
             put(f, ACCOUNT, events).await
+        }
+        Op::EnqueueShared => {
+            setup_events(n).await;
+            let mut events = vec![
+                event("d", 3, Priority::Normal, 0),
+                event("e", 1, Priority::High, 0),
+            ];
+            events[0].idempotency = Some(("key-2".into(), "fp".into()));
+            // Three requests at once: the first is stored by a call of its own while the
+            // other two, of both accounts, wait, then share the next call.
+            let (alone, mine, other) = tokio::join!(
+                put(f, OTHER, vec![event("f", 1, Priority::Normal, 0)]),
+                put(f, ACCOUNT, events),
+                put(f, OTHER, vec![event("g", 2, Priority::High, 0)]),
+            );
+            alone.and(mine).and(other)
         }
         Op::Claim => {
             setup_events(n).await;
@@ -656,6 +674,7 @@ async fn fail_everywhere(backend: Backend<'_>, name: &str, op: Op) -> usize {
 async fn a_script_failing_after_any_write_strands_nothing(backend: Backend<'_>) {
     let ops: Vec<(&str, Op)> = vec![
         ("enqueue", Op::Enqueue),
+        ("enqueue of two accounts in one call", Op::EnqueueShared),
         ("claim", Op::Claim),
         ("complete delivered", Op::Complete(ok)),
         ("complete retry", Op::Complete(|| retry(50))),
