@@ -184,6 +184,7 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         "scripts/bench.sh"
         | "cargo bench --bench relay -- delivery"
         | "cargo bench --bench relay -- ingress delivery"
+        | "cargo bench --bench relay -- ingress"
         | "cargo bench --bench relay -- latency"
         | "cargo bench --bench relay -- cluster"
         | "cargo bench --bench relay -- script-time"
