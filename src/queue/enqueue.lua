@@ -53,8 +53,10 @@ end
 -- (tables built from a constructor of nils have room for one event's entries, the most
 -- common call: Lua grows an empty table by rehashing it at each power of two)
 local out = {nil}
--- per account with something to write: {base, account, record, limit, window, ids of
--- priority h, of n, whether its settings changed, its lists h and n}
+-- per account with something to write: {base, account, record (the HMGET's fields),
+-- limit, window, its new ids of priority h, of n, whether its settings changed, its lists
+-- h and n, then where its outcomes (in `out`), events (in `ekeys`) and idempotency keys
+-- (in `idems`) start and end}
 local plans = {nil}
 -- the events' keys and fields, the idempotency keys taken (key -> record) in the order
 -- taken

@@ -60,7 +60,8 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
 /// it made an account ready. `events` are the call's events in order, each its id and
 /// number of deliveries: the script answers a stored event with `ok` alone (building the
 /// triple would cost Redis a table per event), every other outcome as `{outcome, id, n}`,
-/// and an event whose account's records could not be read as `{'error', message}`.
+/// and an event that needed a key that could not be used (its account's, its partition's
+/// or its idempotency key) as `{'error', message}`.
 pub(super) fn parse_enqueue_reply<'e>(
     reply: Value,
     events: impl IntoIterator<Item = (&'e str, u64)>,
@@ -89,6 +90,7 @@ pub(super) fn parse_enqueue_reply<'e>(
             }
             let item = array(item)?;
             let kind = item.first().and_then(text).unwrap_or_default();
+            // the earlier event's id, or an error's message
             let id = item.get(1).and_then(text).unwrap_or_default();
             let n = item.get(2).and_then(int).unwrap_or(0).max(0) as u64;
             Ok(Ok(match kind.as_str() {
@@ -97,7 +99,7 @@ pub(super) fn parse_enqueue_reply<'e>(
                 "full" => EnqueueOutcome::QueueFull,
                 "error" => {
                     return Ok(Err(QueueError::Unavailable(format!(
-                        "the account's records could not be read: {id}"
+                        "a key this event needs could not be used: {id}"
                     ))))
                 }
                 other => return Err(QueueError::Protocol(format!("enqueue answered {other:?}"))),
@@ -107,9 +109,8 @@ pub(super) fn parse_enqueue_reply<'e>(
     Ok((outcomes, ready))
 }
 
-/// What [`parse_enqueue_reply`] reads: each event's outcome (an error when its account's
-/// records could not be read) and the bases of the partitions where an account became
-/// ready.
+/// What [`parse_enqueue_reply`] reads: each event's outcome (an error when a key it needs
+/// could not be used) and the bases of the partitions where an account became ready.
 pub(super) type EnqueueReply = (Vec<Result<EnqueueOutcome, QueueError>>, Vec<String>);
 
 /// The accounts a complete call freed whose window is full, each with the time until it

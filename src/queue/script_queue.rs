@@ -586,15 +586,6 @@ impl<T: Transport> ScriptQueue<T> {
             .iter()
             .map(|call| self.enqueue_args(call, &group))
             .collect();
-        let partitions: Vec<Vec<u16>> = calls
-            .iter()
-            .map(|call| {
-                call.accounts
-                    .iter()
-                    .map(|members| group[members[0]].batch.partition())
-                    .collect()
-            })
-            .collect();
         // The commit runs in its own task: if the request that leads it goes away (its
         // client disconnected), the others still get the true outcome, never a false
         // "nothing stored" for events Redis did store.
@@ -608,7 +599,7 @@ impl<T: Transport> ScriptQueue<T> {
                 Ok(()) => transport.run_script_replicated(&script, &requests).await,
                 Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),
             };
-            for partition in answer_group(group, &calls, replies, &partitions) {
+            for partition in answer_group(group, &calls, replies) {
                 announcer.announce(&transport, Some(partition));
             }
         });
@@ -885,21 +876,25 @@ fn complete_script(helpers: &str, config: &QueueSettings) -> Script {
 
 /// Answers each request of `group` from the reply of its call, and returns the partitions
 /// whose accounts may have become ready (to announce). Each call stands alone: a failing
-/// call fails only its own requests, and an account whose records the script could not
-/// read only its own.
+/// call fails only its own requests, and a key the script could not use only the requests
+/// whose events need it.
 fn answer_group(
     group: Vec<PendingEnqueue>,
     calls: &[EnqueueCall],
     replies: Vec<Result<Value, QueueError>>,
-    partitions: &[Vec<u16>],
 ) -> Vec<u16> {
     let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
     let mut announce: Vec<u16> = Vec::new();
-    for ((call, reply), partitions) in calls.iter().zip(replies).zip(partitions) {
+    for (call, reply) in calls.iter().zip(replies) {
         // A failed call may still have run (its reply lost to a timeout, or it failed
-        // part-way) and made its accounts ready: announced too.
+        // part-way) and made its accounts ready: their partitions are announced too.
         if reply.is_err() {
-            announce.extend(partitions);
+            announce.extend(
+                call.accounts
+                    .iter()
+                    .filter_map(|members| group[members[0]].as_ref())
+                    .map(|p| p.batch.partition()),
+            );
         }
         // the call's events in the order of its arguments: what an `ok` answers
         let events = call
