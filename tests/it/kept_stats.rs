@@ -49,10 +49,7 @@ async fn put(q: &RedisQueue, account: &str) {
 
 /// How many `SSCAN`s Redis has run.
 fn sscans(redis: &RedisServer) -> u64 {
-    redis
-        .info_field("commandstats", "cmdstat_sscan")
-        .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse().ok())
-        .unwrap_or(0)
+    redis.command_calls("sscan")
 }
 
 fn shown(stats: &QueueStats) -> serde_json::Value {

@@ -3,12 +3,15 @@
 //! other partitions go on in the same round trips, and the broken partition's work waits
 //! and resumes by itself, nothing lost.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId};
-use zenrelay::queue::{CallStatus, Completion, EnqueueBatch, EnqueueOutcome, Outcome, RateLimit};
+use zenrelay::queue::{
+    CallStatus, Completion, EnqueueBatch, EnqueueOutcome, Outcome, Queue, RateLimit,
+};
 
 use crate::support::*;
 
@@ -33,6 +36,32 @@ fn accounts(stem: &str, partition: u16) -> (Vec<String>, Vec<String>) {
         }
     }
     (inside, outside)
+}
+
+/// A queue of `PARTITIONS` partitions on `redis`, under key prefix `prefix`.
+fn queue_on(redis: &RedisServer, prefix: &str) -> Arc<dyn Queue> {
+    let mut config = Config::default();
+    config.redis.partitions = PARTITIONS;
+    config.redis.url = redis.url().into();
+    config.redis.key_prefix = prefix.into();
+    zenrelay::app::queue_for(&config).expect("queue builds")
+}
+
+/// A batch of one plain event of `account` (limit 100 per minute).
+fn one_event(account: &str) -> EnqueueBatch {
+    EnqueueBatch {
+        account: account.into(),
+        limit: RateLimit {
+            limit: 100,
+            window_ms: 60_000,
+        },
+        max_depth: 100,
+        idempotency_ttl_secs: 60,
+        events: vec![crate::support::plain_event(
+            EventId::new(partition_of(account, PARTITIONS)),
+            "e",
+        )],
+    }
 }
 
 /// A gateway (with the admin client and runtime accounts) on a Redis of its own, under key
@@ -175,27 +204,13 @@ async fn a_failing_partition_holds_back_only_its_own_accounts() {
 #[tokio::test]
 async fn unusable_keys_fail_only_their_own_events_in_a_shared_enqueue() {
     let redis = RedisServer::start();
-    let mut config = Config::default();
-    config.redis.partitions = PARTITIONS;
-    config.redis.url = redis.url().into();
-    config.redis.key_prefix = "pe".into();
-    let q = zenrelay::app::queue_for(&config).expect("queue builds");
+    let q = queue_on(&redis, "pe");
     let names: Vec<String> = (0..16).map(|n| format!("pe{n}")).collect();
     let base = |name: &String| format!("pe:{{p{}}}", partition_of(name, PARTITIONS));
     let batch = |name: &String, key: Option<&str>| {
-        let mut event =
-            crate::support::plain_event(EventId::new(partition_of(name, PARTITIONS)), "e");
-        event.idempotency = key.map(|k| (k.to_string(), "fp".to_string()));
-        EnqueueBatch {
-            account: name.clone(),
-            limit: RateLimit {
-                limit: 100,
-                window_ms: 60_000,
-            },
-            max_depth: 100,
-            idempotency_ttl_secs: 60,
-            events: vec![event],
-        }
+        let mut batch = one_event(name);
+        batch.events[0].idempotency = key.map(|k| (k.to_string(), "fp".to_string()));
+        batch
     };
     // (the first enqueue also checks the layout)
     q.enqueue(batch(&names[0], None)).await.unwrap();
@@ -220,17 +235,10 @@ async fn unusable_keys_fail_only_their_own_events_in_a_shared_enqueue() {
         "a",
         "b",
     ]));
-    let evalsha = || {
-        let stats = redis
-            .info_field("commandstats", "cmdstat_evalsha")
-            .unwrap_or_default();
-        let calls = stats.split(',').find_map(|f| f.strip_prefix("calls="));
-        calls.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0)
-    };
-    let before = evalsha();
+    let before = redis.command_calls("evalsha");
     let results =
         futures::future::join_all(names.iter().map(|n| q.enqueue(batch(n, key_of(n))))).await;
-    let calls = evalsha() - before;
+    let calls = redis.command_calls("evalsha") - before;
     assert!(
         calls <= 3,
         "{} enqueues waiting together took {calls} script calls",
@@ -269,30 +277,10 @@ async fn unusable_keys_fail_only_their_own_events_in_a_shared_enqueue() {
 #[tokio::test]
 async fn a_failing_partition_fails_only_its_own_completions() {
     let redis = RedisServer::start();
-    let mut config = Config::default();
-    config.redis.partitions = PARTITIONS;
-    config.redis.url = redis.url().into();
-    config.redis.key_prefix = "pc".into();
-    let q = zenrelay::app::queue_for(&config).expect("queue builds");
+    let q = queue_on(&redis, "pc");
     let (inside, outside) = accounts("pc", 1);
-    let limit = RateLimit {
-        limit: 100,
-        window_ms: 60_000,
-    };
     for name in [&inside[0], &outside[0]] {
-        let outcome = q
-            .enqueue(EnqueueBatch {
-                account: name.clone(),
-                limit,
-                max_depth: 100,
-                idempotency_ttl_secs: 60,
-                events: vec![crate::support::plain_event(
-                    EventId::new(partition_of(name, PARTITIONS)),
-                    "e",
-                )],
-            })
-            .await
-            .unwrap();
+        let outcome = q.enqueue(one_event(name)).await.unwrap();
         assert!(matches!(outcome[0], EnqueueOutcome::Stored { .. }));
     }
     let requests: Vec<(u16, usize)> = (0..PARTITIONS).map(|p| (p, 4)).collect();

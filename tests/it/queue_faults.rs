@@ -183,6 +183,17 @@ async fn put(q: &dyn Queue, account: &str, events: Vec<NewEvent>) -> anyhow::Res
     Ok(())
 }
 
+/// The events an enqueue under test stores for `ACCOUNT`: one of three calls with the
+/// idempotency key `key`, and one of high priority.
+fn new_events(key: &str) -> Vec<NewEvent> {
+    let mut events = vec![
+        event("d", 3, Priority::Normal, 0),
+        event("e", 1, Priority::High, 0),
+    ];
+    events[0].idempotency = Some((key.into(), "fp".into()));
+    events
+}
+
 /// Two events of `ACCOUNT` (the first with two calls) and one of `OTHER`.
 async fn setup_events(q: &dyn Queue) {
     put(
@@ -273,25 +284,15 @@ async fn run(op: Op, q: &Queues) -> anyhow::Result<()> {
     match op {
         Op::Enqueue => {
             setup_events(n).await;
-            let mut events = vec![
-                event("d", 3, Priority::Normal, 0),
-                event("e", 1, Priority::High, 0),
-            ];
-            events[0].idempotency = Some(("key-1".into(), "fp".into()));
-            put(f, ACCOUNT, events).await
+            put(f, ACCOUNT, new_events("key-1")).await
         }
         Op::EnqueueShared => {
             setup_events(n).await;
-            let mut events = vec![
-                event("d", 3, Priority::Normal, 0),
-                event("e", 1, Priority::High, 0),
-            ];
-            events[0].idempotency = Some(("key-2".into(), "fp".into()));
             // Three requests at once: the first is stored by a call of its own while the
             // other two, of both accounts, wait, then share the next call.
             let (alone, mine, other) = tokio::join!(
                 put(f, OTHER, vec![event("f", 1, Priority::Normal, 0)]),
-                put(f, ACCOUNT, events),
+                put(f, ACCOUNT, new_events("key-2")),
                 put(f, OTHER, vec![event("g", 2, Priority::High, 0)]),
             );
             alone.and(mine).and(other)

@@ -254,6 +254,14 @@ impl RedisServer {
             .map(|v| v.trim().to_string())
     }
 
+    /// How many times Redis has run `command` (lower case, e.g. `evalsha`), from
+    /// `INFO commandstats` (which counts the commands scripts call too).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        self.info_field("commandstats", &format!("cmdstat_{command}"))
+            .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Number of keys in the database.
     pub fn dbsize(&self) -> i64 {
         self.command(&["DBSIZE"])
