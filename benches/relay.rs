@@ -132,6 +132,18 @@ async fn start_gateway(redis: u16, prefix: &str, delivery: &str, accounts: &str)
 /// A gateway whose `[redis]` section holds `redis` (where the store is) and the bench's
 /// own settings.
 async fn start_gateway_on(redis: &str, prefix: &str, delivery: &str, accounts: &str) -> Gateway {
+    start_gateway_via(&[], redis, prefix, delivery, accounts).await
+}
+
+/// As [`start_gateway_on`], with the gateway run by `launcher` (a program and its
+/// arguments, such as valgrind's) when it is not empty.
+async fn start_gateway_via(
+    launcher: &[String],
+    redis: &str,
+    prefix: &str,
+    delivery: &str,
+    accounts: &str,
+) -> Gateway {
     let port = free_port();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[redis]\n{redis}\nkey_prefix = \"{prefix}\"\npool_size = 4\n\
@@ -142,7 +154,16 @@ async fn start_gateway_on(redis: &str, prefix: &str, delivery: &str, accounts: &
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_zenrelay"))
+    let exe = env!("CARGO_BIN_EXE_zenrelay");
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let child = command
         .arg("serve")
         .arg("--config")
         .arg(&path)
@@ -151,7 +172,9 @@ async fn start_gateway_on(redis: &str, prefix: &str, delivery: &str, accounts: &
         .expect("zenrelay serve");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    for _ in 0..200 {
+    // (under valgrind a start takes several seconds)
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
         if http
             .get(format!("{base}/readyz"))
             .send()
@@ -212,27 +235,37 @@ fn wrk(url: &str, auth: bool, seconds: u64) -> (f64, f64) {
 fn bare_axum(threads: usize) -> u16 {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let app = Router::new().route(
-                "/v1/accounts/{account}/notify",
-                post(|| async {
-                    (
-                        http::StatusCode::ACCEPTED,
-                        axum::Json(json!({"id": "x", "account": "acme", "deliveries": 1})),
-                    )
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let _ = tx.send(listener.local_addr().unwrap().port());
-            axum::serve(listener, app).await
+        serve_bare(0, threads, |port| {
+            let _ = tx.send(port);
         })
     });
     rx.recv().expect("bare axum port")
+}
+
+/// Serves the bare axum handler on `port` (0: any free one, told to `bound`) with `threads`
+/// worker threads, until the process exits.
+fn serve_bare(port: u16, threads: usize, bound: impl FnOnce(u16)) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let app = Router::new().route(
+            "/v1/accounts/{account}/notify",
+            post(|| async {
+                (
+                    http::StatusCode::ACCEPTED,
+                    axum::Json(json!({"id": "x", "account": "acme", "deliveries": 1})),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bare axum listener");
+        bound(listener.local_addr().expect("bound").port());
+        let _ = axum::serve(listener, app).await;
+    });
 }
 
 async fn post_batches(base: &str, accounts: &[String], per_account: usize) -> usize {
@@ -293,7 +326,18 @@ async fn wait_arrivals(arrivals: &Arrivals, n: usize, timeout: Duration) -> Inst
     }
 }
 
+/// Set to a port, the benchmark binary serves only the bare axum handler there (see
+/// `cost-gateway`, which runs it under callgrind).
+const BARE_PORT_VAR: &str = "ZENRELAY_BENCH_BARE_PORT";
+
 fn main() {
+    if let Some(port) = std::env::var(BARE_PORT_VAR)
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+    {
+        serve_bare(port, 2, |_| {});
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

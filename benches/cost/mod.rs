@@ -29,6 +29,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use zenrelay::metrics::STATS_MAX_AGE;
 
+mod gateway;
+
 use super::support::{free_port, Proc};
 use super::{
     accounts_toml, embedded, post_batches, start_gateway, start_gateway_on, start_redis,
@@ -36,7 +38,7 @@ use super::{
 };
 
 /// The phases, by the name that selects them; none runs unless named.
-pub const PHASES: [&str; 8] = [
+pub const PHASES: [&str; 9] = [
     "cost-ingress",
     "cost-batch",
     "cost-delivery-slow",
@@ -45,6 +47,7 @@ pub const PHASES: [&str; 8] = [
     "cost-cluster",
     "cost-idle",
     "cost-ops",
+    "cost-gateway",
 ];
 
 /// Accounts of the ingress, batch, slow delivery and idle loads.
@@ -102,7 +105,8 @@ pub async fn run(named: &[String]) {
             "cost-delivery-limited" => delivery_limited().await,
             "cost-cluster" => cluster().await,
             "cost-idle" => idle().await,
-            _ => ops().await,
+            "cost-ops" => ops().await,
+            _ => gateway::run().await,
         }
     }
 }
@@ -151,15 +155,8 @@ impl Redis {
         let _ = std::fs::create_dir_all(&data);
         let mut cmd = match &dir {
             Some(dir) => {
-                let mut cmd = Command::new("valgrind");
-                cmd.arg("--tool=callgrind")
-                    .arg("--instr-atstart=no")
-                    .arg(format!(
-                        "--callgrind-out-file={}/callgrind.out.%p",
-                        dir.display()
-                    ))
-                    .arg(format!("--log-file={}/valgrind.%p.log", dir.display()))
-                    .arg("redis-server");
+                let mut cmd = callgrind_command(dir);
+                cmd.arg("redis-server");
                 cmd
             }
             None => Command::new("redis-server"),
@@ -184,28 +181,36 @@ impl Redis {
         Redis {
             _proc: proc,
             port,
-            callgrind: dir.map(|dir| Callgrind { pid, dir, dumps: 0 }),
+            callgrind: dir.map(|dir| Callgrind::of(pid, dir)),
         }
     }
 
     /// Starts counting: zeroes the counters and turns instrumentation on.
     fn zero(&self) {
         if let Some(c) = &self.callgrind {
-            c.control(&["-z"]);
-            c.control(&["-i", "on"]);
+            c.zero();
         }
     }
 
     /// Stops counting: dumps the counters as `label` and turns instrumentation off.
     /// Answers the instructions counted since [`Redis::zero`], if under callgrind.
     fn dump(&mut self, label: &str) -> Option<u64> {
-        let c = self.callgrind.as_mut()?;
-        c.control(&["-d", label]);
-        c.control(&["-i", "off"]);
-        c.dumps += 1;
-        let file = c.dir.join(format!("callgrind.out.{}.{}", c.pid, c.dumps));
-        Some(dump_total(&file, label))
+        Some(self.callgrind.as_mut()?.dump(label))
     }
+}
+
+/// `valgrind` running a program (the arguments that follow) under callgrind with
+/// instrumentation off, its dumps and log kept in `dir`.
+fn callgrind_command(dir: &FsPath) -> Command {
+    let mut cmd = Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
+        .arg("--instr-atstart=no")
+        .arg(format!(
+            "--callgrind-out-file={}/callgrind.out.%p",
+            dir.display()
+        ))
+        .arg(format!("--log-file={}/valgrind.%p.log", dir.display()));
+    cmd
 }
 
 impl Redis {
@@ -218,6 +223,29 @@ impl Redis {
 }
 
 impl Callgrind {
+    /// Control of the process `pid`, started by [`callgrind_command`] with `dir`.
+    fn of(pid: u32, dir: PathBuf) -> Callgrind {
+        Callgrind { pid, dir, dumps: 0 }
+    }
+
+    /// Starts counting: zeroes the counters and turns instrumentation on.
+    fn zero(&self) {
+        self.control(&["-z"]);
+        self.control(&["-i", "on"]);
+    }
+
+    /// Stops counting: dumps the counters as `label` and turns instrumentation off.
+    /// Answers the instructions counted since [`Callgrind::zero`].
+    fn dump(&mut self, label: &str) -> u64 {
+        self.control(&["-d", label]);
+        self.control(&["-i", "off"]);
+        self.dumps += 1;
+        let file = self
+            .dir
+            .join(format!("callgrind.out.{}.{}", self.pid, self.dumps));
+        dump_total(&file, label)
+    }
+
     /// Runs `callgrind_control <args> <pid>`, which returns once Redis has acted on it.
     fn control(&self, args: &[&str]) {
         let status = Command::new("callgrind_control")
