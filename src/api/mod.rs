@@ -15,6 +15,7 @@ pub mod ingress;
 pub mod openapi;
 pub mod proxy;
 pub mod proxy_notify;
+pub mod request_id;
 pub mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -24,12 +25,12 @@ use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::dashboard;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
+use request_id::RequestIdLayer;
 
 /// The documented routes: every one of them carries a `#[utoipa::path]` annotation and is
 /// registered from it, so the OpenAPI description and the router cannot drift apart.
@@ -73,18 +74,17 @@ pub fn router(state: AppState) -> Router {
         // again, and a request clones and polls through every box.
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(RequestIdLayer)
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                         let id = request
                             .headers()
-                            .get("x-request-id")
+                            .get(&request_id::X_REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("");
                         tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
                     }),
                 )
-                .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(DefaultBodyLimit::disable()),
         )
