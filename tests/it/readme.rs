@@ -189,7 +189,8 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         | "cargo bench --bench relay -- cluster"
         | "cargo bench --bench relay -- script-time"
         | "cargo bench --bench proxy"
-        | "scripts/redis-cost.sh" => {
+        | "scripts/redis-cost.sh"
+        | "scripts/gateway-cost.sh" => {
             Inline::NotRun("benchmarks: minutes of release builds and load; scripts checked to parse")
         }
         // The same script with the workloads it runs named (or its synopsis).
