@@ -31,18 +31,19 @@
 //! | `zenrelay_queue_up` | gauge | 1 when the queue storage answered the scrape, for one partition at least (queue gauges are absent otherwise) |
 //! | `zenrelay_queue_partitions_unread` | gauge | queue partitions that could not be read for this scrape (their shard down, say): their accounts' gauges are from an earlier read, or absent |
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics::{Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
 use crate::queue::QueueStats;
+use series::{Handles, Status};
+
+mod series;
 
 /// Bucket bounds of `zenrelay_delivery_latency_seconds`, from 10 ms to 1 h.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -65,51 +66,8 @@ pub struct Metrics {
     /// [`STATS_MAX_AGE`] share it, and concurrent scrapes wait for one read, so scraping
     /// (which needs no key) cannot keep Redis busy.
     stats: tokio::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<QueueStats>)>>,
-    /// The series recorded so far, by what names them (see [`Series`]).
-    series: RwLock<Series>,
-}
-
-/// The handles of the series recorded so far. Registering a series with the recorder
-/// hashes its name and labels and looks them up in the recorder's registry, which costs
-/// many times the increment itself, and ingress and delivery record on every request: the
-/// handle is registered once and kept. There are as many as series exported, which
-/// `metrics.per_account_max` bounds (a per-account series is kept only while those are
-/// exported).
-#[derive(Default)]
-struct Series {
-    /// Counters without an `account` label.
-    totals: Vec<(CounterKey, Counter)>,
-    /// Counters with an `account` label, by account.
-    of_accounts: HashMap<String, Vec<(CounterKey, Counter)>>,
-    /// `zenrelay_delivery_latency_seconds` without, and by, account.
-    latency: Option<Histogram>,
-    latency_of_accounts: HashMap<String, Histogram>,
-}
-
-/// A counter's name and `status` label: with its `account` label, if any, what names its
-/// series.
-type CounterKey = (&'static str, Status);
-
-/// The `status` label of a counter's series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    /// The counter has no `status` label.
-    None,
-    /// No answer came (`status="error"`).
-    Error,
-    /// The HTTP status answered.
-    Code(u16),
-}
-
-impl Status {
-    /// The labels it adds.
-    fn labels(self) -> Vec<Label> {
-        match self {
-            Status::None => Vec::new(),
-            Status::Error => vec![Label::new("status", "error")],
-            Status::Code(code) => vec![Label::new("status", code.to_string())],
-        }
-    }
+    /// The handles of the series recorded so far.
+    handles: Handles,
 }
 
 /// How long a queue snapshot serves scrapes.
@@ -144,7 +102,7 @@ impl Metrics {
             per_account: AtomicBool::new(known_accounts <= per_account_max),
             ttl_seconds: std::sync::atomic::AtomicU64::new(0),
             stats: tokio::sync::Mutex::new(None),
-            series: RwLock::default(),
+            handles: Handles::default(),
         };
         // Present from the start, so dashboards and alerts find every name.
         for name in [
@@ -171,65 +129,24 @@ impl Metrics {
     /// Increments `name` (with the `status` label `status`) by `n` in the aggregate and,
     /// when enabled, the account's series.
     fn count(&self, name: &'static str, account: &str, status: Status, n: u64) {
-        self.total(name, status).increment(n);
+        self.handles
+            .counter(&self.recorder, name, None, status)
+            .increment(n);
         if self.per_account.load(Ordering::Relaxed) {
-            self.of_account(name, account, status).increment(n);
+            self.handles
+                .counter(&self.recorder, name, Some(account), status)
+                .increment(n);
         }
-    }
-
-    /// The counter `name` without an `account` label, registered at its first use.
-    fn total(&self, name: &'static str, status: Status) -> Counter {
-        let key = (name, status);
-        let found = |series: &Series| {
-            series
-                .totals
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, c)| c.clone())
-        };
-        if let Some(counter) = found(&self.series.read().unwrap_or_else(PoisonError::into_inner)) {
-            return counter;
-        }
-        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(counter) = found(&series) {
-            return counter;
-        }
-        let counter = self.counter(name, status.labels());
-        series.totals.push((key, counter.clone()));
-        counter
-    }
-
-    /// The counter `name` of `account`, registered at its first use.
-    fn of_account(&self, name: &'static str, account: &str, status: Status) -> Counter {
-        let key = (name, status);
-        let found = |series: &Series| {
-            series
-                .of_accounts
-                .get(account)
-                .and_then(|of| of.iter().find(|(k, _)| *k == key))
-                .map(|(_, c)| c.clone())
-        };
-        if let Some(counter) = found(&self.series.read().unwrap_or_else(PoisonError::into_inner)) {
-            return counter;
-        }
-        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(counter) = found(&series) {
-            return counter;
-        }
-        let mut labels = vec![Label::new("account", account.to_string())];
-        labels.extend(status.labels());
-        let counter = self.counter(name, labels);
-        series
-            .of_accounts
-            .entry(account.to_string())
-            .or_default()
-            .push((key, counter.clone()));
-        counter
     }
 
     /// `n` events of `account` were stored.
     pub fn events_accepted(&self, account: &str, n: u64) {
-        self.count("zenrelay_events_accepted_total", account, Status::None, n);
+        self.count(
+            "zenrelay_events_accepted_total",
+            account,
+            Status::Unlabelled,
+            n,
+        );
     }
 
     /// A Notify call of `account` got `status` from upstream (`None`: no answer).
@@ -248,49 +165,22 @@ impl Metrics {
 
     /// Upstream answered 429 for `account`.
     pub fn upstream_429(&self, account: &str) {
-        self.count("zenrelay_upstream_429_total", account, Status::None, 1);
+        self.count(
+            "zenrelay_upstream_429_total",
+            account,
+            Status::Unlabelled,
+            1,
+        );
     }
 
     /// A call of `account` was delivered `latency` after its event was accepted.
     pub fn delivered(&self, account: &str, latency: Duration) {
         let seconds = latency.as_secs_f64();
-        self.latency(None).record(seconds);
+        self.handles.latency(&self.recorder, None).record(seconds);
         if self.per_account.load(Ordering::Relaxed) {
-            self.latency(Some(account)).record(seconds);
-        }
-    }
-
-    /// `zenrelay_delivery_latency_seconds` of `account`, or without an `account` label,
-    /// registered at its first use.
-    fn latency(&self, account: Option<&str>) -> Histogram {
-        let found = |series: &Series| match account {
-            None => series.latency.clone(),
-            Some(a) => series.latency_of_accounts.get(a).cloned(),
-        };
-        if let Some(h) = found(&self.series.read().unwrap_or_else(PoisonError::into_inner)) {
-            return h;
-        }
-        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(h) = found(&series) {
-            return h;
-        }
-        let name = "zenrelay_delivery_latency_seconds";
-        match account {
-            None => {
-                let h = self
-                    .recorder
-                    .register_histogram(&Key::from_name(name), &METADATA);
-                series.latency = Some(h.clone());
-                h
-            }
-            Some(a) => {
-                let labels = vec![Label::new("account", a.to_string())];
-                let h = self
-                    .recorder
-                    .register_histogram(&Key::from_parts(name, labels), &METADATA);
-                series.latency_of_accounts.insert(a.to_string(), h.clone());
-                h
-            }
+            self.handles
+                .latency(&self.recorder, Some(account))
+                .record(seconds);
         }
     }
 
@@ -347,7 +237,10 @@ impl Metrics {
         match stats {
             Some(stats) => {
                 let fits = stats.accounts.len() <= self.per_account_max;
-                self.per_account.store(fits, Ordering::Relaxed);
+                let was = self.per_account.swap(fits, Ordering::Relaxed);
+                if was && !fits {
+                    self.handles.forget_accounts();
+                }
                 fits
             }
             None => self.per_account.load(Ordering::Relaxed),
@@ -570,6 +463,19 @@ mod tests {
         assert!(text.contains("zenrelay_events_accepted_total 7"), "{text}");
         assert!(
             text.contains("zenrelay_events_accepted_total{account=\"a1\"} 6"),
+            "{text}"
+        );
+        // back under the bound (the scrape above), the accounts' series count on from
+        // where they were, through handles registered again
+        m.notify_request("a0", Some(200));
+        m.delivered("a0", Duration::from_millis(20));
+        let text = m.render(Some(&stats(2)));
+        assert!(
+            text.contains("zenrelay_notify_requests_total{account=\"a0\",status=\"200\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("zenrelay_delivery_latency_seconds_count{account=\"a0\"} 4"),
             "{text}"
         );
     }
