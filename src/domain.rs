@@ -45,10 +45,11 @@ impl EventId {
         // (written in place: through `format!` this cost each stored event more than the
         // UUID itself)
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut buf = [0u8; 36];
-        uuid::Uuid::now_v7().simple().encode_lower(&mut buf[..32]);
+        const UUID: usize = uuid::fmt::Simple::LENGTH;
+        let mut buf = [0u8; UUID + 4];
+        uuid::Uuid::now_v7().simple().encode_lower(&mut buf[..UUID]);
         for (i, shift) in [12u16, 8, 4, 0].into_iter().enumerate() {
-            buf[32 + i] = HEX[usize::from((partition >> shift) & 0xf)];
+            buf[UUID + i] = HEX[usize::from((partition >> shift) & 0xf)];
         }
         // (hex digits only: always valid UTF-8)
         EventId(String::from_utf8_lossy(&buf).into_owned())
