@@ -20,7 +20,9 @@
 //! 5. Latency of a fresh account's event while 1,000 other accounts are backlogged.
 //!
 //! The `cost-*` phases (module `cost`) run only when named: `scripts/redis-cost.sh` runs
-//! them to count the instructions Redis executes per unit of work under callgrind. So does
+//! them to count the instructions Redis executes per unit of work under callgrind, and
+//! `scripts/gateway-cost.sh` runs `cost-gateway`, which counts the gateway's own per
+//! stored event against a bare axum handler's. So does
 //! `script-time` (module `script_time`): the longest script calls at 10,000 accounts and
 //! 100,000 queued events, from Redis's `SLOWLOG`.
 
@@ -335,7 +337,9 @@ fn main() {
         .ok()
         .and_then(|p| p.parse::<u16>().ok())
     {
-        serve_bare(port, 2, |_| {});
+        // (as many worker threads as the gateway's runtime has: one per core)
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        serve_bare(port, threads, |_| {});
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

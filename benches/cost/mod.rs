@@ -1,6 +1,7 @@
-//! Redis cost phases: the instructions Redis executes per unit of gateway work, counted by
+//! Cost phases: the instructions Redis executes per unit of gateway work, counted by
 //! callgrind. They run only when named (`cargo bench --bench relay -- cost-ops`), usually
-//! through `scripts/redis-cost.sh`.
+//! through `scripts/redis-cost.sh`. One, `cost-gateway` (module `gateway`, run by
+//! `scripts/gateway-cost.sh`), counts the gateway's own instructions instead.
 //!
 //! With `ZENRELAY_BENCH_CALLGRIND=<dir>` set, each phase starts its own `redis-server`
 //! under callgrind with instrumentation off (`--instr-atstart=no`), so start-up and the
@@ -95,7 +96,7 @@ pub async fn run(named: &[String]) {
         }
         assert!(
             !embedded(),
-            "the cost phases count Redis's work: unset ZENRELAY_BENCH_REDIS"
+            "the cost phases count work on a redis-server: unset ZENRELAY_BENCH_REDIS"
         );
         match phase {
             "cost-ingress" => ingress().await,
@@ -246,7 +247,8 @@ impl Callgrind {
         dump_total(&file, label)
     }
 
-    /// Runs `callgrind_control <args> <pid>`, which returns once Redis has acted on it.
+    /// Runs `callgrind_control <args> <pid>`, which returns once the process has acted on
+    /// it.
     fn control(&self, args: &[&str]) {
         let status = Command::new("callgrind_control")
             .args(args)
