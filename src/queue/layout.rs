@@ -58,6 +58,10 @@ use crate::domain::partition_of;
 /// The layout this release reads and writes.
 pub const LAYOUT_VERSION: u32 = 6;
 
+/// Characters of one time in an account's rate log (`rl`: Unix ms, 13 digits until the
+/// year 2286, back to back); the scripts index the log by it.
+pub(super) const RATE_LOG_STAMP: i64 = 13;
+
 /// The largest partition count a configuration accepts: old data is looked for in every
 /// partition up to it.
 const MAX_PARTITIONS: u16 = 4096;

@@ -135,7 +135,7 @@ use redis::Value;
 use tokio::sync::OnceCell;
 
 use super::announce::{announced_partitions, partition_of_base, Announcer};
-use super::layout::{self, LayoutScripts};
+use super::layout::{self, LayoutScripts, RATE_LOG_STAMP};
 use super::replies::{
     array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_complete_reply,
     parse_enqueue_reply, text,
@@ -246,10 +246,6 @@ fn sweep_interval(partitions: u16) -> u64 {
     let rounds = partitions.div_ceil(SWEEP_PARTITIONS).max(1);
     SWEEP_INTERVAL.as_millis() as u64 * u64::from(rounds)
 }
-
-/// Characters of one time in an account's rate log (`rl`: Unix ms, 13 digits until the
-/// year 2286, back to back); the scripts index the log by it.
-pub(super) const RATE_LOG_STAMP: i64 = 13;
 
 /// Longest pause of a partition's retention sweeps after they have visited all of its
 /// accounts (see `sweep_rest`).

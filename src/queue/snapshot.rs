@@ -31,8 +31,8 @@ use std::collections::HashMap;
 
 use redis::Value;
 
+use super::layout::RATE_LOG_STAMP;
 use super::replies::{array, bytes, int, text};
-use super::script_queue::RATE_LOG_STAMP;
 use super::{AccountStats, QueueError, QueueStats};
 
 /// How long a partition's change set remembers a change (ms): the claims' retention
