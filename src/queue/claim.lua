@@ -23,12 +23,15 @@
 -- group), records a send start for each (which complete.lua moves to when its answer
 -- came), leases them (writing nothing into their events: a call in flight is one whose
 -- lease is in the in-flight set) and marks the account busy with them.
--- Returns {ms until more work is due or -1, dead letters dropped, then per delivery its 9
--- fields: did, account, body, agent, attempts (this one included), lease token (the
--- lease's end, Redis ms), lease length (ms), place in its group, what a completion
--- need not read again (when the event has this one call: the claim's time, 13 digits,
--- then the attempts that ended, `at`, as read, or '-' when missing; else '')};
--- the wait is computed only when nothing was claimed, or all that was due was.
+-- Returns {ms until more work is due or -1, dead letters dropped, the claim's time (Redis
+-- ms), then per delivery its 7 fields: did, account, body, agent, attempts (this one
+-- included), lease token (the lease's end, Redis ms: the lease's length is its distance
+-- from the claim's time), what a completion need not read again (when the event has this
+-- one call: the claim's time, 13 digits, then the attempts that ended, `at`, as read, or
+-- '-' when missing; else '')}; the wait is computed only when nothing was claimed, or all
+-- that was due was. A lease group's deliveries come together and in order, and no other
+-- delivery of its account comes in the same reply (an account is claimed once per call),
+-- so the reply's runs of one account are its groups.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
 local max = ARGV[2]
@@ -334,8 +337,8 @@ end
 -- Entries dropped from the heads of the lists (stale, or expired into dead letters) by
 -- this call, across its accounts: past the budget, the rest wait for the next call.
 local stale_left = 32
-local out = {-1, 0}
--- (the deliveries leased: each adds its 9 fields to `out`, a flat list, as Redis turns
+local out = {-1, 0, now}
+-- (the deliveries leased: each adds its 7 fields to `out`, a flat list, as Redis turns
 -- each table of a reply into an array at a cost)
 local claimed = 0
 -- the earliest end of the leases this call granted
@@ -501,16 +504,14 @@ for a = 1, #accts do
           out[o + 4] = mev[4] or ''
           out[o + 5] = attempts
           out[o + 6] = token
-          out[o + 7] = token - now
-          out[o + 8] = i - 1
           if mev[6] ~= '1' then
-            out[o + 9] = ''
+            out[o + 7] = ''
           elseif mev[5] then
-            out[o + 9] = now_s .. mev[5]
+            out[o + 7] = now_s .. mev[5]
           else
             -- (a first attempt's, the same for every call of this claim, made once)
             first_seen = first_seen or now_s .. '-'
-            out[o + 9] = first_seen
+            out[o + 7] = first_seen
           end
           claimed = claimed + 1
         end

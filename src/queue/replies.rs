@@ -16,10 +16,14 @@ pub(super) fn call_status(text: &str) -> Result<CallStatus, QueueError> {
 }
 
 /// The fields of one claimed delivery in a claim's reply.
-const CLAIM_FIELDS: usize = 9;
+const CLAIM_FIELDS: usize = 7;
 
 /// The claimed deliveries, and how many dead letters the claim dropped. The reply is flat:
-/// the wait and the count, then each delivery's [`CLAIM_FIELDS`] fields in turn.
+/// the wait, the count and the claim's time (Redis ms), then each delivery's
+/// [`CLAIM_FIELDS`] fields in turn. A delivery's lease lasts from the claim's time to its
+/// token, and its place in its lease group is its place in the reply's run of its account
+/// (an account is claimed once per call, its group together and in order): the reply
+/// carries neither, as each value it carries costs Redis and the gateway's parser.
 pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), QueueError> {
     let mut reply = array(reply)?.into_iter();
     let next_due = reply
@@ -28,31 +32,36 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
         .filter(|ms| *ms >= 0)
         .map(|ms| Duration::from_millis(ms as u64));
     let dropped = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+    let claimed_at = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
     let fields: Vec<Value> = reply.collect();
     if fields.len() % CLAIM_FIELDS != 0 {
         return Err(QueueError::Protocol("short claim entry".into()));
     }
-    let items = fields
-        .chunks_exact(CLAIM_FIELDS)
-        .map(|f| {
-            let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
-            let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
-            let delivery_id = text(&f[0]).unwrap_or_default();
-            Claimed {
-                // the time the id carries (the event's `created`, Redis's time when it was
-                // stored, would cost each claim a field to read and one to answer)
-                created_ms: EventId::of_delivery(&delivery_id).map_or(0, |id| id.created_ms()),
-                delivery_id,
-                account: text(&f[1]).unwrap_or_default(),
-                body: NotifyPayload::from_stored(stored).upstream_bytes(agent),
-                attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
-                lease_token: int(&f[5]).unwrap_or(0).max(0) as u64,
-                lease: Duration::from_millis(int(&f[6]).unwrap_or(0).max(0) as u64),
-                group_index: int(&f[7]).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
-                seen: text(&f[8]).unwrap_or_default(),
-            }
-        })
-        .collect();
+    let mut items: Vec<Claimed> = Vec::with_capacity(fields.len() / CLAIM_FIELDS);
+    for f in fields.chunks_exact(CLAIM_FIELDS) {
+        let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
+        let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
+        let delivery_id = text(&f[0]).unwrap_or_default();
+        let account = text(&f[1]).unwrap_or_default();
+        let lease_token = int(&f[5]).unwrap_or(0).max(0) as u64;
+        let group_index = match items.last() {
+            Some(previous) if previous.account == account => previous.group_index + 1,
+            _ => 0,
+        };
+        items.push(Claimed {
+            // the time the id carries (the event's `created`, Redis's time when it was
+            // stored, would cost each claim a field to read and one to answer)
+            created_ms: EventId::of_delivery(&delivery_id).map_or(0, |id| id.created_ms()),
+            delivery_id,
+            account,
+            body: NotifyPayload::from_stored(stored).upstream_bytes(agent),
+            attempts: int(&f[4]).unwrap_or(1).max(1) as u32,
+            lease_token,
+            lease: Duration::from_millis(lease_token.saturating_sub(claimed_at)),
+            group_index,
+            seen: text(&f[6]).unwrap_or_default(),
+        });
+    }
     Ok((ClaimBatch { items, next_due }, dropped))
 }
 
@@ -228,38 +237,49 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_reply_is_read_nine_fields_to_a_delivery() {
-        let delivery = |did: &str, place: i64, seen: &str| {
+    fn a_claim_reply_is_read_seven_fields_to_a_delivery() {
+        let delivery = |did: &str, account: &str, token: i64, seen: &str| {
             vec![
                 bulk(did),
-                bulk("acme"),
+                bulk(account),
                 bulk(r#"{"app_id":1,"event":"e","body":"b"}"#),
                 bulk("7"),
                 Value::Int(2),
-                Value::Int(1_700_000_030_000 - place),
-                Value::Int(30_000 - place),
-                Value::Int(place),
+                Value::Int(token),
                 bulk(seen),
             ]
         };
-        let mut flat = vec![Value::Int(-1), Value::Int(3)];
+        // the wait, the dead letters dropped, the claim's time
+        let mut flat = vec![Value::Int(-1), Value::Int(3), Value::Int(1_700_000_000_000)];
         // (ids made at 1,700,000,000,000 ms, 0x18bcfe56800, and a millisecond later)
-        let (e, f) = (
+        let (e, f, g) = (
             "018bcfe568007c3a9d1e2f3a4b5c6d7e0003:0",
             "018bcfe568017c3a9d1e2f3a4b5c6d7e0003:1",
+            "018bcfe568017c3a9d1e2f3a4b5c6d7e0004:0",
         );
-        flat.extend(delivery(e, 0, "1700000000000-"));
-        flat.extend(delivery(f, 1, ""));
+        // a group of two of acme, then one of beta
+        flat.extend(delivery(e, "acme", 1_700_000_030_000, "1700000000000-"));
+        flat.extend(delivery(f, "acme", 1_700_000_029_999, ""));
+        flat.extend(delivery(g, "beta", 1_700_000_030_000, ""));
         let (batch, dropped) = parse_claim_reply(Value::Array(flat.clone())).unwrap();
         assert_eq!((batch.next_due, dropped), (None, 3));
-        let [first, second] = &batch.items[..] else {
-            panic!("two deliveries: {:?}", batch.items)
+        let [first, second, third] = &batch.items[..] else {
+            panic!("three deliveries: {:?}", batch.items)
         };
         assert_eq!((first.delivery_id.as_str(), first.group_index), (e, 0));
         assert_eq!((second.delivery_id.as_str(), second.group_index), (f, 1));
+        assert_eq!(
+            (
+                third.delivery_id.as_str(),
+                third.account.as_str(),
+                third.group_index
+            ),
+            (g, "beta", 0)
+        );
         assert_eq!((first.attempts, first.created_ms), (2, 1_700_000_000_000));
         assert_eq!(second.created_ms, 1_700_000_000_001);
         assert_eq!(second.lease_token, 1_700_000_029_999);
+        assert_eq!(first.lease, Duration::from_millis(30_000));
         assert_eq!(second.lease, Duration::from_millis(29_999));
         assert!(first.body.ends_with(br#","agent_id":7}"#));
         assert_eq!(
