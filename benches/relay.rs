@@ -44,7 +44,7 @@ mod support;
 mod cluster;
 mod cost;
 mod script_time;
-use support::{free_port, parse_wrk, CpuMeter, Proc};
+use support::{free_port, parse_wrk, wait_for_port, CpuMeter, Proc};
 
 const KEY: &str = "bench-client-key-0123456789";
 const CONCURRENCY: usize = 64;
@@ -76,13 +76,7 @@ fn start_redis() -> (Proc, u16) {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server");
-    // Ready once it accepts connections.
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, Duration::from_secs(10), "redis-server");
     (Proc(child), port)
 }
 

@@ -48,20 +48,5 @@ for name in "$@"; do
   esac
 done
 scripts/install-deps.sh --profile
-cargo bench --bench relay --no-run
-if [ -n "${REDIS_COST_OUT:-}" ]; then
-  out=$REDIS_COST_OUT
-  mkdir -p "$out"
-else
-  out=$(mktemp -d)
-  trap 'rm -rf "$out"' EXIT
-fi
-log="$out/bench.out"
-# The figures are Redis's: the gateways must not run on the embedded backend.
-unset ZENRELAY_BENCH_REDIS
-if ! ZENRELAY_BENCH_CALLGRIND=$(cd "$out" && pwd) cargo bench --bench relay -- "${phases[@]}" >"$log" 2>&1; then
-  cat "$log" >&2
-  exit 1
-fi
-# The phases print one `cost` line per figure: the figure, its count and its goal.
-sed -n 's/^cost  *//p' "$log"
+source scripts/cost-phases.sh
+run_cost_phases "${REDIS_COST_OUT:-}" "${phases[@]}"

@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::support::{free_port, CpuMeter, Proc};
+use super::support::{free_port, wait_for_port, CpuMeter, Proc};
 use super::{
     accounts_toml, embedded, post_batches, start_gateway_on, wait_arrivals, Bench, CONCURRENCY,
 };
@@ -51,11 +51,7 @@ pub fn start_cluster(n: usize) -> (Vec<Proc>, Vec<u16>) {
         ports.push(port);
     }
     for &port in &ports {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, Duration::from_secs(60), "redis-server");
     }
     join_cluster(&ports);
     (procs, ports)

@@ -1,7 +1,8 @@
 //! The gateway's own work per stored single event, counted by callgrind against a bare
 //! axum handler's per request: the CPU goal of single-event ingress (at most 1.6 times
 //! the bare handler) measured in instructions, which do not move with the machine's load
-//! as CPU time does (`cargo bench --bench relay -- ingress` measures that).
+//! as CPU time does (`cargo bench --bench relay -- ingress` measures that). And its work
+//! per delivered Notify call, with the delivery phase's load.
 //!
 //! The gateway (on a plain `redis-server`, delivery off) and then the bare handler (this
 //! benchmark's binary, started again to serve only it, with a worker thread per core as
@@ -11,14 +12,22 @@
 //! only: the system calls of each request (reading and writing its socket, the gateway's
 //! round trips to Redis) are left out of both. The requests in flight when the count
 //! stops (at most 64, of tens of thousands) are counted in part but not answered in it.
+//!
+//! Then a gateway under callgrind delivers a backlog of [`DELIVERY_ACCOUNTS`] accounts ×
+//! [`DELIVERY_PER_ACCOUNT`] events (stored beforehand by a plain gateway) to an instant
+//! receiver, counted from its first Notify call to the last answer, as the Redis cost
+//! phases count deliveries.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::{callgrind_command, Callgrind};
-use crate::support::{free_port, Proc};
-use crate::{accounts_toml, start_gateway_via, start_redis, wrk, BARE_PORT_VAR};
+use super::{callgrind_command, names, Callgrind, Receiver, DELIVERY, DELIVERY_OFF, NO_HISTORY};
+use crate::support::{free_port, wait_for_port, Proc};
+use crate::{
+    accounts_toml, post_batches, start_gateway_on, start_gateway_via, start_redis, wait_arrivals,
+    wrk, BARE_PORT_VAR,
+};
 
 /// Seconds of load counted on each server (under callgrind each answers a few thousand
 /// requests a second).
@@ -26,6 +35,11 @@ const SECONDS: u64 = 10;
 
 /// Seconds of load before the count: connections opened, buffers and caches warm.
 const WARM_UP_SECONDS: u64 = 3;
+
+/// The backlog the delivery count drains: accounts, and events of each (every call of an
+/// account in one lease group, as in the `delivery` Redis cost phase).
+const DELIVERY_ACCOUNTS: usize = 2_000;
+const DELIVERY_PER_ACCOUNT: usize = 3;
 
 /// Instructions per request of the gateway storing single events, of the bare handler,
 /// and their ratio.
@@ -62,12 +76,8 @@ pub async fn run() {
         .spawn()
         .expect("the bare handler under valgrind");
     let bare = Proc(bare);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the bare handler did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut callgrind = Callgrind::of(bare.0.id(), dir);
+    wait_for_port(port, Duration::from_secs(120), "the bare handler");
+    let mut callgrind = Callgrind::of(bare.0.id(), dir.clone());
     let url = format!("http://127.0.0.1:{port}/v1/accounts/acme/notify");
     let bare_cost = count(&mut callgrind, "cost-bare", &url, false);
     drop(bare);
@@ -77,6 +87,55 @@ pub async fn run() {
         super::grouped(bare_cost),
         gateway_cost as f64 / bare_cost.max(1) as f64
     );
+
+    let delivered = deliver(&launcher, &dir, redis_port).await;
+    println!(
+        "cost     gateway, one delivered Notify call ({DELIVERY_ACCOUNTS} accounts x {DELIVERY_PER_ACCOUNT}, instant receiver): {} instructions",
+        super::grouped(delivered)
+    );
+}
+
+/// Instructions per delivered call of a gateway run by `launcher` (valgrind's, its dumps
+/// in `dir`), delivering a backlog stored on the Redis at `redis_port`.
+async fn deliver(launcher: &[String], dir: &std::path::Path, redis_port: u16) -> u64 {
+    let receiver = Receiver::start(0..=0).await;
+    let accounts = names("g", DELIVERY_ACCOUNTS);
+    let config = accounts_toml(&accounts, receiver.port);
+    let redis = format!("url = \"redis://127.0.0.1:{redis_port}/0\"");
+    let total = DELIVERY_ACCOUNTS * DELIVERY_PER_ACCOUNT;
+    let ingress = start_gateway_on(
+        &redis,
+        "gd",
+        &format!("{DELIVERY}\n{DELIVERY_OFF}"),
+        &config,
+    )
+    .await;
+    let stored = post_batches(&ingress.base, &accounts, DELIVERY_PER_ACCOUNT).await;
+    assert_eq!(stored, total, "backlog not fully stored");
+    drop(ingress);
+    let worker = start_gateway_via(
+        launcher,
+        &redis,
+        "gd",
+        &format!("{DELIVERY}{NO_HISTORY}"),
+        &config,
+    )
+    .await;
+    let mut callgrind = Callgrind::of(worker.proc.0.id(), dir.to_path_buf());
+    // The receiver holds the first calls until the count starts, so none is answered
+    // before it (the worker's first claims come before it, the record of the last
+    // outcomes after it).
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while receiver.calls.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no Notify call");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    callgrind.zero();
+    receiver.open.send_replace(true);
+    wait_arrivals(&receiver.arrivals, total, Duration::from_secs(1800)).await;
+    let instructions = callgrind.dump("cost-gateway-delivery");
+    drop(worker);
+    instructions / total as u64
 }
 
 /// valgrind's command line, ahead of the program it runs.

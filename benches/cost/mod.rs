@@ -32,7 +32,7 @@ use zenrelay::metrics::STATS_MAX_AGE;
 
 mod gateway;
 
-use super::support::{free_port, Proc};
+use super::support::{free_port, wait_for_port, Proc};
 use super::{
     accounts_toml, embedded, post_batches, start_gateway, start_gateway_on, start_redis,
     wait_arrivals, Arrivals, KEY,
@@ -173,12 +173,8 @@ impl Redis {
             .expect("redis-server (and valgrind, with ZENRELAY_BENCH_CALLGRIND)");
         let pid = child.id();
         let proc = Proc(child);
-        // Ready once it accepts connections (valgrind takes a few seconds to start it).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // (valgrind takes a few seconds to start it)
+        wait_for_port(port, Duration::from_secs(60), "redis-server");
         Redis {
             _proc: proc,
             port,

@@ -32,7 +32,7 @@ use redis::Value;
 use zenrelay::config::Config;
 use zenrelay::queue::redis::RedisQueue;
 
-use super::support::{free_port, Proc};
+use super::support::{free_port, wait_for_port, Proc};
 use super::{accounts_toml, post_batches, start_gateway, start_receiver};
 
 /// Accounts, and events queued for each.
@@ -426,11 +426,7 @@ fn start_redis() -> (Proc, u16, bool) {
         .spawn()
         .expect("redis-server");
     let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, Duration::from_secs(20), "redis-server");
     (proc, port, realtime)
 }
 

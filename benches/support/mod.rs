@@ -10,6 +10,16 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Waits until something accepts connections on 127.0.0.1:`port`, for at most `timeout`;
+/// panics naming `what` after that.
+pub fn wait_for_port(port: u16, timeout: std::time::Duration, what: &str) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A child process, killed when dropped.
 pub struct Proc(pub Child);
 
