@@ -35,7 +35,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use metrics::{Key, Label, Level, Metadata, Recorder};
+use metrics::{Level, Metadata};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -110,7 +110,7 @@ impl Metrics {
             "zenrelay_upstream_429_total",
             "zenrelay_dead_letters_dropped_total",
         ] {
-            metrics.counter(name, Vec::new()).absolute(0);
+            metrics.total(name).absolute(0);
         }
         Ok(metrics)
     }
@@ -121,9 +121,10 @@ impl Metrics {
         self
     }
 
-    fn counter(&self, name: &'static str, labels: Vec<Label>) -> metrics::Counter {
-        self.recorder
-            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    /// The counter `name` without labels.
+    fn total(&self, name: &'static str) -> metrics::Counter {
+        self.handles
+            .counter(&self.recorder, name, None, Status::Unlabelled)
     }
 
     /// Increments `name` (with the `status` label `status`) by `n` in the aggregate and,
@@ -158,7 +159,7 @@ impl Metrics {
     /// `n` dead letters were dropped after their retention.
     pub fn dead_letters_dropped(&self, n: u64) {
         if n > 0 {
-            self.counter("zenrelay_dead_letters_dropped_total", Vec::new())
+            self.total("zenrelay_dead_letters_dropped_total")
                 .increment(n);
         }
     }

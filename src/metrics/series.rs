@@ -26,15 +26,18 @@ pub(super) enum Status {
     Code(u16),
 }
 
-impl Status {
-    /// The labels it adds.
-    fn labels(self) -> Vec<Label> {
-        match self {
-            Status::Unlabelled => Vec::new(),
-            Status::Error => vec![Label::new("status", "error")],
-            Status::Code(code) => vec![Label::new("status", code.to_string())],
-        }
+/// The labels of a series: its `account` label, if any, then its `status` label, if any.
+fn labels(account: Option<&str>, status: Status) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(2);
+    if let Some(account) = account {
+        labels.push(Label::new("account", account.to_string()));
     }
+    match status {
+        Status::Unlabelled => {}
+        Status::Error => labels.push(Label::new("status", "error")),
+        Status::Code(code) => labels.push(Label::new("status", code.to_string())),
+    }
+    labels
 }
 
 /// A counter's name and `status` label: with its `account` label, if any, what names its
@@ -87,12 +90,8 @@ impl Handles {
                     .map(|(_, c)| c.clone())
             },
             |series| {
-                let mut labels: Vec<Label> = account
-                    .map(|a| Label::new("account", a.to_string()))
-                    .into_iter()
-                    .collect();
-                labels.extend(status.labels());
-                let counter = recorder.register_counter(&Key::from_parts(name, labels), &METADATA);
+                let key_of = Key::from_parts(name, labels(account, status));
+                let counter = recorder.register_counter(&key_of, &METADATA);
                 let list = match account {
                     None => &mut series.totals,
                     Some(a) => series.of_accounts.entry(a.to_string()).or_default(),
@@ -115,19 +114,16 @@ impl Handles {
                 None => series.latency.clone(),
                 Some(a) => series.latency_of_accounts.get(a).cloned(),
             },
-            |series| match account {
-                None => {
-                    let h = recorder.register_histogram(&Key::from_name(LATENCY), &METADATA);
-                    series.latency = Some(h.clone());
-                    h
+            |series| {
+                let key = Key::from_parts(LATENCY, labels(account, Status::Unlabelled));
+                let h = recorder.register_histogram(&key, &METADATA);
+                match account {
+                    None => series.latency = Some(h.clone()),
+                    Some(a) => {
+                        series.latency_of_accounts.insert(a.to_string(), h.clone());
+                    }
                 }
-                Some(a) => {
-                    let labels = vec![Label::new("account", a.to_string())];
-                    let h =
-                        recorder.register_histogram(&Key::from_parts(LATENCY, labels), &METADATA);
-                    series.latency_of_accounts.insert(a.to_string(), h.clone());
-                    h
-                }
+                h
             },
         )
     }
