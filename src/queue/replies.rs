@@ -32,7 +32,13 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
         .filter(|ms| *ms >= 0)
         .map(|ms| Duration::from_millis(ms as u64));
     let dropped = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
-    let claimed_at = reply.next().and_then(|v| int(&v)).unwrap_or(0).max(0) as u64;
+    // (without it no lease could be timed: a reply that lacks it is the script's error)
+    let claimed_at = reply
+        .next()
+        .and_then(|v| int(&v))
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| QueueError::Protocol("claim answered without its time".into()))?
+        as u64;
     let fields: Vec<Value> = reply.collect();
     if fields.len() % CLAIM_FIELDS != 0 {
         return Err(QueueError::Protocol("short claim entry".into()));
@@ -290,6 +296,11 @@ mod tests {
         flat.pop();
         assert!(matches!(
             parse_claim_reply(Value::Array(flat)),
+            Err(QueueError::Protocol(_))
+        ));
+        // so is a reply without the claim's time, which every lease is timed from
+        assert!(matches!(
+            parse_claim_reply(Value::Array(vec![Value::Int(-1), Value::Int(0)])),
             Err(QueueError::Protocol(_))
         ));
     }
