@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use zenrelay::config::Config;
-use zenrelay::domain::{partition_of, EventId};
+use zenrelay::domain::partition_of;
 use zenrelay::queue::redis::{RedisQueue, HELPERS};
-use zenrelay::queue::{
-    ChangeReads, Completion, EnqueueBatch, Outcome, Queue, QueueStats, RateLimit,
-};
+use zenrelay::queue::{ChangeReads, Completion, Outcome, Queue, QueueStats};
 
 use crate::support::RedisServer;
 
@@ -30,21 +28,9 @@ fn queue(redis: &RedisServer, reads: ChangeReads) -> RedisQueue {
 }
 
 async fn put(q: &RedisQueue, account: &str) {
-    q.enqueue(EnqueueBatch {
-        account: account.into(),
-        limit: RateLimit {
-            limit: 100,
-            window_ms: 60_000,
-        },
-        max_depth: 100,
-        idempotency_ttl_secs: 60,
-        events: vec![crate::support::plain_event(
-            EventId::new(partition_of(account, 1)),
-            "{}",
-        )],
-    })
-    .await
-    .expect("stored");
+    q.enqueue(crate::support::one_plain_batch(account, 1, "{}"))
+        .await
+        .expect("stored");
 }
 
 /// How many `SSCAN`s Redis has run.

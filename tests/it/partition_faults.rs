@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use zenrelay::config::Config;
 use zenrelay::domain::{partition_of, EventId};
-use zenrelay::queue::{
-    CallStatus, Completion, EnqueueBatch, EnqueueOutcome, Outcome, Queue, RateLimit,
-};
+use zenrelay::queue::{CallStatus, Completion, EnqueueBatch, EnqueueOutcome, Outcome, Queue};
 
 use crate::support::*;
 
@@ -49,19 +47,7 @@ fn queue_on(redis: &RedisServer, prefix: &str) -> Arc<dyn Queue> {
 
 /// A batch of one plain event of `account` (limit 100 per minute).
 fn one_event(account: &str) -> EnqueueBatch {
-    EnqueueBatch {
-        account: account.into(),
-        limit: RateLimit {
-            limit: 100,
-            window_ms: 60_000,
-        },
-        max_depth: 100,
-        idempotency_ttl_secs: 60,
-        events: vec![crate::support::plain_event(
-            EventId::new(partition_of(account, PARTITIONS)),
-            "e",
-        )],
-    }
+    crate::support::one_plain_batch(account, PARTITIONS, "e")
 }
 
 /// A gateway (with the admin client and runtime accounts) on a Redis of its own, under key

@@ -1025,6 +1025,26 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_zenrelay"))
 }
 
+/// A batch of `account` holding the one [`plain_event`] `name`, stored in its partition of
+/// `partitions`, under a limit of 100 calls per minute and a depth of 100.
+pub fn one_plain_batch(
+    account: &str,
+    partitions: u16,
+    name: &str,
+) -> zenrelay::queue::EnqueueBatch {
+    let id = zenrelay::domain::EventId::new(zenrelay::domain::partition_of(account, partitions));
+    zenrelay::queue::EnqueueBatch {
+        account: account.into(),
+        limit: zenrelay::queue::RateLimit {
+            limit: 100,
+            window_ms: 60_000,
+        },
+        max_depth: 100,
+        idempotency_ttl_secs: 60,
+        events: vec![plain_event(id, name)],
+    }
+}
+
 /// A new event `id` named `name` in app 1: normal priority, no time to live, one Notify
 /// call to every agent, no idempotency key.
 pub fn plain_event(id: zenrelay::domain::EventId, name: &str) -> zenrelay::queue::NewEvent {
