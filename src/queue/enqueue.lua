@@ -2,11 +2,19 @@
 -- KEYS[1] = <base>:ready of the first account (routes the call: on a Redis Cluster every
 --           account of a call is in that partition; a single server takes accounts of
 --           any partitions in one call)
--- ARGV = max_depth, idempotency_ttl_s,
---        then per account: base, account, limit, window_ms, count (its events),
---        then per event: id, priority ('h'|'n'), ttl_ms, body, n, agent_1 .. agent_n
---        ('' = every agent), idempotency key or '', and its fingerprint when there is a
---        key (most events have none: an argument costs Redis about 1,000)
+-- ARGV = max_depth, idempotency_ttl_s, and what most of the call's accounts and events
+--        share: limit, window_ms, ttl_ms;
+--        then per account: base, account, count (its events), and its limit and window:
+--        '' when they are the call's, else limit then window_ms;
+--        then per event: id, form, body, and what the form says follows:
+--          ''  normal priority, the call's time to live, one call to every agent, no
+--              idempotency key (most events);
+--          'k' the same, followed by an idempotency key and its fingerprint;
+--          'x' followed by priority ('h'|'n'), ttl_ms, n, agent_1 .. agent_n ('' =
+--              every agent), idempotency key or '', and its fingerprint when there is a
+--              key.
+--        (An argument costs Redis about 1,000 instructions, read and handed to Lua: most
+--        events need three.)
 -- The default rate limit is written into the script's text, ahead of its helpers (see
 -- `limit_settings` in script_queue.rs).
 -- Returns per event, in order, 'ok' when it was stored, else {outcome, id, n} with
@@ -31,6 +39,7 @@
 -- the accounts of every request waiting when it is sent, so that what a call costs by
 -- itself (the command, its first two arguments, the clock) is shared by their events.
 local max_depth, idem_ttl = tonumber(ARGV[1]), ARGV[2]
+local call_limit, call_window, call_ttl = ARGV[3], ARGV[4], ARGV[5]
 local now, now_s = now_ms()
 local try = redis.pcall
 
@@ -66,11 +75,17 @@ local idems, taken
 -- share theirs, converted and formatted once
 local last_ttl, last_exp
 
-local i = 3
+local i = 6
 while i <= #ARGV do
-  local base, acct, limit, window, count_s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-    ARGV[i + 4]
-  i = i + 5
+  local base, acct, count_s, limit = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local window = call_window
+  if limit == '' then
+    limit = call_limit
+    i = i + 4
+  else
+    window = ARGV[i + 4]
+    i = i + 5
+  end
   local count = 1
   if count_s ~= '1' then count = tonumber(count_s) end
   local qh, qn = base .. ':q:' .. acct .. ':h', base .. ':q:' .. acct .. ':n'
@@ -84,12 +99,21 @@ while i <= #ARGV do
   local out_from, ev_from, idem_from = #out + 1, #ekeys + 1, (idems and #idems or 0) + 1
   local pushed_h, pushed_n
   for _ = 1, count do
-    local eid, prio, ttl, body, n_s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-    local n = 1
-    if n_s ~= '1' then n = tonumber(n_s) end
-    local first_agent = i + 5
-    local ikey = ARGV[i + 5 + n]
-    i = i + 6 + n
+    local eid, form, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    i = i + 3
+    local prio, ttl, n_s, n, ikey = 'n', call_ttl, '1', 1, ''
+    -- (where the agents start: none in the short forms, whose one call goes to every agent)
+    local first_agent
+    if form == 'k' then
+      ikey = ARGV[i]
+      i = i + 1
+    elseif form ~= '' then
+      prio, ttl, n_s = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+      if n_s ~= '1' then n = tonumber(n_s) end
+      first_agent = i + 3
+      ikey = ARGV[i + 3 + n]
+      i = i + 4 + n
+    end
     -- (a fingerprint follows a key only)
     local fp
     if ikey ~= '' then
@@ -140,8 +164,8 @@ while i <= #ARGV do
           ids = pushed_n
         end
         ids[#ids + 1] = eid .. ':0'
-        local agent = ARGV[first_agent]
-        if agent ~= '' then
+        local agent = first_agent and ARGV[first_agent]
+        if agent and agent ~= '' then
           fields[#fields + 1] = 'ag0'
           fields[#fields + 1] = agent
         end

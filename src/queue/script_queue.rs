@@ -148,7 +148,7 @@ use super::{
     Freed, NewEvent, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention,
     PROCESS_STALE,
 };
-use crate::domain::{partition_of, EventId, NotifyPayload};
+use crate::domain::{partition_of, EventId, NotifyPayload, Priority};
 
 /// A lease group's lease grows, per member after the first, by the lease over this: about
 /// one send's time, so that a process that dies mid-group delays its other members by
@@ -605,13 +605,19 @@ impl<T: Transport> ScriptQueue<T> {
     }
 
     /// The routing base and arguments of one enqueue script call (see enqueue.lua): the
-    /// settings its requests share, then each account's base, account, limit, window and
-    /// event count, followed by its events.
+    /// settings its requests share and what most of its accounts and events share (those
+    /// of its first account and event), then each account's base, account, event count and
+    /// its limit and window unless they are the shared ones, followed by its events.
     fn enqueue_args(&self, call: &EnqueueCall, group: &[PendingEnqueue]) -> ScriptCall {
         let head = &group[call.accounts[0][0]].batch;
+        let shared_limit = head.limit;
+        let shared_ttl = head.events.first().map_or(0, |e| e.ttl_ms);
         let mut args: Vec<Vec<u8>> = vec![
             head.max_depth.to_string().into_bytes(),
             head.idempotency_ttl_secs.to_string().into_bytes(),
+            shared_limit.limit.to_string().into_bytes(),
+            shared_limit.window_ms.to_string().into_bytes(),
+            shared_ttl.to_string().into_bytes(),
         ];
         let mut routing = None;
         for members in &call.accounts {
@@ -620,41 +626,61 @@ impl<T: Transport> ScriptQueue<T> {
             let count: usize = members.iter().map(|&i| group[i].batch.events.len()).sum();
             args.push(base.as_bytes().to_vec());
             args.push(lead.account.as_bytes().to_vec());
-            args.push(lead.limit.limit.to_string().into_bytes());
-            args.push(lead.limit.window_ms.to_string().into_bytes());
             args.push(count.to_string().into_bytes());
+            if lead.limit == shared_limit {
+                args.push(Vec::new());
+            } else {
+                args.push(lead.limit.limit.to_string().into_bytes());
+                args.push(lead.limit.window_ms.to_string().into_bytes());
+            }
             routing.get_or_insert(base);
             for event in members.iter().flat_map(|&i| &group[i].batch.events) {
-                push_event_args(&mut args, event);
+                push_event_args(&mut args, event, shared_ttl);
             }
         }
         (routing.unwrap_or_default(), args)
     }
 }
 
-/// One event's arguments of an enqueue call (see enqueue.lua).
-fn push_event_args(args: &mut Vec<Vec<u8>>, event: &NewEvent) {
+/// One event's arguments of an enqueue call (see enqueue.lua): its id, its form and its
+/// body, then what its form does not assume. The short forms (`''`, and `k` with an
+/// idempotency key) stand for normal priority, the call's time to live `shared_ttl` and one
+/// Notify call to every agent.
+fn push_event_args(args: &mut Vec<Vec<u8>>, event: &NewEvent, shared_ttl: u64) {
+    let key = match &event.idempotency {
+        Some((key, fp)) if !key.is_empty() => Some((key, fp)),
+        _ => None,
+    };
+    let short = event.priority == Priority::Normal
+        && event.ttl_ms == shared_ttl
+        && event.agents.as_slice() == [None];
     args.push(event.id.as_str().as_bytes().to_vec());
-    args.push(event.priority.tag().as_bytes().to_vec());
-    args.push(event.ttl_ms.to_string().into_bytes());
+    args.push(match (short, key) {
+        (true, None) => Vec::new(),
+        (true, Some(_)) => b"k".to_vec(),
+        (false, _) => b"x".to_vec(),
+    });
     args.push(event.payload.stored().as_bytes().to_vec());
-    args.push(event.agents.len().to_string().into_bytes());
-    for agent in &event.agents {
-        args.push(
-            agent
-                .map(|a| a.to_string())
-                .unwrap_or_default()
-                .into_bytes(),
-        );
-    }
-    // the idempotency key, or '' (most events have none), and its fingerprint only with a
-    // key
-    match &event.idempotency {
-        Some((key, fp)) if !key.is_empty() => {
-            args.push(key.as_bytes().to_vec());
-            args.push(fp.as_bytes().to_vec());
+    if !short {
+        args.push(event.priority.tag().as_bytes().to_vec());
+        args.push(event.ttl_ms.to_string().into_bytes());
+        args.push(event.agents.len().to_string().into_bytes());
+        for agent in &event.agents {
+            args.push(
+                agent
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+                    .into_bytes(),
+            );
         }
-        _ => args.push(Vec::new()),
+        if key.is_none() {
+            args.push(Vec::new());
+        }
+    }
+    // the idempotency key and its fingerprint (in the long form, '' stands for no key)
+    if let Some((key, fp)) = key {
+        args.push(key.as_bytes().to_vec());
+        args.push(fp.as_bytes().to_vec());
     }
 }
 
@@ -1494,7 +1520,6 @@ impl<T: Transport> ScriptQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Priority;
     use crate::queue::NewEvent;
 
     fn batch(account: &str, events: usize, limit: u32) -> EnqueueBatch {

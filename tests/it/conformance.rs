@@ -409,6 +409,15 @@ async fn fairness_across_accounts(b: Backend) {
 }
 
 /// Two account names in the same partition.
+/// A name starting with `prefix` whose account is in the partition of `account`.
+fn sharing_a_partition_with(account: &str, prefix: &str) -> String {
+    let p = partition_of(account, PARTITIONS);
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|n| partition_of(n, PARTITIONS) == p)
+        .expect("some name shares the partition")
+}
+
 fn same_partition_pair() -> (String, String) {
     let first = "acct-a".to_string();
     let p = partition_of(&first, PARTITIONS);
@@ -890,6 +899,109 @@ async fn idempotency_dup_and_mismatch(b: Backend) {
         }
     }
     assert_eq!(acme_calls, 2, "stored once");
+}
+
+/// An enqueue call sends most events in a short form that leaves out what they share
+/// with the call (normal priority, the call's time to live, one call to every agent), and
+/// an account's limit only when it differs from the call's: events of every form, and an
+/// account of another limit, stored together keep what each was sent with.
+async fn every_form_of_an_enqueue_call_keeps_what_it_was_sent_with(b: Backend) {
+    let q = open(b).await;
+    let ev = |name: &str, ttl_ms: u64| {
+        let mut e = event_for("acme", name);
+        e.ttl_ms = ttl_ms;
+        e
+    };
+    let keyed = |mut e: NewEvent, key: &str| {
+        e.idempotency = Some((key.into(), format!("fp-{key}")));
+        e
+    };
+    // the first event's time to live (1 ms) is the call's: the short forms take it
+    let short = ev("short", 1);
+    let short_keyed = keyed(ev("short-keyed", 1), "k1");
+    let mut high = ev("high", 0);
+    high.priority = Priority::High;
+    let long_ttl = ev("long-ttl", 60_000);
+    let mut agents = keyed(ev("agents", 0), "k2");
+    agents.agents = vec![Some(1), Some(2)];
+    let mut agent = ev("agent", 0);
+    agent.agents = vec![Some(5)];
+    let acme_events = vec![short, short_keyed, high, long_ttl, agents, agent];
+    let narrow = RateLimit {
+        limit: 2,
+        window_ms: 60_000,
+    };
+    // (the three accounts share a partition, so that on every backend two of them can
+    // share a call)
+    let globex = sharing_a_partition_with("acme", "globex");
+    let initech = sharing_a_partition_with("acme", "initech");
+    let globex_events = ["g1", "g2", "g3"]
+        .iter()
+        .map(|n| event_for(&globex, n))
+        .collect();
+    // The first request goes alone; the two that wait for it share the next call.
+    let (_, acme, other) = tokio::join!(
+        put_with(&q, &initech, WIDE, 100, vec![event_for(&initech, "i")]),
+        put_with(&q, "acme", WIDE, 100, acme_events),
+        put_with(&q, &globex, narrow, 100, globex_events),
+    );
+    let acme: Vec<EventId> = acme.iter().map(stored).collect();
+    other.iter().for_each(|o| drop(stored(o)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let mut acme_calls = Vec::new();
+    let mut globex_calls = 0;
+    for _ in 0..10 {
+        for c in claim(&q).await {
+            if c.account == "acme" {
+                acme_calls.push(c.clone());
+            } else if c.account == globex {
+                globex_calls += 1;
+            }
+            done(&q, &c, ok()).await;
+        }
+    }
+    // priority first, the short ones expired with the call's time to live, then in order
+    let order: Vec<String> = acme_calls.iter().map(name).collect();
+    assert_eq!(order, ["high", "long-ttl", "agents", "agents", "agent"]);
+    assert!(acme_calls[2].body.ends_with(b",\"agent_id\":1}"));
+    assert!(acme_calls[3].body.ends_with(b",\"agent_id\":2}"));
+    assert!(acme_calls[4].body.ends_with(b",\"agent_id\":5}"));
+    assert!(!acme_calls[0].body.windows(8).any(|w| w == b"agent_id"));
+    for (i, status) in ["expired", "expired", "delivered", "delivered", "delivered"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(record(&q, &acme[i]).await.status, *status, "event {i}");
+    }
+    // the keys were stored with their events
+    let again = put_with(
+        &q,
+        "acme",
+        WIDE,
+        100,
+        vec![keyed(ev("short-keyed", 1), "k1")],
+    )
+    .await;
+    assert_eq!(
+        again[0],
+        EnqueueOutcome::Duplicate {
+            id: acme[1].to_string(),
+            deliveries: 1
+        }
+    );
+    let mut twice = keyed(ev("agents", 0), "k2");
+    twice.agents = vec![Some(1), Some(2)];
+    let again = put_with(&q, "acme", WIDE, 100, vec![twice]).await;
+    assert_eq!(
+        again[0],
+        EnqueueOutcome::Duplicate {
+            id: acme[4].to_string(),
+            deliveries: 2
+        }
+    );
+    // globex kept its own limit: two calls in its window
+    assert_eq!(globex_calls, 2);
 }
 
 async fn depth_cap_answers_queue_full(b: Backend) {
@@ -2217,6 +2329,7 @@ conformance!(
     dead_letters_keep_status_and_error,
     ttl_expiry_turns_queued_events_into_expired,
     idempotency_dup_and_mismatch,
+    every_form_of_an_enqueue_call_keeps_what_it_was_sent_with,
     depth_cap_answers_queue_full,
     event_records_follow_the_lifecycle,
     stats_counters_follow_the_lifecycle,
