@@ -15,6 +15,7 @@
 mod announce;
 pub mod cluster;
 pub mod connections;
+mod enqueue_calls;
 pub mod layout;
 pub mod memory;
 pub mod redis;

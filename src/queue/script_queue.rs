@@ -134,21 +134,20 @@ use async_trait::async_trait;
 use redis::Value;
 use tokio::sync::OnceCell;
 
-use super::announce::{announced_partitions, partition_of_base, Announcer};
+use super::announce::{announced_partitions, Announcer};
+use super::enqueue_calls::{answer_group, call_args, group_calls, PendingEnqueue};
 use super::layout::{self, LayoutScripts, RATE_LOG_STAMP};
 use super::replies::{
-    array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_complete_reply,
-    parse_enqueue_reply, text,
+    array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_complete_reply, text,
 };
 use super::snapshot::{parse_chunk, ChangeReads, Plan, Read, Snapshot};
 use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::{
     rfc3339_ms, CallStatus, ClaimBatch, Completion, DeadLetter, DeadLetterPage, DeadLetterResult,
     DeadLetterSelection, DeadReason, DeliveryStatus, EnqueueBatch, EnqueueOutcome, EventRecord,
-    Freed, NewEvent, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention,
-    PROCESS_STALE,
+    Freed, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention, PROCESS_STALE,
 };
-use crate::domain::{partition_of, EventId, NotifyPayload, Priority};
+use crate::domain::{partition_of, EventId, NotifyPayload};
 
 /// A lease group's lease grows, per member after the first, by the lease over this: about
 /// one send's time, so that a process that dies mid-group delays its other members by
@@ -214,12 +213,6 @@ pub struct ScriptQueue<T> {
     reads: ChangeReads,
 }
 
-/// An enqueue request waiting for its group commit.
-struct PendingEnqueue {
-    batch: EnqueueBatch,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>,
-}
-
 /// Most accounts claimed by one claim script call, so that no call holds Redis for long;
 /// larger claims take several calls in one round trip.
 const CLAIM_CHUNK: usize = 16;
@@ -277,11 +270,6 @@ const COMPLETE_CHUNK: usize = 16;
 /// Most completions in one complete script call: a run of one account longer than that
 /// (which lease groups of at most 64 do not make) is cut.
 const COMPLETE_CHUNK_MAX: usize = 128;
-
-/// Most events of several requests merged into one enqueue script call, so that no call
-/// holds Redis for long. One request's batch (at most 1,000 events, the API's cap) is
-/// never split: it is stored whole or not at all.
-const GROUP_MAX_EVENTS: usize = 64;
 
 impl<T: Transport> ScriptQueue<T> {
     /// The queue over `transport`.
@@ -580,7 +568,7 @@ impl<T: Transport> ScriptQueue<T> {
         );
         let requests: Vec<ScriptCall> = calls
             .iter()
-            .map(|call| self.enqueue_args(call, &group))
+            .map(|call| call_args(call, &group, |p| self.base(p)))
             .collect();
         // The commit runs in its own task: if the request that leads it goes away (its
         // client disconnected), the others still get the true outcome, never a false
@@ -602,85 +590,6 @@ impl<T: Transport> ScriptQueue<T> {
         // The task answers every request itself; a panic in it drops their senders, which
         // they see as an error.
         let _ = commit.await;
-    }
-
-    /// The routing base and arguments of one enqueue script call (see enqueue.lua): the
-    /// settings its requests share and what most of its accounts and events share (those
-    /// of its first account and event), then each account's base, account, event count and
-    /// its limit and window unless they are the shared ones, followed by its events.
-    fn enqueue_args(&self, call: &EnqueueCall, group: &[PendingEnqueue]) -> ScriptCall {
-        let head = &group[call.accounts[0][0]].batch;
-        let shared_limit = head.limit;
-        let shared_ttl = head.events.first().map_or(0, |e| e.ttl_ms);
-        let mut args: Vec<Vec<u8>> = vec![
-            head.max_depth.to_string().into_bytes(),
-            head.idempotency_ttl_secs.to_string().into_bytes(),
-            shared_limit.limit.to_string().into_bytes(),
-            shared_limit.window_ms.to_string().into_bytes(),
-            shared_ttl.to_string().into_bytes(),
-        ];
-        let mut routing = None;
-        for members in &call.accounts {
-            let lead = &group[members[0]].batch;
-            let base = self.base(lead.partition());
-            let count: usize = members.iter().map(|&i| group[i].batch.events.len()).sum();
-            args.push(base.as_bytes().to_vec());
-            args.push(lead.account.as_bytes().to_vec());
-            args.push(count.to_string().into_bytes());
-            if lead.limit == shared_limit {
-                args.push(Vec::new());
-            } else {
-                args.push(lead.limit.limit.to_string().into_bytes());
-                args.push(lead.limit.window_ms.to_string().into_bytes());
-            }
-            routing.get_or_insert(base);
-            for event in members.iter().flat_map(|&i| &group[i].batch.events) {
-                push_event_args(&mut args, event, shared_ttl);
-            }
-        }
-        (routing.unwrap_or_default(), args)
-    }
-}
-
-/// One event's arguments of an enqueue call (see enqueue.lua): its id, its form and its
-/// body, then what its form does not assume. The short forms (`''`, and `k` with an
-/// idempotency key) stand for normal priority, the call's time to live `shared_ttl` and one
-/// Notify call to every agent.
-fn push_event_args(args: &mut Vec<Vec<u8>>, event: &NewEvent, shared_ttl: u64) {
-    let key = match &event.idempotency {
-        Some((key, fp)) if !key.is_empty() => Some((key, fp)),
-        _ => None,
-    };
-    let short = event.priority == Priority::Normal
-        && event.ttl_ms == shared_ttl
-        && event.agents.as_slice() == [None];
-    args.push(event.id.as_str().as_bytes().to_vec());
-    args.push(match (short, key) {
-        (true, None) => Vec::new(),
-        (true, Some(_)) => b"k".to_vec(),
-        (false, _) => b"x".to_vec(),
-    });
-    args.push(event.payload.stored().as_bytes().to_vec());
-    if !short {
-        args.push(event.priority.tag().as_bytes().to_vec());
-        args.push(event.ttl_ms.to_string().into_bytes());
-        args.push(event.agents.len().to_string().into_bytes());
-        for agent in &event.agents {
-            args.push(
-                agent
-                    .map(|a| a.to_string())
-                    .unwrap_or_default()
-                    .into_bytes(),
-            );
-        }
-        if key.is_none() {
-            args.push(Vec::new());
-        }
-    }
-    // the idempotency key and its fingerprint (in the long form, '' stands for no key)
-    if let Some((key, fp)) = key {
-        args.push(key.as_bytes().to_vec());
-        args.push(fp.as_bytes().to_vec());
     }
 }
 
@@ -743,73 +652,6 @@ async fn check_layout<T: Transport>(
         })
         .await
         .map(|_| ())
-}
-
-/// One enqueue script call of a group of requests: the requests of each of its accounts
-/// (their positions in the group, in arrival order; the accounts in the order they first
-/// came), which is also the order of its events' arguments and outcomes, and its event
-/// count.
-#[derive(Debug, PartialEq, Eq)]
-struct EnqueueCall {
-    accounts: Vec<Vec<usize>>,
-    events: usize,
-}
-
-impl EnqueueCall {
-    /// The call's requests in the order of their events' arguments.
-    fn members(&self) -> impl Iterator<Item = usize> + '_ {
-        self.accounts.iter().flatten().copied()
-    }
-
-    /// Adds request `i` (`batch`, of `batches`) when it fits: the call stays within
-    /// [`GROUP_MAX_EVENTS`], and an account it already serves keeps the limit it has in
-    /// it (the script reads each account once, before any write).
-    fn join(&mut self, i: usize, batch: &EnqueueBatch, batches: &[&EnqueueBatch]) -> bool {
-        let n = batch.events.len();
-        if self.events + n > GROUP_MAX_EVENTS {
-            return false;
-        }
-        match self
-            .accounts
-            .iter_mut()
-            .find(|members| batches[members[0]].account == batch.account)
-        {
-            Some(members) if batches[members[0]].limit == batch.limit => members.push(i),
-            Some(_) => return false,
-            None => self.accounts.push(vec![i]),
-        }
-        self.events += n;
-        true
-    }
-}
-
-/// The script calls of a group of enqueue requests, in arrival order: requests that share
-/// their settings (depth cap, idempotency retention) and, unless `span_partitions`, their
-/// partition share a call, up to [`GROUP_MAX_EVENTS`] events (a larger request alone).
-/// An account's requests keep their order: within a call, and from one call to the next,
-/// which run in order.
-fn group_calls<'a>(
-    batches: impl Iterator<Item = &'a EnqueueBatch>,
-    span_partitions: bool,
-) -> Vec<EnqueueCall> {
-    let batches: Vec<&EnqueueBatch> = batches.collect();
-    let mut calls: Vec<EnqueueCall> = Vec::new();
-    let mut open: HashMap<(u64, u64, Option<u16>), usize> = HashMap::new();
-    for (i, b) in batches.iter().enumerate() {
-        let partition = (!span_partitions).then(|| b.partition());
-        let key = (b.max_depth, b.idempotency_ttl_secs, partition);
-        let joined = open
-            .get(&key)
-            .is_some_and(|&c| calls[c].join(i, b, &batches));
-        if !joined {
-            open.insert(key, calls.len());
-            calls.push(EnqueueCall {
-                accounts: vec![vec![i]],
-                events: b.events.len(),
-            });
-        }
-    }
-    calls
 }
 
 /// `indices` (of `completions`) cut into chunks of at least [`COMPLETE_CHUNK`] (but the
@@ -894,76 +736,6 @@ fn complete_script(helpers: &str, config: &QueueSettings) -> Script {
         limit_settings(config),
     );
     Script::with_settings(&settings, helpers, include_str!("complete.lua"))
-}
-
-/// Answers each request of `group` from the reply of its call, and returns the partitions
-/// whose accounts may have become ready (to announce). Each call stands alone: a failing
-/// call fails only its own requests, and a key the script could not use only the requests
-/// whose events need it.
-fn answer_group(
-    group: Vec<PendingEnqueue>,
-    calls: &[EnqueueCall],
-    replies: Vec<Result<Value, QueueError>>,
-) -> Vec<u16> {
-    let mut group: Vec<Option<PendingEnqueue>> = group.into_iter().map(Some).collect();
-    let mut announce: Vec<u16> = Vec::new();
-    for (call, reply) in calls.iter().zip(replies) {
-        // A failed call may still have run (its reply lost to a timeout, or it failed
-        // part-way) and made its accounts ready: their partitions are announced too.
-        if reply.is_err() {
-            announce.extend(
-                call.accounts
-                    .iter()
-                    .filter_map(|members| group[members[0]].as_ref())
-                    .map(|p| p.batch.partition()),
-            );
-        }
-        // the call's events in the order of its arguments: what an `ok` answers
-        let events = call
-            .members()
-            .filter_map(|i| group[i].as_ref())
-            .flat_map(|p| &p.batch.events)
-            .map(|e| (e.id.as_str(), e.agents.len() as u64));
-        match reply.and_then(|reply| parse_enqueue_reply(reply, events)) {
-            Err(e) => {
-                for i in call.members() {
-                    answer(&mut group, i, Err(e.clone()));
-                }
-            }
-            Ok((outcomes, ready)) => {
-                announce.extend(ready.iter().filter_map(|base| partition_of_base(base)));
-                let mut outcomes = outcomes.into_iter();
-                for i in call.members() {
-                    let n = group[i].as_ref().map_or(0, |p| p.batch.events.len());
-                    let mine: Vec<Result<EnqueueOutcome, QueueError>> =
-                        outcomes.by_ref().take(n).collect();
-                    let result = if mine.len() == n {
-                        mine.into_iter().collect()
-                    } else {
-                        Err(QueueError::Protocol(
-                            "enqueue answered too few outcomes".into(),
-                        ))
-                    };
-                    answer(&mut group, i, result);
-                }
-            }
-        }
-    }
-    announce.sort_unstable();
-    announce.dedup();
-    announce
-}
-
-/// Answers request `i` of a group, once.
-fn answer(
-    group: &mut [Option<PendingEnqueue>],
-    i: usize,
-    result: Result<Vec<EnqueueOutcome>, QueueError>,
-) {
-    if let Some(p) = group[i].take() {
-        // The caller may have given up (its request was cancelled): nothing to do.
-        let _ = p.reply.send(result);
-    }
 }
 
 #[async_trait]
@@ -1520,28 +1292,6 @@ impl<T: Transport> ScriptQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::NewEvent;
-
-    fn batch(account: &str, events: usize, limit: u32) -> EnqueueBatch {
-        let event = NewEvent {
-            id: EventId::new(0),
-            priority: Priority::Normal,
-            ttl_ms: 0,
-            payload: NotifyPayload::new(1, "e", None),
-            agents: vec![None],
-            idempotency: None,
-        };
-        EnqueueBatch {
-            account: account.into(),
-            limit: RateLimit {
-                limit,
-                window_ms: 60_000,
-            },
-            max_depth: 1000,
-            idempotency_ttl_secs: 60,
-            events: vec![event; events],
-        }
-    }
 
     #[test]
     fn completion_chunks_end_where_an_account_s_run_does() {
@@ -1574,75 +1324,5 @@ mod tests {
             .map(|c| c.len())
             .collect();
         assert_eq!(sizes, [128, 128, 44]);
-    }
-
-    #[test]
-    fn a_group_makes_calls_of_accounts_in_arrival_order_capped_in_size() {
-        let group = [
-            batch("a", 1, 100),
-            batch("b", 2, 100),
-            batch("a", 3, 100),
-            // another limit for an account the call serves: the next call
-            batch("a", 1, 50),
-            batch("b", GROUP_MAX_EVENTS - 4, 100),
-            batch("a", 1, 100),
-            // too many to join: alone
-            batch("c", 1000, 100),
-            batch("d", 1, 100),
-        ];
-        let call = |accounts: Vec<Vec<usize>>, events| EnqueueCall { accounts, events };
-        assert_eq!(
-            group_calls(group.iter(), true),
-            [
-                call(vec![vec![0, 2], vec![1]], 6),
-                call(vec![vec![3], vec![4]], GROUP_MAX_EVENTS - 3),
-                call(vec![vec![5]], 1),
-                call(vec![vec![6]], 1000),
-                // (after a call of its own, never in an earlier call: it might have been
-                // of an account of that call)
-                call(vec![vec![7]], 1),
-            ]
-        );
-        assert_eq!(
-            group_calls(group.iter(), true)[0]
-                .members()
-                .collect::<Vec<_>>(),
-            [0, 2, 1],
-            "an account's requests are next to each other, as their arguments are"
-        );
-        // Other settings never share a call.
-        let mut other = batch("e", 1, 100);
-        other.idempotency_ttl_secs = 86_400;
-        let mixed = [batch("a", 1, 100), other, batch("b", 1, 100)];
-        assert_eq!(
-            group_calls(mixed.iter(), true),
-            [call(vec![vec![0], vec![2]], 2), call(vec![vec![1]], 1)]
-        );
-    }
-
-    #[test]
-    fn on_a_cluster_only_accounts_of_one_partition_share_a_call() {
-        let in_partition = |account: &str, partition: u16| {
-            let mut b = batch(account, 1, 100);
-            for e in &mut b.events {
-                e.id = EventId::new(partition);
-            }
-            b
-        };
-        let group = [
-            in_partition("a", 1),
-            in_partition("b", 2),
-            in_partition("c", 1),
-            in_partition("d", 2),
-        ];
-        let call = |accounts: Vec<Vec<usize>>| EnqueueCall {
-            accounts,
-            events: 2,
-        };
-        assert_eq!(
-            group_calls(group.iter(), false),
-            [call(vec![vec![0], vec![2]]), call(vec![vec![1], vec![3]])]
-        );
-        assert_eq!(group_calls(group.iter(), true).len(), 1);
     }
 }
