@@ -37,7 +37,7 @@
 -- This runs once per stored event, so it avoids what costs most in Redis's Lua: turning
 -- text into numbers and back, and creating tables, closures and strings. One call serves
 -- the accounts of every request waiting when it is sent, so that what a call costs by
--- itself (the command, its first two arguments, the clock) is shared by their events.
+-- itself (the command, its first five arguments, the clock) is shared by their events.
 local max_depth, idem_ttl = tonumber(ARGV[1]), ARGV[2]
 local call_limit, call_window, call_ttl = ARGV[3], ARGV[4], ARGV[5]
 local now, now_s = now_ms()

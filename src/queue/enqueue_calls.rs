@@ -2,8 +2,9 @@
 //!
 //! Requests that arrive while an enqueue call is under way wait, and go together in the
 //! next ([`super::script_queue::ScriptQueue`] commits them): [`group_calls`] makes their
-//! script calls (requests of the same settings, and on a Redis Cluster of the same
-//! partition, share one, up to [`GROUP_MAX_EVENTS`] events), [`call_args`] writes each
+//! script calls (requests of the same settings share one, up to [`GROUP_MAX_EVENTS`]
+//! events; on a Redis Cluster, and in the embedded store, which holds every script to one
+//! slot as a Cluster would, only requests of one partition), [`call_args`] writes each
 //! call's arguments for `enqueue.lua`, and [`answer_group`] answers every request from its
 //! call's reply. Each call stands alone: one that fails fails only its own requests.
 

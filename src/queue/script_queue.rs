@@ -768,9 +768,11 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     }
 
     /// Group commit: the request joins the pending list; whoever holds the commit lock
-    /// takes every pending request and stores them in one pipelined round trip, one
-    /// script call per account. Under load, requests that arrive while a commit is under
-    /// way go together in the next one; alone, a request is committed at once.
+    /// takes every pending request and stores them in one round trip, with one script
+    /// call for all their accounts (one per partition on a Redis Cluster; see
+    /// enqueue_calls.rs), each call a command of its own. Under load, requests that
+    /// arrive while a commit is under way go together in the next one; alone, a request is
+    /// committed at once.
     async fn enqueue(&self, batch: EnqueueBatch) -> Result<Vec<EnqueueOutcome>, QueueError> {
         if batch.events.is_empty() {
             return Ok(Vec::new());

@@ -408,7 +408,6 @@ async fn fairness_across_accounts(b: Backend) {
     assert_eq!(got.iter().filter(|n| n.starts_with('b')).count(), 3);
 }
 
-/// Two account names in the same partition.
 /// A name starting with `prefix` whose account is in the partition of `account`.
 fn sharing_a_partition_with(account: &str, prefix: &str) -> String {
     let p = partition_of(account, PARTITIONS);
@@ -418,6 +417,7 @@ fn sharing_a_partition_with(account: &str, prefix: &str) -> String {
         .expect("some name shares the partition")
 }
 
+/// Two account names in the same partition.
 fn same_partition_pair() -> (String, String) {
     let first = "acct-a".to_string();
     let p = partition_of(&first, PARTITIONS);
@@ -929,7 +929,7 @@ async fn every_form_of_an_enqueue_call_keeps_what_it_was_sent_with(b: Backend) {
     let acme_events = vec![short, short_keyed, high, long_ttl, agents, agent];
     let narrow = RateLimit {
         limit: 2,
-        window_ms: 60_000,
+        window_ms: 50_000,
     };
     // (the three accounts share a partition, so that on every backend two of them can
     // share a call)
@@ -939,12 +939,21 @@ async fn every_form_of_an_enqueue_call_keeps_what_it_was_sent_with(b: Backend) {
         .iter()
         .map(|n| event_for(&globex, n))
         .collect();
-    // The first request goes alone; the two that wait for it share the next call.
+    // The first request goes alone; the two that wait for it share the next call (on a
+    // Redis server, counted below).
+    let calls_before = q._redis.as_ref().map(|r| r.command_calls("evalsha"));
     let (_, acme, other) = tokio::join!(
         put_with(&q, &initech, WIDE, 100, vec![event_for(&initech, "i")]),
         put_with(&q, "acme", WIDE, 100, acme_events),
         put_with(&q, &globex, narrow, 100, globex_events),
     );
+    if let (Some(redis), Some(before)) = (&q._redis, calls_before) {
+        assert_eq!(
+            redis.command_calls("evalsha") - before,
+            2,
+            "two enqueue calls"
+        );
+    }
     let acme: Vec<EventId> = acme.iter().map(stored).collect();
     other.iter().for_each(|o| drop(stored(o)));
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1000,8 +1009,15 @@ async fn every_form_of_an_enqueue_call_keeps_what_it_was_sent_with(b: Backend) {
             deliveries: 2
         }
     );
-    // globex kept its own limit: two calls in its window
+    // globex kept its own limit and window: two calls in its window, which the next
+    // opens 50 s after the first
     assert_eq!(globex_calls, 2);
+    let next = stats_for(&q, &globex).await.next_send_ms;
+    let now = storage_now(&q).await;
+    assert!(
+        next.is_some_and(|at| at > now + 40_000 && at <= now + 50_001),
+        "{next:?} against {now}"
+    );
 }
 
 async fn depth_cap_answers_queue_full(b: Backend) {
