@@ -20,14 +20,11 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{callgrind_command, names, Callgrind, Receiver, DELIVERY, DELIVERY_OFF, NO_HISTORY};
+use super::{callgrind_command, names, store_backlog, Callgrind, Receiver, DELIVERY, NO_HISTORY};
 use crate::support::{free_port, wait_for_port, Proc};
-use crate::{
-    accounts_toml, post_batches, start_gateway_on, start_gateway_via, start_redis, wait_arrivals,
-    wrk, BARE_PORT_VAR,
-};
+use crate::{accounts_toml, start_gateway_via, start_redis, wait_arrivals, wrk, BARE_PORT_VAR};
 
 /// Seconds of load counted on each server (under callgrind each answers a few thousand
 /// requests a second).
@@ -102,17 +99,15 @@ async fn deliver(launcher: &[String], dir: &std::path::Path, redis_port: u16) ->
     let accounts = names("g", DELIVERY_ACCOUNTS);
     let config = accounts_toml(&accounts, receiver.port);
     let redis = format!("url = \"redis://127.0.0.1:{redis_port}/0\"");
-    let total = DELIVERY_ACCOUNTS * DELIVERY_PER_ACCOUNT;
-    let ingress = start_gateway_on(
+    let total = store_backlog(
         &redis,
         "gd",
-        &format!("{DELIVERY}\n{DELIVERY_OFF}"),
+        DELIVERY,
         &config,
+        &accounts,
+        DELIVERY_PER_ACCOUNT,
     )
     .await;
-    let stored = post_batches(&ingress.base, &accounts, DELIVERY_PER_ACCOUNT).await;
-    assert_eq!(stored, total, "backlog not fully stored");
-    drop(ingress);
     let worker = start_gateway_via(
         launcher,
         &redis,
@@ -125,11 +120,7 @@ async fn deliver(launcher: &[String], dir: &std::path::Path, redis_port: u16) ->
     // The receiver holds the first calls until the count starts, so none is answered
     // before it (the worker's first claims come before it, the record of the last
     // outcomes after it).
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while receiver.calls.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(Instant::now() < deadline, "no Notify call");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    receiver.first_call().await;
     callgrind.zero();
     receiver.open.send_replace(true);
     wait_arrivals(&receiver.arrivals, total, Duration::from_secs(1800)).await;

@@ -511,6 +511,36 @@ impl Receiver {
             open,
         }
     }
+
+    /// Waits until the first Notify call arrived (and is held), for at most 10 minutes (a
+    /// gateway under callgrind starts slowly).
+    async fn first_call(&self) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while self.calls.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no Notify call");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Stores `per_account` events for each of `accounts` (of the gateway configuration
+/// `config`) through a gateway with the delivery settings `delivery` and delivery off, on
+/// the `[redis]` settings `redis`; answers the events stored, all of them.
+async fn store_backlog(
+    redis: &str,
+    label: &str,
+    delivery: &str,
+    config: &str,
+    accounts: &[String],
+    per_account: usize,
+) -> usize {
+    // (with the same limits: the store keeps each account's limit as its events are stored)
+    let ingress =
+        start_gateway_on(redis, label, &format!("{delivery}\n{DELIVERY_OFF}"), config).await;
+    let stored = post_batches(&ingress.base, accounts, per_account).await;
+    let total = accounts.len() * per_account;
+    assert_eq!(stored, total, "backlog not fully stored");
+    total
 }
 
 /// Stores `per_account` events for each of `accounts` with delivery off, then lets another
@@ -529,27 +559,13 @@ async fn deliver_backlog(
 ) -> (Option<Vec<u64>>, u64) {
     let receiver = Receiver::start(delay_ms).await;
     let config = accounts_toml(accounts, receiver.port);
-    let total = accounts.len() * per_account;
-    // (with the same limits: the store keeps each account's limit as its events are stored)
-    let ingress = start_gateway_on(
-        redis,
-        label,
-        &format!("{delivery}\n{DELIVERY_OFF}"),
-        &config,
-    )
-    .await;
-    let stored = post_batches(&ingress.base, accounts, per_account).await;
-    assert_eq!(stored, total, "backlog not fully stored");
-    drop(ingress);
+    let total = store_backlog(redis, label, delivery, &config, accounts, per_account).await;
     let _worker = start_gateway_on(redis, label, &format!("{delivery}{NO_HISTORY}"), &config).await;
     // The receiver holds the first calls until the count starts, so none is answered
     // before it; the worker's start-up and its first claims (at most its concurrency)
     // come before the count, the record of the last outcomes after it.
+    receiver.first_call().await;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while receiver.calls.load(Ordering::Relaxed) == 0 {
-        assert!(Instant::now() < deadline, "no Notify call");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     // With its slots held, the worker calls Redis no more, but its history sampler's first
     // read of the whole queue (taken at start) may still be running: wait until Redis has
     // run no script for half a second.
