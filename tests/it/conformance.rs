@@ -34,7 +34,8 @@ pub enum Backend {
 /// A queue under test; owns its Redis server, if any.
 struct Fixture {
     q: Arc<dyn Queue>,
-    _redis: Option<RedisServer>,
+    /// The backend's own Redis server, when it has one (the cluster's is shared).
+    redis: Option<RedisServer>,
 }
 
 impl std::ops::Deref for Fixture {
@@ -99,7 +100,7 @@ async fn open_with(backend: Backend, group_max: u32) -> Fixture {
     };
     let q = zenrelay::app::queue_for(&config).expect("queue builds");
     q.ping().await.expect("queue answers");
-    Fixture { q, _redis: redis }
+    Fixture { q, redis }
 }
 
 fn event_for(account: &str, name: &str) -> NewEvent {
@@ -420,11 +421,7 @@ fn sharing_a_partition_with(account: &str, prefix: &str) -> String {
 /// Two account names in the same partition.
 fn same_partition_pair() -> (String, String) {
     let first = "acct-a".to_string();
-    let p = partition_of(&first, PARTITIONS);
-    let second = (0..)
-        .map(|i| format!("acct-b{i}"))
-        .find(|n| partition_of(n, PARTITIONS) == p)
-        .expect("some name shares the partition");
+    let second = sharing_a_partition_with(&first, "acct-b");
     (first, second)
 }
 
@@ -941,13 +938,13 @@ async fn every_form_of_an_enqueue_call_keeps_what_it_was_sent_with(b: Backend) {
         .collect();
     // The first request goes alone; the two that wait for it share the next call (on a
     // Redis server, counted below).
-    let calls_before = q._redis.as_ref().map(|r| r.command_calls("evalsha"));
+    let calls_before = q.redis.as_ref().map(|r| r.command_calls("evalsha"));
     let (_, acme, other) = tokio::join!(
         put_with(&q, &initech, WIDE, 100, vec![event_for(&initech, "i")]),
         put_with(&q, "acme", WIDE, 100, acme_events),
         put_with(&q, &globex, narrow, 100, globex_events),
     );
-    if let (Some(redis), Some(before)) = (&q._redis, calls_before) {
+    if let (Some(redis), Some(before)) = (&q.redis, calls_before) {
         assert_eq!(
             redis.command_calls("evalsha") - before,
             2,
