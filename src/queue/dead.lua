@@ -14,10 +14,13 @@ for i = 1, #page, 2 do
   local eid, k = split_did(did)
   local ev = {}
   if eid then
-    ev = call('HMGET', base .. ':ev:' .. eid, 'created', 's' .. k, 'dr' .. k, 'at' .. k,
+    ev = call('HMGET', base .. ':ev:' .. eid, 'acct', 's' .. k, 'dr' .. k, 'at' .. k,
       'ls' .. k, 'le' .. k, 'body', 'ag' .. k)
   end
-  out[#out + 1] = {did, page[i + 1], ev[1] or '0', ev[2] or '', ev[3] or '', ev[4] or '0',
+  -- (the time the id carries: a UUIDv7 starts with the gateway's clock, 12 hex digits of
+  -- ms, when it accepted the event)
+  local created = ev[1] and tonumber(string.sub(eid, 1, 12), 16)
+  out[#out + 1] = {did, page[i + 1], created and int(created) or '0', ev[2] or '', ev[3] or '', ev[4] or '0',
     ev[5] or '', ev[6] or '', ev[7] or '', ev[8] or ''}
 end
 return out

@@ -7,7 +7,7 @@
 //! - a newer layout than [`LAYOUT_VERSION`] (written by a later release): it refuses to
 //!   start, so an older release never misreads, or damages, what it does not know;
 //! - another partition count: it refuses to start (accounts are spread by the count);
-//! - layout 2, 3, 4 or 5: it is migrated once, online, before the process uses it;
+//! - layout 2, 3, 4, 5 or 6: it is migrated once, online, before the process uses it;
 //! - no layout recorded: either the store is new (the version is recorded), or it holds the
 //!   data of the release before versions were recorded, layout 1, which is migrated once,
 //!   online, before the process uses it.
@@ -28,12 +28,18 @@
 //! Layout 6 writes nothing into an event at a claim: a call in flight is one whose lease
 //! is in the in-flight set, its lease's end is its token, and its attempt is counted when
 //! it ends, where layout 5 wrote the status `delivering`, the attempt and a claim counter
-//! (`migrate_v5.lua` turns layout 5's calls in flight into queued ones).
+//! (`migrate_v5.lua` turns layout 5's calls in flight into queued ones). Layout 7 stores
+//! no time of creation in an event (its id, a UUIDv7, carries the gateway's clock when it
+//! accepted the event), and keeps in each account's record a bound on its depth (`d`)
+//! that every enqueue raises and a replay removes, which an enqueue of layout 6 would not:
+//! nothing is moved (an account without the bound has its depth counted at its next
+//! enqueue, and readers take an event's time from its id), but the migration waits, as any
+//! does, until no process of layout 6 runs.
 //!
 //! The migration runs under a lock (`{prefix}:migrate:lock`, so one process does it while
 //! the others answer 503 and wait), one partition at a time, each step of a partition in
 //! one atomic script call (layout 1 takes four steps, layout 2 three, layouts 3 and 4
-//! two, layout 5 one), and records its progress in `{prefix}:meta` (`migrating`: the target, `from`:
+//! two, layout 5 one, layout 6 none), and records its progress in `{prefix}:meta` (`migrating`: the target, `from`:
 //! the layout it started from, `migrated`: the partitions done): a process that dies
 //! half-way leaves a migration the next process resumes, and every step is idempotent.
 //! The recorded `layout` is removed when the migration starts, so that a process of the
@@ -56,7 +62,7 @@ use super::{rfc3339_ms, ProcessRecord, QueueError, PROCESS_STALE};
 use crate::domain::partition_of;
 
 /// The layout this release reads and writes.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Characters of one time in an account's rate log (`rl`: Unix ms, 13 digits until the
 /// year 2286, back to back); the scripts index the log by it.
@@ -247,7 +253,7 @@ pub async fn check_layout<T: Transport>(
             )))
         }
         Some(Ok(v)) if v == LAYOUT_VERSION => LayoutCheck::Current,
-        Some(Ok(2..=5)) => {
+        Some(Ok(2..=6)) => {
             migrate(scope, migration).await?;
             LayoutCheck::Migrated
         }
@@ -490,7 +496,8 @@ async fn migrate_locked<T: Transport>(
     };
     let (meta, prefix) = (scope.meta(), scope.prefix);
     // Each partition's steps, one script call each: layout 1 takes four, layout 2 three,
-    // layouts 3 and 4 two, layout 5 one.
+    // layouts 3 and 4 two, layout 5 one, layout 6 none (only the wait for its processes
+    // to stop).
     let steps: &[&Script] = match from {
         1 => &[
             &migration.partition,
@@ -504,9 +511,11 @@ async fn migrate_locked<T: Transport>(
             &migration.partition_v5,
         ],
         3 | 4 => &[&migration.partition_v4, &migration.partition_v5],
-        _ => &[&migration.partition_v5],
+        5 => &[&migration.partition_v5],
+        _ => &[],
     };
-    for p in done..scope.partitions {
+    let first = if steps.is_empty() { scope.partitions } else { done };
+    for p in first..scope.partitions {
         if stop_after.is_some_and(|n| p >= n) {
             return Ok(());
         }
@@ -535,7 +544,7 @@ async fn migrate_locked<T: Transport>(
     Ok(())
 }
 
-/// Under the migration's lock: the layout the migration starts from (1 to 5) and the
+/// Under the migration's lock: the layout the migration starts from (1 to 6) and the
 /// partitions already done, after marking a new migration in `{prefix}:meta` (see
 /// [`BEGIN`]); `None` when there is nothing to migrate (another process finished it
 /// meanwhile, or the store holds no earlier layout after all).
@@ -572,6 +581,7 @@ async fn begin_or_resume<T: Transport>(
                 Some("3") => 3,
                 Some("4") => 4,
                 Some("5") => 5,
+                Some("6") => 6,
                 _ => {
                     return Err(QueueError::Mismatch(format!(
                         "the migration of the queue under key prefix {prefix:?} records no \
@@ -601,7 +611,7 @@ async fn begin_or_resume<T: Transport>(
             Some("2") => 2,
             _ => 1,
         },
-        // The releases of layouts 4 and 5 likewise (of layout 1 to 3, or 1 to 4).
+        // The releases of layouts 4, 5 and 6 likewise (of layout 1 to 3, 1 to 4, or 1 to 5).
         (Some("4"), None) => match field(3).as_deref() {
             Some("2") => 2,
             Some("3") => 3,
@@ -611,6 +621,13 @@ async fn begin_or_resume<T: Transport>(
             Some("2") => 2,
             Some("3") => 3,
             Some("4") => 4,
+            _ => 1,
+        },
+        (Some("6"), None) => match field(3).as_deref() {
+            Some("2") => 2,
+            Some("3") => 3,
+            Some("4") => 4,
+            Some("5") => 5,
             _ => 1,
         },
         (Some(target), _) => {
@@ -624,6 +641,7 @@ async fn begin_or_resume<T: Transport>(
         (None, Some("3")) => 3,
         (None, Some("4")) => 4,
         (None, Some("5")) => 5,
+        (None, Some("6")) => 6,
         // Nothing of layout 1 after all: the caller records this layout.
         (None, _) if layout_one_partitions(scope).await?.is_empty() => return Ok(None),
         (None, _) => 1,

@@ -4,7 +4,8 @@
 -- Mode 'all' takes the `max` oldest dead letters. Each letter leaves the dead set and is
 -- pushed to the tail of its priority list as a fresh delivery: attempts 0, reason
 -- cleared, `dd`/`done` of its event decremented, the event made persistent again and, if
--- it had an expiry, the expiry moved to now + ttl. Returns {replayed, dead letters left,
+-- it had an expiry, the expiry moved to now + ttl; the account's bound on its depth
+-- (`d`, see enqueue.lua) is removed. Returns {replayed, dead letters left,
 -- id not found, ...}.
 local base, acct = ARGV[1], ARGV[2]
 local ttl, mode, max = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
@@ -38,6 +39,9 @@ for _, did in ipairs(ids) do
     if not touched then
       touched = true
       w('SADD', base .. ':accounts', acct)
+      -- the account's depth grows: the bound enqueue keeps of it (`d`, never below the
+      -- depth) goes before the first letter is pushed, and enqueue counts the depth again
+      w('HDEL', akey, 'd')
     end
     w('RPUSH', q .. ':' .. (ev[3] or 'n'), did)
     local set = {'s' .. k, 'queued', 'at' .. k, '0', 'dr' .. k, '', 'rp' .. k, '1',

@@ -55,8 +55,8 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
             _ => 0,
         };
         items.push(Claimed {
-            // the time the id carries (the event's `created`, Redis's time when it was
-            // stored, would cost each claim a field to read and one to answer)
+            // the time the id carries (the gateway's clock when it accepted the event,
+            // which is the event's time of creation everywhere)
             created_ms: EventId::of_delivery(&delivery_id).map_or(0, |id| id.created_ms()),
             delivery_id,
             account,

@@ -19,12 +19,12 @@
 //! |---|---|---|
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
-//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `created`, `n` (Notify calls), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (`queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease that ended early (its next lease ends after it) or whose attempt the reaper counted (always written with `at{k}`), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `n` (Notify calls; its time of creation is its id's, a UUIDv7 made when the gateway accepted it), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (`queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease that ended early (its next lease ends after it) or whose attempt the reaper counted (always written with `at{k}`), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms), which is also the lease's token |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter; dropped `delivery.dead_letter_retention_seconds` later |
-//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (the lease group in flight: its delivery ids, one space apart, in sending order; see [`Queue::claim`]), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is its claim's, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; a released call, never sent, loses its entry; a send that would leave more than 128 behind it keeps only those that can still hold back a send under the account's current window and margin), `rl_at` (the claim time of the latest lease group, whose entries in `rl` stand for its members not yet answered while it is in flight), `paused`, `auth_failed`, `until` (429 pause end, ms), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (the lease group in flight: its delivery ids, one space apart, in sending order; see [`Queue::claim`]), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is its claim's, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; a released call, never sent, loses its entry; a send that would leave more than 128 behind it keeps only those that can still hold back a send under the account's current window and margin), `rl_at` (the claim time of the latest lease group, whose entries in `rl` stand for its members not yet answered while it is in flight), `paused`, `auth_failed`, `until` (429 pause end, ms), `d` (never below the account's depth: raised by each enqueue by the calls it stores, removed by a replay, counted again by an enqueue when missing or when it would refuse an event; see `enqueue.lua`), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
 //! | `{base}:changed` | ZSET | account → time (ms) of the latest change to what its stats show, recorded by every script that makes one (also when its record is dropped), so that a process keeping the stats reads again only those (`snapshot.rs`); entries older than an hour ([`super::CHANGES_KEPT_MS`]) are dropped by the sweep that ends a round |
@@ -1005,14 +1005,12 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                 }
             })
             .collect();
-        let created = get("created".into())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
         Ok(Some(EventRecord {
             id: id.to_string(),
             account,
             status: EventRecord::overall_status(&deliveries),
-            created_at: rfc3339_ms(created),
+            // (the time its id carries: the gateway's clock when it accepted the event)
+            created_at: rfc3339_ms(id.created_ms()),
             deliveries,
         }))
     }

@@ -80,7 +80,10 @@ for _, acct in ipairs(list) do
       if not did or did == '' then return end
       local eid = split_did(did)
       if not eid then return end
-      local created = tonumber(call('HGET', base .. ':ev:' .. eid, 'created') or '')
+      -- (of an event still stored: an event id is a UUIDv7, its first 12 hex digits the
+      -- gateway's clock, in ms, when it accepted the event)
+      local created = call('EXISTS', base .. ':ev:' .. eid) == 1
+        and tonumber(string.sub(eid, 1, 12), 16)
       if created and (oldest == nil or created < oldest) then oldest = created end
     end
     consider(call('LINDEX', q .. ':h', 0))

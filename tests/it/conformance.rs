@@ -1040,6 +1040,69 @@ async fn depth_cap_answers_queue_full(b: Backend) {
     stored(&out[0]);
 }
 
+/// Stores single events of `account` one call at a time under the depth cap `cap` until
+/// one is refused (at most `most`): how many were stored.
+async fn put_until_full(q: &Fixture, account: &str, cap: u64, most: usize) -> usize {
+    for n in 0..most {
+        let out = put_with(q, account, WIDE, cap, vec![event_for(account, "f")]).await;
+        match &out[0] {
+            EnqueueOutcome::Stored { .. } => {}
+            EnqueueOutcome::QueueFull => return n,
+            other => panic!("{other:?}"),
+        }
+    }
+    most
+}
+
+/// An enqueue checks the cap against a bound on the account's depth kept in its record,
+/// which enqueues raise and deliveries leave as it is, and counts the depth only when the
+/// bound would refuse an event: the cap still holds exactly once deliveries have left the
+/// bound above the depth, and after a replay raised the depth past a bound that had just
+/// been counted down to it.
+async fn the_depth_cap_holds_exactly_whatever_its_bound_says(b: Backend) {
+    let q = open(b).await;
+    let cap = 20;
+    let names: Vec<String> = (0..15).map(|i| format!("e{i}")).collect();
+    let events = names.iter().map(|n| event_for("acme", n)).collect();
+    let out = put_with(&q, "acme", WIDE, cap, events).await;
+    let first: Vec<EventId> = out.iter().map(stored).collect();
+    // All 15 become dead letters: the depth is 0, its bound still 15.
+    for _ in 0..15 {
+        let c = claim(&q).await.remove(0);
+        done(&q, &c, dead("rejected", Some(400), "no")).await;
+    }
+    assert_eq!(stats_for(&q, "acme").await.depth, 0);
+    // One more is stored (the depth counted: 0, its bound now 1).
+    assert_eq!(put_until_full(&q, "acme", cap, 1).await, 1);
+    // The replay takes the depth to 16, past what the bound said.
+    let letters: Vec<String> = first.iter().map(|id| did(id, 0)).collect();
+    let result = q
+        .replay(
+            "acme",
+            &ids(&letters.iter().collect::<Vec<_>>()),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.count, 15);
+    assert_eq!(stats_for(&q, "acme").await.depth, 16);
+    assert_eq!(put_until_full(&q, "acme", cap, 30).await, 4, "the cap of 20 holds");
+    assert_eq!(stats_for(&q, "acme").await.depth, 20);
+    // Every call delivered: the bound stays at 20, the cap admits 20 again.
+    for _ in 0..20 {
+        let c = claim(&q).await.remove(0);
+        done(&q, &c, ok()).await;
+    }
+    assert_eq!(stats_for(&q, "acme").await.depth, 0);
+    assert_eq!(put_until_full(&q, "acme", cap, 30).await, 20);
+    // With a few delivered, the bound (20) is above the depth (15): the cap admits 5.
+    for _ in 0..5 {
+        let c = claim(&q).await.remove(0);
+        done(&q, &c, ok()).await;
+    }
+    assert_eq!(put_until_full(&q, "acme", cap, 30).await, 5);
+}
+
 async fn event_records_follow_the_lifecycle(b: Backend) {
     let q = open(b).await;
     assert!(q
@@ -2344,6 +2407,7 @@ conformance!(
     idempotency_dup_and_mismatch,
     every_form_of_an_enqueue_call_keeps_what_it_was_sent_with,
     depth_cap_answers_queue_full,
+    the_depth_cap_holds_exactly_whatever_its_bound_says,
     event_records_follow_the_lifecycle,
     stats_counters_follow_the_lifecycle,
     dead_letter_pages_carry_the_exact_notify_body,

@@ -788,3 +788,62 @@ async fn a_layout_five_call_in_flight_is_taken_up() {
     // the attempt lost in flight, and the one delivered
     assert_eq!(record.deliveries[0].attempts, 2);
 }
+
+/// A queue of layout 6 is taken up as it is: its events, which recorded when Redis stored
+/// them, read with the time their ids carry, as this layout's do; and an account whose
+/// record has no bound on its depth (layout 6 kept none) has its depth counted at its next
+/// enqueue, so a full account stays full.
+#[tokio::test]
+async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
+    use zenrelay::domain::{partition_of, EventId};
+    use zenrelay::queue::{rfc3339_ms, EnqueueBatch, EnqueueOutcome, Queue, RateLimit};
+
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let text = with_admin(gateway_toml(&redis.url(), "six", &sim, &["acme"], ""));
+    let p = partition_of("acme", 4);
+    let batch = |n: usize| EnqueueBatch {
+        account: "acme".into(),
+        limit: RateLimit {
+            limit: 100,
+            window_ms: 60_000,
+        },
+        max_depth: 10,
+        idempotency_ttl_secs: 60,
+        events: (0..n)
+            .map(|i| crate::support::plain_event(EventId::new(p), &format!("e{i}")))
+            .collect(),
+    };
+    // A full account of layout 6: written by this release, then put in layout 6's terms.
+    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
+    let stored = queue.enqueue(batch(10)).await.unwrap();
+    let ids: Vec<EventId> = stored
+        .iter()
+        .map(|o| match o {
+            EnqueueOutcome::Stored { id, .. } => EventId::parse(id).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    drop(queue);
+    let akey = format!("six:{{p{p}}}:acct:acme");
+    assert_eq!(bulk_value(redis.command(&["HGET", &akey, "d"])).as_deref(), Some("10"));
+    redis.command(&["HDEL", &akey, "d"]);
+    let stored_at = ids[0].created_ms() + 3;
+    for id in &ids {
+        let ekey = format!("six:{{p{p}}}:ev:{id}");
+        redis.command(&["HSET", &ekey, "created", &stored_at.to_string()]);
+    }
+    redis.command(&["HSET", "six:meta", "layout", "6"]);
+
+    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
+    let out = queue.enqueue(batch(1)).await.unwrap();
+    assert_eq!(out, [EnqueueOutcome::QueueFull], "the cap of 10 holds");
+    assert_eq!(
+        redis.command(&["HGET", "six:meta", "layout"]),
+        Some(bulk(&LAYOUT_VERSION.to_string()))
+    );
+    // counted, and kept as the bound from now on
+    assert_eq!(bulk_value(redis.command(&["HGET", &akey, "d"])).as_deref(), Some("10"));
+    let record = queue.event(&ids[0]).await.unwrap().expect("the event");
+    assert_eq!(record.created_at, rfc3339_ms(ids[0].created_ms()));
+}
