@@ -514,7 +514,11 @@ async fn migrate_locked<T: Transport>(
         5 => &[&migration.partition_v5],
         _ => &[],
     };
-    let first = if steps.is_empty() { scope.partitions } else { done };
+    let first = if steps.is_empty() {
+        scope.partitions
+    } else {
+        done
+    };
     for p in first..scope.partitions {
         if stop_after.is_some_and(|n| p >= n) {
             return Ok(());

@@ -1086,7 +1086,11 @@ async fn the_depth_cap_holds_exactly_whatever_its_bound_says(b: Backend) {
         .unwrap();
     assert_eq!(result.count, 15);
     assert_eq!(stats_for(&q, "acme").await.depth, 16);
-    assert_eq!(put_until_full(&q, "acme", cap, 30).await, 4, "the cap of 20 holds");
+    assert_eq!(
+        put_until_full(&q, "acme", cap, 30).await,
+        4,
+        "the cap of 20 holds"
+    );
     assert_eq!(stats_for(&q, "acme").await.depth, 20);
     // Every call delivered: the bound stays at 20, the cap admits 20 again.
     for _ in 0..20 {

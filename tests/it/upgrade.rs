@@ -826,7 +826,10 @@ async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
         .collect();
     drop(queue);
     let akey = format!("six:{{p{p}}}:acct:acme");
-    assert_eq!(bulk_value(redis.command(&["HGET", &akey, "d"])).as_deref(), Some("10"));
+    assert_eq!(
+        bulk_value(redis.command(&["HGET", &akey, "d"])).as_deref(),
+        Some("10")
+    );
     redis.command(&["HDEL", &akey, "d"]);
     let stored_at = ids[0].created_ms() + 3;
     for id in &ids {
@@ -843,7 +846,10 @@ async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
         Some(bulk(&LAYOUT_VERSION.to_string()))
     );
     // counted, and kept as the bound from now on
-    assert_eq!(bulk_value(redis.command(&["HGET", &akey, "d"])).as_deref(), Some("10"));
+    assert_eq!(
+        bulk_value(redis.command(&["HGET", &akey, "d"])).as_deref(),
+        Some("10")
+    );
     let record = queue.event(&ids[0]).await.unwrap().expect("the event");
     assert_eq!(record.created_at, rfc3339_ms(ids[0].created_ms()));
 }
