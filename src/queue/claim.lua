@@ -51,7 +51,8 @@ local function reap_lease(did, lease_end)
   local eid, k = split_did(did)
   local ekey = base .. ':ev:' .. eid
   local ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k)
-  local acct, status = ev[1], ev[2]
+  -- (a call's status is missing while it is queued)
+  local acct, status = ev[1], ev[2] or 'queued'
   if not acct then
     w('ZREM', inflight, did)
     return
@@ -185,9 +186,10 @@ for _, acct in ipairs(due_held) do
         if not did then break end
         local eid, k = split_did(did)
         local ekey = base .. ':ev:' .. eid
-        local ev = call('HMGET', ekey, 'exp', 's' .. k, 'done', 'n', 'dd')
+        local ev = call('HMGET', ekey, 'exp', 's' .. k, 'done', 'n', 'dd', 'acct')
         local exp = ev[1] and tonumber(ev[1]) or 0
-        local status = ev[2]
+        -- (a call's status is missing while it is queued; nothing is, of an event gone)
+        local status = ev[2] or (ev[6] and 'queued')
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
           if exp <= 0 then break end
           if exp > now then
@@ -398,7 +400,9 @@ for a = 1, #accts do
         ekey = base .. ':ev:' .. eid
         -- what only an expiry needs (the event's counts) is read when one happens
         ev = call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'at' .. k, 'n')
-        local status = ev[2]
+        -- (a call's status is missing while it is queued; nothing is, of an event gone)
+        local status = ev[2] or (ev[3] and 'queued')
+        ev[2] = status
         if status == 'queued' or status == 'retrying' or status == 'delivering' then
           if expired(ev[1]) then
             -- a dead letter: the status, then the letter, then off the list
@@ -443,6 +447,7 @@ for a = 1, #accts do
           seen[nd] = true
           local nkey = base .. ':ev:' .. neid
           local nev = call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'at' .. nk, 'n')
+          nev[2] = nev[2] or (nev[3] and 'queued')
           if nev[2] ~= 'queued' or expired(nev[1]) then break end
           members[#members + 1] = {nd, nk, nkey, nev}
         end
@@ -504,7 +509,7 @@ for a = 1, #accts do
           out[o + 4] = mev[4] or ''
           out[o + 5] = attempts
           out[o + 6] = token
-          if mev[6] ~= '1' then
+          if mev[6] and mev[6] ~= '1' then
             out[o + 7] = ''
           elseif mev[5] then
             out[o + 7] = now_s .. mev[5]

@@ -309,8 +309,9 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
   local owned = leased == token
   -- What only the rarer outcomes need (the event's priority and attempts, the account's
   -- 429 count) is read by them.
-  local ev = call('HMGET', ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd')
-  local status = ev[1]
+  local ev = call('HMGET', ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd', 'acct')
+  -- (a call's status is missing while it is queued; nothing is, of an event gone)
+  local status = ev[1] or (ev[6] and 'queued')
   -- Upstream received this call at some moment before its answer came back: the holder of
   -- the lease counts the call from now, so that however long the request took on the way,
   -- upstream can never see more than `limit` calls in one window. The claim logged each

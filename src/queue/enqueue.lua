@@ -32,9 +32,10 @@
 -- which claims drop as stale entries, and accounts in the ready set with nothing queued,
 -- which claims take out; an event is never stored without its ids.
 -- An event's fields hold only what differs from what readers assume when a field is
--- missing: no 'exp' without a time to live, no 'prio' for 'n', no agent 'ag<k>' for every
--- agent, no 'at<k>', 'done' or 'dd' while they are 0, and no time of creation, which its
--- id carries.
+-- missing: no 'exp' without a time to live, no 'prio' for 'n', no 'n' for one call, no
+-- status 's<k>' while it is queued, no agent 'ag<k>' for every agent, no 'at<k>', 'done'
+-- or 'dd' while they are 0, and no time of creation, which its id carries: a new event
+-- is its body and its account.
 --
 -- This runs once per stored event, so it avoids what costs most in Redis's Lua: turning
 -- text into numbers and back, and creating tables, closures and strings. One call serves
@@ -192,14 +193,17 @@ while i <= #ARGV do
         -- field by field, and grown from the body it crosses fewer of the allocator's size
         -- classes, each a copy (2-4% of a batched event's work, by the Redis build, with
         -- bodies of about 45 bytes).
-        local fields = {'body', body, 'acct', acct, 'n', n_s, 's0', 'queued',
-          nil, nil, nil, nil, nil, nil}
+        local fields = {'body', body, 'acct', acct, nil, nil, nil, nil, nil, nil}
         if ttl ~= '0' then
           if ttl ~= last_ttl then
             last_ttl, last_exp = ttl, int(now + tonumber(ttl))
           end
-          fields[9] = 'exp'
-          fields[10] = last_exp
+          fields[5] = 'exp'
+          fields[6] = last_exp
+        end
+        if n ~= 1 then
+          fields[#fields + 1] = 'n'
+          fields[#fields + 1] = n_s
         end
         local ids
         if prio == 'h' then
@@ -219,13 +223,11 @@ while i <= #ARGV do
         end
         for k = 1, n - 1 do
           local ks = int(k)
-          local f = #fields
-          fields[f + 1] = 's' .. ks
-          fields[f + 2] = 'queued'
           agent = ARGV[first_agent + k]
           if agent ~= '' then
-            fields[f + 3] = 'ag' .. ks
-            fields[f + 4] = agent
+            local f = #fields
+            fields[f + 1] = 'ag' .. ks
+            fields[f + 2] = agent
           end
           ids[#ids + 1] = eid .. ':' .. ks
         end

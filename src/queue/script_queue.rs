@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
-//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `n` (Notify calls; its time of creation is its id's, a UUIDv7 made when the gateway accepted it), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (`queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease that ended early (its next lease ends after it) or whose attempt the reaper counted (always written with `at{k}`), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `n` (Notify calls; missing: 1; its time of creation is its id's, a UUIDv7 made when the gateway accepted it), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (missing: `queued`; `queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease that ended early (its next lease ends after it) or whose attempt the reaper counted (always written with `at{k}`), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms), which is also the lease's token |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
@@ -960,7 +960,8 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             return Ok(None);
         };
         let get = |name: String| fields.get(&name).filter(|v| !v.is_empty()).cloned();
-        let n: usize = get("n".into()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        // (a missing `n` is one call, and a missing status a queued call)
+        let n: usize = get("n".into()).map_or(1, |v| v.parse().unwrap_or(0));
         let stored: Vec<CallStatus> = (0..n)
             .map(|k| match get(format!("s{k}")) {
                 None => Ok(CallStatus::Queued),

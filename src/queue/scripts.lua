@@ -46,7 +46,7 @@ local function forget_letter(base, dead, did, retention)
   w('ZREM', dead, did)
   if ev[1] then
     local dd = (tonumber(ev[1]) or 1) - 1
-    if dd <= 0 and (tonumber(ev[2] or '0') or 0) >= (tonumber(ev[3] or '0') or 0) then
+    if dd <= 0 and (tonumber(ev[2] or '0') or 0) >= (tonumber(ev[3] or '1') or 0) then
       w('HSET', ekey, 'dd', int(dd), 'body', '')
       w('PEXPIRE', ekey, retention)
     else
@@ -128,7 +128,7 @@ end
 -- extends) with them added; and whether the event is then finished: every delivery done
 -- and none a dead letter. A finished event's payload is emptied in the same write, and the
 -- caller expires it after the retention. `done`, `n` and `dd` are the event's fields as
--- read; `dead` is true for a dead letter. The common case, the first finished delivery of
+-- read (a missing `n` is one call); `dead` is true for a dead letter. The common case, the first finished delivery of
 -- an event of one, converts nothing; the dead count is written only when it grows.
 local function finish_fields(k, status, fields, done, n, dd, dead)
   local done_n, done_text = 1, '1'
@@ -150,7 +150,7 @@ local function finish_fields(k, status, fields, done, n, dd, dead)
     set[at + 6] = int(dd_n)
   end
   local total = 1
-  if n ~= '1' then total = tonumber(n or '0') or 0 end
+  if n and n ~= '1' then total = tonumber(n) or 0 end
   local finished = done_n >= total and dd_n == 0
   if finished then
     set[#set + 1] = 'body'
@@ -166,9 +166,10 @@ local function next_attempt(at)
   return int((tonumber(at) or 0) + 1)
 end
 
--- Whether an event whose fields `done`, `n`, `dd` were read has finished.
+-- Whether an event whose fields `done`, `n`, `dd` were read has finished (a missing `n`
+-- is one call).
 local function is_finished(done, n, dd)
-  return (tonumber(done or '0') or 0) >= (tonumber(n or '0') or 0)
+  return (tonumber(done or '0') or 0) >= (tonumber(n or '1') or 0)
     and (tonumber(dd or '0') or 0) == 0
 end
 

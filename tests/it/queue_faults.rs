@@ -440,6 +440,8 @@ struct Snapshot {
     retry: HashMap<String, Vec<String>>,
     dead: HashMap<String, Vec<String>>,
     busy: HashMap<String, String>,
+    /// account → the bound on its depth its record keeps (`d`), when it keeps one
+    bound: HashMap<String, Option<u64>>,
 }
 
 async fn snapshot(q: &Queues) -> Snapshot {
@@ -454,10 +456,14 @@ async fn snapshot(q: &Queues) -> Snapshot {
             .map(|p| (p[0].clone(), p[1].clone()))
             .collect();
         let eid = key.rsplit(':').next().unwrap().to_string();
-        let n: usize = ev.get("n").and_then(|v| v.parse().ok()).unwrap_or(0);
+        // (a missing `n` is one call, and a missing status a queued call)
+        let n: usize = ev.get("n").map_or(1, |v| v.parse().unwrap_or(0));
         let acct = ev.get("acct").cloned().unwrap_or_default();
         for k in 0..n {
-            let status = ev.get(&format!("s{k}")).cloned().unwrap_or_default();
+            let status = ev
+                .get(&format!("s{k}"))
+                .cloned()
+                .unwrap_or_else(|| "queued".into());
             if ev.get(&format!("rp{k}")).is_some_and(|v| v == "1") {
                 s.replayed.push(format!("{eid}:{k}"));
             }
@@ -487,6 +493,13 @@ async fn snapshot(q: &Queues) -> Snapshot {
             .await;
         s.busy
             .insert(account.into(), busy.into_iter().next().unwrap_or_default());
+        let bound = c
+            .strings(&["HGET", &format!("{base}:acct:{account}"), "d"])
+            .await;
+        s.bound.insert(
+            account.into(),
+            bound.into_iter().next().and_then(|d| d.parse().ok()),
+        );
     }
     s.inflight = c
         .strings(&["ZRANGE", &format!("{base}:inflight"), "0", "-1"])
@@ -542,6 +555,22 @@ async fn check(q: &Queues, what: &str, settled: bool) {
             assert!(
                 listed == 0 || status == "queued",
                 "{what}: stale entry {id} ({status})"
+            );
+        }
+    }
+    // an account's bound on its depth is never below its unfinished calls
+    for (account, bound) in &s.bound {
+        let unfinished = s
+            .deliveries
+            .values()
+            .filter(|(acct, status)| {
+                acct == account && ["queued", "delivering", "retrying"].contains(&status.as_str())
+            })
+            .count() as u64;
+        if let Some(bound) = bound {
+            assert!(
+                *bound >= unfinished,
+                "{what}: {account}'s bound {bound} is below its {unfinished} unfinished calls"
             );
         }
     }
