@@ -29,12 +29,14 @@
 //! is in the in-flight set, its lease's end is its token, and its attempt is counted when
 //! it ends, where layout 5 wrote the status `delivering`, the attempt and a claim counter
 //! (`migrate_v5.lua` turns layout 5's calls in flight into queued ones). Layout 7 stores
-//! no time of creation in an event (its id, a UUIDv7, carries the gateway's clock when it
-//! accepted the event), and keeps in each account's record a bound on its depth (`d`)
-//! that every enqueue raises and a replay removes, which an enqueue of layout 6 would not:
-//! nothing is moved (an account without the bound has its depth counted at its next
-//! enqueue, and readers take an event's time from its id), but the migration waits, as any
-//! does, until no process of layout 6 runs.
+//! a new event as its body and its account alone: no time of creation (its id, a UUIDv7,
+//! carries the gateway's clock when it accepted the event), no call count for one call
+//! and no status for a queued call, which layout 6 would take for a stale entry. Each
+//! account's record keeps a bound on its depth (`d`) that every enqueue raises and a
+//! replay removes, which an enqueue of layout 6 would not. Nothing is moved (layout 6's
+//! events read as they are, and an account without the bound has its depth counted at its
+//! next enqueue), but the migration waits, as any does, until no process of layout 6
+//! runs.
 //!
 //! The migration runs under a lock (`{prefix}:migrate:lock`, so one process does it while
 //! the others answer 503 and wait), one partition at a time, each step of a partition in
