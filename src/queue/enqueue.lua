@@ -6,7 +6,8 @@
 --        share: limit, window_ms, ttl_ms;
 --        then per account: base, account, count (its events), and its limit and window:
 --        '' when they are the call's, else limit then window_ms;
---        then per event: id, form, body, and what the form says follows:
+--        then per event: its id (36 characters) followed by its form, its body, and
+--        what the form says follows:
 --          ''  normal priority, the call's time to live, one call to every agent, no
 --              idempotency key (most events);
 --          'k' the same, followed by an idempotency key and its fingerprint;
@@ -14,7 +15,7 @@
 --              every agent), idempotency key or '', and its fingerprint when there is a
 --              key.
 --        (An argument costs Redis about 1,000 instructions, read and handed to Lua: most
---        events need three.)
+--        events need two.)
 -- The default rate limit is written into the script's text, ahead of its helpers (see
 -- `limit_settings` in script_queue.rs).
 -- Returns per event, in order, 'ok' when it was stored, else {outcome, id, n} with
@@ -69,13 +70,14 @@ end
 -- The record's `d` is never below the account's depth: this script raises it by the
 -- calls it stores (before it pushes them), a replay removes it, and nothing else adds to
 -- a depth; deliveries leave it as it is. A `d` of at most `bound_digits` digits stands for
--- `bound` (which is at least its value and below the largest depth allowed), so most
--- calls store without counting the depth or converting `d`: the depth is counted, and
--- `d` written as counted, only when `d` is missing or the bound would refuse an event. A
--- busy account counts once per about a tenth of `max_depth` calls it stores (when `d`
--- outgrows `bound_digits`). (Counting costs three
--- commands, about 11,700 instructions of Redis's; the raise, one, about 5,500.)
-local bound_digits = #ARGV[1] - 1
+-- `bound` (which is at least its value and at most a tenth of the largest depth allowed),
+-- so most calls store without counting the depth or converting `d`: the depth is
+-- counted, and `d` written as counted when the account stores something, only when `d`
+-- is missing or the bound would refuse an event. A busy account counts once per about a
+-- hundredth of `max_depth` calls it stores (when `d` outgrows `bound_digits`); with a
+-- `max_depth` under 100, at every call. (Counting costs three commands, about 11,700
+-- instructions of Redis's; the raise, one, about 5,500.)
+local bound_digits = #ARGV[1] - 2
 local bound = 10 ^ bound_digits - 1
 
 -- (tables built from a constructor of nils have room for one event's entries, the most
@@ -132,8 +134,11 @@ while i <= #ARGV do
   local out_from, ev_from, idem_from = #out + 1, #ekeys + 1, (idems and #idems or 0) + 1
   local pushed_h, pushed_n
   for _ = 1, count do
-    local eid, form, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    i = i + 3
+    local eid, form, body = ARGV[i], '', ARGV[i + 1]
+    if #eid ~= 36 then
+      eid, form = string.sub(eid, 1, 36), string.sub(eid, 37)
+    end
+    i = i + 2
     local prio, ttl, n_s, n, ikey = 'n', call_ttl, '1', 1, ''
     -- (where the agents start: none in the short forms, whose one call goes to every agent)
     local first_agent
@@ -178,8 +183,16 @@ while i <= #ARGV do
         if ok then
           depth = counted + added
         else
-          result = {'error', message(counted)}
-          counted = nil
+          -- the account fails whole, as when its first read fails: its events taken so
+          -- far in this call are not stored
+          failed = {'error', message(counted)}
+          result = failed
+          for j = out_from, #out do out[j] = failed end
+          for e = ev_from, #ekeys do ekeys[e] = false end
+          if idems then
+            for j = idem_from, #idems do idems[j] = false end
+          end
+          pushed_h, pushed_n = nil, nil
         end
       end
       if result then
@@ -248,7 +261,8 @@ while i <= #ARGV do
   end
   if not failed then
     local settings_changed = st[1] ~= limit or st[2] ~= window
-    if settings_changed or pushed_h or pushed_n or counted then
+    -- (an account that stores nothing writes nothing: a full one only reads, as counted)
+    if settings_changed or pushed_h or pushed_n then
       plans[#plans + 1] = {base, acct, st, limit, window, pushed_h, pushed_n, settings_changed,
         qh, qn, out_from, #out, ev_from, #ekeys, idem_from, idems and #idems or 0, added,
         counted}

@@ -138,10 +138,10 @@ pub(super) fn call_args(
     (routing.unwrap_or_default(), args)
 }
 
-/// One event's arguments of an enqueue call (see enqueue.lua): its id, its form and its
-/// body, then what its form does not assume. The short forms (`''`, and `k` with an
+/// One event's arguments of an enqueue call (see enqueue.lua): its id followed by its form,
+/// its body, then what its form does not assume. The short forms (none, and `k` with an
 /// idempotency key) stand for normal priority, the call's time to live `shared_ttl` and one
-/// Notify call to every agent.
+/// Notify call to every agent; most events take two arguments.
 fn push_event_args(args: &mut Vec<Vec<u8>>, event: &NewEvent, shared_ttl: u64) {
     let key = match &event.idempotency {
         Some((key, fp)) if !key.is_empty() => Some((key, fp)),
@@ -150,12 +150,14 @@ fn push_event_args(args: &mut Vec<Vec<u8>>, event: &NewEvent, shared_ttl: u64) {
     let short = event.priority == Priority::Normal
         && event.ttl_ms == shared_ttl
         && event.agents.as_slice() == [None];
-    args.push(event.id.as_str().as_bytes().to_vec());
-    args.push(match (short, key) {
-        (true, None) => Vec::new(),
-        (true, Some(_)) => b"k".to_vec(),
-        (false, _) => b"x".to_vec(),
-    });
+    let mut id = Vec::with_capacity(37);
+    id.extend_from_slice(event.id.as_str().as_bytes());
+    match (short, key) {
+        (true, None) => {}
+        (true, Some(_)) => id.push(b'k'),
+        (false, _) => id.push(b'x'),
+    }
+    args.push(id);
     args.push(event.payload.stored().as_bytes().to_vec());
     if !short {
         args.push(event.priority.tag().as_bytes().to_vec());
@@ -322,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn most_events_take_three_arguments_and_an_account_its_limit_only_when_its_own() {
+    fn most_events_take_two_arguments_and_an_account_its_limit_only_when_its_own() {
         let (reply, _) = tokio::sync::oneshot::channel();
         let mut a = batch("a", 4, 100);
         a.events[1].idempotency = Some(("k".into(), "fp".into()));
@@ -353,18 +355,24 @@ mod tests {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         let body = r#"{"app_id":1,"event":"e"}"#;
+        // (an id followed by its form, when not the shortest)
+        let (keyed, high, agents) = (
+            format!("{}k", ids[1]),
+            format!("{}x", ids[2]),
+            format!("{}x", ids[3]),
+        );
         let expected = [
             // the call's settings, then what its accounts and events share
             vec!["1000", "60", "100", "60000", "0"],
             // a, of the shared limit
             vec!["z:{p0}", "a", "4", ""],
-            vec![&ids[0], "", body],
-            vec![&ids[1], "k", body, "k", "fp"],
-            vec![&ids[2], "x", body, "h", "0", "1", "", ""],
-            vec![&ids[3], "x", body, "n", "0", "2", "7", "", ""],
+            vec![&ids[0], body],
+            vec![&keyed, body, "k", "fp"],
+            vec![&high, body, "h", "0", "1", "", ""],
+            vec![&agents, body, "n", "0", "2", "7", "", ""],
             // b, of its own limit
             vec!["z:{p0}", "b", "1", "5", "60000"],
-            vec![&ids[4], "", body],
+            vec![&ids[4], body],
         ]
         .concat();
         assert_eq!(routing, "z:{p0}");

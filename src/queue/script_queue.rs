@@ -46,7 +46,8 @@
 //! set says only which accounts to read again): depth
 //! (undelivered calls) is the length of its two lists, plus its retries, plus the calls in
 //! flight (`busy`); retries are the size of `retry:{account}`; dead letters the size of
-//! `dead:{account}`.
+//! `dead:{account}`. The record's `d` is no count: it is a bound, never below the depth,
+//! that lets most enqueues check `max_queue_depth` without counting (`enqueue.lua`).
 //!
 //! # Scripts
 //!
@@ -88,7 +89,11 @@
 //!   finishes whatever a failed completion left: the event's status says how far it got,
 //!   and `busy` still naming the delivery says the account was not freed of it yet.
 //! - Enqueue pushes ids before it stores their events: an id whose event was never stored
-//!   is a stale entry, which claims drop. An event is never stored without its ids.
+//!   is a stale entry, which claims drop. An event is never stored without its ids. It
+//!   raises an account's bound on its depth (`d`) before it pushes, and a replay removes
+//!   the bound before it pushes, so the bound is never below the depth: a failure leaves
+//!   it at worst above, which costs the account a count at its next enqueue when it nears
+//!   the cap.
 //! - Entries of finished deliveries left in a list are dropped by the claim that meets
 //!   them; an expiry that failed before its dead letter was recorded is recorded then.
 //! - A replay that fails after the push leaves the letter among the dead letters until the
@@ -119,10 +124,10 @@
 //! timeout of one partition's call fails only that call. The worker backs off only that
 //! partition, ingress answers 503 only to that partition's requests, and outcomes that
 //! could not be recorded are retried alone. An enqueue call that serves several accounts
-//! (of several partitions, on a single server) reads each account, and makes its first
-//! writes (its change, its partition's account and ready sets), under `pcall`: an
-//! account whose keys, or whose partition's, cannot be used fails its own events, and the
-//! call stores the others'.
+//! (of several partitions, on a single server) reads each account, makes its first
+//! writes (its change, its bound, its partition's account and ready sets) and pushes its
+//! ids under `pcall`: an account whose keys, or whose partition's, cannot be used fails
+//! its own events, and the call stores the others'.
 
 use std::collections::HashMap;
 use std::sync::Arc;

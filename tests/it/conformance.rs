@@ -1056,25 +1056,25 @@ async fn put_until_full(q: &Fixture, account: &str, cap: u64, most: usize) -> us
 
 /// An enqueue checks the cap against a bound on the account's depth kept in its record,
 /// which enqueues raise and deliveries leave as it is, and counts the depth only when the
-/// bound would refuse an event: the cap still holds exactly once deliveries have left the
-/// bound above the depth, and after a replay raised the depth past a bound that had just
-/// been counted down to it.
+/// bound would refuse an event (with a cap of 100, a bound of one digit stands for 9): the
+/// cap still holds exactly once deliveries have left the bound above the depth, and after
+/// a replay raised the depth far past a bound that had just been counted down to it.
 async fn the_depth_cap_holds_exactly_whatever_its_bound_says(b: Backend) {
     let q = open(b).await;
-    let cap = 20;
-    let names: Vec<String> = (0..15).map(|i| format!("e{i}")).collect();
+    let cap = 100;
+    let names: Vec<String> = (0..95).map(|i| format!("e{i}")).collect();
     let events = names.iter().map(|n| event_for("acme", n)).collect();
     let out = put_with(&q, "acme", WIDE, cap, events).await;
     let first: Vec<EventId> = out.iter().map(stored).collect();
-    // All 15 become dead letters: the depth is 0, its bound still 15.
-    for _ in 0..15 {
+    // All 95 become dead letters: the depth is 0, its bound still 95.
+    for _ in 0..95 {
         let c = claim(&q).await.remove(0);
         done(&q, &c, dead("rejected", Some(400), "no")).await;
     }
     assert_eq!(stats_for(&q, "acme").await.depth, 0);
     // One more is stored (the depth counted: 0, its bound now 1).
     assert_eq!(put_until_full(&q, "acme", cap, 1).await, 1);
-    // The replay takes the depth to 16, past what the bound said.
+    // The replay takes the depth to 96, past what the bound said.
     let letters: Vec<String> = first.iter().map(|id| did(id, 0)).collect();
     let result = q
         .replay(
@@ -1084,27 +1084,42 @@ async fn the_depth_cap_holds_exactly_whatever_its_bound_says(b: Backend) {
         )
         .await
         .unwrap();
-    assert_eq!(result.count, 15);
-    assert_eq!(stats_for(&q, "acme").await.depth, 16);
+    assert_eq!(result.count, 95);
+    assert_eq!(stats_for(&q, "acme").await.depth, 96);
     assert_eq!(
-        put_until_full(&q, "acme", cap, 30).await,
+        put_until_full(&q, "acme", cap, 20).await,
         4,
-        "the cap of 20 holds"
+        "the cap of 100 holds"
     );
-    assert_eq!(stats_for(&q, "acme").await.depth, 20);
-    // Every call delivered: the bound stays at 20, the cap admits 20 again.
-    for _ in 0..20 {
+    assert_eq!(stats_for(&q, "acme").await.depth, 100);
+    // Every call delivered: the bound stays at 100, the cap admits 100 again, most of
+    // them on the bound alone.
+    for _ in 0..100 {
         let c = claim(&q).await.remove(0);
         done(&q, &c, ok()).await;
     }
     assert_eq!(stats_for(&q, "acme").await.depth, 0);
-    assert_eq!(put_until_full(&q, "acme", cap, 30).await, 20);
-    // With a few delivered, the bound (20) is above the depth (15): the cap admits 5.
+    assert_eq!(put_until_full(&q, "acme", cap, 120).await, 100);
+    // With a few delivered, the bound (100) is above the depth (95): the cap admits 5.
     for _ in 0..5 {
         let c = claim(&q).await.remove(0);
         done(&q, &c, ok()).await;
     }
-    assert_eq!(put_until_full(&q, "acme", cap, 30).await, 5);
+    assert_eq!(put_until_full(&q, "acme", cap, 20).await, 5);
+    // A call of several events for an account whose bound leaves room stores them all.
+    for _ in 0..100 {
+        let c = claim(&q).await.remove(0);
+        done(&q, &c, ok()).await;
+    }
+    assert_eq!(put_until_full(&q, "acme", cap, 1).await, 1);
+    let events = (0..99)
+        .map(|i| event_for("acme", &format!("m{i}")))
+        .collect();
+    let out = put_with(&q, "acme", WIDE, cap, events).await;
+    assert!(out
+        .iter()
+        .all(|o| matches!(o, EnqueueOutcome::Stored { .. })));
+    assert_eq!(put_until_full(&q, "acme", cap, 1).await, 0);
 }
 
 async fn event_records_follow_the_lifecycle(b: Backend) {

@@ -258,6 +258,47 @@ async fn unusable_keys_fail_only_their_own_events_in_a_shared_enqueue() {
     assert!(stored >= 6, "only {stored} stored");
 }
 
+/// An account whose depth an enqueue must count part-way through its events (the bound its
+/// record keeps leaves room for some of them only) and whose retries cannot be read fails
+/// whole: none of the call's events is stored, as when its record cannot be read.
+#[tokio::test]
+async fn an_account_whose_count_fails_part_way_stores_none_of_its_events() {
+    let redis = RedisServer::start();
+    let q = queue_on(&redis, "pw");
+    let base = format!("pw:{{p{}}}", partition_of("acme", PARTITIONS));
+    // one event stored (cap 100): the depth counted, the bound then 1, which stands for 9
+    q.enqueue(one_event("acme")).await.unwrap();
+    expect_ok(redis.command(&["SET", &format!("{base}:retry:acme"), "x"]));
+    let mut batch = one_event("acme");
+    let p = partition_of("acme", PARTITIONS);
+    batch.events = (0..95)
+        .map(|i| crate::support::plain_event(EventId::new(p), &format!("m{i}")))
+        .collect();
+    let err = q
+        .enqueue(batch)
+        .await
+        .expect_err("the count of the account's depth fails");
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    assert_eq!(
+        redis
+            .command(&["LLEN", &format!("{base}:q:acme:n")])
+            .as_deref(),
+        Some(":1\r\n"),
+        "only the first event's call is queued"
+    );
+    let events = redis.command(&[
+        "EVAL",
+        "return #redis.call('KEYS', ARGV[1])",
+        "0",
+        &format!("{base}:ev:*"),
+    ]);
+    assert_eq!(
+        events.as_deref(),
+        Some(":1\r\n"),
+        "only the first event is stored"
+    );
+}
+
 /// Outcomes recorded in one round trip: those of a failing partition fail alone and are
 /// reported as such; the others are recorded.
 #[tokio::test]
