@@ -18,12 +18,14 @@
 --        events need two.)
 -- The default rate limit is written into the script's text, ahead of its helpers (see
 -- `limit_settings` in script_queue.rs).
--- Returns per event, in order, 'ok' when it was stored, else {outcome, id, n} with
--- outcome dup | mismatch | full, or {'error', message} when a key of its account (its
--- record, lists, retries when they are counted, idempotency key, or its partition's
--- change, account or ready set) could not be used: the other accounts' events are stored
--- all the same. Then, when some accounts entered their ready set (their workers may be
--- asleep), {'ready', base ...} naming each such partition (a name may repeat).
+-- Returns the number of events when every one was stored (most calls: a reply of an item
+-- per event costs Redis about 700 instructions an event), else per event, in order, 'ok'
+-- when it was stored, else {outcome, id, n} with outcome dup | mismatch | full, or
+-- {'error', message} when a key of its account (its record, lists, retries when they are
+-- counted, idempotency key, or its partition's change, account or ready set) could not be
+-- used: the other accounts' events are stored all the same. Then, either way, when some
+-- accounts entered their ready set (their workers may be asleep), {'ready', base ...}
+-- naming each such partition (a name may repeat).
 -- Every check of every account comes first, each account's reads under `pcall`. Then the
 -- writes: account by account its change (see `changed`), the bound on its depth (`d`),
 -- its settings and its place in the ready set, under `pcall` (an account that fails there
@@ -42,6 +44,8 @@
 -- text into numbers and back, and creating tables, closures and strings. One call serves
 -- the accounts of every request waiting when it is sent, so that what a call costs by
 -- itself (the command, its first five arguments, the clock) is shared by their events.
+-- (a local: a global is looked up in a table at each use)
+local ARGV = ARGV
 local max_depth, idem_ttl = tonumber(ARGV[1]), ARGV[2]
 local call_limit, call_window, call_ttl = ARGV[3], ARGV[4], ARGV[5]
 local now, now_s = now_ms()
@@ -85,12 +89,16 @@ local bound = 10 ^ bound_digits - 1
 local out = {nil}
 -- per account with something to write: {base, account, record (the HMGET's fields),
 -- limit, window, its new ids of priority h, of n, whether its settings changed, its lists
--- h and n, then where its outcomes (in `out`), events (in `ekeys`) and idempotency keys
+-- h and n, then where its outcomes (in `out`), events (in `events`) and idempotency keys
 -- (in `idems`) start and end}
 local plans = {nil}
--- the events' keys and fields, the idempotency keys taken (key -> record) in the order
--- taken
-local ekeys, efields = {nil}, {nil}
+-- each event's key and fields (the arguments of its HSET; false once its account failed),
+-- the idempotency keys taken (key -> record) in the order taken
+local events = {nil}
+-- (their counts: the length operator searches a table for its end)
+local nout, nev = 0, 0
+-- whether every event so far was stored
+local stored_all = true
 local idems, taken
 -- the last time to live seen (text) and the expiry it gives: a batch's events most often
 -- share theirs, converted and formatted once
@@ -131,8 +139,9 @@ while i <= #ARGV do
   -- the calls this account's events add
   local added = 0
   -- where this account's outcomes, events and idempotency keys start
-  local out_from, ev_from, idem_from = #out + 1, #ekeys + 1, (idems and #idems or 0) + 1
+  local out_from, ev_from, idem_from = nout + 1, nev + 1, (idems and #idems or 0) + 1
   local pushed_h, pushed_n
+  local nh, nn = 0, 0
   for _ = 1, count do
     local eid, form, body = ARGV[i], '', ARGV[i + 1]
     if #eid ~= 36 then
@@ -187,8 +196,9 @@ while i <= #ARGV do
           -- far in this call are not stored
           failed = {'error', message(counted)}
           result = failed
-          for j = out_from, #out do out[j] = failed end
-          for e = ev_from, #ekeys do ekeys[e] = false end
+          for j = out_from, nout do out[j] = failed end
+          stored_all = false
+          for e = ev_from, nev do events[e] = false end
           if idems then
             for j = idem_from, #idems do idems[j] = false end
           end
@@ -206,29 +216,31 @@ while i <= #ARGV do
         -- field by field, and grown from the body it crosses fewer of the allocator's size
         -- classes, each a copy (2-4% of a batched event's work, by the Redis build, with
         -- bodies of about 45 bytes).
-        local fields = {'body', body, 'acct', acct, nil, nil, nil, nil, nil, nil}
+        local fields = {base .. ':ev:' .. eid, 'body', body, 'acct', acct, nil, nil}
         if ttl ~= '0' then
           if ttl ~= last_ttl then
             last_ttl, last_exp = ttl, int(now + tonumber(ttl))
           end
-          fields[5] = 'exp'
-          fields[6] = last_exp
+          fields[6] = 'exp'
+          fields[7] = last_exp
         end
         if n ~= 1 then
           fields[#fields + 1] = 'n'
           fields[#fields + 1] = n_s
         end
-        local ids
+        -- the list of its priority's new ids, and their count
+        local ids, ni
         if prio == 'h' then
           fields[#fields + 1] = 'prio'
           fields[#fields + 1] = 'h'
           pushed_h = pushed_h or {nil}
-          ids = pushed_h
+          ids, ni = pushed_h, nh
         else
           pushed_n = pushed_n or {nil}
-          ids = pushed_n
+          ids, ni = pushed_n, nn
         end
-        ids[#ids + 1] = eid .. ':0'
+        ni = ni + 1
+        ids[ni] = eid .. ':0'
         local agent = first_agent and ARGV[first_agent]
         if agent and agent ~= '' then
           fields[#fields + 1] = 'ag0'
@@ -242,10 +254,12 @@ while i <= #ARGV do
             fields[f + 1] = 'ag' .. ks
             fields[f + 2] = agent
           end
-          ids[#ids + 1] = eid .. ':' .. ks
+          ni = ni + 1
+          ids[ni] = eid .. ':' .. ks
         end
-        ekeys[#ekeys + 1] = base .. ':ev:' .. eid
-        efields[#efields + 1] = fields
+        if prio == 'h' then nh = ni else nn = ni end
+        nev = nev + 1
+        events[nev] = fields
         depth = depth + n
         added = added + n
         if idem then
@@ -257,14 +271,16 @@ while i <= #ARGV do
         result = 'ok'
       end
     end
-    out[#out + 1] = result
+    nout = nout + 1
+    out[nout] = result
+    if result ~= 'ok' then stored_all = false end
   end
   if not failed then
     local settings_changed = st[1] ~= limit or st[2] ~= window
     -- (an account that stores nothing writes nothing: a full one only reads, as counted)
     if settings_changed or pushed_h or pushed_n then
       plans[#plans + 1] = {base, acct, st, limit, window, pushed_h, pushed_n, settings_changed,
-        qh, qn, out_from, #out, ev_from, #ekeys, idem_from, idems and #idems or 0, added,
+        qh, qn, out_from, nout, ev_from, nev, idem_from, idems and #idems or 0, added,
         counted}
     end
   end
@@ -310,7 +326,8 @@ end
 local function fail_plan(plan, e)
   local failed = {'error', message(e)}
   for j = plan[11], plan[12] do out[j] = failed end
-  for k = plan[13], plan[14] do ekeys[k] = false end
+  stored_all = false
+  for k = plan[13], plan[14] do events[k] = false end
   for j = plan[15], plan[16] do idems[j] = false end
   plan[6], plan[7] = nil, nil
 end
@@ -331,8 +348,15 @@ end
 -- At most 1,000 ids per RPUSH and 3,000 arguments per HSET (Lua's unpack has a stack
 -- limit).
 local function push(q, ids)
-  for j = 1, #ids, 1000 do
-    w('RPUSH', q, unpack(ids, j, math.min(j + 999, #ids)))
+  local n = #ids
+  if n == 1 then
+    w('RPUSH', q, ids[1])
+  elseif n <= 1000 then
+    w('RPUSH', q, unpack(ids))
+  else
+    for j = 1, n, 1000 do
+      w('RPUSH', q, unpack(ids, j, math.min(j + 999, n)))
+    end
   end
 end
 -- An account whose lists cannot be written stores nothing (its calls pushed so far are
@@ -348,12 +372,16 @@ for p = 1, #plans do
     if not ok then fail_plan(plan, e) end
   end
 end
-for e = 1, #ekeys do
-  local ekey = ekeys[e]
-  if ekey then
-    local fields = efields[e]
-    for j = 1, #fields, 3000 do
-      w('HSET', ekey, unpack(fields, j, math.min(j + 2999, #fields)))
+for e = 1, nev do
+  local fields = events[e]
+  if fields then
+    local nf = #fields
+    if nf <= 3001 then
+      w('HSET', unpack(fields))
+    else
+      for j = 2, nf, 3000 do
+        w('HSET', fields[1], unpack(fields, j, math.min(j + 2999, nf)))
+      end
     end
   end
 end
@@ -362,6 +390,9 @@ if idems then
     local idem = idems[j]
     if idem then w('SET', idem, taken[idem], 'EX', idem_ttl) end
   end
+end
+if stored_all then
+  out = {nout}
 end
 if ready then
   out[#out + 1] = ready

@@ -831,10 +831,12 @@ async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
         Some("10")
     );
     redis.command(&["HDEL", &akey, "d"]);
+    // (layout 6 wrote an event's time of storage, its call count and its call's status)
     let stored_at = ids[0].created_ms() + 3;
     for id in &ids {
         let ekey = format!("six:{{p{p}}}:ev:{id}");
-        redis.command(&["HSET", &ekey, "created", &stored_at.to_string()]);
+        let created = stored_at.to_string();
+        redis.command(&["HSET", &ekey, "created", &created, "n", "1", "s0", "queued"]);
     }
     redis.command(&["HSET", "six:meta", "layout", "6"]);
 
@@ -845,11 +847,16 @@ async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
         redis.command(&["HGET", "six:meta", "layout"]),
         Some(bulk(&LAYOUT_VERSION.to_string()))
     );
-    // counted, and kept as the bound from now on
-    assert_eq!(
-        bulk_value(redis.command(&["HGET", &akey, "d"])).as_deref(),
-        Some("10")
-    );
+    // a refusal writes nothing: the next enqueue counts again
+    assert_eq!(bulk_value(redis.command(&["HGET", &akey, "d"])), None);
     let record = queue.event(&ids[0]).await.unwrap().expect("the event");
     assert_eq!(record.created_at, rfc3339_ms(ids[0].created_ms()));
+    assert_eq!(record.deliveries.len(), 1);
+    // Its calls are delivered in order, as layout 6 stored them.
+    let claimed = queue.claim(p, 4).await.unwrap().items;
+    assert!(!claimed.is_empty());
+    for (c, id) in claimed.iter().zip(&ids) {
+        assert_eq!(c.delivery_id, format!("{id}:0"));
+        assert_eq!(c.attempts, 1);
+    }
 }
