@@ -75,12 +75,17 @@ end
 -- calls it stores (before it pushes them), a replay removes it, and nothing else adds to
 -- a depth; deliveries leave it as it is. A `d` of at most `bound_digits` digits stands for
 -- `bound` (which is at least its value and at most a tenth of the largest depth allowed),
--- so most calls store without counting the depth or converting `d`: the depth is
--- counted, and `d` written as counted when the account stores something, only when `d`
--- is missing or the bound would refuse an event. A busy account counts once per about a
--- hundredth of `max_depth` calls it stores (when `d` outgrows `bound_digits`); with a
--- `max_depth` under 100, at every call. (Counting costs three commands, about 11,700
--- instructions of Redis's; the raise, one, about 5,500.)
+-- so most calls store without counting the depth or converting `d`. The depth is
+-- counted when `d` is missing, when it has more digits (it has grown past `bound`), or
+-- when `bound` would refuse an event; `d` is then written as counted, if the account
+-- stores something or its settings change. So an account whose depth stays under `bound`
+-- counts about once per `bound` calls it stores (every 10,000 with the default cap of
+-- 100,000), one with a deeper backlog at every call, as every enqueue did before the
+-- bound, and with a `max_depth` under 100 every account at every call. (Counting costs
+-- three commands, about 11,700 instructions of Redis's; the raise, one, about 5,500.)
+-- An account comes once per call (its requests are one run of the call's arguments,
+-- see `enqueue_calls.rs`): its count, its bound and the idempotency keys its events take
+-- are read and written once.
 local bound_digits = #ARGV[1] - 2
 local bound = 10 ^ bound_digits - 1
 

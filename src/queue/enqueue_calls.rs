@@ -100,7 +100,9 @@ pub(super) fn group_calls<'a>(
 /// settings its requests share and what most of its accounts and events share (those of
 /// its first account and event), then each account's base (`base` of its partition),
 /// account, event count and its limit and window unless they are the shared ones,
-/// followed by its events.
+/// followed by its events. An account comes once in a call, its requests' events
+/// together: the script counts its depth, keeps its bound and takes its idempotency keys
+/// once per account.
 pub(super) fn call_args(
     call: &EnqueueCall,
     group: &[PendingEnqueue],

@@ -1092,15 +1092,16 @@ async fn the_depth_cap_holds_exactly_whatever_its_bound_says(b: Backend) {
         "the cap of 100 holds"
     );
     assert_eq!(stats_for(&q, "acme").await.depth, 100);
-    // Every call delivered: the bound stays at 100, the cap admits 100 again, most of
-    // them on the bound alone.
+    // Every call delivered: the bound stays at 100, the cap admits 100 again (the first
+    // nine on the bound alone, once it was counted down to 1).
     for _ in 0..100 {
         let c = claim(&q).await.remove(0);
         done(&q, &c, ok()).await;
     }
     assert_eq!(stats_for(&q, "acme").await.depth, 0);
     assert_eq!(put_until_full(&q, "acme", cap, 120).await, 100);
-    // With a few delivered, the bound (100) is above the depth (95): the cap admits 5.
+    // With a few delivered, the bound (100) is above the depth (95), and counted again:
+    // the cap admits 5.
     for _ in 0..5 {
         let c = claim(&q).await.remove(0);
         done(&q, &c, ok()).await;

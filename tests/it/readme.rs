@@ -182,6 +182,7 @@ fn inline_disposition(span: &str) -> Option<Inline> {
             Inline::ComposeConfig
         }
         "scripts/bench.sh"
+        | "scripts/bench.sh relay"
         | "cargo bench --bench relay -- delivery"
         | "cargo bench --bench relay -- ingress delivery"
         | "cargo bench --bench relay -- ingress"
