@@ -1,8 +1,8 @@
 -- dead: one page of an account's dead letters, oldest first (read only).
 -- KEYS[1] = <base>:ready
 -- ARGV = base, account, offset, limit
--- Returns {total, {did, dead at, created, status, reason, attempts, last status,
--- last error, body, agent}, ...}.
+-- Returns {total, {did, dead at, status, reason, attempts, last status, last error, body,
+-- agent}, ...} (the event's time of creation is its id's, which the caller reads).
 local base, acct = ARGV[1], ARGV[2]
 local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local dead = base .. ':dead:' .. acct
@@ -14,13 +14,10 @@ for i = 1, #page, 2 do
   local eid, k = split_did(did)
   local ev = {}
   if eid then
-    ev = call('HMGET', base .. ':ev:' .. eid, 'acct', 's' .. k, 'dr' .. k, 'at' .. k,
-      'ls' .. k, 'le' .. k, 'body', 'ag' .. k)
+    ev = call('HMGET', base .. ':ev:' .. eid, 's' .. k, 'dr' .. k, 'at' .. k, 'ls' .. k,
+      'le' .. k, 'body', 'ag' .. k)
   end
-  -- (the time the id carries: a UUIDv7 starts with the gateway's clock, 12 hex digits of
-  -- ms, when it accepted the event)
-  local created = ev[1] and tonumber(string.sub(eid, 1, 12), 16)
-  out[#out + 1] = {did, page[i + 1], created and int(created) or '0', ev[2] or '', ev[3] or '', ev[4] or '0',
-    ev[5] or '', ev[6] or '', ev[7] or '', ev[8] or ''}
+  out[#out + 1] = {did, page[i + 1], ev[1] or '', ev[2] or '', ev[3] or '0', ev[4] or '',
+    ev[5] or '', ev[6] or '', ev[7] or ''}
 end
 return out

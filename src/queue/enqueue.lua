@@ -109,6 +109,16 @@ local idems, taken
 -- share theirs, converted and formatted once
 local last_ttl, last_exp
 
+-- An account that fails with the outcome `failed` ({'error', message}) stores nothing:
+-- its outcomes `out[o1..o2]` become it, and its events `events[e1..e2]` and idempotency
+-- keys `idems[k1..k2]` are not written.
+local function fail_account(failed, o1, o2, e1, e2, k1, k2)
+  for j = o1, o2 do out[j] = failed end
+  stored_all = false
+  for j = e1, e2 do events[j] = false end
+  for j = k1, k2 do idems[j] = false end
+end
+
 local i = 6
 while i <= #ARGV do
   local base, acct, count_s, limit = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -201,12 +211,7 @@ while i <= #ARGV do
           -- far in this call are not stored
           failed = {'error', message(counted)}
           result = failed
-          for j = out_from, nout do out[j] = failed end
-          stored_all = false
-          for e = ev_from, nev do events[e] = false end
-          if idems then
-            for j = idem_from, #idems do idems[j] = false end
-          end
+          fail_account(failed, out_from, nout, ev_from, nev, idem_from, idems and #idems or 0)
           pushed_h, pushed_n = nil, nil
         end
       end
@@ -326,14 +331,11 @@ local function enter(plan)
   if pause_until > at then at = pause_until end
   return w('ZADD', base .. ':ready', 'NX', int(at), acct) == 1
 end
--- An account whose writes failed with the error `e` stores nothing: its outcomes are the
--- error, and its events and idempotency keys are not written.
+-- An account whose writes failed with the error `e` stores nothing, and pushes nothing
+-- more.
 local function fail_plan(plan, e)
-  local failed = {'error', message(e)}
-  for j = plan[11], plan[12] do out[j] = failed end
-  stored_all = false
-  for k = plan[13], plan[14] do events[k] = false end
-  for j = plan[15], plan[16] do idems[j] = false end
+  fail_account({'error', message(e)}, plan[11], plan[12], plan[13], plan[14], plan[15],
+    plan[16])
   plan[6], plan[7] = nil, nil
 end
 -- the partitions where an account entered the ready set (the caller announces them to

@@ -255,7 +255,7 @@ pub async fn check_layout<T: Transport>(
             )))
         }
         Some(Ok(v)) if v == LAYOUT_VERSION => LayoutCheck::Current,
-        Some(Ok(2..=6)) => {
+        Some(Ok(v)) if (2..LAYOUT_VERSION).contains(&v) => {
             migrate(scope, migration).await?;
             LayoutCheck::Migrated
         }
@@ -497,37 +497,27 @@ async fn migrate_locked<T: Transport>(
         return Ok(());
     };
     let (meta, prefix) = (scope.meta(), scope.prefix);
-    // Each partition's steps, one script call each: layout 1 takes four, layout 2 three,
-    // layouts 3 and 4 two, layout 5 one, layout 6 none (only the wait for its processes
-    // to stop).
-    let steps: &[&Script] = match from {
-        1 => &[
-            &migration.partition,
-            &migration.partition_v2,
-            &migration.partition_v4,
-            &migration.partition_v5,
-        ],
-        2 => &[
-            &migration.partition_v2,
-            &migration.partition_v4,
-            &migration.partition_v5,
-        ],
-        3 | 4 => &[&migration.partition_v4, &migration.partition_v5],
-        5 => &[&migration.partition_v5],
-        _ => &[],
-    };
-    let first = if steps.is_empty() {
-        scope.partitions
-    } else {
-        done
-    };
-    for p in first..scope.partitions {
+    // Each partition's steps, one script call each, every step that brings a layout up to
+    // the one it names: layout 1 takes four, layout 2 three, layouts 3 and 4 two, layout 5
+    // one, layout 6 none (only the wait for its processes to stop).
+    let every_step: [(u32, &Script); 4] = [
+        (1, &migration.partition),
+        (2, &migration.partition_v2),
+        (4, &migration.partition_v4),
+        (5, &migration.partition_v5),
+    ];
+    let steps: Vec<&Script> = every_step
+        .into_iter()
+        .filter(|&(upto, _)| from <= upto)
+        .map(|(_, step)| step)
+        .collect();
+    for p in done..scope.partitions {
         if stop_after.is_some_and(|n| p >= n) {
             return Ok(());
         }
         renew(scope, migration, lock, token).await?;
         let base = scope.base(p);
-        for step in steps {
+        for step in &steps {
             scope
                 .script(step, (base.clone(), vec![base.clone().into_bytes()]))
                 .await?;
@@ -578,22 +568,28 @@ async fn begin_or_resume<T: Transport>(
         // Another process finished it while this one waited for the lock.
         return Ok(None);
     }
-    let from = match (migrating.as_deref(), layout.as_deref()) {
+    // an earlier layout than this one, as recorded
+    let earlier = |text: Option<&str>| {
+        text.and_then(|t| t.parse::<u32>().ok())
+            .filter(|v| (1..LAYOUT_VERSION).contains(v))
+    };
+    // the target of a migration an earlier release started, and the layout recorded, when
+    // they are earlier layouts than this one
+    let (earlier_target, earlier_layout) =
+        (earlier(migrating.as_deref()), earlier(layout.as_deref()));
+    let from = match (
+        migrating.as_deref(),
+        layout.as_deref(),
+        earlier_target,
+        earlier_layout,
+    ) {
         // A migration to this layout, stopped half-way: resumed where it stopped.
-        (Some(target), _) if target == mine => {
-            let from = match field(3).as_deref() {
-                Some("1") => 1,
-                Some("2") => 2,
-                Some("3") => 3,
-                Some("4") => 4,
-                Some("5") => 5,
-                Some("6") => 6,
-                _ => {
-                    return Err(QueueError::Mismatch(format!(
-                        "the migration of the queue under key prefix {prefix:?} records no \
-                         layout it started from (key {meta:?}, field `from`)"
-                    )))
-                }
+        (Some(target), ..) if target == mine => {
+            let Some(from) = earlier(field(3).as_deref()) else {
+                return Err(QueueError::Mismatch(format!(
+                    "the migration of the queue under key prefix {prefix:?} records no \
+                     layout it started from (key {meta:?}, field `from`)"
+                )));
             };
             check_partitions(scope).await?;
             tracing::info!(
@@ -609,48 +605,25 @@ async fn begin_or_resume<T: Transport>(
         // was written by its builds that did not record the target yet): its partitions
         // are in layout 1 or 2, and both steps leave a partition already past them as it
         // is, so it is started again from layout 1.
-        (Some("1" | "2"), None) => 1,
-        // The release of layout 3 stopped half-way through its migration (of layout 1 or
-        // 2, recorded in `from`): its steps leave a partition already past them as it is,
-        // so it is started again from there.
-        (Some("3"), None) => match field(3).as_deref() {
-            Some("2") => 2,
-            _ => 1,
-        },
-        // The releases of layouts 4, 5 and 6 likewise (of layout 1 to 3, 1 to 4, or 1 to 5).
-        (Some("4"), None) => match field(3).as_deref() {
-            Some("2") => 2,
-            Some("3") => 3,
-            _ => 1,
-        },
-        (Some("5"), None) => match field(3).as_deref() {
-            Some("2") => 2,
-            Some("3") => 3,
-            Some("4") => 4,
-            _ => 1,
-        },
-        (Some("6"), None) => match field(3).as_deref() {
-            Some("2") => 2,
-            Some("3") => 3,
-            Some("4") => 4,
-            Some("5") => 5,
-            _ => 1,
-        },
-        (Some(target), _) => {
+        (Some("1" | "2"), None, ..) => 1,
+        // A release of layout 3 or later (but earlier than this one) stopped half-way
+        // through its migration (of a layout before its own, recorded in `from`; layout
+        // 1 when none is): its steps leave a partition already past them as it is, so it
+        // is started again from there.
+        (Some(_), None, Some(target), _) => earlier(field(3).as_deref())
+            .filter(|f| (2..target).contains(f))
+            .unwrap_or(1),
+        (Some(target), ..) => {
             return Err(QueueError::Mismatch(format!(
                 "a migration of the queue under key prefix {prefix:?} to layout {target} is \
                  under way (key {meta:?}); this release migrates to layout {mine}: let the \
                  release that started it finish it"
             )))
         }
-        (None, Some("2")) => 2,
-        (None, Some("3")) => 3,
-        (None, Some("4")) => 4,
-        (None, Some("5")) => 5,
-        (None, Some("6")) => 6,
+        (None, _, _, Some(recorded)) if recorded >= 2 => recorded,
         // Nothing of layout 1 after all: the caller records this layout.
-        (None, _) if layout_one_partitions(scope).await?.is_empty() => return Ok(None),
-        (None, _) => 1,
+        (None, ..) if layout_one_partitions(scope).await?.is_empty() => return Ok(None),
+        (None, ..) => 1,
     };
     // Marked before anything else is written (the data was checked against the partition
     // count): a process that dies from here on leaves a migration the next one resumes,

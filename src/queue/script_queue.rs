@@ -1122,34 +1122,36 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         let mut items = Vec::new();
         for item in reply {
             let f = array(item)?;
-            if f.len() < 10 {
+            if f.len() < 9 {
                 return Err(QueueError::Protocol("short dead-letter entry".into()));
             }
             let did = text(&f[0]).unwrap_or_default();
-            let agent = text(&f[9]).and_then(|s| s.parse::<u64>().ok());
-            let stored = String::from_utf8_lossy(&bytes(&f[8])).into_owned();
+            let agent = text(&f[8]).and_then(|s| s.parse::<u64>().ok());
+            let stored = String::from_utf8_lossy(&bytes(&f[7])).into_owned();
             let event = if stored.is_empty() {
                 serde_json::Value::Null
             } else {
                 serde_json::from_slice(&NotifyPayload::from_stored(stored).upstream_bytes(agent))
                     .unwrap_or(serde_json::Value::Null)
             };
-            let ms = |i: usize| int(&f[i]).unwrap_or(0).max(0) as u64;
+            let dead_at = int(&f[1]).unwrap_or(0).max(0) as u64;
+            // (the time the id carries: the gateway's clock when it accepted the event)
+            let created = EventId::of_delivery(&did).map_or(0, |id| id.created_ms());
             items.push(DeadLetter {
                 event_id: did.split(':').next().unwrap_or_default().to_string(),
                 delivery_id: did,
-                status: call_status(&text(&f[3]).unwrap_or_default())?,
+                status: call_status(&text(&f[2]).unwrap_or_default())?,
                 reason: {
-                    let reason = text(&f[4]).unwrap_or_default();
+                    let reason = text(&f[3]).unwrap_or_default();
                     DeadReason::parse(&reason).ok_or_else(|| {
                         QueueError::Protocol(format!("unknown dead-letter reason {reason:?}"))
                     })?
                 },
-                attempts: int(&f[5]).unwrap_or(0).max(0) as u32,
-                last_status: text(&f[6]).and_then(|s| s.parse().ok()),
-                last_error: text(&f[7]).filter(|s| !s.is_empty()),
-                created_at: rfc3339_ms(ms(2)),
-                dead_at: rfc3339_ms(ms(1)),
+                attempts: int(&f[4]).unwrap_or(0).max(0) as u32,
+                last_status: text(&f[5]).and_then(|s| s.parse().ok()),
+                last_error: text(&f[6]).filter(|s| !s.is_empty()),
+                created_at: rfc3339_ms(created),
+                dead_at: rfc3339_ms(dead_at),
                 event,
             });
         }

@@ -128,8 +128,9 @@ end
 -- extends) with them added; and whether the event is then finished: every delivery done
 -- and none a dead letter. A finished event's payload is emptied in the same write, and the
 -- caller expires it after the retention. `done`, `n` and `dd` are the event's fields as
--- read (a missing `n` is one call); `dead` is true for a dead letter. The common case, the first finished delivery of
--- an event of one, converts nothing; the dead count is written only when it grows.
+-- read (a missing `n` is one call); `dead` is true for a dead letter. The common case,
+-- the first finished delivery of an event of one, converts nothing; the dead count is
+-- written only when it grows.
 local function finish_fields(k, status, fields, done, n, dd, dead)
   local done_n, done_text = 1, '1'
   if done then

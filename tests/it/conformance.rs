@@ -21,7 +21,7 @@ use zenrelay::queue::{
     RateLimit,
 };
 
-use crate::support::RedisServer;
+use crate::support::{stored, RedisServer};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -133,13 +133,6 @@ async fn put(q: &Fixture, account: &str, limit: RateLimit, names: &[&str]) -> Ve
         .iter()
         .map(stored)
         .collect()
-}
-
-fn stored(outcome: &EnqueueOutcome) -> EventId {
-    match outcome {
-        EnqueueOutcome::Stored { id, .. } => EventId::parse(id).expect("a valid id"),
-        other => panic!("expected Stored, got {other:?}"),
-    }
 }
 
 /// Claims from every partition.

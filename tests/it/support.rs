@@ -1045,6 +1045,16 @@ pub fn one_plain_batch(
     }
 }
 
+/// The id of a stored event's outcome (a panic for any other outcome).
+pub fn stored(outcome: &zenrelay::queue::EnqueueOutcome) -> zenrelay::domain::EventId {
+    match outcome {
+        zenrelay::queue::EnqueueOutcome::Stored { id, .. } => {
+            zenrelay::domain::EventId::parse(id).expect("a valid id")
+        }
+        other => panic!("expected Stored, got {other:?}"),
+    }
+}
+
 /// A new event `id` named `name` in app 1: normal priority, no time to live, one Notify
 /// call to every agent, no idempotency key.
 pub fn plain_event(id: zenrelay::domain::EventId, name: &str) -> zenrelay::queue::NewEvent {

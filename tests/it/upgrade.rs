@@ -817,13 +817,7 @@ async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
     // A full account of layout 6: written by this release, then put in layout 6's terms.
     let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
     let stored = queue.enqueue(batch(10)).await.unwrap();
-    let ids: Vec<EventId> = stored
-        .iter()
-        .map(|o| match o {
-            EnqueueOutcome::Stored { id, .. } => EventId::parse(id).unwrap(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let ids: Vec<EventId> = stored.iter().map(crate::support::stored).collect();
     drop(queue);
     let akey = format!("six:{{p{p}}}:acct:acme");
     assert_eq!(
