@@ -967,6 +967,14 @@ impl Transport for ClusterConnections {
         Ok(())
     }
 
+    async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError> {
+        for script in scripts {
+            self.ask_every_master(redis::cmd("SCRIPT").arg("LOAD").arg(script.source()))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn check_deployment(&self) -> Result<(), QueueError> {
         let settings = self
             .ask_every_master(

@@ -244,6 +244,11 @@ impl Transport for Embedded {
         Ok(())
     }
 
+    /// The embedded store compiles a script at its first call and keeps it.
+    async fn load_scripts(&self, _scripts: &[&Script]) -> Result<(), QueueError> {
+        Ok(())
+    }
+
     /// One process, whose worker ingress wakes directly: nothing to announce.
     async fn publish(&self, _channel: &str, _payload: &str) -> Result<(), QueueError> {
         Ok(())

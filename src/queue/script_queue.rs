@@ -760,7 +760,13 @@ impl<T: Transport> Queue for ScriptQueue<T> {
 
     async fn check_deployment(&self) -> Result<(), QueueError> {
         self.transport.check_deployment().await?;
-        self.check_layout().await
+        self.check_layout().await?;
+        // (a script that could not be loaded is sent with its source at its first call)
+        let scripts: Vec<&Script> = self.scripts().iter().map(|(_, script)| *script).collect();
+        if let Err(e) = self.transport.load_scripts(&scripts).await {
+            tracing::warn!(error = %e, "the queue's scripts could not be loaded ahead of their first calls");
+        }
+        Ok(())
     }
 
     async fn recorded_partitions(&self) -> Result<Option<u16>, QueueError> {

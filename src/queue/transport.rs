@@ -161,6 +161,19 @@ pub trait Transport: Send + Sync + 'static {
     /// Checks the store's own settings at startup (see [`super::Queue::check_deployment`]).
     async fn check_deployment(&self) -> Result<(), QueueError>;
 
+    /// Loads `scripts` into the store ahead of their first call (`SCRIPT LOAD`; on a Redis
+    /// Cluster, into every master), so that no call made while the gateway works pays
+    /// Redis the compilation of a script (several million instructions for the largest).
+    /// A store that loses them later (a restart, a failover) is sent a script's source
+    /// again when it answers `NOSCRIPT`.
+    async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError> {
+        for script in scripts {
+            self.command(redis::cmd("SCRIPT").arg("LOAD").arg(script.source()))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Announces `payload` on `channel` (that work was stored), to every process listening
     /// (Redis pub/sub; on a Redis Cluster the cluster bus carries it to every node, so any
     /// node will do).

@@ -1,5 +1,6 @@
 //! The partition count is recorded in Redis on first use; a process configured with
-//! another count refuses to start, and one with no count set uses the recorded one.
+//! another count refuses to start, and one with no count set uses the recorded one. A
+//! starting process loads the queue's scripts into the store.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -7,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use zenrelay::app::Gateway;
 
-use crate::support::{binary, config, gateway_toml, spawn_sim, RedisServer};
+use crate::support::{
+    binary, config, gateway_toml, masters_of, resp_command, shared_cluster, spawn_sim, RedisServer,
+};
 
 #[tokio::test]
 async fn a_process_with_another_partition_count_refuses_to_start() {
@@ -177,4 +180,53 @@ async fn the_recorded_count_is_read_from_the_store() {
         count("old").await,
         Some(zenrelay::queue::layout::UNRECORDED_PARTITIONS)
     );
+}
+
+/// Whether the Redis on `port` holds the script of digest `sha`.
+fn holds_script(port: u16, sha: &str) -> bool {
+    resp_command(port, &["SCRIPT", "EXISTS", sha]).as_deref() == Some("*1\r\n:1\r\n")
+}
+
+#[tokio::test]
+async fn a_starting_process_loads_the_queue_scripts_into_every_master() {
+    use zenrelay::queue::cluster::ClusterQueue;
+    use zenrelay::queue::Queue;
+    // A lease of its own gives the claim script (whose text holds the process's settings)
+    // a digest no other test's process loads.
+    let lease_ms = 60_000 + u64::from(uuid::Uuid::now_v7().as_u128() as u16);
+    let mut settings = zenrelay::config::Config::default();
+    settings.delivery.lease_ms = Some(lease_ms);
+    settings.redis.key_prefix = format!("loads-{lease_ms}");
+
+    let redis = RedisServer::start();
+    settings.redis.url = redis.url().into();
+    let queue = zenrelay::app::redis_queue(&settings).expect("queue builds");
+    let scripts: Vec<String> = queue
+        .scripts()
+        .iter()
+        .map(|(_, s)| s.sha().to_string())
+        .collect();
+    assert!(!scripts.iter().any(|sha| holds_script(redis.port, sha)));
+    queue.check_deployment().await.expect("the store is fine");
+    for (name, script) in queue.scripts() {
+        assert!(holds_script(redis.port, script.sha()), "{name} not loaded");
+    }
+
+    let urls = shared_cluster();
+    settings.redis.cluster_nodes = urls.iter().cloned().map(Into::into).collect();
+    let queue =
+        ClusterQueue::new(zenrelay::app::redis_queue_config(&settings)).expect("queue builds");
+    let masters = masters_of(&urls);
+    assert_eq!(masters.len(), 3);
+    let (_, claim) = queue.scripts()[1];
+    assert!(!masters.iter().any(|&port| holds_script(port, claim.sha())));
+    queue.check_deployment().await.expect("the cluster is fine");
+    for port in masters {
+        for (name, script) in queue.scripts() {
+            assert!(
+                holds_script(port, script.sha()),
+                "{name} not loaded on {port}"
+            );
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub fn free_port() -> u16 {
 
 /// Sends one command to the server on 127.0.0.1:`port` and returns the raw RESP reply
 /// (enough for simple checks).
-fn resp_command(port: u16, args: &[&str]) -> Option<String> {
+pub fn resp_command(port: u16, args: &[&str]) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     let mut req = format!("*{}\r\n", args.len());
