@@ -40,98 +40,13 @@ local ready = base .. ':ready'
 local inflight = base .. ':inflight'
 local delayed = base .. ':delayed'
 
--- A lease that ended (its holder died, stalled, or its completion failed part-way): the
--- delivery goes back to the front of its list unless its completion already decided
--- otherwise, and the account is freed. The call counts as sent at the lease's end, the
--- latest moment it could have reached upstream, and as an attempt (a put-back already
--- at the front, which a completion or claim that failed part-way left, is not counted
--- again: such a call was not sent, or its completion counted it). The lease leaves the
--- in-flight set last, so a failure on the way leaves it to the next claim.
-local function reap_lease(did, lease_end)
-  local eid, k = split_did(did)
-  local ekey = base .. ':ev:' .. eid
-  local ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k)
-  -- (a call's status is missing while it is queued)
-  local acct, status = ev[1], ev[2] or 'queued'
-  if not acct then
-    w('ZREM', inflight, did)
-    return
-  end
-  changed(base, acct, now_s)
-  local akey = base .. ':acct:' .. acct
-  local st = call('HMGET', akey, 'busy', 'rl_at', 'rl', 'sent')
-  local held = in_group(st[1], did)
-  -- the call's entry in the rate log (one of its group's, at the claim's time)
-  local log = held and st[3] and log_without(st[3], st[2])
-  local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
-  if status == 'queued' or status == 'delivering' then
-    local pushed = not near_head(list, did)
-    if pushed then
-      w('LPUSH', list, did)
-    end
-    if status ~= 'queued' then
-      -- an earlier layout's call, counted at its claim
-      w('HSET', ekey, 's' .. k, 'queued')
-    elseif pushed then
-      -- with the lease's end, which tells a completion of it that the attempt is counted
-      w('HSET', ekey, 'at' .. k, next_attempt(ev[7]), 'c' .. k, int(lease_end))
-    end
-  elseif (status == 'dead' or status == 'expired') and held then
-    -- a dead-letter completion stopped before the account was freed
-    w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
-  elseif status == 'delivered' and is_finished(ev[4], ev[5], ev[6]) then
-    w('PEXPIRE', ekey, retention)
-  end
-  if held then
-    local set = {'busy', leave_group(st[1], did)}
-    if log then
-      set[3] = 'rl'
-      set[4] = log_insert(log, int(lease_end))
-    end
-    if status == 'delivered' then
-      -- a success the holder did not count (a late one leaves it to the holder; the
-      -- holder's completion frees the account and counts it in one write)
-      set[#set + 1] = 'sent'
-      set[#set + 1] = int((tonumber(st[4] or '0') or 0) + 1)
-    end
-    w('HSET', akey, unpack(set))
-  end
-  mark_ready(base, acct, now, now_s)
-  w('ZREM', inflight, did)
-end
-
--- A retry that is due goes back to the front of its list; an entry whose delivery is no
--- longer waiting for a retry (a success arrived, or a put-back failed part-way) only
--- leaves the sets.
-local function reap_retry(did)
-  local eid, k = split_did(did)
-  local ekey = base .. ':ev:' .. eid
-  local ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio')
-  local acct = ev[1]
-  if acct then
-    changed(base, acct, now_s)
-    if ev[2] == 'retrying' then
-      local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
-      if not near_head(list, did) then
-        w('LPUSH', list, did)
-      end
-      w('HSET', ekey, 's' .. k, 'queued')
-    end
-    w('ZREM', base .. ':retry:' .. acct, did)
-    mark_ready(base, acct, now, now_s)
-  end
-  w('ZREM', delayed, did)
-end
-
--- (true when it took as many as it may: more may be due)
-local function reap(zset, from_delayed)
+-- The entries of the timed set `zset` that are due (at most reap_max), each handed with
+-- its score (text) to `one`, which puts it back; true when it took as many as it may
+-- (more may be due).
+local function reap(zset, one)
   local due = call('ZRANGEBYSCORE', zset, '-inf', now_s, 'WITHSCORES', 'LIMIT', '0', reap_max)
   for i = 1, #due, 2 do
-    if from_delayed then
-      reap_retry(due[i])
-    else
-      reap_lease(due[i], tonumber(due[i + 1]))
-    end
+    one(due[i], due[i + 1])
   end
   return #due >= 2 * reap_max_count
 end
@@ -145,15 +60,100 @@ end
 local whole = true
 -- Each timed set's first entry is read once: it tells whether anything there is due, and,
 -- unless this call then changes what leads the set (false below: read it again), when
--- the next entry will be (see the end).
+-- the next entry will be (see the end). The functions that put entries back are made
+-- only when some are due: Redis makes a script's local functions at each of its calls,
+-- at a cost that grows with the script's locals each uses (these two cost about 10,000
+-- instructions, a tenth of a call that finds nothing to claim).
 local inflight_at = head_at(inflight)
 if inflight_at and inflight_at <= now then
-  if reap(inflight, false) then whole = false end
+  -- A lease that ended (its holder died, stalled, or its completion failed part-way): the
+  -- delivery goes back to the front of its list unless its completion already decided
+  -- otherwise, and the account is freed. The call counts as sent at the lease's end, the
+  -- latest moment it could have reached upstream, and as an attempt (a put-back already
+  -- at the front, which a completion or claim that failed part-way left, is not counted
+  -- again: such a call was not sent, or its completion counted it). The lease leaves the
+  -- in-flight set last, so a failure on the way leaves it to the next claim.
+  local function reap_lease(did, lease_end)
+    lease_end = tonumber(lease_end)
+    local eid, k = split_did(did)
+    local ekey = base .. ':ev:' .. eid
+    local ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k)
+    -- (a call's status is missing while it is queued)
+    local acct, status = ev[1], ev[2] or 'queued'
+    if not acct then
+      w('ZREM', inflight, did)
+      return
+    end
+    changed(base, acct, now_s)
+    local akey = base .. ':acct:' .. acct
+    local st = call('HMGET', akey, 'busy', 'rl_at', 'rl', 'sent')
+    local held = in_group(st[1], did)
+    -- the call's entry in the rate log (one of its group's, at the claim's time)
+    local log = held and st[3] and log_without(st[3], st[2])
+    local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
+    if status == 'queued' or status == 'delivering' then
+      local pushed = not near_head(list, did)
+      if pushed then
+        w('LPUSH', list, did)
+      end
+      if status ~= 'queued' then
+        -- an earlier layout's call, counted at its claim
+        w('HSET', ekey, 's' .. k, 'queued')
+      elseif pushed then
+        -- with the lease's end, which tells a completion of it that the attempt is counted
+        w('HSET', ekey, 'at' .. k, next_attempt(ev[7]), 'c' .. k, int(lease_end))
+      end
+    elseif (status == 'dead' or status == 'expired') and held then
+      -- a dead-letter completion stopped before the account was freed
+      w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
+    elseif status == 'delivered' and is_finished(ev[4], ev[5], ev[6]) then
+      w('PEXPIRE', ekey, retention)
+    end
+    if held then
+      local set = {'busy', leave_group(st[1], did)}
+      if log then
+        set[3] = 'rl'
+        set[4] = log_insert(log, int(lease_end))
+      end
+      if status == 'delivered' then
+        -- a success the holder did not count (a late one leaves it to the holder; the
+        -- holder's completion frees the account and counts it in one write)
+        set[#set + 1] = 'sent'
+        set[#set + 1] = int((tonumber(st[4] or '0') or 0) + 1)
+      end
+      w('HSET', akey, unpack(set))
+    end
+    mark_ready(base, acct, now, now_s)
+    w('ZREM', inflight, did)
+  end
+  if reap(inflight, reap_lease) then whole = false end
   inflight_at = false
 end
 local delayed_at = head_at(delayed)
 if delayed_at and delayed_at <= now then
-  if reap(delayed, true) then whole = false end
+  -- A retry that is due goes back to the front of its list; an entry whose delivery is no
+  -- longer waiting for a retry (a success arrived, or a put-back failed part-way) only
+  -- leaves the sets.
+  local function reap_retry(did)
+    local eid, k = split_did(did)
+    local ekey = base .. ':ev:' .. eid
+    local ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio')
+    local acct = ev[1]
+    if acct then
+      changed(base, acct, now_s)
+      if ev[2] == 'retrying' then
+        local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
+        if not near_head(list, did) then
+          w('LPUSH', list, did)
+        end
+        w('HSET', ekey, 's' .. k, 'queued')
+      end
+      w('ZREM', base .. ':retry:' .. acct, did)
+      mark_ready(base, acct, now, now_s)
+    end
+    w('ZREM', delayed, did)
+  end
+  if reap(delayed, reap_retry) then whole = false end
   delayed_at = false
 end
 
