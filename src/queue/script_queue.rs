@@ -69,9 +69,10 @@
 //! a Redis Cluster (and in the embedded store, which holds every script to one slot as
 //! a Cluster would) one call per partition, on a single Redis server accounts of every
 //! partition in one call, each account's keys still under its own partition's base
-//! ([`Transport::scripts_span_partitions`]). Scripts are sent with
-//! `EVALSHA` and reloaded when Redis answers `NOSCRIPT` (after a restart or `SCRIPT
-//! FLUSH`).
+//! ([`Transport::scripts_span_partitions`]). Scripts are loaded into the store when the
+//! process starts ([`Transport::load_scripts`], from `check_deployment`), sent with
+//! `EVALSHA`, and sent again with their source when Redis answers `NOSCRIPT` (after a
+//! restart, a failover or `SCRIPT FLUSH`).
 //!
 //! # Partial failures
 //!
