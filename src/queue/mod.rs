@@ -539,9 +539,10 @@ pub trait Queue: Send + Sync + 'static {
     fn describe(&self) -> String;
 
     /// Checks the storage's own settings at startup and warns (logs) about those that can
-    /// lose data, then loads what the queue runs into it (Redis's scripts). Errors when
-    /// the storage cannot be reached, and with [`QueueError::Mismatch`] when it holds data
-    /// this configuration does not fit.
+    /// lose data, then loads what the queue runs into it (Redis's scripts; one that
+    /// cannot be loaded is only warned of, and sent with its source at its first call).
+    /// Errors when the storage cannot be reached, and with [`QueueError::Mismatch`] when
+    /// it holds data this configuration does not fit.
     async fn check_deployment(&self) -> Result<(), QueueError> {
         Ok(())
     }

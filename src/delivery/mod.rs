@@ -12,28 +12,43 @@
 //! account's window is full, until it may send), or until the idle poll: the claims of an
 //! idle worker cost the same whatever the partition count, and a busy one does not claim
 //! a partition only to find its accounts in flight or their windows full.
+//!
+//! # Layout
+//!
+//! - this module: the [`Worker`], its settings and its loop (a claim pass, the sends it
+//!   starts, the wait before the next), and the listener of announced work;
+//! - `send.rs`: one lease group sent and each call's outcome decided;
+//! - `passes.rs`: which partitions a pass claims, and how slots are shared;
+//! - `slots.rs`: the slots of the sends in flight;
+//! - `completer.rs`: outcomes recorded in batches, and the wake-ups they bring;
+//! - `retry.rs`: the backoff of retried calls (the proxy's too).
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
-use tokio::sync::{mpsc, AcquireError, Notify, Semaphore};
+use tokio::sync::{mpsc, AcquireError};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::accounts::AccountDirectory;
 use crate::config::DeliveryConfig;
-use crate::domain::EventId;
 use crate::metrics::Metrics;
-use crate::queue::{
-    ClaimBatch, Claimed, Completion, DeadReason, Freed, Outcome, Queue, QueueError,
-};
+use crate::queue::{Claimed, Completion, Queue, QueueError};
 use crate::wake::Wake;
-use crate::zendesk::{NotifyResult, ZendeskClient};
+use crate::zendesk::ZendeskClient;
+
+mod completer;
+mod passes;
+mod retry;
+mod send;
+mod slots;
+
+use completer::record_completions;
+use passes::{share_slots, Pass, Passes, PARTITION_BACKOFF};
+pub use retry::RetryPolicy;
+use slots::Sending;
 
 /// Most deliveries claimed from one partition in one call.
 const CLAIM_MAX: usize = 256;
@@ -47,58 +62,10 @@ const CLAIM_MAX: usize = 256;
 /// keep another process from sending the call again.
 pub const GROUP_RECORD_WAIT: Duration = Duration::from_secs(1);
 
-/// Completions taken for one pipelined round trip: at least one lease group's, then
-/// those waiting until this many (so at most this many plus a group's, less one).
-const COMPLETE_BATCH: usize = 512;
-
-/// Fewest slots offered to a partition in one claim (unless fewer are free): a claim
-/// call has a fixed cost in Redis, so a few free slots go to a few partitions, and the
-/// next passes serve the others.
-const MIN_SHARE: usize = 8;
-
-/// Splits `free` slots over `ready` partitions, in their order: as many partitions as can
-/// get `MIN_SHARE` slots each (at least one), each an equal share and the first ones the
-/// remainder.
-fn share_slots(free: usize, ready: &[u16]) -> Vec<(u16, usize)> {
-    if ready.is_empty() {
-        return Vec::new();
-    }
-    let served = (free / MIN_SHARE).clamp(1, ready.len());
-    ready[..served]
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| (p, free / served + usize::from(i < free % served)))
-        .filter(|(_, share)| *share > 0)
-        .collect()
-}
-
 /// Partitions whose idle claims, while the queue announces new work, are spread over
 /// one `delivery.idle_poll_ms` each: with more, a partition that found nothing is looked
 /// at again less often, so an idle worker costs Redis the same whatever the count.
 pub const IDLE_PARTITIONS: u16 = 16;
-
-/// Retry policy of Notify calls: exponential backoff with full jitter.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts before a delivery is dead-lettered.
-    pub max_attempts: u32,
-    /// Backoff ceiling of the first retry.
-    pub base: Duration,
-    /// Largest backoff.
-    pub cap: Duration,
-}
-
-impl RetryPolicy {
-    /// The delay before the attempt after `attempt`: uniform in
-    /// `[0, min(cap, base × 2^(attempt-1))]`.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-        let ceiling = exp.min(self.cap).as_millis() as u64;
-        Duration::from_millis(rand::rng().random_range(0..=ceiling))
-    }
-}
 
 /// Everything the worker needs.
 #[derive(Clone)]
@@ -419,227 +386,6 @@ impl Worker {
         self.queue.complete(&completions).await?;
         Ok(completions.len())
     }
-
-    /// Sends the members of one lease group (see [`Queue::claim`]), claimed at `asked`,
-    /// one after another, and hands their completions to `done` together once the group
-    /// has ended (so that one call records them), or, while a send goes on, once the
-    /// first waiting has waited [`GROUP_RECORD_WAIT`]. After a 429, refused credentials or a release (too little
-    /// lease left), and once `stop` fires, the members not sent are released, last first,
-    /// before the one it stopped at: put back at the front of the account's list in that
-    /// order, the group keeps its order.
-    pub async fn deliver_group(
-        &self,
-        group: &[Claimed],
-        asked: tokio::time::Instant,
-        stop: &CancellationToken,
-        done: &mpsc::Sender<Vec<Completion>>,
-    ) {
-        let mut waiting = Vec::with_capacity(group.len());
-        let mut since = tokio::time::Instant::now();
-        for (i, claimed) in group.iter().enumerate() {
-            let completion = if i > 0 && stop.is_cancelled() {
-                Completion::of(claimed, Outcome::Released)
-            } else {
-                let span = tracing::info_span!(
-                    "call",
-                    delivery_id = %claimed.delivery_id,
-                    attempt = claimed.attempts
-                );
-                let send = self.deliver_leased(claimed, asked).instrument(span);
-                tokio::pin!(send);
-                // what waits is handed over once it has waited long enough, even while
-                // this send takes its time
-                loop {
-                    if waiting.is_empty() {
-                        break send.await;
-                    }
-                    tokio::select! {
-                        completion = &mut send => break completion,
-                        _ = tokio::time::sleep_until(since + GROUP_RECORD_WAIT) => {
-                            let _ = done.send(std::mem::take(&mut waiting)).await;
-                        }
-                    }
-                }
-            };
-            let stops = matches!(
-                completion.outcome,
-                Outcome::RateLimited { .. } | Outcome::AuthFailed { .. } | Outcome::Released
-            );
-            if stops {
-                waiting.extend(
-                    group[i + 1..]
-                        .iter()
-                        .rev()
-                        .map(|rest| Completion::of(rest, Outcome::Released)),
-                );
-                waiting.push(completion);
-                break;
-            }
-            if waiting.is_empty() {
-                since = tokio::time::Instant::now();
-            }
-            waiting.push(completion);
-            if since.elapsed() >= GROUP_RECORD_WAIT {
-                let _ = done.send(std::mem::take(&mut waiting)).await;
-            }
-        }
-        if !waiting.is_empty() {
-            let _ = done.send(waiting).await;
-        }
-    }
-
-    /// As [`Worker::deliver_group`], returning the completions in the order decided.
-    pub async fn deliver_group_now(
-        &self,
-        group: &[Claimed],
-        asked: tokio::time::Instant,
-    ) -> Vec<Completion> {
-        let (tx, mut rx) = mpsc::channel(group.len().max(1));
-        let collect = async {
-            let mut out = Vec::with_capacity(group.len());
-            while let Some(c) = rx.recv().await {
-                out.extend(c);
-            }
-            out
-        };
-        let send = async move {
-            self.deliver_group(group, asked, &CancellationToken::new(), &tx)
-                .await;
-        };
-        let ((), out) = tokio::join!(send, collect);
-        out
-    }
-
-    /// As [`Worker::deliver`], for a delivery whose claim was asked for at `asked`: if too
-    /// little of its lease is left for a send (see [`WorkerSettings::send_timeout`]), it is
-    /// released unsent.
-    pub async fn deliver_leased(
-        &self,
-        claimed: &Claimed,
-        asked: tokio::time::Instant,
-    ) -> Completion {
-        let send_by = self.send_timeout.map(|send_timeout| {
-            (asked + claimed.lease)
-                .checked_sub(send_timeout)
-                .unwrap_or(asked)
-        });
-        self.deliver_by(claimed, send_by).await
-    }
-
-    /// Sends one claimed delivery and decides what becomes of it.
-    pub async fn deliver(&self, claimed: &Claimed) -> Completion {
-        self.deliver_by(claimed, None).await
-    }
-
-    /// `send_by`: when set, the latest moment the send may start.
-    async fn deliver_by(
-        &self,
-        claimed: &Claimed,
-        send_by: Option<tokio::time::Instant>,
-    ) -> Completion {
-        let account = match self.accounts.resolve(&claimed.account).await {
-            Ok(account) => account,
-            Err(e) => {
-                // Not attempted: the account's record is unreadable right now.
-                tracing::warn!(error = %e, "cannot look up the account; releasing the delivery");
-                return Completion::of(claimed, Outcome::Released);
-            }
-        };
-        let outcome = match account {
-            None => self.failed(
-                claimed,
-                None,
-                format!("account {} is not configured", claimed.account),
-            ),
-            Some(_) if send_by.is_some_and(|by| tokio::time::Instant::now() > by) => {
-                tracing::warn!("too little of the lease is left to send; releasing the delivery");
-                Outcome::Released
-            }
-            Some(account) => {
-                let result = self.client.notify(&account, claimed.body.clone()).await;
-                self.observe(claimed, &result);
-                match result {
-                    NotifyResult::Delivered { status } => {
-                        tracing::debug!(status, "delivered");
-                        Outcome::Delivered { status }
-                    }
-                    NotifyResult::RateLimited { retry_after } => {
-                        tracing::info!(
-                            retry_after_ms = retry_after.as_millis() as u64,
-                            "upstream rate limit; pausing account"
-                        );
-                        Outcome::RateLimited { retry_after }
-                    }
-                    NotifyResult::Transient { status, error } => {
-                        self.failed(claimed, status, error)
-                    }
-                    NotifyResult::AuthFailed { status, error } => {
-                        tracing::error!(
-                            status,
-                            "upstream refused the account's credentials; pausing account"
-                        );
-                        Outcome::AuthFailed { status, error }
-                    }
-                    NotifyResult::Rejected { status, error } => {
-                        tracing::warn!(status, "upstream rejected the event; dead-lettered");
-                        Outcome::Dead {
-                            reason: DeadReason::Rejected,
-                            status: Some(status),
-                            error,
-                        }
-                    }
-                }
-            }
-        };
-        Completion::of(claimed, outcome)
-    }
-
-    /// Records the upstream answer in the metrics.
-    fn observe(&self, claimed: &Claimed, result: &NotifyResult) {
-        let Some(metrics) = &self.metrics else {
-            return;
-        };
-        let account = &claimed.account;
-        let status = match result {
-            NotifyResult::Delivered { status } => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                let latency = Duration::from_millis(now.saturating_sub(claimed.created_ms));
-                metrics.delivered(account, latency);
-                Some(*status)
-            }
-            NotifyResult::RateLimited { .. } => {
-                metrics.upstream_429(account);
-                Some(429)
-            }
-            NotifyResult::Transient { status, .. } => *status,
-            NotifyResult::AuthFailed { status, .. } | NotifyResult::Rejected { status, .. } => {
-                Some(*status)
-            }
-        };
-        metrics.notify_request(account, status);
-    }
-
-    fn failed(&self, claimed: &Claimed, status: Option<u16>, error: String) -> Outcome {
-        if claimed.attempts >= self.policy.max_attempts {
-            tracing::warn!(?status, error = %error, "attempts exhausted; dead-lettered");
-            Outcome::Dead {
-                reason: DeadReason::MaxAttempts,
-                status,
-                error,
-            }
-        } else {
-            let delay = self.policy.backoff(claimed.attempts);
-            tracing::info!(?status, error = %error, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
-            Outcome::Retry {
-                delay,
-                status,
-                error,
-            }
-        }
-    }
 }
 
 /// The lease groups of a claim's items, in order: each starts at an item whose
@@ -653,226 +399,6 @@ fn lease_groups(items: Vec<Claimed>) -> Vec<Vec<Claimed>> {
         }
     }
     groups
-}
-
-/// A queue partition whose claims fail: since when, and when to try it again.
-struct PartitionFailure {
-    since: tokio::time::Instant,
-    retry_at: tokio::time::Instant,
-}
-
-/// How long a partition whose claim failed sits out before it is tried again.
-const PARTITION_BACKOFF: Duration = Duration::from_millis(500);
-
-/// What a claim pass did, which says how the worker waits before the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass {
-    /// Nothing was asked for: no partition was ready, or no slot free.
-    Idle,
-    /// Claims were asked for, and some partition answered.
-    Claimed,
-    /// Every partition's claims failed: the storage is down.
-    StorageDown,
-    /// The slots were closed: the worker stops.
-    Stopped,
-}
-
-/// The sending side of a running worker: its slots, the sends in flight, and the channel
-/// to the completer.
-struct Sending {
-    /// One per send in flight, at most the concurrency.
-    permits: Arc<Semaphore>,
-    /// Told each time a send frees its slot.
-    freed: Arc<Notify>,
-    /// Fewest free slots worth a claim pass after one that left none: claims are
-    /// cheaper in batches.
-    low_water: usize,
-    tracker: TaskTracker,
-    completions: mpsc::Sender<Vec<Completion>>,
-    /// Fires at shutdown: a lease group's sender then releases the members it has not
-    /// started.
-    stop: CancellationToken,
-}
-
-impl Sending {
-    /// `concurrency` slots, the outcomes sent to `completions`.
-    fn new(
-        concurrency: usize,
-        completions: mpsc::Sender<Vec<Completion>>,
-        stop: CancellationToken,
-    ) -> Self {
-        Sending {
-            stop,
-            permits: Arc::new(Semaphore::new(concurrency)),
-            freed: Arc::new(Notify::new()),
-            low_water: (concurrency / 8).max(1),
-            tracker: TaskTracker::new(),
-            completions,
-        }
-    }
-
-    /// Every slot but a few is taken: waits until `low_water` are free, or briefly
-    /// while at least one is, or for shutdown.
-    async fn wait_for_slots(&self, shutdown: &CancellationToken) {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
-        while self.permits.available_permits() < self.low_water && !shutdown.is_cancelled() {
-            let some_free = self.permits.available_permits() > 0;
-            if some_free && tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::select! {
-                _ = self.freed.notified() => {}
-                _ = tokio::time::sleep_until(deadline), if some_free => {}
-                _ = shutdown.cancelled() => {}
-            }
-        }
-    }
-}
-
-/// What the claim passes remember of the partitions between them.
-struct Passes {
-    partitions: u16,
-    /// The partition the next pass starts at.
-    start: u16,
-    /// Whether the last pass found every partition failing (the storage down).
-    storage_down: bool,
-    failing: HashMap<u16, PartitionFailure>,
-    /// Per partition, until when its last claim found nothing more to send (`None`:
-    /// claim it): what the claim said falls due next (a retry, a rate window, a lease
-    /// running out, a held account's check), at most the idle poll away. Work stored and
-    /// outcomes recorded meanwhile clear it, or bring it forward (see [`Wake`]).
-    quiet: Vec<Option<tokio::time::Instant>>,
-    /// Partitions where new work was stored since a pass last claimed them (see
-    /// [`Wake::stored`]), in the order told.
-    fresh: Vec<u16>,
-    /// Whether the next pass takes `fresh` ahead of the turn: every other pass does, so
-    /// that new work waits at most a pass or two, and a turn over busy partitions is
-    /// never held up by new work stored all the time elsewhere.
-    fresh_first: bool,
-}
-
-impl Passes {
-    /// Every one of `partitions` (at least one) to be claimed, from the first.
-    fn new(partitions: u16) -> Self {
-        let partitions = partitions.max(1);
-        Passes {
-            partitions,
-            start: 0,
-            storage_down: false,
-            failing: HashMap::new(),
-            quiet: vec![None; usize::from(partitions)],
-            fresh: Vec::new(),
-            fresh_first: true,
-        }
-    }
-
-    /// New work was stored in `partitions`: they go first in the next passes until
-    /// claimed.
-    fn stored(&mut self, partitions: Vec<u16>) {
-        for p in partitions {
-            if p < self.partitions && !self.fresh.contains(&p) {
-                self.fresh.push(p);
-            }
-        }
-    }
-
-    /// The partitions to claim at `now`: the ones not quiet, and not sitting out a
-    /// failure; those with newly stored work and the others in turn from `start`, the
-    /// former first every other pass (see `fresh_first`).
-    fn ready(&self, now: tokio::time::Instant) -> Vec<u16> {
-        let claimable = |p: &u16| {
-            self.quiet[usize::from(*p)].map_or(true, |until| until <= now)
-                && self.failing.get(p).map_or(true, |f| f.retry_at <= now)
-        };
-        let fresh: Vec<u16> = self.fresh.iter().copied().filter(claimable).collect();
-        let in_turn: Vec<u16> = (0..self.partitions)
-            .map(|i| (self.start + i) % self.partitions)
-            .filter(|p| !self.fresh.contains(p))
-            .filter(claimable)
-            .collect();
-        if self.fresh_first {
-            [fresh, in_turn].concat()
-        } else {
-            [in_turn, fresh].concat()
-        }
-    }
-
-    /// `partition` answered a claim at `answered` with `batch`: it is reachable, and
-    /// quiet until what the claim said falls due (at most `idle_poll`) if it found
-    /// nothing, or took all that was due (the outcomes of what it took wake it, see
-    /// [`wake_freed`]).
-    fn claimed(
-        &mut self,
-        partition: u16,
-        batch: &ClaimBatch,
-        answered: tokio::time::Instant,
-        idle_poll: Duration,
-    ) {
-        if let Some(f) = self.failing.remove(&partition) {
-            tracing::info!(
-                partition,
-                failed_for_ms = f.since.elapsed().as_millis() as u64,
-                "queue partition reachable again; its delivery resumes"
-            );
-        }
-        self.quiet[usize::from(partition)] = if batch.items.is_empty() || batch.next_due.is_some() {
-            let wait = batch.next_due.map_or(idle_poll, |due| due.min(idle_poll));
-            Some(answered + wait)
-        } else {
-            None
-        };
-    }
-
-    /// The claim of `partition` failed at `answered`: it sits out [`PARTITION_BACKOFF`].
-    fn claim_failed(&mut self, partition: u16, error: &QueueError, answered: tokio::time::Instant) {
-        let f = self.failing.entry(partition).or_insert_with(|| {
-            tracing::warn!(partition, %error, "cannot claim deliveries of a queue partition; the others go on, it is retried");
-            PartitionFailure {
-                since: answered,
-                retry_at: answered,
-            }
-        });
-        f.retry_at = answered + PARTITION_BACKOFF;
-        // Claimed again once its backoff ends, not at a stale time.
-        self.quiet[usize::from(partition)] = None;
-    }
-
-    /// The pass that asked for `requests` is over, `failures` of them failed: the next
-    /// starts after the last partition this one served in turn, and the partitions with
-    /// newly stored work it served are no longer ahead. True when every partition is
-    /// failing (the storage is down: back off as a whole).
-    fn passed(&mut self, requests: &[(u16, usize)], failures: usize) -> bool {
-        let down = failures == requests.len() && self.failing.len() == usize::from(self.partitions);
-        if down && !self.storage_down {
-            tracing::warn!("cannot claim deliveries from any queue partition; retrying");
-        } else if !down && self.storage_down {
-            tracing::info!("queue storage reachable again; delivery resumes");
-        }
-        self.storage_down = down;
-        // the turn goes on after the last partition served in turn
-        let fresh = std::mem::take(&mut self.fresh);
-        if !fresh.is_empty() {
-            self.fresh_first = !self.fresh_first;
-        }
-        let served = |p: &u16| requests.iter().any(|(r, _)| r == p);
-        if let Some(&(last, _)) = requests.iter().rev().find(|(p, _)| !fresh.contains(p)) {
-            self.start = (last + 1) % self.partitions;
-        }
-        self.fresh = fresh.into_iter().filter(|p| !served(p)).collect();
-        down
-    }
-
-    /// The first moment after `now` a quiet partition falls due or a failing one may be
-    /// tried again.
-    fn next_due(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
-        self.quiet
-            .iter()
-            .flatten()
-            .chain(self.failing.values().map(|f| &f.retry_at))
-            .filter(|at| **at > now)
-            .min()
-            .copied()
-    }
 }
 
 /// Tells `wake` each time any process announces new work (in the partitions it names),
@@ -919,115 +445,16 @@ async fn listen_for_work(
     }
 }
 
-/// Records completions in batches (each partition's its own script calls, sent together),
-/// retrying only the outcomes whose partition failed, then wakes the worker (the accounts
-/// concerned may send again). After shutdown it keeps trying for a few seconds; what it
-/// cannot record is sent again by another process when the lease ends (at-least-once).
-async fn record_completions(
-    queue: Arc<dyn Queue>,
-    mut rx: mpsc::Receiver<Vec<Completion>>,
-    shutdown: CancellationToken,
-    wake: Arc<Wake>,
-) {
-    while let Some(batch) = next_batch(&mut rx).await {
-        record_batch(queue.as_ref(), batch, &shutdown, &wake).await;
-    }
-    // This worker is done: the accounts its last completions freed are for the other
-    // processes' workers, which would otherwise find them at their fallback poll.
-    queue.announce_work().await;
-}
-
-/// The next completions to record together: the first to come, then those already
-/// waiting, until at least [`COMPLETE_BATCH`] (a lease group's are never split). `None`
-/// once every sender is gone.
-async fn next_batch(rx: &mut mpsc::Receiver<Vec<Completion>>) -> Option<Vec<Completion>> {
-    let mut batch = rx.recv().await?;
-    while batch.len() < COMPLETE_BATCH {
-        match rx.try_recv() {
-            Ok(c) => batch.extend(c),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
-}
-
-/// Records `batch`, waking the worker for what each round recorded, and retries the
-/// outcomes whose partition failed with a growing delay; after shutdown, for at most a
-/// few seconds.
-async fn record_batch(
-    queue: &dyn Queue,
-    mut batch: Vec<Completion>,
-    shutdown: &CancellationToken,
-    wake: &Wake,
-) {
-    let mut delay = Duration::from_millis(50);
-    let mut give_up_at = None;
-    loop {
-        // Outcomes of a failing partition are retried alone; the others are recorded.
-        let results = queue.complete_each(&batch).await;
-        wake_freed(wake, &batch, &results);
-        let mut error = None;
-        let mut left = Vec::new();
-        for (c, result) in batch.into_iter().zip(results) {
-            if let Err(e) = result {
-                error.get_or_insert(e);
-                left.push(c);
-            }
-        }
-        batch = left;
-        match error {
-            None => break,
-            Some(e) => {
-                tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes; retrying them");
-            }
-        }
-        if shutdown.is_cancelled() {
-            let deadline = *give_up_at
-                .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(3));
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    count = batch.len(),
-                    "giving up recording outcomes at shutdown; leases will expire"
-                );
-                break;
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
-}
-
-/// Tells `wake` the partitions of the outcomes of `batch` that were recorded (`results`):
-/// their accounts may send again, now or, when their window is full, later (the partition
-/// is then left quiet until that moment). Every partition when some delivery id names none.
-fn wake_freed(wake: &Wake, batch: &[Completion], results: &[Result<Freed, QueueError>]) {
-    let now = tokio::time::Instant::now();
-    let mut freed = Vec::new();
-    for (c, result) in batch.iter().zip(results) {
-        let Ok(when) = result else { continue };
-        let partition = EventId::of_delivery(&c.delivery_id).map(|id| id.partition());
-        match (partition, when) {
-            (None, _) => {
-                wake.all();
-                return;
-            }
-            (Some(p), Freed::Now) => freed.push(p),
-            (Some(p), Freed::After(wait)) => wake.due(p, now + *wait),
-        }
-    }
-    if !freed.is_empty() {
-        wake.partitions(freed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::completer::{next_batch, wake_freed, COMPLETE_BATCH};
+    use super::passes::MIN_SHARE;
     use super::*;
     use crate::config::Config;
-    use crate::domain::{partition_of, NotifyPayload, Priority};
+    use crate::domain::{partition_of, EventId, NotifyPayload, Priority};
     use crate::queue::memory::MemoryQueue;
     use crate::queue::script_queue::QueueSettings;
-    use crate::queue::{EnqueueBatch, NewEvent, RateLimit, Retention};
+    use crate::queue::{EnqueueBatch, Freed, NewEvent, Outcome, RateLimit, Retention};
     use tokio::time::Instant;
 
     /// The idle poll of the test workers.
@@ -1476,42 +903,5 @@ mod tests {
             "due with its account"
         );
         assert_eq!(after[1..], [None, None, long]);
-    }
-
-    #[test]
-    fn slots_are_shared_across_partitions() {
-        assert_eq!(share_slots(3, &[2, 3, 0, 1]), [(2, 3)]);
-        assert_eq!(share_slots(17, &[3, 0, 1, 2]), [(3, 9), (0, 8)]);
-        assert_eq!(
-            share_slots(40, &[0, 1, 2, 3]),
-            [(0, 10), (1, 10), (2, 10), (3, 10)]
-        );
-        assert_eq!(
-            share_slots(43, &[1, 2, 3, 0]),
-            [(1, 11), (2, 11), (3, 11), (0, 10)]
-        );
-        assert_eq!(share_slots(0, &[0, 1, 2, 3]), []);
-        assert_eq!(share_slots(5, &[0]), [(0, 5)]);
-        assert_eq!(share_slots(16, &[]), []);
-        // Only the partitions that may have work are offered slots.
-        assert_eq!(share_slots(16, &[5, 9]), [(5, 8), (9, 8)]);
-    }
-
-    #[test]
-    fn backoff_is_bounded_full_jitter() {
-        let policy = RetryPolicy {
-            max_attempts: 10,
-            base: Duration::from_millis(100),
-            cap: Duration::from_millis(1000),
-        };
-        for attempt in 1..40 {
-            let ceiling = (100u64 << (attempt - 1).min(20)).min(1000);
-            for _ in 0..20 {
-                assert!(policy.backoff(attempt).as_millis() as u64 <= ceiling);
-            }
-        }
-        let spread: std::collections::HashSet<_> =
-            (0..50).map(|_| policy.backoff(5).as_millis()).collect();
-        assert!(spread.len() > 5, "backoff is not jittered: {spread:?}");
     }
 }
