@@ -58,7 +58,7 @@ use super::connections::{at_address, timed, Replication};
 use super::redis::{is_noscript, script_cmd, send_replicated, unavailable, RedisQueueConfig, Sent};
 use super::script_queue::ScriptQueue;
 use super::store::key_slot;
-use super::transport::{pong, Script, ScriptCall, Transport, HELPERS};
+use super::transport::{pong, script_loads, Script, ScriptCall, Transport, HELPERS};
 use super::QueueError;
 
 /// The production queue on a Redis Cluster: each partition's scripts run by the master of
@@ -968,10 +968,8 @@ impl Transport for ClusterConnections {
     }
 
     async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError> {
-        for script in scripts {
-            self.ask_every_master(redis::cmd("SCRIPT").arg("LOAD").arg(script.source()))
-                .await?;
-        }
+        let loads = script_loads(scripts);
+        futures::future::try_join_all(loads.iter().map(|cmd| self.ask_every_master(cmd))).await?;
         Ok(())
     }
 

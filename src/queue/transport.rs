@@ -117,6 +117,18 @@ fn calls(text: &str, name: &str) -> bool {
     })
 }
 
+/// The `SCRIPT LOAD` of each of `scripts`.
+pub(crate) fn script_loads(scripts: &[&Script]) -> Vec<redis::Cmd> {
+    scripts
+        .iter()
+        .map(|script| {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(script.source());
+            cmd
+        })
+        .collect()
+}
+
 /// One call of a script: the partition base (`KEYS[1]` is `{base}:ready`, which routes the
 /// call) and `ARGV`.
 pub type ScriptCall = (String, Vec<Vec<u8>>);
@@ -167,10 +179,8 @@ pub trait Transport: Send + Sync + 'static {
     /// A store that loses them later (a restart, a failover) is sent a script's source
     /// again when it answers `NOSCRIPT`.
     async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError> {
-        for script in scripts {
-            self.command(redis::cmd("SCRIPT").arg("LOAD").arg(script.source()))
-                .await?;
-        }
+        let loads = script_loads(scripts);
+        futures::future::try_join_all(loads.iter().map(|cmd| self.command(cmd))).await?;
         Ok(())
     }
 
