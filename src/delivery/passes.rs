@@ -61,10 +61,11 @@ pub(super) struct Passes {
     /// Per partition, until when its last claim found nothing more to send (`None`:
     /// claim it): what the claim said falls due next (a retry, a rate window, a lease
     /// running out, a held account's check), at most the idle poll away. Work stored and
-    /// outcomes recorded meanwhile clear it, or bring it forward (see [`Wake`]).
+    /// outcomes recorded meanwhile clear it, or bring it forward (see
+    /// [`crate::wake::Wake`]).
     pub(super) quiet: Vec<Option<tokio::time::Instant>>,
     /// Partitions where new work was stored since a pass last claimed them (see
-    /// [`Wake::stored`]), in the order told.
+    /// [`crate::wake::Wake::stored`]), in the order told.
     pub(super) fresh: Vec<u16>,
     /// Whether the next pass takes `fresh` ahead of the turn: every other pass does, so
     /// that new work waits at most a pass or two, and a turn over busy partitions is
@@ -121,7 +122,7 @@ impl Passes {
     /// `partition` answered a claim at `answered` with `batch`: it is reachable, and
     /// quiet until what the claim said falls due (at most `idle_poll`) if it found
     /// nothing, or took all that was due (the outcomes of what it took wake it, see
-    /// [`wake_freed`]).
+    /// [`super::completer::wake_freed`]).
     pub(super) fn claimed(
         &mut self,
         partition: u16,

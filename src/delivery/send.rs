@@ -12,13 +12,13 @@ use crate::queue::{Claimed, Completion, DeadReason, Outcome};
 use crate::zendesk::NotifyResult;
 
 impl Worker {
-    /// Sends the members of one lease group (see [`crate::queue::Queue::claim`]), claimed at `asked`,
-    /// one after another, and hands their completions to `done` together once the group
-    /// has ended (so that one call records them), or, while a send goes on, once the
-    /// first waiting has waited [`GROUP_RECORD_WAIT`]. After a 429, refused credentials or a release (too little
-    /// lease left), and once `stop` fires, the members not sent are released, last first,
-    /// before the one it stopped at: put back at the front of the account's list in that
-    /// order, the group keeps its order.
+    /// Sends the members of one lease group (see [`crate::queue::Queue::claim`]), claimed
+    /// at `asked`, one after another, and hands their completions to `done` together once
+    /// the group has ended (so that one call records them), or, while a send goes on, once
+    /// the first waiting has waited [`GROUP_RECORD_WAIT`]. After a 429, refused
+    /// credentials or a release (too little lease left), and once `stop` fires, the
+    /// members not sent are released, last first, before the one it stopped at: put back
+    /// at the front of the account's list in that order, the group keeps its order.
     pub async fn deliver_group(
         &self,
         group: &[Claimed],
@@ -103,8 +103,8 @@ impl Worker {
     }
 
     /// As [`Worker::deliver`], for a delivery whose claim was asked for at `asked`: if too
-    /// little of its lease is left for a send (see [`super::WorkerSettings::send_timeout`]), it is
-    /// released unsent.
+    /// little of its lease is left for a send (see
+    /// [`super::WorkerSettings::send_timeout`]), it is released unsent.
     pub async fn deliver_leased(
         &self,
         claimed: &Claimed,
