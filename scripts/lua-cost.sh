@@ -4,7 +4,11 @@
 # inside Redis's Lua, to weigh a script change before making it.
 #
 #   scripts/lua-cost.sh [-n CALLS] 'lua source' [arg ...]
+#   scripts/lua-cost.sh [-n CALLS] -s NAME [arg ...]
 #
+# With -s, the source is the queue's script NAME (enqueue, claim, complete, stats, dead,
+# replay, purge, hold) as a process with the default config runs it (its settings and
+# helpers included; examples/script_text.rs prints it).
 # Runs the script CALLS times (2,000 by default) with EVALSHA from 16 clients, KEYS[1] =
 # `{cost}:ready` and ARGV = the args (redis-benchmark's __rand_int__ in an arg becomes a
 # number from 0 to 199 at each call), and prints the instructions per call, the call
@@ -13,6 +17,7 @@
 #   scripts/lua-cost.sh 'return 1'                                    # about 12,000
 #   scripts/lua-cost.sh 'local x = tonumber(ARGV[1]) return 1' 12     # + a conversion
 #   scripts/lua-cost.sh "return redis.call('LLEN', KEYS[1])"          # + one command
+#   scripts/lua-cost.sh -s claim '{cost}' 16                          # a claim finding nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=2000
@@ -20,12 +25,17 @@ if [ "${1:-}" = "-n" ]; then
   calls=$2
   shift 2
 fi
-if [ $# -lt 1 ]; then
-  echo "usage: scripts/lua-cost.sh [-n CALLS] 'lua source' [arg ...]" >&2
+if [ $# -lt 1 ] || { [ "$1" = "-s" ] && [ $# -lt 2 ]; }; then
+  echo "usage: scripts/lua-cost.sh [-n CALLS] {'lua source' | -s NAME} [arg ...]" >&2
   exit 2
 fi
-source=$1
-shift
+if [ "$1" = "-s" ]; then
+  source=$(cargo run -q --release --example script_text -- "$2")
+  shift 2
+else
+  source=$1
+  shift
+fi
 scripts/install-deps.sh --profile >&2
 command -v redis-benchmark >/dev/null || {
   echo "redis-benchmark is missing (Debian's redis-tools)" >&2
