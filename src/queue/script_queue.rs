@@ -374,8 +374,10 @@ impl<T: Transport> ScriptQueue<T> {
         sibling
     }
 
-    /// The scripts, each with its name (its file's, without `.lua`): for tools that read
-    /// Redis's own records of them (`SLOWLOG`, `INFO commandstats`) by digest.
+    /// The scripts, each with its name (its file's, without `.lua`): what a starting
+    /// process loads into the store (`check_deployment`), and for tools that read Redis's
+    /// own records of them (`SLOWLOG`, `INFO commandstats`) by digest or count their cost
+    /// (`examples/script_text.rs`).
     #[doc(hidden)]
     pub fn scripts(&self) -> [(&'static str, &Script); 8] {
         [
