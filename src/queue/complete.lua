@@ -9,7 +9,7 @@
 -- The caller holds the lease when its token is still the lease's end in the in-flight set
 -- (a call's tokens only grow: see claim.lua), or, for the success of an event's only call,
 -- when the call is in its account's lease group claimed at the time the claim gave it
--- (see `complete_one`). The attempt is counted here (`at`), when it
+-- (the common path, in the loop at the end). The attempt is counted here (`at`), when it
 -- ends, except for one that did not count (a 429, refused credentials, a release); a
 -- completion that ends a lease before its end records its token (`c`, always with `at`),
 -- which the call's next lease ends after. The outcome of a caller that no longer holds
@@ -39,271 +39,102 @@ local now, now_s = now_ms()
 local inflight = base .. ':inflight'
 
 -- The run: its account, the account's record as read (`flags`: rl_at, busy, paused,
--- auth_failed, until, sent, rl, limit, window), and what the run changes in it.
+-- auth_failed, until, sent, rl, limit, window), and what the run changes in it
+-- (`sent_more`: the successes it counts).
 local acct, akey, flags
-local sent, extra, auth_failed, pause_until, count_429, freed, ends
+local sent_more, extra, auth_failed, pause_until, count_429, freed
 -- The account's lease group as read (`busy`), in order, and the set of its members still
--- in flight, made when the run first looks at it; `left` counts the members the run freed.
+-- in flight; `left` counts the members the run freed.
 local order, members, left
 -- The run's calls that take their entry out of the rate log: `taken` of them, whose
 -- entries start at `spots` (positions in the log as read, in order; `searched` is where
 -- the search for the next one goes on), and `stamped` of them (those that were sent) put
 -- one at this time in its place. The log is written once, when the run closes.
 local taken, stamped, spots, searched
+-- what the caller of a first attempt saw of its claim (see claim.lua): the claim's time
+-- and '-'
+local first_seen
 -- The accounts the call freed whose window is full, each with the ms until it may send.
 local later = {}
--- the leases the run has ended (they leave the in-flight set when it closes)
-local ended_leases
+-- the deliveries whose leases the run has ended (they leave the in-flight set when it
+-- closes)
+local ends
+-- where the run's deliveries start among `starts`, and their leases (did -> score, or
+-- false), read when a delivery of the run first needs them (see `lease_of`)
+local run_from, leases
 
--- the run's deliveries, and their leases (did -> score, or false), read when a delivery
--- of the run first needs them (see `lease_of`)
-local run_dids, leases
-
--- Opens the run of account `a` whose first delivery is the `from`th. (A table built from
--- a constructor of nils has room for that many entries: Lua grows an empty one by
--- rehashing it at each power of two, which a run's lists of up to a lease group's
--- deliveries would pay several times.)
-local function open_run(a, from)
-  acct = a
-  akey = base .. ':acct:' .. a
-  flags = call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
-    'rl', 'limit', 'window')
-  sent, extra = nil, {}
-  auth_failed, pause_until, count_429 = flags[4], flags[5], nil
-  freed, ends, ended_leases = false, {nil, nil, nil, nil, nil, nil, nil, nil}, {}
-  order, members, left = nil, nil, 0
-  taken, stamped, spots, searched = 0, 0, {nil, nil, nil, nil, nil, nil, nil, nil}, 1
-  run_dids, leases = {nil, nil, nil, nil, nil, nil, nil, nil}, nil
-  for j = from, #starts do
-    local at = starts[j]
-    if argv[at + 1] ~= a then break end
-    run_dids[#run_dids + 1] = argv[at]
-  end
-end
-
--- The lease of the run's delivery `did` in the in-flight set (its end, or false), as
--- read once for all of the run's deliveries.
-local function lease_of(did)
-  if not leases then
-    local scores = call('ZMSCORE', inflight, unpack(run_dids))
-    leases = {}
-    for j = 1, #run_dids do leases[run_dids[j]] = scores[j] end
-  end
-  return leases[did]
-end
-
--- Whether `did` is in the account's lease group (in flight, not yet freed by the run).
-local function in_flight(did)
-  if not members then
-    order, members = {nil, nil, nil, nil, nil, nil, nil, nil}, {}
-    local busy = flags[2]
-    if busy and busy ~= '' then
-      -- (split at each space: a plain search costs less than a pattern's)
-      local from = 1
-      while true do
-        local space = string.find(busy, ' ', from, true)
-        if not space then
-          -- (a lone member, the most common where the limit binds, is the whole text)
-          order[#order + 1] = from == 1 and busy or string.sub(busy, from)
-          break
-        end
-        order[#order + 1] = string.sub(busy, from, space - 1)
-        from = space + 1
+-- The outcomes other than the most common (the success of an event's only call by the
+-- holder of its lease, recorded in the loop below): delivery `did` (of event key `ekey`,
+-- call `k`), `held` when it is in the account's lease group. Returns nothing when the
+-- delivery keeps its lease and its account (an outcome ignored or left to another
+-- holder); else whether the caller held the lease (`logged`: its call takes its entry out
+-- of the rate log), and true when the delivery has no lease of its own to end. (This
+-- function and those it holds are made at every call of the script, the latter only
+-- when it runs: Redis's Lua makes a script's local functions anew at each of its calls,
+-- at a cost that grows with the script's locals each uses.)
+local function complete_other(did, ekey, k, kind, code, err, delay, reason, token, held)
+  -- The lease of the run's delivery `d` in the in-flight set (its end, or false: a lease
+  -- the run has ended), as read once for all of the run's deliveries.
+  local function lease_of(d)
+    for e = 1, #ends do
+      if ends[e] == d then return false end
+    end
+    if not leases then
+      local dids = {nil, nil, nil, nil, nil, nil, nil, nil}
+      for j = run_from, #starts do
+        local at = starts[j]
+        if argv[at + 1] ~= acct then break end
+        dids[#dids + 1] = argv[at]
       end
-      for i = 1, #order do members[order[i]] = true end
+      local scores = call('ZMSCORE', inflight, unpack(dids))
+      leases = {}
+      for j = 1, #dids do leases[dids[j]] = scores[j] end
     end
+    return leases[d]
   end
-  return members[did] == true
-end
 
--- The lease group as the run leaves it: its members not freed, in order.
-local function group_left()
-  local rest = {}
-  for i = 1, #order do
-    if members[order[i]] then rest[#rest + 1] = order[i] end
-  end
-  return table.concat(rest, ' ')
-end
-
--- Takes one of the claim's entries (`rl_at`) out of the rate log for a call of the run;
--- false when the log as read holds no more of them.
-local function take_entry()
-  local s = flags[7] and log_find(flags[7], flags[1], searched)
-  if not s then return false end
-  taken = taken + 1
-  spots[taken] = s
-  searched = s + 13
-  return true
-end
-
--- The rate log as the run leaves it: the entries at this time first (newest first), then
--- the log as read without the entries taken.
-local function rate_log()
-  local log = flags[7]
-  local parts, from = {}, 1
-  if stamped > 0 then parts[1] = string.rep(now_s, stamped) end
-  for i = 1, taken do
-    local s = spots[i]
-    if s > from then parts[#parts + 1] = string.sub(log, from, s - 1) end
-    from = s + 13
-  end
-  parts[#parts + 1] = string.sub(log, from)
-  return table.concat(parts)
-end
-
--- Writes what the run changed in the account, marks it ready when a delivery of the run
--- may have freed it, and ends the leases of the run's deliveries, in that order.
-local function close_run()
-  if not acct then return end
-  local set = extra
-  local log = flags[7]
-  if taken > 0 then
-    log = rate_log()
-    set[#set + 1] = 'rl'
-    set[#set + 1] = log
-  end
-  local busy = flags[2]
-  if left > 0 then
-    busy = group_left()
-    set[#set + 1] = 'busy'
-    set[#set + 1] = busy
-  end
-  if sent then
-    set[#set + 1] = 'sent'
-    set[#set + 1] = int(sent)
-  end
-  if #set > 0 then
-    w('HSET', akey, unpack(set))
-  end
-  if freed then
-    -- A busy account left the ready set at its claim. A free one comes back at its next
-    -- send, so that no claim visits it only to find its window full and re-score it.
-    local at
-    if not busy or busy == '' then at = rate_window(log, flags[8], flags[9], now) end
-    if at and flags[3] ~= '1' and auth_failed ~= '1' then
-      -- told to the caller, whose worker need not claim the partition for it before then
-      -- (nor before a 429 pause ends)
-      local paused_until = pause_until and tonumber(pause_until) or 0
-      later[#later + 1] = acct
-      later[#later + 1] = math.max(at, paused_until) - now
+  -- Holds the account after a 429 (until `delay` ms from now, counted) or refused
+  -- credentials (until an operator resumes it); the held set lets claims expire its events
+  -- meanwhile.
+  local function hold_account(kind, delay)
+    if kind == 'ratelimited' then
+      count_429 = (count_429 or tonumber(call('HGET', akey, 'upstream_429') or '0') or 0)
+        + 1
+      pause_until = int(now + tonumber(delay))
+      extra[#extra + 1] = 'until'
+      extra[#extra + 1] = pause_until
+      extra[#extra + 1] = 'upstream_429'
+      extra[#extra + 1] = int(count_429)
+    elseif kind == 'authfailed' then
+      auth_failed = '1'
+      extra[#extra + 1] = 'auth_failed'
+      extra[#extra + 1] = '1'
+    else
+      return
     end
-    mark_ready(base, acct, now, now_s, at, {busy, flags[3], auth_failed, pause_until}, nil,
-      flags[2] and flags[2] ~= '')
+    w('ZADD', base .. ':held', 'NX', now_s, acct)
   end
-  if #ends > 0 then
-    w('ZREM', inflight, unpack(ends))
-  end
-  acct = nil
-end
 
-local function count_sent()
-  sent = (sent or tonumber(flags[6] or '0') or 0) + 1
-end
-
--- Holds the account after a 429 (until `delay` ms from now, counted) or refused
--- credentials (until an operator resumes it); the held set lets claims expire its events
--- meanwhile.
-local function hold_account(kind, delay)
-  if kind == 'ratelimited' then
-    count_429 = (count_429 or tonumber(call('HGET', akey, 'upstream_429') or '0') or 0)
-      + 1
-    pause_until = int(now + tonumber(delay))
-    extra[#extra + 1] = 'until'
-    extra[#extra + 1] = pause_until
-    extra[#extra + 1] = 'upstream_429'
-    extra[#extra + 1] = int(count_429)
-  elseif kind == 'authfailed' then
-    auth_failed = '1'
-    extra[#extra + 1] = 'auth_failed'
-    extra[#extra + 1] = '1'
-  else
-    return
-  end
-  w('ZADD', base .. ':held', 'NX', now_s, acct)
-end
-
--- Frees the account of delivery `did` (in the run's changes) and ends its lease. When
--- `logged` (the caller held the lease), the call takes its entry from its claim out of
--- the rate log, and one at this time goes in for it unless it was released unsent.
-local function release(did, kind, logged, held)
-  if logged and take_entry() and kind ~= 'released' then
-    stamped = stamped + 1
-  end
-  if held then
-    members[did] = nil
-    left = left + 1
-  end
-  freed = true
-  ends[#ends + 1] = did
-  ended_leases[did] = true
-end
-
--- Writes the event's fields for one more finished delivery (see `finish_fields`), and
--- expires a finished event after the retention.
-local function finish(ekey, k, ev, status_to, fields, dead)
-  local set, finished = finish_fields(k, status_to, fields, ev[3], ev[4], ev[5], dead)
-  w('HSET', ekey, unpack(set))
-  if finished then
-    w('PEXPIRE', ekey, retention)
-  end
-end
-
--- The attempts (text) an owned completion that counts its attempt writes, from `at` as
--- read: one more, unless this lease's attempt was counted already (its token is in `c`,
--- which is only ever written with `at`: by a completion of it that failed part-way and
--- is done again, or by a reap that failed before its lease left the in-flight set).
-local function attempts_after(ekey, k, at, token)
-  if at and call('HGET', ekey, 'c' .. k) == token then return at end
-  return next_attempt(at)
-end
-
-local function complete_one(did, kind, code, err, delay, reason, token, seen)
-  local eid, k = split_did(did)
-  local ekey = base .. ':ev:' .. eid
-  local held = in_flight(did)
-  -- (a first attempt, the most common, is told by one comparison: a cut costs more)
-  local at
-  if held and seen and seen ~= '' and flags[1] then
-    if seen == flags[1] .. '-' then
-      at = '-'
-    elseif string.sub(seen, 1, 13) == flags[1] then
-      at = string.sub(seen, 14)
-    end
-  end
-  -- (an event of one call has only call 0)
-  if at and k == '0' then
-    -- The most common outcome: the success of an event's only call, by the holder of its
-    -- lease, recorded without reading the lease or the event. The lease is this
-    -- caller's: the call is in the account's lease group, claimed when the claim that
-    -- leased it to the caller did (`rl_at`; a call that lost its lease left the group
-    -- before its lease left the in-flight set, and a new claim of it is at a later time).
-    -- Nothing but this lease's completion (this one, perhaps done again after a failure
-    -- part-way) or a late success of an earlier lease (which records the same) finishes
-    -- the call while the lease is held, so the event is written from what the claim
-    -- read: after the claim's time, the attempts that had ended (`at`, '-' when
-    -- missing). The attempts are then one more (a reap that counted this lease wrote
-    -- just that), and the event is finished. The fields are those the success below
-    -- writes through `finish` for an event of one unfinished call, written in one table
-    -- with the payload emptied first: built through `finish`, the most common outcome
-    -- cost Redis 2.5-3.5% more per delivered call (the table grown field by field, the
-    -- appends moving the payload), and the names are call 0's (a name built for each
-    -- call costs a concatenation).
-    local set = {'body', '', 's0', 'delivered', 'done', '1', 'ls0', code, 'dt0', now_s, 'at0',
-      '1', nil, nil}
-    if at ~= '-' then
-      set[12] = next_attempt(at)
-      -- an earlier attempt's error goes
-      set[13] = 'le0'
-      set[14] = ''
-    end
+  -- Writes the event's fields for one more finished delivery (see `finish_fields`), and
+  -- expires a finished event after the retention.
+  local function finish(ekey, k, ev, status_to, fields, dead)
+    local set, finished = finish_fields(k, status_to, fields, ev[3], ev[4], ev[5], dead)
     w('HSET', ekey, unpack(set))
-    w('PEXPIRE', ekey, retention)
-    count_sent()
-    release(did, kind, true, true)
-    return
+    if finished then
+      w('PEXPIRE', ekey, retention)
+    end
   end
+
+  -- The attempts (text) an owned completion that counts its attempt writes, from `at` as
+  -- read: one more, unless this lease's attempt was counted already (its token is in `c`,
+  -- which is only ever written with `at`: by a completion of it that failed part-way and
+  -- is done again, or by a reap that failed before its lease left the in-flight set).
+  local function attempts_after(ekey, k, at, token)
+    if at and call('HGET', ekey, 'c' .. k) == token then return at end
+    return next_attempt(at)
+  end
+
   local leased = lease_of(did)
-  if ended_leases[did] then leased = false end
   -- both are whole milliseconds in Redis's and the caller's text (Redis writes a score
   -- that is a whole number as one)
   local owned = leased == token
@@ -339,7 +170,7 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
       if status == 'delivered' and held then
         -- a late success left its count to the holder (a completion of its own that
         -- failed part-way freed the account with its count, in one write)
-        count_sent()
+        sent_more = sent_more + 1
       end
       if status == 'dead' or status == 'expired' then
         -- a replay may lease it again: its next lease ends after this one
@@ -351,8 +182,7 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
     elseif status == 'delivered' and is_finished(ev[3], ev[4], ev[5]) then
       w('PEXPIRE', ekey, retention)
     end
-    release(did, kind, logged, held)
-    return
+    return logged
   end
   local delivered_fields
   if kind == 'delivered' then
@@ -378,7 +208,7 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
     -- once out of it (a claim, completion or reap of that lease failed part-way), no
     -- one will: it counts here.
     finish(ekey, k, ev, 'delivered', delivered_fields, false)
-    if not held then count_sent() end
+    if not held then sent_more = sent_more + 1 end
     return
   elseif kind == 'delivered' then
     if not owned and status == 'retrying' then
@@ -402,13 +232,9 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
         end
       end
     end
-    count_sent()
-    release(did, kind, logged, held)
-    if not owned then
-      -- no lease of its own to end
-      ends[#ends] = nil
-    end
-    return
+    sent_more = sent_more + 1
+    -- (a late success has no lease of its own to end)
+    return logged, not owned
   end
   if kind == 'retry' then
     local due = int(now + tonumber(delay))
@@ -441,7 +267,7 @@ local function complete_one(did, kind, code, err, delay, reason, token, seen)
     w('HSET', ekey, unpack(set))
     hold_account(kind, delay)
   end
-  release(did, kind, logged, held)
+  return logged
 end
 
 -- The in-flight set is read before anything is written, as every completion read its
@@ -457,20 +283,179 @@ for j = 1, #starts do
   if a ~= accts[#accts] then accts[#accts + 1] = a end
 end
 changed_all(base, accts, now_s)
--- the delay stays text until a retry or a pause needs it as a number
-for j = 1, #starts do
+-- Each delivery in turn; a run closes when the next delivery is of another account, or
+-- after the last (the pass past the end). The common path makes no function: it is
+-- written out here rather than in functions of its own (see `complete_other`).
+-- (the delay stays text until a retry or a pause needs it as a number)
+for j = 1, #starts + 1 do
   local i = starts[j]
-  if argv[i + 1] ~= acct then
-    close_run()
-    open_run(argv[i + 1], j)
+  local a = i and argv[i + 1]
+  if a ~= acct and acct then
+    -- The run closes: what it changed in the account is written, the account is marked
+    -- ready when a delivery of the run may have freed it, and the leases of the run's
+    -- deliveries end, in that order.
+    local set = extra
+    local log = flags[7]
+    if taken > 0 then
+      -- The rate log as the run leaves it: the entries at this time first (newest
+      -- first), then the log as read without the entries taken.
+      local parts, from = {}, 1
+      if stamped > 0 then parts[1] = string.rep(now_s, stamped) end
+      for t = 1, taken do
+        local s = spots[t]
+        if s > from then parts[#parts + 1] = string.sub(log, from, s - 1) end
+        from = s + 13
+      end
+      parts[#parts + 1] = string.sub(log, from)
+      log = table.concat(parts)
+      set[#set + 1] = 'rl'
+      set[#set + 1] = log
+    end
+    local busy = flags[2]
+    if left > 0 then
+      -- the lease group as the run leaves it: its members not freed, in order
+      local rest = {}
+      for o = 1, #order do
+        if members[order[o]] then rest[#rest + 1] = order[o] end
+      end
+      busy = table.concat(rest, ' ')
+      set[#set + 1] = 'busy'
+      set[#set + 1] = busy
+    end
+    if sent_more > 0 then
+      set[#set + 1] = 'sent'
+      set[#set + 1] = int((tonumber(flags[6] or '0') or 0) + sent_more)
+    end
+    if #set > 0 then
+      w('HSET', akey, unpack(set))
+    end
+    if freed then
+      -- A busy account left the ready set at its claim. A free one comes back at its next
+      -- send, so that no claim visits it only to find its window full and re-score it.
+      local at
+      if not busy or busy == '' then at = rate_window(log, flags[8], flags[9], now) end
+      if at and flags[3] ~= '1' and auth_failed ~= '1' then
+        -- told to the caller, whose worker need not claim the partition for it before
+        -- then (nor before a 429 pause ends)
+        local paused_until = pause_until and tonumber(pause_until) or 0
+        later[#later + 1] = acct
+        later[#later + 1] = math.max(at, paused_until) - now
+      end
+      mark_ready(base, acct, now, now_s, at, {busy, flags[3], auth_failed, pause_until},
+        nil, flags[2] and flags[2] ~= '')
+    end
+    if #ends > 0 then
+      w('ZREM', inflight, unpack(ends))
+    end
+    acct = nil
   end
-  local kind = argv[i + 2]
-  if kind == 'delivered' then
-    complete_one(argv[i], kind, argv[i + 4], '', '0', '', argv[i + 3], argv[i + 5])
-  else
-    complete_one(argv[i], kind, argv[i + 4], argv[i + 5], argv[i + 6], argv[i + 7],
-      argv[i + 3])
+  if a and a ~= acct then
+    -- The run of account `a` opens with this delivery. (A table built from a constructor
+    -- of nils has room for that many entries: Lua grows an empty one by rehashing it at
+    -- each power of two, which a run's lists of up to a lease group's deliveries would
+    -- pay several times.)
+    acct = a
+    akey = base .. ':acct:' .. a
+    flags = call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
+      'rl', 'limit', 'window')
+    sent_more, extra = 0, {}
+    auth_failed, pause_until, count_429 = flags[4], flags[5], nil
+    freed, ends = false, {nil, nil, nil, nil, nil, nil, nil, nil}
+    left = 0
+    taken, stamped, spots, searched = 0, 0, {nil, nil, nil, nil, nil, nil, nil, nil}, 1
+    run_from, leases = j, nil
+    first_seen = flags[1] and flags[1] .. '-'
+    -- the lease group's members (split at each space: a plain search costs less than a
+    -- pattern's)
+    order, members = {nil, nil, nil, nil, nil, nil, nil, nil}, {}
+    local busy = flags[2]
+    if busy and busy ~= '' then
+      local from = 1
+      while true do
+        local space = string.find(busy, ' ', from, true)
+        if not space then
+          -- (a lone member, the most common where the limit binds, is the whole text)
+          order[#order + 1] = from == 1 and busy or string.sub(busy, from)
+          break
+        end
+        order[#order + 1] = string.sub(busy, from, space - 1)
+        from = space + 1
+      end
+      for o = 1, #order do members[order[o]] = true end
+    end
+  end
+  if i then
+    local did, kind, code = argv[i], argv[i + 2], argv[i + 4]
+    local eid, k = split_did(did)
+    local ekey = base .. ':ev:' .. eid
+    local held = members[did] == true
+    -- What the caller saw of its claim, for a success by the holder of its lease: a first
+    -- attempt's, the most common, is told by one comparison (a cut costs more).
+    local at
+    local seen = kind == 'delivered' and held and first_seen and argv[i + 5]
+    if seen and seen ~= '' then
+      if seen == first_seen then
+        at = '-'
+      elseif string.sub(seen, 1, 13) == flags[1] then
+        at = string.sub(seen, 14)
+      end
+    end
+    local logged, unleased
+    -- (an event of one call has only call 0)
+    if at and k == '0' then
+      -- The most common outcome: the success of an event's only call, by the holder of
+      -- its lease, recorded without reading the lease or the event. The lease is this
+      -- caller's: the call is in the account's lease group, claimed when the claim that
+      -- leased it to the caller did (`rl_at`; a call that lost its lease left the group
+      -- before its lease left the in-flight set, and a new claim of it is at a later
+      -- time). Nothing but this lease's completion (this one, perhaps done again after a
+      -- failure part-way) or a late success of an earlier lease (which records the same)
+      -- finishes the call while the lease is held, so the event is written from what the
+      -- claim read: after the claim's time, the attempts that had ended (`at`, '-' when
+      -- missing). The attempts are then one more (a reap that counted this lease wrote
+      -- just that), and the event is finished. The fields are those the success in
+      -- `complete_other` writes through `finish` for an event of one unfinished call, in
+      -- one command with the payload emptied first (the names are call 0's: a name built
+      -- for each call costs a concatenation, and a table of them a table).
+      if at == '-' then
+        w('HSET', ekey, 'body', '', 's0', 'delivered', 'done', '1', 'ls0', code, 'dt0',
+          now_s, 'at0', '1')
+      else
+        -- an earlier attempt's error goes
+        w('HSET', ekey, 'body', '', 's0', 'delivered', 'done', '1', 'ls0', code, 'dt0',
+          now_s, 'at0', next_attempt(at), 'le0', '')
+      end
+      w('PEXPIRE', ekey, retention)
+      sent_more = sent_more + 1
+      logged = true
+    elseif kind == 'delivered' then
+      logged, unleased = complete_other(did, ekey, k, kind, code, '', '0', '', argv[i + 3],
+        held)
+    else
+      logged, unleased = complete_other(did, ekey, k, kind, code, argv[i + 5], argv[i + 6],
+        argv[i + 7], argv[i + 3], held)
+    end
+    if logged ~= nil then
+      -- The delivery frees its account (in the run's changes) and ends its lease. When
+      -- `logged` (the caller held the lease), its call takes its entry from its claim out
+      -- of the rate log, and one at this time goes in for it unless it was released
+      -- unsent.
+      if logged then
+        local s = flags[7] and log_find(flags[7], flags[1], searched)
+        if s then
+          taken = taken + 1
+          spots[taken] = s
+          searched = s + 13
+          if kind ~= 'released' then stamped = stamped + 1 end
+        end
+      end
+      if held then
+        members[did] = nil
+        left = left + 1
+      end
+      freed = true
+      if not unleased then ends[#ends + 1] = did end
+    end
   end
 end
-close_run()
 return later
