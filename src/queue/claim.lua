@@ -326,6 +326,17 @@ local function room_for_group(rl, limit, window)
   return tonumber(string.sub(rl, at + 1, at + 13)) + window + margin + 1 <= now
 end
 
+-- What a claim reads of a head, of event key `key` and call `k`: the event's time to
+-- live, the call's status, the body, the call's agent and attempts, and the event's
+-- calls. (Call 0's names are written out: most events have no other, and a name built
+-- for each read costs a concatenation.)
+local function read_head(key, k)
+  if k == '0' then
+    return call('HMGET', key, 'exp', 's0', 'body', 'ag0', 'at0', 'n')
+  end
+  return call('HMGET', key, 'exp', 's' .. k, 'body', 'ag' .. k, 'at' .. k, 'n')
+end
+
 -- Whether the time to live of an event whose `exp` field reads `exp` (ms) has passed:
 -- compared as text when it and `now_s` both have 13 digits (as times do until the year
 -- 2286), which costs Redis a fraction of a conversion.
@@ -399,7 +410,7 @@ for a = 1, #accts do
         eid, k = split_did(did)
         ekey = base .. ':ev:' .. eid
         -- what only an expiry needs (the event's counts) is read when one happens
-        ev = call('HMGET', ekey, 'exp', 's' .. k, 'body', 'ag' .. k, 'at' .. k, 'n')
+        ev = read_head(ekey, k)
         -- (a call's status is missing while it is queued; nothing is, of an event gone)
         local status = ev[2] or (ev[3] and 'queued')
         ev[2] = status
@@ -446,7 +457,7 @@ for a = 1, #accts do
           if not neid or seen[nd] or #members >= room then break end
           seen[nd] = true
           local nkey = base .. ':ev:' .. neid
-          local nev = call('HMGET', nkey, 'exp', 's' .. nk, 'body', 'ag' .. nk, 'at' .. nk, 'n')
+          local nev = read_head(nkey, nk)
           nev[2] = nev[2] or (nev[3] and 'queued')
           if nev[2] ~= 'queued' or expired(nev[1]) then break end
           members[#members + 1] = {nd, nk, nkey, nev}
