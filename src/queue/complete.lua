@@ -1,11 +1,14 @@
 -- complete: records how deliveries of one partition ended, each as if alone.
 -- KEYS[1] = <base>:ready
--- ARGV = base, then per delivery: did, account, kind, lease token, upstream status or '',
---        then for kind 'delivered' (most are: their arguments are spared) what its claim
---        saw (see claim.lua), else error, delay_ms, reason
+-- ARGV = base, then per run of one account's deliveries: the account, then per delivery:
+--        did, lease token, then for a success (most are: their arguments are spared) its
+--        upstream status and what its claim saw (see claim.lua), else its kind, upstream
+--        status or '', error, delay_ms, reason; a run after the first starts with ''
+--        (then its account)
 -- The retention of finished events (ms, as text) and the default rate limit are written
 -- into the script's text, ahead of its helpers (see `complete_script` in script_queue.rs).
--- kind: delivered | retry | dead | ratelimited | authfailed | released
+-- kind: delivered (a success, whose kind is not sent) | retry | dead | ratelimited |
+-- authfailed | released
 -- The caller holds the lease when its token is still the lease's end in the in-flight set
 -- (a call's tokens only grow: see claim.lua), or, for the success of an event's only call,
 -- when the call is in its account's lease group claimed at the time the claim gave it
@@ -26,13 +29,32 @@
 -- leases end, by the reaper in claim.lua.
 local argv = ARGV
 local base = argv[1]
--- where each delivery's values start in argv
-local starts = {}
+-- where each delivery's values start in argv, its account and its kind, and the runs'
+-- accounts
+local starts, owners, kinds, accts = {}, {}, {}, {}
+local deliveries = 0
 do
-  local i, n = 2, #argv
+  local i, n, a = 3, #argv, argv[2]
+  accts[1] = a
   while i <= n do
-    starts[#starts + 1] = i
-    if argv[i + 2] == 'delivered' then i = i + 6 else i = i + 8 end
+    if argv[i] == '' then
+      a = argv[i + 1]
+      accts[#accts + 1] = a
+      i = i + 2
+    else
+      deliveries = deliveries + 1
+      starts[deliveries] = i
+      owners[deliveries] = a
+      local kind = argv[i + 2]
+      if kind == 'retry' or kind == 'dead' or kind == 'ratelimited' or kind == 'authfailed'
+        or kind == 'released' then
+        i = i + 7
+      else
+        kind = 'delivered'
+        i = i + 4
+      end
+      kinds[deliveries] = kind
+    end
   end
 end
 local now, now_s = now_ms()
@@ -81,10 +103,9 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
     end
     if not leases then
       local dids = {nil, nil, nil, nil, nil, nil, nil, nil}
-      for j = run_from, #starts do
-        local at = starts[j]
-        if argv[at + 1] ~= acct then break end
-        dids[#dids + 1] = argv[at]
+      for j = run_from, deliveries do
+        if owners[j] ~= acct then break end
+        dids[#dids + 1] = argv[starts[j]]
       end
       local scores = call('ZMSCORE', inflight, unpack(dids))
       leases = {}
@@ -276,20 +297,13 @@ end
 call('ZCARD', inflight)
 -- Every account is recorded as changed before any write (a stale failure, which writes
 -- nothing, is read again for nothing).
--- (a run's deliveries are consecutive: its account is named once)
-local accts = {}
-for j = 1, #starts do
-  local a = argv[starts[j] + 1]
-  if a ~= accts[#accts] then accts[#accts + 1] = a end
-end
-changed_all(base, accts, now_s)
+if deliveries > 0 then changed_all(base, accts, now_s) end
 -- Each delivery in turn; a run closes when the next delivery is of another account, or
 -- after the last (the pass past the end). The common path makes no function: it is
 -- written out here rather than in functions of its own (see `complete_other`).
 -- (the delay stays text until a retry or a pause needs it as a number)
-for j = 1, #starts + 1 do
-  local i = starts[j]
-  local a = i and argv[i + 1]
+for j = 1, deliveries + 1 do
+  local i, a = starts[j], owners[j]
   if a ~= acct and acct then
     -- The run closes: what it changed in the account is written, the account is marked
     -- ready when a delivery of the run may have freed it, and the leases of the run's
@@ -385,14 +399,15 @@ for j = 1, #starts + 1 do
     end
   end
   if i then
-    local did, kind, code = argv[i], argv[i + 2], argv[i + 4]
+    local did, kind, token = argv[i], kinds[j], argv[i + 1]
+    local code = kind == 'delivered' and argv[i + 2] or argv[i + 3]
     local eid, k = split_did(did)
     local ekey = base .. ':ev:' .. eid
     local held = members[did] == true
     -- What the caller saw of its claim, for a success by the holder of its lease: a first
     -- attempt's, the most common, is told by one comparison (a cut costs more).
     local at
-    local seen = kind == 'delivered' and held and first_seen and argv[i + 5]
+    local seen = kind == 'delivered' and held and first_seen and argv[i + 3]
     if seen and seen ~= '' then
       if seen == first_seen then
         at = '-'
@@ -429,11 +444,10 @@ for j = 1, #starts + 1 do
       sent_more = sent_more + 1
       logged = true
     elseif kind == 'delivered' then
-      logged, unleased = complete_other(did, ekey, k, kind, code, '', '0', '', argv[i + 3],
-        held)
+      logged, unleased = complete_other(did, ekey, k, kind, code, '', '0', '', token, held)
     else
-      logged, unleased = complete_other(did, ekey, k, kind, code, argv[i + 5], argv[i + 6],
-        argv[i + 7], argv[i + 3], held)
+      logged, unleased = complete_other(did, ekey, k, kind, code, argv[i + 4], argv[i + 5],
+        argv[i + 6], token, held)
     end
     if logged ~= nil then
       -- The delivery frees its account (in the run's changes) and ends its lease. When

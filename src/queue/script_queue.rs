@@ -910,25 +910,31 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         for (partition, group) in &by_partition {
             let base = self.base(*partition);
             for chunk in account_chunks(group, completions) {
-                let mut args = Vec::with_capacity(1 + 8 * chunk.len());
+                let mut args = Vec::with_capacity(2 + 7 * chunk.len());
                 args.push(base.clone().into_bytes());
+                // (each argument costs Redis's Lua: a run of one account's completions
+                // names its account once, and a success neither its kind nor the rest,
+                // but what its claim saw, which spares reading the event)
+                let mut run: Option<&str> = None;
                 for &i in chunk {
                     let c = &completions[i];
+                    if run != Some(c.account.as_str()) {
+                        if run.is_some() {
+                            args.push(Vec::new());
+                        }
+                        args.push(c.account.clone().into_bytes());
+                        run = Some(&c.account);
+                    }
+                    args.push(c.delivery_id.clone().into_bytes());
+                    args.push(c.lease_token.to_string().into_bytes());
                     let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
-                    args.extend([
-                        c.delivery_id.clone().into_bytes(),
-                        c.account.clone().into_bytes(),
-                        kind.as_bytes().to_vec(),
-                        c.lease_token.to_string().into_bytes(),
-                        code.into_bytes(),
-                    ]);
-                    // a success needs none of the rest (each argument costs Redis's Lua),
-                    // but what its claim saw, which spares reading the event
                     if kind == "delivered" {
-                        args.push(c.seen.clone().into_bytes());
+                        args.extend([code.into_bytes(), c.seen.clone().into_bytes()]);
                     } else {
                         let error: String = error.chars().take(1000).collect();
                         args.extend([
+                            kind.as_bytes().to_vec(),
+                            code.into_bytes(),
                             error.into_bytes(),
                             delay.to_string().into_bytes(),
                             reason.as_bytes().to_vec(),
