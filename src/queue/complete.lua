@@ -30,8 +30,16 @@
 local argv = ARGV
 local base = argv[1]
 -- where each delivery's values start in argv, its account and its kind, and the runs'
--- accounts
-local starts, owners, kinds, accts = {}, {}, {}, {}
+-- accounts (a table built from a constructor of nils has room for that many entries:
+-- Lua grows an empty one by rehashing it at each power of two; these have room for the
+-- deliveries of most calls)
+local starts = {nil, nil, nil, nil, nil, nil, nil, nil,
+  nil, nil, nil, nil, nil, nil, nil, nil}
+local owners = {nil, nil, nil, nil, nil, nil, nil, nil,
+  nil, nil, nil, nil, nil, nil, nil, nil}
+local kinds = {nil, nil, nil, nil, nil, nil, nil, nil,
+  nil, nil, nil, nil, nil, nil, nil, nil}
+local accts = {}
 local deliveries = 0
 do
   local i, n, a = 3, #argv, argv[2]
