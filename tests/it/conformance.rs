@@ -2279,6 +2279,60 @@ async fn a_lease_group_takes_the_heads_in_order_and_holds_the_account(b: Backend
     );
 }
 
+/// One completion call carries the outcomes of several accounts' lease groups, one
+/// account's calls in two runs among them (as a worker's batch can): each outcome is
+/// recorded for its own account, and every account is freed.
+async fn one_completion_call_records_each_accounts_outcomes(b: Backend) {
+    let q = open_grouped(b).await;
+    // three accounts of one partition, so that one script call takes all their outcomes
+    let accounts: Vec<String> = (0..)
+        .map(|i| format!("acct-{i}"))
+        .filter(|a| partition_of(a, PARTITIONS) == 0)
+        .take(3)
+        .collect();
+    let a = put(&q, &accounts[0], WIDE, &["a1", "a2"]).await;
+    let b_ids = put(&q, &accounts[1], WIDE, &["b1", "b2"]).await;
+    let c = put(&q, &accounts[2], WIDE, &["c1"]).await;
+    let claimed = claim(&q).await;
+    assert_eq!(names(&claimed), ["a1", "a2", "b1", "b2", "c1"]);
+    let of = |n: &str| {
+        let c = claimed.iter().find(|c| name(c) == n).expect("claimed");
+        Completion::of(c, ok())
+    };
+    let dead = Outcome::Dead {
+        reason: DeadReason::Rejected,
+        status: Some(400),
+        error: "bad".into(),
+    };
+    let completions = [
+        of("a1"),
+        of("b1"),
+        of("a2"),
+        Completion {
+            outcome: Outcome::Released,
+            ..of("b2")
+        },
+        Completion {
+            outcome: dead,
+            ..of("c1")
+        },
+    ];
+    q.complete(&completions).await.expect("complete");
+    // each event's status and its call's attempts
+    let status = |r: EventRecord| format!("{} {}", r.status.as_str(), r.deliveries[0].attempts);
+    assert_eq!(status(record(&q, &a[0]).await), "delivered 1");
+    assert_eq!(status(record(&q, &a[1]).await), "delivered 1");
+    assert_eq!(status(record(&q, &b_ids[0]).await), "delivered 1");
+    assert_eq!(status(record(&q, &b_ids[1]).await), "queued 0");
+    assert_eq!(status(record(&q, &c[0]).await), "dead 1");
+    let counts = |s: AccountStats| (s.in_flight, s.depth, s.delivered, s.sent_in_window, s.dead);
+    assert_eq!(counts(stats_for(&q, &accounts[0]).await), (0, 0, 2, 2, 0));
+    assert_eq!(counts(stats_for(&q, &accounts[1]).await), (0, 1, 1, 1, 0));
+    assert_eq!(counts(stats_for(&q, &accounts[2]).await), (0, 0, 0, 1, 1));
+    // every account is free: the released call comes back at once
+    assert_eq!(names(&claim(&q).await), ["b2"]);
+}
+
 /// A group is taken only when the window has room for a whole one; otherwise one call
 /// at a time, and never past the limit.
 async fn a_lease_group_only_when_the_window_has_room(b: Backend) {
@@ -2438,4 +2492,5 @@ conformance!(
     a_group_whose_holder_died_goes_back_in_order,
     a_group_stopped_by_a_429_comes_back_in_order,
     a_claim_call_leases_at_most_64_deliveries,
+    one_completion_call_records_each_accounts_outcomes,
 );
