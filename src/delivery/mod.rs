@@ -747,21 +747,31 @@ mod tests {
         group
     }
 
+    /// What `worker` hands over, in one batch and only one, for sending `group` (with
+    /// shutdown under way when `stopping`).
+    async fn handed_over(worker: &Worker, group: &[Claimed], stopping: bool) -> Vec<Completion> {
+        let (tx, mut rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        if stopping {
+            stop.cancel();
+        }
+        worker
+            .deliver_group(group, Instant::now(), &stop, &tx)
+            .await;
+        drop(tx);
+        let handed = rx.recv().await.expect("handed over");
+        assert!(rx.recv().await.is_none(), "one batch");
+        handed
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lease_group_s_completions_are_handed_over_together() {
         let worker = worker(1);
         let group = group_of_three(&worker).await;
-        let (tx, mut rx) = mpsc::channel(8);
-        let stop = CancellationToken::new();
-        worker
-            .deliver_group(&group, Instant::now(), &stop, &tx)
-            .await;
-        drop(tx);
-        let handed = rx.recv().await.expect("handed over");
+        let handed = handed_over(&worker, &group, false).await;
         let ids = |c: &[Completion]| c.iter().map(|c| c.delivery_id.clone()).collect::<Vec<_>>();
         let claimed: Vec<String> = group.iter().map(|c| c.delivery_id.clone()).collect();
         assert_eq!(ids(&handed), claimed, "together, in order");
-        assert!(rx.recv().await.is_none());
         // (no account is configured: each send fails at once, to be retried)
         assert!(handed
             .iter()
@@ -772,13 +782,7 @@ mod tests {
     async fn at_shutdown_a_lease_group_releases_what_it_has_not_sent_last_first() {
         let worker = worker(1);
         let group = group_of_three(&worker).await;
-        let (tx, mut rx) = mpsc::channel(8);
-        let stop = CancellationToken::new();
-        stop.cancel();
-        worker
-            .deliver_group(&group, Instant::now(), &stop, &tx)
-            .await;
-        let handed = rx.recv().await.expect("handed over");
+        let handed = handed_over(&worker, &group, true).await;
         let got: Vec<(&str, bool)> = handed
             .iter()
             .map(|c| {
