@@ -1,6 +1,7 @@
 //! The partition count is recorded in Redis on first use; a process configured with
 //! another count refuses to start, and one with no count set uses the recorded one. A
-//! starting process loads the queue's scripts into the store.
+//! starting process loads the queue's scripts into the store; a script the store does
+//! not hold is sent with its source.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -233,4 +234,86 @@ async fn a_starting_process_loads_the_queue_scripts_into_every_master() {
             );
         }
     }
+}
+
+/// A store that refuses `SCRIPT LOAD` (here, to the gateway's user, by its ACL) lets the
+/// process start with a warning, and the queue works: each script goes with its source
+/// at its first call, as it does again once the store has lost its scripts (`SCRIPT
+/// FLUSH`, as after a restart or a failover).
+#[tokio::test]
+async fn scripts_the_store_does_not_hold_are_sent_with_their_source() {
+    use zenrelay::queue::Queue;
+
+    let redis = RedisServer::start();
+    let acl = [
+        "ACL",
+        "SETUSER",
+        "gateway",
+        "on",
+        ">secret",
+        "~*",
+        "&*",
+        "+@all",
+        "-script|load",
+    ];
+    assert_eq!(resp_command(redis.port, &acl).as_deref(), Some("+OK\r\n"));
+    let mut settings = zenrelay::config::Config::default();
+    settings.redis.url = format!("redis://gateway:secret@127.0.0.1:{}/0", redis.port).into();
+    settings.redis.partitions = 2;
+    let queue = zenrelay::app::redis_queue(&settings).expect("queue builds");
+    queue
+        .check_deployment()
+        .await
+        .expect("a store that refuses the loads is not an error");
+    for (name, script) in queue.scripts() {
+        assert!(!holds_script(redis.port, script.sha()), "{name} was loaded");
+    }
+
+    deliver_one(&queue, "first").await;
+    let sent = ["enqueue", "claim", "complete"];
+    for (name, script) in queue.scripts() {
+        if sent.contains(&name) {
+            assert!(holds_script(redis.port, script.sha()), "{name} not sent");
+        }
+    }
+    assert_eq!(
+        resp_command(redis.port, &["SCRIPT", "FLUSH"]).as_deref(),
+        Some("+OK\r\n")
+    );
+    deliver_one(&queue, "second").await;
+}
+
+/// Stores an event named `name` for one account, claims it and records its success.
+async fn deliver_one(queue: &impl zenrelay::queue::Queue, name: &str) {
+    use zenrelay::domain::{partition_of, EventId};
+    use zenrelay::queue::{Completion, EnqueueBatch, Outcome, RateLimit};
+    let account = "acme";
+    let id = EventId::new(partition_of(account, queue.partitions()));
+    let out = queue
+        .enqueue(EnqueueBatch {
+            account: account.into(),
+            limit: RateLimit {
+                limit: 100,
+                window_ms: 60_000,
+            },
+            max_depth: 1000,
+            idempotency_ttl_secs: 60,
+            events: vec![crate::support::plain_event(id, name)],
+        })
+        .await
+        .expect("stored");
+    let id = crate::support::stored(&out[0]);
+    let claimed = queue
+        .claim(id.partition(), 10)
+        .await
+        .expect("claimed")
+        .items;
+    assert_eq!(claimed.len(), 1);
+    let ok = Outcome::Delivered { status: 200 };
+    queue
+        .complete(&[Completion::of(&claimed[0], ok)])
+        .await
+        .expect("completed");
+    let record = queue.event(&id).await.expect("read").expect("the event");
+    assert_eq!(record.status, "delivered");
 }
