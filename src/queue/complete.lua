@@ -2,9 +2,9 @@
 -- KEYS[1] = <base>:ready
 -- ARGV = base, then per run of one account's deliveries: the account, then per delivery:
 --        did, lease token, then for a success (most are: their arguments are spared) its
---        upstream status and what its claim saw (see claim.lua), else its kind, upstream
---        status or '', error, delay_ms, reason; a run after the first starts with ''
---        (then its account)
+--        upstream status, what its claim saw (see claim.lua) and, for a call 0, its
+--        event's key (else ''), else its kind, upstream status or '', error, delay_ms,
+--        reason; a run after the first starts with '' (then its account)
 -- The retention of finished events (ms, as text) and the default rate limit are written
 -- into the script's text, ahead of its helpers (see `complete_script` in script_queue.rs).
 -- kind: delivered (a success, whose kind is not sent) | retry | dead | ratelimited |
@@ -59,7 +59,7 @@ do
         i = i + 7
       else
         kind = 'delivered'
-        i = i + 4
+        i = i + 5
       end
       kinds[deliveries] = kind
     end
@@ -409,8 +409,6 @@ for j = 1, deliveries + 1 do
   if i then
     local did, kind, token = argv[i], kinds[j], argv[i + 1]
     local code = kind == 'delivered' and argv[i + 2] or argv[i + 3]
-    local eid, k = split_did(did)
-    local ekey = base .. ':ev:' .. eid
     local held = members[did] == true
     -- What the caller saw of its claim, for a success by the holder of its lease: a first
     -- attempt's, the most common, is told by one comparison (a cut costs more).
@@ -424,8 +422,9 @@ for j = 1, deliveries + 1 do
       end
     end
     local logged, unleased
-    -- (an event of one call has only call 0)
-    if at and k == '0' then
+    -- (an event of one call has only call 0, whose key the caller sends)
+    local ekey = at and argv[i + 4]
+    if ekey and ekey ~= '' then
       -- The most common outcome: the success of an event's only call, by the holder of
       -- its lease, recorded without reading the lease or the event. The lease is this
       -- caller's: the call is in the account's lease group, claimed when the claim that
@@ -451,11 +450,15 @@ for j = 1, deliveries + 1 do
       w('PEXPIRE', ekey, retention)
       sent_more = sent_more + 1
       logged = true
-    elseif kind == 'delivered' then
-      logged, unleased = complete_other(did, ekey, k, kind, code, '', '0', '', token, held)
     else
-      logged, unleased = complete_other(did, ekey, k, kind, code, argv[i + 4], argv[i + 5],
-        argv[i + 6], token, held)
+      local eid, k = split_did(did)
+      ekey = base .. ':ev:' .. eid
+      if kind == 'delivered' then
+        logged, unleased = complete_other(did, ekey, k, kind, code, '', '0', '', token, held)
+      else
+        logged, unleased = complete_other(did, ekey, k, kind, code, argv[i + 4],
+          argv[i + 5], argv[i + 6], token, held)
+      end
     end
     if logged ~= nil then
       -- The delivery frees its account (in the run's changes) and ends its lease. When

@@ -914,7 +914,8 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                 args.push(base.clone().into_bytes());
                 // (each argument costs Redis's Lua: a run of one account's completions
                 // names its account once, and a success neither its kind nor the rest,
-                // but what its claim saw, which spares reading the event)
+                // but what its claim saw, which spares reading the event, and the event's
+                // key)
                 let mut run: Option<&str> = None;
                 for &i in chunk {
                     let c = &completions[i];
@@ -929,7 +930,17 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                     args.push(c.lease_token.to_string().into_bytes());
                     let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
                     if kind == "delivered" {
-                        args.extend([code.into_bytes(), c.seen.clone().into_bytes()]);
+                        // the event's key, for its call 0 (which is every call of an event
+                        // of one): it spares the script cutting the id and joining the key
+                        let key = match c.delivery_id.strip_suffix(":0") {
+                            Some(event) => format!("{base}:ev:{event}"),
+                            None => String::new(),
+                        };
+                        args.extend([
+                            code.into_bytes(),
+                            c.seen.clone().into_bytes(),
+                            key.into_bytes(),
+                        ]);
                     } else {
                         let error: String = error.chars().take(1000).collect();
                         args.extend([
