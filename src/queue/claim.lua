@@ -28,8 +28,8 @@
 -- included), lease token (the lease's end, Redis ms: the lease's length is its distance
 -- from the claim's time), what a completion need not read again (when the event has this
 -- one call: the claim's time, 13 digits, then the attempts that ended, `at`, as read, or
--- '-' when missing; else '')}; the wait is computed only when nothing was claimed, or all
--- that was due was. A lease group's deliveries come together and in order, and no other
+-- '-' when missing, then, when the call has an agent, a space and the agent; else '')};
+-- the wait is computed only when nothing was claimed, or all that was due was. A lease group's deliveries come together and in order, and no other
 -- delivery of its account comes in the same reply (an account is claimed once per call),
 -- so the reply's runs of one account are its groups.
 local base = ARGV[1]
@@ -77,7 +77,7 @@ if inflight_at and inflight_at <= now then
     lease_end = tonumber(lease_end)
     local eid, k = split_did(did)
     local ekey = base .. ':ev:' .. eid
-    local ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k)
+    local ev = event_fields(ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k)
     -- (a call's status is missing while it is queued)
     local acct, status = ev[1], ev[2] or 'queued'
     if not acct then
@@ -137,7 +137,7 @@ if delayed_at and delayed_at <= now then
   local function reap_retry(did)
     local eid, k = split_did(did)
     local ekey = base .. ':ev:' .. eid
-    local ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio')
+    local ev = event_fields(ekey, 'acct', 's' .. k, 'prio')
     local acct = ev[1]
     if acct then
       changed(base, acct, now_s)
@@ -186,7 +186,7 @@ for _, acct in ipairs(due_held) do
         if not did then break end
         local eid, k = split_did(did)
         local ekey = base .. ':ev:' .. eid
-        local ev = call('HMGET', ekey, 'exp', 's' .. k, 'done', 'n', 'dd', 'acct')
+        local ev = event_fields(ekey, 'exp', 's' .. k, 'done', 'n', 'dd', 'acct')
         local exp = ev[1] and tonumber(ev[1]) or 0
         -- (a call's status is missing while it is queued; nothing is, of an event gone)
         local status = ev[2] or (ev[6] and 'queued')
@@ -332,9 +332,9 @@ end
 -- for each read costs a concatenation.)
 local function read_head(key, k)
   if k == '0' then
-    return call('HMGET', key, 'exp', 's0', 'body', 'ag0', 'at0', 'n')
+    return event_fields(key, 'exp', 's0', 'body', 'ag0', 'at0', 'n')
   end
-  return call('HMGET', key, 'exp', 's' .. k, 'body', 'ag' .. k, 'at' .. k, 'n')
+  return event_fields(key, 'exp', 's' .. k, 'body', 'ag' .. k, 'at' .. k, 'n')
 end
 
 -- Whether the time to live of an event whose `exp` field reads `exp` (ms) has passed:
@@ -522,6 +522,9 @@ for a = 1, #accts do
           out[o + 6] = token
           if mev[6] and mev[6] ~= '1' then
             out[o + 7] = ''
+          elseif mev[4] then
+            -- with its agent, which the event's summary keeps (see `event_fields`)
+            out[o + 7] = now_s .. (mev[5] or '-') .. ' ' .. mev[4]
           elseif mev[5] then
             out[o + 7] = now_s .. mev[5]
           else

@@ -169,7 +169,7 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
   local owned = leased == token
   -- What only the rarer outcomes need (the event's priority and attempts, the account's
   -- 429 count) is read by them.
-  local ev = call('HMGET', ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd', 'acct')
+  local ev = event_fields(ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd', 'acct')
   -- (a call's status is missing while it is queued; nothing is, of an event gone)
   local status = ev[1] or (ev[6] and 'queued')
   -- Upstream received this call at some moment before its answer came back: the holder of
@@ -412,13 +412,18 @@ for j = 1, deliveries + 1 do
     local held = members[did] == true
     -- What the caller saw of its claim, for a success by the holder of its lease: a first
     -- attempt's, the most common, is told by one comparison (a cut costs more).
-    local at
+    local at, agent = nil, ''
     local seen = kind == 'delivered' and held and first_seen and argv[i + 3]
     if seen and seen ~= '' then
       if seen == first_seen then
         at = '-'
       elseif string.sub(seen, 1, 13) == flags[1] then
         at = string.sub(seen, 14)
+        local space = string.find(at, ' ', 1, true)
+        if space then
+          agent = string.sub(at, space + 1)
+          at = string.sub(at, 1, space - 1)
+        end
       end
     end
     local logged, unleased
@@ -434,20 +439,14 @@ for j = 1, deliveries + 1 do
       -- failure part-way) or a late success of an earlier lease (which records the same)
       -- finishes the call while the lease is held, so the event is written from what the
       -- claim read: after the claim's time, the attempts that had ended (`at`, '-' when
-      -- missing). The attempts are then one more (a reap that counted this lease wrote
-      -- just that), and the event is finished. The fields are those the success in
-      -- `complete_other` writes through `finish` for an event of one unfinished call, in
-      -- one command with the payload emptied first (the names are call 0's: a name built
-      -- for each call costs a concatenation, and a table of them a table).
-      if at == '-' then
-        w('HSET', ekey, 'body', '', 's0', 'delivered', 'done', '1', 'ls0', code, 'dt0',
-          now_s, 'at0', '1')
-      else
-        -- an earlier attempt's error goes
-        w('HSET', ekey, 'body', '', 's0', 'delivered', 'done', '1', 'ls0', code, 'dt0',
-          now_s, 'at0', next_attempt(at), 'le0', '')
-      end
-      w('PEXPIRE', ekey, retention)
+      -- missing), and its agent. The attempts are then one more (a reap that counted this
+      -- lease wrote just that), and the event is finished: it becomes its summary (see
+      -- `event_fields`), which replaces its hash and expires after the retention, in one
+      -- command.
+      local attempts = '1'
+      if at ~= '-' then attempts = next_attempt(at) end
+      w('SET', ekey, 'delivered ' .. attempts .. ' ' .. code .. ' ' .. now_s .. ' ' .. agent
+        .. ' ' .. acct, 'PX', retention)
       sent_more = sent_more + 1
       logged = true
     else

@@ -14,7 +14,7 @@ for i = 1, #page, 2 do
   local eid, k = split_did(did)
   local ev = {}
   if eid then
-    ev = call('HMGET', base .. ':ev:' .. eid, 's' .. k, 'dr' .. k, 'at' .. k, 'ls' .. k,
+    ev = event_fields(base .. ':ev:' .. eid, 's' .. k, 'dr' .. k, 'at' .. k, 'ls' .. k,
       'le' .. k, 'body', 'ag' .. k)
   end
   out[#out + 1] = {did, page[i + 1], ev[1] or '', ev[2] or '', ev[3] or '0', ev[4] or '',

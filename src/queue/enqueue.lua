@@ -49,7 +49,6 @@ local ARGV = ARGV
 local max_depth, idem_ttl = tonumber(ARGV[1]), ARGV[2]
 local call_limit, call_window, call_ttl = ARGV[3], ARGV[4], ARGV[5]
 local now, now_s = now_ms()
-local try = redis.pcall
 
 -- The message of an error caught by `pcall` (Redis raises a command's error as a table).
 local function message(e)

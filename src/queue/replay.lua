@@ -29,7 +29,7 @@ for _, did in ipairs(ids) do
   local ev = {}
   local listed = call('ZSCORE', dead, did)
   if ekey and listed then
-    ev = call('HMGET', ekey, 'acct', 's' .. k, 'prio', 'exp', 'body', 'dd', 'done')
+    ev = event_fields(ekey, 'acct', 's' .. k, 'prio', 'exp', 'body', 'dd', 'done')
   end
   if ev[1] == acct and (ev[2] == 'dead' or ev[2] == 'expired') and ev[5] and ev[5] ~= '' then
     -- Pushed first (a dead status makes the entry stale until the status changes), then

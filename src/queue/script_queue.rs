@@ -20,6 +20,7 @@
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
 //! | `{base}:ev:{event id}` | HASH | the event: `acct`, `n` (Notify calls; missing: 1; its time of creation is its id's, a UUIDv7 made when the gateway accepted it), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (missing: `queued`; `queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease that ended early (its next lease ends after it) or whose attempt the reaper counted (always written with `at{k}`), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
+//! | `{base}:ev:{event id}`, an event of one call once delivered | STRING | its summary, which replaces its hash: `delivered <attempts> <upstream status> <delivered at, ms> <agent, or nothing> <account>`, one space apart; expires `delivery.event_retention_seconds` after it was written (read as the hash's fields would be: `event_fields` in `scripts.lua`, [`EventSummary`]) |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms), which is also the lease's token |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
@@ -199,6 +200,7 @@ pub struct ScriptQueue<T> {
     replay: Script,
     purge: Script,
     hold: Script,
+    event: Script,
     /// Set once the layout and partition count are recorded or checked (see
     /// [`ScriptQueue::check_layout`]).
     layout_checked: Arc<LayoutGate>,
@@ -315,6 +317,7 @@ impl<T: Transport> ScriptQueue<T> {
             replay: Script::new(helpers, include_str!("replay.lua")),
             purge: Script::new(helpers, include_str!("purge.lua")),
             hold: Script::new(helpers, include_str!("hold.lua")),
+            event: Script::new(helpers, include_str!("event.lua")),
             layout_checked: Arc::new(LayoutGate::default()),
             migration: Arc::new(LayoutScripts::new()),
             announcer,
@@ -379,7 +382,7 @@ impl<T: Transport> ScriptQueue<T> {
     /// own records of them (`SLOWLOG`, `INFO commandstats`) by digest or count their cost
     /// (`examples/script_text.rs`).
     #[doc(hidden)]
-    pub fn scripts(&self) -> [(&'static str, &Script); 8] {
+    pub fn scripts(&self) -> [(&'static str, &Script); 9] {
         [
             ("enqueue", &self.enqueue),
             ("claim", &self.claim),
@@ -389,6 +392,7 @@ impl<T: Transport> ScriptQueue<T> {
             ("replay", &self.replay),
             ("purge", &self.purge),
             ("hold", &self.hold),
+            ("event", &self.event),
         ]
     }
 
@@ -985,8 +989,13 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             return Ok(None);
         }
         let base = self.base(id.partition());
+        // (its hash's fields, or its summary's: see `event_fields` in scripts.lua)
         let key = format!("{base}:ev:{id}");
-        let fields: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(&key)).await?;
+        let reply = self
+            .eval(&self.event, &base, vec![key.into_bytes()])
+            .await?;
+        let fields: HashMap<String, String> = redis::FromRedisValue::from_owned_redis_value(reply)
+            .map_err(|e| QueueError::Protocol(e.to_string()))?;
         let Some(account) = fields.get("acct").cloned() else {
             return Ok(None);
         };

@@ -12,6 +12,8 @@
 -- command for every write.
 local call = redis.call
 local w = call
+-- `redis.pcall` as a local: a command's error comes back as a table with its `err`.
+local try = redis.pcall
 
 -- Redis's clock in milliseconds, as a number and as its text (the text is cut from
 -- TIME's seconds and microseconds: cheaper than formatting the number).
@@ -28,6 +30,35 @@ local function int(x)
   return string.format('%d', x)
 end
 
+-- An event is a hash of its fields (see script_queue.rs), but for the most common of
+-- finished events: one of a single call that was delivered is kept, until its retention
+-- ends, as its summary, a string `delivered <attempts> <upstream status> <delivered at,
+-- ms> <agent, or nothing> <account>` (written in one command by complete.lua, which
+-- replaces the hash and sets the expiry). Its fields, as its hash's would read (`acct`,
+-- `s0`, `done`, `at0`, `ls0`, `dt0`, `ag0`; the others missing), once a read of the key
+-- as a hash failed with `err`: nil when that failure was another (the caller raises it).
+local function summary_fields(ekey, err)
+  if not string.find(err, 'WRONGTYPE', 1, true) then return nil end
+  local status, at, code, dt, agent, acct = string.match(call('GET', ekey),
+    '^(%S+) (%d+) (%S*) (%d+) (%S*) (.*)$')
+  return {acct = acct, s0 = status, done = status and '1', at0 = at, dt0 = dt,
+    ls0 = code ~= '' and code or nil, ag0 = agent ~= '' and agent or nil}
+end
+
+-- The fields named `...` of the event at `ekey`, as `HMGET` reads them (false when
+-- missing), from its hash or its summary.
+local function event_fields(ekey, ...)
+  local ev = try('HMGET', ekey, ...)
+  if not ev.err then return ev end
+  local summary = summary_fields(ekey, ev.err)
+  if not summary then return call('HMGET', ekey, ...) end
+  local out = {}
+  for i = 1, select('#', ...) do
+    out[i] = summary[select(i, ...)] or false
+  end
+  return out
+end
+
 -- "<event id>:<index>" -> event id, index
 local function split_did(did)
   return string.match(did, '^(.+):(%d+)$')
@@ -42,7 +73,7 @@ local function forget_letter(base, dead, did, retention)
   local eid = split_did(did)
   local ekey = eid and (base .. ':ev:' .. eid)
   local ev = {}
-  if ekey then ev = call('HMGET', ekey, 'dd', 'done', 'n') end
+  if ekey then ev = event_fields(ekey, 'dd', 'done', 'n') end
   w('ZREM', dead, did)
   if ev[1] then
     local dd = (tonumber(ev[1]) or 1) - 1

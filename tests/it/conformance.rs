@@ -462,6 +462,38 @@ async fn expired_lease_is_requeued_at_the_front_and_stale_completion_ignored(b: 
     assert_eq!(r.deliveries[0].attempts, 2);
 }
 
+/// A delivered event of one call is kept as its summary, which every later reader reads
+/// as the event: its holder's completion done again (as after a failure part-way), a late
+/// one of the lease before, and a replay of it change nothing, and its record stays.
+async fn a_delivered_events_summary_is_read_as_the_event(b: Backend) {
+    let q = open(b).await;
+    let x = put(&q, "acme", WIDE, &["x"]).await.remove(0);
+    let (first, second) = claimed_twice(&q).await;
+    done(&q, &second, ok()).await;
+    let before = record(&q, &x).await;
+    let call = &before.deliveries[0];
+    assert_eq!(
+        (before.status.as_str(), call.attempts, call.last_status),
+        ("delivered", 2, Some(200))
+    );
+    assert!(call.delivered_at.is_some());
+    done(&q, &second, ok()).await;
+    done(&q, &first, ok()).await;
+    let replayed = q
+        .replay("acme", &ids(&[&did(&x, 0)]), Duration::from_secs(60))
+        .await
+        .expect("replay");
+    assert_eq!(replayed.count, 0, "not a dead letter");
+    let after = record(&q, &x).await;
+    assert_eq!(
+        serde_json::to_value(&after).unwrap(),
+        serde_json::to_value(&before).unwrap()
+    );
+    assert!(claim(&q).await.is_empty(), "nothing is sent again");
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.in_flight, s.delivered, s.depth), (0, 1, 0));
+}
+
 async fn late_success_removes_the_delivery_everywhere(b: Backend) {
     let q = open(b).await;
     let ids = put(&q, "acme", WIDE, &["x"]).await;
@@ -703,7 +735,17 @@ async fn a_single_call_success_is_recorded_from_its_claim(b: Backend) {
         .expect("replay");
     assert_eq!(replayed.count, 1);
     succeed_next(&q, &ids[0], "0", 1).await;
-    assert_eq!(stats_for(&q, "acme").await.delivered, 7);
+    // a call to one agent, after a retry: its claim hands the agent back, and the event's
+    // record (its summary) keeps it
+    let mut e = event_for("acme", "agent");
+    e.agents = vec![Some(5)];
+    let agent = stored(&put_with(&q, "acme", WIDE, 100, vec![e]).await[0]);
+    let first = claim(&q).await.remove(0);
+    assert_eq!(first.seen.get(13..), Some("- 5"));
+    done(&q, &first, retry("boom")).await;
+    succeed_next(&q, &agent, "1 5", 2).await;
+    assert_eq!(record(&q, &agent).await.deliveries[0].agent_id, Some(5));
+    assert_eq!(stats_for(&q, "acme").await.delivered, 8);
 }
 
 async fn rate_limited_pauses_the_account_without_counting(b: Backend) {
@@ -2463,6 +2505,7 @@ conformance!(
     fairness_across_accounts,
     expired_lease_is_requeued_at_the_front_and_stale_completion_ignored,
     late_success_removes_the_delivery_everywhere,
+    a_delivered_events_summary_is_read_as_the_event,
     a_single_call_success_is_recorded_from_its_claim,
     a_late_success_is_counted_once_when_its_holder_dies_too,
     retry_waits_its_delay_while_later_events_go,

@@ -450,12 +450,24 @@ async fn snapshot(q: &Queues) -> Snapshot {
     let mut s = Snapshot::default();
     let keys = c.keys(&format!("{base}:ev:")).await;
     for key in keys {
+        let eid = key.rsplit(':').next().unwrap().to_string();
+        if c.strings(&["TYPE", &key]).await == ["string"] {
+            // a delivered event of one call, kept as its summary: `<status> <attempts>
+            // <upstream status> <delivered at> <agent> <account>`
+            let summary = c.strings(&["GET", &key]).await.concat();
+            let parts: Vec<&str> = summary.splitn(6, ' ').collect();
+            assert_eq!(parts.len(), 6, "a summary {summary:?}");
+            s.deliveries.insert(
+                format!("{eid}:0"),
+                (parts[5].to_string(), parts[0].to_string()),
+            );
+            continue;
+        }
         let fields = c.strings(&["HGETALL", &key]).await;
         let ev: HashMap<String, String> = fields
             .chunks(2)
             .map(|p| (p[0].clone(), p[1].clone()))
             .collect();
-        let eid = key.rsplit(':').next().unwrap().to_string();
         // (a missing `n` is one call, and a missing status a queued call)
         let n: usize = ev.get("n").map_or(1, |v| v.parse().unwrap_or(0));
         let acct = ev.get("acct").cloned().unwrap_or_default();
