@@ -185,9 +185,16 @@ fn close(a: &str, b: &str) -> bool {
         }
         _ => match (rfc3339_ms(a), rfc3339_ms(b)) {
             (Some(x), Some(y)) => (x - y).abs() <= TOLERANCE_MS,
-            _ => rate_logs_close(a, b),
+            _ => rate_logs_close(a, b) || words_close(a, b),
         },
     }
+}
+
+/// Two texts of several words one space apart (a delivered event's summary: status,
+/// attempts, upstream status, delivered at, agent, account) whose words agree one by one.
+fn words_close(a: &str, b: &str) -> bool {
+    let (x, y): (Vec<&str>, Vec<&str>) = (a.split(' ').collect(), b.split(' ').collect());
+    x.len() > 1 && x.len() == y.len() && x.iter().zip(&y).all(|(x, y)| close(x, y))
 }
 
 /// Two rate logs (an account's `rl`: Unix-ms times of 13 digits each, back to back) of
