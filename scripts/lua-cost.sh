@@ -7,7 +7,7 @@
 #   scripts/lua-cost.sh [-n CALLS] -s NAME [arg ...]
 #
 # With -s, the source is the queue's script NAME (enqueue, claim, complete, stats, dead,
-# replay, purge, hold) as a process with the default config runs it (its settings and
+# replay, purge, hold, event) as a process with the default config runs it (its settings and
 # helpers included; examples/script_text.rs prints it).
 # Runs the script CALLS times (2,000 by default) with EVALSHA from 16 clients, KEYS[1] =
 # `{cost}:ready` and ARGV = the args (redis-benchmark's __rand_int__ in an arg becomes a

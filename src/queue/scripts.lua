@@ -39,7 +39,7 @@ end
 -- as a hash failed with `err`: nil when that failure was another (the caller raises it).
 local function summary_fields(ekey, err)
   if not string.find(err, 'WRONGTYPE', 1, true) then return nil end
-  local status, at, code, dt, agent, acct = string.match(call('GET', ekey),
+  local status, at, code, dt, agent, acct = string.match(call('GET', ekey) or '',
     '^(%S+) (%d+) (%S*) (%d+) (%S*) (.*)$')
   return {acct = acct, s0 = status, done = status and '1', at0 = at, dt0 = dt,
     ls0 = code ~= '' and code or nil, ag0 = agent ~= '' and agent or nil}

@@ -951,4 +951,6 @@ async fn a_layout_seven_queue_is_taken_up_as_it_is() {
         ("acme", 1, Some(201))
     );
     assert!(new.deliveries[0].delivered_at.is_some());
+    // (read without a failed command, which Redis would count in its error stats)
+    assert_eq!(redis.info_field("errorstats", "errorstat_WRONGTYPE"), None);
 }
