@@ -29,9 +29,10 @@
 -- from the claim's time), what a completion need not read again (when the event has this
 -- one call: the claim's time, 13 digits, then the attempts that ended, `at`, as read, or
 -- '-' when missing, then, when the call has an agent, a space and the agent; else '')};
--- the wait is computed only when nothing was claimed, or all that was due was. A lease group's deliveries come together and in order, and no other
--- delivery of its account comes in the same reply (an account is claimed once per call),
--- so the reply's runs of one account are its groups.
+-- the wait is computed only when nothing was claimed, or all that was due was. A lease
+-- group's deliveries come together and in order, and no other delivery of its account
+-- comes in the same reply (an account is claimed once per call), so the reply's runs of
+-- one account are its groups.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
 local max = ARGV[2]
@@ -523,7 +524,7 @@ for a = 1, #accts do
           if mev[6] and mev[6] ~= '1' then
             out[o + 7] = ''
           elseif mev[4] then
-            -- with its agent, which the event's summary keeps (see `event_fields`)
+            -- with its agent, which the event's summary keeps (see `summary_fields`)
             out[o + 7] = now_s .. (mev[5] or '-') .. ' ' .. mev[4]
           elseif mev[5] then
             out[o + 7] = now_s .. mev[5]

@@ -441,7 +441,7 @@ for j = 1, deliveries + 1 do
       -- claim read: after the claim's time, the attempts that had ended (`at`, '-' when
       -- missing), and its agent. The attempts are then one more (a reap that counted this
       -- lease wrote just that), and the event is finished: it becomes its summary (see
-      -- `event_fields`), which replaces its hash and expires after the retention, in one
+      -- `summary_fields`), which replaces its hash and expires after the retention, in one
       -- command.
       local attempts = '1'
       if at ~= '-' then attempts = next_attempt(at) end

@@ -9,7 +9,7 @@ if call('TYPE', ekey).ok ~= 'string' then
   return call('HGETALL', ekey)
 end
 local out = {}
-for name, value in pairs(summary_fields(ekey, 'WRONGTYPE')) do
+for name, value in pairs(summary_fields(ekey)) do
   out[#out + 1] = name
   out[#out + 1] = value
 end

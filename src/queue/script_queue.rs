@@ -469,8 +469,7 @@ impl<T: Transport> ScriptQueue<T> {
     /// Runs one plain command.
     async fn query<V: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<V, QueueError> {
         self.check_layout().await?;
-        let reply = self.transport.command(cmd).await?;
-        V::from_owned_redis_value(reply).map_err(|e| QueueError::Protocol(e.to_string()))
+        decode(self.transport.command(cmd).await?)
     }
 
     /// Replays or purges dead letters in chunks: with `All`, at most the letters present
@@ -664,6 +663,17 @@ async fn check_layout<T: Transport>(
         })
         .await
         .map(|_| ())
+}
+
+/// The key of event `event` (its id) in the partition of base `base`.
+fn event_key(base: &str, event: &str) -> String {
+    format!("{base}:ev:{event}")
+}
+
+/// A reply as `V`; one that is not a `V` is the store answering what the gateway does not
+/// understand.
+fn decode<V: redis::FromRedisValue>(reply: Value) -> Result<V, QueueError> {
+    V::from_owned_redis_value(reply).map_err(|e| QueueError::Protocol(e.to_string()))
 }
 
 /// `indices` (of `completions`) cut into chunks of at least [`COMPLETE_CHUNK`] (but the
@@ -937,7 +947,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                         // the event's key, for its call 0 (which is every call of an event
                         // of one): it spares the script cutting the id and joining the key
                         let key = match c.delivery_id.strip_suffix(":0") {
-                            Some(event) => format!("{base}:ev:{event}"),
+                            Some(event) => event_key(&base, event),
                             None => String::new(),
                         };
                         args.extend([
@@ -990,12 +1000,11 @@ impl<T: Transport> Queue for ScriptQueue<T> {
         }
         let base = self.base(id.partition());
         // (its hash's fields, or its summary's: see `event_fields` in scripts.lua)
-        let key = format!("{base}:ev:{id}");
-        let reply = self
-            .eval(&self.event, &base, vec![key.into_bytes()])
-            .await?;
-        let fields: HashMap<String, String> = redis::FromRedisValue::from_owned_redis_value(reply)
-            .map_err(|e| QueueError::Protocol(e.to_string()))?;
+        let key = event_key(&base, id.as_str());
+        let fields: HashMap<String, String> = decode(
+            self.eval(&self.event, &base, vec![key.into_bytes()])
+                .await?,
+        )?;
         let Some(account) = fields.get("acct").cloned() else {
             return Ok(None);
         };

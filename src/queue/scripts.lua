@@ -34,11 +34,10 @@ end
 -- finished events: one of a single call that was delivered is kept, until its retention
 -- ends, as its summary, a string `delivered <attempts> <upstream status> <delivered at,
 -- ms> <agent, or nothing> <account>` (written in one command by complete.lua, which
--- replaces the hash and sets the expiry). Its fields, as its hash's would read (`acct`,
--- `s0`, `done`, `at0`, `ls0`, `dt0`, `ag0`; the others missing), once a read of the key
--- as a hash failed with `err`: nil when that failure was another (the caller raises it).
-local function summary_fields(ekey, err)
-  if not string.find(err, 'WRONGTYPE', 1, true) then return nil end
+-- replaces the hash and sets the expiry). The fields of the summary at `ekey`, as its
+-- hash's would read (`acct`, `s0`, `done`, `at0`, `ls0`, `dt0`, `ag0`; the others
+-- missing).
+local function summary_fields(ekey)
   local status, at, code, dt, agent, acct = string.match(call('GET', ekey) or '',
     '^(%S+) (%d+) (%S*) (%d+) (%S*) (.*)$')
   return {acct = acct, s0 = status, done = status and '1', at0 = at, dt0 = dt,
@@ -46,12 +45,16 @@ local function summary_fields(ekey, err)
 end
 
 -- The fields named `...` of the event at `ekey`, as `HMGET` reads them (false when
--- missing), from its hash or its summary.
+-- missing), from its hash or its summary. The hash is read first: a summary, a string,
+-- makes that read fail with `WRONGTYPE` (any other failure is raised as the command
+-- itself raises it).
 local function event_fields(ekey, ...)
   local ev = try('HMGET', ekey, ...)
   if not ev.err then return ev end
-  local summary = summary_fields(ekey, ev.err)
-  if not summary then return call('HMGET', ekey, ...) end
+  if not string.find(ev.err, 'WRONGTYPE', 1, true) then
+    return call('HMGET', ekey, ...)
+  end
+  local summary = summary_fields(ekey)
   local out = {}
   for i = 1, select('#', ...) do
     out[i] = summary[select(i, ...)] or false

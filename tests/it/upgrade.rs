@@ -797,6 +797,25 @@ async fn a_layout_five_call_in_flight_is_taken_up() {
     assert_eq!(record.deliveries[0].attempts, 2);
 }
 
+/// `n` plain events for account `acme`, stored in partition `p`, with a cap of 10 and a
+/// limit of 100 calls a minute.
+fn acme_batch(p: u16, n: usize) -> zenrelay::queue::EnqueueBatch {
+    zenrelay::queue::EnqueueBatch {
+        account: "acme".into(),
+        limit: zenrelay::queue::RateLimit {
+            limit: 100,
+            window_ms: 60_000,
+        },
+        max_depth: 10,
+        idempotency_ttl_secs: 60,
+        events: (0..n)
+            .map(|i| {
+                crate::support::plain_event(zenrelay::domain::EventId::new(p), &format!("e{i}"))
+            })
+            .collect(),
+    }
+}
+
 /// A queue of layout 6 is taken up as it is: its events, which recorded when Redis stored
 /// them, read with the time their ids carry, as this layout's do; and an account whose
 /// record has no bound on its depth (layout 6 kept none) has its depth counted at its next
@@ -804,27 +823,15 @@ async fn a_layout_five_call_in_flight_is_taken_up() {
 #[tokio::test]
 async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
     use zenrelay::domain::{partition_of, EventId};
-    use zenrelay::queue::{rfc3339_ms, EnqueueBatch, EnqueueOutcome, Queue, RateLimit};
+    use zenrelay::queue::{rfc3339_ms, EnqueueOutcome, Queue};
 
     let redis = RedisServer::start();
     let sim = spawn_sim(&["acme"], 1000, 60).await;
     let text = with_admin(gateway_toml(&redis.url(), "six", &sim, &["acme"], ""));
     let p = partition_of("acme", 4);
-    let batch = |n: usize| EnqueueBatch {
-        account: "acme".into(),
-        limit: RateLimit {
-            limit: 100,
-            window_ms: 60_000,
-        },
-        max_depth: 10,
-        idempotency_ttl_secs: 60,
-        events: (0..n)
-            .map(|i| crate::support::plain_event(EventId::new(p), &format!("e{i}")))
-            .collect(),
-    };
     // A full account of layout 6: written by this release, then put in layout 6's terms.
     let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
-    let stored = queue.enqueue(batch(10)).await.unwrap();
+    let stored = queue.enqueue(acme_batch(p, 10)).await.unwrap();
     let ids: Vec<EventId> = stored.iter().map(crate::support::stored).collect();
     drop(queue);
     let akey = format!("six:{{p{p}}}:acct:acme");
@@ -843,7 +850,7 @@ async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
     redis.command(&["HSET", "six:meta", "layout", "6"]);
 
     let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
-    let out = queue.enqueue(batch(1)).await.unwrap();
+    let out = queue.enqueue(acme_batch(p, 1)).await.unwrap();
     assert_eq!(out, [EnqueueOutcome::QueueFull], "the cap of 10 holds");
     assert_eq!(
         redis.command(&["HGET", "six:meta", "layout"]),
@@ -869,32 +876,18 @@ async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
 #[tokio::test]
 async fn a_layout_seven_queue_is_taken_up_as_it_is() {
     use zenrelay::domain::{partition_of, EventId};
-    use zenrelay::queue::{Completion, EnqueueBatch, Outcome, Queue, RateLimit};
+    use zenrelay::queue::{Completion, Outcome, Queue};
 
     let redis = RedisServer::start();
     let sim = spawn_sim(&["acme"], 1000, 60).await;
     let text = with_admin(gateway_toml(&redis.url(), "seven", &sim, &["acme"], ""));
     let p = partition_of("acme", 4);
     let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
-    let stored = queue
-        .enqueue(EnqueueBatch {
-            account: "acme".into(),
-            limit: RateLimit {
-                limit: 100,
-                window_ms: 60_000,
-            },
-            max_depth: 10,
-            idempotency_ttl_secs: 60,
-            events: (0..2)
-                .map(|i| crate::support::plain_event(EventId::new(p), &format!("e{i}")))
-                .collect(),
-        })
-        .await
-        .unwrap();
+    let stored = queue.enqueue(acme_batch(p, 2)).await.unwrap();
     let ids: Vec<EventId> = stored.iter().map(crate::support::stored).collect();
-    // The first delivered as layout 7 recorded every success: fields of its hash (as this
-    // release records a success whose claim it does not know).
-    // (both in one lease group)
+    // Both claimed in one lease group; the first delivered as layout 7 recorded every
+    // success: fields of its hash (as this release records a success whose claim it does
+    // not know).
     let mut claimed = queue.claim(p, 1).await.unwrap().items;
     assert_eq!(claimed.len(), 2);
     let second = claimed.remove(1);
