@@ -99,10 +99,10 @@ if inflight_at and inflight_at <= now then
       end
       if status ~= 'queued' then
         -- an earlier layout's call, counted at its claim
-        w('HSET', ekey, 's' .. k, 'queued')
+        event_set(ekey, 's' .. k, 'queued')
       elseif pushed then
         -- with the lease's end, which tells a completion of it that the attempt is counted
-        w('HSET', ekey, 'at' .. k, next_attempt(ev[7]), 'c' .. k, int(lease_end))
+        event_set(ekey, 'at' .. k, next_attempt(ev[7]), 'c' .. k, int(lease_end))
       end
     elseif (status == 'dead' or status == 'expired') and held then
       -- a dead-letter completion stopped before the account was freed
@@ -147,7 +147,7 @@ if delayed_at and delayed_at <= now then
         if not near_head(list, did) then
           w('LPUSH', list, did)
         end
-        w('HSET', ekey, 's' .. k, 'queued')
+        event_set(ekey, 's' .. k, 'queued')
       end
       w('ZREM', base .. ':retry:' .. acct, did)
       mark_ready(base, acct, now, now_s)
@@ -201,7 +201,7 @@ for _, acct in ipairs(due_held) do
           -- the status, then the letter, then off the list (as in a claim)
           local set = finish_fields(k, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '',
             'le' .. k, 'time to live passed before delivery'}, ev[3], ev[4], ev[5], true)
-          w('HSET', ekey, unpack(set))
+          event_set(ekey, unpack(set))
           w('ZADD', base .. ':dead:' .. acct, now_s, did)
         elseif (status == 'dead' or status == 'expired')
           and not call('ZSCORE', base .. ':dead:' .. acct, did) then
@@ -329,12 +329,18 @@ end
 
 -- What a claim reads of a head, of event key `key` and call `k`: the event's time to
 -- live, the call's status, the body, the call's agent and attempts, and the event's
--- calls. (Call 0's names are written out: most events have no other, and a name built
--- for each read costs a concatenation.)
+-- calls.
 local function read_head(key, k)
   if k == '0' then
-    return event_fields(key, 'exp', 's0', 'body', 'ag0', 'at0', 'n')
+    -- an event in its first form (the most common): one HGET (see `first_form`)
+    local q = try('HGET', key, 'q')
+    if q and q ~= '' and not q.err then
+      local exp, agent, body = first_form(q)
+      return {exp or false, false, body, agent or false, false, false}
+    end
   end
+  -- (a summary, a string, fails the HGET: read as the event by `event_fields`, which
+  -- Redis counts as a second failed command)
   return event_fields(key, 'exp', 's' .. k, 'body', 'ag' .. k, 'at' .. k, 'n')
 end
 
@@ -422,7 +428,7 @@ for a = 1, #accts do
             local set = finish_fields(k, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '',
               'le' .. k, 'time to live passed before delivery'}, counts[1], counts[2], counts[3],
               true)
-            w('HSET', ekey, unpack(set))
+            event_set(ekey, unpack(set))
             w('ZADD', base .. ':dead:' .. acct, now_s, did)
           else
             break
@@ -504,14 +510,14 @@ for a = 1, #accts do
           if mev[2] ~= 'queued' then
             -- a head a put-back that failed part-way left 'retrying' (or an earlier
             -- layout 'delivering')
-            w('HSET', mkey, 's' .. mk, 'queued')
+            event_set(mkey, 's' .. mk, 'queued')
           end
           -- A replay sets the attempts to 0 and marks the call replayed: only then (or
           -- after a call put back at its first attempt) is the mark looked for.
           if mev[5] == '0' and call('HGET', mkey, 'rp' .. mk) == '1' then
             -- replayed: a replay that failed part-way may have left it among the dead letters
             w('ZREM', base .. ':dead:' .. acct, mdid)
-            w('HSET', mkey, 'rp' .. mk, '')
+            event_set(mkey, 'rp' .. mk, '')
           end
           local token = lease_end - i + 1
           local o = #out

@@ -148,7 +148,7 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
   -- expires a finished event after the retention.
   local function finish(ekey, k, ev, status_to, fields, dead)
     local set, finished = finish_fields(k, status_to, fields, ev[3], ev[4], ev[5], dead)
-    w('HSET', ekey, unpack(set))
+    event_set(ekey, unpack(set))
     if finished then
       w('PEXPIRE', ekey, retention)
     end
@@ -203,7 +203,7 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
       end
       if status == 'dead' or status == 'expired' then
         -- a replay may lease it again: its next lease ends after this one
-        w('HSET', ekey, 'c' .. k, token, 'at' .. k, ev[2] or '0')
+        event_set(ekey, 'c' .. k, token, 'at' .. k, ev[2] or '0')
       end
     end
     if (status == 'dead' or status == 'expired') and held then
@@ -269,7 +269,7 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
     local due = int(now + tonumber(delay))
     w('ZADD', base .. ':delayed', due, did)
     w('ZADD', base .. ':retry:' .. acct, due, did)
-    w('HSET', ekey, 's' .. k, 'retrying', 'at' .. k, attempts_after(ekey, k, ev[2], token),
+    event_set(ekey, 's' .. k, 'retrying', 'at' .. k, attempts_after(ekey, k, ev[2], token),
       'c' .. k, token, 'ls' .. k, code, 'le' .. k, err)
   elseif kind == 'dead' then
     finish(ekey, k, ev, 'dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err,
@@ -293,7 +293,7 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
       set[#set + 1] = 'le' .. k
       set[#set + 1] = err
     end
-    w('HSET', ekey, unpack(set))
+    event_set(ekey, unpack(set))
     hold_account(kind, delay)
   end
   return logged

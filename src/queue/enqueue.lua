@@ -106,7 +106,7 @@ local stored_all = true
 local idems, taken
 -- the last time to live seen (text) and the expiry it gives: a batch's events most often
 -- share theirs, converted and formatted once
-local last_ttl, last_exp
+local last_ttl, last_exp, last_head
 
 -- An account that fails with the outcome `failed` ({'error', message}) stores nothing:
 -- its outcomes `out[o1..o2]` become it, and its events `events[e1..e2]` and idempotency
@@ -219,23 +219,34 @@ while i <= #ARGV do
       elseif depth + n > max_depth then
         result = {'full', '', 0}
       else
-        -- delivery 0 in the constructor: most events have one (with room for a time to
-        -- live, a priority and an agent). The body comes first: Redis keeps a small hash
-        -- in one buffer (a listpack, while every value is at most 64 bytes) and grows it
-        -- field by field, and grown from the body it crosses fewer of the allocator's size
-        -- classes, each a copy (2-4% of a batched event's work, by the Redis build, with
-        -- bodies of about 45 bytes).
-        local fields = {base .. ':ev:' .. eid, 'body', body, 'acct', acct, nil, nil}
-        if ttl ~= '0' then
-          if ttl ~= last_ttl then
-            last_ttl, last_exp = ttl, int(now + tonumber(ttl))
-          end
-          fields[6] = 'exp'
-          fields[7] = last_exp
+        -- The body comes first: Redis keeps a small hash in one buffer (a listpack,
+        -- while every value is at most 64 bytes) and grows it field by field, and grown
+        -- from the body it crosses fewer of the allocator's size classes, each a copy
+        -- (2-4% of a batched event's work, by the Redis build, with bodies of about 45
+        -- bytes). An event of one call, most events, is stored in its first form, its
+        -- time to live, agent and body in one field (see `first_form`); one of several
+        -- calls, as its fields.
+        local agent = first_agent and ARGV[first_agent] or ''
+        local fields
+        if ttl ~= last_ttl then
+          last_ttl = ttl
+          last_exp = ttl ~= '0' and int(now + tonumber(ttl)) or ''
+          last_head = last_exp .. ' \n'
         end
-        if n ~= 1 then
-          fields[#fields + 1] = 'n'
-          fields[#fields + 1] = n_s
+        if n == 1 then
+          local head = last_head
+          if agent ~= '' then head = last_exp .. ' ' .. agent .. '\n' end
+          fields = {base .. ':ev:' .. eid, 'q', head .. body, 'acct', acct, nil, nil}
+        else
+          fields = {base .. ':ev:' .. eid, 'body', body, 'acct', acct, 'n', n_s, nil, nil}
+          if last_exp ~= '' then
+            fields[8] = 'exp'
+            fields[9] = last_exp
+          end
+          if agent ~= '' then
+            fields[#fields + 1] = 'ag0'
+            fields[#fields + 1] = agent
+          end
         end
         -- the list of its priority's new ids, and their count
         local ids, ni
@@ -250,11 +261,6 @@ while i <= #ARGV do
         end
         ni = ni + 1
         ids[ni] = eid .. ':0'
-        local agent = first_agent and ARGV[first_agent]
-        if agent and agent ~= '' then
-          fields[#fields + 1] = 'ag0'
-          fields[#fields + 1] = agent
-        end
         for k = 1, n - 1 do
           local ks = int(k)
           agent = ARGV[first_agent + k]

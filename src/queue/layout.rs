@@ -7,7 +7,7 @@
 //! - a newer layout than [`LAYOUT_VERSION`] (written by a later release): it refuses to
 //!   start, so an older release never misreads, or damages, what it does not know;
 //! - another partition count: it refuses to start (accounts are spread by the count);
-//! - layout 2, 3, 4, 5, 6 or 7: it is migrated once, online, before the process uses it;
+//! - layout 2, 3, 4, 5, 6, 7 or 8: it is migrated once, online, before the process uses it;
 //! - no layout recorded: either the store is new (the version is recorded), or it holds the
 //!   data of the release before versions were recorded, layout 1, which is migrated once,
 //!   online, before the process uses it.
@@ -39,12 +39,16 @@
 //! runs. Layout 8 keeps a delivered event of one call as its summary, a string that
 //! replaces its hash (one command writes it and its expiry), which a process of layout 7
 //! would fail to read as a hash: nothing is moved (layout 7's events read as they are),
-//! but the migration waits until no process of layout 7 runs.
+//! but the migration waits until no process of layout 7 runs. Layout 9 stores a new
+//! event of one call in its first form, its time to live, agent and body in one field
+//! (`q`), written out as those fields at its first write, which a process of layout 8
+//! would take for an event gone (it has no `body` field) and drop: nothing is moved (layout 8's events read as they
+//! are), but the migration waits until no process of layout 8 runs.
 //!
 //! The migration runs under a lock (`{prefix}:migrate:lock`, so one process does it while
 //! the others answer 503 and wait), one partition at a time, each step of a partition in
 //! one atomic script call (layout 1 takes four steps, layout 2 three, layouts 3 and 4
-//! two, layout 5 one, layouts 6 and 7 none), and records its progress in `{prefix}:meta` (`migrating`: the target, `from`:
+//! two, layout 5 one, layouts 6, 7 and 8 none), and records its progress in `{prefix}:meta` (`migrating`: the target, `from`:
 //! the layout it started from, `migrated`: the partitions done): a process that dies
 //! half-way leaves a migration the next process resumes, and every step is idempotent.
 //! The recorded `layout` is removed when the migration starts, so that a process of the
@@ -67,7 +71,7 @@ use super::{rfc3339_ms, ProcessRecord, QueueError, PROCESS_STALE};
 use crate::domain::partition_of;
 
 /// The layout this release reads and writes.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Characters of one time in an account's rate log (`rl`: Unix ms, 13 digits until the
 /// year 2286, back to back); the scripts index the log by it.
@@ -502,7 +506,7 @@ async fn migrate_locked<T: Transport>(
     let (meta, prefix) = (scope.meta(), scope.prefix);
     // Each partition's steps, one script call each, every step that brings a layout up to
     // the one it names: layout 1 takes four, layout 2 three, layouts 3 and 4 two, layout 5
-    // one, layouts 6 and 7 none (only the wait for their processes to stop).
+    // one, layouts 6, 7 and 8 none (only the wait for their processes to stop).
     let every_step: [(u32, &Script); 4] = [
         (1, &migration.partition),
         (2, &migration.partition_v2),
@@ -543,7 +547,7 @@ async fn migrate_locked<T: Transport>(
     Ok(())
 }
 
-/// Under the migration's lock: the layout the migration starts from (1 to 7) and the
+/// Under the migration's lock: the layout the migration starts from (1 to 8) and the
 /// partitions already done, after marking a new migration in `{prefix}:meta` (see
 /// [`BEGIN`]); `None` when there is nothing to migrate (another process finished it
 /// meanwhile, or the store holds no earlier layout after all).

@@ -50,7 +50,7 @@ for _, did in ipairs(ids) do
       set[#set + 1] = 'exp'
       set[#set + 1] = int(now + ttl)
     end
-    w('HSET', ekey, unpack(set))
+    event_set(ekey, unpack(set))
     w('PERSIST', ekey)
     w('ZREM', dead, did)
     replayed = replayed + 1

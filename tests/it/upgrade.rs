@@ -947,3 +947,98 @@ async fn a_layout_seven_queue_is_taken_up_as_it_is() {
     // (read without a failed command, which Redis would count in its error stats)
     assert_eq!(redis.info_field("errorstats", "errorstat_WRONGTYPE"), None);
 }
+
+/// A queue of layout 8 is taken up as it is: its queued events, each a hash of its fields
+/// (its body, time to live and agent among them), are claimed, retried and delivered as
+/// they were stored, where this layout stores a new event of one call in its first form
+/// (those three in one field, which a layout-8 process would read as an event without a
+/// body: the migration waits for those to stop).
+#[tokio::test]
+async fn a_layout_eight_queue_is_taken_up_as_it_is() {
+    use zenrelay::domain::{partition_of, EventId, NotifyPayload};
+    use zenrelay::queue::{Completion, Outcome, Queue};
+
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let text = with_admin(gateway_toml(&redis.url(), "eight", &sim, &["acme"], ""));
+    let p = partition_of("acme", 4);
+    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
+    let mut batch = acme_batch(p, 2);
+    batch.events[0].agents = vec![Some(534)];
+    batch.events[0].ttl_ms = 600_000;
+    let stored = queue.enqueue(batch).await.unwrap();
+    let ids: Vec<EventId> = stored.iter().map(crate::support::stored).collect();
+    drop(queue);
+    // Each event as layout 8 stored it: its fields, no `q`.
+    let key = |id: &EventId| format!("eight:{{p{p}}}:ev:{id}");
+    for id in &ids {
+        let ekey = key(id);
+        let q = bulk_value(redis.command(&["HGET", &ekey, "q"])).expect("a first form");
+        let (head, body) = q.split_once('\n').expect("a head");
+        let (exp, agent) = head.split_once(' ').expect("a time to live and an agent");
+        let mut fields = vec!["HSET", &ekey, "body", body];
+        if !exp.is_empty() {
+            fields.extend(["exp", exp]);
+        }
+        if !agent.is_empty() {
+            fields.extend(["ag0", agent]);
+        }
+        redis.command(&fields);
+        redis.command(&["HDEL", &ekey, "q"]);
+    }
+    assert_eq!(
+        bulk_value(redis.command(&["HGET", &key(&ids[0]), "ag0"])).as_deref(),
+        Some("534")
+    );
+    redis.command(&["HSET", "eight:meta", "layout", "8"]);
+
+    let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
+    let claimed = queue.claim(p, 1).await.unwrap().items;
+    assert_eq!(
+        redis.command(&["HGET", "eight:meta", "layout"]),
+        Some(bulk(&LAYOUT_VERSION.to_string()))
+    );
+    let bodies = [
+        NotifyPayload::new(1, "e0", None).upstream_bytes(Some(534)),
+        NotifyPayload::new(1, "e1", None).upstream_bytes(None),
+    ];
+    assert_eq!(claimed.len(), 2);
+    for ((c, id), body) in claimed.iter().zip(&ids).zip(&bodies) {
+        assert_eq!(c.delivery_id, format!("{id}:0"));
+        assert_eq!((&c.body, c.attempts), (body, 1));
+    }
+    let failed = Outcome::Retry {
+        delay: Duration::ZERO,
+        status: Some(503),
+        error: "busy".into(),
+    };
+    queue
+        .complete(&[
+            Completion::of(&claimed[0], failed),
+            Completion::of(&claimed[1], Outcome::Delivered { status: 200 }),
+        ])
+        .await
+        .unwrap();
+    let mut again = None;
+    for _ in 0..100 {
+        again = queue.claim(p, 1).await.unwrap().items.into_iter().next();
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = again.expect("the retry, within 2 s");
+    assert_eq!(again.delivery_id, claimed[0].delivery_id);
+    assert_eq!((&again.body, again.attempts), (&bodies[0], 2));
+    queue
+        .complete(&[Completion::of(&again, Outcome::Delivered { status: 200 })])
+        .await
+        .unwrap();
+    for (id, attempts, agent) in [(&ids[0], 2, Some(534)), (&ids[1], 1, None)] {
+        let record = queue.event(id).await.unwrap().expect("the event");
+        assert_eq!(record.status, "delivered");
+        let call = &record.deliveries[0];
+        assert_eq!((call.attempts, call.agent_id), (attempts, agent));
+    }
+    assert_eq!(redis.info_field("errorstats", "errorstat_WRONGTYPE"), None);
+}
