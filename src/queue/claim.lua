@@ -24,11 +24,13 @@
 -- came), leases them (writing nothing into their events: a call in flight is one whose
 -- lease is in the in-flight set) and marks the account busy with them.
 -- Returns {ms until more work is due or -1, dead letters dropped, the claim's time (Redis
--- ms), then per delivery its 7 fields: did, account, body, agent, attempts (this one
--- included), lease token (the lease's end, Redis ms: the lease's length is its distance
--- from the claim's time), what a completion need not read again (when the event has this
--- one call: the claim's time, 13 digits, then the attempts that ended, `at`, as read, or
--- '-' when missing, then, when the call has an agent, a space and the agent; else '')};
+-- ms), then per delivery its 7 fields: did, account, body (for an event in its first
+-- form, its whole `q`, whose head the caller cuts: see `first_form`), agent, attempts
+-- (this one included), lease token (the lease's end, Redis ms: the lease's length is its
+-- distance from the claim's time), what a completion need not read again (when the event
+-- has this one call: the claim's time, 13 digits, then the attempts that ended, `at`, as
+-- read, or '-' when missing, then, when the call has an agent, a space and the agent;
+-- else '')};
 -- the wait is computed only when nothing was claimed, or all that was due was. A lease
 -- group's deliveries come together and in order, and no other delivery of its account
 -- comes in the same reply (an account is claimed once per call), so the reply's runs of
@@ -335,7 +337,7 @@ local function read_head(key, k)
     -- an event in its first form (the most common): one HGET (see `first_form`)
     local q = try('HGET', key, 'q')
     if q and q ~= '' and not q.err then
-      local exp, agent, body = first_form(q)
+      local exp, agent, body = first_form(q, true)
       return {exp or false, false, body, agent or false, false, false}
     end
   end

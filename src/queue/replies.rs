@@ -46,7 +46,7 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
     let mut items: Vec<Claimed> = Vec::with_capacity(fields.len() / CLAIM_FIELDS);
     for f in fields.chunks_exact(CLAIM_FIELDS) {
         let agent = text(&f[3]).and_then(|s| s.parse::<u64>().ok());
-        let stored = String::from_utf8_lossy(&bytes(&f[2])).into_owned();
+        let stored = String::from_utf8_lossy(stored_body(&bytes(&f[2]))).into_owned();
         let delivery_id = text(&f[0]).unwrap_or_default();
         let account = text(&f[1]).unwrap_or_default();
         let lease_token = int(&f[5]).unwrap_or(0).max(0) as u64;
@@ -69,6 +69,19 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
         });
     }
     Ok((ClaimBatch { items, next_due }, dropped))
+}
+
+/// The stored body in a claim's entry: the body itself, or, for an event in its first
+/// form, its whole `q` (`<exp> <agent>\n<body>`, see `first_form` in `scripts.lua`), whose
+/// head ends at its first newline. A body, the JSON object the gateway stores, starts with
+/// `{`; a head with a digit or a space.
+fn stored_body(raw: &[u8]) -> &[u8] {
+    if matches!(raw.first(), None | Some(b'{')) {
+        return raw;
+    }
+    raw.iter()
+        .position(|&b| b == b'\n')
+        .map_or(raw, |newline| &raw[newline + 1..])
 }
 
 /// The outcomes of an enqueue call, one per event, and the bases of the partitions where
@@ -308,6 +321,20 @@ mod tests {
         assert_eq!(first.lease, Duration::from_millis(30_000));
         assert_eq!(second.lease, Duration::from_millis(29_999));
         assert!(first.body.ends_with(br#","agent_id":7}"#));
+        // an event in its first form comes as its whole `q`, whose head is cut
+        let mut formed = vec![Value::Int(-1), Value::Int(0), Value::Int(1_700_000_000_000)];
+        for q in [
+            "1700000600000 \n{\"app_id\":1,\"event\":\"e\"}",
+            " 7\n{\"app_id\":1,\"event\":\"e\"}",
+        ] {
+            let mut entry = delivery(e, "acme", 1_700_000_030_000, "");
+            entry[2] = bulk(q);
+            formed.extend(entry);
+        }
+        let (formed, _) = parse_claim_reply(Value::Array(formed)).unwrap();
+        for c in &formed.items {
+            assert_eq!(c.body, br#"{"app_id":1,"event":"e","agent_id":7}"#);
+        }
         assert_eq!(
             (first.seen.as_str(), second.seen.as_str()),
             ("1700000000000-", "")

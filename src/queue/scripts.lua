@@ -52,17 +52,20 @@ end
 -- against 9,300 with the cut; `scripts/lua-cost.sh`). The event's first write (a failure,
 -- a put-back, an expiry) writes them out as the fields they stand for (`exp`, `ag0`,
 -- `body`) and empties `q`, in the same `HSET` (`event_set`): an event with fields of its
--- state has no `q`. The time to live (text), agent (nil when none) and body in `q`:
-local function first_form(q)
+-- state has no `q`. The time to live (text), agent (nil when none) and body in `q`; with
+-- `whole`, `q` itself in place of the body, for a caller that hands it on to one that
+-- cuts its head (a claim: see replies.rs), which spares Redis a copy of the body.
+local function first_form(q, whole)
   local space, newline = string.byte(q, 14, 15)
   if space == 32 and newline == 10 then
     -- (the most common: a time to live, and every agent)
-    return string.sub(q, 1, 13), nil, string.sub(q, 16)
+    return string.sub(q, 1, 13), nil, whole and q or string.sub(q, 16)
   end
   space = string.find(q, ' ', 1, true)
   newline = string.find(q, '\n', 1, true)
   local exp, agent = string.sub(q, 1, space - 1), string.sub(q, space + 1, newline - 1)
-  return exp ~= '' and exp or nil, agent ~= '' and agent or nil, string.sub(q, newline + 1)
+  return exp ~= '' and exp or nil, agent ~= '' and agent or nil,
+    whole and q or string.sub(q, newline + 1)
 end
 
 -- The fields named `...` of the event at `ekey`, as `HMGET` reads them (false when
