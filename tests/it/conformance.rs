@@ -496,61 +496,92 @@ async fn a_delivered_events_summary_is_read_as_the_event(b: Backend) {
 
 /// An event of one call is stored in its first form (its time to live, agent and body in
 /// one field) until its first write, which writes them out as its fields: the record, the
-/// retry's claim, the dead letter and the replay's claim read the same agent, body and
-/// attempts as the first claim did.
+/// retry's claim, the dead letter, the replay's claim and the expiry read the same agent,
+/// body, attempts and time to live as the first claim did, whichever of a time to live
+/// and an agent the event has.
 async fn an_events_first_write_keeps_what_its_first_form_held(b: Backend) {
     let q = open(b).await;
-    let mut event = event_for("acme", "x");
-    event.payload = NotifyPayload::new(7, "x", Some("{\"ticket\":12}"));
-    event.agents = vec![Some(534)];
-    event.ttl_ms = 600_000;
-    let x = stored(&put_with(&q, "acme", WIDE, 100, vec![event]).await[0]);
-    let first = claim(&q).await.remove(0);
-    let exact: serde_json::Value = serde_json::from_slice(
-        &NotifyPayload::new(7, "x", Some("{\"ticket\":12}")).upstream_bytes(Some(534)),
-    )
-    .unwrap();
-    let sent: serde_json::Value = serde_json::from_slice(&first.body).expect("JSON body");
-    assert_eq!((sent, first.attempts), (exact.clone(), 1));
-    assert_eq!(record(&q, &x).await.deliveries[0].agent_id, Some(534));
-
-    // its first write: a failure, retried at once
-    let failed = Outcome::Retry {
+    let payload = || NotifyPayload::new(7, "x", Some("{\"ticket\":12}"));
+    let failed = || Outcome::Retry {
         delay: Duration::ZERO,
         status: Some(500),
         error: "down".into(),
     };
-    done(&q, &first, failed).await;
-    let call = record(&q, &x).await.deliveries.remove(0);
-    assert_eq!(
-        (call.agent_id, call.status.as_str(), call.attempts),
-        (Some(534), "retrying", 1)
-    );
-    let second = claim_within(&q, Duration::from_secs(2))
-        .await
-        .expect("the retry");
-    assert_eq!(second.delivery_id, first.delivery_id);
-    assert_eq!((&second.body, second.attempts), (&first.body, 2));
+    for (agent, ttl_ms) in [
+        (Some(534), 600_000),
+        (None, 600_000),
+        (None, 0),
+        (Some(534), 0),
+    ] {
+        let mut event = event_for("acme", "x");
+        event.payload = payload();
+        event.agents = vec![agent];
+        event.ttl_ms = ttl_ms;
+        let x = stored(&put_with(&q, "acme", WIDE, 100, vec![event]).await[0]);
+        let first = claim(&q).await.remove(0);
+        let exact: serde_json::Value =
+            serde_json::from_slice(&payload().upstream_bytes(agent)).unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&first.body).expect("JSON body");
+        assert_eq!(
+            (sent, first.attempts),
+            (exact.clone(), 1),
+            "{agent:?} {ttl_ms}"
+        );
+        assert_eq!(record(&q, &x).await.deliveries[0].agent_id, agent);
 
-    done(&q, &second, dead("rejected", Some(400), "no")).await;
-    let page = q.dead_letters("acme", 0, 10).await.unwrap();
-    assert_eq!(page.total, 1);
-    assert_eq!((&page.items[0].event, page.items[0].attempts), (&exact, 2));
-    let replayed = q
-        .replay("acme", &ids(&[&did(&x, 0)]), Duration::from_secs(60))
-        .await
-        .expect("replay");
-    assert_eq!(replayed.count, 1);
-    let third = claim_within(&q, Duration::from_secs(2))
-        .await
-        .expect("the replay");
-    assert_eq!((&third.body, third.attempts), (&first.body, 1));
-    done(&q, &third, ok()).await;
-    let call = record(&q, &x).await.deliveries.remove(0);
-    assert_eq!(
-        (call.agent_id, call.status.as_str(), call.attempts),
-        (Some(534), "delivered", 1)
-    );
+        // its first write: a failure, retried at once
+        done(&q, &first, failed()).await;
+        let call = record(&q, &x).await.deliveries.remove(0);
+        assert_eq!(
+            (call.agent_id, call.status.as_str(), call.attempts),
+            (agent, "retrying", 1)
+        );
+        let second = claim_within(&q, Duration::from_secs(2))
+            .await
+            .expect("the retry");
+        assert_eq!(second.delivery_id, first.delivery_id);
+        assert_eq!((&second.body, second.attempts), (&first.body, 2));
+        if agent.is_none() || ttl_ms == 0 {
+            done(&q, &second, ok()).await;
+            continue;
+        }
+
+        done(&q, &second, dead("rejected", Some(400), "no")).await;
+        let page = q.dead_letters("acme", 0, 10).await.unwrap();
+        assert_eq!(page.total, 1);
+        assert_eq!((&page.items[0].event, page.items[0].attempts), (&exact, 2));
+        let replayed = q
+            .replay("acme", &ids(&[&did(&x, 0)]), Duration::from_secs(60))
+            .await
+            .expect("replay");
+        assert_eq!(replayed.count, 1);
+        let third = claim_within(&q, Duration::from_secs(2))
+            .await
+            .expect("the replay");
+        assert_eq!((&third.body, third.attempts), (&first.body, 1));
+        done(&q, &third, ok()).await;
+        let call = record(&q, &x).await.deliveries.remove(0);
+        assert_eq!(
+            (call.agent_id, call.status.as_str(), call.attempts),
+            (agent, "delivered", 1)
+        );
+    }
+
+    // The time to live, written out at the first write, still expires the event.
+    let mut event = event_for("acme", "short");
+    event.ttl_ms = 300;
+    let short = stored(&put_with(&q, "acme", WIDE, 100, vec![event]).await[0]);
+    let first = claim(&q).await.remove(0);
+    assert_eq!(first.delivery_id, did(&short, 0));
+    let later = Outcome::Retry {
+        delay: Duration::from_millis(500),
+        status: Some(500),
+        error: "down".into(),
+    };
+    done(&q, &first, later).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(claim(&q).await.is_empty(), "expired on the way");
+    assert_eq!(record(&q, &short).await.status.as_str(), "expired");
 }
 
 async fn late_success_removes_the_delivery_everywhere(b: Backend) {

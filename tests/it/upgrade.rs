@@ -623,6 +623,24 @@ fn bulk_value(reply: Option<String>) -> Option<String> {
     reply.split("\r\n").nth(1).map(str::to_string)
 }
 
+/// Puts the event at `ekey`, written by this release in its first form (see `first_form`
+/// in `scripts.lua`), as the layouts before 9 stored it: its body, time to live and agent
+/// as fields of their own.
+fn without_first_form(redis: &RedisServer, ekey: &str) {
+    let q = bulk_value(redis.command(&["HGET", ekey, "q"])).expect("a first form");
+    let (head, body) = q.split_once('\n').expect("a head");
+    let (exp, agent) = head.split_once(' ').expect("a time to live and an agent");
+    let mut fields = vec!["HSET", ekey, "body", body];
+    if !exp.is_empty() {
+        fields.extend(["exp", exp]);
+    }
+    if !agent.is_empty() {
+        fields.extend(["ag0", agent]);
+    }
+    redis.command(&fields);
+    redis.command(&["HDEL", ekey, "q"]);
+}
+
 /// What a process leaves when it stops with a call in flight, written by this release in
 /// the queue `text` configures: one event of `acme` (`limit` calls a minute), stored and
 /// claimed. The queue, the event's id and its claim.
@@ -679,8 +697,9 @@ async fn a_layout_four_call_in_flight_is_taken_up() {
     ));
     // What a layout-4 process leaves when it stops with a call in flight: written by this
     // release's scripts, then put in layout 4's terms.
-    let (queue, _, claimed) = one_call_in_flight(&text, 3).await;
+    let (queue, id, claimed) = one_call_in_flight(&text, 3).await;
     let p = partition_of("acme", 4);
+    without_first_form(&redis, &format!("four:{{p{p}}}:ev:{id}"));
     let did = claimed.delivery_id.clone();
     let akey = format!("four:{{p{p}}}:acct:acme");
     let claimed_at = bulk_value(redis.command(&["HGET", &akey, "rl_at"])).expect("rl_at");
@@ -745,6 +764,7 @@ async fn a_layout_five_call_in_flight_is_taken_up() {
     let p = partition_of("acme", 4);
     assert_eq!(claimed.attempts, 1);
     let ekey = format!("five:{{p{p}}}:ev:{id}");
+    without_first_form(&redis, &ekey);
     redis.command(&["HSET", &ekey, "s0", "delivering", "at0", "1", "c0", "1"]);
     redis.command(&["HSET", "five:meta", "layout", "5"]);
 
@@ -844,6 +864,7 @@ async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
     let stored_at = ids[0].created_ms() + 3;
     for id in &ids {
         let ekey = format!("six:{{p{p}}}:ev:{id}");
+        without_first_form(&redis, &ekey);
         let created = stored_at.to_string();
         redis.command(&["HSET", &ekey, "created", &created, "n", "1", "s0", "queued"]);
     }
@@ -903,6 +924,7 @@ async fn a_layout_seven_queue_is_taken_up_as_it_is() {
         redis.command(&["TYPE", &key(&ids[0])]).as_deref(),
         Some("+hash\r\n")
     );
+    without_first_form(&redis, &key(&ids[1]));
     redis.command(&["HSET", "seven:meta", "layout", "7"]);
 
     let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
@@ -972,19 +994,7 @@ async fn a_layout_eight_queue_is_taken_up_as_it_is() {
     // Each event as layout 8 stored it: its fields, no `q`.
     let key = |id: &EventId| format!("eight:{{p{p}}}:ev:{id}");
     for id in &ids {
-        let ekey = key(id);
-        let q = bulk_value(redis.command(&["HGET", &ekey, "q"])).expect("a first form");
-        let (head, body) = q.split_once('\n').expect("a head");
-        let (exp, agent) = head.split_once(' ').expect("a time to live and an agent");
-        let mut fields = vec!["HSET", &ekey, "body", body];
-        if !exp.is_empty() {
-            fields.extend(["exp", exp]);
-        }
-        if !agent.is_empty() {
-            fields.extend(["ag0", agent]);
-        }
-        redis.command(&fields);
-        redis.command(&["HDEL", &ekey, "q"]);
+        without_first_form(&redis, &key(id));
     }
     assert_eq!(
         bulk_value(redis.command(&["HGET", &key(&ids[0]), "ag0"])).as_deref(),
