@@ -973,8 +973,8 @@ async fn a_layout_seven_queue_is_taken_up_as_it_is() {
 /// A queue of layout 8 is taken up as it is: its queued events, each a hash of its fields
 /// (its body, time to live and agent among them), are claimed, retried and delivered as
 /// they were stored, where this layout stores a new event of one call in its first form
-/// (those three in one field, which a layout-8 process would read as an event without a
-/// body: the migration waits for those to stop).
+/// (those three in one field; a layout-8 process would take such an event, without a
+/// `body` field, for one gone: the migration waits for those to stop).
 #[tokio::test]
 async fn a_layout_eight_queue_is_taken_up_as_it_is() {
     use zenrelay::domain::{partition_of, EventId, NotifyPayload};
