@@ -30,11 +30,10 @@
 -- distance from the claim's time), what a completion need not read again (when the event
 -- has this one call: the claim's time, 13 digits, then the attempts that ended, `at`, as
 -- read, or '-' when missing, then, when the call has an agent, a space and the agent;
--- else '')};
--- the wait is computed only when nothing was claimed, or all that was due was. A lease
--- group's deliveries come together and in order, and no other delivery of its account
--- comes in the same reply (an account is claimed once per call), so the reply's runs of
--- one account are its groups.
+-- else '')}; the wait is computed only when nothing was claimed, or all that was due
+-- was. A lease group's deliveries come together and in order, and no other delivery of
+-- its account comes in the same reply (an account is claimed once per call), so the
+-- reply's runs of one account are its groups.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
 local max = ARGV[2]

@@ -219,13 +219,13 @@ while i <= #ARGV do
       elseif depth + n > max_depth then
         result = {'full', '', 0}
       else
-        -- The body comes first: Redis keeps a small hash in one buffer (a listpack,
-        -- while every value is at most 64 bytes) and grows it field by field, and grown
-        -- from the body it crosses fewer of the allocator's size classes, each a copy
-        -- (2-4% of a batched event's work, by the Redis build, with bodies of about 45
-        -- bytes). An event of one call, most events, is stored in its first form, its
-        -- time to live, agent and body in one field (see `first_form`); one of several
-        -- calls, as its fields.
+        -- An event of one call, most events, is stored in its first form, its time to
+        -- live, agent and body in one field (see `first_form`); one of several calls, as
+        -- its fields. The body (or the first form) comes first: Redis keeps a small hash
+        -- in one buffer (a listpack, while every value is at most 64 bytes) and grows it
+        -- field by field, and grown from the body it crosses fewer of the allocator's
+        -- size classes, each a copy (2-4% of a batched event's work, by the Redis build,
+        -- with bodies of about 45 bytes).
         local agent = first_agent and ARGV[first_agent] or ''
         local fields
         if ttl ~= last_ttl then

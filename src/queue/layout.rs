@@ -42,14 +42,16 @@
 //! but the migration waits until no process of layout 7 runs. Layout 9 stores a new
 //! event of one call in its first form, its time to live, agent and body in one field
 //! (`q`), written out as those fields at its first write, which a process of layout 8
-//! would take for an event gone (it has no `body` field) and drop: nothing is moved (layout 8's events read as they
-//! are), but the migration waits until no process of layout 8 runs.
+//! would take for an event gone (it has no `body` field) and drop: nothing is moved
+//! (layout 8's events read as they are), but the migration waits until no process of
+//! layout 8 runs.
 //!
 //! The migration runs under a lock (`{prefix}:migrate:lock`, so one process does it while
 //! the others answer 503 and wait), one partition at a time, each step of a partition in
 //! one atomic script call (layout 1 takes four steps, layout 2 three, layouts 3 and 4
-//! two, layout 5 one, layouts 6, 7 and 8 none), and records its progress in `{prefix}:meta` (`migrating`: the target, `from`:
-//! the layout it started from, `migrated`: the partitions done): a process that dies
+//! two, layout 5 one, layouts 6, 7 and 8 none), and records its progress in
+//! `{prefix}:meta` (`migrating`: the target, `from`: the layout it started from,
+//! `migrated`: the partitions done): a process that dies
 //! half-way leaves a migration the next process resumes, and every step is idempotent.
 //! The recorded `layout` is removed when the migration starts, so that a process of the
 //! earlier layout started meanwhile finds a migration to a layout it does not know and
