@@ -623,6 +623,22 @@ fn bulk_value(reply: Option<String>) -> Option<String> {
     reply.split("\r\n").nth(1).map(str::to_string)
 }
 
+/// The first `Some` that `poll` answers, polled every 20 ms for at most `timeout`.
+async fn within<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut poll: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = poll().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Puts the event at `ekey`, written by this release in its first form (see `first_form`
 /// in `scripts.lua`), as the layouts before 9 stored it: its body, time to live and agent
 /// as fields of their own.
@@ -801,20 +817,22 @@ async fn a_layout_five_call_in_flight_is_taken_up() {
     )
     .await;
     // (a delivered event of one call is kept as its summary, which the event's view reads)
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let record = loop {
+    let record = within("its success recorded", Duration::from_secs(5), || async {
         let record = queue.event(&id).await.unwrap().unwrap();
-        if record.deliveries[0].status.as_str() == "delivered" {
-            break record;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for its success recorded: {record:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (record.deliveries[0].status.as_str() == "delivered").then_some(record)
+    })
+    .await;
     // the attempt lost in flight, and the one delivered
     assert_eq!(record.deliveries[0].attempts, 2);
+}
+
+/// A Redis of its own, a simulator of account `acme` (kept while the test runs) and the
+/// configuration of a gateway on them whose queue has the key prefix `prefix`.
+async fn acme_store(prefix: &str) -> (RedisServer, crate::support::TestSim, String) {
+    let redis = RedisServer::start();
+    let sim = spawn_sim(&["acme"], 1000, 60).await;
+    let text = with_admin(gateway_toml(&redis.url(), prefix, &sim, &["acme"], ""));
+    (redis, sim, text)
 }
 
 /// `n` plain events for account `acme`, stored in partition `p`, with a cap of 10 and a
@@ -845,9 +863,7 @@ async fn a_layout_six_queue_is_taken_up_with_its_depths_counted() {
     use zenrelay::domain::{partition_of, EventId};
     use zenrelay::queue::{rfc3339_ms, EnqueueOutcome, Queue};
 
-    let redis = RedisServer::start();
-    let sim = spawn_sim(&["acme"], 1000, 60).await;
-    let text = with_admin(gateway_toml(&redis.url(), "six", &sim, &["acme"], ""));
+    let (redis, _sim, text) = acme_store("six").await;
     let p = partition_of("acme", 4);
     // A full account of layout 6: written by this release, then put in layout 6's terms.
     let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
@@ -899,9 +915,7 @@ async fn a_layout_seven_queue_is_taken_up_as_it_is() {
     use zenrelay::domain::{partition_of, EventId};
     use zenrelay::queue::{Completion, Outcome, Queue};
 
-    let redis = RedisServer::start();
-    let sim = spawn_sim(&["acme"], 1000, 60).await;
-    let text = with_admin(gateway_toml(&redis.url(), "seven", &sim, &["acme"], ""));
+    let (redis, _sim, text) = acme_store("seven").await;
     let p = partition_of("acme", 4);
     let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
     let stored = queue.enqueue(acme_batch(p, 2)).await.unwrap();
@@ -980,9 +994,7 @@ async fn a_layout_eight_queue_is_taken_up_as_it_is() {
     use zenrelay::domain::{partition_of, EventId, NotifyPayload};
     use zenrelay::queue::{Completion, Outcome, Queue};
 
-    let redis = RedisServer::start();
-    let sim = spawn_sim(&["acme"], 1000, 60).await;
-    let text = with_admin(gateway_toml(&redis.url(), "eight", &sim, &["acme"], ""));
+    let (redis, _sim, text) = acme_store("eight").await;
     let p = partition_of("acme", 4);
     let queue = zenrelay::app::redis_queue(&config(&text)).unwrap();
     let mut batch = acme_batch(p, 2);
@@ -1029,15 +1041,10 @@ async fn a_layout_eight_queue_is_taken_up_as_it_is() {
         ])
         .await
         .unwrap();
-    let mut again = None;
-    for _ in 0..100 {
-        again = queue.claim(p, 1).await.unwrap().items.into_iter().next();
-        if again.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let again = again.expect("the retry, within 2 s");
+    let again = within("the retry", Duration::from_secs(2), || async {
+        queue.claim(p, 1).await.unwrap().items.into_iter().next()
+    })
+    .await;
     assert_eq!(again.delivery_id, claimed[0].delivery_id);
     assert_eq!((&again.body, again.attempts), (&bodies[0], 2));
     queue
