@@ -204,6 +204,10 @@ fn inline_disposition(span: &str) -> Option<Inline> {
         s if s == "scripts/lua-cost.sh" || s.starts_with("scripts/lua-cost.sh ") => Inline::NotRun(
             "counts one Lua script's cost under callgrind (a minute); checked to parse",
         ),
+        "scripts/claim-design-cost.sh" => Inline::NotRun(
+            "counts scripts' costs under callgrind (minutes); checked to parse",
+        ),
+        "scripts/claim-design/" => Inline::NotRun("the models claim-design-cost.sh counts"),
         "cargo doc --open" => Inline::NotRun("opens a browser"),
         "cargo test --test it -- --nocapture a_failing_partition_holds_back redis_returns_to_its_baseline" => {
             Inline::NotRun("two tests of this very suite, which runs them")
