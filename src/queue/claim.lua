@@ -24,16 +24,17 @@
 -- came), leases them (writing nothing into their events: a call in flight is one whose
 -- lease is in the in-flight set) and marks the account busy with them.
 -- Returns {ms until more work is due or -1, dead letters dropped, the claim's time (Redis
--- ms), then per delivery its 7 fields: did, account, body (for an event in its first
--- form, its whole `q`, whose head the caller cuts: see `first_form`), agent, attempts
--- (this one included), lease token (the lease's end, Redis ms: the lease's length is its
--- distance from the claim's time), what a completion need not read again (when the event
--- has this one call: the claim's time, 13 digits, then the attempts that ended, `at`, as
--- read, or '-' when missing, then, when the call has an agent, a space and the agent;
--- else '')}; the wait is computed only when nothing was claimed, or all that was due
--- was. A lease group's deliveries come together and in order, and no other delivery of
--- its account comes in the same reply (an account is claimed once per call), so the
--- reply's runs of one account are its groups.
+-- ms), then per lease group (an account is claimed once per call, so a reply holds at
+-- most one group of each): its account, its number of deliveries and its lease's end
+-- (Redis ms; the lease of its i-th delivery ends, and has its token, i - 1 ms earlier:
+-- a lease's length is its distance from the claim's time), then per delivery, in order,
+-- its 3 fields: did, body (for an event in its first form, its whole `q`, whose head,
+-- holding its agent, the caller cuts: see `first_form`), and '' for a first attempt of
+-- an event of one call whose agent, if any, is in its first form (the most common), else
+-- the attempts that ended, `at`, as read ('-' when missing), a space and its agent (or
+-- nothing), then ' +' for an event of several calls}; the wait is computed only when
+-- nothing was claimed, or all that was due was. (The caller makes from these what a
+-- completion need not read again: see replies.rs.)
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
 local max = ARGV[2]
@@ -329,15 +330,15 @@ local function room_for_group(rl, limit, window)
 end
 
 -- What a claim reads of a head, of event key `key` and call `k`: the event's time to
--- live, the call's status, the body, the call's agent and attempts, and the event's
--- calls.
+-- live, the call's status, the body, the call's agent and attempts, the event's calls,
+-- and true for an event in its first form (whose head holds the agent).
 local function read_head(key, k)
   if k == '0' then
     -- an event in its first form (the most common): one HGET (see `first_form`)
     local q = try('HGET', key, 'q')
     if q and q ~= '' and not q.err then
       local exp, agent, body = first_form(q, true)
-      return {exp or false, false, body, agent or false, false, false}
+      return {exp or false, false, body, agent or false, false, false, true}
     end
   end
   -- (a summary, a string, fails the HGET: read as the event by `event_fields`, which
@@ -359,13 +360,11 @@ end
 -- this call, across its accounts: past the budget, the rest wait for the next call.
 local stale_left = 32
 local out = {-1, 0, now}
--- (the deliveries leased: each adds its 7 fields to `out`, a flat list, as Redis turns
--- each table of a reply into an array at a cost)
+-- (the deliveries leased: each group adds its head and its calls' 3 fields each to
+-- `out`, a flat list, as Redis turns each table of a reply into an array at a cost)
 local claimed = 0
 -- the earliest end of the leases this call granted
 local first_lease_end
--- what a completion need not read again of a first attempt (see the reply above)
-local first_seen
 local accts = call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 -- each account below has its ready score written, at least (those left untouched once the
 -- stale budget runs out are read again for nothing)
@@ -501,13 +500,16 @@ for a = 1, #accts do
         w('ZADD', inflight, unpack(leases))
         -- The events are not written: a call in flight is one whose lease is in the
         -- in-flight set, and its lease's end (its score there) is its token. Its attempt
-        -- is counted when it ends.
+        -- is counted when it ends. The reply takes the group's head (its account, its
+        -- calls and its lease's end), then its calls.
+        local o = #out
+        out[o + 1] = acct
+        out[o + 2] = n
+        out[o + 3] = lease_end
+        o = o + 3
         for i = 1, n do
           local m = members[i]
           local mdid, mk, mkey, mev = m[1], m[2], m[3], m[4]
-          -- a first attempt (the most common) needs no conversion
-          local attempts = 1
-          if mev[5] then attempts = (tonumber(mev[5]) or 0) + 1 end
           if mev[2] ~= 'queued' then
             -- a head a put-back that failed part-way left 'retrying' (or an earlier
             -- layout 'delivering')
@@ -520,26 +522,19 @@ for a = 1, #accts do
             w('ZREM', base .. ':dead:' .. acct, mdid)
             event_set(mkey, 'rp' .. mk, '')
           end
-          local token = lease_end - i + 1
-          local o = #out
           out[o + 1] = mdid
-          out[o + 2] = acct
-          out[o + 3] = mev[3] or ''
-          out[o + 4] = mev[4] or ''
-          out[o + 5] = attempts
-          out[o + 6] = token
-          if mev[6] and mev[6] ~= '1' then
-            out[o + 7] = ''
-          elseif mev[4] then
-            -- with its agent, which the event's summary keeps (see `summary_fields`)
-            out[o + 7] = now_s .. (mev[5] or '-') .. ' ' .. mev[4]
-          elseif mev[5] then
-            out[o + 7] = now_s .. mev[5]
+          out[o + 2] = mev[3] or ''
+          -- The rest, for all but the most common call (a first attempt of an event of one
+          -- call, whose agent, if any, is in its first form): the attempts that ended as
+          -- read ('-' when missing), its agent, and ' +' for an event of several calls.
+          if mev[5] or (mev[6] and mev[6] ~= '1') or (mev[4] and not mev[7]) then
+            local rest = (mev[5] or '-') .. ' ' .. (mev[4] or '')
+            if mev[6] and mev[6] ~= '1' then rest = rest .. ' +' end
+            out[o + 3] = rest
           else
-            -- (a first attempt's, the same for every call of this claim, made once)
-            first_seen = first_seen or now_s .. '-'
-            out[o + 7] = first_seen
+            out[o + 3] = ''
           end
+          o = o + 3
           claimed = claimed + 1
         end
         -- the log keeps the newest `limit` (this group's sends among them, one entry at

@@ -2,9 +2,9 @@
 -- KEYS[1] = <base>:ready
 -- ARGV = base, then per run of one account's deliveries: the account, then per delivery:
 --        did, lease token, then for a success (most are: their arguments are spared) its
---        upstream status, what its claim saw (see claim.lua) and, for a call 0, its
---        event's key (else ''), else its kind, upstream status or '', error, delay_ms,
---        reason; a run after the first starts with '' (then its account)
+--        upstream status, what its claim saw (see `ReadOfCall::seen` in replies.rs) and,
+--        for a call 0, its event's key (else ''), else its kind, upstream status or '',
+--        error, delay_ms, reason; a run after the first starts with '' (then its account)
 -- The retention of finished events (ms, as text) and the default rate limit are written
 -- into the script's text, ahead of its helpers (see `complete_script` in script_queue.rs).
 -- kind: delivered (a success, whose kind is not sent) | retry | dead | ratelimited |
@@ -81,8 +81,8 @@ local order, members, left
 -- the search for the next one goes on), and `stamped` of them (those that were sent) put
 -- one at this time in its place. The log is written once, when the run closes.
 local taken, stamped, spots, searched
--- what the caller of a first attempt saw of its claim (see claim.lua): the claim's time
--- and '-'
+-- what the caller of a first attempt saw of its claim (see `ReadOfCall::seen` in
+-- replies.rs): the claim's time and '-'
 local first_seen
 -- The accounts the call freed whose window is full, each with the ms until it may send.
 local later = {}
