@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Weighs the ids-only claim and completion (README, "Why the Redis goals stay out of reach
 # of this layout") against this layout's: Redis's instructions for one account's lease
-# group of N calls (events of one call in their first form, all delivered), each script's
-# call counted by scripts/lua-cost.sh less its set-up's, and a plain `HGET` of an event's
-# first form sent in pipelines of 32 (the ids-only design's read of each event, made by
-# the gateway), with its own redis-server under callgrind.
+# group of N calls (events of one call in their first form, with a time to live, all
+# delivered), each script's call counted by scripts/lua-cost.sh less its set-up's, and a
+# plain `HGET` of an event's first form sent in pipelines of 32 (the ids-only design's
+# read of each event, made by the gateway), with its own redis-server under callgrind.
 #
 #   scripts/claim-design-cost.sh [-n CALLS] [N ...]     (groups of 1, 3 and 8 by default)
 #
@@ -78,8 +78,9 @@ done
 
 # The plain read of an event's first form, as the gateway would pipeline it.
 source scripts/callgrind-redis.sh
+q='4102444800000 \n{"app_id":1,"event":"cost","body":"hello"}'
 redis-cli -p "$port" EVAL "for i = 0, 199 do redis.call('HSET', string.format('ev:%012d', i), \
-'q', ' \n{\"app_id\":1,\"event\":\"cost\",\"body\":\"hello\"}', 'acct', 'd17') end" 0 >/dev/null
+'q', ARGV[1], 'acct', 'd17') end" 0 "$(printf "$q")" >/dev/null
 callgrind_control -i on "$server" >/dev/null 2>&1
 callgrind_control -z "$server" >/dev/null 2>&1
 reads=$((calls * 16))

@@ -4,6 +4,8 @@
 -- ids-only design's (one lease for the group, under the account).
 local B = 'zr:{p1}'
 local A = 'd17'
+-- (a time to live, as the default config gives every event, and every agent)
+local Q = '4102444800000 \n{"app_id":1,"event":"cost","body":"hello"}'
 local T = '1764000000000'
 local ids, leases = {}, {}
 for i = 1, N do
@@ -11,8 +13,7 @@ for i = 1, N do
   ids[i] = eid .. ':0'
   leases[2 * i - 1] = tostring(1764000030000 - i + 1)
   leases[2 * i] = ids[i]
-  redis.call('HSET', B .. ':ev:' .. eid, 'q', ' \n{"app_id":1,"event":"cost","body":"hello"}',
-    'acct', A)
+  redis.call('HSET', B .. ':ev:' .. eid, 'q', Q, 'acct', A)
 end
 if GROUP_LEASE then
   redis.call('ZADD', B .. ':inflight', '1764000030000', A)

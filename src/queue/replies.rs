@@ -47,13 +47,14 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<(ClaimBatch, u64), Queue
     let mut items: Vec<Claimed> = Vec::with_capacity(reply.len() / CLAIM_FIELDS);
     while let Some(account) = reply.next() {
         let account = text(&account).unwrap_or_default();
+        // (a group has at least one delivery: a head without one is the script's error)
         let (Some(n), Some(lease_end)) = (
-            reply.next().and_then(|v| int(&v)),
+            reply.next().and_then(|v| int(&v)).filter(|n| *n > 0),
             reply.next().and_then(|v| int(&v)),
         ) else {
             return Err(short());
         };
-        for place in 0..n.max(0) as u64 {
+        for place in 0..n as u64 {
             let (Some(id), Some(body), Some(rest)) = (reply.next(), reply.next(), reply.next())
             else {
                 return Err(short());
@@ -128,8 +129,9 @@ impl<'a> ReadOfCall<'a> {
 
     /// What the call's completion need not read again, handed back with its success (see
     /// complete.lua): for an event of one call, the claim's time (13 digits), the
-    /// attempts that ended as read (`-`: none) and, when the call has an agent, a space
-    /// and the agent; for one of several, nothing (the completion reads the event).
+    /// attempts that ended as read (`-`: none) and, when the call has an agent (an empty
+    /// one is none), a space and the agent; for one of several, nothing (the completion
+    /// reads the event).
     fn seen(&self, claimed_at: &str) -> String {
         if self.several {
             return String::new();
@@ -377,7 +379,7 @@ mod tests {
         flat.extend([bulk("beta"), Value::Int(1), Value::Int(1_700_000_030_000)]);
         flat.extend([bulk(g), bulk(body), bulk("- 9")]);
         flat.extend([bulk("gamma"), Value::Int(1), Value::Int(1_700_000_030_000)]);
-        flat.extend([bulk(h), bulk(&format!(" \n{body}")), bulk("2 ")]);
+        flat.extend([bulk(h), bulk(body), bulk("2 ")]);
         let (batch, dropped) = parse_claim_reply(Value::Array(flat.clone())).unwrap();
         assert_eq!((batch.next_due, dropped), (None, 3));
         let [first, second, third, fourth] = &batch.items[..] else {
@@ -422,6 +424,40 @@ mod tests {
             seen,
             ["1700000000000- 5", "", "1700000000000- 9", "17000000000002"]
         );
+        // a replayed call (its attempts set to 0), with and without an agent, and a first
+        // attempt of an event of several calls, for every agent
+        let mut more = vec![Value::Int(-1), Value::Int(0), Value::Int(1_700_000_000_000)];
+        more.extend([bulk("acme"), Value::Int(3), Value::Int(1_700_000_030_000)]);
+        for rest in ["0 7", "0 ", "-  +"] {
+            more.extend([bulk(e), bulk(body), bulk(rest)]);
+        }
+        let (more, _) = parse_claim_reply(Value::Array(more)).unwrap();
+        let read: Vec<(u32, &str, bool)> = more
+            .items
+            .iter()
+            .map(|c| {
+                (
+                    c.attempts,
+                    c.seen.as_str(),
+                    c.body.ends_with(b"\"agent_id\":7}"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (1, "17000000000000 7", true),
+                (1, "17000000000000", false),
+                (1, "", false)
+            ]
+        );
+        // a group's head that names no delivery is the script's error
+        let mut empty = vec![Value::Int(-1), Value::Int(0), Value::Int(1_700_000_000_000)];
+        empty.extend([bulk("acme"), Value::Int(0), Value::Int(1_700_000_030_000)]);
+        assert!(matches!(
+            parse_claim_reply(Value::Array(empty)),
+            Err(QueueError::Protocol(_))
+        ));
         // a delivery cut short is the script's error, not a delivery
         flat.pop();
         assert!(matches!(
