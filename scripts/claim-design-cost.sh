@@ -39,6 +39,10 @@ wrap() {
   cat "$d/cleanup.lua"
   echo 'return reply'
 }
+# A model's text, with the helpers it takes from the queue's ahead of it.
+model() {
+  cat "$d/prelude.lua" "$d/$1"
+}
 # Instructions per call of the measure's text with the arguments that follow.
 count() {
   scripts/lua-cost.sh -n "$calls" "$@" | awk '{print $1}'
@@ -62,13 +66,13 @@ for n in "$@"; do
   done
   claim_setup=$(count "$(wrap "$n" setup-claim.lua '' false)" 'zr:{p1}' 16)
   now_claim=$(($(count "$(wrap "$n" setup-claim.lua "$claim" false)" 'zr:{p1}' 16) - claim_setup))
-  ids_claim=$(($(count "$(wrap "$n" setup-claim.lua "$(cat $d/claim-by-ids.lua)" false)" \
+  ids_claim=$(($(count "$(wrap "$n" setup-claim.lua "$(model claim-by-ids.lua)" false)" \
     'zr:{p1}' 16) - claim_setup))
   now_setup=$(count "$(wrap "$n" setup-complete.lua '' false)" "${now_args[@]}")
   now_complete=$(($(count "$(wrap "$n" setup-complete.lua "$complete" false)" \
     "${now_args[@]}") - now_setup))
   group_setup=$(count "$(wrap "$n" setup-complete.lua '' true)" "${group_args[@]}")
-  group_complete=$(($(count "$(wrap "$n" setup-complete.lua "$(cat $d/complete-groups.lua)" \
+  group_complete=$(($(count "$(wrap "$n" setup-complete.lua "$(model complete-groups.lua)" \
     true)" "${group_args[@]}") - group_setup))
   echo "group of $n: this layout's claim $now_claim, completion $now_complete:" \
     "$(((now_claim + now_complete) / n)) a call;" \

@@ -6,14 +6,7 @@
 -- token, ids}. (A model to measure, not the gateway's script: it leaves out the reaping,
 -- the held accounts, the retention sweep and the next wait, which cost the same as now.)
 -- ARGV = base, max
-local call = redis.call
-local w = call
-local function now_ms()
-  local t = call('TIME')
-  local text = t[1] .. string.sub('00000' .. t[2], -6, -4)
-  return tonumber(text), text
-end
-local function int(x) return string.format('%d', x) end
+-- (`call`, `w`, `now_ms` and `int` come from prelude.lua)
 local base, max = ARGV[1], ARGV[2]
 local now, now_s = now_ms()
 local ready = base .. ':ready'

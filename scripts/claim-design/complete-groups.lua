@@ -5,14 +5,7 @@
 -- not the gateway's script: the rarer outcomes, made by a function of their own as now,
 -- are left out.)
 -- ARGV = base, then per group: account, claim time, n, then n times: event key, summary
-local call = redis.call
-local w = call
-local function now_ms()
-  local t = call('TIME')
-  local text = t[1] .. string.sub('00000' .. t[2], -6, -4)
-  return tonumber(text), text
-end
-local function int(x) return string.format('%d', x) end
+-- (`call`, `w`, `now_ms` and `int` come from prelude.lua)
 local argv = ARGV
 local base = argv[1]
 local retention = '86400000'
