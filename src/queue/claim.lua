@@ -330,15 +330,17 @@ local function room_for_group(rl, limit, window)
 end
 
 -- What a claim reads of a head, of event key `key` and call `k`: the event's time to
--- live, the call's status, the body, the call's agent and attempts, the event's calls,
--- and true for an event in its first form (whose head holds the agent).
+-- live, the call's status, the body, the call's agent and attempts, and the event's
+-- calls. An event in its first form comes as its whole `q`, whose head holds its agent
+-- (false here): the caller cuts it (see replies.rs).
 local function read_head(key, k)
   if k == '0' then
     -- an event in its first form (the most common): one HGET (see `first_form`)
     local q = try('HGET', key, 'q')
     if q and q ~= '' and not q.err then
-      local exp, agent, body = first_form(q, true)
-      return {exp or false, false, body, agent or false, false, false, true}
+      -- (its time to live alone: `whole` spares the cut of a body not wanted here)
+      local exp = first_form(q, true)
+      return {exp or false, false, q, false, false, false}
     end
   end
   -- (a summary, a string, fails the HGET: read as the event by `event_fields`, which
@@ -525,9 +527,10 @@ for a = 1, #accts do
           out[o + 1] = mdid
           out[o + 2] = mev[3] or ''
           -- The rest, for all but the most common call (a first attempt of an event of one
-          -- call, whose agent, if any, is in its first form): the attempts that ended as
-          -- read ('-' when missing), its agent, and ' +' for an event of several calls.
-          if mev[5] or (mev[6] and mev[6] ~= '1') or (mev[4] and not mev[7]) then
+          -- call with no agent of its own: none, or the one in its first form's head): the
+          -- attempts that ended as read ('-' when missing), its agent, and ' +' for an
+          -- event of several calls.
+          if mev[5] or (mev[6] and mev[6] ~= '1') or mev[4] then
             local rest = (mev[5] or '-') .. ' ' .. (mev[4] or '')
             if mev[6] and mev[6] ~= '1' then rest = rest .. ' +' end
             out[o + 3] = rest

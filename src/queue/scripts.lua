@@ -53,8 +53,9 @@ end
 -- a put-back, an expiry) writes them out as the fields they stand for (`exp`, `ag0`,
 -- `body`) and empties `q`, in the same `HSET` (`event_set`): an event with fields of its
 -- state has no `q`. The time to live (text), agent (nil when none) and body in `q`; with
--- `whole`, `q` itself in place of the body, for a caller that hands it on to one that
--- cuts its head (a claim: see replies.rs), which spares Redis a copy of the body.
+-- `whole`, `q` itself in place of the body, which spares Redis a copy of the body for a
+-- caller that wants none (a claim hands `q` on whole, and the gateway cuts its head: see
+-- replies.rs).
 local function first_form(q, whole)
   local space, newline = string.byte(q, 14, 15)
   if space == 32 and newline == 10 then
