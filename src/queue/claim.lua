@@ -1,6 +1,7 @@
 -- claim: leases the deliveries of up to `max` accounts of one partition that may send now.
 -- KEYS[1] = <base>:ready
--- ARGV = base, max
+-- ARGV = base, max, and for a claim of calls behind those the gateway ended unsent (see
+-- leased.rs), which the claim before swept, '1' (no retention sweep)
 -- The process's settings are written into the script's text, ahead of its helpers (see
 -- `claim_script` in script_queue.rs): lease, default_limit, default_window, margin (ms,
 -- numbers), reap_max (and as a number reap_max_count), retention (finished events, ms),
@@ -18,23 +19,18 @@
 -- dead letters, and drops dead letters and idle accounts past their retention. Then, for
 -- each due account (oldest score first): skips it while paused; if `limit` sends started
 -- within window + margin, re-scores it to the moment the oldest of them leaves the
--- window; else takes its head delivery (dropping expired ones as dead letters) and, when
--- the window has room for group_max sends, the queued ones that follow it (a lease
--- group), records a send start for each (which complete.lua moves to when its answer
--- came), leases them (writing nothing into their events: a call in flight is one whose
--- lease is in the in-flight set) and marks the account busy with them.
+-- window; else takes its head delivery and, when the window has room for group_max
+-- sends, those that follow it (a lease group), by their ids alone (the gateway reads
+-- their events: see leased.rs), records a send start for each (which complete.lua moves
+-- to when its answer came), leases them (writing nothing into their events: a call in
+-- flight is one whose lease is in the in-flight set) and marks the account busy with
+-- them.
 -- Returns {ms until more work is due or -1, dead letters dropped, the claim's time (Redis
 -- ms), then per lease group (an account is claimed once per call, so a reply holds at
 -- most one group of each): its account, its number of deliveries and its lease's end
 -- (Redis ms; the lease of its i-th delivery ends, and has its token, i - 1 ms earlier:
--- a lease's length is its distance from the claim's time), then per delivery, in order,
--- its 3 fields: did, body (for an event in its first form, its whole `q`, whose head,
--- holding its agent, the caller cuts: see `first_form`), and '' for a first attempt of
--- an event of one call whose agent, if any, is in its first form (the most common), else
--- the attempts that ended, `at`, as read ('-' when missing), a space and its agent (or
--- nothing), then ' +' for an event of several calls}; the wait is computed only when
--- nothing was claimed, or all that was due was. (The caller makes from these what a
--- completion need not read again: see replies.rs.)
+-- a lease's length is its distance from the claim's time), then its deliveries' ids, in
+-- order}; the wait is computed only when nothing was claimed, or all that was due was.
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
 local max = ARGV[2]
@@ -145,8 +141,10 @@ if delayed_at and delayed_at <= now then
     if acct then
       changed(base, acct, now_s)
       if ev[2] == 'retrying' then
+        -- (one in flight was leased from the copy a put-back that failed part-way left at
+        -- the head: its lease's holder has it, and its status is set as that put-back's)
         local list = base .. ':q:' .. acct .. ':' .. (ev[3] or 'n')
-        if not near_head(list, did) then
+        if not call('ZSCORE', inflight, did) and not near_head(list, did) then
           w('LPUSH', list, did)
         end
         event_set(ekey, 's' .. k, 'queued')
@@ -237,7 +235,7 @@ end
 -- backlog of old letters drains at the claims' pace, a few at a time.
 local dropped = 0
 local sweep_accounts, sweep_drops = 8, 16
-if w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
+if not ARGV[3] and w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
   local cursor_key = base .. ':sweep:at'
   local at = call('HMGET', cursor_key, 'cursor', 'last', 'pos')
   local cursor, last = at[1] or '0', at[2]
@@ -329,59 +327,27 @@ local function room_for_group(rl, limit, window)
   return tonumber(string.sub(rl, at + 1, at + 13)) + window + margin + 1 <= now
 end
 
--- What a claim reads of a head, of event key `key` and call `k`: the event's time to
--- live, the call's status, the body, the call's agent and attempts, and the event's
--- calls. An event in its first form comes as its whole `q`, whose head holds its agent
--- (false here): the caller cuts it (see replies.rs).
-local function read_head(key, k)
-  if k == '0' then
-    -- an event in its first form (the most common): one HGET (see `first_form`)
-    local q = try('HGET', key, 'q')
-    if q and q ~= '' and not q.err then
-      -- (its time to live alone: `whole` spares the cut of a body not wanted here)
-      local exp = first_form(q, true)
-      return {exp or false, false, q, false, false, false}
-    end
-  end
-  -- (a summary, a string, fails the HGET: read as the event by `event_fields`, which
-  -- Redis counts as a second failed command)
-  return event_fields(key, 'exp', 's' .. k, 'body', 'ag' .. k, 'at' .. k, 'n')
-end
-
--- Whether the time to live of an event whose `exp` field reads `exp` (ms) has passed:
--- compared as text when it and `now_s` both have 13 digits (as times do until the year
--- 2286), which costs Redis a fraction of a conversion.
-local function expired(exp)
-  if not exp then return false end
-  if #exp == 13 and #now_s == 13 then return exp <= now_s end
-  local t = tonumber(exp) or 0
-  return t > 0 and t <= now
-end
-
--- Entries dropped from the heads of the lists (stale, or expired into dead letters) by
--- this call, across its accounts: past the budget, the rest wait for the next call.
-local stale_left = 32
+-- The deliveries leased, in the reply: each group adds its head (its account, its calls
+-- and its lease's end) and its calls' ids to `out`, a flat list, as Redis turns each table
+-- of a reply into an array at a cost.
 local out = {-1, 0, now}
--- (the deliveries leased: each group adds its head and its calls' 3 fields each to
--- `out`, a flat list, as Redis turns each table of a reply into an array at a cost)
 local claimed = 0
 -- the earliest end of the leases this call granted
 local first_lease_end
 local accts = call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
--- each account below has its ready score written, at least (those left untouched once the
--- stale budget runs out are read again for nothing)
+-- each account below has its ready score written, at least
 changed_all(base, accts, now_s)
 for a = 1, #accts do
   local acct = accts[a]
-  -- past the budgets, the remaining accounts wait, untouched, for the next call
+  -- past the budget, the remaining accounts wait, untouched, for the next call
   local room = claim_deliveries - claimed
-  if stale_left <= 0 or room <= 0 then
+  if room <= 0 then
     whole = false
     break
   end
   local akey = base .. ':acct:' .. acct
   local st = call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
-    'rl')
+    'rl', 'le')
   local pause_until = st[4] and tonumber(st[4]) or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     w('ZREM', ready, acct)
@@ -394,152 +360,72 @@ for a = 1, #accts do
     if free_at then
       w('ZADD', ready, int(free_at), acct)
     else
-      -- The head is read, then leased, and popped last: a claim that fails part-way
-      -- leaves it at the head, for the next claim (or the reaper) to take again. The
-      -- list's first entries are read in one command: when the window has room for a
-      -- lease group, as many as a group holds.
+      -- The heads are leased by their ids alone: no event is read here. The gateway reads
+      -- each one it leased, sends those still waiting to be sent, and ends the lease of
+      -- the others (a stale entry of a finished or removed event, an expired one) by a
+      -- completion (see `leased.rs`). The list's first entries are read in one command:
+      -- when the window has room for a lease group, as many as a group holds, to be sent
+      -- one after another under one claim.
       local q = base .. ':q:' .. acct
       local span = '0'
       if room > 1 and room_for_group(rl, limit, window) then span = group_more end
-      local did, list, ekey, k, ev
-      local heads, at = {}, 1
-      while true do
-        if at > #heads then
-          list = q .. ':h'
-          heads = call('LRANGE', list, '0', span)
-          if #heads == 0 then
-            list = q .. ':n'
-            heads = call('LRANGE', list, '0', span)
-          end
-          at = 1
-        end
-        did = heads[at]
-        if not did then break end
-        local eid
-        eid, k = split_did(did)
-        ekey = base .. ':ev:' .. eid
-        -- what only an expiry needs (the event's counts) is read when one happens
-        ev = read_head(ekey, k)
-        -- (a call's status is missing while it is queued; nothing is, of an event gone)
-        local status = ev[2] or (ev[3] and 'queued')
-        ev[2] = status
-        if status == 'queued' or status == 'retrying' or status == 'delivering' then
-          if expired(ev[1]) then
-            -- a dead letter: the status, then the letter, then off the list
-            local counts = call('HMGET', ekey, 'done', 'n', 'dd')
-            local set = finish_fields(k, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '',
-              'le' .. k, 'time to live passed before delivery'}, counts[1], counts[2], counts[3],
-              true)
-            event_set(ekey, unpack(set))
-            w('ZADD', base .. ':dead:' .. acct, now_s, did)
-          else
+      local list = q .. ':h'
+      local heads = call('LRANGE', list, '0', span)
+      if #heads == 0 then
+        list = q .. ':n'
+        heads = call('LRANGE', list, '0', span)
+      end
+      local n = #heads
+      if n > room then n = room end
+      if n > 1 then
+        -- (an id listed twice, a stale copy, ends the group before it)
+        local seen = {}
+        for j = 1, n do
+          local did = heads[j]
+          if seen[did] then
+            n = j - 1
             break
           end
-        elseif status == 'dead' or status == 'expired' then
-          local dead = base .. ':dead:' .. acct
-          if not call('ZSCORE', dead, did) then
-            -- the letter of an expiry that failed before it was recorded
-            w('ZADD', dead, now_s, did)
-          end
-        end
-        -- anything else is a stale entry of a finished or removed event: drop it
-        w('LPOP', list)
-        at = at + 1
-        stale_left = stale_left - 1
-        if stale_left <= 0 then
-          did = nil
-          break
+          seen[did] = true
         end
       end
-      if did then
-        -- A lease group: when the account's window has room for `group_max` more sends,
-        -- the heads that follow this one in its list (up to the first that is not plainly
-        -- waiting to be sent) go with it, to be sent one after another under one claim.
-        -- (the nils give the group's tables room for their entries: Lua grows an empty
-        -- table by rehashing it at each power of two)
-        local members = {{did, k, ekey, ev}, nil, nil, nil, nil, nil, nil, nil}
-        -- (no table for a lone head, the most common when the window has no room)
-        local seen = at < #heads and {[did] = true}
-        for j = at + 1, #heads do
-          local nd = heads[j]
-          local neid, nk = split_did(nd)
-          if not neid or seen[nd] or #members >= room then break end
-          seen[nd] = true
-          local nkey = base .. ':ev:' .. neid
-          local nev = read_head(nkey, nk)
-          nev[2] = nev[2] or (nev[3] and 'queued')
-          if nev[2] ~= 'queued' or expired(nev[1]) then break end
-          members[#members + 1] = {nd, nk, nkey, nev}
-        end
-        local n = #members
+      if n == 0 then
+        w('ZREM', ready, acct)
+        mark_ready(base, acct, now, now_s)
+      else
         -- Every member's lease ends at the group's end less its place in ms: a reaper
-        -- takes the last first, so its put-backs leave the group in order at the head.
+        -- takes the last first, so its put-backs leave the group in order at the head. A
+        -- lease's end is its token, so a call's tokens must never repeat: the account's
+        -- leases end after the last one it was granted (`le`, written with each group),
+        -- so its calls' tokens only grow. (A call with a token from before `le` was kept,
+        -- which the gateway finds in the event's `c`, is put back and `le` raised: see
+        -- complete.lua.)
         local lease_end = now + lease + (n - 1) * group_allowance
-        -- A lease's end is its token, so a call's tokens must never repeat: its lease
-        -- ends after the last one a completion ended early (`c`, recorded then, with the
-        -- attempts, so never on a first attempt; one that ran out ended before now), so
-        -- they only grow.
-        for i = 1, n do
-          local m = members[i]
-          local c = m[4][5] and call('HGET', m[3], 'c' .. m[2])
-          if c then
-            local least = (tonumber(c) or 0) + i
-            if least > lease_end then lease_end = least end
-          end
-        end
-        local leases = {nil, nil, nil, nil, nil, nil, nil, nil,
-          nil, nil, nil, nil, nil, nil, nil, nil}
-        local group = {nil, nil, nil, nil, nil, nil, nil, nil}
+        local last = st[8] and tonumber(st[8])
+        if last and last + n > lease_end then lease_end = last + n end
         if not first_lease_end or lease_end - n + 1 < first_lease_end then
           first_lease_end = lease_end - n + 1
         end
-        for i = 1, n do
-          local m = members[i]
-          leases[2 * i - 1] = int(lease_end - i + 1)
-          leases[2 * i] = m[1]
-          group[i] = m[1]
-        end
-        w('ZADD', inflight, unpack(leases))
-        -- The events are not written: a call in flight is one whose lease is in the
-        -- in-flight set, and its lease's end (its score there) is its token. Its attempt
-        -- is counted when it ends. The reply takes the group's head (its account, its
-        -- calls and its lease's end), then its calls.
+        -- (the nils give the table room for a group's entries: Lua grows an empty table by
+        -- rehashing it at each power of two)
+        local leases = {nil, nil, nil, nil, nil, nil, nil, nil,
+          nil, nil, nil, nil, nil, nil, nil, nil}
         local o = #out
         out[o + 1] = acct
         out[o + 2] = n
         out[o + 3] = lease_end
         o = o + 3
         for i = 1, n do
-          local m = members[i]
-          local mdid, mk, mkey, mev = m[1], m[2], m[3], m[4]
-          if mev[2] ~= 'queued' then
-            -- a head a put-back that failed part-way left 'retrying' (or an earlier
-            -- layout 'delivering')
-            event_set(mkey, 's' .. mk, 'queued')
-          end
-          -- A replay sets the attempts to 0 and marks the call replayed: only then (or
-          -- after a call put back at its first attempt) is the mark looked for.
-          if mev[5] == '0' and call('HGET', mkey, 'rp' .. mk) == '1' then
-            -- replayed: a replay that failed part-way may have left it among the dead letters
-            w('ZREM', base .. ':dead:' .. acct, mdid)
-            event_set(mkey, 'rp' .. mk, '')
-          end
-          out[o + 1] = mdid
-          out[o + 2] = mev[3] or ''
-          -- The rest, for all but the most common call (a first attempt of an event of one
-          -- call with no agent of its own: none, or the one in its first form's head): the
-          -- attempts that ended as read ('-' when missing), its agent, and ' +' for an
-          -- event of several calls.
-          if mev[5] or (mev[6] and mev[6] ~= '1') or mev[4] then
-            local rest = (mev[5] or '-') .. ' ' .. (mev[4] or '')
-            if mev[6] and mev[6] ~= '1' then rest = rest .. ' +' end
-            out[o + 3] = rest
-          else
-            out[o + 3] = ''
-          end
-          o = o + 3
-          claimed = claimed + 1
+          local did = heads[i]
+          leases[2 * i - 1] = int(lease_end - i + 1)
+          leases[2 * i] = did
+          out[o + i] = did
         end
+        claimed = claimed + n
+        -- The events are not written: a call in flight is one whose lease is in the
+        -- in-flight set, and its lease's end (its score there) is its token. Its attempt
+        -- is counted when it ends.
+        w('ZADD', inflight, unpack(leases))
         -- the log keeps the newest `limit` (this group's sends among them, one entry at
         -- this time each); a long one (a high limit) only those that can still hold back
         -- a send under the current window and margin, as it is copied at each send (a
@@ -550,25 +436,22 @@ for a = 1, #accts do
         end
         local stamps = now_s
         if n > 1 then stamps = string.rep(now_s, n) end
-        w('HSET', akey, 'busy', table.concat(group, ' '), 'rl_at', now_s, 'rl', stamps .. rest)
+        w('HSET', akey, 'busy', table.concat(heads, ' ', 1, n), 'rl_at', now_s, 'rl',
+          stamps .. rest, 'le', leases[1])
         w('ZREM', ready, acct)
         if n == 1 then
           w('LPOP', list)
         else
           w('LTRIM', list, int(n), '-1')
         end
-      else
-        w('ZREM', ready, acct)
-        mark_ready(base, acct, now, now_s)
       end
     end
   end
 end
 
 out[2] = dropped
--- More accounts may be due than `max` let this call read, or than the budget of dropped
--- heads let it visit.
-if stale_left <= 0 or #accts >= tonumber(max) then whole = false end
+-- More accounts may be due than `max` let this call read.
+if #accts >= tonumber(max) then whole = false end
 -- The wait is of use to a caller that got nothing, and to one that got all that is due
 -- now: the caller need not claim the partition again before then, unless its completions
 -- free an account or new work comes.

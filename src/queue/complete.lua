@@ -8,7 +8,11 @@
 -- The retention of finished events (ms, as text) and the default rate limit are written
 -- into the script's text, ahead of its helpers (see `complete_script` in script_queue.rs).
 -- kind: delivered (a success, whose kind is not sent) | retry | dead | ratelimited |
--- authfailed | released
+-- authfailed | released, or one the gateway sends for a call it leased and did not send
+-- (see leased.rs): stale (its event had finished or gone), expired (its time to live had
+-- passed at the claim's time, which delay_ms then carries), again (its token was not above the one its event recorded, `c`, which
+-- delay_ms then carries: it goes back to the front, and the account's next leases end
+-- after that one)
 -- The caller holds the lease when its token is still the lease's end in the in-flight set
 -- (a call's tokens only grow: see claim.lua), or, for the success of an event's only call,
 -- when the call is in its account's lease group claimed at the time the claim gave it
@@ -55,7 +59,7 @@ do
       owners[deliveries] = a
       local kind = argv[i + 2]
       if kind == 'retry' or kind == 'dead' or kind == 'ratelimited' or kind == 'authfailed'
-        or kind == 'released' then
+        or kind == 'released' or kind == 'stale' or kind == 'expired' or kind == 'again' then
         i = i + 7
       else
         kind = 'delivered'
@@ -73,6 +77,8 @@ local inflight = base .. ':inflight'
 -- (`sent_more`: the successes it counts).
 local acct, akey, flags
 local sent_more, extra, auth_failed, pause_until, count_429, freed
+-- the least end of the account's next leases (its `le`) an `again` raised it to
+local le_floor
 -- The account's lease group as read (`busy`), in order, and the set of its members still
 -- in flight; `left` counts the members the run freed.
 local order, members, left
@@ -169,9 +175,16 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
   local owned = leased == token
   -- What only the rarer outcomes need (the event's priority and attempts, the account's
   -- 429 count) is read by them.
-  local ev = event_fields(ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd', 'acct')
+  local ev = event_fields(ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd', 'acct', 'rp' .. k,
+    'dt' .. k)
   -- (a call's status is missing while it is queued; nothing is, of an event gone)
   local status = ev[1] or (ev[6] and 'queued')
+  if owned and ev[7] == '1' then
+    -- A replayed call (see replay.lua): a replay that failed before its last write left
+    -- it among the dead letters, which its first lease's holder clears.
+    w('ZREM', base .. ':dead:' .. acct, did)
+    event_set(ekey, 'rp' .. k, '')
+  end
   -- Upstream received this call at some moment before its answer came back: the holder of
   -- the lease counts the call from now, so that however long the request took on the way,
   -- upstream can never see more than `limit` calls in one window. The claim logged each
@@ -196,9 +209,12 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
     -- the lease and free the account (held, as its outcome says).
     if owned then
       hold_account(kind, delay)
-      if status == 'delivered' and held then
+      if status == 'delivered' and held
+        and (kind ~= 'stale' or (tonumber(ev[8] or '') or 0) > (tonumber(flags[1] or '') or 0)) then
         -- a late success left its count to the holder (a completion of its own that
-        -- failed part-way freed the account with its count, in one write)
+        -- failed part-way freed the account with its count, in one write); a stale entry
+        -- (the gateway read the call finished) was delivered before this lease's claim
+        -- unless its success came after it, when its account's group held it
         sent_more = sent_more + 1
       end
       if status == 'dead' or status == 'expired' then
@@ -211,6 +227,11 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
     elseif status == 'delivered' and is_finished(ev[3], ev[4], ev[5]) then
       w('PEXPIRE', ekey, retention)
     end
+    return logged
+  end
+  if kind == 'stale' then
+    -- read finished or gone, now waiting again (a replay since put it at the back of its
+    -- list): that copy is the one to send
     return logged
   end
   local delivered_fields
@@ -271,10 +292,28 @@ local function complete_other(did, ekey, k, kind, code, err, delay, reason, toke
     w('ZADD', base .. ':retry:' .. acct, due, did)
     event_set(ekey, 's' .. k, 'retrying', 'at' .. k, attempts_after(ekey, k, ev[2], token),
       'c' .. k, token, 'ls' .. k, code, 'le' .. k, err)
+  elseif kind == 'expired' then
+    -- a dead letter since the claim that found it expired (its time is the delay): its
+    -- status, then the letter (as a claim of a held account's head)
+    finish(ekey, k, ev, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '', 'le' .. k,
+      'time to live passed before delivery'}, true)
+    w('ZADD', base .. ':dead:' .. acct, delay, did)
   elseif kind == 'dead' then
     finish(ekey, k, ev, 'dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err,
       'at' .. k, attempts_after(ekey, k, ev[2], token), 'c' .. k, token}, true)
     w('ZADD', base .. ':dead:' .. acct, now_s, did)
+  elseif kind == 'again' then
+    -- back to the front, unsent; its `c` stays, and the account's next leases end after it
+    local list = base .. ':q:' .. acct .. ':' .. (call('HGET', ekey, 'prio') or 'n')
+    if not near_head(list, did) then
+      w('LPUSH', list, did)
+    end
+    if status ~= 'queued' then
+      event_set(ekey, 's' .. k, 'queued')
+    end
+    local above = tonumber(delay) or 0
+    le_floor = le_floor or tonumber(call('HGET', akey, 'le') or '') or 0
+    if above > le_floor then le_floor = above end
   else
     -- ratelimited, authfailed, released: back to the front, the attempt does not count
     local list = base .. ':q:' .. acct .. ':' .. (call('HGET', ekey, 'prio') or 'n')
@@ -344,6 +383,10 @@ for j = 1, deliveries + 1 do
       set[#set + 1] = 'busy'
       set[#set + 1] = busy
     end
+    if le_floor then
+      set[#set + 1] = 'le'
+      set[#set + 1] = int(le_floor)
+    end
     if sent_more > 0 then
       set[#set + 1] = 'sent'
       set[#set + 1] = int((tonumber(flags[6] or '0') or 0) + sent_more)
@@ -380,7 +423,7 @@ for j = 1, deliveries + 1 do
     akey = base .. ':acct:' .. a
     flags = call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
       'rl', 'limit', 'window')
-    sent_more, extra = 0, {}
+    sent_more, extra, le_floor = 0, {}, nil
     auth_failed, pause_until, count_429 = flags[4], flags[5], nil
     freed, ends = false, {nil, nil, nil, nil, nil, nil, nil, nil}
     left = 0
@@ -444,7 +487,14 @@ for j = 1, deliveries + 1 do
       -- `summary_fields`), which replaces its hash and expires after the retention, in one
       -- command.
       local attempts = '1'
-      if at ~= '-' then attempts = next_attempt(at) end
+      if at ~= '-' then
+        attempts = next_attempt(at)
+        if at == '0' then
+          -- (a replayed call: a replay that failed before its last write left it among
+          -- the dead letters; see `complete_other`)
+          w('ZREM', base .. ':dead:' .. acct, did)
+        end
+      end
       w('SET', ekey, 'delivered ' .. attempts .. ' ' .. code .. ' ' .. now_s .. ' ' .. agent
         .. ' ' .. acct, 'PX', retention)
       sent_more = sent_more + 1
@@ -470,7 +520,11 @@ for j = 1, deliveries + 1 do
           taken = taken + 1
           spots[taken] = s
           searched = s + 13
-          if kind ~= 'released' then stamped = stamped + 1 end
+          -- (a call the gateway did not send is released too)
+          if kind ~= 'released' and kind ~= 'stale' and kind ~= 'expired' and kind ~= 'again'
+          then
+            stamped = stamped + 1
+          end
         end
       end
       if held then

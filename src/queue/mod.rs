@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod connections;
 mod enqueue_calls;
 pub mod layout;
+mod leased;
 pub mod memory;
 pub mod redis;
 mod replies;

@@ -404,6 +404,18 @@ impl Transport for RedisConnections {
         reply
     }
 
+    /// As the trait's: a key of another type is no failure of the primary.
+    async fn read_hash(&self, key: &str) -> Result<Value, QueueError> {
+        match self.command_once(redis::cmd("HGETALL").arg(key)).await {
+            Err(QueueError::Unavailable(e)) if e.starts_with("WRONGTYPE") => Ok(Value::Nil),
+            Err(e) => {
+                self.failed().await;
+                Err(e)
+            }
+            reply => reply,
+        }
+    }
+
     fn describe(&self, prefix: &str, partitions: u16) -> String {
         RedisConnections::describe(self, prefix, partitions)
     }

@@ -19,13 +19,13 @@
 //! |---|---|---|
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
-//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `q` (an event of one call in its first form: `<exp> <agent>\n<body>`, each of the first two empty when missing, standing for `exp`, `ag0` and `body` until its first write writes them out and empties it; see `first_form` in `scripts.lua`), `n` (Notify calls; missing: 1; its time of creation is its id's, a UUIDv7 made when the gateway accepted it), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (missing: `queued`; `queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease that ended early (its next lease ends after it) or whose attempt the reaper counted (always written with `at{k}`), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until the call is claimed. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `q` (an event of one call in its first form: `<exp> <agent>\n<body>`, each of the first two empty when missing, standing for `exp`, `ag0` and `body` until its first write writes them out and empties it; see `first_form` in `scripts.lua`), `n` (Notify calls; missing: 1; its time of creation is its id's, a UUIDv7 made when the gateway accepted it), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (missing: `queued`; `queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease that ended early (its next lease ends after it) or whose attempt the reaper counted (always written with `at{k}`), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until its first lease ends. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
 //! | `{base}:ev:{event id}`, an event of one call once delivered | STRING | its summary, which replaces its hash: `delivered <attempts> <upstream status> <delivered at, ms> <agent, or nothing> <account>`, one space apart; expires `delivery.event_retention_seconds` after it was written (read as the hash's fields would be: `summary_fields` in `scripts.lua`) |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms), which is also the lease's token |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
 //! | `{base}:retry:{account}` | ZSET | the account's deliveries waiting for a retry (as in `delayed`) |
 //! | `{base}:dead:{account}` | ZSET | delivery id → time (ms) it became a dead letter; dropped `delivery.dead_letter_retention_seconds` later |
-//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (the lease group in flight: its delivery ids, one space apart, in sending order; see [`Queue::claim`]), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is its claim's, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; a released call, never sent, loses its entry; a send that would leave more than 128 behind it keeps only those that can still hold back a send under the account's current window and margin), `rl_at` (the claim time of the latest lease group, whose entries in `rl` stand for its members not yet answered while it is in flight), `paused`, `auth_failed`, `until` (429 pause end, ms), `d` (never below the account's depth: raised by each enqueue by the calls it stores, removed by a replay; an enqueue counts the depth again when it is missing, has grown past a tenth of the cap or would refuse an event; see `enqueue.lua`), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
+//! | `{base}:acct:{account}` | HASH | `limit`, `window` (ms), `sent`, `upstream_429`, `busy` (the lease group in flight: its delivery ids, one space apart, in sending order; see [`Queue::claim`]), `rl` (the rate log: the times in ms of the latest `limit` calls, newest first, 13 digits each without a separator; a call's time is its claim's, replaced by when its answer arrived (upstream saw it no later) or, when its lease ran out, by the lease's end, so transit time can never squeeze `limit + 1` calls into one upstream window; a released call, never sent, loses its entry; a send that would leave more than 128 behind it keeps only those that can still hold back a send under the account's current window and margin), `rl_at` (the claim time of the latest lease group, whose entries in `rl` stand for its members not yet answered while it is in flight), `le` (the end of the latest lease group's lease: the account's next leases end after it, so that a call's lease tokens only grow), `paused`, `auth_failed`, `until` (429 pause end, ms), `d` (never below the account's depth: raised by each enqueue by the calls it stores, removed by a replay; an enqueue counts the depth again when it is missing, has grown past a tenth of the cap or would refuse an event; see `enqueue.lua`), `idle_since` (ms: first seen with no events, dead letters or hold; the record is deleted `delivery.account_retention_seconds` later) |
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
 //! | `{base}:changed` | ZSET | account → time (ms) of the latest change to what its stats show, recorded by every script that makes one (also when its record is dropped), so that a process keeping the stats reads again only those (`snapshot.rs`); entries older than an hour ([`super::CHANGES_KEPT_MS`]) are dropped by the sweep that ends a round |
@@ -96,20 +96,26 @@
 //!   the bound before it pushes, so the bound is never below the depth: a failure leaves
 //!   it at worst above, which costs the account a count at its next enqueue when it nears
 //!   the cap.
-//! - Entries of finished deliveries left in a list are dropped by the claim that meets
-//!   them; an expiry that failed before its dead letter was recorded is recorded then.
+//! - A claim leases calls by their ids alone, and the gateway reads their events (see
+//!   [`super::leased`]): an entry of a finished delivery left in a list is leased, read,
+//!   and its lease ended by a completion (`stale`), which also records an expiry that
+//!   failed before its dead letter was; an expired call's completion (`expired`) makes it
+//!   a dead letter.
 //! - A replay that fails after the push leaves the letter among the dead letters until the
-//!   call is claimed (`rp{k}`): the only state where an id is briefly in two places.
+//!   call's first lease ends (`rp{k}`): the only state where an id is briefly in two
+//!   places.
 //! - The worker retries a completion that failed; a completion of an already finished
 //!   delivery only finishes what is left. One retried after its call was claimed again is
 //!   stale: a lease's token is its end, and a call's next lease ends after every earlier
-//!   one (after the end of the last one a completion ended early, `c{k}`; a lease that ran
-//!   out ended before the claim). The success of an event's only call, the most common
+//!   one: an account's leases end after the last one it was granted (`le`). A call whose
+//!   token is not above the end of its last lease that a completion ended early (`c{k}`,
+//!   which a lease granted before `le` was recorded may have) goes back to the front
+//!   unsent (`again`), and `le` is raised past it. The success of an event's only call, the most common
 //!   outcome, is known for its lease holder's instead by the call's place in `busy` and
 //!   the group's claim time (`rl_at`), which the claim handed the worker
 //!   ([`Claimed::seen`](super::Claimed::seen)): a call leaves `busy` before its lease
 //!   leaves `inflight`, and a new claim of it has a later time. It is written from what
-//!   the claim read, without reading the event.
+//!   the gateway read of the event after the claim, without reading it again.
 //! - A success is counted (`sent`) once: by the write that takes its call out of `busy`
 //!   (the holder's completion, or the reaper's), or, when it is reported after its lease
 //!   ran out, by that report, unless a new lease of the call is still in `busy`.
@@ -144,6 +150,7 @@ use tokio::sync::OnceCell;
 use super::announce::{announced_partitions, Announcer};
 use super::enqueue_calls::{answer_group, call_args, group_calls, PendingEnqueue};
 use super::layout::{self, LayoutScripts, RATE_LOG_STAMP};
+use super::leased::{judge, EventFields, Leased, LeasedCall, Unsent, Verdict};
 use super::replies::{
     array, bytes, call_status, int, outcome_args, parse_claim_reply, parse_complete_reply, text,
 };
@@ -152,7 +159,8 @@ use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::{
     rfc3339_ms, CallStatus, ClaimBatch, Completion, DeadLetter, DeadLetterPage, DeadLetterResult,
     DeadLetterSelection, DeadReason, DeliveryStatus, EnqueueBatch, EnqueueOutcome, EventRecord,
-    Freed, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention, PROCESS_STALE,
+    Freed, Outcome, ProcessRecord, Queue, QueueError, QueueStats, RateLimit, Retention,
+    PROCESS_STALE,
 };
 use crate::domain::{partition_of, EventId, NotifyPayload};
 
@@ -228,6 +236,10 @@ const CLAIM_CHUNK: usize = 16;
 /// Most deliveries claimed by one claim script call (its accounts' lease groups
 /// together), for the same reason.
 const CLAIM_DELIVERIES: usize = 64;
+
+/// Most claim calls a partition gets in one [`Queue::claim_each`]: more than one when the
+/// gateway ended calls of the previous one unsent.
+const CLAIM_ROUNDS: usize = 4;
 
 /// Most expired leases, and most due retries, put back by one claim script call, so
 /// that no call holds Redis for long (each takes about ten Redis calls).
@@ -571,7 +583,286 @@ impl<T: Transport> ScriptQueue<T> {
 }
 
 impl<T: Transport> ScriptQueue<T> {
-    /// Stores a group of enqueue requests in one round trip and answers each.
+    /// Records `ends` (see [`Queue::complete_each`]): one script call per partition (in
+    /// chunks of about `COMPLETE_CHUNK`, whole account runs), all in one round trip; a
+    /// call that fails fails only its own completions.
+    async fn record_ends(&self, ends: &[Ending<'_>]) -> Vec<Result<Freed, QueueError>> {
+        // Completions whose id names no event are not the queue's: nothing to record.
+        let mut results: Vec<Result<Freed, QueueError>> =
+            ends.iter().map(|_| Ok(Freed::Now)).collect();
+        let mut by_partition: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (i, c) in ends.iter().enumerate() {
+            let Some(event_id) = EventId::of_delivery(c.delivery_id) else {
+                continue;
+            };
+            by_partition
+                .entry(event_id.partition())
+                .or_default()
+                .push(i);
+        }
+        let mut calls: Vec<ScriptCall> = Vec::new();
+        let mut owners: Vec<&[usize]> = Vec::new();
+        for (partition, group) in &by_partition {
+            let base = self.base(*partition);
+            for chunk in account_chunks(group, ends) {
+                let mut args = Vec::with_capacity(2 + 7 * chunk.len());
+                args.push(base.clone().into_bytes());
+                // (each argument costs Redis's Lua: a run of one account's ends
+                // names its account once, and a success neither its kind nor the rest,
+                // but what its claim saw, which spares reading the event, and the event's
+                // key)
+                let mut run: Option<&str> = None;
+                for &i in chunk {
+                    let c = &ends[i];
+                    if run != Some(c.account) {
+                        if run.is_some() {
+                            args.push(Vec::new());
+                        }
+                        args.push(c.account.as_bytes().to_vec());
+                        run = Some(c.account);
+                    }
+                    args.push(c.delivery_id.as_bytes().to_vec());
+                    args.push(c.lease_token.to_string().into_bytes());
+                    let (kind, code, error, delay, reason) = c.args();
+                    if kind == "delivered" {
+                        // the event's key, for its call 0 (which is every call of an event
+                        // of one): it spares the script cutting the id and joining the key
+                        let key = match c.delivery_id.strip_suffix(":0") {
+                            Some(event) => event_key(&base, event),
+                            None => String::new(),
+                        };
+                        args.extend([
+                            code.into_bytes(),
+                            c.seen.as_bytes().to_vec(),
+                            key.into_bytes(),
+                        ]);
+                    } else {
+                        let error: String = error.chars().take(1000).collect();
+                        args.extend([
+                            kind.as_bytes().to_vec(),
+                            code.into_bytes(),
+                            error.into_bytes(),
+                            delay.to_string().into_bytes(),
+                            reason.as_bytes().to_vec(),
+                        ]);
+                    }
+                }
+                calls.push((base.clone(), args));
+                owners.push(chunk);
+            }
+        }
+        if calls.is_empty() {
+            return results;
+        }
+        let replies = self.run_script(&self.complete, &calls).await;
+        for (reply, chunk) in replies.into_iter().zip(owners) {
+            match reply {
+                Err(e) => {
+                    for &i in chunk {
+                        results[i] = Err(e.clone());
+                    }
+                }
+                Ok(reply) => {
+                    let later = parse_complete_reply(reply);
+                    for &i in chunk {
+                        if let Some(wait) = later.get(ends[i].account) {
+                            results[i] = Ok(Freed::After(*wait));
+                        }
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// One round of [`Queue::claim_each`]. A round after the first (`expiry_at`: the
+    /// first's time for each request, which the events' times to live are checked
+    /// against, as if one claim had leased them all) does not sweep the partitions'
+    /// retention again (the first did, and a sweep's pace is its interval's).
+    async fn claim_round(
+        &self,
+        requests: &[(u16, usize)],
+        expiry_at: Option<&[u64]>,
+    ) -> Vec<Result<Round, QueueError>> {
+        // A request for more than CLAIM_CHUNK accounts becomes several script calls on
+        // the partition, one after the other in the same round trip.
+        let mut calls: Vec<ScriptCall> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (i, &(partition, max)) in requests.iter().enumerate() {
+            let base = self.base(partition);
+            let mut left = max;
+            loop {
+                let take = left.min(CLAIM_CHUNK);
+                left -= take;
+                let mut args = vec![base.clone().into_bytes(), take.to_string().into_bytes()];
+                if expiry_at.is_some() {
+                    args.push(b"1".to_vec());
+                }
+                calls.push((base.clone(), args));
+                owner.push(i);
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        let replies = self.run_script(&self.claim, &calls).await;
+        let mut dropped = 0;
+        let mut leased: Vec<Result<Leased, QueueError>> =
+            requests.iter().map(|_| Ok(Leased::default())).collect();
+        for (reply, i) in replies.into_iter().zip(owner) {
+            // A request's later chunks still count what they leased when an earlier one
+            // failed: the deliveries are handed out, the error reported with them lost
+            // would strand them until their leases end.
+            let part = match reply.and_then(parse_claim_reply) {
+                Ok(part) => {
+                    dropped += part.dropped;
+                    part
+                }
+                Err(e) => {
+                    match &mut leased[i] {
+                        Ok(batch) if batch.calls.is_empty() => leased[i] = Err(e),
+                        // what the failed call would have found is not known
+                        Ok(batch) => batch.next_due = None,
+                        Err(_) => {}
+                    }
+                    continue;
+                }
+            };
+            match &mut leased[i] {
+                Ok(batch) => {
+                    batch.calls.extend(part.calls);
+                    // the later call saw the partition after the earlier ones
+                    batch.next_due = part.next_due;
+                    batch.claimed_at = part.claimed_at;
+                }
+                // An earlier chunk failed: keep what this one leased, so it is sent.
+                Err(_) => leased[i] = Ok(part),
+            }
+        }
+        self.dead_letters_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+        self.read_leased(requests, leased, expiry_at).await
+    }
+
+    /// The claims' leased calls read (see [`super::leased`]): every call's event in one
+    /// round trip, the calls to send handed out, each group numbered again from 0 without
+    /// the others, whose leases are ended here; with each batch, whether it had such
+    /// calls (its partition is then due again at once: their accounts are free).
+    async fn read_leased(
+        &self,
+        requests: &[(u16, usize)],
+        leased: Vec<Result<Leased, QueueError>>,
+        expiry_at: Option<&[u64]>,
+    ) -> Vec<Result<Round, QueueError>> {
+        let keys: Vec<String> = requests
+            .iter()
+            .zip(&leased)
+            .filter_map(|(&(partition, _), batch)| Some((partition, batch.as_ref().ok()?)))
+            .flat_map(|(partition, batch)| {
+                let base = self.base(partition);
+                batch.calls.iter().map(move |call| {
+                    let event = call
+                        .delivery_id
+                        .rsplit_once(':')
+                        .map_or(call.delivery_id.as_str(), |(event, _)| event);
+                    event_key(&base, event)
+                })
+            })
+            .collect();
+        let mut reads =
+            futures::future::join_all(keys.iter().map(|key| self.transport.read_hash(key)))
+                .await
+                .into_iter();
+        let mut ends: Vec<(LeasedCall, Unsent)> = Vec::new();
+        let mut batches = Vec::with_capacity(leased.len());
+        for (r, batch) in leased.into_iter().enumerate() {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    batches.push(Err(e));
+                    continue;
+                }
+            };
+            let claimed_at_text = batch.claimed_at.to_string();
+            let expiry_at = expiry_at.map_or(batch.claimed_at, |at| at[r]);
+            let mut items = Vec::with_capacity(batch.calls.len());
+            let ended_before = ends.len();
+            let mut place = 0;
+            let calls = batch.calls;
+            let mut c = 0;
+            while c < calls.len() {
+                let call = &calls[c];
+                let read = reads
+                    .next()
+                    .unwrap_or_else(|| Err(QueueError::Protocol("a read went missing".into())));
+                if call.place == 0 {
+                    place = 0;
+                }
+                let verdict = match read.and_then(EventFields::of) {
+                    Ok(event) => judge(call, &event, batch.claimed_at, &claimed_at_text, expiry_at),
+                    // not sent: back to the front, its attempt not counted
+                    Err(_) => Verdict::End(Unsent::Unread),
+                };
+                c += 1;
+                match verdict {
+                    Verdict::Send(mut claimed) => {
+                        claimed.group_index = place;
+                        place += 1;
+                        items.push(claimed);
+                    }
+                    Verdict::End(unsent) if unsent.goes_back() => {
+                        // it and the rest of its group go back to the front, last first,
+                        // so that the group keeps its order there
+                        let rest = calls[c..]
+                            .iter()
+                            .take_while(|later| later.place > 0)
+                            .count();
+                        for later in calls[c..c + rest].iter().rev() {
+                            ends.push((later.clone(), Unsent::Unread));
+                        }
+                        ends.push((call.clone(), unsent));
+                        for _ in 0..rest {
+                            reads.next();
+                        }
+                        c += rest;
+                    }
+                    Verdict::End(unsent) => ends.push((call.clone(), unsent)),
+                }
+            }
+            let ended = ends.len() > ended_before;
+            let mut next_due = batch.next_due;
+            if ended {
+                // (their accounts are free again)
+                next_due = Some(Duration::ZERO);
+            }
+            batches.push(Ok(Round {
+                batch: ClaimBatch { items, next_due },
+                ended,
+                expiry_at,
+            }));
+        }
+        if !ends.is_empty() {
+            let records: Vec<Ending<'_>> = ends
+                .iter()
+                .map(|(call, unsent)| Ending {
+                    delivery_id: &call.delivery_id,
+                    account: &call.account,
+                    lease_token: call.lease_token,
+                    seen: "",
+                    how: How::Unsent(*unsent),
+                })
+                .collect();
+            for result in self.record_ends(&records).await {
+                if let Err(e) = result {
+                    // their leases run out, and the reaper puts them back
+                    tracing::warn!(error = %e, "could not end the leases of calls not sent; they wait for their leases to end");
+                    break;
+                }
+            }
+        }
+        batches
+    }
+
     async fn commit_enqueues(&self, group: Vec<PendingEnqueue>) {
         let calls = group_calls(
             group.iter().map(|p| &p.batch),
@@ -676,17 +967,82 @@ fn decode<V: redis::FromRedisValue>(reply: Value) -> Result<V, QueueError> {
     V::from_owned_redis_value(reply).map_err(|e| QueueError::Protocol(e.to_string()))
 }
 
-/// `indices` (of `completions`) cut into chunks of at least [`COMPLETE_CHUNK`] (but the
+/// One claim round's answer to one request (see [`Queue::claim_each`]).
+struct Round {
+    /// What it leased, to send.
+    batch: ClaimBatch,
+    /// Whether the gateway ended calls it leased unsent.
+    ended: bool,
+    /// The time the events' times to live were checked against.
+    expiry_at: u64,
+}
+
+/// The requests of `rounds` where the gateway ended calls it did not send.
+fn again_of(rounds: &[Result<Round, QueueError>]) -> Vec<usize> {
+    rounds
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|r| r.ended))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A completion as the complete script takes it: a worker's, or the gateway's own of a
+/// call it leased and did not send (see [`super::leased`]).
+struct Ending<'a> {
+    delivery_id: &'a str,
+    account: &'a str,
+    lease_token: u64,
+    /// What the claim saw (see [`super::Claimed::seen`]).
+    seen: &'a str,
+    how: How<'a>,
+}
+
+/// How a delivery ended.
+enum How<'a> {
+    /// As the worker reported.
+    Worker(&'a Outcome),
+    /// Not sent.
+    Unsent(Unsent),
+}
+
+impl<'a> Ending<'a> {
+    fn of(c: &'a Completion) -> Self {
+        Ending {
+            delivery_id: &c.delivery_id,
+            account: &c.account,
+            lease_token: c.lease_token,
+            seen: &c.seen,
+            how: How::Worker(&c.outcome),
+        }
+    }
+
+    /// The script's arguments for it: kind, upstream status, error, delay (ms), reason.
+    fn args(&self) -> (&'static str, String, String, u64, &'a str) {
+        match self.how {
+            How::Worker(outcome) => {
+                let (kind, code, error, delay, reason) = outcome_args(outcome);
+                (kind, code, error, delay, reason)
+            }
+            How::Unsent(unsent) => {
+                let (kind, delay) = unsent.kind();
+                (kind, String::new(), String::new(), delay, "")
+            }
+        }
+    }
+}
+
+/// `indices` (of `ends`) cut into chunks of at least [`COMPLETE_CHUNK`] (but the
 /// last), each ending where its account's run does: the completions a lease group's
 /// sender hands over together are recorded by one call, so they all fail or succeed
 /// together and their put-backs keep their order. A chunk never exceeds
 /// [`COMPLETE_CHUNK_MAX`] (a longer run, which groups of at most 64 do not make, is cut).
-fn account_chunks<'i>(indices: &'i [usize], completions: &[Completion]) -> Vec<&'i [usize]> {
+fn account_chunks<'i>(indices: &'i [usize], ends: &[Ending<'_>]) -> Vec<&'i [usize]> {
     let mut chunks = Vec::new();
     let mut start = 0;
     for end in 1..=indices.len() {
-        let run_ends = end == indices.len()
-            || completions[indices[end]].account != completions[indices[end - 1]].account;
+        let run_ends =
+            end == indices.len() || ends[indices[end]].account != ends[indices[end - 1]].account;
         let full = end - start >= COMPLETE_CHUNK_MAX;
         if full || (run_ends && (end - start >= COMPLETE_CHUNK || end == indices.len())) {
             chunks.push(&indices[start..end]);
@@ -838,62 +1194,41 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             .unwrap_or_else(|| Ok(ClaimBatch::default()))
     }
 
-    /// All partitions' claims in one round trip, each partition's calls failing alone.
+    /// All partitions' claims in one round trip, each partition's calls failing alone; a
+    /// partition where the gateway ended calls it leased and did not send (stale entries,
+    /// expired events: see [`super::leased`]) is claimed again at once, up to
+    /// [`CLAIM_ROUNDS`] times, so that those do not hold back the calls behind them.
     async fn claim_each(&self, requests: &[(u16, usize)]) -> Vec<Result<ClaimBatch, QueueError>> {
-        // A request for more than CLAIM_CHUNK accounts becomes several script calls on
-        // the partition, one after the other in the same round trip.
-        let mut calls: Vec<ScriptCall> = Vec::new();
-        let mut owner: Vec<usize> = Vec::new();
-        for (i, &(partition, max)) in requests.iter().enumerate() {
-            let base = self.base(partition);
-            let mut left = max;
-            loop {
-                let take = left.min(CLAIM_CHUNK);
-                left -= take;
-                let args = vec![base.clone().into_bytes(), take.to_string().into_bytes()];
-                calls.push((base.clone(), args));
-                owner.push(i);
-                if left == 0 {
-                    break;
-                }
+        let mut rounds = self.claim_round(requests, None).await;
+        let mut again: Vec<usize> = again_of(&rounds);
+        for _ in 1..CLAIM_ROUNDS {
+            if again.is_empty() {
+                break;
             }
-        }
-        let replies = self.run_script(&self.claim, &calls).await;
-        let mut dropped = 0;
-        let mut batches: Vec<Result<ClaimBatch, QueueError>> =
-            requests.iter().map(|_| Ok(ClaimBatch::default())).collect();
-        for (reply, i) in replies.into_iter().zip(owner) {
-            // A request's later chunks still count what they leased when an earlier one
-            // failed: the deliveries are handed out, the error reported with them lost
-            // would strand them until their leases end.
-            let part = match reply.and_then(parse_claim_reply) {
-                Ok((part, n)) => {
-                    dropped += n;
-                    part
-                }
-                Err(e) => {
-                    match &mut batches[i] {
-                        Ok(batch) if batch.items.is_empty() => batches[i] = Err(e),
-                        // what the failed call would have found is not known
-                        Ok(batch) => batch.next_due = None,
-                        Err(_) => {}
+            let round: Vec<(u16, usize)> = again.iter().map(|&i| requests[i]).collect();
+            let times: Vec<u64> = again
+                .iter()
+                .map(|&i| rounds[i].as_ref().map_or(0, |r| r.expiry_at))
+                .collect();
+            let replies = self.claim_round(&round, Some(&times)).await;
+            let next = again_of(&replies);
+            for (&i, reply) in again.iter().zip(replies) {
+                match (&mut rounds[i], reply) {
+                    (Ok(first), Ok(more)) => {
+                        first.batch.items.extend(more.batch.items);
+                        first.batch.next_due = more.batch.next_due;
                     }
-                    continue;
+                    // what this round could not claim waits for the next pass
+                    (Ok(first), Err(_)) => first.batch.next_due = Some(Duration::ZERO),
+                    (Err(_), _) => {}
                 }
-            };
-            match &mut batches[i] {
-                Ok(batch) => {
-                    batch.items.extend(part.items);
-                    // the later call saw the partition after the earlier ones
-                    batch.next_due = part.next_due;
-                }
-                // An earlier chunk failed: keep what this one leased, so it is sent.
-                Err(_) => batches[i] = Ok(part),
             }
+            again = next.into_iter().map(|j| again[j]).collect();
         }
-        self.dead_letters_dropped
-            .fetch_add(dropped, Ordering::Relaxed);
-        batches
+        rounds
+            .into_iter()
+            .map(|round| round.map(|round| round.batch))
+            .collect()
     }
 
     async fn complete(&self, completions: &[Completion]) -> Result<(), QueueError> {
@@ -906,92 +1241,8 @@ impl<T: Transport> Queue for ScriptQueue<T> {
     /// One script call per partition (in chunks of about `COMPLETE_CHUNK`, whole account
     /// runs), all in one round trip; a call that fails fails only its own completions.
     async fn complete_each(&self, completions: &[Completion]) -> Vec<Result<Freed, QueueError>> {
-        // Completions whose id names no event are not the queue's: nothing to record.
-        let mut results: Vec<Result<Freed, QueueError>> =
-            completions.iter().map(|_| Ok(Freed::Now)).collect();
-        let mut by_partition: HashMap<u16, Vec<usize>> = HashMap::new();
-        for (i, c) in completions.iter().enumerate() {
-            let Some(event_id) = EventId::of_delivery(&c.delivery_id) else {
-                continue;
-            };
-            by_partition
-                .entry(event_id.partition())
-                .or_default()
-                .push(i);
-        }
-        let mut calls: Vec<ScriptCall> = Vec::new();
-        let mut owners: Vec<&[usize]> = Vec::new();
-        for (partition, group) in &by_partition {
-            let base = self.base(*partition);
-            for chunk in account_chunks(group, completions) {
-                let mut args = Vec::with_capacity(2 + 7 * chunk.len());
-                args.push(base.clone().into_bytes());
-                // (each argument costs Redis's Lua: a run of one account's completions
-                // names its account once, and a success neither its kind nor the rest,
-                // but what its claim saw, which spares reading the event, and the event's
-                // key)
-                let mut run: Option<&str> = None;
-                for &i in chunk {
-                    let c = &completions[i];
-                    if run != Some(c.account.as_str()) {
-                        if run.is_some() {
-                            args.push(Vec::new());
-                        }
-                        args.push(c.account.clone().into_bytes());
-                        run = Some(&c.account);
-                    }
-                    args.push(c.delivery_id.clone().into_bytes());
-                    args.push(c.lease_token.to_string().into_bytes());
-                    let (kind, code, error, delay, reason) = outcome_args(&c.outcome);
-                    if kind == "delivered" {
-                        // the event's key, for its call 0 (which is every call of an event
-                        // of one): it spares the script cutting the id and joining the key
-                        let key = match c.delivery_id.strip_suffix(":0") {
-                            Some(event) => event_key(&base, event),
-                            None => String::new(),
-                        };
-                        args.extend([
-                            code.into_bytes(),
-                            c.seen.clone().into_bytes(),
-                            key.into_bytes(),
-                        ]);
-                    } else {
-                        let error: String = error.chars().take(1000).collect();
-                        args.extend([
-                            kind.as_bytes().to_vec(),
-                            code.into_bytes(),
-                            error.into_bytes(),
-                            delay.to_string().into_bytes(),
-                            reason.as_bytes().to_vec(),
-                        ]);
-                    }
-                }
-                calls.push((base.clone(), args));
-                owners.push(chunk);
-            }
-        }
-        if calls.is_empty() {
-            return results;
-        }
-        let replies = self.run_script(&self.complete, &calls).await;
-        for (reply, chunk) in replies.into_iter().zip(owners) {
-            match reply {
-                Err(e) => {
-                    for &i in chunk {
-                        results[i] = Err(e.clone());
-                    }
-                }
-                Ok(reply) => {
-                    let later = parse_complete_reply(reply);
-                    for &i in chunk {
-                        if let Some(wait) = later.get(&completions[i].account) {
-                            results[i] = Ok(Freed::After(*wait));
-                        }
-                    }
-                }
-            }
-        }
-        results
+        let ends: Vec<Ending<'_>> = completions.iter().map(Ending::of).collect();
+        self.record_ends(&ends).await
     }
 
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, QueueError> {
@@ -1347,12 +1598,13 @@ mod tests {
 
     #[test]
     fn completion_chunks_end_where_an_account_s_run_does() {
-        let of = |account: &str| Completion {
-            delivery_id: "e:0".into(),
-            account: account.into(),
+        let released = crate::queue::Outcome::Released;
+        let of = |account: &'static str| Ending {
+            delivery_id: "e:0",
+            account,
             lease_token: 1,
-            seen: String::new(),
-            outcome: crate::queue::Outcome::Released,
+            seen: "",
+            how: How::Worker(&released),
         };
         // 15 of `a`, then a lease group of 8 of `b`, then 20 of `c`, then one of `d`
         let accounts: Vec<&str> = std::iter::repeat("a")
@@ -1361,7 +1613,7 @@ mod tests {
             .chain(std::iter::repeat("c").take(20))
             .chain(["d"])
             .collect();
-        let completions: Vec<Completion> = accounts.iter().map(|a| of(a)).collect();
+        let completions: Vec<Ending<'_>> = accounts.iter().map(|a| of(a)).collect();
         let indices: Vec<usize> = (0..completions.len()).collect();
         let sizes: Vec<usize> = account_chunks(&indices, &completions)
             .iter()
@@ -1369,7 +1621,7 @@ mod tests {
             .collect();
         assert_eq!(sizes, [23, 20, 1], "b's run is not cut");
         // one account's run past the most a call takes is cut
-        let long: Vec<Completion> = (0..300).map(|_| of("a")).collect();
+        let long: Vec<Ending<'_>> = (0..300).map(|_| of("a")).collect();
         let indices: Vec<usize> = (0..long.len()).collect();
         let sizes: Vec<usize> = account_chunks(&indices, &long)
             .iter()

@@ -161,6 +161,17 @@ pub trait Transport: Send + Sync + 'static {
     /// Runs one plain command (outside scripts).
     async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError>;
 
+    /// Reads the hash at `key` (`HGETALL`, a command of its own: reads sent together go
+    /// in one round trip where the transport can). A key that holds another type (an
+    /// event's summary, a string) reads as nil, as a missing one reads empty: a store
+    /// answers that as an error, which says nothing of the store's health.
+    async fn read_hash(&self, key: &str) -> Result<Value, QueueError> {
+        match self.command(redis::cmd("HGETALL").arg(key)).await {
+            Err(QueueError::Unavailable(e)) if e.starts_with("WRONGTYPE") => Ok(Value::Nil),
+            reply => reply,
+        }
+    }
+
     /// Where the store is and whether it is durable, for people (no secrets).
     fn describe(&self, prefix: &str, partitions: u16) -> String;
 

@@ -2103,10 +2103,11 @@ async fn replay_and_purge_all_take_every_letter_in_chunks(b: Backend) {
     let out = put_with(&q, "acme", WIDE, 100_000, events).await;
     let first = stored(&out[0]);
     let last = stored(&out[n - 1]);
-    // A claim call buries a bounded number of them: claims until all are buried.
+    // A claim leases a bounded number of them (here one call a round, in a few rounds),
+    // each made a dead letter by its completion: claims until all are buried.
     let bury_all = || async {
         tokio::time::sleep(Duration::from_millis(40)).await;
-        for _ in 0..100 {
+        for _ in 0..n {
             assert!(claim(&q).await.is_empty(), "every event expired");
             if stats_for(&q, "acme").await.depth == 0 {
                 break;

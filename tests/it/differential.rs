@@ -856,6 +856,7 @@ async fn run(
             panic!("seed {seed}, step {n}: {what}\n{why}\n(replay with ZENRELAY_DIFF_SEED={seed})")
         };
         if let Err(why) = compare_json("reply", &r, &m) {
+            eprintln!("the replies: Redis {r}\nthe embedded store {m}");
             fail(why);
         }
         let (dropped_r, dropped_m) = (
