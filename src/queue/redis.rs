@@ -404,6 +404,57 @@ impl Transport for RedisConnections {
         reply
     }
 
+    /// As the trait's, in one pipeline on one connection (one request through the
+    /// multiplexed connection, where a command each costs the gateway a request each).
+    async fn read_hashes(&self, keys: &[String]) -> Vec<Result<Value, QueueError>> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HGETALL").arg(key);
+        }
+        let reply = match self.conn().await {
+            Ok(mut conn) => self
+                .timed(redis::aio::ConnectionLike::req_packed_commands(
+                    &mut conn,
+                    &pipe,
+                    0,
+                    keys.len(),
+                ))
+                .await
+                .map_err(unavailable),
+            Err(e) => Err(e),
+        };
+        match reply {
+            // (each command's error reply comes in its place, as a value)
+            Ok(values) if values.len() == keys.len() => values
+                .into_iter()
+                .map(|value| match value {
+                    Value::ServerError(e) if e.code() == "WRONGTYPE" => Ok(Value::Nil),
+                    Value::ServerError(e) => Err(QueueError::Unavailable(format!(
+                        "{} {}",
+                        e.code(),
+                        e.details().unwrap_or_default()
+                    ))),
+                    value => Ok(value),
+                })
+                .collect(),
+            Ok(values) => {
+                let e = QueueError::Protocol(format!(
+                    "{} reads answered {} values",
+                    keys.len(),
+                    values.len()
+                ));
+                keys.iter().map(|_| Err(e.clone())).collect()
+            }
+            Err(e) => {
+                self.failed().await;
+                keys.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
+    }
+
     /// As the trait's: a key of another type is no failure of the primary.
     async fn read_hash(&self, key: &str) -> Result<Value, QueueError> {
         match self.command_once(redis::cmd("HGETALL").arg(key)).await {

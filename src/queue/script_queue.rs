@@ -769,10 +769,7 @@ impl<T: Transport> ScriptQueue<T> {
                 })
             })
             .collect();
-        let mut reads =
-            futures::future::join_all(keys.iter().map(|key| self.transport.read_hash(key)))
-                .await
-                .into_iter();
+        let mut reads = self.transport.read_hashes(&keys).await.into_iter();
         let mut ends: Vec<(LeasedCall, Unsent)> = Vec::new();
         let mut batches = Vec::with_capacity(leased.len());
         for (r, batch) in leased.into_iter().enumerate() {

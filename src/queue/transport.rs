@@ -172,6 +172,12 @@ pub trait Transport: Send + Sync + 'static {
         }
     }
 
+    /// [`Transport::read_hash`] of each of `keys`, one result per key in order, each
+    /// failing alone; in one round trip where the transport can.
+    async fn read_hashes(&self, keys: &[String]) -> Vec<Result<Value, QueueError>> {
+        futures::future::join_all(keys.iter().map(|key| self.read_hash(key))).await
+    }
+
     /// Where the store is and whether it is durable, for people (no secrets).
     fn describe(&self, prefix: &str, partitions: u16) -> String;
 

@@ -2587,6 +2587,47 @@ async fn a_group_stopped_by_a_429_comes_back_in_order(b: Backend) {
     );
 }
 
+/// A list entry of a call already delivered (its event a summary, which a hash command is
+/// refused on) is leased by a claim, read by the gateway and dropped: the claim hands out
+/// what follows it, and the success is counted once. Redis only: the entry is pushed by
+/// hand.
+async fn a_stale_entry_of_a_summary_is_dropped_after_its_claim(b: Backend) {
+    let q = open(b).await;
+    let Some(redis) = q.redis.as_ref() else {
+        return;
+    };
+    let ids = put(&q, "acme", WIDE, &["x"]).await;
+    let c = claim(&q).await.remove(0);
+    done(&q, &c, ok()).await;
+    let pattern = format!("*:ev:{}", ids[0]);
+    let reply = redis.command(&["KEYS", &pattern]).expect("KEYS");
+    let key = reply
+        .lines()
+        .find(|l| l.ends_with(&ids[0].to_string()))
+        .expect("the event's key")
+        .to_string();
+    let base = key.trim_end_matches(&format!(":ev:{}", ids[0])).to_string();
+    assert_eq!(
+        redis.command(&["TYPE", &key]).as_deref(),
+        Some("+string\r\n"),
+        "the delivered event is its summary"
+    );
+    let later = put(&q, "acme", WIDE, &["y"]).await;
+    let list = format!("{base}:q:acme:n");
+    redis.command(&["LPUSH", &list, &did(&ids[0], 0)]);
+    let items = claim(&q).await;
+    assert_eq!(
+        names(&items),
+        ["y"],
+        "the stale entry is dropped, y comes next"
+    );
+    done(&q, &items[0], ok()).await;
+    let s = stats_for(&q, "acme").await;
+    assert_eq!((s.depth, s.in_flight, s.delivered), (0, 0, 2));
+    assert_eq!(record(&q, &later[0]).await.status, "delivered");
+    assert_eq!(record(&q, &ids[0]).await.status, "delivered");
+}
+
 conformance!(
     held_accounts_still_expire_their_events,
     fifo_and_priority_with_one_delivery_in_flight,
@@ -2596,6 +2637,7 @@ conformance!(
     fairness_across_accounts,
     expired_lease_is_requeued_at_the_front_and_stale_completion_ignored,
     late_success_removes_the_delivery_everywhere,
+    a_stale_entry_of_a_summary_is_dropped_after_its_claim,
     a_delivered_events_summary_is_read_as_the_event,
     an_events_first_write_keeps_what_its_first_form_held,
     a_single_call_success_is_recorded_from_its_claim,
