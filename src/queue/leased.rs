@@ -122,6 +122,11 @@ impl EventFields {
         Ok(EventFields(fields))
     }
 
+    /// An event in its first form, as an `HGET` of its `q` read it.
+    pub fn first_form(q: Vec<u8>) -> Self {
+        EventFields(vec![(b"q".to_vec(), q)])
+    }
+
     fn get(&self, name: &str) -> Option<&[u8]> {
         self.0
             .iter()

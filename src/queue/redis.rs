@@ -406,13 +406,13 @@ impl Transport for RedisConnections {
 
     /// As the trait's, in one pipeline on one connection (one request through the
     /// multiplexed connection, where a command each costs the gateway a request each).
-    async fn read_hashes(&self, keys: &[String]) -> Vec<Result<Value, QueueError>> {
-        if keys.is_empty() {
+    async fn read_each(&self, reads: &[redis::Cmd]) -> Vec<Result<Value, QueueError>> {
+        if reads.is_empty() {
             return Vec::new();
         }
         let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("HGETALL").arg(key);
+        for cmd in reads {
+            pipe.add_command(cmd.clone());
         }
         let reply = match self.conn().await {
             Ok(mut conn) => self
@@ -420,7 +420,7 @@ impl Transport for RedisConnections {
                     &mut conn,
                     &pipe,
                     0,
-                    keys.len(),
+                    reads.len(),
                 ))
                 .await
                 .map_err(unavailable),
@@ -428,7 +428,7 @@ impl Transport for RedisConnections {
         };
         match reply {
             // (each command's error reply comes in its place, as a value)
-            Ok(values) if values.len() == keys.len() => values
+            Ok(values) if values.len() == reads.len() => values
                 .into_iter()
                 .map(|value| match value {
                     Value::ServerError(e) if e.code() == "WRONGTYPE" => Ok(Value::Nil),
@@ -443,27 +443,15 @@ impl Transport for RedisConnections {
             Ok(values) => {
                 let e = QueueError::Protocol(format!(
                     "{} reads answered {} values",
-                    keys.len(),
+                    reads.len(),
                     values.len()
                 ));
-                keys.iter().map(|_| Err(e.clone())).collect()
+                reads.iter().map(|_| Err(e.clone())).collect()
             }
             Err(e) => {
                 self.failed().await;
-                keys.iter().map(|_| Err(e.clone())).collect()
+                reads.iter().map(|_| Err(e.clone())).collect()
             }
-        }
-    }
-
-    /// As the trait's: a key of another type is no failure of the primary.
-    async fn read_hash(&self, key: &str) -> Result<Value, QueueError> {
-        match self.command_once(redis::cmd("HGETALL").arg(key)).await {
-            Err(QueueError::Unavailable(e)) if e.starts_with("WRONGTYPE") => Ok(Value::Nil),
-            Err(e) => {
-                self.failed().await;
-                Err(e)
-            }
-            reply => reply,
         }
     }
 

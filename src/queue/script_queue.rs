@@ -744,8 +744,68 @@ impl<T: Transport> ScriptQueue<T> {
         self.read_leased(requests, leased, expiry_at).await
     }
 
-    /// The claims' leased calls read (see [`super::leased`]): every call's event in one
-    /// round trip, the calls to send handed out, each group numbered again from 0 without
+    /// The events at `keys` (each with whether the call leased is its call 0, whose event
+    /// may be in its first form), one result per key: a call 0's event read first by an
+    /// `HGET` of its first form alone (most events: about 1,300 fewer Redis instructions
+    /// than an `HGETALL`), and the others, and those without a first form, by `HGETALL`,
+    /// those in a second round trip.
+    async fn read_events(&self, keys: &[(String, bool)]) -> Vec<Result<EventFields, QueueError>> {
+        let hgetall = |key: &str| {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(key);
+            cmd
+        };
+        let first: Vec<redis::Cmd> = keys
+            .iter()
+            .map(|(key, zero)| {
+                if *zero {
+                    let mut cmd = redis::cmd("HGET");
+                    cmd.arg(key).arg("q");
+                    cmd
+                } else {
+                    hgetall(key)
+                }
+            })
+            .collect();
+        let mut events: Vec<Option<Result<EventFields, QueueError>>> =
+            Vec::with_capacity(keys.len());
+        let mut again: Vec<usize> = Vec::new();
+        for (i, reply) in self
+            .transport
+            .read_each(&first)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let zero = keys.get(i).is_some_and(|(_, zero)| *zero);
+            events.push(match reply {
+                Ok(Value::BulkString(q)) if zero && !q.is_empty() => {
+                    Some(Ok(EventFields::first_form(q)))
+                }
+                // (no first form: its fields, or nothing, are read whole)
+                Ok(_) if zero => {
+                    again.push(i);
+                    None
+                }
+                reply => Some(reply.and_then(EventFields::of)),
+            });
+        }
+        if !again.is_empty() {
+            let whole: Vec<redis::Cmd> = again.iter().map(|&i| hgetall(&keys[i].0)).collect();
+            for (&i, reply) in again.iter().zip(self.transport.read_each(&whole).await) {
+                events[i] = Some(reply.and_then(EventFields::of));
+            }
+        }
+        events
+            .into_iter()
+            .map(|event| {
+                event.unwrap_or_else(|| Err(QueueError::Protocol("a read went unanswered".into())))
+            })
+            .collect()
+    }
+
+    /// The claims' leased calls read (see [`super::leased`]): every call's event (see
+    /// `read_events`), the calls to send handed out, each group numbered again from 0 without
     /// the others, whose leases are ended here; with each batch, whether it had such
     /// calls (its partition is then due again at once: their accounts are free).
     async fn read_leased(
@@ -754,22 +814,22 @@ impl<T: Transport> ScriptQueue<T> {
         leased: Vec<Result<Leased, QueueError>>,
         expiry_at: Option<&[u64]>,
     ) -> Vec<Result<Round, QueueError>> {
-        let keys: Vec<String> = requests
+        let keys: Vec<(String, bool)> = requests
             .iter()
             .zip(&leased)
             .filter_map(|(&(partition, _), batch)| Some((partition, batch.as_ref().ok()?)))
             .flat_map(|(partition, batch)| {
                 let base = self.base(partition);
                 batch.calls.iter().map(move |call| {
-                    let event = call
+                    let (event, k) = call
                         .delivery_id
                         .rsplit_once(':')
-                        .map_or(call.delivery_id.as_str(), |(event, _)| event);
-                    event_key(&base, event)
+                        .unwrap_or((call.delivery_id.as_str(), ""));
+                    (event_key(&base, event), k == "0")
                 })
             })
             .collect();
-        let mut reads = self.transport.read_hashes(&keys).await.into_iter();
+        let mut reads = self.read_events(&keys).await.into_iter();
         let mut ends: Vec<(LeasedCall, Unsent)> = Vec::new();
         let mut batches = Vec::with_capacity(leased.len());
         for (r, batch) in leased.into_iter().enumerate() {
@@ -795,7 +855,7 @@ impl<T: Transport> ScriptQueue<T> {
                 if call.place == 0 {
                     place = 0;
                 }
-                let verdict = match read.and_then(EventFields::of) {
+                let verdict = match read {
                     Ok(event) => judge(call, &event, batch.claimed_at, &claimed_at_text, expiry_at),
                     // not sent: back to the front, its attempt not counted
                     Err(_) => Verdict::End(Unsent::Unread),

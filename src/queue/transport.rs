@@ -161,21 +161,19 @@ pub trait Transport: Send + Sync + 'static {
     /// Runs one plain command (outside scripts).
     async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError>;
 
-    /// Reads the hash at `key` (`HGETALL`, a command of its own: reads sent together go
-    /// in one round trip where the transport can). A key that holds another type (an
-    /// event's summary, a string) reads as nil, as a missing one reads empty: a store
-    /// answers that as an error, which says nothing of the store's health.
-    async fn read_hash(&self, key: &str) -> Result<Value, QueueError> {
-        match self.command(redis::cmd("HGETALL").arg(key)).await {
-            Err(QueueError::Unavailable(e)) if e.starts_with("WRONGTYPE") => Ok(Value::Nil),
-            reply => reply,
-        }
-    }
-
-    /// [`Transport::read_hash`] of each of `keys`, one result per key in order, each
-    /// failing alone; in one round trip where the transport can.
-    async fn read_hashes(&self, keys: &[String]) -> Vec<Result<Value, QueueError>> {
-        futures::future::join_all(keys.iter().map(|key| self.read_hash(key))).await
+    /// Runs plain reads (commands on one key each, outside scripts): one result per
+    /// command, in order, each failing alone; in one round trip where the transport can.
+    /// A read of a key that holds another type (an event's summary, a string, read as a
+    /// hash) answers nil: the store refuses it with an error that says nothing of its
+    /// health.
+    async fn read_each(&self, reads: &[redis::Cmd]) -> Vec<Result<Value, QueueError>> {
+        futures::future::join_all(reads.iter().map(|cmd| async move {
+            match self.command(cmd).await {
+                Err(QueueError::Unavailable(e)) if e.starts_with("WRONGTYPE") => Ok(Value::Nil),
+                reply => reply,
+            }
+        }))
+        .await
     }
 
     /// Where the store is and whether it is durable, for people (no secrets).
