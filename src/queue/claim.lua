@@ -346,8 +346,8 @@ for a = 1, #accts do
     break
   end
   local akey = base .. ':acct:' .. acct
-  local st = call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit', 'window',
-    'rl', 'le')
+  local st = call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'limit',
+    'window', 'rl', 'le')
   local pause_until = st[4] and tonumber(st[4]) or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
     w('ZREM', ready, acct)

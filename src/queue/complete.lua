@@ -10,9 +10,9 @@
 -- kind: delivered (a success, whose kind is not sent) | retry | dead | ratelimited |
 -- authfailed | released, or one the gateway sends for a call it leased and did not send
 -- (see leased.rs): stale (its event had finished or gone), expired (its time to live had
--- passed at the claim's time, which delay_ms then carries), again (its token was not above the one its event recorded, `c`, which
--- delay_ms then carries: it goes back to the front, and the account's next leases end
--- after that one)
+-- passed at the claim's time, which delay_ms then carries), again (its token was not
+-- above the one its event recorded, `c`, which delay_ms then carries: it goes back to the
+-- front, and the account's next leases end after that one)
 -- The caller holds the lease when its token is still the lease's end in the in-flight set
 -- (a call's tokens only grow: see claim.lua), or, for the success of an event's only call,
 -- when the call is in its account's lease group claimed at the time the claim gave it
@@ -59,7 +59,8 @@ do
       owners[deliveries] = a
       local kind = argv[i + 2]
       if kind == 'retry' or kind == 'dead' or kind == 'ratelimited' or kind == 'authfailed'
-        or kind == 'released' or kind == 'stale' or kind == 'expired' or kind == 'again' then
+        or kind == 'released' or kind == 'stale' or kind == 'expired' or kind == 'again'
+      then
         i = i + 7
       else
         kind = 'delivered'
@@ -104,239 +105,12 @@ local run_from, leases
 -- call `k`), `held` when it is in the account's lease group. Returns nothing when the
 -- delivery keeps its lease and its account (an outcome ignored or left to another
 -- holder); else whether the caller held the lease (`logged`: its call takes its entry out
--- of the rate log), and true when the delivery has no lease of its own to end. (This
--- function and those it holds are made at every call of the script, the latter only
--- when it runs: Redis's Lua makes a script's local functions anew at each of its calls,
--- at a cost that grows with the script's locals each uses.)
-local function complete_other(did, ekey, k, kind, code, err, delay, reason, token, held)
-  -- The lease of the run's delivery `d` in the in-flight set (its end, or false: a lease
-  -- the run has ended), as read once for all of the run's deliveries.
-  local function lease_of(d)
-    for e = 1, #ends do
-      if ends[e] == d then return false end
-    end
-    if not leases then
-      local dids = {nil, nil, nil, nil, nil, nil, nil, nil}
-      for j = run_from, deliveries do
-        if owners[j] ~= acct then break end
-        dids[#dids + 1] = argv[starts[j]]
-      end
-      local scores = call('ZMSCORE', inflight, unpack(dids))
-      leases = {}
-      for j = 1, #dids do leases[dids[j]] = scores[j] end
-    end
-    return leases[d]
-  end
-
-  -- Holds the account after a 429 (until `delay` ms from now, counted) or refused
-  -- credentials (until an operator resumes it); the held set lets claims expire its events
-  -- meanwhile.
-  local function hold_account(kind, delay)
-    if kind == 'ratelimited' then
-      count_429 = (count_429 or tonumber(call('HGET', akey, 'upstream_429') or '0') or 0)
-        + 1
-      pause_until = int(now + tonumber(delay))
-      extra[#extra + 1] = 'until'
-      extra[#extra + 1] = pause_until
-      extra[#extra + 1] = 'upstream_429'
-      extra[#extra + 1] = int(count_429)
-    elseif kind == 'authfailed' then
-      auth_failed = '1'
-      extra[#extra + 1] = 'auth_failed'
-      extra[#extra + 1] = '1'
-    else
-      return
-    end
-    w('ZADD', base .. ':held', 'NX', now_s, acct)
-  end
-
-  -- Writes the event's fields for one more finished delivery (see `finish_fields`), and
-  -- expires a finished event after the retention.
-  local function finish(ekey, k, ev, status_to, fields, dead)
-    local set, finished = finish_fields(k, status_to, fields, ev[3], ev[4], ev[5], dead)
-    event_set(ekey, unpack(set))
-    if finished then
-      w('PEXPIRE', ekey, retention)
-    end
-  end
-
-  -- The attempts (text) an owned completion that counts its attempt writes, from `at` as
-  -- read: one more, unless this lease's attempt was counted already (its token is in `c`,
-  -- which is only ever written with `at`: by a completion of it that failed part-way and
-  -- is done again, or by a reap that failed before its lease left the in-flight set).
-  local function attempts_after(ekey, k, at, token)
-    if at and call('HGET', ekey, 'c' .. k) == token then return at end
-    return next_attempt(at)
-  end
-
-  local leased = lease_of(did)
-  -- both are whole milliseconds in Redis's and the caller's text (Redis writes a score
-  -- that is a whole number as one)
-  local owned = leased == token
-  -- What only the rarer outcomes need (the event's priority and attempts, the account's
-  -- 429 count) is read by them.
-  local ev = event_fields(ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd', 'acct', 'rp' .. k,
-    'dt' .. k)
-  -- (a call's status is missing while it is queued; nothing is, of an event gone)
-  local status = ev[1] or (ev[6] and 'queued')
-  if owned and ev[7] == '1' then
-    -- A replayed call (see replay.lua): a replay that failed before its last write left
-    -- it among the dead letters, which its first lease's holder clears.
-    w('ZREM', base .. ':dead:' .. acct, did)
-    event_set(ekey, 'rp' .. k, '')
-  end
-  -- Upstream received this call at some moment before its answer came back: the holder of
-  -- the lease counts the call from now, so that however long the request took on the way,
-  -- upstream can never see more than `limit` calls in one window. The claim logged each
-  -- call of its group at the claim's time (`rl_at`): this call's answer takes one of
-  -- those entries (a released call, never sent, takes it away). A caller that lost its
-  -- lease leaves the rate log alone: the reaper counted the call at the lease's end.
-  local logged = owned and held
-  local ended = status == false or status == 'delivered' or status == 'dead'
-    or status == 'expired'
-  if not ended and kind ~= 'delivered' and not owned then
-    -- a failure reported by a caller that lost its lease: ignored
-    return
-  end
-  if ended then
-    if status and leased and not owned then
-      -- another process holds a new lease on it (this is a late success done again, or
-      -- a stale failure): that holder's completion finishes it
-      return
-    end
-    -- Already finished (a late success recorded it while this caller held its lease, or
-    -- this completion is a retry of one that failed part-way): finish what is left, end
-    -- the lease and free the account (held, as its outcome says).
-    if owned then
-      hold_account(kind, delay)
-      if status == 'delivered' and held
-        and (kind ~= 'stale' or (tonumber(ev[8] or '') or 0) > (tonumber(flags[1] or '') or 0)) then
-        -- a late success left its count to the holder (a completion of its own that
-        -- failed part-way freed the account with its count, in one write); a stale entry
-        -- (the gateway read the call finished) was delivered before this lease's claim
-        -- unless its success came after it, when its account's group held it
-        sent_more = sent_more + 1
-      end
-      if status == 'dead' or status == 'expired' then
-        -- a replay may lease it again: its next lease ends after this one
-        event_set(ekey, 'c' .. k, token, 'at' .. k, ev[2] or '0')
-      end
-    end
-    if (status == 'dead' or status == 'expired') and held then
-      w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
-    elseif status == 'delivered' and is_finished(ev[3], ev[4], ev[5]) then
-      w('PEXPIRE', ekey, retention)
-    end
-    return logged
-  end
-  if kind == 'stale' then
-    -- read finished or gone, now waiting again (a replay since put it at the back of its
-    -- list): that copy is the one to send
-    return logged
-  end
-  local delivered_fields
-  if kind == 'delivered' then
-    delivered_fields = {'ls' .. k, code, 'dt' .. k, now_s}
-    -- (a caller that lost its lease leaves the attempt to the reaper, which counted it)
-    if owned then
-      delivered_fields[5] = 'at' .. k
-      delivered_fields[6] = attempts_after(ekey, k, ev[2], token)
-    end
-    -- an earlier attempt's error goes (only an attempt that ended, which left `at`,
-    -- can have left one)
-    if ev[2] then
-      delivered_fields[#delivered_fields + 1] = 'le' .. k
-      delivered_fields[#delivered_fields + 1] = ''
-    end
-  end
-  if kind == 'delivered' and not owned and leased then
-    -- A late success while another process holds a new lease on the call: record the
-    -- success, and leave that lease, the account's busy flag and its rate entry to the
-    -- holder, whose own completion (then stale) releases them. While the call is in the
-    -- account's lease group, whoever takes it out (the holder's completion or, should
-    -- the holder die, the reaper) counts the success, in the write that takes it out;
-    -- once out of it (a claim, completion or reap of that lease failed part-way), no
-    -- one will: it counts here.
-    finish(ekey, k, ev, 'delivered', delivered_fields, false)
-    if not held then sent_more = sent_more + 1 end
-    return
-  elseif kind == 'delivered' then
-    if not owned and status == 'retrying' then
-      -- due now: if this fails before the retry is removed, the next claim's reaper
-      -- removes it (or, before the success is recorded, sends it again)
-      w('ZADD', base .. ':delayed', 'XX', now_s, did)
-    end
-    finish(ekey, k, ev, 'delivered', delivered_fields, false)
-    if not owned then
-      -- a late success: remove the delivery wherever it is now (a copy left behind in a
-      -- list is a stale entry, which claims drop)
-      if status == 'retrying' then
-        w('ZREM', base .. ':retry:' .. acct, did)
-        w('ZREM', base .. ':delayed', did)
-      else
-        local list = base .. ':q:' .. acct .. ':' .. (call('HGET', ekey, 'prio') or 'n')
-        if near_head(list, did) then
-          -- put back at the front, so found at once; deeper down (rare) it stays as a
-          -- stale entry for the claims to drop, rather than this call scanning the list
-          w('LREM', list, '1', did)
-        end
-      end
-    end
-    sent_more = sent_more + 1
-    -- (a late success has no lease of its own to end)
-    return logged, not owned
-  end
-  if kind == 'retry' then
-    local due = int(now + tonumber(delay))
-    w('ZADD', base .. ':delayed', due, did)
-    w('ZADD', base .. ':retry:' .. acct, due, did)
-    event_set(ekey, 's' .. k, 'retrying', 'at' .. k, attempts_after(ekey, k, ev[2], token),
-      'c' .. k, token, 'ls' .. k, code, 'le' .. k, err)
-  elseif kind == 'expired' then
-    -- a dead letter since the claim that found it expired (its time is the delay): its
-    -- status, then the letter (as a claim of a held account's head)
-    finish(ekey, k, ev, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '', 'le' .. k,
-      'time to live passed before delivery'}, true)
-    w('ZADD', base .. ':dead:' .. acct, delay, did)
-  elseif kind == 'dead' then
-    finish(ekey, k, ev, 'dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err,
-      'at' .. k, attempts_after(ekey, k, ev[2], token), 'c' .. k, token}, true)
-    w('ZADD', base .. ':dead:' .. acct, now_s, did)
-  elseif kind == 'again' then
-    -- back to the front, unsent; its `c` stays, and the account's next leases end after it
-    local list = base .. ':q:' .. acct .. ':' .. (call('HGET', ekey, 'prio') or 'n')
-    if not near_head(list, did) then
-      w('LPUSH', list, did)
-    end
-    if status ~= 'queued' then
-      event_set(ekey, 's' .. k, 'queued')
-    end
-    local above = tonumber(delay) or 0
-    le_floor = le_floor or tonumber(call('HGET', akey, 'le') or '') or 0
-    if above > le_floor then le_floor = above end
-  else
-    -- ratelimited, authfailed, released: back to the front, the attempt does not count
-    local list = base .. ':q:' .. acct .. ':' .. (call('HGET', ekey, 'prio') or 'n')
-    if not near_head(list, did) then
-      w('LPUSH', list, did)
-    end
-    -- the token with the attempts (as they were), which tell a claim to look for it
-    local set = {'c' .. k, token, 'at' .. k, ev[2] or '0'}
-    if status ~= 'queued' then
-      set[5] = 's' .. k
-      set[6] = 'queued'
-    end
-    if kind ~= 'released' then
-      set[#set + 1] = 'ls' .. k
-      set[#set + 1] = code
-      set[#set + 1] = 'le' .. k
-      set[#set + 1] = err
-    end
-    event_set(ekey, unpack(set))
-    hold_account(kind, delay)
-  end
-  return logged
-end
+-- of the rate log), and true when the delivery has no lease of its own to end. It is
+-- made in the loop below, by the first delivery that needs it, and the functions it holds
+-- when it runs: Redis's Lua makes a script's functions anew at each of its calls, at a
+-- cost that grows with the script's locals each uses (about 9,600 instructions for this
+-- one), which most calls, all of whose deliveries take the common path, do not pay.
+local complete_other
 
 -- The in-flight set is read before anything is written, as every completion read its
 -- leases when each did: a call that cannot reach it (a broken key, a slot half-moved)
@@ -502,8 +276,253 @@ for j = 1, deliveries + 1 do
     else
       local eid, k = split_did(did)
       ekey = base .. ':ev:' .. eid
+      if not complete_other then
+        -- (made at its first use: see above)
+        complete_other = function(did, ekey, k, kind, code, err, delay, reason, token, held)
+          -- The lease of the run's delivery `d` in the in-flight set (its end, or false: a
+          -- lease the run has ended), as read once for all of the run's deliveries.
+          local function lease_of(d)
+            for e = 1, #ends do
+              if ends[e] == d then return false end
+            end
+            if not leases then
+              local dids = {nil, nil, nil, nil, nil, nil, nil, nil}
+              for j = run_from, deliveries do
+                if owners[j] ~= acct then break end
+                dids[#dids + 1] = argv[starts[j]]
+              end
+              local scores = call('ZMSCORE', inflight, unpack(dids))
+              leases = {}
+              for j = 1, #dids do leases[dids[j]] = scores[j] end
+            end
+            return leases[d]
+          end
+
+          -- Holds the account after a 429 (until `delay` ms from now, counted) or refused
+          -- credentials (until an operator resumes it); the held set lets claims expire its
+          -- events meanwhile.
+          local function hold_account(kind, delay)
+            if kind == 'ratelimited' then
+              count_429 = (count_429
+                or tonumber(call('HGET', akey, 'upstream_429') or '0') or 0)
+                + 1
+              pause_until = int(now + tonumber(delay))
+              extra[#extra + 1] = 'until'
+              extra[#extra + 1] = pause_until
+              extra[#extra + 1] = 'upstream_429'
+              extra[#extra + 1] = int(count_429)
+            elseif kind == 'authfailed' then
+              auth_failed = '1'
+              extra[#extra + 1] = 'auth_failed'
+              extra[#extra + 1] = '1'
+            else
+              return
+            end
+            w('ZADD', base .. ':held', 'NX', now_s, acct)
+          end
+
+          -- Writes the event's fields for one more finished delivery (see `finish_fields`),
+          -- and expires a finished event after the retention.
+          local function finish(ekey, k, ev, status_to, fields, dead)
+            local set, finished = finish_fields(k, status_to, fields, ev[3], ev[4], ev[5],
+              dead)
+            event_set(ekey, unpack(set))
+            if finished then
+              w('PEXPIRE', ekey, retention)
+            end
+          end
+
+          -- The attempts (text) an owned completion that counts its attempt writes, from
+          -- `at` as read: one more, unless this lease's attempt was counted already (its
+          -- token is in `c`, which is only ever written with `at`: by a completion of it
+          -- that failed part-way and is done again, or by a reap that failed before its
+          -- lease left the in-flight set).
+          local function attempts_after(ekey, k, at, token)
+            if at and call('HGET', ekey, 'c' .. k) == token then return at end
+            return next_attempt(at)
+          end
+
+          local leased = lease_of(did)
+          -- both are whole milliseconds in Redis's and the caller's text (Redis writes a
+          -- score that is a whole number as one)
+          local owned = leased == token
+          -- What only the rarer outcomes need (the event's priority and attempts, the
+          -- account's 429 count) is read by them.
+          local ev = event_fields(ekey, 's' .. k, 'at' .. k, 'done', 'n', 'dd', 'acct',
+            'rp' .. k, 'dt' .. k)
+          -- (a call's status is missing while it is queued; nothing is, of an event gone)
+          local status = ev[1] or (ev[6] and 'queued')
+          if owned and ev[7] == '1' then
+            -- A replayed call (see replay.lua): a replay that failed before its last write
+            -- left it among the dead letters, which its first lease's holder clears.
+            w('ZREM', base .. ':dead:' .. acct, did)
+            event_set(ekey, 'rp' .. k, '')
+          end
+          -- Upstream received this call at some moment before its answer came back: the
+          -- holder of the lease counts the call from now, so that however long the request
+          -- took on the way, upstream can never see more than `limit` calls in one window.
+          -- The claim logged each call of its group at the claim's time (`rl_at`): this
+          -- call's answer takes one of those entries (a released call, never sent, takes it
+          -- away). A caller that lost its lease leaves the rate log alone: the reaper
+          -- counted the call at the lease's end.
+          local logged = owned and held
+          local ended = status == false or status == 'delivered' or status == 'dead'
+            or status == 'expired'
+          if not ended and kind ~= 'delivered' and not owned then
+            -- a failure reported by a caller that lost its lease: ignored
+            return
+          end
+          if ended then
+            if status and leased and not owned then
+              -- another process holds a new lease on it (this is a late success done again,
+              -- or a stale failure): that holder's completion finishes it
+              return
+            end
+            -- Already finished (a late success recorded it while this caller held its
+            -- lease, or this completion is a retry of one that failed part-way): finish
+            -- what is left, end the lease and free the account (held, as its outcome says).
+            if owned then
+              hold_account(kind, delay)
+              if status == 'delivered' and held
+                and (kind ~= 'stale'
+                  or (tonumber(ev[8] or '') or 0) > (tonumber(flags[1] or '') or 0)) then
+                -- a late success left its count to the holder (a completion of its own that
+                -- failed part-way freed the account with its count, in one write); a stale
+                -- entry (the gateway read the call finished) was delivered before this
+                -- lease's claim unless its success came after it, when its account's group
+                -- held it
+                sent_more = sent_more + 1
+              end
+              if status == 'dead' or status == 'expired' then
+                -- a replay may lease it again: its next lease ends after this one
+                event_set(ekey, 'c' .. k, token, 'at' .. k, ev[2] or '0')
+              end
+            end
+            if (status == 'dead' or status == 'expired') and held then
+              w('ZADD', base .. ':dead:' .. acct, 'NX', now_s, did)
+            elseif status == 'delivered' and is_finished(ev[3], ev[4], ev[5]) then
+              w('PEXPIRE', ekey, retention)
+            end
+            return logged
+          end
+          if kind == 'stale' then
+            -- read finished or gone, now waiting again (a replay since put it at the back
+            -- of its list): that copy is the one to send
+            return logged
+          end
+          local delivered_fields
+          if kind == 'delivered' then
+            delivered_fields = {'ls' .. k, code, 'dt' .. k, now_s}
+            -- (a caller that lost its lease leaves the attempt to the reaper, which counted
+            -- it)
+            if owned then
+              delivered_fields[5] = 'at' .. k
+              delivered_fields[6] = attempts_after(ekey, k, ev[2], token)
+            end
+            -- an earlier attempt's error goes (only an attempt that ended, which left `at`,
+            -- can have left one)
+            if ev[2] then
+              delivered_fields[#delivered_fields + 1] = 'le' .. k
+              delivered_fields[#delivered_fields + 1] = ''
+            end
+          end
+          if kind == 'delivered' and not owned and leased then
+            -- A late success while another process holds a new lease on the call: record
+            -- the success, and leave that lease, the account's busy flag and its rate entry
+            -- to the holder, whose own completion (then stale) releases them. While the
+            -- call is in the account's lease group, whoever takes it out (the holder's
+            -- completion or, should the holder die, the reaper) counts the success, in the
+            -- write that takes it out; once out of it (a claim, completion or reap of that
+            -- lease failed part-way), no one will: it counts here.
+            finish(ekey, k, ev, 'delivered', delivered_fields, false)
+            if not held then sent_more = sent_more + 1 end
+            return
+          elseif kind == 'delivered' then
+            if not owned and status == 'retrying' then
+              -- due now: if this fails before the retry is removed, the next claim's reaper
+              -- removes it (or, before the success is recorded, sends it again)
+              w('ZADD', base .. ':delayed', 'XX', now_s, did)
+            end
+            finish(ekey, k, ev, 'delivered', delivered_fields, false)
+            if not owned then
+              -- a late success: remove the delivery wherever it is now (a copy left behind
+              -- in a list is a stale entry, which claims drop)
+              if status == 'retrying' then
+                w('ZREM', base .. ':retry:' .. acct, did)
+                w('ZREM', base .. ':delayed', did)
+              else
+                local list = base .. ':q:' .. acct .. ':'
+                  .. (call('HGET', ekey, 'prio') or 'n')
+                if near_head(list, did) then
+                  -- put back at the front, so found at once; deeper down (rare) it stays as
+                  -- a stale entry for the claims to drop, rather than this call scanning
+                  -- the list
+                  w('LREM', list, '1', did)
+                end
+              end
+            end
+            sent_more = sent_more + 1
+            -- (a late success has no lease of its own to end)
+            return logged, not owned
+          end
+          if kind == 'retry' then
+            local due = int(now + tonumber(delay))
+            w('ZADD', base .. ':delayed', due, did)
+            w('ZADD', base .. ':retry:' .. acct, due, did)
+            event_set(ekey, 's' .. k, 'retrying', 'at' .. k,
+              attempts_after(ekey, k, ev[2], token), 'c' .. k, token, 'ls' .. k, code,
+              'le' .. k, err)
+          elseif kind == 'expired' then
+            -- a dead letter since the claim that found it expired (its time is the delay):
+            -- its status, then the letter (as a claim of a held account's head)
+            finish(ekey, k, ev, 'expired', {'dr' .. k, 'expired', 'ls' .. k, '', 'le' .. k,
+              'time to live passed before delivery'}, true)
+            w('ZADD', base .. ':dead:' .. acct, delay, did)
+          elseif kind == 'dead' then
+            finish(ekey, k, ev, 'dead', {'dr' .. k, reason, 'ls' .. k, code, 'le' .. k, err,
+              'at' .. k, attempts_after(ekey, k, ev[2], token), 'c' .. k, token}, true)
+            w('ZADD', base .. ':dead:' .. acct, now_s, did)
+          elseif kind == 'again' then
+            -- back to the front, unsent; its `c` stays, and the account's next leases end
+            -- after it
+            local list = base .. ':q:' .. acct .. ':' .. (call('HGET', ekey, 'prio') or 'n')
+            if not near_head(list, did) then
+              w('LPUSH', list, did)
+            end
+            if status ~= 'queued' then
+              event_set(ekey, 's' .. k, 'queued')
+            end
+            local above = tonumber(delay) or 0
+            le_floor = le_floor or tonumber(call('HGET', akey, 'le') or '') or 0
+            if above > le_floor then le_floor = above end
+          else
+            -- ratelimited, authfailed, released: back to the front, the attempt does not
+            -- count
+            local list = base .. ':q:' .. acct .. ':' .. (call('HGET', ekey, 'prio') or 'n')
+            if not near_head(list, did) then
+              w('LPUSH', list, did)
+            end
+            -- the token with the attempts (as they were), which tell a claim to look for it
+            local set = {'c' .. k, token, 'at' .. k, ev[2] or '0'}
+            if status ~= 'queued' then
+              set[5] = 's' .. k
+              set[6] = 'queued'
+            end
+            if kind ~= 'released' then
+              set[#set + 1] = 'ls' .. k
+              set[#set + 1] = code
+              set[#set + 1] = 'le' .. k
+              set[#set + 1] = err
+            end
+            event_set(ekey, unpack(set))
+            hold_account(kind, delay)
+          end
+          return logged
+        end
+      end
       if kind == 'delivered' then
-        logged, unleased = complete_other(did, ekey, k, kind, code, '', '0', '', token, held)
+        logged, unleased = complete_other(did, ekey, k, kind, code, '', '0', '', token,
+          held)
       else
         logged, unleased = complete_other(did, ekey, k, kind, code, argv[i + 4],
           argv[i + 5], argv[i + 6], token, held)
@@ -521,8 +540,8 @@ for j = 1, deliveries + 1 do
           spots[taken] = s
           searched = s + 13
           -- (a call the gateway did not send is released too)
-          if kind ~= 'released' and kind ~= 'stale' and kind ~= 'expired' and kind ~= 'again'
-          then
+          if kind ~= 'released' and kind ~= 'stale' and kind ~= 'expired'
+            and kind ~= 'again' then
             stamped = stamped + 1
           end
         end
