@@ -76,10 +76,12 @@ if inflight_at and inflight_at <= now then
     lease_end = tonumber(lease_end)
     local eid, k = split_did(did)
     local ekey = base .. ':ev:' .. eid
-    local ev = event_fields(ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k)
+    local ev = event_fields(ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k,
+      'dt' .. k)
     -- (a call's status is missing while it is queued)
     local acct, status = ev[1], ev[2] or 'queued'
     if not acct then
+      -- (an id whose event is gone names no account: the sweep frees the account of it)
       w('ZREM', inflight, did)
       return
     end
@@ -114,9 +116,12 @@ if inflight_at and inflight_at <= now then
         set[3] = 'rl'
         set[4] = log_insert(log, int(lease_end))
       end
-      if status == 'delivered' then
+      if status == 'delivered'
+        and (tonumber(ev[8] or '') or 0) >= (tonumber(st[2] or '') or 0) then
         -- a success the holder did not count (a late one leaves it to the holder; the
-        -- holder's completion frees the account and counts it in one write)
+        -- holder's completion frees the account and counts it in one write); one before
+        -- the group's claim (a stale entry, leased by its id) was counted then (one in
+        -- the claim's millisecond is taken for one after it)
         set[#set + 1] = 'sent'
         set[#set + 1] = int((tonumber(st[4] or '0') or 0) + 1)
       end
@@ -258,7 +263,27 @@ if not ARGV[3] and w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') t
     local akey = base .. ':acct:' .. acct
     local dead = base .. ':dead:' .. acct
     local st = call('HMGET', akey, 'busy', 'paused', 'auth_failed', 'until', 'idle_since',
-      'rl', 'window')
+      'rl', 'window', 'rl_at')
+    if st[1] and st[1] ~= '' and (tonumber(st[8] or '') or 0) + lease
+      + group_max * group_allowance < now then
+      -- A lease group claimed longer ago than any of its leases lasts: the account is freed
+      -- of the calls no longer in flight (the reaper finds no account for a call whose
+      -- event is gone, which a claim leases by its id alone: the gateway's completion of it
+      -- frees the account, unless the gateway died first).
+      local members = {}
+      for m in string.gmatch(st[1], '%S+') do members[#members + 1] = m end
+      local leased = call('ZMSCORE', inflight, unpack(members))
+      local kept = {}
+      for i = 1, #members do
+        if leased[i] then kept[#kept + 1] = members[i] end
+      end
+      if #kept < #members then
+        changed(base, acct, now_s)
+        st[1] = table.concat(kept, ' ')
+        w('HSET', akey, 'busy', st[1])
+        if st[1] == '' then mark_ready(base, acct, now, now_s) end
+      end
+    end
     local old = call('ZRANGEBYSCORE', dead, '-inf', int(now - dl_retention), 'LIMIT', '0',
       int(sweep_drops - dropped))
     for _, did in ipairs(old) do

@@ -2,7 +2,7 @@
 -- KEYS[1] = <base>:ready
 -- ARGV = base, then per run of one account's deliveries: the account, then per delivery:
 --        did, lease token, then for a success (most are: their arguments are spared) its
---        upstream status, what its claim saw (see `ReadOfCall::seen` in replies.rs) and,
+--        upstream status, what the gateway read of it (see `seen` in leased.rs) and,
 --        for a call 0, its event's key (else ''), else its kind, upstream status or '',
 --        error, delay_ms, reason; a run after the first starts with '' (then its account)
 -- The retention of finished events (ms, as text) and the default rate limit are written
@@ -88,8 +88,8 @@ local order, members, left
 -- the search for the next one goes on), and `stamped` of them (those that were sent) put
 -- one at this time in its place. The log is written once, when the run closes.
 local taken, stamped, spots, searched
--- what the caller of a first attempt saw of its claim (see `ReadOfCall::seen` in
--- replies.rs): the claim's time and '-'
+-- what the gateway read of a first attempt after its claim (see `seen` in leased.rs):
+-- the claim's time and '-'
 local first_seen
 -- The accounts the call freed whose window is full, each with the ms until it may send.
 local later = {}
@@ -385,12 +385,12 @@ for j = 1, deliveries + 1 do
               hold_account(kind, delay)
               if status == 'delivered' and held
                 and (kind ~= 'stale'
-                  or (tonumber(ev[8] or '') or 0) > (tonumber(flags[1] or '') or 0)) then
+                  or (tonumber(ev[8] or '') or 0) >= (tonumber(flags[1] or '') or 0)) then
                 -- a late success left its count to the holder (a completion of its own that
                 -- failed part-way freed the account with its count, in one write); a stale
                 -- entry (the gateway read the call finished) was delivered before this
                 -- lease's claim unless its success came after it, when its account's group
-                -- held it
+                -- held it (one in the claim's millisecond is taken for one after it)
                 sent_more = sent_more + 1
               end
               if status == 'dead' or status == 'expired' then
@@ -446,7 +446,7 @@ for j = 1, deliveries + 1 do
             finish(ekey, k, ev, 'delivered', delivered_fields, false)
             if not owned then
               -- a late success: remove the delivery wherever it is now (a copy left behind
-              -- in a list is a stale entry, which claims drop)
+              -- in a list is a stale entry, dropped once a claim leased it)
               if status == 'retrying' then
                 w('ZREM', base .. ':retry:' .. acct, did)
                 w('ZREM', base .. ':delayed', did)

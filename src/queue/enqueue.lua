@@ -32,7 +32,7 @@
 -- stores nothing); then every account's new delivery ids (pushed once per priority, under
 -- `pcall` likewise), each event (one HSET) and last the idempotency keys. A failure
 -- part-way leaves at worst a bound above the depth, ids of events that were never stored,
--- which claims drop as stale entries, and accounts in the ready set with nothing queued,
+-- which are dropped as stale entries once a claim leased them, and accounts in the ready set with nothing queued,
 -- which claims take out; an event is never stored without its ids.
 -- An event's fields hold only what differs from what readers assume when a field is
 -- missing: no 'exp' without a time to live, no 'prio' for 'n', no 'n' for one call, no
@@ -372,7 +372,7 @@ local function push(q, ids)
   end
 end
 -- An account whose lists cannot be written stores nothing (its calls pushed so far are
--- ids of events never stored, which claims drop), and the others go on.
+-- ids of events never stored, dropped as stale once leased), and the others go on.
 local function push_ids(plan)
   if plan[6] then push(plan[9], plan[6]) end
   if plan[7] then push(plan[10], plan[7]) end

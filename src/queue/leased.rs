@@ -1,7 +1,8 @@
 //! What a claim leased, read. The claim script leases calls by their ids alone (see
 //! `claim.lua`): Redis's Lua would cost more to read and cut each event than Redis costs
-//! to hand it over whole. The gateway then reads every leased call's event with a plain
-//! `HGETALL`, all of a claim's in one round trip, sends those still waiting to be sent,
+//! to hand it over whole. The gateway then reads every leased call's event with plain
+//! commands (an `HGET` of an event's first form, else an `HGETALL`: see `read_events`
+//! in script_queue.rs), sends those still waiting to be sent,
 //! and ends the others' leases itself, by a completion of a kind only it sends (see
 //! `complete.lua`): a stale entry of an event that has finished or gone, an expired
 //! event, and a call whose lease token is not above the one its event recorded.
@@ -38,6 +39,8 @@ pub(super) struct LeasedCall {
     pub lease_token: u64,
     /// Its place in its lease group (0 for the first).
     pub place: u32,
+    /// The time of the claim that leased it (Redis ms).
+    pub claimed_at: u64,
 }
 
 /// Why the gateway ends a lease it did not send, as the completion's kind names it.
@@ -272,6 +275,7 @@ mod tests {
             account: "acme".into(),
             lease_token: token,
             place: 0,
+            claimed_at: AT,
         }
     }
 

@@ -176,8 +176,9 @@ pub struct Claimed {
     /// Its place in its lease group (see [`Queue::claim`]): 0 for the first, which a
     /// claim's items start each group with.
     pub group_index: u32,
-    /// What the claim read of the call that its completion need not read again, handed
-    /// back with it like the lease token (empty: the completion reads the event).
+    /// What the gateway read of the call after its claim that its completion need not
+    /// read again, handed back with it like the lease token (empty: the completion reads
+    /// the event).
     pub seen: String,
 }
 

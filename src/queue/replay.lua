@@ -34,7 +34,7 @@ for _, did in ipairs(ids) do
   if ev[1] == acct and (ev[2] == 'dead' or ev[2] == 'expired') and ev[5] and ev[5] ~= '' then
     -- Pushed first (a dead status makes the entry stale until the status changes), then
     -- the status; it leaves the dead letters last. A replay that fails between the two
-    -- leaves it among them, which its claim (seeing `rp`) clears.
+    -- leaves it among them, which the completion of its first lease (seeing `rp`) clears.
     changed(base, acct, now_s)
     if not touched then
       touched = true

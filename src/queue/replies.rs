@@ -56,6 +56,7 @@ pub(super) fn parse_claim_reply(reply: Value) -> Result<Leased, QueueError> {
                 account: account.clone(),
                 lease_token: (lease_end.max(0) as u64).saturating_sub(place),
                 place: place as u32,
+                claimed_at,
             });
         }
     }

@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | `{base}:ready` | ZSET | account → earliest time (ms) it may send; accounts with queued work that are neither busy nor paused (one whose lists turn out empty leaves it at its next claim) |
 //! | `{base}:q:{account}:h`, `:n` | LIST | delivery ids (`{event id}:{index}`), high and normal priority, FIFO |
-//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `q` (an event of one call in its first form: `<exp> <agent>\n<body>`, each of the first two empty when missing, standing for `exp`, `ag0` and `body` until its first write writes them out and empties it; see `first_form` in `scripts.lua`), `n` (Notify calls; missing: 1; its time of creation is its id's, a UUIDv7 made when the gateway accepted it), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (missing: `queued`; `queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease that ended early (its next lease ends after it) or whose attempt the reaper counted (always written with `at{k}`), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until its first lease ends. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
+//! | `{base}:ev:{event id}` | HASH | the event: `acct`, `q` (an event of one call in its first form: `<exp> <agent>\n<body>`, each of the first two empty when missing, standing for `exp`, `ag0` and `body` until its first write writes them out and empties it; see `first_form` in `scripts.lua`), `n` (Notify calls; missing: 1; its time of creation is its id's, a UUIDv7 made when the gateway accepted it), `prio` (missing: `n`), `exp` (expiry ms; missing or 0: none), `body` (payload without `agent_id`; emptied or removed once every call is delivered), `done`, `dd` (dead count; both missing: 0); per call `k`: `ag{k}` agent (missing: every agent), `s{k}` status (missing: `queued`; `queued` while its lease is in `inflight`, where it shows as `delivering`), `at{k}` attempts that ended (missing: 0; the one in flight is counted when it ends), `c{k}` the end of its last lease that ended early (its next lease must end after it: see `le`) or whose attempt the reaper counted (always written with `at{k}`), `ls{k}` last upstream status, `le{k}` last error, `dt{k}` delivered at, `dr{k}` dead reason, `rp{k}` `1` from a replay until a completion by the holder of its next lease. Expires `delivery.event_retention_seconds` after its last call finished, unless one is a dead letter |
 //! | `{base}:ev:{event id}`, an event of one call once delivered | STRING | its summary, which replaces its hash: `delivered <attempts> <upstream status> <delivered at, ms> <agent, or nothing> <account>`, one space apart; expires `delivery.event_retention_seconds` after it was written (read as the hash's fields would be: `summary_fields` in `scripts.lua`) |
 //! | `{base}:inflight` | ZSET | delivery id → lease deadline (ms), which is also the lease's token |
 //! | `{base}:delayed` | ZSET | delivery id → time (ms) its retry is due |
@@ -91,7 +91,7 @@
 //!   finishes whatever a failed completion left: the event's status says how far it got,
 //!   and `busy` still naming the delivery says the account was not freed of it yet.
 //! - Enqueue pushes ids before it stores their events: an id whose event was never stored
-//!   is a stale entry, which claims drop. An event is never stored without its ids. It
+//!   is a stale entry, dropped once a claim leased it. An event is never stored without its ids. It
 //!   raises an account's bound on its depth (`d`) before it pushes, and a replay removes
 //!   the bound before it pushes, so the bound is never below the depth: a failure leaves
 //!   it at worst above, which costs the account a count at its next enqueue when it nears
@@ -110,12 +110,16 @@
 //!   one: an account's leases end after the last one it was granted (`le`). A call whose
 //!   token is not above the end of its last lease that a completion ended early (`c{k}`,
 //!   which a lease granted before `le` was recorded may have) goes back to the front
-//!   unsent (`again`), and `le` is raised past it. The success of an event's only call, the most common
-//!   outcome, is known for its lease holder's instead by the call's place in `busy` and
-//!   the group's claim time (`rl_at`), which the claim handed the worker
-//!   ([`Claimed::seen`](super::Claimed::seen)): a call leaves `busy` before its lease
-//!   leaves `inflight`, and a new claim of it has a later time. It is written from what
-//!   the gateway read of the event after the claim, without reading it again.
+//!   unsent (`again`), and `le` is raised past it. The completions the gateway makes of
+//!   calls it leased and did not send are not retried: their leases run out, and the
+//!   reaper puts them back (a call whose event is gone names no account: the sweep frees
+//!   the account of it once its group's leases have all run out). The success of an
+//!   event's only call, the most common outcome, is known for its lease holder's instead
+//!   by the call's place in `busy` and the group's claim time (`rl_at`), which the claim
+//!   handed the worker ([`Claimed::seen`](super::Claimed::seen)): a call leaves `busy`
+//!   before its lease leaves `inflight`, and a new claim of it has a later time. It is
+//!   written from what the gateway read of the event after the claim, without reading it
+//!   again.
 //! - A success is counted (`sent`) once: by the write that takes its call out of `busy`
 //!   (the holder's completion, or the reaper's), or, when it is reported after its lease
 //!   ran out, by that report, unless a new lease of the call is still in `busy`.
@@ -733,7 +737,9 @@ impl<T: Transport> ScriptQueue<T> {
                     batch.calls.extend(part.calls);
                     // the later call saw the partition after the earlier ones
                     batch.next_due = part.next_due;
-                    batch.claimed_at = part.claimed_at;
+                    if batch.claimed_at == 0 {
+                        batch.claimed_at = part.claimed_at;
+                    }
                 }
                 // An earlier chunk failed: keep what this one leased, so it is sent.
                 Err(_) => leased[i] = Ok(part),
@@ -840,10 +846,13 @@ impl<T: Transport> ScriptQueue<T> {
                     continue;
                 }
             };
-            let claimed_at_text = batch.claimed_at.to_string();
-            let expiry_at = expiry_at.map_or(batch.claimed_at, |at| at[r]);
+            // (each of a request's chunks is a claim of its own, at its own time; a later
+            // round's times to live are checked against the first round's)
+            let first_at = expiry_at.map(|at| at[r]);
+            let mut claimed_at_text = (0, String::new());
             let mut items = Vec::with_capacity(batch.calls.len());
             let ended_before = ends.len();
+            let mut unread: Option<QueueError> = None;
             let mut place = 0;
             let calls = batch.calls;
             let mut c = 0;
@@ -855,10 +864,19 @@ impl<T: Transport> ScriptQueue<T> {
                 if call.place == 0 {
                     place = 0;
                 }
+                if claimed_at_text.0 != call.claimed_at {
+                    claimed_at_text = (call.claimed_at, call.claimed_at.to_string());
+                }
+                let expiry_at = first_at.unwrap_or(call.claimed_at);
                 let verdict = match read {
-                    Ok(event) => judge(call, &event, batch.claimed_at, &claimed_at_text, expiry_at),
+                    Ok(event) => {
+                        judge(call, &event, call.claimed_at, &claimed_at_text.1, expiry_at)
+                    }
                     // not sent: back to the front, its attempt not counted
-                    Err(_) => Verdict::End(Unsent::Unread),
+                    Err(e) => {
+                        unread = Some(e);
+                        Verdict::End(Unsent::Unread)
+                    }
                 };
                 c += 1;
                 match verdict {
@@ -886,16 +904,25 @@ impl<T: Transport> ScriptQueue<T> {
                     Verdict::End(unsent) => ends.push((call.clone(), unsent)),
                 }
             }
-            let ended = ends.len() > ended_before;
+            // A partition whose events could not be read is not claimed again now: with
+            // nothing to send, it is reported failed (the worker backs it off).
+            let read_failed = unread.is_some();
+            if let Some(e) = unread.filter(|_| items.is_empty()) {
+                batches.push(Err(e));
+                continue;
+            }
+            let ended = ends.len() > ended_before && !read_failed;
             let mut next_due = batch.next_due;
             if ended {
                 // (their accounts are free again)
                 next_due = Some(Duration::ZERO);
             }
+            let groups = items.iter().filter(|c| c.group_index == 0).count();
             batches.push(Ok(Round {
                 batch: ClaimBatch { items, next_due },
                 ended,
-                expiry_at,
+                expiry_at: first_at.unwrap_or(batch.claimed_at),
+                groups,
             }));
         }
         if !ends.is_empty() {
@@ -1032,6 +1059,8 @@ struct Round {
     ended: bool,
     /// The time the events' times to live were checked against.
     expiry_at: u64,
+    /// The lease groups it hands out (with a call to send).
+    groups: usize,
 }
 
 /// The requests of `rounds` where the gateway ended calls it did not send.
@@ -1262,7 +1291,18 @@ impl<T: Transport> Queue for ScriptQueue<T> {
             if again.is_empty() {
                 break;
             }
-            let round: Vec<(u16, usize)> = again.iter().map(|&i| requests[i]).collect();
+            // (a round claims no more accounts than the request's rounds left unclaimed)
+            again.retain(|&i| rounds[i].as_ref().is_ok_and(|r| r.groups < requests[i].1));
+            if again.is_empty() {
+                break;
+            }
+            let round: Vec<(u16, usize)> = again
+                .iter()
+                .map(|&i| {
+                    let taken = rounds[i].as_ref().map_or(0, |r| r.groups);
+                    (requests[i].0, requests[i].1 - taken)
+                })
+                .collect();
             let times: Vec<u64> = again
                 .iter()
                 .map(|&i| rounds[i].as_ref().map_or(0, |r| r.expiry_at))
@@ -1274,6 +1314,7 @@ impl<T: Transport> Queue for ScriptQueue<T> {
                     (Ok(first), Ok(more)) => {
                         first.batch.items.extend(more.batch.items);
                         first.batch.next_due = more.batch.next_due;
+                        first.groups += more.groups;
                     }
                     // what this round could not claim waits for the next pass
                     (Ok(first), Err(_)) => first.batch.next_due = Some(Duration::ZERO),

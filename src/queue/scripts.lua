@@ -46,27 +46,23 @@ end
 
 -- A new event of one call is stored in its first form: its time to live, agent and body
 -- in one field, `q` = `<exp> <agent>\n<body>` (the first two empty when it has none; the
--- agent is digits), beside its account (and its priority, when high). A claim reads it
--- with one `HGET`, where reading those fields with the call's status and attempts takes
--- an `HMGET` whose reply Redis makes a table of six (about 15,200 instructions of Redis's
--- against 9,300 with the cut; `scripts/lua-cost.sh`). The event's first write (a failure,
--- a put-back, an expiry) writes them out as the fields they stand for (`exp`, `ag0`,
--- `body`) and empties `q`, in the same `HSET` (`event_set`): an event with fields of its
--- state has no `q`. The time to live (text), agent (nil when none) and body in `q`; with
--- `whole`, `q` itself in place of the body, which spares Redis a copy of the body for a
--- caller that wants none (a claim hands `q` on whole, and the gateway cuts its head: see
--- replies.rs).
-local function first_form(q, whole)
+-- agent is digits), beside its account (and its priority, when high). The gateway reads
+-- it with one `HGET` after the claim that leased its call (see leased.rs), where reading
+-- those fields with the call's status and attempts takes an `HMGET` of six (or an
+-- `HGETALL`). The event's first write (a failure, a put-back, an expiry) writes them out
+-- as the fields they stand for (`exp`, `ag0`, `body`) and empties `q`, in the same `HSET`
+-- (`event_set`): an event with fields of its state has no `q`. The time to live (text),
+-- agent (nil when none) and body in `q`.
+local function first_form(q)
   local space, newline = string.byte(q, 14, 15)
   if space == 32 and newline == 10 then
     -- (the most common: a time to live, and every agent)
-    return string.sub(q, 1, 13), nil, whole and q or string.sub(q, 16)
+    return string.sub(q, 1, 13), nil, string.sub(q, 16)
   end
   space = string.find(q, ' ', 1, true)
   newline = string.find(q, '\n', 1, true)
   local exp, agent = string.sub(q, 1, space - 1), string.sub(q, space + 1, newline - 1)
-  return exp ~= '' and exp or nil, agent ~= '' and agent or nil,
-    whole and q or string.sub(q, newline + 1)
+  return exp ~= '' and exp or nil, agent ~= '' and agent or nil, string.sub(q, newline + 1)
 end
 
 -- The fields named `...` of the event at `ekey`, as `HMGET` reads them (false when

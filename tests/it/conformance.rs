@@ -2628,6 +2628,44 @@ async fn a_stale_entry_of_a_summary_is_dropped_after_its_claim(b: Backend) {
     assert_eq!(record(&q, &ids[0]).await.status, "delivered");
 }
 
+/// A call whose event is gone, leased by its id, whose gateway died before it ended the
+/// lease: the reaper finds no account to free, and the retention sweep frees the account
+/// of it once its group's leases have all run out, so its later events are delivered.
+/// Redis only: the state is made by hand.
+async fn an_account_whose_leased_event_is_gone_is_freed_by_the_sweep(b: Backend) {
+    let q = open(b).await;
+    let Some(redis) = q.redis.as_ref() else {
+        return;
+    };
+    let ids = put(&q, "acme", WIDE, &["x"]).await;
+    let c = claim(&q).await.remove(0);
+    let pattern = format!("*:ev:{}", ids[0]);
+    let reply = redis.command(&["KEYS", &pattern]).expect("KEYS");
+    let key = reply
+        .lines()
+        .find(|l| l.ends_with(&ids[0].to_string()))
+        .expect("the event's key")
+        .to_string();
+    let base = key.trim_end_matches(&format!(":ev:{}", ids[0])).to_string();
+    // the event gone, its lease reaped (which names no account), the group claimed long ago
+    redis.command(&["DEL", &key]);
+    redis.command(&["ZREM", &format!("{base}:inflight"), &c.delivery_id]);
+    redis.command(&[
+        "HSET",
+        &format!("{base}:acct:acme"),
+        "rl_at",
+        "1000000000000",
+    ]);
+    redis.command(&["DEL", &format!("{base}:sweep")]);
+    let later = put(&q, "acme", WIDE, &["y"]).await;
+    let next = claim_within(&q, Duration::from_secs(2))
+        .await
+        .expect("the account is freed and its next event claimed");
+    assert_eq!(next.delivery_id, did(&later[0], 0));
+    done(&q, &next, ok()).await;
+    assert_eq!(record(&q, &later[0]).await.status, "delivered");
+}
+
 conformance!(
     held_accounts_still_expire_their_events,
     fifo_and_priority_with_one_delivery_in_flight,
@@ -2638,6 +2676,7 @@ conformance!(
     expired_lease_is_requeued_at_the_front_and_stale_completion_ignored,
     late_success_removes_the_delivery_everywhere,
     a_stale_entry_of_a_summary_is_dropped_after_its_claim,
+    an_account_whose_leased_event_is_gone_is_freed_by_the_sweep,
     a_delivered_events_summary_is_read_as_the_event,
     an_events_first_write_keeps_what_its_first_form_held,
     a_single_call_success_is_recorded_from_its_claim,
