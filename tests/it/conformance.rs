@@ -2599,14 +2599,7 @@ async fn a_stale_entry_of_a_summary_is_dropped_after_its_claim(b: Backend) {
     let ids = put(&q, "acme", WIDE, &["x"]).await;
     let c = claim(&q).await.remove(0);
     done(&q, &c, ok()).await;
-    let pattern = format!("*:ev:{}", ids[0]);
-    let reply = redis.command(&["KEYS", &pattern]).expect("KEYS");
-    let key = reply
-        .lines()
-        .find(|l| l.ends_with(&ids[0].to_string()))
-        .expect("the event's key")
-        .to_string();
-    let base = key.trim_end_matches(&format!(":ev:{}", ids[0])).to_string();
+    let (key, base) = event_key_and_base(redis, &ids[0]);
     assert_eq!(
         redis.command(&["TYPE", &key]).as_deref(),
         Some("+string\r\n"),
@@ -2639,14 +2632,7 @@ async fn an_account_whose_leased_event_is_gone_is_freed_by_the_sweep(b: Backend)
     };
     let ids = put(&q, "acme", WIDE, &["x"]).await;
     let c = claim(&q).await.remove(0);
-    let pattern = format!("*:ev:{}", ids[0]);
-    let reply = redis.command(&["KEYS", &pattern]).expect("KEYS");
-    let key = reply
-        .lines()
-        .find(|l| l.ends_with(&ids[0].to_string()))
-        .expect("the event's key")
-        .to_string();
-    let base = key.trim_end_matches(&format!(":ev:{}", ids[0])).to_string();
+    let (key, base) = event_key_and_base(redis, &ids[0]);
     // the event gone, its lease reaped (which names no account), the group claimed long ago
     redis.command(&["DEL", &key]);
     redis.command(&["ZREM", &format!("{base}:inflight"), &c.delivery_id]);
@@ -2666,6 +2652,49 @@ async fn an_account_whose_leased_event_is_gone_is_freed_by_the_sweep(b: Backend)
     assert_eq!(record(&q, &later[0]).await.status, "delivered");
 }
 
+/// The key of event `id` in `redis`, and its partition's base (the key without
+/// `:ev:{id}`), found by `KEYS`.
+fn event_key_and_base(redis: &RedisServer, id: &EventId) -> (String, String) {
+    let reply = redis
+        .command(&["KEYS", &format!("*:ev:{id}")])
+        .expect("KEYS");
+    let key = reply
+        .lines()
+        .find(|l| l.ends_with(&id.to_string()))
+        .expect("the event's key")
+        .to_string();
+    let base = key.trim_end_matches(&format!(":ev:{id}")).to_string();
+    (key, base)
+}
+
+/// A call leased with a token not above the end of its last lease that ended early (`c0`,
+/// as a release before accounts recorded their leases' ends could leave it) is put back
+/// unsent, uncounted, and the account's next lease (in the same claim) ends after it.
+/// Redis only: the event's `c0` is raised by hand.
+async fn a_token_not_above_the_events_last_early_end_is_leased_again_above_it(b: Backend) {
+    let q = open(b).await;
+    let Some(redis) = q.redis.as_ref() else {
+        return;
+    };
+    let ids = put(&q, "acme", WIDE, &["x"]).await;
+    let first = claim(&q).await.remove(0);
+    done(&q, &first, Outcome::Released).await;
+    let (key, _) = event_key_and_base(redis, &ids[0]);
+    // an early end well after any lease this claim would grant by the clock
+    let above = first.lease_token + 10 * LEASE_MS;
+    redis.command(&["HSET", &key, "c0", &above.to_string()]);
+    let again = claim(&q).await;
+    assert_eq!(names(&again), ["x"], "leased again in the same claim");
+    assert!(
+        again[0].lease_token > above,
+        "token {} above {above}",
+        again[0].lease_token
+    );
+    assert_eq!(again[0].attempts, 1, "the put-back counted no attempt");
+    done(&q, &again[0], ok()).await;
+    assert_eq!(record(&q, &ids[0]).await.status, "delivered");
+}
+
 conformance!(
     held_accounts_still_expire_their_events,
     fifo_and_priority_with_one_delivery_in_flight,
@@ -2677,6 +2706,7 @@ conformance!(
     late_success_removes_the_delivery_everywhere,
     a_stale_entry_of_a_summary_is_dropped_after_its_claim,
     an_account_whose_leased_event_is_gone_is_freed_by_the_sweep,
+    a_token_not_above_the_events_last_early_end_is_leased_again_above_it,
     a_delivered_events_summary_is_read_as_the_event,
     an_events_first_write_keeps_what_its_first_form_held,
     a_single_call_success_is_recorded_from_its_claim,
