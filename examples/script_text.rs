@@ -1,6 +1,7 @@
-//! Prints the full text of one of the queue's Lua scripts as Redis runs it: the process's
-//! settings (those of the default config), the helpers the script calls, then its own
-//! text. For `scripts/lua-cost.sh -s NAME`, which counts what one call of it costs Redis.
+//! Prints the full text of one of the queue's Lua scripts as Redis loads it: a library
+//! (`FUNCTION LOAD`) of the process's settings (those of the default config), the helpers
+//! the script calls, then its own text as the library's one function, named on the first
+//! line. For `scripts/lua-cost.sh -s NAME`, which counts what one call of it costs Redis.
 //!
 //!     cargo run --release --example script_text -- claim
 

@@ -728,7 +728,7 @@ async fn cluster() {
     }
 }
 
-/// Scripts (`EVALSHA`, `EVAL`) Redis at `port` has run so far, from `INFO commandstats`
+/// Scripts (`FCALL`) Redis at `port` has run so far, from `INFO commandstats`
 /// (which counts the commands scripts call too, so these alone say how often the gateway
 /// called; its idle traffic is nothing else).
 fn scripts_run(port: u16) -> u64 {
@@ -748,7 +748,7 @@ fn scripts_run(port: u16) -> u64 {
     reader.read_exact(&mut body).expect("INFO answer");
     String::from_utf8_lossy(&body)
         .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter(|l| l.starts_with("cmdstat_fcall:"))
         .filter_map(|l| {
             l.split_once("calls=")?
                 .1
@@ -787,7 +787,7 @@ async fn idle() {
     redis.zero();
     tokio::time::sleep(seconds).await;
     let with = redis.dump("cost-idle-gateway");
-    let calls = redis.last_dump_calls(&["evalShaCommand", "evalCommand"]);
+    let calls = redis.last_dump_calls(&["fcallCommand"]);
     let per_call = alone
         .zip(with)
         .zip(calls)

@@ -172,7 +172,7 @@ pub async fn run() {
     let elapsed = started.elapsed();
     drop(second);
 
-    let names_by_sha: HashMap<String, &'static str> = {
+    let names: HashMap<String, &'static str> = {
         let mut config = Config::default();
         config.redis.key_prefix = "st".into();
         let queue = RedisQueue::new(zenrelay::app::redis_queue_config(&config))
@@ -180,7 +180,7 @@ pub async fn run() {
         queue
             .scripts()
             .iter()
-            .map(|(name, script)| (script.sha().to_string(), *name))
+            .map(|(name, script)| (script.name().to_string(), *name))
             .collect()
     };
     let entries: Vec<Value> = redis::cmd("SLOWLOG")
@@ -194,7 +194,7 @@ pub async fn run() {
         .query_async(&mut conn)
         .await
         .expect("INFO commandstats");
-    let (calls, usec) = evalsha_stats(&info);
+    let (calls, usec) = fcall_stats(&info);
 
     // name -> (over the threshold, over 1 ms, longest µs, most commands in one call)
     let mut by_script: HashMap<String, (u64, u64, u64, u64)> = HashMap::new();
@@ -213,13 +213,13 @@ pub async fn run() {
         };
         let name = match fields.get(3) {
             Some(Value::Array(args)) => match (args.first(), args.get(1)) {
-                (Some(Value::BulkString(cmd)), Some(Value::BulkString(sha)))
-                    if cmd.eq_ignore_ascii_case(b"evalsha") =>
+                (Some(Value::BulkString(cmd)), Some(Value::BulkString(function)))
+                    if cmd.eq_ignore_ascii_case(b"fcall") =>
                 {
-                    let sha = String::from_utf8_lossy(sha).to_string();
-                    names_by_sha
-                        .get(&sha)
-                        .map_or_else(|| format!("script {sha}"), |n| n.to_string())
+                    let function = String::from_utf8_lossy(function).to_string();
+                    names
+                        .get(&function)
+                        .map_or_else(|| format!("function {function}"), |n| n.to_string())
                 }
                 // a command a script ran: its time is inside the script's
                 _ => {
@@ -377,13 +377,13 @@ async fn read_ops(base: String) {
     }
 }
 
-/// `calls` and `usec` of `cmdstat_evalsha` in `INFO commandstats`: the calls the slow log
-/// entries are named from (an `EVAL` runs only after a `NOSCRIPT`, a handful per run).
-fn evalsha_stats(info: &str) -> (u64, u64) {
+/// `calls` and `usec` of `cmdstat_fcall` in `INFO commandstats`: the calls the slow log
+/// entries are named from.
+fn fcall_stats(info: &str) -> (u64, u64) {
     let mut calls = 0;
     let mut usec = 0;
     for line in info.lines() {
-        let Some(rest) = line.strip_prefix("cmdstat_evalsha:") else {
+        let Some(rest) = line.strip_prefix("cmdstat_fcall:") else {
             continue;
         };
         for field in rest.split(',') {

@@ -55,10 +55,12 @@ use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Redis
 use secrecy::ExposeSecret;
 
 use super::connections::{at_address, timed, Replication};
-use super::redis::{is_noscript, script_cmd, send_replicated, unavailable, RedisQueueConfig, Sent};
+use super::redis::{is_lost, script_cmd, send_replicated, unavailable, RedisQueueConfig, Sent};
 use super::script_queue::ScriptQueue;
 use super::store::key_slot;
-use super::transport::{pong, script_loads, Script, ScriptCall, Transport, HELPERS};
+use super::transport::{
+    function_load, pong, script_load, Calling, Functions, Script, ScriptCall, Transport, HELPERS,
+};
 use super::QueueError;
 
 /// The production queue on a Redis Cluster: each partition's scripts run by the master of
@@ -156,6 +158,8 @@ pub struct ClusterConnections {
     per_master: std::sync::atomic::AtomicUsize,
     timeout: Duration,
     replication: Option<Replication>,
+    /// Whether the masters take the scripts as functions.
+    functions: Functions,
 }
 
 impl ClusterConnections {
@@ -191,6 +195,7 @@ impl ClusterConnections {
             per_master: std::sync::atomic::AtomicUsize::new(1),
             timeout,
             replication,
+            functions: Functions::default(),
         })
     }
 
@@ -458,17 +463,18 @@ impl ClusterConnections {
         *self.map.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(patched));
     }
 
-    /// Sends `cmd` (built afresh for each attempt by `build`, `true` once the script must
-    /// be sent with its source) to the master of `slot`, following redirects until the
-    /// command timeout (see the module docs).
+    /// Sends `cmd` (built afresh for each attempt by `build`, for the way `script`, if it
+    /// is a call of one, is called: see [`Sending`]) to the master of `slot`, following
+    /// redirects until the command timeout (see the module docs).
     async fn send(
         &self,
         slot: u16,
         follow_ask: bool,
-        build: impl Fn(bool) -> redis::Cmd,
+        script: Option<&Script>,
+        build: impl Fn(Calling) -> redis::Cmd,
     ) -> Result<Value, QueueError> {
         let deadline = Instant::now() + self.timeout;
-        let mut with_source = false;
+        let mut sending = Sending::new(&self.functions, script);
         let mut backoff = FIRST_BACKOFF;
         let mut ask: Option<String> = None;
         let mut redirects = 0u32;
@@ -476,14 +482,14 @@ impl ClusterConnections {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut picked = None;
             let reply = match ask.take() {
-                Some(addr) => self.asking(&addr, &build(with_source), remaining).await,
+                Some(addr) => self.asking(&addr, &build(sending.calling), remaining).await,
                 None => {
                     let found = self.master_for(slot).await?;
                     let mut conn = found.conn(&self.next);
                     picked = Some(found);
                     timed(
                         remaining,
-                        build(with_source).query_async::<Value>(&mut conn),
+                        build(sending.calling).query_async::<Value>(&mut conn),
                     )
                     .await
                     .map_err(Refusal::from)
@@ -494,7 +500,7 @@ impl ClusterConnections {
                 Err(Refusal::Failed(e)) => return Err(e),
                 Err(Refusal::Redis(e)) => e,
             };
-            match self.next_step(&e, follow_ask, &mut with_source).await {
+            match self.next_step(&e, follow_ask, &mut sending).await {
                 Step::Now => {
                     // A second redirect in a row: the cluster is changing its mind (a
                     // failover or a move under way); wait a little before the next.
@@ -522,11 +528,19 @@ impl ClusterConnections {
         }
     }
 
-    /// What to do after `e`, the error reply of a call.
-    async fn next_step(&self, e: &RedisError, follow_ask: bool, with_source: &mut bool) -> Step {
-        if is_noscript(e) && !*with_source {
-            *with_source = true;
-            return Step::Now;
+    /// What to do after `e`, the error reply of a call sent as `sending` says.
+    async fn next_step(&self, e: &RedisError, follow_ask: bool, sending: &mut Sending<'_>) -> Step {
+        if let Some(script) = sending.script.filter(|_| !sending.reloaded) {
+            if is_lost(sending.calling, e) {
+                sending.reloaded = true;
+                return match self.reload(script, sending.calling).await {
+                    Ok(calling) => {
+                        sending.calling = calling;
+                        Step::Now
+                    }
+                    Err(_) => Step::Later,
+                };
+            }
         }
         match e.kind() {
             ErrorKind::Moved => {
@@ -605,7 +619,7 @@ impl ClusterConnections {
     ) -> Vec<Result<Value, QueueError>> {
         let deadline = Instant::now() + self.timeout;
         let mut results: Vec<Option<Result<Value, QueueError>>> = vec![None; calls.len()];
-        let mut with_source = vec![false; calls.len()];
+        let mut sending = vec![Sending::new(&self.functions, Some(script)); calls.len()];
         let mut pending: Vec<usize> = (0..calls.len()).collect();
         let mut backoff = FIRST_BACKOFF;
         let mut rounds = 0u32;
@@ -623,7 +637,7 @@ impl ClusterConnections {
                     break;
                 }
             };
-            let groups = by_master(&map, calls, pending.drain(..), &with_source, &mut results);
+            let groups = by_master(&map, calls, pending.drain(..), &sending, &mut results);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let replies = self
                 .send_to_masters(&groups, calls, script, remaining, replication)
@@ -643,7 +657,7 @@ impl ClusterConnections {
                         }
                         Err(Sent::Refused(e)) => e,
                     };
-                    match self.next_step(&e, false, &mut with_source[i]).await {
+                    match self.next_step(&e, false, &mut sending[i]).await {
                         Step::Fail => results[i] = Some(Err(unavailable(e))),
                         _ if Instant::now() >= deadline => results[i] = Some(Err(unavailable(e))),
                         _ => pending.push(i),
@@ -688,7 +702,7 @@ impl ClusterConnections {
         remaining: Duration,
         replication: Replication,
     ) -> Vec<(Option<Arc<MasterConnections>>, Vec<Result<Value, Sent>>)> {
-        let sends = groups.iter().map(|(master, source, members)| async move {
+        let sends = groups.iter().map(|(master, calling, members)| async move {
             let connections = match self.connections(master).await {
                 Ok(connections) => connections,
                 Err(e) => {
@@ -702,10 +716,40 @@ impl ClusterConnections {
                 .unwrap_or_else(|| connections.connections[0].clone());
             let batch: Vec<&ScriptCall> = members.iter().map(|&i| &calls[i]).collect();
             let replies =
-                send_replicated(&writer, remaining, script, &batch, *source, replication).await;
+                send_replicated(&writer, remaining, script, &batch, *calling, replication).await;
             (Some(connections), replies)
         });
         futures::future::join_all(sends).await
+    }
+
+    /// After a call of `script` sent as `calling` was lost (a master lacks the script): how
+    /// to send it again. A function's library is loaded into every master (a master new
+    /// to the cluster lacks them all), unless they refuse functions: then, as a plain
+    /// script does, it goes with its source.
+    async fn reload(&self, script: &Script, calling: Calling) -> Result<Calling, RedisError> {
+        if calling != Calling::Function {
+            return Ok(Calling::Source);
+        }
+        let masters = self
+            .every_master()
+            .await
+            .map_err(|e| RedisError::from((ErrorKind::IoError, "no master", e.to_string())))?;
+        let loads = masters.iter().map(|(_, connections)| async move {
+            let mut conn = connections.connections[0].clone();
+            timed(
+                self.timeout,
+                function_load(script).query_async::<Value>(&mut conn),
+            )
+            .await
+        });
+        for reply in futures::future::join_all(loads).await {
+            match reply {
+                Ok(_) => {}
+                Err(e) if self.functions.refused_by(&e) => return Ok(Calling::Source),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Calling::Function)
     }
 
     /// Every master's connections, opened (fails if a master cannot be reached).
@@ -735,6 +779,28 @@ impl ClusterConnections {
             Ok::<_, QueueError>((master.addr.clone(), reply))
         });
         futures::future::try_join_all(asks).await
+    }
+}
+
+/// How a call of a script is sent: as a function until a master says it lacks it, when the
+/// library is loaded into every master and the call sent again (once); as a plain script
+/// where functions are refused, with its source after `NOSCRIPT`.
+#[derive(Clone, Copy)]
+struct Sending<'a> {
+    /// The script, when the call is one.
+    script: Option<&'a Script>,
+    calling: Calling,
+    /// Whether the script was loaded (or its source taken) for this call already.
+    reloaded: bool,
+}
+
+impl<'a> Sending<'a> {
+    fn new(functions: &Functions, script: Option<&'a Script>) -> Self {
+        Sending {
+            script,
+            calling: functions.calling(),
+            reloaded: false,
+        }
     }
 }
 
@@ -886,8 +952,8 @@ impl Transport for ClusterConnections {
         calls: &[ScriptCall],
     ) -> Vec<Result<Value, QueueError>> {
         let sends = calls.iter().map(|call| {
-            self.send(partition_slot(call), false, move |with_source| {
-                script_cmd(script, call, with_source)
+            self.send(partition_slot(call), false, Some(script), move |calling| {
+                script_cmd(script, call, calling)
             })
         });
         futures::future::join_all(sends).await
@@ -907,7 +973,7 @@ impl Transport for ClusterConnections {
     async fn command(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
         // A command without keys goes to any master: slot 0's is as good as another.
         let slot = command_slot(cmd).unwrap_or_default();
-        self.send(slot, true, |_| cmd.clone()).await
+        self.send(slot, true, None, |_| cmd.clone()).await
     }
 
     fn describe(&self, prefix: &str, partitions: u16) -> String {
@@ -968,8 +1034,14 @@ impl Transport for ClusterConnections {
     }
 
     async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError> {
-        let loads = script_loads(scripts);
-        futures::future::try_join_all(loads.iter().map(|cmd| self.ask_every_master(cmd))).await?;
+        for script in scripts {
+            self.reload(script, self.functions.calling())
+                .await
+                .map_err(unavailable)?;
+            if self.functions.calling() == Calling::Sha {
+                self.ask_every_master(&script_load(script)).await?;
+            }
+        }
         Ok(())
     }
 
@@ -1056,9 +1128,9 @@ impl Transport for ClusterConnections {
     }
 }
 
-/// The calls one master receives in one pipeline: the master, whether the script is sent
-/// with its source (after a `NOSCRIPT`), and the positions of the calls.
-type MasterGroup = (Arc<Master>, bool, Vec<usize>);
+/// The calls one master receives in one pipeline: the master, how the script is called,
+/// and the positions of the calls.
+type MasterGroup = (Arc<Master>, Calling, Vec<usize>);
 
 /// The `pending` calls grouped by the master of their slot in `map` (and by the way the
 /// script is sent); a call whose slot no master serves gets its error in `results`.
@@ -1066,7 +1138,7 @@ fn by_master(
     map: &SlotMap,
     calls: &[ScriptCall],
     pending: impl Iterator<Item = usize>,
-    with_source: &[bool],
+    sending: &[Sending<'_>],
     results: &mut [Option<Result<Value, QueueError>>],
 ) -> Vec<MasterGroup> {
     let mut groups: Vec<MasterGroup> = Vec::new();
@@ -1080,10 +1152,10 @@ fn by_master(
         };
         match groups
             .iter_mut()
-            .find(|(m, w, _)| Arc::ptr_eq(m, master) && *w == with_source[i])
+            .find(|(m, c, _)| Arc::ptr_eq(m, master) && *c == sending[i].calling)
         {
             Some((_, _, members)) => members.push(i),
-            None => groups.push((master.clone(), with_source[i], vec![i])),
+            None => groups.push((master.clone(), sending[i].calling, vec![i])),
         }
     }
     groups

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Value};
 
+use super::transport::Functions;
 use super::QueueError;
 
 /// How many replicas must confirm a write (`WAIT`), and how long to wait for them.
@@ -114,6 +115,8 @@ pub struct RedisConnections {
     pool_size: usize,
     timeout: Duration,
     replication: Option<Replication>,
+    /// Whether the server takes the scripts as functions.
+    pub(super) functions: Functions,
 }
 
 /// When the sentinels were last asked again, and the last failure to open the pool.
@@ -148,6 +151,7 @@ impl RedisConnections {
             pool_size: pool_size.max(1),
             timeout,
             replication,
+            functions: Functions::default(),
         }
     }
 

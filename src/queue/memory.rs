@@ -81,10 +81,12 @@ pub struct Embedded {
     origin_unix_us: u64,
 }
 
-/// The Lua state (which owns the store, as its app data) and the compiled scripts.
+/// The Lua state (which owns the store, as its app data) and the loaded scripts.
 struct Engine {
     lua: Lua,
-    /// Compiled scripts by SHA1, as Redis's script cache.
+    /// Takes the function a library registered under a name (see [`ENVIRONMENT`]).
+    registered: Function,
+    /// The scripts' functions by name, as Redis's loaded libraries.
     functions: HashMap<Arc<str>, Function>,
 }
 
@@ -100,11 +102,12 @@ impl Embedded {
         let origin_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        let lua = scripting_lua().expect("the Lua environment of the scripts builds");
+        let (lua, registered) = scripting_lua().expect("the Lua environment of the scripts builds");
         lua.set_app_data(Store::new());
         Embedded {
             engine: Mutex::new(Engine {
                 lua,
+                registered,
                 functions: HashMap::new(),
             }),
             origin: Instant::now(),
@@ -145,6 +148,29 @@ impl Engine {
             .expect("the store is the Lua state's app data")
     }
 
+    /// The function of `script`, its library loaded at its first call (as Redis's
+    /// `FUNCTION LOAD`: the library's code runs once, and registers the function).
+    fn function(&mut self, script: &Script) -> Result<Function, ErrorReply> {
+        if let Some(f) = self.functions.get(script.name()) {
+            return Ok(f.clone());
+        }
+        let loaded = || -> mlua::Result<Function> {
+            // (the first line, `#!lua name=...`, is Redis's, not Lua's: a blank line keeps
+            // the lines' numbers)
+            let code = script.source();
+            let code = code.find('\n').map_or("", |at| &code[at..]);
+            self.lua
+                .load(code)
+                .set_name(format!("={}", script.name()))
+                .exec()?;
+            self.registered.call(script.name())
+        };
+        let f =
+            loaded().map_err(|e| ErrorReply(format!("ERR Error registering functions: {e}")))?;
+        self.functions.insert(script.name().into(), f.clone());
+        Ok(f)
+    }
+
     /// Runs `script` with `KEYS` and `ARGV` at time `now_us`.
     fn run(
         &mut self,
@@ -154,32 +180,20 @@ impl Engine {
         now_us: u64,
     ) -> Result<Value, ErrorReply> {
         self.store().set_now(now_us);
-        let function = match self.functions.get(script.sha()) {
-            Some(f) => f.clone(),
-            None => {
-                let f = self
-                    .lua
-                    .load(script.source())
-                    .set_name(format!("=f_{}", script.sha()))
-                    .into_function()
-                    .map_err(|e| ErrorReply(format!("ERR Error compiling script: {e}")))?;
-                self.functions.insert(script.sha().into(), f.clone());
-                f
-            }
-        };
+        let function = self.function(script)?;
         let run = || -> mlua::Result<LuaValue> {
-            let globals = self.lua.globals();
-            globals.raw_set("KEYS", self.strings(keys.iter().copied())?)?;
-            globals.raw_set("ARGV", self.strings(argv.iter().map(Vec::as_slice))?)?;
-            function.call(())
+            function.call((
+                self.strings(keys.iter().copied())?,
+                self.strings(argv.iter().map(Vec::as_slice))?,
+            ))
         };
         self.store().enter_script(keys.first().copied());
         let result = run();
         self.store().leave_script();
         let result = result.map_err(|e| {
             ErrorReply(format!(
-                "ERR Error running script (call to f_{}): {e}",
-                script.sha()
+                "ERR Error running script (call to {}): {e}",
+                script.name()
             ))
         })?;
         reply_of(&result)
@@ -260,10 +274,16 @@ impl Transport for Embedded {
     }
 }
 
-/// What Redis gives its scripts: `redis.*` over the store, and global protection.
+/// What Redis gives its scripts: `redis.*` over the store, and global protection. A
+/// library's `redis.register_function(name, callback)` keeps the callback, which the
+/// function the code returns takes by its name.
 const ENVIRONMENT: &str = r#"
 local raw = ...
 local redis = {}
+local registered = {}
+function redis.register_function(name, callback)
+  registered[name] = callback
+end
 redis.pcall = raw
 function redis.call(...)
   local reply = raw(...)
@@ -285,10 +305,17 @@ setmetatable(_G, {
     error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
   end,
 })
+return function(name)
+  local callback = registered[name]
+  registered[name] = nil
+  if not callback then error("the library registered no function " .. name) end
+  return callback
+end
 "#;
 
-/// A Lua 5.1 state with the libraries and `redis` table Redis gives scripts.
-fn scripting_lua() -> mlua::Result<Lua> {
+/// A Lua 5.1 state with the libraries and `redis` table Redis gives scripts, and the
+/// function that takes what a library registered.
+fn scripting_lua() -> mlua::Result<(Lua, Function)> {
     let lua = Lua::new_with(
         StdLib::TABLE | StdLib::STRING | StdLib::MATH,
         LuaOptions::default(),
@@ -307,10 +334,11 @@ fn scripting_lua() -> mlua::Result<Lua> {
             Err(e) => error_table(lua, &e.0),
         }
     })?;
-    lua.load(ENVIRONMENT)
+    let registered = lua
+        .load(ENVIRONMENT)
         .set_name("=environment")
-        .call::<()>(raw)?;
-    Ok(lua)
+        .call::<Function>(raw)?;
+    Ok((lua, registered))
 }
 
 /// `redis.call` arguments as Redis takes them: strings as they are, numbers as `%.17g`.

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::connections::{timed, Target};
 pub use super::connections::{RedisConnections, Replication};
 use super::script_queue::{QueueSettings, ScriptQueue};
-use super::transport::pong;
+use super::transport::{function_load, pong, script_load, Calling, Functions};
 pub use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::QueueError;
 
@@ -59,8 +59,53 @@ pub(super) fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
-pub(super) fn is_noscript(e: &RedisError) -> bool {
-    e.kind() == redis::ErrorKind::NoScriptError
+/// Whether `e` is a store's answer to an `FCALL` that it holds no function of that name
+/// (it lost its libraries, or never had them), or that it takes no `FCALL` (a Redis before
+/// 7.0, or an ACL that refuses it): the call did nothing.
+fn is_missing_function(e: &RedisError) -> bool {
+    let text = e.to_string();
+    (e.kind() == redis::ErrorKind::ResponseError
+        && e.detail().is_some_and(|d| {
+            d.starts_with("Function not found") || d.starts_with("unknown command")
+        }))
+        || (text.contains("NOPERM") && text.contains("fcall"))
+}
+
+/// Whether a call sent as `calling` was refused with `e` because the store does not hold
+/// the script (it did nothing): it goes again once the script is loaded, or with its
+/// source (see [`reload`]).
+pub(super) fn is_lost(calling: Calling, e: &RedisError) -> bool {
+    match calling {
+        Calling::Function => is_missing_function(e),
+        Calling::Sha => e.kind() == redis::ErrorKind::NoScriptError,
+        Calling::Source => false,
+    }
+}
+
+/// After calls sent as `calling` were lost (see [`is_lost`]): how to send them again. A
+/// function is loaded on `conn` first (and called again), unless the store refuses
+/// functions (the plain script's source goes then); a plain script goes with its source.
+pub(super) async fn reload<C: redis::aio::ConnectionLike + Clone + Send>(
+    functions: &Functions,
+    conn: &C,
+    timeout: Duration,
+    script: &Script,
+    calling: Calling,
+) -> Result<Calling, RedisError> {
+    if calling != Calling::Function {
+        return Ok(Calling::Source);
+    }
+    let mut conn = conn.clone();
+    match timed(
+        timeout,
+        function_load(script).query_async::<Value>(&mut conn),
+    )
+    .await
+    {
+        Ok(_) => Ok(Calling::Function),
+        Err(e) if functions.refused_by(&e) => Ok(Calling::Source),
+        Err(e) => Err(e),
+    }
 }
 
 impl RedisQueue {
@@ -97,7 +142,8 @@ impl RedisQueue {
 
 /// Why a call of [`RedisConnections::replicated`] has no reply.
 pub(super) enum Sent {
-    /// The call's own error reply (`NOSCRIPT`: it did nothing; in a cluster, a redirect).
+    /// The call's own error reply (`Function not found`: it did nothing; in a cluster, a
+    /// redirect).
     Refused(RedisError),
     /// The call failed, or its writes were not confirmed by the replicas.
     Failed(QueueError),
@@ -116,7 +162,7 @@ pub(super) async fn send_replicated<C: redis::aio::ConnectionLike + Clone>(
     timeout: Duration,
     script: &Script,
     calls: &[&ScriptCall],
-    with_source: bool,
+    calling: Calling,
     replication: Replication,
 ) -> Vec<Result<Value, Sent>> {
     if calls.is_empty() {
@@ -124,7 +170,7 @@ pub(super) async fn send_replicated<C: redis::aio::ConnectionLike + Clone>(
     }
     let mut pipe = redis::pipe();
     for call in calls {
-        pipe.add_command(script_cmd(script, call, with_source));
+        pipe.add_command(script_cmd(script, call, calling));
     }
     // One mark per partition of the calls: on a Redis Cluster one of them may have just
     // moved to another node, which refuses its mark (and its calls) while the others
@@ -216,7 +262,8 @@ const REPLICATED_MARK_MS: u64 = 60_000;
 impl RedisConnections {
     /// Every call as its own command on one multiplexed connection: sent in order and
     /// carried in one round trip, each answered (or failed) alone. Calls Redis answered
-    /// `NOSCRIPT` (it lost the script) did nothing, and are sent again with the source.
+    /// `Function not found` or `NOSCRIPT` (it lost the script) did nothing: they are sent
+    /// again once the script is loaded, or with its source.
     async fn run_script_once(
         &self,
         script: &Script,
@@ -226,20 +273,38 @@ impl RedisConnections {
             Ok(conn) => conn,
             Err(e) => return calls.iter().map(|_| Err(e.clone())).collect(),
         };
-        let run = |with_source: bool, call: &ScriptCall| {
+        let run = |calling: Calling, call: &ScriptCall| {
             let mut conn = conn.clone();
-            let cmd = script_cmd(script, call, with_source);
+            let cmd = script_cmd(script, call, calling);
             async move { self.timed(cmd.query_async::<Value>(&mut conn)).await }
         };
+        let calling = self.functions.calling();
         let mut replies =
-            futures::future::join_all(calls.iter().map(|call| run(false, call))).await;
+            futures::future::join_all(calls.iter().map(|call| run(calling, call))).await;
         let lost: Vec<usize> = (0..calls.len())
-            .filter(|&i| matches!(&replies[i], Err(e) if is_noscript(e)))
+            .filter(|&i| matches!(&replies[i], Err(e) if is_lost(calling, e)))
             .collect();
         if !lost.is_empty() {
-            let again = futures::future::join_all(lost.iter().map(|&i| run(true, &calls[i]))).await;
-            for (i, reply) in lost.into_iter().zip(again) {
-                replies[i] = reply;
+            match reload(&self.functions, &conn, self.timeout(), script, calling).await {
+                Ok(calling) => {
+                    let again =
+                        futures::future::join_all(lost.iter().map(|&i| run(calling, &calls[i])))
+                            .await;
+                    for (&i, reply) in lost.iter().zip(again) {
+                        replies[i] = reply;
+                    }
+                }
+                Err(e) => {
+                    let e = unavailable(e);
+                    let mut replies: Vec<_> = replies
+                        .into_iter()
+                        .map(|reply| reply.map_err(unavailable))
+                        .collect();
+                    for i in lost {
+                        replies[i] = Err(e.clone());
+                    }
+                    return replies;
+                }
             }
         }
         replies
@@ -249,8 +314,9 @@ impl RedisConnections {
     }
 
     /// The calls, a write of its own and `WAIT` in one pipeline on one connection (see
-    /// [`send_replicated`]); calls Redis answered `NOSCRIPT` are sent again
-    /// with their source, in a pipeline of their own with its own `WAIT`.
+    /// [`send_replicated`]); calls Redis answered `Function not found` or `NOSCRIPT` are
+    /// sent again once the script is loaded (or with its source), in a pipeline of their
+    /// own with its own `WAIT`.
     async fn run_script_replicated_once(
         &self,
         script: &Script,
@@ -265,13 +331,22 @@ impl RedisConnections {
         };
         let all: Vec<&ScriptCall> = calls.iter().collect();
         let timeout = self.timeout();
-        let mut replies = send_replicated(&conn, timeout, script, &all, false, replication).await;
+        let calling = self.functions.calling();
+        let mut replies = send_replicated(&conn, timeout, script, &all, calling, replication).await;
         let lost: Vec<usize> = (0..calls.len())
-            .filter(|&i| matches!(&replies[i], Err(Sent::Refused(e)) if is_noscript(e)))
+            .filter(|&i| matches!(&replies[i], Err(Sent::Refused(e)) if is_lost(calling, e)))
             .collect();
         if !lost.is_empty() {
             let again: Vec<&ScriptCall> = lost.iter().map(|&i| &calls[i]).collect();
-            let again = send_replicated(&conn, timeout, script, &again, true, replication).await;
+            let again = match reload(&self.functions, &conn, timeout, script, calling).await {
+                Ok(calling) => {
+                    send_replicated(&conn, timeout, script, &again, calling, replication).await
+                }
+                Err(e) => {
+                    let e = unavailable(e);
+                    again.iter().map(|_| Err(Sent::Failed(e.clone()))).collect()
+                }
+            };
             for (i, reply) in lost.into_iter().zip(again) {
                 replies[i] = reply;
             }
@@ -484,27 +559,46 @@ impl Transport for RedisConnections {
         self.check_server().await
     }
 
+    async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError> {
+        let mut conn = self.conn().await?;
+        for script in scripts {
+            if self.functions.calling() == Calling::Function {
+                match self
+                    .timed(function_load(script).query_async::<Value>(&mut conn))
+                    .await
+                {
+                    Ok(_) => continue,
+                    Err(e) if self.functions.refused_by(&e) => {}
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            self.timed(script_load(script).query_async::<Value>(&mut conn))
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     /// One server holds every partition.
     fn scripts_span_partitions(&self) -> bool {
         true
     }
 }
 
-/// One `EVALSHA` (or, with `with_source`, `EVAL`) of `script`; `KEYS[1]` is the
-/// partition's ready set, which routes the call.
+/// One call of `script`, as `calling` says (`FCALL`, `EVALSHA` or `EVAL`); `KEYS[1]` is
+/// the partition's ready set, which routes the call.
 pub(super) fn script_cmd(
     script: &Script,
     (base, args): &ScriptCall,
-    with_source: bool,
+    calling: Calling,
 ) -> redis::Cmd {
-    let mut cmd = redis::cmd(if with_source { "EVAL" } else { "EVALSHA" });
-    cmd.arg(if with_source {
-        script.source()
-    } else {
-        script.sha()
-    })
-    .arg(1)
-    .arg(format!("{base}:ready"));
+    let (command, script) = match calling {
+        Calling::Function => ("FCALL", script.name()),
+        Calling::Sha => ("EVALSHA", script.sha()),
+        Calling::Source => ("EVAL", script.plain()),
+    };
+    let mut cmd = redis::cmd(command);
+    cmd.arg(script).arg(1).arg(format!("{base}:ready"));
     for a in args {
         cmd.arg(a.as_slice());
     }

@@ -1,5 +1,6 @@
--- Shared helpers, prepended to each of the gateway's Lua scripts (see script_queue.rs for
--- the key layout). Every key a script touches is derived from `base`, which carries the
+-- Shared helpers, ahead of each of the gateway's Lua scripts in its library (see
+-- transport.rs: each script is a Redis function, whose library's helpers are made once,
+-- when it is loaded, not at every call; see script_queue.rs for the key layout). Every key a script touches is derived from `base`, which carries the
 -- partition's hash tag, so all of them live in one Redis Cluster slot. (On a single
 -- server, an enqueue call serves accounts of several partitions, each under its own base.)
 --
@@ -9,11 +10,20 @@
 -- goes through `w`, which lets the tests fail a script after any one of them.
 
 -- `redis.call` as a local (a global's lookup would cost every call), and `w`, the same
--- command for every write.
-local call = redis.call
-local w = call
--- `redis.pcall` as a local: a command's error comes back as a table with its `err`.
-local try = redis.pcall
+-- command for every write; `redis.pcall` as a local: a command's error comes back as a
+-- table with its `err`. A library's code runs at its load, where Redis gives it no
+-- `redis.call`: `begin` sets them at the start of each call.
+local call, w, try
+-- the account whose change `changed` recorded last in this call
+local changed_last
+
+-- What each call of a script starts with (its function calls it first): the locals above
+-- as each call starts them, as the library's locals outlive a call.
+local function begin()
+  call, try = redis.call, redis.pcall
+  w = call
+  changed_last = nil
+end
 
 -- Redis's clock in milliseconds, as a number and as its text (the text is cut from
 -- TIME's seconds and microseconds: cheaper than formatting the number).
@@ -163,7 +173,6 @@ end
 -- again. Not through `w`: no later call depends on it, so a failure right after it is one
 -- before the script's first write. A call for the account recorded last does nothing (a script's
 -- writes to one account come together).
-local changed_last
 local function changed(base, acct, now_s)
   if changed_last == acct then return end
   changed_last = acct

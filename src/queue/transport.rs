@@ -16,18 +16,31 @@ use super::QueueError;
 #[doc(hidden)]
 pub const HELPERS: &str = include_str!("scripts.lua");
 
-/// One of the queue's Lua scripts: its source (prefixed with the helpers of `scripts.lua`
-/// it uses) and the SHA1 digest `EVALSHA` names it by.
+/// One of the queue's Lua scripts, as a Redis function: a library (`FUNCTION LOAD`) of
+/// the script's settings and the helpers of `scripts.lua` it uses, which Redis makes once,
+/// at the load, and of one function, the script's body, which `FCALL` calls by its name.
+/// Redis's Lua makes a script's local functions anew at each of its calls (`EVALSHA`),
+/// at a cost that grows with the locals each uses: the helpers of a claim cost about
+/// 23,000 instructions a call, those of a completion 16,000 (`scripts/lua-cost.sh`).
+///
+/// The library's name and its function's are one, `zenrelay_` and the SHA1 digest of the
+/// library's code: processes whose settings differ (each writes its own into the text)
+/// load libraries of their own beside each other, and a name always stands for one code.
+///
+/// A store without functions (Redis before 7.0, or a user whose ACL refuses
+/// `FUNCTION LOAD`) runs the same code as a plain script (`EVALSHA`, its [`Script::plain`]
+/// form: the body after the helpers, `begin` first), making its helpers at each call.
 #[derive(Clone, Debug)]
 pub struct Script {
     source: Arc<str>,
+    name: Arc<str>,
+    plain: Arc<str>,
     sha: Arc<str>,
 }
 
 impl Script {
     /// The script `body`, after those of `helpers` it calls (directly or through another
-    /// helper). Redis creates every local function of a script at each call, so the
-    /// helpers a script does not use would cost each of its calls their creation.
+    /// helper), and `begin`, which its function calls first when the helpers define it.
     pub(crate) fn new(helpers: &str, body: &str) -> Self {
         Self::with_settings("", helpers, body)
     }
@@ -35,24 +48,57 @@ impl Script {
     /// As [`Script::new`], with `settings` (a process's settings, as Lua locals) ahead of
     /// the helpers, which may then read them.
     pub(crate) fn with_settings(settings: &str, helpers: &str, body: &str) -> Self {
-        let source = format!("{settings}{}\n{body}", used_helpers(helpers, body));
-        let sha = redis::Script::new(&source).get_hash().to_string();
+        let helpers = used_helpers(helpers, &format!("begin()\n{body}"));
+        let begin = if helpers.contains("\nlocal function begin()") {
+            "begin()\n"
+        } else {
+            ""
+        };
+        // (the name is not known until the code is: the function registers under a
+        // placeholder of its length, replaced after)
+        let code = format!(
+            "{settings}{helpers}\n\
+             redis.register_function('{PLACEHOLDER}', function(KEYS, ARGV)\n\
+             {begin}{body}\nend)\n"
+        );
+        let name = format!("zenrelay_{}", redis::Script::new(&code).get_hash());
+        let source = format!(
+            "#!lua name={name}\n{}",
+            code.replacen(PLACEHOLDER, &name, 1)
+        );
+        let plain = format!("{settings}{helpers}\n{begin}{body}");
+        let sha = redis::Script::new(&plain).get_hash().to_string();
         Script {
             source: source.into(),
+            name: name.into(),
+            plain: plain.into(),
             sha: sha.into(),
         }
     }
 
-    /// The full source.
+    /// The library's full source, as `FUNCTION LOAD` takes it.
     pub fn source(&self) -> &str {
         &self.source
     }
 
-    /// The SHA1 digest of the source, in hex.
+    /// The name of the library and of its function.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The same code as a plain script, for a store without functions (`EVAL`).
+    pub fn plain(&self) -> &str {
+        &self.plain
+    }
+
+    /// The SHA1 digest of [`Script::plain`], in hex, which `EVALSHA` names it by.
     pub fn sha(&self) -> &str {
         &self.sha
     }
 }
+
+/// What a library's function is registered under until its name is known.
+const PLACEHOLDER: &str = "zenrelay_0000000000000000000000000000000000000000";
 
 /// The helpers of `helpers` that `body` calls, directly or through another helper, in
 /// their order. A helper is a top-level `local function NAME(...)` up to its closing `end`
@@ -117,16 +163,71 @@ fn calls(text: &str, name: &str) -> bool {
     })
 }
 
-/// The `SCRIPT LOAD` of each of `scripts`.
-pub(crate) fn script_loads(scripts: &[&Script]) -> Vec<redis::Cmd> {
-    scripts
-        .iter()
-        .map(|script| {
-            let mut cmd = redis::cmd("SCRIPT");
-            cmd.arg("LOAD").arg(script.source());
-            cmd
-        })
-        .collect()
+/// The `FUNCTION LOAD REPLACE` of `script` (a library of the same name holds the same
+/// code: replacing it changes nothing, and several processes may load it at once).
+pub(crate) fn function_load(script: &Script) -> redis::Cmd {
+    let mut cmd = redis::cmd("FUNCTION");
+    cmd.arg("LOAD").arg("REPLACE").arg(script.source());
+    cmd
+}
+
+/// The `SCRIPT LOAD` of `script`'s plain form, for a store without functions.
+pub(crate) fn script_load(script: &Script) -> redis::Cmd {
+    let mut cmd = redis::cmd("SCRIPT");
+    cmd.arg("LOAD").arg(script.plain());
+    cmd
+}
+
+/// How a script is called: as the store's function (`FCALL`), as a plain script by its
+/// digest (`EVALSHA`), or with its plain source (`EVAL`, after a store without functions
+/// answered `NOSCRIPT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Calling {
+    /// `FCALL` of its function.
+    Function,
+    /// `EVALSHA` of its plain form.
+    Sha,
+    /// `EVAL` of its plain form.
+    Source,
+}
+
+/// Whether a store's functions can be used, as a transport found out: until a store
+/// refuses `FUNCTION LOAD` (a Redis before 7.0, or an ACL), scripts are called as
+/// functions; after, as plain scripts.
+#[derive(Debug, Default)]
+pub struct Functions {
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl Functions {
+    /// How a call starts.
+    pub fn calling(&self) -> Calling {
+        if self.refused.load(std::sync::atomic::Ordering::Relaxed) {
+            Calling::Sha
+        } else {
+            Calling::Function
+        }
+    }
+
+    /// After a `FUNCTION LOAD` the store answered with `e`: true (and from now on scripts
+    /// are called as plain scripts) when the store cannot take functions at all, rather
+    /// than failed for now.
+    pub fn refused_by(&self, e: &redis::RedisError) -> bool {
+        let refused = e.kind() == redis::ErrorKind::ResponseError
+            || e.code().is_some_and(|c| c == "NOPERM")
+            || e.to_string().contains("NOPERM");
+        if refused
+            && !self
+                .refused
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                error = %e,
+                "the Redis server refuses FUNCTION LOAD (a Redis before 7.0, or its ACL): the queue's scripts run as plain scripts, which cost Redis more per call"
+            );
+        }
+        refused
+    }
 }
 
 /// One call of a script: the partition base (`KEYS[1]` is `{base}:ready`, which routes the
@@ -188,16 +289,14 @@ pub trait Transport: Send + Sync + 'static {
     /// Checks the store's own settings at startup (see [`super::Queue::check_deployment`]).
     async fn check_deployment(&self) -> Result<(), QueueError>;
 
-    /// Loads `scripts` into the store ahead of their first call (`SCRIPT LOAD`; on a Redis
-    /// Cluster, into every master), so that no call made while the gateway works pays
-    /// Redis the compilation of a script (several million instructions for the largest).
-    /// A store that loses them later (a restart, a failover) is sent a script's source
-    /// again when it answers `NOSCRIPT`.
-    async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError> {
-        let loads = script_loads(scripts);
-        futures::future::try_join_all(loads.iter().map(|cmd| self.command(cmd))).await?;
-        Ok(())
-    }
+    /// Loads `scripts` into the store (`FUNCTION LOAD`; on a Redis Cluster, into every
+    /// master), ahead of their first calls. Redis keeps its functions in its snapshots and
+    /// sends them to its replicas; a store that has lost them (a Redis restarted without
+    /// persistence, `FUNCTION FLUSH`, a master new to a Cluster) answers a call
+    /// `Function not found`, and the transport loads the script again and repeats the call.
+    /// A store that refuses functions gets the plain scripts (`SCRIPT LOAD`), and is sent
+    /// a script's source when it answers `NOSCRIPT`.
+    async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError>;
 
     /// Announces `payload` on `channel` (that work was stored), to every process listening
     /// (Redis pub/sub; on a Redis Cluster the cluster bus carries it to every node, so any
@@ -256,14 +355,23 @@ mod tests {
         local function set(k)\n  w('SET', k, now())\nend\n\
         local function unused()\n  return 2\nend\n";
 
+    /// The library's code without its first line, its name written `NAME`.
+    fn code(script: &Script) -> String {
+        let source = script.source();
+        let (first, code) = source.split_once('\n').expect("a first line");
+        assert_eq!(first, format!("#!lua name={}", script.name()));
+        code.replace(script.name(), "NAME")
+    }
+
     #[test]
     fn a_script_gets_the_helpers_it_calls_and_theirs_in_order() {
         let script = Script::new(HELPERS_OF_TEST, "set('k')");
         assert_eq!(
-            script.source(),
+            code(&script),
             "-- header\nlocal count = 0\nlocal function w(...)\n  return redis.call(...)\nend\n\
              -- now\nlocal function now()\n  return 1\nend\n\
-             local function set(k)\n  w('SET', k, now())\nend\n\nset('k')"
+             local function set(k)\n  w('SET', k, now())\nend\n\n\
+             redis.register_function('NAME', function(KEYS, ARGV)\nset('k')\nend)\n"
         );
     }
 
@@ -284,8 +392,9 @@ mod tests {
     fn the_prelude_is_kept_without_any_helper() {
         let script = Script::new(HELPERS_OF_TEST, "return count");
         assert_eq!(
-            script.source(),
-            "-- header\nlocal count = 0\n\nreturn count"
+            code(&script),
+            "-- header\nlocal count = 0\n\n\
+             redis.register_function('NAME', function(KEYS, ARGV)\nreturn count\nend)\n"
         );
     }
 
@@ -294,8 +403,9 @@ mod tests {
         let helpers =
             "local function a()\n  return 1\nend -- a\nlocal function b()\n  return 2\nend\n";
         assert_eq!(
-            Script::new(helpers, "b()").source(),
-            "local function b()\n  return 2\nend\n\nb()"
+            code(&Script::new(helpers, "b()")),
+            "local function b()\n  return 2\nend\n\n\
+             redis.register_function('NAME', function(KEYS, ARGV)\nb()\nend)\n"
         );
     }
 
@@ -308,7 +418,28 @@ mod tests {
             .collect();
         assert!(all.len() >= 9, "{all:?}");
         let body: String = all.iter().map(|n| format!("{n}()\n")).collect();
-        let source = Script::new(HELPERS, &body).source().to_string();
-        assert_eq!(source, format!("{HELPERS}\n{body}"));
+        let script = Script::new(HELPERS, &body);
+        assert_eq!(
+            code(&script),
+            format!(
+                "{HELPERS}\nredis.register_function('NAME', function(KEYS, ARGV)\n\
+                 begin()\n{body}\nend)\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_library_is_named_for_its_code_and_its_function_for_it() {
+        let script = Script::new(HELPERS_OF_TEST, "set('k')");
+        let name = script.name();
+        assert!(name.starts_with("zenrelay_"), "{name}");
+        assert_eq!(name.len(), "zenrelay_".len() + 40);
+        assert!(script.source().starts_with(&format!("#!lua name={name}\n")));
+        assert!(script
+            .source()
+            .contains(&format!("redis.register_function('{name}', ")));
+        let other = Script::new(HELPERS_OF_TEST, "set('j')");
+        assert_ne!(other.name(), name);
+        assert_eq!(Script::new(HELPERS_OF_TEST, "set('k')").name(), name);
     }
 }

@@ -1063,7 +1063,7 @@ async fn every_form_of_an_enqueue_call_keeps_what_it_was_sent_with(b: Backend) {
         .collect();
     // The first request goes alone; the two that wait for it share the next call (on a
     // Redis server, counted below).
-    let calls_before = q.redis.as_ref().map(|r| r.command_calls("evalsha"));
+    let calls_before = q.redis.as_ref().map(|r| r.command_successes("fcall"));
     let (_, acme, other) = tokio::join!(
         put_with(&q, &initech, WIDE, 100, vec![event_for(&initech, "i")]),
         put_with(&q, "acme", WIDE, 100, acme_events),
@@ -1071,7 +1071,7 @@ async fn every_form_of_an_enqueue_call_keeps_what_it_was_sent_with(b: Backend) {
     );
     if let (Some(redis), Some(before)) = (&q.redis, calls_before) {
         assert_eq!(
-            redis.command_calls("evalsha") - before,
+            redis.command_successes("fcall") - before,
             2,
             "two enqueue calls"
         );

@@ -221,10 +221,10 @@ async fn unusable_keys_fail_only_their_own_events_in_a_shared_enqueue() {
         "a",
         "b",
     ]));
-    let before = redis.command_calls("evalsha");
+    let before = redis.command_calls("fcall");
     let results =
         futures::future::join_all(names.iter().map(|n| q.enqueue(batch(n, key_of(n))))).await;
-    let calls = redis.command_calls("evalsha") - before;
+    let calls = redis.command_calls("fcall") - before;
     assert!(
         calls <= 3,
         "{} enqueues waiting together took {calls} script calls",

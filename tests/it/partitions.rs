@@ -183,9 +183,10 @@ async fn the_recorded_count_is_read_from_the_store() {
     );
 }
 
-/// Whether the Redis on `port` holds the script of digest `sha`.
-fn holds_script(port: u16, sha: &str) -> bool {
-    resp_command(port, &["SCRIPT", "EXISTS", sha]).as_deref() == Some("*1\r\n:1\r\n")
+/// Whether the Redis at `port` holds the library `name` (a script's: see `Script`).
+fn holds_script(port: u16, name: &str) -> bool {
+    resp_command(port, &["FUNCTION", "LIST", "LIBRARYNAME", name])
+        .is_some_and(|reply| reply.contains(name))
 }
 
 #[tokio::test]
@@ -193,7 +194,7 @@ async fn a_starting_process_loads_the_queue_scripts_into_every_master() {
     use zenrelay::queue::cluster::ClusterQueue;
     use zenrelay::queue::Queue;
     // A lease of its own gives the claim script (whose text holds the process's settings)
-    // a digest no other test's process loads.
+    // a name no other test's process loads.
     let lease_ms = 60_000 + u64::from(uuid::Uuid::now_v7().as_u128() as u16);
     let mut settings = zenrelay::config::Config::default();
     settings.delivery.lease_ms = Some(lease_ms);
@@ -205,12 +206,12 @@ async fn a_starting_process_loads_the_queue_scripts_into_every_master() {
     let scripts: Vec<String> = queue
         .scripts()
         .iter()
-        .map(|(_, s)| s.sha().to_string())
+        .map(|(_, s)| s.name().to_string())
         .collect();
-    assert!(!scripts.iter().any(|sha| holds_script(redis.port, sha)));
+    assert!(!scripts.iter().any(|name| holds_script(redis.port, name)));
     queue.check_deployment().await.expect("the store is fine");
     for (name, script) in queue.scripts() {
-        assert!(holds_script(redis.port, script.sha()), "{name} not loaded");
+        assert!(holds_script(redis.port, script.name()), "{name} not loaded");
     }
 
     let urls = shared_cluster();
@@ -224,24 +225,55 @@ async fn a_starting_process_loads_the_queue_scripts_into_every_master() {
         .into_iter()
         .find_map(|(name, script)| (name == "claim").then(|| script.clone()))
         .expect("a claim script");
-    assert!(!masters.iter().any(|&port| holds_script(port, claim.sha())));
+    assert!(!masters.iter().any(|&port| holds_script(port, claim.name())));
     queue.check_deployment().await.expect("the cluster is fine");
     for port in masters {
         for (name, script) in queue.scripts() {
             assert!(
-                holds_script(port, script.sha()),
+                holds_script(port, script.name()),
                 "{name} not loaded on {port}"
             );
         }
     }
 }
 
-/// A store that refuses `SCRIPT LOAD` (here, to the gateway's user, by its ACL) lets the
-/// process start with a warning, and the queue works: each script goes with its source
-/// at its first call, as it does again once the store has lost its scripts (`SCRIPT
-/// FLUSH`, as after a restart or a failover).
+/// A store that has lost the queue's functions (`FUNCTION FLUSH`, as after a restart
+/// without persistence) gets each library again at its first call, which then succeeds.
 #[tokio::test]
-async fn scripts_the_store_does_not_hold_are_sent_with_their_source() {
+async fn functions_the_store_lost_are_loaded_again() {
+    use zenrelay::queue::Queue;
+
+    let redis = RedisServer::start();
+    let mut settings = zenrelay::config::Config::default();
+    settings.redis.url = redis.url().into();
+    settings.redis.partitions = 2;
+    let queue = zenrelay::app::redis_queue(&settings).expect("queue builds");
+    queue.check_deployment().await.expect("the store is fine");
+    deliver_one(&queue, "first").await;
+    assert_eq!(
+        resp_command(redis.port, &["FUNCTION", "FLUSH"]).as_deref(),
+        Some("+OK\r\n")
+    );
+    for (name, script) in queue.scripts() {
+        assert!(
+            !holds_script(redis.port, script.name()),
+            "{name} still held"
+        );
+    }
+    deliver_one(&queue, "second").await;
+    for (name, script) in queue.scripts() {
+        if ["enqueue", "claim", "complete"].contains(&name) {
+            assert!(holds_script(redis.port, script.name()), "{name} not loaded");
+        }
+    }
+}
+
+/// A store that refuses functions and `SCRIPT LOAD` (here, to the gateway's user, by its
+/// ACL, as a Redis before 7.0 refuses `FUNCTION`) lets the process start with a warning,
+/// and the queue works: the scripts run as plain scripts, each sent with its source at
+/// its first call, as it is again once the store has lost them (`SCRIPT FLUSH`).
+#[tokio::test]
+async fn a_store_that_refuses_functions_runs_the_plain_scripts() {
     use zenrelay::queue::Queue;
 
     let redis = RedisServer::start();
@@ -254,6 +286,8 @@ async fn scripts_the_store_does_not_hold_are_sent_with_their_source() {
         "~*",
         "&*",
         "+@all",
+        "-function",
+        "-fcall",
         "-script|load",
     ];
     assert_eq!(resp_command(redis.port, &acl).as_deref(), Some("+OK\r\n"));
@@ -266,14 +300,17 @@ async fn scripts_the_store_does_not_hold_are_sent_with_their_source() {
         .await
         .expect("a store that refuses the loads is not an error");
     for (name, script) in queue.scripts() {
-        assert!(!holds_script(redis.port, script.sha()), "{name} was loaded");
+        assert!(
+            !holds_script(redis.port, script.name()),
+            "{name} was loaded"
+        );
+        assert!(!holds_plain(redis.port, script.sha()), "{name} was loaded");
     }
 
     deliver_one(&queue, "first").await;
-    let sent = ["enqueue", "claim", "complete"];
     for (name, script) in queue.scripts() {
-        if sent.contains(&name) {
-            assert!(holds_script(redis.port, script.sha()), "{name} not sent");
+        if ["enqueue", "claim", "complete"].contains(&name) {
+            assert!(holds_plain(redis.port, script.sha()), "{name} not sent");
         }
     }
     assert_eq!(
@@ -281,6 +318,11 @@ async fn scripts_the_store_does_not_hold_are_sent_with_their_source() {
         Some("+OK\r\n")
     );
     deliver_one(&queue, "second").await;
+}
+
+/// Whether the Redis at `port` holds the plain script of digest `sha`.
+fn holds_plain(port: u16, sha: &str) -> bool {
+    resp_command(port, &["SCRIPT", "EXISTS", sha]).as_deref() == Some("*1\r\n:1\r\n")
 }
 
 /// Stores an event named `name` for one account, claims it and records its success.

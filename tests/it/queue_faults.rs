@@ -31,20 +31,24 @@ const WIDE: RateLimit = RateLimit {
     window_ms: 60_000,
 };
 
-/// The helpers with a `w` that fails right after its `n`th write.
+/// The helpers with a `w` that fails right after its `n`th write in a call (each call
+/// starts with `begin`, which sets `w`).
 fn failing_helpers(n: usize) -> String {
-    let plain = "local w = call\n";
-    assert!(HELPERS.contains(plain), "scripts.lua defines w as expected");
+    let plain = "\n  w = call\n";
+    assert!(
+        HELPERS.contains(plain),
+        "scripts.lua's begin sets w as expected"
+    );
     let failing = format!(
-        "local injected_writes = 0\n\
-         local function w(...)\n  \
-           local reply = call(...)\n  \
-           injected_writes = injected_writes + 1\n  \
-           if injected_writes == {n} then error('injected failure after write {n}') end\n  \
-           return reply\n\
+        "\n  local injected_writes = 0\n  \
+         w = function(...)\n    \
+           local reply = call(...)\n    \
+           injected_writes = injected_writes + 1\n    \
+           if injected_writes == {n} then error('injected failure after write {n}') end\n    \
+           return reply\n  \
          end\n"
     );
-    HELPERS.replace(plain, &failing)
+    HELPERS.replacen(plain, &failing, 1)
 }
 
 /// Where the queues store: a Redis server, or the embedded store.

@@ -254,11 +254,28 @@ impl RedisServer {
             .map(|v| v.trim().to_string())
     }
 
-    /// How many times Redis has run `command` (lower case, e.g. `evalsha`), from
-    /// `INFO commandstats` (which counts the commands scripts call too).
+    /// How many times Redis has run `command` (lower case, e.g. `fcall`), from
+    /// `INFO commandstats` (which counts the commands scripts call too), those that failed
+    /// included.
     pub fn command_calls(&self, command: &str) -> u64 {
+        self.command_stat(command, "calls")
+    }
+
+    /// As [`RedisServer::command_calls`], without those that failed (e.g. an `FCALL` of a
+    /// function not loaded yet).
+    pub fn command_successes(&self, command: &str) -> u64 {
+        self.command_calls(command) - self.command_stat(command, "failed_calls")
+    }
+
+    /// The figure `name` of `command` in `INFO commandstats` (0 when missing).
+    fn command_stat(&self, command: &str, name: &str) -> u64 {
         self.info_field("commandstats", &format!("cmdstat_{command}"))
-            .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse().ok())
+            .and_then(|v| {
+                v.split(',')
+                    .find_map(|field| field.strip_prefix(name)?.strip_prefix('='))?
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0)
     }
 
