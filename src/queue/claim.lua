@@ -31,6 +31,38 @@
 -- (Redis ms; the lease of its i-th delivery ends, and has its token, i - 1 ms earlier:
 -- a lease's length is its distance from the claim's time), then its deliveries' ids, in
 -- order}; the wait is computed only when nothing was claimed, or all that was due was.
+-- The functions above `-- @call` are the library's (see transport.rs), made once: they
+-- take what they need of a call as arguments.
+
+-- The entries of the timed set `zset` due at `now_s` (at most reap_max), each handed with
+-- its score (text) to `one`, which puts it back; true when it took as many as it may
+-- (more may be due).
+local function reap(zset, one, now_s)
+  local due = call('ZRANGEBYSCORE', zset, '-inf', now_s, 'WITHSCORES', 'LIMIT', '0', reap_max)
+  for i = 1, #due, 2 do
+    one(due[i], due[i + 1])
+  end
+  return #due >= 2 * reap_max_count
+end
+
+-- The score of the first entry of the sorted set `z` (nil when it is empty).
+local function head_at(z)
+  local head = call('ZRANGE', z, '0', '0', 'WITHSCORES')
+  return head[2] and tonumber(head[2])
+end
+
+-- Whether an account whose rate log is `rl` has room in its window at `now` for a whole
+-- lease group: `group_max` sends now would leave at most `limit` in any window. The log
+-- holds the newest `limit` sends, newest first: the entry `limit - group_max` back must
+-- have left the window (as in the check of one send, whose entry is `limit - 1` back).
+local function room_for_group(rl, limit, window, now)
+  if group_max <= 1 or limit < group_max then return false end
+  local at = (limit - group_max) * 13
+  if #rl < at + 13 then return true end
+  return tonumber(string.sub(rl, at + 1, at + 13)) + window + margin + 1 <= now
+end
+
+-- @call
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
 local max = ARGV[2]
@@ -38,22 +70,6 @@ local now, now_s = now_ms()
 local ready = base .. ':ready'
 local inflight = base .. ':inflight'
 local delayed = base .. ':delayed'
-
--- The entries of the timed set `zset` that are due (at most reap_max), each handed with
--- its score (text) to `one`, which puts it back; true when it took as many as it may
--- (more may be due).
-local function reap(zset, one)
-  local due = call('ZRANGEBYSCORE', zset, '-inf', now_s, 'WITHSCORES', 'LIMIT', '0', reap_max)
-  for i = 1, #due, 2 do
-    one(due[i], due[i + 1])
-  end
-  return #due >= 2 * reap_max_count
-end
--- The score of the first entry of the sorted set `z` (nil when it is empty).
-local function head_at(z)
-  local head = call('ZRANGE', z, '0', '0', 'WITHSCORES')
-  return head[2] and tonumber(head[2])
-end
 
 -- Whether this call does all the work due in the partition now (see the end).
 local whole = true
@@ -130,7 +146,7 @@ if inflight_at and inflight_at <= now then
     mark_ready(base, acct, now, now_s)
     w('ZREM', inflight, did)
   end
-  if reap(inflight, reap_lease) then whole = false end
+  if reap(inflight, reap_lease, now_s) then whole = false end
   inflight_at = false
 end
 local delayed_at = head_at(delayed)
@@ -159,7 +175,7 @@ if delayed_at and delayed_at <= now then
     end
     w('ZREM', delayed, did)
   end
-  if reap(delayed, reap_retry) then whole = false end
+  if reap(delayed, reap_retry, now_s) then whole = false end
   delayed_at = false
 end
 
@@ -341,17 +357,6 @@ if not ARGV[3] and w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') t
   end
 end
 
--- Whether an account whose rate log is `rl` has room in its window for a whole lease
--- group: `group_max` sends now would leave at most `limit` in any window. The log holds
--- the newest `limit` sends, newest first: the entry `limit - group_max` back must have
--- left the window (as in the check of one send, whose entry is `limit - 1` back).
-local function room_for_group(rl, limit, window)
-  if group_max <= 1 or limit < group_max then return false end
-  local at = (limit - group_max) * 13
-  if #rl < at + 13 then return true end
-  return tonumber(string.sub(rl, at + 1, at + 13)) + window + margin + 1 <= now
-end
-
 -- The deliveries leased, in the reply: each group adds its head (its account, its calls
 -- and its lease's end) and its calls' ids to `out`, a flat list, as Redis turns each table
 -- of a reply into an array at a cost.
@@ -393,7 +398,7 @@ for a = 1, #accts do
       -- one after another under one claim.
       local q = base .. ':q:' .. acct
       local span = '0'
-      if room > 1 and room_for_group(rl, limit, window) then span = group_more end
+      if room > 1 and room_for_group(rl, limit, window, now) then span = group_more end
       local list = q .. ':h'
       local heads = call('LRANGE', list, '0', span)
       if #heads == 0 then

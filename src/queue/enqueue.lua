@@ -44,11 +44,8 @@
 -- text into numbers and back, and creating tables, closures and strings. One call serves
 -- the accounts of every request waiting when it is sent, so that what a call costs by
 -- itself (the command, its first five arguments, the clock) is shared by their events.
--- (a local: a global is looked up in a table at each use)
-local ARGV = ARGV
-local max_depth, idem_ttl = tonumber(ARGV[1]), ARGV[2]
-local call_limit, call_window, call_ttl = ARGV[3], ARGV[4], ARGV[5]
-local now, now_s = now_ms()
+-- The functions above `-- @call` are the library's (see transport.rs), made once: they
+-- take what they need of a call as arguments.
 
 -- The message of an error caught by `pcall` (Redis raises a command's error as a table).
 local function message(e)
@@ -69,6 +66,70 @@ local function count_depth(st, qh, qn, retry)
   if st[3] and st[3] ~= '' then depth = depth + group_size(st[3]) end
   return depth
 end
+
+-- An account's first writes, to keys that no read of it checked (its change, its
+-- partition's account set and ready set), under `pcall`: an account whose partition's
+-- keys cannot be written stores nothing, and the others go on. Whether it entered the
+-- ready set (at `now`, whose text is `now_s`).
+local function enter(plan, now, now_s)
+  local base, acct, st, window = plan[1], plan[2], plan[3], plan[5]
+  local akey, added, counted = base .. ':acct:' .. acct, plan[17], plan[18]
+  changed(base, acct, now_s)
+  -- the depth's bound, raised before the calls are pushed (or written as counted)
+  local d_set = counted and int(counted + added)
+  if plan[8] then
+    if d_set then
+      w('HSET', akey, 'limit', plan[4], 'window', window, 'd', d_set)
+    else
+      w('HSET', akey, 'limit', plan[4], 'window', window)
+    end
+    w('SADD', base .. ':accounts', acct)
+  elseif d_set then
+    w('HSET', akey, 'd', d_set)
+  end
+  if added > 0 and not d_set then
+    w('HINCRBY', akey, 'd', added == 1 and '1' or int(added))
+  end
+  -- An account with new work is ready unless busy or paused (as mark_ready, without
+  -- re-reading what is known). One that was idle goes ahead of those served within the
+  -- last window; a 429 pause still wins.
+  if not (plan[6] or plan[7]) or (st[3] and st[3] ~= '') or st[4] == '1' or st[5] == '1' then
+    return false
+  end
+  -- (most accounts' window is the default, whose text is compared rather than converted)
+  local at = now - (window == default_window_text and default_window or tonumber(window))
+  local pause_until = st[6] and tonumber(st[6]) or 0
+  if pause_until > at then at = pause_until end
+  return w('ZADD', base .. ':ready', 'NX', int(at), acct) == 1
+end
+
+-- At most 1,000 ids per RPUSH and 3,000 arguments per HSET (Lua's unpack has a stack
+-- limit).
+local function push(q, ids)
+  local n = #ids
+  if n == 1 then
+    w('RPUSH', q, ids[1])
+  elseif n <= 1000 then
+    w('RPUSH', q, unpack(ids))
+  else
+    for j = 1, n, 1000 do
+      w('RPUSH', q, unpack(ids, j, math.min(j + 999, n)))
+    end
+  end
+end
+-- An account whose lists cannot be written stores nothing (its calls pushed so far are
+-- ids of events never stored, dropped as stale once leased), and the others go on.
+local function push_ids(plan)
+  if plan[6] then push(plan[9], plan[6]) end
+  if plan[7] then push(plan[10], plan[7]) end
+end
+
+-- @call
+-- (a local: a global is looked up in a table at each use)
+local ARGV = ARGV
+local max_depth, idem_ttl = tonumber(ARGV[1]), ARGV[2]
+local call_limit, call_window, call_ttl = ARGV[3], ARGV[4], ARGV[5]
+local now, now_s = now_ms()
 
 -- The record's `d` is never below the account's depth: this script raises it by the
 -- calls it stores (before it pushes them), a replay removes it, and nothing else adds to
@@ -301,41 +362,6 @@ while i <= #ARGV do
   end
 end
 
--- An account's first writes, to keys that no read of it checked (its change, its
--- partition's account set and ready set), under `pcall`: an account whose partition's
--- keys cannot be written stores nothing, and the others go on. Whether it entered the
--- ready set.
-local function enter(plan)
-  local base, acct, st, window = plan[1], plan[2], plan[3], plan[5]
-  local akey, added, counted = base .. ':acct:' .. acct, plan[17], plan[18]
-  changed(base, acct, now_s)
-  -- the depth's bound, raised before the calls are pushed (or written as counted)
-  local d_set = counted and int(counted + added)
-  if plan[8] then
-    if d_set then
-      w('HSET', akey, 'limit', plan[4], 'window', window, 'd', d_set)
-    else
-      w('HSET', akey, 'limit', plan[4], 'window', window)
-    end
-    w('SADD', base .. ':accounts', acct)
-  elseif d_set then
-    w('HSET', akey, 'd', d_set)
-  end
-  if added > 0 and not d_set then
-    w('HINCRBY', akey, 'd', added == 1 and '1' or int(added))
-  end
-  -- An account with new work is ready unless busy or paused (as mark_ready, without
-  -- re-reading what is known). One that was idle goes ahead of those served within the
-  -- last window; a 429 pause still wins.
-  if not (plan[6] or plan[7]) or (st[3] and st[3] ~= '') or st[4] == '1' or st[5] == '1' then
-    return false
-  end
-  -- (most accounts' window is the default, whose text is compared rather than converted)
-  local at = now - (window == default_window_text and default_window or tonumber(window))
-  local pause_until = st[6] and tonumber(st[6]) or 0
-  if pause_until > at then at = pause_until end
-  return w('ZADD', base .. ':ready', 'NX', int(at), acct) == 1
-end
 -- An account whose writes failed with the error `e` stores nothing, and pushes nothing
 -- more.
 local function fail_plan(plan, e)
@@ -348,7 +374,7 @@ end
 local ready
 for p = 1, #plans do
   local plan = plans[p]
-  local ok, entered = pcall(enter, plan)
+  local ok, entered = pcall(enter, plan, now, now_s)
   if not ok then
     fail_plan(plan, entered)
   elseif entered then
@@ -356,26 +382,6 @@ for p = 1, #plans do
     ready = ready or {'ready'}
     if ready[#ready] ~= base then ready[#ready + 1] = base end
   end
-end
--- At most 1,000 ids per RPUSH and 3,000 arguments per HSET (Lua's unpack has a stack
--- limit).
-local function push(q, ids)
-  local n = #ids
-  if n == 1 then
-    w('RPUSH', q, ids[1])
-  elseif n <= 1000 then
-    w('RPUSH', q, unpack(ids))
-  else
-    for j = 1, n, 1000 do
-      w('RPUSH', q, unpack(ids, j, math.min(j + 999, n)))
-    end
-  end
-end
--- An account whose lists cannot be written stores nothing (its calls pushed so far are
--- ids of events never stored, dropped as stale once leased), and the others go on.
-local function push_ids(plan)
-  if plan[6] then push(plan[9], plan[6]) end
-  if plan[7] then push(plan[10], plan[7]) end
 end
 for p = 1, #plans do
   local plan = plans[p]

@@ -41,6 +41,8 @@ pub struct Script {
 impl Script {
     /// The script `body`, after those of `helpers` it calls (directly or through another
     /// helper), and `begin`, which its function calls first when the helpers define it.
+    /// What a body holds above a line `-- @call` (functions that take what they need of a
+    /// call as arguments) is the library's too, made once.
     pub(crate) fn new(helpers: &str, body: &str) -> Self {
         Self::with_settings("", helpers, body)
     }
@@ -54,12 +56,16 @@ impl Script {
         } else {
             ""
         };
+        let (library, call) = match body.split_once(CALL_MARK) {
+            Some((library, call)) => (format!("{library}\n"), call),
+            None => (String::new(), body),
+        };
         // (the name is not known until the code is: the function registers under a
         // placeholder of its length, replaced after)
         let code = format!(
-            "{settings}{helpers}\n\
+            "{settings}{helpers}\n{library}\
              redis.register_function('{PLACEHOLDER}', function(KEYS, ARGV)\n\
-             {begin}{body}\nend)\n"
+             {begin}{call}\nend)\n"
         );
         let name = format!("zenrelay_{}", redis::Script::new(&code).get_hash());
         let source = format!(
@@ -96,6 +102,10 @@ impl Script {
         &self.sha
     }
 }
+
+/// The line of a script's body under which its function's code starts (see
+/// [`Script::new`]).
+const CALL_MARK: &str = "\n-- @call\n";
 
 /// What a library's function is registered under until its name is known.
 const PLACEHOLDER: &str = "zenrelay_0000000000000000000000000000000000000000";
@@ -426,6 +436,23 @@ mod tests {
                  begin()\n{body}\nend)\n"
             )
         );
+    }
+
+    #[test]
+    fn what_a_body_holds_above_its_call_mark_is_the_librarys() {
+        let script = Script::new(
+            HELPERS_OF_TEST,
+            "local function twice(x)\n  return 2 * x\nend\n-- @call\nreturn twice(count)",
+        );
+        assert_eq!(
+            code(&script),
+            "-- header\nlocal count = 0\n\n\
+             local function twice(x)\n  return 2 * x\nend\n\
+             redis.register_function('NAME', function(KEYS, ARGV)\nreturn twice(count)\nend)\n"
+        );
+        assert!(script
+            .plain()
+            .ends_with("end\n-- @call\nreturn twice(count)"));
     }
 
     #[test]
