@@ -22,8 +22,8 @@ if [ "${1:-}" = "-n" ]; then
 fi
 [ $# -gt 0 ] || set -- 1 3 8
 d=scripts/claim-design
-claim=$(cargo run -q --release --example script_text -- claim)
-complete=$(cargo run -q --release --example script_text -- complete)
+claim=$(cargo run -q --release --example script_text -- claim --plain)
+complete=$(cargo run -q --release --example script_text -- complete --plain)
 T=1764000000000
 
 # The text of a measure: the set-up `setup` for groups of `n` (`group_lease`: true or

@@ -723,30 +723,35 @@ impl ClusterConnections {
     }
 
     /// After a call of `script` sent as `calling` was lost (a master lacks the script): how
-    /// to send it again. A function's library is loaded into every master (a master new
-    /// to the cluster lacks them all), unless they refuse functions: then, as a plain
-    /// script does, it goes with its source.
+    /// to send it again. A function's library is loaded into every master that can be
+    /// reached (a master new to the cluster lacks them all; one that cannot be reached is
+    /// left to a later call), unless they refuse functions: then, as a plain script does,
+    /// it goes with its source.
     async fn reload(&self, script: &Script, calling: Calling) -> Result<Calling, RedisError> {
         if calling != Calling::Function {
             return Ok(Calling::Source);
         }
-        let masters = self
-            .every_master()
+        let map = self
+            .slot_map()
             .await
-            .map_err(|e| RedisError::from((ErrorKind::IoError, "no master", e.to_string())))?;
-        let loads = masters.iter().map(|(_, connections)| async move {
+            .map_err(|e| RedisError::from((ErrorKind::IoError, "no slot map", e.to_string())))?;
+        let loads = map.masters.iter().map(|master| async move {
+            let connections = self.connections(master).await.ok()?;
             let mut conn = connections.connections[0].clone();
-            timed(
-                self.timeout,
-                function_load(script).query_async::<Value>(&mut conn),
+            Some(
+                timed(
+                    self.timeout,
+                    function_load(script).query_async::<Value>(&mut conn),
+                )
+                .await,
             )
-            .await
         });
-        for reply in futures::future::join_all(loads).await {
-            match reply {
-                Ok(_) => {}
-                Err(e) if self.functions.refused_by(&e) => return Ok(Calling::Source),
-                Err(e) => return Err(e),
+        for reply in futures::future::join_all(loads).await.into_iter().flatten() {
+            if let Err(e) = reply {
+                if self.functions.refused_by(&e) {
+                    return Ok(Calling::Source);
+                }
+                tracing::debug!(error = %e, "a Redis Cluster master did not load a script");
             }
         }
         Ok(Calling::Function)

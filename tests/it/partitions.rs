@@ -227,13 +227,29 @@ async fn a_starting_process_loads_the_queue_scripts_into_every_master() {
         .expect("a claim script");
     assert!(!masters.iter().any(|&port| holds_script(port, claim.name())));
     queue.check_deployment().await.expect("the cluster is fine");
-    for port in masters {
+    for &port in &masters {
         for (name, script) in queue.scripts() {
             assert!(
                 holds_script(port, script.name()),
                 "{name} not loaded on {port}"
             );
         }
+    }
+
+    // Masters that lose the claim's library (its name is this test's alone) get it again
+    // at the next claim, which then succeeds.
+    for &port in &masters {
+        assert_eq!(
+            resp_command(port, &["FUNCTION", "DELETE", claim.name()]).as_deref(),
+            Some("+OK\r\n")
+        );
+    }
+    deliver_one(&queue, "after-the-loss").await;
+    for &port in &masters {
+        assert!(
+            holds_script(port, claim.name()),
+            "claim not loaded again on {port}"
+        );
     }
 }
 
