@@ -533,7 +533,7 @@ impl ClusterConnections {
         if let Some(script) = sending.script.filter(|_| !sending.reloaded) {
             if is_lost(sending.calling, e) {
                 sending.reloaded = true;
-                return match self.reload(script, sending.calling).await {
+                return match self.reload(script, sending.calling, Some(e)).await {
                     Ok(calling) => {
                         sending.calling = calling;
                         Step::Now
@@ -727,34 +727,44 @@ impl ClusterConnections {
     /// reached (a master new to the cluster lacks them all; one that cannot be reached is
     /// left to a later call), unless they refuse functions: then, as a plain script does,
     /// it goes with its source.
-    async fn reload(&self, script: &Script, calling: Calling) -> Result<Calling, RedisError> {
+    async fn reload(
+        &self,
+        script: &Script,
+        calling: Calling,
+        lost: Option<&RedisError>,
+    ) -> Result<Calling, RedisError> {
         if calling != Calling::Function {
             return Ok(Calling::Source);
         }
-        let map = self
-            .slot_map()
-            .await
-            .map_err(|e| RedisError::from((ErrorKind::IoError, "no slot map", e.to_string())))?;
-        let loads = map.masters.iter().map(|master| async move {
-            let connections = self.connections(master).await.ok()?;
-            let mut conn = connections.connections[0].clone();
-            Some(
-                timed(
-                    self.timeout,
-                    function_load(script).query_async::<Value>(&mut conn),
+        let load = || async {
+            let map = self.slot_map().await.map_err(|e| {
+                RedisError::from((ErrorKind::IoError, "no slot map", e.to_string()))
+            })?;
+            let loads = map.masters.iter().map(|master| async move {
+                let connections = self.connections(master).await.ok()?;
+                let mut conn = connections.connections[0].clone();
+                Some(
+                    timed(
+                        self.timeout,
+                        function_load(script).query_async::<Value>(&mut conn),
+                    )
+                    .await,
                 )
-                .await,
-            )
-        });
-        for reply in futures::future::join_all(loads).await.into_iter().flatten() {
-            if let Err(e) = reply {
-                if self.functions.refused_by(&e) {
-                    return Ok(Calling::Source);
+            });
+            for reply in futures::future::join_all(loads).await.into_iter().flatten() {
+                if let Err(e) = reply {
+                    if self.functions.refused_by(&e) {
+                        return Ok(Calling::Source);
+                    }
+                    tracing::debug!(error = %e, "a Redis Cluster master did not load a script");
                 }
-                tracing::debug!(error = %e, "a Redis Cluster master did not load a script");
             }
+            Ok(Calling::Function)
+        };
+        match lost {
+            Some(e) => self.functions.reload(script, e, load).await,
+            None => load().await,
         }
-        Ok(Calling::Function)
     }
 
     /// Every master's connections, opened (fails if a master cannot be reached).
@@ -1040,7 +1050,7 @@ impl Transport for ClusterConnections {
 
     async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError> {
         for script in scripts {
-            self.reload(script, self.functions.calling())
+            self.reload(script, self.functions.calling(), None)
                 .await
                 .map_err(unavailable)?;
             if self.functions.calling() == Calling::Sha {

@@ -282,6 +282,9 @@ local raw = ...
 local redis = {}
 local registered = {}
 function redis.register_function(name, callback)
+  if type(name) == 'table' then
+    name, callback = name.function_name, name.callback
+  end
   registered[name] = callback
 end
 redis.pcall = raw

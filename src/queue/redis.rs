@@ -82,30 +82,36 @@ pub(super) fn is_lost(calling: Calling, e: &RedisError) -> bool {
     }
 }
 
-/// After calls sent as `calling` were lost (see [`is_lost`]): how to send them again. A
-/// function is loaded on `conn` first (and called again), unless the store refuses
-/// functions (the plain script's source goes then); a plain script goes with its source.
+/// After calls sent as `calling` were lost (see [`is_lost`]), the first with `e`: how to
+/// send them again. A function's library is loaded on `conn` first (and the function
+/// called again), unless the store refuses functions (the plain script's source goes
+/// then; see [`Functions::reload`]); a plain script goes with its source.
 pub(super) async fn reload<C: redis::aio::ConnectionLike + Clone + Send>(
     functions: &Functions,
     conn: &C,
     timeout: Duration,
     script: &Script,
     calling: Calling,
+    e: &RedisError,
 ) -> Result<Calling, RedisError> {
     if calling != Calling::Function {
         return Ok(Calling::Source);
     }
-    let mut conn = conn.clone();
-    match timed(
-        timeout,
-        function_load(script).query_async::<Value>(&mut conn),
-    )
-    .await
-    {
-        Ok(_) => Ok(Calling::Function),
-        Err(e) if functions.refused_by(&e) => Ok(Calling::Source),
-        Err(e) => Err(e),
-    }
+    functions
+        .reload(script, e, || async {
+            let mut conn = conn.clone();
+            match timed(
+                timeout,
+                function_load(script).query_async::<Value>(&mut conn),
+            )
+            .await
+            {
+                Ok(_) => Ok(Calling::Function),
+                Err(e) if functions.refused_by(&e) => Ok(Calling::Source),
+                Err(e) => Err(e),
+            }
+        })
+        .await
 }
 
 impl RedisQueue {
@@ -284,8 +290,17 @@ impl RedisConnections {
         let lost: Vec<usize> = (0..calls.len())
             .filter(|&i| matches!(&replies[i], Err(e) if is_lost(calling, e)))
             .collect();
-        if !lost.is_empty() {
-            match reload(&self.functions, &conn, self.timeout(), script, calling).await {
+        if let Some(Err(first)) = lost.first().map(|&i| &replies[i]) {
+            match reload(
+                &self.functions,
+                &conn,
+                self.timeout(),
+                script,
+                calling,
+                first,
+            )
+            .await
+            {
                 Ok(calling) => {
                     let again =
                         futures::future::join_all(lost.iter().map(|&i| run(calling, &calls[i])))
@@ -336,9 +351,10 @@ impl RedisConnections {
         let lost: Vec<usize> = (0..calls.len())
             .filter(|&i| matches!(&replies[i], Err(Sent::Refused(e)) if is_lost(calling, e)))
             .collect();
-        if !lost.is_empty() {
+        if let Some(Err(Sent::Refused(first))) = lost.first().map(|&i| &replies[i]) {
             let again: Vec<&ScriptCall> = lost.iter().map(|&i| &calls[i]).collect();
-            let again = match reload(&self.functions, &conn, timeout, script, calling).await {
+            let again = match reload(&self.functions, &conn, timeout, script, calling, first).await
+            {
                 Ok(calling) => {
                     send_replicated(&conn, timeout, script, &again, calling, replication).await
                 }

@@ -50,6 +50,18 @@ impl Script {
     /// As [`Script::new`], with `settings` (a process's settings, as Lua locals) ahead of
     /// the helpers, which may then read them.
     pub(crate) fn with_settings(settings: &str, helpers: &str, body: &str) -> Self {
+        Self::build(settings, helpers, body, false)
+    }
+
+    /// As [`Script::new`], for a script that writes nothing: its function is registered
+    /// with the flag `no-writes`, so Redis runs it when it refuses writes (out of memory,
+    /// too few replicas, a failed save), as it ran the plain script, which it stopped only
+    /// at a first write.
+    pub(crate) fn read_only(helpers: &str, body: &str) -> Self {
+        Self::build("", helpers, body, true)
+    }
+
+    fn build(settings: &str, helpers: &str, body: &str, read_only: bool) -> Self {
         let helpers = used_helpers(helpers, &format!("begin()\n{body}"));
         let begin = if helpers.contains("\nlocal function begin()") {
             "begin()\n"
@@ -62,11 +74,20 @@ impl Script {
         };
         // (the name is not known until the code is: the function registers under a
         // placeholder of its length, replaced after)
-        let code = format!(
-            "{settings}{helpers}\n{library}\
-             redis.register_function('{PLACEHOLDER}', function(KEYS, ARGV)\n\
-             {begin}{call}\nend)\n"
-        );
+        let code = if read_only {
+            format!(
+                "{settings}{helpers}\n{library}\
+                 redis.register_function{{function_name = '{PLACEHOLDER}', \
+                 flags = {{'no-writes'}}, callback = function(KEYS, ARGV)\n\
+                 {begin}{call}\nend}}\n"
+            )
+        } else {
+            format!(
+                "{settings}{helpers}\n{library}\
+                 redis.register_function('{PLACEHOLDER}', function(KEYS, ARGV)\n\
+                 {begin}{call}\nend)\n"
+            )
+        };
         let name = format!("zenrelay_{}", redis::Script::new(&code).get_hash());
         let source = format!(
             "#!lua name={name}\n{}",
@@ -202,30 +223,43 @@ pub enum Calling {
 }
 
 /// Whether a store's functions can be used, as a transport found out: until a store
-/// refuses `FUNCTION LOAD` (a Redis before 7.0, or an ACL), scripts are called as
-/// functions; after, as plain scripts.
+/// refuses `FUNCTION LOAD` or `FCALL` (a Redis before 7.0, or an ACL), scripts are called
+/// as functions; after, as plain scripts.
 #[derive(Debug, Default)]
 pub struct Functions {
     refused: std::sync::atomic::AtomicBool,
+    /// When each library was last loaded after a call found it lost: the calls lost at
+    /// the same moment wait for one load, and do not each load it again.
+    loaded: tokio::sync::Mutex<std::collections::HashMap<Arc<str>, std::time::Instant>>,
 }
+
+/// How long after a library was loaded again a call that found it lost is sent again
+/// without loading it once more.
+const RELOADED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Functions {
     /// How a call starts.
     pub fn calling(&self) -> Calling {
-        if self.refused.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.refused() {
             Calling::Sha
         } else {
             Calling::Function
         }
     }
 
-    /// After a `FUNCTION LOAD` the store answered with `e`: true (and from now on scripts
-    /// are called as plain scripts) when the store cannot take functions at all, rather
-    /// than failed for now.
+    fn refused(&self) -> bool {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// After the store answered `e` to an `FCALL` or a `FUNCTION LOAD`: true (and from
+    /// now on scripts are called as plain scripts) when it says it takes no functions
+    /// (an unknown command, a user without the permission), rather than failed for now
+    /// or refused this library (which a plain script would not mend).
     pub fn refused_by(&self, e: &redis::RedisError) -> bool {
-        let refused = e.kind() == redis::ErrorKind::ResponseError
-            || e.code().is_some_and(|c| c == "NOPERM")
-            || e.to_string().contains("NOPERM");
+        let text = e.to_string();
+        let refused = text.contains("unknown command")
+            || text.contains("unknown subcommand")
+            || text.contains("NOPERM");
         if refused
             && !self
                 .refused
@@ -233,10 +267,44 @@ impl Functions {
         {
             tracing::warn!(
                 error = %e,
-                "the Redis server refuses FUNCTION LOAD (a Redis before 7.0, or its ACL): the queue's scripts run as plain scripts, which cost Redis more per call"
+                "the Redis server refuses its functions (a Redis before 7.0, or its ACL): the queue's scripts run as plain scripts, which cost Redis more per call"
             );
         }
         refused
+    }
+
+    /// After a call of `script` as a function was lost with `e` (see `is_lost` in
+    /// redis.rs): how to send it again. A store that refuses functions gets the plain
+    /// script's source; else the library is loaded by `load` (which answers as this
+    /// does), unless a call lost a moment ago had it loaded already.
+    pub async fn reload<F>(
+        &self,
+        script: &Script,
+        e: &redis::RedisError,
+        load: impl FnOnce() -> F,
+    ) -> Result<Calling, redis::RedisError>
+    where
+        F: std::future::Future<Output = Result<Calling, redis::RedisError>>,
+    {
+        if self.refused() || self.refused_by(e) {
+            return Ok(Calling::Source);
+        }
+        let mut loaded = self.loaded.lock().await;
+        if loaded
+            .get(script.name())
+            .is_some_and(|at| at.elapsed() < RELOADED_FOR)
+        {
+            return Ok(if self.refused() {
+                Calling::Source
+            } else {
+                Calling::Function
+            });
+        }
+        let calling = load().await?;
+        if calling == Calling::Function {
+            loaded.insert(script.name.clone(), std::time::Instant::now());
+        }
+        Ok(calling)
     }
 }
 
@@ -453,6 +521,21 @@ mod tests {
         assert!(script
             .plain()
             .ends_with("end\n-- @call\nreturn twice(count)"));
+    }
+
+    #[test]
+    fn a_script_that_writes_nothing_registers_its_function_without_writes() {
+        let script = Script::read_only(HELPERS_OF_TEST, "return count");
+        assert_eq!(
+            code(&script),
+            "-- header\nlocal count = 0\n\n\
+             redis.register_function{function_name = 'NAME', flags = {'no-writes'}, \
+             callback = function(KEYS, ARGV)\nreturn count\nend}\n"
+        );
+        assert_ne!(
+            script.name(),
+            Script::new(HELPERS_OF_TEST, "return count").name()
+        );
     }
 
     #[test]

@@ -336,6 +336,37 @@ async fn a_store_that_refuses_functions_runs_the_plain_scripts() {
     deliver_one(&queue, "second").await;
 }
 
+/// A Redis that refuses writes (here out of memory) still answers the queue's reads: its
+/// scripts that write nothing are functions without writes, which Redis runs then.
+#[tokio::test]
+async fn a_store_that_refuses_writes_still_answers_the_reads() {
+    use zenrelay::domain::EventId;
+    use zenrelay::queue::Queue;
+
+    let redis = RedisServer::start();
+    let mut settings = zenrelay::config::Config::default();
+    settings.redis.url = redis.url().into();
+    settings.redis.partitions = 2;
+    let queue = zenrelay::app::redis_queue(&settings).expect("queue builds");
+    queue.check_deployment().await.expect("the store is fine");
+    deliver_one(&queue, "before").await;
+    let some = EventId::new(0);
+    assert_eq!(
+        resp_command(redis.port, &["CONFIG", "SET", "maxmemory", "1"]).as_deref(),
+        Some("+OK\r\n")
+    );
+    queue.stats().await.expect("stats while writes are refused");
+    assert!(queue.event(&some).await.expect("an event read").is_none());
+    queue
+        .dead_letters("acme", 0, 10)
+        .await
+        .expect("dead letters read");
+    assert_eq!(
+        resp_command(redis.port, &["CONFIG", "SET", "maxmemory", "0"]).as_deref(),
+        Some("+OK\r\n")
+    );
+}
+
 /// Whether the Redis at `port` holds the plain script of digest `sha`.
 fn holds_plain(port: u16, sha: &str) -> bool {
     resp_command(port, &["SCRIPT", "EXISTS", sha]).as_deref() == Some("*1\r\n:1\r\n")
