@@ -533,7 +533,7 @@ impl ClusterConnections {
         if let Some(script) = sending.script.filter(|_| !sending.reloaded) {
             if is_lost(sending.calling, e) {
                 sending.reloaded = true;
-                return match self.reload(script, sending.calling, Some(e)).await {
+                return match self.reload(script, sending.calling, e).await {
                     Ok(calling) => {
                         sending.calling = calling;
                         Step::Now
@@ -722,49 +722,44 @@ impl ClusterConnections {
         futures::future::join_all(sends).await
     }
 
-    /// After a call of `script` sent as `calling` was lost (a master lacks the script): how
-    /// to send it again. A function's library is loaded into every master that can be
-    /// reached (a master new to the cluster lacks them all; one that cannot be reached is
-    /// left to a later call), unless they refuse functions: then, as a plain script does,
-    /// it goes with its source.
+    /// After a call of `script` sent as `calling` was lost with `e` (a master lacks the
+    /// script): how to send it again (see [`Functions::reload`]), a library loaded into
+    /// every master (see [`ClusterConnections::load_everywhere`]).
     async fn reload(
         &self,
         script: &Script,
         calling: Calling,
-        lost: Option<&RedisError>,
+        e: &RedisError,
     ) -> Result<Calling, RedisError> {
-        if calling != Calling::Function {
-            return Ok(Calling::Source);
-        }
-        let load = || async {
-            let map = self.slot_map().await.map_err(|e| {
-                RedisError::from((ErrorKind::IoError, "no slot map", e.to_string()))
-            })?;
-            let loads = map.masters.iter().map(|master| async move {
-                let connections = self.connections(master).await.ok()?;
-                let mut conn = connections.connections[0].clone();
-                Some(
-                    timed(
-                        self.timeout,
-                        function_load(script).query_async::<Value>(&mut conn),
-                    )
-                    .await,
-                )
-            });
-            for reply in futures::future::join_all(loads).await.into_iter().flatten() {
-                if let Err(e) = reply {
-                    if self.functions.refused_by(&e) {
-                        return Ok(Calling::Source);
-                    }
-                    tracing::debug!(error = %e, "a Redis Cluster master did not load a script");
+        self.functions
+            .reload(script, calling, e, || self.load_everywhere(script))
+            .await
+    }
+
+    /// Loads `script`'s library into every master that can be reached (a master new to
+    /// the cluster lacks them all; one that cannot be reached is left to a later call):
+    /// how the script is called then (see [`Functions::after_load`]).
+    async fn load_everywhere(&self, script: &Script) -> Result<Calling, RedisError> {
+        let map = self
+            .slot_map()
+            .await
+            .map_err(|e| RedisError::from((ErrorKind::IoError, "no slot map", e.to_string())))?;
+        let loads = map.masters.iter().map(|master| async move {
+            let connections = self.connections(master).await.ok()?;
+            let mut conn = connections.connections[0].clone();
+            let load = function_load(script);
+            Some(timed(self.timeout, load.query_async::<Value>(&mut conn)).await)
+        });
+        for reply in futures::future::join_all(loads).await.into_iter().flatten() {
+            match self.functions.after_load(reply) {
+                Ok(Calling::Function) => {}
+                Ok(calling) => return Ok(calling),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a Redis Cluster master did not load a script")
                 }
             }
-            Ok(Calling::Function)
-        };
-        match lost {
-            Some(e) => self.functions.reload(script, e, load).await,
-            None => load().await,
         }
+        Ok(Calling::Function)
     }
 
     /// Every master's connections, opened (fails if a master cannot be reached).
@@ -798,8 +793,8 @@ impl ClusterConnections {
 }
 
 /// How a call of a script is sent: as a function until a master says it lacks it, when the
-/// library is loaded into every master and the call sent again (once); as a plain script
-/// where functions are refused, with its source after `NOSCRIPT`.
+/// library is loaded into every master it can reach and the call sent again (once); as a
+/// plain script where functions are refused, with its source after `NOSCRIPT`.
 #[derive(Clone, Copy)]
 struct Sending<'a> {
     /// The script, when the call is one.
@@ -1050,9 +1045,9 @@ impl Transport for ClusterConnections {
 
     async fn load_scripts(&self, scripts: &[&Script]) -> Result<(), QueueError> {
         for script in scripts {
-            self.reload(script, self.functions.calling(), None)
-                .await
-                .map_err(unavailable)?;
+            if self.functions.calling() == Calling::Function {
+                self.load_everywhere(script).await.map_err(unavailable)?;
+            }
             if self.functions.calling() == Calling::Sha {
                 self.ask_every_master(&script_load(script)).await?;
             }

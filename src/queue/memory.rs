@@ -86,6 +86,8 @@ struct Engine {
     lua: Lua,
     /// Takes the function a library registered under a name (see [`ENVIRONMENT`]).
     registered: Function,
+    /// Turns a library's load on and off (see [`ENVIRONMENT`]).
+    load_phase: Function,
     /// The scripts' functions by name, as Redis's loaded libraries.
     functions: HashMap<Arc<str>, Function>,
 }
@@ -102,12 +104,14 @@ impl Embedded {
         let origin_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        let (lua, registered) = scripting_lua().expect("the Lua environment of the scripts builds");
+        let (lua, registered, load_phase) =
+            scripting_lua().expect("the Lua environment of the scripts builds");
         lua.set_app_data(Store::new());
         Embedded {
             engine: Mutex::new(Engine {
                 lua,
                 registered,
+                load_phase,
                 functions: HashMap::new(),
             }),
             origin: Instant::now(),
@@ -159,10 +163,14 @@ impl Engine {
             // the lines' numbers)
             let code = script.source();
             let code = code.find('\n').map_or("", |at| &code[at..]);
-            self.lua
+            self.load_phase.call::<()>(true)?;
+            let ran = self
+                .lua
                 .load(code)
                 .set_name(format!("={}", script.name()))
-                .exec()?;
+                .exec();
+            self.load_phase.call::<()>(false)?;
+            ran?;
             self.registered.call(script.name())
         };
         let f =
@@ -275,8 +283,11 @@ impl Transport for Embedded {
 }
 
 /// What Redis gives its scripts: `redis.*` over the store, and global protection. A
-/// library's `redis.register_function(name, callback)` keeps the callback, which the
-/// function the code returns takes by its name.
+/// library's `redis.register_function(name, callback)` (or its table form) keeps the
+/// callback, which the first function the code returns takes by its name. The second
+/// turns the library's load on and off: while a library's code runs, its `redis` holds
+/// only `register_function`, as Redis's does (a library that reads `redis.call` then
+/// fails here as it fails on Redis).
 const ENVIRONMENT: &str = r#"
 local raw = ...
 local redis = {}
@@ -308,17 +319,27 @@ setmetatable(_G, {
     error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
   end,
 })
-return function(name)
+local loading = setmetatable({register_function = redis.register_function}, {
+  __index = function(_, name)
+    error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+  end,
+})
+local function take(name)
   local callback = registered[name]
   registered[name] = nil
   if not callback then error("the library registered no function " .. name) end
   return callback
 end
+local function load_phase(on)
+  rawset(_G, 'redis', on and loading or redis)
+end
+return take, load_phase
 "#;
 
-/// A Lua 5.1 state with the libraries and `redis` table Redis gives scripts, and the
-/// function that takes what a library registered.
-fn scripting_lua() -> mlua::Result<(Lua, Function)> {
+/// A Lua 5.1 state with the libraries and `redis` table Redis gives scripts, the function
+/// that takes what a library registered, and the one that turns a library's load on and
+/// off.
+fn scripting_lua() -> mlua::Result<(Lua, Function, Function)> {
     let lua = Lua::new_with(
         StdLib::TABLE | StdLib::STRING | StdLib::MATH,
         LuaOptions::default(),
@@ -337,11 +358,11 @@ fn scripting_lua() -> mlua::Result<(Lua, Function)> {
             Err(e) => error_table(lua, &e.0),
         }
     })?;
-    let registered = lua
+    let (registered, load_phase) = lua
         .load(ENVIRONMENT)
         .set_name("=environment")
-        .call::<Function>(raw)?;
-    Ok((lua, registered))
+        .call::<(Function, Function)>(raw)?;
+    Ok((lua, registered, load_phase))
 }
 
 /// `redis.call` arguments as Redis takes them: strings as they are, numbers as `%.17g`.
@@ -763,6 +784,28 @@ mod tests {
                 .await
                 .unwrap(),
             Value::SimpleString("DONE".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_library_gets_no_redis_call_while_it_loads() {
+        let e = Embedded::new();
+        let at_load = Script::new("local call = redis.call\n", "return call('PING')");
+        let failure = e
+            .run_script(&at_load, &[("{b}".to_string(), Vec::new())])
+            .await
+            .remove(0)
+            .unwrap_err();
+        assert!(
+            failure
+                .to_string()
+                .contains("nonexistent global variable 'call'"),
+            "{failure}"
+        );
+        // its function, once called, has the whole of `redis`
+        assert_eq!(
+            eval(&e, "return type(redis.call)", &[]).await.unwrap(),
+            Value::BulkString(b"function".to_vec())
         );
     }
 

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::connections::{timed, Target};
 pub use super::connections::{RedisConnections, Replication};
 use super::script_queue::{QueueSettings, ScriptQueue};
-use super::transport::{function_load, pong, script_load, Calling, Functions};
+use super::transport::{function_load, pong, refuses_functions, script_load, Calling, Functions};
 pub use super::transport::{Script, ScriptCall, Transport, HELPERS};
 use super::QueueError;
 
@@ -63,12 +63,10 @@ pub(super) fn unavailable(e: impl std::fmt::Display) -> QueueError {
 /// (it lost its libraries, or never had them), or that it takes no `FCALL` (a Redis before
 /// 7.0, or an ACL that refuses it): the call did nothing.
 fn is_missing_function(e: &RedisError) -> bool {
-    let text = e.to_string();
     (e.kind() == redis::ErrorKind::ResponseError
-        && e.detail().is_some_and(|d| {
-            d.starts_with("Function not found") || d.starts_with("unknown command")
-        }))
-        || (text.contains("NOPERM") && text.contains("fcall"))
+        && e.detail()
+            .is_some_and(|d| d.starts_with("Function not found")))
+        || refuses_functions(e)
 }
 
 /// Whether a call sent as `calling` was refused with `e` because the store does not hold
@@ -83,9 +81,7 @@ pub(super) fn is_lost(calling: Calling, e: &RedisError) -> bool {
 }
 
 /// After calls sent as `calling` were lost (see [`is_lost`]), the first with `e`: how to
-/// send them again. A function's library is loaded on `conn` first (and the function
-/// called again), unless the store refuses functions (the plain script's source goes
-/// then; see [`Functions::reload`]); a plain script goes with its source.
+/// send them again (see [`Functions::reload`]), a library loaded on `conn`.
 pub(super) async fn reload<C: redis::aio::ConnectionLike + Clone + Send>(
     functions: &Functions,
     conn: &C,
@@ -94,22 +90,11 @@ pub(super) async fn reload<C: redis::aio::ConnectionLike + Clone + Send>(
     calling: Calling,
     e: &RedisError,
 ) -> Result<Calling, RedisError> {
-    if calling != Calling::Function {
-        return Ok(Calling::Source);
-    }
     functions
-        .reload(script, e, || async {
+        .reload(script, calling, e, || async {
             let mut conn = conn.clone();
-            match timed(
-                timeout,
-                function_load(script).query_async::<Value>(&mut conn),
-            )
-            .await
-            {
-                Ok(_) => Ok(Calling::Function),
-                Err(e) if functions.refused_by(&e) => Ok(Calling::Source),
-                Err(e) => Err(e),
-            }
+            let load = function_load(script);
+            functions.after_load(timed(timeout, load.query_async::<Value>(&mut conn)).await)
         })
         .await
 }
@@ -285,47 +270,45 @@ impl RedisConnections {
             async move { self.timed(cmd.query_async::<Value>(&mut conn)).await }
         };
         let calling = self.functions.calling();
-        let mut replies =
-            futures::future::join_all(calls.iter().map(|call| run(calling, call))).await;
+        let replies = futures::future::join_all(calls.iter().map(|call| run(calling, call))).await;
         let lost: Vec<usize> = (0..calls.len())
             .filter(|&i| matches!(&replies[i], Err(e) if is_lost(calling, e)))
             .collect();
-        if let Some(Err(first)) = lost.first().map(|&i| &replies[i]) {
-            match reload(
-                &self.functions,
-                &conn,
-                self.timeout(),
-                script,
-                calling,
-                first,
-            )
-            .await
-            {
-                Ok(calling) => {
-                    let again =
-                        futures::future::join_all(lost.iter().map(|&i| run(calling, &calls[i])))
-                            .await;
-                    for (&i, reply) in lost.iter().zip(again) {
-                        replies[i] = reply;
-                    }
-                }
-                Err(e) => {
-                    let e = unavailable(e);
-                    let mut replies: Vec<_> = replies
-                        .into_iter()
-                        .map(|reply| reply.map_err(unavailable))
-                        .collect();
-                    for i in lost {
-                        replies[i] = Err(e.clone());
-                    }
-                    return replies;
-                }
-            }
-        }
-        replies
+        let reloaded = match lost.first().map(|&i| &replies[i]) {
+            Some(Err(first)) => Some(
+                reload(
+                    &self.functions,
+                    &conn,
+                    self.timeout(),
+                    script,
+                    calling,
+                    first,
+                )
+                .await,
+            ),
+            _ => None,
+        };
+        let mut replies: Vec<_> = replies
             .into_iter()
             .map(|reply| reply.map_err(unavailable))
-            .collect()
+            .collect();
+        match reloaded {
+            Some(Ok(calling)) => {
+                let again =
+                    futures::future::join_all(lost.iter().map(|&i| run(calling, &calls[i]))).await;
+                for (&i, reply) in lost.iter().zip(again) {
+                    replies[i] = reply.map_err(unavailable);
+                }
+            }
+            Some(Err(e)) => {
+                let e = unavailable(e);
+                for &i in &lost {
+                    replies[i] = Err(e.clone());
+                }
+            }
+            None => {}
+        }
+        replies
     }
 
     /// The calls, a write of its own and `WAIT` in one pipeline on one connection (see
@@ -579,13 +562,11 @@ impl Transport for RedisConnections {
         let mut conn = self.conn().await?;
         for script in scripts {
             if self.functions.calling() == Calling::Function {
-                match self
+                let loaded = self
                     .timed(function_load(script).query_async::<Value>(&mut conn))
-                    .await
-                {
-                    Ok(_) => continue,
-                    Err(e) if self.functions.refused_by(&e) => {}
-                    Err(e) => return Err(unavailable(e)),
+                    .await;
+                if self.functions.after_load(loaded).map_err(unavailable)? == Calling::Function {
+                    continue;
                 }
             }
             self.timed(script_load(script).query_async::<Value>(&mut conn))

@@ -72,22 +72,18 @@ impl Script {
             Some((library, call)) => (format!("{library}\n"), call),
             None => (String::new(), body),
         };
+        let flags = if read_only {
+            "flags = {'no-writes'}, "
+        } else {
+            ""
+        };
         // (the name is not known until the code is: the function registers under a
         // placeholder of its length, replaced after)
-        let code = if read_only {
-            format!(
-                "{settings}{helpers}\n{library}\
-                 redis.register_function{{function_name = '{PLACEHOLDER}', \
-                 flags = {{'no-writes'}}, callback = function(KEYS, ARGV)\n\
-                 {begin}{call}\nend}}\n"
-            )
-        } else {
-            format!(
-                "{settings}{helpers}\n{library}\
-                 redis.register_function('{PLACEHOLDER}', function(KEYS, ARGV)\n\
-                 {begin}{call}\nend)\n"
-            )
-        };
+        let code = format!(
+            "{settings}{helpers}\n{library}\
+             redis.register_function{{function_name = '{PLACEHOLDER}', {flags}\
+             callback = function(KEYS, ARGV)\n{begin}{call}\nend}}\n"
+        );
         let name = format!("zenrelay_{}", redis::Script::new(&code).get_hash());
         let source = format!(
             "#!lua name={name}\n{}",
@@ -253,13 +249,10 @@ impl Functions {
 
     /// After the store answered `e` to an `FCALL` or a `FUNCTION LOAD`: true (and from
     /// now on scripts are called as plain scripts) when it says it takes no functions
-    /// (an unknown command, a user without the permission), rather than failed for now
-    /// or refused this library (which a plain script would not mend).
+    /// (see [`refuses_functions`]), rather than failed for now or refused this library
+    /// (which a plain script would not mend).
     pub fn refused_by(&self, e: &redis::RedisError) -> bool {
-        let text = e.to_string();
-        let refused = text.contains("unknown command")
-            || text.contains("unknown subcommand")
-            || text.contains("NOPERM");
+        let refused = refuses_functions(e);
         if refused
             && !self
                 .refused
@@ -273,20 +266,36 @@ impl Functions {
         refused
     }
 
-    /// After a call of `script` as a function was lost with `e` (see `is_lost` in
-    /// redis.rs): how to send it again. A store that refuses functions gets the plain
-    /// script's source; else the library is loaded by `load` (which answers as this
-    /// does), unless a call lost a moment ago had it loaded already.
+    /// How a script is called after the store answered `reply` to its `FUNCTION LOAD`:
+    /// as a function once loaded, as a plain script with its source when the store takes
+    /// no functions; an error that says neither is the load's failure.
+    pub fn after_load<T>(
+        &self,
+        reply: Result<T, redis::RedisError>,
+    ) -> Result<Calling, redis::RedisError> {
+        match reply {
+            Ok(_) => Ok(Calling::Function),
+            Err(e) if self.refused_by(&e) => Ok(Calling::Source),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a call of `script`, sent as `calling`, was lost with `e` (see `is_lost` in
+    /// redis.rs): how to send it again. A plain script, and a function of a store that
+    /// refuses functions, go with the plain script's source; else the library is loaded
+    /// by `load` (whose reply [`Functions::after_load`] reads), unless a call lost a
+    /// moment ago had it loaded already.
     pub async fn reload<F>(
         &self,
         script: &Script,
+        calling: Calling,
         e: &redis::RedisError,
         load: impl FnOnce() -> F,
     ) -> Result<Calling, redis::RedisError>
     where
         F: std::future::Future<Output = Result<Calling, redis::RedisError>>,
     {
-        if self.refused() || self.refused_by(e) {
+        if calling != Calling::Function || self.refused() || self.refused_by(e) {
             return Ok(Calling::Source);
         }
         let mut loaded = self.loaded.lock().await;
@@ -305,6 +314,20 @@ impl Functions {
             loaded.insert(script.name.clone(), std::time::Instant::now());
         }
         Ok(calling)
+    }
+}
+
+/// Whether `e`, a store's answer to an `FCALL` or a `FUNCTION LOAD`, says that it takes no
+/// functions at all: an unknown command (a Redis before 7.0) or a user whose ACL refuses
+/// them (`NOPERM` naming `fcall` or `function`).
+pub fn refuses_functions(e: &redis::RedisError) -> bool {
+    let detail = e.detail().unwrap_or_default();
+    match e.code() {
+        Some("ERR") => {
+            detail.starts_with("unknown command") || detail.starts_with("unknown subcommand")
+        }
+        Some("NOPERM") => detail.contains("'fcall'") || detail.contains("'function"),
+        _ => false,
     }
 }
 
@@ -449,7 +472,7 @@ mod tests {
             "-- header\nlocal count = 0\nlocal function w(...)\n  return redis.call(...)\nend\n\
              -- now\nlocal function now()\n  return 1\nend\n\
              local function set(k)\n  w('SET', k, now())\nend\n\n\
-             redis.register_function('NAME', function(KEYS, ARGV)\nset('k')\nend)\n"
+             redis.register_function{function_name = 'NAME', callback = function(KEYS, ARGV)\nset('k')\nend}\n"
         );
     }
 
@@ -472,7 +495,7 @@ mod tests {
         assert_eq!(
             code(&script),
             "-- header\nlocal count = 0\n\n\
-             redis.register_function('NAME', function(KEYS, ARGV)\nreturn count\nend)\n"
+             redis.register_function{function_name = 'NAME', callback = function(KEYS, ARGV)\nreturn count\nend}\n"
         );
     }
 
@@ -483,7 +506,7 @@ mod tests {
         assert_eq!(
             code(&Script::new(helpers, "b()")),
             "local function b()\n  return 2\nend\n\n\
-             redis.register_function('NAME', function(KEYS, ARGV)\nb()\nend)\n"
+             redis.register_function{function_name = 'NAME', callback = function(KEYS, ARGV)\nb()\nend}\n"
         );
     }
 
@@ -500,8 +523,8 @@ mod tests {
         assert_eq!(
             code(&script),
             format!(
-                "{HELPERS}\nredis.register_function('NAME', function(KEYS, ARGV)\n\
-                 begin()\n{body}\nend)\n"
+                "{HELPERS}\nredis.register_function{{function_name = 'NAME', \
+                 callback = function(KEYS, ARGV)\nbegin()\n{body}\nend}}\n"
             )
         );
     }
@@ -516,7 +539,8 @@ mod tests {
             code(&script),
             "-- header\nlocal count = 0\n\n\
              local function twice(x)\n  return 2 * x\nend\n\
-             redis.register_function('NAME', function(KEYS, ARGV)\nreturn twice(count)\nend)\n"
+             redis.register_function{function_name = 'NAME', callback = function(KEYS, ARGV)\n\
+             return twice(count)\nend}\n"
         );
         assert!(script
             .plain()
@@ -538,6 +562,91 @@ mod tests {
         );
     }
 
+    fn server_error(code: &str, detail: &str) -> redis::RedisError {
+        match code {
+            "ERR" => redis::RedisError::from((
+                redis::ErrorKind::ResponseError,
+                "An error was signalled by the server",
+                detail.to_string(),
+            )),
+            _ => redis::make_extension_error(code.into(), Some(detail.into())),
+        }
+    }
+
+    #[test]
+    fn a_store_refuses_functions_only_when_it_says_it_takes_none() {
+        let refusals = [
+            (
+                "ERR",
+                "unknown command 'FCALL', with args beginning with: 'x'",
+            ),
+            (
+                "ERR",
+                "unknown command 'FUNCTION', with args beginning with: 'LOAD'",
+            ),
+            (
+                "NOPERM",
+                "this user has no permissions to run the 'fcall' command",
+            ),
+            (
+                "NOPERM",
+                "this user has no permissions to run the 'function|load' command",
+            ),
+        ];
+        for (code, detail) in refusals {
+            assert!(refuses_functions(&server_error(code, detail)), "{detail}");
+        }
+        let others = [
+            ("ERR", "Function not found"),
+            (
+                "ERR",
+                "Error registering functions: user_function:3: unexpected symbol",
+            ),
+            (
+                "NOPERM",
+                "this user has no permissions to run the 'hset' command",
+            ),
+            ("OOM", "command not allowed when used memory > 'maxmemory'."),
+        ];
+        for (code, detail) in others {
+            assert!(!refuses_functions(&server_error(code, detail)), "{detail}");
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_lost_at_once_load_the_library_once() {
+        let functions = Functions::default();
+        let script = Script::new(HELPERS_OF_TEST, "return 1");
+        let lost = server_error("ERR", "Function not found");
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Calling::Function)
+        };
+        let (a, b) = tokio::join!(
+            functions.reload(&script, Calling::Function, &lost, load),
+            functions.reload(&script, Calling::Function, &lost, load),
+        );
+        assert_eq!(
+            (a.ok(), b.ok()),
+            (Some(Calling::Function), Some(Calling::Function))
+        );
+        assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // a plain script lost goes with its source, and nothing is loaded
+        let again = functions.reload(&script, Calling::Sha, &lost, load).await;
+        assert_eq!(again.ok(), Some(Calling::Source));
+        assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // a store that takes no functions: the source, from then on
+        let refused = server_error("ERR", "unknown command 'FCALL'");
+        let other = Script::new(HELPERS_OF_TEST, "return 2");
+        let after = functions
+            .reload(&other, Calling::Function, &refused, load)
+            .await;
+        assert_eq!(after.ok(), Some(Calling::Source));
+        assert_eq!(functions.calling(), Calling::Sha);
+        assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
     #[test]
     fn a_library_is_named_for_its_code_and_its_function_for_it() {
         let script = Script::new(HELPERS_OF_TEST, "set('k')");
@@ -545,9 +654,9 @@ mod tests {
         assert!(name.starts_with("zenrelay_"), "{name}");
         assert_eq!(name.len(), "zenrelay_".len() + 40);
         assert!(script.source().starts_with(&format!("#!lua name={name}\n")));
-        assert!(script
-            .source()
-            .contains(&format!("redis.register_function('{name}', ")));
+        assert!(script.source().contains(&format!(
+            "redis.register_function{{function_name = '{name}', "
+        )));
         let other = Script::new(HELPERS_OF_TEST, "set('j')");
         assert_ne!(other.name(), name);
         assert_eq!(Script::new(HELPERS_OF_TEST, "set('k')").name(), name);

@@ -257,14 +257,8 @@ async fn a_starting_process_loads_the_queue_scripts_into_every_master() {
 /// without persistence) gets each library again at its first call, which then succeeds.
 #[tokio::test]
 async fn functions_the_store_lost_are_loaded_again() {
-    use zenrelay::queue::Queue;
-
     let redis = RedisServer::start();
-    let mut settings = zenrelay::config::Config::default();
-    settings.redis.url = redis.url().into();
-    settings.redis.partitions = 2;
-    let queue = zenrelay::app::redis_queue(&settings).expect("queue builds");
-    queue.check_deployment().await.expect("the store is fine");
+    let queue = started_queue(redis.url()).await;
     deliver_one(&queue, "first").await;
     assert_eq!(
         resp_command(redis.port, &["FUNCTION", "FLUSH"]).as_deref(),
@@ -278,7 +272,7 @@ async fn functions_the_store_lost_are_loaded_again() {
     }
     deliver_one(&queue, "second").await;
     for (name, script) in queue.scripts() {
-        if ["enqueue", "claim", "complete"].contains(&name) {
+        if DELIVERY_SCRIPTS.contains(&name) {
             assert!(holds_script(redis.port, script.name()), "{name} not loaded");
         }
     }
@@ -290,8 +284,6 @@ async fn functions_the_store_lost_are_loaded_again() {
 /// its first call, as it is again once the store has lost them (`SCRIPT FLUSH`).
 #[tokio::test]
 async fn a_store_that_refuses_functions_runs_the_plain_scripts() {
-    use zenrelay::queue::Queue;
-
     let redis = RedisServer::start();
     let acl = [
         "ACL",
@@ -307,14 +299,8 @@ async fn a_store_that_refuses_functions_runs_the_plain_scripts() {
         "-script|load",
     ];
     assert_eq!(resp_command(redis.port, &acl).as_deref(), Some("+OK\r\n"));
-    let mut settings = zenrelay::config::Config::default();
-    settings.redis.url = format!("redis://gateway:secret@127.0.0.1:{}/0", redis.port).into();
-    settings.redis.partitions = 2;
-    let queue = zenrelay::app::redis_queue(&settings).expect("queue builds");
-    queue
-        .check_deployment()
-        .await
-        .expect("a store that refuses the loads is not an error");
+    // (a store that refuses the loads is not an error)
+    let queue = started_queue(format!("redis://gateway:secret@127.0.0.1:{}/0", redis.port)).await;
     for (name, script) in queue.scripts() {
         assert!(
             !holds_script(redis.port, script.name()),
@@ -325,7 +311,7 @@ async fn a_store_that_refuses_functions_runs_the_plain_scripts() {
 
     deliver_one(&queue, "first").await;
     for (name, script) in queue.scripts() {
-        if ["enqueue", "claim", "complete"].contains(&name) {
+        if DELIVERY_SCRIPTS.contains(&name) {
             assert!(holds_plain(redis.port, script.sha()), "{name} not sent");
         }
     }
@@ -344,11 +330,7 @@ async fn a_store_that_refuses_writes_still_answers_the_reads() {
     use zenrelay::queue::Queue;
 
     let redis = RedisServer::start();
-    let mut settings = zenrelay::config::Config::default();
-    settings.redis.url = redis.url().into();
-    settings.redis.partitions = 2;
-    let queue = zenrelay::app::redis_queue(&settings).expect("queue builds");
-    queue.check_deployment().await.expect("the store is fine");
+    let queue = started_queue(redis.url()).await;
     deliver_one(&queue, "before").await;
     let some = EventId::new(0);
     assert_eq!(
@@ -366,6 +348,21 @@ async fn a_store_that_refuses_writes_still_answers_the_reads() {
         Some("+OK\r\n")
     );
 }
+
+/// A queue of two partitions on the Redis at `url`, started as a process starts it (its
+/// deployment checked, its scripts loaded).
+async fn started_queue(url: String) -> zenrelay::queue::redis::RedisQueue {
+    use zenrelay::queue::Queue;
+    let mut settings = zenrelay::config::Config::default();
+    settings.redis.url = url.into();
+    settings.redis.partitions = 2;
+    let queue = zenrelay::app::redis_queue(&settings).expect("queue builds");
+    queue.check_deployment().await.expect("the process starts");
+    queue
+}
+
+/// The scripts a delivery runs (`deliver_one`).
+const DELIVERY_SCRIPTS: [&str; 3] = ["enqueue", "claim", "complete"];
 
 /// Whether the Redis at `port` holds the plain script of digest `sha`.
 fn holds_plain(port: u16, sha: &str) -> bool {
