@@ -5,11 +5,11 @@
 -- The process's settings are written into the script's text, ahead of its helpers (see
 -- `claim_script` in script_queue.rs): lease, default_limit, default_window, margin (ms,
 -- numbers), reap_max (and as a number reap_max_count), retention (finished events, ms),
--- sweep_interval (least time between two retention sweeps of the partition, ms),
--- sweep_rest (the pause after a round of the
--- partition's accounts, ms) as text, dl_retention, acct_retention (ms,
--- numbers), as text default_limit_text and default_window_text, and default_cut (where
--- the default limit's oldest entry starts in a rate log: (default_limit - 1) * 13),
+-- sweep_interval (least time between two retention sweeps of the partition, ms) as
+-- text, sweep_round (the time a round of the partition's accounts takes) and sweep_floor
+-- (sweep_interval), dl_retention, acct_retention (ms, numbers), as text
+-- default_limit_text and default_window_text, and default_cut (where the default limit's
+-- oldest entry starts in a rate log: (default_limit - 1) * 13),
 -- changes_kept (how long the change set remembers a change, ms; see snapshot.rs), and
 -- group_max (most deliveries of a lease group), group_more (group_max - 1, as text),
 -- group_allowance (ms a group's lease grows by per member after the first), and
@@ -251,9 +251,11 @@ end
 -- holds more (a small set comes whole, whatever COUNT says) is finished by the next
 -- sweeps, after the account recorded beside the cursor (or, if that one has gone, from its
 -- recorded position: a page that changed meanwhile may see an account twice or skip one
--- until the next round). A round that reached the end of the set starts again after
--- sweep_rest. A sweep that used up its drops lets the next claim sweep at once, so a
--- backlog of old letters drains at the claims' pace, a few at a time.
+-- until the next round). Each sweep then pauses the partition's sweeps for its share of a
+-- round (sweep_round times the accounts it visited over the partition's), so a round of
+-- all of them takes about sweep_round, whatever their number, and never less than
+-- sweep_interval between two sweeps. A sweep that used up its drops lets the next claim
+-- sweep at once, so a backlog of old letters drains at the claims' pace, a few at a time.
 local dropped = 0
 local sweep_accounts, sweep_drops = 8, 16
 if not ARGV[3] and w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then
@@ -348,12 +350,17 @@ if not ARGV[3] and w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') t
     -- changes older than changes_kept are forgotten: a reader of the stats that last
     -- read before then reads the partition whole
     w('ZREMRANGEBYSCORE', base .. ':changed', '-inf', '(' .. int(now - changes_kept))
-    if dropped < sweep_drops and sweep_rest ~= sweep_interval then
-      -- every account was visited: the next round starts after the rest
-      w('SET', base .. ':sweep', '1', 'PX', sweep_rest)
-    end
   else
     w('HSET', cursor_key, 'cursor', scan[1], 'last', '', 'pos', '0')
+  end
+  if dropped < sweep_drops and sweep_round > sweep_floor then
+    -- this sweep's share of a round (a round of none: the partition has no accounts)
+    local accounts = call('SCARD', base .. ':accounts')
+    local pause = sweep_round
+    if accounts > 0 then pause = math.floor(sweep_round * visited / accounts) end
+    if pause > sweep_floor then
+      w('SET', base .. ':sweep', '1', 'PX', int(pause))
+    end
   end
 end
 
@@ -365,6 +372,10 @@ local claimed = 0
 -- the earliest end of the leases this call granted
 local first_lease_end
 local accts = call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
+-- The accounts that leave the ready set (leased, busy or held), in one command after the
+-- last: one left in it by a failure on the way is busy or held, which the next claim that
+-- reads it finds. (A table built from a constructor of nils has room for that many.)
+local unready = {nil, nil, nil, nil, nil, nil, nil, nil}
 -- each account below has its ready score written, at least
 changed_all(base, accts, now_s)
 for a = 1, #accts do
@@ -380,7 +391,7 @@ for a = 1, #accts do
     'window', 'rl', 'le')
   local pause_until = st[4] and tonumber(st[4]) or 0
   if (st[1] and st[1] ~= '') or st[2] == '1' or st[3] == '1' then
-    w('ZREM', ready, acct)
+    unready[#unready + 1] = acct
   elseif pause_until > now then
     w('ZADD', ready, int(pause_until), acct)
   else
@@ -468,7 +479,7 @@ for a = 1, #accts do
         if n > 1 then stamps = string.rep(now_s, n) end
         w('HSET', akey, 'busy', table.concat(heads, ' ', 1, n), 'rl_at', now_s, 'rl',
           stamps .. rest, 'le', leases[1])
-        w('ZREM', ready, acct)
+        unready[#unready + 1] = acct
         if n == 1 then
           w('LPOP', list)
         else
@@ -479,6 +490,9 @@ for a = 1, #accts do
   end
 end
 
+if #unready > 0 then
+  w('ZREM', ready, unpack(unready))
+end
 out[2] = dropped
 -- More accounts may be due than `max` let this call read.
 if #accts >= tonumber(max) then whole = false end

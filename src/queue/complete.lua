@@ -28,9 +28,9 @@
 -- account's record and the leases of its deliveries once, and writes the record once. A
 -- run's writes go in this order: for each delivery, where it goes next and its status;
 -- then the account (freed of them in one write: the account is free once its lease group
--- is), the ready set, and last the end of their leases. A completion that fails part-way
--- is finished by the caller's retry (the statuses tell how far it got) or, when the
--- leases end, by the reaper in claim.lua.
+-- is) and the ready set. The leases of every run end last, in one command. A completion
+-- that fails part-way is finished by the caller's retry (the statuses tell how far it
+-- got) or, when the leases end, by the reaper in claim.lua.
 local argv = ARGV
 local base = argv[1]
 -- where each delivery's values start in argv, its account and its kind, and the runs'
@@ -93,9 +93,10 @@ local taken, stamped, spots, searched
 local first_seen
 -- The accounts the call freed whose window is full, each with the ms until it may send.
 local later = {}
--- the deliveries whose leases the run has ended (they leave the in-flight set when it
--- closes)
-local ends
+-- the deliveries whose leases the call has ended (they leave the in-flight set together,
+-- after the last run)
+local ends = {nil, nil, nil, nil, nil, nil, nil, nil,
+  nil, nil, nil, nil, nil, nil, nil, nil}
 -- where the run's deliveries start among `starts`, and their leases (did -> score, or
 -- false), read when a delivery of the run first needs them (see `lease_of`)
 local run_from, leases
@@ -126,9 +127,9 @@ if deliveries > 0 then changed_all(base, accts, now_s) end
 for j = 1, deliveries + 1 do
   local i, a = starts[j], owners[j]
   if a ~= acct and acct then
-    -- The run closes: what it changed in the account is written, the account is marked
-    -- ready when a delivery of the run may have freed it, and the leases of the run's
-    -- deliveries end, in that order.
+    -- The run closes: what it changed in the account is written, then the account is
+    -- marked ready when a delivery of the run may have freed it (the leases of the run's
+    -- deliveries end after the last run's).
     local set = extra
     local log = flags[7]
     if taken > 0 then
@@ -183,9 +184,6 @@ for j = 1, deliveries + 1 do
       mark_ready(base, acct, now, now_s, at, {busy, flags[3], auth_failed, pause_until},
         nil, flags[2] and flags[2] ~= '')
     end
-    if #ends > 0 then
-      w('ZREM', inflight, unpack(ends))
-    end
     acct = nil
   end
   if a and a ~= acct then
@@ -199,7 +197,7 @@ for j = 1, deliveries + 1 do
       'rl', 'limit', 'window')
     sent_more, extra, le_floor = 0, {}, nil
     auth_failed, pause_until, count_429 = flags[4], flags[5], nil
-    freed, ends = false, {nil, nil, nil, nil, nil, nil, nil, nil}
+    freed = false
     left = 0
     taken, stamped, spots, searched = 0, 0, {nil, nil, nil, nil, nil, nil, nil, nil}, 1
     run_from, leases = j, nil
@@ -554,5 +552,8 @@ for j = 1, deliveries + 1 do
       if not unleased then ends[#ends + 1] = did end
     end
   end
+end
+if #ends > 0 then
+  w('ZREM', inflight, unpack(ends))
 end
 return later

@@ -269,6 +269,9 @@ enum Op {
     /// delivered, retry, dead; or (`true`) as a sender stopped by a 429 at the second
     /// records it: the first delivered, the third released, then the 429.
     CompleteGroup(bool),
+    /// Every delivery claimed, of both accounts (two runs, whose leases end in one
+    /// command after the second), delivered in one call.
+    CompleteAccounts,
     ReapLease,
     ReapRetry,
     LateSuccessQueued,
@@ -337,6 +340,19 @@ async fn run(op: Op, q: &Queues) -> anyhow::Result<()> {
                     Completion::of(&group[2], dead()),
                 ]
             };
+            f.complete(&completions).await.map_err(Into::into)
+        }
+        Op::CompleteAccounts => {
+            setup_events(n).await;
+            let mut claimed = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while claimed.len() < 4 {
+                assert!(Instant::now() < deadline, "not all four claimed");
+                claimed.extend(n.claim(0, 10).await.unwrap().items);
+            }
+            assert!(claimed.iter().any(|c| c.account == OTHER));
+            let completions: Vec<Completion> =
+                claimed.iter().map(|c| Completion::of(c, ok())).collect();
             f.complete(&completions).await.map_err(Into::into)
         }
         Op::ReapLease => {
@@ -744,6 +760,7 @@ async fn a_script_failing_after_any_write_strands_nothing(backend: Backend<'_>) 
             "complete a lease group stopped by a 429",
             Op::CompleteGroup(true),
         ),
+        ("complete two accounts in one call", Op::CompleteAccounts),
         ("reap lease", Op::ReapLease),
         ("reap retry", Op::ReapRetry),
         ("late success, queued again", Op::LateSuccessQueued),

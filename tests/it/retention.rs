@@ -217,12 +217,13 @@ async fn the_embedded_store_returns_to_its_baseline_after_a_burst_is_delivered_o
     assert_eq!(q.take_dead_letters_dropped(), 20 * 50);
 }
 
-/// A retention sweep that ends a round of its partition's accounts rests before the next
-/// round: a tenth of the shorter retention, at most a minute, at least the sweep interval.
+/// A partition's retention sweeps take a round (a tenth of the shorter retention, at most
+/// ten minutes, at least the sweep interval) to visit all of its accounts, whatever their
+/// number: each sweep pauses the next for its share of the round.
 #[tokio::test]
-async fn a_sweep_round_over_a_partition_is_followed_by_a_rest() {
+async fn a_partitions_sweeps_visit_its_accounts_once_a_round() {
     let redis = RedisServer::start();
-    let pttl_after_a_round = |retention_s: u64, prefix: &'static str| {
+    let pttl_after_a_sweep = |retention_s: u64, accounts: usize, prefix: &'static str| {
         let mut config = Config::default();
         config.redis.url = redis.url().into();
         config.redis.key_prefix = prefix.into();
@@ -232,8 +233,10 @@ async fn a_sweep_round_over_a_partition_is_followed_by_a_rest() {
         let redis = &redis;
         async move {
             let q: Arc<dyn Queue> = zenrelay::app::queue_for(&config).unwrap();
-            put(q.as_ref(), "acme", 1).await;
-            // The first claim sweeps the partition's only account: the round is over.
+            for a in 0..accounts {
+                put(q.as_ref(), &format!("acct-{a}"), 1).await;
+            }
+            // The first claim sweeps: 8 accounts at most.
             q.claim(0, 0).await.unwrap();
             let reply = redis
                 .command(&["PTTL", &format!("{prefix}:{{p0}}:sweep")])
@@ -245,15 +248,18 @@ async fn a_sweep_round_over_a_partition_is_followed_by_a_rest() {
                 .unwrap_or(-1)
         }
     };
-    // Retentions of days: a minute.
-    let rest = pttl_after_a_round(7 * 86_400, "week").await;
-    assert!((50_000..=60_000).contains(&rest), "{rest}");
+    // Retentions of days: a round of ten minutes, of one account here.
+    let pause = pttl_after_a_sweep(7 * 86_400, 1, "week").await;
+    assert!((590_000..=600_000).contains(&pause), "{pause}");
     // 100 s: 10 s.
-    let rest = pttl_after_a_round(100, "short").await;
-    assert!((5_000..=10_000).contains(&rest), "{rest}");
+    let pause = pttl_after_a_sweep(100, 1, "short").await;
+    assert!((5_000..=10_000).contains(&pause), "{pause}");
+    // A quarter of the accounts visited: a quarter of the round.
+    let pause = pttl_after_a_sweep(100, 32, "many").await;
+    assert!((2_000..=2_500).contains(&pause), "{pause}");
     // 1 s: the sweep interval (250 ms with one partition), not less.
-    let rest = pttl_after_a_round(1, "second").await;
-    assert!((1..=250).contains(&rest), "{rest}");
+    let pause = pttl_after_a_sweep(1, 1, "second").await;
+    assert!((1..=250).contains(&pause), "{pause}");
 }
 
 /// An idle account's record (with its rate log) outlives the account retention while the
