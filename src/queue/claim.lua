@@ -242,8 +242,8 @@ for _, acct in ipairs(due_held) do
   end
 end
 
--- Bounded growth: a few accounts of the partition per sweep interval (a cursor walks the
--- account set), each losing the dead letters older than their retention (counted in the
+-- Bounded growth: a few accounts of the partition per sweep (a cursor walks the account
+-- set), each losing the dead letters older than their retention (counted in the
 -- reply), and its record dropped once it has been idle (no events, dead letters or hold)
 -- for the account retention (its rate log goes with it, so not while the latest send it
 -- logs still counts in the account's window). One call visits at most
@@ -252,9 +252,10 @@ end
 -- sweeps, after the account recorded beside the cursor (or, if that one has gone, from its
 -- recorded position: a page that changed meanwhile may see an account twice or skip one
 -- until the next round). Each sweep then pauses the partition's sweeps for its share of a
--- round (sweep_round times the accounts it visited over the partition's), so a round of
--- all of them takes about sweep_round, whatever their number, and never less than
--- sweep_interval between two sweeps. A sweep that used up its drops lets the next claim
+-- round (sweep_round times the accounts it visited over those the partition had), so a
+-- round of all of them takes about sweep_round, but never less than sweep_interval
+-- between two sweeps (a partition of over 8 * sweep_round / sweep_interval accounts takes
+-- longer). A sweep that used up its drops lets the next claim
 -- sweep at once, so a backlog of old letters drains at the claims' pace, a few at a time.
 local dropped = 0
 local sweep_accounts, sweep_drops = 8, 16
@@ -273,7 +274,8 @@ if not ARGV[3] and w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') t
       end
     end
   end
-  local visited = 0
+  -- the accounts visited, and those of them whose record was dropped
+  local visited, gone = 0, 0
   while pos < #page and visited < sweep_accounts and dropped < sweep_drops do
     pos = pos + 1
     visited = visited + 1
@@ -332,6 +334,7 @@ if not ARGV[3] and w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') t
           w('ZREM', held, acct)
           w('ZREM', ready, acct)
           w('SREM', base .. ':accounts', acct)
+          gone = gone + 1
         end
       elseif st[5] then
         w('HDEL', akey, 'idle_since')
@@ -355,9 +358,9 @@ if not ARGV[3] and w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') t
   end
   if dropped < sweep_drops and sweep_round > sweep_floor then
     -- this sweep's share of a round (a round of none: the partition has no accounts)
-    local accounts = call('SCARD', base .. ':accounts')
+    local accounts = call('SCARD', base .. ':accounts') + gone
     local pause = sweep_round
-    if accounts > 0 then pause = math.floor(sweep_round * visited / accounts) end
+    if accounts > visited then pause = math.floor(sweep_round * visited / accounts) end
     if pause > sweep_floor then
       w('SET', base .. ':sweep', '1', 'PX', int(pause))
     end

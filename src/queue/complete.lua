@@ -278,7 +278,7 @@ for j = 1, deliveries + 1 do
         -- (made at its first use: see above)
         complete_other = function(did, ekey, k, kind, code, err, delay, reason, token, held)
           -- The lease of the run's delivery `d` in the in-flight set (its end, or false: a
-          -- lease the run has ended), as read once for all of the run's deliveries.
+          -- lease this call has ended), as read once for all of the run's deliveries.
           local function lease_of(d)
             for e = 1, #ends do
               if ends[e] == d then return false end

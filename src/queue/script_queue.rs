@@ -29,7 +29,7 @@
 //! | `{base}:held` | ZSET | held accounts (paused, `auth_failed`, 429 pause) → when a claim should next look for expired events at their heads |
 //! | `{base}:accounts` | SET | accounts with a record in this partition (they leave with it) |
 //! | `{base}:changed` | ZSET | account → time (ms) of the latest change to what its stats show, recorded by every script that makes one (also when its record is dropped), so that a process keeping the stats reads again only those (`snapshot.rs`); entries older than an hour ([`super::CHANGES_KEPT_MS`]) are dropped by the sweep that ends a round |
-//! | `{base}:sweep` | STRING | expiring marker: the pause before the partition's next retention sweep. A sweep that visits `v` of the partition's `N` accounts (its `SCARD`) sets it to the sweep round (`sweep_round`: a tenth of the shorter retention, at most [`SWEEP_ROUND_MAX`]) times `v / N`, so a round of all of them takes about one sweep round whatever their number; never less than [`SWEEP_INTERVAL`] (longer with over [`SWEEP_PARTITIONS`] partitions); unless the sweep used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
+//! | `{base}:sweep` | STRING | expiring marker: the pause before the partition's next retention sweep. A sweep that visits `v` of the partition's `N` accounts (its `SCARD`) sets it to the sweep round (`sweep_round`: a tenth of the shorter retention, at most [`SWEEP_ROUND_MAX`]) times `v / N`, so a round of all of them takes about one sweep round; never less than [`SWEEP_INTERVAL`] (longer with over [`SWEEP_PARTITIONS`] partitions), so a partition of over 8 × the round / the interval accounts (4,800 with 64 partitions and the default retentions) takes longer; unless the sweep used up its dead-letter drops (it deletes the marker, so the next claim sweeps again) |
 //! | `{base}:sweep:at` | HASH | where the sweep stands: `cursor` (of its `SSCAN` of `accounts`), `last` (the account it visited last on that page) and `pos` (that account's place on the page) |
 //! | `{base}:idem:{account}:{key}` | STRING | `{fingerprint} {event id} {n}`, expires after 24 h |
 //! | `{base}:replicated` | STRING | with `redis.wait_replicas`: written (expiring after a minute) right before each `WAIT` of a group of stored events, so the offset `WAIT` waits for covers every write before it |
@@ -275,13 +275,16 @@ fn sweep_interval(partitions: u16) -> u64 {
 pub const SWEEP_ROUND_MAX: Duration = Duration::from_secs(600);
 
 /// The time, in ms, a partition's retention sweeps take to visit every one of its accounts
-/// once (a round), whatever their number: each sweep visits a few and pauses in proportion
-/// (see `{base}:sweep` above). A tenth of the shorter retention the sweeps enforce, so a
-/// dead letter or an idle account outlives its retention by a tenth of it at most; at
-/// least the sweep interval, and at most [`SWEEP_ROUND_MAX`] (the default retentions of a
-/// week: ten minutes). The sweeps' work then follows the accounts, not the time: 10,000
-/// accounts are visited about 17 times a second in all, where a sweep per interval per
-/// partition visited 512 a second while a round lasted.
+/// once (a round): each sweep visits a few and pauses in proportion (see `{base}:sweep`
+/// above). A tenth of the shorter retention the sweeps enforce, at least the sweep
+/// interval and at most [`SWEEP_ROUND_MAX`] (with the default retentions of a week: ten
+/// minutes). A dead letter or an idle account outlives its retention by about a round at
+/// most, and an account left busy by a gateway that died holding the lease of a call whose
+/// event had gone waits about a round for the sweep that frees it. The sweeps' work
+/// follows the accounts, not the time: 10,000 accounts are visited about 17 times a second
+/// in all, where a sweep per interval and partition visited 512 a second while a round
+/// lasted (then rested a minute). A partition of over 8 × the round / the interval
+/// accounts (4,800 with 64 partitions) is visited at the interval's pace, 8 at a time.
 fn sweep_round(config: &QueueSettings, sweep_interval_ms: u64) -> u64 {
     let shorter = config
         .retention

@@ -91,8 +91,8 @@ async fn deliver_all(q: &dyn Queue) {
     }
 }
 
-/// The partition's sweep marker (`{base}:sweep`): it expires within a sweep interval or
-/// rest, and each claim that finds it gone sets it again, so the key counts below leave
+/// The partition's sweep marker (`{base}:sweep`): it expires within a sweep's pause, and
+/// each claim that finds it gone sets it again, so the key counts below leave
 /// it out (claims at the pace of its expiry would otherwise always find it there).
 const SWEEP_MARKER: &str = "zenrelay:{p0}:sweep";
 
