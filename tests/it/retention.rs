@@ -262,6 +262,46 @@ async fn a_partitions_sweeps_visit_its_accounts_once_a_round() {
     assert!((1..=250).contains(&pause), "{pause}");
 }
 
+/// A sweep that drops idle accounts' records counts them among the partition's accounts
+/// when it paces the next sweep: dropping 8 of 9 pauses for 8/9 of a round, not 8 rounds.
+#[tokio::test]
+async fn a_sweep_that_drops_records_pauses_for_its_share_of_a_round() {
+    let redis = RedisServer::start();
+    let mut config = Config::default();
+    config.redis.url = redis.url().into();
+    config.redis.key_prefix = "drop".into();
+    config.redis.partitions = 1;
+    // a round of 10 s
+    config.delivery.dead_letter_retention_seconds = 100;
+    config.delivery.account_retention_seconds = 200;
+    let q: Arc<dyn Queue> = zenrelay::app::queue_for(&config).unwrap();
+    // Nine accounts idle since long before their retention, made by hand.
+    for a in 0..9 {
+        let name = format!("idle-{a}");
+        redis.command(&["SADD", "drop:{p0}:accounts", &name]);
+        redis.command(&[
+            "HSET",
+            &format!("drop:{{p0}}:acct:{name}"),
+            "idle_since",
+            "1",
+        ]);
+    }
+    // The first claim sweeps 8 of them, and drops their records.
+    q.claim(0, 0).await.unwrap();
+    assert_eq!(
+        redis.command(&["SCARD", "drop:{p0}:accounts"]).as_deref(),
+        Some(":1\r\n")
+    );
+    let pause = redis
+        .command(&["PTTL", "drop:{p0}:sweep"])
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches(':')
+        .parse::<i64>()
+        .unwrap_or(-1);
+    assert!((8_000..=8_888).contains(&pause), "{pause}");
+}
+
 /// An idle account's record (with its rate log) outlives the account retention while the
 /// latest send it logs still counts in the account's window: dropping it would let the
 /// account send its whole limit again within that window.
