@@ -93,7 +93,7 @@ if inflight_at and inflight_at <= now then
     local eid, k = split_did(did)
     local ekey = base .. ':ev:' .. eid
     local ev = event_fields(ekey, 'acct', 's' .. k, 'prio', 'done', 'n', 'dd', 'at' .. k,
-      'dt' .. k)
+      'dt' .. k, 'c' .. k)
     -- (a call's status is missing while it is queued)
     local acct, status = ev[1], ev[2] or 'queued'
     if not acct then
@@ -116,8 +116,11 @@ if inflight_at and inflight_at <= now then
       if status ~= 'queued' then
         -- an earlier layout's call, counted at its claim
         event_set(ekey, 's' .. k, 'queued')
-      elseif pushed then
+      elseif pushed and ev[9] ~= int(lease_end) then
         -- with the lease's end, which tells a completion of it that the attempt is counted
+        -- (a completion of this lease that counted it recorded that end: a retry's, which
+        -- failed before the lease left the in-flight set, whose put-back then found the
+        -- lease there and left the call to this reap)
         event_set(ekey, 'at' .. k, next_attempt(ev[7]), 'c' .. k, int(lease_end))
       end
     elseif (status == 'dead' or status == 'expired') and held then

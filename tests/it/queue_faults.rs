@@ -868,7 +868,9 @@ async fn attempts_of(q: &Queues, c: &Claimed) -> u32 {
 /// An attempt counts once, however its recording fails part-way: a completion done again
 /// after it failed (the worker retries it), and a completion of a lease whose reap failed
 /// before the lease left the in-flight set (its holder still owns it), each after every
-/// write of the failing call in turn. A retry and a success of the first attempt leave 1.
+/// write of the failing call in turn; and a retry whose completion failed and was never
+/// done again, whose put-back comes due before its lease ends. A retry and a success of
+/// the first attempt leave 1.
 async fn an_attempt_counts_once_when_its_recording_fails_part_way(backend: Backend<'_>) {
     for outcome in [retry(60_000), ok()] {
         // the completion fails part-way, and is done again
@@ -897,6 +899,21 @@ async fn an_attempt_counts_once_when_its_recording_fails_part_way(backend: Backe
             if !failed {
                 break;
             }
+        }
+    }
+    // the completion fails part-way and is never done again (its worker died): its
+    // retry comes due while its lease is still in flight, then the lease ends
+    for n in 1..20 {
+        let (q, c) = one_claimed(backend, n).await;
+        let failing = [Completion::of(&c, retry(0))];
+        let failed = q.failing.complete(&failing).await.is_err();
+        q.normal.claim(0, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(LEASE_MS + 30)).await;
+        q.normal.claim(0, 0).await.unwrap();
+        let what = format!("a retry, completion failing after write {n}, never done again");
+        assert_eq!(attempts_of(&q, &c).await, 1, "{what}");
+        if !failed {
+            break;
         }
     }
 }
