@@ -736,30 +736,24 @@ impl ClusterConnections {
             .await
     }
 
-    /// Loads `script`'s library into every master that can be reached (a master new to
-    /// the cluster lacks them all; one that cannot be reached is left to a later call):
-    /// how the script is called then (see [`Functions::after_load`]).
+    /// Loads `script`'s library into every master (a master new to the cluster lacks them
+    /// all): how the script is called then (see [`Functions::after_loads`]: one that
+    /// cannot be reached, or fails, is left to a later call while another loaded it).
     async fn load_everywhere(&self, script: &Script) -> Result<Calling, RedisError> {
         let map = self
             .slot_map()
             .await
             .map_err(|e| RedisError::from((ErrorKind::IoError, "no slot map", e.to_string())))?;
         let loads = map.masters.iter().map(|master| async move {
-            let connections = self.connections(master).await.ok()?;
+            let connections = self.connections(master).await.map_err(|e| {
+                RedisError::from((ErrorKind::IoError, "unreachable master", e.to_string()))
+            })?;
             let mut conn = connections.connections[0].clone();
             let load = function_load(script);
-            Some(timed(self.timeout, load.query_async::<Value>(&mut conn)).await)
+            timed(self.timeout, load.query_async::<Value>(&mut conn)).await
         });
-        for reply in futures::future::join_all(loads).await.into_iter().flatten() {
-            match self.functions.after_load(reply) {
-                Ok(Calling::Function) => {}
-                Ok(calling) => return Ok(calling),
-                Err(e) => {
-                    tracing::debug!(error = %e, "a Redis Cluster master did not load a script")
-                }
-            }
-        }
-        Ok(Calling::Function)
+        self.functions
+            .after_loads(futures::future::join_all(loads).await)
     }
 
     /// Every master's connections, opened (fails if a master cannot be reached).

@@ -280,6 +280,35 @@ impl Functions {
         }
     }
 
+    /// How a script is called after each server that should hold its library (every master
+    /// of a Cluster) answered `replies` to its `FUNCTION LOAD` (an error for one that
+    /// could not be reached): as a plain script when one says the store takes no
+    /// functions; as a function once one loaded it (the others get it when a call finds it
+    /// lost there); else the first failure.
+    pub fn after_loads<T>(
+        &self,
+        replies: impl IntoIterator<Item = Result<T, redis::RedisError>>,
+    ) -> Result<Calling, redis::RedisError> {
+        let mut loaded = false;
+        let mut failed = None;
+        for reply in replies {
+            match self.after_load(reply) {
+                Ok(Calling::Function) => loaded = true,
+                Ok(calling) => return Ok(calling),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a server did not load a library");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if loaded {
+            return Ok(Calling::Function);
+        }
+        Err(failed.unwrap_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::IoError, "no server to load a library"))
+        }))
+    }
+
     /// After a call of `script`, sent as `calling`, was lost with `e` (see `is_lost` in
     /// redis.rs): how to send it again. A plain script, and a function of a store that
     /// refuses functions, go with the plain script's source; else the library is loaded
@@ -611,6 +640,35 @@ mod tests {
         for (code, detail) in others {
             assert!(!refuses_functions(&server_error(code, detail)), "{detail}");
         }
+    }
+
+    #[test]
+    fn a_library_loaded_by_one_master_serves_and_by_none_fails() {
+        let functions = Functions::default();
+        let loaded = || Ok::<_, redis::RedisError>(());
+        let full = || Err(server_error("OOM", "command not allowed when used memory"));
+        let down = || {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "unreachable master",
+            )))
+        };
+        // one master loaded it, another is out of memory, a third down: called as a function
+        let some = functions.after_loads([loaded(), full(), down()]);
+        assert_eq!(some.ok(), Some(Calling::Function));
+        // none loaded it: the first failure
+        let none = functions.after_loads([full(), down()]);
+        assert_eq!(
+            none.map_err(|e| e.code().map(str::to_owned)),
+            Err(Some("OOM".into()))
+        );
+        assert!(functions.after_loads(Vec::<Result<(), _>>::new()).is_err());
+        assert_eq!(functions.calling(), Calling::Function);
+        // one says it takes no functions: plain scripts, from then on
+        let refused = Err(server_error("ERR", "unknown command 'FUNCTION'"));
+        let plain = functions.after_loads([loaded(), refused]);
+        assert_eq!(plain.ok(), Some(Calling::Source));
+        assert_eq!(functions.calling(), Calling::Sha);
     }
 
     #[tokio::test]
