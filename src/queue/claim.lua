@@ -258,8 +258,8 @@ end
 -- round (sweep_round times the accounts it visited over those the partition had), so a
 -- round of all of them takes about sweep_round, but never less than sweep_interval
 -- between two sweeps (a partition of over 8 * sweep_round / sweep_interval accounts takes
--- longer). A sweep that used up its drops lets the next claim
--- sweep at once, so a backlog of old letters drains at the claims' pace, a few at a time.
+-- longer). A sweep that used up its drops lets the next claim sweep at once, so a backlog
+-- of old letters drains at the claims' pace, a few at a time.
 local dropped = 0
 local sweep_accounts, sweep_drops = 8, 16
 if not ARGV[3] and w('SET', base .. ':sweep', '1', 'PX', sweep_interval, 'NX') then

@@ -275,16 +275,13 @@ fn sweep_interval(partitions: u16) -> u64 {
 pub const SWEEP_ROUND_MAX: Duration = Duration::from_secs(600);
 
 /// The time, in ms, a partition's retention sweeps take to visit every one of its accounts
-/// once (a round): each sweep visits a few and pauses in proportion (see `{base}:sweep`
-/// above). A tenth of the shorter retention the sweeps enforce, at least the sweep
-/// interval and at most [`SWEEP_ROUND_MAX`] (with the default retentions of a week: ten
-/// minutes). A dead letter or an idle account outlives its retention by about a round at
-/// most, and an account left busy by a gateway that died holding the lease of a call whose
-/// event had gone waits about a round for the sweep that frees it. The sweeps' work
-/// follows the accounts, not the time: 10,000 accounts are visited about 17 times a second
-/// in all, where a sweep per interval and partition visited 512 a second while a round
-/// lasted (then rested a minute). A partition of over 8 × the round / the interval
-/// accounts (4,800 with 64 partitions) is visited at the interval's pace, 8 at a time.
+/// once (a round; how each sweep is paced: `{base}:sweep` above). A tenth of the shorter
+/// retention the sweeps enforce, at least the sweep interval and at most
+/// [`SWEEP_ROUND_MAX`] (with the default retentions of a week: ten minutes). A dead letter
+/// or an idle account outlives its retention by about a round at most, and an account left
+/// busy by a gateway that died holding the lease of a call whose event had gone waits
+/// about a round for the sweep that frees it. The sweeps' work follows the accounts, not
+/// the time: 10,000 accounts are visited about 17 times a second in all.
 fn sweep_round(config: &QueueSettings, sweep_interval_ms: u64) -> u64 {
     let shorter = config
         .retention

@@ -218,8 +218,8 @@ async fn the_embedded_store_returns_to_its_baseline_after_a_burst_is_delivered_o
 }
 
 /// A partition's retention sweeps take a round (a tenth of the shorter retention, at most
-/// ten minutes, at least the sweep interval) to visit all of its accounts, whatever their
-/// number: each sweep pauses the next for its share of the round.
+/// ten minutes, at least the sweep interval) to visit all of its accounts: each sweep
+/// pauses the next for its share of the round.
 #[tokio::test]
 async fn a_partitions_sweeps_visit_its_accounts_once_a_round() {
     let redis = RedisServer::start();
@@ -238,14 +238,7 @@ async fn a_partitions_sweeps_visit_its_accounts_once_a_round() {
             }
             // The first claim sweeps: 8 accounts at most.
             q.claim(0, 0).await.unwrap();
-            let reply = redis
-                .command(&["PTTL", &format!("{prefix}:{{p0}}:sweep")])
-                .unwrap_or_default();
-            reply
-                .trim()
-                .trim_start_matches(':')
-                .parse::<i64>()
-                .unwrap_or(-1)
+            pttl(redis, &format!("{prefix}:{{p0}}:sweep"))
         }
     };
     // Retentions of days: a round of ten minutes, of one account here.
@@ -292,14 +285,20 @@ async fn a_sweep_that_drops_records_pauses_for_its_share_of_a_round() {
         redis.command(&["SCARD", "drop:{p0}:accounts"]).as_deref(),
         Some(":1\r\n")
     );
-    let pause = redis
-        .command(&["PTTL", "drop:{p0}:sweep"])
+    let pause = pttl(&redis, "drop:{p0}:sweep");
+    assert!((8_000..=8_888).contains(&pause), "{pause}");
+}
+
+/// The time to live of `key` on `redis`, in ms (`PTTL`: -2 when it is missing, -1 when it
+/// never expires; -1 too when the answer is not a number).
+fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    redis
+        .command(&["PTTL", key])
         .unwrap_or_default()
         .trim()
         .trim_start_matches(':')
-        .parse::<i64>()
-        .unwrap_or(-1);
-    assert!((8_000..=8_888).contains(&pause), "{pause}");
+        .parse()
+        .unwrap_or(-1)
 }
 
 /// An idle account's record (with its rate log) outlives the account retention while the
