@@ -7,7 +7,7 @@
 //! - a newer layout than [`LAYOUT_VERSION`] (written by a later release): it refuses to
 //!   start, so an older release never misreads, or damages, what it does not know;
 //! - another partition count: it refuses to start (accounts are spread by the count);
-//! - layout 2, 3, 4, 5, 6, 7 or 8: it is migrated once, online, before the process uses it;
+//! - layout 2 to 9: it is migrated once, online, before the process uses it;
 //! - no layout recorded: either the store is new (the version is recorded), or it holds the
 //!   data of the release before versions were recorded, layout 1, which is migrated once,
 //!   online, before the process uses it.
@@ -44,12 +44,16 @@
 //! (`q`), written out as those fields at its first write, which a process of layout 8
 //! would take for an event gone (it has no `body` field) and drop: nothing is moved
 //! (layout 8's events read as they are), but the migration waits until no process of
-//! layout 8 runs.
+//! layout 8 runs. Layout 10 keeps an anchor in each partition's in-flight set, a member
+//! that is no call, at +inf, which makes Redis index the set (see `claim.lua`) and which a
+//! process of layout 9 would take for a lease whose end it reads as a number: nothing is
+//! moved (the first claim that leases adds it), but the migration waits until no process
+//! of layout 9 runs.
 //!
 //! The migration runs under a lock (`{prefix}:migrate:lock`, so one process does it while
 //! the others answer 503 and wait), one partition at a time, each step of a partition in
 //! one atomic script call (layout 1 takes four steps, layout 2 three, layouts 3 and 4
-//! two, layout 5 one, layouts 6, 7 and 8 none), and records its progress in
+//! two, layout 5 one, layouts 6 to 9 none), and records its progress in
 //! `{prefix}:meta` (`migrating`: the target, `from`: the layout it started from,
 //! `migrated`: the partitions done): a process that dies
 //! half-way leaves a migration the next process resumes, and every step is idempotent.
@@ -73,7 +77,7 @@ use super::{rfc3339_ms, ProcessRecord, QueueError, PROCESS_STALE};
 use crate::domain::partition_of;
 
 /// The layout this release reads and writes.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Characters of one time in an account's rate log (`rl`: Unix ms, 13 digits until the
 /// year 2286, back to back); the scripts index the log by it.
@@ -508,7 +512,7 @@ async fn migrate_locked<T: Transport>(
     let (meta, prefix) = (scope.meta(), scope.prefix);
     // Each partition's steps, one script call each, every step that brings a layout up to
     // the one it names: layout 1 takes four, layout 2 three, layouts 3 and 4 two, layout 5
-    // one, layouts 6, 7 and 8 none (only the wait for their processes to stop).
+    // one, layouts 6 to 9 none (only the wait for their processes to stop).
     let every_step: [(u32, &Script); 4] = [
         (1, &migration.partition),
         (2, &migration.partition_v2),

@@ -2695,6 +2695,48 @@ async fn a_token_not_above_the_events_last_early_end_is_leased_again_above_it(b:
     assert_eq!(record(&q, &ids[0]).await.status, "delivered");
 }
 
+/// The in-flight set keeps its anchor (no call, at +inf) once a claim has leased: Redis
+/// then indexes the set (a skiplist, where a small set of short members is a listpack,
+/// walked at every lease granted and ended), and keeps doing so after the last lease has
+/// ended. The anchor is never due: a claim that finds nothing else to do says nothing is.
+async fn the_in_flight_sets_anchor_keeps_it_indexed_and_is_never_due(b: Backend) {
+    let q = open(b).await;
+    let ids = put(&q, "acme", WIDE, &["x"]).await;
+    let c = claim(&q).await.remove(0);
+    let set = q.redis.as_ref().map(|redis| {
+        let (_, base) = event_key_and_base(redis, &ids[0]);
+        (redis, format!("{base}:inflight"))
+    });
+    if let Some((redis, key)) = &set {
+        assert_eq!(
+            redis.command(&["OBJECT", "ENCODING", key]).as_deref(),
+            Some("$8\r\nskiplist\r\n"),
+            "a lease in flight"
+        );
+    }
+    done(&q, &c, ok()).await;
+    assert_eq!(record(&q, &ids[0]).await.status, "delivered");
+    let (items, next_due) = claim_max(&q, 100).await;
+    assert!(items.is_empty());
+    assert_eq!(next_due, None, "nothing is due, the anchor never");
+    if let Some((redis, key)) = &set {
+        let count = |args: &[&str]| redis.command(args).unwrap_or_default();
+        assert_eq!(
+            (
+                count(&["ZCARD", key]),
+                count(&["ZCOUNT", key, "+inf", "+inf"])
+            ),
+            (":1\r\n".to_string(), ":1\r\n".to_string()),
+            "the anchor alone, at +inf"
+        );
+        assert_eq!(
+            redis.command(&["OBJECT", "ENCODING", key]).as_deref(),
+            Some("$8\r\nskiplist\r\n"),
+            "no lease in flight"
+        );
+    }
+}
+
 conformance!(
     held_accounts_still_expire_their_events,
     fifo_and_priority_with_one_delivery_in_flight,
@@ -2705,6 +2747,7 @@ conformance!(
     expired_lease_is_requeued_at_the_front_and_stale_completion_ignored,
     late_success_removes_the_delivery_everywhere,
     a_stale_entry_of_a_summary_is_dropped_after_its_claim,
+    the_in_flight_sets_anchor_keeps_it_indexed_and_is_never_due,
     an_account_whose_leased_event_is_gone_is_freed_by_the_sweep,
     a_token_not_above_the_events_last_early_end_is_leased_again_above_it,
     a_delivered_events_summary_is_read_as_the_event,

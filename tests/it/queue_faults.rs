@@ -533,8 +533,14 @@ async fn snapshot(q: &Queues) -> Snapshot {
             bound.into_iter().next().and_then(|d| d.parse().ok()),
         );
     }
+    // (the leases: the set's anchor, at +inf, is none)
     s.inflight = c
-        .strings(&["ZRANGE", &format!("{base}:inflight"), "0", "-1"])
+        .strings(&[
+            "ZRANGEBYSCORE",
+            &format!("{base}:inflight"),
+            "-inf",
+            "(+inf",
+        ])
         .await;
     s.delayed = c
         .strings(&["ZRANGE", &format!("{base}:delayed"), "0", "-1"])
