@@ -4,7 +4,11 @@
 --        did, lease token, then for a success (most are: their arguments are spared) its
 --        upstream status, what the gateway read of it (see `seen` in leased.rs) and,
 --        for a call 0, its event's key (else ''), else its kind, upstream status or '',
---        error, delay_ms, reason; a run after the first starts with '' (then its account)
+--        error, delay_ms, reason; a run after the first starts with '' (then its account);
+--        a run of one lease group's successes (see `whole_group_success` in
+--        script_queue.rs) may instead follow its account with '*', what the claim saw
+--        (shared), its first call's token (each next call's is one less), then per
+--        delivery: did, its event's key, its upstream status
 -- The retention of finished events (ms, as text) and the default rate limit are written
 -- into the script's text, ahead of its helpers (see `complete_script` in script_queue.rs).
 -- kind: delivered (a success, whose kind is not sent) | retry | dead | ratelimited |
@@ -45,6 +49,11 @@ local kinds = {nil, nil, nil, nil, nil, nil, nil, nil,
   nil, nil, nil, nil, nil, nil, nil, nil}
 local accts = {}
 local deliveries = 0
+-- The runs sent as one lease group's successes: at their first delivery's place, what
+-- they share ({what the claim saw, the first call's token (a number), the group's
+-- `busy` as it was claimed, its number of deliveries}); and each of their deliveries'
+-- place in its group (from 0).
+local wholes, places = {}, {}
 do
   local i, n, a = 3, #argv, argv[2]
   accts[1] = a
@@ -53,6 +62,20 @@ do
       a = argv[i + 1]
       accts[#accts + 1] = a
       i = i + 2
+    elseif argv[i] == '*' then
+      local first, dids = deliveries + 1, {nil, nil, nil, nil, nil, nil, nil, nil}
+      local seen, token = argv[i + 1], tonumber(argv[i + 2])
+      i = i + 3
+      while i <= n and argv[i] ~= '' do
+        deliveries = deliveries + 1
+        starts[deliveries] = i
+        owners[deliveries] = a
+        kinds[deliveries] = 'delivered'
+        places[deliveries] = deliveries - first
+        dids[deliveries - first + 1] = argv[i]
+        i = i + 3
+      end
+      wholes[first] = {seen, token, table.concat(dids, ' '), deliveries - first + 1}
     else
       deliveries = deliveries + 1
       starts[deliveries] = i
@@ -100,6 +123,8 @@ local ends = {nil, nil, nil, nil, nil, nil, nil, nil,
 -- where the run's deliveries start among `starts`, and their leases (did -> score, or
 -- false), read when a delivery of the run first needs them (see `lease_of`)
 local run_from, leases
+-- the last delivery of a run recorded whole as its lease group's successes (see below)
+local whole_to = 0
 
 -- The outcomes other than the most common (the success of an event's only call by the
 -- holder of its lease, recorded in the loop below): delivery `did` (of event key `ekey`,
@@ -206,6 +231,34 @@ for j = 1, deliveries + 1 do
     -- pattern's)
     order, members = {nil, nil, nil, nil, nil, nil, nil, nil}, {}
     local busy = flags[2]
+    local whole = wholes[j]
+    if whole and whole[1] == first_seen and busy == whole[3] and flags[7]
+      and string.sub(flags[7], 1, 13 * whole[4]) == string.rep(flags[1], whole[4]) then
+      -- A lease group's successes, each the first attempt of an event of one call, by
+      -- the holder of the group's lease: the group is as its claim left it (its
+      -- members all in flight, in order, under that claim's time), so each call is the
+      -- common outcome below, recorded in one pass. Its entries in the rate log are the
+      -- log's first (the claim put them there, and only the group's own ends take them
+      -- out), each replaced by one at this time; the account is freed of the whole group.
+      local n = whole[4]
+      local texts = {}
+      for d = j, j + n - 1 do
+        local i = starts[d]
+        local code = argv[i + 2]
+        local text = texts[code]
+        if not text then
+          text = 'delivered 1 ' .. code .. ' ' .. now_s .. '  ' .. acct
+          texts[code] = text
+        end
+        w('SET', argv[i + 1], text, 'PX', retention)
+        ends[#ends + 1] = argv[i]
+      end
+      sent_more, left, freed = n, n, true
+      taken, stamped = n, n
+      for t = 1, n do spots[t] = 13 * t - 12 end
+      busy = nil
+      whole_to = j + n - 1
+    end
     if busy and busy ~= '' then
       local from = 1
       while true do
@@ -221,14 +274,21 @@ for j = 1, deliveries + 1 do
       for o = 1, #order do members[order[o]] = true end
     end
   end
-  if i then
+  if i and j > whole_to then
     local did, kind, token = argv[i], kinds[j], argv[i + 1]
     local code = kind == 'delivered' and argv[i + 2] or argv[i + 3]
+    local seen, ekey = argv[i + 3], argv[i + 4]
+    local place = places[j]
+    if place then
+      -- (of a run sent as a lease group's successes: see the top)
+      local whole = wholes[j - place]
+      token, code, seen, ekey = int(whole[2] - place), argv[i + 2], whole[1], argv[i + 1]
+    end
     local held = members[did] == true
     -- What the caller saw of its claim, for a success by the holder of its lease: a first
     -- attempt's, the most common, is told by one comparison (a cut costs more).
     local at, agent = nil, ''
-    local seen = kind == 'delivered' and held and first_seen and argv[i + 3]
+    seen = kind == 'delivered' and held and first_seen and seen
     if seen and seen ~= '' then
       if seen == first_seen then
         at = '-'
@@ -243,7 +303,7 @@ for j = 1, deliveries + 1 do
     end
     local logged, unleased
     -- (an event of one call has only call 0, whose key the caller sends)
-    local ekey = at and argv[i + 4]
+    ekey = at and ekey
     if ekey and ekey ~= '' then
       -- The most common outcome: the success of an event's only call, by the holder of
       -- its lease, recorded without reading the lease or the event. The lease is this

@@ -625,7 +625,8 @@ impl<T: Transport> ScriptQueue<T> {
                 // but what its claim saw, which spares reading the event, and the event's
                 // key)
                 let mut run: Option<&str> = None;
-                for &i in chunk {
+                let mut whole_to = 0;
+                for (at, &i) in chunk.iter().enumerate() {
                     let c = &ends[i];
                     if run != Some(c.account) {
                         if run.is_some() {
@@ -633,6 +634,34 @@ impl<T: Transport> ScriptQueue<T> {
                         }
                         args.push(c.account.as_bytes().to_vec());
                         run = Some(c.account);
+                        let run_len = chunk[at..]
+                            .iter()
+                            .take_while(|&&j| ends[j].account == c.account)
+                            .count();
+                        let run_ends: Vec<&Ending> =
+                            chunk[at..at + run_len].iter().map(|&j| &ends[j]).collect();
+                        if whole_group_success(&run_ends) {
+                            // what all of them share, once (see complete.lua)
+                            args.extend([
+                                b"*".to_vec(),
+                                c.seen.as_bytes().to_vec(),
+                                c.lease_token.to_string().into_bytes(),
+                            ]);
+                            whole_to = at + run_len;
+                        }
+                    }
+                    if at < whole_to {
+                        let key = c
+                            .delivery_id
+                            .strip_suffix(":0")
+                            .map(|event| event_key(&base, event))
+                            .unwrap_or_default();
+                        args.extend([
+                            c.delivery_id.as_bytes().to_vec(),
+                            key.into_bytes(),
+                            c.args().1.into_bytes(),
+                        ]);
+                        continue;
                     }
                     args.push(c.delivery_id.as_bytes().to_vec());
                     args.push(c.lease_token.to_string().into_bytes());
@@ -1125,6 +1154,27 @@ impl<'a> Ending<'a> {
             }
         }
     }
+}
+
+/// Whether a run of one account's ends may be sent as one lease group's successes (see
+/// complete.lua): two or more successes of call 0 of their events, each the first attempt
+/// of a call without an agent under the same claim (what the claim saw: its time and `-`),
+/// their tokens one apart, as a group's leases end one millisecond apart in its order.
+fn whole_group_success(run: &[&Ending<'_>]) -> bool {
+    let Some(first) = run.first() else {
+        return false;
+    };
+    let seen = first.seen.as_bytes();
+    run.len() >= 2
+        && seen.len() == 14
+        && seen[13] == b'-'
+        && seen[..13].iter().all(u8::is_ascii_digit)
+        && run.iter().enumerate().all(|(k, c)| {
+            matches!(c.how, How::Worker(Outcome::Delivered { .. }))
+                && c.delivery_id.ends_with(":0")
+                && c.seen == first.seen
+                && first.lease_token.checked_sub(k as u64) == Some(c.lease_token)
+        })
 }
 
 /// `indices` (of `ends`) cut into chunks of at least [`COMPLETE_CHUNK`] (but the
@@ -1735,5 +1785,45 @@ mod tests {
             .map(|c| c.len())
             .collect();
         assert_eq!(sizes, [128, 128, 44]);
+    }
+
+    #[test]
+    fn a_run_goes_whole_only_as_a_groups_first_successes() {
+        let ok = crate::queue::Outcome::Delivered { status: 200 };
+        let released = crate::queue::Outcome::Released;
+        let ids = ["a:0", "b:0", "c:0"];
+        let group = |seen: &'static str| -> Vec<Ending<'_>> {
+            (0..3)
+                .map(|k| Ending {
+                    delivery_id: ids[k],
+                    account: "acme",
+                    lease_token: 1_764_000_030_000 - k as u64,
+                    seen,
+                    how: How::Worker(&ok),
+                })
+                .collect()
+        };
+        let whole = |run: &[Ending<'_>]| whole_group_success(&run.iter().collect::<Vec<_>>());
+        let first = "1764000000000-";
+        assert!(whole(&group(first)));
+        assert!(whole(&group(first)[..2]));
+        assert!(!whole(&group(first)[..1]), "one call alone");
+        assert!(!whole(&[]));
+        // what the claim saw of a later attempt, or of a call with an agent
+        assert!(!whole(&group("17640000000001")));
+        assert!(!whole(&group("1764000000000- 7")));
+        assert!(!whole(&group("")));
+        let mut run = group(first);
+        run[1].how = How::Worker(&released);
+        assert!(!whole(&run), "an outcome other than a success");
+        let mut run = group(first);
+        run[2].delivery_id = "c:1";
+        assert!(!whole(&run), "a call other than 0");
+        let mut run = group(first);
+        run.swap(1, 2);
+        assert!(!whole(&run), "tokens out of the group's order");
+        let mut run = group(first);
+        run[2].seen = "1764000000001-";
+        assert!(!whole(&run), "another claim's call");
     }
 }

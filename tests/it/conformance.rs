@@ -2466,6 +2466,60 @@ async fn one_completion_call_records_each_accounts_outcomes(b: Backend) {
     assert_eq!(names(&claim(&q).await), ["b2"]);
 }
 
+/// A lease group's successes reported together by the holder of its lease are recorded
+/// in one pass; reported after the group's leases ran out and its calls were leased again,
+/// each is a late success (recorded, its new lease left to its holder), and the account
+/// is freed once the new holder's outcomes come.
+async fn a_groups_successes_reported_together_are_recorded_once_each(b: Backend) {
+    let q = open_grouped(b).await;
+    let ids = put(&q, "acme", WIDE, &["a", "b", "c"]).await;
+    let group = claim(&q).await;
+    assert_eq!(in_order(&group), ["a", "b", "c"]);
+    let all = |items: &[Claimed]| -> Vec<Completion> {
+        items.iter().map(|c| Completion::of(c, ok())).collect()
+    };
+    q.complete(&all(&group)).await.expect("complete");
+    for id in &ids {
+        let r = record(&q, id).await;
+        assert_eq!(
+            (r.status.as_str(), r.deliveries[0].attempts),
+            ("delivered", 1)
+        );
+    }
+    let counts = |s: AccountStats| (s.in_flight, s.depth, s.delivered, s.sent_in_window);
+    assert_eq!(counts(stats_for(&q, "acme").await), (0, 0, 3, 3));
+
+    let later = put(&q, "acme", WIDE, &["d", "e", "f"]).await;
+    let group = claim(&q).await;
+    assert_eq!(in_order(&group), ["d", "e", "f"]);
+    // the group's lease: LEASE_MS and a sixteenth of it per member after the first
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 2 * LEASE_MS / 16 + 50)).await;
+    let mut again = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while again.len() < 3 {
+        assert!(Instant::now() < deadline, "never claimed again");
+        again.extend(claim(&q).await);
+    }
+    assert_eq!(in_order(&again), ["d", "e", "f"]);
+    // the first holder's successes, late: recorded, the new leases left to their holder
+    q.complete(&all(&group)).await.expect("complete");
+    for id in &later {
+        assert_eq!(record(&q, id).await.status.as_str(), "delivered");
+    }
+    assert_eq!(stats_for(&q, "acme").await.in_flight, 3);
+    q.complete(&all(&again)).await.expect("complete");
+    for id in &later {
+        assert_eq!(record(&q, id).await.status.as_str(), "delivered");
+    }
+    // the three lease ends and the three answers besides the first group's
+    assert_eq!(counts(stats_for(&q, "acme").await), (0, 0, 6, 9));
+    let next = put(&q, "acme", WIDE, &["g"]).await;
+    let c = claim(&q).await;
+    assert_eq!(in_order(&c), ["g"], "the account is free");
+    done(&q, &c[0], ok()).await;
+    assert_eq!(record(&q, &next[0]).await.status.as_str(), "delivered");
+}
+
 /// A group is taken only when the window has room for a whole one; otherwise one call
 /// at a time, and never past the limit.
 async fn a_lease_group_only_when_the_window_has_room(b: Backend) {
@@ -2747,6 +2801,7 @@ conformance!(
     expired_lease_is_requeued_at_the_front_and_stale_completion_ignored,
     late_success_removes_the_delivery_everywhere,
     a_stale_entry_of_a_summary_is_dropped_after_its_claim,
+    a_groups_successes_reported_together_are_recorded_once_each,
     the_in_flight_sets_anchor_keeps_it_indexed_and_is_never_due,
     an_account_whose_leased_event_is_gone_is_freed_by_the_sweep,
     a_token_not_above_the_events_last_early_end_is_leased_again_above_it,

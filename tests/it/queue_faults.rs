@@ -272,6 +272,9 @@ enum Op {
     /// Every delivery claimed, of both accounts (two runs, whose leases end in one
     /// command after the second), delivered in one call.
     CompleteAccounts,
+    /// A lease group of `ACCOUNT` of three events of one call each, delivered in one call
+    /// (recorded in one pass: see complete.lua).
+    CompleteWholeGroup,
     ReapLease,
     ReapRetry,
     LateSuccessQueued,
@@ -353,6 +356,17 @@ async fn run(op: Op, q: &Queues) -> anyhow::Result<()> {
             assert!(claimed.iter().any(|c| c.account == OTHER));
             let completions: Vec<Completion> =
                 claimed.iter().map(|c| Completion::of(c, ok())).collect();
+            f.complete(&completions).await.map_err(Into::into)
+        }
+        Op::CompleteWholeGroup => {
+            let events = ["x", "y", "z"]
+                .map(|name| event(name, 1, Priority::Normal, 0))
+                .to_vec();
+            put(n, ACCOUNT, events).await.unwrap();
+            let group = claim_group(n).await;
+            assert_eq!(group.len(), 3);
+            let completions: Vec<Completion> =
+                group.iter().map(|c| Completion::of(c, ok())).collect();
             f.complete(&completions).await.map_err(Into::into)
         }
         Op::ReapLease => {
@@ -767,6 +781,10 @@ async fn a_script_failing_after_any_write_strands_nothing(backend: Backend<'_>) 
             Op::CompleteGroup(true),
         ),
         ("complete two accounts in one call", Op::CompleteAccounts),
+        (
+            "complete a lease group's successes in one pass",
+            Op::CompleteWholeGroup,
+        ),
         ("reap lease", Op::ReapLease),
         ("reap retry", Op::ReapRetry),
         ("late success, queued again", Op::LateSuccessQueued),
