@@ -385,8 +385,10 @@ end
 
 -- The deliveries leased, in the reply: each group adds its head (its account, its calls
 -- and its lease's end) and its calls' ids to `out`, a flat list, as Redis turns each table
--- of a reply into an array at a cost.
-local out = {-1, 0, now}
+-- of a reply into an array at a cost. (Its nils give it room for a few groups' entries:
+-- Lua grows a table by rehashing it at each power of two.)
+local out = {-1, 0, now, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
 local claimed = 0
 -- the earliest end of the leases this call granted
 local first_lease_end
@@ -394,7 +396,8 @@ local accts = call('ZRANGEBYSCORE', ready, '-inf', now_s, 'LIMIT', '0', max)
 -- The accounts that leave the ready set (leased, busy or held), in one command after the
 -- last: one left in it by a failure on the way is busy or held, which the next claim that
 -- reads it finds. (A table built from a constructor of nils has room for that many.)
-local unready = {nil, nil, nil, nil, nil, nil, nil, nil}
+local unready = {nil, nil, nil, nil, nil, nil, nil, nil,
+  nil, nil, nil, nil, nil, nil, nil, nil}
 -- each account below has its ready score written, at least
 changed_all(base, accts, now_s)
 for a = 1, #accts do
@@ -437,7 +440,7 @@ for a = 1, #accts do
       end
       local n = #heads
       if n > room then n = room end
-      if n > 1 then
+      if n > 8 then
         -- (an id listed twice, a stale copy, ends the group before it)
         local seen = {}
         for j = 1, n do
@@ -447,6 +450,19 @@ for a = 1, #accts do
             break
           end
           seen[did] = true
+        end
+      elseif n > 1 then
+        -- (the same, in a group of at most 8 by comparing each id with those before it,
+        -- which costs less than a table of them)
+        for j = 2, n do
+          local did = heads[j]
+          for e = 1, j - 1 do
+            if heads[e] == did then
+              n = j - 1
+              break
+            end
+          end
+          if n < j then break end
         end
       end
       if n == 0 then
@@ -468,9 +484,9 @@ for a = 1, #accts do
         end
         -- (the nils give the table room for a group's entries: Lua grows an empty table by
         -- rehashing it at each power of two; the first group of the call puts the anchor
-        -- ahead of them)
-        local leases = {nil, nil, nil, nil, nil, nil, nil, nil,
-          nil, nil, nil, nil, nil, nil, nil, nil}
+        -- ahead of them, two more)
+        local leases = {nil, nil, nil, nil, nil, nil, nil, nil, nil,
+          nil, nil, nil, nil, nil, nil, nil, nil, nil}
         local from = 0
         if claimed == 0 then
           leases[1] = '+inf'

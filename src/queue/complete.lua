@@ -47,13 +47,15 @@ local owners = {nil, nil, nil, nil, nil, nil, nil, nil,
   nil, nil, nil, nil, nil, nil, nil, nil}
 local kinds = {nil, nil, nil, nil, nil, nil, nil, nil,
   nil, nil, nil, nil, nil, nil, nil, nil}
-local accts = {}
+local accts = {nil, nil, nil, nil, nil, nil, nil, nil,
+  nil, nil, nil, nil, nil, nil, nil, nil}
 local deliveries = 0
 -- The runs sent as one lease group's successes: at their first delivery's place, what
--- they share ({what the claim saw, the first call's token (a number), the group's
--- `busy` as it was claimed, its number of deliveries}); and each of their deliveries'
--- place in its group (from 0).
-local wholes, places = {}, {}
+-- they share ({what the claim saw, the first call's token (a number), their ids as the
+-- group's `busy` reads while all of it is in flight, their number}); and each of their
+-- deliveries' place in its run (from 0: its token is the first's less its place).
+local wholes, places = {}, {nil, nil, nil, nil, nil, nil, nil, nil,
+  nil, nil, nil, nil, nil, nil, nil, nil}
 do
   local i, n, a = 3, #argv, argv[2]
   accts[1] = a
@@ -75,7 +77,9 @@ do
         dids[deliveries - first + 1] = argv[i]
         i = i + 3
       end
-      wholes[first] = {seen, token, table.concat(dids, ' '), deliveries - first + 1}
+      if deliveries >= first then
+        wholes[first] = {seen, token, table.concat(dids, ' '), deliveries - first + 1}
+      end
     else
       deliveries = deliveries + 1
       starts[deliveries] = i
@@ -220,7 +224,7 @@ for j = 1, deliveries + 1 do
     akey = base .. ':acct:' .. a
     flags = call('HMGET', akey, 'rl_at', 'busy', 'paused', 'auth_failed', 'until', 'sent',
       'rl', 'limit', 'window')
-    sent_more, extra, le_floor = 0, {}, nil
+    sent_more, extra, le_floor = 0, {nil, nil, nil, nil, nil, nil, nil, nil}, nil
     auth_failed, pause_until, count_429 = flags[4], flags[5], nil
     freed = false
     left = 0
@@ -241,14 +245,14 @@ for j = 1, deliveries + 1 do
       -- log's first (the claim put them there, and only the group's own ends take them
       -- out), each replaced by one at this time; the account is freed of the whole group.
       local n = whole[4]
-      local texts = {}
+      -- (the summary is the same for the calls of one upstream status: most often all)
+      local text_of, text
       for d = j, j + n - 1 do
         local i = starts[d]
         local code = argv[i + 2]
-        local text = texts[code]
-        if not text then
+        if code ~= text_of then
           text = 'delivered 1 ' .. code .. ' ' .. now_s .. '  ' .. acct
-          texts[code] = text
+          text_of = code
         end
         w('SET', argv[i + 1], text, 'PX', retention)
         ends[#ends + 1] = argv[i]

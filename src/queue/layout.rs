@@ -553,7 +553,7 @@ async fn migrate_locked<T: Transport>(
     Ok(())
 }
 
-/// Under the migration's lock: the layout the migration starts from (1 to 8) and the
+/// Under the migration's lock: the layout the migration starts from (1 to 9) and the
 /// partitions already done, after marking a new migration in `{prefix}:meta` (see
 /// [`BEGIN`]); `None` when there is nothing to migrate (another process finished it
 /// meanwhile, or the store holds no earlier layout after all).

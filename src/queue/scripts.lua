@@ -185,7 +185,10 @@ end
 local function changed_all(base, accts, now_s)
   local n = #accts
   if n == 0 then return end
-  local args = {}
+  -- (the nils give it room for 16 accounts' arguments: Lua grows a table by rehashing it
+  -- at each power of two)
+  local args = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+    nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
   for i = 1, n do
     args[2 * i - 1] = now_s
     args[2 * i] = accts[i]
