@@ -75,6 +75,9 @@ local function room_for_group(rl, limit, window, now)
   return tonumber(string.sub(rl, at + 1, at + 13)) + window + margin + 1 <= now
 end
 
+-- The digits' texts, by their value + 1 (see the leases' ends below).
+local digit_texts = {'0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
+
 -- @call
 local base = ARGV[1]
 -- max goes to Redis as it came, as text
@@ -429,13 +432,12 @@ for a = 1, #accts do
       -- completion (see `leased.rs`). The list's first entries are read in one command:
       -- when the window has room for a lease group, as many as a group holds, to be sent
       -- one after another under one claim.
-      local q = base .. ':q:' .. acct
       local span = '0'
       if room > 1 and room_for_group(rl, limit, window, now) then span = group_more end
-      local list = q .. ':h'
+      local list = base .. ':q:' .. acct .. ':h'
       local heads = call('LRANGE', list, '0', span)
       if #heads == 0 then
-        list = q .. ':n'
+        list = base .. ':q:' .. acct .. ':n'
         heads = call('LRANGE', list, '0', span)
       end
       local n = #heads
@@ -498,9 +500,20 @@ for a = 1, #accts do
         out[o + 2] = n
         out[o + 3] = lease_end
         o = o + 3
+        -- (the ends after the first are written from its text while only its last digit
+        -- changes: a `string.format` costs several times a join)
+        local end_text = int(lease_end)
+        local stem, last
+        if n > 1 then stem, last = string.sub(end_text, 1, -2), string.byte(end_text, -1) - 48 end
         for i = 1, n do
           local did = heads[i]
-          leases[from + 2 * i - 1] = int(lease_end - i + 1)
+          if i == 1 then
+            leases[from + 1] = end_text
+          elseif last >= i - 1 then
+            leases[from + 2 * i - 1] = stem .. digit_texts[last - i + 2]
+          else
+            leases[from + 2 * i - 1] = int(lease_end - i + 1)
+          end
           leases[from + 2 * i] = did
           out[o + i] = did
         end

@@ -129,6 +129,8 @@ local ends = {nil, nil, nil, nil, nil, nil, nil, nil,
 local run_from, leases
 -- the last delivery of a run recorded whole as its lease group's successes (see below)
 local whole_to = 0
+-- an empty table, never written: the members of a group recorded whole
+local none = {}
 
 -- The outcomes other than the most common (the success of an event's only call by the
 -- holder of its lease, recorded in the loop below): delivery `did` (of event key `ekey`,
@@ -164,26 +166,36 @@ for j = 1, deliveries + 1 do
     if taken > 0 then
       -- The rate log as the run leaves it: the entries at this time first (newest
       -- first), then the log as read without the entries taken.
-      local parts, from = {}, 1
-      if stamped > 0 then parts[1] = string.rep(now_s, stamped) end
-      for t = 1, taken do
-        local s = spots[t]
-        if s > from then parts[#parts + 1] = string.sub(log, from, s - 1) end
-        from = s + 13
+      if spots[taken] == 13 * taken - 12 then
+        -- (the entries taken lead the log, the most common: a group's whole, or its
+        -- first; the spots only grow)
+        log = string.rep(now_s, stamped) .. string.sub(log, 13 * taken + 1)
+      else
+        local parts, from = {}, 1
+        if stamped > 0 then parts[1] = string.rep(now_s, stamped) end
+        for t = 1, taken do
+          local s = spots[t]
+          if s > from then parts[#parts + 1] = string.sub(log, from, s - 1) end
+          from = s + 13
+        end
+        parts[#parts + 1] = string.sub(log, from)
+        log = table.concat(parts)
       end
-      parts[#parts + 1] = string.sub(log, from)
-      log = table.concat(parts)
       set[#set + 1] = 'rl'
       set[#set + 1] = log
     end
     local busy = flags[2]
     if left > 0 then
-      -- the lease group as the run leaves it: its members not freed, in order
-      local rest = {}
-      for o = 1, #order do
-        if members[order[o]] then rest[#rest + 1] = order[o] end
+      -- the lease group as the run leaves it: its members not freed, in order (none, of
+      -- a group recorded whole)
+      busy = ''
+      if #order > 0 then
+        local rest = {}
+        for o = 1, #order do
+          if members[order[o]] then rest[#rest + 1] = order[o] end
+        end
+        busy = table.concat(rest, ' ')
       end
-      busy = table.concat(rest, ' ')
       set[#set + 1] = 'busy'
       set[#set + 1] = busy
     end
@@ -231,11 +243,10 @@ for j = 1, deliveries + 1 do
     taken, stamped, spots, searched = 0, 0, {nil, nil, nil, nil, nil, nil, nil, nil}, 1
     run_from, leases = j, nil
     first_seen = flags[1] and flags[1] .. '-'
-    -- the lease group's members (split at each space: a plain search costs less than a
-    -- pattern's)
-    order, members = {nil, nil, nil, nil, nil, nil, nil, nil}, {}
     local busy = flags[2]
     local whole = wholes[j]
+    -- (a group recorded whole reads none of its members: see below)
+    order, members = none, none
     if whole and whole[1] == first_seen and busy == whole[3] and flags[7]
       and string.sub(flags[7], 1, 13 * whole[4]) == string.rep(flags[1], whole[4]) then
       -- A lease group's successes, each the first attempt of an event of one call, by
@@ -260,22 +271,25 @@ for j = 1, deliveries + 1 do
       sent_more, left, freed = n, n, true
       taken, stamped = n, n
       for t = 1, n do spots[t] = 13 * t - 12 end
-      busy = nil
       whole_to = j + n - 1
-    end
-    if busy and busy ~= '' then
-      local from = 1
-      while true do
-        local space = string.find(busy, ' ', from, true)
-        if not space then
-          -- (a lone member, the most common where the limit binds, is the whole text)
-          order[#order + 1] = from == 1 and busy or string.sub(busy, from)
-          break
+    else
+      -- the lease group's members (split at each space: a plain search costs less than a
+      -- pattern's)
+      order, members = {nil, nil, nil, nil, nil, nil, nil, nil}, {}
+      if busy and busy ~= '' then
+        local from = 1
+        while true do
+          local space = string.find(busy, ' ', from, true)
+          if not space then
+            -- (a lone member, the most common where the limit binds, is the whole text)
+            order[#order + 1] = from == 1 and busy or string.sub(busy, from)
+            break
+          end
+          order[#order + 1] = string.sub(busy, from, space - 1)
+          from = space + 1
         end
-        order[#order + 1] = string.sub(busy, from, space - 1)
-        from = space + 1
+        for o = 1, #order do members[order[o]] = true end
       end
-      for o = 1, #order do members[order[o]] = true end
     end
   end
   if i and j > whole_to then
