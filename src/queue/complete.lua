@@ -7,8 +7,9 @@
 --        error, delay_ms, reason; a run after the first starts with '' (then its account);
 --        a run of one lease group's successes (see `whole_group_success` in
 --        script_queue.rs) may instead follow its account with '*', what the claim saw
---        (shared), its first call's token (each next call's is one less), then per
---        delivery: did, its event's key, its upstream status
+--        (shared), its first call's token (each next call's is one less), the upstream
+--        status of all of them or '', then per delivery: did, its event's key and, when
+--        the run's status is '', its own
 -- The retention of finished events (ms, as text) and the default rate limit are written
 -- into the script's text, ahead of its helpers (see `complete_script` in script_queue.rs).
 -- kind: delivered (a success, whose kind is not sent) | retry | dead | ratelimited |
@@ -52,7 +53,8 @@ local accts = {nil, nil, nil, nil, nil, nil, nil, nil,
 local deliveries = 0
 -- The runs sent as one lease group's successes: at their first delivery's place, what
 -- they share ({what the claim saw, the first call's token (a number), their ids as the
--- group's `busy` reads while all of it is in flight, their number}); and each of their
+-- group's `busy` reads while all of it is in flight, their number, their upstream status
+-- when it is the same for all, else false}); and each of their
 -- deliveries' place in its run (from 0: its token is the first's less its place).
 local wholes, places = {}, {nil, nil, nil, nil, nil, nil, nil, nil,
   nil, nil, nil, nil, nil, nil, nil, nil}
@@ -66,8 +68,10 @@ do
       i = i + 2
     elseif argv[i] == '*' then
       local first, dids = deliveries + 1, {nil, nil, nil, nil, nil, nil, nil, nil}
-      local seen, token = argv[i + 1], tonumber(argv[i + 2])
-      i = i + 3
+      local seen, token, code = argv[i + 1], tonumber(argv[i + 2]), argv[i + 3]
+      -- (each delivery's upstream status follows its key unless the run's is given)
+      local step = code == '' and 3 or 2
+      i = i + 4
       while i <= n and argv[i] ~= '' do
         deliveries = deliveries + 1
         starts[deliveries] = i
@@ -75,10 +79,11 @@ do
         kinds[deliveries] = 'delivered'
         places[deliveries] = deliveries - first
         dids[deliveries - first + 1] = argv[i]
-        i = i + 3
+        i = i + step
       end
       if deliveries >= first then
-        wholes[first] = {seen, token, table.concat(dids, ' '), deliveries - first + 1}
+        wholes[first] = {seen, token, table.concat(dids, ' '), deliveries - first + 1,
+          code ~= '' and code}
       end
     else
       deliveries = deliveries + 1
@@ -258,9 +263,10 @@ for j = 1, deliveries + 1 do
       local n = whole[4]
       -- (the summary is the same for the calls of one upstream status: most often all)
       local text_of, text
+      local code = whole[5]
       for d = j, j + n - 1 do
         local i = starts[d]
-        local code = argv[i + 2]
+        if not whole[5] then code = argv[i + 2] end
         if code ~= text_of then
           text = 'delivered 1 ' .. code .. ' ' .. now_s .. '  ' .. acct
           text_of = code
@@ -300,7 +306,8 @@ for j = 1, deliveries + 1 do
     if place then
       -- (of a run sent as a lease group's successes: see the top)
       local whole = wholes[j - place]
-      token, code, seen, ekey = int(whole[2] - place), argv[i + 2], whole[1], argv[i + 1]
+      token, code, seen, ekey = int(whole[2] - place), whole[5] or argv[i + 2], whole[1],
+        argv[i + 1]
     end
     local held = members[did] == true
     -- What the caller saw of its claim, for a success by the holder of its lease: a first

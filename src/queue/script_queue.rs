@@ -625,7 +625,7 @@ impl<T: Transport> ScriptQueue<T> {
                 // but what its claim saw, which spares reading the event, and the event's
                 // key)
                 let mut run: Option<&str> = None;
-                let mut whole_to = 0;
+                let (mut whole_to, mut shared_code) = (0, false);
                 for (at, &i) in chunk.iter().enumerate() {
                     let c = &ends[i];
                     if run != Some(c.account) {
@@ -641,11 +641,19 @@ impl<T: Transport> ScriptQueue<T> {
                         let run_ends: Vec<&Ending> =
                             chunk[at..at + run_len].iter().map(|&j| &ends[j]).collect();
                         if whole_group_success(&run_ends) {
-                            // what all of them share, once (see complete.lua)
+                            // what all of them share, once (see complete.lua): the
+                            // upstream status too, when it is (most often)
+                            let code = c.args().1;
+                            shared_code = run_ends.iter().all(|e| e.args().1 == code);
                             args.extend([
                                 b"*".to_vec(),
                                 c.seen.as_bytes().to_vec(),
                                 c.lease_token.to_string().into_bytes(),
+                                if shared_code {
+                                    code.into_bytes()
+                                } else {
+                                    Vec::new()
+                                },
                             ]);
                             whole_to = at + run_len;
                         }
@@ -656,11 +664,10 @@ impl<T: Transport> ScriptQueue<T> {
                             .strip_suffix(":0")
                             .map(|event| event_key(&base, event))
                             .unwrap_or_default();
-                        args.extend([
-                            c.delivery_id.as_bytes().to_vec(),
-                            key.into_bytes(),
-                            c.args().1.into_bytes(),
-                        ]);
+                        args.extend([c.delivery_id.as_bytes().to_vec(), key.into_bytes()]);
+                        if !shared_code {
+                            args.push(c.args().1.into_bytes());
+                        }
                         continue;
                     }
                     args.push(c.delivery_id.as_bytes().to_vec());

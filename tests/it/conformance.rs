@@ -2479,15 +2479,33 @@ async fn a_groups_successes_reported_together_are_recorded_once_each(b: Backend)
         items.iter().map(|c| Completion::of(c, ok())).collect()
     };
     q.complete(&all(&group)).await.expect("complete");
+    let delivered = |r: EventRecord| {
+        let d = &r.deliveries[0];
+        (r.status.as_str().to_string(), d.attempts, d.last_status)
+    };
     for id in &ids {
         let r = record(&q, id).await;
-        assert_eq!(
-            (r.status.as_str(), r.deliveries[0].attempts),
-            ("delivered", 1)
-        );
+        assert_eq!(delivered(r), ("delivered".into(), 1, Some(200)));
     }
     let counts = |s: AccountStats| (s.in_flight, s.depth, s.delivered, s.sent_in_window);
     assert_eq!(counts(stats_for(&q, "acme").await), (0, 0, 3, 3));
+
+    // each with an upstream status of its own
+    let ids = put(&q, "acme", WIDE, &["a2", "b2", "c2"]).await;
+    let group = claim(&q).await;
+    assert_eq!(in_order(&group), ["a2", "b2", "c2"]);
+    let statuses = [201, 200, 204];
+    let completions: Vec<Completion> = group
+        .iter()
+        .zip(statuses)
+        .map(|(c, status)| Completion::of(c, Outcome::Delivered { status }))
+        .collect();
+    q.complete(&completions).await.expect("complete");
+    for (id, status) in ids.iter().zip(statuses) {
+        let r = record(&q, id).await;
+        assert_eq!(delivered(r), ("delivered".into(), 1, Some(status)));
+    }
+    assert_eq!(counts(stats_for(&q, "acme").await), (0, 0, 6, 6));
 
     let later = put(&q, "acme", WIDE, &["d", "e", "f"]).await;
     let group = claim(&q).await;
@@ -2511,8 +2529,8 @@ async fn a_groups_successes_reported_together_are_recorded_once_each(b: Backend)
     for id in &later {
         assert_eq!(record(&q, id).await.status.as_str(), "delivered");
     }
-    // the three lease ends and the three answers besides the first group's
-    assert_eq!(counts(stats_for(&q, "acme").await), (0, 0, 6, 9));
+    // the three lease ends and the three answers besides the first two groups'
+    assert_eq!(counts(stats_for(&q, "acme").await), (0, 0, 9, 12));
     let next = put(&q, "acme", WIDE, &["g"]).await;
     let c = claim(&q).await;
     assert_eq!(in_order(&c), ["g"], "the account is free");
