@@ -268,7 +268,7 @@ for j = 1, deliveries + 1 do
         local i = starts[d]
         if not whole[5] then code = argv[i + 2] end
         if code ~= text_of then
-          text = 'delivered 1 ' .. code .. ' ' .. now_s .. '  ' .. acct
+          text = summary_text('1', code, now_s, '', acct)
           text_of = code
         end
         w('SET', argv[i + 1], text, 'PX', retention)
@@ -352,8 +352,7 @@ for j = 1, deliveries + 1 do
           w('ZREM', base .. ':dead:' .. acct, did)
         end
       end
-      w('SET', ekey, 'delivered ' .. attempts .. ' ' .. code .. ' ' .. now_s .. ' ' .. agent
-        .. ' ' .. acct, 'PX', retention)
+      w('SET', ekey, summary_text(attempts, code, now_s, agent, acct), 'PX', retention)
       sent_more = sent_more + 1
       logged = true
     else

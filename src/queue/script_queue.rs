@@ -625,7 +625,9 @@ impl<T: Transport> ScriptQueue<T> {
                 // but what its claim saw, which spares reading the event, and the event's
                 // key)
                 let mut run: Option<&str> = None;
-                let (mut whole_to, mut shared_code) = (0, false);
+                // the end (exclusive) of a run sent as a group's successes, and the status
+                // all of its calls share
+                let (mut whole_end, mut shared) = (0, None);
                 for (at, &i) in chunk.iter().enumerate() {
                     let c = &ends[i];
                     if run != Some(c.account) {
@@ -638,35 +640,32 @@ impl<T: Transport> ScriptQueue<T> {
                             .iter()
                             .take_while(|&&j| ends[j].account == c.account)
                             .count();
-                        let run_ends: Vec<&Ending> =
-                            chunk[at..at + run_len].iter().map(|&j| &ends[j]).collect();
-                        if whole_group_success(&run_ends) {
+                        let whole = &chunk[at..at + run_len];
+                        if whole_group_success(whole, ends) {
                             // what all of them share, once (see complete.lua): the
                             // upstream status too, when it is (most often)
-                            let code = c.args().1;
-                            shared_code = run_ends.iter().all(|e| e.args().1 == code);
+                            shared = c.delivered_status().filter(|status| {
+                                whole
+                                    .iter()
+                                    .all(|&j| ends[j].delivered_status() == Some(*status))
+                            });
                             args.extend([
                                 b"*".to_vec(),
                                 c.seen.as_bytes().to_vec(),
                                 c.lease_token.to_string().into_bytes(),
-                                if shared_code {
-                                    code.into_bytes()
-                                } else {
-                                    Vec::new()
-                                },
+                                shared.map_or_else(Vec::new, |s| s.to_string().into_bytes()),
                             ]);
-                            whole_to = at + run_len;
+                            whole_end = at + run_len;
                         }
                     }
-                    if at < whole_to {
-                        let key = c
-                            .delivery_id
-                            .strip_suffix(":0")
-                            .map(|event| event_key(&base, event))
-                            .unwrap_or_default();
-                        args.extend([c.delivery_id.as_bytes().to_vec(), key.into_bytes()]);
-                        if !shared_code {
-                            args.push(c.args().1.into_bytes());
+                    if at < whole_end {
+                        args.extend([
+                            c.delivery_id.as_bytes().to_vec(),
+                            call_zero_key(&base, c.delivery_id).into_bytes(),
+                        ]);
+                        if shared.is_none() {
+                            let status = c.delivered_status().unwrap_or_default();
+                            args.push(status.to_string().into_bytes());
                         }
                         continue;
                     }
@@ -674,16 +673,10 @@ impl<T: Transport> ScriptQueue<T> {
                     args.push(c.lease_token.to_string().into_bytes());
                     let (kind, code, error, delay, reason) = c.args();
                     if kind == "delivered" {
-                        // the event's key, for its call 0 (which is every call of an event
-                        // of one): it spares the script cutting the id and joining the key
-                        let key = match c.delivery_id.strip_suffix(":0") {
-                            Some(event) => event_key(&base, event),
-                            None => String::new(),
-                        };
                         args.extend([
                             code.into_bytes(),
                             c.seen.as_bytes().to_vec(),
-                            key.into_bytes(),
+                            call_zero_key(&base, c.delivery_id).into_bytes(),
                         ]);
                     } else {
                         let error: String = error.chars().take(1000).collect();
@@ -1090,6 +1083,16 @@ fn event_key(base: &str, event: &str) -> String {
     format!("{base}:ev:{event}")
 }
 
+/// The key of delivery `delivery_id`'s event when it is its call 0 (every call of an event
+/// of one), else empty: a completion sends it, which spares the script cutting the id and
+/// joining the key.
+fn call_zero_key(base: &str, delivery_id: &str) -> String {
+    delivery_id
+        .strip_suffix(":0")
+        .map(|event| event_key(base, event))
+        .unwrap_or_default()
+}
+
 /// A reply as `V`; one that is not a `V` is the store answering what the gateway does not
 /// understand.
 fn decode<V: redis::FromRedisValue>(reply: Value) -> Result<V, QueueError> {
@@ -1148,6 +1151,14 @@ impl<'a> Ending<'a> {
         }
     }
 
+    /// The upstream status of a success the worker reported (none for any other end).
+    fn delivered_status(&self) -> Option<u16> {
+        match self.how {
+            How::Worker(Outcome::Delivered { status }) => Some(*status),
+            _ => None,
+        }
+    }
+
     /// The script's arguments for it: kind, upstream status, error, delay (ms), reason.
     fn args(&self) -> (&'static str, String, String, u64, &'a str) {
         match self.how {
@@ -1167,8 +1178,9 @@ impl<'a> Ending<'a> {
 /// complete.lua): two or more successes of call 0 of their events, each the first attempt
 /// of a call without an agent under the same claim (what the claim saw: its time and `-`),
 /// their tokens one apart, as a group's leases end one millisecond apart in its order.
-fn whole_group_success(run: &[&Ending<'_>]) -> bool {
-    let Some(first) = run.first() else {
+/// The run is `run`'s indices into `ends`.
+fn whole_group_success(run: &[usize], ends: &[Ending<'_>]) -> bool {
+    let Some(first) = run.first().map(|&i| &ends[i]) else {
         return false;
     };
     let seen = first.seen.as_bytes();
@@ -1176,8 +1188,8 @@ fn whole_group_success(run: &[&Ending<'_>]) -> bool {
         && seen.len() == 14
         && seen[13] == b'-'
         && seen[..13].iter().all(u8::is_ascii_digit)
-        && run.iter().enumerate().all(|(k, c)| {
-            matches!(c.how, How::Worker(Outcome::Delivered { .. }))
+        && run.iter().map(|&i| &ends[i]).enumerate().all(|(k, c)| {
+            c.delivered_status().is_some()
                 && c.delivery_id.ends_with(":0")
                 && c.seen == first.seen
                 && first.lease_token.checked_sub(k as u64) == Some(c.lease_token)
@@ -1810,7 +1822,10 @@ mod tests {
                 })
                 .collect()
         };
-        let whole = |run: &[Ending<'_>]| whole_group_success(&run.iter().collect::<Vec<_>>());
+        let whole = |run: &[Ending<'_>]| {
+            let indices: Vec<usize> = (0..run.len()).collect();
+            whole_group_success(&indices, run)
+        };
         let first = "1764000000000-";
         assert!(whole(&group(first)));
         assert!(whole(&group(first)[..2]));

@@ -54,6 +54,13 @@ local function summary_fields(ekey)
     ls0 = code ~= '' and code or nil, ag0 = agent ~= '' and agent or nil}
 end
 
+-- The summary of an event of one call delivered (see `summary_fields`): after
+-- `attempts`, with upstream status `code`, at `now_s`, by `agent` ('' for every agent), of
+-- account `acct` (each text).
+local function summary_text(attempts, code, now_s, agent, acct)
+  return 'delivered ' .. attempts .. ' ' .. code .. ' ' .. now_s .. ' ' .. agent .. ' ' .. acct
+end
+
 -- A new event of one call is stored in its first form: its time to live, agent and body
 -- in one field, `q` = `<exp> <agent>\n<body>` (the first two empty when it has none; the
 -- agent is digits), beside its account (and its priority, when high). The gateway reads

@@ -228,10 +228,7 @@ async fn the_embedded_store_returns_to_its_baseline_after_a_burst_is_delivered_o
 async fn a_partitions_sweeps_visit_its_accounts_once_a_round() {
     let redis = RedisServer::start();
     let pttl_after_a_sweep = |retention_s: u64, accounts: usize, prefix: &'static str| {
-        let mut config = Config::default();
-        config.redis.url = redis.url().into();
-        config.redis.key_prefix = prefix.into();
-        config.redis.partitions = 1;
+        let mut config = one_partition_on(&redis, prefix);
         config.delivery.dead_letter_retention_seconds = retention_s;
         config.delivery.account_retention_seconds = retention_s * 2;
         let redis = &redis;
@@ -264,10 +261,7 @@ async fn a_partitions_sweeps_visit_its_accounts_once_a_round() {
 #[tokio::test]
 async fn a_sweep_that_drops_records_pauses_for_its_share_of_a_round() {
     let redis = RedisServer::start();
-    let mut config = Config::default();
-    config.redis.url = redis.url().into();
-    config.redis.key_prefix = "drop".into();
-    config.redis.partitions = 1;
+    let mut config = one_partition_on(&redis, "drop");
     // a round of 10 s
     config.delivery.dead_letter_retention_seconds = 100;
     config.delivery.account_retention_seconds = 200;
@@ -293,6 +287,15 @@ async fn a_sweep_that_drops_records_pauses_for_its_share_of_a_round() {
     assert!((8_000..=8_888).contains(&pause), "{pause}");
 }
 
+/// The default config, with the queue in one partition on `redis` under `prefix`.
+fn one_partition_on(redis: &RedisServer, prefix: &str) -> Config {
+    let mut config = Config::default();
+    config.redis.url = redis.url().into();
+    config.redis.key_prefix = prefix.into();
+    config.redis.partitions = 1;
+    config
+}
+
 /// The time to live of `key` on `redis`, in ms (`PTTL`: -2 when it is missing, -1 when it
 /// never expires; -1 too when the answer is not a number).
 fn pttl(redis: &RedisServer, key: &str) -> i64 {
@@ -311,10 +314,7 @@ fn pttl(redis: &RedisServer, key: &str) -> i64 {
 #[tokio::test]
 async fn an_idle_account_keeps_its_record_while_its_latest_send_counts() {
     let redis = RedisServer::start();
-    let mut config = Config::default();
-    config.redis.url = redis.url().into();
-    config.redis.key_prefix = "keep".into();
-    config.redis.partitions = 1;
+    let mut config = one_partition_on(&redis, "keep");
     config.delivery.dead_letter_retention_seconds = 1;
     config.delivery.event_retention_seconds = 1;
     config.delivery.account_retention_seconds = 1;
